@@ -1,0 +1,30 @@
+//! Trellis resource types, in the Gloo Mesh 2.x apiVersions, and their parsing and validation.
+//!
+//! ```text
+//!  YAML / JSON text ──parse──▶ serde_json::Value per document ──typed──▶ Resource ──validate──▶ accepted
+//!                         every failure names: source, document, kind/namespace/name, field path
+//! ```
+//!
+//! Pure: no I/O. The management server, the CLI and tests all parse through [`parse_documents`].
+
+mod common;
+mod error;
+mod kind;
+mod meta;
+mod networking;
+mod parse;
+mod resource;
+mod validate;
+mod workspace;
+
+pub use common::{DestinationKind, DestinationReference, ObjectReference, ObjectSelector, PortSelector};
+pub use error::{ApiError, DocumentError};
+pub use kind::Kind;
+pub use meta::ObjectMeta;
+pub use networking::{
+    DirectResponseAction, ForwardToAction, HeaderMatcher, HttpRoute, QueryParameterMatcher, RedirectAction,
+    RequestMatcher, RouteTableSpec, UriMatcher, VirtualDestinationPort, VirtualDestinationSpec,
+};
+pub use parse::{parse_documents, parse_one};
+pub use resource::{Resource, ResourceKey, Spec};
+pub use workspace::{ClusterSelector, KubernetesClusterSpec, NamespaceSelector, WorkspaceSettingsSpec, WorkspaceSpec};

@@ -1,0 +1,170 @@
+//! Text to typed resources. YAML is read as a superset of JSON, so one parser serves both.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, DocumentError};
+use crate::kind::Kind;
+use crate::meta::ObjectMeta;
+use crate::resource::{Resource, Spec};
+use crate::validate::validate;
+
+/// Parses and validates every document of `text`. All-or-nothing: any error rejects the input,
+/// and every error found is reported, not just the first.
+pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, ApiError> {
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
+        let number = index + 1;
+        let value = match Value::deserialize(document) {
+            Ok(value) => value,
+            Err(error) => {
+                // The YAML stream cannot be resynchronised after a syntax error.
+                errors.push(doc_error(source, number, None, None, format!("malformed YAML: {error}")));
+                break;
+            }
+        };
+        for value in expand_lists(value) {
+            match typed(source, number, value) {
+                Ok(resource) => match validate(&resource) {
+                    Ok(()) => resources.push(resource),
+                    Err(field_errors) => errors.extend(field_errors.into_iter().map(|(field, message)| {
+                        doc_error(source, number, Some(resource.key().to_string()), Some(field), message)
+                    })),
+                },
+                Err(error) => errors.push(error),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    if resources.is_empty() {
+        return Err(ApiError::Empty(source.to_string()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, resource) in resources.iter().enumerate() {
+        if !seen.insert(resource.key()) {
+            errors.push(doc_error(
+                source,
+                index + 1,
+                Some(resource.key().to_string()),
+                None,
+                "the same resource appears more than once in this input".into(),
+            ));
+        }
+    }
+    if errors.is_empty() { Ok(resources) } else { Err(ApiError::Invalid(errors)) }
+}
+
+/// Parses exactly one resource (for API paths that name one).
+pub fn parse_one(source: &str, text: &str) -> Result<Resource, ApiError> {
+    let mut resources = parse_documents(source, text)?;
+    if resources.len() != 1 {
+        return Err(ApiError::Invalid(vec![doc_error(
+            source,
+            2,
+            None,
+            None,
+            format!("expected one resource, found {}", resources.len()),
+        )]));
+    }
+    Ok(resources.remove(0))
+}
+
+/// Empty documents (`---` alone) are skipped; `kind: List` documents contribute their items.
+fn expand_lists(value: Value) -> Vec<Value> {
+    match value {
+        Value::Null => Vec::new(),
+        Value::Object(mut map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
+            match map.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            }
+        }
+        other => vec![other],
+    }
+}
+
+fn doc_error(source: &str, document: usize, resource: Option<String>, field: Option<String>, message: String) -> DocumentError {
+    DocumentError { source: source.to_string(), document, resource, field, message }
+}
+
+/// Turns one document into a typed resource, naming the field of the first problem found.
+pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resource, DocumentError> {
+    let err = |resource: Option<String>, field: &str, message: String| {
+        doc_error(source, document, resource, Some(field.to_string()).filter(|f| !f.is_empty()), message)
+    };
+    let Value::Object(mut map) = value else {
+        return Err(err(None, "", "a resource must be a mapping with apiVersion, kind, metadata and spec".into()));
+    };
+    let kind_name = match map.remove("kind") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => return Err(err(None, "kind", "must be a string".into())),
+        None => return Err(err(None, "kind", "is required".into())),
+    };
+    let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name).ok_or_else(|| {
+        let known: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        err(None, "kind", format!("unknown kind {kind_name:?} (known kinds: {})", known.join(", ")))
+    })?;
+
+    let metadata_value = map.remove("metadata").unwrap_or(Value::Object(Default::default()));
+    let mut metadata: ObjectMeta = serde_path_to_error::deserialize(metadata_value)
+        .map_err(|e| err(None, &join_path("metadata", &e.path().to_string()), e.inner().to_string()))?;
+    if metadata.namespace.is_empty() {
+        metadata.namespace = "default".to_string();
+    }
+    let display = format!("{}/{}/{}", kind, metadata.namespace, metadata.name);
+    let resource_name = Some(display.clone());
+
+    match map.remove("apiVersion") {
+        Some(Value::String(version)) if version == kind.api_version() => {}
+        Some(Value::String(version)) => {
+            return Err(err(
+                resource_name,
+                "apiVersion",
+                format!("{version:?} does not serve kind {kind}; use {:?}", kind.api_version()),
+            ));
+        }
+        Some(_) => return Err(err(resource_name, "apiVersion", "must be a string".into())),
+        None => return Err(err(resource_name, "apiVersion", format!("is required; use {:?}", kind.api_version()))),
+    }
+
+    let spec_value = match map.remove("spec") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(value) => value,
+    };
+    // `status` is written by the server; accept it in input (kubectl round trips) and drop it.
+    map.remove("status");
+    if let Some(unknown) = map.keys().next() {
+        return Err(err(resource_name, unknown, "unknown top-level field (expected apiVersion, kind, metadata, spec)".into()));
+    }
+
+    let spec = typed_spec(kind, spec_value).map_err(|(path, message)| err(resource_name.clone(), &join_path("spec", &path), message))?;
+    Ok(Resource { metadata, spec })
+}
+
+fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
+    fn de<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+        serde_path_to_error::deserialize(value).map_err(|e| (e.path().to_string(), e.inner().to_string()))
+    }
+    Ok(match kind {
+        Kind::KubernetesCluster => Spec::KubernetesCluster(de(value)?),
+        Kind::Workspace => Spec::Workspace(de(value)?),
+        Kind::WorkspaceSettings => Spec::WorkspaceSettings(de(value)?),
+        Kind::VirtualDestination => Spec::VirtualDestination(de(value)?),
+        Kind::RouteTable => Spec::RouteTable(de(value)?),
+    })
+}
+
+/// serde_path_to_error renders the root as `.`; field paths read better without it.
+fn join_path(prefix: &str, path: &str) -> String {
+    match path {
+        "" | "." => prefix.to_string(),
+        path if path.starts_with('[') => format!("{prefix}{path}"),
+        path => format!("{prefix}.{path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

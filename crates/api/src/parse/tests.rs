@@ -1,0 +1,117 @@
+use super::*;
+
+const ROUTE_TABLE: &str = r#"
+apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata:
+  name: backend
+  namespace: demo
+spec:
+  hosts: [backend.mesh.internal]
+  http:
+  - name: split
+    matchers:
+    - uri: {prefix: /api}
+      headers: [{name: x-canary, value: "true"}]
+      method: GET
+    forwardTo:
+      destinations:
+      - ref: {name: backend, namespace: demo, cluster: cluster-1}
+        port: {number: 80}
+        weight: 80
+      - ref: {name: backend, namespace: demo, cluster: cluster-2}
+        weight: 20
+"#;
+
+fn errors_of(text: &str) -> Vec<DocumentError> {
+    match parse_documents("test.yaml", text) {
+        Ok(resources) => panic!("expected an error, got {resources:?}"),
+        Err(error) => error.errors(),
+    }
+}
+
+#[test]
+fn parses_a_gloo_route_table_as_is() {
+    let resources = parse_documents("rt.yaml", ROUTE_TABLE).unwrap();
+    assert_eq!(resources.len(), 1);
+    assert_eq!(resources[0].key().to_string(), "RouteTable/demo/backend");
+    let Spec::RouteTable(spec) = &resources[0].spec else { panic!("not a route table") };
+    let destinations = &spec.http[0].forward_to.as_ref().unwrap().destinations;
+    assert_eq!(destinations[0].weight, Some(80));
+    assert_eq!(destinations[1].reference.cluster, "cluster-2");
+}
+
+#[test]
+fn round_trips_through_json() {
+    let resource = parse_one("rt.yaml", ROUTE_TABLE).unwrap();
+    let json = serde_json::to_string(&resource).unwrap();
+    let again: Resource = serde_json::from_str(&json).unwrap();
+    assert_eq!(resource, again);
+}
+
+#[test]
+fn reads_several_documents_and_json() {
+    let text = format!("{ROUTE_TABLE}\n---\n{{\"apiVersion\": \"admin.gloo.solo.io/v2\", \"kind\": \"Workspace\", \"metadata\": {{\"name\": \"ws\"}}, \"spec\": {{\"workloadClusters\": [{{\"name\": \"*\"}}]}}}}\n---\n");
+    let resources = parse_documents("two.yaml", &text).unwrap();
+    let keys: Vec<_> = resources.iter().map(|r| r.key().to_string()).collect();
+    assert_eq!(keys, ["RouteTable/demo/backend", "Workspace/default/ws"]);
+}
+
+/// Each row: input, expected field path, a fragment of the expected message.
+#[test]
+fn names_the_field_of_each_error() {
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("kind: Gateway\napiVersion: x/v1\nmetadata: {name: a}", Some("kind"), "unknown kind \"Gateway\""),
+        ("apiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}", Some("kind"), "is required"),
+        ("kind: RouteTable\napiVersion: admin.gloo.solo.io/v2\nmetadata: {name: a}", Some("apiVersion"), "does not serve kind RouteTable"),
+        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: Bad_Name}", Some("metadata.name"), "not a valid name"),
+        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {htp: []}", Some("spec.htp"), "unknown field `htp`"),
+        (
+            "kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http:\n  - forwardTo:\n      destinations:\n      - ref: {name: b}\n        weight: -3",
+            Some("spec.http[0].forwardTo.destinations[0].weight"),
+            "invalid value",
+        ),
+        (
+            "kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http:\n  - matchers: [{uri: {regex: '(['}}]\n    directResponse: {status: 200}",
+            Some("spec.http[0].matchers[0].uri.regex"),
+            "invalid regular expression",
+        ),
+        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http:\n  - name: none", Some("spec.http[0]"), "exactly one action"),
+        ("kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: ['*.x.com'], ports: [{number: 80}]}", Some("spec.hosts[0]"), "cannot be a wildcard"),
+        ("kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: [a.b], ports: [{number: 70000}]}", Some("spec.ports[0].number"), "not a port"),
+        ("kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: [a.b]}", Some("spec.ports"), "at least one port"),
+        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http: [\n", None, "malformed YAML"),
+    ];
+    for (input, field, message) in cases {
+        let errors = errors_of(input);
+        assert!(
+            errors.iter().any(|e| e.field.as_deref() == *field && e.message.contains(message)),
+            "input:\n{input}\nwanted field {field:?} with {message:?}, got {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn error_names_source_document_and_resource() {
+    let text = format!("{ROUTE_TABLE}---\nkind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {{name: b, namespace: demo}}\nspec: {{hosts: ['bad host']}}\n");
+    let errors = errors_of(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "test.yaml: document 2 (RouteTable/demo/b): field spec.hosts[0]: \"bad host\" is not a valid host name (only a left-most `*.` wildcard is allowed)"
+    );
+}
+
+#[test]
+fn rejects_duplicates_and_empty_input() {
+    let twice = format!("{ROUTE_TABLE}---{ROUTE_TABLE}");
+    assert!(errors_of(&twice)[0].message.contains("more than once"));
+    assert!(matches!(parse_documents("empty.yaml", "---\n"), Err(ApiError::Empty(_))));
+}
+
+#[test]
+fn reports_every_bad_document_not_just_the_first() {
+    let text = "kind: Nope\n---\nkind: AlsoNope\n";
+    let errors = errors_of(text);
+    assert_eq!(errors.iter().map(|e| e.document).collect::<Vec<_>>(), [1, 2]);
+}

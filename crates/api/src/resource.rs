@@ -1,0 +1,110 @@
+//! The typed resource envelope: `apiVersion`, `kind`, `metadata`, `spec`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kind::Kind;
+use crate::meta::ObjectMeta;
+use crate::networking::{RouteTableSpec, VirtualDestinationSpec};
+use crate::workspace::{KubernetesClusterSpec, WorkspaceSettingsSpec, WorkspaceSpec};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    KubernetesCluster(KubernetesClusterSpec),
+    Workspace(WorkspaceSpec),
+    WorkspaceSettings(WorkspaceSettingsSpec),
+    VirtualDestination(VirtualDestinationSpec),
+    RouteTable(RouteTableSpec),
+}
+
+/// One accepted resource. Serializes to the same shape it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub metadata: ObjectMeta,
+    pub spec: Spec,
+}
+
+/// `Kind/namespace/name`: how errors, logs and the store name a resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResourceKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+impl ResourceKey {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ResourceKey { kind, namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::KubernetesCluster(_) => Kind::KubernetesCluster,
+            Spec::Workspace(_) => Kind::Workspace,
+            Spec::WorkspaceSettings(_) => Kind::WorkspaceSettings,
+            Spec::VirtualDestination(_) => Kind::VirtualDestination,
+            Spec::RouteTable(_) => Kind::RouteTable,
+        }
+    }
+
+    fn to_value(&self) -> serde_json::Value {
+        let value = match self {
+            Spec::KubernetesCluster(s) => serde_json::to_value(s),
+            Spec::Workspace(s) => serde_json::to_value(s),
+            Spec::WorkspaceSettings(s) => serde_json::to_value(s),
+            Spec::VirtualDestination(s) => serde_json::to_value(s),
+            Spec::RouteTable(s) => serde_json::to_value(s),
+        };
+        value.expect("specs serialize to JSON")
+    }
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey::new(self.kind(), &self.metadata.namespace, &self.metadata.name)
+    }
+
+    /// True when the user-owned parts (spec, labels, annotations) are equal.
+    pub fn same_content(&self, other: &Resource) -> bool {
+        self.spec == other.spec
+            && self.metadata.labels == other.metadata.labels
+            && self.metadata.annotations == other.metadata.annotations
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": self.kind().api_version(),
+            "kind": self.kind().as_str(),
+            "metadata": serde_json::to_value(&self.metadata).expect("metadata serializes"),
+            "spec": self.spec.to_value(),
+        })
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Resource {
+    /// Trusted input only (the store): user input goes through [`crate::parse_documents`] for
+    /// errors with field paths.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        crate::parse::typed("stored", 1, value).map_err(|e| serde::de::Error::custom(e.to_string()))
+    }
+}

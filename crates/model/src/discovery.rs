@@ -1,0 +1,87 @@
+//! What an agent discovers in its cluster and reports to the management server.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one agent knows about its cluster at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDiscovery {
+    pub cluster: String,
+    /// Where other clusters reach this cluster's east-west gateway, if one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub east_west_gateway: Option<GatewayAddress>,
+    /// Sorted by (namespace, name).
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GatewayAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+/// One workload instance with a sidecar: the unit that receives traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    /// The service this workload backs (a Kubernetes Service in Kubernetes mode).
+    pub service: String,
+    /// Labels of the workload; a service's labels are those all its workloads share.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    /// Address where the workload's sidecar accepts inbound mesh traffic.
+    pub address: String,
+    #[serde(default)]
+    pub ports: Vec<WorkloadPort>,
+}
+
+fn default_service_account() -> String {
+    "default".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadPort {
+    /// Port name, as on a Kubernetes Service port (`http`).
+    pub name: String,
+    /// The service port clients address (`80`).
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// The sidecar's inbound listener for this port, on `Workload::address`.
+    pub inbound_port: u16,
+    /// Where the application itself listens, on loopback beside its sidecar.
+    pub app_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Workload {
+    /// Identity of a workload inside its cluster: `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl ClusterDiscovery {
+    /// Puts workloads in their canonical order so equal discoveries compare and hash equal.
+    pub fn normalize(&mut self) {
+        self.workloads
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    }
+}

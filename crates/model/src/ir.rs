@@ -1,0 +1,181 @@
+//! The mesh IR: what one cluster's proxies must do, independent of Envoy.
+//!
+//! Produced by `trellis-translate`, carried by the relay as JSON, turned into Envoy resources per
+//! proxy by `trellis-envoy`. Every collection is sorted so equal configs serialize identically.
+
+use serde::{Deserialize, Serialize};
+
+/// The translated configuration for one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfig {
+    pub cluster: String,
+    /// Everything this cluster's sidecars may send to, sorted by name.
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+    /// Outbound HTTP virtual hosts for this cluster's sidecars, sorted by name.
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// What this cluster's east-west gateway serves to other clusters: each upstream's `key`
+    /// is matched on the routing header, its endpoints are local. Sorted by name.
+    #[serde(default)]
+    pub gateway_upstreams: Vec<Upstream>,
+}
+
+/// A set of endpoints that receives traffic as one Envoy cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    /// Unique within a cluster's config; becomes the Envoy cluster name.
+    pub name: String,
+    /// Routing key a remote east-west gateway matches: `outbound_.<port>_.<subset>_.<host>`.
+    pub key: String,
+    /// Sorted by (address, port).
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+    /// Relative load-balancing weight: a remote gateway counts as many as the endpoints behind it.
+    pub weight: u32,
+    /// The cluster the traffic ends up in.
+    pub cluster: String,
+    /// True when this endpoint is another cluster's east-west gateway.
+    #[serde(default)]
+    pub via_gateway: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualHost {
+    pub name: String,
+    /// Host names (and `host:port` forms) this virtual host answers for.
+    pub domains: Vec<String>,
+    /// In match order: the first route that matches wins.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// `<routetable namespace>/<routetable name>/<route name or index>`, or `default` for a
+    /// VirtualDestination's implicit route.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    #[serde(default)]
+    pub ignore_case: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<QueryParamMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+impl Default for RouteMatch {
+    fn default() -> Self {
+        RouteMatch {
+            path: PathMatch::Prefix("/".to_string()),
+            ignore_case: false,
+            headers: Vec::new(),
+            query_params: Vec::new(),
+            method: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    /// RE2 syntax, matched against the whole path.
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ValueMatch {
+    Exact(String),
+    /// RE2 syntax, matched against the whole value.
+    Regex(String),
+    /// The header or parameter is there, whatever its value.
+    Present,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: ValueMatch,
+    /// Match when the header does *not* match.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryParamMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteAction {
+    Forward(Forward),
+    DirectResponse { status: u32, body: String },
+    Redirect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        status: u32,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forward {
+    /// Never empty; weights are relative and at least one is non-zero.
+    pub destinations: Vec<WeightedUpstream>,
+    /// Replaces the matched path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedUpstream {
+    /// Name of an entry of `ClusterConfig::upstreams`.
+    pub upstream: String,
+    /// That upstream's routing key, repeated here so a proxy can tag requests without a lookup.
+    pub key: String,
+    pub weight: u32,
+}
+
+impl ClusterConfig {
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// A content version: equal configs get equal versions in every process.
+    pub fn content_hash(&self) -> u64 {
+        let bytes = serde_json::to_vec(self).expect("IR serializes");
+        crate::stable_hash(&bytes)
+    }
+}

@@ -1,0 +1,48 @@
+//! The shared vocabulary of the management plane, all pure data:
+//!
+//! ```text
+//!  agents ──ClusterDiscovery──▶ Snapshot (config + discovery) ──translate──▶ ClusterConfig (mesh IR) ──▶ agents
+//! ```
+//!
+//! - [`discovery`]: what an agent reports about its cluster (workloads, their ports, its east-west gateway).
+//! - [`snapshot`]: one immutable view of all accepted config and the latest discovery of every cluster.
+//! - [`ir`]: the proxy-neutral, per-cluster output of translation that the relay carries to each agent.
+
+pub mod discovery;
+pub mod ir;
+pub mod snapshot;
+
+pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, Workload, WorkloadPort};
+pub use ir::ClusterConfig;
+pub use snapshot::Snapshot;
+
+/// Request header that carries an upstream's routing key from a client sidecar to a remote
+/// east-west gateway, which routes on it to the matching local endpoints.
+pub const ROUTING_HEADER: &str = "x-trellis-upstream";
+
+/// Header the east-west gateway adds to every request it forwards, naming its cluster, so a
+/// backend (and a test) can see that a request crossed clusters.
+pub const GATEWAY_HEADER: &str = "x-trellis-east-west-gateway";
+
+/// A stable 64-bit FNV-1a hash, used for content versions that must not change between builds
+/// or processes (std's `DefaultHasher` makes no such promise).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        // Reference values of 64-bit FNV-1a.
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

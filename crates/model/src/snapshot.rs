@@ -1,0 +1,110 @@
+//! One immutable view of all accepted config and the latest discovery of every cluster, with the
+//! indexes translation needs. Built once per change; translation only reads it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use trellis_api::{Resource, RouteTableSpec, Spec, VirtualDestinationSpec};
+
+use crate::discovery::{ClusterDiscovery, GatewayAddress, Protocol, Workload};
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Sorted by creation revision, then key: "the oldest wins" where the API says so.
+    pub resources: Vec<Resource>,
+    /// Latest discovery per cluster name.
+    pub discovery: BTreeMap<String, ClusterDiscovery>,
+}
+
+/// A service in one cluster, derived from the workloads that back it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// The labels all its workloads share.
+    pub labels: BTreeMap<String, String>,
+    /// By service port number.
+    pub ports: BTreeMap<u16, ServicePort>,
+    pub workloads: Vec<&'a Workload>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl Snapshot {
+    pub fn new(mut resources: Vec<Resource>, discovery: BTreeMap<String, ClusterDiscovery>) -> Self {
+        resources.sort_by(|a, b| (a.metadata.creation_revision, a.key()).cmp(&(b.metadata.creation_revision, b.key())));
+        Snapshot { resources, discovery }
+    }
+
+    /// Every cluster the mesh knows: registered as a KubernetesCluster or heard from by discovery.
+    pub fn clusters(&self) -> BTreeSet<String> {
+        let registered = self.resources.iter().filter_map(|r| match r.spec {
+            Spec::KubernetesCluster(_) => Some(r.metadata.name.clone()),
+            _ => None,
+        });
+        registered.chain(self.discovery.keys().cloned()).collect()
+    }
+
+    pub fn virtual_destinations(&self) -> impl Iterator<Item = (&Resource, &VirtualDestinationSpec)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::VirtualDestination(spec) => Some((r, spec)),
+            _ => None,
+        })
+    }
+
+    pub fn route_tables(&self) -> impl Iterator<Item = (&Resource, &RouteTableSpec)> {
+        self.resources.iter().filter_map(|r| match &r.spec {
+            Spec::RouteTable(spec) => Some((r, spec)),
+            _ => None,
+        })
+    }
+
+    pub fn east_west_gateway(&self, cluster: &str) -> Option<&GatewayAddress> {
+        self.discovery.get(cluster)?.east_west_gateway.as_ref()
+    }
+
+    /// All services of all clusters, ordered by (cluster, namespace, name).
+    pub fn services(&self) -> Vec<Service<'_>> {
+        let mut grouped: BTreeMap<(&str, &str, &str), Vec<&Workload>> = BTreeMap::new();
+        for (cluster, discovery) in &self.discovery {
+            for workload in &discovery.workloads {
+                grouped
+                    .entry((cluster.as_str(), workload.namespace.as_str(), workload.service.as_str()))
+                    .or_default()
+                    .push(workload);
+            }
+        }
+        grouped
+            .into_iter()
+            .map(|((cluster, namespace, name), workloads)| {
+                let mut labels = workloads[0].labels.clone();
+                labels.retain(|k, v| workloads.iter().all(|w| w.labels.get(k) == Some(v)));
+                let mut ports = BTreeMap::new();
+                for port in workloads.iter().flat_map(|w| &w.ports) {
+                    ports.entry(port.port).or_insert_with(|| ServicePort {
+                        name: port.name.clone(),
+                        port: port.port,
+                        protocol: port.protocol,
+                    });
+                }
+                Service { cluster, namespace, name, labels, ports, workloads }
+            })
+            .collect()
+    }
+}
+
+impl Service<'_> {
+    /// The service port a selector names: by number, or by port name.
+    pub fn port_by_number_or_name(&self, number: Option<u32>, name: Option<&str>) -> Option<&ServicePort> {
+        match (number, name) {
+            (Some(number), _) => self.ports.values().find(|p| u32::from(p.port) == number),
+            (None, Some(name)) => self.ports.values().find(|p| p.name == name),
+            (None, None) => (self.ports.len() == 1).then(|| self.ports.values().next()).flatten(),
+        }
+    }
+}

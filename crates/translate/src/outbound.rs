@@ -1,0 +1,395 @@
+//! VirtualDestinations and RouteTables ─▶ outbound virtual hosts and the Targets they use.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use trellis_api::{
+    DestinationKind, DestinationReference, HttpRoute, RequestMatcher, Resource, RouteTableSpec, VirtualDestinationSpec,
+};
+use trellis_model::ir::{
+    Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch, ValueMatch, VirtualHost,
+};
+use trellis_model::snapshot::Service;
+use trellis_model::Snapshot;
+
+use crate::target::{Backend, Target};
+use crate::Warnings;
+
+/// Outbound routing for every cluster; targets are referenced from routes by index.
+pub(crate) struct Outbound {
+    pub virtual_hosts: Vec<OutboundHost>,
+    pub targets: Vec<Target>,
+}
+
+/// A virtual host whose forward actions still name targets, not upstreams.
+pub(crate) struct OutboundHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<(String, RouteMatch, PendingAction)>,
+}
+
+#[derive(Clone)]
+pub(crate) enum PendingAction {
+    /// (target index, weight) pairs.
+    Forward { destinations: Vec<(usize, u32)>, path_rewrite: Option<String>, host_rewrite: Option<String> },
+    Fixed(RouteAction),
+}
+
+struct Context<'a, 's> {
+    snapshot: &'s Snapshot,
+    services: &'a [Service<'s>],
+    targets: BTreeMap<Target, usize>,
+    warnings: &'a mut Warnings,
+}
+
+/// One port of one VirtualDestination host.
+struct VdHost<'s> {
+    resource: &'s Resource,
+    spec: &'s VirtualDestinationSpec,
+    host: &'s str,
+    port: u16,
+}
+
+pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mut Warnings) -> Outbound {
+    let mut cx = Context { snapshot, services, targets: BTreeMap::new(), warnings };
+
+    // Every VirtualDestination host and port gets a virtual host with a default route to all
+    // its backends; route tables for that host replace the default route.
+    let mut hosts: BTreeMap<String, OutboundHost> = BTreeMap::new();
+    let mut vd_hosts: BTreeMap<&str, Vec<VdHost>> = BTreeMap::new();
+    for (resource, spec) in snapshot.virtual_destinations() {
+        for host in &spec.hosts {
+            for port in &spec.ports {
+                let Ok(port_number) = u16::try_from(port.number) else { continue };
+                if hosts.contains_key(&vhost_name(host, port_number)) {
+                    cx.warnings.add(resource.key().to_string(), format!("host {host}:{port_number} is already served by an older VirtualDestination; ignored here"));
+                    continue;
+                }
+                let vd = VdHost { resource, spec, host, port: port_number };
+                let target = cx.vd_target(&vd, &BTreeMap::new());
+                let route = (
+                    "default".to_string(),
+                    RouteMatch::default(),
+                    PendingAction::Forward { destinations: vec![(target, 1)], path_rewrite: None, host_rewrite: None },
+                );
+                hosts.insert(
+                    vhost_name(host, port_number),
+                    OutboundHost { name: vhost_name(host, port_number), domains: domains(host, Some(port_number)), routes: vec![route] },
+                );
+                vd_hosts.entry(host.as_str()).or_default().push(vd);
+            }
+        }
+    }
+
+    // Route tables, oldest first; their routes are concatenated per host in that order.
+    let mut replaced: BTreeSet<String> = BTreeSet::new();
+    for (resource, spec) in snapshot.route_tables() {
+        if !spec.virtual_gateways.is_empty() || !spec.workload_selectors.is_empty() {
+            cx.warnings.add(resource.key().to_string(), "virtualGateways and workloadSelectors are not supported yet; this route table is not applied");
+            continue;
+        }
+        for host in &spec.hosts {
+            let ports: Vec<Option<u16>> = match vd_hosts.get(host.as_str()) {
+                Some(vds) => vds.iter().map(|vd| Some(vd.port)).collect(),
+                None => vec![None],
+            };
+            for port in ports {
+                let name = match port {
+                    Some(port) => vhost_name(host, port),
+                    None => host.clone(),
+                };
+                let routes = cx.route_table_routes(resource, spec, port);
+                let entry = hosts
+                    .entry(name.clone())
+                    .or_insert_with(|| OutboundHost { name: name.clone(), domains: domains(host, None), routes: Vec::new() });
+                if replaced.insert(name) {
+                    entry.routes.clear();
+                }
+                entry.routes.extend(routes);
+            }
+        }
+    }
+
+    let mut targets: Vec<(Target, usize)> = cx.targets.into_iter().collect();
+    targets.sort_by_key(|(_, index)| *index);
+    Outbound { virtual_hosts: hosts.into_values().collect(), targets: targets.into_iter().map(|(t, _)| t).collect() }
+}
+
+fn vhost_name(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
+/// Clients send `Host: name` for port 80 and `Host: name:port` otherwise.
+fn domains(host: &str, port: Option<u16>) -> Vec<String> {
+    match port {
+        Some(80) => vec![host.to_string(), format!("{host}:80")],
+        Some(port) => vec![format!("{host}:{port}")],
+        None => vec![host.to_string(), format!("{host}:*")],
+    }
+}
+
+impl<'s> Context<'_, 's> {
+    fn intern(&mut self, target: Target) -> usize {
+        let next = self.targets.len();
+        *self.targets.entry(target).or_insert(next)
+    }
+
+    /// The services a VirtualDestination selects, with the service port its port maps to.
+    fn vd_backends(&mut self, vd: &VdHost) -> Vec<Backend> {
+        let vd_port = vd.spec.ports.iter().find(|p| p.number == u32::from(vd.port));
+        let (number, name) = match vd_port.and_then(|p| p.target_port.as_ref()) {
+            Some(target) => (target.number, target.name.clone()),
+            None => (Some(u32::from(vd.port)), None),
+        };
+        let mut backends = Vec::new();
+        for service in self.services {
+            let selected = vd.spec.services.iter().any(|selector| {
+                selector.matches(&service.labels, service.name, service.namespace, service.cluster)
+            });
+            if !selected {
+                continue;
+            }
+            match service.port_by_number_or_name(number, name.as_deref()) {
+                Some(port) => backends.push(Backend {
+                    cluster: service.cluster.to_string(),
+                    namespace: service.namespace.to_string(),
+                    service: service.name.to_string(),
+                    port: port.port,
+                }),
+                None => self.warnings.add(
+                    vd.resource.key().to_string(),
+                    format!("service {}/{} in cluster {} has no port {}", service.namespace, service.name, service.cluster, port_label(number, name.as_deref())),
+                ),
+            }
+        }
+        if backends.is_empty() && !vd.spec.services.is_empty() {
+            self.warnings.add(vd.resource.key().to_string(), "no backing service found yet");
+        }
+        backends
+    }
+
+    fn vd_target(&mut self, vd: &VdHost, subset: &BTreeMap<String, String>) -> usize {
+        let backends = self.vd_backends(vd);
+        self.intern(Target { host: vd.host.to_string(), port: vd.port, subset: subset.clone(), backends })
+    }
+
+    fn route_table_routes(
+        &mut self,
+        resource: &Resource,
+        spec: &RouteTableSpec,
+        port: Option<u16>,
+    ) -> Vec<(String, RouteMatch, PendingAction)> {
+        let table = resource.key().to_string();
+        let mut routes = Vec::new();
+        for (index, route) in spec.http.iter().enumerate() {
+            let name = format!(
+                "{}/{}/{}",
+                resource.metadata.namespace,
+                resource.metadata.name,
+                if route.name.is_empty() { index.to_string() } else { route.name.clone() }
+            );
+            let action = self.route_action(&table, &resource.metadata.namespace, route, port, index);
+            let matchers: Vec<RouteMatch> = if route.matchers.is_empty() {
+                vec![RouteMatch::default()]
+            } else {
+                route.matchers.iter().map(route_match).collect()
+            };
+            let count = matchers.len();
+            for (m, matcher) in matchers.into_iter().enumerate() {
+                let route_name = if count == 1 { name.clone() } else { format!("{name}/{m}") };
+                routes.push((route_name, matcher, action.clone()));
+            }
+        }
+        routes
+    }
+
+    fn route_action(&mut self, table: &str, namespace: &str, route: &HttpRoute, port: Option<u16>, index: usize) -> PendingAction {
+        if let Some(direct) = &route.direct_response {
+            return PendingAction::Fixed(RouteAction::DirectResponse { status: direct.status, body: direct.body.clone() });
+        }
+        if let Some(redirect) = &route.redirect {
+            let status = match redirect.response_code.as_deref() {
+                Some("FOUND") => 302,
+                Some("SEE_OTHER") => 303,
+                Some("TEMPORARY_REDIRECT") => 307,
+                Some("PERMANENT_REDIRECT") => 308,
+                _ => 301,
+            };
+            return PendingAction::Fixed(RouteAction::Redirect {
+                host: redirect.host_redirect.clone(),
+                path: redirect.path_redirect.clone(),
+                status,
+            });
+        }
+        let Some(forward) = &route.forward_to else {
+            // ROUTE_REPLACEMENT: a route Trellis cannot serve answers 500 instead of vanishing.
+            self.warnings.add(table, format!("spec.http[{index}]: delegate and graphql actions are not supported yet; the route answers 500"));
+            return replacement("route action not supported");
+        };
+        let mut destinations = Vec::new();
+        for (d, destination) in forward.destinations.iter().enumerate() {
+            match self.destination_target(namespace, destination, port) {
+                Ok(target) => destinations.push((target, destination.weight)),
+                Err(problem) => {
+                    self.warnings.add(table, format!("spec.http[{index}].forwardTo.destinations[{d}]: {problem}; the route answers 500"));
+                    return replacement(&problem);
+                }
+            }
+        }
+        // Unset weights count as zero unless every weight is unset: then the split is even.
+        let all_unset = destinations.iter().all(|(_, w)| w.is_none());
+        let weighted: Vec<(usize, u32)> = destinations
+            .into_iter()
+            .map(|(t, w)| (t, if all_unset { 1 } else { w.unwrap_or(0) }))
+            .filter(|(_, w)| *w > 0)
+            .collect();
+        if weighted.is_empty() {
+            self.warnings.add(table, format!("spec.http[{index}].forwardTo: every destination has weight 0; the route answers 500"));
+            return replacement("every destination has weight 0");
+        }
+        PendingAction::Forward {
+            destinations: weighted,
+            path_rewrite: forward.path_rewrite.clone(),
+            host_rewrite: forward.host_rewrite.clone(),
+        }
+    }
+
+    fn destination_target(&mut self, namespace: &str, destination: &DestinationReference, port: Option<u16>) -> Result<usize, String> {
+        let reference = &destination.reference;
+        let ref_namespace = if reference.namespace.is_empty() { namespace } else { reference.namespace.as_str() };
+        let (number, name) = match &destination.port {
+            Some(p) => (p.number, p.name.clone()),
+            None => (port.map(u32::from), None),
+        };
+        match destination.kind {
+            DestinationKind::VirtualDestination => {
+                let found = self.snapshot.virtual_destinations().find(|(r, _)| {
+                    r.metadata.name == reference.name && r.metadata.namespace == ref_namespace
+                });
+                let Some((resource, spec)) = found else {
+                    return Err(format!("VirtualDestination {ref_namespace}/{} not found", reference.name));
+                };
+                let vd_port = match (number, &name) {
+                    (Some(n), _) => spec.ports.iter().find(|p| p.number == n),
+                    (None, _) if spec.ports.len() == 1 => spec.ports.first(),
+                    _ => None,
+                };
+                let (Some(vd_port), Some(vd_host)) = (vd_port, spec.hosts.first()) else {
+                    return Err(format!("VirtualDestination {ref_namespace}/{} has no port {}", reference.name, port_label(number, name.as_deref())));
+                };
+                let vd = VdHost { resource, spec, host: vd_host, port: vd_port.number as u16 };
+                Ok(self.vd_target(&vd, &destination.subset))
+            }
+            DestinationKind::Service => {
+                let mut backends = Vec::new();
+                for service in self.services {
+                    let matches = service.name == reference.name
+                        && service.namespace == ref_namespace
+                        && (reference.cluster.is_empty() || service.cluster == reference.cluster);
+                    if !matches {
+                        continue;
+                    }
+                    if let Some(service_port) = service.port_by_number_or_name(number, name.as_deref()) {
+                        backends.push(Backend {
+                            cluster: service.cluster.to_string(),
+                            namespace: service.namespace.to_string(),
+                            service: service.name.to_string(),
+                            port: service_port.port,
+                        });
+                    }
+                }
+                let port = backends.first().map(|b| b.port).or(number.and_then(|n| u16::try_from(n).ok()));
+                let Some(port) = port else {
+                    return Err(format!("service {ref_namespace}/{}: give a port, the service is not discovered yet", reference.name));
+                };
+                let scope = if reference.cluster.is_empty() { "mesh" } else { reference.cluster.as_str() };
+                let target_host = format!("{}.{}.svc.{}", reference.name, ref_namespace, scope);
+                Ok(self.intern(Target { host: target_host, port, subset: destination.subset.clone(), backends }))
+            }
+            DestinationKind::ExternalService => Err("EXTERNAL_SERVICE destinations are not supported yet".to_string()),
+        }
+    }
+}
+
+fn port_label(number: Option<u32>, name: Option<&str>) -> String {
+    match (number, name) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(name)) => format!("named {name:?}"),
+        (None, None) => "(none given and not exactly one port)".to_string(),
+    }
+}
+
+fn replacement(problem: &str) -> PendingAction {
+    PendingAction::Fixed(RouteAction::DirectResponse {
+        status: 500,
+        body: format!("trellis: route replaced: {problem}\n"),
+    })
+}
+
+fn value_match(value: &Option<String>, regex: bool) -> ValueMatch {
+    match (value, regex) {
+        (None, _) => ValueMatch::Present,
+        (Some(v), true) => ValueMatch::Regex(v.clone()),
+        (Some(v), false) => ValueMatch::Exact(v.clone()),
+    }
+}
+
+fn route_match(matcher: &RequestMatcher) -> RouteMatch {
+    let (path, ignore_case) = match &matcher.uri {
+        Some(uri) => {
+            let path = if let Some(exact) = &uri.exact {
+                PathMatch::Exact(exact.clone())
+            } else if let Some(regex) = &uri.regex {
+                PathMatch::Regex(regex.clone())
+            } else {
+                PathMatch::Prefix(uri.prefix.clone().unwrap_or_else(|| "/".into()))
+            };
+            (path, uri.ignore_case)
+        }
+        None => (PathMatch::Prefix("/".into()), false),
+    };
+    RouteMatch {
+        path,
+        ignore_case,
+        headers: matcher
+            .headers
+            .iter()
+            .map(|h| HeaderMatch { name: h.name.clone(), value: value_match(&h.value, h.regex), invert: h.invert_match })
+            .collect(),
+        query_params: matcher
+            .query_parameters
+            .iter()
+            .map(|q| QueryParamMatch { name: q.name.clone(), value: value_match(&q.value, q.regex) })
+            .collect(),
+        method: (!matcher.method.is_empty()).then(|| matcher.method.clone()),
+    }
+}
+
+impl OutboundHost {
+    /// Resolves target indexes to upstream names for the IR.
+    pub(crate) fn to_ir(&self, targets: &[Target]) -> VirtualHost {
+        let routes = self
+            .routes
+            .iter()
+            .map(|(name, matcher, action)| Route {
+                name: name.clone(),
+                matcher: matcher.clone(),
+                action: match action {
+                    PendingAction::Fixed(action) => action.clone(),
+                    PendingAction::Forward { destinations, path_rewrite, host_rewrite } => RouteAction::Forward(Forward {
+                        destinations: destinations
+                            .iter()
+                            .map(|(index, weight)| trellis_model::ir::WeightedUpstream {
+                                upstream: targets[*index].upstream_name(),
+                                key: targets[*index].key(),
+                                weight: *weight,
+                            })
+                            .collect(),
+                        path_rewrite: path_rewrite.clone(),
+                        host_rewrite: host_rewrite.clone(),
+                    }),
+                },
+            })
+            .collect();
+        VirtualHost { name: self.name.clone(), domains: self.domains.clone(), routes }
+    }
+}

@@ -1,0 +1,227 @@
+//! Small builders for the Envoy messages that sidecars, gateways and bootstraps share, so each
+//! proxy kind reads as "what it serves" rather than as protobuf plumbing.
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue, HeaderValueOption,
+    SocketAddress, address, config_source, socket_address,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http2ProtocolOptions, header_value_option::HeaderAppendAction,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions,
+    http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    },
+};
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::util::pack_any;
+
+/// Every cluster we generate waits this long for a TCP connection before failing over.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration {
+    seconds: 1,
+    nanos: 0,
+};
+
+pub(crate) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+pub(crate) const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+pub(crate) fn socket_address(address: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+/// `{ads: {}, resource_api_version: V3}`: fetch over the proxy's one ADS stream.
+pub(crate) fn ads_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+/// A round-robin cluster whose endpoints arrive over EDS on the ADS stream.
+pub(crate) fn eds_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads_source()),
+            service_name: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A cluster with fixed IP endpoints carried inline (the app beside a sidecar, the xDS server).
+pub(crate) fn static_cluster(name: &str, address: &str, port: u16) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![
+                envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+                    lb_endpoints: vec![lb_endpoint(address, port, None)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Makes a cluster speak HTTP/2 to its endpoints (gRPC backends, the xDS server).
+pub(crate) fn with_http2(mut cluster: Cluster) -> Cluster {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    cluster
+        .typed_extension_protocol_options
+        .insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(options));
+    cluster
+}
+
+pub(crate) fn lb_endpoint(address: &str, port: u16, weight: Option<u32>) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket_address(address, port)),
+            ..Default::default()
+        })),
+        load_balancing_weight: weight.map(|value| UInt32Value { value }),
+        ..Default::default()
+    }
+}
+
+/// A request header set to `value`, replacing any value the client sent: a client must not be
+/// able to pick its own routing key or forge the gateway's mark.
+pub(crate) fn overwrite_header(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+/// Where an HTTP connection manager gets its routes.
+pub(crate) enum Routes {
+    /// By name over RDS on the ADS stream.
+    Rds(String),
+    Inline(Box<RouteConfiguration>),
+}
+
+/// A one-chain listener whose only network filter is an HTTP connection manager ending in the
+/// router. The router carries an explicit (empty) typed config: Envoy NACKs a filter named only.
+pub(crate) fn http_listener(name: &str, address: &str, port: u16, routes: Routes) -> Listener {
+    let route_specifier = match routes {
+        Routes::Rds(route_config_name) => RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_source()),
+            route_config_name,
+        }),
+        Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.to_string(),
+        route_specifier: Some(route_specifier),
+        http_filters: vec![HttpFilter {
+            name: ROUTER_FILTER.to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    listener(name, address, port, HCM_FILTER, pack_any(hcm))
+}
+
+pub(crate) fn listener(
+    name: &str,
+    address: &str,
+    port: u16,
+    filter_name: &str,
+    config: envoy_types::pb::google::protobuf::Any,
+) -> Listener {
+    Listener {
+        name: name.to_string(),
+        address: Some(socket_address(address, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: filter_name.to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(config)),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The endpoints of one upstream, grouped by the cluster they live in (as the locality's
+/// region) so Envoy's stats and admin output show where traffic goes.
+pub(crate) fn load_assignment(upstream: &trellis_model::ir::Upstream) -> ClusterLoadAssignment {
+    let mut by_cluster: std::collections::BTreeMap<&str, Vec<LbEndpoint>> = Default::default();
+    for endpoint in &upstream.endpoints {
+        // Envoy rejects a weight of 0; the IR promises relative weights, so 0 means "least".
+        let weight = endpoint.weight.max(1);
+        by_cluster
+            .entry(endpoint.cluster.as_str())
+            .or_default()
+            .push(lb_endpoint(&endpoint.address, endpoint.port, Some(weight)));
+    }
+    ClusterLoadAssignment {
+        cluster_name: upstream.name.clone(),
+        endpoints: by_cluster
+            .into_iter()
+            .map(|(cluster, lb_endpoints)| {
+                envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+                    locality: Some(envoy_types::pb::envoy::config::core::v3::Locality {
+                        region: cluster.to_string(),
+                        ..Default::default()
+                    }),
+                    lb_endpoints,
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,40 @@
+//! Turns the mesh IR ([`trellis_model::ClusterConfig`]) plus one proxy's identity into the Envoy
+//! v3 resources that proxy must hold, and writes the bootstrap that points Envoy at us over ADS.
+//!
+//! ```text
+//!  ClusterConfig ──sidecar()──────────▶ ProxyResources ──into_typed()──▶ (type_url, name, Any) ──▶ ADS
+//!                └─east_west_gateway()─▶ ProxyResources
+//!  BootstrapSpec ──bootstrap()────────▶ JSON for `envoy -c bootstrap.json`
+//! ```
+//!
+//! Everything here is pure: no I/O, no clock, and output order follows the IR's (already sorted)
+//! order, so equal inputs give byte-identical resources and the xDS server can version by content.
+
+mod bootstrap;
+mod common;
+mod gateway;
+mod pack;
+mod routes;
+mod sidecar;
+
+pub use bootstrap::{BootstrapSpec, XDS_CLUSTER, bootstrap};
+pub use gateway::{GATEWAY_LISTENER, GATEWAY_ROUTE, GatewaySpec, east_west_gateway};
+pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
+pub use sidecar::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, SidecarSpec, inbound_name, sidecar};
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+    route::v3::RouteConfiguration,
+};
+
+/// Every xDS resource one proxy needs, by type, in a deterministic order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyResources {
+    pub clusters: Vec<Cluster>,
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<RouteConfiguration>,
+}
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,192 @@
+//! IR routes to Envoy routes. Kept apart from the sidecar so each IR match and action maps to
+//! Envoy in exactly one place.
+//!
+//! Forwarding always uses `weighted_clusters`, even for one destination, because the routing
+//! header is attached per destination: a remote east-west gateway routes on that key, so the
+//! key must be the one of the upstream Envoy actually picked.
+
+use envoy_types::pb::envoy::config::core::v3::DataSource;
+use envoy_types::pb::envoy::config::core::v3::data_source;
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction,
+    RouteMatch, VirtualHost, WeightedCluster,
+    header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
+    redirect_action::{PathRewriteSpecifier, RedirectResponseCode},
+    route::Action,
+    route_action::{ClusterSpecifier, HostRewriteSpecifier},
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use trellis_model::ROUTING_HEADER;
+use trellis_model::ir;
+
+use crate::common::overwrite_header;
+
+pub(crate) fn virtual_host(vhost: &ir::VirtualHost) -> VirtualHost {
+    VirtualHost {
+        name: vhost.name.clone(),
+        domains: vhost.domains.clone(),
+        routes: vhost.routes.iter().map(route).collect(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn route(route: &ir::Route) -> Route {
+    Route {
+        name: route.name.clone(),
+        r#match: Some(route_match(&route.matcher)),
+        action: Some(action(&route.action)),
+        ..Default::default()
+    }
+}
+
+// === matches ===
+
+fn route_match(m: &ir::RouteMatch) -> RouteMatch {
+    let path = match &m.path {
+        ir::PathMatch::Prefix(prefix) => PathSpecifier::Prefix(prefix.clone()),
+        ir::PathMatch::Exact(path) => PathSpecifier::Path(path.clone()),
+        // Envoy ignores `case_sensitive` for regexes, so ask RE2 itself.
+        ir::PathMatch::Regex(regex) if m.ignore_case => {
+            PathSpecifier::SafeRegex(regex_matcher(&format!("(?i){regex}")))
+        }
+        ir::PathMatch::Regex(regex) => PathSpecifier::SafeRegex(regex_matcher(regex)),
+    };
+    let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(header_matcher).collect();
+    if let Some(method) = &m.method {
+        headers.push(HeaderMatcher {
+            name: ":method".to_string(),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(exact(method))),
+            ..Default::default()
+        });
+    }
+    RouteMatch {
+        path_specifier: Some(path),
+        case_sensitive: m.ignore_case.then_some(BoolValue { value: false }),
+        headers,
+        query_parameters: m.query_params.iter().map(query_matcher).collect(),
+        ..Default::default()
+    }
+}
+
+fn header_matcher(h: &ir::HeaderMatch) -> HeaderMatcher {
+    let specifier = match &h.value {
+        ir::ValueMatch::Present => HeaderMatchSpecifier::PresentMatch(true),
+        value => HeaderMatchSpecifier::StringMatch(string_matcher(value)),
+    };
+    HeaderMatcher {
+        name: h.name.clone(),
+        invert_match: h.invert,
+        header_match_specifier: Some(specifier),
+        ..Default::default()
+    }
+}
+
+fn query_matcher(q: &ir::QueryParamMatch) -> QueryParameterMatcher {
+    let specifier = match &q.value {
+        ir::ValueMatch::Present => QueryParameterMatchSpecifier::PresentMatch(true),
+        value => QueryParameterMatchSpecifier::StringMatch(string_matcher(value)),
+    };
+    QueryParameterMatcher {
+        name: q.name.clone(),
+        query_parameter_match_specifier: Some(specifier),
+    }
+}
+
+/// Callers handle `Present` themselves; it has no string form.
+fn string_matcher(value: &ir::ValueMatch) -> StringMatcher {
+    match value {
+        ir::ValueMatch::Exact(text) => exact(text),
+        ir::ValueMatch::Regex(regex) => StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex_matcher(regex))),
+            ignore_case: false,
+        },
+        ir::ValueMatch::Present => StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex_matcher(".*"))),
+            ignore_case: false,
+        },
+    }
+}
+
+pub(crate) fn exact(text: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(text.to_string())),
+        ignore_case: false,
+    }
+}
+
+/// No engine type: RE2 is Envoy's default and the explicit `google_re2` field is deprecated.
+fn regex_matcher(regex: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: regex.to_string(),
+        engine_type: None,
+    }
+}
+
+// === actions ===
+
+fn action(action: &ir::RouteAction) -> Action {
+    match action {
+        ir::RouteAction::Forward(forward) => Action::Route(forward_action(forward)),
+        ir::RouteAction::DirectResponse { status, body } => {
+            Action::DirectResponse(DirectResponseAction {
+                status: *status,
+                body: (!body.is_empty()).then(|| DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(body.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        }
+        ir::RouteAction::Redirect { host, path, status } => Action::Redirect(RedirectAction {
+            host_redirect: host.clone().unwrap_or_default(),
+            path_rewrite_specifier: path.clone().map(PathRewriteSpecifier::PathRedirect),
+            response_code: redirect_code(*status) as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+fn forward_action(forward: &ir::Forward) -> RouteAction {
+    let clusters = forward
+        .destinations
+        .iter()
+        .map(|dest| ClusterWeight {
+            name: dest.upstream.clone(),
+            weight: Some(UInt32Value { value: dest.weight }),
+            request_headers_to_add: vec![overwrite_header(ROUTING_HEADER, &dest.key)],
+            ..Default::default()
+        })
+        .collect();
+    RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters,
+            ..Default::default()
+        })),
+        prefix_rewrite: forward.path_rewrite.clone().unwrap_or_default(),
+        host_rewrite_specifier: forward
+            .host_rewrite
+            .clone()
+            .map(HostRewriteSpecifier::HostRewriteLiteral),
+        ..Default::default()
+    }
+}
+
+/// Envoy only knows five redirect codes; anything else gets its default, 301.
+fn redirect_code(status: u32) -> RedirectResponseCode {
+    match status {
+        302 => RedirectResponseCode::Found,
+        303 => RedirectResponseCode::SeeOther,
+        307 => RedirectResponseCode::TemporaryRedirect,
+        308 => RedirectResponseCode::PermanentRedirect,
+        _ => RedirectResponseCode::MovedPermanently,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! The embedded store: a redb file with one table of resources and one of discovery.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use trellis_api::{Resource, ResourceKey};
+use trellis_model::ClusterDiscovery;
+
+use crate::{ApplyAction, ApplyOutcome, Result, Store, StoreError};
+
+/// `Kind/namespace/name` ─▶ resource JSON.
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+/// `revision` ─▶ the last revision handed out; bumped by every write.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// cluster name ─▶ discovery JSON.
+const DISCOVERY: TableDefinition<&str, &[u8]> = TableDefinition::new("discovery");
+
+pub struct RedbStore {
+    db: Database,
+}
+
+fn tx_err(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Transaction(error.to_string())
+}
+
+impl RedbStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        // Create the tables up front so readers never see "table does not exist".
+        let tx = db.begin_write().map_err(tx_err)?;
+        tx.open_table(RESOURCES).map_err(tx_err)?;
+        tx.open_table(META).map_err(tx_err)?;
+        tx.open_table(DISCOVERY).map_err(tx_err)?;
+        tx.commit().map_err(tx_err)?;
+        Ok(RedbStore { db })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what: what.to_string(), message: e.to_string() })
+}
+
+impl Store for RedbStore {
+    fn list(&self) -> Result<Vec<Resource>> {
+        let tx = self.db.begin_read().map_err(tx_err)?;
+        let table = tx.open_table(RESOURCES).map_err(tx_err)?;
+        let mut resources = Vec::new();
+        for entry in table.iter().map_err(tx_err)? {
+            let (key, value) = entry.map_err(tx_err)?;
+            resources.push(decode(key.value(), value.value())?);
+        }
+        Ok(resources)
+    }
+
+    fn get(&self, key: &ResourceKey) -> Result<Option<Resource>> {
+        let tx = self.db.begin_read().map_err(tx_err)?;
+        let table = tx.open_table(RESOURCES).map_err(tx_err)?;
+        let name = key.to_string();
+        match table.get(name.as_str()).map_err(tx_err)? {
+            Some(value) => Ok(Some(decode(&name, value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn apply(&self, resources: Vec<Resource>) -> Result<Vec<ApplyOutcome>> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        let mut outcomes = Vec::new();
+        {
+            let mut meta = tx.open_table(META).map_err(tx_err)?;
+            let mut table = tx.open_table(RESOURCES).map_err(tx_err)?;
+            let mut revision = meta.get("revision").map_err(tx_err)?.map(|v| v.value()).unwrap_or(0);
+            for mut resource in resources {
+                let key = resource.key();
+                let name = key.to_string();
+                let existing: Option<Resource> = match table.get(name.as_str()).map_err(tx_err)? {
+                    Some(value) => Some(decode(&name, value.value())?),
+                    None => None,
+                };
+                let action = match &existing {
+                    Some(old) if old.same_content(&resource) => {
+                        outcomes.push(ApplyOutcome { key, action: ApplyAction::Unchanged, generation: old.metadata.generation });
+                        continue;
+                    }
+                    Some(old) => {
+                        resource.metadata.generation = old.metadata.generation + 1;
+                        resource.metadata.creation_revision = old.metadata.creation_revision;
+                        ApplyAction::Configured
+                    }
+                    None => {
+                        resource.metadata.generation = 1;
+                        resource.metadata.creation_revision = revision + 1;
+                        ApplyAction::Created
+                    }
+                };
+                revision += 1;
+                resource.metadata.resource_version = revision;
+                let bytes = serde_json::to_vec(&resource).expect("resources serialize");
+                table.insert(name.as_str(), bytes.as_slice()).map_err(tx_err)?;
+                outcomes.push(ApplyOutcome { key, action, generation: resource.metadata.generation });
+            }
+            meta.insert("revision", revision).map_err(tx_err)?;
+        }
+        tx.commit().map_err(tx_err)?;
+        Ok(outcomes)
+    }
+
+    fn delete(&self, keys: &[ResourceKey]) -> Result<Vec<(ResourceKey, bool)>> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        let mut results = Vec::new();
+        {
+            let mut table = tx.open_table(RESOURCES).map_err(tx_err)?;
+            for key in keys {
+                let existed = table.remove(key.to_string().as_str()).map_err(tx_err)?.is_some();
+                results.push((key.clone(), existed));
+            }
+            let mut meta = tx.open_table(META).map_err(tx_err)?;
+            let revision = meta.get("revision").map_err(tx_err)?.map(|v| v.value()).unwrap_or(0);
+            meta.insert("revision", revision + 1).map_err(tx_err)?;
+        }
+        tx.commit().map_err(tx_err)?;
+        Ok(results)
+    }
+
+    fn put_discovery(&self, discovery: &ClusterDiscovery) -> Result<()> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        {
+            let mut table = tx.open_table(DISCOVERY).map_err(tx_err)?;
+            let bytes = serde_json::to_vec(discovery).expect("discovery serializes");
+            table.insert(discovery.cluster.as_str(), bytes.as_slice()).map_err(tx_err)?;
+        }
+        tx.commit().map_err(tx_err)
+    }
+
+    fn discoveries(&self) -> Result<Vec<ClusterDiscovery>> {
+        let tx = self.db.begin_read().map_err(tx_err)?;
+        let table = tx.open_table(DISCOVERY).map_err(tx_err)?;
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(tx_err)? {
+            let (key, value) = entry.map_err(tx_err)?;
+            all.push(decode(key.value(), value.value())?);
+        }
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("trellis-store-{name}-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn vd(name: &str, host: &str) -> Resource {
+        let text = format!(
+            "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{hosts: [{host}], ports: [{{number: 80}}]}}\n"
+        );
+        trellis_api::parse_one("test", &text).unwrap()
+    }
+
+    #[test]
+    fn generations_count_changes_and_survive_reopen() {
+        let path = temp_path("generations");
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let first = store.apply(vec![vd("a", "a.mesh"), vd("b", "b.mesh")]).unwrap();
+            assert!(first.iter().all(|o| o.action == ApplyAction::Created && o.generation == 1));
+            let again = store.apply(vec![vd("a", "a.mesh")]).unwrap();
+            assert_eq!((again[0].action, again[0].generation), (ApplyAction::Unchanged, 1));
+            let changed = store.apply(vec![vd("a", "a2.mesh")]).unwrap();
+            assert_eq!((changed[0].action, changed[0].generation), (ApplyAction::Configured, 2));
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let all = store.list().unwrap();
+        assert_eq!(all.len(), 2);
+        let a = store.get(&all[0].key()).unwrap().unwrap();
+        assert_eq!(a.metadata.generation, 2);
+        // Creation order is kept across updates: "a" was created first.
+        assert!(all[0].metadata.creation_revision < all[1].metadata.creation_revision);
+        assert_eq!(store.delete(&[a.key(), a.key()]).unwrap().iter().map(|(_, e)| *e).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(store.list().unwrap().len(), 1);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn keeps_last_discovery_per_cluster() {
+        let path = temp_path("discovery");
+        let store = RedbStore::open(&path).unwrap();
+        let mut d = ClusterDiscovery { cluster: "c1".into(), ..Default::default() };
+        store.put_discovery(&d).unwrap();
+        d.east_west_gateway = Some(trellis_model::GatewayAddress { host: "127.0.0.1".into(), port: 1 });
+        store.put_discovery(&d).unwrap();
+        assert_eq!(store.discoveries().unwrap(), vec![d]);
+        let _ = std::fs::remove_file(&path);
+    }
+}

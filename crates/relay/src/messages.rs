@@ -1,0 +1,111 @@
+//! Relay messages as prost derives.
+
+/// Agent to management server.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AgentMessage {
+    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3")]
+    pub body: Option<agent_message::Body>,
+}
+
+pub mod agent_message {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Body {
+        #[prost(message, tag = "1")]
+        Hello(super::Hello),
+        #[prost(message, tag = "2")]
+        Discovery(super::Discovery),
+        #[prost(message, tag = "3")]
+        Ack(super::Ack),
+    }
+}
+
+/// First message of every stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    #[prost(string, tag = "1")]
+    pub cluster: String,
+    #[prost(string, tag = "2")]
+    pub agent_version: String,
+    /// The config version the agent is serving (from its cache), empty if none.
+    #[prost(string, tag = "3")]
+    pub last_applied_version: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Discovery {
+    #[prost(string, tag = "1")]
+    pub version: String,
+    /// JSON `trellis_model::ClusterDiscovery`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+}
+
+/// Reply to a Config: an empty `error` acknowledges, a non-empty one rejects.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ack {
+    #[prost(string, tag = "1")]
+    pub version: String,
+    #[prost(string, tag = "2")]
+    pub error: String,
+}
+
+/// Management server to agent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerMessage {
+    #[prost(oneof = "server_message::Body", tags = "1")]
+    pub body: Option<server_message::Body>,
+}
+
+pub mod server_message {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Body {
+        #[prost(message, tag = "1")]
+        Config(super::Config),
+    }
+}
+
+/// One cluster's translated config.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Config {
+    #[prost(string, tag = "1")]
+    pub version: String,
+    /// JSON `trellis_model::ClusterConfig`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+}
+
+impl AgentMessage {
+    pub fn hello(hello: Hello) -> Self {
+        AgentMessage { body: Some(agent_message::Body::Hello(hello)) }
+    }
+
+    pub fn discovery(version: String, payload: Vec<u8>) -> Self {
+        AgentMessage { body: Some(agent_message::Body::Discovery(Discovery { version, payload })) }
+    }
+
+    pub fn ack(version: String, error: String) -> Self {
+        AgentMessage { body: Some(agent_message::Body::Ack(Ack { version, error })) }
+    }
+}
+
+impl ServerMessage {
+    pub fn config(version: String, payload: Vec<u8>) -> Self {
+        ServerMessage { body: Some(server_message::Body::Config(Config { version, payload })) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_protobuf() {
+        let message = AgentMessage::ack("v1".into(), "bad route".into());
+        let bytes = message.encode_to_vec();
+        assert_eq!(AgentMessage::decode(bytes.as_slice()).unwrap(), message);
+        let config = ServerMessage::config("abc".into(), b"{}".to_vec());
+        assert_eq!(ServerMessage::decode(config.encode_to_vec().as_slice()).unwrap(), config);
+    }
+}

@@ -1,0 +1,33 @@
+//! Aggregated discovery service (ADS, state of the world) for Trellis.
+//!
+//! Envoy proxies open one bidirectional gRPC stream each; this crate answers
+//! them from a per-proxy [`Snapshot`] supplied by a [`SnapshotSource`].
+//!
+//! ```text
+//!  SnapshotSource ──watch<Option<Arc<Snapshot>>>──┐
+//!                                                 ▼
+//!  Envoy ──DiscoveryRequest──▶ server.rs ──▶ stream.rs (pure state machine)
+//!        ◀─DiscoveryResponse──     │               │ outcomes
+//!                                  ├──▶ metrics.rs (pushes, NACKs, connected)
+//!                                  └──▶ status.rs  (per-proxy sent/acked/NACK)
+//! ```
+//!
+//! The protocol logic lives in [`StreamState`], which knows nothing about gRPC
+//! or tasks, so every ACK/NACK/stale-nonce rule is unit-tested by feeding it
+//! requests and snapshots. [`AdsServer`] is the thin I/O shell around it.
+
+mod metrics;
+mod server;
+mod snapshot;
+mod status;
+mod stream;
+
+pub use metrics::XdsMetrics;
+pub use server::{AdsServer, SnapshotSource};
+pub use snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, Snapshot};
+pub use status::{ProxyStatus, ProxyStatusBoard, TypeStatus};
+pub use stream::{Outcome, StreamState};
+
+/// Re-exported so callers can name the generated service type without
+/// depending on envoy-types' module layout.
+pub use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;

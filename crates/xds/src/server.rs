@@ -1,0 +1,263 @@
+//! The gRPC shell: one task per ADS stream drives a [`StreamState`] from the
+//! proxy's requests and the snapshot watch, and reports to metrics and the
+//! status board.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, trace, warn};
+
+use crate::metrics::XdsMetrics;
+use crate::snapshot::Snapshot;
+use crate::status::ProxyStatusBoard;
+use crate::stream::{Outcome, StreamState};
+
+/// Responses buffered per stream before we stop reading the proxy's requests.
+const RESPONSE_BUFFER: usize = 16;
+
+type ResponseTx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+/// Where the ADS server gets each proxy's snapshot.
+///
+/// `None` in the watch means "not ready yet": requests are held and nothing is
+/// sent, because an empty config would make Envoy drop the one it is serving.
+pub trait SnapshotSource: Send + Sync + 'static {
+    fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, Status>;
+}
+
+/// State-of-the-world ADS server.
+pub struct AdsServer<S: SnapshotSource> {
+    source: Arc<S>,
+    metrics: XdsMetrics,
+    board: ProxyStatusBoard,
+    next_stream_id: AtomicU64,
+}
+
+// === impl AdsServer ===
+
+impl<S: SnapshotSource> AdsServer<S> {
+    pub fn new(source: Arc<S>, metrics: XdsMetrics) -> Self {
+        Self {
+            source,
+            metrics,
+            board: ProxyStatusBoard::default(),
+            next_stream_id: AtomicU64::new(0),
+        }
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+
+    /// Handle on the per-proxy status; stays valid after `into_service`.
+    pub fn status(&self) -> ProxyStatusBoard {
+        self.board.clone()
+    }
+}
+
+#[tonic::async_trait]
+impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let stream = StreamTask {
+            stream_id: self.next_stream_id.fetch_add(1, Ordering::Relaxed),
+            source: self.source.clone(),
+            metrics: self.metrics.clone(),
+            board: self.board.clone(),
+            tx,
+        };
+        // The node id arrives in the first message, so the span is filled in later.
+        let span = info_span!("ads_stream", proxy.id = tracing::field::Empty);
+        // Return the response stream at once and read the first request in the
+        // task: a client may wait for response headers before sending.
+        tokio::spawn(stream.run(request.into_inner()).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "delta xDS is not supported; use api_type: GRPC",
+        ))
+    }
+}
+
+// === impl StreamTask ===
+
+struct StreamTask<S> {
+    stream_id: u64,
+    source: Arc<S>,
+    metrics: XdsMetrics,
+    board: ProxyStatusBoard,
+    tx: ResponseTx,
+}
+
+impl<S: SnapshotSource> StreamTask<S> {
+    async fn run(self, mut inbound: Streaming<DiscoveryRequest>) {
+        let first = match inbound.message().await {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(status) => {
+                debug!(%status, "stream failed before its first request");
+                return;
+            }
+        };
+        let node_id = first
+            .node
+            .as_ref()
+            .map(|n| n.id.clone())
+            .unwrap_or_default();
+        if node_id.is_empty() {
+            let msg = "the first request must carry node.id (set node.id in the Envoy bootstrap)";
+            let _ = self.tx.send(Err(Status::invalid_argument(msg))).await;
+            return;
+        }
+        tracing::Span::current().record("proxy.id", node_id.as_str());
+        let mut watch = match self.source.subscribe(&node_id) {
+            Ok(watch) => watch,
+            Err(status) => {
+                warn!(%status, "refused proxy");
+                let _ = self.tx.send(Err(status)).await;
+                return;
+            }
+        };
+
+        let _connected = Connected::new(&self, &node_id);
+        info!("proxy connected");
+        let mut state = StreamState::new(node_id);
+        // Nothing is subscribed yet, so this only primes the state.
+        state.set_snapshot(watch.borrow_and_update().clone());
+
+        let mut next = Some(first);
+        loop {
+            let flow = if let Some(req) = next.take() {
+                self.on_request(&mut state, &req).await
+            } else {
+                tokio::select! {
+                    msg = inbound.message() => match msg {
+                        Ok(Some(req)) => { next = Some(req); ControlFlow::Continue(()) }
+                        Ok(None) => { info!("proxy closed the stream"); ControlFlow::Break(()) }
+                        Err(status) => { info!(%status, "stream ended"); ControlFlow::Break(()) }
+                    },
+                    changed = watch.changed() => match changed {
+                        Ok(()) => {
+                            let snapshot = watch.borrow_and_update().clone();
+                            let pushes = state.set_snapshot(snapshot);
+                            self.board.update(self.stream_id, state.type_statuses());
+                            self.send_all(pushes).await
+                        }
+                        Err(_) => {
+                            // The source forgot this proxy; ending the stream
+                            // makes Envoy reconnect and subscribe afresh while
+                            // it keeps serving its current config.
+                            let _ = self.tx.send(Err(Status::unavailable("snapshot source closed"))).await;
+                            ControlFlow::Break(())
+                        }
+                    },
+                    () = self.tx.closed() => ControlFlow::Break(()),
+                }
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+    }
+
+    async fn on_request(&self, state: &mut StreamState, req: &DiscoveryRequest) -> ControlFlow<()> {
+        let outcome = state.handle_request(req);
+        self.board.update(self.stream_id, state.type_statuses());
+        match outcome {
+            Outcome::Send(resp) => return self.send_all(vec![resp]).await,
+            Outcome::Acked { type_url, version } => debug!(type_url, version, "ack"),
+            Outcome::Nacked {
+                type_url,
+                rejected_version,
+                running_version,
+                message,
+            } => {
+                warn!(
+                    proxy.id = state.node_id(),
+                    type_url,
+                    version = rejected_version,
+                    running_version,
+                    error = message,
+                    "proxy rejected config"
+                );
+                self.metrics.nack(&type_url);
+            }
+            Outcome::StaleNonce { type_url, nonce } => {
+                trace!(type_url, nonce, "ignoring stale nonce")
+            }
+            Outcome::Held { type_url } => debug!(type_url, "snapshot not ready; holding request"),
+            Outcome::Invalid(msg) => {
+                warn!(error = msg, "invalid request");
+                let _ = self.tx.send(Err(Status::invalid_argument(msg))).await;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn send_all(&self, responses: Vec<DiscoveryResponse>) -> ControlFlow<()> {
+        for resp in responses {
+            debug!(
+                type_url = resp.type_url,
+                version = resp.version_info,
+                nonce = resp.nonce,
+                resources = resp.resources.len(),
+                "push"
+            );
+            self.metrics.push(&resp.type_url);
+            if self.tx.send(Ok(resp)).await.is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Counts the proxy as connected for as long as it lives, so every exit
+/// path (including a panic) cleans up the gauge and the status board.
+struct Connected {
+    stream_id: u64,
+    board: ProxyStatusBoard,
+    metrics: XdsMetrics,
+}
+
+impl Connected {
+    fn new<S>(task: &StreamTask<S>, node_id: &str) -> Self {
+        task.board.connect(task.stream_id, node_id);
+        task.metrics.proxies_connected.inc();
+        Self {
+            stream_id: task.stream_id,
+            board: task.board.clone(),
+            metrics: task.metrics.clone(),
+        }
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.board.disconnect(self.stream_id);
+        self.metrics.proxies_connected.dec();
+        info!("proxy disconnected");
+    }
+}

@@ -1,0 +1,143 @@
+//! The per-proxy resource snapshot and its content-derived versions.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::google::protobuf::Any;
+
+/// Type URL of CDS resources (wildcard: always sent in full).
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Type URL of EDS resources (requested by name).
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// Type URL of LDS resources (wildcard: always sent in full).
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Type URL of RDS resources (requested by name).
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Type URL of SDS resources (requested by name).
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// Push order: Envoy must see clusters (and their endpoints) before the
+/// listeners and routes that reference them, or it serves 503s while warming.
+pub(crate) const PUSH_ORDER: [&str; 5] = [
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+];
+
+/// All resources for one proxy, by type URL. Resources within a type are sorted by name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub resources: BTreeMap<String, Vec<(String, Any)>>,
+}
+
+impl Snapshot {
+    /// Stable content hash (FNV-1a 64, hex) of one type's resources.
+    ///
+    /// Derived from content rather than a counter so a control-plane restart
+    /// that rebuilds identical config yields identical versions and Envoy's
+    /// reconnect does not look like a change.
+    pub fn version_of(&self, type_url: &str) -> String {
+        content_version(self.of_type(type_url).iter())
+    }
+
+    /// The resources of one type; empty when the snapshot has none.
+    pub fn of_type(&self, type_url: &str) -> &[(String, Any)] {
+        self.resources
+            .get(type_url)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// Whether Envoy subscribes to this type without naming resources.
+pub(crate) fn is_wildcard(type_url: &str) -> bool {
+    type_url == CLUSTER_TYPE || type_url == LISTENER_TYPE
+}
+
+/// Version of an arbitrary selection of resources, with the same hash as
+/// [`Snapshot::version_of`] so a full selection has the type's version.
+pub(crate) fn content_version<'a>(resources: impl Iterator<Item = &'a (String, Any)>) -> String {
+    let mut h = Fnv1a::new();
+    for (name, any) in resources {
+        // Length prefixes keep ("ab","c") and ("a","bc") from colliding.
+        h.field(name.as_bytes());
+        h.field(any.type_url.as_bytes());
+        h.field(&any.value);
+    }
+    format!("{:016x}", h.0)
+}
+
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.write(&(bytes.len() as u64).to_le_bytes());
+        self.write(bytes);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_any(v: &[u8]) -> Any {
+        Any {
+            type_url: CLUSTER_TYPE.into(),
+            value: v.to_vec(),
+        }
+    }
+
+    fn mk_snapshot(items: &[(&str, &[u8])]) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.resources.insert(
+            CLUSTER_TYPE.into(),
+            items
+                .iter()
+                .map(|(n, v)| (n.to_string(), mk_any(v)))
+                .collect(),
+        );
+        s
+    }
+
+    #[test]
+    fn version_is_stable_for_equal_content() {
+        let a = mk_snapshot(&[("a", b"1"), ("b", b"2")]);
+        let b = mk_snapshot(&[("a", b"1"), ("b", b"2")]);
+        assert_eq!(a.version_of(CLUSTER_TYPE), b.version_of(CLUSTER_TYPE));
+        assert_eq!(a.version_of(CLUSTER_TYPE).len(), 16);
+    }
+
+    #[test]
+    fn version_changes_with_content_name_or_boundaries() {
+        let base = mk_snapshot(&[("a", b"1")]).version_of(CLUSTER_TYPE);
+        assert_ne!(base, mk_snapshot(&[("a", b"2")]).version_of(CLUSTER_TYPE));
+        assert_ne!(base, mk_snapshot(&[("b", b"1")]).version_of(CLUSTER_TYPE));
+        assert_ne!(
+            mk_snapshot(&[("ab", b"c")]).version_of(CLUSTER_TYPE),
+            mk_snapshot(&[("a", b"bc")]).version_of(CLUSTER_TYPE)
+        );
+    }
+
+    #[test]
+    fn missing_type_has_the_empty_version() {
+        let s = Snapshot::default();
+        assert_eq!(
+            s.version_of(LISTENER_TYPE),
+            content_version(std::iter::empty())
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! The `trellis` binary's library: each role is a module with a `run` function; `main.rs` only
+//! parses flags and dispatches. Wiring and I/O live here; the logic lives in the pure crates.
+//!
+//! ```text
+//!  mgmt   store + translator + relay server + REST API + metrics
+//!  agent  relay client + workload registry + ADS server for its cluster's Envoys
+//!  proxy  registers a workload with its agent and runs Envoy as its sidecar
+//!  gateway east-west: registers with its agent and runs Envoy as the cluster's gateway
+//!  up     the whole local mesh with a demo app, for trying Trellis in one command
+//! ```
+
+pub mod agent;
+pub mod cli;
+pub mod client;
+pub mod demo_app;
+pub mod envoy_bin;
+pub mod gateway;
+pub mod httpc;
+pub mod mgmt;
+pub mod process;
+pub mod proxy;
+pub mod telemetry;
+pub mod up;

@@ -1,0 +1,95 @@
+//! `trellis agent`: one per cluster.
+//!
+//! ```text
+//!  proxies ──register (HTTP, loopback)──▶ registry ──discovery──▶ relay client ──▶ mgmt
+//!  mgmt ──config──▶ relay client ──▶ cache file + watch<ClusterConfig> ─┐
+//!                                        registry ──────────────────────┴─▶ per-proxy Envoy snapshots ─▶ ADS ─▶ Envoy
+//! ```
+//!
+//! The agent keeps serving its last good config while the relay is down, and reloads it from
+//! its cache after a restart, so neither a management server outage nor an agent restart
+//! changes what running proxies do.
+
+mod registry;
+mod relay_client;
+mod xds_source;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use trellis_model::ClusterConfig;
+
+pub use registry::{ProxyRegistration, RegisteredGateway};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// This cluster's name, unique in the mesh.
+    #[arg(long)]
+    pub cluster: String,
+    /// The management server's relay address (host:port).
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    pub mgmt: String,
+    /// Directory for the agent's config cache; created if missing.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Local workload registration API (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9977")]
+    pub registry_addr: SocketAddr,
+    /// ADS (xDS) server for this cluster's Envoys (loopback only).
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_addr: SocketAddr,
+}
+
+pub struct Agent {
+    pub cluster: String,
+    pub config: watch::Sender<Option<Arc<ClusterConfig>>>,
+    pub registry: registry::Registry,
+    pub relay_connected: std::sync::atomic::AtomicBool,
+    cache_path: PathBuf,
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!(".trellis/agent-{}", args.cluster)));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create --data-dir {}", data_dir.display()))?;
+    let cache_path = data_dir.join("config.json");
+    let cached = relay_client::load_cache(&cache_path, &args.cluster);
+    if let Some(config) = &cached {
+        tracing::info!(version = %format!("{:016x}", config.content_hash()), "serving cached config until the management server answers");
+    }
+    let agent = Arc::new(Agent {
+        cluster: args.cluster.clone(),
+        config: watch::Sender::new(cached.map(Arc::new)),
+        registry: registry::Registry::new(args.xds_addr),
+        relay_connected: Default::default(),
+        cache_path,
+    });
+
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let xds_metrics = trellis_xds::XdsMetrics::register(&mut metrics_registry);
+    let source = Arc::new(xds_source::ProxySnapshots::default());
+    let ads = trellis_xds::AdsServer::new(source.clone(), xds_metrics);
+    let board = ads.status();
+    tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));
+    tokio::spawn(registry::expire_loop(agent.clone()));
+    tokio::spawn(relay_client::run(agent.clone(), args.mgmt.clone()));
+
+    let registry_listener = tokio::net::TcpListener::bind(args.registry_addr)
+        .await
+        .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
+    let xds_listener = tokio::net::TcpListener::bind(args.xds_addr).await.with_context(|| format!("cannot listen on --xds-addr {}", args.xds_addr))?;
+    tracing::info!(cluster = %args.cluster, mgmt = %args.mgmt, registry = %args.registry_addr, xds = %args.xds_addr, "agent started");
+
+    let api = axum::serve(registry_listener, registry::router(agent.clone(), board, Arc::new(metrics_registry)));
+    let xds = tonic::transport::Server::builder()
+        .add_service(ads.into_service())
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(xds_listener), crate::process::shutdown_signal());
+    tokio::select! {
+        result = api => result.context("registry API failed")?,
+        result = xds => result.context("xDS server failed")?,
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The agent's side of the relay: connect, say hello, report discovery, apply configs, and
+//! reconnect with backoff whenever the stream breaks.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tracing::Instrument;
+use trellis_model::ClusterConfig;
+use trellis_relay::{server_message, AgentMessage, Hello, RelayClient};
+
+use super::Agent;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The last config received, if a cache file exists and belongs to this cluster.
+pub fn load_cache(path: &Path, cluster: &str) -> Option<ClusterConfig> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice::<ClusterConfig>(&bytes) {
+        Ok(config) if config.cluster == cluster => Some(config),
+        Ok(config) => {
+            tracing::warn!(cache = %path.display(), cached_cluster = %config.cluster, "ignoring config cache of another cluster");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(cache = %path.display(), %error, "ignoring unreadable config cache");
+            None
+        }
+    }
+}
+
+/// Writes atomically (temp file + rename) so a crash never leaves half a cache.
+fn store_cache(path: &Path, config: &ClusterConfig) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(config).expect("IR serializes"))?;
+    std::fs::rename(tmp, path)
+}
+
+pub async fn run(agent: Arc<Agent>, mgmt: String) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let span = tracing::info_span!("relay", cluster = %agent.cluster, mgmt = %mgmt);
+        match session(&agent, &mgmt).instrument(span).await {
+            Ok(()) => {
+                tracing::warn!(mgmt = %mgmt, "relay stream closed by the management server; reconnecting");
+                backoff = MIN_BACKOFF;
+            }
+            Err(error) => tracing::warn!(mgmt = %mgmt, error = %format!("{error:#}"), retry_in = ?backoff, "relay unavailable; serving the last config"),
+        }
+        agent.relay_connected.store(false, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn endpoint(mgmt: &str) -> String {
+    if mgmt.starts_with("http://") || mgmt.starts_with("https://") { mgmt.to_string() } else { format!("http://{mgmt}") }
+}
+
+async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint(mgmt))?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let mut client = RelayClient::new(channel);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(8);
+    let last_applied = agent.config.borrow().as_ref().map(|c| format!("{:016x}", c.content_hash())).unwrap_or_default();
+    tx.send(AgentMessage::hello(Hello {
+        cluster: agent.cluster.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        last_applied_version: last_applied,
+    }))
+    .await?;
+    let mut registry_changes = agent.registry.changes.subscribe();
+    registry_changes.mark_changed();
+    let mut incoming = client.connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    agent.relay_connected.store(true, Ordering::Relaxed);
+    tracing::info!("relay connected");
+
+    let mut last_discovery = None;
+    loop {
+        tokio::select! {
+            changed = registry_changes.changed() => {
+                changed?;
+                registry_changes.borrow_and_update();
+                let discovery = agent.registry.discovery(&agent.cluster);
+                if last_discovery.as_ref() == Some(&discovery) {
+                    continue;
+                }
+                let payload = serde_json::to_vec(&discovery).expect("discovery serializes");
+                let version = format!("{:016x}", trellis_model::stable_hash(&payload));
+                tx.send(AgentMessage::discovery(version, payload)).await?;
+                tracing::debug!(workloads = discovery.workloads.len(), "discovery sent");
+                last_discovery = Some(discovery);
+            }
+            message = incoming.next() => {
+                let Some(message) = message.transpose()? else { return Ok(()) };
+                let Some(server_message::Body::Config(config)) = message.body else { continue };
+                let (error, applied) = apply_config(agent, &config.payload);
+                match &error {
+                    None => tracing::info!(version = %config.version, "config applied"),
+                    Some(error) => tracing::warn!(version = %config.version, %error, "config rejected; keeping the last good one"),
+                }
+                let _ = applied;
+                tx.send(AgentMessage::ack(config.version, error.unwrap_or_default())).await?;
+            }
+        }
+    }
+}
+
+/// Checks and installs a config; returns the rejection reason, if any.
+fn apply_config(agent: &Agent, payload: &[u8]) -> (Option<String>, bool) {
+    let config: ClusterConfig = match serde_json::from_slice(payload) {
+        Ok(config) => config,
+        Err(error) => return (Some(format!("config does not parse: {error}")), false),
+    };
+    if config.cluster != agent.cluster {
+        return (Some(format!("config is for cluster {:?}, this agent serves {:?}", config.cluster, agent.cluster)), false);
+    }
+    if let Err(error) = store_cache(&agent.cache_path, &config) {
+        // Still serve it: losing the cache only matters if the agent restarts while mgmt is down.
+        tracing::error!(%error, cache = %agent.cache_path.display(), "cannot write config cache");
+    }
+    agent.config.send_replace(Some(Arc::new(config)));
+    (None, true)
+}

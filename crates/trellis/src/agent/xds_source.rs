@@ -1,0 +1,86 @@
+//! Per-proxy Envoy snapshots: rebuilt whenever the cluster's config or the set of registered
+//! proxies changes, and handed to the ADS server through one watch channel per node id.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use trellis_envoy::{GatewaySpec, SidecarSpec};
+use trellis_model::ClusterConfig;
+use trellis_xds::{Snapshot, SnapshotSource};
+
+use super::registry::ProxyRegistration;
+use super::Agent;
+
+type SnapshotWatch = watch::Sender<Option<Arc<Snapshot>>>;
+
+#[derive(Default)]
+pub struct ProxySnapshots {
+    by_node: Mutex<BTreeMap<String, SnapshotWatch>>,
+    /// Poked when a new node subscribes, so its snapshot is built right away.
+    new_node: tokio::sync::Notify,
+}
+
+impl SnapshotSource for ProxySnapshots {
+    /// A node that is not registered (yet) gets `None`: its Envoy is held, never sent an empty
+    /// config, until its registration arrives.
+    fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, tonic::Status> {
+        let mut by_node = self.by_node.lock().expect("snapshots lock");
+        let sender = by_node.entry(node_id.to_string()).or_insert_with(|| watch::Sender::new(None));
+        let receiver = sender.subscribe();
+        drop(by_node);
+        self.new_node.notify_one();
+        Ok(receiver)
+    }
+}
+
+pub fn build(config: &ClusterConfig, registration: &ProxyRegistration) -> Snapshot {
+    let resources = match registration {
+        ProxyRegistration::Sidecar { workload, outbound_port } => trellis_envoy::sidecar(
+            config,
+            &SidecarSpec { workload, outbound_address: "127.0.0.1", outbound_port: *outbound_port, inbound_address: &workload.address },
+        ),
+        ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
+            config,
+            &GatewaySpec { cluster: &config.cluster, listen_address: &gateway.listen_address, port: gateway.port },
+        ),
+    };
+    let mut snapshot = Snapshot::default();
+    for (type_url, name, any) in resources.into_typed() {
+        snapshot.resources.entry(type_url.to_string()).or_default().push((name, any));
+    }
+    for list in snapshot.resources.values_mut() {
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    snapshot
+}
+
+pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnapshots>) {
+    let mut config_changes = agent.config.subscribe();
+    let mut registry_changes = agent.registry.changes.subscribe();
+    loop {
+        let config = config_changes.borrow_and_update().clone();
+        registry_changes.borrow_and_update();
+        if let Some(config) = config {
+            let registrations = agent.registry.all();
+            let by_node = snapshots.by_node.lock().expect("snapshots lock");
+            for (node_id, sender) in by_node.iter() {
+                // Unregistered (or expired) nodes keep what they have: Envoy serves on.
+                let Some(registration) = registrations.get(node_id) else { continue };
+                let snapshot = build(&config, registration);
+                sender.send_if_modified(|current| {
+                    if current.as_deref() == Some(&snapshot) {
+                        return false;
+                    }
+                    *current = Some(Arc::new(snapshot));
+                    true
+                });
+            }
+        }
+        tokio::select! {
+            result = config_changes.changed() => if result.is_err() { return },
+            result = registry_changes.changed() => if result.is_err() { return },
+            _ = snapshots.new_node.notified() => {}
+        }
+    }
+}

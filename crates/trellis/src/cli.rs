@@ -1,0 +1,86 @@
+//! Command-line definitions (clap derive; doc comments are the `--help` text) and dispatch.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{agent, client, demo_app, gateway, mgmt, proxy, up};
+
+/// Trellis: a multi-cluster service mesh that programs Envoy.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the management server.
+    Mgmt(mgmt::MgmtArgs),
+    /// Run a cluster's agent.
+    Agent(agent::AgentArgs),
+    /// Register a workload with its agent and run its Envoy sidecar.
+    Proxy(proxy::ProxyArgs),
+    /// Run a gateway.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Run a local two-cluster mesh with a demo app; Ctrl-C stops it all.
+    Up(up::UpArgs),
+    /// Create or update resources from files, directories or `-` (stdin).
+    Apply(client::ApplyArgs),
+    /// List resources of a kind, or show one.
+    Get(client::GetArgs),
+    /// Delete resources named in files, or one by kind and name.
+    Delete(client::DeleteArgs),
+    /// A small HTTP service for demos and tests.
+    #[command(hide = true)]
+    DemoApp(demo_app::DemoAppArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// The cluster's east-west gateway (traffic from other clusters).
+    EastWest(gateway::EastWestArgs),
+}
+
+/// Where the CLI finds the management server's API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    #[arg(long, env = "TRELLIS_SERVER", default_value = "http://127.0.0.1:8090")]
+    pub server: String,
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Mgmt(args) => mgmt::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
+        Command::Proxy(args) => proxy::run(args).await,
+        Command::Gateway(GatewayCommand::EastWest(args)) => gateway::run_east_west(args).await,
+        Command::Up(args) => up::run(args).await,
+        Command::Apply(args) => client::apply(args).await,
+        Command::Get(args) => client::get(args).await,
+        Command::Delete(args) => client::delete(args).await,
+        Command::DemoApp(args) => demo_app::run(args).await,
+    }
+}
+
+/// Files named by `-f`: a file, every `.yaml`/`.yml`/`.json` in a directory (sorted), or `-`.
+pub fn expand_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" || path.is_file() {
+            files.push(path.clone());
+        } else if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            anyhow::bail!("{}: no such file or directory", path.display());
+        }
+    }
+    Ok(files)
+}

@@ -1,0 +1,62 @@
+//! `trellis demo-app`: a tiny HTTP service for the demo and the tests. It answers with who it
+//! is and whether the request crossed an east-west gateway; with `--call` it first calls an
+//! upstream through its sidecar and includes that answer (a frontend).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Uri};
+use axum::Router;
+use serde_json::json;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoAppArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "v1")]
+    pub version: String,
+    #[arg(long, default_value = "")]
+    pub cluster: String,
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Upstream URL to call for every request, e.g. `http://backend.mesh.internal/`.
+    #[arg(long)]
+    pub call: Option<String>,
+    /// The sidecar's outbound proxy for `--call`, e.g. `127.0.0.1:15001`.
+    #[arg(long)]
+    pub via: Option<String>,
+}
+
+pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(name = %args.name, version = %args.version, listen = %args.listen, "demo app started");
+    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap| answer(args.clone(), uri, headers));
+    axum::serve(listener, app).with_graceful_shutdown(crate::process::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn answer(args: DemoAppArgs, uri: Uri, headers: HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut body = json!({
+        "service": args.name,
+        "version": args.version,
+        "cluster": args.cluster,
+        "path": uri.path(),
+        "host": header("host"),
+        "eastWestGateway": header(trellis_model::GATEWAY_HEADER),
+    });
+    if let Some(call) = &args.call {
+        match crate::httpc::request("GET", call, args.via.as_deref(), &[], None, Duration::from_secs(5)).await {
+            Ok(response) => {
+                body["upstreamStatus"] = json!(response.status);
+                body["upstream"] = serde_json::from_str(&response.body).unwrap_or(json!(response.body));
+            }
+            Err(error) => {
+                body["upstreamError"] = json!(error.to_string());
+                return (axum::http::StatusCode::BAD_GATEWAY, axum::Json(body)).into_response();
+            }
+        }
+    }
+    axum::Json(body).into_response()
+}

@@ -1,0 +1,36 @@
+//! `trellis gateway east-west`: the cluster's east-west gateway, an Envoy that receives traffic
+//! from other clusters and routes each request to local endpoints by its routing key.
+
+use crate::agent::{ProxyRegistration, RegisteredGateway};
+use crate::proxy::{run_registered_envoy, EnvoyArgs};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EastWestArgs {
+    /// The agent's registration API.
+    #[arg(long, default_value = "127.0.0.1:9977")]
+    pub agent: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_address: String,
+    #[arg(long, default_value_t = 15443)]
+    pub port: u16,
+    /// Address other clusters use to reach this gateway, `host:port`; default the listen address.
+    /// Must be an IP address: Envoy endpoints are not resolved by DNS.
+    #[arg(long)]
+    pub public_address: Option<String>,
+    #[command(flatten)]
+    pub envoy: EnvoyArgs,
+}
+
+pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
+    let public = args.public_address.clone().unwrap_or_else(|| format!("{}:{}", args.listen_address, args.port));
+    let (host, port) = public.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--public-address {public}: expected host:port"))?;
+    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("--public-address {public}: {port:?} is not a port"))?;
+    anyhow::ensure!(host.parse::<std::net::IpAddr>().is_ok(), "--public-address {public}: use an IP address");
+    let registration = ProxyRegistration::EastWestGateway(RegisteredGateway {
+        listen_address: args.listen_address.clone(),
+        port: args.port,
+        public_address: trellis_model::GatewayAddress { host: host.to_string(), port },
+    });
+    let id = format!("east-west~{}-{}", args.listen_address, args.port);
+    run_registered_envoy(&args.agent, &id, registration, &args.envoy).await
+}

@@ -1,0 +1,162 @@
+//! The REST API. Errors are mapped to responses in one place ([`ApiFailure`]); bodies are JSON.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | POST | /api/v1/apply?source=NAME | create or update every resource in a YAML/JSON body, all or nothing |
+//! | POST | /api/v1/delete?source=NAME | delete every resource named in a YAML/JSON body |
+//! | GET | /api/v1/resources[?kind=K] | list |
+//! | GET, DELETE | /api/v1/resources/{kind}/{namespace}/{name} | one resource |
+//! | GET | /api/v1/clusters | agents: connection, config versions, workloads |
+//! | GET | /api/v1/translation | per-cluster IR and warnings, for debugging |
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use trellis_api::{ApiError, DocumentError, Kind, ResourceKey};
+
+use super::metrics::ResultLabel;
+use super::Mgmt;
+
+pub fn router(mgmt: Arc<Mgmt>) -> Router {
+    Router::new()
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/delete", post(delete_documents))
+        .route("/api/v1/resources", get(list))
+        .route("/api/v1/resources/{kind}/{namespace}/{name}", get(get_one).delete(delete_one))
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/translation", get(translation))
+        .with_state(mgmt)
+}
+
+enum ApiFailure {
+    Invalid(Vec<DocumentError>),
+    NotFound(String),
+    BadRequest(String),
+    Internal(anyhow::Error),
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiFailure::Invalid(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": format!("{} error(s); nothing was applied", errors.len()), "details": errors}),
+            ),
+            ApiFailure::NotFound(what) => (StatusCode::NOT_FOUND, json!({"error": format!("{what} not found")})),
+            ApiFailure::BadRequest(message) => (StatusCode::BAD_REQUEST, json!({"error": message})),
+            ApiFailure::Internal(error) => {
+                // The cause goes to the log; the client learns only that it was not its fault.
+                tracing::error!(error = %format!("{error:#}"), "API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal error; see the management server log"}))
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for ApiFailure {
+    fn from(error: ApiError) -> Self {
+        ApiFailure::Invalid(error.errors())
+    }
+}
+
+impl From<trellis_store::StoreError> for ApiFailure {
+    fn from(error: trellis_store::StoreError) -> Self {
+        ApiFailure::Internal(error.into())
+    }
+}
+
+#[derive(Deserialize)]
+struct SourceQuery {
+    source: Option<String>,
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, ApiFailure> + Send + 'static) -> Result<T, ApiFailure> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiFailure::Internal(e.into()))?
+}
+
+async fn apply(State(mgmt): State<Arc<Mgmt>>, Query(query): Query<SourceQuery>, body: String) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let source = query.source.unwrap_or_else(|| "request".into());
+    let resources = match trellis_api::parse_documents(&source, &body) {
+        Ok(resources) => resources,
+        Err(error) => {
+            mgmt.metrics.applies_total.get_or_create(&ResultLabel { result: "rejected".into() }).inc();
+            tracing::info!(source, error = %error, "apply rejected");
+            return Err(error.into());
+        }
+    };
+    let store_mgmt = mgmt.clone();
+    let outcomes = blocking(move || Ok(store_mgmt.store.apply(resources)?)).await?;
+    mgmt.metrics.applies_total.get_or_create(&ResultLabel { result: "accepted".into() }).inc();
+    for outcome in &outcomes {
+        tracing::info!(resource = %outcome.key, action = ?outcome.action, generation = outcome.generation, "applied");
+    }
+    mgmt.config_changed();
+    Ok(Json(json!({ "results": outcomes })))
+}
+
+async fn delete_documents(State(mgmt): State<Arc<Mgmt>>, Query(query): Query<SourceQuery>, body: String) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let source = query.source.unwrap_or_else(|| "request".into());
+    let keys: Vec<ResourceKey> = trellis_api::parse_documents(&source, &body)?.iter().map(|r| r.key()).collect();
+    let store_mgmt = mgmt.clone();
+    let results = blocking(move || Ok(store_mgmt.store.delete(&keys)?)).await?;
+    mgmt.config_changed();
+    let results: Vec<_> = results.into_iter().map(|(key, deleted)| json!({"key": key, "deleted": deleted})).collect();
+    Ok(Json(json!({ "results": results })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    kind: Option<String>,
+}
+
+fn parse_kind(kind: &str) -> Result<Kind, ApiFailure> {
+    kind.parse::<Kind>().map_err(ApiFailure::BadRequest)
+}
+
+async fn list(State(mgmt): State<Arc<Mgmt>>, Query(query): Query<ListQuery>) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let kind = query.kind.as_deref().map(parse_kind).transpose()?;
+    let mut items = mgmt.store.list()?;
+    items.retain(|r| kind.is_none_or(|k| r.kind() == k));
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_one(State(mgmt): State<Arc<Mgmt>>, Path((kind, namespace, name)): Path<(String, String, String)>) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
+    match mgmt.store.get(&key)? {
+        Some(resource) => Ok(Json(resource.to_value())),
+        None => Err(ApiFailure::NotFound(key.to_string())),
+    }
+}
+
+async fn delete_one(State(mgmt): State<Arc<Mgmt>>, Path((kind, namespace, name)): Path<(String, String, String)>) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
+    let deleted = mgmt.store.delete(std::slice::from_ref(&key))?;
+    if !deleted[0].1 {
+        return Err(ApiFailure::NotFound(key.to_string()));
+    }
+    mgmt.config_changed();
+    Ok(Json(json!({ "results": [{"key": key, "deleted": true}] })))
+}
+
+async fn clusters(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
+    let translation = mgmt.translation();
+    let mut clusters = serde_json::Map::new();
+    for (name, status) in mgmt.agents() {
+        let mut value = serde_json::to_value(&status).expect("status serializes");
+        let current = translation.clusters.get(&name).map(|c| format!("{:016x}", c.content_hash()));
+        value["currentVersion"] = json!(current);
+        clusters.insert(name, value);
+    }
+    Json(json!({ "clusters": clusters }))
+}
+
+async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(&*mgmt.translation()).expect("translation serializes"))
+}

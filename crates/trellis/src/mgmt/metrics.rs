@@ -1,0 +1,81 @@
+//! The management server's metrics and its admin endpoints (/metrics, /healthz, /readyz).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::Mgmt;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabel {
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone)]
+pub struct MgmtMetrics {
+    pub translations_total: Counter,
+    pub translation_seconds: Histogram,
+    pub agents_connected: Family<ClusterLabel, Gauge>,
+    pub config_pushes_total: Family<ClusterLabel, Counter>,
+    pub config_nacks_total: Family<ClusterLabel, Counter>,
+    pub applies_total: Family<ResultLabel, Counter>,
+}
+
+impl MgmtMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = MgmtMetrics {
+            translations_total: Counter::default(),
+            translation_seconds: Histogram::new([0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            agents_connected: Family::default(),
+            config_pushes_total: Family::default(),
+            config_nacks_total: Family::default(),
+            applies_total: Family::default(),
+        };
+        registry.register("trellis_mgmt_translations", "Translations run", metrics.translations_total.clone());
+        registry.register("trellis_mgmt_translation_seconds", "Time to translate one snapshot", metrics.translation_seconds.clone());
+        registry.register("trellis_mgmt_relay_agents_connected", "Relay streams open per cluster", metrics.agents_connected.clone());
+        registry.register("trellis_mgmt_relay_config_pushes", "Configs sent to agents", metrics.config_pushes_total.clone());
+        registry.register("trellis_mgmt_relay_config_nacks", "Configs agents rejected", metrics.config_nacks_total.clone());
+        registry.register("trellis_mgmt_api_applies", "Apply requests by result", metrics.applies_total.clone());
+        metrics
+    }
+}
+
+pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State((registry, _)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text),
+                    Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], String::new()),
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State((_, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
+                match mgmt.store.list() {
+                    Ok(_) => (StatusCode::OK, "ready\n"),
+                    Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+                }
+            }),
+        )
+        .with_state((registry, mgmt))
+}

@@ -1,0 +1,138 @@
+//! The management server's shared state and the translator task.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{watch, Notify};
+use trellis_model::{ClusterDiscovery, Snapshot};
+use trellis_store::Store;
+use trellis_translate::Translation;
+
+use super::metrics::MgmtMetrics;
+
+/// What the server knows about one cluster's agent.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub connected: bool,
+    /// Version of the config last sent and last acknowledged.
+    pub sent_version: String,
+    pub acked_version: String,
+    /// The agent's reason for rejecting the last config, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nack: Option<String>,
+    pub workloads: usize,
+    pub east_west_gateway: Option<String>,
+    /// Seconds since the Unix epoch of the last connect or disconnect.
+    pub since: u64,
+}
+
+pub struct Mgmt {
+    pub store: Arc<dyn Store>,
+    discovery: Mutex<BTreeMap<String, ClusterDiscovery>>,
+    translation: watch::Sender<Arc<Translation>>,
+    agents: Mutex<BTreeMap<String, AgentStatus>>,
+    changed: Notify,
+    pub metrics: MgmtMetrics,
+}
+
+impl Mgmt {
+    /// Loads the persisted discovery too: after a restart the first translation already covers
+    /// every cluster, so no agent is sent a mesh with the other clusters missing.
+    pub fn load(store: Arc<dyn Store>, metrics: MgmtMetrics) -> anyhow::Result<Arc<Self>> {
+        let discovery = store.discoveries()?.into_iter().map(|d| (d.cluster.clone(), d)).collect();
+        let mgmt = Arc::new(Mgmt {
+            store,
+            discovery: Mutex::new(discovery),
+            translation: watch::Sender::new(Arc::new(Translation::default())),
+            agents: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            metrics,
+        });
+        mgmt.retranslate()?;
+        Ok(mgmt)
+    }
+
+    /// Wakes the translator; many calls in a burst cost one translation.
+    pub fn config_changed(&self) {
+        self.changed.notify_one();
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Translation>> {
+        self.translation.subscribe()
+    }
+
+    pub fn translation(&self) -> Arc<Translation> {
+        self.translation.borrow().clone()
+    }
+
+    /// Records an agent's discovery; persists it and retranslates only when it changed.
+    pub fn report_discovery(&self, mut discovery: ClusterDiscovery) -> anyhow::Result<()> {
+        discovery.normalize();
+        {
+            let mut all = self.discovery.lock().expect("discovery lock");
+            if all.get(&discovery.cluster) == Some(&discovery) {
+                return Ok(());
+            }
+            self.store.put_discovery(&discovery)?;
+            self.update_agent(&discovery.cluster, |a| {
+                a.workloads = discovery.workloads.len();
+                a.east_west_gateway = discovery.east_west_gateway.as_ref().map(|g| format!("{}:{}", g.host, g.port));
+            });
+            all.insert(discovery.cluster.clone(), discovery);
+        }
+        self.config_changed();
+        Ok(())
+    }
+
+    pub fn update_agent(&self, cluster: &str, change: impl FnOnce(&mut AgentStatus)) {
+        let mut agents = self.agents.lock().expect("agents lock");
+        change(agents.entry(cluster.to_string()).or_default());
+    }
+
+    pub fn agents(&self) -> BTreeMap<String, AgentStatus> {
+        let mut agents = self.agents.lock().expect("agents lock").clone();
+        for (cluster, discovery) in self.discovery.lock().expect("discovery lock").iter() {
+            let agent = agents.entry(cluster.clone()).or_default();
+            agent.workloads = discovery.workloads.len();
+            agent.east_west_gateway = discovery.east_west_gateway.as_ref().map(|g| format!("{}:{}", g.host, g.port));
+        }
+        agents
+    }
+
+    fn retranslate(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let resources = self.store.list()?;
+        let discovery = self.discovery.lock().expect("discovery lock").clone();
+        let translation = trellis_translate::translate(&Snapshot::new(resources, discovery));
+        self.metrics.translation_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.translations_total.inc();
+        self.translation.send_if_modified(|current| {
+            if **current == translation {
+                return false;
+            }
+            *current = Arc::new(translation);
+            true
+        });
+        Ok(())
+    }
+}
+
+/// Retranslates after every change, coalescing bursts.
+pub async fn translate_loop(mgmt: Arc<Mgmt>) {
+    loop {
+        mgmt.changed.notified().await;
+        // Let a burst of discovery reports and applies land before translating once.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let span = tracing::info_span!("translate");
+        let _enter = span.enter();
+        if let Err(error) = mgmt.retranslate() {
+            tracing::error!(%error, "translation failed; agents keep their last config");
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

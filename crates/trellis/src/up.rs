@@ -1,0 +1,321 @@
+//! `trellis up`: a whole local mesh from the one binary, with a demo app.
+//!
+//! ```text
+//!  mgmt ─┬─ cluster-1: agent, east-west gateway, frontend (+sidecar), backend v1 (+sidecar)
+//!        └─ cluster-2: agent, east-west gateway,                     backend v2 (+sidecar)
+//! ```
+//!
+//! [`LocalMesh`] is also what the end-to-end tests and the benchmarks start, so the README's
+//! main job is the thing the tests exercise. Every process is a child of this one (and dies with
+//! it); logs go to `<dir>/logs/<process>.log`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::httpc;
+use crate::process::free_port;
+
+pub const DEMO_VIRTUAL_DESTINATIONS: &str = include_str!("../../../examples/demo/virtual-destinations.yaml");
+pub const DEMO_ROUTE_TABLE: &str = include_str!("../../../examples/demo/route-table.yaml");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Working directory for stores, bootstraps and logs; wiped at start.
+    #[arg(long, default_value = ".trellis/up")]
+    pub dir: PathBuf,
+    /// The management server's API port (what `trellis apply/get` talk to).
+    #[arg(long, default_value_t = 8090)]
+    pub api_port: u16,
+    /// The frontend sidecar's outbound proxy port, for the printed curl commands.
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+}
+
+/// One child process that can be stopped, killed and started again with the same arguments.
+pub struct Proc {
+    pub name: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl Proc {
+    fn new(bin: &Path, dir: &Path, name: &str, args: Vec<String>) -> Self {
+        Proc { name: name.to_string(), bin: bin.to_path_buf(), args, log: dir.join("logs").join(format!("{name}.log")), child: None }
+    }
+
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut command = tokio::process::Command::new(&self.bin);
+        command.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        self.child = Some(crate::process::spawn_tied(command, false).with_context(|| format!("cannot start {}", self.name))?);
+        Ok(())
+    }
+
+    /// SIGKILL: a crash, for tests.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::process::terminate(&mut child, Duration::from_secs(5)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+pub struct ClusterProcs {
+    pub name: String,
+    pub agent: Proc,
+    pub gateway: Proc,
+    pub registry_port: u16,
+    pub gateway_port: u16,
+    pub gateway_admin_port: u16,
+}
+
+pub struct AppProcs {
+    pub name: String,
+    pub cluster: String,
+    pub app: Proc,
+    pub sidecar: Proc,
+    pub app_port: u16,
+    pub outbound_port: u16,
+    pub admin_port: u16,
+}
+
+pub struct LocalMesh {
+    pub dir: PathBuf,
+    pub mgmt: Proc,
+    pub api_url: String,
+    pub admin_port: u16,
+    pub clusters: Vec<ClusterProcs>,
+    pub apps: Vec<AppProcs>,
+}
+
+/// Ports a mesh uses that a person types; everything else is picked free.
+pub struct MeshPorts {
+    pub api: u16,
+    pub frontend_outbound: u16,
+}
+
+impl MeshPorts {
+    pub fn free() -> Self {
+        MeshPorts { api: free_port(), frontend_outbound: free_port() }
+    }
+}
+
+impl LocalMesh {
+    /// Starts the management server, two clusters and the demo app; returns once the API answers.
+    /// Apply the demo config and call [`LocalMesh::wait_for_traffic`] to know traffic flows.
+    pub async fn start(bin: &Path, dir: &Path, ports: MeshPorts) -> anyhow::Result<Self> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let s = |v: &dyn ToString| v.to_string();
+        let relay_port = free_port();
+        let admin_port = free_port();
+        let mut mgmt = Proc::new(bin, dir, "mgmt", vec![
+            "mgmt".into(),
+            "--data-dir".into(), s(&dir.join("mgmt").display()),
+            "--api-addr".into(), format!("127.0.0.1:{}", ports.api),
+            "--relay-addr".into(), format!("127.0.0.1:{relay_port}"),
+            "--admin-addr".into(), format!("127.0.0.1:{admin_port}"),
+        ]);
+        mgmt.start()?;
+        let mut mesh = LocalMesh { dir: dir.to_path_buf(), mgmt, api_url: format!("http://127.0.0.1:{}", ports.api), admin_port, clusters: Vec::new(), apps: Vec::new() };
+        mesh.wait_for_api(Duration::from_secs(30)).await?;
+
+        for cluster in ["cluster-1", "cluster-2"] {
+            let registry_port = free_port();
+            let xds_port = free_port();
+            let gateway_port = free_port();
+            let gateway_admin_port = free_port();
+            let mut agent = Proc::new(bin, dir, &format!("agent-{cluster}"), vec![
+                "agent".into(), "--cluster".into(), cluster.into(),
+                "--mgmt".into(), format!("127.0.0.1:{relay_port}"),
+                "--data-dir".into(), s(&dir.join(format!("agent-{cluster}")).display()),
+                "--registry-addr".into(), format!("127.0.0.1:{registry_port}"),
+                "--xds-addr".into(), format!("127.0.0.1:{xds_port}"),
+            ]);
+            agent.start()?;
+            let mut gateway = Proc::new(bin, dir, &format!("east-west-{cluster}"), vec![
+                "gateway".into(), "east-west".into(),
+                "--agent".into(), format!("127.0.0.1:{registry_port}"),
+                "--port".into(), s(&gateway_port),
+                "--admin-port".into(), s(&gateway_admin_port),
+                "--data-dir".into(), s(&dir.join(format!("east-west-{cluster}")).display()),
+            ]);
+            gateway.start()?;
+            mesh.clusters.push(ClusterProcs { name: cluster.into(), agent, gateway, registry_port, gateway_port, gateway_admin_port });
+        }
+
+        // (name, service, version, cluster, calls)
+        let demo = [
+            ("frontend", "frontend", "v1", "cluster-1", Some("http://backend.mesh.internal/")),
+            ("backend-v1", "backend", "v1", "cluster-1", None),
+            ("backend-v2", "backend", "v2", "cluster-2", None),
+        ];
+        for (name, service, version, cluster, calls) in demo {
+            let registry_port = mesh.clusters.iter().find(|c| c.name == cluster).expect("cluster started").registry_port;
+            let app_port = free_port();
+            let outbound_port = if name == "frontend" { ports.frontend_outbound } else { free_port() };
+            let admin_port = free_port();
+            let mut app_args = vec![
+                "demo-app".into(), "--name".into(), service.into(), "--version".into(), version.into(),
+                "--cluster".into(), cluster.into(), "--listen".into(), format!("127.0.0.1:{app_port}"),
+            ];
+            if let Some(call) = calls {
+                app_args.extend(["--call".into(), call.into(), "--via".into(), format!("127.0.0.1:{outbound_port}")]);
+            }
+            let mut app = Proc::new(bin, dir, name, app_args);
+            app.start()?;
+            let mut sidecar = Proc::new(bin, dir, &format!("sidecar-{name}"), vec![
+                "proxy".into(),
+                "--agent".into(), format!("127.0.0.1:{registry_port}"),
+                "--name".into(), name.into(), "--namespace".into(), "demo".into(),
+                "--service".into(), service.into(),
+                "--labels".into(), format!("app={service},version={version}"),
+                "--port".into(), format!("http:80:{app_port}"),
+                "--outbound-port".into(), s(&outbound_port),
+                "--admin-port".into(), s(&admin_port),
+                "--data-dir".into(), s(&dir.join(format!("sidecar-{name}")).display()),
+            ]);
+            sidecar.start()?;
+            mesh.apps.push(AppProcs { name: name.into(), cluster: cluster.into(), app, sidecar, app_port, outbound_port, admin_port });
+        }
+        Ok(mesh)
+    }
+
+    pub fn app(&self, name: &str) -> &AppProcs {
+        self.apps.iter().find(|a| a.name == name).expect("demo app exists")
+    }
+
+    pub fn app_mut(&mut self, name: &str) -> &mut AppProcs {
+        self.apps.iter_mut().find(|a| a.name == name).expect("demo app exists")
+    }
+
+    pub fn cluster(&self, name: &str) -> &ClusterProcs {
+        self.clusters.iter().find(|c| c.name == name).expect("cluster exists")
+    }
+
+    pub fn cluster_mut(&mut self, name: &str) -> &mut ClusterProcs {
+        self.clusters.iter_mut().find(|c| c.name == name).expect("cluster exists")
+    }
+
+    pub async fn wait_for_api(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(response) = httpc::get(&format!("{}/api/v1/resources", self.api_url), Duration::from_secs(1)).await
+                && response.status == 200
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "management server API not up after {limit:?}; see {}", self.mgmt.log_path().display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs YAML to the apply endpoint; returns the HTTP status and body.
+    pub async fn apply(&self, source: &str, yaml: &str) -> anyhow::Result<httpc::Response> {
+        let url = format!("{}/api/v1/apply?source={source}", self.api_url);
+        httpc::request("POST", &url, None, &[], Some(("application/yaml", yaml.as_bytes().to_vec())), Duration::from_secs(10)).await
+    }
+
+    pub async fn apply_demo_config(&self) -> anyhow::Result<()> {
+        for (source, yaml) in [("virtual-destinations.yaml", DEMO_VIRTUAL_DESTINATIONS), ("route-table.yaml", DEMO_ROUTE_TABLE)] {
+            let response = self.apply(source, yaml).await?;
+            anyhow::ensure!(response.status == 200, "demo config rejected: {}", response.body);
+        }
+        Ok(())
+    }
+
+    /// One request from the frontend's sidecar (as the frontend app would send it).
+    pub async fn call_from_frontend(&self, url: &str) -> anyhow::Result<httpc::Response> {
+        let proxy = format!("127.0.0.1:{}", self.app("frontend").outbound_port);
+        httpc::request("GET", url, Some(&proxy), &[], None, Duration::from_secs(5)).await
+    }
+
+    /// Waits until the frontend's sidecar reaches the v2 backend in cluster-2: the whole path
+    /// (relay, translation, both agents, ADS, both sidecars and the gateway) works.
+    pub async fn wait_for_traffic(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let mut last;
+        loop {
+            match self.call_from_frontend("http://backend-v2.mesh.internal/").await {
+                Ok(response) if response.status == 200 && response.body.contains("\"cluster-2\"") => return Ok(()),
+                Ok(response) => last = format!("HTTP {}: {}", response.status, response.body.trim()),
+                Err(error) => last = error.to_string(),
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no cross-cluster traffic after {limit:?} (last answer: {last}); logs in {}", self.dir.join("logs").display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops everything, proxies first so they can deregister.
+    pub async fn shutdown(&mut self) {
+        for app in &mut self.apps {
+            app.sidecar.stop().await;
+            app.app.stop().await;
+        }
+        for cluster in &mut self.clusters {
+            cluster.gateway.stop().await;
+            cluster.agent.stop().await;
+        }
+        self.mgmt.stop().await;
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let bin = std::env::current_exe()?;
+    crate::envoy_bin::find()?;
+    println!("Starting a local mesh in {} ...", args.dir.display());
+    let mut mesh = LocalMesh::start(&bin, &args.dir, MeshPorts { api: args.api_port, frontend_outbound: args.outbound_port }).await?;
+    let outcome = async {
+        mesh.apply_demo_config().await?;
+        mesh.wait_for_traffic(Duration::from_secs(60)).await
+    }
+    .await;
+    if let Err(error) = outcome {
+        mesh.shutdown().await;
+        return Err(error);
+    }
+    print_summary(&mesh);
+    crate::process::shutdown_signal().await;
+    println!("\nStopping ...");
+    mesh.shutdown().await;
+    println!("Stopped.");
+    Ok(())
+}
+
+fn print_summary(mesh: &LocalMesh) {
+    println!("\nTrellis is up: a management server and two clusters.\n");
+    println!("  management server   API {}   metrics http://127.0.0.1:{}/metrics", mesh.api_url, mesh.admin_port);
+    for cluster in &mesh.clusters {
+        println!("  {:<10} agent registry 127.0.0.1:{}   east-west gateway 127.0.0.1:{} (admin {})", cluster.name, cluster.registry_port, cluster.gateway_port, cluster.gateway_admin_port);
+        for app in mesh.apps.iter().filter(|a| a.cluster == cluster.name) {
+            println!("  {:<10}   {:<11} app 127.0.0.1:{:<5}  sidecar outbound 127.0.0.1:{:<5}  envoy admin 127.0.0.1:{}", "", app.name, app.app_port, app.outbound_port, app.admin_port);
+        }
+    }
+    let frontend = mesh.app("frontend");
+    println!("\nConfig: examples/demo/ (VirtualDestinations backend and backend-v2, RouteTable backend: 80% v1 / 20% v2)\n");
+    println!("Try it (from the frontend's point of view, through its sidecar):");
+    println!("  curl -x http://127.0.0.1:{} http://backend-v2.mesh.internal/    # always crosses to cluster-2 via its east-west gateway", frontend.outbound_port);
+    println!("  curl -x http://127.0.0.1:{} http://backend.mesh.internal/       # 80% v1 in cluster-1, 20% v2 in cluster-2", frontend.outbound_port);
+    println!("  curl http://127.0.0.1:{}/                                        # the frontend app calling the backend", frontend.app_port);
+    println!("  trellis get routetables -n demo -o yaml --server {}", mesh.api_url);
+    println!("\nLogs: {}.  Ctrl-C stops everything.", mesh.dir.join("logs").display());
+}

@@ -1,0 +1,136 @@
+//! Bad input through the real CLI and the real API: each gets an error naming the file, the
+//! document, the resource and the field; the stored config is unchanged afterwards, and
+//! accepted config survives a management server restart.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use trellis::httpc;
+use trellis::process::free_port;
+
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+    args: Vec<String>,
+}
+
+impl Server {
+    async fn start(dir: &std::path::Path) -> Server {
+        let api = free_port();
+        let args = vec![
+            "mgmt".to_string(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--api-addr".into(),
+            format!("127.0.0.1:{api}"),
+            "--relay-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--admin-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        let child = Self::spawn(&args);
+        let server = Server { child, url: format!("http://127.0.0.1:{api}"), args };
+        server.wait().await;
+        server
+    }
+
+    fn spawn(args: &[String]) -> tokio::process::Child {
+        tokio::process::Command::new(bin()).args(args).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap()
+    }
+
+    async fn wait(&self) {
+        for _ in 0..300 {
+            if httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(1)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("management server did not start");
+    }
+
+    async fn restart(&mut self) {
+        self.child.kill().await.unwrap();
+        self.child = Self::spawn(&self.args);
+        self.wait().await;
+    }
+
+    async fn stored(&self) -> String {
+        httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(2)).await.unwrap().body
+    }
+}
+
+/// Runs `trellis apply -f FILE` and returns (success, stderr).
+async fn cli_apply(server: &Server, file: &std::path::Path) -> (bool, String) {
+    let output = tokio::process::Command::new(bin())
+        .args(["apply", "-f", &file.display().to_string(), "--server", &server.url])
+        .output()
+        .await
+        .unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+const GOOD: &str = "apiVersion: networking.gloo.solo.io/v2
+kind: VirtualDestination
+metadata: {name: backend, namespace: demo}
+spec:
+  hosts: [backend.mesh.internal]
+  services: [{labels: {app: backend}}]
+  ports: [{number: 80}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
+    let dir = test_dir("apply-errors");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server = Server::start(&dir.join("mgmt")).await;
+
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, GOOD).unwrap();
+    let (ok, stderr) = cli_apply(&server, &good).await;
+    assert!(ok, "{stderr}");
+    let stored = server.stored().await;
+    assert!(stored.contains("backend.mesh.internal"));
+
+    // (file name, content, fragments the error must contain)
+    let cases: &[(&str, String, &[&str])] = &[
+        ("malformed.yaml", format!("{GOOD}  http: [\n  - {{"), &["malformed.yaml: document 1", "malformed YAML"]),
+        (
+            "unknown-kind.yaml",
+            format!("{}---\napiVersion: networking.gloo.solo.io/v2\nkind: VirtualService\nmetadata: {{name: x}}\n", GOOD.replace("backend.mesh", "changed.mesh")),
+            &["unknown-kind.yaml: document 2", "field kind", "unknown kind \"VirtualService\""],
+        ),
+        (
+            "field-error.yaml",
+            "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\nmetadata: {name: backend, namespace: demo}\nspec:\n  hosts: [backend.mesh.internal]\n  http:\n  - forwardTo:\n      destinations:\n      - ref: {name: backend}\n        weigth: 10\n".to_string(),
+            &["field-error.yaml: document 1 (RouteTable/demo/backend)", "field spec.http[0].forwardTo.destinations[0].weigth", "unknown field `weigth`"],
+        ),
+    ];
+    for (name, content, fragments) in cases {
+        let file = dir.join(name);
+        std::fs::write(&file, content).unwrap();
+        // Through the CLI.
+        let (ok, stderr) = cli_apply(&server, &file).await;
+        assert!(!ok, "{name} was accepted");
+        for fragment in *fragments {
+            assert!(stderr.contains(fragment), "{name}: wanted {fragment:?} in:\n{stderr}");
+        }
+        // Straight to the API (the server validates on its own, not only the CLI).
+        let url = format!("{}/api/v1/apply?source={name}", server.url);
+        let response = httpc::request("POST", &url, None, &[], Some(("application/yaml", content.clone().into_bytes())), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(response.status, 422, "{name}: {}", response.body);
+        for fragment in fragments.iter().filter(|f| !f.starts_with(name)) {
+            let fragment = fragment.trim_start_matches("field ");
+            assert!(response.body.contains(&fragment.replace('"', "\\\"")), "{name}: wanted {fragment:?} in {}", response.body);
+        }
+        assert_eq!(server.stored().await, stored, "{name} changed the stored config");
+    }
+
+    // Accepted config survives a crash of the management server.
+    server.restart().await;
+    assert_eq!(server.stored().await, stored);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -55,6 +55,11 @@ async fn traffic_survives_management_server_and_agent_crashes() {
     // live): their Envoys keep serving; traffic keeps flowing, cross-cluster included.
     mesh.apply("route-table.yaml", &route_table(50, 50)).await.unwrap();
     wait_in_sync(&mesh).await;
+    // The agents have it; wait until the frontend's Envoy does too before pulling the plug.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while versions(&mesh, 20).await.1 == 0 {
+        assert!(std::time::Instant::now() < deadline, "the 50/50 split never reached the frontend's Envoy");
+    }
     for cluster in ["cluster-1", "cluster-2"] {
         mesh.cluster_mut(cluster).agent.kill().await;
         let (v1, v2) = versions(&mesh, 100).await;

@@ -9,6 +9,8 @@
 //!
 //! Everything here is pure: no I/O, no clock, and output order follows the IR's (already sorted)
 //! order, so equal inputs give byte-identical resources and the xDS server can version by content.
+//! (`envoy-types` always brings tonic and tokio along for its service stubs; this crate uses only
+//! its message types.)
 
 mod bootstrap;
 mod common;

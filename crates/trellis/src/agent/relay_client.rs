@@ -102,12 +102,11 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
             message = incoming.next() => {
                 let Some(message) = message.transpose()? else { return Ok(()) };
                 let Some(server_message::Body::Config(config)) = message.body else { continue };
-                let (error, applied) = apply_config(agent, &config.payload);
+                let error = apply_config(agent, &config.payload);
                 match &error {
                     None => tracing::info!(version = %config.version, "config applied"),
                     Some(error) => tracing::warn!(version = %config.version, %error, "config rejected; keeping the last good one"),
                 }
-                let _ = applied;
                 tx.send(AgentMessage::ack(config.version, error.unwrap_or_default())).await?;
             }
         }
@@ -115,18 +114,18 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
 }
 
 /// Checks and installs a config; returns the rejection reason, if any.
-fn apply_config(agent: &Agent, payload: &[u8]) -> (Option<String>, bool) {
+fn apply_config(agent: &Agent, payload: &[u8]) -> Option<String> {
     let config: ClusterConfig = match serde_json::from_slice(payload) {
         Ok(config) => config,
-        Err(error) => return (Some(format!("config does not parse: {error}")), false),
+        Err(error) => return Some(format!("config does not parse: {error}")),
     };
     if config.cluster != agent.cluster {
-        return (Some(format!("config is for cluster {:?}, this agent serves {:?}", config.cluster, agent.cluster)), false);
+        return Some(format!("config is for cluster {:?}, this agent serves {:?}", config.cluster, agent.cluster));
     }
     if let Err(error) = store_cache(&agent.cache_path, &config) {
         // Still serve it: losing the cache only matters if the agent restarts while mgmt is down.
         tracing::error!(%error, cache = %agent.cache_path.display(), "cannot write config cache");
     }
     agent.config.send_replace(Some(Arc::new(config)));
-    (None, true)
+    None
 }

@@ -64,9 +64,9 @@ impl Kind {
     /// Accepts the kind name, its plural, its singular lower case and its short name, any case.
     pub fn parse_loose(input: &str) -> Option<Kind> {
         let wanted = input.to_ascii_lowercase();
-        Kind::ALL.into_iter().find(|k| {
-            wanted == k.as_str().to_ascii_lowercase() || wanted == k.plural() || wanted == k.short()
-        })
+        Kind::ALL
+            .into_iter()
+            .find(|k| wanted == k.as_str().to_ascii_lowercase() || wanted == k.plural() || wanted == k.short())
     }
 }
 

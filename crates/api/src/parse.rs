@@ -20,7 +20,13 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, ApiErr
             Ok(value) => value,
             Err(error) => {
                 // The YAML stream cannot be resynchronised after a syntax error.
-                errors.push(doc_error(source, number, None, None, format!("malformed YAML: {error}")));
+                errors.push(doc_error(
+                    source,
+                    number,
+                    None,
+                    None,
+                    format!("malformed YAML: {error}"),
+                ));
                 break;
             }
         };
@@ -54,7 +60,11 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, ApiErr
             ));
         }
     }
-    if errors.is_empty() { Ok(resources) } else { Err(ApiError::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(resources)
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
 }
 
 /// Parses exactly one resource (for API paths that name one).
@@ -86,17 +96,39 @@ fn expand_lists(value: Value) -> Vec<Value> {
     }
 }
 
-fn doc_error(source: &str, document: usize, resource: Option<String>, field: Option<String>, message: String) -> DocumentError {
-    DocumentError { source: source.to_string(), document, resource, field, message }
+fn doc_error(
+    source: &str,
+    document: usize,
+    resource: Option<String>,
+    field: Option<String>,
+    message: String,
+) -> DocumentError {
+    DocumentError {
+        source: source.to_string(),
+        document,
+        resource,
+        field,
+        message,
+    }
 }
 
 /// Turns one document into a typed resource, naming the field of the first problem found.
 pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resource, DocumentError> {
     let err = |resource: Option<String>, field: &str, message: String| {
-        doc_error(source, document, resource, Some(field.to_string()).filter(|f| !f.is_empty()), message)
+        doc_error(
+            source,
+            document,
+            resource,
+            Some(field.to_string()).filter(|f| !f.is_empty()),
+            message,
+        )
     };
     let Value::Object(mut map) = value else {
-        return Err(err(None, "", "a resource must be a mapping with apiVersion, kind, metadata and spec".into()));
+        return Err(err(
+            None,
+            "",
+            "a resource must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ));
     };
     let kind_name = match map.remove("kind") {
         Some(Value::String(kind)) => kind,
@@ -105,12 +137,21 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
     };
     let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name).ok_or_else(|| {
         let known: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-        err(None, "kind", format!("unknown kind {kind_name:?} (known kinds: {})", known.join(", ")))
+        err(
+            None,
+            "kind",
+            format!("unknown kind {kind_name:?} (known kinds: {})", known.join(", ")),
+        )
     })?;
 
     let metadata_value = map.remove("metadata").unwrap_or(Value::Object(Default::default()));
-    let mut metadata: ObjectMeta = serde_path_to_error::deserialize(metadata_value)
-        .map_err(|e| err(None, &join_path("metadata", &e.path().to_string()), e.inner().to_string()))?;
+    let mut metadata: ObjectMeta = serde_path_to_error::deserialize(metadata_value).map_err(|e| {
+        err(
+            None,
+            &join_path("metadata", &e.path().to_string()),
+            e.inner().to_string(),
+        )
+    })?;
     if metadata.namespace.is_empty() {
         metadata.namespace = "default".to_string();
     }
@@ -127,7 +168,13 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
             ));
         }
         Some(_) => return Err(err(resource_name, "apiVersion", "must be a string".into())),
-        None => return Err(err(resource_name, "apiVersion", format!("is required; use {:?}", kind.api_version()))),
+        None => {
+            return Err(err(
+                resource_name,
+                "apiVersion",
+                format!("is required; use {:?}", kind.api_version()),
+            ));
+        }
     }
 
     let spec_value = match map.remove("spec") {
@@ -137,10 +184,15 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
     // `status` is written by the server; accept it in input (kubectl round trips) and drop it.
     map.remove("status");
     if let Some(unknown) = map.keys().next() {
-        return Err(err(resource_name, unknown, "unknown top-level field (expected apiVersion, kind, metadata, spec)".into()));
+        return Err(err(
+            resource_name,
+            unknown,
+            "unknown top-level field (expected apiVersion, kind, metadata, spec)".into(),
+        ));
     }
 
-    let spec = typed_spec(kind, spec_value).map_err(|(path, message)| err(resource_name.clone(), &join_path("spec", &path), message))?;
+    let spec = typed_spec(kind, spec_value)
+        .map_err(|(path, message)| err(resource_name.clone(), &join_path("spec", &path), message))?;
     Ok(Resource { metadata, spec })
 }
 

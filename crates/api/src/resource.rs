@@ -41,7 +41,11 @@ impl fmt::Display for ResourceKey {
 
 impl ResourceKey {
     pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ResourceKey { kind, namespace: namespace.into(), name: name.into() }
+        ResourceKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 

@@ -10,7 +10,13 @@ type Problems = Vec<(String, String)>;
 pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
     let mut problems = Problems::new();
     check_name(&mut problems, "metadata.name", &resource.metadata.name, 253, true);
-    check_name(&mut problems, "metadata.namespace", &resource.metadata.namespace, 63, false);
+    check_name(
+        &mut problems,
+        "metadata.namespace",
+        &resource.metadata.namespace,
+        63,
+        false,
+    );
     match &resource.spec {
         Spec::VirtualDestination(spec) => virtual_destination(&mut problems, spec),
         Spec::RouteTable(spec) => route_table(&mut problems, spec),
@@ -32,12 +38,16 @@ fn check_name(problems: &mut Problems, field: &str, value: &str, max: usize, dot
     let valid_chars = value
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.'));
-    let valid_ends = value.starts_with(|c: char| c.is_ascii_alphanumeric()) && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let valid_ends =
+        value.starts_with(|c: char| c.is_ascii_alphanumeric()) && value.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !valid_chars || !valid_ends || value.len() > max {
         push(
             problems,
             field,
-            format!("{value:?} is not a valid name: use at most {max} lower-case letters, digits and '-'{}, starting and ending with a letter or digit", if dots { " or '.'" } else { "" }),
+            format!(
+                "{value:?} is not a valid name: use at most {max} lower-case letters, digits and '-'{}, starting and ending with a letter or digit",
+                if dots { " or '.'" } else { "" }
+            ),
         );
     }
 }
@@ -69,24 +79,48 @@ fn check_port_selector(problems: &mut Problems, field: &str, port: &PortSelector
 }
 
 fn virtual_destination(problems: &mut Problems, spec: &VirtualDestinationSpec) {
-    if spec.hosts.is_empty() && spec.services.is_empty() && spec.external_services.is_empty() && spec.external_workloads.is_empty() {
-        push(problems, "spec", "needs at least one of hosts, services, externalServices and externalWorkloads");
+    if spec.hosts.is_empty()
+        && spec.services.is_empty()
+        && spec.external_services.is_empty()
+        && spec.external_workloads.is_empty()
+    {
+        push(
+            problems,
+            "spec",
+            "needs at least one of hosts, services, externalServices and externalWorkloads",
+        );
     }
     for (i, host) in spec.hosts.iter().enumerate() {
         if host.contains('*') {
-            push(problems, format!("spec.hosts[{i}]"), format!("{host:?}: a VirtualDestination host cannot be a wildcard"));
+            push(
+                problems,
+                format!("spec.hosts[{i}]"),
+                format!("{host:?}: a VirtualDestination host cannot be a wildcard"),
+            );
         } else if !is_hostname(host) {
-            push(problems, format!("spec.hosts[{i}]"), format!("{host:?} is not a valid host name"));
+            push(
+                problems,
+                format!("spec.hosts[{i}]"),
+                format!("{host:?} is not a valid host name"),
+            );
         }
     }
     if spec.ports.is_empty() {
-        push(problems, "spec.ports", "at least one port is required, such as `- number: 80`");
+        push(
+            problems,
+            "spec.ports",
+            "at least one port is required, such as `- number: 80`",
+        );
     }
     const PROTOCOLS: [&str; 7] = ["HTTP", "HTTPS", "GRPC", "HTTP2", "MONGO", "TCP", "TLS"];
     for (i, port) in spec.ports.iter().enumerate() {
         check_port_number(problems, &format!("spec.ports[{i}].number"), port.number);
         if !port.protocol.is_empty() && !PROTOCOLS.contains(&port.protocol.as_str()) {
-            push(problems, format!("spec.ports[{i}].protocol"), format!("{:?} is not one of {}", port.protocol, PROTOCOLS.join(", ")));
+            push(
+                problems,
+                format!("spec.ports[{i}].protocol"),
+                format!("{:?} is not one of {}", port.protocol, PROTOCOLS.join(", ")),
+            );
         }
         if let Some(target) = &port.target_port {
             check_port_selector(problems, &format!("spec.ports[{i}].targetPort"), target);
@@ -98,13 +132,21 @@ fn route_table(problems: &mut Problems, spec: &RouteTableSpec) {
     for (i, host) in spec.hosts.iter().enumerate() {
         let bare = host.strip_prefix("*.").unwrap_or(host);
         if host != "*" && !is_hostname(bare) {
-            push(problems, format!("spec.hosts[{i}]"), format!("{host:?} is not a valid host name (only a left-most `*.` wildcard is allowed)"));
+            push(
+                problems,
+                format!("spec.hosts[{i}]"),
+                format!("{host:?} is not a valid host name (only a left-most `*.` wildcard is allowed)"),
+            );
         }
     }
     if let Some(mode) = &spec.failure_mode
         && !["ROUTE_REPLACEMENT", "FREEZE_CONFIG"].contains(&mode.as_str())
     {
-        push(problems, "spec.failureMode", format!("{mode:?} is not one of ROUTE_REPLACEMENT, FREEZE_CONFIG"));
+        push(
+            problems,
+            "spec.failureMode",
+            format!("{mode:?} is not one of ROUTE_REPLACEMENT, FREEZE_CONFIG"),
+        );
     }
     for (i, route) in spec.http.iter().enumerate() {
         http_route(problems, &format!("spec.http[{i}]"), route);
@@ -112,16 +154,30 @@ fn route_table(problems: &mut Problems, spec: &RouteTableSpec) {
 }
 
 fn http_route(problems: &mut Problems, field: &str, route: &HttpRoute) {
-    let actions = [route.forward_to.is_some(), route.delegate.is_some(), route.redirect.is_some(), route.direct_response.is_some(), route.graphql.is_some()];
+    let actions = [
+        route.forward_to.is_some(),
+        route.delegate.is_some(),
+        route.redirect.is_some(),
+        route.direct_response.is_some(),
+        route.graphql.is_some(),
+    ];
     if actions.iter().filter(|set| **set).count() != 1 {
-        push(problems, field, "give exactly one action: forwardTo, delegate, redirect, directResponse or graphql");
+        push(
+            problems,
+            field,
+            "give exactly one action: forwardTo, delegate, redirect, directResponse or graphql",
+        );
     }
     for (j, matcher) in route.matchers.iter().enumerate() {
         request_matcher(problems, &format!("{field}.matchers[{j}]"), matcher);
     }
     if let Some(forward) = &route.forward_to {
         if forward.destinations.is_empty() {
-            push(problems, format!("{field}.forwardTo.destinations"), "at least one destination is required");
+            push(
+                problems,
+                format!("{field}.forwardTo.destinations"),
+                "at least one destination is required",
+            );
         }
         for (k, destination) in forward.destinations.iter().enumerate() {
             destination_reference(problems, &format!("{field}.forwardTo.destinations[{k}]"), destination);
@@ -129,44 +185,84 @@ fn http_route(problems: &mut Problems, field: &str, route: &HttpRoute) {
         if let Some(rewrite) = &forward.path_rewrite
             && !rewrite.starts_with('/')
         {
-            push(problems, format!("{field}.forwardTo.pathRewrite"), format!("{rewrite:?} must start with '/'"));
+            push(
+                problems,
+                format!("{field}.forwardTo.pathRewrite"),
+                format!("{rewrite:?} must start with '/'"),
+            );
         }
     }
     if let Some(direct) = &route.direct_response
         && !(200..=599).contains(&direct.status)
     {
-        push(problems, format!("{field}.directResponse.status"), format!("{} is not an HTTP status: use 200 to 599", direct.status));
+        push(
+            problems,
+            format!("{field}.directResponse.status"),
+            format!("{} is not an HTTP status: use 200 to 599", direct.status),
+        );
     }
     if let Some(redirect) = &route.redirect {
-        const CODES: [&str; 5] = ["MOVED_PERMANENTLY", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT"];
+        const CODES: [&str; 5] = [
+            "MOVED_PERMANENTLY",
+            "FOUND",
+            "SEE_OTHER",
+            "TEMPORARY_REDIRECT",
+            "PERMANENT_REDIRECT",
+        ];
         if let Some(code) = &redirect.response_code
             && !CODES.contains(&code.as_str())
         {
-            push(problems, format!("{field}.redirect.responseCode"), format!("{code:?} is not one of {}", CODES.join(", ")));
+            push(
+                problems,
+                format!("{field}.redirect.responseCode"),
+                format!("{code:?} is not one of {}", CODES.join(", ")),
+            );
         }
         if redirect.host_redirect.is_none() && redirect.path_redirect.is_none() {
-            push(problems, format!("{field}.redirect"), "give hostRedirect, pathRedirect or both");
+            push(
+                problems,
+                format!("{field}.redirect"),
+                "give hostRedirect, pathRedirect or both",
+            );
         }
     }
 }
 
 fn check_regex(problems: &mut Problems, field: &str, pattern: &str) {
     if let Err(error) = regex::Regex::new(pattern) {
-        push(problems, field, format!("invalid regular expression: {}", error.to_string().lines().last().unwrap_or("")));
+        push(
+            problems,
+            field,
+            format!(
+                "invalid regular expression: {}",
+                error.to_string().lines().last().unwrap_or("")
+            ),
+        );
     }
 }
 
 fn request_matcher(problems: &mut Problems, field: &str, matcher: &RequestMatcher) {
     if let Some(uri) = &matcher.uri {
-        let given = [&uri.exact, &uri.prefix, &uri.regex].iter().filter(|v| v.is_some()).count();
+        let given = [&uri.exact, &uri.prefix, &uri.regex]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
         if given != 1 {
-            push(problems, format!("{field}.uri"), "give exactly one of exact, prefix and regex");
+            push(
+                problems,
+                format!("{field}.uri"),
+                "give exactly one of exact, prefix and regex",
+            );
         }
         for (name, value) in [("exact", &uri.exact), ("prefix", &uri.prefix)] {
             if let Some(path) = value
                 && !path.starts_with('/')
             {
-                push(problems, format!("{field}.uri.{name}"), format!("{path:?} must start with '/'"));
+                push(
+                    problems,
+                    format!("{field}.uri.{name}"),
+                    format!("{path:?} must start with '/'"),
+                );
             }
         }
         if let Some(pattern) = &uri.regex {
@@ -179,7 +275,11 @@ fn request_matcher(problems: &mut Problems, field: &str, matcher: &RequestMatche
         }
         match (&header.value, header.regex) {
             (Some(pattern), true) => check_regex(problems, &format!("{field}.headers[{k}].value"), pattern),
-            (None, true) => push(problems, format!("{field}.headers[{k}].value"), "is required when regex is true"),
+            (None, true) => push(
+                problems,
+                format!("{field}.headers[{k}].value"),
+                "is required when regex is true",
+            ),
             _ => {}
         }
     }
@@ -191,9 +291,15 @@ fn request_matcher(problems: &mut Problems, field: &str, matcher: &RequestMatche
             check_regex(problems, &format!("{field}.queryParameters[{k}].value"), pattern);
         }
     }
-    const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    const METHODS: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
     if !matcher.method.is_empty() && !METHODS.contains(&matcher.method.as_str()) {
-        push(problems, format!("{field}.method"), format!("{:?} is not one of {}", matcher.method, METHODS.join(", ")));
+        push(
+            problems,
+            format!("{field}.method"),
+            format!("{:?} is not one of {}", matcher.method, METHODS.join(", ")),
+        );
     }
 }
 
@@ -209,11 +315,23 @@ fn destination_reference(problems: &mut Problems, field: &str, destination: &Des
 fn workspace(problems: &mut Problems, spec: &WorkspaceSpec) {
     for (i, cluster) in spec.workload_clusters.iter().enumerate() {
         if cluster.name.is_empty() && cluster.selector.is_none() {
-            push(problems, format!("spec.workloadClusters[{i}]"), "give a cluster name (or `*`) or a label selector");
+            push(
+                problems,
+                format!("spec.workloadClusters[{i}]"),
+                "give a cluster name (or `*`) or a label selector",
+            );
         }
-        let set = cluster.namespaces.iter().filter(|ns| ns.config_enabled.is_some()).count();
+        let set = cluster
+            .namespaces
+            .iter()
+            .filter(|ns| ns.config_enabled.is_some())
+            .count();
         if set != 0 && set != cluster.namespaces.len() {
-            push(problems, format!("spec.workloadClusters[{i}].namespaces"), "configEnabled is set on some namespaces: set it on all of them or none");
+            push(
+                problems,
+                format!("spec.workloadClusters[{i}].namespaces"),
+                "configEnabled is set on some namespaces: set it on all of them or none",
+            );
         }
     }
 }

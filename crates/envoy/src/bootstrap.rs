@@ -86,15 +86,9 @@ mod tests {
         assert_eq!(b["node"]["cluster"], "east");
         assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15000);
         let ads = &b["dynamic_resources"]["ads_config"];
-        assert_eq!(
-            ads["grpc_services"][0]["envoy_grpc"]["cluster_name"],
-            XDS_CLUSTER
-        );
+        assert_eq!(ads["grpc_services"][0]["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
         assert_eq!(ads["set_node_on_first_message_only"], true);
-        assert_eq!(
-            b["dynamic_resources"]["cds_config"]["resource_api_version"],
-            "V3"
-        );
+        assert_eq!(b["dynamic_resources"]["cds_config"]["resource_api_version"], "V3");
         assert_eq!(b["dynamic_resources"]["lds_config"]["ads"], json!({}));
     }
 
@@ -104,13 +98,11 @@ mod tests {
         let cluster = &b["static_resources"]["clusters"][0];
         assert_eq!(cluster["name"], XDS_CLUSTER);
         assert_eq!(cluster["type"], "STATIC");
-        let options = &cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
-        assert_eq!(
-            options["explicit_http_config"]["http2_protocol_options"],
-            json!({})
-        );
-        let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            ["socket_address"];
+        let options =
+            &cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert_eq!(options["explicit_http_config"]["http2_protocol_options"], json!({}));
+        let address =
+            &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
         assert_eq!(address["address"], "10.0.0.9");
         assert_eq!(address["port_value"], 15010);
     }

@@ -3,15 +3,11 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue, HeaderValueOption,
-    SocketAddress, address, config_source, socket_address,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue, HeaderValueOption, SocketAddress, address,
+    config_source, socket_address,
 };
-use envoy_types::pb::envoy::config::core::v3::{
-    Http2ProtocolOptions, header_value_option::HeaderAppendAction,
-};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, lb_endpoint,
-};
+use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, header_value_option::HeaderAppendAction};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -20,18 +16,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
-    http_protocol_options::{
-        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
-    },
+    http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig},
 };
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
 /// Every cluster we generate waits this long for a TCP connection before failing over.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration {
-    seconds: 1,
-    nanos: 0,
-};
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration { seconds: 1, nanos: 0 };
 
 pub(crate) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(crate) const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
@@ -52,9 +43,7 @@ pub(crate) fn socket_address(address: &str, port: u16) -> Address {
 pub(crate) fn ads_source() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         ..Default::default()
     }
 }
@@ -65,9 +54,7 @@ pub(crate) fn eds_cluster(name: &str) -> Cluster {
         name: name.to_string(),
         connect_timeout: Some(CONNECT_TIMEOUT),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Eds as i32,
-        )),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(cluster::EdsClusterConfig {
             eds_config: Some(ads_source()),
             service_name: String::new(),
@@ -87,12 +74,10 @@ pub(crate) fn static_cluster(name: &str, address: &str, port: u16) -> Cluster {
         )),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name.to_string(),
-            endpoints: vec![
-                envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
-                    lb_endpoints: vec![lb_endpoint(address, port, None)],
-                    ..Default::default()
-                },
-            ],
+            endpoints: vec![envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+                lb_endpoints: vec![lb_endpoint(address, port, None)],
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         ..Default::default()
@@ -102,13 +87,9 @@ pub(crate) fn static_cluster(name: &str, address: &str, port: u16) -> Cluster {
 /// Makes a cluster speak HTTP/2 to its endpoints (gRPC backends, the xDS server).
 pub(crate) fn with_http2(mut cluster: Cluster) -> Cluster {
     let options = HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-            ExplicitHttpConfig {
-                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
-            },
-        )),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())),
+        })),
         ..Default::default()
     };
     cluster
@@ -164,9 +145,7 @@ pub(crate) fn http_listener(name: &str, address: &str, port: u16, routes: Routes
         route_specifier: Some(route_specifier),
         http_filters: vec![HttpFilter {
             name: ROUTER_FILTER.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
             ..Default::default()
         }],
         ..Default::default()
@@ -211,16 +190,16 @@ pub(crate) fn load_assignment(upstream: &trellis_model::ir::Upstream) -> Cluster
         cluster_name: upstream.name.clone(),
         endpoints: by_cluster
             .into_iter()
-            .map(|(cluster, lb_endpoints)| {
-                envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+            .map(
+                |(cluster, lb_endpoints)| envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
                     locality: Some(envoy_types::pb::envoy::config::core::v3::Locality {
                         region: cluster.to_string(),
                         ..Default::default()
                     }),
                     lb_endpoints,
                     ..Default::default()
-                }
-            })
+                },
+            )
             .collect(),
         ..Default::default()
     }

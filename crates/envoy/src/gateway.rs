@@ -4,8 +4,7 @@
 
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
-    header_matcher::HeaderMatchSpecifier, route::Action, route_action::ClusterSpecifier,
-    route_match::PathSpecifier,
+    header_matcher::HeaderMatchSpecifier, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
 use trellis_model::ir::Upstream;
 use trellis_model::{ClusterConfig, GATEWAY_HEADER, ROUTING_HEADER};
@@ -30,10 +29,7 @@ pub struct GatewaySpec<'a> {
 pub fn east_west_gateway(ir: &ClusterConfig, spec: &GatewaySpec) -> ProxyResources {
     let upstreams = &ir.gateway_upstreams;
     ProxyResources {
-        clusters: upstreams
-            .iter()
-            .map(|u| common::eds_cluster(&u.name))
-            .collect(),
+        clusters: upstreams.iter().map(|u| common::eds_cluster(&u.name)).collect(),
         endpoints: upstreams.iter().map(common::load_assignment).collect(),
         listeners: vec![common::http_listener(
             GATEWAY_LISTENER,
@@ -46,10 +42,7 @@ pub fn east_west_gateway(ir: &ClusterConfig, spec: &GatewaySpec) -> ProxyResourc
             virtual_hosts: vec![VirtualHost {
                 name: GATEWAY_ROUTE.to_string(),
                 domains: vec!["*".to_string()],
-                routes: upstreams
-                    .iter()
-                    .map(|u| keyed_route(u, spec.cluster))
-                    .collect(),
+                routes: upstreams.iter().map(|u| keyed_route(u, spec.cluster)).collect(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -64,9 +57,7 @@ fn keyed_route(upstream: &Upstream, gateway_cluster: &str) -> Route {
             path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
             headers: vec![HeaderMatcher {
                 name: ROUTING_HEADER.to_string(),
-                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(exact(
-                    &upstream.key,
-                ))),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(exact(&upstream.key))),
                 ..Default::default()
             }],
             ..Default::default()

@@ -25,8 +25,7 @@ pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TY
 pub use sidecar::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, SidecarSpec, inbound_name, sidecar};
 
 use envoy_types::pb::envoy::config::{
-    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-    route::v3::RouteConfiguration,
+    cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,
 };
 
 /// Every xDS resource one proxy needs, by type, in a deterministic order.

@@ -7,12 +7,10 @@ use envoy_types::util::pack_any;
 use crate::ProxyResources;
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ENDPOINT_TYPE: &str =
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-pub const SECRET_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 impl ProxyResources {
     /// Every resource as `(type_url, name, Any)`: clusters, endpoints, listeners, routes, each in
@@ -34,11 +32,7 @@ impl ProxyResources {
             .routes
             .into_iter()
             .map(|r| (ROUTE_TYPE, r.name.clone(), pack_any(r)));
-        clusters
-            .chain(endpoints)
-            .chain(listeners)
-            .chain(routes)
-            .collect()
+        clusters.chain(endpoints).chain(listeners).chain(routes).collect()
     }
 }
 

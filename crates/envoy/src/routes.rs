@@ -8,8 +8,8 @@
 use envoy_types::pb::envoy::config::core::v3::DataSource;
 use envoy_types::pb::envoy::config::core::v3::data_source;
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction,
-    RouteMatch, VirtualHost, WeightedCluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction, RouteMatch,
+    VirtualHost, WeightedCluster,
     header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode},
@@ -18,9 +18,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
-};
+use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use trellis_model::ROUTING_HEADER;
 use trellis_model::ir;
@@ -133,16 +131,14 @@ fn regex_matcher(regex: &str) -> RegexMatcher {
 fn action(action: &ir::RouteAction) -> Action {
     match action {
         ir::RouteAction::Forward(forward) => Action::Route(forward_action(forward)),
-        ir::RouteAction::DirectResponse { status, body } => {
-            Action::DirectResponse(DirectResponseAction {
-                status: *status,
-                body: (!body.is_empty()).then(|| DataSource {
-                    specifier: Some(data_source::Specifier::InlineString(body.clone())),
-                    ..Default::default()
-                }),
+        ir::RouteAction::DirectResponse { status, body } => Action::DirectResponse(DirectResponseAction {
+            status: *status,
+            body: (!body.is_empty()).then(|| DataSource {
+                specifier: Some(data_source::Specifier::InlineString(body.clone())),
                 ..Default::default()
-            })
-        }
+            }),
+            ..Default::default()
+        }),
         ir::RouteAction::Redirect { host, path, status } => Action::Redirect(RedirectAction {
             host_redirect: host.clone().unwrap_or_default(),
             path_rewrite_specifier: path.clone().map(PathRewriteSpecifier::PathRedirect),

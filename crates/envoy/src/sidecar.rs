@@ -3,8 +3,8 @@
 //! the app on loopback.
 
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
-    route_action::ClusterSpecifier, route_match::PathSpecifier,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action, route_action::ClusterSpecifier,
+    route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::util::pack_any;
@@ -39,11 +39,7 @@ pub fn inbound_name(port: &WorkloadPort) -> String {
 
 pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     let mut resources = ProxyResources {
-        clusters: ir
-            .upstreams
-            .iter()
-            .map(|u| common::eds_cluster(&u.name))
-            .collect(),
+        clusters: ir.upstreams.iter().map(|u| common::eds_cluster(&u.name)).collect(),
         endpoints: ir.upstreams.iter().map(common::load_assignment).collect(),
         listeners: vec![common::http_listener(
             OUTBOUND_LISTENER,
@@ -59,9 +55,7 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     };
     for port in &spec.workload.ports {
         resources.clusters.push(inbound_cluster(port));
-        resources
-            .listeners
-            .push(inbound_listener(spec.inbound_address, port));
+        resources.listeners.push(inbound_listener(spec.inbound_address, port));
     }
     resources
 }
@@ -77,10 +71,7 @@ fn inbound_cluster(port: &WorkloadPort) -> envoy_types::pb::envoy::config::clust
 
 /// HTTP ports get an HTTP connection manager with an inline catch-all route; TCP ports get a
 /// plain TCP proxy, since an HTTP codec would break a non-HTTP byte stream.
-fn inbound_listener(
-    address: &str,
-    port: &WorkloadPort,
-) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+fn inbound_listener(address: &str, port: &WorkloadPort) -> envoy_types::pb::envoy::config::listener::v3::Listener {
     let name = inbound_name(port);
     if port.protocol == Protocol::Tcp {
         let tcp = TcpProxy {

@@ -1,8 +1,7 @@
 //! Builders for small IR inputs shared by the unit tests.
 
 use trellis_model::ir::{
-    ClusterConfig, Endpoint, Forward, Route, RouteAction, RouteMatch, Upstream, VirtualHost,
-    WeightedUpstream,
+    ClusterConfig, Endpoint, Forward, Route, RouteAction, RouteMatch, Upstream, VirtualHost, WeightedUpstream,
 };
 use trellis_model::{Protocol, Workload, WorkloadPort};
 
@@ -47,10 +46,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
             mk_upstream(
                 "reviews-v1",
                 "outbound_.9080_.v1_.reviews",
-                vec![
-                    mk_endpoint("10.0.0.1", 1, "east"),
-                    mk_endpoint("10.1.0.100", 3, "west"),
-                ],
+                vec![mk_endpoint("10.0.0.1", 1, "east"), mk_endpoint("10.1.0.100", 3, "west")],
             ),
             mk_upstream(
                 "reviews-v2",
@@ -110,27 +106,20 @@ pub(crate) fn mk_workload() -> Workload {
 /// The HTTP connection manager of a listener's first filter.
 pub(crate) fn hcm(
     listener: &envoy_types::pb::envoy::config::listener::v3::Listener,
-) -> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager
-{
+) -> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager {
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     use prost::Message;
     let filter = &listener.filter_chains[0].filters[0];
     assert_eq!(filter.name, crate::common::HCM_FILTER);
     match &filter.config_type {
-        Some(ConfigType::TypedConfig(any)) => {
-            Message::decode(any.value.as_slice()).expect("HCM decodes")
-        }
+        Some(ConfigType::TypedConfig(any)) => Message::decode(any.value.as_slice()).expect("HCM decodes"),
         other => panic!("listener {} has no typed HCM: {other:?}", listener.name),
     }
 }
 
 /// `(address, port)` of a socket address.
-pub(crate) fn addr(
-    address: &Option<envoy_types::pb::envoy::config::core::v3::Address>,
-) -> (String, u32) {
-    use envoy_types::pb::envoy::config::core::v3::{
-        address::Address, socket_address::PortSpecifier,
-    };
+pub(crate) fn addr(address: &Option<envoy_types::pb::envoy::config::core::v3::Address>) -> (String, u32) {
+    use envoy_types::pb::envoy::config::core::v3::{address::Address, socket_address::PortSpecifier};
     match address.as_ref().and_then(|a| a.address.as_ref()) {
         Some(Address::SocketAddress(sa)) => match sa.port_specifier {
             Some(PortSpecifier::PortValue(port)) => (sa.address.clone(), port),

@@ -17,12 +17,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::util::pack_any;
 use prost::Message;
-use trellis_envoy::{
-    BootstrapSpec, GatewaySpec, ProxyResources, SidecarSpec, bootstrap, east_west_gateway, sidecar,
-};
+use trellis_envoy::{BootstrapSpec, GatewaySpec, ProxyResources, SidecarSpec, bootstrap, east_west_gateway, sidecar};
 use trellis_model::ir::{
-    ClusterConfig, Endpoint, Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction,
-    RouteMatch, Upstream, ValueMatch, VirtualHost, WeightedUpstream,
+    ClusterConfig, Endpoint, Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch,
+    Upstream, ValueMatch, VirtualHost, WeightedUpstream,
 };
 use trellis_model::{Protocol, Workload, WorkloadPort};
 
@@ -67,11 +65,7 @@ fn envoy_accepts_the_json_bootstrap() {
         xds_port: 15010,
     });
     let path = temp_file("bootstrap", "json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&json).expect("JSON serializes"),
-    )
-    .expect("write bootstrap");
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).expect("JSON serializes")).expect("write bootstrap");
     assert_envoy_accepts(&path);
 }
 
@@ -92,10 +86,7 @@ fn envoy_rejects_a_router_without_typed_config() {
     });
     let path = write_pb("broken", &static_bootstrap(resources));
     let (ok, output) = validate(&path);
-    assert!(
-        !ok,
-        "Envoy accepted a router without typed config:\n{output}"
-    );
+    assert!(!ok, "Envoy accepted a router without typed config:\n{output}");
     assert!(
         output.contains("envoy.filters.http.router"),
         "rejected for another reason:\n{output}"
@@ -122,8 +113,7 @@ fn static_bootstrap(resources: ProxyResources) -> Bootstrap {
                     .iter()
                     .find(|e| e.cluster_name == cluster.name)
                     .unwrap_or_else(|| panic!("no endpoints for EDS cluster {}", cluster.name));
-                cluster.cluster_discovery_type =
-                    Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+                cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
                 cluster.eds_cluster_config = None;
                 cluster.load_assignment = Some(assignment.clone());
             }
@@ -131,9 +121,7 @@ fn static_bootstrap(resources: ProxyResources) -> Bootstrap {
         })
         .collect();
     for listener in &mut listeners {
-        if listener.filter_chains[0].filters[0].name
-            != "envoy.filters.network.http_connection_manager"
-        {
+        if listener.filter_chains[0].filters[0].name != "envoy.filters.network.http_connection_manager" {
             continue;
         }
         edit_hcm(listener, |hcm| {
@@ -196,14 +184,7 @@ fn assert_envoy_accepts(path: &Path) {
 fn validate(path: &Path) -> (bool, String) {
     let envoy = envoy_binary();
     let out = Command::new(&envoy)
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "warning",
-            "-c",
-        ])
+        .args(["--mode", "validate", "--disable-hot-restart", "-l", "warning", "-c"])
         .arg(path)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy.display()));
@@ -212,8 +193,7 @@ fn validate(path: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let ok =
-        out.status.success() && output.contains(&format!("configuration '{}' OK", path.display()));
+    let ok = out.status.success() && output.contains(&format!("configuration '{}' OK", path.display()));
     (ok, output)
 }
 
@@ -379,18 +359,11 @@ fn mk_cluster_config() -> ClusterConfig {
                 "outbound_.9080_.v1_.reviews",
                 &[("10.0.0.1", 1, "east"), ("10.1.0.100", 3, "west")],
             ),
-            mk_upstream(
-                "reviews-v2",
-                "outbound_.9080_.v2_.reviews",
-                &[("10.0.0.2", 1, "east")],
-            ),
+            mk_upstream("reviews-v2", "outbound_.9080_.v2_.reviews", &[("10.0.0.2", 1, "east")]),
         ],
         virtual_hosts: vec![VirtualHost {
             name: "reviews".into(),
-            domains: vec![
-                "reviews.mesh.internal".into(),
-                "reviews.mesh.internal:*".into(),
-            ],
+            domains: vec!["reviews.mesh.internal".into(), "reviews.mesh.internal:*".into()],
             routes,
         }],
         gateway_upstreams: vec![

@@ -136,7 +136,10 @@ pub struct QueryParamMatch {
 #[serde(rename_all = "camelCase")]
 pub enum RouteAction {
     Forward(Forward),
-    DirectResponse { status: u32, body: String },
+    DirectResponse {
+        status: u32,
+        body: String,
+    },
     Redirect {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<String>,

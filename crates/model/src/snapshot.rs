@@ -37,7 +37,7 @@ pub struct ServicePort {
 
 impl Snapshot {
     pub fn new(mut resources: Vec<Resource>, discovery: BTreeMap<String, ClusterDiscovery>) -> Self {
-        resources.sort_by(|a, b| (a.metadata.creation_revision, a.key()).cmp(&(b.metadata.creation_revision, b.key())));
+        resources.sort_by_key(|a| (a.metadata.creation_revision, a.key()));
         Snapshot { resources, discovery }
     }
 
@@ -92,7 +92,14 @@ impl Snapshot {
                         protocol: port.protocol,
                     });
                 }
-                Service { cluster, namespace, name, labels, ports, workloads }
+                Service {
+                    cluster,
+                    namespace,
+                    name,
+                    labels,
+                    ports,
+                    workloads,
+                }
             })
             .collect()
     }

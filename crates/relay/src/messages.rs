@@ -76,21 +76,29 @@ pub struct Config {
 
 impl AgentMessage {
     pub fn hello(hello: Hello) -> Self {
-        AgentMessage { body: Some(agent_message::Body::Hello(hello)) }
+        AgentMessage {
+            body: Some(agent_message::Body::Hello(hello)),
+        }
     }
 
     pub fn discovery(version: String, payload: Vec<u8>) -> Self {
-        AgentMessage { body: Some(agent_message::Body::Discovery(Discovery { version, payload })) }
+        AgentMessage {
+            body: Some(agent_message::Body::Discovery(Discovery { version, payload })),
+        }
     }
 
     pub fn ack(version: String, error: String) -> Self {
-        AgentMessage { body: Some(agent_message::Body::Ack(Ack { version, error })) }
+        AgentMessage {
+            body: Some(agent_message::Body::Ack(Ack { version, error })),
+        }
     }
 }
 
 impl ServerMessage {
     pub fn config(version: String, payload: Vec<u8>) -> Self {
-        ServerMessage { body: Some(server_message::Body::Config(Config { version, payload })) }
+        ServerMessage {
+            body: Some(server_message::Body::Config(Config { version, payload })),
+        }
     }
 }
 
@@ -106,6 +114,9 @@ mod tests {
         let bytes = message.encode_to_vec();
         assert_eq!(AgentMessage::decode(bytes.as_slice()).unwrap(), message);
         let config = ServerMessage::config("abc".into(), b"{}".to_vec());
-        assert_eq!(ServerMessage::decode(config.encode_to_vec().as_slice()).unwrap(), config);
+        assert_eq!(
+            ServerMessage::decode(config.encode_to_vec().as_slice()).unwrap(),
+            config
+        );
     }
 }

@@ -14,7 +14,11 @@ use trellis_model::ClusterDiscovery;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open store at {path}: {source} (hint: is another `trellis mgmt` using this --data-dir?)")]
-    Open { path: String, #[source] source: redb::DatabaseError },
+    Open {
+        path: String,
+        #[source]
+        source: redb::DatabaseError,
+    },
     #[error("store transaction failed: {0}")]
     Transaction(String),
     #[error("stored {what} is corrupt: {message}")]

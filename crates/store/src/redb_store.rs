@@ -25,7 +25,10 @@ fn tx_err(error: impl std::fmt::Display) -> StoreError {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         // Create the tables up front so readers never see "table does not exist".
         let tx = db.begin_write().map_err(tx_err)?;
         tx.open_table(RESOURCES).map_err(tx_err)?;
@@ -34,22 +37,30 @@ impl RedbStore {
         tx.commit().map_err(tx_err)?;
         Ok(RedbStore { db })
     }
+
+    /// Every value of a JSON table, in key order.
+    fn read_all<T: serde::de::DeserializeOwned>(&self, definition: TableDefinition<&str, &[u8]>) -> Result<Vec<T>> {
+        let tx = self.db.begin_read().map_err(tx_err)?;
+        let table = tx.open_table(definition).map_err(tx_err)?;
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(tx_err)? {
+            let (key, value) = entry.map_err(tx_err)?;
+            all.push(decode(key.value(), value.value())?);
+        }
+        Ok(all)
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what: what.to_string(), message: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
 }
 
 impl Store for RedbStore {
     fn list(&self) -> Result<Vec<Resource>> {
-        let tx = self.db.begin_read().map_err(tx_err)?;
-        let table = tx.open_table(RESOURCES).map_err(tx_err)?;
-        let mut resources = Vec::new();
-        for entry in table.iter().map_err(tx_err)? {
-            let (key, value) = entry.map_err(tx_err)?;
-            resources.push(decode(key.value(), value.value())?);
-        }
-        Ok(resources)
+        self.read_all(RESOURCES)
     }
 
     fn get(&self, key: &ResourceKey) -> Result<Option<Resource>> {
@@ -78,7 +89,11 @@ impl Store for RedbStore {
                 };
                 let action = match &existing {
                     Some(old) if old.same_content(&resource) => {
-                        outcomes.push(ApplyOutcome { key, action: ApplyAction::Unchanged, generation: old.metadata.generation });
+                        outcomes.push(ApplyOutcome {
+                            key,
+                            action: ApplyAction::Unchanged,
+                            generation: old.metadata.generation,
+                        });
                         continue;
                     }
                     Some(old) => {
@@ -96,7 +111,11 @@ impl Store for RedbStore {
                 resource.metadata.resource_version = revision;
                 let bytes = serde_json::to_vec(&resource).expect("resources serialize");
                 table.insert(name.as_str(), bytes.as_slice()).map_err(tx_err)?;
-                outcomes.push(ApplyOutcome { key, action, generation: resource.metadata.generation });
+                outcomes.push(ApplyOutcome {
+                    key,
+                    action,
+                    generation: resource.metadata.generation,
+                });
             }
             meta.insert("revision", revision).map_err(tx_err)?;
         }
@@ -126,20 +145,15 @@ impl Store for RedbStore {
         {
             let mut table = tx.open_table(DISCOVERY).map_err(tx_err)?;
             let bytes = serde_json::to_vec(discovery).expect("discovery serializes");
-            table.insert(discovery.cluster.as_str(), bytes.as_slice()).map_err(tx_err)?;
+            table
+                .insert(discovery.cluster.as_str(), bytes.as_slice())
+                .map_err(tx_err)?;
         }
         tx.commit().map_err(tx_err)
     }
 
     fn discoveries(&self) -> Result<Vec<ClusterDiscovery>> {
-        let tx = self.db.begin_read().map_err(tx_err)?;
-        let table = tx.open_table(DISCOVERY).map_err(tx_err)?;
-        let mut all = Vec::new();
-        for entry in table.iter().map_err(tx_err)? {
-            let (key, value) = entry.map_err(tx_err)?;
-            all.push(decode(key.value(), value.value())?);
-        }
-        Ok(all)
+        self.read_all(DISCOVERY)
     }
 }
 
@@ -166,7 +180,11 @@ mod tests {
         {
             let store = RedbStore::open(&path).unwrap();
             let first = store.apply(vec![vd("a", "a.mesh"), vd("b", "b.mesh")]).unwrap();
-            assert!(first.iter().all(|o| o.action == ApplyAction::Created && o.generation == 1));
+            assert!(
+                first
+                    .iter()
+                    .all(|o| o.action == ApplyAction::Created && o.generation == 1)
+            );
             let again = store.apply(vec![vd("a", "a.mesh")]).unwrap();
             assert_eq!((again[0].action, again[0].generation), (ApplyAction::Unchanged, 1));
             let changed = store.apply(vec![vd("a", "a2.mesh")]).unwrap();
@@ -179,7 +197,15 @@ mod tests {
         assert_eq!(a.metadata.generation, 2);
         // Creation order is kept across updates: "a" was created first.
         assert!(all[0].metadata.creation_revision < all[1].metadata.creation_revision);
-        assert_eq!(store.delete(&[a.key(), a.key()]).unwrap().iter().map(|(_, e)| *e).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(
+            store
+                .delete(&[a.key(), a.key()])
+                .unwrap()
+                .iter()
+                .map(|(_, e)| *e)
+                .collect::<Vec<_>>(),
+            [true, false]
+        );
         assert_eq!(store.list().unwrap().len(), 1);
         let _ = std::fs::remove_file(&path);
     }
@@ -188,9 +214,15 @@ mod tests {
     fn keeps_last_discovery_per_cluster() {
         let path = temp_path("discovery");
         let store = RedbStore::open(&path).unwrap();
-        let mut d = ClusterDiscovery { cluster: "c1".into(), ..Default::default() };
+        let mut d = ClusterDiscovery {
+            cluster: "c1".into(),
+            ..Default::default()
+        };
         store.put_discovery(&d).unwrap();
-        d.east_west_gateway = Some(trellis_model::GatewayAddress { host: "127.0.0.1".into(), port: 1 });
+        d.east_west_gateway = Some(trellis_model::GatewayAddress {
+            host: "127.0.0.1".into(),
+            port: 1,
+        });
         store.put_discovery(&d).unwrap();
         assert_eq!(store.discoveries().unwrap(), vec![d]);
         let _ = std::fs::remove_file(&path);

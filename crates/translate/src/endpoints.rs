@@ -6,9 +6,9 @@ use trellis_model::ir::{Endpoint, Upstream};
 use trellis_model::snapshot::Service;
 use trellis_model::{ClusterConfig, Snapshot, Workload};
 
+use crate::Warnings;
 use crate::outbound::Outbound;
 use crate::target::Target;
-use crate::Warnings;
 
 pub(crate) fn materialize(
     cluster: &str,
@@ -27,7 +27,11 @@ pub(crate) fn materialize(
         });
         let local = local_endpoints(cluster, services, target);
         if !local.is_empty() {
-            gateway_upstreams.push(Upstream { name: target.gateway_upstream_name(), key: target.key(), endpoints: local });
+            gateway_upstreams.push(Upstream {
+                name: target.gateway_upstream_name(),
+                key: target.key(),
+                endpoints: local,
+            });
         }
     }
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
@@ -35,7 +39,11 @@ pub(crate) fn materialize(
     ClusterConfig {
         cluster: cluster.to_string(),
         upstreams,
-        virtual_hosts: outbound.virtual_hosts.iter().map(|h| h.to_ir(&outbound.targets)).collect(),
+        virtual_hosts: outbound
+            .virtual_hosts
+            .iter()
+            .map(|h| h.to_ir(&outbound.targets))
+            .collect(),
         gateway_upstreams,
     }
 }

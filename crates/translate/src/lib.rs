@@ -57,7 +57,10 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
             (cluster, config)
         })
         .collect();
-    Translation { clusters, warnings: warnings.0 }
+    Translation {
+        clusters,
+        warnings: warnings.0,
+    }
 }
 
 #[cfg(test)]

@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use trellis_api::{
     DestinationKind, DestinationReference, HttpRoute, RequestMatcher, Resource, RouteTableSpec, VirtualDestinationSpec,
 };
+use trellis_model::Snapshot;
 use trellis_model::ir::{
     Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch, ValueMatch, VirtualHost,
 };
 use trellis_model::snapshot::Service;
-use trellis_model::Snapshot;
 
-use crate::target::{Backend, Target};
 use crate::Warnings;
+use crate::target::{Backend, Target};
 
 /// Outbound routing for every cluster; targets are referenced from routes by index.
 pub(crate) struct Outbound {
@@ -30,7 +30,11 @@ pub(crate) struct OutboundHost {
 #[derive(Clone)]
 pub(crate) enum PendingAction {
     /// (target index, weight) pairs.
-    Forward { destinations: Vec<(usize, u32)>, path_rewrite: Option<String>, host_rewrite: Option<String> },
+    Forward {
+        destinations: Vec<(usize, u32)>,
+        path_rewrite: Option<String>,
+        host_rewrite: Option<String>,
+    },
     Fixed(RouteAction),
 }
 
@@ -50,7 +54,12 @@ struct VdHost<'s> {
 }
 
 pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mut Warnings) -> Outbound {
-    let mut cx = Context { snapshot, services, targets: BTreeMap::new(), warnings };
+    let mut cx = Context {
+        snapshot,
+        services,
+        targets: BTreeMap::new(),
+        warnings,
+    };
 
     // Every VirtualDestination host and port gets a virtual host with a default route to all
     // its backends; route tables for that host replace the default route.
@@ -59,21 +68,41 @@ pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mu
     for (resource, spec) in snapshot.virtual_destinations() {
         for host in &spec.hosts {
             for port in &spec.ports {
-                let Ok(port_number) = u16::try_from(port.number) else { continue };
+                let Ok(port_number) = u16::try_from(port.number) else {
+                    continue;
+                };
                 if hosts.contains_key(&vhost_name(host, port_number)) {
-                    cx.warnings.add(resource.key().to_string(), format!("host {host}:{port_number} is already served by an older VirtualDestination; ignored here"));
+                    cx.warnings.add(
+                        resource.key().to_string(),
+                        format!(
+                            "host {host}:{port_number} is already served by an older VirtualDestination; ignored here"
+                        ),
+                    );
                     continue;
                 }
-                let vd = VdHost { resource, spec, host, port: port_number };
+                let vd = VdHost {
+                    resource,
+                    spec,
+                    host,
+                    port: port_number,
+                };
                 let target = cx.vd_target(&vd, &BTreeMap::new());
                 let route = (
                     "default".to_string(),
                     RouteMatch::default(),
-                    PendingAction::Forward { destinations: vec![(target, 1)], path_rewrite: None, host_rewrite: None },
+                    PendingAction::Forward {
+                        destinations: vec![(target, 1)],
+                        path_rewrite: None,
+                        host_rewrite: None,
+                    },
                 );
                 hosts.insert(
                     vhost_name(host, port_number),
-                    OutboundHost { name: vhost_name(host, port_number), domains: domains(host, Some(port_number)), routes: vec![route] },
+                    OutboundHost {
+                        name: vhost_name(host, port_number),
+                        domains: domains(host, Some(port_number)),
+                        routes: vec![route],
+                    },
                 );
                 vd_hosts.entry(host.as_str()).or_default().push(vd);
             }
@@ -84,7 +113,10 @@ pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mu
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     for (resource, spec) in snapshot.route_tables() {
         if !spec.virtual_gateways.is_empty() || !spec.workload_selectors.is_empty() {
-            cx.warnings.add(resource.key().to_string(), "virtualGateways and workloadSelectors are not supported yet; this route table is not applied");
+            cx.warnings.add(
+                resource.key().to_string(),
+                "virtualGateways and workloadSelectors are not supported yet; this route table is not applied",
+            );
             continue;
         }
         for host in &spec.hosts {
@@ -98,9 +130,11 @@ pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mu
                     None => host.clone(),
                 };
                 let routes = cx.route_table_routes(resource, spec, port);
-                let entry = hosts
-                    .entry(name.clone())
-                    .or_insert_with(|| OutboundHost { name: name.clone(), domains: domains(host, None), routes: Vec::new() });
+                let entry = hosts.entry(name.clone()).or_insert_with(|| OutboundHost {
+                    name: name.clone(),
+                    domains: domains(host, None),
+                    routes: Vec::new(),
+                });
                 if replaced.insert(name) {
                     entry.routes.clear();
                 }
@@ -111,7 +145,10 @@ pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mu
 
     let mut targets: Vec<(Target, usize)> = cx.targets.into_iter().collect();
     targets.sort_by_key(|(_, index)| *index);
-    Outbound { virtual_hosts: hosts.into_values().collect(), targets: targets.into_iter().map(|(t, _)| t).collect() }
+    Outbound {
+        virtual_hosts: hosts.into_values().collect(),
+        targets: targets.into_iter().map(|(t, _)| t).collect(),
+    }
 }
 
 fn vhost_name(host: &str, port: u16) -> String {
@@ -142,9 +179,10 @@ impl<'s> Context<'_, 's> {
         };
         let mut backends = Vec::new();
         for service in self.services {
-            let selected = vd.spec.services.iter().any(|selector| {
-                selector.matches(&service.labels, service.name, service.namespace, service.cluster)
-            });
+            let selected =
+                vd.spec.services.iter().any(|selector| {
+                    selector.matches(&service.labels, service.name, service.namespace, service.cluster)
+                });
             if !selected {
                 continue;
             }
@@ -157,19 +195,31 @@ impl<'s> Context<'_, 's> {
                 }),
                 None => self.warnings.add(
                     vd.resource.key().to_string(),
-                    format!("service {}/{} in cluster {} has no port {}", service.namespace, service.name, service.cluster, port_label(number, name.as_deref())),
+                    format!(
+                        "service {}/{} in cluster {} has no port {}",
+                        service.namespace,
+                        service.name,
+                        service.cluster,
+                        port_label(number, name.as_deref())
+                    ),
                 ),
             }
         }
         if backends.is_empty() && !vd.spec.services.is_empty() {
-            self.warnings.add(vd.resource.key().to_string(), "no backing service found yet");
+            self.warnings
+                .add(vd.resource.key().to_string(), "no backing service found yet");
         }
         backends
     }
 
     fn vd_target(&mut self, vd: &VdHost, subset: &BTreeMap<String, String>) -> usize {
         let backends = self.vd_backends(vd);
-        self.intern(Target { host: vd.host.to_string(), port: vd.port, subset: subset.clone(), backends })
+        self.intern(Target {
+            host: vd.host.to_string(),
+            port: vd.port,
+            subset: subset.clone(),
+            backends,
+        })
     }
 
     fn route_table_routes(
@@ -185,7 +235,11 @@ impl<'s> Context<'_, 's> {
                 "{}/{}/{}",
                 resource.metadata.namespace,
                 resource.metadata.name,
-                if route.name.is_empty() { index.to_string() } else { route.name.clone() }
+                if route.name.is_empty() {
+                    index.to_string()
+                } else {
+                    route.name.clone()
+                }
             );
             let action = self.route_action(&table, &resource.metadata.namespace, route, port, index);
             let matchers: Vec<RouteMatch> = if route.matchers.is_empty() {
@@ -195,16 +249,30 @@ impl<'s> Context<'_, 's> {
             };
             let count = matchers.len();
             for (m, matcher) in matchers.into_iter().enumerate() {
-                let route_name = if count == 1 { name.clone() } else { format!("{name}/{m}") };
+                let route_name = if count == 1 {
+                    name.clone()
+                } else {
+                    format!("{name}/{m}")
+                };
                 routes.push((route_name, matcher, action.clone()));
             }
         }
         routes
     }
 
-    fn route_action(&mut self, table: &str, namespace: &str, route: &HttpRoute, port: Option<u16>, index: usize) -> PendingAction {
+    fn route_action(
+        &mut self,
+        table: &str,
+        namespace: &str,
+        route: &HttpRoute,
+        port: Option<u16>,
+        index: usize,
+    ) -> PendingAction {
         if let Some(direct) = &route.direct_response {
-            return PendingAction::Fixed(RouteAction::DirectResponse { status: direct.status, body: direct.body.clone() });
+            return PendingAction::Fixed(RouteAction::DirectResponse {
+                status: direct.status,
+                body: direct.body.clone(),
+            });
         }
         if let Some(redirect) = &route.redirect {
             let status = match redirect.response_code.as_deref() {
@@ -222,7 +290,12 @@ impl<'s> Context<'_, 's> {
         }
         let Some(forward) = &route.forward_to else {
             // ROUTE_REPLACEMENT: a route Trellis cannot serve answers 500 instead of vanishing.
-            self.warnings.add(table, format!("spec.http[{index}]: delegate and graphql actions are not supported yet; the route answers 500"));
+            self.warnings.add(
+                table,
+                format!(
+                    "spec.http[{index}]: delegate and graphql actions are not supported yet; the route answers 500"
+                ),
+            );
             return replacement("route action not supported");
         };
         let mut destinations = Vec::new();
@@ -230,7 +303,10 @@ impl<'s> Context<'_, 's> {
             match self.destination_target(namespace, destination, port) {
                 Ok(target) => destinations.push((target, destination.weight)),
                 Err(problem) => {
-                    self.warnings.add(table, format!("spec.http[{index}].forwardTo.destinations[{d}]: {problem}; the route answers 500"));
+                    self.warnings.add(
+                        table,
+                        format!("spec.http[{index}].forwardTo.destinations[{d}]: {problem}; the route answers 500"),
+                    );
                     return replacement(&problem);
                 }
             }
@@ -243,7 +319,10 @@ impl<'s> Context<'_, 's> {
             .filter(|(_, w)| *w > 0)
             .collect();
         if weighted.is_empty() {
-            self.warnings.add(table, format!("spec.http[{index}].forwardTo: every destination has weight 0; the route answers 500"));
+            self.warnings.add(
+                table,
+                format!("spec.http[{index}].forwardTo: every destination has weight 0; the route answers 500"),
+            );
             return replacement("every destination has weight 0");
         }
         PendingAction::Forward {
@@ -253,20 +332,33 @@ impl<'s> Context<'_, 's> {
         }
     }
 
-    fn destination_target(&mut self, namespace: &str, destination: &DestinationReference, port: Option<u16>) -> Result<usize, String> {
+    fn destination_target(
+        &mut self,
+        namespace: &str,
+        destination: &DestinationReference,
+        port: Option<u16>,
+    ) -> Result<usize, String> {
         let reference = &destination.reference;
-        let ref_namespace = if reference.namespace.is_empty() { namespace } else { reference.namespace.as_str() };
+        let ref_namespace = if reference.namespace.is_empty() {
+            namespace
+        } else {
+            reference.namespace.as_str()
+        };
         let (number, name) = match &destination.port {
             Some(p) => (p.number, p.name.clone()),
             None => (port.map(u32::from), None),
         };
         match destination.kind {
             DestinationKind::VirtualDestination => {
-                let found = self.snapshot.virtual_destinations().find(|(r, _)| {
-                    r.metadata.name == reference.name && r.metadata.namespace == ref_namespace
-                });
+                let found = self
+                    .snapshot
+                    .virtual_destinations()
+                    .find(|(r, _)| r.metadata.name == reference.name && r.metadata.namespace == ref_namespace);
                 let Some((resource, spec)) = found else {
-                    return Err(format!("VirtualDestination {ref_namespace}/{} not found", reference.name));
+                    return Err(format!(
+                        "VirtualDestination {ref_namespace}/{} not found",
+                        reference.name
+                    ));
                 };
                 let vd_port = match (number, &name) {
                     (Some(n), _) => spec.ports.iter().find(|p| p.number == n),
@@ -274,9 +366,18 @@ impl<'s> Context<'_, 's> {
                     _ => None,
                 };
                 let (Some(vd_port), Some(vd_host)) = (vd_port, spec.hosts.first()) else {
-                    return Err(format!("VirtualDestination {ref_namespace}/{} has no port {}", reference.name, port_label(number, name.as_deref())));
+                    return Err(format!(
+                        "VirtualDestination {ref_namespace}/{} has no port {}",
+                        reference.name,
+                        port_label(number, name.as_deref())
+                    ));
                 };
-                let vd = VdHost { resource, spec, host: vd_host, port: vd_port.number as u16 };
+                let vd = VdHost {
+                    resource,
+                    spec,
+                    host: vd_host,
+                    port: vd_port.number as u16,
+                };
                 Ok(self.vd_target(&vd, &destination.subset))
             }
             DestinationKind::Service => {
@@ -297,13 +398,28 @@ impl<'s> Context<'_, 's> {
                         });
                     }
                 }
-                let port = backends.first().map(|b| b.port).or(number.and_then(|n| u16::try_from(n).ok()));
+                let port = backends
+                    .first()
+                    .map(|b| b.port)
+                    .or(number.and_then(|n| u16::try_from(n).ok()));
                 let Some(port) = port else {
-                    return Err(format!("service {ref_namespace}/{}: give a port, the service is not discovered yet", reference.name));
+                    return Err(format!(
+                        "service {ref_namespace}/{}: give a port, the service is not discovered yet",
+                        reference.name
+                    ));
                 };
-                let scope = if reference.cluster.is_empty() { "mesh" } else { reference.cluster.as_str() };
+                let scope = if reference.cluster.is_empty() {
+                    "mesh"
+                } else {
+                    reference.cluster.as_str()
+                };
                 let target_host = format!("{}.{}.svc.{}", reference.name, ref_namespace, scope);
-                Ok(self.intern(Target { host: target_host, port, subset: destination.subset.clone(), backends }))
+                Ok(self.intern(Target {
+                    host: target_host,
+                    port,
+                    subset: destination.subset.clone(),
+                    backends,
+                }))
             }
             DestinationKind::ExternalService => Err("EXTERNAL_SERVICE destinations are not supported yet".to_string()),
         }
@@ -353,12 +469,19 @@ fn route_match(matcher: &RequestMatcher) -> RouteMatch {
         headers: matcher
             .headers
             .iter()
-            .map(|h| HeaderMatch { name: h.name.clone(), value: value_match(&h.value, h.regex), invert: h.invert_match })
+            .map(|h| HeaderMatch {
+                name: h.name.clone(),
+                value: value_match(&h.value, h.regex),
+                invert: h.invert_match,
+            })
             .collect(),
         query_params: matcher
             .query_parameters
             .iter()
-            .map(|q| QueryParamMatch { name: q.name.clone(), value: value_match(&q.value, q.regex) })
+            .map(|q| QueryParamMatch {
+                name: q.name.clone(),
+                value: value_match(&q.value, q.regex),
+            })
             .collect(),
         method: (!matcher.method.is_empty()).then(|| matcher.method.clone()),
     }
@@ -375,7 +498,11 @@ impl OutboundHost {
                 matcher: matcher.clone(),
                 action: match action {
                     PendingAction::Fixed(action) => action.clone(),
-                    PendingAction::Forward { destinations, path_rewrite, host_rewrite } => RouteAction::Forward(Forward {
+                    PendingAction::Forward {
+                        destinations,
+                        path_rewrite,
+                        host_rewrite,
+                    } => RouteAction::Forward(Forward {
                         destinations: destinations
                             .iter()
                             .map(|(index, weight)| trellis_model::ir::WeightedUpstream {
@@ -390,6 +517,10 @@ impl OutboundHost {
                 },
             })
             .collect();
-        VirtualHost { name: self.name.clone(), domains: self.domains.clone(), routes }
+        VirtualHost {
+            name: self.name.clone(),
+            domains: self.domains.clone(),
+            routes,
+        }
     }
 }

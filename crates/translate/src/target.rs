@@ -24,7 +24,11 @@ pub struct Backend {
 
 impl Target {
     fn subset_label(&self) -> String {
-        self.subset.iter().map(|(k, v)| format!("{k}-{v}")).collect::<Vec<_>>().join("_")
+        self.subset
+            .iter()
+            .map(|(k, v)| format!("{k}-{v}"))
+            .collect::<Vec<_>>()
+            .join("_")
     }
 
     /// The Envoy cluster name, Istio style: `outbound|80|version-v1|backend.mesh.internal`.

@@ -19,7 +19,13 @@ fn load(case: &str) -> Snapshot {
     let resources = trellis_api::parse_documents(case, &config).unwrap();
     let discovery_text = std::fs::read_to_string(testdata().join("discovery-demo.yaml")).unwrap();
     let discovery: Vec<ClusterDiscovery> = yaml_serde::from_str(&discovery_text).unwrap();
-    Snapshot::new(resources, discovery.into_iter().map(|d| (d.cluster.clone(), d)).collect::<BTreeMap<_, _>>())
+    Snapshot::new(
+        resources,
+        discovery
+            .into_iter()
+            .map(|d| (d.cluster.clone(), d))
+            .collect::<BTreeMap<_, _>>(),
+    )
 }
 
 fn golden(case: &str) -> Translation {
@@ -31,7 +37,12 @@ fn golden(case: &str) -> Translation {
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("{} is missing: run with UPDATE_GOLDEN=1 and review it", path.display()));
-    assert_eq!(actual, expected, "translation of {case} differs from {}", path.display());
+    assert_eq!(
+        actual,
+        expected,
+        "translation of {case} differs from {}",
+        path.display()
+    );
     translation
 }
 
@@ -43,10 +54,23 @@ fn golden_cross_cluster() {
     let upstream = c1.upstream("outbound|80||backend.mesh.internal").unwrap();
     let remote: Vec<_> = upstream.endpoints.iter().filter(|e| e.via_gateway).collect();
     assert_eq!(remote.len(), 1);
-    assert_eq!((remote[0].port, remote[0].weight, remote[0].cluster.as_str()), (32443, 2, "cluster-2"));
+    assert_eq!(
+        (remote[0].port, remote[0].weight, remote[0].cluster.as_str()),
+        (32443, 2, "cluster-2")
+    );
     // cluster-2's gateway serves both targets that have endpoints in cluster-2.
-    let gw: Vec<_> = t.clusters["cluster-2"].gateway_upstreams.iter().map(|u| u.key.as_str()).collect();
-    assert_eq!(gw, ["outbound_.8080_._.backend-v2.mesh.internal", "outbound_.80_._.backend.mesh.internal"]);
+    let gw: Vec<_> = t.clusters["cluster-2"]
+        .gateway_upstreams
+        .iter()
+        .map(|u| u.key.as_str())
+        .collect();
+    assert_eq!(
+        gw,
+        [
+            "outbound_.8080_._.backend-v2.mesh.internal",
+            "outbound_.80_._.backend.mesh.internal"
+        ]
+    );
 }
 
 #[test]
@@ -55,17 +79,39 @@ fn golden_weighted_split() {
     let vhost = &t.clusters["cluster-1"].virtual_hosts[0];
     // Two matchers of the first route become two IR routes; the split route comes last.
     let names: Vec<_> = vhost.routes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["demo/backend/canary-header/0", "demo/backend/canary-header/1", "demo/backend/split"]);
-    let RouteAction::Forward(forward) = &vhost.routes[2].action else { panic!("not a forward") };
-    let weights: Vec<_> = forward.destinations.iter().map(|WeightedUpstream { upstream, weight, .. }| (upstream.as_str(), *weight)).collect();
-    assert_eq!(weights, [("outbound|80||backend.demo.svc.cluster-1", 80), ("outbound|80||backend.demo.svc.cluster-2", 20)]);
+    assert_eq!(
+        names,
+        [
+            "demo/backend/canary-header/0",
+            "demo/backend/canary-header/1",
+            "demo/backend/split"
+        ]
+    );
+    let RouteAction::Forward(forward) = &vhost.routes[2].action else {
+        panic!("not a forward")
+    };
+    let weights: Vec<_> = forward
+        .destinations
+        .iter()
+        .map(|WeightedUpstream { upstream, weight, .. }| (upstream.as_str(), *weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("outbound|80||backend.demo.svc.cluster-1", 80),
+            ("outbound|80||backend.demo.svc.cluster-2", 20)
+        ]
+    );
 }
 
 #[test]
 fn golden_unresolved_destination() {
     let t = golden("unresolved-destination");
     let route = &t.clusters["cluster-2"].virtual_hosts[0].routes[0];
-    assert!(matches!(&route.action, RouteAction::DirectResponse { status: 500, .. }), "{route:?}");
+    assert!(
+        matches!(&route.action, RouteAction::DirectResponse { status: 500, .. }),
+        "{route:?}"
+    );
     assert!(t.warnings["RouteTable/demo/broken"][0].contains("VirtualDestination demo/nope not found"));
 }
 
@@ -83,7 +129,9 @@ fn a_cluster_without_gateway_is_not_reachable_from_others() {
     let mut snapshot = load("cross-cluster");
     snapshot.discovery.get_mut("cluster-2").unwrap().east_west_gateway = None;
     let t = translate(&snapshot);
-    let upstream = t.clusters["cluster-1"].upstream("outbound|80||backend.mesh.internal").unwrap();
+    let upstream = t.clusters["cluster-1"]
+        .upstream("outbound|80||backend.mesh.internal")
+        .unwrap();
     assert!(upstream.endpoints.iter().all(|e| !e.via_gateway));
     assert!(t.warnings["Cluster/cluster-2"][0].contains("no east-west gateway"));
 }

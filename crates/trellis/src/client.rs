@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde_json::Value;
 use trellis_api::Kind;
 
-use crate::cli::{expand_files, ServerArgs};
+use crate::cli::{ServerArgs, expand_files};
 use crate::httpc;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,15 +74,31 @@ fn fail_with(response: &httpc::Response) -> anyhow::Error {
             }
         }
     }
-    anyhow::anyhow!("{} (HTTP {})", body["error"].as_str().unwrap_or(&response.body), response.status)
+    anyhow::anyhow!(
+        "{} (HTTP {})",
+        body["error"].as_str().unwrap_or(&response.body),
+        response.status
+    )
 }
 
 fn encode(source: &str) -> String {
-    source.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_./".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    source
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_./".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
-    let sources = expand_files(&args.files)?.iter().map(read_source).collect::<anyhow::Result<Vec<_>>>()?;
+    let sources = expand_files(&args.files)?
+        .iter()
+        .map(read_source)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // Check every file before sending any, so a bad file in a directory applies nothing.
     let mut invalid = false;
     for (source, text) in &sources {
@@ -96,7 +112,15 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!invalid, "nothing was applied");
     for (source, text) in sources {
         let url = format!("{}/api/v1/apply?source={}", args.server.server, encode(&source));
-        let response = httpc::request("POST", &url, None, &[], Some(("application/yaml", text.into_bytes())), TIMEOUT).await?;
+        let response = httpc::request(
+            "POST",
+            &url,
+            None,
+            &[],
+            Some(("application/yaml", text.into_bytes())),
+            TIMEOUT,
+        )
+        .await?;
         if response.status != 200 {
             return Err(fail_with(&response));
         }
@@ -110,7 +134,9 @@ fn print_results(body: &str, action: impl Fn(&Value) -> String) -> anyhow::Resul
     for result in body["results"].as_array().into_iter().flatten() {
         let key = &result["key"];
         let kind = key["kind"].as_str().and_then(Kind::parse_loose);
-        let group = kind.map(|k| k.api_version().split('/').next().unwrap_or("")).unwrap_or("");
+        let group = kind
+            .map(|k| k.api_version().split('/').next().unwrap_or(""))
+            .unwrap_or("");
         println!(
             "{}.{}/{} {}",
             kind.map(|k| k.as_str().to_ascii_lowercase()).unwrap_or_default(),
@@ -127,7 +153,12 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let server = &args.server.server;
     let items: Vec<Value> = match &args.name {
         Some(name) => {
-            let url = format!("{server}/api/v1/resources/{}/{}/{}", kind.as_str(), args.namespace, name);
+            let url = format!(
+                "{server}/api/v1/resources/{}/{}/{}",
+                kind.as_str(),
+                args.namespace,
+                name
+            );
             let response = httpc::request("GET", &url, None, &[], None, TIMEOUT).await?;
             if response.status != 200 {
                 return Err(fail_with(&response));
@@ -151,11 +182,19 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let single = args.name.is_some();
     match args.output.as_deref() {
         Some("json") => {
-            let value = if single { items[0].clone() } else { serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}) };
+            let value = if single {
+                items[0].clone()
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+            };
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
         Some("yaml") => {
-            let value = if single { items[0].clone() } else { serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}) };
+            let value = if single {
+                items[0].clone()
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+            };
             print!("{}", yaml_serde::to_string(&value)?);
         }
         Some("wide") => print_table(&items, args.all_namespaces, true),
@@ -163,13 +202,19 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         Some(other) => anyhow::bail!("-o {other}: use yaml, json or wide"),
     }
     if items.is_empty() {
-        eprintln!("No resources found in {} namespace.", if args.all_namespaces { "any" } else { &args.namespace });
+        eprintln!(
+            "No resources found in {} namespace.",
+            if args.all_namespaces { "any" } else { &args.namespace }
+        );
     }
     Ok(())
 }
 
 fn strings(value: &Value) -> String {
-    value.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
 }
 
 fn print_table(items: &[Value], with_namespace: bool, wide: bool) {
@@ -201,16 +246,27 @@ fn print_table(items: &[Value], with_namespace: bool, wide: bool) {
                 Some("RouteTable") => format!("{} http route(s)", spec["http"].as_array().map_or(0, Vec::len)),
                 Some("VirtualDestination") => format!(
                     "ports {}",
-                    spec["ports"].as_array().into_iter().flatten().map(|p| p["number"].to_string()).collect::<Vec<_>>().join(",")
+                    spec["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p["number"].to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ),
-                Some("Workspace") => format!("{} cluster selector(s)", spec["workloadClusters"].as_array().map_or(0, Vec::len)),
+                Some("Workspace") => format!(
+                    "{} cluster selector(s)",
+                    spec["workloadClusters"].as_array().map_or(0, Vec::len)
+                ),
                 _ => String::new(),
             };
             row.push(detail);
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     for row in rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         println!("{}", line.join("   ").trim_end());
@@ -220,13 +276,31 @@ fn print_table(items: &[Value], with_namespace: bool, wide: bool) {
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     let server = &args.server.server;
     if !args.files.is_empty() {
-        for (source, text) in expand_files(&args.files)?.iter().map(read_source).collect::<anyhow::Result<Vec<_>>>()? {
+        for (source, text) in expand_files(&args.files)?
+            .iter()
+            .map(read_source)
+            .collect::<anyhow::Result<Vec<_>>>()?
+        {
             let url = format!("{server}/api/v1/delete?source={}", encode(&source));
-            let response = httpc::request("POST", &url, None, &[], Some(("application/yaml", text.into_bytes())), TIMEOUT).await?;
+            let response = httpc::request(
+                "POST",
+                &url,
+                None,
+                &[],
+                Some(("application/yaml", text.into_bytes())),
+                TIMEOUT,
+            )
+            .await?;
             if response.status != 200 {
                 return Err(fail_with(&response));
             }
-            print_results(&response.body, |r| if r["deleted"] == true { "deleted".into() } else { "not found".into() })?;
+            print_results(&response.body, |r| {
+                if r["deleted"] == true {
+                    "deleted".into()
+                } else {
+                    "not found".into()
+                }
+            })?;
         }
         return Ok(());
     }
@@ -234,7 +308,12 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         anyhow::bail!("give -f FILE, or KIND NAME");
     };
     let kind: Kind = kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let url = format!("{server}/api/v1/resources/{}/{}/{}", kind.as_str(), args.namespace, name);
+    let url = format!(
+        "{server}/api/v1/resources/{}/{}/{}",
+        kind.as_str(),
+        args.namespace,
+        name
+    );
     let response = httpc::request("DELETE", &url, None, &[], None, TIMEOUT).await?;
     if response.status != 200 {
         return Err(fail_with(&response));

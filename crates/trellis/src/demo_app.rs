@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Uri};
 use axum::Router;
+use axum::http::{HeaderMap, Uri};
 use serde_json::json;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -31,7 +31,9 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(name = %args.name, version = %args.version, listen = %args.listen, "demo app started");
     let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap| answer(args.clone(), uri, headers));
-    axum::serve(listener, app).with_graceful_shutdown(crate::process::shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::process::shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -19,7 +19,10 @@ pub fn find() -> anyhow::Result<PathBuf> {
         }
     }
     let output = Command::new("python3")
-        .args(["-c", "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))"])
+        .args([
+            "-c",
+            "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+        ])
         .output();
     if let Ok(output) = output
         && output.status.success()

@@ -2,7 +2,7 @@
 //! from other clusters and routes each request to local endpoints by its routing key.
 
 use crate::agent::{ProxyRegistration, RegisteredGateway};
-use crate::proxy::{run_registered_envoy, EnvoyArgs};
+use crate::proxy::{EnvoyArgs, run_registered_envoy};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EastWestArgs {
@@ -22,14 +22,27 @@ pub struct EastWestArgs {
 }
 
 pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
-    let public = args.public_address.clone().unwrap_or_else(|| format!("{}:{}", args.listen_address, args.port));
-    let (host, port) = public.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--public-address {public}: expected host:port"))?;
-    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("--public-address {public}: {port:?} is not a port"))?;
-    anyhow::ensure!(host.parse::<std::net::IpAddr>().is_ok(), "--public-address {public}: use an IP address");
+    let public = args
+        .public_address
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", args.listen_address, args.port));
+    let (host, port) = public
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--public-address {public}: expected host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--public-address {public}: {port:?} is not a port"))?;
+    anyhow::ensure!(
+        host.parse::<std::net::IpAddr>().is_ok(),
+        "--public-address {public}: use an IP address"
+    );
     let registration = ProxyRegistration::EastWestGateway(RegisteredGateway {
         listen_address: args.listen_address.clone(),
         port: args.port,
-        public_address: trellis_model::GatewayAddress { host: host.to_string(), port },
+        public_address: trellis_model::GatewayAddress {
+            host: host.to_string(),
+            port,
+        },
     });
     let id = format!("east-west~{}-{}", args.listen_address, args.port);
     run_registered_envoy(&args.agent, &id, registration, &args.envoy).await

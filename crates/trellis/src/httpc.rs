@@ -18,7 +18,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -45,7 +48,10 @@ async fn send(
     body: Option<(&str, Vec<u8>)>,
 ) -> anyhow::Result<Response> {
     let uri: hyper::Uri = url.parse().map_err(|e| anyhow::anyhow!("bad URL {url}: {e}"))?;
-    let authority = uri.authority().ok_or_else(|| anyhow::anyhow!("URL {url} has no host"))?.clone();
+    let authority = uri
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("URL {url} has no host"))?
+        .clone();
     let connect_to = match proxy {
         Some(proxy) => proxy.to_string(),
         None => format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
@@ -57,13 +63,22 @@ async fn send(
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let target = if proxy.is_some() { uri.to_string() } else { uri.path_and_query().map(|p| p.to_string()).unwrap_or("/".into()) };
-    let mut builder = Request::builder().method(method).uri(target).header("host", authority.as_str());
+    let target = if proxy.is_some() {
+        uri.to_string()
+    } else {
+        uri.path_and_query().map(|p| p.to_string()).unwrap_or("/".into())
+    };
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", authority.as_str());
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     let request = match body {
-        Some((content_type, bytes)) => builder.header("content-type", content_type).body(Full::new(Bytes::from(bytes)))?,
+        Some((content_type, bytes)) => builder
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(bytes)))?,
         None => builder.body(Full::new(Bytes::new()))?,
     };
     let response = sender.send_request(request).await?;
@@ -71,10 +86,19 @@ async fn send(
     let headers = response
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body = response.into_body().collect().await?.to_bytes();
-    Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 pub async fn get(url: &str, timeout: Duration) -> anyhow::Result<Response> {

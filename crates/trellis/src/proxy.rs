@@ -75,25 +75,40 @@ fn parse_port(spec: &str) -> anyhow::Result<WorkloadPort> {
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let number = |i: usize, what: &str| -> anyhow::Result<u16> {
-        parts[i].parse().with_context(|| format!("--port {spec}: {what} {:?} is not a port number", parts[i]))
+        parts[i]
+            .parse()
+            .with_context(|| format!("--port {spec}: {what} {:?} is not a port number", parts[i]))
     };
-    anyhow::ensure!(parts.len() == 3 || parts.len() == 4, "--port {spec}: expected NAME:SERVICE_PORT:APP_PORT[:INBOUND_PORT]");
+    anyhow::ensure!(
+        parts.len() == 3 || parts.len() == 4,
+        "--port {spec}: expected NAME:SERVICE_PORT:APP_PORT[:INBOUND_PORT]"
+    );
     Ok(WorkloadPort {
         name: parts[0].to_string(),
         port: number(1, "service port")?,
         protocol,
         app_port: number(2, "app port")?,
-        inbound_port: if parts.len() == 4 { number(3, "inbound port")? } else { crate::process::free_port() },
+        inbound_port: if parts.len() == 4 {
+            number(3, "inbound port")?
+        } else {
+            crate::process::free_port()
+        },
     })
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let mut labels = std::collections::BTreeMap::new();
     for label in &args.labels {
-        let (k, v) = label.split_once('=').with_context(|| format!("--labels {label}: expected key=value"))?;
+        let (k, v) = label
+            .split_once('=')
+            .with_context(|| format!("--labels {label}: expected key=value"))?;
         labels.insert(k.to_string(), v.to_string());
     }
-    let ports = args.ports.iter().map(|p| parse_port(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let ports = args
+        .ports
+        .iter()
+        .map(|p| parse_port(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!ports.is_empty(), "give at least one --port NAME:SERVICE_PORT:APP_PORT");
     let workload = Workload {
         name: args.name.clone(),
@@ -105,23 +120,43 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         ports,
     };
     let id = format!("sidecar~{}.{}", args.name, args.namespace);
-    let registration = ProxyRegistration::Sidecar { workload, outbound_port: args.outbound_port };
+    let registration = ProxyRegistration::Sidecar {
+        workload,
+        outbound_port: args.outbound_port,
+    };
     run_registered_envoy(&args.agent, &id, registration, &args.envoy).await
 }
 
 /// Registers, runs Envoy against the agent's ADS server, refreshes the registration until a
 /// signal or Envoy's exit, then deregisters and stops Envoy.
-pub async fn run_registered_envoy(agent: &str, id: &str, registration: ProxyRegistration, envoy: &EnvoyArgs) -> anyhow::Result<()> {
+pub async fn run_registered_envoy(
+    agent: &str,
+    id: &str,
+    registration: ProxyRegistration,
+    envoy: &EnvoyArgs,
+) -> anyhow::Result<()> {
     let url = format!("http://{agent}/v1/proxies/{id}");
     let body = serde_json::to_vec(&registration)?;
     let answer = register_with_retry(&url, &body).await?;
     let cluster = answer["cluster"].as_str().unwrap_or_default().to_string();
-    let xds_address = answer["xdsAddress"].as_str().context("agent did not say where its xDS server is")?.to_string();
-    let xds_port = answer["xdsPort"].as_u64().context("agent did not say where its xDS server is")? as u16;
+    let xds_address = answer["xdsAddress"]
+        .as_str()
+        .context("agent did not say where its xDS server is")?
+        .to_string();
+    let xds_port = answer["xdsPort"]
+        .as_u64()
+        .context("agent did not say where its xDS server is")? as u16;
 
-    let data_dir = envoy.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!(".trellis/proxy-{}", id.replace('~', "-"))));
+    let data_dir = envoy
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".trellis/proxy-{}", id.replace('~', "-"))));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let admin_port = if envoy.admin_port == 0 { crate::process::free_port() } else { envoy.admin_port };
+    let admin_port = if envoy.admin_port == 0 {
+        crate::process::free_port()
+    } else {
+        envoy.admin_port
+    };
     let bootstrap = trellis_envoy::bootstrap(&trellis_envoy::BootstrapSpec {
         node_id: id,
         node_cluster: &cluster,
@@ -135,11 +170,15 @@ pub async fn run_registered_envoy(agent: &str, id: &str, registration: ProxyRegi
 
     let envoy_bin = crate::envoy_bin::find()?;
     let mut command = tokio::process::Command::new(&envoy_bin);
-    command
-        .arg("-c")
-        .arg(&bootstrap_path)
-        .args(["--disable-hot-restart", "--concurrency", &envoy.concurrency.to_string(), "--log-level", &envoy.envoy_log_level]);
-    let mut child = crate::process::spawn_tied(command, false).with_context(|| format!("cannot start {}", envoy_bin.display()))?;
+    command.arg("-c").arg(&bootstrap_path).args([
+        "--disable-hot-restart",
+        "--concurrency",
+        &envoy.concurrency.to_string(),
+        "--log-level",
+        &envoy.envoy_log_level,
+    ]);
+    let mut child =
+        crate::process::spawn_tied(command, false).with_context(|| format!("cannot start {}", envoy_bin.display()))?;
     tracing::info!(proxy.id = id, cluster, admin = admin_port, xds = %format!("{xds_address}:{xds_port}"), "envoy started");
 
     let mut refresh = tokio::time::interval(REFRESH);
@@ -164,9 +203,22 @@ pub async fn run_registered_envoy(agent: &str, id: &str, registration: ProxyRegi
 async fn register_with_retry(url: &str, body: &[u8]) -> anyhow::Result<Value> {
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
-        match httpc::request("PUT", url, None, &[], Some(("application/json", body.to_vec())), Duration::from_secs(2)).await {
+        match httpc::request(
+            "PUT",
+            url,
+            None,
+            &[],
+            Some(("application/json", body.to_vec())),
+            Duration::from_secs(2),
+        )
+        .await
+        {
             Ok(response) if response.status == 200 => return Ok(serde_json::from_str(&response.body)?),
-            Ok(response) => anyhow::bail!("agent refused the registration ({}): {}", response.status, response.body),
+            Ok(response) => anyhow::bail!(
+                "agent refused the registration ({}): {}",
+                response.status,
+                response.body
+            ),
             Err(error) if attempt < 60 => {
                 tracing::info!(%error, "agent not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
@@ -185,9 +237,28 @@ mod tests {
     #[test]
     fn parses_port_specs() {
         let port = parse_port("http:80:8080:15006").unwrap();
-        assert_eq!((port.name.as_str(), port.port, port.app_port, port.inbound_port, port.protocol), ("http", 80, 8080, 15006, Protocol::Http));
+        assert_eq!(
+            (
+                port.name.as_str(),
+                port.port,
+                port.app_port,
+                port.inbound_port,
+                port.protocol
+            ),
+            ("http", 80, 8080, 15006, Protocol::Http)
+        );
         assert_eq!(parse_port("grpc:9000:9001:9002/grpc").unwrap().protocol, Protocol::Grpc);
-        assert!(parse_port("http:80").unwrap_err().to_string().contains("expected NAME:SERVICE_PORT:APP_PORT"));
-        assert!(parse_port("http:eighty:8080").unwrap_err().to_string().contains("not a port number"));
+        assert!(
+            parse_port("http:80")
+                .unwrap_err()
+                .to_string()
+                .contains("expected NAME:SERVICE_PORT:APP_PORT")
+        );
+        assert!(
+            parse_port("http:eighty:8080")
+                .unwrap_err()
+                .to_string()
+                .contains("not a port number")
+        );
     }
 }

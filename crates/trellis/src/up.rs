@@ -45,14 +45,25 @@ pub struct Proc {
 
 impl Proc {
     fn new(bin: &Path, dir: &Path, name: &str, args: Vec<String>) -> Self {
-        Proc { name: name.to_string(), bin: bin.to_path_buf(), args, log: dir.join("logs").join(format!("{name}.log")), child: None }
+        Proc {
+            name: name.to_string(),
+            bin: bin.to_path_buf(),
+            args,
+            log: dir.join("logs").join(format!("{name}.log")),
+            child: None,
+        }
     }
 
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut command = tokio::process::Command::new(&self.bin);
-        command.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        self.child = Some(crate::process::spawn_tied(command, false).with_context(|| format!("cannot start {}", self.name))?);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child =
+            Some(crate::process::spawn_tied(command, false).with_context(|| format!("cannot start {}", self.name))?);
         Ok(())
     }
 
@@ -115,7 +126,10 @@ pub struct MeshPorts {
 
 impl MeshPorts {
     pub fn free() -> Self {
-        MeshPorts { api: free_port(), frontend_outbound: free_port() }
+        MeshPorts {
+            api: free_port(),
+            frontend_outbound: free_port(),
+        }
     }
 }
 
@@ -128,15 +142,31 @@ impl LocalMesh {
         let s = |v: &dyn ToString| v.to_string();
         let relay_port = free_port();
         let admin_port = free_port();
-        let mut mgmt = Proc::new(bin, dir, "mgmt", vec![
-            "mgmt".into(),
-            "--data-dir".into(), s(&dir.join("mgmt").display()),
-            "--api-addr".into(), format!("127.0.0.1:{}", ports.api),
-            "--relay-addr".into(), format!("127.0.0.1:{relay_port}"),
-            "--admin-addr".into(), format!("127.0.0.1:{admin_port}"),
-        ]);
+        let mut mgmt = Proc::new(
+            bin,
+            dir,
+            "mgmt",
+            vec![
+                "mgmt".into(),
+                "--data-dir".into(),
+                s(&dir.join("mgmt").display()),
+                "--api-addr".into(),
+                format!("127.0.0.1:{}", ports.api),
+                "--relay-addr".into(),
+                format!("127.0.0.1:{relay_port}"),
+                "--admin-addr".into(),
+                format!("127.0.0.1:{admin_port}"),
+            ],
+        );
         mgmt.start()?;
-        let mut mesh = LocalMesh { dir: dir.to_path_buf(), mgmt, api_url: format!("http://127.0.0.1:{}", ports.api), admin_port, clusters: Vec::new(), apps: Vec::new() };
+        let mut mesh = LocalMesh {
+            dir: dir.to_path_buf(),
+            mgmt,
+            api_url: format!("http://127.0.0.1:{}", ports.api),
+            admin_port,
+            clusters: Vec::new(),
+            apps: Vec::new(),
+        };
         mesh.wait_for_api(Duration::from_secs(30)).await?;
 
         for cluster in ["cluster-1", "cluster-2"] {
@@ -144,58 +174,136 @@ impl LocalMesh {
             let xds_port = free_port();
             let gateway_port = free_port();
             let gateway_admin_port = free_port();
-            let mut agent = Proc::new(bin, dir, &format!("agent-{cluster}"), vec![
-                "agent".into(), "--cluster".into(), cluster.into(),
-                "--mgmt".into(), format!("127.0.0.1:{relay_port}"),
-                "--data-dir".into(), s(&dir.join(format!("agent-{cluster}")).display()),
-                "--registry-addr".into(), format!("127.0.0.1:{registry_port}"),
-                "--xds-addr".into(), format!("127.0.0.1:{xds_port}"),
-            ]);
+            let mut agent = Proc::new(
+                bin,
+                dir,
+                &format!("agent-{cluster}"),
+                vec![
+                    "agent".into(),
+                    "--cluster".into(),
+                    cluster.into(),
+                    "--mgmt".into(),
+                    format!("127.0.0.1:{relay_port}"),
+                    "--data-dir".into(),
+                    s(&dir.join(format!("agent-{cluster}")).display()),
+                    "--registry-addr".into(),
+                    format!("127.0.0.1:{registry_port}"),
+                    "--xds-addr".into(),
+                    format!("127.0.0.1:{xds_port}"),
+                ],
+            );
             agent.start()?;
-            let mut gateway = Proc::new(bin, dir, &format!("east-west-{cluster}"), vec![
-                "gateway".into(), "east-west".into(),
-                "--agent".into(), format!("127.0.0.1:{registry_port}"),
-                "--port".into(), s(&gateway_port),
-                "--admin-port".into(), s(&gateway_admin_port),
-                "--data-dir".into(), s(&dir.join(format!("east-west-{cluster}")).display()),
-            ]);
+            let mut gateway = Proc::new(
+                bin,
+                dir,
+                &format!("east-west-{cluster}"),
+                vec![
+                    "gateway".into(),
+                    "east-west".into(),
+                    "--agent".into(),
+                    format!("127.0.0.1:{registry_port}"),
+                    "--port".into(),
+                    s(&gateway_port),
+                    "--admin-port".into(),
+                    s(&gateway_admin_port),
+                    "--data-dir".into(),
+                    s(&dir.join(format!("east-west-{cluster}")).display()),
+                ],
+            );
             gateway.start()?;
-            mesh.clusters.push(ClusterProcs { name: cluster.into(), agent, gateway, registry_port, gateway_port, gateway_admin_port });
+            mesh.clusters.push(ClusterProcs {
+                name: cluster.into(),
+                agent,
+                gateway,
+                registry_port,
+                gateway_port,
+                gateway_admin_port,
+            });
         }
 
         // (name, service, version, cluster, calls)
         let demo = [
-            ("frontend", "frontend", "v1", "cluster-1", Some("http://backend.mesh.internal/")),
+            (
+                "frontend",
+                "frontend",
+                "v1",
+                "cluster-1",
+                Some("http://backend.mesh.internal/"),
+            ),
             ("backend-v1", "backend", "v1", "cluster-1", None),
             ("backend-v2", "backend", "v2", "cluster-2", None),
         ];
         for (name, service, version, cluster, calls) in demo {
-            let registry_port = mesh.clusters.iter().find(|c| c.name == cluster).expect("cluster started").registry_port;
+            let registry_port = mesh
+                .clusters
+                .iter()
+                .find(|c| c.name == cluster)
+                .expect("cluster started")
+                .registry_port;
             let app_port = free_port();
-            let outbound_port = if name == "frontend" { ports.frontend_outbound } else { free_port() };
+            let outbound_port = if name == "frontend" {
+                ports.frontend_outbound
+            } else {
+                free_port()
+            };
             let admin_port = free_port();
             let mut app_args = vec![
-                "demo-app".into(), "--name".into(), service.into(), "--version".into(), version.into(),
-                "--cluster".into(), cluster.into(), "--listen".into(), format!("127.0.0.1:{app_port}"),
+                "demo-app".into(),
+                "--name".into(),
+                service.into(),
+                "--version".into(),
+                version.into(),
+                "--cluster".into(),
+                cluster.into(),
+                "--listen".into(),
+                format!("127.0.0.1:{app_port}"),
             ];
             if let Some(call) = calls {
-                app_args.extend(["--call".into(), call.into(), "--via".into(), format!("127.0.0.1:{outbound_port}")]);
+                app_args.extend([
+                    "--call".into(),
+                    call.into(),
+                    "--via".into(),
+                    format!("127.0.0.1:{outbound_port}"),
+                ]);
             }
             let mut app = Proc::new(bin, dir, name, app_args);
             app.start()?;
-            let mut sidecar = Proc::new(bin, dir, &format!("sidecar-{name}"), vec![
-                "proxy".into(),
-                "--agent".into(), format!("127.0.0.1:{registry_port}"),
-                "--name".into(), name.into(), "--namespace".into(), "demo".into(),
-                "--service".into(), service.into(),
-                "--labels".into(), format!("app={service},version={version}"),
-                "--port".into(), format!("http:80:{app_port}"),
-                "--outbound-port".into(), s(&outbound_port),
-                "--admin-port".into(), s(&admin_port),
-                "--data-dir".into(), s(&dir.join(format!("sidecar-{name}")).display()),
-            ]);
+            let mut sidecar = Proc::new(
+                bin,
+                dir,
+                &format!("sidecar-{name}"),
+                vec![
+                    "proxy".into(),
+                    "--agent".into(),
+                    format!("127.0.0.1:{registry_port}"),
+                    "--name".into(),
+                    name.into(),
+                    "--namespace".into(),
+                    "demo".into(),
+                    "--service".into(),
+                    service.into(),
+                    "--labels".into(),
+                    format!("app={service},version={version}"),
+                    "--port".into(),
+                    format!("http:80:{app_port}:{}", free_port()),
+                    "--outbound-port".into(),
+                    s(&outbound_port),
+                    "--admin-port".into(),
+                    s(&admin_port),
+                    "--data-dir".into(),
+                    s(&dir.join(format!("sidecar-{name}")).display()),
+                ],
+            );
             sidecar.start()?;
-            mesh.apps.push(AppProcs { name: name.into(), cluster: cluster.into(), app, sidecar, app_port, outbound_port, admin_port });
+            mesh.apps.push(AppProcs {
+                name: name.into(),
+                cluster: cluster.into(),
+                app,
+                sidecar,
+                app_port,
+                outbound_port,
+                admin_port,
+            });
         }
         Ok(mesh)
     }
@@ -213,18 +321,26 @@ impl LocalMesh {
     }
 
     pub fn cluster_mut(&mut self, name: &str) -> &mut ClusterProcs {
-        self.clusters.iter_mut().find(|c| c.name == name).expect("cluster exists")
+        self.clusters
+            .iter_mut()
+            .find(|c| c.name == name)
+            .expect("cluster exists")
     }
 
     pub async fn wait_for_api(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(response) = httpc::get(&format!("{}/api/v1/resources", self.api_url), Duration::from_secs(1)).await
+            if let Ok(response) =
+                httpc::get(&format!("{}/api/v1/resources", self.api_url), Duration::from_secs(1)).await
                 && response.status == 200
             {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "management server API not up after {limit:?}; see {}", self.mgmt.log_path().display());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "management server API not up after {limit:?}; see {}",
+                self.mgmt.log_path().display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -232,11 +348,22 @@ impl LocalMesh {
     /// POSTs YAML to the apply endpoint; returns the HTTP status and body.
     pub async fn apply(&self, source: &str, yaml: &str) -> anyhow::Result<httpc::Response> {
         let url = format!("{}/api/v1/apply?source={source}", self.api_url);
-        httpc::request("POST", &url, None, &[], Some(("application/yaml", yaml.as_bytes().to_vec())), Duration::from_secs(10)).await
+        httpc::request(
+            "POST",
+            &url,
+            None,
+            &[],
+            Some(("application/yaml", yaml.as_bytes().to_vec())),
+            Duration::from_secs(10),
+        )
+        .await
     }
 
     pub async fn apply_demo_config(&self) -> anyhow::Result<()> {
-        for (source, yaml) in [("virtual-destinations.yaml", DEMO_VIRTUAL_DESTINATIONS), ("route-table.yaml", DEMO_ROUTE_TABLE)] {
+        for (source, yaml) in [
+            ("virtual-destinations.yaml", DEMO_VIRTUAL_DESTINATIONS),
+            ("route-table.yaml", DEMO_ROUTE_TABLE),
+        ] {
             let response = self.apply(source, yaml).await?;
             anyhow::ensure!(response.status == 200, "demo config rejected: {}", response.body);
         }
@@ -260,7 +387,11 @@ impl LocalMesh {
                 Ok(response) => last = format!("HTTP {}: {}", response.status, response.body.trim()),
                 Err(error) => last = error.to_string(),
             }
-            anyhow::ensure!(Instant::now() < deadline, "no cross-cluster traffic after {limit:?} (last answer: {last}); logs in {}", self.dir.join("logs").display());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no cross-cluster traffic after {limit:?} (last answer: {last}); logs in {}",
+                self.dir.join("logs").display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -283,7 +414,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?;
     crate::envoy_bin::find()?;
     println!("Starting a local mesh in {} ...", args.dir.display());
-    let mut mesh = LocalMesh::start(&bin, &args.dir, MeshPorts { api: args.api_port, frontend_outbound: args.outbound_port }).await?;
+    let mut mesh = LocalMesh::start(
+        &bin,
+        &args.dir,
+        MeshPorts {
+            api: args.api_port,
+            frontend_outbound: args.outbound_port,
+        },
+    )
+    .await?;
     let outcome = async {
         mesh.apply_demo_config().await?;
         mesh.wait_for_traffic(Duration::from_secs(60)).await
@@ -303,19 +442,39 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 fn print_summary(mesh: &LocalMesh) {
     println!("\nTrellis is up: a management server and two clusters.\n");
-    println!("  management server   API {}   metrics http://127.0.0.1:{}/metrics", mesh.api_url, mesh.admin_port);
+    println!(
+        "  management server   API {}   metrics http://127.0.0.1:{}/metrics",
+        mesh.api_url, mesh.admin_port
+    );
     for cluster in &mesh.clusters {
-        println!("  {:<10} agent registry 127.0.0.1:{}   east-west gateway 127.0.0.1:{} (admin {})", cluster.name, cluster.registry_port, cluster.gateway_port, cluster.gateway_admin_port);
+        println!(
+            "  {:<10} agent registry 127.0.0.1:{}   east-west gateway 127.0.0.1:{} (admin {})",
+            cluster.name, cluster.registry_port, cluster.gateway_port, cluster.gateway_admin_port
+        );
         for app in mesh.apps.iter().filter(|a| a.cluster == cluster.name) {
-            println!("  {:<10}   {:<11} app 127.0.0.1:{:<5}  sidecar outbound 127.0.0.1:{:<5}  envoy admin 127.0.0.1:{}", "", app.name, app.app_port, app.outbound_port, app.admin_port);
+            println!(
+                "  {:<10}   {:<11} app 127.0.0.1:{:<5}  sidecar outbound 127.0.0.1:{:<5}  envoy admin 127.0.0.1:{}",
+                "", app.name, app.app_port, app.outbound_port, app.admin_port
+            );
         }
     }
     let frontend = mesh.app("frontend");
-    println!("\nConfig: examples/demo/ (VirtualDestinations backend and backend-v2, RouteTable backend: 80% v1 / 20% v2)\n");
+    println!(
+        "\nConfig: examples/demo/ (VirtualDestinations backend and backend-v2, RouteTable backend: 80% v1 / 20% v2)\n"
+    );
     println!("Try it (from the frontend's point of view, through its sidecar):");
-    println!("  curl -x http://127.0.0.1:{} http://backend-v2.mesh.internal/    # always crosses to cluster-2 via its east-west gateway", frontend.outbound_port);
-    println!("  curl -x http://127.0.0.1:{} http://backend.mesh.internal/       # 80% v1 in cluster-1, 20% v2 in cluster-2", frontend.outbound_port);
-    println!("  curl http://127.0.0.1:{}/                                        # the frontend app calling the backend", frontend.app_port);
+    println!(
+        "  curl -x http://127.0.0.1:{} http://backend-v2.mesh.internal/    # always crosses to cluster-2 via its east-west gateway",
+        frontend.outbound_port
+    );
+    println!(
+        "  curl -x http://127.0.0.1:{} http://backend.mesh.internal/       # 80% v1 in cluster-1, 20% v2 in cluster-2",
+        frontend.outbound_port
+    );
+    println!(
+        "  curl http://127.0.0.1:{}/                                        # the frontend app calling the backend",
+        frontend.app_port
+    );
     println!("  trellis get routetables -n demo -o yaml --server {}", mesh.api_url);
     println!("\nLogs: {}.  Ctrl-C stops everything.", mesh.dir.join("logs").display());
 }

@@ -32,18 +32,31 @@ impl Server {
             format!("127.0.0.1:{}", free_port()),
         ];
         let child = Self::spawn(&args);
-        let server = Server { child, url: format!("http://127.0.0.1:{api}"), args };
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{api}"),
+            args,
+        };
         server.wait().await;
         server
     }
 
     fn spawn(args: &[String]) -> tokio::process::Child {
-        tokio::process::Command::new(bin()).args(args).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap()
+        tokio::process::Command::new(bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
     }
 
     async fn wait(&self) {
         for _ in 0..300 {
-            if httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(1)).await.is_ok() {
+            if httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(1))
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -58,7 +71,10 @@ impl Server {
     }
 
     async fn stored(&self) -> String {
-        httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(2)).await.unwrap().body
+        httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(2))
+            .await
+            .unwrap()
+            .body
     }
 }
 
@@ -69,7 +85,10 @@ async fn cli_apply(server: &Server, file: &std::path::Path) -> (bool, String) {
         .output()
         .await
         .unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 const GOOD: &str = "apiVersion: networking.gloo.solo.io/v2
@@ -120,11 +139,24 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
         }
         // Straight to the API (the server validates on its own, not only the CLI).
         let url = format!("{}/api/v1/apply?source={name}", server.url);
-        let response = httpc::request("POST", &url, None, &[], Some(("application/yaml", content.clone().into_bytes())), Duration::from_secs(5)).await.unwrap();
+        let response = httpc::request(
+            "POST",
+            &url,
+            None,
+            &[],
+            Some(("application/yaml", content.clone().into_bytes())),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(response.status, 422, "{name}: {}", response.body);
         for fragment in fragments.iter().filter(|f| !f.starts_with(name)) {
             let fragment = fragment.trim_start_matches("field ");
-            assert!(response.body.contains(&fragment.replace('"', "\\\"")), "{name}: wanted {fragment:?} in {}", response.body);
+            assert!(
+                response.body.contains(&fragment.replace('"', "\\\"")),
+                "{name}: wanted {fragment:?} in {}",
+                response.body
+            );
         }
         assert_eq!(server.stored().await, stored, "{name} changed the stored config");
     }

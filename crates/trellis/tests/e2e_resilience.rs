@@ -9,7 +9,9 @@ use common::*;
 use trellis::httpc;
 
 async fn clusters(mesh: &trellis::up::LocalMesh) -> serde_json::Value {
-    let response = httpc::get(&format!("{}/api/v1/clusters", mesh.api_url), Duration::from_secs(2)).await.unwrap();
+    let response = httpc::get(&format!("{}/api/v1/clusters", mesh.api_url), Duration::from_secs(2))
+        .await
+        .unwrap();
     serde_json::from_str::<serde_json::Value>(&response.body).unwrap()["clusters"].clone()
 }
 
@@ -20,7 +22,9 @@ async fn wait_in_sync(mesh: &trellis::up::LocalMesh) {
         let clusters = clusters(mesh).await;
         let synced = ["cluster-1", "cluster-2"].iter().all(|c| {
             let status = &clusters[c];
-            status["connected"] == true && status["ackedVersion"] == status["currentVersion"] && status["currentVersion"].is_string()
+            status["connected"] == true
+                && status["ackedVersion"] == status["currentVersion"]
+                && status["currentVersion"].is_string()
         });
         if synced {
             return;
@@ -34,18 +38,30 @@ async fn wait_in_sync(mesh: &trellis::up::LocalMesh) {
 async fn traffic_survives_management_server_and_agent_crashes() {
     let mut mesh = demo_mesh("resilience").await;
     wait_in_sync(&mesh).await;
-    let stored_before = httpc::get(&format!("{}/api/v1/resources", mesh.api_url), Duration::from_secs(2)).await.unwrap().body;
+    let stored_before = httpc::get(&format!("{}/api/v1/resources", mesh.api_url), Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body;
 
     // Management server crash: both versions keep answering on the last config.
     mesh.mgmt.kill().await;
     let (v1, v2) = versions(&mesh, 100).await;
-    assert!(v1 > 0 && v2 > 0, "{v1} v1 / {v2} v2 while the management server was down");
-    assert!(mesh.apply("x.yaml", &route_table(50, 50)).await.is_err(), "nothing should answer while mgmt is down");
+    assert!(
+        v1 > 0 && v2 > 0,
+        "{v1} v1 / {v2} v2 while the management server was down"
+    );
+    assert!(
+        mesh.apply("x.yaml", &route_table(50, 50)).await.is_err(),
+        "nothing should answer while mgmt is down"
+    );
 
     // Restart: nothing accepted is lost, agents reconnect and resync, and new config flows.
     mesh.mgmt.start().unwrap();
     mesh.wait_for_api(Duration::from_secs(30)).await.unwrap();
-    let stored_after = httpc::get(&format!("{}/api/v1/resources", mesh.api_url), Duration::from_secs(2)).await.unwrap().body;
+    let stored_after = httpc::get(&format!("{}/api/v1/resources", mesh.api_url), Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body;
     assert_eq!(stored_before, stored_after, "the store changed across a crash");
     wait_in_sync(&mesh).await;
     mesh.apply("route-table.yaml", &route_table(100, 0)).await.unwrap();
@@ -58,17 +74,26 @@ async fn traffic_survives_management_server_and_agent_crashes() {
     // The agents have it; wait until the frontend's Envoy does too before pulling the plug.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while versions(&mesh, 20).await.1 == 0 {
-        assert!(std::time::Instant::now() < deadline, "the 50/50 split never reached the frontend's Envoy");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 50/50 split never reached the frontend's Envoy"
+        );
     }
     for cluster in ["cluster-1", "cluster-2"] {
         mesh.cluster_mut(cluster).agent.kill().await;
         let (v1, v2) = versions(&mesh, 100).await;
-        assert!(v1 > 20 && v2 > 20, "{v1} v1 / {v2} v2 while the {cluster} agent was down");
+        assert!(
+            v1 > 20 && v2 > 20,
+            "{v1} v1 / {v2} v2 while the {cluster} agent was down"
+        );
         // Restarted, the agent serves its cached config, the proxies re-register, and it resyncs.
         mesh.cluster_mut(cluster).agent.start().unwrap();
         wait_in_sync(&mesh).await;
         let (v1, v2) = versions(&mesh, 100).await;
-        assert!(v1 > 20 && v2 > 20, "{v1} v1 / {v2} v2 after the {cluster} agent restarted");
+        assert!(
+            v1 > 20 && v2 > 20,
+            "{v1} v1 / {v2} v2 after the {cluster} agent restarted"
+        );
     }
     // And config still flows to the restarted agents' proxies.
     mesh.apply("route-table.yaml", &route_table(0, 100)).await.unwrap();

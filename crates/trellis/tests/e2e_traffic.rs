@@ -14,7 +14,10 @@ async fn remote_only_backend_is_reached_through_its_clusters_east_west_gateway()
     let stat = "cluster.gateway|80||backend-v2.mesh.internal.upstream_rq_200";
     let before = envoy_stat(gateway_admin, stat).await;
     for _ in 0..20 {
-        let response = mesh.call_from_frontend("http://backend-v2.mesh.internal/").await.unwrap();
+        let response = mesh
+            .call_from_frontend("http://backend-v2.mesh.internal/")
+            .await
+            .unwrap();
         assert_eq!(response.status, 200, "{}", response.body);
         let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
         // The backend in cluster-2 answered, and saw the header cluster-2's gateway adds.
@@ -37,7 +40,10 @@ async fn route_table_splits_80_20_and_new_weights_apply_without_restarts() {
     let mesh = demo_mesh("split").await;
     let (v1, v2) = versions(&mesh, 500).await;
     let share = v2 as f64 / 500.0 * 100.0;
-    assert!((15.0..=25.0).contains(&share), "v2 got {share:.1}% of 500 requests ({v1} v1 / {v2} v2), expected 20% ± 5");
+    assert!(
+        (15.0..=25.0).contains(&share),
+        "v2 got {share:.1}% of 500 requests ({v1} v1 / {v2} v2), expected 20% ± 5"
+    );
     println!("80/20 split over 500 requests: {v1} v1 / {v2} v2 ({share:.1}% v2)");
 
     let frontend_admin = mesh.app("frontend").admin_port;

@@ -26,11 +26,7 @@ impl XdsMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         // prometheus-client appends `_total` to counters itself.
-        registry.register(
-            "trellis_xds_pushes",
-            "xDS responses sent to proxies",
-            m.pushes.clone(),
-        );
+        registry.register("trellis_xds_pushes", "xDS responses sent to proxies", m.pushes.clone());
         registry.register(
             "trellis_xds_nacks",
             "xDS responses rejected by proxies",
@@ -45,9 +41,7 @@ impl XdsMetrics {
     }
 
     pub(crate) fn push(&self, type_url: &str) {
-        self.pushes
-            .get_or_create(&TypeUrlLabel::new(type_url))
-            .inc();
+        self.pushes.get_or_create(&TypeUrlLabel::new(type_url)).inc();
     }
 
     pub(crate) fn nack(&self, type_url: &str) {
@@ -56,9 +50,7 @@ impl XdsMetrics {
 
     /// Pushes counted so far for one type (for tests and diagnostics).
     pub fn pushes_total(&self, type_url: &str) -> u64 {
-        self.pushes
-            .get_or_create(&TypeUrlLabel::new(type_url))
-            .get()
+        self.pushes.get_or_create(&TypeUrlLabel::new(type_url)).get()
     }
 
     /// NACKs counted so far for one type.
@@ -78,11 +70,7 @@ impl TypeUrlLabel {
     fn new(type_url: &str) -> Self {
         let known = PUSH_ORDER.contains(&type_url);
         Self {
-            type_url: if known {
-                type_url.to_owned()
-            } else {
-                "other".to_owned()
-            },
+            type_url: if known { type_url.to_owned() } else { "other".to_owned() },
         }
     }
 }
@@ -102,15 +90,10 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
-            text.contains(&format!(
-                "trellis_xds_pushes_total{{type_url=\"{CLUSTER_TYPE}\"}} 1"
-            )),
+            text.contains(&format!("trellis_xds_pushes_total{{type_url=\"{CLUSTER_TYPE}\"}} 1")),
             "{text}"
         );
-        assert!(
-            text.contains("trellis_xds_nacks_total{type_url=\"other\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("trellis_xds_nacks_total{type_url=\"other\"} 1"), "{text}");
         assert!(text.contains("trellis_xds_proxies_connected 1"), "{text}");
     }
 }

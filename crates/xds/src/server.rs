@@ -94,9 +94,7 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
         &self,
         _request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "delta xDS is not supported; use api_type: GRPC",
-        ))
+        Err(Status::unimplemented("delta xDS is not supported; use api_type: GRPC"))
     }
 }
 
@@ -120,11 +118,7 @@ impl<S: SnapshotSource> StreamTask<S> {
                 return;
             }
         };
-        let node_id = first
-            .node
-            .as_ref()
-            .map(|n| n.id.clone())
-            .unwrap_or_default();
+        let node_id = first.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
         if node_id.is_empty() {
             let msg = "the first request must carry node.id (set node.id in the Envoy bootstrap)";
             let _ = self.tx.send(Err(Status::invalid_argument(msg))).await;

@@ -4,28 +4,13 @@ use std::collections::BTreeMap;
 
 use envoy_types::pb::google::protobuf::Any;
 
-/// Type URL of CDS resources (wildcard: always sent in full).
-pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-/// Type URL of EDS resources (requested by name).
-pub const ENDPOINT_TYPE: &str =
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-/// Type URL of LDS resources (wildcard: always sent in full).
-pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-/// Type URL of RDS resources (requested by name).
-pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-/// Type URL of SDS resources (requested by name).
-pub const SECRET_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+// The type URLs are the Envoy generator's: one definition for what is produced and served.
+// CDS and LDS are wildcard types (always sent in full); EDS, RDS and SDS are requested by name.
+pub use trellis_envoy::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 
 /// Push order: Envoy must see clusters (and their endpoints) before the
 /// listeners and routes that reference them, or it serves 503s while warming.
-pub(crate) const PUSH_ORDER: [&str; 5] = [
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
-    SECRET_TYPE,
-];
+pub(crate) const PUSH_ORDER: [&str; 5] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE];
 
 /// All resources for one proxy, by type URL. Resources within a type are sorted by name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -45,10 +30,7 @@ impl Snapshot {
 
     /// The resources of one type; empty when the snapshot has none.
     pub fn of_type(&self, type_url: &str) -> &[(String, Any)] {
-        self.resources
-            .get(type_url)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.resources.get(type_url).map(Vec::as_slice).unwrap_or(&[])
     }
 }
 
@@ -105,10 +87,7 @@ mod tests {
         let mut s = Snapshot::default();
         s.resources.insert(
             CLUSTER_TYPE.into(),
-            items
-                .iter()
-                .map(|(n, v)| (n.to_string(), mk_any(v)))
-                .collect(),
+            items.iter().map(|(n, v)| (n.to_string(), mk_any(v))).collect(),
         );
         s
     }
@@ -135,9 +114,6 @@ mod tests {
     #[test]
     fn missing_type_has_the_empty_version() {
         let s = Snapshot::default();
-        assert_eq!(
-            s.version_of(LISTENER_TYPE),
-            content_version(std::iter::empty())
-        );
+        assert_eq!(s.version_of(LISTENER_TYPE), content_version(std::iter::empty()));
     }
 }

@@ -159,10 +159,7 @@ impl StreamState {
         }
         let mut order: Vec<String> = self.types.keys().cloned().collect();
         order.sort_by_key(|t| (push_rank(t), t.clone()));
-        order
-            .into_iter()
-            .filter_map(|t| self.respond(&t, false))
-            .collect()
+        order.into_iter().filter_map(|t| self.respond(&t, false)).collect()
     }
 
     /// Per-type view for the status board.
@@ -229,9 +226,7 @@ fn select<'a>(
     if is_wildcard(type_url) || names.is_empty() || names.contains("*") {
         return all.iter().collect();
     }
-    all.iter()
-        .filter(|(name, _)| names.contains(name))
-        .collect()
+    all.iter().filter(|(name, _)| names.contains(name)).collect()
 }
 
 fn push_rank(type_url: &str) -> usize {

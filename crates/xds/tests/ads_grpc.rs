@@ -17,9 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status, Streaming};
-use trellis_xds::{
-    AdsServer, CLUSTER_TYPE, ProxyStatusBoard, Snapshot, SnapshotSource, XdsMetrics,
-};
+use trellis_xds::{AdsServer, CLUSTER_TYPE, ProxyStatusBoard, Snapshot, SnapshotSource, XdsMetrics};
 
 const WAIT: Duration = Duration::from_secs(5);
 /// How long we listen to be confident nothing is coming.
@@ -73,8 +71,7 @@ async fn spawn_server() -> Harness {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         // The workspace builds tonic without its `router` feature; one service needs no router.
-        tonic::transport::Server::builder()
-            .serve_with_incoming(server.into_service(), TcpIncoming::from(listener)),
+        tonic::transport::Server::builder().serve_with_incoming(server.into_service(), TcpIncoming::from(listener)),
     );
     Harness {
         addr,
@@ -181,8 +178,7 @@ async fn eventually(board: &ProxyStatusBoard, pred: impl Fn(&[trellis_xds::Proxy
 #[tokio::test]
 async fn pushes_new_version_when_snapshot_changes() {
     let h = spawn_server().await;
-    h.source
-        .set("proxy-a", Some(mk_snapshot(&[("backend", 1)])));
+    h.source.set("proxy-a", Some(mk_snapshot(&[("backend", 1)])));
     let mut proxy = Proxy::connect(h.addr).await;
 
     proxy.send(mk_cds_request(Some("proxy-a"), "", "")).await;
@@ -194,8 +190,7 @@ async fn pushes_new_version_when_snapshot_changes() {
         .await;
     proxy.expect_silence().await;
 
-    h.source
-        .set("proxy-a", Some(mk_snapshot(&[("backend", 2), ("db", 1)])));
+    h.source.set("proxy-a", Some(mk_snapshot(&[("backend", 2), ("db", 1)])));
     let pushed = proxy.recv().await.unwrap();
     assert_ne!(pushed.version_info, first.version_info);
     assert_ne!(pushed.nonce, first.nonce);
@@ -222,16 +217,14 @@ async fn holds_requests_until_snapshot_is_ready() {
     proxy.send(mk_cds_request(Some("proxy-b"), "", "")).await;
     proxy.expect_silence().await;
 
-    h.source
-        .set("proxy-b", Some(mk_snapshot(&[("backend", 1)])));
+    h.source.set("proxy-b", Some(mk_snapshot(&[("backend", 1)])));
     assert_eq!(cluster_names(&proxy.recv().await.unwrap()), ["backend"]);
 }
 
 #[tokio::test]
 async fn nack_is_recorded_and_not_resent() {
     let h = spawn_server().await;
-    h.source
-        .set("proxy-c", Some(mk_snapshot(&[("backend", 1)])));
+    h.source.set("proxy-c", Some(mk_snapshot(&[("backend", 1)])));
     let mut proxy = Proxy::connect(h.addr).await;
     proxy.send(mk_cds_request(Some("proxy-c"), "", "")).await;
     let first = proxy.recv().await.unwrap();
@@ -251,8 +244,7 @@ async fn nack_is_recorded_and_not_resent() {
     assert_eq!(h.metrics.nacks_total(CLUSTER_TYPE), 1);
 
     // A fixed snapshot is pushed and supersedes the NACK.
-    h.source
-        .set("proxy-c", Some(mk_snapshot(&[("backend", 2)])));
+    h.source.set("proxy-c", Some(mk_snapshot(&[("backend", 2)])));
     let fixed = proxy.recv().await.unwrap();
     assert_ne!(fixed.version_info, first.version_info);
 }
@@ -262,10 +254,7 @@ async fn first_request_without_node_id_is_invalid_argument() {
     let h = spawn_server().await;
     let mut proxy = Proxy::connect(h.addr).await;
     proxy.send(mk_cds_request(None, "", "")).await;
-    assert_eq!(
-        proxy.recv().await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    assert_eq!(proxy.recv().await.unwrap_err().code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -273,17 +262,13 @@ async fn source_refusal_reaches_the_proxy() {
     let h = spawn_server().await;
     let mut proxy = Proxy::connect(h.addr).await;
     proxy.send(mk_cds_request(Some("refused"), "", "")).await;
-    assert_eq!(
-        proxy.recv().await.unwrap_err().code(),
-        Code::PermissionDenied
-    );
+    assert_eq!(proxy.recv().await.unwrap_err().code(), Code::PermissionDenied);
 }
 
 #[tokio::test]
 async fn disconnect_removes_proxy_from_status_board() {
     let h = spawn_server().await;
-    h.source
-        .set("proxy-d", Some(mk_snapshot(&[("backend", 1)])));
+    h.source.set("proxy-d", Some(mk_snapshot(&[("backend", 1)])));
     let mut proxy = Proxy::connect(h.addr).await;
     proxy.send(mk_cds_request(Some("proxy-d"), "", "")).await;
     proxy.recv().await.unwrap();

@@ -77,7 +77,10 @@ fn find_envoy() -> Option<PathBuf> {
         return Some(p.into());
     }
     let py = std::process::Command::new("python3")
-        .args(["-c", "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))"])
+        .args([
+            "-c",
+            "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+        ])
         .output()
         .ok()?;
     let p = PathBuf::from(String::from_utf8_lossy(&py.stdout).trim());
@@ -112,10 +115,7 @@ fn mk_address(port: u16) -> Address {
 fn mk_snapshot(listen_port: u16, router: Option<Any>) -> Snapshot {
     let cluster = Cluster {
         name: "backend".into(),
-        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration { seconds: 1, nanos: 0 }),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
             eds_config: Some(mk_ads_source()),
@@ -187,18 +187,12 @@ fn mk_snapshot(listen_port: u16, router: Option<Any>) -> Snapshot {
         ..Default::default()
     };
     let mut s = Snapshot::default();
-    s.resources.insert(
-        CLUSTER_TYPE.into(),
-        vec![("backend".into(), pack_any(cluster))],
-    );
-    s.resources.insert(
-        ENDPOINT_TYPE.into(),
-        vec![("backend".into(), pack_any(cla))],
-    );
-    s.resources.insert(
-        LISTENER_TYPE.into(),
-        vec![("http".into(), pack_any(listener))],
-    );
+    s.resources
+        .insert(CLUSTER_TYPE.into(), vec![("backend".into(), pack_any(cluster))]);
+    s.resources
+        .insert(ENDPOINT_TYPE.into(), vec![("backend".into(), pack_any(cla))]);
+    s.resources
+        .insert(LISTENER_TYPE.into(), vec![("http".into(), pack_any(listener))]);
     s.resources
         .insert(ROUTE_TYPE.into(), vec![("local".into(), pack_any(route))]);
     s
@@ -238,9 +232,7 @@ async fn free_port() -> u16 {
 }
 
 async fn http_get(port: u16) -> Option<String> {
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     conn.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;
@@ -249,11 +241,7 @@ async fn http_get(port: u16) -> Option<String> {
     Some(out)
 }
 
-async fn eventually<T>(
-    what: &str,
-    log: &std::path::Path,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
+async fn eventually<T>(what: &str, log: &std::path::Path, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Some(v) = check().await {
@@ -282,15 +270,11 @@ async fn envoy_acks_pushed_config_and_nacks_broken_listener() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ads_port = listener.local_addr().unwrap().port();
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .serve_with_incoming(server.into_service(), TcpIncoming::from(listener)),
+        tonic::transport::Server::builder().serve_with_incoming(server.into_service(), TcpIncoming::from(listener)),
     );
 
     let listen_port = free_port().await;
-    source.set(
-        NODE_ID,
-        mk_snapshot(listen_port, Some(pack_any(Router::default()))),
-    );
+    source.set(NODE_ID, mk_snapshot(listen_port, Some(pack_any(Router::default()))));
 
     let dir = std::env::temp_dir().join(format!("trellis-xds-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -313,9 +297,9 @@ async fn envoy_acks_pushed_config_and_nacks_broken_listener() {
         let all_acked = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]
             .iter()
             .all(|t| {
-                p.types.get(*t).is_some_and(|s| {
-                    s.last_sent_version.is_some() && s.last_acked_version == s.last_sent_version
-                })
+                p.types
+                    .get(*t)
+                    .is_some_and(|s| s.last_sent_version.is_some() && s.last_acked_version == s.last_sent_version)
             });
         all_acked.then_some(())
     })

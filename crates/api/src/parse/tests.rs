@@ -35,7 +35,9 @@ fn parses_a_gloo_route_table_as_is() {
     let resources = parse_documents("rt.yaml", ROUTE_TABLE).unwrap();
     assert_eq!(resources.len(), 1);
     assert_eq!(resources[0].key().to_string(), "RouteTable/demo/backend");
-    let Spec::RouteTable(spec) = &resources[0].spec else { panic!("not a route table") };
+    let Spec::RouteTable(spec) = &resources[0].spec else {
+        panic!("not a route table")
+    };
     let destinations = &spec.http[0].forward_to.as_ref().unwrap().destinations;
     assert_eq!(destinations[0].weight, Some(80));
     assert_eq!(destinations[1].reference.cluster, "cluster-2");
@@ -51,7 +53,9 @@ fn round_trips_through_json() {
 
 #[test]
 fn reads_several_documents_and_json() {
-    let text = format!("{ROUTE_TABLE}\n---\n{{\"apiVersion\": \"admin.gloo.solo.io/v2\", \"kind\": \"Workspace\", \"metadata\": {{\"name\": \"ws\"}}, \"spec\": {{\"workloadClusters\": [{{\"name\": \"*\"}}]}}}}\n---\n");
+    let text = format!(
+        "{ROUTE_TABLE}\n---\n{{\"apiVersion\": \"admin.gloo.solo.io/v2\", \"kind\": \"Workspace\", \"metadata\": {{\"name\": \"ws\"}}, \"spec\": {{\"workloadClusters\": [{{\"name\": \"*\"}}]}}}}\n---\n"
+    );
     let resources = parse_documents("two.yaml", &text).unwrap();
     let keys: Vec<_> = resources.iter().map(|r| r.key().to_string()).collect();
     assert_eq!(keys, ["RouteTable/demo/backend", "Workspace/default/ws"]);
@@ -61,11 +65,31 @@ fn reads_several_documents_and_json() {
 #[test]
 fn names_the_field_of_each_error() {
     let cases: &[(&str, Option<&str>, &str)] = &[
-        ("kind: Gateway\napiVersion: x/v1\nmetadata: {name: a}", Some("kind"), "unknown kind \"Gateway\""),
-        ("apiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}", Some("kind"), "is required"),
-        ("kind: RouteTable\napiVersion: admin.gloo.solo.io/v2\nmetadata: {name: a}", Some("apiVersion"), "does not serve kind RouteTable"),
-        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: Bad_Name}", Some("metadata.name"), "not a valid name"),
-        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {htp: []}", Some("spec.htp"), "unknown field `htp`"),
+        (
+            "kind: Gateway\napiVersion: x/v1\nmetadata: {name: a}",
+            Some("kind"),
+            "unknown kind \"Gateway\"",
+        ),
+        (
+            "apiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}",
+            Some("kind"),
+            "is required",
+        ),
+        (
+            "kind: RouteTable\napiVersion: admin.gloo.solo.io/v2\nmetadata: {name: a}",
+            Some("apiVersion"),
+            "does not serve kind RouteTable",
+        ),
+        (
+            "kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: Bad_Name}",
+            Some("metadata.name"),
+            "not a valid name",
+        ),
+        (
+            "kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {htp: []}",
+            Some("spec.htp"),
+            "unknown field `htp`",
+        ),
         (
             "kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http:\n  - forwardTo:\n      destinations:\n      - ref: {name: b}\n        weight: -3",
             Some("spec.http[0].forwardTo.destinations[0].weight"),
@@ -76,16 +100,38 @@ fn names_the_field_of_each_error() {
             Some("spec.http[0].matchers[0].uri.regex"),
             "invalid regular expression",
         ),
-        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http:\n  - name: none", Some("spec.http[0]"), "exactly one action"),
-        ("kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: ['*.x.com'], ports: [{number: 80}]}", Some("spec.hosts[0]"), "cannot be a wildcard"),
-        ("kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: [a.b], ports: [{number: 70000}]}", Some("spec.ports[0].number"), "not a port"),
-        ("kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: [a.b]}", Some("spec.ports"), "at least one port"),
-        ("kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http: [\n", None, "malformed YAML"),
+        (
+            "kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http:\n  - name: none",
+            Some("spec.http[0]"),
+            "exactly one action",
+        ),
+        (
+            "kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: ['*.x.com'], ports: [{number: 80}]}",
+            Some("spec.hosts[0]"),
+            "cannot be a wildcard",
+        ),
+        (
+            "kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: [a.b], ports: [{number: 70000}]}",
+            Some("spec.ports[0].number"),
+            "not a port",
+        ),
+        (
+            "kind: VirtualDestination\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {hosts: [a.b]}",
+            Some("spec.ports"),
+            "at least one port",
+        ),
+        (
+            "kind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}\nspec:\n  http: [\n",
+            None,
+            "malformed YAML",
+        ),
     ];
     for (input, field, message) in cases {
         let errors = errors_of(input);
         assert!(
-            errors.iter().any(|e| e.field.as_deref() == *field && e.message.contains(message)),
+            errors
+                .iter()
+                .any(|e| e.field.as_deref() == *field && e.message.contains(message)),
             "input:\n{input}\nwanted field {field:?} with {message:?}, got {errors:#?}"
         );
     }
@@ -93,7 +139,9 @@ fn names_the_field_of_each_error() {
 
 #[test]
 fn error_names_source_document_and_resource() {
-    let text = format!("{ROUTE_TABLE}---\nkind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {{name: b, namespace: demo}}\nspec: {{hosts: ['bad host']}}\n");
+    let text = format!(
+        "{ROUTE_TABLE}---\nkind: RouteTable\napiVersion: networking.gloo.solo.io/v2\nmetadata: {{name: b, namespace: demo}}\nspec: {{hosts: ['bad host']}}\n"
+    );
     let errors = errors_of(&text);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(
@@ -106,7 +154,10 @@ fn error_names_source_document_and_resource() {
 fn rejects_duplicates_and_empty_input() {
     let twice = format!("{ROUTE_TABLE}---{ROUTE_TABLE}");
     assert!(errors_of(&twice)[0].message.contains("more than once"));
-    assert!(matches!(parse_documents("empty.yaml", "---\n"), Err(ApiError::Empty(_))));
+    assert!(matches!(
+        parse_documents("empty.yaml", "---\n"),
+        Err(ApiError::Empty(_))
+    ));
 }
 
 #[test]

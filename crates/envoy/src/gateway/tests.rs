@@ -53,9 +53,7 @@ fn route_matches_the_routing_key_and_marks_the_gateway() {
     match &header.header_match_specifier {
         Some(HeaderMatchSpecifier::StringMatch(m)) => assert_eq!(
             m.match_pattern,
-            Some(MatchPattern::Exact(
-                "outbound_.9080_.v1_.reviews".to_string()
-            ))
+            Some(MatchPattern::Exact("outbound_.9080_.v1_.reviews".to_string()))
         ),
         other => panic!("expected an exact match, got {other:?}"),
     }
@@ -66,10 +64,7 @@ fn route_matches_the_routing_key_and_marks_the_gateway() {
         ),
         other => panic!("expected a route action, got {other:?}"),
     }
-    let added = route.request_headers_to_add[0]
-        .header
-        .as_ref()
-        .expect("header");
+    let added = route.request_headers_to_add[0].header.as_ref().expect("header");
     assert_eq!(
         (added.key.as_str(), added.value.as_str()),
         (trellis_model::GATEWAY_HEADER, "east")

@@ -5,9 +5,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_action::HostRewriteSpecifier, route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
-use trellis_model::ir::{
-    self, Forward, HeaderMatch, PathMatch, QueryParamMatch, RouteAction, RouteMatch, ValueMatch,
-};
+use trellis_model::ir::{self, Forward, HeaderMatch, PathMatch, QueryParamMatch, RouteAction, RouteMatch, ValueMatch};
 
 use super::route;
 use crate::testing::mk_forward;
@@ -29,24 +27,15 @@ fn forward_of(r: &ir::Route) -> envoy_types::pb::envoy::config::route::v3::Route
 
 #[test]
 fn single_destination_still_uses_weighted_clusters_with_routing_header() {
-    let r = mk_route(
-        RouteMatch::default(),
-        mk_forward(&[("reviews-v1", "key-v1", 1)]),
-    );
+    let r = mk_route(RouteMatch::default(), mk_forward(&[("reviews-v1", "key-v1", 1)]));
     let action = forward_of(&r);
     let Some(ClusterSpecifier::WeightedClusters(weighted)) = action.cluster_specifier else {
         panic!("expected weighted clusters");
     };
     let cw = &weighted.clusters[0];
-    assert_eq!(
-        (cw.name.as_str(), cw.weight.map(|w| w.value)),
-        ("reviews-v1", Some(1))
-    );
+    assert_eq!((cw.name.as_str(), cw.weight.map(|w| w.value)), ("reviews-v1", Some(1)));
     let header = &cw.request_headers_to_add[0];
-    assert_eq!(
-        header.append_action,
-        HeaderAppendAction::OverwriteIfExistsOrAdd as i32
-    );
+    assert_eq!(header.append_action, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
     let hv = header.header.as_ref().expect("header");
     assert_eq!(
         (hv.key.as_str(), hv.value.as_str()),
@@ -57,12 +46,8 @@ fn single_destination_still_uses_weighted_clusters_with_routing_header() {
 
 #[test]
 fn each_weighted_destination_carries_its_own_key() {
-    let r = mk_route(
-        RouteMatch::default(),
-        mk_forward(&[("a", "ka", 90), ("b", "kb", 10)]),
-    );
-    let Some(ClusterSpecifier::WeightedClusters(weighted)) = forward_of(&r).cluster_specifier
-    else {
+    let r = mk_route(RouteMatch::default(), mk_forward(&[("a", "ka", 90), ("b", "kb", 10)]));
+    let Some(ClusterSpecifier::WeightedClusters(weighted)) = forward_of(&r).cluster_specifier else {
         panic!("expected weighted clusters");
     };
     let keys: Vec<_> = weighted
@@ -72,10 +57,7 @@ fn each_weighted_destination_carries_its_own_key() {
             (
                 c.name.clone(),
                 c.weight.map(|w| w.value),
-                c.request_headers_to_add[0]
-                    .header
-                    .as_ref()
-                    .map(|h| h.value.clone()),
+                c.request_headers_to_add[0].header.as_ref().map(|h| h.value.clone()),
             )
         })
         .collect();
@@ -102,9 +84,7 @@ fn rewrites_map_to_prefix_and_host_literal() {
     assert_eq!(action.prefix_rewrite, "/v2/");
     assert_eq!(
         action.host_rewrite_specifier,
-        Some(HostRewriteSpecifier::HostRewriteLiteral(
-            "reviews.internal".to_string()
-        ))
+        Some(HostRewriteSpecifier::HostRewriteLiteral("reviews.internal".to_string()))
     );
 }
 
@@ -142,9 +122,7 @@ fn matches_convert_path_headers_query_and_method() {
     assert!(m.headers[0].invert_match);
     assert_eq!(
         m.headers[0].header_match_specifier,
-        Some(HeaderMatchSpecifier::StringMatch(crate::routes::exact(
-            "jason"
-        )))
+        Some(HeaderMatchSpecifier::StringMatch(crate::routes::exact("jason")))
     );
     assert_eq!(
         m.headers[1].header_match_specifier,
@@ -153,9 +131,7 @@ fn matches_convert_path_headers_query_and_method() {
     assert_eq!(m.headers[2].name, ":method");
     match &m.query_parameters[0].query_parameter_match_specifier {
         Some(QueryParameterMatchSpecifier::StringMatch(s)) => {
-            assert!(
-                matches!(&s.match_pattern, Some(MatchPattern::SafeRegex(re)) if re.regex == "[0-9]+")
-            )
+            assert!(matches!(&s.match_pattern, Some(MatchPattern::SafeRegex(re)) if re.regex == "[0-9]+"))
         }
         other => panic!("expected a regex, got {other:?}"),
     }

@@ -27,19 +27,13 @@ fn mk_sidecar() -> ProxyResources {
 fn one_eds_cluster_over_ads_per_upstream_then_inbound_clusters() {
     let r = mk_sidecar();
     let names: Vec<_> = r.clusters.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["reviews-v1", "reviews-v2", "inbound|9080", "inbound|5432"]
-    );
+    assert_eq!(names, ["reviews-v1", "reviews-v2", "inbound|9080", "inbound|5432"]);
     let eds = &r.clusters[0];
     assert_eq!(
         eds.cluster_discovery_type,
         Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
     );
-    let source = eds
-        .eds_cluster_config
-        .as_ref()
-        .and_then(|e| e.eds_config.as_ref());
+    let source = eds.eds_cluster_config.as_ref().and_then(|e| e.eds_config.as_ref());
     assert!(matches!(
         source.and_then(|s| s.config_source_specifier.as_ref()),
         Some(ConfigSourceSpecifier::Ads(_))
@@ -55,11 +49,7 @@ fn endpoints_are_grouped_by_cluster_with_their_weights() {
         .endpoints
         .iter()
         .map(|l| {
-            let region = l
-                .locality
-                .as_ref()
-                .map(|l| l.region.clone())
-                .unwrap_or_default();
+            let region = l.locality.as_ref().map(|l| l.region.clone()).unwrap_or_default();
             let weights: Vec<_> = l
                 .lb_endpoints
                 .iter()
@@ -70,10 +60,7 @@ fn endpoints_are_grouped_by_cluster_with_their_weights() {
         .collect();
     assert_eq!(
         groups,
-        [
-            ("east".to_string(), vec![Some(1)]),
-            ("west".to_string(), vec![Some(3)])
-        ]
+        [("east".to_string(), vec![Some(1)]), ("west".to_string(), vec![Some(3)])]
     );
 }
 
@@ -124,12 +111,7 @@ fn inbound_http_port_routes_everything_to_a_static_cluster_on_the_app_port() {
         cluster.cluster_discovery_type,
         Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
     );
-    let endpoint = &cluster
-        .load_assignment
-        .as_ref()
-        .expect("inline endpoints")
-        .endpoints[0]
-        .lb_endpoints[0];
+    let endpoint = &cluster.load_assignment.as_ref().expect("inline endpoints").endpoints[0].lb_endpoints[0];
     match &endpoint.host_identifier {
         Some(HostIdentifier::Endpoint(e)) => {
             assert_eq!(addr(&e.address), ("127.0.0.1".to_string(), 8080))

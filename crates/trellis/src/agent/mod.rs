@@ -52,7 +52,10 @@ pub struct Agent {
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!(".trellis/agent-{}", args.cluster)));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".trellis/agent-{}", args.cluster)));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create --data-dir {}", data_dir.display()))?;
     let cache_path = data_dir.join("config.json");
     let cached = relay_client::load_cache(&cache_path, &args.cluster);
@@ -79,13 +82,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let registry_listener = tokio::net::TcpListener::bind(args.registry_addr)
         .await
         .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
-    let xds_listener = tokio::net::TcpListener::bind(args.xds_addr).await.with_context(|| format!("cannot listen on --xds-addr {}", args.xds_addr))?;
+    let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("cannot listen on --xds-addr {}", args.xds_addr))?;
     tracing::info!(cluster = %args.cluster, mgmt = %args.mgmt, registry = %args.registry_addr, xds = %args.xds_addr, "agent started");
 
-    let api = axum::serve(registry_listener, registry::router(agent.clone(), board, Arc::new(metrics_registry)));
+    let api = axum::serve(
+        registry_listener,
+        registry::router(agent.clone(), board, Arc::new(metrics_registry)),
+    );
     let xds = tonic::transport::Server::builder()
         .add_service(ads.into_service())
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(xds_listener), crate::process::shutdown_signal());
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(xds_listener),
+            crate::process::shutdown_signal(),
+        );
     tokio::select! {
         result = api => result.context("registry API failed")?,
         result = xds => result.context("xDS server failed")?,

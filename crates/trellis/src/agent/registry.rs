@@ -52,7 +52,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(xds_addr: SocketAddr) -> Self {
-        Registry { proxies: Mutex::new(BTreeMap::new()), changes: watch::Sender::new(0), xds_addr }
+        Registry {
+            proxies: Mutex::new(BTreeMap::new()),
+            changes: watch::Sender::new(0),
+            xds_addr,
+        }
     }
 
     fn bump(&self) {
@@ -80,11 +84,20 @@ impl Registry {
     }
 
     pub fn get(&self, id: &str) -> Option<ProxyRegistration> {
-        self.proxies.lock().expect("registry lock").get(id).map(|(r, _)| r.clone())
+        self.proxies
+            .lock()
+            .expect("registry lock")
+            .get(id)
+            .map(|(r, _)| r.clone())
     }
 
     pub fn all(&self) -> BTreeMap<String, ProxyRegistration> {
-        self.proxies.lock().expect("registry lock").iter().map(|(k, (r, _))| (k.clone(), r.clone())).collect()
+        self.proxies
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .map(|(k, (r, _))| (k.clone(), r.clone()))
+            .collect()
     }
 
     fn expire(&self, now: Instant) {
@@ -106,13 +119,20 @@ impl Registry {
 
     /// This cluster as the management server should see it.
     pub fn discovery(&self, cluster: &str) -> ClusterDiscovery {
-        let mut discovery = ClusterDiscovery { cluster: cluster.to_string(), ..Default::default() };
+        let mut discovery = ClusterDiscovery {
+            cluster: cluster.to_string(),
+            ..Default::default()
+        };
         for registration in self.all().into_values() {
             match registration {
                 ProxyRegistration::Sidecar { workload, .. } => discovery.workloads.push(workload),
                 ProxyRegistration::EastWestGateway(gateway) => {
                     // With several gateway replicas, one stable address wins.
-                    if discovery.east_west_gateway.as_ref().is_none_or(|g| gateway.public_address < *g) {
+                    if discovery
+                        .east_west_gateway
+                        .as_ref()
+                        .is_none_or(|g| gateway.public_address < *g)
+                    {
                         discovery.east_west_gateway = Some(gateway.public_address);
                     }
                 }
@@ -130,7 +150,11 @@ pub async fn expire_loop(agent: Arc<Agent>) {
     }
 }
 
-pub fn router(agent: Arc<Agent>, board: trellis_xds::ProxyStatusBoard, metrics: Arc<prometheus_client::registry::Registry>) -> Router {
+pub fn router(
+    agent: Arc<Agent>,
+    board: trellis_xds::ProxyStatusBoard,
+    metrics: Arc<prometheus_client::registry::Registry>,
+) -> Router {
     Router::new()
         .route("/v1/proxies", get(list))
         .route("/v1/proxies/{id}", put(register).delete(deregister))
@@ -151,19 +175,35 @@ pub fn router(agent: Arc<Agent>, board: trellis_xds::ProxyStatusBoard, metrics: 
 
 type AppState = State<(Arc<Agent>, trellis_xds::ProxyStatusBoard)>;
 
-async fn register(State((agent, _)): AppState, Path(id): Path<String>, Json(registration): Json<ProxyRegistration>) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
+async fn register(
+    State((agent, _)): AppState,
+    Path(id): Path<String>,
+    Json(registration): Json<ProxyRegistration>,
+) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
     if let ProxyRegistration::Sidecar { workload, .. } = &registration
-        && (workload.name.is_empty() || workload.namespace.is_empty() || workload.service.is_empty() || workload.address.is_empty())
+        && (workload.name.is_empty()
+            || workload.namespace.is_empty()
+            || workload.service.is_empty()
+            || workload.address.is_empty())
     {
-        return Err((StatusCode::BAD_REQUEST, Json(json!({"error": "workload name, namespace, service and address are required"}))));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "workload name, namespace, service and address are required"})),
+        ));
     }
     agent.registry.register(&id, registration);
     let xds = agent.registry.xds_addr;
-    Ok(Json(json!({"cluster": agent.cluster, "xdsAddress": xds.ip().to_string(), "xdsPort": xds.port()})))
+    Ok(Json(
+        json!({"cluster": agent.cluster, "xdsAddress": xds.ip().to_string(), "xdsPort": xds.port()}),
+    ))
 }
 
 async fn deregister(State((agent, _)): AppState, Path(id): Path<String>) -> StatusCode {
-    if agent.registry.deregister(&id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+    if agent.registry.deregister(&id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
 async fn list(State((agent, _)): AppState) -> Json<serde_json::Value> {
@@ -179,7 +219,12 @@ async fn status(State((agent, board)): AppState) -> Json<serde_json::Value> {
             let types: BTreeMap<_, _> = p
                 .types
                 .iter()
-                .map(|(t, s)| (t.rsplit('.').next().unwrap_or(t).to_string(), json!({"sent": s.last_sent_version, "acked": s.last_acked_version, "nack": s.last_nack})))
+                .map(|(t, s)| {
+                    (
+                        t.rsplit('.').next().unwrap_or(t).to_string(),
+                        json!({"sent": s.last_sent_version, "acked": s.last_acked_version, "nack": s.last_nack}),
+                    )
+                })
                 .collect();
             json!({"nodeId": p.node_id, "types": types})
         })

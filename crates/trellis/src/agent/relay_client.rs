@@ -2,15 +2,15 @@
 //! reconnect with backoff whenever the stream breaks.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tracing::Instrument;
 use trellis_model::ClusterConfig;
-use trellis_relay::{server_message, AgentMessage, Hello, RelayClient};
+use trellis_relay::{AgentMessage, Hello, RelayClient, server_message};
 
 use super::Agent;
 
@@ -49,7 +49,9 @@ pub async fn run(agent: Arc<Agent>, mgmt: String) {
                 tracing::warn!(mgmt = %mgmt, "relay stream closed by the management server; reconnecting");
                 backoff = MIN_BACKOFF;
             }
-            Err(error) => tracing::warn!(mgmt = %mgmt, error = %format!("{error:#}"), retry_in = ?backoff, "relay unavailable; serving the last config"),
+            Err(error) => {
+                tracing::warn!(mgmt = %mgmt, error = %format!("{error:#}"), retry_in = ?backoff, "relay unavailable; serving the last config")
+            }
         }
         agent.relay_connected.store(false, Ordering::Relaxed);
         tokio::time::sleep(backoff).await;
@@ -58,7 +60,11 @@ pub async fn run(agent: Arc<Agent>, mgmt: String) {
 }
 
 fn endpoint(mgmt: &str) -> String {
-    if mgmt.starts_with("http://") || mgmt.starts_with("https://") { mgmt.to_string() } else { format!("http://{mgmt}") }
+    if mgmt.starts_with("http://") || mgmt.starts_with("https://") {
+        mgmt.to_string()
+    } else {
+        format!("http://{mgmt}")
+    }
 }
 
 async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
@@ -70,7 +76,12 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
         .await?;
     let mut client = RelayClient::new(channel);
     let (tx, rx) = mpsc::channel::<AgentMessage>(8);
-    let last_applied = agent.config.borrow().as_ref().map(|c| format!("{:016x}", c.content_hash())).unwrap_or_default();
+    let last_applied = agent
+        .config
+        .borrow()
+        .as_ref()
+        .map(|c| format!("{:016x}", c.content_hash()))
+        .unwrap_or_default();
     tx.send(AgentMessage::hello(Hello {
         cluster: agent.cluster.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -79,7 +90,10 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
     .await?;
     let mut registry_changes = agent.registry.changes.subscribe();
     registry_changes.mark_changed();
-    let mut incoming = client.connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let mut incoming = client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     agent.relay_connected.store(true, Ordering::Relaxed);
     tracing::info!("relay connected");
 
@@ -120,7 +134,10 @@ fn apply_config(agent: &Agent, payload: &[u8]) -> Option<String> {
         Err(error) => return Some(format!("config does not parse: {error}")),
     };
     if config.cluster != agent.cluster {
-        return Some(format!("config is for cluster {:?}, this agent serves {:?}", config.cluster, agent.cluster));
+        return Some(format!(
+            "config is for cluster {:?}, this agent serves {:?}",
+            config.cluster, agent.cluster
+        ));
     }
     if let Err(error) = store_cache(&agent.cache_path, &config) {
         // Still serve it: losing the cache only matters if the agent restarts while mgmt is down.

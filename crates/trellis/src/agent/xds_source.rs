@@ -9,8 +9,8 @@ use trellis_envoy::{GatewaySpec, SidecarSpec};
 use trellis_model::ClusterConfig;
 use trellis_xds::{Snapshot, SnapshotSource};
 
-use super::registry::ProxyRegistration;
 use super::Agent;
+use super::registry::ProxyRegistration;
 
 type SnapshotWatch = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -26,7 +26,9 @@ impl SnapshotSource for ProxySnapshots {
     /// config, until its registration arrives.
     fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, tonic::Status> {
         let mut by_node = self.by_node.lock().expect("snapshots lock");
-        let sender = by_node.entry(node_id.to_string()).or_insert_with(|| watch::Sender::new(None));
+        let sender = by_node
+            .entry(node_id.to_string())
+            .or_insert_with(|| watch::Sender::new(None));
         let receiver = sender.subscribe();
         drop(by_node);
         self.new_node.notify_one();
@@ -36,18 +38,34 @@ impl SnapshotSource for ProxySnapshots {
 
 pub fn build(config: &ClusterConfig, registration: &ProxyRegistration) -> Snapshot {
     let resources = match registration {
-        ProxyRegistration::Sidecar { workload, outbound_port } => trellis_envoy::sidecar(
+        ProxyRegistration::Sidecar {
+            workload,
+            outbound_port,
+        } => trellis_envoy::sidecar(
             config,
-            &SidecarSpec { workload, outbound_address: "127.0.0.1", outbound_port: *outbound_port, inbound_address: &workload.address },
+            &SidecarSpec {
+                workload,
+                outbound_address: "127.0.0.1",
+                outbound_port: *outbound_port,
+                inbound_address: &workload.address,
+            },
         ),
         ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
             config,
-            &GatewaySpec { cluster: &config.cluster, listen_address: &gateway.listen_address, port: gateway.port },
+            &GatewaySpec {
+                cluster: &config.cluster,
+                listen_address: &gateway.listen_address,
+                port: gateway.port,
+            },
         ),
     };
     let mut snapshot = Snapshot::default();
     for (type_url, name, any) in resources.into_typed() {
-        snapshot.resources.entry(type_url.to_string()).or_default().push((name, any));
+        snapshot
+            .resources
+            .entry(type_url.to_string())
+            .or_default()
+            .push((name, any));
     }
     for list in snapshot.resources.values_mut() {
         list.sort_by(|a, b| a.0.cmp(&b.0));
@@ -66,7 +84,9 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             for (node_id, sender) in by_node.iter() {
                 // Unregistered (or expired) nodes keep what they have: Envoy serves on.
-                let Some(registration) = registrations.get(node_id) else { continue };
+                let Some(registration) = registrations.get(node_id) else {
+                    continue;
+                };
                 let snapshot = build(&config, registration);
                 sender.send_if_modified(|current| {
                     if current.as_deref() == Some(&snapshot) {

@@ -20,15 +20,18 @@ use serde::Deserialize;
 use serde_json::json;
 use trellis_api::{ApiError, DocumentError, Kind, ResourceKey};
 
-use super::metrics::ResultLabel;
 use super::Mgmt;
+use super::metrics::ResultLabel;
 
 pub fn router(mgmt: Arc<Mgmt>) -> Router {
     Router::new()
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/delete", post(delete_documents))
         .route("/api/v1/resources", get(list))
-        .route("/api/v1/resources/{kind}/{namespace}/{name}", get(get_one).delete(delete_one))
+        .route(
+            "/api/v1/resources/{kind}/{namespace}/{name}",
+            get(get_one).delete(delete_one),
+        )
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/translation", get(translation))
         .with_state(mgmt)
@@ -53,7 +56,10 @@ impl IntoResponse for ApiFailure {
             ApiFailure::Internal(error) => {
                 // The cause goes to the log; the client learns only that it was not its fault.
                 tracing::error!(error = %format!("{error:#}"), "API request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal error; see the management server log"}))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal error; see the management server log"}),
+                )
             }
         };
         (status, Json(body)).into_response()
@@ -77,23 +83,41 @@ struct SourceQuery {
     source: Option<String>,
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, ApiFailure> + Send + 'static) -> Result<T, ApiFailure> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiFailure::Internal(e.into()))?
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiFailure> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiFailure::Internal(e.into()))?
 }
 
-async fn apply(State(mgmt): State<Arc<Mgmt>>, Query(query): Query<SourceQuery>, body: String) -> Result<Json<serde_json::Value>, ApiFailure> {
+async fn apply(
+    State(mgmt): State<Arc<Mgmt>>,
+    Query(query): Query<SourceQuery>,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
     let source = query.source.unwrap_or_else(|| "request".into());
     let resources = match trellis_api::parse_documents(&source, &body) {
         Ok(resources) => resources,
         Err(error) => {
-            mgmt.metrics.applies_total.get_or_create(&ResultLabel { result: "rejected".into() }).inc();
+            mgmt.metrics
+                .applies_total
+                .get_or_create(&ResultLabel {
+                    result: "rejected".into(),
+                })
+                .inc();
             tracing::info!(source, error = %error, "apply rejected");
             return Err(error.into());
         }
     };
     let store_mgmt = mgmt.clone();
     let outcomes = blocking(move || Ok(store_mgmt.store.apply(resources)?)).await?;
-    mgmt.metrics.applies_total.get_or_create(&ResultLabel { result: "accepted".into() }).inc();
+    mgmt.metrics
+        .applies_total
+        .get_or_create(&ResultLabel {
+            result: "accepted".into(),
+        })
+        .inc();
     for outcome in &outcomes {
         tracing::info!(resource = %outcome.key, action = ?outcome.action, generation = outcome.generation, "applied");
     }
@@ -101,13 +125,23 @@ async fn apply(State(mgmt): State<Arc<Mgmt>>, Query(query): Query<SourceQuery>, 
     Ok(Json(json!({ "results": outcomes })))
 }
 
-async fn delete_documents(State(mgmt): State<Arc<Mgmt>>, Query(query): Query<SourceQuery>, body: String) -> Result<Json<serde_json::Value>, ApiFailure> {
+async fn delete_documents(
+    State(mgmt): State<Arc<Mgmt>>,
+    Query(query): Query<SourceQuery>,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
     let source = query.source.unwrap_or_else(|| "request".into());
-    let keys: Vec<ResourceKey> = trellis_api::parse_documents(&source, &body)?.iter().map(|r| r.key()).collect();
+    let keys: Vec<ResourceKey> = trellis_api::parse_documents(&source, &body)?
+        .iter()
+        .map(|r| r.key())
+        .collect();
     let store_mgmt = mgmt.clone();
     let results = blocking(move || Ok(store_mgmt.store.delete(&keys)?)).await?;
     mgmt.config_changed();
-    let results: Vec<_> = results.into_iter().map(|(key, deleted)| json!({"key": key, "deleted": deleted})).collect();
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|(key, deleted)| json!({"key": key, "deleted": deleted}))
+        .collect();
     Ok(Json(json!({ "results": results })))
 }
 
@@ -120,14 +154,20 @@ fn parse_kind(kind: &str) -> Result<Kind, ApiFailure> {
     kind.parse::<Kind>().map_err(ApiFailure::BadRequest)
 }
 
-async fn list(State(mgmt): State<Arc<Mgmt>>, Query(query): Query<ListQuery>) -> Result<Json<serde_json::Value>, ApiFailure> {
+async fn list(
+    State(mgmt): State<Arc<Mgmt>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
     let kind = query.kind.as_deref().map(parse_kind).transpose()?;
     let mut items = mgmt.store.list()?;
     items.retain(|r| kind.is_none_or(|k| r.kind() == k));
     Ok(Json(json!({ "items": items })))
 }
 
-async fn get_one(State(mgmt): State<Arc<Mgmt>>, Path((kind, namespace, name)): Path<(String, String, String)>) -> Result<Json<serde_json::Value>, ApiFailure> {
+async fn get_one(
+    State(mgmt): State<Arc<Mgmt>>,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
     match mgmt.store.get(&key)? {
         Some(resource) => Ok(Json(resource.to_value())),
@@ -135,7 +175,10 @@ async fn get_one(State(mgmt): State<Arc<Mgmt>>, Path((kind, namespace, name)): P
     }
 }
 
-async fn delete_one(State(mgmt): State<Arc<Mgmt>>, Path((kind, namespace, name)): Path<(String, String, String)>) -> Result<Json<serde_json::Value>, ApiFailure> {
+async fn delete_one(
+    State(mgmt): State<Arc<Mgmt>>,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
     let deleted = mgmt.store.delete(std::slice::from_ref(&key))?;
     if !deleted[0].1 {
@@ -150,7 +193,10 @@ async fn clusters(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
     let mut clusters = serde_json::Map::new();
     for (name, status) in mgmt.agents() {
         let mut value = serde_json::to_value(&status).expect("status serializes");
-        let current = translation.clusters.get(&name).map(|c| format!("{:016x}", c.content_hash()));
+        let current = translation
+            .clusters
+            .get(&name)
+            .map(|c| format!("{:016x}", c.content_hash()));
         value["currentVersion"] = json!(current);
         clusters.insert(name, value);
     }

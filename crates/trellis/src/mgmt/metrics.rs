@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -45,12 +45,36 @@ impl MgmtMetrics {
             config_nacks_total: Family::default(),
             applies_total: Family::default(),
         };
-        registry.register("trellis_mgmt_translations", "Translations run", metrics.translations_total.clone());
-        registry.register("trellis_mgmt_translation_seconds", "Time to translate one snapshot", metrics.translation_seconds.clone());
-        registry.register("trellis_mgmt_relay_agents_connected", "Relay streams open per cluster", metrics.agents_connected.clone());
-        registry.register("trellis_mgmt_relay_config_pushes", "Configs sent to agents", metrics.config_pushes_total.clone());
-        registry.register("trellis_mgmt_relay_config_nacks", "Configs agents rejected", metrics.config_nacks_total.clone());
-        registry.register("trellis_mgmt_api_applies", "Apply requests by result", metrics.applies_total.clone());
+        registry.register(
+            "trellis_mgmt_translations",
+            "Translations run",
+            metrics.translations_total.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_translation_seconds",
+            "Time to translate one snapshot",
+            metrics.translation_seconds.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_relay_agents_connected",
+            "Relay streams open per cluster",
+            metrics.agents_connected.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_relay_config_pushes",
+            "Configs sent to agents",
+            metrics.config_pushes_total.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_relay_config_nacks",
+            "Configs agents rejected",
+            metrics.config_nacks_total.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_api_applies",
+            "Apply requests by result",
+            metrics.applies_total.clone(),
+        );
         metrics
     }
 }
@@ -62,8 +86,19 @@ pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
             get(|State((registry, _)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
                 let mut text = String::new();
                 match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                    Ok(()) => (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text),
-                    Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], String::new()),
+                    Ok(()) => (
+                        StatusCode::OK,
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    ),
+                    Err(_) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        [("content-type", "text/plain")],
+                        String::new(),
+                    ),
                 }
             }),
         )

@@ -9,11 +9,11 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use trellis_model::ClusterDiscovery;
-use trellis_relay::{agent_message, AgentMessage, ServerMessage};
+use trellis_relay::{AgentMessage, ServerMessage, agent_message};
 
+use super::Mgmt;
 use super::metrics::ClusterLabel;
 use super::state::unix_now;
-use super::Mgmt;
 
 pub struct RelayService {
     mgmt: Arc<Mgmt>,
@@ -35,12 +35,16 @@ impl trellis_relay::Relay for RelayService {
         let peer = request.remote_addr();
         let mut incoming = request.into_inner();
         let hello = match incoming.next().await {
-            Some(Ok(AgentMessage { body: Some(agent_message::Body::Hello(hello)) })) => hello,
+            Some(Ok(AgentMessage {
+                body: Some(agent_message::Body::Hello(hello)),
+            })) => hello,
             Some(Err(status)) => return Err(status),
             _ => return Err(Status::invalid_argument("the first relay message must be Hello")),
         };
         if hello.cluster.is_empty() {
-            return Err(Status::invalid_argument("Hello.cluster is empty: start the agent with --cluster NAME"));
+            return Err(Status::invalid_argument(
+                "Hello.cluster is empty: start the agent with --cluster NAME",
+            ));
         }
         let (tx, rx) = mpsc::channel(8);
         let span = tracing::info_span!("relay_stream", cluster = %hello.cluster);
@@ -57,7 +61,9 @@ async fn serve_agent(
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
 ) {
     let cluster = hello.cluster.clone();
-    let label = ClusterLabel { cluster: cluster.clone() };
+    let label = ClusterLabel {
+        cluster: cluster.clone(),
+    };
     mgmt.metrics.agents_connected.get_or_create(&label).inc();
     mgmt.update_agent(&cluster, |a| {
         a.connected = true;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use trellis_model::{ClusterDiscovery, Snapshot};
 use trellis_store::Store;
 use trellis_translate::Translation;
@@ -41,7 +41,11 @@ impl Mgmt {
     /// Loads the persisted discovery too: after a restart the first translation already covers
     /// every cluster, so no agent is sent a mesh with the other clusters missing.
     pub fn load(store: Arc<dyn Store>, metrics: MgmtMetrics) -> anyhow::Result<Arc<Self>> {
-        let discovery = store.discoveries()?.into_iter().map(|d| (d.cluster.clone(), d)).collect();
+        let discovery = store
+            .discoveries()?
+            .into_iter()
+            .map(|d| (d.cluster.clone(), d))
+            .collect();
         let mgmt = Arc::new(Mgmt {
             store,
             discovery: Mutex::new(discovery),
@@ -78,7 +82,10 @@ impl Mgmt {
             self.store.put_discovery(&discovery)?;
             self.update_agent(&discovery.cluster, |a| {
                 a.workloads = discovery.workloads.len();
-                a.east_west_gateway = discovery.east_west_gateway.as_ref().map(|g| format!("{}:{}", g.host, g.port));
+                a.east_west_gateway = discovery
+                    .east_west_gateway
+                    .as_ref()
+                    .map(|g| format!("{}:{}", g.host, g.port));
             });
             all.insert(discovery.cluster.clone(), discovery);
         }
@@ -96,7 +103,10 @@ impl Mgmt {
         for (cluster, discovery) in self.discovery.lock().expect("discovery lock").iter() {
             let agent = agents.entry(cluster.clone()).or_default();
             agent.workloads = discovery.workloads.len();
-            agent.east_west_gateway = discovery.east_west_gateway.as_ref().map(|g| format!("{}:{}", g.host, g.port));
+            agent.east_west_gateway = discovery
+                .east_west_gateway
+                .as_ref()
+                .map(|g| format!("{}:{}", g.host, g.port));
         }
         agents
     }
@@ -106,7 +116,9 @@ impl Mgmt {
         let resources = self.store.list()?;
         let discovery = self.discovery.lock().expect("discovery lock").clone();
         let translation = trellis_translate::translate(&Snapshot::new(resources, discovery));
-        self.metrics.translation_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .translation_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.translations_total.inc();
         self.translation.send_if_modified(|current| {
             if **current == translation {
@@ -134,5 +146,8 @@ pub async fn translate_loop(mgmt: Arc<Mgmt>) {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

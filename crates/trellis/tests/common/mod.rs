@@ -17,15 +17,21 @@ pub fn test_dir(name: &str) -> PathBuf {
 
 /// The demo mesh with its config applied and cross-cluster traffic flowing.
 pub async fn demo_mesh(name: &str) -> LocalMesh {
-    let mesh = LocalMesh::start(&bin(), &test_dir(name), MeshPorts::free()).await.expect("mesh starts");
+    let mesh = LocalMesh::start(&bin(), &test_dir(name), MeshPorts::free())
+        .await
+        .expect("mesh starts");
     mesh.apply_demo_config().await.expect("demo config applies");
-    mesh.wait_for_traffic(Duration::from_secs(60)).await.expect("traffic flows");
+    mesh.wait_for_traffic(Duration::from_secs(60))
+        .await
+        .expect("traffic flows");
     mesh
 }
 
 /// The route table of the demo with other weights for v1 (cluster-1) and v2 (cluster-2).
 pub fn route_table(v1: u32, v2: u32) -> String {
-    trellis::up::DEMO_ROUTE_TABLE.replace("weight: 80", &format!("weight: {v1}")).replace("weight: 20", &format!("weight: {v2}"))
+    trellis::up::DEMO_ROUTE_TABLE
+        .replace("weight: 80", &format!("weight: {v1}"))
+        .replace("weight: 20", &format!("weight: {v2}"))
 }
 
 /// Sends `n` requests to backend.mesh.internal from the frontend's sidecar; counts answers by
@@ -33,7 +39,10 @@ pub fn route_table(v1: u32, v2: u32) -> String {
 pub async fn versions(mesh: &LocalMesh, n: usize) -> (usize, usize) {
     let (mut v1, mut v2) = (0, 0);
     for i in 0..n {
-        let response = mesh.call_from_frontend("http://backend.mesh.internal/").await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let response = mesh
+            .call_from_frontend("http://backend.mesh.internal/")
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
         assert_eq!(response.status, 200, "request {i}: {}", response.body);
         if response.body.contains("\"version\":\"v1\"") {
             v1 += 1;
@@ -66,18 +75,29 @@ pub async fn until_all(mesh: &LocalMesh, version: &str, n: usize, limit: Duratio
         } else {
             run = 0;
         }
-        assert!(Instant::now() < deadline, "traffic did not all go to {version} within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "traffic did not all go to {version} within {limit:?}"
+        );
     }
 }
 
 /// A counter from an Envoy admin /stats page.
 pub async fn envoy_stat(admin_port: u16, name: &str) -> u64 {
-    let url = format!("http://127.0.0.1:{admin_port}/stats?filter={}", name.replace('|', "%7C"));
-    let response = trellis::httpc::get(&url, Duration::from_secs(2)).await.expect("envoy admin answers");
+    let url = format!(
+        "http://127.0.0.1:{admin_port}/stats?filter={}",
+        name.replace('|', "%7C")
+    );
+    let response = trellis::httpc::get(&url, Duration::from_secs(2))
+        .await
+        .expect("envoy admin answers");
     response
         .body
         .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+        .find_map(|line| {
+            line.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 

@@ -88,10 +88,7 @@ fn name_of(any: &Any, snapshot: &Snapshot, type_url: &str) -> &'static str {
         .iter()
         .find(|(_, a)| a == any)
         .map(|(n, _)| n.clone());
-    Box::leak(
-        name.expect("response resource not in snapshot")
-            .into_boxed_str(),
-    )
+    Box::leak(name.expect("response resource not in snapshot").into_boxed_str())
 }
 
 fn run(script: Vec<(In, Out)>) {
@@ -186,10 +183,7 @@ fn named_types_get_only_requested_names_that_exist() {
             Req(ENDPOINT_TYPE, &["c2", "missing"], NoVer, ""),
             Out::Send(ENDPOINT_TYPE, vec!["c2"]),
         ),
-        (
-            Req(ROUTE_TYPE, &[], NoVer, ""),
-            Out::Send(ROUTE_TYPE, vec!["r1"]),
-        ),
+        (Req(ROUTE_TYPE, &[], NoVer, ""), Out::Send(ROUTE_TYPE, vec!["r1"])),
     ]);
 }
 
@@ -216,10 +210,7 @@ fn nack_sends_nothing_until_the_snapshot_changes() {
         (Nack(CLUSTER_TYPE, NoVer, "1", "bad cluster"), Out::Nack),
         // The same (rejected) content again: no push.
         (Snap(Some(base())), Out::Pushes(vec![])),
-        (
-            Snap(Some(changed(&[CLUSTER_TYPE]))),
-            Out::Pushes(vec![CLUSTER_TYPE]),
-        ),
+        (Snap(Some(changed(&[CLUSTER_TYPE]))), Out::Pushes(vec![CLUSTER_TYPE])),
     ]);
 }
 
@@ -231,10 +222,7 @@ fn stale_nonce_is_ignored() {
             Req(CLUSTER_TYPE, &[], NoVer, ""),
             Out::Send(CLUSTER_TYPE, vec!["c1", "c2"]),
         ),
-        (
-            Snap(Some(changed(&[CLUSTER_TYPE]))),
-            Out::Pushes(vec![CLUSTER_TYPE]),
-        ),
+        (Snap(Some(changed(&[CLUSTER_TYPE]))), Out::Pushes(vec![CLUSTER_TYPE])),
         // An ACK (or NACK) of response 1 arrives after we sent response 2.
         (Req(CLUSTER_TYPE, &[], NoVer, "1"), Out::Stale),
         (Nack(CLUSTER_TYPE, NoVer, "1", "late"), Out::Stale),
@@ -281,18 +269,9 @@ fn snapshot_change_pushes_only_changed_types_in_cds_eds_lds_rds_order() {
     run(vec![
         (Snap(Some(base())), Out::Pushes(vec![])),
         // Subscribe in "wrong" order to prove ordering is ours, not the request order.
-        (
-            Req(SECRET_TYPE, &["s1"], NoVer, ""),
-            Out::Send(SECRET_TYPE, vec!["s1"]),
-        ),
-        (
-            Req(ROUTE_TYPE, &["r1"], NoVer, ""),
-            Out::Send(ROUTE_TYPE, vec!["r1"]),
-        ),
-        (
-            Req(LISTENER_TYPE, &[], NoVer, ""),
-            Out::Send(LISTENER_TYPE, vec!["l1"]),
-        ),
+        (Req(SECRET_TYPE, &["s1"], NoVer, ""), Out::Send(SECRET_TYPE, vec!["s1"])),
+        (Req(ROUTE_TYPE, &["r1"], NoVer, ""), Out::Send(ROUTE_TYPE, vec!["r1"])),
+        (Req(LISTENER_TYPE, &[], NoVer, ""), Out::Send(LISTENER_TYPE, vec!["l1"])),
         (
             Req(ENDPOINT_TYPE, &["c1", "c2"], NoVer, ""),
             Out::Send(ENDPOINT_TYPE, vec!["c1", "c2"]),
@@ -302,21 +281,11 @@ fn snapshot_change_pushes_only_changed_types_in_cds_eds_lds_rds_order() {
             Out::Send(CLUSTER_TYPE, vec!["c1", "c2"]),
         ),
         (
-            Snap(Some(changed(&[
-                ROUTE_TYPE,
-                LISTENER_TYPE,
-                CLUSTER_TYPE,
-                ENDPOINT_TYPE,
-            ]))),
+            Snap(Some(changed(&[ROUTE_TYPE, LISTENER_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE]))),
             Out::Pushes(vec![CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]),
         ),
         (
-            Snap(Some(changed(&[
-                ROUTE_TYPE,
-                LISTENER_TYPE,
-                CLUSTER_TYPE,
-                ENDPOINT_TYPE,
-            ]))),
+            Snap(Some(changed(&[ROUTE_TYPE, LISTENER_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE]))),
             Out::Pushes(vec![]),
         ),
         // Clusters, listeners and routes go back to `base`; endpoints stay as they are.
@@ -347,10 +316,7 @@ fn not_ready_snapshot_holds_requests_until_ready() {
         (Req(LISTENER_TYPE, &[], NoVer, ""), Out::Held),
         (Req(CLUSTER_TYPE, &[], NoVer, ""), Out::Held),
         (Snap(None), Out::Pushes(vec![])),
-        (
-            Snap(Some(base())),
-            Out::Pushes(vec![CLUSTER_TYPE, LISTENER_TYPE]),
-        ),
+        (Snap(Some(base())), Out::Pushes(vec![CLUSTER_TYPE, LISTENER_TYPE])),
     ]);
 }
 
@@ -392,14 +358,9 @@ fn status_records_sent_acked_and_nack_message() {
         }),
         ..Default::default()
     };
-    assert!(
-        matches!(st.handle_request(&nack), Outcome::Nacked { ref message, .. } if message == "no such filter")
-    );
+    assert!(matches!(st.handle_request(&nack), Outcome::Nacked { ref message, .. } if message == "no such filter"));
     let s = &st.type_statuses()[CLUSTER_TYPE];
-    assert_eq!(
-        s.last_sent_version.as_deref(),
-        Some(r.version_info.as_str())
-    );
+    assert_eq!(s.last_sent_version.as_deref(), Some(r.version_info.as_str()));
     assert_eq!(s.last_acked_version, None);
     assert_eq!(s.last_nack.as_deref(), Some("no such filter"));
 
@@ -415,9 +376,7 @@ fn status_records_sent_acked_and_nack_message() {
     };
     assert!(matches!(st.handle_request(&ack), Outcome::Acked { .. }));
     assert_eq!(
-        st.type_statuses()[CLUSTER_TYPE]
-            .last_acked_version
-            .as_deref(),
+        st.type_statuses()[CLUSTER_TYPE].last_acked_version.as_deref(),
         Some(pushes[0].version_info.as_str())
     );
 }
@@ -436,11 +395,7 @@ fn nonces_are_unique_per_stream() {
         };
         assert!(nonces.insert(r.nonce));
     }
-    for r in st.set_snapshot(Some(Arc::new(changed(&[
-        CLUSTER_TYPE,
-        ENDPOINT_TYPE,
-        LISTENER_TYPE,
-    ])))) {
+    for r in st.set_snapshot(Some(Arc::new(changed(&[CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE])))) {
         assert!(nonces.insert(r.nonce));
     }
     assert_eq!(nonces.len(), 6);

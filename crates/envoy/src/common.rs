@@ -2,11 +2,10 @@
 //! proxy kind reads as "what it serves" rather than as protobuf plumbing.
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, HeaderValue, HeaderValueOption, SocketAddress, address,
-    config_source, socket_address,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address, config_source, socket_address,
 };
-use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, header_value_option::HeaderAppendAction};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -14,6 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
 };
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig},
@@ -109,20 +109,6 @@ pub(crate) fn lb_endpoint(address: &str, port: u16, weight: Option<u32>) -> LbEn
     }
 }
 
-/// A request header set to `value`, replacing any value the client sent: a client must not be
-/// able to pick its own routing key or forge the gateway's mark.
-pub(crate) fn overwrite_header(name: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: name.to_string(),
-            value: value.to_string(),
-            ..Default::default()
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
-}
-
 /// Where an HTTP connection manager gets its routes.
 pub(crate) enum Routes {
     /// By name over RDS on the ADS stream.
@@ -130,9 +116,15 @@ pub(crate) enum Routes {
     Inline(Box<RouteConfiguration>),
 }
 
-/// A one-chain listener whose only network filter is an HTTP connection manager ending in the
-/// router. The router carries an explicit (empty) typed config: Envoy NACKs a filter named only.
+/// A one-chain listener whose only network filter is [`http_connection_manager`].
 pub(crate) fn http_listener(name: &str, address: &str, port: u16, routes: Routes) -> Listener {
+    let hcm = http_connection_manager(name, routes);
+    listener(name, address, port, network_filter(HCM_FILTER, pack_any(hcm)))
+}
+
+/// An HTTP connection manager ending in the router. The router carries an explicit (empty)
+/// typed config: Envoy NACKs a filter named only.
+pub(crate) fn http_connection_manager(name: &str, routes: Routes) -> HttpConnectionManager {
     let route_specifier = match routes {
         Routes::Rds(route_config_name) => RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
@@ -140,7 +132,7 @@ pub(crate) fn http_listener(name: &str, address: &str, port: u16, routes: Routes
         }),
         Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
     };
-    let hcm = HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix: name.to_string(),
         route_specifier: Some(route_specifier),
         http_filters: vec![HttpFilter {
@@ -149,29 +141,37 @@ pub(crate) fn http_listener(name: &str, address: &str, port: u16, routes: Routes
             ..Default::default()
         }],
         ..Default::default()
-    };
-    listener(name, address, port, HCM_FILTER, pack_any(hcm))
+    }
 }
 
-pub(crate) fn listener(
-    name: &str,
-    address: &str,
-    port: u16,
-    filter_name: &str,
-    config: envoy_types::pb::google::protobuf::Any,
-) -> Listener {
+/// A listener with one filter chain that matches every connection.
+pub(crate) fn listener(name: &str, address: &str, port: u16, filter: Filter) -> Listener {
     Listener {
         name: name.to_string(),
         address: Some(socket_address(address, port)),
         filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: filter_name.to_string(),
-                config_type: Some(filter::ConfigType::TypedConfig(config)),
-            }],
+            filters: vec![filter],
             ..Default::default()
         }],
         ..Default::default()
     }
+}
+
+pub(crate) fn network_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Filter {
+    Filter {
+        name: name.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(config)),
+    }
+}
+
+/// A TCP proxy to one cluster, counted under `stat_prefix`.
+pub(crate) fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    };
+    network_filter(TCP_PROXY_FILTER, pack_any(tcp))
 }
 
 /// The endpoints of one upstream, grouped by the cluster they live in (as the locality's

@@ -1,72 +1,91 @@
-//! A cluster's east-west gateway: the door other clusters' sidecars use. It trusts nothing but
-//! the routing header: a request whose key names one of `ir.gateway_upstreams` goes to that
-//! upstream's local endpoints; any other request gets Envoy's 404.
+//! A cluster's east-west gateway: the door other clusters' sidecars use. It never terminates
+//! TLS: it reads the SNI of the client sidecar's mTLS handshake and passes the connection, still
+//! encrypted, to the local endpoints of the one `ir.gateway_upstreams` entry whose key is that
+//! SNI; the server sidecar behind it terminates TLS and checks the client. A connection with any
+//! other SNI (or none) matches no filter chain and is closed.
 
-use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
-    header_matcher::HeaderMatchSpecifier, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::util::pack_any;
+use trellis_model::ClusterConfig;
 use trellis_model::ir::Upstream;
-use trellis_model::{ClusterConfig, GATEWAY_HEADER, ROUTING_HEADER};
 
 use crate::ProxyResources;
-use crate::common::{self, Routes, overwrite_header};
-use crate::routes::exact;
+use crate::common;
 
-/// Name of the gateway's listener, of its route configuration and of its one virtual host.
+/// Name of the gateway's listener.
 pub const GATEWAY_LISTENER: &str = "east-west";
-pub const GATEWAY_ROUTE: &str = "east-west";
+
+const TLS_INSPECTOR_FILTER: &str = "envoy.filters.listener.tls_inspector";
+/// The chain of a gateway that serves nothing.
+const CLOSED_CHAIN: &str = "closed";
 
 /// The gateway a config is for.
 #[derive(Debug, Clone, Copy)]
 pub struct GatewaySpec<'a> {
-    /// The gateway's own cluster, stamped on every forwarded request.
+    /// The gateway's own cluster. Nothing is stamped on traffic any more (the gateway cannot
+    /// see inside TLS); kept so callers identify the gateway they configure.
     pub cluster: &'a str,
     pub listen_address: &'a str,
     pub port: u16,
 }
 
+/// Plain TCP EDS clusters (TLS passes through) and one SNI-matched listener; no routes.
 pub fn east_west_gateway(ir: &ClusterConfig, spec: &GatewaySpec) -> ProxyResources {
     let upstreams = &ir.gateway_upstreams;
     ProxyResources {
         clusters: upstreams.iter().map(|u| common::eds_cluster(&u.name)).collect(),
         endpoints: upstreams.iter().map(common::load_assignment).collect(),
-        listeners: vec![common::http_listener(
-            GATEWAY_LISTENER,
-            spec.listen_address,
-            spec.port,
-            Routes::Rds(GATEWAY_ROUTE.to_string()),
-        )],
-        routes: vec![RouteConfiguration {
-            name: GATEWAY_ROUTE.to_string(),
-            virtual_hosts: vec![VirtualHost {
-                name: GATEWAY_ROUTE.to_string(),
-                domains: vec!["*".to_string()],
-                routes: upstreams.iter().map(|u| keyed_route(u, spec.cluster)).collect(),
+        listeners: vec![Listener {
+            name: GATEWAY_LISTENER.to_string(),
+            address: Some(common::socket_address(spec.listen_address, spec.port)),
+            listener_filters: vec![ListenerFilter {
+                name: TLS_INSPECTOR_FILTER.to_string(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                    TlsInspector::default(),
+                ))),
                 ..Default::default()
             }],
+            filter_chains: sni_chains(upstreams),
             ..Default::default()
         }],
+        routes: Vec::new(),
+        secrets: Vec::new(),
     }
 }
 
-fn keyed_route(upstream: &Upstream, gateway_cluster: &str) -> Route {
-    Route {
+/// One chain per distinct key, the first upstream with a key winning: Envoy rejects a whole
+/// listener whose chains match the same SNI, which would leave the gateway with none.
+///
+/// With nothing to serve, one chain without filters, which Envoy closes every connection on:
+/// Envoy rejects a listener with no chains, and keeping the listener spares a rebind later.
+fn sni_chains(upstreams: &[Upstream]) -> Vec<FilterChain> {
+    let mut seen = std::collections::BTreeSet::new();
+    let chains: Vec<_> = upstreams
+        .iter()
+        .filter(|u| seen.insert(u.key.as_str()))
+        .map(sni_chain)
+        .collect();
+    if chains.is_empty() {
+        return vec![FilterChain {
+            name: CLOSED_CHAIN.to_string(),
+            ..Default::default()
+        }];
+    }
+    chains
+}
+
+/// Connections whose SNI is the upstream's key go, untouched, to its cluster.
+fn sni_chain(upstream: &Upstream) -> FilterChain {
+    FilterChain {
         name: upstream.name.clone(),
-        r#match: Some(RouteMatch {
-            path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
-            headers: vec![HeaderMatcher {
-                name: ROUTING_HEADER.to_string(),
-                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(exact(&upstream.key))),
-                ..Default::default()
-            }],
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: vec![upstream.key.clone()],
             ..Default::default()
         }),
-        action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(ClusterSpecifier::Cluster(upstream.name.clone())),
-            ..Default::default()
-        })),
-        request_headers_to_add: vec![overwrite_header(GATEWAY_HEADER, gateway_cluster)],
+        filters: vec![common::tcp_proxy_filter(&upstream.name, &upstream.name)],
         ..Default::default()
     }
 }

@@ -4,8 +4,13 @@
 //! ```text
 //!  ClusterConfig ──sidecar()──────────▶ ProxyResources ──into_typed()──▶ (type_url, name, Any) ──▶ ADS
 //!                └─east_west_gateway()─▶ ProxyResources
+//!  PEM cert, key, root ──secrets()─────▶ ProxyResources.secrets (SDS: `default`, `ROOTCA`)
 //!  BootstrapSpec ──bootstrap()────────▶ JSON for `envoy -c bootstrap.json`
 //! ```
+//!
+//! All mesh traffic is mTLS between sidecars with SPIFFE identities: the client sidecar sends the
+//! upstream's key as SNI and checks the server's identity; east-west gateways route on that SNI
+//! without terminating TLS.
 //!
 //! Everything here is pure: no I/O, no clock, and output order follows the IR's (already sorted)
 //! order, so equal inputs give byte-identical resources and the xDS server can version by content.
@@ -18,15 +23,18 @@ mod gateway;
 mod pack;
 mod routes;
 mod sidecar;
+mod tls;
 
 pub use bootstrap::{BootstrapSpec, XDS_CLUSTER, bootstrap};
-pub use gateway::{GATEWAY_LISTENER, GATEWAY_ROUTE, GatewaySpec, east_west_gateway};
+pub use gateway::{GATEWAY_LISTENER, GatewaySpec, east_west_gateway};
 pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 pub use sidecar::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, SidecarSpec, inbound_name, sidecar};
+pub use tls::{ROOT_CA_SECRET, WORKLOAD_SECRET, secrets};
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 /// Every xDS resource one proxy needs, by type, in a deterministic order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,6 +43,9 @@ pub struct ProxyResources {
     pub endpoints: Vec<ClusterLoadAssignment>,
     pub listeners: Vec<Listener>,
     pub routes: Vec<RouteConfiguration>,
+    /// Filled by whoever holds the proxy's certificate (with [`secrets()`]); `sidecar()` and
+    /// `east_west_gateway()` leave it empty.
+    pub secrets: Vec<Secret>,
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteCon
 pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 impl ProxyResources {
-    /// Every resource as `(type_url, name, Any)`: clusters, endpoints, listeners, routes, each in
-    /// generation order (the order Envoy subscribes in).
+    /// Every resource as `(type_url, name, Any)`: clusters, endpoints, listeners, routes, secrets,
+    /// each in generation order (the order Envoy subscribes in).
     pub fn into_typed(self) -> Vec<(&'static str, String, Any)> {
         let clusters = self
             .clusters
@@ -32,7 +32,16 @@ impl ProxyResources {
             .routes
             .into_iter()
             .map(|r| (ROUTE_TYPE, r.name.clone(), pack_any(r)));
-        clusters.chain(endpoints).chain(listeners).chain(routes).collect()
+        let secrets = self
+            .secrets
+            .into_iter()
+            .map(|s| (SECRET_TYPE, s.name.clone(), pack_any(s)));
+        clusters
+            .chain(endpoints)
+            .chain(listeners)
+            .chain(routes)
+            .chain(secrets)
+            .collect()
     }
 }
 
@@ -74,6 +83,10 @@ mod tests {
                 name: "r".into(),
                 ..Default::default()
             }],
+            secrets: vec![Secret {
+                name: "s".into(),
+                ..Default::default()
+            }],
         };
         let typed: Vec<_> = resources
             .into_typed()
@@ -90,6 +103,7 @@ mod tests {
                 (ENDPOINT_TYPE, "c".to_string()),
                 (LISTENER_TYPE, "l".to_string()),
                 (ROUTE_TYPE, "r".to_string()),
+                (SECRET_TYPE, "s".to_string()),
             ]
         );
     }

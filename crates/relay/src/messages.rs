@@ -120,3 +120,50 @@ mod tests {
         );
     }
 }
+
+/// First contact of a new agent, over TLS that authenticates the server only: a one-time token
+/// and a CSR; the agent's private key never leaves it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RegisterRequest {
+    #[prost(string, tag = "1")]
+    pub cluster: String,
+    #[prost(string, tag = "2")]
+    pub token: String,
+    #[prost(string, tag = "3")]
+    pub csr_pem: String,
+}
+
+/// A renewal, over mTLS with the current client certificate: the identity comes from it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RenewRequest {
+    #[prost(string, tag = "1")]
+    pub csr_pem: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CertificateResponse {
+    /// The client certificate followed by the intermediates that signed it.
+    #[prost(string, tag = "1")]
+    pub cert_chain_pem: String,
+}
+
+/// An agent asks the mesh root to sign its cluster's intermediate CA.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignIntermediateRequest {
+    #[prost(string, tag = "1")]
+    pub csr_pem: String,
+    /// Only read in insecure mode, where no client certificate names the cluster.
+    #[prost(string, tag = "2")]
+    pub cluster: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SignIntermediateResponse {
+    /// The cluster's intermediate CA certificate, then the chain above it up to (excluding) the root.
+    #[prost(string, tag = "1")]
+    pub chain_pem: String,
+    #[prost(string, tag = "2")]
+    pub mesh_root_pem: String,
+    #[prost(string, tag = "3")]
+    pub trust_domain: String,
+}

@@ -44,6 +44,32 @@ pub enum ApplyAction {
     Unchanged,
 }
 
+/// A registration token, stored by the SHA-256 of its value: the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub cluster: String,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+    pub used: bool,
+}
+
+/// What presenting a token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// Valid: it is now used up.
+    Accepted {
+        cluster: String,
+    },
+    Unknown,
+    AlreadyUsed {
+        cluster: String,
+    },
+    Expired {
+        cluster: String,
+    },
+}
+
 pub trait Store: Send + Sync + 'static {
     /// All resources, with server-set metadata (generation, revisions).
     fn list(&self) -> Result<Vec<Resource>>;
@@ -56,4 +82,14 @@ pub trait Store: Send + Sync + 'static {
     /// cluster's view at once instead of pushing half a mesh to the first agent that reconnects.
     fn put_discovery(&self, discovery: &ClusterDiscovery) -> Result<()>;
     fn discoveries(&self) -> Result<Vec<ClusterDiscovery>>;
+    fn delete_discovery(&self, cluster: &str) -> Result<()>;
+    fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<()>;
+    /// Checks a token and, if valid, marks it used, in one transaction: a token works once even
+    /// when two agents present it at the same moment.
+    fn consume_token(&self, token_hash: &str, now: u64) -> Result<TokenCheck>;
+    /// Remembers which cluster a client certificate (by serial) was issued to.
+    fn record_certificate(&self, serial: &str, cluster: &str) -> Result<()>;
+    /// Revokes every certificate issued to `cluster`; returns how many.
+    fn revoke_cluster_certificates(&self, cluster: &str) -> Result<usize>;
+    fn is_revoked(&self, serial: &str) -> Result<bool>;
 }

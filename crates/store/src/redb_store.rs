@@ -6,7 +6,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use trellis_api::{Resource, ResourceKey};
 use trellis_model::ClusterDiscovery;
 
-use crate::{ApplyAction, ApplyOutcome, Result, Store, StoreError};
+use crate::{ApplyAction, ApplyOutcome, Result, Store, StoreError, TokenCheck, TokenRecord};
 
 /// `Kind/namespace/name` ─▶ resource JSON.
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
@@ -14,6 +14,12 @@ const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources"
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// cluster name ─▶ discovery JSON.
 const DISCOVERY: TableDefinition<&str, &[u8]> = TableDefinition::new("discovery");
+/// SHA-256 of a registration token ─▶ TokenRecord JSON.
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// client certificate serial ─▶ cluster it was issued to.
+const ISSUED: TableDefinition<&str, &str> = TableDefinition::new("issued_certificates");
+/// revoked client certificate serial ─▶ cluster.
+const REVOKED: TableDefinition<&str, &str> = TableDefinition::new("revoked_certificates");
 
 pub struct RedbStore {
     db: Database,
@@ -34,6 +40,9 @@ impl RedbStore {
         tx.open_table(RESOURCES).map_err(tx_err)?;
         tx.open_table(META).map_err(tx_err)?;
         tx.open_table(DISCOVERY).map_err(tx_err)?;
+        tx.open_table(TOKENS).map_err(tx_err)?;
+        tx.open_table(ISSUED).map_err(tx_err)?;
+        tx.open_table(REVOKED).map_err(tx_err)?;
         tx.commit().map_err(tx_err)?;
         Ok(RedbStore { db })
     }
@@ -155,6 +164,88 @@ impl Store for RedbStore {
     fn discoveries(&self) -> Result<Vec<ClusterDiscovery>> {
         self.read_all(DISCOVERY)
     }
+
+    fn delete_discovery(&self, cluster: &str) -> Result<()> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        tx.open_table(DISCOVERY)
+            .map_err(tx_err)?
+            .remove(cluster)
+            .map_err(tx_err)?;
+        tx.commit().map_err(tx_err)
+    }
+
+    fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<()> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        {
+            let mut table = tx.open_table(TOKENS).map_err(tx_err)?;
+            let bytes = serde_json::to_vec(record).expect("token records serialize");
+            table.insert(token_hash, bytes.as_slice()).map_err(tx_err)?;
+        }
+        tx.commit().map_err(tx_err)
+    }
+
+    fn consume_token(&self, token_hash: &str, now: u64) -> Result<TokenCheck> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        let check = {
+            let mut table = tx.open_table(TOKENS).map_err(tx_err)?;
+            let record: Option<TokenRecord> = match table.get(token_hash).map_err(tx_err)? {
+                Some(value) => Some(decode("token", value.value())?),
+                None => None,
+            };
+            match record {
+                None => TokenCheck::Unknown,
+                Some(record) if record.used => TokenCheck::AlreadyUsed {
+                    cluster: record.cluster,
+                },
+                Some(record) if record.expires_at <= now => TokenCheck::Expired {
+                    cluster: record.cluster,
+                },
+                Some(mut record) => {
+                    record.used = true;
+                    let bytes = serde_json::to_vec(&record).expect("token records serialize");
+                    table.insert(token_hash, bytes.as_slice()).map_err(tx_err)?;
+                    TokenCheck::Accepted {
+                        cluster: record.cluster,
+                    }
+                }
+            }
+        };
+        tx.commit().map_err(tx_err)?;
+        Ok(check)
+    }
+
+    fn record_certificate(&self, serial: &str, cluster: &str) -> Result<()> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        tx.open_table(ISSUED)
+            .map_err(tx_err)?
+            .insert(serial, cluster)
+            .map_err(tx_err)?;
+        tx.commit().map_err(tx_err)
+    }
+
+    fn revoke_cluster_certificates(&self, cluster: &str) -> Result<usize> {
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        let mut count = 0;
+        {
+            let issued = tx.open_table(ISSUED).map_err(tx_err)?;
+            let mut revoked = tx.open_table(REVOKED).map_err(tx_err)?;
+            for entry in issued.iter().map_err(tx_err)? {
+                let (serial, owner) = entry.map_err(tx_err)?;
+                if owner.value() == cluster {
+                    revoked.insert(serial.value(), cluster).map_err(tx_err)?;
+                    count += 1;
+                }
+            }
+        }
+        tx.commit().map_err(tx_err)?;
+        Ok(count)
+    }
+
+    fn is_revoked(&self, serial: &str) -> Result<bool> {
+        let tx = self.db.begin_read().map_err(tx_err)?;
+        let table = tx.open_table(REVOKED).map_err(tx_err)?;
+        Ok(table.get(serial).map_err(tx_err)?.is_some())
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +298,47 @@ mod tests {
             [true, false]
         );
         assert_eq!(store.list().unwrap().len(), 1);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn tokens_work_once_and_expire() {
+        let path = temp_path("tokens");
+        let store = RedbStore::open(&path).unwrap();
+        let record = |expires_at| TokenRecord {
+            cluster: "c1".into(),
+            expires_at,
+            used: false,
+        };
+        store.put_token("fresh", &record(100)).unwrap();
+        store.put_token("stale", &record(50)).unwrap();
+        let c1 = || "c1".to_string();
+        assert_eq!(
+            store.consume_token("fresh", 60).unwrap(),
+            TokenCheck::Accepted { cluster: c1() }
+        );
+        assert_eq!(
+            store.consume_token("fresh", 61).unwrap(),
+            TokenCheck::AlreadyUsed { cluster: c1() }
+        );
+        assert_eq!(
+            store.consume_token("stale", 60).unwrap(),
+            TokenCheck::Expired { cluster: c1() }
+        );
+        assert_eq!(store.consume_token("nope", 60).unwrap(), TokenCheck::Unknown);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn revokes_only_the_clusters_certificates() {
+        let path = temp_path("revoke");
+        let store = RedbStore::open(&path).unwrap();
+        store.record_certificate("aa", "c1").unwrap();
+        store.record_certificate("bb", "c1").unwrap();
+        store.record_certificate("cc", "c2").unwrap();
+        assert_eq!(store.revoke_cluster_certificates("c1").unwrap(), 2);
+        assert!(store.is_revoked("aa").unwrap() && store.is_revoked("bb").unwrap());
+        assert!(!store.is_revoked("cc").unwrap());
         let _ = std::fs::remove_file(&path);
     }
 

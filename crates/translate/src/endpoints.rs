@@ -20,10 +20,12 @@ pub(crate) fn materialize(
     let mut upstreams = Vec::new();
     let mut gateway_upstreams = Vec::new();
     for target in &outbound.targets {
+        let identities = identities(snapshot, services, target);
         upstreams.push(Upstream {
             name: target.upstream_name(),
             key: target.key(),
             endpoints: client_endpoints(cluster, snapshot, services, target, warnings),
+            identities: identities.clone(),
         });
         let local = local_endpoints(cluster, services, target);
         if !local.is_empty() {
@@ -31,6 +33,7 @@ pub(crate) fn materialize(
                 name: target.gateway_upstream_name(),
                 key: target.key(),
                 endpoints: local,
+                identities,
             });
         }
     }
@@ -38,6 +41,7 @@ pub(crate) fn materialize(
     gateway_upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     ClusterConfig {
         cluster: cluster.to_string(),
+        trust_domain: snapshot.trust_domain.clone(),
         upstreams,
         virtual_hosts: outbound
             .virtual_hosts
@@ -46,6 +50,21 @@ pub(crate) fn materialize(
             .collect(),
         gateway_upstreams,
     }
+}
+
+/// The SPIFFE identities of every workload behind a target, in any cluster.
+fn identities(snapshot: &Snapshot, services: &[Service<'_>], target: &Target) -> Vec<String> {
+    let clusters: std::collections::BTreeSet<&str> = target.backends.iter().map(|b| b.cluster.as_str()).collect();
+    let mut ids: Vec<String> = clusters
+        .into_iter()
+        .flat_map(|cluster| matching_workloads(services, target, cluster))
+        .map(|(workload, _)| {
+            trellis_model::spiffe_id(&snapshot.trust_domain, &workload.namespace, &workload.service_account)
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// Workloads of one backend that carry the target's subset labels, with the inbound port that

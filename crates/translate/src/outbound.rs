@@ -507,7 +507,6 @@ impl OutboundHost {
                             .iter()
                             .map(|(index, weight)| trellis_model::ir::WeightedUpstream {
                                 upstream: targets[*index].upstream_name(),
-                                key: targets[*index].key(),
                                 weight: *weight,
                             })
                             .collect(),

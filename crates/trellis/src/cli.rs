@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{agent, client, demo_app, gateway, mgmt, proxy, up};
+use crate::{agent, client, cluster_cli, demo_app, gateway, mgmt, proxy, up};
 
 /// Trellis: a multi-cluster service mesh that programs Envoy.
 #[derive(Debug, Parser)]
@@ -33,6 +33,11 @@ pub enum Command {
     Get(client::GetArgs),
     /// Delete resources named in files, or one by kind and name.
     Delete(client::DeleteArgs),
+    /// Register, deregister and list workload clusters.
+    #[command(subcommand)]
+    Cluster(cluster_cli::ClusterCommand),
+    /// Check the mesh: relay security, certificate expiry, agents' connection state.
+    Check(ServerArgs),
     /// A small HTTP service for demos and tests.
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -61,6 +66,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => client::apply(args).await,
         Command::Get(args) => client::get(args).await,
         Command::Delete(args) => client::delete(args).await,
+        Command::Cluster(command) => cluster_cli::run(command).await,
+        Command::Check(args) => cluster_cli::check(args).await,
         Command::DemoApp(args) => demo_app::run(args).await,
     }
 }

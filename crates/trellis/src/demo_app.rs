@@ -46,7 +46,8 @@ async fn answer(args: DemoAppArgs, uri: Uri, headers: HeaderMap) -> axum::respon
         "cluster": args.cluster,
         "path": uri.path(),
         "host": header("host"),
-        "eastWestGateway": header(trellis_model::GATEWAY_HEADER),
+        // The caller's SPIFFE identity, as the sidecar verified it (mTLS): `...;URI=spiffe://...`.
+        "clientIdentity": header("x-forwarded-client-cert").and_then(|xfcc| client_uri(&xfcc)),
     });
     if let Some(call) = &args.call {
         match crate::httpc::request("GET", call, args.via.as_deref(), &[], None, Duration::from_secs(5)).await {
@@ -61,4 +62,11 @@ async fn answer(args: DemoAppArgs, uri: Uri, headers: HeaderMap) -> axum::respon
         }
     }
     axum::Json(body).into_response()
+}
+
+/// The `URI=` element of an `x-forwarded-client-cert` header.
+fn client_uri(xfcc: &str) -> Option<String> {
+    xfcc.split([';', ','])
+        .find_map(|part| part.trim().strip_prefix("URI="))
+        .map(|uri| uri.trim_matches('"').to_string())
 }

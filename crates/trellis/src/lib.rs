@@ -12,7 +12,9 @@
 pub mod agent;
 pub mod cli;
 pub mod client;
+pub mod cluster_cli;
 pub mod demo_app;
+pub mod duration;
 pub mod envoy_bin;
 pub mod gateway;
 pub mod httpc;

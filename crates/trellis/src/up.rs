@@ -32,13 +32,17 @@ pub struct UpArgs {
     /// The frontend sidecar's outbound proxy port, for the printed curl commands.
     #[arg(long, default_value_t = 15001)]
     pub outbound_port: u16,
+    /// Run the relay in plaintext without registration (demos of the insecure mode only).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// One child process that can be stopped, killed and started again with the same arguments.
 pub struct Proc {
     pub name: String,
     bin: PathBuf,
-    args: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<tokio::process::Child>,
 }
@@ -49,6 +53,7 @@ impl Proc {
             name: name.to_string(),
             bin: bin.to_path_buf(),
             args,
+            env: Vec::new(),
             log: dir.join("logs").join(format!("{name}.log")),
             child: None,
         }
@@ -105,6 +110,8 @@ pub struct AppProcs {
     pub app: Proc,
     pub sidecar: Proc,
     pub app_port: u16,
+    /// The sidecar's inbound (mTLS) listener.
+    pub inbound_port: u16,
     pub outbound_port: u16,
     pub admin_port: u16,
 }
@@ -118,17 +125,24 @@ pub struct LocalMesh {
     pub apps: Vec<AppProcs>,
 }
 
-/// Ports a mesh uses that a person types; everything else is picked free.
-pub struct MeshPorts {
+/// How to start a local mesh: the ports a person types (everything else is picked free), the
+/// relay's security, and extra flags for the agents (tests shorten certificate lifetimes).
+pub struct MeshOptions {
     pub api: u16,
     pub frontend_outbound: u16,
+    pub insecure: bool,
+    pub mgmt_flags: Vec<String>,
+    pub agent_flags: Vec<String>,
 }
 
-impl MeshPorts {
+impl MeshOptions {
     pub fn free() -> Self {
-        MeshPorts {
+        MeshOptions {
             api: free_port(),
             frontend_outbound: free_port(),
+            insecure: false,
+            mgmt_flags: Vec::new(),
+            agent_flags: Vec::new(),
         }
     }
 }
@@ -136,7 +150,7 @@ impl MeshPorts {
 impl LocalMesh {
     /// Starts the management server, two clusters and the demo app; returns once the API answers.
     /// Apply the demo config and call [`LocalMesh::wait_for_traffic`] to know traffic flows.
-    pub async fn start(bin: &Path, dir: &Path, ports: MeshPorts) -> anyhow::Result<Self> {
+    pub async fn start(bin: &Path, dir: &Path, options: MeshOptions) -> anyhow::Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join("logs"))?;
         let s = |v: &dyn ToString| v.to_string();
@@ -151,18 +165,22 @@ impl LocalMesh {
                 "--data-dir".into(),
                 s(&dir.join("mgmt").display()),
                 "--api-addr".into(),
-                format!("127.0.0.1:{}", ports.api),
+                format!("127.0.0.1:{}", options.api),
                 "--relay-addr".into(),
                 format!("127.0.0.1:{relay_port}"),
                 "--admin-addr".into(),
                 format!("127.0.0.1:{admin_port}"),
             ],
         );
+        if options.insecure {
+            mgmt.args.push("--insecure".into());
+        }
+        mgmt.args.extend(options.mgmt_flags.iter().cloned());
         mgmt.start()?;
         let mut mesh = LocalMesh {
             dir: dir.to_path_buf(),
             mgmt,
-            api_url: format!("http://127.0.0.1:{}", ports.api),
+            api_url: format!("http://127.0.0.1:{}", options.api),
             admin_port,
             clusters: Vec::new(),
             apps: Vec::new(),
@@ -192,6 +210,17 @@ impl LocalMesh {
                     format!("127.0.0.1:{xds_port}"),
                 ],
             );
+            if options.insecure {
+                agent.args.push("--insecure".into());
+            } else {
+                // Register the cluster, as an operator would with `trellis cluster register`.
+                let (token, root_ca) = mesh.register_cluster(cluster).await?;
+                let root_path = dir.join(format!("relay-root-ca-{cluster}.pem"));
+                std::fs::write(&root_path, root_ca)?;
+                agent.args.extend(["--root-ca".into(), s(&root_path.display())]);
+                agent.env.push(("TRELLIS_TOKEN".into(), token));
+            }
+            agent.args.extend(options.agent_flags.iter().cloned());
             agent.start()?;
             let mut gateway = Proc::new(
                 bin,
@@ -241,8 +270,9 @@ impl LocalMesh {
                 .expect("cluster started")
                 .registry_port;
             let app_port = free_port();
+            let inbound_port = free_port();
             let outbound_port = if name == "frontend" {
-                ports.frontend_outbound
+                options.frontend_outbound
             } else {
                 free_port()
             };
@@ -284,8 +314,10 @@ impl LocalMesh {
                     service.into(),
                     "--labels".into(),
                     format!("app={service},version={version}"),
+                    "--service-account".into(),
+                    service.into(),
                     "--port".into(),
-                    format!("http:80:{app_port}:{}", free_port()),
+                    format!("http:80:{app_port}:{inbound_port}"),
                     "--outbound-port".into(),
                     s(&outbound_port),
                     "--admin-port".into(),
@@ -301,6 +333,7 @@ impl LocalMesh {
                 app,
                 sidecar,
                 app_port,
+                inbound_port,
                 outbound_port,
                 admin_port,
             });
@@ -325,6 +358,29 @@ impl LocalMesh {
             .iter_mut()
             .find(|c| c.name == name)
             .expect("cluster exists")
+    }
+
+    /// Registers a cluster through the API; returns its one-time token and the relay root CA.
+    pub async fn register_cluster(&self, cluster: &str) -> anyhow::Result<(String, String)> {
+        let url = format!("{}/api/v1/clusters/{cluster}/register", self.api_url);
+        let response = httpc::request(
+            "POST",
+            &url,
+            None,
+            &[],
+            Some(("application/json", Vec::new())),
+            Duration::from_secs(10),
+        )
+        .await?;
+        anyhow::ensure!(response.status == 200, "cannot register {cluster}: {}", response.body);
+        let body: serde_json::Value = serde_json::from_str(&response.body)?;
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("register answer has no {name}: {body}"))
+        };
+        Ok((field("token")?, field("rootCaPem")?))
     }
 
     pub async fn wait_for_api(&self, limit: Duration) -> anyhow::Result<()> {
@@ -417,9 +473,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut mesh = LocalMesh::start(
         &bin,
         &args.dir,
-        MeshPorts {
+        MeshOptions {
             api: args.api_port,
             frontend_outbound: args.outbound_port,
+            insecure: args.insecure,
+            mgmt_flags: Vec::new(),
+            agent_flags: Vec::new(),
         },
     )
     .await?;

@@ -4,82 +4,20 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use trellis::httpc;
-use trellis::process::free_port;
 
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-    args: Vec<String>,
-}
-
-impl Server {
-    async fn start(dir: &std::path::Path) -> Server {
-        let api = free_port();
-        let args = vec![
-            "mgmt".to_string(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--api-addr".into(),
-            format!("127.0.0.1:{api}"),
-            "--relay-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--admin-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-        ];
-        let child = Self::spawn(&args);
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{api}"),
-            args,
-        };
-        server.wait().await;
-        server
-    }
-
-    fn spawn(args: &[String]) -> tokio::process::Child {
-        tokio::process::Command::new(bin())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    }
-
-    async fn wait(&self) {
-        for _ in 0..300 {
-            if httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(1))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("management server did not start");
-    }
-
-    async fn restart(&mut self) {
-        self.child.kill().await.unwrap();
-        self.child = Self::spawn(&self.args);
-        self.wait().await;
-    }
-
-    async fn stored(&self) -> String {
-        httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(2))
-            .await
-            .unwrap()
-            .body
-    }
+async fn stored_config(server: &MgmtProcess) -> String {
+    httpc::get(&format!("{}/api/v1/resources", server.url), Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body
 }
 
 /// Runs `trellis apply -f FILE` and returns (success, stderr).
-async fn cli_apply(server: &Server, file: &std::path::Path) -> (bool, String) {
+async fn cli_apply(server: &MgmtProcess, file: &std::path::Path) -> (bool, String) {
     let output = tokio::process::Command::new(bin())
         .args(["apply", "-f", &file.display().to_string(), "--server", &server.url])
         .output()
@@ -105,13 +43,13 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
     let dir = test_dir("apply-errors");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut server = Server::start(&dir.join("mgmt")).await;
+    let mut server = MgmtProcess::start(&dir, &[]).await;
 
     let good = dir.join("good.yaml");
     std::fs::write(&good, GOOD).unwrap();
     let (ok, stderr) = cli_apply(&server, &good).await;
     assert!(ok, "{stderr}");
-    let stored = server.stored().await;
+    let stored = stored_config(&server).await;
     assert!(stored.contains("backend.mesh.internal"));
 
     // (file name, content, fragments the error must contain)
@@ -158,11 +96,11 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
                 response.body
             );
         }
-        assert_eq!(server.stored().await, stored, "{name} changed the stored config");
+        assert_eq!(stored_config(&server).await, stored, "{name} changed the stored config");
     }
 
     // Accepted config survives a crash of the management server.
     server.restart().await;
-    assert_eq!(server.stored().await, stored);
+    assert_eq!(stored_config(&server).await, stored);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,4 +1,3 @@
-use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
     redirect_action::PathRewriteSpecifier, route::Action, route_action::ClusterSpecifier,
@@ -26,47 +25,38 @@ fn forward_of(r: &ir::Route) -> envoy_types::pb::envoy::config::route::v3::Route
 }
 
 #[test]
-fn single_destination_still_uses_weighted_clusters_with_routing_header() {
-    let r = mk_route(RouteMatch::default(), mk_forward(&[("reviews-v1", "key-v1", 1)]));
+fn single_destination_still_uses_weighted_clusters_without_headers() {
+    let r = mk_route(RouteMatch::default(), mk_forward(&[("reviews-v1", 1)]));
     let action = forward_of(&r);
     let Some(ClusterSpecifier::WeightedClusters(weighted)) = action.cluster_specifier else {
         panic!("expected weighted clusters");
     };
     let cw = &weighted.clusters[0];
     assert_eq!((cw.name.as_str(), cw.weight.map(|w| w.value)), ("reviews-v1", Some(1)));
-    let header = &cw.request_headers_to_add[0];
-    assert_eq!(header.append_action, HeaderAppendAction::OverwriteIfExistsOrAdd as i32);
-    let hv = header.header.as_ref().expect("header");
-    assert_eq!(
-        (hv.key.as_str(), hv.value.as_str()),
-        (trellis_model::ROUTING_HEADER, "key-v1")
-    );
+    assert!(cw.request_headers_to_add.is_empty());
     assert_eq!(route(&r).name, "default/reviews/0");
 }
 
 #[test]
-fn each_weighted_destination_carries_its_own_key() {
-    let r = mk_route(RouteMatch::default(), mk_forward(&[("a", "ka", 90), ("b", "kb", 10)]));
+fn each_weighted_destination_keeps_its_weight_and_adds_nothing() {
+    let r = mk_route(RouteMatch::default(), mk_forward(&[("a", 90), ("b", 10)]));
     let Some(ClusterSpecifier::WeightedClusters(weighted)) = forward_of(&r).cluster_specifier else {
         panic!("expected weighted clusters");
     };
-    let keys: Vec<_> = weighted
+    let clusters: Vec<_> = weighted
         .clusters
         .iter()
         .map(|c| {
             (
                 c.name.clone(),
                 c.weight.map(|w| w.value),
-                c.request_headers_to_add[0].header.as_ref().map(|h| h.value.clone()),
+                c.request_headers_to_add.len(),
             )
         })
         .collect();
     assert_eq!(
-        keys,
-        [
-            ("a".to_string(), Some(90), Some("ka".to_string())),
-            ("b".to_string(), Some(10), Some("kb".to_string()))
-        ]
+        clusters,
+        [("a".to_string(), Some(90), 0), ("b".to_string(), Some(10), 0)]
     );
 }
 
@@ -75,7 +65,7 @@ fn rewrites_map_to_prefix_and_host_literal() {
     let action = RouteAction::Forward(Forward {
         path_rewrite: Some("/v2/".to_string()),
         host_rewrite: Some("reviews.internal".to_string()),
-        ..match mk_forward(&[("a", "ka", 1)]) {
+        ..match mk_forward(&[("a", 1)]) {
             RouteAction::Forward(f) => f,
             _ => unreachable!(),
         }
@@ -111,7 +101,7 @@ fn matches_convert_path_headers_query_and_method() {
         }],
         method: Some("GET".to_string()),
     };
-    let m = route(&mk_route(matcher, mk_forward(&[("a", "ka", 1)])))
+    let m = route(&mk_route(matcher, mk_forward(&[("a", 1)])))
         .r#match
         .expect("match");
     match m.path_specifier {
@@ -143,9 +133,7 @@ fn exact_and_prefix_paths_keep_case_sensitivity_unset() {
         path: PathMatch::Exact("/a".into()),
         ..RouteMatch::default()
     };
-    let m = route(&mk_route(exact, mk_forward(&[("a", "ka", 1)])))
-        .r#match
-        .expect("match");
+    let m = route(&mk_route(exact, mk_forward(&[("a", 1)]))).r#match.expect("match");
     assert_eq!(m.path_specifier, Some(PathSpecifier::Path("/a".into())));
     assert_eq!(m.case_sensitive, None);
 }

@@ -6,21 +6,18 @@ use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::Clu
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, UpstreamTlsContext,
+    common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
 use super::*;
-use crate::testing::{addr, hcm, mk_cluster_config, mk_workload};
+use crate::testing::{REVIEWS_ID, addr, hcm, sidecar_resources, tls_context};
+use crate::{ROOT_CA_SECRET, WORKLOAD_SECRET};
 
 fn mk_sidecar() -> ProxyResources {
-    let workload = mk_workload();
-    sidecar(
-        &mk_cluster_config(),
-        &SidecarSpec {
-            workload: &workload,
-            outbound_address: "127.0.0.1",
-            outbound_port: 15001,
-            inbound_address: "10.0.0.1",
-        },
-    )
+    sidecar_resources()
 }
 
 #[test]
@@ -38,6 +35,129 @@ fn one_eds_cluster_over_ads_per_upstream_then_inbound_clusters() {
         source.and_then(|s| s.config_source_specifier.as_ref()),
         Some(ConfigSourceSpecifier::Ads(_))
     ));
+}
+
+/// `(certificate SDS names, validation SDS name, URI SAN exact matches)`, checking every SDS
+/// reference goes over ADS and every SAN matcher is a URI one.
+fn tls_summary(common: &CommonTlsContext) -> (Vec<String>, String, Vec<String>) {
+    let over_ads = |sds: &SdsSecretConfig| {
+        assert!(
+            matches!(
+                sds.sds_config.as_ref().and_then(|s| s.config_source_specifier.as_ref()),
+                Some(ConfigSourceSpecifier::Ads(_))
+            ),
+            "SDS {} not over ADS",
+            sds.name
+        );
+        sds.name.clone()
+    };
+    let certs = common.tls_certificate_sds_secret_configs.iter().map(over_ads).collect();
+    assert!(common.tls_certificates.is_empty(), "no inline certificates");
+    let Some(ValidationContextType::CombinedValidationContext(combined)) = &common.validation_context_type else {
+        panic!(
+            "expected a combined validation context, got {:?}",
+            common.validation_context_type
+        );
+    };
+    let root = over_ads(
+        combined
+            .validation_context_sds_secret_config
+            .as_ref()
+            .expect("root CA SDS"),
+    );
+    let sans = combined
+        .default_validation_context
+        .as_ref()
+        .expect("default validation context")
+        .match_typed_subject_alt_names
+        .iter()
+        .map(|m| {
+            assert_eq!(m.san_type, SanType::Uri as i32);
+            match m.matcher.as_ref().and_then(|m| m.match_pattern.as_ref()) {
+                Some(MatchPattern::Exact(id)) => id.clone(),
+                other => panic!("expected an exact SAN match, got {other:?}"),
+            }
+        })
+        .collect();
+    (certs, root, sans)
+}
+
+#[test]
+fn outbound_clusters_speak_mtls_with_the_upstream_key_as_sni_and_check_its_identities() {
+    let r = mk_sidecar();
+    let v1: UpstreamTlsContext = tls_context(&r.clusters[0].transport_socket);
+    assert_eq!(v1.sni, "outbound_.9080_.v1_.reviews.mesh.internal");
+    assert_eq!(
+        tls_summary(v1.common_tls_context.as_ref().expect("common context")),
+        (
+            vec!["default".to_string()],
+            "ROOTCA".to_string(),
+            vec![
+                "spiffe://trellis.local/ns/default/sa/legacy".to_string(),
+                REVIEWS_ID.to_string()
+            ]
+        )
+    );
+}
+
+#[test]
+fn outbound_cluster_without_identities_still_requires_the_mesh_root() {
+    let r = mk_sidecar();
+    let v2: UpstreamTlsContext = tls_context(&r.clusters[1].transport_socket);
+    assert_eq!(v2.sni, "outbound_.9080_.v2_.reviews.mesh.internal");
+    assert_eq!(
+        tls_summary(v2.common_tls_context.as_ref().expect("common context")),
+        (vec![WORKLOAD_SECRET.to_string()], ROOT_CA_SECRET.to_string(), vec![])
+    );
+}
+
+#[test]
+fn inbound_clusters_to_the_app_are_plaintext_and_no_secrets_are_made() {
+    let r = mk_sidecar();
+    assert!(r.clusters[2..].iter().all(|c| c.transport_socket.is_none()));
+    assert!(r.secrets.is_empty());
+}
+
+#[test]
+fn every_inbound_listener_terminates_mtls_and_requires_a_client_certificate() {
+    let r = mk_sidecar();
+    assert!(
+        r.listeners[0].filter_chains[0].transport_socket.is_none(),
+        "outbound is plaintext"
+    );
+    for listener in &r.listeners[1..] {
+        let context: DownstreamTlsContext = tls_context(&listener.filter_chains[0].transport_socket);
+        assert_eq!(
+            context.require_client_certificate.map(|b| b.value),
+            Some(true),
+            "{}",
+            listener.name
+        );
+        assert_eq!(
+            tls_summary(context.common_tls_context.as_ref().expect("common context")),
+            (vec!["default".to_string()], "ROOTCA".to_string(), vec![]),
+            "{}",
+            listener.name
+        );
+    }
+}
+
+#[test]
+fn inbound_http_port_tells_the_app_the_callers_uri() {
+    let r = mk_sidecar();
+    let hcm = hcm(&r.listeners[1]);
+    assert_eq!(
+        hcm.forward_client_cert_details,
+        ForwardClientCertDetails::SanitizeSet as i32
+    );
+    let details = hcm.set_current_client_cert_details.expect("client cert details");
+    assert!(details.uri);
+    assert!(!details.cert && !details.chain && !details.dns);
+    // The outbound listener forwards no client certificate: it has none.
+    assert_eq!(
+        crate::testing::hcm(&r.listeners[0]).forward_client_cert_details,
+        ForwardClientCertDetails::Sanitize as i32
+    );
 }
 
 #[test]
@@ -125,12 +245,23 @@ fn inbound_tcp_port_gets_a_tcp_proxy() {
     let r = mk_sidecar();
     let listener = &r.listeners[2];
     assert_eq!(listener.name, "inbound|5432");
+    assert_eq!(addr(&listener.address), ("10.0.0.1".to_string(), 15007));
     let filter = &listener.filter_chains[0].filters[0];
     assert_eq!(filter.name, "envoy.filters.network.tcp_proxy");
     assert!(matches!(
         &filter.config_type,
         Some(ConfigType::TypedConfig(any)) if any.type_url.ends_with("tcp_proxy.v3.TcpProxy")
     ));
+    let tcp: envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy =
+        crate::testing::typed(filter);
+    assert_eq!(
+        tcp.cluster_specifier,
+        Some(
+            envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier::Cluster(
+                "inbound|5432".to_string()
+            )
+        )
+    );
 }
 
 #[test]

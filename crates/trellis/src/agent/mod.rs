@@ -10,6 +10,8 @@
 //! its cache after a restart, so neither a management server outage nor an agent restart
 //! changes what running proxies do.
 
+mod credentials;
+mod mesh_identity;
 mod registry;
 mod relay_client;
 mod xds_source;
@@ -41,6 +43,26 @@ pub struct AgentArgs {
     /// ADS (xDS) server for this cluster's Envoys (loopback only).
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub xds_addr: SocketAddr,
+    /// Plaintext relay, no certificates: only against a management server run with --insecure.
+    #[arg(long)]
+    pub insecure: bool,
+    /// The name the relay server certificate must carry.
+    #[arg(long, default_value = "trellis-mgmt.trellis")]
+    pub relay_authority: String,
+    /// The relay root CA (PEM) that the server certificate must chain to (rootTlsSecret).
+    #[arg(long)]
+    pub root_ca: Option<PathBuf>,
+    /// A client certificate and key from the operator's CA (clientTlsSecret), instead of registering.
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+    /// One-time registration token from `trellis cluster register NAME`.
+    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Lifetime of the workload certificates this agent issues; renewed at two thirds.
+    #[arg(long, default_value = "1h")]
+    pub workload_cert_ttl: String,
 }
 
 pub struct Agent {
@@ -48,6 +70,10 @@ pub struct Agent {
     pub config: watch::Sender<Option<Arc<ClusterConfig>>>,
     pub registry: registry::Registry,
     pub relay_connected: std::sync::atomic::AtomicBool,
+    pub credentials: Arc<credentials::RelayCredentials>,
+    /// The cluster's intermediate CA, once signed (or loaded from the cache).
+    pub mesh: watch::Sender<Option<Arc<mesh_identity::ClusterCa>>>,
+    pub certs: Arc<mesh_identity::WorkloadCerts>,
     cache_path: PathBuf,
 }
 
@@ -62,11 +88,30 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(config) = &cached {
         tracing::info!(version = %format!("{:016x}", config.content_hash()), "serving cached config until the management server answers");
     }
+    let credentials = credentials::RelayCredentials::load(credentials::CredentialOptions {
+        insecure: args.insecure,
+        authority: &args.relay_authority,
+        root_ca: args.root_ca.as_deref(),
+        client_cert: args.client_cert.as_deref(),
+        client_key: args.client_key.as_deref(),
+        token: args.token.clone(),
+        data_dir: &data_dir,
+    })?;
+    if args.insecure {
+        tracing::warn!(
+            "INSECURE: the relay runs in plaintext without authentication; for demos only, never in production"
+        );
+    }
+    let workload_ttl = crate::duration::parse_duration(&args.workload_cert_ttl).context("--workload-cert-ttl")?;
+    let mesh_dir = mesh_identity::mesh_dir(&data_dir);
     let agent = Arc::new(Agent {
         cluster: args.cluster.clone(),
         config: watch::Sender::new(cached.map(Arc::new)),
         registry: registry::Registry::new(args.xds_addr),
         relay_connected: Default::default(),
+        credentials: Arc::new(credentials),
+        mesh: watch::Sender::new(mesh_identity::ClusterCa::load(&mesh_dir).map(Arc::new)),
+        certs: Arc::new(mesh_identity::WorkloadCerts::new(workload_ttl)),
         cache_path,
     });
 
@@ -78,6 +123,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));
     tokio::spawn(registry::expire_loop(agent.clone()));
     tokio::spawn(relay_client::run(agent.clone(), args.mgmt.clone()));
+    tokio::spawn(credentials::renew_loop(
+        agent.credentials.clone(),
+        args.mgmt.clone(),
+        args.cluster.clone(),
+    ));
+    tokio::spawn(mesh_identity::keep_cluster_ca(
+        agent.clone(),
+        args.mgmt.clone(),
+        mesh_dir,
+    ));
+    tokio::spawn(agent.certs.clone().watch_due());
 
     let registry_listener = tokio::net::TcpListener::bind(args.registry_addr)
         .await

@@ -33,6 +33,14 @@ pub fn load_cache(path: &Path, cluster: &str) -> Option<ClusterConfig> {
     }
 }
 
+/// The whole error chain, with tonic's statuses spelled out (their Display hides the message).
+fn describe(error: &anyhow::Error) -> String {
+    if let Some(status) = error.downcast_ref::<tonic::Status>() {
+        return format!("{:?}: {}", status.code(), status.message());
+    }
+    format!("{error:#}")
+}
+
 /// Writes atomically (temp file + rename) so a crash never leaves half a cache.
 fn store_cache(path: &Path, config: &ClusterConfig) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
@@ -50,7 +58,7 @@ pub async fn run(agent: Arc<Agent>, mgmt: String) {
                 backoff = MIN_BACKOFF;
             }
             Err(error) => {
-                tracing::warn!(mgmt = %mgmt, error = %format!("{error:#}"), retry_in = ?backoff, "relay unavailable; serving the last config")
+                tracing::warn!(mgmt = %mgmt, error = %describe(&error), retry_in = ?backoff, "relay unavailable; serving the last config")
             }
         }
         agent.relay_connected.store(false, Ordering::Relaxed);
@@ -59,21 +67,13 @@ pub async fn run(agent: Arc<Agent>, mgmt: String) {
     }
 }
 
-fn endpoint(mgmt: &str) -> String {
-    if mgmt.starts_with("http://") || mgmt.starts_with("https://") {
-        mgmt.to_string()
-    } else {
-        format!("http://{mgmt}")
-    }
-}
-
 async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint(mgmt))?
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
+    if let super::credentials::RelayCredentials::Tls(tls) = &*agent.credentials
+        && !tls.has_identity()
+    {
+        tls.register(mgmt, &agent.cluster).await?;
+    }
+    let channel = agent.credentials.channel(mgmt).await?;
     let mut client = RelayClient::new(channel);
     let (tx, rx) = mpsc::channel::<AgentMessage>(8);
     let last_applied = agent

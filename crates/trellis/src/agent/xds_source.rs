@@ -1,5 +1,6 @@
-//! Per-proxy Envoy snapshots: rebuilt whenever the cluster's config or the set of registered
-//! proxies changes, and handed to the ADS server through one watch channel per node id.
+//! Per-proxy Envoy snapshots: rebuilt whenever the cluster's config, the set of registered
+//! proxies, the cluster CA or a due workload certificate changes, and handed to the ADS server
+//! through one watch channel per node id.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -36,20 +37,33 @@ impl SnapshotSource for ProxySnapshots {
     }
 }
 
-pub fn build(config: &ClusterConfig, registration: &ProxyRegistration) -> Snapshot {
+/// A proxy's resources; `None` while a sidecar's certificate cannot be issued yet (no cluster CA):
+/// its Envoy is held rather than given listeners it cannot serve.
+pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistration) -> Option<Snapshot> {
     let resources = match registration {
         ProxyRegistration::Sidecar {
             workload,
             outbound_port,
-        } => trellis_envoy::sidecar(
-            config,
-            &SidecarSpec {
+        } => {
+            let ca = agent.mesh.borrow().clone()?;
+            let spiffe_id = trellis_model::spiffe_id(&ca.trust_domain, &workload.namespace, &workload.service_account);
+            let cert = match agent.certs.get(&ca, &spiffe_id) {
+                Ok(cert) => cert,
+                Err(error) => {
+                    tracing::error!(%error, spiffe_id, "cannot issue a workload certificate");
+                    return None;
+                }
+            };
+            let spec = SidecarSpec {
                 workload,
                 outbound_address: "127.0.0.1",
                 outbound_port: *outbound_port,
                 inbound_address: &workload.address,
-            },
-        ),
+            };
+            let mut resources = trellis_envoy::sidecar(config, &spec);
+            resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
+            resources
+        }
         ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
             config,
             &GatewaySpec {
@@ -70,15 +84,19 @@ pub fn build(config: &ClusterConfig, registration: &ProxyRegistration) -> Snapsh
     for list in snapshot.resources.values_mut() {
         list.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    snapshot
+    Some(snapshot)
 }
 
 pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnapshots>) {
     let mut config_changes = agent.config.subscribe();
     let mut registry_changes = agent.registry.changes.subscribe();
+    let mut ca_changes = agent.mesh.subscribe();
+    let mut certs_due = agent.certs.due.subscribe();
     loop {
         let config = config_changes.borrow_and_update().clone();
         registry_changes.borrow_and_update();
+        ca_changes.borrow_and_update();
+        certs_due.borrow_and_update();
         if let Some(config) = config {
             let registrations = agent.registry.all();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
@@ -87,7 +105,9 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                 let Some(registration) = registrations.get(node_id) else {
                     continue;
                 };
-                let snapshot = build(&config, registration);
+                let Some(snapshot) = build(&agent, &config, registration) else {
+                    continue;
+                };
                 sender.send_if_modified(|current| {
                     if current.as_deref() == Some(&snapshot) {
                         return false;
@@ -100,6 +120,8 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
         tokio::select! {
             result = config_changes.changed() => if result.is_err() { return },
             result = registry_changes.changed() => if result.is_err() { return },
+            result = ca_changes.changed() => if result.is_err() { return },
+            result = certs_due.changed() => if result.is_err() { return },
             _ = snapshots.new_node.notified() => {}
         }
     }

@@ -7,6 +7,9 @@
 //! | GET | /api/v1/resources[?kind=K] | list |
 //! | GET, DELETE | /api/v1/resources/{kind}/{namespace}/{name} | one resource |
 //! | GET | /api/v1/clusters | agents: connection, config versions, workloads |
+//! | POST | /api/v1/clusters/{name}/register?ttl=1h | record the cluster; a one-time token for its agent |
+//! | POST | /api/v1/clusters/{name}/deregister | revoke the cluster's certificates and close its relay stream |
+//! | GET | /api/v1/check | what `trellis check` reports: relay mode, certificate expiry, agents |
 //! | GET | /api/v1/translation | per-cluster IR and warnings, for debugging |
 
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use trellis_api::{ApiError, DocumentError, Kind, ResourceKey};
 
 use super::Mgmt;
 use super::metrics::ResultLabel;
+use super::pki::RelaySecurity;
 
 pub fn router(mgmt: Arc<Mgmt>) -> Router {
     Router::new()
@@ -33,6 +37,9 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
             get(get_one).delete(delete_one),
         )
         .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/clusters/{name}/register", post(register_cluster))
+        .route("/api/v1/clusters/{name}/deregister", post(deregister_cluster))
+        .route("/api/v1/check", get(super::check::report))
         .route("/api/v1/translation", get(translation))
         .with_state(mgmt)
 }
@@ -188,19 +195,126 @@ async fn delete_one(
     Ok(Json(json!({ "results": [{"key": key, "deleted": true}] })))
 }
 
-async fn clusters(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
+pub(super) fn cluster_statuses(mgmt: &Mgmt) -> serde_json::Map<String, serde_json::Value> {
     let translation = mgmt.translation();
+    let registered: Vec<String> = mgmt
+        .store
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.kind() == Kind::KubernetesCluster)
+        .map(|r| r.metadata.name)
+        .collect();
+    let mut agents = mgmt.agents();
+    for name in &registered {
+        agents.entry(name.clone()).or_default();
+    }
     let mut clusters = serde_json::Map::new();
-    for (name, status) in mgmt.agents() {
+    for (name, status) in agents {
         let mut value = serde_json::to_value(&status).expect("status serializes");
         let current = translation
             .clusters
             .get(&name)
             .map(|c| format!("{:016x}", c.content_hash()));
         value["currentVersion"] = json!(current);
+        value["registered"] = json!(registered.contains(&name));
         clusters.insert(name, value);
     }
-    Json(json!({ "clusters": clusters }))
+    clusters
+}
+
+async fn clusters(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
+    Json(json!({ "clusters": cluster_statuses(&mgmt) }))
+}
+
+/// Where `trellis cluster register` keeps the KubernetesCluster it creates.
+pub const ADMIN_NAMESPACE: &str = "trellis";
+
+#[derive(Deserialize)]
+struct RegisterQuery {
+    ttl: Option<String>,
+}
+
+async fn register_cluster(
+    State(mgmt): State<Arc<Mgmt>>,
+    Path(name): Path<String>,
+    Query(query): Query<RegisterQuery>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let document = format!(
+        "apiVersion: admin.gloo.solo.io/v2\nkind: KubernetesCluster\nmetadata: {{name: {name:?}, namespace: {ADMIN_NAMESPACE}}}\nspec: {{}}\n"
+    );
+    let cluster = trellis_api::parse_one("register", &document)?;
+    let ttl = match &query.ttl {
+        Some(text) => crate::duration::parse_duration(text).map_err(|e| ApiFailure::BadRequest(format!("ttl: {e}")))?,
+        None => mgmt.token_ttl,
+    };
+    let registering = mgmt.clone();
+    let token = blocking(move || -> Result<Option<(String, u64)>, ApiFailure> {
+        if !registering.is_registered(&name).map_err(ApiFailure::Internal)? {
+            registering.store.apply(vec![cluster])?;
+        }
+        let uses_tokens = matches!(&registering.relay, RelaySecurity::Tls(tls) if tls.signer.is_some());
+        if !uses_tokens {
+            return Ok(None);
+        }
+        let token = trellis_pki::random_token();
+        let expires_at = super::state::unix_now() + ttl.as_secs().max(1);
+        let record = trellis_store::TokenRecord {
+            cluster: name.clone(),
+            expires_at,
+            used: false,
+        };
+        registering
+            .store
+            .put_token(&trellis_pki::sha256_hex(token.as_bytes()), &record)?;
+        tracing::info!(cluster = %name, expires_at, "registration token issued");
+        Ok(Some((token, expires_at)))
+    })
+    .await?;
+    mgmt.config_changed();
+    let (mode, root_ca, authority) = match &mgmt.relay {
+        RelaySecurity::Insecure => ("insecure", None, None),
+        RelaySecurity::Tls(tls) if tls.signer.is_none() => (
+            "client-certificate",
+            Some(tls.root_pem.clone()),
+            Some(tls.authority.clone()),
+        ),
+        RelaySecurity::Tls(tls) => ("token", Some(tls.root_pem.clone()), Some(tls.authority.clone())),
+    };
+    Ok(Json(json!({
+        "mode": mode,
+        "token": token.as_ref().map(|(t, _)| t),
+        "expiresAt": token.as_ref().map(|(_, e)| e),
+        "relayAuthority": authority,
+        "rootCaPem": root_ca,
+    })))
+}
+
+async fn deregister_cluster(
+    State(mgmt): State<Arc<Mgmt>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let deregistering = mgmt.clone();
+    let revoked = blocking(move || -> Result<usize, ApiFailure> {
+        let keys: Vec<ResourceKey> = deregistering
+            .store
+            .list()?
+            .into_iter()
+            .filter(|r| r.kind() == Kind::KubernetesCluster && r.metadata.name == name)
+            .map(|r| r.key())
+            .collect();
+        if keys.is_empty() {
+            return Err(ApiFailure::NotFound(format!("cluster {name}")));
+        }
+        deregistering.store.delete(&keys)?;
+        let revoked = deregistering.store.revoke_cluster_certificates(&name)?;
+        deregistering.forget_cluster(&name).map_err(ApiFailure::Internal)?;
+        let _ = deregistering.kicks.send(name.clone());
+        tracing::warn!(cluster = %name, revoked, "cluster deregistered; its certificates are revoked");
+        Ok(revoked)
+    })
+    .await?;
+    Ok(Json(json!({ "revokedCertificates": revoked })))
 }
 
 async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {

@@ -25,6 +25,11 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 #[derive(Clone)]
 pub struct MgmtMetrics {
     pub translations_total: Counter,
@@ -33,6 +38,8 @@ pub struct MgmtMetrics {
     pub config_pushes_total: Family<ClusterLabel, Counter>,
     pub config_nacks_total: Family<ClusterLabel, Counter>,
     pub applies_total: Family<ResultLabel, Counter>,
+    pub relay_refused_total: Family<ReasonLabel, Counter>,
+    pub certificates_issued_total: Family<ResultLabel, Counter>,
 }
 
 impl MgmtMetrics {
@@ -44,6 +51,8 @@ impl MgmtMetrics {
             config_pushes_total: Family::default(),
             config_nacks_total: Family::default(),
             applies_total: Family::default(),
+            relay_refused_total: Family::default(),
+            certificates_issued_total: Family::default(),
         };
         registry.register(
             "trellis_mgmt_translations",
@@ -75,7 +84,26 @@ impl MgmtMetrics {
             "Apply requests by result",
             metrics.applies_total.clone(),
         );
+        registry.register(
+            "trellis_mgmt_relay_refused",
+            "Relay connections and calls refused, by reason",
+            metrics.relay_refused_total.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_certificates_issued",
+            "Certificates signed for agents, by kind",
+            metrics.certificates_issued_total.clone(),
+        );
         metrics
+    }
+
+    /// Counts one refusal; `reason` is one of a fixed set of short words.
+    pub fn refused(&self, reason: &str) {
+        self.relay_refused_total
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 }
 

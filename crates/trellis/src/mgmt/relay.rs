@@ -1,7 +1,12 @@
-//! The relay server: one stream per agent; discovery up, that cluster's config down.
+//! The relay server: one stream per agent (discovery up, that cluster's config down), plus the
+//! unary calls that register agents, renew their certificates and sign cluster intermediates.
+//!
+//! Who an agent is comes from its verified client certificate, never from what it says: an
+//! agent that claims another cluster's name in its Hello is refused.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -9,11 +14,17 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use trellis_model::ClusterDiscovery;
-use trellis_relay::{AgentMessage, ServerMessage, agent_message};
+use trellis_relay::{
+    AgentMessage, CertificateResponse, RegisterRequest, RenewRequest, ServerMessage, SignIntermediateRequest,
+    SignIntermediateResponse, agent_message,
+};
+use trellis_store::TokenCheck;
 
 use super::Mgmt;
-use super::metrics::ClusterLabel;
+use super::metrics::{ClusterLabel, ResultLabel};
+use super::pki::{RelaySecurity, RelayTls};
 use super::state::unix_now;
+use super::tls::PeerInfo;
 
 pub struct RelayService {
     mgmt: Arc<Mgmt>,
@@ -23,6 +34,146 @@ impl RelayService {
     pub fn new(mgmt: Arc<Mgmt>) -> Self {
         RelayService { mgmt }
     }
+
+    /// Logs, counts and builds a refusal.
+    fn refuse(&self, peer: &PeerInfo, reason: &str, status: Status) -> Status {
+        self.mgmt.metrics.refused(reason);
+        tracing::warn!(peer = ?peer.remote, reason, message = status.message(), "relay refused a request");
+        status
+    }
+
+    fn tls(&self) -> Option<&RelayTls> {
+        match &self.mgmt.relay {
+            RelaySecurity::Insecure => None,
+            RelaySecurity::Tls(tls) => Some(tls),
+        }
+    }
+
+    /// The cluster a caller may act for. With TLS: the verified client certificate's, which must
+    /// be registered, unrevoked and match `claimed` when given. Insecure: whatever it claims.
+    fn authenticate(&self, peer: &PeerInfo, claimed: Option<&str>) -> Result<String, Status> {
+        if self.tls().is_none() {
+            return claimed
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| Status::invalid_argument("name the cluster: start the agent with --cluster NAME"));
+        }
+        let Some(der) = &peer.cert_der else {
+            return Err(self.refuse(
+                peer,
+                "no_client_certificate",
+                Status::unauthenticated(
+                    "a client certificate is required: start the agent with --token (first registration) or --client-cert/--client-key",
+                ),
+            ));
+        };
+        let info = trellis_pki::inspect_der(der)
+            .map_err(|e| self.refuse(peer, "invalid_certificate", Status::unauthenticated(e.to_string())))?;
+        let cluster = info
+            .uris
+            .iter()
+            .find_map(|uri| trellis_pki::cluster_from_relay_identity(uri))
+            .or_else(|| info.dns_names.first().cloned())
+            .or(info.subject_cn.clone())
+            .ok_or_else(|| {
+                self.refuse(
+                    peer,
+                    "unknown_identity",
+                    Status::unauthenticated("the client certificate names no cluster"),
+                )
+            })?;
+        let internal = |e: anyhow::Error| Status::internal(format!("store: {e}"));
+        if self
+            .mgmt
+            .store
+            .is_revoked(&info.serial_hex)
+            .map_err(|e| internal(e.into()))?
+        {
+            return Err(self.refuse(
+                peer,
+                "revoked",
+                Status::permission_denied(format!(
+                    "the certificate of cluster {cluster} was revoked when the cluster was deregistered"
+                )),
+            ));
+        }
+        if !self.mgmt.is_registered(&cluster).map_err(internal)? {
+            return Err(self.refuse(
+                peer,
+                "unregistered_cluster",
+                Status::permission_denied(format!(
+                    "cluster {cluster} is not registered: run `trellis cluster register {cluster}`"
+                )),
+            ));
+        }
+        if let Some(claimed) = claimed
+            && claimed != cluster
+        {
+            return Err(self.refuse(
+                peer,
+                "wrong_cluster",
+                Status::permission_denied(format!(
+                    "the client certificate is for cluster {cluster}, not {claimed}"
+                )),
+            ));
+        }
+        Ok(cluster)
+    }
+
+    /// Signs a client CSR for `cluster` and remembers the serial (for revocation).
+    fn issue_client_certificate(
+        &self,
+        tls: &RelayTls,
+        peer: &PeerInfo,
+        cluster: &str,
+        csr_pem: &str,
+        kind: &str,
+    ) -> Result<String, Status> {
+        let Some(signer) = &tls.signer else {
+            return Err(self.refuse(
+                peer,
+                "ca_disabled",
+                Status::failed_precondition("this management server runs with --disable-ca: agents bring their own client certificates (--client-cert/--client-key)"),
+            ));
+        };
+        let chain = signer
+            .sign_client_csr(
+                csr_pem,
+                &trellis_pki::relay_identity(cluster),
+                cluster,
+                tls.client_cert_ttl,
+                SystemTime::now(),
+            )
+            .map_err(|e| {
+                self.refuse(
+                    peer,
+                    "bad_csr",
+                    Status::invalid_argument(format!("cannot sign the CSR: {e}")),
+                )
+            })?;
+        let info = trellis_pki::inspect_pem(&chain).map_err(|e| Status::internal(e.to_string()))?;
+        self.mgmt
+            .store
+            .record_certificate(&info.serial_hex, cluster)
+            .map_err(|e| Status::internal(format!("store: {e}")))?;
+        self.mgmt
+            .metrics
+            .certificates_issued_total
+            .get_or_create(&ResultLabel { result: kind.into() })
+            .inc();
+        tracing::info!(cluster, serial = %info.serial_hex, kind, "issued a relay client certificate");
+        Ok(chain)
+    }
+}
+
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn peer_of<T>(request: &Request<T>) -> PeerInfo {
+    request.extensions().get::<PeerInfo>().cloned().unwrap_or_default()
 }
 
 type ConfigStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
@@ -32,7 +183,7 @@ impl trellis_relay::Relay for RelayService {
     type ConnectStream = ConfigStream;
 
     async fn connect(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<ConfigStream>, Status> {
-        let peer = request.remote_addr();
+        let peer = peer_of(&request);
         let mut incoming = request.into_inner();
         let hello = match incoming.next().await {
             Some(Ok(AgentMessage {
@@ -41,26 +192,135 @@ impl trellis_relay::Relay for RelayService {
             Some(Err(status)) => return Err(status),
             _ => return Err(Status::invalid_argument("the first relay message must be Hello")),
         };
-        if hello.cluster.is_empty() {
-            return Err(Status::invalid_argument(
-                "Hello.cluster is empty: start the agent with --cluster NAME",
-            ));
-        }
+        let cluster = self.authenticate(&peer, Some(&hello.cluster))?;
+        let expires = peer
+            .cert_der
+            .as_deref()
+            .and_then(|der| trellis_pki::inspect_der(der).ok())
+            .map(|i| unix_secs(i.not_after));
+        self.mgmt.update_agent(&cluster, |a| a.client_cert_expires = expires);
         let (tx, rx) = mpsc::channel(8);
-        let span = tracing::info_span!("relay_stream", cluster = %hello.cluster);
-        tokio::spawn(serve_agent(self.mgmt.clone(), hello, incoming, tx).instrument(span));
-        tracing::debug!(?peer, "relay stream accepted");
+        let span = tracing::info_span!("relay_stream", cluster = %cluster);
+        tokio::spawn(serve_agent(self.mgmt.clone(), cluster, hello, incoming, tx).instrument(span));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<CertificateResponse>, Status> {
+        let peer = peer_of(&request);
+        let Some(tls) = self.tls() else {
+            return Err(Status::failed_precondition(
+                "this management server runs --insecure: agents connect without registering",
+            ));
+        };
+        let request = request.into_inner();
+        let hash = trellis_pki::sha256_hex(request.token.as_bytes());
+        let check = self
+            .mgmt
+            .store
+            .consume_token(&hash, unix_now())
+            .map_err(|e| Status::internal(format!("store: {e}")))?;
+        let cluster = match check {
+            TokenCheck::Accepted { cluster } if cluster == request.cluster => cluster,
+            TokenCheck::Accepted { cluster } => {
+                return Err(self.refuse(
+                    &peer,
+                    "token_wrong_cluster",
+                    Status::permission_denied(format!(
+                        "this token was issued for cluster {cluster}, not {}; it is now used up",
+                        request.cluster
+                    )),
+                ));
+            }
+            TokenCheck::Unknown => {
+                return Err(self.refuse(
+                    &peer,
+                    "token_unknown",
+                    Status::unauthenticated("unknown registration token"),
+                ));
+            }
+            TokenCheck::AlreadyUsed { cluster } => {
+                return Err(self.refuse(
+                    &peer,
+                    "token_reused",
+                    Status::unauthenticated(format!("the registration token of cluster {cluster} was already used: tokens work once; run `trellis cluster register {cluster}` for a new one")),
+                ));
+            }
+            TokenCheck::Expired { cluster } => {
+                return Err(self.refuse(
+                    &peer,
+                    "token_expired",
+                    Status::unauthenticated(format!("the registration token of cluster {cluster} has expired; run `trellis cluster register {cluster}` for a new one")),
+                ));
+            }
+        };
+        let chain = self.issue_client_certificate(tls, &peer, &cluster, &request.csr_pem, "registration")?;
+        tracing::info!(cluster, peer = ?peer.remote, "agent registered");
+        Ok(Response::new(CertificateResponse { cert_chain_pem: chain }))
+    }
+
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<CertificateResponse>, Status> {
+        let peer = peer_of(&request);
+        let Some(tls) = self.tls() else {
+            return Err(Status::failed_precondition(
+                "this management server runs --insecure: there are no certificates to renew",
+            ));
+        };
+        let cluster = self.authenticate(&peer, None)?;
+        let chain = self.issue_client_certificate(tls, &peer, &cluster, &request.into_inner().csr_pem, "renewal")?;
+        Ok(Response::new(CertificateResponse { cert_chain_pem: chain }))
+    }
+
+    async fn sign_intermediate(
+        &self,
+        request: Request<SignIntermediateRequest>,
+    ) -> Result<Response<SignIntermediateResponse>, Status> {
+        let peer = peer_of(&request);
+        let request = request.into_inner();
+        let cluster = self.authenticate(
+            &peer,
+            Some(&request.cluster).filter(|c| !c.is_empty()).map(String::as_str),
+        )?;
+        let mesh = &self.mgmt.mesh;
+        let chain = mesh
+            .root
+            .sign_intermediate_csr(
+                &request.csr_pem,
+                &format!("Trellis intermediate CA for cluster {cluster}"),
+                mesh.intermediate_ttl,
+                SystemTime::now(),
+            )
+            .map_err(|e| {
+                self.refuse(
+                    &peer,
+                    "bad_csr",
+                    Status::invalid_argument(format!("cannot sign the CSR: {e}")),
+                )
+            })?;
+        self.mgmt
+            .metrics
+            .certificates_issued_total
+            .get_or_create(&ResultLabel {
+                result: "intermediate".into(),
+            })
+            .inc();
+        let expires = trellis_pki::inspect_pem(&chain).ok().map(|i| unix_secs(i.not_after));
+        self.mgmt.update_agent(&cluster, |a| a.intermediate_expires = expires);
+        tracing::info!(cluster, "signed a cluster intermediate CA");
+        Ok(Response::new(SignIntermediateResponse {
+            chain_pem: chain,
+            mesh_root_pem: mesh.root.root_pem(),
+            trust_domain: mesh.trust_domain.clone(),
+        }))
     }
 }
 
 async fn serve_agent(
     mgmt: Arc<Mgmt>,
+    cluster: String,
     hello: trellis_relay::Hello,
     mut incoming: Streaming<AgentMessage>,
     tx: mpsc::Sender<Result<ServerMessage, Status>>,
 ) {
-    let cluster = hello.cluster.clone();
     let label = ClusterLabel {
         cluster: cluster.clone(),
     };
@@ -73,6 +333,7 @@ async fn serve_agent(
     tracing::info!(agent_version = %hello.agent_version, last_applied = %hello.last_applied_version, "agent connected");
 
     let mut translations = mgmt.subscribe();
+    let mut kicks = mgmt.kicks.subscribe();
     // The agent tells us what it runs; an unchanged config is not sent again after a reconnect.
     let mut sent_version = hello.last_applied_version.clone();
     translations.mark_changed();
@@ -96,6 +357,13 @@ async fn serve_agent(
                 mgmt.metrics.config_pushes_total.get_or_create(&label).inc();
                 mgmt.update_agent(&cluster, |a| a.sent_version = version.clone());
                 sent_version = version;
+            }
+            kicked = kicks.recv() => {
+                if matches!(kicked, Ok(ref name) if *name == cluster) {
+                    let _ = tx.send(Err(Status::permission_denied(format!("cluster {cluster} was deregistered")))).await;
+                    tracing::warn!("cluster deregistered: relay stream closed");
+                    break;
+                }
             }
             message = incoming.next() => {
                 match message {

@@ -10,6 +10,7 @@ use trellis_store::Store;
 use trellis_translate::Translation;
 
 use super::metrics::MgmtMetrics;
+use super::pki::{MeshCa, RelaySecurity};
 
 /// What the server knows about one cluster's agent.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -26,6 +27,12 @@ pub struct AgentStatus {
     pub east_west_gateway: Option<String>,
     /// Seconds since the Unix epoch of the last connect or disconnect.
     pub since: u64,
+    /// When the client certificate the agent last connected with expires (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_expires: Option<u64>,
+    /// When the cluster's mesh intermediate CA expires (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intermediate_expires: Option<u64>,
 }
 
 pub struct Mgmt {
@@ -35,12 +42,24 @@ pub struct Mgmt {
     agents: Mutex<BTreeMap<String, AgentStatus>>,
     changed: Notify,
     pub metrics: MgmtMetrics,
+    pub relay: RelaySecurity,
+    pub mesh: MeshCa,
+    /// Names of deregistered clusters, so their open relay streams end at once.
+    pub kicks: tokio::sync::broadcast::Sender<String>,
+    /// Lifetime of registration tokens when a request names none.
+    pub token_ttl: Duration,
 }
 
 impl Mgmt {
     /// Loads the persisted discovery too: after a restart the first translation already covers
     /// every cluster, so no agent is sent a mesh with the other clusters missing.
-    pub fn load(store: Arc<dyn Store>, metrics: MgmtMetrics) -> anyhow::Result<Arc<Self>> {
+    pub fn load(
+        store: Arc<dyn Store>,
+        metrics: MgmtMetrics,
+        relay: RelaySecurity,
+        mesh: MeshCa,
+        token_ttl: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
         let discovery = store
             .discoveries()?
             .into_iter()
@@ -53,6 +72,10 @@ impl Mgmt {
             agents: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
             metrics,
+            relay,
+            mesh,
+            kicks: tokio::sync::broadcast::Sender::new(16),
+            token_ttl,
         });
         mgmt.retranslate()?;
         Ok(mgmt)
@@ -93,6 +116,24 @@ impl Mgmt {
         Ok(())
     }
 
+    /// Forgets a cluster's discovery (its workloads leave every other cluster's config).
+    pub fn forget_cluster(&self, cluster: &str) -> anyhow::Result<()> {
+        self.discovery.lock().expect("discovery lock").remove(cluster);
+        self.store.delete_discovery(cluster)?;
+        self.agents.lock().expect("agents lock").remove(cluster);
+        self.config_changed();
+        Ok(())
+    }
+
+    /// True when a KubernetesCluster of that name exists, in any namespace.
+    pub fn is_registered(&self, cluster: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .store
+            .list()?
+            .iter()
+            .any(|r| r.kind() == trellis_api::Kind::KubernetesCluster && r.metadata.name == cluster))
+    }
+
     pub fn update_agent(&self, cluster: &str, change: impl FnOnce(&mut AgentStatus)) {
         let mut agents = self.agents.lock().expect("agents lock");
         change(agents.entry(cluster.to_string()).or_default());
@@ -115,7 +156,8 @@ impl Mgmt {
         let started = Instant::now();
         let resources = self.store.list()?;
         let discovery = self.discovery.lock().expect("discovery lock").clone();
-        let translation = trellis_translate::translate(&Snapshot::new(resources, discovery));
+        let snapshot = Snapshot::new(resources, discovery).with_trust_domain(&self.mesh.trust_domain);
+        let translation = trellis_translate::translate(&snapshot);
         self.metrics
             .translation_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use trellis::up::{LocalMesh, MeshPorts};
+use trellis::up::{LocalMesh, MeshOptions};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_trellis"))
@@ -17,7 +17,7 @@ pub fn test_dir(name: &str) -> PathBuf {
 
 /// The demo mesh with its config applied and cross-cluster traffic flowing.
 pub async fn demo_mesh(name: &str) -> LocalMesh {
-    let mesh = LocalMesh::start(&bin(), &test_dir(name), MeshPorts::free())
+    let mesh = LocalMesh::start(&bin(), &test_dir(name), MeshOptions::free())
         .await
         .expect("mesh starts");
     mesh.apply_demo_config().await.expect("demo config applies");
@@ -104,4 +104,291 @@ pub async fn envoy_stat(admin_port: u16, name: &str) -> u64 {
 pub async fn finish(mut mesh: LocalMesh) {
     mesh.shutdown().await;
     let _ = std::fs::remove_dir_all(&mesh.dir);
+}
+
+/// A management server process on free ports, for tests that need no mesh around it.
+pub struct MgmtProcess {
+    child: tokio::process::Child,
+    pub url: String,
+    pub relay: String,
+    pub admin_port: u16,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    pub log: PathBuf,
+}
+
+impl MgmtProcess {
+    pub async fn start(dir: &std::path::Path, extra: &[&str]) -> MgmtProcess {
+        use trellis::process::free_port;
+        std::fs::create_dir_all(dir).unwrap();
+        let (api, relay, admin_port) = (free_port(), free_port(), free_port());
+        let data_dir = dir.join("mgmt");
+        let mut args = vec![
+            "mgmt".to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--api-addr".into(),
+            format!("127.0.0.1:{api}"),
+            "--relay-addr".into(),
+            format!("127.0.0.1:{relay}"),
+            "--admin-addr".into(),
+            format!("127.0.0.1:{admin_port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = dir.join("mgmt.log");
+        let child = spawn_logged(&args, &log, &[]);
+        let server = MgmtProcess {
+            child,
+            url: format!("http://127.0.0.1:{api}"),
+            relay: format!("127.0.0.1:{relay}"),
+            admin_port,
+            data_dir,
+            args,
+            log,
+        };
+        server.wait().await;
+        server
+    }
+
+    async fn wait(&self) {
+        for _ in 0..300 {
+            if trellis::httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(1))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("management server did not start; see {}", self.log.display());
+    }
+
+    pub async fn restart(&mut self) {
+        self.child.kill().await.unwrap();
+        self.child = spawn_logged(&self.args, &self.log, &[]);
+        self.wait().await;
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = trellis::httpc::get(&format!("{}{path}", self.url), Duration::from_secs(5))
+            .await
+            .unwrap();
+        serde_json::from_str(&response.body).unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.url);
+        let response = trellis::httpc::request(
+            "POST",
+            &url,
+            None,
+            &[],
+            Some(("application/json", Vec::new())),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        (
+            response.status,
+            serde_json::from_str(&response.body).unwrap_or_default(),
+        )
+    }
+
+    /// Registers a cluster; returns (token, relay root CA PEM).
+    pub async fn register(&self, cluster: &str, ttl: Option<&str>) -> (String, String) {
+        let query = ttl.map(|t| format!("?ttl={t}")).unwrap_or_default();
+        let (status, body) = self
+            .post_json(&format!("/api/v1/clusters/{cluster}/register{query}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["token"].as_str().unwrap().to_string(),
+            body["rootCaPem"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// One sample of a Prometheus counter from /metrics (0 when absent).
+    pub async fn metric(&self, series: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        let body = trellis::httpc::get(&url, Duration::from_secs(5)).await.unwrap().body;
+        body.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+
+    pub async fn cluster_status(&self, cluster: &str) -> serde_json::Value {
+        self.get_json("/api/v1/clusters").await["clusters"][cluster].clone()
+    }
+
+    /// Waits until `cluster`'s agent is connected (or not), failing after `limit`.
+    pub async fn wait_connected(&self, cluster: &str, connected: bool, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.cluster_status(cluster).await["connected"] != connected {
+            assert!(
+                Instant::now() < deadline,
+                "cluster {cluster} connected != {connected} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub fn spawn_logged(args: &[String], log: &std::path::Path, env: &[(&str, &str)]) -> tokio::process::Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    tokio::process::Command::new(bin())
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// An agent process (no proxies) with its own data directory and log.
+pub struct AgentProcess {
+    pub child: tokio::process::Child,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    pub fn start(
+        dir: &std::path::Path,
+        name: &str,
+        cluster: &str,
+        mgmt: &MgmtProcess,
+        extra: &[&str],
+        token: Option<&str>,
+    ) -> AgentProcess {
+        use trellis::process::free_port;
+        let data_dir = dir.join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--cluster".into(),
+            cluster.into(),
+            "--mgmt".into(),
+            mgmt.relay.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--registry-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--xds-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = dir.join(format!("{name}.log"));
+        let env: Vec<(&str, &str)> = token.map(|t| ("TRELLIS_TOKEN", t)).into_iter().collect();
+        AgentProcess {
+            child: spawn_logged(&args, &log, &env),
+            data_dir,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the agent's log contains `text`.
+    pub async fn wait_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log_text().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "agent log {} never said {text:?}:\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// An HTTPS GET straight to a sidecar's inbound listener, optionally with a client certificate.
+/// The server certificate is not checked (there is no DNS name to check; the server's identity
+/// is not what these tests are about): what is tested is whether the sidecar lets the client in.
+pub async fn mtls_get(
+    port: u16,
+    client: Option<&trellis_pki::CertifiedKey>,
+) -> anyhow::Result<trellis::httpc::Response> {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::ServerName;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAnyServer(provider)));
+    let config = match client {
+        Some(cert) => {
+            use rustls::pki_types::pem::PemObject;
+            let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key.0.as_bytes())?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("workload.mesh").unwrap(), tcp)
+        .await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/")
+        .header("host", "backend")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(trellis::httpc::Response {
+        status,
+        headers: Vec::new(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+#[derive(Debug)]
+struct AcceptAnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

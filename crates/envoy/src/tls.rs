@@ -1,0 +1,125 @@
+//! Mesh mTLS: the two secrets every proxy holds (its SPIFFE certificate and the mesh root), and
+//! the TLS contexts that refer to them by name over SDS on the ADS stream.
+//!
+//! ```text
+//!  client sidecar ──UpstreamTlsContext(sni = upstream key, SAN ∈ upstream identities)──▶
+//!      [remote east-west gateway: passes TLS through by SNI] ──▶
+//!  server sidecar ──DownstreamTlsContext(client cert required, chained to ROOTCA)──▶ app
+//! ```
+
+use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source, transport_socket};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    secret,
+    subject_alt_name_matcher::SanType,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::util::pack_any;
+use trellis_model::ir::Upstream;
+
+use crate::common::ads_source;
+use crate::routes::exact;
+
+/// The proxy's own certificate chain and key (its SPIFFE identity).
+pub const WORKLOAD_SECRET: &str = "default";
+/// The mesh root CA every peer certificate must chain to.
+pub const ROOT_CA_SECRET: &str = "ROOTCA";
+
+const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
+
+/// The two secrets a proxy needs, as PEM: [`WORKLOAD_SECRET`] then [`ROOT_CA_SECRET`].
+pub fn secrets(cert_chain_pem: &str, key_pem: &str, root_ca_pem: &str) -> Vec<Secret> {
+    vec![
+        Secret {
+            name: WORKLOAD_SECRET.to_string(),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline(cert_chain_pem)),
+                private_key: Some(inline(key_pem)),
+                ..Default::default()
+            })),
+        },
+        Secret {
+            name: ROOT_CA_SECRET.to_string(),
+            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: Some(inline(root_ca_pem)),
+                ..Default::default()
+            })),
+        },
+    ]
+}
+
+fn inline(pem: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineString(pem.to_string())),
+        ..Default::default()
+    }
+}
+
+/// What a sidecar presents to an upstream: the upstream's key as SNI (a remote gateway routes
+/// on it), our certificate, and a peer check: chained to the mesh root and, unless the IR lists
+/// none, presenting one of the upstream's identities as a URI SAN.
+pub(crate) fn upstream_socket(upstream: &Upstream) -> TransportSocket {
+    let sans = upstream
+        .identities
+        .iter()
+        .map(|id| SubjectAltNameMatcher {
+            san_type: SanType::Uri as i32,
+            matcher: Some(exact(id)),
+            ..Default::default()
+        })
+        .collect();
+    let context = UpstreamTlsContext {
+        sni: upstream.key.clone(),
+        common_tls_context: Some(common_context(CertificateValidationContext {
+            match_typed_subject_alt_names: sans,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    tls_socket(pack_any(context))
+}
+
+/// What a sidecar's inbound listener demands: a client certificate that chains to the mesh
+/// root, whatever identity it carries (authorization comes later, on that identity).
+pub(crate) fn downstream_socket() -> TransportSocket {
+    let context = DownstreamTlsContext {
+        require_client_certificate: Some(BoolValue { value: true }),
+        common_tls_context: Some(common_context(CertificateValidationContext::default())),
+        ..Default::default()
+    };
+    tls_socket(pack_any(context))
+}
+
+/// Our certificate and the mesh root, both by name over SDS, plus `extra` peer checks.
+fn common_context(extra: CertificateValidationContext) -> CommonTlsContext {
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(WORKLOAD_SECRET)],
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(extra),
+                validation_context_sds_secret_config: Some(sds(ROOT_CA_SECRET)),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.to_string(),
+        sds_config: Some(ads_source()),
+    }
+}
+
+fn tls_socket(config: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+    TransportSocket {
+        name: TLS_TRANSPORT_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(config)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

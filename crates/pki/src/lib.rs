@@ -1,0 +1,32 @@
+//! Trellis PKI: the two certificate authorities of a Trellis mesh, as pure functions over PEM strings.
+//!
+//! ```text
+//!  relay PKI (mgmt <-> agents)                 mesh PKI (proxy <-> proxy)
+//!
+//!  relay root CA            (mgmt)             mesh root CA                 (mgmt)
+//!    └ relay intermediate   (mgmt)               └ cluster intermediate     (key: agent; CSR signed by mgmt)
+//!        ├ mgmt server cert (DNS SAN)                └ workload certs        (agent, for its proxies)
+//!        └ agent client certs (from CSRs,                spiffe://<td>/ns/<ns>/sa/<sa>
+//!          URI SAN spiffe://trellis-relay/cluster/<name>)
+//! ```
+//!
+//! Nothing here touches files: callers store the PEM strings (keys 0600). The clock is read only when a
+//! caller does not pass `now`, so tests can issue certificates in the past. Every key is ECDSA P-256.
+
+mod authority;
+mod cert;
+mod error;
+mod tls;
+mod util;
+
+pub use authority::{Authority, CertifiedKey, KeyPem, intermediate_from_signed, new_key_and_csr};
+pub use cert::{
+    CertInfo, cluster_from_relay_identity, inspect_der, inspect_pem, pem_to_der_certs, relay_identity,
+    workload_spiffe_id,
+};
+pub use error::{PkiError, Result};
+pub use tls::{client_tls_config, root_store, server_tls_config};
+pub use util::{random_token, renew_at, sha256_hex};
+
+#[cfg(test)]
+mod tests;

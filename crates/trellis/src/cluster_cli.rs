@@ -1,0 +1,173 @@
+//! `trellis cluster register|deregister|list` and `trellis check`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::cli::ServerArgs;
+use crate::httpc;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Record a cluster and print a one-time, expiring token for its agent.
+    Register(RegisterArgs),
+    /// Revoke a cluster: its certificates are refused from now on and its relay stream closes.
+    Deregister(NameArgs),
+    /// Clusters and their agents' connection state.
+    List(ServerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegisterArgs {
+    pub name: String,
+    /// How long the token stays valid (default: the server's --token-ttl).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Write the relay root CA, which the agent needs as --root-ca, to this file.
+    #[arg(long)]
+    pub root_ca_out: Option<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NameArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+async fn post(url: &str) -> anyhow::Result<Value> {
+    let response = httpc::request("POST", url, None, &[], Some(("application/json", Vec::new())), TIMEOUT).await?;
+    let body: Value = serde_json::from_str(&response.body).unwrap_or(Value::Null);
+    anyhow::ensure!(
+        response.status == 200,
+        "{} (HTTP {})",
+        body["error"].as_str().unwrap_or(&response.body),
+        response.status
+    );
+    Ok(body)
+}
+
+pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Register(args) => register(args).await,
+        ClusterCommand::Deregister(args) => {
+            let body = post(&format!(
+                "{}/api/v1/clusters/{}/deregister",
+                args.server.server, args.name
+            ))
+            .await?;
+            println!(
+                "cluster {} deregistered; {} certificate(s) revoked",
+                args.name, body["revokedCertificates"]
+            );
+            Ok(())
+        }
+        ClusterCommand::List(server) => list(server).await,
+    }
+}
+
+async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let mut url = format!("{}/api/v1/clusters/{}/register", args.server.server, args.name);
+    if let Some(ttl) = &args.ttl {
+        url.push_str(&format!("?ttl={ttl}"));
+    }
+    let body = post(&url).await?;
+    if let (Some(path), Some(root)) = (&args.root_ca_out, body["rootCaPem"].as_str()) {
+        std::fs::write(path, root).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.output.as_deref() == Some("json") {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let name = &args.name;
+    match body["mode"].as_str() {
+        Some("token") => {
+            let ttl = body["expiresAt"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(crate::mgmt::unix_now());
+            println!("cluster {name} registered");
+            println!(
+                "token (works once, expires in {}m{}s): {}",
+                ttl / 60,
+                ttl % 60,
+                body["token"].as_str().unwrap_or("")
+            );
+            let root = args
+                .root_ca_out
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "ROOT_CA_FILE".into());
+            println!(
+                "start its agent with:\n  TRELLIS_TOKEN=<token> trellis agent --cluster {name} --mgmt <relay address> --relay-authority {} --root-ca {root}",
+                body["relayAuthority"].as_str().unwrap_or("")
+            );
+            if args.root_ca_out.is_none() {
+                eprintln!("hint: --root-ca-out FILE writes the relay root CA the agent needs");
+            }
+        }
+        Some("client-certificate") => println!(
+            "cluster {name} registered; the server runs --disable-ca: give its agent a client certificate for {name} (--client-cert/--client-key)"
+        ),
+        _ => println!("cluster {name} registered; the relay runs --insecure: start its agent with --insecure"),
+    }
+    Ok(())
+}
+
+async fn list(server: ServerArgs) -> anyhow::Result<()> {
+    let response = httpc::get(&format!("{}/api/v1/clusters", server.server), TIMEOUT).await?;
+    let body: Value = serde_json::from_str(&response.body)?;
+    println!(
+        "{:<20} {:<10} {:<9} {:<9} {}",
+        "NAME", "REGISTERED", "CONNECTED", "WORKLOADS", "CONFIG"
+    );
+    for (name, status) in body["clusters"].as_object().into_iter().flatten() {
+        let config = if status["ackedVersion"] == status["currentVersion"] {
+            "in sync"
+        } else {
+            "behind"
+        };
+        println!(
+            "{:<20} {:<10} {:<9} {:<9} {}",
+            name, status["registered"], status["connected"], status["workloads"], config
+        );
+    }
+    Ok(())
+}
+
+/// `trellis check`: prints every finding; exits non-zero when any is an error.
+pub async fn check(server: ServerArgs) -> anyhow::Result<()> {
+    let response = httpc::get(&format!("{}/api/v1/check", server.server), TIMEOUT)
+        .await
+        .context("cannot reach the management server API")?;
+    let body: Value = serde_json::from_str(&response.body)?;
+    for finding in body["findings"].as_array().into_iter().flatten() {
+        let mark = match finding["severity"].as_str() {
+            Some("ok") => "ok     ",
+            Some("warning") => "WARNING",
+            _ => "ERROR  ",
+        };
+        println!(
+            "{mark} {:<28} {}",
+            finding["check"].as_str().unwrap_or(""),
+            finding["message"].as_str().unwrap_or("")
+        );
+    }
+    let errors = body["errors"].as_u64().unwrap_or(0);
+    println!(
+        "\n{} error(s), {} warning(s)",
+        errors,
+        body["warnings"].as_u64().unwrap_or(0)
+    );
+    anyhow::ensure!(errors == 0, "check found {errors} error(s)");
+    Ok(())
+}

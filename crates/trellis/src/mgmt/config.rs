@@ -1,0 +1,315 @@
+//! The management server's configuration: defaults, then a config file (`--config`), then flags.
+//! Every key of the file is the camelCase form of a flag; unknown keys are an error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::duration::parse_duration;
+
+/// Flags of `trellis mgmt`. Unset flags fall back to the config file, then to the defaults shown.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MgmtArgs {
+    /// YAML config file; its keys are the camelCase names of these flags.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory for the store and generated certificates [default: .trellis/mgmt]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// REST API address [default: 127.0.0.1:8090]
+    #[arg(long)]
+    pub api_addr: Option<SocketAddr>,
+    /// Relay (gRPC) address agents connect to [default: 127.0.0.1:9900]
+    #[arg(long)]
+    pub relay_addr: Option<SocketAddr>,
+    /// Metrics and health address (/metrics, /healthz, /readyz) [default: 127.0.0.1:9091]
+    #[arg(long)]
+    pub admin_addr: Option<SocketAddr>,
+    /// Plaintext relay without certificates or tokens. For demos only: never in production.
+    #[arg(long)]
+    pub insecure: bool,
+    /// DNS name in the relay server certificate; agents verify it [default: trellis-mgmt.trellis]
+    #[arg(long)]
+    pub relay_authority: Option<String>,
+    /// No built-in CA: agents bring client certificates signed by the operator's CA
+    /// (--relay-root-ca); registration tokens are not used.
+    #[arg(long)]
+    pub disable_ca: bool,
+    /// Use operator-supplied relay root, signing CA and server certificate files instead of
+    /// generating them.
+    #[arg(long)]
+    pub disable_ca_cert_generation: bool,
+    /// Relay root CA certificate (PEM): trusted for client certificates and given to agents.
+    #[arg(long)]
+    pub relay_root_ca: Option<PathBuf>,
+    /// Intermediate CA that signs agent CSRs (the signingTlsSecret role).
+    #[arg(long)]
+    pub relay_signing_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub relay_signing_key: Option<PathBuf>,
+    /// Relay server certificate chain and key (the tlsSecret role).
+    #[arg(long)]
+    pub relay_server_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub relay_server_key: Option<PathBuf>,
+    /// Lifetime of agent client certificates; agents renew at two thirds [default: 24h]
+    #[arg(long)]
+    pub client_cert_ttl: Option<String>,
+    /// Default lifetime of registration tokens [default: 1h]
+    #[arg(long)]
+    pub token_ttl: Option<String>,
+    /// Operator-supplied mesh root CA (the RootTrustPolicy role); generated when not given.
+    #[arg(long)]
+    pub mesh_root_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub mesh_root_key: Option<PathBuf>,
+    /// Lifetime of the per-cluster intermediate CAs signed for agents [default: 720h]
+    #[arg(long)]
+    pub intermediate_ttl: Option<String>,
+    /// Trust domain of workload SPIFFE identities [default: trellis.local]
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    api_addr: Option<SocketAddr>,
+    relay_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    insecure: Option<bool>,
+    relay_authority: Option<String>,
+    disable_ca: Option<bool>,
+    disable_ca_cert_generation: Option<bool>,
+    relay_root_ca: Option<PathBuf>,
+    relay_signing_cert: Option<PathBuf>,
+    relay_signing_key: Option<PathBuf>,
+    relay_server_cert: Option<PathBuf>,
+    relay_server_key: Option<PathBuf>,
+    client_cert_ttl: Option<String>,
+    token_ttl: Option<String>,
+    mesh_root_cert: Option<PathBuf>,
+    mesh_root_key: Option<PathBuf>,
+    intermediate_ttl: Option<String>,
+    trust_domain: Option<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct MgmtConfig {
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    pub relay_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub insecure: bool,
+    pub relay_authority: String,
+    pub disable_ca: bool,
+    pub disable_ca_cert_generation: bool,
+    pub relay_root_ca: Option<PathBuf>,
+    pub relay_signing: Option<(PathBuf, PathBuf)>,
+    pub relay_server: Option<(PathBuf, PathBuf)>,
+    pub client_cert_ttl: Duration,
+    pub token_ttl: Duration,
+    pub mesh_root: Option<(PathBuf, PathBuf)>,
+    pub intermediate_ttl: Duration,
+    pub trust_domain: String,
+}
+
+fn pair(cert: Option<PathBuf>, key: Option<PathBuf>, what: &str) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("give both --{what}-cert and --{what}-key, or neither"),
+    }
+}
+
+impl MgmtArgs {
+    pub fn resolve(self) -> anyhow::Result<MgmtConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let duration =
+            |flag: Option<String>, file: Option<String>, default: &str, name: &str| -> anyhow::Result<Duration> {
+                let text = flag.or(file).unwrap_or_else(|| default.to_string());
+                parse_duration(&text).with_context(|| format!("--{name} {text}"))
+            };
+        let config = MgmtConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(".trellis/mgmt")),
+            api_addr: self
+                .api_addr
+                .or(file.api_addr)
+                .unwrap_or_else(|| "127.0.0.1:8090".parse().expect("address")),
+            relay_addr: self
+                .relay_addr
+                .or(file.relay_addr)
+                .unwrap_or_else(|| "127.0.0.1:9900".parse().expect("address")),
+            admin_addr: self
+                .admin_addr
+                .or(file.admin_addr)
+                .unwrap_or_else(|| "127.0.0.1:9091".parse().expect("address")),
+            insecure: self.insecure || file.insecure.unwrap_or(false),
+            relay_authority: self
+                .relay_authority
+                .or(file.relay_authority)
+                .unwrap_or_else(|| "trellis-mgmt.trellis".into()),
+            disable_ca: self.disable_ca || file.disable_ca.unwrap_or(false),
+            disable_ca_cert_generation: self.disable_ca_cert_generation
+                || file.disable_ca_cert_generation.unwrap_or(false),
+            relay_root_ca: self.relay_root_ca.or(file.relay_root_ca),
+            relay_signing: pair(
+                self.relay_signing_cert.or(file.relay_signing_cert),
+                self.relay_signing_key.or(file.relay_signing_key),
+                "relay-signing",
+            )?,
+            relay_server: pair(
+                self.relay_server_cert.or(file.relay_server_cert),
+                self.relay_server_key.or(file.relay_server_key),
+                "relay-server",
+            )?,
+            client_cert_ttl: duration(self.client_cert_ttl, file.client_cert_ttl, "24h", "client-cert-ttl")?,
+            token_ttl: duration(self.token_ttl, file.token_ttl, "1h", "token-ttl")?,
+            mesh_root: pair(
+                self.mesh_root_cert.or(file.mesh_root_cert),
+                self.mesh_root_key.or(file.mesh_root_key),
+                "mesh-root",
+            )?,
+            intermediate_ttl: duration(self.intermediate_ttl, file.intermediate_ttl, "720h", "intermediate-ttl")?,
+            trust_domain: self
+                .trust_domain
+                .or(file.trust_domain)
+                .unwrap_or_else(|| trellis_model::DEFAULT_TRUST_DOMAIN.into()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
+    yaml_serde::from_str(&text).with_context(|| format!("--config {}", path.display()))
+}
+
+impl MgmtConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.insecure {
+            anyhow::ensure!(
+                !self.disable_ca && !self.disable_ca_cert_generation,
+                "--insecure runs without certificates: it cannot be combined with --disable-ca or --disable-ca-cert-generation"
+            );
+            return Ok(());
+        }
+        if self.disable_ca {
+            anyhow::ensure!(
+                self.relay_root_ca.is_some(),
+                "--disable-ca needs --relay-root-ca: the CA that signed the agents' client certificates"
+            );
+            anyhow::ensure!(
+                self.relay_server.is_some(),
+                "--disable-ca needs --relay-server-cert and --relay-server-key"
+            );
+        }
+        if self.disable_ca_cert_generation && !self.disable_ca {
+            anyhow::ensure!(
+                self.relay_root_ca.is_some() && self.relay_signing.is_some() && self.relay_server.is_some(),
+                "--disable-ca-cert-generation needs --relay-root-ca, --relay-signing-cert/--relay-signing-key and --relay-server-cert/--relay-server-key"
+            );
+        }
+        anyhow::ensure!(
+            !self.relay_authority.is_empty() && !self.relay_authority.contains('_'),
+            "--relay-authority {:?}: use a DNS name without underscores (it goes into a certificate SAN)",
+            self.relay_authority
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("trellis-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mgmt.yaml");
+        std::fs::write(
+            &file,
+            "apiAddr: 127.0.0.1:1111\nrelayAuthority: relay.example\ntokenTtl: 10m\n",
+        )
+        .unwrap();
+        let args = MgmtArgs {
+            config: Some(file.clone()),
+            api_addr: Some("127.0.0.1:2222".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.api_addr.port(), 2222);
+        assert_eq!(config.relay_authority, "relay.example");
+        assert_eq!(config.token_ttl, Duration::from_secs(600));
+        assert_eq!(config.relay_addr.port(), 9900);
+
+        std::fs::write(&file, "apiAdress: 127.0.0.1:1111\n").unwrap();
+        let error = MgmtArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("unknown field `apiAdress`"), "{error:#}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn production_options_need_their_files() {
+        let cases: &[(MgmtArgs, &str)] = &[
+            (
+                MgmtArgs {
+                    disable_ca: true,
+                    ..Default::default()
+                },
+                "--disable-ca needs --relay-root-ca",
+            ),
+            (
+                MgmtArgs {
+                    disable_ca_cert_generation: true,
+                    ..Default::default()
+                },
+                "--disable-ca-cert-generation needs",
+            ),
+            (
+                MgmtArgs {
+                    insecure: true,
+                    disable_ca: true,
+                    ..Default::default()
+                },
+                "cannot be combined",
+            ),
+            (
+                MgmtArgs {
+                    relay_authority: Some("bad_name".into()),
+                    ..Default::default()
+                },
+                "without underscores",
+            ),
+            (
+                MgmtArgs {
+                    relay_server_cert: Some("x".into()),
+                    ..Default::default()
+                },
+                "give both --relay-server-cert",
+            ),
+        ];
+        for (args, message) in cases {
+            let error = args.clone().resolve().unwrap_err().to_string();
+            assert!(error.contains(message), "{args:?}: {error}");
+        }
+    }
+}

@@ -64,6 +64,7 @@ impl Proc {
         let mut command = tokio::process::Command::new(&self.bin);
         command
             .args(&self.args)
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

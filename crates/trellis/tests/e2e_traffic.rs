@@ -11,8 +11,9 @@ use common::*;
 async fn remote_only_backend_is_reached_through_its_clusters_east_west_gateway() {
     let mesh = demo_mesh("remote").await;
     let gateway_admin = mesh.cluster("cluster-2").gateway_admin_port;
-    // The gateway passes TLS through by SNI, so it counts connections, not requests.
-    let stat = "cluster.gateway|80||backend-v2.mesh.internal.upstream_cx_total";
+    // The gateway passes TLS through by SNI: it sees connections and bytes, not requests. The
+    // client sidecar keeps its connection open, so count the bytes it carried.
+    let stat = "cluster.gateway|80||backend-v2.mesh.internal.upstream_cx_tx_bytes_total";
     let before = envoy_stat(gateway_admin, stat).await;
     for _ in 0..20 {
         let response = mesh
@@ -28,7 +29,7 @@ async fn remote_only_backend_is_reached_through_its_clusters_east_west_gateway()
     }
     assert!(
         envoy_stat(gateway_admin, stat).await > before,
-        "cluster-2's gateway carried no connection to backend-v2"
+        "cluster-2's gateway carried no bytes to backend-v2"
     );
     // cluster-1's gateway carried none of it.
     assert_eq!(envoy_stat(mesh.cluster("cluster-1").gateway_admin_port, stat).await, 0);

@@ -23,7 +23,7 @@ use crate::{PkiError, Result};
 const KEY_ALG: &rcgen::SignatureAlgorithm = &rcgen::PKCS_ECDSA_P256_SHA256;
 
 /// Certificates start this long before `now` so that peers with slightly slow clocks accept them.
-const CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 /// 9999-12-31T23:59:59Z, the last instant X.509 (GeneralizedTime) can express.
 const MAX_X509_SECS: u64 = 253_402_300_799;

@@ -505,18 +505,25 @@ fn relay_identity_round_trips_and_rejects_others() {
 #[test]
 fn renewal_is_due_at_two_thirds_of_the_lifetime() {
     let start = SystemTime::UNIX_EPOCH + 1000 * DAY;
+    let skew = Duration::from_secs(60);
+    let secs = Duration::from_secs;
+    // (not_before, not_after, due): life counts from issue time, not_before + the 60 s backdate.
     let cases = [
-        (start, start + 3 * DAY, start + 2 * DAY),
-        (
-            start,
-            start + Duration::from_secs(3600),
-            start + Duration::from_secs(2400),
-        ),
+        (start - skew, start + 3 * DAY, start + 2 * DAY),
+        (start - skew, start + secs(3600), start + secs(2400)),
+        // A 6 s certificate is due 4 s after issue, not at once.
+        (start - skew, start + secs(6), start + secs(4)),
+        // Not backdated (an operator's): counted from not_before.
+        (start, start + secs(30), start + secs(20)),
         (start, start, start),
         (start + DAY, start, start),
     ];
     for (not_before, not_after, expected) in cases {
-        assert_eq!(renew_at(not_before, not_after), expected);
+        assert_eq!(
+            renew_at(not_before, not_after),
+            expected,
+            "{not_before:?}..{not_after:?}"
+        );
     }
 }
 

@@ -25,9 +25,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// When to renew a certificate valid from `not_before` to `not_after`: at 2/3 of its lifetime, which leaves a
 /// third of it to retry in.
+///
+/// Certificates issued here are backdated by the clock-skew allowance; their life is counted from
+/// the moment of issue, or a short-lived certificate would be due the moment it is issued.
 pub fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
-    match not_after.duration_since(not_before) {
-        Ok(lifetime) => not_before + lifetime.mul_f64(2.0 / 3.0),
+    let issued = not_before + crate::authority::CLOCK_SKEW;
+    let start = if issued < not_after { issued } else { not_before };
+    match not_after.duration_since(start) {
+        Ok(lifetime) => start + lifetime.mul_f64(2.0 / 3.0),
         // An inverted validity period is already due.
         Err(_) => not_after,
     }

@@ -127,8 +127,8 @@ async fn list(server: ServerArgs) -> anyhow::Result<()> {
     let response = httpc::get(&format!("{}/api/v1/clusters", server.server), TIMEOUT).await?;
     let body: Value = serde_json::from_str(&response.body)?;
     println!(
-        "{:<20} {:<10} {:<9} {:<9} {}",
-        "NAME", "REGISTERED", "CONNECTED", "WORKLOADS", "CONFIG"
+        "{:<20} {:<10} {:<9} {:<9} CONFIG",
+        "NAME", "REGISTERED", "CONNECTED", "WORKLOADS"
     );
     for (name, status) in body["clusters"].as_object().into_iter().flatten() {
         let config = if status["ackedVersion"] == status["currentVersion"] {

@@ -37,27 +37,38 @@ fn unix(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// A finding about a certificate that expires at `not_after` (seconds since the epoch).
-pub fn expiry(check: &str, what: &str, not_after: u64, now: u64) -> Finding {
+fn human(seconds: u64) -> String {
+    match seconds {
+        s if s >= 2 * 86400 => format!("{} days", s / 86400),
+        s if s >= 3600 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}m {}s", s / 60, s % 60),
+    }
+}
+
+/// A finding about a certificate valid from `not_before` to `not_after` (Unix seconds). One that
+/// Trellis renews itself is a warning once it is late for renewal (under a quarter of its life
+/// left; renewal happens at two thirds); any other once it has under a week left.
+pub fn expiry(check: &str, what: &str, (not_before, not_after): (u64, u64), now: u64, renewed: bool) -> Finding {
     if not_after <= now {
-        return finding("error", check, format!("{what} expired {}s ago", now - not_after));
+        return finding("error", check, format!("{what} expired {} ago", human(now - not_after)));
     }
     let left = not_after - now;
-    let days = left / 86400;
-    if left < EXPIRY_WARNING.as_secs() {
-        finding(
-            "warning",
-            check,
-            format!("{what} expires in {days}d {}h", (left % 86400) / 3600),
-        )
+    let threshold = if renewed {
+        not_after.saturating_sub(not_before) / 4
     } else {
-        finding("ok", check, format!("{what} valid for {days} more days"))
+        EXPIRY_WARNING.as_secs()
+    };
+    if left < threshold {
+        let why = if renewed { " and was not renewed in time" } else { "" };
+        finding("warning", check, format!("{what} expires in {}{why}", human(left)))
+    } else {
+        finding("ok", check, format!("{what} valid for {}", human(left)))
     }
 }
 
 fn cert_expiry(check: &str, what: &str, pem: &str, now: u64) -> Finding {
     match trellis_pki::inspect_pem(pem) {
-        Ok(info) => expiry(check, what, unix(info.not_after), now),
+        Ok(info) => expiry(check, what, (unix(info.not_before), unix(info.not_after)), now, false),
         Err(error) => finding("error", check, format!("{what} cannot be read: {error}")),
     }
 }
@@ -120,20 +131,23 @@ pub fn findings(mgmt: &Mgmt, now: u64) -> Vec<Finding> {
                 format!("the agent of {cluster} is connected and runs the current config"),
             ));
         }
-        if let Some(not_after) = status["clientCertExpires"].as_u64() {
+        let validity = |key: &str| -> Option<(u64, u64)> { serde_json::from_value(status[key].clone()).ok() };
+        if let Some(validity) = validity("clientCertValidity") {
             findings.push(expiry(
                 &check,
                 &format!("the relay client certificate of {cluster}"),
-                not_after,
+                validity,
                 now,
+                true,
             ));
         }
-        if let Some(not_after) = status["intermediateExpires"].as_u64() {
+        if let Some(validity) = validity("intermediateValidity") {
             findings.push(expiry(
                 &check,
                 &format!("the mesh intermediate CA of {cluster}"),
-                not_after,
+                validity,
                 now,
+                true,
             ));
         }
     }
@@ -154,20 +168,26 @@ mod tests {
     #[test]
     fn expiry_findings_by_time_left() {
         let day = 86400;
+        // (validity, now, renewed by Trellis, severity)
         let cases = [
-            (0, "error"),
-            (100, "error"),
-            (101, "warning"),
-            (100 + 6 * day, "warning"),
-            (100 + 8 * day, "ok"),
+            ((0, 100), 100, false, "error"),
+            ((0, 100 + 6 * day), 100, false, "warning"),
+            ((0, 100 + 8 * day), 100, false, "ok"),
+            // A 24 h certificate renewed at 16 h: fine at 20 h left, late at 5 h left.
+            ((0, day), day - 20 * 3600, true, "ok"),
+            ((0, day), day - 5 * 3600, true, "warning"),
         ];
-        for (not_after, severity) in cases {
+        for (validity, now, renewed, severity) in cases {
             assert_eq!(
-                expiry("c", "cert", not_after, 100).severity,
+                expiry("c", "cert", validity, now, renewed).severity,
                 severity,
-                "not_after {not_after}"
+                "{validity:?} at {now}"
             );
         }
-        assert!(expiry("c", "cert", 40, 100).message.contains("expired 60s ago"));
+        assert!(
+            expiry("c", "cert", (0, 40), 100, false)
+                .message
+                .contains("expired 1m 0s ago")
+        );
     }
 }

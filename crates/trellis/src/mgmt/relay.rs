@@ -193,12 +193,12 @@ impl trellis_relay::Relay for RelayService {
             _ => return Err(Status::invalid_argument("the first relay message must be Hello")),
         };
         let cluster = self.authenticate(&peer, Some(&hello.cluster))?;
-        let expires = peer
+        let validity = peer
             .cert_der
             .as_deref()
             .and_then(|der| trellis_pki::inspect_der(der).ok())
-            .map(|i| unix_secs(i.not_after));
-        self.mgmt.update_agent(&cluster, |a| a.client_cert_expires = expires);
+            .map(|i| (unix_secs(i.not_before), unix_secs(i.not_after)));
+        self.mgmt.update_agent(&cluster, |a| a.client_cert_validity = validity);
         let (tx, rx) = mpsc::channel(8);
         let span = tracing::info_span!("relay_stream", cluster = %cluster);
         tokio::spawn(serve_agent(self.mgmt.clone(), cluster, hello, incoming, tx).instrument(span));
@@ -303,8 +303,10 @@ impl trellis_relay::Relay for RelayService {
                 result: "intermediate".into(),
             })
             .inc();
-        let expires = trellis_pki::inspect_pem(&chain).ok().map(|i| unix_secs(i.not_after));
-        self.mgmt.update_agent(&cluster, |a| a.intermediate_expires = expires);
+        let validity = trellis_pki::inspect_pem(&chain)
+            .ok()
+            .map(|i| (unix_secs(i.not_before), unix_secs(i.not_after)));
+        self.mgmt.update_agent(&cluster, |a| a.intermediate_validity = validity);
         tracing::info!(cluster, "signed a cluster intermediate CA");
         Ok(Response::new(SignIntermediateResponse {
             chain_pem: chain,

@@ -27,12 +27,13 @@ pub struct AgentStatus {
     pub east_west_gateway: Option<String>,
     /// Seconds since the Unix epoch of the last connect or disconnect.
     pub since: u64,
-    /// When the client certificate the agent last connected with expires (Unix seconds).
+    /// Validity (not before, not after; Unix seconds) of the client certificate the agent last
+    /// connected with.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_cert_expires: Option<u64>,
-    /// When the cluster's mesh intermediate CA expires (Unix seconds).
+    pub client_cert_validity: Option<(u64, u64)>,
+    /// Validity of the cluster's mesh intermediate CA.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub intermediate_expires: Option<u64>,
+    pub intermediate_validity: Option<(u64, u64)>,
 }
 
 pub struct Mgmt {

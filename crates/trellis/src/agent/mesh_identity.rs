@@ -72,6 +72,14 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
             tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
             continue;
         }
+        // Before the agent has registered there is no identity to ask with; the relay client
+        // registers first, so wait for it quietly.
+        if let super::credentials::RelayCredentials::Tls(tls) = &*agent.credentials
+            && !tls.has_identity()
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
         match request_ca(&agent, &mgmt).await {
             Ok((ca, key, chain)) => {
                 if let Err(error) = ca.save(&dir, &key, &chain) {

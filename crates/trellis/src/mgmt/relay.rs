@@ -130,11 +130,7 @@ impl RelayService {
         kind: &str,
     ) -> Result<String, Status> {
         let Some(signer) = &tls.signer else {
-            return Err(self.refuse(
-                peer,
-                "ca_disabled",
-                Status::failed_precondition("this management server runs with --disable-ca: agents bring their own client certificates (--client-cert/--client-key)"),
-            ));
+            return Err(self.refuse(peer, "ca_disabled", ca_disabled()));
         };
         let chain = signer
             .sign_client_csr(
@@ -164,6 +160,12 @@ impl RelayService {
         tracing::info!(cluster, serial = %info.serial_hex, kind, "issued a relay client certificate");
         Ok(chain)
     }
+}
+
+fn ca_disabled() -> Status {
+    Status::failed_precondition(
+        "this management server runs with --disable-ca: agents bring their own client certificates (--client-cert/--client-key)",
+    )
 }
 
 fn unix_secs(time: SystemTime) -> u64 {
@@ -212,6 +214,10 @@ impl trellis_relay::Relay for RelayService {
                 "this management server runs --insecure: agents connect without registering",
             ));
         };
+        if tls.signer.is_none() {
+            // Checked before the token, which stays unused: there is nothing to sign with.
+            return Err(self.refuse(&peer, "ca_disabled", ca_disabled()));
+        }
         let request = request.into_inner();
         let hash = trellis_pki::sha256_hex(request.token.as_bytes());
         let check = self

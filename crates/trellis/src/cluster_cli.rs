@@ -138,7 +138,12 @@ async fn list(server: ServerArgs) -> anyhow::Result<()> {
         };
         println!(
             "{:<20} {:<10} {:<9} {:<9} {}",
-            name, status["registered"], status["connected"], status["workloads"], config
+            name,
+            // serde_json's Display ignores widths: format the values as strings first.
+            status["registered"].to_string(),
+            status["connected"].to_string(),
+            status["workloads"].to_string(),
+            config
         );
     }
     Ok(())

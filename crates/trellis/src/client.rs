@@ -111,22 +111,29 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!invalid, "nothing was applied");
     for (source, text) in sources {
-        let url = format!("{}/api/v1/apply?source={}", args.server.server, encode(&source));
-        let response = httpc::request(
-            "POST",
-            &url,
-            None,
-            &[],
-            Some(("application/yaml", text.into_bytes())),
-            TIMEOUT,
-        )
-        .await?;
-        if response.status != 200 {
-            return Err(fail_with(&response));
-        }
-        print_results(&response.body, |r| r["action"].as_str().unwrap_or("?").to_string())?;
+        let body = post_documents(&args.server.server, "apply", &source, text).await?;
+        print_results(&body, |r| r["action"].as_str().unwrap_or("?").to_string())?;
     }
     Ok(())
+}
+
+/// POSTs one file's documents to `/api/v1/{verb}`; returns the answer, or fails with the
+/// server's per-document errors printed.
+async fn post_documents(server: &str, verb: &str, source: &str, text: String) -> anyhow::Result<String> {
+    let url = format!("{server}/api/v1/{verb}?source={}", encode(source));
+    let response = httpc::request(
+        "POST",
+        &url,
+        None,
+        &[],
+        Some(("application/yaml", text.into_bytes())),
+        TIMEOUT,
+    )
+    .await?;
+    if response.status != 200 {
+        return Err(fail_with(&response));
+    }
+    Ok(response.body)
 }
 
 fn print_results(body: &str, action: impl Fn(&Value) -> String) -> anyhow::Result<()> {
@@ -281,20 +288,8 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
             .map(read_source)
             .collect::<anyhow::Result<Vec<_>>>()?
         {
-            let url = format!("{server}/api/v1/delete?source={}", encode(&source));
-            let response = httpc::request(
-                "POST",
-                &url,
-                None,
-                &[],
-                Some(("application/yaml", text.into_bytes())),
-                TIMEOUT,
-            )
-            .await?;
-            if response.status != 200 {
-                return Err(fail_with(&response));
-            }
-            print_results(&response.body, |r| {
+            let body = post_documents(server, "delete", &source, text).await?;
+            print_results(&body, |r| {
                 if r["deleted"] == true {
                     "deleted".into()
                 } else {

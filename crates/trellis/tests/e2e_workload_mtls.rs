@@ -93,7 +93,7 @@ async fn certificates_rotate_under_continuous_traffic_without_a_failed_request()
     let mut frontend_serials = vec![envoy_cert_serial(frontend_admin).await];
     let mut backend_serials = vec![envoy_cert_serial(backend_admin).await];
     let renewals = "trellis_mgmt_certificates_issued_total{result=\"renewal\"}";
-    let relay_renewals_before = metric(&mesh, renewals).await;
+    let relay_renewals_before = scrape(mesh.admin_port, renewals).await;
 
     // 15 s of back-to-back requests, half of them across clusters: not one may fail.
     let started = Instant::now();
@@ -137,19 +137,6 @@ async fn certificates_rotate_under_continuous_traffic_without_a_failed_request()
         "backend-v2 certificates: {backend_serials:?}"
     );
     // The relay client certificates of both agents renewed meanwhile too (6 s lifetime).
-    assert!(metric(&mesh, renewals).await >= relay_renewals_before + 4);
+    assert!(scrape(mesh.admin_port, renewals).await >= relay_renewals_before + 4);
     finish(mesh).await;
-}
-
-async fn metric(mesh: &LocalMesh, series: &str) -> u64 {
-    let url = format!("http://127.0.0.1:{}/metrics", mesh.admin_port);
-    let body = trellis::httpc::get(&url, Duration::from_secs(5)).await.unwrap().body;
-    body.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
-        .map(|v| v as u64)
-        .unwrap_or(0)
 }

@@ -209,16 +209,7 @@ impl MgmtProcess {
 
     /// One sample of a Prometheus counter from /metrics (0 when absent).
     pub async fn metric(&self, series: &str) -> u64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
-        let body = trellis::httpc::get(&url, Duration::from_secs(5)).await.unwrap().body;
-        body.lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-            .map(|v| v as u64)
-            .unwrap_or(0)
+        scrape(self.admin_port, series).await
     }
 
     pub async fn cluster_status(&self, cluster: &str) -> serde_json::Value {
@@ -391,4 +382,18 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// One sample of a Prometheus series from the /metrics page on `port` (0 when absent).
+pub async fn scrape(port: u16, series: &str) -> u64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let body = trellis::httpc::get(&url, Duration::from_secs(5)).await.unwrap().body;
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map(|v| v as u64)
+        .unwrap_or(0)
 }

@@ -23,6 +23,9 @@ pub struct ClusterConfig {
     /// is matched against the TLS SNI, its endpoints are local. Sorted by name.
     #[serde(default)]
     pub gateway_upstreams: Vec<Upstream>,
+    /// AccessPolicies for this cluster's workloads' inbound listeners, in precedence order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound_policies: Vec<crate::policy::InboundPolicy>,
 }
 
 /// A set of endpoints that receives traffic as one Envoy cluster.
@@ -40,6 +43,8 @@ pub struct Upstream {
     /// SPIFFE identities the endpoints may present, sorted; a client sidecar accepts no other.
     #[serde(default)]
     pub identities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::policy::OutlierDetection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +59,14 @@ pub struct Endpoint {
     /// True when this endpoint is another cluster's east-west gateway.
     #[serde(default)]
     pub via_gateway: bool,
+    /// Load-balancing priority: 0 is used first; higher ones take over when it fails
+    /// (FailoverPolicy). Without failover every endpoint is 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +88,8 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    #[serde(default, skip_serializing_if = "crate::policy::RoutePolicies::is_empty")]
+    pub policies: crate::policy::RoutePolicies,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 
 pub mod discovery;
 pub mod ir;
+pub mod policy;
 pub mod snapshot;
 
 pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, Workload, WorkloadPort};

@@ -26,6 +26,7 @@ pub(crate) fn materialize(
             key: target.key(),
             endpoints: client_endpoints(cluster, snapshot, services, target, warnings),
             identities: identities.clone(),
+            outlier_detection: None,
         });
         let local = local_endpoints(cluster, services, target);
         if !local.is_empty() {
@@ -34,6 +35,7 @@ pub(crate) fn materialize(
                 key: target.key(),
                 endpoints: local,
                 identities,
+                outlier_detection: None,
             });
         }
     }
@@ -49,6 +51,7 @@ pub(crate) fn materialize(
             .map(|h| h.to_ir(&outbound.targets))
             .collect(),
         gateway_upstreams,
+        inbound_policies: Vec::new(),
     }
 }
 
@@ -98,6 +101,7 @@ fn local_endpoints(cluster: &str, services: &[Service<'_>], target: &Target) -> 
             weight: 1,
             cluster: cluster.to_string(),
             via_gateway: false,
+            priority: 0,
         })
         .collect();
     endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
@@ -130,6 +134,7 @@ fn client_endpoints(
                 weight: count,
                 cluster: remote_cluster.to_string(),
                 via_gateway: true,
+                priority: 0,
             }),
             None => warnings.add(
                 format!("Cluster/{remote_cluster}"),

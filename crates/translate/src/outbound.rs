@@ -496,6 +496,7 @@ impl OutboundHost {
             .map(|(name, matcher, action)| Route {
                 name: name.clone(),
                 matcher: matcher.clone(),
+                policies: Default::default(),
                 action: match action {
                     PendingAction::Fixed(action) => action.clone(),
                     PendingAction::Forward {

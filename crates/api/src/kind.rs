@@ -12,61 +12,74 @@ pub enum Kind {
     WorkspaceSettings,
     VirtualDestination,
     RouteTable,
+    AccessPolicy,
+    RetryTimeoutPolicy,
+    FaultInjectionPolicy,
+    FailoverPolicy,
+    OutlierDetectionPolicy,
+    HeaderManipulationPolicy,
 }
 
+const ADMIN: &str = "admin.gloo.solo.io/v2";
+const NETWORKING: &str = "networking.gloo.solo.io/v2";
+const SECURITY: &str = "security.policy.gloo.solo.io/v2";
+const RESILIENCE: &str = "resilience.policy.gloo.solo.io/v2";
+const TRAFFIC: &str = "trafficcontrol.policy.gloo.solo.io/v2";
+
+/// (kind, name, apiVersion, plural, short name)
+const TABLE: [(Kind, &str, &str, &str, &str); 11] = [
+    (Kind::KubernetesCluster, "KubernetesCluster", ADMIN, "kubernetesclusters", "kc"),
+    (Kind::Workspace, "Workspace", ADMIN, "workspaces", "ws"),
+    (Kind::WorkspaceSettings, "WorkspaceSettings", ADMIN, "workspacesettings", "wss"),
+    (Kind::VirtualDestination, "VirtualDestination", NETWORKING, "virtualdestinations", "vd"),
+    (Kind::RouteTable, "RouteTable", NETWORKING, "routetables", "rt"),
+    (Kind::AccessPolicy, "AccessPolicy", SECURITY, "accesspolicies", "ap"),
+    (Kind::RetryTimeoutPolicy, "RetryTimeoutPolicy", RESILIENCE, "retrytimeoutpolicies", "rtp"),
+    (Kind::FaultInjectionPolicy, "FaultInjectionPolicy", RESILIENCE, "faultinjectionpolicies", "fip"),
+    (Kind::FailoverPolicy, "FailoverPolicy", RESILIENCE, "failoverpolicies", "fp"),
+    (Kind::OutlierDetectionPolicy, "OutlierDetectionPolicy", RESILIENCE, "outlierdetectionpolicies", "odp"),
+    (Kind::HeaderManipulationPolicy, "HeaderManipulationPolicy", TRAFFIC, "headermanipulationpolicies", "hmp"),
+];
+
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 11] = [
         Kind::KubernetesCluster,
         Kind::Workspace,
         Kind::WorkspaceSettings,
         Kind::VirtualDestination,
         Kind::RouteTable,
+        Kind::AccessPolicy,
+        Kind::RetryTimeoutPolicy,
+        Kind::FaultInjectionPolicy,
+        Kind::FailoverPolicy,
+        Kind::OutlierDetectionPolicy,
+        Kind::HeaderManipulationPolicy,
     ];
 
+    fn row(self) -> &'static (Kind, &'static str, &'static str, &'static str, &'static str) {
+        TABLE.iter().find(|row| row.0 == self).expect("every kind has a row")
+    }
+
     pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::KubernetesCluster | Kind::Workspace | Kind::WorkspaceSettings => "admin.gloo.solo.io/v2",
-            Kind::VirtualDestination | Kind::RouteTable => "networking.gloo.solo.io/v2",
-        }
+        self.row().2
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::KubernetesCluster => "KubernetesCluster",
-            Kind::Workspace => "Workspace",
-            Kind::WorkspaceSettings => "WorkspaceSettings",
-            Kind::VirtualDestination => "VirtualDestination",
-            Kind::RouteTable => "RouteTable",
-        }
+        self.row().1
     }
 
     /// Lower-case plural, as used in API paths and `trellis get`.
     pub fn plural(self) -> &'static str {
-        match self {
-            Kind::KubernetesCluster => "kubernetesclusters",
-            Kind::Workspace => "workspaces",
-            Kind::WorkspaceSettings => "workspacesettings",
-            Kind::VirtualDestination => "virtualdestinations",
-            Kind::RouteTable => "routetables",
-        }
-    }
-
-    fn short(self) -> &'static str {
-        match self {
-            Kind::KubernetesCluster => "kc",
-            Kind::Workspace => "ws",
-            Kind::WorkspaceSettings => "wss",
-            Kind::VirtualDestination => "vd",
-            Kind::RouteTable => "rt",
-        }
+        self.row().3
     }
 
     /// Accepts the kind name, its plural, its singular lower case and its short name, any case.
     pub fn parse_loose(input: &str) -> Option<Kind> {
         let wanted = input.to_ascii_lowercase();
-        Kind::ALL
-            .into_iter()
-            .find(|k| wanted == k.as_str().to_ascii_lowercase() || wanted == k.plural() || wanted == k.short())
+        TABLE
+            .iter()
+            .find(|(_, name, _, plural, short)| wanted == name.to_ascii_lowercase() || wanted == *plural || wanted == *short)
+            .map(|row| row.0)
     }
 }
 
@@ -96,6 +109,14 @@ mod tests {
         for input in ["RouteTable", "routetable", "routetables", "rt", "ROUTETABLES"] {
             assert_eq!(Kind::parse_loose(input), Some(Kind::RouteTable), "{input}");
         }
+        assert_eq!(Kind::parse_loose("accesspolicies"), Some(Kind::AccessPolicy));
         assert_eq!(Kind::parse_loose("Gateway"), None);
+    }
+
+    #[test]
+    fn every_kind_has_exactly_one_row() {
+        for kind in Kind::ALL {
+            assert_eq!(TABLE.iter().filter(|row| row.0 == kind).count(), 1, "{kind:?}");
+        }
     }
 }

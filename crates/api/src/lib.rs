@@ -13,8 +13,10 @@ mod kind;
 mod meta;
 mod networking;
 mod parse;
+mod policy;
 mod resource;
 mod validate;
+mod validate_policy;
 mod workspace;
 
 pub use common::{DestinationKind, DestinationReference, ObjectReference, ObjectSelector, PortSelector};
@@ -26,5 +28,6 @@ pub use networking::{
     RequestMatcher, RouteTableSpec, UriMatcher, VirtualDestinationPort, VirtualDestinationSpec,
 };
 pub use parse::{parse_documents, parse_one};
+pub use policy::*;
 pub use resource::{Resource, ResourceKey, Spec};
 pub use workspace::{ClusterSelector, KubernetesClusterSpec, NamespaceSelector, WorkspaceSettingsSpec, WorkspaceSpec};

@@ -206,6 +206,12 @@ fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
         Kind::WorkspaceSettings => Spec::WorkspaceSettings(de(value)?),
         Kind::VirtualDestination => Spec::VirtualDestination(de(value)?),
         Kind::RouteTable => Spec::RouteTable(de(value)?),
+        Kind::AccessPolicy => Spec::AccessPolicy(de(value)?),
+        Kind::RetryTimeoutPolicy => Spec::RetryTimeoutPolicy(de(value)?),
+        Kind::FaultInjectionPolicy => Spec::FaultInjectionPolicy(de(value)?),
+        Kind::FailoverPolicy => Spec::FailoverPolicy(de(value)?),
+        Kind::OutlierDetectionPolicy => Spec::OutlierDetectionPolicy(de(value)?),
+        Kind::HeaderManipulationPolicy => Spec::HeaderManipulationPolicy(de(value)?),
     })
 }
 

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::kind::Kind;
 use crate::meta::ObjectMeta;
 use crate::networking::{RouteTableSpec, VirtualDestinationSpec};
+use crate::policy::{
+    AccessPolicySpec, FailoverPolicySpec, FaultInjectionPolicySpec, HeaderManipulationPolicySpec,
+    OutlierDetectionPolicySpec, RetryTimeoutPolicySpec,
+};
 use crate::workspace::{KubernetesClusterSpec, WorkspaceSettingsSpec, WorkspaceSpec};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +20,12 @@ pub enum Spec {
     WorkspaceSettings(WorkspaceSettingsSpec),
     VirtualDestination(VirtualDestinationSpec),
     RouteTable(RouteTableSpec),
+    AccessPolicy(AccessPolicySpec),
+    RetryTimeoutPolicy(RetryTimeoutPolicySpec),
+    FaultInjectionPolicy(FaultInjectionPolicySpec),
+    FailoverPolicy(FailoverPolicySpec),
+    OutlierDetectionPolicy(OutlierDetectionPolicySpec),
+    HeaderManipulationPolicy(HeaderManipulationPolicySpec),
 }
 
 /// One accepted resource. Serializes to the same shape it was read from.
@@ -57,6 +67,12 @@ impl Spec {
             Spec::WorkspaceSettings(_) => Kind::WorkspaceSettings,
             Spec::VirtualDestination(_) => Kind::VirtualDestination,
             Spec::RouteTable(_) => Kind::RouteTable,
+            Spec::AccessPolicy(_) => Kind::AccessPolicy,
+            Spec::RetryTimeoutPolicy(_) => Kind::RetryTimeoutPolicy,
+            Spec::FaultInjectionPolicy(_) => Kind::FaultInjectionPolicy,
+            Spec::FailoverPolicy(_) => Kind::FailoverPolicy,
+            Spec::OutlierDetectionPolicy(_) => Kind::OutlierDetectionPolicy,
+            Spec::HeaderManipulationPolicy(_) => Kind::HeaderManipulationPolicy,
         }
     }
 
@@ -67,6 +83,12 @@ impl Spec {
             Spec::WorkspaceSettings(s) => serde_json::to_value(s),
             Spec::VirtualDestination(s) => serde_json::to_value(s),
             Spec::RouteTable(s) => serde_json::to_value(s),
+            Spec::AccessPolicy(s) => serde_json::to_value(s),
+            Spec::RetryTimeoutPolicy(s) => serde_json::to_value(s),
+            Spec::FaultInjectionPolicy(s) => serde_json::to_value(s),
+            Spec::FailoverPolicy(s) => serde_json::to_value(s),
+            Spec::OutlierDetectionPolicy(s) => serde_json::to_value(s),
+            Spec::HeaderManipulationPolicy(s) => serde_json::to_value(s),
         };
         value.expect("specs serialize to JSON")
     }

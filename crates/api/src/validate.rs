@@ -21,6 +21,12 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::VirtualDestination(spec) => virtual_destination(&mut problems, spec),
         Spec::RouteTable(spec) => route_table(&mut problems, spec),
         Spec::Workspace(spec) => workspace(&mut problems, spec),
+        Spec::AccessPolicy(spec) => crate::validate_policy::access_policy(&mut problems, spec),
+        Spec::RetryTimeoutPolicy(spec) => crate::validate_policy::retry_timeout_policy(&mut problems, spec),
+        Spec::FaultInjectionPolicy(spec) => crate::validate_policy::fault_injection_policy(&mut problems, spec),
+        Spec::HeaderManipulationPolicy(spec) => crate::validate_policy::header_manipulation_policy(&mut problems, spec),
+        Spec::OutlierDetectionPolicy(spec) => crate::validate_policy::outlier_detection_policy(&mut problems, spec),
+        Spec::FailoverPolicy(spec) => crate::validate_policy::failover_policy(&mut problems, spec),
         Spec::KubernetesCluster(_) | Spec::WorkspaceSettings(_) => {}
     }
     if problems.is_empty() { Ok(()) } else { Err(problems) }

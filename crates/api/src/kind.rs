@@ -28,17 +28,65 @@ const TRAFFIC: &str = "trafficcontrol.policy.gloo.solo.io/v2";
 
 /// (kind, name, apiVersion, plural, short name)
 const TABLE: [(Kind, &str, &str, &str, &str); 11] = [
-    (Kind::KubernetesCluster, "KubernetesCluster", ADMIN, "kubernetesclusters", "kc"),
+    (
+        Kind::KubernetesCluster,
+        "KubernetesCluster",
+        ADMIN,
+        "kubernetesclusters",
+        "kc",
+    ),
     (Kind::Workspace, "Workspace", ADMIN, "workspaces", "ws"),
-    (Kind::WorkspaceSettings, "WorkspaceSettings", ADMIN, "workspacesettings", "wss"),
-    (Kind::VirtualDestination, "VirtualDestination", NETWORKING, "virtualdestinations", "vd"),
+    (
+        Kind::WorkspaceSettings,
+        "WorkspaceSettings",
+        ADMIN,
+        "workspacesettings",
+        "wss",
+    ),
+    (
+        Kind::VirtualDestination,
+        "VirtualDestination",
+        NETWORKING,
+        "virtualdestinations",
+        "vd",
+    ),
     (Kind::RouteTable, "RouteTable", NETWORKING, "routetables", "rt"),
     (Kind::AccessPolicy, "AccessPolicy", SECURITY, "accesspolicies", "ap"),
-    (Kind::RetryTimeoutPolicy, "RetryTimeoutPolicy", RESILIENCE, "retrytimeoutpolicies", "rtp"),
-    (Kind::FaultInjectionPolicy, "FaultInjectionPolicy", RESILIENCE, "faultinjectionpolicies", "fip"),
-    (Kind::FailoverPolicy, "FailoverPolicy", RESILIENCE, "failoverpolicies", "fp"),
-    (Kind::OutlierDetectionPolicy, "OutlierDetectionPolicy", RESILIENCE, "outlierdetectionpolicies", "odp"),
-    (Kind::HeaderManipulationPolicy, "HeaderManipulationPolicy", TRAFFIC, "headermanipulationpolicies", "hmp"),
+    (
+        Kind::RetryTimeoutPolicy,
+        "RetryTimeoutPolicy",
+        RESILIENCE,
+        "retrytimeoutpolicies",
+        "rtp",
+    ),
+    (
+        Kind::FaultInjectionPolicy,
+        "FaultInjectionPolicy",
+        RESILIENCE,
+        "faultinjectionpolicies",
+        "fip",
+    ),
+    (
+        Kind::FailoverPolicy,
+        "FailoverPolicy",
+        RESILIENCE,
+        "failoverpolicies",
+        "fp",
+    ),
+    (
+        Kind::OutlierDetectionPolicy,
+        "OutlierDetectionPolicy",
+        RESILIENCE,
+        "outlierdetectionpolicies",
+        "odp",
+    ),
+    (
+        Kind::HeaderManipulationPolicy,
+        "HeaderManipulationPolicy",
+        TRAFFIC,
+        "headermanipulationpolicies",
+        "hmp",
+    ),
 ];
 
 impl Kind {
@@ -78,7 +126,9 @@ impl Kind {
         let wanted = input.to_ascii_lowercase();
         TABLE
             .iter()
-            .find(|(_, name, _, plural, short)| wanted == name.to_ascii_lowercase() || wanted == *plural || wanted == *short)
+            .find(|(_, name, _, plural, short)| {
+                wanted == name.to_ascii_lowercase() || wanted == *plural || wanted == *short
+            })
             .map(|row| row.0)
     }
 }

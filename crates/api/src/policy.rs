@@ -313,7 +313,16 @@ mod tests {
 
     #[test]
     fn durations_in_protobuf_and_unit_forms() {
-        let cases = [("1.5s", Some(1500)), ("0.100s", Some(100)), ("500ms", Some(500)), ("2m", Some(120_000)), ("1h", Some(3_600_000)), ("5", None), ("-1s", None), ("xs", None)];
+        let cases = [
+            ("1.5s", Some(1500)),
+            ("0.100s", Some(100)),
+            ("500ms", Some(500)),
+            ("2m", Some(120_000)),
+            ("1h", Some(3_600_000)),
+            ("5", None),
+            ("-1s", None),
+            ("xs", None),
+        ];
         for (text, ms) in cases {
             assert_eq!(duration_ms(text), ms, "{text}");
         }

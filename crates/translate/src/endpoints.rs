@@ -7,6 +7,7 @@ use trellis_model::snapshot::Service;
 use trellis_model::{ClusterConfig, Snapshot, Workload};
 
 use crate::Warnings;
+use crate::destination_policies::UpstreamPolicy;
 use crate::outbound::Outbound;
 use crate::target::Target;
 
@@ -15,18 +16,19 @@ pub(crate) fn materialize(
     snapshot: &Snapshot,
     services: &[Service<'_>],
     outbound: &Outbound,
+    upstream_policies: &[UpstreamPolicy],
     warnings: &mut Warnings,
 ) -> ClusterConfig {
     let mut upstreams = Vec::new();
     let mut gateway_upstreams = Vec::new();
-    for target in &outbound.targets {
+    for (target, policy) in outbound.targets.iter().zip(upstream_policies) {
         let identities = identities(snapshot, services, target);
         upstreams.push(Upstream {
             name: target.upstream_name(),
             key: target.key(),
-            endpoints: client_endpoints(cluster, snapshot, services, target, warnings),
+            endpoints: client_endpoints(cluster, snapshot, services, target, policy, warnings),
             identities: identities.clone(),
-            outlier_detection: None,
+            outlier_detection: policy.outlier_detection.clone(),
         });
         let local = local_endpoints(cluster, services, target);
         if !local.is_empty() {
@@ -116,6 +118,7 @@ fn client_endpoints(
     snapshot: &Snapshot,
     services: &[Service<'_>],
     target: &Target,
+    policy: &UpstreamPolicy,
     warnings: &mut Warnings,
 ) -> Vec<Endpoint> {
     let mut endpoints = local_endpoints(cluster, services, target);
@@ -134,7 +137,7 @@ fn client_endpoints(
                 weight: count,
                 cluster: remote_cluster.to_string(),
                 via_gateway: true,
-                priority: 0,
+                priority: policy.priority(cluster, remote_cluster),
             }),
             None => warnings.add(
                 format!("Cluster/{remote_cluster}"),

@@ -11,8 +11,13 @@
 //! No I/O, no clock: equal snapshots give byte-identical output, which is what the golden tests
 //! and the relay's content versions rely on.
 
+mod access_policies;
+mod destination_policies;
 mod endpoints;
 mod outbound;
+mod report;
+mod route_policies;
+mod status;
 mod target;
 
 use std::collections::BTreeMap;
@@ -20,6 +25,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use trellis_model::{ClusterConfig, Snapshot};
 
+pub use status::ResourceStatus;
 pub use target::Target;
 
 /// The result of translating one snapshot.
@@ -29,6 +35,8 @@ pub struct Translation {
     pub clusters: BTreeMap<String, ClusterConfig>,
     /// Problems found, by `Kind/namespace/name` of the resource they concern.
     pub warnings: BTreeMap<String, Vec<String>>,
+    /// Every resource's status, by `Kind/namespace/name`.
+    pub statuses: BTreeMap<String, ResourceStatus>,
 }
 
 /// Collects warnings by resource while translating.
@@ -47,19 +55,33 @@ impl Warnings {
 
 pub fn translate(snapshot: &Snapshot) -> Translation {
     let mut warnings = Warnings::default();
+    let mut report = report::Report::default();
     let services = snapshot.services();
-    let outbound = outbound::build(snapshot, &services, &mut warnings);
-    let clusters = snapshot
-        .clusters()
-        .into_iter()
+    let mut outbound = outbound::build(snapshot, &services, &mut warnings);
+    route_policies::apply(snapshot, &mut outbound, &mut report);
+    let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
+    let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
+    let clusters = cluster_names
+        .iter()
         .map(|cluster| {
-            let config = endpoints::materialize(&cluster, snapshot, &services, &outbound, &mut warnings);
-            (cluster, config)
+            let mut config = endpoints::materialize(
+                cluster,
+                snapshot,
+                &services,
+                &outbound,
+                &upstream_policies,
+                &mut warnings,
+            );
+            config.inbound_policies =
+                access_policies::for_cluster(snapshot, &services, cluster, &mut report, &mut warnings);
+            (cluster.clone(), config)
         })
         .collect();
+    let statuses = status::compute(&snapshot.resources, &warnings.0, &report, &cluster_names);
     Translation {
         clusters,
         warnings: warnings.0,
+        statuses,
     }
 }
 

@@ -12,7 +12,7 @@ use trellis_model::ir::{
 use trellis_model::snapshot::Service;
 
 use crate::Warnings;
-use crate::target::{Backend, Target};
+use crate::target::{Backend, Target, VdRef};
 
 /// Outbound routing for every cluster; targets are referenced from routes by index.
 pub(crate) struct Outbound {
@@ -24,7 +24,23 @@ pub(crate) struct Outbound {
 pub(crate) struct OutboundHost {
     pub name: String,
     pub domains: Vec<String>,
-    pub routes: Vec<(String, RouteMatch, PendingAction)>,
+    pub routes: Vec<PendingRoute>,
+}
+
+/// A route before target indexes become upstream names, with what policies select it by.
+pub(crate) struct PendingRoute {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: PendingAction,
+    /// The route table it came from (`None` for a VirtualDestination's default route).
+    pub table: Option<RouteOrigin>,
+    pub policies: trellis_model::policy::RoutePolicies,
+}
+
+/// Where a route-table route came from: what `applyToRoutes` selectors look at.
+pub(crate) struct RouteOrigin {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -87,15 +103,17 @@ pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mu
                     port: port_number,
                 };
                 let target = cx.vd_target(&vd, &BTreeMap::new());
-                let route = (
-                    "default".to_string(),
-                    RouteMatch::default(),
-                    PendingAction::Forward {
+                let route = PendingRoute {
+                    name: "default".to_string(),
+                    matcher: RouteMatch::default(),
+                    action: PendingAction::Forward {
                         destinations: vec![(target, 1)],
                         path_rewrite: None,
                         host_rewrite: None,
                     },
-                );
+                    table: None,
+                    policies: Default::default(),
+                };
                 hosts.insert(
                     vhost_name(host, port_number),
                     OutboundHost {
@@ -219,6 +237,11 @@ impl<'s> Context<'_, 's> {
             port: vd.port,
             subset: subset.clone(),
             backends,
+            virtual_destination: Some(VdRef {
+                namespace: vd.resource.metadata.namespace.clone(),
+                name: vd.resource.metadata.name.clone(),
+                labels: vd.resource.metadata.labels.clone(),
+            }),
         })
     }
 
@@ -227,7 +250,7 @@ impl<'s> Context<'_, 's> {
         resource: &Resource,
         spec: &RouteTableSpec,
         port: Option<u16>,
-    ) -> Vec<(String, RouteMatch, PendingAction)> {
+    ) -> Vec<PendingRoute> {
         let table = resource.key().to_string();
         let mut routes = Vec::new();
         for (index, route) in spec.http.iter().enumerate() {
@@ -254,7 +277,16 @@ impl<'s> Context<'_, 's> {
                 } else {
                     format!("{name}/{m}")
                 };
-                routes.push((route_name, matcher, action.clone()));
+                routes.push(PendingRoute {
+                    name: route_name,
+                    matcher,
+                    action: action.clone(),
+                    table: Some(RouteOrigin {
+                        namespace: resource.metadata.namespace.clone(),
+                        labels: route.labels.clone(),
+                    }),
+                    policies: Default::default(),
+                });
             }
         }
         routes
@@ -419,6 +451,7 @@ impl<'s> Context<'_, 's> {
                     port,
                     subset: destination.subset.clone(),
                     backends,
+                    virtual_destination: None,
                 }))
             }
             DestinationKind::ExternalService => Err("EXTERNAL_SERVICE destinations are not supported yet".to_string()),
@@ -493,11 +526,11 @@ impl OutboundHost {
         let routes = self
             .routes
             .iter()
-            .map(|(name, matcher, action)| Route {
-                name: name.clone(),
-                matcher: matcher.clone(),
-                policies: Default::default(),
-                action: match action {
+            .map(|route| Route {
+                name: route.name.clone(),
+                matcher: route.matcher.clone(),
+                policies: route.policies.clone(),
+                action: match &route.action {
                     PendingAction::Fixed(action) => action.clone(),
                     PendingAction::Forward {
                         destinations,

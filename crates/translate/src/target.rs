@@ -12,6 +12,15 @@ pub struct Target {
     pub subset: BTreeMap<String, String>,
     /// Sorted (cluster, namespace, service, service port).
     pub backends: Vec<Backend>,
+    /// The VirtualDestination this target belongs to, for destination-level policies.
+    pub virtual_destination: Option<VdRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VdRef {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

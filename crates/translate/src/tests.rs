@@ -116,6 +116,83 @@ fn golden_unresolved_destination() {
 }
 
 #[test]
+fn golden_policies() {
+    use trellis_model::policy::TlsMode;
+    let t = golden("policies");
+    let status = |key: &str| t.statuses[key].clone();
+    assert_eq!(status("RetryTimeoutPolicy/demo/retries").state, "ACCEPTED");
+    assert_eq!(status("RetryTimeoutPolicy/demo/retries-again").state, "FAILED");
+    assert!(
+        status("RetryTimeoutPolicy/demo/retries-again")
+            .message
+            .contains("an older RetryTimeoutPolicy")
+    );
+    assert_eq!(status("AccessPolicy/demo/ghosts").state, "WARNING");
+    assert_eq!(
+        status("AccessPolicy/demo/backend-access").clusters,
+        ["cluster-1", "cluster-2"]
+    );
+
+    let c1 = &t.clusters["cluster-1"];
+    let api = c1.virtual_hosts[0]
+        .routes
+        .iter()
+        .find(|r| r.name == "demo/backend/api")
+        .unwrap();
+    assert_eq!(api.policies.retry.as_ref().unwrap().attempts, 3);
+    assert_eq!(
+        api.policies.timeout_ms,
+        Some(2000),
+        "the newer policy's 9s must not win"
+    );
+    assert_eq!(
+        api.policies.fault.as_ref().unwrap().abort.as_ref().unwrap().per_million,
+        5_000
+    );
+    let rest = c1.virtual_hosts[0]
+        .routes
+        .iter()
+        .find(|r| r.name == "demo/backend/rest")
+        .unwrap();
+    assert!(rest.policies.retry.is_none() && rest.policies.fault.is_none());
+    assert_eq!(rest.policies.request_headers.add[0].name, "x-mesh");
+
+    // Failover: cluster-1's clients use cluster-2 only as priority 1; outlier detection is on.
+    let upstream = c1.upstream("outbound|80||backend.mesh.internal").unwrap();
+    assert!(upstream.outlier_detection.is_some());
+    let priorities: Vec<_> = upstream
+        .endpoints
+        .iter()
+        .map(|e| (e.cluster.as_str(), e.priority))
+        .collect();
+    assert_eq!(priorities, [("cluster-1", 0), ("cluster-2", 1)]);
+
+    // Access: frontend's identity, paths and method in one rule; ops namespace only in dry run.
+    let policies = &c1.inbound_policies;
+    let enforced = policies
+        .iter()
+        .find(|p| p.name == "demo/backend-access" && !p.dry_run)
+        .unwrap();
+    assert_eq!(enforced.tls_mode, Some(TlsMode::Strict));
+    let rule = &enforced.rules.as_ref().unwrap()[0];
+    assert_eq!(rule.principals, ["spiffe://trellis.local/ns/demo/sa/default"]);
+    assert_eq!(rule.methods, ["GET"]);
+    let dry = policies
+        .iter()
+        .find(|p| p.name == "demo/backend-access" && p.dry_run)
+        .unwrap();
+    assert_eq!(
+        dry.rules.as_ref().unwrap()[0].principals,
+        ["spiffe://trellis.local/ns/ops/sa/"]
+    );
+    let ghosts = policies.iter().find(|p| p.name == "demo/ghosts").unwrap();
+    assert_eq!(
+        ghosts.rules.as_ref().unwrap()[0].principals,
+        ["spiffe://trellis.invalid/nobody"]
+    );
+}
+
+#[test]
 fn translation_is_deterministic_whatever_the_input_order() {
     let snapshot = load("weighted-split");
     let mut reversed = snapshot.clone();

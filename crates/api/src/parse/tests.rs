@@ -125,13 +125,41 @@ fn names_the_field_of_each_error() {
             None,
             "malformed YAML",
         ),
-        ("kind: AccessPolicy\napiVersion: security.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {authn: {tlsMode: MAYBE}}}", Some("spec.config.authn.tlsMode"), "not one of DISABLE"),
-        ("kind: AccessPolicy\napiVersion: security.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {authzList: [{allowedMethods: [FETCH]}]}}", Some("spec.config.authzList[0].allowedMethods[0]"), "not one of GET"),
-        ("kind: AccessPolicy\napiVersion: security.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {authzList: [{allowedIpBlocks: [10.0.0.0/40]}]}}", Some("spec.config.authzList[0].allowedIpBlocks[0]"), "not an IP address"),
-        ("kind: RetryTimeoutPolicy\napiVersion: resilience.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {requestTimeout: soon}}", Some("spec.config.requestTimeout"), "not a duration"),
-        ("kind: FaultInjectionPolicy\napiVersion: resilience.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {abort: {httpStatus: 503, percentage: 150}}}", Some("spec.config.abort.percentage"), "not a percentage"),
-        ("kind: RetryTimeoutPolicy\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}", Some("apiVersion"), "use \"resilience.policy.gloo.solo.io/v2\""),
-        ("kind: HeaderManipulationPolicy\napiVersion: trafficcontrol.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {removeRequestHeaders: [host]}}", Some("spec.config.removeRequestHeaders"), "cannot be changed"),
+        (
+            "kind: AccessPolicy\napiVersion: security.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {authn: {tlsMode: MAYBE}}}",
+            Some("spec.config.authn.tlsMode"),
+            "not one of DISABLE",
+        ),
+        (
+            "kind: AccessPolicy\napiVersion: security.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {authzList: [{allowedMethods: [FETCH]}]}}",
+            Some("spec.config.authzList[0].allowedMethods[0]"),
+            "not one of GET",
+        ),
+        (
+            "kind: AccessPolicy\napiVersion: security.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {authzList: [{allowedIpBlocks: [10.0.0.0/40]}]}}",
+            Some("spec.config.authzList[0].allowedIpBlocks[0]"),
+            "not an IP address",
+        ),
+        (
+            "kind: RetryTimeoutPolicy\napiVersion: resilience.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {requestTimeout: soon}}",
+            Some("spec.config.requestTimeout"),
+            "not a duration",
+        ),
+        (
+            "kind: FaultInjectionPolicy\napiVersion: resilience.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {abort: {httpStatus: 503, percentage: 150}}}",
+            Some("spec.config.abort.percentage"),
+            "not a percentage",
+        ),
+        (
+            "kind: RetryTimeoutPolicy\napiVersion: networking.gloo.solo.io/v2\nmetadata: {name: a}",
+            Some("apiVersion"),
+            "use \"resilience.policy.gloo.solo.io/v2\"",
+        ),
+        (
+            "kind: HeaderManipulationPolicy\napiVersion: trafficcontrol.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {removeRequestHeaders: [host]}}",
+            Some("spec.config.removeRequestHeaders"),
+            "cannot be changed",
+        ),
     ];
     for (input, field, message) in cases {
         let errors = errors_of(input);

@@ -1,0 +1,102 @@
+//! Resource status: what translation made of every resource.
+//!
+//! - ACCEPTED: used as written.
+//! - WARNING: used, with problems worth knowing (a reference that selects nothing yet, a field
+//!   not supported yet, or a conflict lost on some of its routes or destinations).
+//! - FAILED: a policy that lost every conflict it was in: an older policy of the same kind holds
+//!   all of its routes or destinations.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use trellis_api::{Kind, Resource};
+
+use crate::report::Report;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    /// ACCEPTED, WARNING or FAILED.
+    pub state: String,
+    pub message: String,
+    pub observed_generation: u64,
+    /// Clusters whose config it is part of.
+    pub clusters: Vec<String>,
+}
+
+fn is_policy(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::AccessPolicy
+            | Kind::RetryTimeoutPolicy
+            | Kind::FaultInjectionPolicy
+            | Kind::FailoverPolicy
+            | Kind::OutlierDetectionPolicy
+            | Kind::HeaderManipulationPolicy
+    )
+}
+
+pub(crate) fn compute(
+    resources: &[Resource],
+    warnings: &BTreeMap<String, Vec<String>>,
+    report: &Report,
+    all_clusters: &[String],
+) -> BTreeMap<String, ResourceStatus> {
+    let mut statuses = BTreeMap::new();
+    for resource in resources {
+        let key = resource.key().to_string();
+        let kind = resource.kind();
+        let used = report.0.get(&key);
+        let mut problems: Vec<String> = warnings.get(&key).cloned().unwrap_or_default();
+        let mut state = "ACCEPTED";
+        let mut summary = String::new();
+        let mut clusters = all_clusters.to_vec();
+        if is_policy(kind) {
+            let applied = used.map_or(0, |u| u.applied);
+            let lost = used.map(|u| u.lost.clone()).unwrap_or_default();
+            if kind == Kind::AccessPolicy {
+                clusters = used.map(|u| u.clusters.iter().cloned().collect()).unwrap_or_default();
+            }
+            if applied == 0 && !lost.is_empty() {
+                state = "FAILED";
+                problems.push(format!(
+                    "an older {kind} already applies to every place this one selects: {}",
+                    lost.join(", ")
+                ));
+            } else if !lost.is_empty() {
+                problems.push(format!("an older {kind} wins on: {}", lost.join(", ")));
+            } else if applied == 0 {
+                problems.push("selects nothing yet".to_string());
+            }
+            summary = format!(
+                "applies to {applied} {}",
+                if kind == Kind::AccessPolicy {
+                    "workload(s)"
+                } else {
+                    "route(s) or destination(s)"
+                }
+            );
+        }
+        if state == "ACCEPTED" && !problems.is_empty() {
+            state = "WARNING";
+        }
+        let mut message = problems.join("; ");
+        if !summary.is_empty() {
+            message = if message.is_empty() {
+                summary
+            } else {
+                format!("{summary}; {message}")
+            };
+        }
+        statuses.insert(
+            key,
+            ResourceStatus {
+                state: state.to_string(),
+                message,
+                observed_generation: resource.metadata.generation,
+                clusters,
+            },
+        );
+    }
+    statuses
+}

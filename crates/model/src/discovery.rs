@@ -85,3 +85,18 @@ impl ClusterDiscovery {
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     }
 }
+
+/// Delivery state of one proxy, as its agent sees it from Envoy's ACKs and NACKs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyState {
+    /// The proxy's node id (`sidecar~name.namespace`, `east-west~...`).
+    pub id: String,
+    /// Version of the cluster config its resources were built from.
+    pub config_version: String,
+    /// Envoy acknowledged every resource type it was sent.
+    pub in_sync: bool,
+    /// The last rejection Envoy reported, if the latest push was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nack: Option<String>,
+}

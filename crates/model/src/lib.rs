@@ -13,7 +13,7 @@ pub mod ir;
 pub mod policy;
 pub mod snapshot;
 
-pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, Workload, WorkloadPort};
+pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, ProxyState, Workload, WorkloadPort};
 pub use ir::ClusterConfig;
 pub use snapshot::Snapshot;
 

@@ -3,7 +3,7 @@
 /// Agent to management server.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3")]
+    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4")]
     pub body: Option<agent_message::Body>,
 }
 
@@ -16,6 +16,8 @@ pub mod agent_message {
         Discovery(super::Discovery),
         #[prost(message, tag = "3")]
         Ack(super::Ack),
+        #[prost(message, tag = "4")]
+        Proxies(super::ProxyReport),
     }
 }
 
@@ -37,6 +39,15 @@ pub struct Discovery {
     pub version: String,
     /// JSON `trellis_model::ClusterDiscovery`.
     #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+}
+
+/// Delivery state of the cluster's proxies, sent when it changes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProxyReport {
+    /// JSON list of `{id, configVersion, inSync, nack}`: `configVersion` is the relay config the
+    /// proxy's resources were built from; `inSync` means Envoy acknowledged every type of them.
+    #[prost(bytes = "vec", tag = "1")]
     pub payload: Vec<u8>,
 }
 

@@ -33,6 +33,8 @@ pub enum Command {
     Get(client::GetArgs),
     /// Delete resources named in files, or one by kind and name.
     Delete(client::DeleteArgs),
+    /// Show one resource's status and its delivery to proxies (from Envoy's ACKs and NACKs).
+    Describe(client::DescribeArgs),
     /// Register, deregister and list workload clusters.
     #[command(subcommand)]
     Cluster(cluster_cli::ClusterCommand),
@@ -66,6 +68,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => client::apply(args).await,
         Command::Get(args) => client::get(args).await,
         Command::Delete(args) => client::delete(args).await,
+        Command::Describe(args) => client::describe(args).await,
         Command::Cluster(command) => cluster_cli::run(command).await,
         Command::Check(args) => cluster_cli::check(args).await,
         Command::DemoApp(args) => demo_app::run(args).await,

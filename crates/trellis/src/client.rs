@@ -233,7 +233,7 @@ fn print_table(items: &[Value], with_namespace: bool, wide: bool) {
     if with_namespace {
         header.push("NAMESPACE");
     }
-    header.extend(["NAME", "GENERATION"]);
+    header.extend(["NAME", "GENERATION", "STATUS"]);
     if wide {
         header.extend(["HOSTS", "DETAIL"]);
     }
@@ -246,6 +246,7 @@ fn print_table(items: &[Value], with_namespace: bool, wide: bool) {
         }
         row.push(meta["name"].as_str().unwrap_or("").to_string());
         row.push(meta["generation"].to_string());
+        row.push(item["status"]["state"].as_str().unwrap_or("PENDING").to_string());
         if wide {
             let spec = &item["spec"];
             row.push(strings(&spec["hosts"]));
@@ -314,4 +315,73 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         return Err(fail_with(&response));
     }
     print_results(&response.body, |_| "deleted".into())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DescribeArgs {
+    /// Kind: name, plural or short name.
+    pub kind: String,
+    pub name: String,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `trellis describe`: status and delivery of one resource.
+pub async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
+    let kind: Kind = args.kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let url = format!(
+        "{}/api/v1/describe/{}/{}/{}",
+        args.server.server,
+        kind.as_str(),
+        args.namespace,
+        args.name
+    );
+    let response = httpc::request("GET", &url, None, &[], None, TIMEOUT).await?;
+    if response.status != 200 {
+        return Err(fail_with(&response));
+    }
+    let body: Value = serde_json::from_str(&response.body)?;
+    let resource = &body["resource"];
+    let status = &resource["status"];
+    println!("Name:        {}", resource["metadata"]["name"].as_str().unwrap_or(""));
+    println!(
+        "Namespace:   {}",
+        resource["metadata"]["namespace"].as_str().unwrap_or("")
+    );
+    println!("Kind:        {} ({})", kind, kind.api_version());
+    println!("Generation:  {}", resource["metadata"]["generation"]);
+    println!(
+        "Status:      {} (observed generation {})",
+        status["state"].as_str().unwrap_or("PENDING"),
+        status["observedGeneration"]
+    );
+    if let Some(message) = status["message"].as_str().filter(|m| !m.is_empty()) {
+        println!("Message:     {message}");
+    }
+    println!("Clusters:    {}", strings(&status["clusters"]));
+    let delivery = &body["delivery"];
+    println!("Delivery:    {}", delivery["summary"].as_str().unwrap_or(""));
+    for (cluster, state) in delivery["clusters"].as_object().into_iter().flatten() {
+        let pending = strings(&state["pending"]);
+        let pending = if pending.is_empty() {
+            String::new()
+        } else {
+            format!(" (not yet: {pending})")
+        };
+        println!(
+            "  {cluster}: {}/{} proxies{pending}",
+            state["current"], state["proxies"]
+        );
+    }
+    for rejection in delivery["rejected"].as_array().into_iter().flatten() {
+        println!(
+            "  REJECTED by {} in {}: {}",
+            rejection["proxy"].as_str().unwrap_or(""),
+            rejection["cluster"].as_str().unwrap_or(""),
+            rejection["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
 }

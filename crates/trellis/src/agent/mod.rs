@@ -74,6 +74,8 @@ pub struct Agent {
     /// The cluster's intermediate CA, once signed (or loaded from the cache).
     pub mesh: watch::Sender<Option<Arc<mesh_identity::ClusterCa>>>,
     pub certs: Arc<mesh_identity::WorkloadCerts>,
+    pub snapshots: Arc<xds_source::ProxySnapshots>,
+    pub board: trellis_xds::ProxyStatusBoard,
     cache_path: PathBuf,
 }
 
@@ -104,6 +106,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let workload_ttl = crate::duration::parse_duration(&args.workload_cert_ttl).context("--workload-cert-ttl")?;
     let mesh_dir = mesh_identity::mesh_dir(&data_dir);
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let xds_metrics = trellis_xds::XdsMetrics::register(&mut metrics_registry);
+    let source = Arc::new(xds_source::ProxySnapshots::default());
+    let ads = trellis_xds::AdsServer::new(source.clone(), xds_metrics);
+    let board = ads.status();
     let agent = Arc::new(Agent {
         cluster: args.cluster.clone(),
         config: watch::Sender::new(cached.map(Arc::new)),
@@ -112,14 +119,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         credentials: Arc::new(credentials),
         mesh: watch::Sender::new(mesh_identity::ClusterCa::load(&mesh_dir).map(Arc::new)),
         certs: Arc::new(mesh_identity::WorkloadCerts::new(workload_ttl)),
+        snapshots: source.clone(),
+        board: board.clone(),
         cache_path,
     });
 
-    let mut metrics_registry = prometheus_client::registry::Registry::default();
-    let xds_metrics = trellis_xds::XdsMetrics::register(&mut metrics_registry);
-    let source = Arc::new(xds_source::ProxySnapshots::default());
-    let ads = trellis_xds::AdsServer::new(source.clone(), xds_metrics);
-    let board = ads.status();
     tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));
     tokio::spawn(registry::expire_loop(agent.clone()));
     tokio::spawn(relay_client::run(agent.clone(), args.mgmt.clone()));

@@ -98,8 +98,18 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
     tracing::info!("relay connected");
 
     let mut last_discovery = None;
+    let mut last_states = None;
+    let mut report_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
+            _ = report_tick.tick() => {
+                let states = agent.snapshots.states(&agent.board);
+                if last_states.as_ref() != Some(&states) {
+                    let payload = serde_json::to_vec(&states).expect("states serialize");
+                    tx.send(AgentMessage { body: Some(trellis_relay::agent_message::Body::Proxies(trellis_relay::ProxyReport { payload })) }).await?;
+                    last_states = Some(states);
+                }
+            }
             changed = registry_changes.changed() => {
                 changed?;
                 registry_changes.borrow_and_update();

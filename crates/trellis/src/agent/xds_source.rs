@@ -18,6 +18,8 @@ type SnapshotWatch = watch::Sender<Option<Arc<Snapshot>>>;
 #[derive(Default)]
 pub struct ProxySnapshots {
     by_node: Mutex<BTreeMap<String, SnapshotWatch>>,
+    /// Per node, the version of the cluster config its current snapshot was built from.
+    built_from: Mutex<BTreeMap<String, String>>,
     /// Poked when a new node subscribes, so its snapshot is built right away.
     new_node: tokio::sync::Notify,
 }
@@ -99,6 +101,7 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
         certs_due.borrow_and_update();
         if let Some(config) = config {
             let registrations = agent.registry.all();
+            let version = format!("{:016x}", config.content_hash());
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             for (node_id, sender) in by_node.iter() {
                 // Unregistered (or expired) nodes keep what they have: Envoy serves on.
@@ -108,6 +111,11 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                 let Some(snapshot) = build(&agent, &config, registration) else {
                     continue;
                 };
+                snapshots
+                    .built_from
+                    .lock()
+                    .expect("built_from lock")
+                    .insert(node_id.clone(), version.clone());
                 sender.send_if_modified(|current| {
                     if current.as_deref() == Some(&snapshot) {
                         return false;
@@ -124,5 +132,32 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
             result = certs_due.changed() => if result.is_err() { return },
             _ = snapshots.new_node.notified() => {}
         }
+    }
+}
+
+impl ProxySnapshots {
+    /// Delivery state of every connected proxy, from the ADS status board (Envoy's ACKs/NACKs).
+    pub fn states(&self, board: &trellis_xds::ProxyStatusBoard) -> Vec<trellis_model::ProxyState> {
+        let built_from = self.built_from.lock().expect("built_from lock");
+        let mut states: Vec<_> = board
+            .snapshot()
+            .into_iter()
+            .map(|proxy| {
+                let sent: Vec<_> = proxy.types.values().filter(|t| t.last_sent_version.is_some()).collect();
+                let nack = proxy.types.values().find_map(|t| t.last_nack.clone());
+                let in_sync = !sent.is_empty()
+                    && nack.is_none()
+                    && sent.iter().all(|t| t.last_acked_version == t.last_sent_version);
+                trellis_model::ProxyState {
+                    config_version: built_from.get(&proxy.node_id).cloned().unwrap_or_default(),
+                    id: proxy.node_id,
+                    in_sync,
+                    nack,
+                }
+            })
+            .collect();
+        states.sort_by(|a, b| a.id.cmp(&b.id));
+        states.dedup_by(|a, b| a.id == b.id);
+        states
     }
 }

@@ -6,6 +6,7 @@
 //! | POST | /api/v1/delete?source=NAME | delete every resource named in a YAML/JSON body |
 //! | GET | /api/v1/resources[?kind=K] | list |
 //! | GET, DELETE | /api/v1/resources/{kind}/{namespace}/{name} | one resource |
+//! | GET | /api/v1/describe/{kind}/{namespace}/{name} | a resource, its status and its delivery to proxies |
 //! | GET | /api/v1/clusters | agents: connection, config versions, workloads |
 //! | POST | /api/v1/clusters/{name}/register?ttl=1h | record the cluster; a one-time token for its agent |
 //! | POST | /api/v1/clusters/{name}/deregister | revoke the cluster's certificates and close its relay stream |
@@ -36,6 +37,7 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
             "/api/v1/resources/{kind}/{namespace}/{name}",
             get(get_one).delete(delete_one),
         )
+        .route("/api/v1/describe/{kind}/{namespace}/{name}", get(describe))
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{name}/register", post(register_cluster))
         .route("/api/v1/clusters/{name}/deregister", post(deregister_cluster))
@@ -168,6 +170,8 @@ async fn list(
     let kind = query.kind.as_deref().map(parse_kind).transpose()?;
     let mut items = mgmt.store.list()?;
     items.retain(|r| kind.is_none_or(|k| r.kind() == k));
+    let translation = mgmt.translation();
+    let items: Vec<_> = items.iter().map(|r| with_status(r, &translation)).collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -177,9 +181,65 @@ async fn get_one(
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
     match mgmt.store.get(&key)? {
-        Some(resource) => Ok(Json(resource.to_value())),
+        Some(resource) => Ok(Json(with_status(&resource, &mgmt.translation()))),
         None => Err(ApiFailure::NotFound(key.to_string())),
     }
+}
+
+/// The resource as stored, with the status translation gave it.
+fn with_status(resource: &trellis_api::Resource, translation: &trellis_translate::Translation) -> serde_json::Value {
+    let mut value = resource.to_value();
+    if let Some(status) = translation.statuses.get(&resource.key().to_string()) {
+        value["status"] = serde_json::to_value(status).expect("status serializes");
+    }
+    value
+}
+
+/// A resource, its status and its delivery: of the proxies in the clusters it applies to, how
+/// many run the current config (Envoy acknowledged it), and which rejected it.
+async fn describe(
+    State(mgmt): State<Arc<Mgmt>>,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
+    let Some(resource) = mgmt.store.get(&key)? else {
+        return Err(ApiFailure::NotFound(key.to_string()));
+    };
+    let translation = mgmt.translation();
+    let value = with_status(&resource, &translation);
+    let clusters: Vec<String> = value["status"]["clusters"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let agents = mgmt.agents();
+    let (mut total, mut applied, mut delivery, mut rejected) = (0, 0, serde_json::Map::new(), Vec::new());
+    for cluster in &clusters {
+        let current = translation
+            .clusters
+            .get(cluster)
+            .map(|c| format!("{:016x}", c.content_hash()))
+            .unwrap_or_default();
+        let proxies = agents.get(cluster).map(|a| a.proxies.clone()).unwrap_or_default();
+        let current_ok = |p: &trellis_model::ProxyState| p.in_sync && p.config_version == current;
+        let ok = proxies.iter().filter(|p| current_ok(p)).count();
+        for proxy in proxies.iter().filter(|p| p.nack.is_some()) {
+            rejected.push(json!({"cluster": cluster, "proxy": proxy.id, "reason": proxy.nack}));
+        }
+        total += proxies.len();
+        applied += ok;
+        delivery.insert(
+            cluster.clone(),
+            json!({
+                "proxies": proxies.len(),
+                "current": ok,
+                "pending": proxies.iter().filter(|p| !current_ok(p)).map(|p| p.id.clone()).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    let summary = format!("applied to {applied}/{total} proxies in {} cluster(s)", clusters.len());
+    Ok(Json(
+        json!({ "resource": value, "delivery": { "summary": summary, "clusters": delivery, "rejected": rejected } }),
+    ))
 }
 
 async fn delete_one(

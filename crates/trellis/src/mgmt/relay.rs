@@ -420,6 +420,12 @@ fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, messag
             mgmt.metrics.config_nacks_total.get_or_create(label).inc();
             mgmt.update_agent(cluster, |a| a.nack = Some(nack.error));
         }
+        Some(agent_message::Body::Proxies(report)) => {
+            match serde_json::from_slice::<Vec<trellis_model::ProxyState>>(&report.payload) {
+                Ok(states) => mgmt.update_agent(cluster, |a| a.proxies = states),
+                Err(error) => tracing::warn!(%error, "ignoring malformed proxy report"),
+            }
+        }
         Some(agent_message::Body::Hello(_)) | None => tracing::warn!("ignoring unexpected relay message"),
     }
 }

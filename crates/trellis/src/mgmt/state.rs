@@ -34,6 +34,8 @@ pub struct AgentStatus {
     /// Validity of the cluster's mesh intermediate CA.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intermediate_validity: Option<(u64, u64)>,
+    /// Delivery state of the cluster's proxies, as its agent last reported it.
+    pub proxies: Vec<trellis_model::ProxyState>,
 }
 
 pub struct Mgmt {

@@ -1,15 +1,22 @@
 //! Small builders for the Envoy messages that sidecars, gateways and bootstraps share, so each
 //! proxy kind reads as "what it serves" rather than as protobuf plumbing.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address, config_source, socket_address,
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, Locality, SocketAddress, address,
+    config_source, socket_address,
 };
-use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, lb_endpoint};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, Listener, ListenerFilter, filter, listener_filter,
+};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier, http_filter,
 };
@@ -18,7 +25,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig},
 };
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use envoy_types::util::pack_any;
 
 /// Every cluster we generate waits this long for a TCP connection before failing over.
@@ -27,6 +34,7 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration { seconds: 1, nanos: 0 };
 pub(crate) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(crate) const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const TLS_INSPECTOR_FILTER: &str = "envoy.filters.listener.tls_inspector";
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 pub(crate) fn socket_address(address: &str, port: u16) -> Address {
@@ -74,7 +82,7 @@ pub(crate) fn static_cluster(name: &str, address: &str, port: u16) -> Cluster {
         )),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name.to_string(),
-            endpoints: vec![envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+            endpoints: vec![LocalityLbEndpoints {
                 lb_endpoints: vec![lb_endpoint(address, port, None)],
                 ..Default::default()
             }],
@@ -116,14 +124,7 @@ pub(crate) enum Routes {
     Inline(Box<RouteConfiguration>),
 }
 
-/// A one-chain listener whose only network filter is [`http_connection_manager`].
-pub(crate) fn http_listener(name: &str, address: &str, port: u16, routes: Routes) -> Listener {
-    let hcm = http_connection_manager(name, routes);
-    listener(name, address, port, network_filter(HCM_FILTER, pack_any(hcm)))
-}
-
-/// An HTTP connection manager ending in the router. The router carries an explicit (empty)
-/// typed config: Envoy NACKs a filter named only.
+/// An HTTP connection manager whose only filter is the router; callers put theirs before it.
 pub(crate) fn http_connection_manager(name: &str, routes: Routes) -> HttpConnectionManager {
     let route_specifier = match routes {
         Routes::Rds(route_config_name) => RouteSpecifier::Rds(Rds {
@@ -135,11 +136,7 @@ pub(crate) fn http_connection_manager(name: &str, routes: Routes) -> HttpConnect
     HttpConnectionManager {
         stat_prefix: name.to_string(),
         route_specifier: Some(route_specifier),
-        http_filters: vec![HttpFilter {
-            name: ROUTER_FILTER.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
-            ..Default::default()
-        }],
+        http_filters: vec![http_filter(ROUTER_FILTER, pack_any(Router::default()))],
         ..Default::default()
     }
 }
@@ -157,7 +154,7 @@ pub(crate) fn listener(name: &str, address: &str, port: u16, filter: Filter) -> 
     }
 }
 
-pub(crate) fn network_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Filter {
+pub(crate) fn network_filter(name: &str, config: Any) -> Filter {
     Filter {
         name: name.to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(config)),
@@ -174,33 +171,67 @@ pub(crate) fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
     network_filter(TCP_PROXY_FILTER, pack_any(tcp))
 }
 
-/// The endpoints of one upstream, grouped by the cluster they live in (as the locality's
-/// region) so Envoy's stats and admin output show where traffic goes.
+/// The endpoints of one upstream, grouped by priority and, within one, by the cluster they live
+/// in (as the locality's region) so Envoy's stats and admin output show where traffic goes.
+///
+/// Envoy requires priorities to run 0, 1, 2... without gaps, while the IR only promises their
+/// order (a failover policy may leave 1 empty), so they are renumbered densely in order. No
+/// locality weights are set: the cluster balances over hosts, not localities.
 pub(crate) fn load_assignment(upstream: &trellis_model::ir::Upstream) -> ClusterLoadAssignment {
-    let mut by_cluster: std::collections::BTreeMap<&str, Vec<LbEndpoint>> = Default::default();
+    let priorities: BTreeSet<u32> = upstream.endpoints.iter().map(|e| e.priority).collect();
+    let dense = |priority: u32| priorities.range(..priority).count() as u32;
+    let mut groups: BTreeMap<(u32, &str), Vec<LbEndpoint>> = BTreeMap::new();
     for endpoint in &upstream.endpoints {
         // Envoy rejects a weight of 0; the IR promises relative weights, so 0 means "least".
         let weight = endpoint.weight.max(1);
-        by_cluster
-            .entry(endpoint.cluster.as_str())
+        groups
+            .entry((dense(endpoint.priority), endpoint.cluster.as_str()))
             .or_default()
             .push(lb_endpoint(&endpoint.address, endpoint.port, Some(weight)));
     }
     ClusterLoadAssignment {
         cluster_name: upstream.name.clone(),
-        endpoints: by_cluster
+        endpoints: groups
             .into_iter()
-            .map(
-                |(cluster, lb_endpoints)| envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
-                    locality: Some(envoy_types::pb::envoy::config::core::v3::Locality {
-                        region: cluster.to_string(),
-                        ..Default::default()
-                    }),
-                    lb_endpoints,
+            .map(|((priority, cluster), lb_endpoints)| LocalityLbEndpoints {
+                locality: Some(Locality {
+                    region: cluster.to_string(),
                     ..Default::default()
-                },
-            )
+                }),
+                lb_endpoints,
+                priority,
+                ..Default::default()
+            })
             .collect(),
+        ..Default::default()
+    }
+}
+
+/// A protobuf duration from the IR's milliseconds.
+pub(crate) fn duration_ms(ms: u64) -> Duration {
+    Duration {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// An HTTP filter with an explicit typed config (Envoy NACKs a filter named only).
+pub(crate) fn http_filter(name: &str, config: Any) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+/// Reads the first bytes of a connection to tell TLS (and its SNI) from plaintext, for filter
+/// chains that match on `server_names` or `transport_protocol`.
+pub(crate) fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: TLS_INSPECTOR_FILTER.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+            TlsInspector::default(),
+        ))),
         ..Default::default()
     }
 }

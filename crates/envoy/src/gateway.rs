@@ -4,11 +4,7 @@
 //! SNI; the server sidecar behind it terminates TLS and checks the client. A connection with any
 //! other SNI (or none) matches no filter chain and is closed.
 
-use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
-};
-use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
-use envoy_types::util::pack_any;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use trellis_model::ClusterConfig;
 use trellis_model::ir::Upstream;
 
@@ -18,7 +14,6 @@ use crate::common;
 /// Name of the gateway's listener.
 pub const GATEWAY_LISTENER: &str = "east-west";
 
-const TLS_INSPECTOR_FILTER: &str = "envoy.filters.listener.tls_inspector";
 /// The chain of a gateway that serves nothing.
 const CLOSED_CHAIN: &str = "closed";
 
@@ -41,13 +36,7 @@ pub fn east_west_gateway(ir: &ClusterConfig, spec: &GatewaySpec) -> ProxyResourc
         listeners: vec![Listener {
             name: GATEWAY_LISTENER.to_string(),
             address: Some(common::socket_address(spec.listen_address, spec.port)),
-            listener_filters: vec![ListenerFilter {
-                name: TLS_INSPECTOR_FILTER.to_string(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
-                    TlsInspector::default(),
-                ))),
-                ..Default::default()
-            }],
+            listener_filters: vec![common::tls_inspector()],
             filter_chains: sni_chains(upstreams),
             ..Default::default()
         }],

@@ -17,6 +17,7 @@
 //! (`envoy-types` always brings tonic and tokio along for its service stubs; this crate uses only
 //! its message types.)
 
+mod authz;
 mod bootstrap;
 mod common;
 mod gateway;
@@ -25,6 +26,7 @@ mod routes;
 mod sidecar;
 mod tls;
 
+pub use authz::{RBAC_DRY_RUN_STAT_PREFIX, RbacStats};
 pub use bootstrap::{BootstrapSpec, XDS_CLUSTER, bootstrap};
 pub use gateway::{GATEWAY_LISTENER, GatewaySpec, east_west_gateway};
 pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};

@@ -4,12 +4,18 @@
 //! Forwarding always uses `weighted_clusters`, even for one destination, so every forward has
 //! one shape. Nothing is added per destination: each upstream's cluster carries its own routing
 //! key, as the TLS SNI of its connections.
+//!
+//! Route policies ride on the route: retries and the timeout on its forward action (other
+//! actions never reach an upstream), header edits on the route itself (Envoy applies response
+//! headers to direct responses and redirects too), and a fault as the route's override of the
+//! fault filter that the sidecar's outbound connection manager always carries, empty.
 
-use envoy_types::pb::envoy::config::core::v3::DataSource;
-use envoy_types::pb::envoy::config::core::v3::data_source;
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, HeaderValue, HeaderValueOption, data_source, header_value_option::HeaderAppendAction,
+};
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction, RouteMatch,
-    VirtualHost, WeightedCluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
+    RouteMatch, VirtualHost, WeightedCluster,
     header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode},
@@ -18,9 +24,19 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
 };
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay::FaultDelaySecifier};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault, fault_abort::ErrorType};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use trellis_model::ir;
+use envoy_types::util::pack_any;
+use trellis_model::{ir, policy};
+
+use crate::common::{duration_ms, http_filter};
+
+/// The HTTP fault filter: in every outbound connection manager, configured per route.
+pub(crate) const FAULT_FILTER: &str = "envoy.filters.http.fault";
 
 pub(crate) fn virtual_host(vhost: &ir::VirtualHost) -> VirtualHost {
     VirtualHost {
@@ -32,12 +48,33 @@ pub(crate) fn virtual_host(vhost: &ir::VirtualHost) -> VirtualHost {
 }
 
 pub(crate) fn route(route: &ir::Route) -> Route {
+    let policies = &route.policies;
+    let mut action = action(&route.action);
+    if let Action::Route(forward) = &mut action {
+        forward.retry_policy = policies.retry.as_ref().map(retry_policy);
+        forward.timeout = policies.timeout_ms.map(duration_ms);
+    }
     Route {
         name: route.name.clone(),
         r#match: Some(route_match(&route.matcher)),
-        action: Some(action(&route.action)),
+        action: Some(action),
+        typed_per_filter_config: policies
+            .fault
+            .iter()
+            .map(|fault| (FAULT_FILTER.to_string(), pack_any(http_fault(fault))))
+            .collect(),
+        request_headers_to_add: headers_to_add(&policies.request_headers),
+        request_headers_to_remove: policies.request_headers.remove.clone(),
+        response_headers_to_add: headers_to_add(&policies.response_headers),
+        response_headers_to_remove: policies.response_headers.remove.clone(),
         ..Default::default()
     }
+}
+
+/// The fault filter as the sidecar's outbound connection manager carries it: with no delay and
+/// no abort it does nothing until a route overrides it.
+pub(crate) fn fault_filter() -> HttpFilter {
+    http_filter(FAULT_FILTER, pack_any(HttpFault::default()))
 }
 
 // === matches ===
@@ -70,13 +107,20 @@ fn route_match(m: &ir::RouteMatch) -> RouteMatch {
 }
 
 fn header_matcher(h: &ir::HeaderMatch) -> HeaderMatcher {
-    let specifier = match &h.value {
+    HeaderMatcher {
+        invert_match: h.invert,
+        ..header_value_matcher(&h.name, &h.value)
+    }
+}
+
+/// A header's value, as a route match or an authorization rule checks it.
+pub(crate) fn header_value_matcher(name: &str, value: &ir::ValueMatch) -> HeaderMatcher {
+    let specifier = match value {
         ir::ValueMatch::Present => HeaderMatchSpecifier::PresentMatch(true),
         value => HeaderMatchSpecifier::StringMatch(string_matcher(value)),
     };
     HeaderMatcher {
-        name: h.name.clone(),
-        invert_match: h.invert,
+        name: name.to_string(),
         header_match_specifier: Some(specifier),
         ..Default::default()
     }
@@ -116,7 +160,7 @@ pub(crate) fn exact(text: &str) -> StringMatcher {
 }
 
 /// No engine type: RE2 is Envoy's default and the explicit `google_re2` field is deprecated.
-fn regex_matcher(regex: &str) -> RegexMatcher {
+pub(crate) fn regex_matcher(regex: &str) -> RegexMatcher {
     RegexMatcher {
         regex: regex.to_string(),
         engine_type: None,
@@ -167,6 +211,59 @@ fn forward_action(forward: &ir::Forward) -> RouteAction {
             .map(HostRewriteSpecifier::HostRewriteLiteral),
         ..Default::default()
     }
+}
+
+// === policies ===
+
+fn retry_policy(retry: &policy::Retry) -> RetryPolicy {
+    RetryPolicy {
+        retry_on: retry.retry_on.clone(),
+        num_retries: Some(UInt32Value { value: retry.attempts }),
+        per_try_timeout: retry.per_try_timeout_ms.map(duration_ms),
+        ..Default::default()
+    }
+}
+
+fn http_fault(fault: &policy::Fault) -> HttpFault {
+    HttpFault {
+        delay: fault.delay.as_ref().map(|delay| FaultDelay {
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(duration_ms(delay.fixed_delay_ms))),
+            percentage: Some(per_million(delay.per_million)),
+        }),
+        abort: fault.abort.as_ref().map(|abort| FaultAbort {
+            error_type: Some(ErrorType::HttpStatus(abort.http_status)),
+            percentage: Some(per_million(abort.per_million)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn per_million(numerator: u32) -> FractionalPercent {
+    FractionalPercent {
+        numerator,
+        denominator: DenominatorType::Million as i32,
+    }
+}
+
+fn headers_to_add(headers: &policy::Headers) -> Vec<HeaderValueOption> {
+    headers
+        .add
+        .iter()
+        .map(|h| HeaderValueOption {
+            header: Some(HeaderValue {
+                key: h.name.clone(),
+                value: h.value.clone(),
+                ..Default::default()
+            }),
+            append_action: if h.append {
+                HeaderAppendAction::AppendIfExistsOrAdd
+            } else {
+                HeaderAppendAction::OverwriteIfExistsOrAdd
+            } as i32,
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// Envoy only knows five redirect codes; anything else gets its default, 301.

@@ -12,6 +12,7 @@ pub(crate) fn mk_endpoint(address: &str, weight: u32, cluster: &str) -> Endpoint
         weight,
         cluster: cluster.to_string(),
         via_gateway: cluster != "east",
+        priority: 0,
     }
 }
 
@@ -23,6 +24,7 @@ pub(crate) fn mk_upstream(name: &str, key: &str, endpoints: Vec<Endpoint>, ident
         key: key.to_string(),
         endpoints,
         identities: identities.iter().map(|id| id.to_string()).collect(),
+        outlier_detection: None,
     }
 }
 
@@ -70,6 +72,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
                 name: "default".to_string(),
                 matcher: RouteMatch::default(),
                 action: mk_forward(&[("reviews-v1", 90), ("reviews-v2", 10)]),
+                policies: Default::default(),
             }],
         }],
         gateway_upstreams: vec![
@@ -86,6 +89,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
                 &[REVIEWS_ID],
             ),
         ],
+        inbound_policies: Vec::new(),
     }
 }
 

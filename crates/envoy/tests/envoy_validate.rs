@@ -28,6 +28,10 @@ use trellis_model::ir::{
     ClusterConfig, Endpoint, Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch,
     Upstream, ValueMatch, VirtualHost, WeightedUpstream,
 };
+use trellis_model::policy::{
+    AuthzRule, Fault, FaultAbort, FaultDelay, HeaderValue, Headers, InboundPolicy, OutlierDetection, Retry,
+    RoutePolicies, TlsMode,
+};
 use trellis_model::{Protocol, Workload, WorkloadPort};
 
 const TRUST_DOMAIN: &str = "trellis.local";
@@ -52,6 +56,70 @@ fn envoy_accepts_gateway_resources() {
     let resources = mk_gateway(&mk_cluster_config());
     assert_eq!(resources.listeners[0].filter_chains.len(), 2);
     assert_envoy_accepts_pb("gateway", &static_bootstrap(resources));
+}
+
+/// Every policy the IR carries, on one sidecar: PERMISSIVE inbound listeners with enforced and
+/// dry-run rules on HTTP and TCP ports, a fault, retries, a timeout and header edits on outbound
+/// routes, outlier detection and failover priorities (with a gap to compact) on an upstream.
+#[test]
+fn envoy_accepts_a_sidecar_with_every_policy() {
+    let resources = with_secrets(mk_sidecar_for(&mk_policy_config()));
+    // Guards the inputs: each feature must really be in what Envoy checks.
+    let inbound = &resources.listeners[1];
+    assert_eq!(
+        inbound.filter_chains.len(),
+        2,
+        "PERMISSIVE has a TLS and a plaintext chain"
+    );
+    assert_eq!(inbound.listener_filters.len(), 1, "PERMISSIVE needs the TLS inspector");
+    assert_eq!(
+        resources.listeners[3].filter_chains[0].filters.len(),
+        2,
+        "TCP RBAC then tcp_proxy"
+    );
+    assert!(resources.clusters[0].outlier_detection.is_some());
+    let priorities: Vec<_> = resources.endpoints[0].endpoints.iter().map(|l| l.priority).collect();
+    assert_eq!(priorities, [0, 1]);
+    let routes = &resources.routes[0].virtual_hosts[0].routes;
+    assert!(routes.iter().filter(|r| !r.typed_per_filter_config.is_empty()).count() >= 2);
+    assert_envoy_accepts_pb("policy-sidecar", &static_bootstrap(resources));
+}
+
+/// STRICT and DISABLE listeners, with enforced rules only, and with dry-run rules only.
+#[test]
+fn envoy_accepts_inbound_listeners_in_every_tls_mode() {
+    for mode in [TlsMode::Strict, TlsMode::Permissive, TlsMode::Disable] {
+        for dry_run in [false, true] {
+            let mut ir = mk_policy_config();
+            ir.inbound_policies = vec![InboundPolicy {
+                name: "default/only".into(),
+                tls_mode: Some(mode),
+                rules: Some(vec![mk_rule()]),
+                dry_run,
+                ..Default::default()
+            }];
+            let resources = with_secrets(mk_sidecar_for(&ir));
+            let label = format!("mode-{mode:?}-dry-run-{dry_run}");
+            assert_envoy_accepts_pb(&label, &static_bootstrap(resources));
+        }
+    }
+}
+
+/// Guards the route policies: a per-route fault Envoy cannot use must be refused, so the
+/// override really reaches the fault filter's validation.
+#[test]
+fn envoy_rejects_a_fault_abort_with_an_impossible_status() {
+    let mut ir = mk_policy_config();
+    let route = &mut ir.virtual_hosts[0].routes[3];
+    route.policies.fault = Some(Fault {
+        delay: None,
+        abort: Some(FaultAbort {
+            http_status: 99,
+            per_million: 1_000_000,
+        }),
+    });
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    assert_envoy_rejects("bad-fault", &static_bootstrap(resources), "http_status");
 }
 
 /// The gateway of a cluster that serves nothing yet still has a listener (with no chains).
@@ -85,7 +153,8 @@ fn envoy_accepts_the_json_bootstrap() {
 fn envoy_rejects_a_router_without_typed_config() {
     let mut resources = with_secrets(mk_sidecar());
     edit_hcm(&mut resources.listeners[0], |hcm| {
-        hcm.http_filters[0].config_type = None
+        let router = hcm.http_filters.last_mut().expect("the router ends the filters");
+        router.config_type = None
     });
     assert_envoy_rejects("broken", &static_bootstrap(resources), "envoy.filters.http.router");
 }
@@ -360,9 +429,13 @@ fn with_secrets(resources: ProxyResources) -> ProxyResources {
 }
 
 fn mk_sidecar() -> ProxyResources {
+    mk_sidecar_for(&mk_cluster_config())
+}
+
+fn mk_sidecar_for(ir: &ClusterConfig) -> ProxyResources {
     let workload = mk_workload();
     sidecar(
-        &mk_cluster_config(),
+        ir,
         &SidecarSpec {
             workload: &workload,
             outbound_address: "127.0.0.1",
@@ -399,8 +472,10 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identitie
                 weight: *weight,
                 cluster: (*cluster).into(),
                 via_gateway: *cluster != "east",
+                priority: 0,
             })
             .collect(),
+        outlier_detection: None,
     }
 }
 
@@ -460,6 +535,7 @@ fn mk_cluster_config() -> ClusterConfig {
                 host_rewrite: Some("reviews.internal".into()),
                 ..mk_forward(&[("reviews-v2", 1)])
             }),
+            policies: RoutePolicies::default(),
         },
         Route {
             name: "default/reviews/old".into(),
@@ -472,6 +548,7 @@ fn mk_cluster_config() -> ClusterConfig {
                 path: Some("/new".into()),
                 status: 308,
             },
+            policies: RoutePolicies::default(),
         },
         Route {
             name: "default/reviews/down".into(),
@@ -483,11 +560,13 @@ fn mk_cluster_config() -> ClusterConfig {
                 status: 503,
                 body: "maintenance".into(),
             },
+            policies: RoutePolicies::default(),
         },
         Route {
             name: "default".into(),
             matcher: RouteMatch::default(),
             action: RouteAction::Forward(mk_forward(&[("reviews-v1", 90), ("reviews-v2", 10)])),
+            policies: RoutePolicies::default(),
         },
     ];
     ClusterConfig {
@@ -527,6 +606,136 @@ fn mk_cluster_config() -> ClusterConfig {
                 &["reviews"],
             ),
         ],
+        inbound_policies: Vec::new(),
+    }
+}
+
+/// [`mk_cluster_config`] with every policy: see [`envoy_accepts_a_sidecar_with_every_policy`].
+fn mk_policy_config() -> ClusterConfig {
+    let mut ir = mk_cluster_config();
+    let v1 = &mut ir.upstreams[0];
+    v1.outlier_detection = Some(OutlierDetection {
+        consecutive_errors: 5,
+        interval_ms: 10_000,
+        base_ejection_time_ms: 30_000,
+        max_ejection_percent: 100,
+    });
+    v1.endpoints[1].priority = 2;
+
+    let headers = |name: &str| Headers {
+        add: vec![
+            HeaderValue {
+                name: format!("x-{name}"),
+                value: "1".into(),
+                append: false,
+            },
+            HeaderValue {
+                name: format!("x-{name}-trace"),
+                value: "a".into(),
+                append: true,
+            },
+        ],
+        remove: vec![format!("x-{name}-secret")],
+    };
+    let fault = Fault {
+        delay: Some(FaultDelay {
+            fixed_delay_ms: 1500,
+            per_million: 100_000,
+        }),
+        abort: Some(FaultAbort {
+            http_status: 503,
+            per_million: 5_000,
+        }),
+    };
+    let routes = &mut ir.virtual_hosts[0].routes;
+    routes[0].policies.request_headers = headers("req");
+    // Redirects and direct responses never reach an upstream: header edits and faults only.
+    routes[1].policies.response_headers = headers("redirect");
+    routes[2].policies = RoutePolicies {
+        fault: Some(fault.clone()),
+        response_headers: headers("down"),
+        ..RoutePolicies::default()
+    };
+    routes[3].policies = RoutePolicies {
+        retry: Some(Retry {
+            attempts: 3,
+            per_try_timeout_ms: Some(250),
+            retry_on: "5xx,connect-failure,reset".into(),
+        }),
+        timeout_ms: Some(2_500),
+        fault: Some(fault),
+        request_headers: headers("req"),
+        response_headers: headers("resp"),
+    };
+
+    ir.inbound_policies = vec![
+        InboundPolicy {
+            name: "default/permissive".into(),
+            namespace: "default".into(),
+            tls_mode: Some(TlsMode::Permissive),
+            ..Default::default()
+        },
+        InboundPolicy {
+            name: "default/allow-frontend".into(),
+            namespace: "default".into(),
+            service: "reviews".into(),
+            labels: [("app".to_string(), "reviews".to_string())].into(),
+            // Comes later: PERMISSIVE above decides.
+            tls_mode: Some(TlsMode::Strict),
+            rules: Some(vec![
+                mk_rule(),
+                AuthzRule {
+                    principals: vec!["*".into()],
+                    ..Default::default()
+                },
+                AuthzRule {
+                    paths: vec![PathMatch::Prefix("/health".into())],
+                    ..Default::default()
+                },
+                AuthzRule::default(),
+            ]),
+            dry_run: false,
+        },
+        InboundPolicy {
+            name: "default/audit".into(),
+            rules: Some(vec![AuthzRule {
+                principals: vec![format!("spiffe://{TRUST_DOMAIN}/ns/default/")],
+                ..Default::default()
+            }]),
+            dry_run: true,
+            ..Default::default()
+        },
+        // Applies to nothing here.
+        InboundPolicy {
+            name: "other/deny-all".into(),
+            namespace: "other".into(),
+            tls_mode: Some(TlsMode::Disable),
+            rules: Some(Vec::new()),
+            ..Default::default()
+        },
+    ];
+    ir
+}
+
+/// A rule using every kind of match.
+fn mk_rule() -> AuthzRule {
+    AuthzRule {
+        principals: vec![
+            trellis_model::spiffe_id(TRUST_DOMAIN, "default", "productpage"),
+            format!("spiffe://{TRUST_DOMAIN}/ns/web/sa/*"),
+        ],
+        paths: vec![
+            PathMatch::Prefix("/api/".into()),
+            PathMatch::Exact("/login".into()),
+            PathMatch::Regex("/v[0-9]+/.*".into()),
+        ],
+        methods: vec!["GET".into(), "POST".into()],
+        headers: vec![
+            ("x-tenant".into(), ValueMatch::Exact("a".into())),
+            ("x-version".into(), ValueMatch::Regex("v[12]".into())),
+            ("x-debug".into(), ValueMatch::Present),
+        ],
+        ip_blocks: vec!["10.0.0.0/8".into(), "127.0.0.1".into(), "fd00::/8".into()],
     }
 }
 
@@ -548,6 +757,7 @@ fn mk_workload() -> Workload {
             port("grpc", 9090, Protocol::Grpc, 15007, 8090),
             port("db", 5432, Protocol::Tcp, 15008, 5433),
         ],
+        labels: [("app".to_string(), "reviews".to_string())].into(),
         ..Default::default()
     }
 }

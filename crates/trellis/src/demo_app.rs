@@ -1,8 +1,13 @@
 //! `trellis demo-app`: a tiny HTTP service for the demo and the tests. It answers with who it
-//! is and whether the request crossed an east-west gateway; with `--call` it first calls an
-//! upstream through its sidecar and includes that answer (a frontend).
+//! is and who called it (the SPIFFE identity its sidecar verified); with `--call` it first calls
+//! an upstream through its sidecar and includes that answer (a frontend).
+//!
+//! Chaos for resilience tests, set at run time on the app's own port (not through the mesh):
+//! `PUT /__demo/fail-every/N` answers 503 to every Nth request from then on (0 turns it off).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,15 +35,41 @@ pub struct DemoAppArgs {
 pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(name = %args.name, version = %args.version, listen = %args.listen, "demo app started");
-    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap| answer(args.clone(), uri, headers));
+    let chaos = Arc::new(Chaos::default());
+    let control = chaos.clone();
+    let app = Router::new()
+        .route(
+            "/__demo/fail-every/{n}",
+            axum::routing::put(move |axum::extract::Path(n): axum::extract::Path<u64>| async move {
+                control.fail_every.store(n, Ordering::Relaxed);
+                control.requests.store(0, Ordering::Relaxed);
+                format!("failing every {n}th request\n")
+            }),
+        )
+        .fallback(move |uri: Uri, headers: HeaderMap| answer(args.clone(), chaos.clone(), uri, headers));
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::process::shutdown_signal())
         .await?;
     Ok(())
 }
 
-async fn answer(args: DemoAppArgs, uri: Uri, headers: HeaderMap) -> axum::response::Response {
+#[derive(Default)]
+struct Chaos {
+    fail_every: AtomicU64,
+    requests: AtomicU64,
+}
+
+async fn answer(args: DemoAppArgs, chaos: Arc<Chaos>, uri: Uri, headers: HeaderMap) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let every = chaos.fail_every.load(Ordering::Relaxed);
+    let count = chaos.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if every > 0 && count % every == 0 {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{} {}: injected failure\n", args.name, args.version),
+        )
+            .into_response();
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut body = json!({
         "service": args.name,

@@ -1,4 +1,5 @@
 use envoy_types::pb::envoy::config::listener::v3::listener_filter;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
 use super::*;

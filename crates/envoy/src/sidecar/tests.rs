@@ -12,8 +12,14 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+use envoy_types::pb::google::protobuf::Duration;
+use trellis_model::ir::Endpoint;
+use trellis_model::policy::AuthzRule;
+
 use super::*;
-use crate::testing::{REVIEWS_ID, addr, hcm, sidecar_resources, tls_context};
+use crate::testing::mk_endpoint;
+use crate::testing::{REVIEWS_ID, addr, hcm, mk_cluster_config, mk_workload, sidecar_resources, tls_context, typed};
 use crate::{ROOT_CA_SECRET, WORKLOAD_SECRET};
 
 fn mk_sidecar() -> ProxyResources {
@@ -196,8 +202,9 @@ fn outbound_listener_fetches_routes_over_rds_with_a_typed_router() {
         Some(RouteSpecifier::Rds(rds)) => assert_eq!(rds.route_config_name, OUTBOUND_ROUTE),
         other => panic!("expected RDS, got {other:?}"),
     }
-    let router = &hcm.http_filters[0];
-    assert_eq!(router.name, "envoy.filters.http.router");
+    let names: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["envoy.filters.http.fault", "envoy.filters.http.router"]);
+    let router = &hcm.http_filters[1];
     assert!(matches!(
         &router.config_type,
         Some(http_filter::ConfigType::TypedConfig(any)) if any.type_url.ends_with("router.v3.Router")
@@ -267,4 +274,250 @@ fn inbound_tcp_port_gets_a_tcp_proxy() {
 #[test]
 fn output_is_deterministic() {
     assert_eq!(mk_sidecar().into_typed(), mk_sidecar().into_typed());
+}
+
+// === policies ===
+
+fn mk_sidecar_for(ir: &ClusterConfig, workload: &Workload) -> ProxyResources {
+    sidecar(
+        ir,
+        &SidecarSpec {
+            workload,
+            outbound_address: "127.0.0.1",
+            outbound_port: 15001,
+            inbound_address: "10.0.0.1",
+        },
+    )
+}
+
+fn mk_sidecar_with(policies: Vec<InboundPolicy>) -> ProxyResources {
+    let ir = ClusterConfig {
+        inbound_policies: policies,
+        ..mk_cluster_config()
+    };
+    mk_sidecar_for(&ir, &mk_workload())
+}
+
+fn mk_policy(name: &str, tls_mode: Option<TlsMode>, rules: Option<Vec<AuthzRule>>, dry_run: bool) -> InboundPolicy {
+    InboundPolicy {
+        name: name.to_string(),
+        tls_mode,
+        rules,
+        dry_run,
+        ..Default::default()
+    }
+}
+
+fn any_principal() -> Vec<AuthzRule> {
+    vec![AuthzRule {
+        principals: vec!["*".to_string()],
+        ..Default::default()
+    }]
+}
+
+/// `(chain name, transport_protocol match, terminates TLS)` of each chain.
+fn chains(listener: &Listener) -> Vec<(String, String, bool)> {
+    listener
+        .filter_chains
+        .iter()
+        .map(|c| {
+            let protocol = c.filter_chain_match.as_ref().map(|m| m.transport_protocol.clone());
+            (
+                c.name.clone(),
+                protocol.unwrap_or_default(),
+                c.transport_socket.is_some(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn outlier_detection_counts_5xx_and_gateway_failures_and_always_enforces() {
+    let mut ir = mk_cluster_config();
+    ir.upstreams[0].outlier_detection = Some(policy::OutlierDetection {
+        consecutive_errors: 5,
+        interval_ms: 10_000,
+        base_ejection_time_ms: 30_500,
+        max_ejection_percent: 50,
+    });
+    let r = mk_sidecar_for(&ir, &mk_workload());
+    let od = r.clusters[0].outlier_detection.clone().expect("outlier detection");
+    let v = |o: Option<UInt32Value>| o.map(|v| v.value);
+    assert_eq!(v(od.consecutive_5xx), Some(5));
+    assert_eq!(v(od.consecutive_gateway_failure), Some(5));
+    assert_eq!(v(od.enforcing_consecutive_5xx), Some(100));
+    assert_eq!(v(od.enforcing_consecutive_gateway_failure), Some(100));
+    assert_eq!(v(od.max_ejection_percent), Some(50));
+    assert_eq!(od.interval, Some(Duration { seconds: 10, nanos: 0 }));
+    assert_eq!(
+        od.base_ejection_time,
+        Some(Duration {
+            seconds: 30,
+            nanos: 500_000_000
+        })
+    );
+    assert!(r.clusters[1].outlier_detection.is_none(), "only where the IR asks");
+}
+
+#[test]
+fn endpoints_are_grouped_by_priority_then_cluster_with_priorities_compacted() {
+    let mut ir = mk_cluster_config();
+    let endpoint = |address: &str, cluster: &str, priority| Endpoint {
+        priority,
+        ..mk_endpoint(address, 1, cluster)
+    };
+    ir.upstreams[0].endpoints = vec![
+        endpoint("10.0.0.1", "east", 0),
+        endpoint("10.0.0.2", "west", 0),
+        endpoint("10.1.0.1", "west", 2),
+        endpoint("10.1.0.2", "east", 2),
+        endpoint("10.1.0.3", "east", 2),
+        endpoint("10.2.0.1", "north", 7),
+    ];
+    let r = mk_sidecar_for(&ir, &mk_workload());
+    let groups: Vec<_> = r.endpoints[0]
+        .endpoints
+        .iter()
+        .map(|l| {
+            let region = l.locality.as_ref().map(|l| l.region.clone()).unwrap_or_default();
+            (
+                l.priority,
+                region,
+                l.lb_endpoints.len(),
+                l.load_balancing_weight.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            (0, "east".to_string(), 1, false),
+            (0, "west".to_string(), 1, false),
+            (1, "east".to_string(), 2, false),
+            (1, "west".to_string(), 1, false),
+            (2, "north".to_string(), 1, false),
+        ]
+    );
+    assert!(
+        r.clusters[0].common_lb_config.is_none(),
+        "no locality-weighted balancing"
+    );
+}
+
+#[test]
+fn without_policies_inbound_listeners_are_strict_mtls_without_rbac() {
+    let r = mk_sidecar();
+    for listener in &r.listeners[1..] {
+        assert_eq!(chains(listener), [("mtls".to_string(), String::new(), true)]);
+        assert!(listener.listener_filters.is_empty());
+    }
+    let names: Vec<_> = hcm(&r.listeners[1]).http_filters.into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["envoy.filters.http.router"]);
+    assert_eq!(r.listeners[2].filter_chains[0].filters.len(), 1, "tcp_proxy alone");
+}
+
+#[test]
+fn permissive_inspects_tls_and_keeps_an_mtls_and_a_plaintext_chain_with_the_same_filters() {
+    let r = mk_sidecar_with(vec![mk_policy(
+        "default/p",
+        Some(TlsMode::Permissive),
+        Some(any_principal()),
+        false,
+    )]);
+    for listener in &r.listeners[1..] {
+        assert_eq!(
+            chains(listener),
+            [
+                ("mtls".to_string(), "tls".to_string(), true),
+                ("plaintext".to_string(), "raw_buffer".to_string(), false)
+            ],
+            "{}",
+            listener.name
+        );
+        let names: Vec<_> = listener.listener_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["envoy.filters.listener.tls_inspector"]);
+        assert_eq!(listener.filter_chains[0].filters, listener.filter_chains[1].filters);
+    }
+    let context: DownstreamTlsContext = tls_context(&r.listeners[1].filter_chains[0].transport_socket);
+    assert_eq!(context.require_client_certificate.map(|b| b.value), Some(true));
+}
+
+#[test]
+fn disable_takes_plaintext_only() {
+    let r = mk_sidecar_with(vec![mk_policy("default/off", Some(TlsMode::Disable), None, false)]);
+    for listener in &r.listeners[1..] {
+        assert_eq!(chains(listener), [("plaintext".to_string(), String::new(), false)]);
+        assert!(listener.listener_filters.is_empty());
+    }
+}
+
+#[test]
+fn strict_set_explicitly_is_the_default() {
+    let strict = mk_sidecar_with(vec![mk_policy("default/s", Some(TlsMode::Strict), None, false)]);
+    assert_eq!(strict.into_typed(), mk_sidecar().into_typed());
+}
+
+#[test]
+fn the_first_applying_policy_with_a_mode_decides_it() {
+    let other_namespace = InboundPolicy {
+        namespace: "other".to_string(),
+        ..mk_policy("other/off", Some(TlsMode::Disable), None, false)
+    };
+    let r = mk_sidecar_with(vec![
+        other_namespace,
+        mk_policy("default/rules-only", None, Some(any_principal()), false),
+        mk_policy("default/permissive", Some(TlsMode::Permissive), None, false),
+        mk_policy("default/strict", Some(TlsMode::Strict), None, false),
+    ]);
+    assert_eq!(r.listeners[1].filter_chains.len(), 2, "PERMISSIVE");
+}
+
+#[test]
+fn http_ports_authorize_before_the_router_and_tcp_ports_before_the_proxy() {
+    let r = mk_sidecar_with(vec![mk_policy("default/a", None, Some(any_principal()), false)]);
+    let names: Vec<_> = hcm(&r.listeners[1]).http_filters.into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["envoy.filters.http.rbac", "envoy.filters.http.router"]);
+    let filters: Vec<_> = r.listeners[2].filter_chains[0]
+        .filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(
+        filters,
+        ["envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"]
+    );
+    let rbac: NetworkRbac = typed(&r.listeners[2].filter_chains[0].filters[0]);
+    assert_eq!(rbac.stat_prefix, "inbound|5432");
+    assert!(
+        rbac.rules
+            .is_some_and(|rules| rules.policies.contains_key("default/a/0"))
+    );
+}
+
+#[test]
+fn policies_for_other_workloads_add_no_rbac() {
+    let elsewhere = InboundPolicy {
+        service: "ratings".to_string(),
+        ..mk_policy("default/ratings-only", Some(TlsMode::Disable), Some(Vec::new()), false)
+    };
+    assert_eq!(mk_sidecar_with(vec![elsewhere]).into_typed(), mk_sidecar().into_typed());
+}
+
+#[test]
+fn rbac_stat_names_follow_the_inbound_listener_names() {
+    let workload = mk_workload();
+    let http = crate::RbacStats::for_port(&workload.ports[0]);
+    assert_eq!(http.allowed, "http.inbound|9080.rbac.allowed");
+    assert_eq!(http.denied, "http.inbound|9080.rbac.denied");
+    assert_eq!(
+        http.shadow_allowed,
+        "http.inbound|9080.rbac.trellis_dry_run_.shadow_allowed"
+    );
+    assert_eq!(
+        http.shadow_denied,
+        "http.inbound|9080.rbac.trellis_dry_run_.shadow_denied"
+    );
+    let tcp = crate::RbacStats::for_port(&workload.ports[1]);
+    assert_eq!(tcp.denied, "inbound|5432.rbac.denied");
+    assert_eq!(tcp.shadow_denied, "inbound|5432.rbac.trellis_dry_run_.shadow_denied");
 }

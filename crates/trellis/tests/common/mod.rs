@@ -310,6 +310,16 @@ pub async fn mtls_get(
     port: u16,
     client: Option<&trellis_pki::CertifiedKey>,
 ) -> anyhow::Result<trellis::httpc::Response> {
+    mtls_request(port, client, "GET", "/").await
+}
+
+/// Like [`mtls_get`], with any method and path.
+pub async fn mtls_request(
+    port: u16,
+    client: Option<&trellis_pki::CertifiedKey>,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<trellis::httpc::Response> {
     use http_body_util::BodyExt;
     use rustls::pki_types::ServerName;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -333,7 +343,9 @@ pub async fn mtls_get(
         .await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::get("/")
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "backend")
         .body(http_body_util::Empty::<bytes::Bytes>::new())?;
     let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;

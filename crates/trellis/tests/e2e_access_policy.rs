@@ -1,0 +1,130 @@
+//! AccessPolicy through real Envoy: the backend's sidecar lets in only the allowed service
+//! account, paths and methods; in dry run it denies nothing and counts what it would deny.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use trellis::up::LocalMesh;
+use trellis_pki::{Authority, CertifiedKey};
+
+/// A workload certificate for `sa` in namespace demo, from the mesh's own root.
+fn mesh_cert(mesh: &LocalMesh, sa: &str) -> CertifiedKey {
+    let pki = mesh.dir.join("mgmt").join("pki");
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
+    let root = Authority::from_pem(&read("mesh-root.pem"), &read("mesh-root.key"), "").unwrap();
+    let now = SystemTime::now();
+    let ca = root
+        .generate_intermediate("test CA", Duration::from_secs(3600), now)
+        .unwrap();
+    ca.issue_workload_cert(
+        &format!("spiffe://trellis.local/ns/demo/sa/{sa}"),
+        Duration::from_secs(3600),
+        now,
+    )
+    .unwrap()
+}
+
+/// Status of one request straight to backend-v1's sidecar with `cert`, `method` and `path`.
+async fn status(mesh: &LocalMesh, cert: &CertifiedKey, method: &str, path: &str) -> u16 {
+    mtls_request(mesh.app("backend-v1").inbound_port, Some(cert), method, path)
+        .await
+        .expect("request")
+        .status
+}
+
+/// Polls until `check` holds: config takes a moment to reach the sidecar.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const POLICY: &str = "apiVersion: security.policy.gloo.solo.io/v2
+kind: AccessPolicy
+metadata: {name: backend-access, namespace: demo}
+spec:
+  applyToWorkloads: [{selector: {labels: {app: backend}}}]
+  config:
+    authn: {tlsMode: STRICT}
+    authzList:
+    - allowedClients: [{serviceAccountSelector: {name: frontend, namespace: demo}}]
+      allowedPaths: [/api*]
+      allowedMethods: [GET]
+      dryRun: DRY
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_policy_denies_what_it_does_not_allow() {
+    let mesh = demo_mesh("access-policy").await;
+    let (frontend, intruder) = (mesh_cert(&mesh, "frontend"), mesh_cert(&mesh, "intruder"));
+    assert_eq!(
+        status(&mesh, &intruder, "GET", "/api/x").await,
+        200,
+        "no policy yet: any mesh identity"
+    );
+
+    let response = mesh
+        .apply("access.yaml", &POLICY.replace("DRY", "false"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("the policy denying the intruder", || async {
+        status(&mesh, &intruder, "GET", "/api/x").await == 403
+    })
+    .await;
+    // The allowed service account, path and method get through; any other combination is denied.
+    assert_eq!(status(&mesh, &frontend, "GET", "/api/x").await, 200);
+    assert_eq!(status(&mesh, &frontend, "GET", "/admin").await, 403, "disallowed path");
+    assert_eq!(
+        status(&mesh, &frontend, "POST", "/api/x").await,
+        403,
+        "disallowed method"
+    );
+    assert_eq!(
+        status(&mesh, &intruder, "GET", "/api/x").await,
+        403,
+        "disallowed service account"
+    );
+    // Through the mesh, the real frontend sidecar's identity is the allowed one.
+    let through_mesh = mesh
+        .call_from_frontend("http://backend.mesh.internal/api/orders")
+        .await
+        .unwrap();
+    assert_eq!(through_mesh.status, 200, "{}", through_mesh.body);
+    finish(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_denies_nothing_and_counts_what_it_would_deny() {
+    let mesh = demo_mesh("access-dry-run").await;
+    let intruder = mesh_cert(&mesh, "intruder");
+    let admin = mesh.app("backend-v1").admin_port;
+    let stat = "http.inbound|80.rbac.trellis_dry_run_.shadow_denied";
+    let response = mesh.apply("access.yaml", &POLICY.replace("DRY", "true")).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    // Once the sidecar has the policy, the intruder's requests are counted as would-be denials.
+    let before = envoy_stat(admin, stat).await;
+    eventually("a counted would-be denial", || async {
+        assert_eq!(
+            status(&mesh, &intruder, "POST", "/admin").await,
+            200,
+            "dry run denied a request"
+        );
+        envoy_stat(admin, stat).await > before
+    })
+    .await;
+    let counted = envoy_stat(admin, stat).await;
+    for _ in 0..5 {
+        assert_eq!(status(&mesh, &intruder, "POST", "/admin").await, 200);
+    }
+    assert_eq!(envoy_stat(admin, stat).await, counted + 5);
+    finish(mesh).await;
+}

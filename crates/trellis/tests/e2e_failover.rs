@@ -1,0 +1,53 @@
+//! FailoverPolicy with OutlierDetectionPolicy through real Envoy: when the frontend's local
+//! backend fails, traffic moves to the other cluster within seconds, and comes back when it
+//! recovers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_moves_traffic_across_clusters_and_back() {
+    let mut mesh = demo_mesh("failover").await;
+    // Without the route table, backend.mesh.internal goes to every backend; the failover policy
+    // makes cluster-1's clients prefer cluster-1.
+    let url = format!("{}/api/v1/resources/RouteTable/demo/backend", mesh.api_url);
+    let response = trellis::httpc::request("DELETE", &url, None, &[], None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    let policies = "apiVersion: resilience.policy.gloo.solo.io/v2
+kind: FailoverPolicy
+metadata: {name: failover, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend, namespace: demo}}]
+  config:
+    localityMappings: [{from: {region: cluster-1}, to: [{region: cluster-2}]}]
+---
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: OutlierDetectionPolicy
+metadata: {name: eject, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend, namespace: demo}}]
+  config: {consecutiveErrors: 2, interval: 1s, baseEjectionTime: 3s, maxEjectionPercent: 100}
+";
+    let response = mesh.apply("failover.yaml", policies).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    until_all(&mesh, "v1", 30, Duration::from_secs(20)).await;
+
+    // The local backend dies: within seconds every request is served by cluster-2.
+    mesh.app_mut("backend-v1").app.stop().await;
+    let died = Instant::now();
+    until_all(&mesh, "v2", 20, Duration::from_secs(30)).await;
+    let failover = died.elapsed();
+
+    // It comes back: traffic returns home once its ejection ends.
+    mesh.app_mut("backend-v1").app.start().unwrap();
+    let back = Instant::now();
+    until_all(&mesh, "v1", 20, Duration::from_secs(30)).await;
+    println!("failed over in {failover:?}, back in {:?}", back.elapsed());
+    assert!(failover < Duration::from_secs(15), "failover took {failover:?}");
+    finish(mesh).await;
+}

@@ -433,14 +433,15 @@ impl LocalMesh {
         httpc::request("GET", url, Some(&proxy), &[], None, Duration::from_secs(5)).await
     }
 
-    /// Waits until the frontend's sidecar reaches the v2 backend in cluster-2: the whole path
-    /// (relay, translation, both agents, ADS, both sidecars and the gateway) works.
+    /// Waits until the frontend's sidecar reaches the v2 backend in cluster-2 (the whole path:
+    /// relay, translation, both agents, ADS, both sidecars and the gateway works) and every
+    /// sidecar's listeners are up.
     pub async fn wait_for_traffic(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         let mut last;
         loop {
             match self.call_from_frontend("http://backend-v2.mesh.internal/").await {
-                Ok(response) if response.status == 200 && response.body.contains("\"cluster-2\"") => return Ok(()),
+                Ok(response) if response.status == 200 && response.body.contains("\"cluster-2\"") => break,
                 Ok(response) => last = format!("HTTP {}: {}", response.status, response.body.trim()),
                 Err(error) => last = error.to_string(),
             }
@@ -451,6 +452,20 @@ impl LocalMesh {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Every sidecar's listeners are up too, not only the ones on that path.
+        for app in &self.apps {
+            for port in [app.inbound_port, app.outbound_port] {
+                while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "{} has no listener on port {port} after {limit:?}",
+                        app.name
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops everything, proxies first so they can deregister.

@@ -167,7 +167,7 @@ fn selections(
             .filter(|d| d.kind.as_deref().is_none_or(|k| k == "SERVICE"))
             .filter_map(|d| {
                 let s = d.selector.clone().unwrap_or_default();
-                (s.cluster.is_empty() || s.cluster == cluster).then(|| (s.namespace, s.name, s.labels))
+                (s.cluster.is_empty() || s.cluster == cluster).then_some((s.namespace, s.name, s.labels))
             })
             .collect();
     }

@@ -63,7 +63,7 @@ async fn answer(args: DemoAppArgs, chaos: Arc<Chaos>, uri: Uri, headers: HeaderM
     use axum::response::IntoResponse;
     let every = chaos.fail_every.load(Ordering::Relaxed);
     let count = chaos.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    if every > 0 && count % every == 0 {
+    if every > 0 && count.is_multiple_of(every) {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             format!("{} {}: injected failure\n", args.name, args.version),

@@ -9,13 +9,6 @@ use std::time::Duration;
 use common::*;
 use trellis::httpc;
 
-async fn stored_config(server: &MgmtProcess) -> String {
-    httpc::get(&format!("{}/api/v1/resources", server.url), Duration::from_secs(2))
-        .await
-        .unwrap()
-        .body
-}
-
 /// Runs `trellis apply -f FILE` and returns (success, stderr).
 async fn cli_apply(server: &MgmtProcess, file: &std::path::Path) -> (bool, String) {
     let output = tokio::process::Command::new(bin())
@@ -49,7 +42,7 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
     std::fs::write(&good, GOOD).unwrap();
     let (ok, stderr) = cli_apply(&server, &good).await;
     assert!(ok, "{stderr}");
-    let stored = stored_config(&server).await;
+    let stored = stored_resources(&server.url).await;
     assert!(stored.contains("backend.mesh.internal"));
 
     // (file name, content, fragments the error must contain)
@@ -96,11 +89,15 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
                 response.body
             );
         }
-        assert_eq!(stored_config(&server).await, stored, "{name} changed the stored config");
+        assert_eq!(
+            stored_resources(&server.url).await,
+            stored,
+            "{name} changed the stored config"
+        );
     }
 
     // Accepted config survives a crash of the management server.
     server.restart().await;
-    assert_eq!(stored_config(&server).await, stored);
+    assert_eq!(stored_resources(&server.url).await, stored);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,10 +38,7 @@ async fn wait_in_sync(mesh: &trellis::up::LocalMesh) {
 async fn traffic_survives_management_server_and_agent_crashes() {
     let mut mesh = demo_mesh("resilience").await;
     wait_in_sync(&mesh).await;
-    let stored_before = httpc::get(&format!("{}/api/v1/resources", mesh.api_url), Duration::from_secs(2))
-        .await
-        .unwrap()
-        .body;
+    let stored_before = stored_resources(&mesh.api_url).await;
 
     // Management server crash: both versions keep answering on the last config.
     mesh.mgmt.kill().await;
@@ -58,10 +55,7 @@ async fn traffic_survives_management_server_and_agent_crashes() {
     // Restart: nothing accepted is lost, agents reconnect and resync, and new config flows.
     mesh.mgmt.start().unwrap();
     mesh.wait_for_api(Duration::from_secs(30)).await.unwrap();
-    let stored_after = httpc::get(&format!("{}/api/v1/resources", mesh.api_url), Duration::from_secs(2))
-        .await
-        .unwrap()
-        .body;
+    let stored_after = stored_resources(&mesh.api_url).await;
     assert_eq!(stored_before, stored_after, "the store changed across a crash");
     wait_in_sync(&mesh).await;
     mesh.apply("route-table.yaml", &route_table(100, 0)).await.unwrap();

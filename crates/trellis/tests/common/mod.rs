@@ -409,3 +409,17 @@ pub async fn scrape(port: u16, series: &str) -> u64 {
         .map(|v| v as u64)
         .unwrap_or(0)
 }
+
+/// The stored resources, without the statuses translation adds to them (those are derived, and
+/// appear a moment after an apply).
+pub async fn stored_resources(api_url: &str) -> String {
+    let body = trellis::httpc::get(&format!("{api_url}/api/v1/resources"), Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body;
+    let mut value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for item in value["items"].as_array_mut().into_iter().flatten() {
+        item.as_object_mut().unwrap().remove("status");
+    }
+    value.to_string()
+}

@@ -18,6 +18,8 @@ pub enum Kind {
     FailoverPolicy,
     OutlierDetectionPolicy,
     HeaderManipulationPolicy,
+    ExternalService,
+    ExternalEndpoint,
 }
 
 const ADMIN: &str = "admin.gloo.solo.io/v2";
@@ -27,7 +29,7 @@ const RESILIENCE: &str = "resilience.policy.gloo.solo.io/v2";
 const TRAFFIC: &str = "trafficcontrol.policy.gloo.solo.io/v2";
 
 /// (kind, name, apiVersion, plural, short name)
-const TABLE: [(Kind, &str, &str, &str, &str); 11] = [
+const TABLE: [(Kind, &str, &str, &str, &str); 13] = [
     (
         Kind::KubernetesCluster,
         "KubernetesCluster",
@@ -87,10 +89,24 @@ const TABLE: [(Kind, &str, &str, &str, &str); 11] = [
         "headermanipulationpolicies",
         "hmp",
     ),
+    (
+        Kind::ExternalService,
+        "ExternalService",
+        NETWORKING,
+        "externalservices",
+        "es",
+    ),
+    (
+        Kind::ExternalEndpoint,
+        "ExternalEndpoint",
+        NETWORKING,
+        "externalendpoints",
+        "ee",
+    ),
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::KubernetesCluster,
         Kind::Workspace,
         Kind::WorkspaceSettings,
@@ -102,6 +118,8 @@ impl Kind {
         Kind::FailoverPolicy,
         Kind::OutlierDetectionPolicy,
         Kind::HeaderManipulationPolicy,
+        Kind::ExternalService,
+        Kind::ExternalEndpoint,
     ];
 
     fn row(self) -> &'static (Kind, &'static str, &'static str, &'static str, &'static str) {

@@ -9,6 +9,7 @@
 
 mod common;
 mod error;
+mod external;
 mod kind;
 mod meta;
 mod networking;
@@ -21,6 +22,7 @@ mod workspace;
 
 pub use common::{DestinationKind, DestinationReference, ObjectReference, ObjectSelector, PortSelector};
 pub use error::{ApiError, DocumentError};
+pub use external::*;
 pub use kind::Kind;
 pub use meta::ObjectMeta;
 pub use networking::{

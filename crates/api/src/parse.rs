@@ -212,6 +212,8 @@ fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
         Kind::FailoverPolicy => Spec::FailoverPolicy(de(value)?),
         Kind::OutlierDetectionPolicy => Spec::OutlierDetectionPolicy(de(value)?),
         Kind::HeaderManipulationPolicy => Spec::HeaderManipulationPolicy(de(value)?),
+        Kind::ExternalService => Spec::ExternalService(de(value)?),
+        Kind::ExternalEndpoint => Spec::ExternalEndpoint(de(value)?),
     })
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::external::{ExternalEndpointSpec, ExternalServiceSpec};
 use crate::kind::Kind;
 use crate::meta::ObjectMeta;
 use crate::networking::{RouteTableSpec, VirtualDestinationSpec};
@@ -26,6 +27,8 @@ pub enum Spec {
     FailoverPolicy(FailoverPolicySpec),
     OutlierDetectionPolicy(OutlierDetectionPolicySpec),
     HeaderManipulationPolicy(HeaderManipulationPolicySpec),
+    ExternalService(ExternalServiceSpec),
+    ExternalEndpoint(ExternalEndpointSpec),
 }
 
 /// One accepted resource. Serializes to the same shape it was read from.
@@ -73,6 +76,8 @@ impl Spec {
             Spec::FailoverPolicy(_) => Kind::FailoverPolicy,
             Spec::OutlierDetectionPolicy(_) => Kind::OutlierDetectionPolicy,
             Spec::HeaderManipulationPolicy(_) => Kind::HeaderManipulationPolicy,
+            Spec::ExternalService(_) => Kind::ExternalService,
+            Spec::ExternalEndpoint(_) => Kind::ExternalEndpoint,
         }
     }
 
@@ -89,6 +94,8 @@ impl Spec {
             Spec::FailoverPolicy(s) => serde_json::to_value(s),
             Spec::OutlierDetectionPolicy(s) => serde_json::to_value(s),
             Spec::HeaderManipulationPolicy(s) => serde_json::to_value(s),
+            Spec::ExternalService(s) => serde_json::to_value(s),
+            Spec::ExternalEndpoint(s) => serde_json::to_value(s),
         };
         value.expect("specs serialize to JSON")
     }

@@ -27,6 +27,15 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::HeaderManipulationPolicy(spec) => crate::validate_policy::header_manipulation_policy(&mut problems, spec),
         Spec::OutlierDetectionPolicy(spec) => crate::validate_policy::outlier_detection_policy(&mut problems, spec),
         Spec::FailoverPolicy(spec) => crate::validate_policy::failover_policy(&mut problems, spec),
+        Spec::ExternalService(spec) => external_service(&mut problems, spec),
+        Spec::ExternalEndpoint(spec) => {
+            if spec.address.is_empty() {
+                push(&mut problems, "spec.address", "is required: an IP address or host name");
+            }
+            for (i, port) in spec.ports.iter().enumerate() {
+                check_port_number(&mut problems, &format!("spec.ports[{i}].number"), port.number);
+            }
+        }
         Spec::KubernetesCluster(_) | Spec::WorkspaceSettings(_) => {}
     }
     if problems.is_empty() { Ok(()) } else { Err(problems) }
@@ -337,6 +346,42 @@ fn workspace(problems: &mut Problems, spec: &WorkspaceSpec) {
                 problems,
                 format!("spec.workloadClusters[{i}].namespaces"),
                 "configEnabled is set on some namespaces: set it on all of them or none",
+            );
+        }
+    }
+}
+
+fn external_service(problems: &mut Problems, spec: &crate::ExternalServiceSpec) {
+    if spec.hosts.is_empty() == spec.addresses.is_empty() {
+        push(problems, "spec", "give hosts or addresses (one of the two)");
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if !is_hostname(bare) {
+            push(
+                problems,
+                format!("spec.hosts[{i}]"),
+                format!("{host:?} is not a valid host name"),
+            );
+        }
+    }
+    if spec.ports.is_empty() {
+        push(
+            problems,
+            "spec.ports",
+            "at least one port is required, such as `- number: 443`",
+        );
+    }
+    for (i, port) in spec.ports.iter().enumerate() {
+        check_port_number(problems, &format!("spec.ports[{i}].number"), port.number);
+        if let Some(tls) = &port.clientside_tls
+            && !tls.mode.is_empty()
+            && !["SIMPLE", "DISABLE"].contains(&tls.mode.as_str())
+        {
+            push(
+                problems,
+                format!("spec.ports[{i}].clientsideTls.mode"),
+                format!("{:?}: Trellis supports SIMPLE and DISABLE", tls.mode),
             );
         }
     }

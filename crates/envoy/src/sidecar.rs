@@ -4,7 +4,7 @@
 //! accepts plaintext), authorizes the caller against the policies' rules, and hands the
 //! traffic to the app on loopback.
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, cluster};
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action, route_action::ClusterSpecifier,
@@ -84,10 +84,31 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
 /// gateway too, since the gateway passes TLS through by SNI. Outlier detection ejects endpoints
 /// that keep failing, which is also what moves traffic to the next priority on failover.
 fn outbound_cluster(upstream: &Upstream) -> Cluster {
+    let Some(external) = &upstream.external else {
+        return Cluster {
+            transport_socket: Some(tls::upstream_socket(upstream)),
+            outlier_detection: upstream.outlier_detection.as_ref().map(outlier_detection),
+            ..common::eds_cluster(&upstream.name)
+        };
+    };
+    // Outside the mesh: no mesh identity to present or expect. Host names are resolved by DNS
+    // (STRICT_DNS, endpoints inline); IP endpoints arrive over EDS like any other.
+    let base = if external.dns {
+        Cluster {
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::StrictDns as i32,
+            )),
+            eds_cluster_config: None,
+            load_assignment: Some(common::load_assignment(upstream)),
+            ..common::eds_cluster(&upstream.name)
+        }
+    } else {
+        common::eds_cluster(&upstream.name)
+    };
     Cluster {
-        transport_socket: Some(tls::upstream_socket(upstream)),
+        transport_socket: external.tls_sni.as_deref().map(tls::originate_socket),
         outlier_detection: upstream.outlier_detection.as_ref().map(outlier_detection),
-        ..common::eds_cluster(&upstream.name)
+        ..base
     }
 }
 

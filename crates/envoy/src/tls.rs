@@ -81,6 +81,16 @@ pub(crate) fn upstream_socket(upstream: &Upstream) -> TransportSocket {
     tls_socket(pack_any(context))
 }
 
+/// TLS to a destination outside the mesh (ExternalService `clientsideTls: SIMPLE`): SNI only.
+/// The server certificate is not verified yet (no CA bundle setting), as `insecureSkipVerify`.
+pub(crate) fn originate_socket(sni: &str) -> TransportSocket {
+    let context = UpstreamTlsContext {
+        sni: sni.to_string(),
+        ..Default::default()
+    };
+    tls_socket(pack_any(context))
+}
+
 /// What a sidecar's inbound listener demands: a client certificate that chains to the mesh
 /// root, whatever identity it carries (authorization comes later, on that identity).
 pub(crate) fn downstream_socket() -> TransportSocket {

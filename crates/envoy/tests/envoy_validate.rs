@@ -254,7 +254,8 @@ fn static_bootstrap(resources: ProxyResources) -> Bootstrap {
 
 /// An SDS reference with only a name, no `sds_config`, names a static secret.
 fn static_sds(common: Option<&mut CommonTlsContext>) {
-    let common = common.expect("a common TLS context");
+    // TLS to an external service carries no mesh certificates: nothing to rewrite.
+    let Some(common) = common else { return };
     for config in &mut common.tls_certificate_sds_secret_configs {
         config.sds_config = None;
     }
@@ -476,6 +477,7 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identitie
             })
             .collect(),
         outlier_detection: None,
+        external: None,
     }
 }
 
@@ -586,6 +588,37 @@ fn mk_cluster_config() -> ClusterConfig {
                 &[("10.0.0.2", 1, "east")],
                 &[],
             ),
+            // Outside the mesh, by DNS, with TLS originated: a STRICT_DNS cluster.
+            Upstream {
+                external: Some(trellis_model::ir::ExternalUpstream {
+                    dns: true,
+                    tls_sni: Some("payments.example.com".into()),
+                }),
+                endpoints: vec![Endpoint {
+                    address: "payments.example.com".into(),
+                    port: 443,
+                    weight: 1,
+                    cluster: String::new(),
+                    via_gateway: false,
+                    priority: 0,
+                }],
+                ..mk_upstream(
+                    "outbound|443||payments.example.com",
+                    "outbound_.443_._.payments.example.com",
+                    &[],
+                    &[],
+                )
+            },
+            // Outside the mesh, at a fixed address, plaintext: EDS without mesh TLS.
+            Upstream {
+                external: Some(trellis_model::ir::ExternalUpstream::default()),
+                ..mk_upstream(
+                    "outbound|80||api.weather.test",
+                    "outbound_.80_._.api.weather.test",
+                    &[("10.9.9.9", 1, "")],
+                    &[],
+                )
+            },
         ],
         virtual_hosts: vec![VirtualHost {
             name: "reviews".into(),

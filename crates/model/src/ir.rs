@@ -45,6 +45,21 @@ pub struct Upstream {
     pub identities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<crate::policy::OutlierDetection>,
+    /// Set for a destination outside the mesh (ExternalService): no mesh mTLS to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalUpstream>,
+}
+
+/// How to reach a destination outside the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalUpstream {
+    /// Endpoint addresses are host names to resolve by DNS (no ExternalEndpoints selected).
+    #[serde(default)]
+    pub dns: bool,
+    /// Originate TLS with this SNI (ExternalService `clientsideTls`); plaintext when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sni: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

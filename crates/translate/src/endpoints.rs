@@ -29,6 +29,7 @@ pub(crate) fn materialize(
             endpoints: client_endpoints(cluster, snapshot, services, target, policy, warnings),
             identities: identities.clone(),
             outlier_detection: policy.outlier_detection.clone(),
+            external: None,
         });
         let local = local_endpoints(cluster, services, target);
         if !local.is_empty() {
@@ -38,6 +39,7 @@ pub(crate) fn materialize(
                 endpoints: local,
                 identities,
                 outlier_detection: None,
+                external: None,
             });
         }
     }

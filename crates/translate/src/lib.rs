@@ -14,6 +14,7 @@
 mod access_policies;
 mod destination_policies;
 mod endpoints;
+mod external;
 mod outbound;
 mod report;
 mod route_policies;
@@ -58,6 +59,7 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
     let mut report = report::Report::default();
     let services = snapshot.services();
     let mut outbound = outbound::build(snapshot, &services, &mut warnings);
+    let external_upstreams = external::build(snapshot, &mut outbound, &mut report, &mut warnings);
     route_policies::apply(snapshot, &mut outbound, &mut report);
     let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
@@ -74,6 +76,8 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
             );
             config.inbound_policies =
                 access_policies::for_cluster(snapshot, &services, cluster, &mut report, &mut warnings);
+            config.upstreams.extend(external_upstreams.iter().cloned());
+            config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             (cluster.clone(), config)
         })
         .collect();

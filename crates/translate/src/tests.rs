@@ -193,6 +193,28 @@ fn golden_policies() {
 }
 
 #[test]
+fn golden_external() {
+    let t = golden("external");
+    let c1 = &t.clusters["cluster-1"];
+    let weather = c1.upstream("outbound|80||api.weather.test").unwrap();
+    assert_eq!(
+        (weather.endpoints[0].address.as_str(), weather.endpoints[0].port),
+        ("127.0.0.1", 30080)
+    );
+    assert!(!weather.external.as_ref().unwrap().dns);
+    let payments = c1.upstream("outbound|443||payments.example.com").unwrap();
+    let external = payments.external.as_ref().unwrap();
+    assert!(external.dns);
+    assert_eq!(external.tls_sni.as_deref(), Some("payments.example.com"));
+    assert_eq!(t.statuses["ExternalService/demo/payments"].state, "WARNING");
+    assert!(
+        c1.virtual_hosts
+            .iter()
+            .any(|h| h.domains.contains(&"api.weather.test".to_string()))
+    );
+}
+
+#[test]
 fn translation_is_deterministic_whatever_the_input_order() {
     let snapshot = load("weighted-split");
     let mut reversed = snapshot.clone();

@@ -1,0 +1,72 @@
+//! `networking.gloo.solo.io/v2` ExternalService and ExternalEndpoint: destinations outside the
+//! mesh that workloads may reach.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalServiceSpec {
+    /// Host names (a left-most `*.` wildcard is allowed in Gloo; Trellis serves exact names).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<ExternalServicePort>,
+    /// Labels of the ExternalEndpoints that back it; none selected: the host is resolved by DNS.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalServicePort {
+    pub number: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clientside_tls: Option<ClientsideTls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_gateway_routes: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientsideTls {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sni: String,
+    /// SIMPLE (originate TLS) or DISABLE.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalEndpointSpec {
+    pub address: String,
+    #[serde(default)]
+    pub ports: Vec<ExternalEndpointPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalEndpointPort {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub number: u32,
+}

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
-use trellis_model::ir::Upstream;
+use trellis_model::ir::{Upstream, visible};
 use trellis_model::policy::{self, InboundPolicy, TlsMode};
 use trellis_model::{ClusterConfig, Protocol, Workload, WorkloadPort};
 
@@ -54,9 +54,20 @@ pub fn inbound_name(port: &WorkloadPort) -> String {
 pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     let mut outbound = common::http_connection_manager(OUTBOUND_LISTENER, Routes::Rds(OUTBOUND_ROUTE.to_string()));
     outbound.http_filters.insert(0, routes::fault_filter());
+    // Trimmed to what the workload's workspace may see (everything when Workspaces are unused).
+    let workspace = ir
+        .namespace_workspaces
+        .get(&spec.workload.namespace)
+        .map(String::as_str);
+    let upstreams: Vec<&Upstream> = ir
+        .upstreams
+        .iter()
+        .filter(|u| visible(&u.workspaces, workspace))
+        .collect();
+    let virtual_hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
     let mut resources = ProxyResources {
-        clusters: ir.upstreams.iter().map(outbound_cluster).collect(),
-        endpoints: ir.upstreams.iter().map(common::load_assignment).collect(),
+        clusters: upstreams.iter().map(|u| outbound_cluster(u)).collect(),
+        endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: vec![common::listener(
             OUTBOUND_LISTENER,
             spec.outbound_address,
@@ -65,7 +76,7 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
         )],
         routes: vec![RouteConfiguration {
             name: OUTBOUND_ROUTE.to_string(),
-            virtual_hosts: ir.virtual_hosts.iter().map(routes::virtual_host).collect(),
+            virtual_hosts: virtual_hosts.map(routes::virtual_host).collect(),
             ..Default::default()
         }],
         secrets: Vec::new(),

@@ -25,6 +25,7 @@ pub(crate) fn mk_upstream(name: &str, key: &str, endpoints: Vec<Endpoint>, ident
         endpoints,
         identities: identities.iter().map(|id| id.to_string()).collect(),
         outlier_detection: None,
+        workspaces: None,
         external: None,
     }
 }
@@ -75,6 +76,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
                 action: mk_forward(&[("reviews-v1", 90), ("reviews-v2", 10)]),
                 policies: Default::default(),
             }],
+            workspaces: None,
         }],
         gateway_upstreams: vec![
             mk_upstream(
@@ -91,6 +93,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
             ),
         ],
         inbound_policies: Vec::new(),
+        namespace_workspaces: Default::default(),
     }
 }
 

@@ -477,6 +477,7 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identitie
             })
             .collect(),
         outlier_detection: None,
+        workspaces: None,
         external: None,
     }
 }
@@ -624,6 +625,7 @@ fn mk_cluster_config() -> ClusterConfig {
             name: "reviews".into(),
             domains: vec!["reviews.mesh.internal".into(), "reviews.mesh.internal:*".into()],
             routes,
+            workspaces: None,
         }],
         gateway_upstreams: vec![
             mk_upstream(
@@ -640,6 +642,7 @@ fn mk_cluster_config() -> ClusterConfig {
             ),
         ],
         inbound_policies: Vec::new(),
+        namespace_workspaces: Default::default(),
     }
 }
 

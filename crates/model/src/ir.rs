@@ -26,6 +26,21 @@ pub struct ClusterConfig {
     /// AccessPolicies for this cluster's workloads' inbound listeners, in precedence order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound_policies: Vec<crate::policy::InboundPolicy>,
+    /// Workspace of each namespace of this cluster (only when Workspaces are defined).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub namespace_workspaces: std::collections::BTreeMap<String, String>,
+}
+
+/// Which workspaces may see a virtual host or upstream: `None` is everyone (no Workspaces are
+/// defined), `Some(list)` only those (possibly none).
+pub type Visibility = Option<Vec<String>>;
+
+/// True when a proxy in `workspace` (none: its namespace is in no workspace) may see it.
+pub fn visible(visibility: &Visibility, workspace: Option<&str>) -> bool {
+    match visibility {
+        None => true,
+        Some(list) => workspace.is_some_and(|ws| list.iter().any(|w| w == ws)),
+    }
 }
 
 /// A set of endpoints that receives traffic as one Envoy cluster.
@@ -45,6 +60,8 @@ pub struct Upstream {
     pub identities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<crate::policy::OutlierDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspaces: Visibility,
     /// Set for a destination outside the mesh (ExternalService): no mesh mTLS to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalUpstream>,
@@ -92,6 +109,8 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     /// In match order: the first route that matches wins.
     pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspaces: Visibility,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

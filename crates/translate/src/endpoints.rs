@@ -29,6 +29,7 @@ pub(crate) fn materialize(
             endpoints: client_endpoints(cluster, snapshot, services, target, policy, warnings),
             identities: identities.clone(),
             outlier_detection: policy.outlier_detection.clone(),
+            workspaces: None,
             external: None,
         });
         let local = local_endpoints(cluster, services, target);
@@ -39,6 +40,7 @@ pub(crate) fn materialize(
                 endpoints: local,
                 identities,
                 outlier_detection: None,
+                workspaces: None,
                 external: None,
             });
         }
@@ -56,6 +58,7 @@ pub(crate) fn materialize(
             .collect(),
         gateway_upstreams,
         inbound_policies: Vec::new(),
+        namespace_workspaces: Default::default(),
     }
 }
 

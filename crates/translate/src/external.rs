@@ -15,6 +15,7 @@ use crate::report::Report;
 pub(crate) fn build(
     snapshot: &Snapshot,
     outbound: &mut Outbound,
+    workspaces: &crate::workspaces::Workspaces,
     report: &mut Report,
     warnings: &mut Warnings,
 ) -> Vec<Upstream> {
@@ -109,6 +110,7 @@ pub(crate) fn build(
                     endpoints,
                     identities: Vec::new(),
                     outlier_detection: None,
+                    workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                     external: Some(ExternalUpstream { dns, tls_sni }),
                 });
                 let domains = if number == 80 {
@@ -119,6 +121,7 @@ pub(crate) fn build(
                 outbound.virtual_hosts.push(OutboundHost {
                     name: vhost,
                     domains,
+                    workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                     routes: vec![PendingRoute {
                         name: "default".to_string(),
                         matcher: RouteMatch::default(),

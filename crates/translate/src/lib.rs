@@ -20,6 +20,7 @@ mod report;
 mod route_policies;
 mod status;
 mod target;
+mod workspaces;
 
 use std::collections::BTreeMap;
 
@@ -58,8 +59,9 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
     let mut warnings = Warnings::default();
     let mut report = report::Report::default();
     let services = snapshot.services();
-    let mut outbound = outbound::build(snapshot, &services, &mut warnings);
-    let external_upstreams = external::build(snapshot, &mut outbound, &mut report, &mut warnings);
+    let workspaces = workspaces::Workspaces::from(snapshot);
+    let mut outbound = outbound::build(snapshot, &services, &workspaces, &mut warnings);
+    let external_upstreams = external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
     route_policies::apply(snapshot, &mut outbound, &mut report);
     let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
@@ -78,6 +80,10 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
                 access_policies::for_cluster(snapshot, &services, cluster, &mut report, &mut warnings);
             config.upstreams.extend(external_upstreams.iter().cloned());
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+            workspaces::scope_upstreams(&mut config);
+            config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
+            let isolation = workspaces::isolation_policies(&workspaces, snapshot, cluster, &config.inbound_policies);
+            config.inbound_policies.extend(isolation);
             (cluster.clone(), config)
         })
         .collect();

@@ -24,6 +24,8 @@ pub(crate) struct Outbound {
 pub(crate) struct OutboundHost {
     pub name: String,
     pub domains: Vec<String>,
+    /// Who may see this host (Workspaces).
+    pub workspaces: trellis_model::ir::Visibility,
     pub routes: Vec<PendingRoute>,
 }
 
@@ -69,7 +71,12 @@ struct VdHost<'s> {
     port: u16,
 }
 
-pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mut Warnings) -> Outbound {
+pub(crate) fn build(
+    snapshot: &Snapshot,
+    services: &[Service<'_>],
+    workspaces: &crate::workspaces::Workspaces,
+    warnings: &mut Warnings,
+) -> Outbound {
     let mut cx = Context {
         snapshot,
         services,
@@ -119,6 +126,7 @@ pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mu
                     OutboundHost {
                         name: vhost_name(host, port_number),
                         domains: domains(host, Some(port_number)),
+                        workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                         routes: vec![route],
                     },
                 );
@@ -151,6 +159,7 @@ pub(crate) fn build(snapshot: &Snapshot, services: &[Service<'_>], warnings: &mu
                 let entry = hosts.entry(name.clone()).or_insert_with(|| OutboundHost {
                     name: name.clone(),
                     domains: domains(host, None),
+                    workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                     routes: Vec::new(),
                 });
                 if replaced.insert(name) {
@@ -553,6 +562,7 @@ impl OutboundHost {
         VirtualHost {
             name: self.name.clone(),
             domains: self.domains.clone(),
+            workspaces: self.workspaces.clone(),
             routes,
         }
     }

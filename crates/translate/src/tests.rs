@@ -215,6 +215,44 @@ fn golden_external() {
 }
 
 #[test]
+fn golden_workspaces() {
+    let t = golden("workspaces");
+    let c1 = &t.clusters["cluster-1"];
+    // shop exports to guest, but guest does not import shop: only shop sees the backend.
+    assert_eq!(c1.virtual_hosts[0].workspaces, Some(vec!["shop".to_string()]));
+    assert_eq!(
+        c1.upstream("outbound|80||backend.mesh.internal").unwrap().workspaces,
+        Some(vec!["shop".to_string()])
+    );
+    assert_eq!(c1.namespace_workspaces.get("demo").map(String::as_str), Some("shop"));
+    // Isolation: every shop workload accepts shop's namespaces only.
+    let isolation: Vec<_> = c1
+        .inbound_policies
+        .iter()
+        .filter(|p| p.name == "workspace/shop/service-isolation")
+        .collect();
+    assert_eq!(isolation.len(), 2, "frontend and backend-v1 in cluster-1");
+    assert_eq!(
+        isolation[0].rules.as_ref().unwrap()[0].principals,
+        ["spiffe://trellis.local/ns/demo/sa/"]
+    );
+
+    // Once guest imports shop, guest sees the backend and may call it.
+    let mut snapshot = load("workspaces");
+    let settings = trellis_api::parse_one(
+        "guest",
+        "apiVersion: admin.gloo.solo.io/v2\nkind: WorkspaceSettings\nmetadata: {name: guest, namespace: guest}\nspec: {importFrom: [{workspaces: [{name: shop}]}]}\n",
+    )
+    .unwrap();
+    snapshot.resources.push(settings);
+    let shared = translate(&snapshot);
+    assert_eq!(
+        shared.clusters["cluster-1"].virtual_hosts[0].workspaces,
+        Some(vec!["guest".to_string(), "shop".to_string()])
+    );
+}
+
+#[test]
 fn translation_is_deterministic_whatever_the_input_order() {
     let snapshot = load("weighted-split");
     let mut reversed = snapshot.clone();

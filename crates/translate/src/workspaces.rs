@@ -1,0 +1,308 @@
+//! Workspaces: which workspace a namespace (of a cluster) belongs to, what each workspace may
+//! see, and who may call an isolated one.
+//!
+//! - A Workspace selects clusters (`name` glob or KubernetesCluster labels) and, in them,
+//!   namespaces (`name` glob; none listed: all). The first Workspace (oldest) that selects a
+//!   namespace owns it.
+//! - Config (a VirtualDestination, a RouteTable, an ExternalService) belongs to the workspace
+//!   owning its namespace, and is visible to that workspace and to every workspace it exports
+//!   to that also imports from it (`WorkspaceSettings.exportTo` / `importFrom`, by workspace
+//!   name or `*`). Config in no workspace is visible to nobody once Workspaces exist; with no
+//!   Workspace at all, everything is visible to everyone.
+//! - `options.serviceIsolation.enabled`: the workspace's workloads accept only callers from
+//!   their own workspace and from workspaces it shares with (both sides), over strict mTLS.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use trellis_api::{ClusterSelector, Spec};
+use trellis_model::Snapshot;
+use trellis_model::ir::Visibility;
+
+#[derive(Debug, Default)]
+pub(crate) struct Workspaces {
+    list: Vec<Workspace>,
+}
+
+#[derive(Debug, Default)]
+struct Workspace {
+    name: String,
+    clusters: Vec<ClusterSelector>,
+    imports: Vec<String>,
+    exports: Vec<String>,
+    isolation: bool,
+}
+
+/// `*`, `prefix*` or an exact name.
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+fn workspace_names(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .flat_map(|entry| entry["workspaces"].as_array().cloned().unwrap_or_default())
+        .filter_map(|w| w["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+impl Workspaces {
+    pub(crate) fn from(snapshot: &Snapshot) -> Self {
+        let list: Vec<Workspace> = snapshot
+            .resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::Workspace(spec) => Some(Workspace {
+                    name: r.metadata.name.clone(),
+                    clusters: spec.workload_clusters.clone(),
+                    ..Default::default()
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut workspaces = Workspaces { list };
+        for resource in &snapshot.resources {
+            let Spec::WorkspaceSettings(settings) = &resource.spec else {
+                continue;
+            };
+            let Some(owner) = workspaces
+                .of_config_namespace(snapshot, &resource.metadata.namespace)
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let Some(ws) = workspaces.list.iter_mut().find(|w| w.name == owner) else {
+                continue;
+            };
+            ws.imports.extend(workspace_names(&settings.import_from));
+            ws.exports.extend(workspace_names(&settings.export_to));
+            let options = settings.options.clone().unwrap_or(Value::Null);
+            ws.isolation |= options["serviceIsolation"]["enabled"].as_bool().unwrap_or(false);
+        }
+        workspaces
+    }
+
+    pub(crate) fn defined(&self) -> bool {
+        !self.list.is_empty()
+    }
+
+    fn selects(selector: &ClusterSelector, snapshot: &Snapshot, cluster: &str, namespace: &str) -> bool {
+        let cluster_ok = match &selector.selector {
+            Some(labels) => snapshot.resources.iter().any(|r| {
+                matches!(r.spec, Spec::KubernetesCluster(_))
+                    && r.metadata.name == cluster
+                    && labels.iter().all(|(k, v)| r.metadata.labels.get(k) == Some(v))
+            }),
+            None => selector.name.is_empty() || glob(&selector.name, cluster),
+        };
+        let namespace_ok = selector.namespaces.is_empty()
+            || selector
+                .namespaces
+                .iter()
+                .any(|ns| ns.name.is_empty() || glob(&ns.name, namespace));
+        cluster_ok && namespace_ok
+    }
+
+    /// The workspace owning `namespace` in `cluster`.
+    pub(crate) fn of(&self, snapshot: &Snapshot, cluster: &str, namespace: &str) -> Option<&str> {
+        self.list
+            .iter()
+            .find(|ws| {
+                ws.clusters
+                    .iter()
+                    .any(|c| Self::selects(c, snapshot, cluster, namespace))
+            })
+            .map(|ws| ws.name.as_str())
+    }
+
+    /// The workspace owning config kept in `namespace` (in any cluster it selects, or by name).
+    pub(crate) fn of_config_namespace(&self, snapshot: &Snapshot, namespace: &str) -> Option<&str> {
+        let clusters = snapshot.clusters();
+        self.list
+            .iter()
+            .find(|ws| {
+                ws.clusters.iter().any(|c| {
+                    clusters
+                        .iter()
+                        .any(|cluster| Self::selects(c, snapshot, cluster, namespace))
+                        || c.namespaces.iter().any(|ns| ns.name == namespace)
+                })
+            })
+            .map(|ws| ws.name.as_str())
+    }
+
+    fn get(&self, name: &str) -> Option<&Workspace> {
+        self.list.iter().find(|w| w.name == name)
+    }
+
+    /// True when `owner` shares with `consumer`: it exports to it and the consumer imports it.
+    fn shares(&self, owner: &str, consumer: &str) -> bool {
+        let (Some(o), Some(c)) = (self.get(owner), self.get(consumer)) else {
+            return false;
+        };
+        o.exports.iter().any(|p| glob(p, consumer)) && c.imports.iter().any(|p| glob(p, owner))
+    }
+
+    /// Who may see config owned by the workspace of `namespace`.
+    pub(crate) fn visibility(&self, snapshot: &Snapshot, config_namespace: &str) -> Visibility {
+        if !self.defined() {
+            return None;
+        }
+        let Some(owner) = self.of_config_namespace(snapshot, config_namespace) else {
+            return Some(Vec::new());
+        };
+        Some(
+            self.list
+                .iter()
+                .filter(|w| w.name == owner || self.shares(owner, &w.name))
+                .map(|w| w.name.clone())
+                .collect(),
+        )
+    }
+
+    /// Workspaces with service isolation, and for each the workspaces whose workloads may call it.
+    pub(crate) fn isolated(&self) -> Vec<(String, Vec<String>)> {
+        self.list
+            .iter()
+            .filter(|w| w.isolation)
+            .map(|w| {
+                let callers = self
+                    .list
+                    .iter()
+                    .filter(|c| c.name == w.name || self.shares(&w.name, &c.name))
+                    .map(|c| c.name.clone())
+                    .collect();
+                (w.name.clone(), callers)
+            })
+            .collect()
+    }
+
+    /// Namespace ─▶ workspace for every namespace with workloads in `cluster`.
+    pub(crate) fn namespaces_of_cluster(&self, snapshot: &Snapshot, cluster: &str) -> BTreeMap<String, String> {
+        let namespaces: BTreeSet<&str> = snapshot
+            .discovery
+            .get(cluster)
+            .map(|d| d.workloads.iter().map(|w| w.namespace.as_str()).collect())
+            .unwrap_or_default();
+        namespaces
+            .into_iter()
+            .filter_map(|ns| {
+                self.of(snapshot, cluster, ns)
+                    .map(|ws| (ns.to_string(), ws.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// An upstream is visible to the workspaces of the virtual hosts that route to it (everyone if
+/// any of those is visible to everyone). External upstreams keep their own visibility.
+pub(crate) fn scope_upstreams(config: &mut trellis_model::ClusterConfig) {
+    use trellis_model::ir::RouteAction;
+    let mut scopes: BTreeMap<&str, Visibility> = BTreeMap::new();
+    for host in &config.virtual_hosts {
+        for route in &host.routes {
+            let RouteAction::Forward(forward) = &route.action else {
+                continue;
+            };
+            for destination in &forward.destinations {
+                let scope = scopes
+                    .entry(destination.upstream.as_str())
+                    .or_insert_with(|| Some(Vec::new()));
+                match (scope.as_mut(), &host.workspaces) {
+                    (Some(list), Some(more)) => list.extend(more.iter().cloned()),
+                    _ => *scope = None,
+                }
+            }
+        }
+    }
+    let scopes: BTreeMap<String, Visibility> = scopes
+        .into_iter()
+        .map(|(name, scope)| {
+            let scope = scope.map(|list| list.into_iter().collect::<BTreeSet<_>>().into_iter().collect());
+            (name.to_string(), scope)
+        })
+        .collect();
+    for upstream in &mut config.upstreams {
+        if upstream.external.is_none() {
+            upstream.workspaces = scopes.get(&upstream.name).cloned().flatten();
+        }
+    }
+}
+
+/// Service isolation as inbound policies: for each workload of an isolated workspace that no
+/// AccessPolicy already governs, accept only callers from the allowed workspaces' namespaces.
+pub(crate) fn isolation_policies(
+    workspaces: &Workspaces,
+    snapshot: &Snapshot,
+    cluster: &str,
+    access: &[trellis_model::policy::InboundPolicy],
+) -> Vec<trellis_model::policy::InboundPolicy> {
+    use trellis_model::policy::{AuthzRule, InboundPolicy, TlsMode};
+    let mut out = Vec::new();
+    let all_namespaces: Vec<(String, String)> = snapshot
+        .clusters()
+        .iter()
+        .flat_map(|c| workspaces.namespaces_of_cluster(snapshot, c))
+        .collect();
+    for (workspace, callers) in workspaces.isolated() {
+        let mut principals: Vec<String> = all_namespaces
+            .iter()
+            .filter(|(_, ws)| callers.contains(ws))
+            .map(|(ns, _)| format!("spiffe://{}/ns/{ns}/sa/", snapshot.trust_domain))
+            .collect();
+        principals.sort();
+        principals.dedup();
+        let Some(discovery) = snapshot.discovery.get(cluster) else {
+            continue;
+        };
+        for workload in &discovery.workloads {
+            if workspaces.of(snapshot, cluster, &workload.namespace) != Some(workspace.as_str()) {
+                continue;
+            }
+            let governed = access.iter().any(|p| {
+                p.rules.is_some()
+                    && !p.dry_run
+                    && (p.namespace.is_empty() || p.namespace == workload.namespace)
+                    && (p.service.is_empty() || p.service == workload.service)
+                    && p.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+            });
+            if governed {
+                continue;
+            }
+            out.push(InboundPolicy {
+                name: format!("workspace/{workspace}/service-isolation"),
+                namespace: workload.namespace.clone(),
+                service: workload.service.clone(),
+                labels: workload.labels.clone(),
+                tls_mode: Some(TlsMode::Strict),
+                rules: Some(vec![AuthzRule {
+                    principals: principals.clone(),
+                    ..Default::default()
+                }]),
+                dry_run: false,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (pattern, name, matches) in [
+            ("*", "x", true),
+            ("team-*", "team-a", true),
+            ("team-*", "ops", false),
+            ("a", "a", true),
+            ("a", "ab", false),
+        ] {
+            assert_eq!(glob(pattern, name), matches, "{pattern} {name}");
+        }
+    }
+}

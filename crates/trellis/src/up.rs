@@ -148,6 +148,19 @@ impl MeshOptions {
     }
 }
 
+/// One app with its sidecar, for [`LocalMesh::start_app`].
+pub struct AppSpec<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub service: &'a str,
+    pub version: &'a str,
+    pub cluster: &'a str,
+    /// URL the app calls through its sidecar on every request (a frontend).
+    pub calls: Option<&'a str>,
+    /// A fixed outbound port; a free one when `None`.
+    pub outbound_port: Option<u16>,
+}
+
 impl LocalMesh {
     /// Starts the management server, two clusters and the demo app; returns once the API answers.
     /// Apply the demo config and call [`LocalMesh::wait_for_traffic`] to know traffic flows.
@@ -264,82 +277,103 @@ impl LocalMesh {
             ("backend-v2", "backend", "v2", "cluster-2", None),
         ];
         for (name, service, version, cluster, calls) in demo {
-            let registry_port = mesh
-                .clusters
-                .iter()
-                .find(|c| c.name == cluster)
-                .expect("cluster started")
-                .registry_port;
-            let app_port = free_port();
-            let inbound_port = free_port();
-            let outbound_port = if name == "frontend" {
-                options.frontend_outbound
-            } else {
-                free_port()
-            };
-            let admin_port = free_port();
-            let mut app_args = vec![
-                "demo-app".into(),
-                "--name".into(),
-                service.into(),
-                "--version".into(),
-                version.into(),
-                "--cluster".into(),
-                cluster.into(),
-                "--listen".into(),
-                format!("127.0.0.1:{app_port}"),
-            ];
-            if let Some(call) = calls {
-                app_args.extend([
-                    "--call".into(),
-                    call.into(),
-                    "--via".into(),
-                    format!("127.0.0.1:{outbound_port}"),
-                ]);
-            }
-            let mut app = Proc::new(bin, dir, name, app_args);
-            app.start()?;
-            let mut sidecar = Proc::new(
+            let outbound = (name == "frontend").then_some(options.frontend_outbound);
+            mesh.start_app(
                 bin,
-                dir,
-                &format!("sidecar-{name}"),
-                vec![
-                    "proxy".into(),
-                    "--agent".into(),
-                    format!("127.0.0.1:{registry_port}"),
-                    "--name".into(),
-                    name.into(),
-                    "--namespace".into(),
-                    "demo".into(),
-                    "--service".into(),
-                    service.into(),
-                    "--labels".into(),
-                    format!("app={service},version={version}"),
-                    "--service-account".into(),
-                    service.into(),
-                    "--port".into(),
-                    format!("http:80:{app_port}:{inbound_port}"),
-                    "--outbound-port".into(),
-                    s(&outbound_port),
-                    "--admin-port".into(),
-                    s(&admin_port),
-                    "--data-dir".into(),
-                    s(&dir.join(format!("sidecar-{name}")).display()),
-                ],
-            );
-            sidecar.start()?;
-            mesh.apps.push(AppProcs {
-                name: name.into(),
-                cluster: cluster.into(),
-                app,
-                sidecar,
-                app_port,
-                inbound_port,
-                outbound_port,
-                admin_port,
-            });
+                AppSpec {
+                    name,
+                    namespace: "demo",
+                    service,
+                    version,
+                    cluster,
+                    calls,
+                    outbound_port: outbound,
+                },
+            )?;
         }
         Ok(mesh)
+    }
+
+    /// Starts a demo app and its sidecar in one of the mesh's clusters. The service account is
+    /// the service name; labels are `app=<service>,version=<version>`.
+    pub fn start_app(&mut self, bin: &Path, app: AppSpec<'_>) -> anyhow::Result<()> {
+        let dir = self.dir.clone();
+        let s = |v: &dyn ToString| v.to_string();
+        let AppSpec {
+            name,
+            namespace,
+            service,
+            version,
+            cluster,
+            calls,
+            outbound_port,
+        } = app;
+        let registry_port = self.cluster(cluster).registry_port;
+        let app_port = free_port();
+        let inbound_port = free_port();
+        let outbound_port = outbound_port.unwrap_or_else(free_port);
+        let admin_port = free_port();
+        let mut app_args: Vec<String> = vec![
+            "demo-app".into(),
+            "--name".into(),
+            service.into(),
+            "--version".into(),
+            version.into(),
+            "--cluster".into(),
+            cluster.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{app_port}"),
+        ];
+        if let Some(call) = calls {
+            app_args.extend([
+                "--call".into(),
+                call.into(),
+                "--via".into(),
+                format!("127.0.0.1:{outbound_port}"),
+            ]);
+        }
+        let mut app = Proc::new(bin, &dir, name, app_args);
+        app.start()?;
+        let mut sidecar = Proc::new(
+            bin,
+            &dir,
+            &format!("sidecar-{name}"),
+            vec![
+                "proxy".into(),
+                "--agent".into(),
+                format!("127.0.0.1:{registry_port}"),
+                "--name".into(),
+                name.into(),
+                "--namespace".into(),
+                namespace.into(),
+                "--service".into(),
+                service.into(),
+                "--labels".into(),
+                format!("app={service},version={version}"),
+                "--service-account".into(),
+                service.into(),
+                "--port".into(),
+                format!("http:80:{app_port}:{inbound_port}"),
+                "--outbound-port".into(),
+                s(&outbound_port),
+                "--admin-port".into(),
+                s(&admin_port),
+                "--data-dir".into(),
+                s(&dir.join(format!("sidecar-{name}")).display()),
+            ],
+        );
+        sidecar.start()?;
+        self.apps.push(AppProcs {
+            name: name.into(),
+            cluster: cluster.into(),
+            app,
+            sidecar,
+            app_port,
+            inbound_port,
+            outbound_port,
+            admin_port,
+        });
+        Ok(())
     }
 
     pub fn app(&self, name: &str) -> &AppProcs {
@@ -429,7 +463,12 @@ impl LocalMesh {
 
     /// One request from the frontend's sidecar (as the frontend app would send it).
     pub async fn call_from_frontend(&self, url: &str) -> anyhow::Result<httpc::Response> {
-        let proxy = format!("127.0.0.1:{}", self.app("frontend").outbound_port);
+        self.call_from("frontend", url).await
+    }
+
+    /// One request through an app's sidecar, as that app would send it.
+    pub async fn call_from(&self, app: &str, url: &str) -> anyhow::Result<httpc::Response> {
+        let proxy = format!("127.0.0.1:{}", self.app(app).outbound_port);
         httpc::request("GET", url, Some(&proxy), &[], None, Duration::from_secs(5)).await
     }
 

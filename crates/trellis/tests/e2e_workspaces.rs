@@ -1,0 +1,133 @@
+//! Workspaces through real Envoy: a workspace that does not import a service neither sees it
+//! (its sidecar's config is trimmed) nor may call it (service isolation); once both sides share,
+//! it does and may.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use trellis::up::{AppSpec, LocalMesh};
+use trellis_pki::Authority;
+
+const WORKSPACES: &str = "apiVersion: admin.gloo.solo.io/v2
+kind: Workspace
+metadata: {name: shop, namespace: trellis}
+spec:
+  workloadClusters: [{name: \"*\", namespaces: [{name: demo}]}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: Workspace
+metadata: {name: guest, namespace: trellis}
+spec:
+  workloadClusters: [{name: \"*\", namespaces: [{name: guest}]}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: WorkspaceSettings
+metadata: {name: shop, namespace: demo}
+spec:
+  exportTo: [{workspaces: [{name: guest}]}]
+  options: {serviceIsolation: {enabled: true}}
+";
+
+const GUEST_IMPORTS: &str = "apiVersion: admin.gloo.solo.io/v2
+kind: WorkspaceSettings
+metadata: {name: guest, namespace: guest}
+spec:
+  importFrom: [{workspaces: [{name: shop}]}]
+";
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn guest_cert(mesh: &LocalMesh) -> trellis_pki::CertifiedKey {
+    let pki = mesh.dir.join("mgmt").join("pki");
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
+    let root = Authority::from_pem(&read("mesh-root.pem"), &read("mesh-root.key"), "").unwrap();
+    let now = SystemTime::now();
+    let ca = root
+        .generate_intermediate("test CA", Duration::from_secs(3600), now)
+        .unwrap();
+    ca.issue_workload_cert(
+        "spiffe://trellis.local/ns/guest/sa/guest",
+        Duration::from_secs(3600),
+        now,
+    )
+    .unwrap()
+}
+
+async fn status_from(mesh: &LocalMesh, app: &str) -> u16 {
+    mesh.call_from(app, "http://backend.mesh.internal/")
+        .await
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_blocks_a_non_importing_workspace_and_admits_an_importing_one() {
+    let mut mesh = demo_mesh("workspaces").await;
+    let spec = AppSpec {
+        name: "guest",
+        namespace: "guest",
+        service: "guest",
+        version: "v1",
+        cluster: "cluster-1",
+        calls: None,
+        outbound_port: None,
+    };
+    mesh.start_app(&bin(), spec).unwrap();
+    mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();
+    let backend_inbound = mesh.app("backend-v1").inbound_port;
+    let guest = guest_cert(&mesh);
+    // Before Workspaces exist, everybody sees and reaches everything.
+    eventually("the guest reaching the backend", || async {
+        status_from(&mesh, "guest").await == 200
+    })
+    .await;
+
+    let response = mesh.apply("workspaces.yaml", WORKSPACES).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    // shop exports to guest, but guest does not import: trimmed away, and isolated.
+    eventually("the guest's config trimmed", || async {
+        status_from(&mesh, "guest").await == 404
+    })
+    .await;
+    eventually("isolation refusing the guest", || async {
+        mtls_request(backend_inbound, Some(&guest), "GET", "/")
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0)
+            == 403
+    })
+    .await;
+    assert_eq!(
+        status_from(&mesh, "frontend").await,
+        200,
+        "the shop's own frontend lost its backend"
+    );
+
+    // guest imports shop: both sides share now.
+    let response = mesh.apply("guest.yaml", GUEST_IMPORTS).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("the guest seeing the backend", || async {
+        status_from(&mesh, "guest").await == 200
+    })
+    .await;
+    assert_eq!(
+        mtls_request(backend_inbound, Some(&guest), "GET", "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    finish(mesh).await;
+}

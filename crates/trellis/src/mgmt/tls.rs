@@ -95,6 +95,8 @@ pub fn incoming(
                     continue;
                 }
             };
+            // Small relay messages must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let metrics = metrics.clone();

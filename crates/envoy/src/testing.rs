@@ -94,6 +94,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
         ],
         inbound_policies: Vec::new(),
         namespace_workspaces: Default::default(),
+        ingress_gateways: Vec::new(),
     }
 }
 

@@ -643,6 +643,7 @@ fn mk_cluster_config() -> ClusterConfig {
         ],
         inbound_policies: Vec::new(),
         namespace_workspaces: Default::default(),
+        ingress_gateways: Vec::new(),
     }
 }
 

@@ -26,6 +26,9 @@ pub struct ClusterConfig {
     /// AccessPolicies for this cluster's workloads' inbound listeners, in precedence order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound_policies: Vec<crate::policy::InboundPolicy>,
+    /// Ingress gateways (VirtualGateways) for this cluster's ingress gateway proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_gateways: Vec<IngressGateway>,
     /// Workspace of each namespace of this cluster (only when Workspaces are defined).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub namespace_workspaces: std::collections::BTreeMap<String, String>,
@@ -235,4 +238,40 @@ impl ClusterConfig {
         let bytes = serde_json::to_vec(self).expect("IR serializes");
         crate::stable_hash(&bytes)
     }
+}
+
+/// A VirtualGateway: what the ingress gateway proxies it selects serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressGateway {
+    /// `namespace/name` of the VirtualGateway.
+    pub name: String,
+    /// Ingress gateway proxies registered with all of these labels serve it.
+    #[serde(default)]
+    pub selector: std::collections::BTreeMap<String, String>,
+    pub listeners: Vec<IngressListener>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressListener {
+    pub port: u16,
+    /// TLS termination; plaintext HTTP when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<IngressTls>,
+    /// Routes bound to this gateway by RouteTables, by host; sorted by name. Forward actions
+    /// name entries of `ClusterConfig::upstreams`.
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// Certificate files on the gateway's host (read by Envoy itself, never sent over the relay).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressTls {
+    pub cert_chain_file: String,
+    pub private_key_file: String,
+    /// MUTUAL: clients must present a certificate that chains to this CA file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
 }

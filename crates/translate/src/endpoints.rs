@@ -59,6 +59,7 @@ pub(crate) fn materialize(
         gateway_upstreams,
         inbound_policies: Vec::new(),
         namespace_workspaces: Default::default(),
+        ingress_gateways: Vec::new(),
     }
 }
 

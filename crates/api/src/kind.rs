@@ -20,6 +20,7 @@ pub enum Kind {
     HeaderManipulationPolicy,
     ExternalService,
     ExternalEndpoint,
+    VirtualGateway,
 }
 
 const ADMIN: &str = "admin.gloo.solo.io/v2";
@@ -29,7 +30,7 @@ const RESILIENCE: &str = "resilience.policy.gloo.solo.io/v2";
 const TRAFFIC: &str = "trafficcontrol.policy.gloo.solo.io/v2";
 
 /// (kind, name, apiVersion, plural, short name)
-const TABLE: [(Kind, &str, &str, &str, &str); 13] = [
+const TABLE: [(Kind, &str, &str, &str, &str); 14] = [
     (
         Kind::KubernetesCluster,
         "KubernetesCluster",
@@ -103,10 +104,17 @@ const TABLE: [(Kind, &str, &str, &str, &str); 13] = [
         "externalendpoints",
         "ee",
     ),
+    (
+        Kind::VirtualGateway,
+        "VirtualGateway",
+        NETWORKING,
+        "virtualgateways",
+        "vg",
+    ),
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::KubernetesCluster,
         Kind::Workspace,
         Kind::WorkspaceSettings,
@@ -120,6 +128,7 @@ impl Kind {
         Kind::HeaderManipulationPolicy,
         Kind::ExternalService,
         Kind::ExternalEndpoint,
+        Kind::VirtualGateway,
     ];
 
     fn row(self) -> &'static (Kind, &'static str, &'static str, &'static str, &'static str) {

@@ -10,6 +10,7 @@
 mod common;
 mod error;
 mod external;
+mod gateway;
 mod kind;
 mod meta;
 mod networking;
@@ -23,6 +24,7 @@ mod workspace;
 pub use common::{DestinationKind, DestinationReference, ObjectReference, ObjectSelector, PortSelector};
 pub use error::{ApiError, DocumentError};
 pub use external::*;
+pub use gateway::*;
 pub use kind::Kind;
 pub use meta::ObjectMeta;
 pub use networking::{

@@ -214,6 +214,7 @@ fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
         Kind::HeaderManipulationPolicy => Spec::HeaderManipulationPolicy(de(value)?),
         Kind::ExternalService => Spec::ExternalService(de(value)?),
         Kind::ExternalEndpoint => Spec::ExternalEndpoint(de(value)?),
+        Kind::VirtualGateway => Spec::VirtualGateway(de(value)?),
     })
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::external::{ExternalEndpointSpec, ExternalServiceSpec};
+use crate::gateway::VirtualGatewaySpec;
 use crate::kind::Kind;
 use crate::meta::ObjectMeta;
 use crate::networking::{RouteTableSpec, VirtualDestinationSpec};
@@ -29,6 +30,7 @@ pub enum Spec {
     HeaderManipulationPolicy(HeaderManipulationPolicySpec),
     ExternalService(ExternalServiceSpec),
     ExternalEndpoint(ExternalEndpointSpec),
+    VirtualGateway(VirtualGatewaySpec),
 }
 
 /// One accepted resource. Serializes to the same shape it was read from.
@@ -78,6 +80,7 @@ impl Spec {
             Spec::HeaderManipulationPolicy(_) => Kind::HeaderManipulationPolicy,
             Spec::ExternalService(_) => Kind::ExternalService,
             Spec::ExternalEndpoint(_) => Kind::ExternalEndpoint,
+            Spec::VirtualGateway(_) => Kind::VirtualGateway,
         }
     }
 
@@ -96,6 +99,7 @@ impl Spec {
             Spec::HeaderManipulationPolicy(s) => serde_json::to_value(s),
             Spec::ExternalService(s) => serde_json::to_value(s),
             Spec::ExternalEndpoint(s) => serde_json::to_value(s),
+            Spec::VirtualGateway(s) => serde_json::to_value(s),
         };
         value.expect("specs serialize to JSON")
     }

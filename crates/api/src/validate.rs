@@ -28,6 +28,7 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::OutlierDetectionPolicy(spec) => crate::validate_policy::outlier_detection_policy(&mut problems, spec),
         Spec::FailoverPolicy(spec) => crate::validate_policy::failover_policy(&mut problems, spec),
         Spec::ExternalService(spec) => external_service(&mut problems, spec),
+        Spec::VirtualGateway(spec) => virtual_gateway(&mut problems, spec),
         Spec::ExternalEndpoint(spec) => {
             if spec.address.is_empty() {
                 push(&mut problems, "spec.address", "is required: an IP address or host name");
@@ -383,6 +384,45 @@ fn external_service(problems: &mut Problems, spec: &crate::ExternalServiceSpec) 
                 format!("spec.ports[{i}].clientsideTls.mode"),
                 format!("{:?}: Trellis supports SIMPLE and DISABLE", tls.mode),
             );
+        }
+    }
+}
+
+fn virtual_gateway(problems: &mut Problems, spec: &crate::VirtualGatewaySpec) {
+    if spec.listeners.is_empty() {
+        push(
+            problems,
+            "spec.listeners",
+            "at least one listener is required, such as `- port: {number: 443}`",
+        );
+    }
+    for (i, listener) in spec.listeners.iter().enumerate() {
+        check_port_number(
+            problems,
+            &format!("spec.listeners[{i}].port.number"),
+            listener.port.number,
+        );
+        if let Some(tls) = &listener.tls {
+            if !["", "SIMPLE", "MUTUAL"].contains(&tls.mode.as_str()) {
+                push(
+                    problems,
+                    format!("spec.listeners[{i}].tls.mode"),
+                    format!("{:?}: Trellis supports SIMPLE and MUTUAL", tls.mode),
+                );
+            }
+            match &tls.files {
+                None => push(
+                    problems,
+                    format!("spec.listeners[{i}].tls.files"),
+                    "give certChain and privateKey files (secretName is not supported yet)",
+                ),
+                Some(files) if tls.mode == "MUTUAL" && files.root_ca.is_none() => push(
+                    problems,
+                    format!("spec.listeners[{i}].tls.files.rootCa"),
+                    "MUTUAL needs the CA that client certificates must chain to",
+                ),
+                Some(_) => {}
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  ClusterConfig ──sidecar()──────────▶ ProxyResources ──into_typed()──▶ (type_url, name, Any) ──▶ ADS
-//!                └─east_west_gateway()─▶ ProxyResources
+//!                ├─east_west_gateway()─▶ ProxyResources
+//!                └─ingress_gateway()───▶ ProxyResources
 //!  PEM cert, key, root ──secrets()─────▶ ProxyResources.secrets (SDS: `default`, `ROOTCA`)
 //!  BootstrapSpec ──bootstrap()────────▶ JSON for `envoy -c bootstrap.json`
 //! ```
@@ -21,6 +22,7 @@ mod authz;
 mod bootstrap;
 mod common;
 mod gateway;
+mod ingress;
 mod pack;
 mod routes;
 mod sidecar;
@@ -29,6 +31,7 @@ mod tls;
 pub use authz::{RBAC_DRY_RUN_STAT_PREFIX, RbacStats};
 pub use bootstrap::{BootstrapSpec, XDS_CLUSTER, bootstrap};
 pub use gateway::{GATEWAY_LISTENER, GatewaySpec, east_west_gateway};
+pub use ingress::{IngressSpec, ingress_gateway, ingress_name};
 pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 pub use sidecar::{OUTBOUND_LISTENER, OUTBOUND_ROUTE, SidecarSpec, inbound_name, sidecar};
 pub use tls::{ROOT_CA_SECRET, WORKLOAD_SECRET, secrets};
@@ -45,8 +48,8 @@ pub struct ProxyResources {
     pub endpoints: Vec<ClusterLoadAssignment>,
     pub listeners: Vec<Listener>,
     pub routes: Vec<RouteConfiguration>,
-    /// Filled by whoever holds the proxy's certificate (with [`secrets()`]); `sidecar()` and
-    /// `east_west_gateway()` leave it empty.
+    /// Filled by whoever holds the proxy's certificate (with [`secrets()`]); `sidecar()`,
+    /// `east_west_gateway()` and `ingress_gateway()` leave it empty.
     pub secrets: Vec<Secret>,
 }
 

@@ -94,7 +94,7 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
 /// An EDS cluster whose connections are mTLS to the upstream's identities; through a remote
 /// gateway too, since the gateway passes TLS through by SNI. Outlier detection ejects endpoints
 /// that keep failing, which is also what moves traffic to the next priority on failover.
-fn outbound_cluster(upstream: &Upstream) -> Cluster {
+pub(crate) fn outbound_cluster(upstream: &Upstream) -> Cluster {
     let Some(external) = &upstream.external else {
         return Cluster {
             transport_socket: Some(tls::upstream_socket(upstream)),

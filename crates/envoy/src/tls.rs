@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
-use trellis_model::ir::Upstream;
+use trellis_model::ir::{IngressTls, Upstream};
 
 use crate::common::ads_source;
 use crate::routes::exact;
@@ -100,6 +100,40 @@ pub(crate) fn downstream_socket() -> TransportSocket {
         ..Default::default()
     };
     tls_socket(pack_any(context))
+}
+
+/// What an ingress gateway listener terminates: its certificate and key from files on the
+/// gateway's host (never over SDS); with a client CA file (MUTUAL), a client certificate chained
+/// to that CA is required. ALPN offers HTTP/2 before HTTP/1.1; the connection manager speaks both.
+pub(crate) fn ingress_socket(tls: &IngressTls) -> TransportSocket {
+    let validation_context_type = tls.client_ca_file.as_deref().map(|ca| {
+        ValidationContextType::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(file(ca)),
+            ..Default::default()
+        })
+    });
+    let context = DownstreamTlsContext {
+        require_client_certificate: tls.client_ca_file.is_some().then_some(BoolValue { value: true }),
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![TlsCertificate {
+                certificate_chain: Some(file(&tls.cert_chain_file)),
+                private_key: Some(file(&tls.private_key_file)),
+                ..Default::default()
+            }],
+            validation_context_type,
+            alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    tls_socket(pack_any(context))
+}
+
+fn file(path: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    }
 }
 
 /// Our certificate and the mesh root, both by name over SDS, plus `extra` peer checks.

@@ -22,11 +22,12 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 use trellis_envoy::{
-    BootstrapSpec, GatewaySpec, ProxyResources, SidecarSpec, bootstrap, east_west_gateway, secrets, sidecar,
+    BootstrapSpec, GatewaySpec, IngressSpec, ProxyResources, SidecarSpec, bootstrap, east_west_gateway,
+    ingress_gateway, secrets, sidecar,
 };
 use trellis_model::ir::{
-    ClusterConfig, Endpoint, Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch,
-    Upstream, ValueMatch, VirtualHost, WeightedUpstream,
+    ClusterConfig, Endpoint, Forward, HeaderMatch, IngressGateway, IngressListener, IngressTls, PathMatch,
+    QueryParamMatch, Route, RouteAction, RouteMatch, Upstream, ValueMatch, VirtualHost, WeightedUpstream,
 };
 use trellis_model::policy::{
     AuthzRule, Fault, FaultAbort, FaultDelay, HeaderValue, Headers, InboundPolicy, OutlierDetection, Retry,
@@ -145,6 +146,34 @@ fn envoy_accepts_the_json_bootstrap() {
     let path = temp_file("bootstrap", "json");
     std::fs::write(&path, serde_json::to_vec_pretty(&json).expect("JSON serializes")).expect("write bootstrap");
     assert_envoy_accepts(&path);
+}
+
+/// An ingress gateway with a plaintext listener and a MUTUAL TLS one (certificate, key and
+/// client CA as real files), forwarding into the mesh over mTLS and to an external service.
+#[test]
+fn envoy_accepts_an_ingress_gateway_with_plaintext_and_mutual_tls_listeners() {
+    let files = IngressFiles::new("ingress");
+    let resources = with_secrets(mk_ingress(&mk_ingress_config(&files.tls())));
+    // Guards the inputs: both listeners, the TLS one really terminating with the files.
+    let names: Vec<_> = resources.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["ingress|8080", "ingress|8443"]);
+    assert!(resources.listeners[0].filter_chains[0].transport_socket.is_none());
+    assert!(resources.listeners[1].filter_chains[0].transport_socket.is_some());
+    assert!(resources.clusters.iter().any(|c| c.transport_socket.is_some()));
+    assert_envoy_accepts_pb("ingress", &static_bootstrap(resources));
+}
+
+/// Guards the ingress TLS: Envoy must really load the certificate files, so a missing key file
+/// is refused.
+#[test]
+fn envoy_rejects_an_ingress_listener_whose_key_file_is_missing() {
+    let files = IngressFiles::new("ingress-no-key");
+    let tls = IngressTls {
+        private_key_file: files.dir.join("missing.key").display().to_string(),
+        ..files.tls()
+    };
+    let resources = with_secrets(mk_ingress(&mk_ingress_config(&tls)));
+    assert_envoy_rejects("ingress-no-key", &static_bootstrap(resources), "missing.key");
 }
 
 /// Guards the harness itself: if validation passed everything, the tests above would prove
@@ -455,6 +484,91 @@ fn mk_gateway(ir: &ClusterConfig) -> ProxyResources {
             port: 15443,
         },
     )
+}
+
+fn mk_ingress(ir: &ClusterConfig) -> ProxyResources {
+    let labels = [("app".to_string(), "ingress".to_string())].into();
+    ingress_gateway(
+        ir,
+        &IngressSpec {
+            labels: &labels,
+            listen_address: "0.0.0.0",
+        },
+    )
+}
+
+/// The ingress gateway's own certificate, key and client CA as files in a fresh directory.
+struct IngressFiles {
+    dir: PathBuf,
+}
+
+impl IngressFiles {
+    fn new(label: &str) -> IngressFiles {
+        let pki = Pki::new();
+        let dir = temp_file(label, "d");
+        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        for (name, pem) in [
+            ("tls.crt", &pki.leaf_pem),
+            ("tls.key", &pki.leaf_key_pem),
+            ("ca.crt", &pki.ca_pem),
+        ] {
+            std::fs::write(dir.join(name), pem).expect("write a PEM file");
+        }
+        IngressFiles { dir }
+    }
+
+    /// MUTUAL: the server certificate and key, and the CA client certificates must chain to.
+    fn tls(&self) -> IngressTls {
+        let path = |name: &str| self.dir.join(name).display().to_string();
+        IngressTls {
+            cert_chain_file: path("tls.crt"),
+            private_key_file: path("tls.key"),
+            client_ca_file: Some(path("ca.crt")),
+        }
+    }
+}
+
+impl Drop for IngressFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// [`mk_cluster_config`] with one VirtualGateway: plaintext on 8080 (every route of the
+/// sidecar test, so every action and an external upstream) and `tls` on 8443.
+fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
+    let mut ir = mk_cluster_config();
+    let host = |name: &str, domain: &str| VirtualHost {
+        name: name.into(),
+        domains: vec![domain.into()],
+        ..ir.virtual_hosts[0].clone()
+    };
+    let payments = VirtualHost {
+        routes: vec![Route {
+            name: "default/payments/all".into(),
+            matcher: RouteMatch::default(),
+            action: RouteAction::Forward(mk_forward(&[("outbound|443||payments.example.com", 1)])),
+            policies: RoutePolicies::default(),
+        }],
+        ..host("payments", "pay.example.com")
+    };
+    ir.ingress_gateways = vec![IngressGateway {
+        name: "default/web".into(),
+        selector: [("app".to_string(), "ingress".to_string())].into(),
+        listeners: vec![
+            IngressListener {
+                port: 8080,
+                tls: None,
+                virtual_hosts: vec![payments, host("web", "www.example.com")],
+            },
+            IngressListener {
+                port: 8443,
+                tls: Some(tls.clone()),
+                virtual_hosts: vec![host("secure", "secure.example.com")],
+            },
+        ],
+    }];
+    ir
 }
 
 fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identities: &[&str]) -> Upstream {

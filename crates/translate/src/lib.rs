@@ -15,6 +15,7 @@ mod access_policies;
 mod destination_policies;
 mod endpoints;
 mod external;
+mod ingress;
 mod outbound;
 mod report;
 mod route_policies;
@@ -82,6 +83,7 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             workspaces::scope_upstreams(&mut config);
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
+            config.ingress_gateways = ingress::for_cluster(snapshot, &outbound, cluster, &mut report, &mut warnings);
             let isolation = workspaces::isolation_policies(&workspaces, snapshot, cluster, &config.inbound_policies);
             config.inbound_policies.extend(isolation);
             (cluster.clone(), config)

@@ -18,6 +18,8 @@ use crate::target::{Backend, Target, VdRef};
 pub(crate) struct Outbound {
     pub virtual_hosts: Vec<OutboundHost>,
     pub targets: Vec<Target>,
+    /// Virtual hosts bound to VirtualGateways (`namespace/name`) by RouteTables, oldest first.
+    pub ingress: Vec<(String, OutboundHost)>,
 }
 
 /// A virtual host whose forward actions still name targets, not upstreams.
@@ -137,12 +139,40 @@ pub(crate) fn build(
 
     // Route tables, oldest first; their routes are concatenated per host in that order.
     let mut replaced: BTreeSet<String> = BTreeSet::new();
+    let mut ingress: Vec<(String, OutboundHost)> = Vec::new();
     for (resource, spec) in snapshot.route_tables() {
-        if !spec.virtual_gateways.is_empty() || !spec.workload_selectors.is_empty() {
+        if !spec.workload_selectors.is_empty() {
             cx.warnings.add(
                 resource.key().to_string(),
-                "virtualGateways and workloadSelectors are not supported yet; this route table is not applied",
+                "workloadSelectors are not supported yet; this route table is not applied",
             );
+            continue;
+        }
+        // Bound to gateways: served by those ingress gateways, not by sidecars.
+        if !spec.virtual_gateways.is_empty() {
+            for gateway in &spec.virtual_gateways {
+                let name = gateway["name"].as_str().unwrap_or_default();
+                let namespace = gateway["namespace"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(&resource.metadata.namespace);
+                for host in &spec.hosts {
+                    let routes = cx.route_table_routes(resource, spec, None);
+                    ingress.push((
+                        format!("{namespace}/{name}"),
+                        OutboundHost {
+                            name: host.clone(),
+                            domains: if host == "*" {
+                                vec!["*".to_string()]
+                            } else {
+                                domains(host, None)
+                            },
+                            workspaces: None,
+                            routes,
+                        },
+                    ));
+                }
+            }
             continue;
         }
         for host in &spec.hosts {
@@ -175,6 +205,7 @@ pub(crate) fn build(
     Outbound {
         virtual_hosts: hosts.into_values().collect(),
         targets: targets.into_iter().map(|(t, _)| t).collect(),
+        ingress,
     }
 }
 

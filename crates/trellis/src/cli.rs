@@ -49,6 +49,8 @@ pub enum Command {
 pub enum GatewayCommand {
     /// The cluster's east-west gateway (traffic from other clusters).
     EastWest(gateway::EastWestArgs),
+    /// An ingress gateway: serves the VirtualGateways that select its labels.
+    Ingress(gateway::IngressArgs),
 }
 
 /// Where the CLI finds the management server's API.
@@ -64,6 +66,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
         Command::Gateway(GatewayCommand::EastWest(args)) => gateway::run_east_west(args).await,
+        Command::Gateway(GatewayCommand::Ingress(args)) => gateway::run_ingress(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Apply(args) => client::apply(args).await,
         Command::Get(args) => client::get(args).await,

@@ -1,7 +1,7 @@
 //! `trellis gateway east-west`: the cluster's east-west gateway, an Envoy that receives traffic
 //! from other clusters and routes each request to local endpoints by its routing key.
 
-use crate::agent::{ProxyRegistration, RegisteredGateway};
+use crate::agent::{IngressRegistration, ProxyRegistration, RegisteredGateway};
 use crate::proxy::{EnvoyArgs, run_registered_envoy};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -45,5 +45,46 @@ pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
         },
     });
     let id = format!("east-west~{}-{}", args.listen_address, args.port);
+    run_registered_envoy(&args.agent, &id, registration, &args.envoy).await
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngressArgs {
+    /// The agent's registration API.
+    #[arg(long, default_value = "127.0.0.1:9977")]
+    pub agent: String,
+    /// A name for this gateway proxy, unique in its cluster.
+    #[arg(long, default_value = "ingress")]
+    pub name: String,
+    /// Address its listeners bind (ports come from the VirtualGateways it serves).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_address: String,
+    /// Labels VirtualGateway `workloads[].selector.labels` match, `key=value` (repeatable or comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "app=ingress-gateway")]
+    pub labels: Vec<String>,
+    /// Namespace and service account of its mesh identity.
+    #[arg(long, default_value = "trellis")]
+    pub namespace: String,
+    #[arg(long, default_value = "ingress-gateway")]
+    pub service_account: String,
+    #[command(flatten)]
+    pub envoy: EnvoyArgs,
+}
+
+pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
+    let mut labels = std::collections::BTreeMap::new();
+    for label in &args.labels {
+        let (k, v) = label
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--labels {label}: expected key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let registration = ProxyRegistration::IngressGateway(IngressRegistration {
+        listen_address: args.listen_address.clone(),
+        labels,
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+    });
+    let id = format!("ingress~{}", args.name);
     run_registered_envoy(&args.agent, &id, registration, &args.envoy).await
 }

@@ -24,7 +24,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use trellis_model::ClusterConfig;
 
-pub use registry::{ProxyRegistration, RegisteredGateway};
+pub use registry::{IngressRegistration, ProxyRegistration, RegisteredGateway};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {

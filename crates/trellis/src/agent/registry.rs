@@ -31,6 +31,19 @@ pub enum ProxyRegistration {
     /// The cluster's east-west gateway.
     #[serde(rename_all = "camelCase")]
     EastWestGateway(RegisteredGateway),
+    /// An ingress gateway: serves the VirtualGateways whose workload selector matches its labels.
+    #[serde(rename_all = "camelCase")]
+    IngressGateway(IngressRegistration),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressRegistration {
+    pub listen_address: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its mesh identity: `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+    pub namespace: String,
+    pub service_account: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +139,7 @@ impl Registry {
         for registration in self.all().into_values() {
             match registration {
                 ProxyRegistration::Sidecar { workload, .. } => discovery.workloads.push(workload),
+                ProxyRegistration::IngressGateway(_) => {}
                 ProxyRegistration::EastWestGateway(gateway) => {
                     // With several gateway replicas, one stable address wins.
                     if discovery

@@ -66,6 +66,24 @@ pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistra
             resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
             resources
         }
+        ProxyRegistration::IngressGateway(ingress) => {
+            let ca = agent.mesh.borrow().clone()?;
+            let spiffe_id = trellis_model::spiffe_id(&ca.trust_domain, &ingress.namespace, &ingress.service_account);
+            let cert = match agent.certs.get(&ca, &spiffe_id) {
+                Ok(cert) => cert,
+                Err(error) => {
+                    tracing::error!(%error, spiffe_id, "cannot issue the ingress gateway's certificate");
+                    return None;
+                }
+            };
+            let spec = trellis_envoy::IngressSpec {
+                labels: &ingress.labels,
+                listen_address: &ingress.listen_address,
+            };
+            let mut resources = trellis_envoy::ingress_gateway(config, &spec);
+            resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
+            resources
+        }
         ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
             config,
             &GatewaySpec {

@@ -423,3 +423,51 @@ pub async fn stored_resources(api_url: &str) -> String {
     }
     value.to_string()
 }
+
+/// An HTTPS GET to `127.0.0.1:port` that verifies the server as `server_name` against
+/// `roots_pem`, optionally presenting a client certificate: what an outside client of an
+/// ingress gateway does.
+pub async fn https_get(
+    port: u16,
+    server_name: &str,
+    roots_pem: &str,
+    client: Option<&trellis_pki::CertifiedKey>,
+    path: &str,
+) -> anyhow::Result<trellis::httpc::Response> {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(cert) => {
+            let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(cert.key.0.as_bytes())?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from(server_name.to_string())?, tcp)
+        .await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .uri(path)
+        .header("host", server_name)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(trellis::httpc::Response {
+        status,
+        headers: Vec::new(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}

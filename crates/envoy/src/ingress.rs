@@ -1,0 +1,142 @@
+//! An ingress gateway: the door for traffic from outside the mesh. It serves the VirtualGateways
+//! (`ir.ingress_gateways`) whose selector its labels satisfy: one HTTP listener per port, plain
+//! or terminating TLS with certificate files on its host, routing by host over RDS exactly as a
+//! sidecar's outbound listener does, and forwarding into the mesh over mTLS with its own SPIFFE
+//! identity (SDS `default`, checked against `ROOTCA`) like a sidecar's outbound clusters.
+//!
+//! ```text
+//!  client ──HTTP or TLS (files)──▶ ingress|<port> ──RDS ingress|<port>──▶ upstream cluster ──mTLS──▶ sidecar
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::util::pack_any;
+use trellis_model::ClusterConfig;
+use trellis_model::ir::{IngressGateway, IngressTls, RouteAction, VirtualHost};
+
+use crate::ProxyResources;
+use crate::common::{self, Routes};
+use crate::{routes, sidecar, tls};
+
+/// The ingress gateway proxy a config is for.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressSpec<'a> {
+    /// The proxy's labels: it serves every VirtualGateway whose selector they all satisfy.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Where every listener binds, each on its VirtualGateway port.
+    pub listen_address: &'a str,
+}
+
+/// `ingress|<port>`: the listener on a port and the route configuration it fetches over RDS.
+pub fn ingress_name(port: u16) -> String {
+    format!("ingress|{port}")
+}
+
+/// One port's worth of what the selected VirtualGateways serve.
+struct Port<'a> {
+    tls: Option<&'a IngressTls>,
+    virtual_hosts: Vec<VirtualHost>,
+}
+
+/// Listeners and route configurations by port (ascending); clusters and endpoints for exactly
+/// the upstreams those routes forward to, in the IR's order. Nothing selected: nothing at all.
+pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources {
+    let ports = merged_ports(ir.ingress_gateways.iter().filter(|g| selects(g, spec.labels)));
+    let referenced: BTreeSet<&str> = ports
+        .values()
+        .flat_map(|port| &port.virtual_hosts)
+        .flat_map(|host| &host.routes)
+        .filter_map(|route| match &route.action {
+            RouteAction::Forward(forward) => Some(forward),
+            _ => None,
+        })
+        .flat_map(|forward| &forward.destinations)
+        .map(|destination| destination.upstream.as_str())
+        .collect();
+    let upstreams: Vec<_> = ir
+        .upstreams
+        .iter()
+        .filter(|u| referenced.contains(u.name.as_str()))
+        .collect();
+    ProxyResources {
+        clusters: upstreams.iter().map(|u| sidecar::outbound_cluster(u)).collect(),
+        endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
+        listeners: ports
+            .iter()
+            .map(|(port, served)| listener(spec.listen_address, *port, served.tls))
+            .collect(),
+        routes: ports
+            .iter()
+            .map(|(port, served)| RouteConfiguration {
+                name: ingress_name(*port),
+                virtual_hosts: served.virtual_hosts.iter().map(routes::virtual_host).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        secrets: Vec::new(),
+    }
+}
+
+/// Every selector label present with the same value (an empty selector selects every proxy).
+fn selects(gateway: &IngressGateway, labels: &BTreeMap<String, String>) -> bool {
+    gateway
+        .selector
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value))
+}
+
+/// Listeners of several VirtualGateways on one port become one: the first gateway's TLS wins,
+/// and virtual hosts follow in gateway then listener order. Envoy rejects a whole route
+/// configuration that names a virtual host or a domain twice, so the first claim wins there too:
+/// a later virtual host loses the domains already served and is dropped with none left.
+fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTreeMap<u16, Port<'a>> {
+    let mut ports: BTreeMap<u16, Port<'a>> = BTreeMap::new();
+    let mut claimed: BTreeMap<u16, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for listener in gateways.flat_map(|g| &g.listeners) {
+        let port = ports.entry(listener.port).or_insert_with(|| Port {
+            tls: listener.tls.as_ref(),
+            virtual_hosts: Vec::new(),
+        });
+        let (names, domains) = claimed.entry(listener.port).or_default();
+        for host in &listener.virtual_hosts {
+            if names.contains(&host.name) {
+                continue;
+            }
+            let free: Vec<String> = host.domains.iter().filter(|d| !domains.contains(*d)).cloned().collect();
+            if free.is_empty() && !host.domains.is_empty() {
+                continue;
+            }
+            names.insert(host.name.clone());
+            domains.extend(free.iter().cloned());
+            port.virtual_hosts.push(VirtualHost {
+                domains: free,
+                ..host.clone()
+            });
+        }
+    }
+    ports
+}
+
+/// An HTTP connection manager fetching `ingress|<port>` over RDS, with the fault filter the
+/// routes' fault policies configure (as on a sidecar's outbound listener). The gateway is the
+/// edge: the client's address is the remote address, not whatever `x-forwarded-for` claims.
+fn listener(address: &str, port: u16, tls: Option<&IngressTls>) -> Listener {
+    let name = ingress_name(port);
+    let mut hcm = common::http_connection_manager(&format!("ingress_{port}"), Routes::Rds(name.clone()));
+    hcm.http_filters.insert(0, routes::fault_filter());
+    hcm.use_remote_address = Some(BoolValue { value: true });
+    let mut listener = common::listener(
+        &name,
+        address,
+        port,
+        common::network_filter(common::HCM_FILTER, pack_any(hcm)),
+    );
+    listener.filter_chains[0].transport_socket = tls.map(tls::ingress_socket);
+    listener
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+use envoy_types::pb::envoy::config::core::v3::{DataSource, config_source::ConfigSourceSpecifier, data_source};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    DownstreamTlsContext, UpstreamTlsContext, common_tls_context::ValidationContextType,
+};
+use trellis_model::ir::{ExternalUpstream, IngressListener, Route, RouteMatch, Upstream};
+
+use super::*;
+use crate::testing::{addr, hcm, mk_cluster_config, mk_endpoint, mk_forward, mk_upstream, tls_context};
+use crate::{ROOT_CA_SECRET, WORKLOAD_SECRET};
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn mk_host(name: &str, domain: &str, upstream: &str) -> VirtualHost {
+    VirtualHost {
+        name: name.to_string(),
+        domains: vec![domain.to_string()],
+        routes: vec![Route {
+            name: format!("{name}/default"),
+            matcher: RouteMatch::default(),
+            action: mk_forward(&[(upstream, 1)]),
+            policies: Default::default(),
+        }],
+        workspaces: None,
+    }
+}
+
+fn mk_listener(port: u16, tls: Option<IngressTls>, hosts: Vec<VirtualHost>) -> IngressListener {
+    IngressListener {
+        port,
+        tls,
+        virtual_hosts: hosts,
+    }
+}
+
+fn mk_gateway(name: &str, selector: &[(&str, &str)], listeners: Vec<IngressListener>) -> IngressGateway {
+    IngressGateway {
+        name: name.to_string(),
+        selector: labels(selector),
+        listeners,
+    }
+}
+
+fn mk_tls(ca: Option<&str>) -> IngressTls {
+    IngressTls {
+        cert_chain_file: "/etc/ingress/tls.crt".to_string(),
+        private_key_file: "/etc/ingress/tls.key".to_string(),
+        client_ca_file: ca.map(str::to_string),
+    }
+}
+
+/// [`mk_cluster_config`] plus an external upstream, an unreferenced one, and `gateways`.
+fn mk_ir(gateways: Vec<IngressGateway>) -> ClusterConfig {
+    let mut ir = mk_cluster_config();
+    ir.upstreams.push(Upstream {
+        external: Some(ExternalUpstream {
+            dns: false,
+            tls_sni: Some("api.example.com".to_string()),
+        }),
+        ..mk_upstream("api-external", "outbound_.443_._.api.example.com", vec![], &[])
+    });
+    ir.upstreams.push(mk_upstream(
+        "unused",
+        "outbound_.80_._.unused",
+        vec![mk_endpoint("10.0.0.9", 1, "east")],
+        &[],
+    ));
+    ir.ingress_gateways = gateways;
+    ir
+}
+
+fn run(ir: &ClusterConfig, proxy_labels: &[(&str, &str)]) -> ProxyResources {
+    let labels = labels(proxy_labels);
+    ingress_gateway(
+        ir,
+        &IngressSpec {
+            labels: &labels,
+            listen_address: "0.0.0.0",
+        },
+    )
+}
+
+fn listener_names(r: &ProxyResources) -> Vec<&str> {
+    r.listeners.iter().map(|l| l.name.as_str()).collect()
+}
+
+fn file(source: &Option<DataSource>) -> &str {
+    match source.as_ref().and_then(|s| s.specifier.as_ref()) {
+        Some(data_source::Specifier::Filename(name)) => name,
+        other => panic!("expected a file name, got {other:?}"),
+    }
+}
+
+#[test]
+fn serves_only_gateways_whose_selector_the_labels_satisfy() {
+    let ir = mk_ir(vec![
+        mk_gateway(
+            "default/web",
+            &[("app", "ingress")],
+            vec![mk_listener(8080, None, vec![])],
+        ),
+        mk_gateway("default/any", &[], vec![mk_listener(8081, None, vec![])]),
+        mk_gateway(
+            "default/two",
+            &[("app", "ingress"), ("zone", "a")],
+            vec![mk_listener(8082, None, vec![])],
+        ),
+        mk_gateway(
+            "default/other",
+            &[("app", "other")],
+            vec![mk_listener(8083, None, vec![])],
+        ),
+    ]);
+    let r = run(&ir, &[("app", "ingress"), ("team", "x")]);
+    assert_eq!(listener_names(&r), ["ingress|8080", "ingress|8081"]);
+    let r = run(&ir, &[("app", "ingress"), ("zone", "a")]);
+    assert_eq!(listener_names(&r), ["ingress|8080", "ingress|8081", "ingress|8082"]);
+    let r = run(&ir, &[]);
+    assert_eq!(
+        listener_names(&r),
+        ["ingress|8081"],
+        "only the empty selector matches no labels"
+    );
+    let routes: Vec<_> = r.routes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(routes, ["ingress|8081"]);
+}
+
+#[test]
+fn nothing_selected_gives_nothing() {
+    let ir = mk_ir(vec![mk_gateway(
+        "default/web",
+        &[("app", "ingress")],
+        vec![mk_listener(
+            8080,
+            None,
+            vec![mk_host("a", "a.example.com", "reviews-v1")],
+        )],
+    )]);
+    assert_eq!(run(&ir, &[("app", "other")]), ProxyResources::default());
+}
+
+#[test]
+fn plaintext_listener_fetches_its_routes_over_rds_and_trusts_the_remote_address() {
+    let hosts = vec![mk_host("web", "web.example.com", "reviews-v1")];
+    let ir = mk_ir(vec![mk_gateway(
+        "default/web",
+        &[],
+        vec![mk_listener(8080, None, hosts.clone())],
+    )]);
+    let r = run(&ir, &[]);
+    let [listener] = r.listeners.as_slice() else {
+        panic!("expected one listener, got {:?}", r.listeners);
+    };
+    assert_eq!(listener.name, "ingress|8080");
+    assert_eq!(addr(&listener.address), ("0.0.0.0".to_string(), 8080));
+    assert_eq!(listener.filter_chains.len(), 1);
+    assert!(listener.filter_chains[0].transport_socket.is_none());
+    let hcm = hcm(listener);
+    assert_eq!(hcm.stat_prefix, "ingress_8080");
+    assert_eq!(hcm.use_remote_address, Some(BoolValue { value: true }));
+    let filters: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(filters, ["envoy.filters.http.fault", "envoy.filters.http.router"]);
+    match &hcm.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => {
+            assert_eq!(rds.route_config_name, "ingress|8080");
+            let source = rds
+                .config_source
+                .as_ref()
+                .and_then(|s| s.config_source_specifier.as_ref());
+            assert!(matches!(source, Some(ConfigSourceSpecifier::Ads(_))));
+        }
+        other => panic!("expected RDS, got {other:?}"),
+    }
+    let [config] = r.routes.as_slice() else {
+        panic!("expected one route config");
+    };
+    assert_eq!(config.name, "ingress|8080");
+    let expected: Vec<_> = hosts.iter().map(routes::virtual_host).collect();
+    assert_eq!(config.virtual_hosts, expected, "converted exactly as a sidecar's");
+    assert!(r.secrets.is_empty());
+}
+
+#[test]
+fn simple_tls_listener_serves_the_certificate_files_without_asking_for_a_client_certificate() {
+    let ir = mk_ir(vec![mk_gateway(
+        "default/web",
+        &[],
+        vec![mk_listener(8443, Some(mk_tls(None)), vec![])],
+    )]);
+    let r = run(&ir, &[]);
+    let context: DownstreamTlsContext = tls_context(&r.listeners[0].filter_chains[0].transport_socket);
+    assert_eq!(context.require_client_certificate, None);
+    let common = context.common_tls_context.expect("a common TLS context");
+    assert!(common.tls_certificate_sds_secret_configs.is_empty(), "files, not SDS");
+    let [cert] = common.tls_certificates.as_slice() else {
+        panic!("expected one certificate, got {:?}", common.tls_certificates);
+    };
+    assert_eq!(file(&cert.certificate_chain), "/etc/ingress/tls.crt");
+    assert_eq!(file(&cert.private_key), "/etc/ingress/tls.key");
+    assert!(common.validation_context_type.is_none());
+}
+
+#[test]
+fn mutual_tls_listener_requires_a_client_certificate_chained_to_the_ca_file() {
+    let ir = mk_ir(vec![mk_gateway(
+        "default/web",
+        &[],
+        vec![mk_listener(8443, Some(mk_tls(Some("/etc/ingress/ca.crt"))), vec![])],
+    )]);
+    let r = run(&ir, &[]);
+    let context: DownstreamTlsContext = tls_context(&r.listeners[0].filter_chains[0].transport_socket);
+    assert_eq!(context.require_client_certificate, Some(BoolValue { value: true }));
+    let common = context.common_tls_context.expect("a common TLS context");
+    assert_eq!(
+        file(&common.tls_certificates[0].certificate_chain),
+        "/etc/ingress/tls.crt"
+    );
+    match &common.validation_context_type {
+        Some(ValidationContextType::ValidationContext(validation)) => {
+            assert_eq!(file(&validation.trusted_ca), "/etc/ingress/ca.crt");
+        }
+        other => panic!("expected an inline validation context, got {other:?}"),
+    }
+}
+
+#[test]
+fn only_referenced_upstreams_become_clusters_built_as_the_sidecar_builds_them() {
+    let ir = mk_ir(vec![
+        mk_gateway(
+            "default/web",
+            &[],
+            vec![mk_listener(
+                8080,
+                None,
+                vec![mk_host("web", "web.example.com", "reviews-v2")],
+            )],
+        ),
+        mk_gateway(
+            "default/api",
+            &[],
+            vec![mk_listener(
+                8443,
+                None,
+                vec![mk_host("api", "api.example.com", "api-external")],
+            )],
+        ),
+        // Not selected: its upstream must not appear.
+        mk_gateway(
+            "default/other",
+            &[("app", "other")],
+            vec![mk_listener(
+                9000,
+                None,
+                vec![mk_host("x", "x.example.com", "reviews-v1")],
+            )],
+        ),
+    ]);
+    let r = run(&ir, &[]);
+    let names: Vec<_> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["reviews-v2", "api-external"], "IR order, referenced only");
+    let endpoints: Vec<_> = r.endpoints.iter().map(|e| e.cluster_name.as_str()).collect();
+    assert_eq!(endpoints, names);
+    let expected: Vec<_> = ["reviews-v2", "api-external"]
+        .iter()
+        .map(|n| sidecar::outbound_cluster(ir.upstream(n).unwrap()))
+        .collect();
+    assert_eq!(r.clusters, expected);
+    // The mesh upstream: mTLS with the gateway's own identity and the mesh root over SDS.
+    let mesh: UpstreamTlsContext = tls_context(&r.clusters[0].transport_socket);
+    assert_eq!(mesh.sni, "outbound_.9080_.v2_.reviews.mesh.internal");
+    let common = mesh.common_tls_context.expect("mesh mTLS");
+    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, WORKLOAD_SECRET);
+    match &common.validation_context_type {
+        Some(ValidationContextType::CombinedValidationContext(c)) => {
+            assert_eq!(
+                c.validation_context_sds_secret_config.as_ref().unwrap().name,
+                ROOT_CA_SECRET
+            );
+        }
+        other => panic!("expected the mesh root, got {other:?}"),
+    }
+    // The external one: TLS originated with its SNI, no mesh certificate.
+    let external: UpstreamTlsContext = tls_context(&r.clusters[1].transport_socket);
+    assert_eq!(external.sni, "api.example.com");
+    assert!(external.common_tls_context.is_none());
+}
+
+#[test]
+fn gateways_on_one_port_merge_into_one_listener_and_route_config() {
+    let ir = mk_ir(vec![
+        mk_gateway(
+            "default/a",
+            &[],
+            vec![mk_listener(
+                8443,
+                Some(mk_tls(None)),
+                vec![mk_host("a", "a.example.com", "reviews-v1")],
+            )],
+        ),
+        mk_gateway(
+            "default/b",
+            &[],
+            vec![
+                mk_listener(
+                    8443,
+                    Some(mk_tls(Some("/etc/ingress/ca.crt"))),
+                    vec![
+                        mk_host("b", "b.example.com", "reviews-v2"),
+                        // Same name as a's: the first wins.
+                        mk_host("a", "other.example.com", "unused"),
+                        // Only a domain a already serves: dropped.
+                        mk_host("c", "a.example.com", "unused"),
+                    ],
+                ),
+                mk_listener(8080, None, vec![mk_host("plain", "plain.example.com", "reviews-v1")]),
+            ],
+        ),
+    ]);
+    let r = run(&ir, &[]);
+    assert_eq!(listener_names(&r), ["ingress|8080", "ingress|8443"]);
+    let routes: Vec<_> = r.routes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(routes, ["ingress|8080", "ingress|8443"]);
+    let hosts: Vec<_> = r.routes[1]
+        .virtual_hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.domains.clone()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("a", vec!["a.example.com".to_string()]),
+            ("b", vec!["b.example.com".to_string()])
+        ]
+    );
+    let context: DownstreamTlsContext = tls_context(&r.listeners[1].filter_chains[0].transport_socket);
+    assert_eq!(context.require_client_certificate, None, "the first gateway's TLS wins");
+    let names: Vec<_> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["reviews-v1", "reviews-v2"], "dropped hosts reference nothing");
+}
+
+#[test]
+fn output_is_deterministic() {
+    let ir = mk_ir(vec![mk_gateway(
+        "default/web",
+        &[],
+        vec![
+            mk_listener(
+                8443,
+                Some(mk_tls(Some("/ca"))),
+                vec![mk_host("a", "a.example.com", "reviews-v1")],
+            ),
+            mk_listener(8080, None, vec![mk_host("b", "b.example.com", "reviews-v2")]),
+        ],
+    )]);
+    assert_eq!(run(&ir, &[]), run(&ir, &[]));
+}

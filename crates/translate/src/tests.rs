@@ -253,6 +253,22 @@ fn golden_workspaces() {
 }
 
 #[test]
+fn golden_ingress() {
+    let t = golden("ingress");
+    // Only cluster-1 runs the gateway; the bound route goes to cluster-2's backend.
+    let gateways = &t.clusters["cluster-1"].ingress_gateways;
+    let ingress = gateways.iter().find(|g| g.name == "demo/ingress").unwrap();
+    assert_eq!(ingress.selector.get("app").map(String::as_str), Some("ingress-gateway"));
+    let listener = &ingress.listeners[0];
+    assert_eq!(listener.tls.as_ref().unwrap().client_ca_file.as_deref(), Some("/etc/shop/clients.pem"));
+    assert_eq!(listener.virtual_hosts[0].domains, ["shop.example.com", "shop.example.com:*"]);
+    assert!(t.clusters["cluster-2"].ingress_gateways.iter().all(|g| g.name != "demo/ingress"));
+    // Bound to a gateway: not a sidecar route.
+    assert!(t.clusters["cluster-1"].virtual_hosts.iter().all(|h| h.name != "shop.example.com"));
+    assert_eq!(t.statuses["VirtualGateway/demo/unused"].state, "WARNING");
+}
+
+#[test]
 fn translation_is_deterministic_whatever_the_input_order() {
     let snapshot = load("weighted-split");
     let mut reversed = snapshot.clone();

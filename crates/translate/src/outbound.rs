@@ -137,6 +137,62 @@ pub(crate) fn build(
         }
     }
 
+    // Federated host names of the services of workspaces with federation enabled.
+    for (workspace, suffix, selectors) in workspaces.federations() {
+        for service in services {
+            if workspaces.of(snapshot, service.cluster, service.namespace) != Some(workspace) {
+                continue;
+            }
+            if !selectors.is_empty()
+                && !selectors
+                    .iter()
+                    .any(|s| s.matches(&service.labels, service.name, service.namespace, service.cluster))
+            {
+                continue;
+            }
+            let host = format!("{}.{}.{}.{suffix}", service.name, service.namespace, service.cluster);
+            for port in service.ports.values() {
+                let name = vhost_name(&host, port.port);
+                if hosts.contains_key(&name) {
+                    continue;
+                }
+                let backend = Backend {
+                    cluster: service.cluster.to_string(),
+                    namespace: service.namespace.to_string(),
+                    service: service.name.to_string(),
+                    port: port.port,
+                };
+                let target = cx.intern(Target {
+                    host: format!("{}.{}.svc.{}", service.name, service.namespace, service.cluster),
+                    port: port.port,
+                    subset: BTreeMap::new(),
+                    backends: vec![backend],
+                    virtual_destination: None,
+                });
+                let route = PendingRoute {
+                    name: "federation".to_string(),
+                    matcher: RouteMatch::default(),
+                    action: PendingAction::Forward {
+                        destinations: vec![(target, 1)],
+                        path_rewrite: None,
+                        host_rewrite: None,
+                    },
+                    table: None,
+                    policies: Default::default(),
+                };
+                hosts.insert(
+                    name.clone(),
+                    OutboundHost {
+                        name,
+                        domains: domains(&host, Some(port.port)),
+                        workspaces: workspaces.visibility_of_workspace(workspace),
+                        routes: vec![route],
+                    },
+                );
+            }
+        }
+    }
+
     // Route tables, oldest first; their routes are concatenated per host in that order.
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut ingress: Vec<(String, OutboundHost)> = Vec::new();

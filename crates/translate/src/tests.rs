@@ -219,12 +219,35 @@ fn golden_workspaces() {
     let t = golden("workspaces");
     let c1 = &t.clusters["cluster-1"];
     // shop exports to guest, but guest does not import shop: only shop sees the backend.
-    assert_eq!(c1.virtual_hosts[0].workspaces, Some(vec!["shop".to_string()]));
+    let backend = c1
+        .virtual_hosts
+        .iter()
+        .find(|h| h.name == "backend.mesh.internal:80")
+        .unwrap();
+    assert_eq!(backend.workspaces, Some(vec!["shop".to_string()]));
     assert_eq!(
         c1.upstream("outbound|80||backend.mesh.internal").unwrap().workspaces,
         Some(vec!["shop".to_string()])
     );
     assert_eq!(c1.namespace_workspaces.get("demo").map(String::as_str), Some("shop"));
+    // Federation: every shop service in every cluster has a name of its own.
+    let federated = c1
+        .virtual_hosts
+        .iter()
+        .find(|h| h.name == "backend.demo.cluster-2.global:80")
+        .unwrap();
+    assert_eq!(
+        federated.domains,
+        ["backend.demo.cluster-2.global", "backend.demo.cluster-2.global:80"]
+    );
+    assert_eq!(federated.workspaces, Some(vec!["shop".to_string()]));
+    let trellis_model::ir::RouteAction::Forward(forward) = &federated.routes[0].action else {
+        panic!("not a forward")
+    };
+    assert_eq!(
+        forward.destinations[0].upstream,
+        "outbound|80||backend.demo.svc.cluster-2"
+    );
     // Isolation: every shop workload accepts shop's namespaces only.
     let isolation: Vec<_> = c1
         .inbound_policies
@@ -260,11 +283,27 @@ fn golden_ingress() {
     let ingress = gateways.iter().find(|g| g.name == "demo/ingress").unwrap();
     assert_eq!(ingress.selector.get("app").map(String::as_str), Some("ingress-gateway"));
     let listener = &ingress.listeners[0];
-    assert_eq!(listener.tls.as_ref().unwrap().client_ca_file.as_deref(), Some("/etc/shop/clients.pem"));
-    assert_eq!(listener.virtual_hosts[0].domains, ["shop.example.com", "shop.example.com:*"]);
-    assert!(t.clusters["cluster-2"].ingress_gateways.iter().all(|g| g.name != "demo/ingress"));
+    assert_eq!(
+        listener.tls.as_ref().unwrap().client_ca_file.as_deref(),
+        Some("/etc/shop/clients.pem")
+    );
+    assert_eq!(
+        listener.virtual_hosts[0].domains,
+        ["shop.example.com", "shop.example.com:*"]
+    );
+    assert!(
+        t.clusters["cluster-2"]
+            .ingress_gateways
+            .iter()
+            .all(|g| g.name != "demo/ingress")
+    );
     // Bound to a gateway: not a sidecar route.
-    assert!(t.clusters["cluster-1"].virtual_hosts.iter().all(|h| h.name != "shop.example.com"));
+    assert!(
+        t.clusters["cluster-1"]
+            .virtual_hosts
+            .iter()
+            .all(|h| h.name != "shop.example.com")
+    );
     assert_eq!(t.statuses["VirtualGateway/demo/unused"].state, "WARNING");
 }
 

@@ -9,6 +9,9 @@
 //!   to that also imports from it (`WorkspaceSettings.exportTo` / `importFrom`, by workspace
 //!   name or `*`). Config in no workspace is visible to nobody once Workspaces exist; with no
 //!   Workspace at all, everything is visible to everyone.
+//! - `options.federation.enabled`: every service of the workspace (or those `serviceSelector`
+//!   picks) in every cluster gets a mesh host name `<service>.<namespace>.<cluster>.<hostSuffix>`
+//!   (default suffix `global`), visible like the workspace's config.
 //! - `options.serviceIsolation.enabled`: the workspace's workloads accept only callers from
 //!   their own workspace and from workspaces it shares with (both sides), over strict mTLS.
 
@@ -18,6 +21,9 @@ use serde_json::Value;
 use trellis_api::{ClusterSelector, Spec};
 use trellis_model::Snapshot;
 use trellis_model::ir::Visibility;
+
+/// Host suffix of federated names when `hostSuffix` is not set.
+pub(crate) const FEDERATION_SUFFIX: &str = "global";
 
 #[derive(Debug, Default)]
 pub(crate) struct Workspaces {
@@ -31,6 +37,8 @@ struct Workspace {
     imports: Vec<String>,
     exports: Vec<String>,
     isolation: bool,
+    /// `options.federation`: host suffix and service selectors (none: every service).
+    federation: Option<(String, Vec<trellis_api::ObjectSelector>)>,
 }
 
 /// `*`, `prefix*` or an exact name.
@@ -81,8 +89,40 @@ impl Workspaces {
             ws.exports.extend(workspace_names(&settings.export_to));
             let options = settings.options.clone().unwrap_or(Value::Null);
             ws.isolation |= options["serviceIsolation"]["enabled"].as_bool().unwrap_or(false);
+            let federation = &options["federation"];
+            if federation["enabled"].as_bool().unwrap_or(false) {
+                let suffix = federation["hostSuffix"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(FEDERATION_SUFFIX);
+                let selectors = serde_json::from_value(federation["serviceSelector"].clone()).unwrap_or_default();
+                ws.federation = Some((suffix.to_string(), selectors));
+            }
         }
         workspaces
+    }
+
+    /// Federation of each workspace that enables it: (workspace, host suffix, service selectors).
+    pub(crate) fn federations(&self) -> Vec<(&str, &str, &[trellis_api::ObjectSelector])> {
+        self.list
+            .iter()
+            .filter_map(|w| {
+                w.federation
+                    .as_ref()
+                    .map(|(suffix, selectors)| (w.name.as_str(), suffix.as_str(), selectors.as_slice()))
+            })
+            .collect()
+    }
+
+    /// Who may see config owned by workspace `owner`.
+    pub(crate) fn visibility_of_workspace(&self, owner: &str) -> Visibility {
+        Some(
+            self.list
+                .iter()
+                .filter(|w| w.name == owner || self.shares(owner, &w.name))
+                .map(|w| w.name.clone())
+                .collect(),
+        )
     }
 
     pub(crate) fn defined(&self) -> bool {

@@ -27,7 +27,7 @@ kind: WorkspaceSettings
 metadata: {name: shop, namespace: demo}
 spec:
   exportTo: [{workspaces: [{name: guest}]}]
-  options: {serviceIsolation: {enabled: true}}
+  options: {serviceIsolation: {enabled: true}, federation: {enabled: true}}
 ";
 
 const GUEST_IMPORTS: &str = "apiVersion: admin.gloo.solo.io/v2
@@ -114,6 +114,15 @@ async fn isolation_blocks_a_non_importing_workspace_and_admits_an_importing_one(
         200,
         "the shop's own frontend lost its backend"
     );
+    // Federation: each shop service in each cluster has its own name, for the shop only.
+    let federated = "http://backend.demo.cluster-2.global/";
+    eventually("the federated name", || async {
+        mesh.call_from("frontend", federated)
+            .await
+            .is_ok_and(|r| r.status == 200 && r.body.contains("\"cluster\":\"cluster-2\""))
+    })
+    .await;
+    assert_eq!(mesh.call_from("guest", federated).await.unwrap().status, 404);
 
     // guest imports shop: both sides share now.
     let response = mesh.apply("guest.yaml", GUEST_IMPORTS).await.unwrap();

@@ -89,7 +89,18 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
             (cluster.clone(), config)
         })
         .collect();
-    let statuses = status::compute(&snapshot.resources, &warnings.0, &report, &cluster_names);
+    let statuses = status::compute(&snapshot.resources, &warnings.0, &report, &cluster_names, |resource| {
+        // Workspaces and clusters are the frame, not things a workspace sees.
+        let framing = matches!(
+            resource.kind(),
+            trellis_api::Kind::Workspace | trellis_api::Kind::KubernetesCluster
+        );
+        if framing {
+            None
+        } else {
+            workspaces.visibility(snapshot, &resource.metadata.namespace)
+        }
+    });
     Translation {
         clusters,
         warnings: warnings.0,

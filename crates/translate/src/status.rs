@@ -22,6 +22,9 @@ pub struct ResourceStatus {
     pub observed_generation: u64,
     /// Clusters whose config it is part of.
     pub clusters: Vec<String>,
+    /// Workspaces that see it (its own and those it is shared with); absent without Workspaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspaces: Option<Vec<String>>,
 }
 
 fn is_policy(kind: Kind) -> bool {
@@ -41,6 +44,7 @@ pub(crate) fn compute(
     warnings: &BTreeMap<String, Vec<String>>,
     report: &Report,
     all_clusters: &[String],
+    visibility: impl Fn(&Resource) -> Option<Vec<String>>,
 ) -> BTreeMap<String, ResourceStatus> {
     let mut statuses = BTreeMap::new();
     for resource in resources {
@@ -95,6 +99,7 @@ pub(crate) fn compute(
                 message,
                 observed_generation: resource.metadata.generation,
                 clusters,
+                workspaces: visibility(resource),
             },
         );
     }

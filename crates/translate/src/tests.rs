@@ -230,6 +230,10 @@ fn golden_workspaces() {
         Some(vec!["shop".to_string()])
     );
     assert_eq!(c1.namespace_workspaces.get("demo").map(String::as_str), Some("shop"));
+    assert_eq!(
+        t.statuses["VirtualDestination/demo/backend"].workspaces,
+        Some(vec!["shop".to_string()])
+    );
     // Federation: every shop service in every cluster has a name of its own.
     let federated = c1
         .virtual_hosts

@@ -361,6 +361,9 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
         println!("Message:     {message}");
     }
     println!("Clusters:    {}", strings(&status["clusters"]));
+    if status["workspaces"].is_array() {
+        println!("Workspaces:  {}", strings(&status["workspaces"]));
+    }
     let delivery = &body["delivery"];
     println!("Delivery:    {}", delivery["summary"].as_str().unwrap_or(""));
     for (cluster, state) in delivery["clusters"].as_object().into_iter().flatten() {

@@ -41,6 +41,23 @@ pub(crate) struct PendingRoute {
     pub policies: trellis_model::policy::RoutePolicies,
 }
 
+impl PendingRoute {
+    /// A catch-all route to one target: a host's implicit route.
+    fn to_target(name: &str, target: usize) -> Self {
+        PendingRoute {
+            name: name.to_string(),
+            matcher: RouteMatch::default(),
+            action: PendingAction::Forward {
+                destinations: vec![(target, 1)],
+                path_rewrite: None,
+                host_rewrite: None,
+            },
+            table: None,
+            policies: Default::default(),
+        }
+    }
+}
+
 /// Where a route-table route came from: what `applyToRoutes` selectors look at.
 pub(crate) struct RouteOrigin {
     pub namespace: String,
@@ -112,17 +129,7 @@ pub(crate) fn build(
                     port: port_number,
                 };
                 let target = cx.vd_target(&vd, &BTreeMap::new());
-                let route = PendingRoute {
-                    name: "default".to_string(),
-                    matcher: RouteMatch::default(),
-                    action: PendingAction::Forward {
-                        destinations: vec![(target, 1)],
-                        path_rewrite: None,
-                        host_rewrite: None,
-                    },
-                    table: None,
-                    policies: Default::default(),
-                };
+                let route = PendingRoute::to_target("default", target);
                 hosts.insert(
                     vhost_name(host, port_number),
                     OutboundHost {
@@ -169,17 +176,7 @@ pub(crate) fn build(
                     backends: vec![backend],
                     virtual_destination: None,
                 });
-                let route = PendingRoute {
-                    name: "federation".to_string(),
-                    matcher: RouteMatch::default(),
-                    action: PendingAction::Forward {
-                        destinations: vec![(target, 1)],
-                        path_rewrite: None,
-                        host_rewrite: None,
-                    },
-                    table: None,
-                    policies: Default::default(),
-                };
+                let route = PendingRoute::to_target("federation", target);
                 hosts.insert(
                     name.clone(),
                     OutboundHost {

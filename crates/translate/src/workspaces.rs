@@ -191,16 +191,10 @@ impl Workspaces {
         if !self.defined() {
             return None;
         }
-        let Some(owner) = self.of_config_namespace(snapshot, config_namespace) else {
-            return Some(Vec::new());
-        };
-        Some(
-            self.list
-                .iter()
-                .filter(|w| w.name == owner || self.shares(owner, &w.name))
-                .map(|w| w.name.clone())
-                .collect(),
-        )
+        match self.of_config_namespace(snapshot, config_namespace) {
+            Some(owner) => self.visibility_of_workspace(owner),
+            None => Some(Vec::new()),
+        }
     }
 
     /// Workspaces with service isolation, and for each the workspaces whose workloads may call it.

@@ -3,27 +3,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
-
 use common::*;
 use trellis::up::LocalMesh;
-use trellis_pki::{Authority, CertifiedKey};
+use trellis_pki::CertifiedKey;
 
 /// A workload certificate for `sa` in namespace demo, from the mesh's own root.
 fn mesh_cert(mesh: &LocalMesh, sa: &str) -> CertifiedKey {
-    let pki = mesh.dir.join("mgmt").join("pki");
-    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
-    let root = Authority::from_pem(&read("mesh-root.pem"), &read("mesh-root.key"), "").unwrap();
-    let now = SystemTime::now();
-    let ca = root
-        .generate_intermediate("test CA", Duration::from_secs(3600), now)
-        .unwrap();
-    ca.issue_workload_cert(
-        &format!("spiffe://trellis.local/ns/demo/sa/{sa}"),
-        Duration::from_secs(3600),
-        now,
-    )
-    .unwrap()
+    mesh_workload_cert(mesh, &format!("spiffe://trellis.local/ns/demo/sa/{sa}"))
 }
 
 /// Status of one request straight to backend-v1's sidecar with `cert`, `method` and `path`.
@@ -32,19 +18,6 @@ async fn status(mesh: &LocalMesh, cert: &CertifiedKey, method: &str, path: &str)
         .await
         .expect("request")
         .status
-}
-
-/// Polls until `check` holds: config takes a moment to reach the sidecar.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within 20 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 const POLICY: &str = "apiVersion: security.policy.gloo.solo.io/v2

@@ -39,18 +39,6 @@ async fn statuses(mesh: &LocalMesh, n: usize) -> Vec<u16> {
     out
 }
 
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_hide_a_flaky_backend() {
     let mesh = demo_mesh("retries").await;
@@ -77,7 +65,7 @@ spec:
 ",
     )
     .await;
-    wait_until("retries in effect", || async {
+    eventually("retries in effect", || async {
         statuses(&mesh, 10).await.iter().all(|s| *s == 200)
     })
     .await;
@@ -107,11 +95,11 @@ spec:
         )
     };
     apply(&mesh, &fault("{abort: {httpStatus: 418, percentage: 100}}")).await;
-    wait_until("the abort", || async { statuses(&mesh, 1).await == [418] }).await;
+    eventually("the abort", || async { statuses(&mesh, 1).await == [418] }).await;
     assert!(statuses(&mesh, 20).await.iter().all(|s| *s == 418));
 
     apply(&mesh, &fault("{delay: {fixedDelay: 400ms, percentage: 100}}")).await;
-    wait_until("the delay", || async {
+    eventually("the delay", || async {
         let started = Instant::now();
         statuses(&mesh, 1).await == [200] && started.elapsed() >= Duration::from_millis(400)
     })

@@ -10,12 +10,6 @@ use common::*;
 use trellis::up::{LocalMesh, MeshOptions};
 use trellis_pki::Authority;
 
-fn mesh_root(mesh: &LocalMesh) -> Authority {
-    let pki = mesh.dir.join("mgmt").join("pki");
-    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
-    Authority::from_pem(&read("mesh-root.pem"), &read("mesh-root.key"), "").unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_inbound_admits_only_mesh_identities() {
     let mesh = demo_mesh("inbound-mtls").await;

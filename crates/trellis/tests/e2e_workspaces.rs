@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use common::*;
 use trellis::up::{AppSpec, LocalMesh};
-use trellis_pki::Authority;
 
 const WORKSPACES: &str = "apiVersion: admin.gloo.solo.io/v2
 kind: Workspace
@@ -37,34 +36,6 @@ spec:
   importFrom: [{workspaces: [{name: shop}]}]
 ";
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within 20 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn guest_cert(mesh: &LocalMesh) -> trellis_pki::CertifiedKey {
-    let pki = mesh.dir.join("mgmt").join("pki");
-    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
-    let root = Authority::from_pem(&read("mesh-root.pem"), &read("mesh-root.key"), "").unwrap();
-    let now = SystemTime::now();
-    let ca = root
-        .generate_intermediate("test CA", Duration::from_secs(3600), now)
-        .unwrap();
-    ca.issue_workload_cert(
-        "spiffe://trellis.local/ns/guest/sa/guest",
-        Duration::from_secs(3600),
-        now,
-    )
-    .unwrap()
-}
-
 async fn status_from(mesh: &LocalMesh, app: &str) -> u16 {
     mesh.call_from(app, "http://backend.mesh.internal/")
         .await
@@ -87,7 +58,7 @@ async fn isolation_blocks_a_non_importing_workspace_and_admits_an_importing_one(
     mesh.start_app(&bin(), spec).unwrap();
     mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();
     let backend_inbound = mesh.app("backend-v1").inbound_port;
-    let guest = guest_cert(&mesh);
+    let guest = mesh_workload_cert(&mesh, "spiffe://trellis.local/ns/guest/sa/guest");
     // Before Workspaces exist, everybody sees and reaches everything.
     eventually("the guest reaching the backend", || async {
         status_from(&mesh, "guest").await == 200

@@ -320,8 +320,6 @@ pub async fn mtls_request(
     method: &str,
     path: &str,
 ) -> anyhow::Result<trellis::httpc::Response> {
-    use http_body_util::BodyExt;
-    use rustls::pki_types::ServerName;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
@@ -337,25 +335,7 @@ pub async fn mtls_request(
         }
         None => builder.with_no_client_auth(),
     };
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from("workload.mesh").unwrap(), tcp)
-        .await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-    tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "backend")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok(trellis::httpc::Response {
-        status,
-        headers: Vec::new(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    request_over_tls(port, "workload.mesh", "backend", config, method, path).await
 }
 
 #[derive(Debug)]
@@ -434,9 +414,8 @@ pub async fn https_get(
     client: Option<&trellis_pki::CertifiedKey>,
     path: &str,
 ) -> anyhow::Result<trellis::httpc::Response> {
-    use http_body_util::BodyExt;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
         roots.add(cert?)?;
@@ -452,15 +431,59 @@ pub async fn https_get(
         }
         None => builder.with_no_client_auth(),
     };
+    request_over_tls(port, server_name, server_name, config, "GET", path).await
+}
+
+/// Polls `check` until it holds, failing after 20 s: config takes a moment to reach proxies.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The mesh root of a local mesh, read from its management server's data directory.
+pub fn mesh_root(mesh: &LocalMesh) -> trellis_pki::Authority {
+    let pki = mesh.dir.join("mgmt").join("pki");
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
+    trellis_pki::Authority::from_pem(&read("mesh-root.pem"), &read("mesh-root.key"), "").unwrap()
+}
+
+/// A workload certificate for `spiffe_id` from the mesh's own PKI (through a test intermediate).
+pub fn mesh_workload_cert(mesh: &LocalMesh, spiffe_id: &str) -> trellis_pki::CertifiedKey {
+    let now = std::time::SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let ca = mesh_root(mesh)
+        .generate_intermediate("test cluster CA", hour, now)
+        .unwrap();
+    ca.issue_workload_cert(spiffe_id, hour, now).unwrap()
+}
+
+/// One HTTP/1.1 request over TLS to `127.0.0.1:port`, with `server_name` as SNI.
+async fn request_over_tls(
+    port: u16,
+    server_name: &str,
+    host: &str,
+    config: rustls::ClientConfig,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<trellis::httpc::Response> {
+    use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from(server_name.to_string())?, tcp)
+        .connect(rustls::pki_types::ServerName::try_from(server_name.to_string())?, tcp)
         .await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
     tokio::spawn(connection);
     let request = hyper::Request::builder()
+        .method(method)
         .uri(path)
-        .header("host", server_name)
+        .header("host", host)
         .body(http_body_util::Empty::<bytes::Bytes>::new())?;
     let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
     let status = response.status().as_u16();

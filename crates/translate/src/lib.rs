@@ -1,11 +1,17 @@
 //! Translation: a pure, deterministic function from one [`Snapshot`] to each cluster's mesh IR.
 //!
 //! ```text
-//!  Snapshot ──▶ outbound::virtual_hosts   VirtualDestinations + RouteTables ─▶ virtual hosts, routes,
-//!                                         and the set of Targets they send to (cluster-independent)
+//!  Snapshot ──▶ workspaces               who owns which namespace, who sees what
+//!           ──▶ outbound::build           VirtualDestinations + RouteTables (+ federated names) ─▶
+//!                                         virtual hosts, routes, and the Targets they send to
+//!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
+//!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
+//!           ──▶ destination_policies      outlier detection and failover per Target
 //!           ──▶ endpoints::materialize    per cluster: each Target ─▶ Upstream with local endpoints
 //!                                         directly and remote ones through that cluster's east-west
 //!                                         gateway; plus what this cluster's gateway must serve
+//!           ──▶ access_policies, workspaces::isolation_policies, ingress   per cluster
+//!           ──▶ status                    one status per resource
 //! ```
 //!
 //! No I/O, no clock: equal snapshots give byte-identical output, which is what the golden tests

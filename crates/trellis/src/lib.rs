@@ -2,11 +2,12 @@
 //! parses flags and dispatches. Wiring and I/O live here; the logic lives in the pure crates.
 //!
 //! ```text
-//!  mgmt   store + translator + relay server + REST API + metrics
-//!  agent  relay client + workload registry + ADS server for its cluster's Envoys
-//!  proxy  registers a workload with its agent and runs Envoy as its sidecar
-//!  gateway east-west: registers with its agent and runs Envoy as the cluster's gateway
-//!  up     the whole local mesh with a demo app, for trying Trellis in one command
+//!  mgmt     store + PKI + translator + relay server (mTLS) + REST API + metrics
+//!  agent    relay client + workload registry + cluster CA + ADS/SDS server for its cluster's Envoys
+//!  proxy    registers a workload with its agent and runs Envoy as its sidecar
+//!  gateway  east-west (SNI passthrough) or ingress (VirtualGateways): a registration plus an Envoy
+//!  client   apply/get/describe/delete; cluster_cli: cluster register/deregister/list and check
+//!  up       the whole local mesh with a demo app, for trying Trellis in one command
 //! ```
 
 pub mod agent;

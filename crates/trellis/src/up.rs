@@ -527,7 +527,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // The two ports a person types must be free; say so now rather than after a long wait.
     for (port, flag) in [(args.api_port, "--api-port"), (args.outbound_port, "--outbound-port")] {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            anyhow::bail!("port {port} on 127.0.0.1 is in use (another `trellis up`?): stop it or pass {flag} with a free port");
+            anyhow::bail!(
+                "port {port} on 127.0.0.1 is in use (another `trellis up`?): stop it or pass {flag} with a free port"
+            );
         }
     }
     println!("Starting a local mesh in {} ...", args.dir.display());

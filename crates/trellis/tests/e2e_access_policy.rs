@@ -101,3 +101,52 @@ async fn dry_run_denies_nothing_and_counts_what_it_would_deny() {
     assert_eq!(envoy_stat(admin, stat).await, counted + 5);
     finish(mesh).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_mode_permissive_also_accepts_plaintext_and_strict_does_not() {
+    let mesh = demo_mesh("tls-mode").await;
+    let port = mesh.app("backend-v1").inbound_port;
+    let plaintext = || async move {
+        trellis::httpc::get(&format!("http://127.0.0.1:{port}/"), std::time::Duration::from_secs(2))
+            .await
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    let frontend = mesh_cert(&mesh, "frontend");
+    assert_ne!(
+        plaintext().await,
+        200,
+        "STRICT by default: plaintext must not be served"
+    );
+
+    let policy = |mode: &str| {
+        format!(
+            "apiVersion: security.policy.gloo.solo.io/v2
+kind: AccessPolicy
+metadata: {{name: tls-mode, namespace: demo}}
+spec:
+  applyToWorkloads: [{{selector: {{labels: {{app: backend}}}}}}]
+  config: {{authn: {{tlsMode: {mode}}}}}
+"
+        )
+    };
+    let response = mesh.apply("tls.yaml", &policy("PERMISSIVE")).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("plaintext accepted in PERMISSIVE", || async {
+        plaintext().await == 200
+    })
+    .await;
+    assert_eq!(
+        status(&mesh, &frontend, "GET", "/").await,
+        200,
+        "PERMISSIVE still serves mTLS"
+    );
+
+    mesh.apply("tls.yaml", &policy("STRICT")).await.unwrap();
+    eventually("plaintext refused again in STRICT", || async {
+        plaintext().await != 200
+    })
+    .await;
+    assert_eq!(status(&mesh, &frontend, "GET", "/").await, 200);
+    finish(mesh).await;
+}

@@ -22,5 +22,6 @@ pub mod httpc;
 pub mod mgmt;
 pub mod process;
 pub mod proxy;
+pub mod ratelimit;
 pub mod telemetry;
 pub mod up;

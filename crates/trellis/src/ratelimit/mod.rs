@@ -1,0 +1,172 @@
+//! `trellis rate-limiter`: Envoy's rate limit service (`envoy.service.ratelimit.v3`), with the
+//! counters in Redis: fixed windows per unit, every descriptor of a request counted in one
+//! pipelined, atomic round trip.
+//!
+//! When Redis cannot be reached the call fails, and the Envoy filter's `failure_mode_deny`
+//! decides: let the request through (fail open, the default) or refuse it (fail closed).
+
+pub mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, DescriptorStatus, RateLimit};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use tonic::{Request, Response, Status};
+
+use config::{Limit, RateLimitConfigs, Unit};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RateLimiterArgs {
+    /// gRPC address Envoy's rate limit filter calls.
+    #[arg(long, default_value = "127.0.0.1:18081")]
+    pub listen: std::net::SocketAddr,
+    /// Redis holding the counters.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// Limits in the envoyproxy/ratelimit YAML format, one domain per file (repeatable).
+    #[arg(long = "config", required = true)]
+    pub configs: Vec<PathBuf>,
+}
+
+pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    for path in &args.configs {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
+        files.push((path.display().to_string(), text));
+    }
+    let configs = RateLimitConfigs::parse(&files)?;
+    let client = redis::Client::open(args.redis.as_str()).with_context(|| format!("--redis {}", args.redis))?;
+    let redis = redis::aio::ConnectionManager::new(client)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", args.redis))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
+    tracing::info!(listen = %args.listen, redis = %args.redis, "rate limiter started");
+    let service = Limiter {
+        configs: Arc::new(configs),
+        redis,
+    };
+    tonic::transport::Server::builder()
+        .add_service(RateLimitServiceServer::new(service))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            crate::process::shutdown_signal(),
+        )
+        .await?;
+    Ok(())
+}
+
+struct Limiter {
+    configs: Arc<RateLimitConfigs>,
+    redis: redis::aio::ConnectionManager,
+}
+
+fn unit_code(unit: Unit) -> i32 {
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as Proto;
+    (match unit {
+        Unit::Second => Proto::Second,
+        Unit::Minute => Proto::Minute,
+        Unit::Hour => Proto::Hour,
+        Unit::Day => Proto::Day,
+    }) as i32
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Limiter {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let request = request.into_inner();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let limits: Vec<Option<Limit>> = request
+            .descriptors
+            .iter()
+            .map(|d| {
+                let entries: Vec<(String, String)> =
+                    d.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+                self.configs
+                    .find(&request.domain, &entries)
+                    .filter(|limit| !limit.unlimited)
+            })
+            .collect();
+        // One pipelined, atomic round trip for every counted descriptor.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut counted = Vec::new();
+        for (index, limit) in limits.iter().enumerate() {
+            let Some(limit) = limit else { continue };
+            let window = limit.unit.duration().as_secs();
+            let start = now / window * window;
+            let key = format!("trellis:rl:{}:{}:{start}", request.domain, limit.path);
+            let hits = request.descriptors[index]
+                .hits_addend
+                .as_ref()
+                .map(|h| h.value)
+                .unwrap_or(u64::from(request.hits_addend))
+                .max(1);
+            pipe.incr(&key, hits).expire(&key, window as i64).ignore();
+            counted.push((index, start + window));
+        }
+        let counts: Vec<u64> = if counted.is_empty() {
+            Vec::new()
+        } else {
+            let mut redis = self.redis.clone();
+            pipe.query_async(&mut redis).await.map_err(|error| {
+                tracing::warn!(%error, "rate limit counters unavailable");
+                Status::unavailable("rate limit counters unavailable")
+            })?
+        };
+        let mut statuses = vec![
+            DescriptorStatus {
+                code: Code::Ok as i32,
+                ..Default::default()
+            };
+            request.descriptors.len()
+        ];
+        let mut over = false;
+        for ((index, reset_at), count) in counted.into_iter().zip(counts) {
+            let limit = limits[index].as_ref().expect("counted descriptors have limits");
+            let exceeded = count > u64::from(limit.requests_per_unit);
+            if exceeded && !limit.shadow_mode {
+                over = true;
+            }
+            if exceeded {
+                tracing::debug!(domain = %request.domain, path = %limit.path, count, shadow = limit.shadow_mode, "over limit");
+            }
+            statuses[index] = DescriptorStatus {
+                code: if exceeded && !limit.shadow_mode {
+                    Code::OverLimit
+                } else {
+                    Code::Ok
+                } as i32,
+                current_limit: Some(RateLimit {
+                    requests_per_unit: limit.requests_per_unit,
+                    unit: unit_code(limit.unit),
+                    name: String::new(),
+                }),
+                limit_remaining: u64::from(limit.requests_per_unit).saturating_sub(count) as u32,
+                duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: reset_at.saturating_sub(now) as i64,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            };
+        }
+        Ok(Response::new(RateLimitResponse {
+            overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
+            statuses,
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,216 @@
+//! The rate limiter through real Envoy and real Redis: the 21st request of a 20-per-minute budget
+//! is refused with 429 and the x-ratelimit headers, separate keys have separate budgets, and with
+//! Redis gone the filter fails open or closed as configured.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use trellis::process::free_port;
+
+fn spawn(program: &str, args: &[String], log: &std::path::Path) -> tokio::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (scripts/setup installs it)"))
+}
+
+fn listener(name: &str, port: u16, fail_closed: bool) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "route": {"cluster": "app", "rate_limits": [{"actions": [{"request_headers": {"header_name": "x-api-key", "descriptor_key": "api_key"}}]}]}
+                }]}]},
+                "http_filters": [
+                    {"name": "envoy.filters.http.ratelimit", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                        "domain": "mesh",
+                        "failure_mode_deny": fail_closed,
+                        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                        "timeout": "1s",
+                        "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": "rls"}}, "transport_api_version": "V3"}
+                    }},
+                    {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                ]
+            }
+        }]}]
+    })
+}
+
+fn cluster(name: &str, port: u16, http2: bool) -> serde_json::Value {
+    let mut cluster = serde_json::json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
+    });
+    if http2 {
+        cluster["typed_extension_protocol_options"] = serde_json::json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}
+        }});
+    }
+    cluster
+}
+
+async fn get(port: u16, key: &str) -> trellis::httpc::Response {
+    trellis::httpc::request(
+        "GET",
+        &format!("http://127.0.0.1:{port}/"),
+        None,
+        &[("x-api-key", key)],
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_the_filter() {
+    let dir = test_dir("rate-limiter");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (redis_port, rls_port, app_port, open_port, closed_port, admin) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let s = |v: &dyn ToString| v.to_string();
+    let mut redis = spawn(
+        "redis-server",
+        &[
+            "--port",
+            &s(&redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from),
+        &dir.join("redis.log"),
+    );
+    let _app = spawn_logged(
+        &[
+            "demo-app",
+            "--name",
+            "api",
+            "--listen",
+            &format!("127.0.0.1:{app_port}"),
+        ]
+        .map(String::from),
+        &dir.join("app.log"),
+        &[],
+    );
+    std::fs::write(
+        dir.join("limits.yaml"),
+        "domain: mesh\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 20}\n",
+    )
+    .unwrap();
+    // Redis first: the rate limiter connects at start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _limiter = spawn_logged(
+        &[
+            "rate-limiter".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{rls_port}"),
+            "--redis".into(),
+            format!("redis://127.0.0.1:{redis_port}"),
+            "--config".into(),
+            dir.join("limits.yaml").display().to_string(),
+        ],
+        &dir.join("rate-limiter.log"),
+        &[],
+    );
+    let bootstrap = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [listener("open", open_port, false), listener("closed", closed_port, true)],
+            "clusters": [cluster("rls", rls_port, true), cluster("app", app_port, false)]
+        }
+    });
+    std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
+    let envoy = trellis::envoy_bin::find().unwrap();
+    let _envoy = spawn(
+        envoy.to_str().unwrap(),
+        &[
+            "-c",
+            &dir.join("envoy.json").display().to_string(),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+        ]
+        .map(String::from),
+        &dir.join("envoy.log"),
+    );
+    eventually("Envoy serving through the rate limiter", || async {
+        trellis::httpc::request(
+            "GET",
+            &format!("http://127.0.0.1:{open_port}/"),
+            None,
+            &[("x-api-key", "warmup")],
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+
+    // A minute window must not roll over in the middle of the count.
+    let second = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second >= 50 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+    for i in 1..=20 {
+        let response = get(open_port, "alice").await;
+        assert_eq!(response.status, 200, "request {i} of 20: {}", response.body);
+    }
+    let refused = get(open_port, "alice").await;
+    assert_eq!(refused.status, 429, "the 21st request: {}", refused.body);
+    assert!(
+        refused.header("x-ratelimit-limit").is_some_and(|v| v.starts_with("20")),
+        "{:?}",
+        refused.headers
+    );
+    assert_eq!(
+        refused.header("x-ratelimit-remaining"),
+        Some("0"),
+        "{:?}",
+        refused.headers
+    );
+    assert!(refused.header("x-ratelimit-reset").is_some(), "{:?}", refused.headers);
+    // Another key, another budget.
+    assert_eq!(get(open_port, "bob").await.status, 200);
+
+    // Redis goes away: the open listener lets requests through, the closed one refuses them.
+    redis.kill().await.unwrap();
+    assert_eq!(get(open_port, "carol").await.status, 200, "fail open");
+    assert_ne!(get(closed_port, "carol").await.status, 200, "fail closed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,9 +20,6 @@ const CLOSED_CHAIN: &str = "closed";
 /// The gateway a config is for.
 #[derive(Debug, Clone, Copy)]
 pub struct GatewaySpec<'a> {
-    /// The gateway's own cluster. Nothing is stamped on traffic any more (the gateway cannot
-    /// see inside TLS); kept so callers identify the gateway they configure.
-    pub cluster: &'a str,
     pub listen_address: &'a str,
     pub port: u16,
 }

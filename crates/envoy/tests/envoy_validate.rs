@@ -479,7 +479,6 @@ fn mk_gateway(ir: &ClusterConfig) -> ProxyResources {
     east_west_gateway(
         ir,
         &GatewaySpec {
-            cluster: "east",
             listen_address: "0.0.0.0",
             port: 15443,
         },

@@ -81,11 +81,6 @@ pub fn cluster_from_relay_identity(uri: &str) -> Option<String> {
     (!cluster.is_empty() && !cluster.contains('/')).then(|| cluster.to_string())
 }
 
-/// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
-pub fn workload_spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
-    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
-}
-
 // === crate helpers ===
 
 pub(crate) fn certs_or_empty(pem: &str, what: &'static str) -> Result<Vec<Vec<u8>>> {

@@ -11,7 +11,6 @@ fn mk_gateway() -> ProxyResources {
 
 fn mk_spec() -> GatewaySpec<'static> {
     GatewaySpec {
-        cluster: "east",
         listen_address: "0.0.0.0",
         port: 15443,
     }

@@ -87,7 +87,6 @@ pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistra
         ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
             config,
             &GatewaySpec {
-                cluster: &config.cluster,
                 listen_address: &gateway.listen_address,
                 port: gateway.port,
             },

@@ -21,6 +21,14 @@ pub enum Kind {
     ExternalService,
     ExternalEndpoint,
     VirtualGateway,
+    ConfigMap,
+    Secret,
+    ExtAuthServer,
+    ExtAuthPolicy,
+    RateLimitServerConfig,
+    RateLimitServerSettings,
+    RateLimitClientConfig,
+    RateLimitPolicy,
 }
 
 const ADMIN: &str = "admin.gloo.solo.io/v2";
@@ -28,9 +36,10 @@ const NETWORKING: &str = "networking.gloo.solo.io/v2";
 const SECURITY: &str = "security.policy.gloo.solo.io/v2";
 const RESILIENCE: &str = "resilience.policy.gloo.solo.io/v2";
 const TRAFFIC: &str = "trafficcontrol.policy.gloo.solo.io/v2";
+const CORE: &str = "v1";
 
 /// (kind, name, apiVersion, plural, short name)
-const TABLE: [(Kind, &str, &str, &str, &str); 14] = [
+const TABLE: [(Kind, &str, &str, &str, &str); 22] = [
     (
         Kind::KubernetesCluster,
         "KubernetesCluster",
@@ -111,10 +120,18 @@ const TABLE: [(Kind, &str, &str, &str, &str); 14] = [
         "virtualgateways",
         "vg",
     ),
+    (Kind::ConfigMap, "ConfigMap", CORE, "configmaps", "cm"),
+    (Kind::Secret, "Secret", CORE, "secrets", "secret"),
+    (Kind::ExtAuthServer, "ExtAuthServer", ADMIN, "extauthservers", "eas"),
+    (Kind::ExtAuthPolicy, "ExtAuthPolicy", SECURITY, "extauthpolicies", "eap"),
+    (Kind::RateLimitServerConfig, "RateLimitServerConfig", ADMIN, "ratelimitserverconfigs", "rlsc"),
+    (Kind::RateLimitServerSettings, "RateLimitServerSettings", ADMIN, "ratelimitserversettings", "rlss"),
+    (Kind::RateLimitClientConfig, "RateLimitClientConfig", TRAFFIC, "ratelimitclientconfigs", "rlcc"),
+    (Kind::RateLimitPolicy, "RateLimitPolicy", TRAFFIC, "ratelimitpolicies", "rlp"),
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 22] = [
         Kind::KubernetesCluster,
         Kind::Workspace,
         Kind::WorkspaceSettings,
@@ -129,6 +146,14 @@ impl Kind {
         Kind::ExternalService,
         Kind::ExternalEndpoint,
         Kind::VirtualGateway,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::ExtAuthServer,
+        Kind::ExtAuthPolicy,
+        Kind::RateLimitServerConfig,
+        Kind::RateLimitServerSettings,
+        Kind::RateLimitClientConfig,
+        Kind::RateLimitPolicy,
     ];
 
     fn row(self) -> &'static (Kind, &'static str, &'static str, &'static str, &'static str) {

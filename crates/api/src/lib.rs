@@ -7,7 +7,9 @@
 //!
 //! Pure: no I/O. The management server, the CLI and tests all parse through [`parse_documents`].
 
+mod addons;
 mod common;
+mod core;
 mod error;
 mod external;
 mod gateway;
@@ -18,10 +20,13 @@ mod parse;
 mod policy;
 mod resource;
 mod validate;
+mod validate_addons;
 mod validate_policy;
 mod workspace;
 
+pub use addons::*;
 pub use common::{DestinationKind, DestinationReference, ObjectReference, ObjectSelector, PortSelector};
+pub use core::{ConfigMapSpec, SecretSpec, decode_base64};
 pub use error::{ApiError, DocumentError};
 pub use external::*;
 pub use gateway::*;

@@ -177,9 +177,20 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
         }
     }
 
-    let spec_value = match map.remove("spec") {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(value) => value,
+    let spec_value = if matches!(kind, Kind::ConfigMap | Kind::Secret) {
+        // Core kinds keep their content at the top level; gather it as their spec.
+        let mut content = serde_json::Map::new();
+        for field in crate::core::CONTENT_FIELDS {
+            if let Some(value) = map.remove(field) {
+                content.insert(field.to_string(), value);
+            }
+        }
+        Value::Object(content)
+    } else {
+        match map.remove("spec") {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(value) => value,
+        }
     };
     // `status` is written by the server; accept it in input (kubectl round trips) and drop it.
     map.remove("status");
@@ -191,8 +202,9 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
         ));
     }
 
+    let prefix = if matches!(kind, Kind::ConfigMap | Kind::Secret) { "" } else { "spec" };
     let spec = typed_spec(kind, spec_value)
-        .map_err(|(path, message)| err(resource_name.clone(), &join_path("spec", &path), message))?;
+        .map_err(|(path, message)| err(resource_name.clone(), &join_path(prefix, &path), message))?;
     Ok(Resource { metadata, spec })
 }
 
@@ -215,6 +227,14 @@ fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
         Kind::ExternalService => Spec::ExternalService(de(value)?),
         Kind::ExternalEndpoint => Spec::ExternalEndpoint(de(value)?),
         Kind::VirtualGateway => Spec::VirtualGateway(de(value)?),
+        Kind::ConfigMap => Spec::ConfigMap(de(value)?),
+        Kind::Secret => Spec::Secret(de(value)?),
+        Kind::ExtAuthServer => Spec::ExtAuthServer(de(value)?),
+        Kind::ExtAuthPolicy => Spec::ExtAuthPolicy(de(value)?),
+        Kind::RateLimitServerConfig => Spec::RateLimitServerConfig(de(value)?),
+        Kind::RateLimitServerSettings => Spec::RateLimitServerSettings(de(value)?),
+        Kind::RateLimitClientConfig => Spec::RateLimitClientConfig(de(value)?),
+        Kind::RateLimitPolicy => Spec::RateLimitPolicy(de(value)?),
     })
 }
 
@@ -222,6 +242,7 @@ fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
 fn join_path(prefix: &str, path: &str) -> String {
     match path {
         "" | "." => prefix.to_string(),
+        path if prefix.is_empty() => path.to_string(),
         path if path.starts_with('[') => format!("{prefix}{path}"),
         path => format!("{prefix}.{path}"),
     }

@@ -4,6 +4,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::addons::{
+    ExtAuthPolicySpec, ExtAuthServerSpec, RateLimitClientConfigSpec, RateLimitPolicySpec, RateLimitServerConfigSpec,
+    RateLimitServerSettingsSpec,
+};
+use crate::core::{ConfigMapSpec, SecretSpec};
 use crate::external::{ExternalEndpointSpec, ExternalServiceSpec};
 use crate::gateway::VirtualGatewaySpec;
 use crate::kind::Kind;
@@ -31,6 +36,14 @@ pub enum Spec {
     ExternalService(ExternalServiceSpec),
     ExternalEndpoint(ExternalEndpointSpec),
     VirtualGateway(VirtualGatewaySpec),
+    ConfigMap(ConfigMapSpec),
+    Secret(SecretSpec),
+    ExtAuthServer(ExtAuthServerSpec),
+    ExtAuthPolicy(ExtAuthPolicySpec),
+    RateLimitServerConfig(RateLimitServerConfigSpec),
+    RateLimitServerSettings(RateLimitServerSettingsSpec),
+    RateLimitClientConfig(RateLimitClientConfigSpec),
+    RateLimitPolicy(RateLimitPolicySpec),
 }
 
 /// One accepted resource. Serializes to the same shape it was read from.
@@ -81,6 +94,14 @@ impl Spec {
             Spec::ExternalService(_) => Kind::ExternalService,
             Spec::ExternalEndpoint(_) => Kind::ExternalEndpoint,
             Spec::VirtualGateway(_) => Kind::VirtualGateway,
+            Spec::ConfigMap(_) => Kind::ConfigMap,
+            Spec::Secret(_) => Kind::Secret,
+            Spec::ExtAuthServer(_) => Kind::ExtAuthServer,
+            Spec::ExtAuthPolicy(_) => Kind::ExtAuthPolicy,
+            Spec::RateLimitServerConfig(_) => Kind::RateLimitServerConfig,
+            Spec::RateLimitServerSettings(_) => Kind::RateLimitServerSettings,
+            Spec::RateLimitClientConfig(_) => Kind::RateLimitClientConfig,
+            Spec::RateLimitPolicy(_) => Kind::RateLimitPolicy,
         }
     }
 
@@ -100,6 +121,14 @@ impl Spec {
             Spec::ExternalService(s) => serde_json::to_value(s),
             Spec::ExternalEndpoint(s) => serde_json::to_value(s),
             Spec::VirtualGateway(s) => serde_json::to_value(s),
+            Spec::ConfigMap(s) => serde_json::to_value(s),
+            Spec::Secret(s) => serde_json::to_value(s),
+            Spec::ExtAuthServer(s) => serde_json::to_value(s),
+            Spec::ExtAuthPolicy(s) => serde_json::to_value(s),
+            Spec::RateLimitServerConfig(s) => serde_json::to_value(s),
+            Spec::RateLimitServerSettings(s) => serde_json::to_value(s),
+            Spec::RateLimitClientConfig(s) => serde_json::to_value(s),
+            Spec::RateLimitPolicy(s) => serde_json::to_value(s),
         };
         value.expect("specs serialize to JSON")
     }
@@ -122,6 +151,18 @@ impl Resource {
     }
 
     pub fn to_value(&self) -> serde_json::Value {
+        if matches!(self.kind(), Kind::ConfigMap | Kind::Secret) {
+            // Core kinds keep their content at the top level.
+            let mut value = serde_json::json!({
+                "apiVersion": self.kind().api_version(),
+                "kind": self.kind().as_str(),
+                "metadata": serde_json::to_value(&self.metadata).expect("metadata serializes"),
+            });
+            if let (serde_json::Value::Object(map), serde_json::Value::Object(content)) = (&mut value, self.spec.to_value()) {
+                map.extend(content);
+            }
+            return value;
+        }
         serde_json::json!({
             "apiVersion": self.kind().api_version(),
             "kind": self.kind().as_str(),

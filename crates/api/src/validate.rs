@@ -37,7 +37,14 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
                 check_port_number(&mut problems, &format!("spec.ports[{i}].number"), port.number);
             }
         }
-        Spec::KubernetesCluster(_) | Spec::WorkspaceSettings(_) => {}
+        Spec::Secret(spec) => crate::validate_addons::secret(&mut problems, spec),
+        Spec::ExtAuthServer(spec) => crate::validate_addons::ext_auth_server(&mut problems, spec),
+        Spec::ExtAuthPolicy(spec) => crate::validate_addons::ext_auth_policy(&mut problems, spec),
+        Spec::RateLimitServerConfig(spec) => crate::validate_addons::rate_limit_server_config(&mut problems, spec),
+        Spec::RateLimitServerSettings(spec) => crate::validate_addons::rate_limit_server_settings(&mut problems, spec),
+        Spec::RateLimitClientConfig(spec) => crate::validate_addons::rate_limit_client_config(&mut problems, spec),
+        Spec::RateLimitPolicy(spec) => crate::validate_addons::rate_limit_policy(&mut problems, spec),
+        Spec::KubernetesCluster(_) | Spec::WorkspaceSettings(_) | Spec::ConfigMap(_) => {}
     }
     if problems.is_empty() { Ok(()) } else { Err(problems) }
 }

@@ -14,7 +14,21 @@ pub struct ClusterDiscovery {
     pub east_west_gateway: Option<GatewayAddress>,
     /// Sorted by (namespace, name).
     #[serde(default)]
-    pub workloads: Vec<Workload>,
+    pub workloads: Vec<Workload>,    /// Add-on servers (ext-auth, rate limiter) registered in this cluster, sorted by
+    /// (namespace, name, address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<AddonInstance>,
+}
+
+/// An add-on server as its registration announces it: a service name the policies reference and
+/// the gRPC address its cluster's proxies call.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonInstance {
+    pub namespace: String,
+    pub name: String,
+    pub address: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -83,6 +97,7 @@ impl ClusterDiscovery {
     pub fn normalize(&mut self) {
         self.workloads
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.addons.sort();
     }
 }
 

@@ -8,9 +8,11 @@
 //! - [`snapshot`]: one immutable view of all accepted config and the latest discovery of every cluster.
 //! - [`ir`]: the proxy-neutral, per-cluster output of translation that the relay carries to each agent.
 
+pub mod addons;
 pub mod discovery;
 pub mod ir;
 pub mod policy;
+pub mod ratelimit;
 pub mod snapshot;
 
 pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, ProxyState, Workload, WorkloadPort};

@@ -41,7 +41,7 @@ impl UpstreamPolicy {
     }
 }
 
-fn selects(selectors: &[DestinationSelector], target: &Target) -> bool {
+pub(crate) fn selects(selectors: &[DestinationSelector], target: &Target) -> bool {
     let Some(vd) = &target.virtual_destination else {
         return false;
     };

@@ -60,6 +60,8 @@ pub(crate) fn materialize(
         inbound_policies: Vec::new(),
         namespace_workspaces: Default::default(),
         ingress_gateways: Vec::new(),
+        addon_servers: Vec::new(),
+        addons: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@
 //!                                         virtual hosts, routes, and the Targets they send to
 //!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
+//!           ──▶ addons                    ext-auth and rate-limit policies on routes; add-on configs
 //!           ──▶ destination_policies      outlier detection and failover per Target
 //!           ──▶ endpoints::materialize    per cluster: each Target ─▶ Upstream with local endpoints
 //!                                         directly and remote ones through that cluster's east-west
@@ -18,6 +19,7 @@
 //! and the relay's content versions rely on.
 
 mod access_policies;
+mod addons;
 mod destination_policies;
 mod endpoints;
 mod external;
@@ -70,6 +72,7 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
     let mut outbound = outbound::build(snapshot, &services, &workspaces, &mut warnings);
     let external_upstreams = external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
     route_policies::apply(snapshot, &mut outbound, &mut report);
+    let addons = addons::apply(snapshot, &mut outbound, &mut report, &mut warnings);
     let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
     let clusters = cluster_names
@@ -90,6 +93,7 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
             workspaces::scope_upstreams(&mut config);
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
             config.ingress_gateways = ingress::for_cluster(snapshot, &outbound, cluster, &mut report, &mut warnings);
+            (config.addon_servers, config.addons) = addons.for_cluster(snapshot, cluster, &mut warnings);
             let isolation = workspaces::isolation_policies(&workspaces, snapshot, cluster, &config.inbound_policies);
             config.inbound_policies.extend(isolation);
             (cluster.clone(), config)

@@ -14,7 +14,7 @@ use crate::report::Report;
 
 /// True when a route-table route is selected. An empty selector list selects every route-table
 /// route; a VirtualDestination's default route is never selected (it has no labels to match).
-fn selects(selectors: &[RouteSelector], route: &PendingRoute) -> bool {
+pub(crate) fn selects(selectors: &[RouteSelector], route: &PendingRoute) -> bool {
     let Some(origin) = &route.table else { return false };
     if selectors.is_empty() {
         return true;
@@ -109,8 +109,9 @@ pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut R
     }
 }
 
-/// Runs `apply` on every selected route; `apply` returns false when an older policy holds it.
-fn for_each_route(
+/// Runs `apply` on every selected route (mesh and ingress); `apply` returns false when an older
+/// policy holds it.
+pub(crate) fn for_each_route(
     outbound: &mut Outbound,
     selectors: &[RouteSelector],
     resource: &Resource,
@@ -118,7 +119,8 @@ fn for_each_route(
     mut apply: impl FnMut(&mut PendingRoute) -> bool,
 ) {
     let entry = report.entry(&resource.key().to_string());
-    for host in &mut outbound.virtual_hosts {
+    let ingress = outbound.ingress.iter_mut().map(|(_, host)| host);
+    for host in outbound.virtual_hosts.iter_mut().chain(ingress) {
         for route in &mut host.routes {
             if !selects(selectors, route) {
                 continue;

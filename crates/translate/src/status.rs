@@ -36,6 +36,8 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::FailoverPolicy
             | Kind::OutlierDetectionPolicy
             | Kind::HeaderManipulationPolicy
+            | Kind::ExtAuthPolicy
+            | Kind::RateLimitPolicy
     )
 }
 

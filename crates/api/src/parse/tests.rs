@@ -201,3 +201,128 @@ fn reports_every_bad_document_not_just_the_first() {
     let errors = errors_of(text);
     assert_eq!(errors.iter().map(|e| e.document).collect::<Vec<_>>(), [1, 2]);
 }
+
+const ADDONS: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: user-alice, namespace: demo, labels: {team: frontend}}
+type: extauth.solo.io/apikey
+data: {api-key: c2VjcmV0LWtleQ==}
+stringData: {user-id: alice}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: opa-policy, namespace: demo}
+data: {policy.rego: "package test\ndefault allow = false\n"}
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: ExtAuthServer
+metadata: {name: ext-auth, namespace: demo}
+spec:
+  destinationServer: {ref: {name: ext-auth-service, namespace: gloo-mesh-addons, cluster: cluster-1}, port: {name: grpc}}
+  requestTimeout: 1s
+---
+apiVersion: security.policy.gloo.solo.io/v2
+kind: ExtAuthPolicy
+metadata: {name: api-key, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {auth: api-key}}}]
+  config:
+    server: {name: ext-auth, namespace: demo}
+    glooAuth:
+      configs:
+      - apiKeyAuth: {headerName: x-api-key, k8sSecretApikeyStorage: {labelSelector: {team: frontend}}}
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: RateLimitServerConfig
+metadata: {name: limits, namespace: demo}
+spec:
+  destinationServers: [{ref: {name: rate-limiter, namespace: gloo-mesh-addons}, port: {name: grpc}}]
+  raw:
+    descriptors:
+    - key: generic_key
+      value: counter
+      rateLimit: {requestsPerUnit: 20, unit: MINUTE}
+    setDescriptors:
+    - simpleDescriptors: [{key: user}]
+      rateLimit: {requestsPerUnit: 5, unit: SECOND}
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: RateLimitServerSettings
+metadata: {name: settings, namespace: demo}
+spec: {destinationServer: {ref: {name: rate-limiter, namespace: gloo-mesh-addons}}, denyOnFail: true}
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: RateLimitClientConfig
+metadata: {name: client, namespace: demo}
+spec:
+  raw:
+    rateLimits:
+    - actions: [{genericKey: {descriptorValue: counter}}]
+    - setActions: [{requestHeaders: {headerName: x-user, descriptorKey: user}}]
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: RateLimitPolicy
+metadata: {name: limit, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {ratelimited: "true"}}}]
+  config:
+    serverSettings: {name: settings, namespace: demo}
+    ratelimitClientConfig: {name: client, namespace: demo}
+    ratelimitServerConfig: {name: limits, namespace: demo}
+"#;
+
+#[test]
+fn parses_gloo_add_on_kinds_and_core_secrets_as_is() {
+    let resources = parse_documents("addons.yaml", ADDONS).unwrap();
+    assert_eq!(resources.len(), 8);
+    let Spec::Secret(secret) = &resources[0].spec else { panic!("not a secret") };
+    assert_eq!(secret.value("api-key").as_deref(), Some("secret-key"));
+    assert_eq!(secret.value("user-id").as_deref(), Some("alice"));
+    // Core kinds serialize with their content at the top level and round-trip.
+    let value = resources[0].to_value();
+    assert_eq!(value["data"]["api-key"], "c2VjcmV0LWtleQ==");
+    assert!(value.get("spec").is_none());
+    for resource in &resources {
+        let again: Resource = serde_json::from_value(resource.to_value()).unwrap();
+        assert_eq!(&again, resource, "{}", resource.key());
+    }
+    let Spec::RateLimitServerConfig(config) = &resources[4].spec else { panic!() };
+    assert_eq!(config.raw.descriptors[0].rate_limit.as_ref().unwrap().unit, crate::RateLimitUnit::Minute);
+}
+
+#[test]
+fn add_on_errors_name_the_field() {
+    let cases = [
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {api-key: '%%%'}\n",
+            "data.api-key",
+            "not base64",
+        ),
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndatas: {}\n",
+            "datas",
+            "unknown top-level field",
+        ),
+        (
+            "apiVersion: trafficcontrol.policy.gloo.solo.io/v2\nkind: RateLimitPolicy\nmetadata: {name: p}\nspec: {config: {serverSettings: {name: s}, ratelimitServerConfig: {name: c}, raw: {rateLimits: [{actions: [{genericKey: {descriptorValue: a}, remoteAddress: {}}]}]}}}\n",
+            "spec.config.raw.rateLimits[0].actions[0]",
+            "exactly one",
+        ),
+        (
+            "apiVersion: admin.gloo.solo.io/v2\nkind: RateLimitServerConfig\nmetadata: {name: c}\nspec: {raw: {descriptors: [{key: a, rateLimit: {unit: FORTNIGHT, requestsPerUnit: 1}}]}}\n",
+            "spec.raw.descriptors[0].rateLimit.unit",
+            "FORTNIGHT",
+        ),
+        (
+            "apiVersion: security.policy.gloo.solo.io/v2\nkind: ExtAuthPolicy\nmetadata: {name: p}\nspec: {config: {server: {name: s}, glooAuth: {configs: []}}}\n",
+            "spec.config.glooAuth.configs",
+            "at least one",
+        ),
+    ];
+    for (text, field, message) in cases {
+        let errors = errors_of(text);
+        assert_eq!(errors[0].field.as_deref(), Some(field), "{errors:?}");
+        assert!(errors[0].message.contains(message), "{errors:?}");
+    }
+}

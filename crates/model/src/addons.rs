@@ -1,0 +1,124 @@
+//! Add-on parts of the mesh IR: which ext-auth and rate-limit servers a cluster's proxies call,
+//! what each route asks of them, and the configuration the add-ons themselves load from their
+//! agent (auth configs, rate-limit domains).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ir::ValueMatch;
+use crate::ratelimit::RateLimitDomain;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AddonKind {
+    ExtAuth,
+    RateLimit,
+}
+
+/// One add-on server as a cluster's proxies call it: an Envoy gRPC cluster plus filter settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonServer {
+    /// `ext-auth|<namespace>/<name>` of the ExtAuthServer, or `rate-limit|<namespace>/<name>` of
+    /// the RateLimitServerSettings; the Envoy filter and cluster are named after it.
+    pub name: String,
+    pub kind: AddonKind,
+    /// Where the add-on listens in this cluster; `None` when none is registered (calls then fail
+    /// and the failure mode decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<AddonEndpoint>,
+    pub timeout_ms: u64,
+    /// Let requests through when the server fails (ext-auth `failureModeAllow`, rate limit
+    /// `!denyOnFail`).
+    pub fail_open: bool,
+    /// HTTP status when a failing ext-auth server denies (default 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonEndpoint {
+    pub address: String,
+    pub port: u16,
+}
+
+/// What one route asks of the ext-auth server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteExtAuth {
+    /// Name of an [`AddonServer`] of kind `ExtAuth`.
+    pub server: String,
+    /// Sent with every check; `config_id` names the auth config to evaluate.
+    pub context_extensions: BTreeMap<String, String>,
+}
+
+/// What one route asks of the rate limiter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRateLimit {
+    /// Name of an [`AddonServer`] of kind `RateLimit`.
+    pub server: String,
+    /// The rate-limit domain: the RateLimitServerConfig's `namespace.name`.
+    pub domain: String,
+    /// One descriptor per entry; each action adds one (key, value) entry.
+    pub descriptors: Vec<DescriptorActions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescriptorActions {
+    pub actions: Vec<RateLimitAction>,
+}
+
+/// Envoy's rate-limit actions: how a request becomes descriptor entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RateLimitAction {
+    SourceCluster,
+    DestinationCluster,
+    RemoteAddress,
+    RequestHeaders {
+        header_name: String,
+        descriptor_key: String,
+        skip_if_absent: bool,
+    },
+    GenericKey {
+        descriptor_key: String,
+        descriptor_value: String,
+    },
+    HeaderValueMatch {
+        descriptor_key: String,
+        descriptor_value: String,
+        expect_match: bool,
+        headers: Vec<(String, ValueMatch, bool)>,
+    },
+}
+
+/// One resolved auth config, as the ext-auth add-on loads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthConfigEntry {
+    /// The `config_id` routes send: `<namespace>.<name>` of the ExtAuthPolicy.
+    pub id: String,
+    /// Gloo's AuthConfigSpec with references resolved (Rego modules inlined, API keys as SHA-256
+    /// digests, OIDC client secrets filled in).
+    pub spec: serde_json::Value,
+}
+
+/// What a cluster's add-ons load from their agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth_configs: Vec<AuthConfigEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limit_domains: Vec<RateLimitDomain>,
+}
+
+impl AddonConfig {
+    pub fn is_empty(&self) -> bool {
+        self.auth_configs.is_empty() && self.rate_limit_domains.is_empty()
+    }
+}

@@ -1,0 +1,585 @@
+//! Add-on policies: ExtAuthPolicy and RateLimitPolicy on routes, the servers they call per
+//! cluster (ExtAuthServer, RateLimitServerSettings resolved against the add-ons each agent
+//! reports), and what the add-ons themselves load (auth configs with their Secrets and
+//! ConfigMaps resolved, rate-limit domains from RateLimitServerConfigs).
+//!
+//! Conflicts: one ExtAuthPolicy and one RateLimitPolicy per route; the oldest wins.
+//! Secrets never reach the IR in clear: API keys travel as SHA-256 digests.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use trellis_api::{
+    DestinationSelector, DestinationServer, ExtAuthPolicySpec, Kind, ObjectReference, RateLimitAction as ApiAction,
+    RateLimitDescriptor, RateLimitPolicySpec, RateLimitServerConfigSpec, RateLimitUnit, RawClientConfig, Resource,
+    RouteSelector, Spec, duration_ms,
+};
+use trellis_model::Snapshot;
+use trellis_model::addons::{
+    AddonConfig, AddonEndpoint, AddonKind, AddonServer, AuthConfigEntry, DescriptorActions, RateLimitAction,
+    RouteExtAuth, RouteRateLimit,
+};
+use trellis_model::ir::ValueMatch;
+use trellis_model::ratelimit::{Descriptor, LimitSpec, RateLimitDomain, SET_DESCRIPTOR_KEY, SetDescriptor, Unit};
+
+use crate::Warnings;
+use crate::outbound::{Outbound, PendingAction, PendingRoute};
+use crate::report::Report;
+
+/// Default services of the add-ons (Gloo's defaults).
+const DEFAULT_EXT_AUTH: (&str, &str) = ("ext-auth-service", "gloo-mesh");
+const DEFAULT_RATE_LIMITER: (&str, &str) = ("rate-limiter", "gloo-mesh");
+const DEFAULT_EXT_AUTH_TIMEOUT_MS: u64 = 2000;
+const DEFAULT_RATE_LIMIT_TIMEOUT_MS: u64 = 100;
+
+/// A server some policy uses, before it is resolved per cluster.
+struct ServerUse {
+    name: String,
+    /// `Kind/namespace/name` of the ExtAuthServer or RateLimitServerSettings.
+    resource: String,
+    kind: AddonKind,
+    service: (String, String),
+    port: Option<u32>,
+    timeout_ms: u64,
+    fail_open: bool,
+    status_on_error: Option<u32>,
+}
+
+/// What translation of the add-on policies yields for every cluster alike.
+#[derive(Default)]
+pub(crate) struct Addons {
+    servers: Vec<ServerUse>,
+    config: AddonConfig,
+}
+
+fn reference_key(kind: Kind, reference: &ObjectReference, owner: &Resource) -> String {
+    let namespace = if reference.namespace.is_empty() {
+        &owner.metadata.namespace
+    } else {
+        &reference.namespace
+    };
+    format!("{kind}/{namespace}/{}", reference.name)
+}
+
+fn find<'s>(snapshot: &'s Snapshot, key: &str) -> Option<&'s Resource> {
+    snapshot.resources.iter().find(|r| r.key().to_string() == key)
+}
+
+fn service_of(server: &Option<DestinationServer>, default: (&str, &str), owner: &Resource) -> (String, String) {
+    match server {
+        Some(server) => (
+            if server.reference.namespace.is_empty() {
+                owner.metadata.namespace.clone()
+            } else {
+                server.reference.namespace.clone()
+            },
+            server.reference.name.clone(),
+        ),
+        None => (default.1.to_string(), default.0.to_string()),
+    }
+}
+
+/// True when a policy selects the route: by route labels, or by a destination it forwards to.
+fn selects(
+    routes: &[RouteSelector],
+    destinations: &[DestinationSelector],
+    route: &PendingRoute,
+    targets: &[crate::Target],
+) -> bool {
+    if destinations.is_empty() {
+        return crate::route_policies::selects(routes, route);
+    }
+    let by_destination = match &route.action {
+        PendingAction::Forward { destinations: d, .. } => d
+            .iter()
+            .any(|(target, _)| crate::destination_policies::selects(destinations, &targets[*target])),
+        PendingAction::Fixed(_) => false,
+    };
+    by_destination || (!routes.is_empty() && crate::route_policies::selects(routes, route))
+}
+
+/// Runs `apply` on every selected route; `apply` returns false when an older policy holds it.
+fn for_each_route(
+    outbound: &mut Outbound,
+    routes: &[RouteSelector],
+    destinations: &[DestinationSelector],
+    resource: &Resource,
+    report: &mut Report,
+    mut apply: impl FnMut(&mut PendingRoute) -> bool,
+) {
+    let entry = report.entry(&resource.key().to_string());
+    let targets = &outbound.targets;
+    let ingress = outbound.ingress.iter_mut().map(|(_, host)| host);
+    for host in outbound.virtual_hosts.iter_mut().chain(ingress) {
+        for route in &mut host.routes {
+            if !selects(routes, destinations, route, targets) {
+                continue;
+            }
+            if apply(route) {
+                entry.applied += 1;
+            } else {
+                entry.lost.push(format!("route {} of {}", route.name, host.name));
+            }
+        }
+    }
+}
+
+pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut Report, warnings: &mut Warnings) -> Addons {
+    let mut addons = Addons::default();
+    for resource in &snapshot.resources {
+        match &resource.spec {
+            Spec::ExtAuthPolicy(spec) => ext_auth_policy(snapshot, resource, spec, outbound, report, warnings, &mut addons),
+            Spec::RateLimitPolicy(spec) => {
+                rate_limit_policy(snapshot, resource, spec, outbound, report, warnings, &mut addons)
+            }
+            Spec::RateLimitServerConfig(spec) => addons.config.rate_limit_domains.push(domain(resource, spec)),
+            _ => {}
+        }
+    }
+    addons.servers.sort_by(|a, b| a.name.cmp(&b.name));
+    addons.servers.dedup_by(|a, b| a.name == b.name);
+    addons.config.auth_configs.sort_by(|a, b| a.id.cmp(&b.id));
+    addons.config.rate_limit_domains.sort_by(|a, b| a.domain.cmp(&b.domain));
+    addons
+}
+
+impl Addons {
+    /// The servers as one cluster's proxies call them: endpoints from that cluster's add-ons.
+    pub(crate) fn for_cluster(
+        &self,
+        snapshot: &Snapshot,
+        cluster: &str,
+        warnings: &mut Warnings,
+    ) -> (Vec<AddonServer>, AddonConfig) {
+        let registered = snapshot.discovery.get(cluster).map(|d| d.addons.as_slice()).unwrap_or(&[]);
+        let servers = self
+            .servers
+            .iter()
+            .map(|server| {
+                let endpoint = registered
+                    .iter()
+                    .find(|a| (a.namespace.as_str(), a.name.as_str()) == (server.service.0.as_str(), server.service.1.as_str())
+                        && server.port.is_none_or(|p| p == u32::from(a.port)))
+                    .map(|a| AddonEndpoint {
+                        address: a.address.clone(),
+                        port: a.port,
+                    });
+                if endpoint.is_none() {
+                    let (namespace, name) = &server.service;
+                    let failure = if server.fail_open { "let through" } else { "refused" };
+                    warnings.add(
+                        &server.resource,
+                        format!(
+                            "no add-on {namespace}/{name} is registered in cluster {cluster}: its requests on these routes are {failure}"
+                        ),
+                    );
+                }
+                AddonServer {
+                    name: server.name.clone(),
+                    kind: server.kind,
+                    endpoint,
+                    timeout_ms: server.timeout_ms,
+                    fail_open: server.fail_open,
+                    status_on_error: server.status_on_error,
+                }
+            })
+            .collect();
+        (servers, self.config.clone())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ext_auth_policy(
+    snapshot: &Snapshot,
+    resource: &Resource,
+    spec: &ExtAuthPolicySpec,
+    outbound: &mut Outbound,
+    report: &mut Report,
+    warnings: &mut Warnings,
+    addons: &mut Addons,
+) {
+    let key = resource.key().to_string();
+    let server_key = reference_key(Kind::ExtAuthServer, &spec.config.server, resource);
+    let Some(Resource {
+        spec: Spec::ExtAuthServer(server),
+        ..
+    }) = find(snapshot, &server_key)
+    else {
+        warnings.add(&key, format!("spec.config.server: {server_key} does not exist; the policy applies nowhere"));
+        return;
+    };
+    let server_resource = find(snapshot, &server_key).expect("found above");
+    let name = format!(
+        "ext-auth|{}/{}",
+        server_resource.metadata.namespace, server_resource.metadata.name
+    );
+    addons.servers.push(ServerUse {
+        name: name.clone(),
+        resource: server_key.clone(),
+        kind: AddonKind::ExtAuth,
+        service: service_of(&server.destination_server, DEFAULT_EXT_AUTH, server_resource),
+        port: server.destination_server.as_ref().and_then(|s| s.port.as_ref()).and_then(|p| p.number),
+        timeout_ms: server
+            .request_timeout
+            .as_deref()
+            .and_then(duration_ms)
+            .unwrap_or(DEFAULT_EXT_AUTH_TIMEOUT_MS),
+        fail_open: server.failure_mode_allow,
+        status_on_error: server.status_on_error,
+    });
+    let config_id = format!("{}.{}", resource.metadata.namespace, resource.metadata.name);
+    let mut context_extensions = BTreeMap::new();
+    if let Some(auth) = &spec.config.gloo_auth {
+        let resolved = resolve_auth_config(snapshot, resource, auth, &key, warnings);
+        addons.config.auth_configs.push(AuthConfigEntry {
+            id: config_id.clone(),
+            spec: resolved,
+        });
+        context_extensions.insert("config_id".to_string(), config_id);
+    }
+    if let Some(custom) = &spec.config.custom_auth {
+        context_extensions.extend(custom.context_extensions.clone());
+    }
+    let binding = RouteExtAuth {
+        server: name,
+        context_extensions,
+    };
+    for_each_route(
+        outbound,
+        &spec.apply_to_routes,
+        &spec.apply_to_destinations,
+        resource,
+        report,
+        |route| {
+            if route.policies.ext_auth.is_some() {
+                return false;
+            }
+            route.policies.ext_auth = Some(binding.clone());
+            true
+        },
+    );
+}
+
+/// Gloo's AuthConfigSpec with what it references filled in, so the ext-auth add-on needs no
+/// access to Secrets or ConfigMaps. Missing references are warnings; the add-on then denies.
+fn resolve_auth_config(snapshot: &Snapshot, policy: &Resource, auth: &Value, key: &str, warnings: &mut Warnings) -> Value {
+    let mut auth = auth.clone();
+    let namespace = policy.metadata.namespace.clone();
+    let Some(configs) = auth.get_mut("configs").and_then(Value::as_array_mut) else {
+        return auth;
+    };
+    for (index, config) in configs.iter_mut().enumerate() {
+        let field = format!("spec.config.glooAuth.configs[{index}]");
+        if let Some(api_key) = config.get_mut("apiKeyAuth") {
+            let keys = api_keys(snapshot, &namespace, api_key, &field, key, warnings);
+            api_key["keys"] = Value::Array(keys);
+        }
+        if let Some(opa) = config.get_mut("opaAuth") {
+            let mut modules = serde_json::Map::new();
+            for reference in opa.get("modules").and_then(Value::as_array).cloned().unwrap_or_default() {
+                let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+                let ns = reference.get("namespace").and_then(Value::as_str).unwrap_or(&namespace);
+                match find(snapshot, &format!("ConfigMap/{ns}/{name}")) {
+                    Some(Resource {
+                        spec: Spec::ConfigMap(map),
+                        ..
+                    }) => {
+                        for (file, text) in &map.data {
+                            modules.insert(format!("{ns}/{name}/{file}"), Value::String(text.clone()));
+                        }
+                    }
+                    _ => warnings.add(key, format!("{field}.opaAuth.modules: ConfigMap/{ns}/{name} does not exist")),
+                }
+            }
+            opa["regoModules"] = Value::Object(modules);
+        }
+        if let Some(oidc) = config.pointer_mut("/oauth2/oidcAuthorizationCode")
+            && let Some(reference) = oidc.get("clientSecretRef").cloned()
+        {
+            let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+            let ns = reference.get("namespace").and_then(Value::as_str).unwrap_or(&namespace);
+            match secret(snapshot, ns, name).and_then(|s| s.value("client-secret")) {
+                Some(value) => oidc["clientSecret"] = Value::String(value),
+                None => warnings.add(
+                    key,
+                    format!(
+                        "{field}.oauth2.oidcAuthorizationCode.clientSecretRef: Secret/{ns}/{name} with key client-secret does not exist"
+                    ),
+                ),
+            }
+        }
+    }
+    auth
+}
+
+fn secret<'s>(snapshot: &'s Snapshot, namespace: &str, name: &str) -> Option<&'s trellis_api::SecretSpec> {
+    match find(snapshot, &format!("Secret/{namespace}/{name}")) {
+        Some(Resource {
+            spec: Spec::Secret(secret),
+            ..
+        }) => Some(secret),
+        _ => None,
+    }
+}
+
+/// The API keys an `apiKeyAuth` selects, as SHA-256 digests with the secret's other entries as
+/// metadata. Label selectors look in the policy's namespace only, so that nobody can add a key
+/// to another team's API by creating a Secret elsewhere.
+fn api_keys(
+    snapshot: &Snapshot,
+    namespace: &str,
+    config: &Value,
+    field: &str,
+    key: &str,
+    warnings: &mut Warnings,
+) -> Vec<Value> {
+    let storage = config.get("k8sSecretApikeyStorage").unwrap_or(config);
+    let mut selected: Vec<&Resource> = Vec::new();
+    if let Some(labels) = storage.get("labelSelector").and_then(Value::as_object) {
+        selected.extend(snapshot.resources.iter().filter(|r| {
+            r.kind() == Kind::Secret
+                && r.metadata.namespace == namespace
+                && labels
+                    .iter()
+                    .all(|(k, v)| v.as_str().is_some_and(|v| r.metadata.labels.get(k).map(String::as_str) == Some(v)))
+        }));
+    }
+    for reference in storage.get("apiKeySecretRefs").and_then(Value::as_array).into_iter().flatten() {
+        let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+        let ns = reference.get("namespace").and_then(Value::as_str).unwrap_or(namespace);
+        match find(snapshot, &format!("Secret/{ns}/{name}")) {
+            Some(resource) if resource.kind() == Kind::Secret => selected.push(resource),
+            _ => warnings.add(key, format!("{field}.apiKeyAuth.apiKeySecretRefs: Secret/{ns}/{name} does not exist")),
+        }
+    }
+    selected.sort_by_key(|r| r.key());
+    selected.dedup_by_key(|r| r.key());
+    let mut keys = Vec::new();
+    for resource in selected {
+        let Spec::Secret(secret) = &resource.spec else { continue };
+        let mut values = secret.values();
+        let Some(api_key) = values.remove("api-key") else {
+            warnings.add(
+                key,
+                format!(
+                    "{field}.apiKeyAuth: Secret/{}/{} has no api-key entry",
+                    resource.metadata.namespace, resource.metadata.name
+                ),
+            );
+            continue;
+        };
+        keys.push(json!({
+            "sha256": sha256_hex(api_key.as_bytes()),
+            "secret": format!("{}/{}", resource.metadata.namespace, resource.metadata.name),
+            "metadata": values,
+        }));
+    }
+    if keys.is_empty() {
+        warnings.add(key, format!("{field}.apiKeyAuth selects no API key yet: every request will be refused"));
+    }
+    keys
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rate_limit_policy(
+    snapshot: &Snapshot,
+    resource: &Resource,
+    spec: &RateLimitPolicySpec,
+    outbound: &mut Outbound,
+    report: &mut Report,
+    warnings: &mut Warnings,
+    addons: &mut Addons,
+) {
+    let key = resource.key().to_string();
+    let settings_key = reference_key(Kind::RateLimitServerSettings, &spec.config.server_settings, resource);
+    let config_key = reference_key(Kind::RateLimitServerConfig, &spec.config.ratelimit_server_config, resource);
+    let Some(settings_resource) = find(snapshot, &settings_key) else {
+        warnings.add(&key, format!("spec.config.serverSettings: {settings_key} does not exist; the policy applies nowhere"));
+        return;
+    };
+    let Spec::RateLimitServerSettings(settings) = &settings_resource.spec else { return };
+    let Some(config_resource) = find(snapshot, &config_key) else {
+        warnings.add(
+            &key,
+            format!("spec.config.ratelimitServerConfig: {config_key} does not exist; the policy applies nowhere"),
+        );
+        return;
+    };
+    let client: RawClientConfig = match (&spec.config.raw, &spec.config.ratelimit_client_config) {
+        (Some(raw), _) => raw.clone(),
+        (None, Some(reference)) => {
+            let client_key = reference_key(Kind::RateLimitClientConfig, reference, resource);
+            match find(snapshot, &client_key) {
+                Some(Resource {
+                    spec: Spec::RateLimitClientConfig(client),
+                    ..
+                }) => client.raw.clone(),
+                _ => {
+                    warnings.add(
+                        &key,
+                        format!("spec.config.ratelimitClientConfig: {client_key} does not exist; the policy applies nowhere"),
+                    );
+                    return;
+                }
+            }
+        }
+        (None, None) => return,
+    };
+    let name = format!(
+        "rate-limit|{}/{}",
+        settings_resource.metadata.namespace, settings_resource.metadata.name
+    );
+    addons.servers.push(ServerUse {
+        name: name.clone(),
+        resource: settings_key.clone(),
+        kind: AddonKind::RateLimit,
+        service: service_of(&settings.destination_server, DEFAULT_RATE_LIMITER, settings_resource),
+        port: settings.destination_server.as_ref().and_then(|s| s.port.as_ref()).and_then(|p| p.number),
+        timeout_ms: settings
+            .request_timeout
+            .as_deref()
+            .and_then(duration_ms)
+            .unwrap_or(DEFAULT_RATE_LIMIT_TIMEOUT_MS),
+        fail_open: !settings.deny_on_fail,
+        status_on_error: None,
+    });
+    let binding = RouteRateLimit {
+        server: name,
+        domain: domain_name(config_resource),
+        descriptors: client
+            .rate_limits
+            .iter()
+            .map(|limits| {
+                let mut actions: Vec<RateLimitAction> = Vec::new();
+                if !limits.set_actions.is_empty() {
+                    actions.push(RateLimitAction::GenericKey {
+                        descriptor_key: SET_DESCRIPTOR_KEY.0.to_string(),
+                        descriptor_value: SET_DESCRIPTOR_KEY.1.to_string(),
+                    });
+                    actions.extend(limits.set_actions.iter().filter_map(action));
+                } else {
+                    actions.extend(limits.actions.iter().filter_map(action));
+                }
+                DescriptorActions { actions }
+            })
+            .collect(),
+    };
+    for_each_route(
+        outbound,
+        &spec.apply_to_routes,
+        &spec.apply_to_destinations,
+        resource,
+        report,
+        |route| {
+            if route.policies.rate_limit.is_some() {
+                return false;
+            }
+            route.policies.rate_limit = Some(binding.clone());
+            true
+        },
+    );
+}
+
+fn action(action: &ApiAction) -> Option<RateLimitAction> {
+    if action.source_cluster.is_some() {
+        return Some(RateLimitAction::SourceCluster);
+    }
+    if action.destination_cluster.is_some() {
+        return Some(RateLimitAction::DestinationCluster);
+    }
+    if action.remote_address.is_some() {
+        return Some(RateLimitAction::RemoteAddress);
+    }
+    if let Some(headers) = &action.request_headers {
+        return Some(RateLimitAction::RequestHeaders {
+            header_name: headers.header_name.clone(),
+            descriptor_key: headers.descriptor_key.clone(),
+            skip_if_absent: headers.skip_if_absent,
+        });
+    }
+    if let Some(generic) = &action.generic_key {
+        return Some(RateLimitAction::GenericKey {
+            descriptor_key: generic.descriptor_key.clone().unwrap_or_else(|| "generic_key".into()),
+            descriptor_value: generic.descriptor_value.clone(),
+        });
+    }
+    let matcher = action.header_value_match.as_ref()?;
+    Some(RateLimitAction::HeaderValueMatch {
+        descriptor_key: matcher.descriptor_key.clone().unwrap_or_else(|| "header_match".into()),
+        descriptor_value: matcher.descriptor_value.clone(),
+        expect_match: matcher.expect_match.unwrap_or(true),
+        headers: matcher
+            .headers
+            .iter()
+            .map(|h| {
+                let value = match (&h.exact_match, &h.regex_match) {
+                    (Some(exact), _) => ValueMatch::Exact(exact.clone()),
+                    (None, Some(regex)) => ValueMatch::Regex(regex.clone()),
+                    (None, None) => ValueMatch::Present,
+                };
+                (h.name.clone(), value, h.invert_match)
+            })
+            .collect(),
+    })
+}
+
+fn domain_name(resource: &Resource) -> String {
+    format!("{}.{}", resource.metadata.namespace, resource.metadata.name)
+}
+
+fn unit(unit: RateLimitUnit) -> Unit {
+    match unit {
+        RateLimitUnit::Second => Unit::Second,
+        RateLimitUnit::Minute => Unit::Minute,
+        RateLimitUnit::Hour => Unit::Hour,
+        RateLimitUnit::Day => Unit::Day,
+    }
+}
+
+fn descriptor(d: &RateLimitDescriptor) -> Descriptor {
+    Descriptor {
+        key: d.key.clone(),
+        value: d.value.clone(),
+        limit: d.rate_limit.as_ref().map(|l| LimitSpec {
+            unit: unit(l.unit),
+            requests_per_unit: l.requests_per_unit,
+            unlimited: false,
+        }),
+        descriptors: d.descriptors.iter().map(descriptor).collect(),
+        weight: d.weight,
+        always_apply: d.always_apply,
+        shadow_mode: false,
+    }
+}
+
+fn domain(resource: &Resource, spec: &RateLimitServerConfigSpec) -> RateLimitDomain {
+    RateLimitDomain {
+        domain: domain_name(resource),
+        descriptors: spec.raw.descriptors.iter().map(descriptor).collect(),
+        set_descriptors: spec
+            .raw
+            .set_descriptors
+            .iter()
+            .filter_map(|set| {
+                let limit = set.rate_limit.as_ref()?;
+                Some(SetDescriptor {
+                    entries: set
+                        .simple_descriptors
+                        .iter()
+                        .map(|s| (s.key.clone(), s.value.clone()))
+                        .collect(),
+                    limit: LimitSpec {
+                        unit: unit(limit.unit),
+                        requests_per_unit: limit.requests_per_unit,
+                        unlimited: false,
+                    },
+                    always_apply: set.always_apply,
+                })
+            })
+            .collect(),
+    }
+}

@@ -124,7 +124,10 @@ mod tests {
     #[test]
     fn string_data_wins_and_debug_hides_values() {
         let secret = SecretSpec {
-            data: BTreeMap::from([("api-key".into(), "c2VjcmV0".into()), ("user".into(), "YWxpY2U=".into())]),
+            data: BTreeMap::from([
+                ("api-key".into(), "c2VjcmV0".into()),
+                ("user".into(), "YWxpY2U=".into()),
+            ]),
             string_data: BTreeMap::from([("user".into(), "bob".into())]),
             ..Default::default()
         };

@@ -124,10 +124,34 @@ const TABLE: [(Kind, &str, &str, &str, &str); 22] = [
     (Kind::Secret, "Secret", CORE, "secrets", "secret"),
     (Kind::ExtAuthServer, "ExtAuthServer", ADMIN, "extauthservers", "eas"),
     (Kind::ExtAuthPolicy, "ExtAuthPolicy", SECURITY, "extauthpolicies", "eap"),
-    (Kind::RateLimitServerConfig, "RateLimitServerConfig", ADMIN, "ratelimitserverconfigs", "rlsc"),
-    (Kind::RateLimitServerSettings, "RateLimitServerSettings", ADMIN, "ratelimitserversettings", "rlss"),
-    (Kind::RateLimitClientConfig, "RateLimitClientConfig", TRAFFIC, "ratelimitclientconfigs", "rlcc"),
-    (Kind::RateLimitPolicy, "RateLimitPolicy", TRAFFIC, "ratelimitpolicies", "rlp"),
+    (
+        Kind::RateLimitServerConfig,
+        "RateLimitServerConfig",
+        ADMIN,
+        "ratelimitserverconfigs",
+        "rlsc",
+    ),
+    (
+        Kind::RateLimitServerSettings,
+        "RateLimitServerSettings",
+        ADMIN,
+        "ratelimitserversettings",
+        "rlss",
+    ),
+    (
+        Kind::RateLimitClientConfig,
+        "RateLimitClientConfig",
+        TRAFFIC,
+        "ratelimitclientconfigs",
+        "rlcc",
+    ),
+    (
+        Kind::RateLimitPolicy,
+        "RateLimitPolicy",
+        TRAFFIC,
+        "ratelimitpolicies",
+        "rlp",
+    ),
 ];
 
 impl Kind {

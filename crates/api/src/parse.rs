@@ -202,7 +202,11 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
         ));
     }
 
-    let prefix = if matches!(kind, Kind::ConfigMap | Kind::Secret) { "" } else { "spec" };
+    let prefix = if matches!(kind, Kind::ConfigMap | Kind::Secret) {
+        ""
+    } else {
+        "spec"
+    };
     let spec = typed_spec(kind, spec_value)
         .map_err(|(path, message)| err(resource_name.clone(), &join_path(prefix, &path), message))?;
     Ok(Resource { metadata, spec })

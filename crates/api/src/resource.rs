@@ -158,7 +158,9 @@ impl Resource {
                 "kind": self.kind().as_str(),
                 "metadata": serde_json::to_value(&self.metadata).expect("metadata serializes"),
             });
-            if let (serde_json::Value::Object(map), serde_json::Value::Object(content)) = (&mut value, self.spec.to_value()) {
+            if let (serde_json::Value::Object(map), serde_json::Value::Object(content)) =
+                (&mut value, self.spec.to_value())
+            {
                 map.extend(content);
             }
             return value;

@@ -19,19 +19,31 @@ fn check_duration(problems: &mut Problems, field: &str, text: &Option<String>) {
     if let Some(text) = text
         && duration_ms(text).is_none_or(|ms| ms == 0)
     {
-        push(problems, field, format!("{text:?} is not a duration such as \"100ms\" or \"2s\""));
+        push(
+            problems,
+            field,
+            format!("{text:?} is not a duration such as \"100ms\" or \"2s\""),
+        );
     }
 }
 
 fn check_server(problems: &mut Problems, field: &str, server: &Option<DestinationServer>) {
     if let Some(server) = server {
         if server.reference.name.is_empty() {
-            push(problems, format!("{field}.ref.name"), "is required: the add-on's service name");
+            push(
+                problems,
+                format!("{field}.ref.name"),
+                "is required: the add-on's service name",
+            );
         }
         if let Some(number) = server.port.as_ref().and_then(|p| p.number)
             && !(1..=65535).contains(&number)
         {
-            push(problems, format!("{field}.port.number"), format!("{number} is not a port (1-65535)"));
+            push(
+                problems,
+                format!("{field}.port.number"),
+                format!("{number} is not a port (1-65535)"),
+            );
         }
     }
 }
@@ -39,7 +51,11 @@ fn check_server(problems: &mut Problems, field: &str, server: &Option<Destinatio
 pub(crate) fn secret(problems: &mut Problems, spec: &SecretSpec) {
     for (key, value) in &spec.data {
         if decode_base64(value).is_none() {
-            push(problems, format!("data.{key}"), "is not base64 (use stringData for plain text)");
+            push(
+                problems,
+                format!("data.{key}"),
+                "is not base64 (use stringData for plain text)",
+            );
         }
     }
 }
@@ -50,16 +66,28 @@ pub(crate) fn ext_auth_server(problems: &mut Problems, spec: &ExtAuthServerSpec)
     if let Some(status) = spec.status_on_error
         && !(200..=599).contains(&status)
     {
-        push(problems, "spec.statusOnError", format!("{status} is not an HTTP status (200-599)"));
+        push(
+            problems,
+            "spec.statusOnError",
+            format!("{status} is not an HTTP status (200-599)"),
+        );
     }
     if spec.http_service.is_some() {
-        push(problems, "spec.httpService", "is not supported: Trellis calls ext-auth over gRPC (ext_authz v3)");
+        push(
+            problems,
+            "spec.httpService",
+            "is not supported: Trellis calls ext-auth over gRPC (ext_authz v3)",
+        );
     }
 }
 
 pub(crate) fn ext_auth_policy(problems: &mut Problems, spec: &ExtAuthPolicySpec) {
     if spec.config.server.name.is_empty() {
-        push(problems, "spec.config.server.name", "is required: the ExtAuthServer to call");
+        push(
+            problems,
+            "spec.config.server.name",
+            "is required: the ExtAuthServer to call",
+        );
     }
     match (&spec.config.gloo_auth, &spec.config.custom_auth) {
         (Some(_), Some(_)) => push(problems, "spec.config", "set one of glooAuth and customAuth, not both"),
@@ -68,11 +96,19 @@ pub(crate) fn ext_auth_policy(problems: &mut Problems, spec: &ExtAuthPolicySpec)
             Some(configs) if !configs.is_empty() => {
                 for (index, config) in configs.iter().enumerate() {
                     if !config.is_object() {
-                        push(problems, format!("spec.config.glooAuth.configs[{index}]"), "must be a mapping");
+                        push(
+                            problems,
+                            format!("spec.config.glooAuth.configs[{index}]"),
+                            "must be a mapping",
+                        );
                     }
                 }
             }
-            _ => push(problems, "spec.config.glooAuth.configs", "must list at least one auth config"),
+            _ => push(
+                problems,
+                "spec.config.glooAuth.configs",
+                "must list at least one auth config",
+            ),
         },
         (None, Some(_)) => {}
     }
@@ -95,13 +131,21 @@ fn descriptors(problems: &mut Problems, field: &str, list: &[RateLimitDescriptor
 
 pub(crate) fn rate_limit_server_config(problems: &mut Problems, spec: &RateLimitServerConfigSpec) {
     for (index, server) in spec.destination_servers.iter().enumerate() {
-        check_server(problems, &format!("spec.destinationServers[{index}]"), &Some(server.clone()));
+        check_server(
+            problems,
+            &format!("spec.destinationServers[{index}]"),
+            &Some(server.clone()),
+        );
     }
     descriptors(problems, "spec.raw.descriptors", &spec.raw.descriptors);
     for (index, set) in spec.raw.set_descriptors.iter().enumerate() {
         let here = format!("spec.raw.setDescriptors[{index}]");
         if set.simple_descriptors.is_empty() {
-            push(problems, format!("{here}.simpleDescriptors"), "must list at least one key");
+            push(
+                problems,
+                format!("{here}.simpleDescriptors"),
+                "must list at least one key",
+            );
         }
         match &set.rate_limit {
             None => push(problems, format!("{here}.rateLimit"), "is required"),
@@ -144,14 +188,22 @@ fn action(problems: &mut Problems, field: &str, action: &RateLimitAction) {
     if let Some(headers) = &action.request_headers
         && (headers.header_name.is_empty() || headers.descriptor_key.is_empty())
     {
-        push(problems, format!("{field}.requestHeaders"), "headerName and descriptorKey are required");
+        push(
+            problems,
+            format!("{field}.requestHeaders"),
+            "headerName and descriptorKey are required",
+        );
     }
     if let Some(matcher) = &action.header_value_match {
         for (index, header) in matcher.headers.iter().enumerate() {
-            let given = [header.exact_match.is_some(), header.regex_match.is_some(), header.present_match.is_some()]
-                .into_iter()
-                .filter(|g| *g)
-                .count();
+            let given = [
+                header.exact_match.is_some(),
+                header.regex_match.is_some(),
+                header.present_match.is_some(),
+            ]
+            .into_iter()
+            .filter(|g| *g)
+            .count();
             if header.name.is_empty() || given > 1 {
                 push(
                     problems,
@@ -187,14 +239,30 @@ pub(crate) fn rate_limit_client_config(problems: &mut Problems, spec: &RateLimit
 
 pub(crate) fn rate_limit_policy(problems: &mut Problems, spec: &RateLimitPolicySpec) {
     if spec.config.server_settings.name.is_empty() {
-        push(problems, "spec.config.serverSettings.name", "is required: a RateLimitServerSettings");
+        push(
+            problems,
+            "spec.config.serverSettings.name",
+            "is required: a RateLimitServerSettings",
+        );
     }
     if spec.config.ratelimit_server_config.name.is_empty() {
-        push(problems, "spec.config.ratelimitServerConfig.name", "is required: a RateLimitServerConfig");
+        push(
+            problems,
+            "spec.config.ratelimitServerConfig.name",
+            "is required: a RateLimitServerConfig",
+        );
     }
     match (&spec.config.ratelimit_client_config, &spec.config.raw) {
-        (Some(_), Some(_)) => push(problems, "spec.config", "set one of ratelimitClientConfig and raw, not both"),
-        (None, None) => push(problems, "spec.config", "set ratelimitClientConfig or raw (the rate-limit actions)"),
+        (Some(_), Some(_)) => push(
+            problems,
+            "spec.config",
+            "set one of ratelimitClientConfig and raw, not both",
+        ),
+        (None, None) => push(
+            problems,
+            "spec.config",
+            "set ratelimitClientConfig or raw (the rate-limit actions)",
+        ),
         (Some(reference), None) if reference.name.is_empty() => {
             push(problems, "spec.config.ratelimitClientConfig.name", "is required")
         }

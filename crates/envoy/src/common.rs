@@ -92,6 +92,15 @@ pub(crate) fn static_cluster(name: &str, address: &str, port: u16) -> Cluster {
     }
 }
 
+/// A static cluster with no endpoints: every request to it fails at once ("no healthy upstream").
+pub(crate) fn static_cluster_without_endpoints(name: &str) -> Cluster {
+    let mut cluster = static_cluster(name, "127.0.0.1", 1);
+    if let Some(assignment) = &mut cluster.load_assignment {
+        assignment.endpoints.clear();
+    }
+    cluster
+}
+
 /// Makes a cluster speak HTTP/2 to its endpoints (gRPC backends, the xDS server).
 pub(crate) fn with_http2(mut cluster: Cluster) -> Cluster {
     let options = HttpProtocolOptions {

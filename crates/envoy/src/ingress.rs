@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 use trellis_model::ClusterConfig;
+use trellis_model::addons::AddonServer;
 use trellis_model::ir::{IngressGateway, IngressTls, RouteAction, VirtualHost};
 
 use crate::ProxyResources;
@@ -62,11 +63,15 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
         .filter(|u| referenced.contains(u.name.as_str()))
         .collect();
     ProxyResources {
-        clusters: upstreams.iter().map(|u| sidecar::outbound_cluster(u)).collect(),
+        clusters: upstreams
+            .iter()
+            .map(|u| sidecar::outbound_cluster(u))
+            .chain(crate::addons::clusters(&ir.addon_servers))
+            .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: ports
             .iter()
-            .map(|(port, served)| listener(spec.listen_address, *port, served.tls))
+            .map(|(port, served)| listener(spec.listen_address, *port, served.tls, &ir.addon_servers))
             .collect(),
         routes: ports
             .iter()
@@ -123,10 +128,12 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
 /// An HTTP connection manager fetching `ingress|<port>` over RDS, with the fault filter the
 /// routes' fault policies configure (as on a sidecar's outbound listener). The gateway is the
 /// edge: the client's address is the remote address, not whatever `x-forwarded-for` claims.
-fn listener(address: &str, port: u16, tls: Option<&IngressTls>) -> Listener {
+fn listener(address: &str, port: u16, tls: Option<&IngressTls>, addons: &[AddonServer]) -> Listener {
     let name = ingress_name(port);
     let mut hcm = common::http_connection_manager(&format!("ingress_{port}"), Routes::Rds(name.clone()));
     hcm.http_filters.insert(0, routes::fault_filter());
+    let router = hcm.http_filters.len() - 1;
+    hcm.http_filters.splice(router..router, crate::addons::filters(addons));
     hcm.use_remote_address = Some(BoolValue { value: true });
     let mut listener = common::listener(
         &name,

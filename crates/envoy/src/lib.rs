@@ -18,6 +18,7 @@
 //! (`envoy-types` always brings tonic and tokio along for its service stubs; this crate uses only
 //! its message types.)
 
+mod addons;
 mod authz;
 mod bootstrap;
 mod common;

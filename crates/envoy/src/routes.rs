@@ -62,6 +62,7 @@ pub(crate) fn route(route: &ir::Route) -> Route {
             .fault
             .iter()
             .map(|fault| (FAULT_FILTER.to_string(), pack_any(http_fault(fault))))
+            .chain(crate::addons::route_configs(policies))
             .collect(),
         request_headers_to_add: headers_to_add(&policies.request_headers),
         request_headers_to_remove: policies.request_headers.remove.clone(),

@@ -54,6 +54,10 @@ pub fn inbound_name(port: &WorkloadPort) -> String {
 pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     let mut outbound = common::http_connection_manager(OUTBOUND_LISTENER, Routes::Rds(OUTBOUND_ROUTE.to_string()));
     outbound.http_filters.insert(0, routes::fault_filter());
+    let router = outbound.http_filters.len() - 1;
+    outbound
+        .http_filters
+        .splice(router..router, crate::addons::filters(&ir.addon_servers));
     // Trimmed to what the workload's workspace may see (everything when Workspaces are unused).
     let workspace = ir
         .namespace_workspaces
@@ -66,7 +70,11 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
         .collect();
     let virtual_hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
     let mut resources = ProxyResources {
-        clusters: upstreams.iter().map(|u| outbound_cluster(u)).collect(),
+        clusters: upstreams
+            .iter()
+            .map(|u| outbound_cluster(u))
+            .chain(crate::addons::clusters(&ir.addon_servers))
+            .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: vec![common::listener(
             OUTBOUND_LISTENER,

@@ -86,6 +86,99 @@ fn envoy_accepts_a_sidecar_with_every_policy() {
     assert_envoy_accepts_pb("policy-sidecar", &static_bootstrap(resources));
 }
 
+/// Ext-auth and rate-limit filters, their gRPC clusters (one with no registered endpoint) and
+/// per-route configs using every rate-limit action, on a sidecar and on an ingress gateway.
+#[test]
+fn envoy_accepts_add_on_filters_and_route_configs() {
+    let mut ir = mk_policy_config();
+    with_addons(&mut ir);
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    // Guards the inputs: both filters before the router, both clusters, both per-route configs.
+    let route = &resources.routes[0].virtual_hosts[0].routes[0];
+    let keys: Vec<&String> = route.typed_per_filter_config.keys().collect();
+    assert!(
+        keys.iter().any(|k| k.contains("ext_authz")) && keys.iter().any(|k| k.contains("ratelimit")),
+        "{keys:?}"
+    );
+    assert!(resources.clusters.iter().any(|c| c.name == "rate-limit|demo/settings"));
+    assert_envoy_accepts_pb("addons-sidecar", &static_bootstrap(resources));
+
+    let files = IngressFiles::new("addons-ingress");
+    let mut ir = mk_ingress_config(&files.tls());
+    with_addons(&mut ir);
+    let resources = with_secrets(mk_ingress(&ir));
+    assert!(resources.clusters.iter().any(|c| c.name == "ext-auth|demo/ext-auth"));
+    assert_envoy_accepts_pb("addons-ingress", &static_bootstrap(resources));
+}
+
+fn with_addons(ir: &mut ClusterConfig) {
+    use trellis_model::addons::{
+        AddonEndpoint, AddonKind, AddonServer, DescriptorActions, RateLimitAction, RouteExtAuth, RouteRateLimit,
+    };
+    ir.addon_servers = vec![
+        AddonServer {
+            name: "ext-auth|demo/ext-auth".into(),
+            kind: AddonKind::ExtAuth,
+            endpoint: Some(AddonEndpoint {
+                address: "127.0.0.1".into(),
+                port: 18082,
+            }),
+            timeout_ms: 500,
+            fail_open: false,
+            status_on_error: Some(503),
+        },
+        AddonServer {
+            name: "rate-limit|demo/settings".into(),
+            kind: AddonKind::RateLimit,
+            endpoint: None,
+            timeout_ms: 100,
+            fail_open: true,
+            status_on_error: None,
+        },
+    ];
+    let actions = vec![
+        RateLimitAction::SourceCluster,
+        RateLimitAction::DestinationCluster,
+        RateLimitAction::RemoteAddress,
+        RateLimitAction::RequestHeaders {
+            header_name: "x-user".into(),
+            descriptor_key: "user".into(),
+            skip_if_absent: true,
+        },
+        RateLimitAction::GenericKey {
+            descriptor_key: "generic_key".into(),
+            descriptor_value: "counter".into(),
+        },
+        RateLimitAction::HeaderValueMatch {
+            descriptor_key: "header_match".into(),
+            descriptor_value: "beta".into(),
+            expect_match: true,
+            headers: vec![("x-beta".into(), ValueMatch::Regex("yes|true".into()), false)],
+        },
+    ];
+    let mut hosts: Vec<&mut VirtualHost> = ir.virtual_hosts.iter_mut().collect();
+    for gateway in &mut ir.ingress_gateways {
+        for listener in &mut gateway.listeners {
+            hosts.extend(listener.virtual_hosts.iter_mut());
+        }
+    }
+    for host in hosts {
+        for route in &mut host.routes {
+            route.policies.ext_auth = Some(RouteExtAuth {
+                server: "ext-auth|demo/ext-auth".into(),
+                context_extensions: [("config_id".to_string(), "demo.api-key".to_string())].into(),
+            });
+            route.policies.rate_limit = Some(RouteRateLimit {
+                server: "rate-limit|demo/settings".into(),
+                domain: "demo.limits".into(),
+                descriptors: vec![DescriptorActions {
+                    actions: actions.clone(),
+                }],
+            });
+        }
+    }
+}
+
 /// STRICT and DISABLE listeners, with enforced rules only, and with dry-run rules only.
 #[test]
 fn envoy_accepts_inbound_listeners_in_every_tls_mode() {
@@ -757,6 +850,8 @@ fn mk_cluster_config() -> ClusterConfig {
         inbound_policies: Vec::new(),
         namespace_workspaces: Default::default(),
         ingress_gateways: Vec::new(),
+        addon_servers: Vec::new(),
+        addons: Default::default(),
     }
 }
 
@@ -816,6 +911,7 @@ fn mk_policy_config() -> ClusterConfig {
         fault: Some(fault),
         request_headers: headers("req"),
         response_headers: headers("resp"),
+        ..RoutePolicies::default()
     };
 
     ir.inbound_policies = vec![

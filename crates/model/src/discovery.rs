@@ -14,7 +14,8 @@ pub struct ClusterDiscovery {
     pub east_west_gateway: Option<GatewayAddress>,
     /// Sorted by (namespace, name).
     #[serde(default)]
-    pub workloads: Vec<Workload>,    /// Add-on servers (ext-auth, rate limiter) registered in this cluster, sorted by
+    pub workloads: Vec<Workload>,
+    /// Add-on servers (ext-auth, rate limiter) registered in this cluster, sorted by
     /// (namespace, name, address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addons: Vec<AddonInstance>,

@@ -31,7 +31,8 @@ pub struct ClusterConfig {
     pub ingress_gateways: Vec<IngressGateway>,
     /// Workspace of each namespace of this cluster (only when Workspaces are defined).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub namespace_workspaces: std::collections::BTreeMap<String, String>,    /// Ext-auth and rate-limit servers this cluster's proxies call, sorted by name.
+    pub namespace_workspaces: std::collections::BTreeMap<String, String>,
+    /// Ext-auth and rate-limit servers this cluster's proxies call, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addon_servers: Vec<crate::addons::AddonServer>,
     /// What this cluster's add-ons load from their agent.

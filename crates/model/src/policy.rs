@@ -20,7 +20,8 @@ pub struct RoutePolicies {
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub request_headers: Headers,
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
-    pub response_headers: Headers,    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Headers,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_auth: Option<crate::addons::RouteExtAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::addons::RouteRateLimit>,

@@ -112,7 +112,10 @@ pub struct Limit {
 impl RateLimitDomain {
     /// The limit for one request descriptor, if any.
     pub fn find(&self, entries: &[(String, String)]) -> Option<Limit> {
-        if entries.first().is_some_and(|(k, v)| (k.as_str(), v.as_str()) == SET_DESCRIPTOR_KEY) {
+        if entries
+            .first()
+            .is_some_and(|(k, v)| (k.as_str(), v.as_str()) == SET_DESCRIPTOR_KEY)
+        {
             return self.find_set(&entries[1..]);
         }
         let mut level = &self.descriptors;
@@ -156,7 +159,11 @@ impl RateLimitDomain {
             .entries
             .iter()
             .map(|(key, _)| {
-                let value = entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("");
+                let value = entries
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("");
                 format!("{key}={value}")
             })
             .collect();
@@ -174,7 +181,13 @@ impl RateLimitDomain {
 /// Applies weights across one request's matched limits: the highest weight wins, `always_apply`
 /// limits always count. Entries that drop out become `None`.
 pub fn apply_weights(limits: &mut [Option<Limit>]) {
-    let Some(top) = limits.iter().flatten().filter(|l| !l.always_apply).map(|l| l.weight).max() else {
+    let Some(top) = limits
+        .iter()
+        .flatten()
+        .filter(|l| !l.always_apply)
+        .map(|l| l.weight)
+        .max()
+    else {
         return;
     };
     for slot in limits.iter_mut() {
@@ -255,10 +268,16 @@ mod tests {
     fn tree_descriptors_match_by_value_then_by_key() {
         let domain = domain();
         let a = domain.find(&entries(&[("api_key", "a")])).unwrap();
-        assert_eq!((a.spec.requests_per_unit, a.spec.unit, a.path.as_str()), (20, Unit::Minute, "api_key=a"));
+        assert_eq!(
+            (a.spec.requests_per_unit, a.spec.unit, a.path.as_str()),
+            (20, Unit::Minute, "api_key=a")
+        );
         assert_ne!(domain.find(&entries(&[("api_key", "b")])).unwrap().path, a.path);
         assert!(domain.find(&entries(&[("generic_key", "other")])).is_none());
-        assert!(domain.find(&entries(&[("remote_address", "10.0.0.1")])).is_none(), "no limit on the parent");
+        assert!(
+            domain.find(&entries(&[("remote_address", "10.0.0.1")])).is_none(),
+            "no limit on the parent"
+        );
         let login = domain
             .find(&entries(&[("remote_address", "10.0.0.1"), ("path", "/login")]))
             .unwrap();
@@ -277,7 +296,13 @@ mod tests {
         let free = set(&[("plan", "free"), ("user", "alice")]).unwrap();
         assert_eq!(free.spec.requests_per_unit, 1);
         assert_eq!(free.path, "set1|user=alice|plan=free");
-        assert_eq!(set(&[("plan", "paid"), ("user", "alice")]).unwrap().spec.requests_per_unit, 5);
+        assert_eq!(
+            set(&[("plan", "paid"), ("user", "alice")])
+                .unwrap()
+                .spec
+                .requests_per_unit,
+            5
+        );
         assert!(set(&[("plan", "free")]).is_none());
         // Without the marker entry, set descriptors are not consulted.
         assert!(domain.find(&entries(&[("user", "alice")])).is_none());

@@ -124,11 +124,18 @@ fn for_each_route(
     }
 }
 
-pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut Report, warnings: &mut Warnings) -> Addons {
+pub(crate) fn apply(
+    snapshot: &Snapshot,
+    outbound: &mut Outbound,
+    report: &mut Report,
+    warnings: &mut Warnings,
+) -> Addons {
     let mut addons = Addons::default();
     for resource in &snapshot.resources {
         match &resource.spec {
-            Spec::ExtAuthPolicy(spec) => ext_auth_policy(snapshot, resource, spec, outbound, report, warnings, &mut addons),
+            Spec::ExtAuthPolicy(spec) => {
+                ext_auth_policy(snapshot, resource, spec, outbound, report, warnings, &mut addons)
+            }
             Spec::RateLimitPolicy(spec) => {
                 rate_limit_policy(snapshot, resource, spec, outbound, report, warnings, &mut addons)
             }
@@ -151,7 +158,11 @@ impl Addons {
         cluster: &str,
         warnings: &mut Warnings,
     ) -> (Vec<AddonServer>, AddonConfig) {
-        let registered = snapshot.discovery.get(cluster).map(|d| d.addons.as_slice()).unwrap_or(&[]);
+        let registered = snapshot
+            .discovery
+            .get(cluster)
+            .map(|d| d.addons.as_slice())
+            .unwrap_or(&[]);
         let servers = self
             .servers
             .iter()
@@ -205,7 +216,10 @@ fn ext_auth_policy(
         ..
     }) = find(snapshot, &server_key)
     else {
-        warnings.add(&key, format!("spec.config.server: {server_key} does not exist; the policy applies nowhere"));
+        warnings.add(
+            &key,
+            format!("spec.config.server: {server_key} does not exist; the policy applies nowhere"),
+        );
         return;
     };
     let server_resource = find(snapshot, &server_key).expect("found above");
@@ -218,7 +232,11 @@ fn ext_auth_policy(
         resource: server_key.clone(),
         kind: AddonKind::ExtAuth,
         service: service_of(&server.destination_server, DEFAULT_EXT_AUTH, server_resource),
-        port: server.destination_server.as_ref().and_then(|s| s.port.as_ref()).and_then(|p| p.number),
+        port: server
+            .destination_server
+            .as_ref()
+            .and_then(|s| s.port.as_ref())
+            .and_then(|p| p.number),
         timeout_ms: server
             .request_timeout
             .as_deref()
@@ -262,7 +280,13 @@ fn ext_auth_policy(
 
 /// Gloo's AuthConfigSpec with what it references filled in, so the ext-auth add-on needs no
 /// access to Secrets or ConfigMaps. Missing references are warnings; the add-on then denies.
-fn resolve_auth_config(snapshot: &Snapshot, policy: &Resource, auth: &Value, key: &str, warnings: &mut Warnings) -> Value {
+fn resolve_auth_config(
+    snapshot: &Snapshot,
+    policy: &Resource,
+    auth: &Value,
+    key: &str,
+    warnings: &mut Warnings,
+) -> Value {
     let mut auth = auth.clone();
     let namespace = policy.metadata.namespace.clone();
     let Some(configs) = auth.get_mut("configs").and_then(Value::as_array_mut) else {
@@ -276,7 +300,12 @@ fn resolve_auth_config(snapshot: &Snapshot, policy: &Resource, auth: &Value, key
         }
         if let Some(opa) = config.get_mut("opaAuth") {
             let mut modules = serde_json::Map::new();
-            for reference in opa.get("modules").and_then(Value::as_array).cloned().unwrap_or_default() {
+            for reference in opa
+                .get("modules")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
                 let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
                 let ns = reference.get("namespace").and_then(Value::as_str).unwrap_or(&namespace);
                 match find(snapshot, &format!("ConfigMap/{ns}/{name}")) {
@@ -288,7 +317,10 @@ fn resolve_auth_config(snapshot: &Snapshot, policy: &Resource, auth: &Value, key
                             modules.insert(format!("{ns}/{name}/{file}"), Value::String(text.clone()));
                         }
                     }
-                    _ => warnings.add(key, format!("{field}.opaAuth.modules: ConfigMap/{ns}/{name} does not exist")),
+                    _ => warnings.add(
+                        key,
+                        format!("{field}.opaAuth.modules: ConfigMap/{ns}/{name} does not exist"),
+                    ),
                 }
             }
             opa["regoModules"] = Value::Object(modules);
@@ -339,17 +371,26 @@ fn api_keys(
         selected.extend(snapshot.resources.iter().filter(|r| {
             r.kind() == Kind::Secret
                 && r.metadata.namespace == namespace
-                && labels
-                    .iter()
-                    .all(|(k, v)| v.as_str().is_some_and(|v| r.metadata.labels.get(k).map(String::as_str) == Some(v)))
+                && labels.iter().all(|(k, v)| {
+                    v.as_str()
+                        .is_some_and(|v| r.metadata.labels.get(k).map(String::as_str) == Some(v))
+                })
         }));
     }
-    for reference in storage.get("apiKeySecretRefs").and_then(Value::as_array).into_iter().flatten() {
+    for reference in storage
+        .get("apiKeySecretRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
         let ns = reference.get("namespace").and_then(Value::as_str).unwrap_or(namespace);
         match find(snapshot, &format!("Secret/{ns}/{name}")) {
             Some(resource) if resource.kind() == Kind::Secret => selected.push(resource),
-            _ => warnings.add(key, format!("{field}.apiKeyAuth.apiKeySecretRefs: Secret/{ns}/{name} does not exist")),
+            _ => warnings.add(
+                key,
+                format!("{field}.apiKeyAuth.apiKeySecretRefs: Secret/{ns}/{name} does not exist"),
+            ),
         }
     }
     selected.sort_by_key(|r| r.key());
@@ -375,13 +416,20 @@ fn api_keys(
         }));
     }
     if keys.is_empty() {
-        warnings.add(key, format!("{field}.apiKeyAuth selects no API key yet: every request will be refused"));
+        warnings.add(
+            key,
+            format!("{field}.apiKeyAuth selects no API key yet: every request will be refused"),
+        );
     }
     keys
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -396,12 +444,21 @@ fn rate_limit_policy(
 ) {
     let key = resource.key().to_string();
     let settings_key = reference_key(Kind::RateLimitServerSettings, &spec.config.server_settings, resource);
-    let config_key = reference_key(Kind::RateLimitServerConfig, &spec.config.ratelimit_server_config, resource);
+    let config_key = reference_key(
+        Kind::RateLimitServerConfig,
+        &spec.config.ratelimit_server_config,
+        resource,
+    );
     let Some(settings_resource) = find(snapshot, &settings_key) else {
-        warnings.add(&key, format!("spec.config.serverSettings: {settings_key} does not exist; the policy applies nowhere"));
+        warnings.add(
+            &key,
+            format!("spec.config.serverSettings: {settings_key} does not exist; the policy applies nowhere"),
+        );
         return;
     };
-    let Spec::RateLimitServerSettings(settings) = &settings_resource.spec else { return };
+    let Spec::RateLimitServerSettings(settings) = &settings_resource.spec else {
+        return;
+    };
     let Some(config_resource) = find(snapshot, &config_key) else {
         warnings.add(
             &key,
@@ -421,7 +478,9 @@ fn rate_limit_policy(
                 _ => {
                     warnings.add(
                         &key,
-                        format!("spec.config.ratelimitClientConfig: {client_key} does not exist; the policy applies nowhere"),
+                        format!(
+                            "spec.config.ratelimitClientConfig: {client_key} does not exist; the policy applies nowhere"
+                        ),
                     );
                     return;
                 }
@@ -438,7 +497,11 @@ fn rate_limit_policy(
         resource: settings_key.clone(),
         kind: AddonKind::RateLimit,
         service: service_of(&settings.destination_server, DEFAULT_RATE_LIMITER, settings_resource),
-        port: settings.destination_server.as_ref().and_then(|s| s.port.as_ref()).and_then(|p| p.number),
+        port: settings
+            .destination_server
+            .as_ref()
+            .and_then(|s| s.port.as_ref())
+            .and_then(|p| p.number),
         timeout_ms: settings
             .request_timeout
             .as_deref()

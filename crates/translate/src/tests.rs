@@ -341,26 +341,56 @@ fn golden_addons() {
     let api = &route("/api").policies;
     let ext_auth = api.ext_auth.as_ref().unwrap();
     assert_eq!(ext_auth.server, "ext-auth|demo/ext-auth");
-    assert_eq!(ext_auth.context_extensions["config_id"], "demo.api-key", "the oldest policy wins");
+    assert_eq!(
+        ext_auth.context_extensions["config_id"], "demo.api-key",
+        "the oldest policy wins"
+    );
     let rate_limit = api.rate_limit.as_ref().unwrap();
-    assert_eq!((rate_limit.domain.as_str(), rate_limit.descriptors.len()), ("demo.limits", 2));
-    assert_eq!(route("/admin").policies.ext_auth.as_ref().unwrap().context_extensions["config_id"], "demo.admin");
+    assert_eq!(
+        (rate_limit.domain.as_str(), rate_limit.descriptors.len()),
+        ("demo.limits", 2)
+    );
+    assert_eq!(
+        route("/admin").policies.ext_auth.as_ref().unwrap().context_extensions["config_id"],
+        "demo.admin"
+    );
     assert!(route("/rest").policies.ext_auth.is_none() && route("/rest").policies.rate_limit.is_none());
     // Servers resolve to the add-ons each cluster registered; cluster-2 has none.
     let endpoint = |config: &ClusterConfig, name: &str| {
-        config.addon_servers.iter().find(|s| s.name == name).unwrap().endpoint.clone()
+        config
+            .addon_servers
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .endpoint
+            .clone()
     };
     assert_eq!(endpoint(c1, "ext-auth|demo/ext-auth").unwrap().port, 18082);
     assert_eq!(endpoint(c1, "rate-limit|demo/settings").unwrap().port, 18081);
     assert!(endpoint(&t.clusters["cluster-2"], "ext-auth|demo/ext-auth").is_none());
     // API keys travel as digests, from the policy's namespace only; Rego is inlined.
     let text = serde_json::to_string(&c1.addons).unwrap();
-    assert!(!text.contains("alice-secret-key") && !text.contains("mallory"), "{text}");
-    let api_key = &c1.addons.auth_configs.iter().find(|c| c.id == "demo.api-key").unwrap().spec;
+    assert!(
+        !text.contains("alice-secret-key") && !text.contains("mallory"),
+        "{text}"
+    );
+    let api_key = &c1
+        .addons
+        .auth_configs
+        .iter()
+        .find(|c| c.id == "demo.api-key")
+        .unwrap()
+        .spec;
     let keys = api_key["configs"][0]["apiKeyAuth"]["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["metadata"]["user-id"], "alice");
-    let admin = &c1.addons.auth_configs.iter().find(|c| c.id == "demo.admin").unwrap().spec;
+    let admin = &c1
+        .addons
+        .auth_configs
+        .iter()
+        .find(|c| c.id == "demo.admin")
+        .unwrap()
+        .spec;
     assert!(admin["configs"][0]["opaAuth"]["regoModules"]["demo/admin-policy/policy.rego"].is_string());
     assert_eq!(t.statuses["ExtAuthPolicy/demo/api-key-again"].state, "FAILED");
     assert_eq!(t.statuses["RateLimitPolicy/demo/limit"].state, "ACCEPTED");

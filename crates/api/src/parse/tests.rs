@@ -276,7 +276,9 @@ spec:
 fn parses_gloo_add_on_kinds_and_core_secrets_as_is() {
     let resources = parse_documents("addons.yaml", ADDONS).unwrap();
     assert_eq!(resources.len(), 8);
-    let Spec::Secret(secret) = &resources[0].spec else { panic!("not a secret") };
+    let Spec::Secret(secret) = &resources[0].spec else {
+        panic!("not a secret")
+    };
     assert_eq!(secret.value("api-key").as_deref(), Some("secret-key"));
     assert_eq!(secret.value("user-id").as_deref(), Some("alice"));
     // Core kinds serialize with their content at the top level and round-trip.
@@ -287,8 +289,13 @@ fn parses_gloo_add_on_kinds_and_core_secrets_as_is() {
         let again: Resource = serde_json::from_value(resource.to_value()).unwrap();
         assert_eq!(&again, resource, "{}", resource.key());
     }
-    let Spec::RateLimitServerConfig(config) = &resources[4].spec else { panic!() };
-    assert_eq!(config.raw.descriptors[0].rate_limit.as_ref().unwrap().unit, crate::RateLimitUnit::Minute);
+    let Spec::RateLimitServerConfig(config) = &resources[4].spec else {
+        panic!()
+    };
+    assert_eq!(
+        config.raw.descriptors[0].rate_limit.as_ref().unwrap().unit,
+        crate::RateLimitUnit::Minute
+    );
 }
 
 #[test]

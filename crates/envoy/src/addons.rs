@@ -38,6 +38,9 @@ fn grpc_service(server: &AddonServer) -> GrpcService {
     GrpcService {
         target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
             cluster_name: server.name.clone(),
+            // Envoy's default authority is the cluster name, whose `|` and `/` are not valid in an
+            // HTTP/2 `:authority`: the add-on's server would reset the stream.
+            authority: server.name.replace(['|', '/'], "."),
             ..Default::default()
         })),
         timeout: Some(duration_ms(server.timeout_ms)),

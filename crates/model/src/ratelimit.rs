@@ -44,6 +44,12 @@ pub struct Descriptor {
     /// Count and report, never refuse.
     #[serde(default)]
     pub shadow_mode: bool,
+    /// Name of this node's limit, for `replaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_name: Option<String>,
+    /// Named limits this one replaces when both match one request (envoyproxy/ratelimit).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +110,8 @@ pub struct Limit {
     pub shadow_mode: bool,
     pub weight: u32,
     pub always_apply: bool,
+    pub name: Option<String>,
+    pub replaces: Vec<String>,
     /// The matched node's path, `key=value` per level (`|`-joined): part of the counter's key,
     /// so each value of a value-less key has its own counter.
     pub path: String,
@@ -136,6 +144,8 @@ impl RateLimitDomain {
             shadow_mode: node.shadow_mode,
             weight: node.weight,
             always_apply: node.always_apply,
+            name: node.limit_name.clone(),
+            replaces: node.replaces.clone(),
             path: path.join("|"),
         })
     }
@@ -173,14 +183,30 @@ impl RateLimitDomain {
             shadow_mode: false,
             weight: 0,
             always_apply: set.always_apply,
+            name: None,
+            replaces: Vec::new(),
             path: path.join("|"),
         })
     }
 }
 
-/// Applies weights across one request's matched limits: the highest weight wins, `always_apply`
-/// limits always count. Entries that drop out become `None`.
-pub fn apply_weights(limits: &mut [Option<Limit>]) {
+/// Settles one request's matched limits: a limit named in another's `replaces` drops out; then
+/// the highest weight wins and `always_apply` limits always count. Dropped entries become `None`.
+pub fn settle(limits: &mut [Option<Limit>]) {
+    let replaced: Vec<String> = limits.iter().flatten().flat_map(|l| l.replaces.clone()).collect();
+    for slot in limits.iter_mut() {
+        if slot
+            .as_ref()
+            .and_then(|l| l.name.as_ref())
+            .is_some_and(|name| replaced.contains(name))
+        {
+            *slot = None;
+        }
+    }
+    apply_weights(limits);
+}
+
+fn apply_weights(limits: &mut [Option<Limit>]) {
     let Some(top) = limits
         .iter()
         .flatten()
@@ -200,6 +226,32 @@ pub fn apply_weights(limits: &mut [Option<Limit>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_replaces_the_named_one() {
+        let mut limits = vec![
+            Some(Limit {
+                spec: LimitSpec::default(),
+                shadow_mode: false,
+                weight: 0,
+                always_apply: false,
+                name: Some("general".into()),
+                replaces: Vec::new(),
+                path: "a".into(),
+            }),
+            Some(Limit {
+                spec: LimitSpec::default(),
+                shadow_mode: false,
+                weight: 0,
+                always_apply: false,
+                name: None,
+                replaces: vec!["general".into()],
+                path: "b".into(),
+            }),
+        ];
+        settle(&mut limits);
+        assert!(limits[0].is_none() && limits[1].is_some());
+    }
 
     fn entries(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -316,7 +368,7 @@ mod tests {
             domain.find(&entries(&[("generic_key", "vip")])),
             domain.find(&entries(&[("remote_address", "1.2.3.4"), ("path", "/login")])),
         ];
-        apply_weights(&mut limits);
+        settle(&mut limits);
         assert!(limits[0].is_none(), "weight 0 loses to weight 1");
         assert!(limits[1].is_some());
         assert!(limits[2].is_some(), "always_apply");

@@ -616,6 +616,8 @@ fn descriptor(d: &RateLimitDescriptor) -> Descriptor {
         weight: d.weight,
         always_apply: d.always_apply,
         shadow_mode: false,
+        limit_name: None,
+        replaces: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@
 //!  up       the whole local mesh with a demo app, for trying Trellis in one command
 //! ```
 
+pub mod addon_client;
 pub mod agent;
 pub mod cli;
 pub mod client;

@@ -10,6 +10,7 @@
 //! its cache after a restart, so neither a management server outage nor an agent restart
 //! changes what running proxies do.
 
+pub mod addon_config;
 mod credentials;
 mod mesh_identity;
 mod registry;

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
+use trellis_model::discovery::AddonInstance;
 use trellis_model::{ClusterDiscovery, GatewayAddress, Workload};
 
 use super::Agent;
@@ -34,6 +35,10 @@ pub enum ProxyRegistration {
     /// An ingress gateway: serves the VirtualGateways whose workload selector matches its labels.
     #[serde(rename_all = "camelCase")]
     IngressGateway(IngressRegistration),
+    /// An add-on server (`trellis ext-auth`, `trellis rate-limiter`): the policies' server
+    /// references resolve to it by namespace and name, and it loads its config from this agent.
+    #[serde(rename_all = "camelCase")]
+    AddOn(AddonInstance),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +145,7 @@ impl Registry {
             match registration {
                 ProxyRegistration::Sidecar { workload, .. } => discovery.workloads.push(workload),
                 ProxyRegistration::IngressGateway(_) => {}
+                ProxyRegistration::AddOn(addon) => discovery.addons.push(addon),
                 ProxyRegistration::EastWestGateway(gateway) => {
                     // With several gateway replicas, one stable address wins.
                     if discovery
@@ -173,6 +179,7 @@ pub fn router(
         .route("/v1/proxies", get(list))
         .route("/v1/proxies/{id}", put(register).delete(deregister))
         .route("/v1/status", get(status))
+        .route("/v1/addons/{kind}", get(super::addon_config::serve))
         .route(
             "/metrics",
             get(move || {

@@ -84,6 +84,8 @@ pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistra
             resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
             resources
         }
+        // Add-ons load their config from the agent's HTTP API, not over xDS.
+        ProxyRegistration::AddOn(_) => return None,
         ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
             config,
             &GatewaySpec {

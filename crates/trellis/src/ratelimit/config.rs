@@ -6,10 +6,9 @@
 //! entry matching a node with the same key and value, or else one with the same key and no
 //! value; the limit is the one on the node the last entry lands on.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use trellis_model::ratelimit::{Descriptor, Limit, LimitSpec, RateLimitDomain, Unit};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,50 +55,11 @@ pub struct Replaces {
     pub name: String,
 }
 
-/// A limit a descriptor resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limit {
-    pub requests_per_unit: u32,
-    pub unit: Unit,
-    pub unlimited: bool,
-    pub shadow_mode: bool,
-    /// Path of the matched node, `key=value` (or `key`) per level: part of the counter's key.
-    pub path: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Second,
-    Minute,
-    Hour,
-    Day,
-}
-
-impl Unit {
-    pub fn parse(text: &str) -> Option<Unit> {
-        match text.to_ascii_lowercase().as_str() {
-            "second" => Some(Unit::Second),
-            "minute" => Some(Unit::Minute),
-            "hour" => Some(Unit::Hour),
-            "day" => Some(Unit::Day),
-            _ => None,
-        }
-    }
-
-    pub fn duration(self) -> Duration {
-        Duration::from_secs(match self {
-            Unit::Second => 1,
-            Unit::Minute => 60,
-            Unit::Hour => 3600,
-            Unit::Day => 86400,
-        })
-    }
-}
-
-/// All domains' configs, by domain.
+/// All domains' limits, by domain: from files, from the agent (the RateLimitServerConfigs of the
+/// cluster's policies), or both.
 #[derive(Debug, Clone, Default)]
 pub struct RateLimitConfigs {
-    domains: BTreeMap<String, DomainConfig>,
+    domains: BTreeMap<String, RateLimitDomain>,
 }
 
 impl RateLimitConfigs {
@@ -108,63 +68,89 @@ impl RateLimitConfigs {
         let mut domains = BTreeMap::new();
         for (name, text) in files {
             let config: DomainConfig = yaml_serde::from_str(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            check(&config.descriptors, name, &config.domain)?;
-            if domains.insert(config.domain.clone(), config).is_some() {
-                anyhow::bail!("{name}: domain defined twice");
+            let domain = RateLimitDomain {
+                domain: config.domain.clone(),
+                descriptors: convert(&config.descriptors, name, &config.domain)?,
+                set_descriptors: Vec::new(),
+            };
+            if domains.insert(config.domain.clone(), domain).is_some() {
+                anyhow::bail!("{name}: domain {:?} defined twice", config.domain);
             }
         }
         Ok(RateLimitConfigs { domains })
     }
 
+    /// These configs with `more` added; on a domain in both, this one's (the files') wins.
+    pub fn merged(&self, more: Vec<RateLimitDomain>) -> RateLimitConfigs {
+        let mut domains: BTreeMap<String, RateLimitDomain> = more.into_iter().map(|d| (d.domain.clone(), d)).collect();
+        for (name, domain) in &self.domains {
+            if domains.insert(name.clone(), domain.clone()).is_some() {
+                tracing::warn!(
+                    domain = name,
+                    "domain defined by a config file and by a policy: the file wins"
+                );
+            }
+        }
+        RateLimitConfigs { domains }
+    }
+
     /// The limit for one descriptor (its entries as key/value pairs), if any.
     pub fn find(&self, domain: &str, entries: &[(String, String)]) -> Option<Limit> {
-        let mut level = &self.domains.get(domain)?.descriptors;
-        let mut path = Vec::new();
-        let mut node = None;
-        for (key, value) in entries {
-            let matched = level
-                .iter()
-                .find(|d| d.key == *key && d.value.as_deref() == Some(value))
-                .or_else(|| level.iter().find(|d| d.key == *key && d.value.is_none()))?;
-            path.push(match &matched.value {
-                Some(v) => format!("{key}={v}"),
-                // A key without a value counts each value separately.
-                None => format!("{key}={value}"),
-            });
-            level = &matched.descriptors;
-            node = Some(matched);
-        }
-        let node = node?;
-        let limit = node.rate_limit.as_ref()?;
-        Some(Limit {
-            requests_per_unit: limit.requests_per_unit,
-            unit: Unit::parse(&limit.unit).unwrap_or(Unit::Second),
-            unlimited: limit.unlimited,
-            shadow_mode: node.shadow_mode,
-            path: path.join("|"),
-        })
+        self.domains.get(domain)?.find(entries)
+    }
+
+    pub fn domains(&self) -> usize {
+        self.domains.len()
     }
 }
 
-fn check(descriptors: &[DescriptorConfig], file: &str, path: &str) -> anyhow::Result<()> {
-    for descriptor in descriptors {
-        let here = format!("{path}.{}", descriptor.key);
-        if let Some(limit) = &descriptor.rate_limit
-            && !limit.unlimited
-        {
-            anyhow::ensure!(
-                Unit::parse(&limit.unit).is_some(),
-                "{file}: {here}: unit {:?} is not one of second, minute, hour, day",
-                limit.unit
-            );
-            anyhow::ensure!(
-                limit.requests_per_unit > 0,
-                "{file}: {here}: requests_per_unit must be above 0 (or use unlimited: true)"
-            );
-        }
-        check(&descriptor.descriptors, file, &here)?;
-    }
-    Ok(())
+fn convert(descriptors: &[DescriptorConfig], file: &str, path: &str) -> anyhow::Result<Vec<Descriptor>> {
+    descriptors
+        .iter()
+        .map(|descriptor| {
+            let here = format!("{path}.{}", descriptor.key);
+            let limit = match &descriptor.rate_limit {
+                None => None,
+                Some(limit) if limit.unlimited => Some(LimitSpec {
+                    unit: Unit::Second,
+                    requests_per_unit: 0,
+                    unlimited: true,
+                }),
+                Some(limit) => {
+                    let unit = Unit::parse(&limit.unit).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{file}: {here}: unit {:?} is not one of second, minute, hour, day",
+                            limit.unit
+                        )
+                    })?;
+                    anyhow::ensure!(
+                        limit.requests_per_unit > 0,
+                        "{file}: {here}: requests_per_unit must be above 0 (or use unlimited: true)"
+                    );
+                    Some(LimitSpec {
+                        unit,
+                        requests_per_unit: limit.requests_per_unit,
+                        unlimited: false,
+                    })
+                }
+            };
+            Ok(Descriptor {
+                key: descriptor.key.clone(),
+                value: descriptor.value.clone(),
+                limit,
+                descriptors: convert(&descriptor.descriptors, file, &here)?,
+                weight: 0,
+                always_apply: false,
+                shadow_mode: descriptor.shadow_mode,
+                limit_name: descriptor.rate_limit.as_ref().and_then(|l| l.name.clone()),
+                replaces: descriptor
+                    .rate_limit
+                    .iter()
+                    .flat_map(|l| l.replaces.iter().map(|r| r.name.clone()))
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -196,7 +182,7 @@ descriptors:
         let configs = RateLimitConfigs::parse(&[("limits.yaml".into(), CONFIG.into())]).unwrap();
         let key_a = configs.find("mesh", &entries(&[("api_key", "a")])).unwrap();
         assert_eq!(
-            (key_a.requests_per_unit, key_a.unit, key_a.path.as_str()),
+            (key_a.spec.requests_per_unit, key_a.spec.unit, key_a.path.as_str()),
             (20, Unit::Minute, "api_key=a")
         );
         // Each value of a value-less key has its own counter.
@@ -208,6 +194,7 @@ descriptors:
             configs
                 .find("mesh", &entries(&[("generic_key", "vip")]))
                 .unwrap()
+                .spec
                 .unlimited
         );
         assert!(configs.find("mesh", &entries(&[("generic_key", "other")])).is_none());

@@ -8,7 +8,7 @@
 pub mod config;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -19,40 +19,76 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::{Request, Response, Status};
 
-use config::{Limit, RateLimitConfigs, Unit};
+use config::RateLimitConfigs;
+use trellis_model::ratelimit::{Limit, Unit, settle};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RateLimiterArgs {
     /// gRPC address Envoy's rate limit filter calls.
     #[arg(long, default_value = "127.0.0.1:18081")]
     pub listen: std::net::SocketAddr,
-    /// Redis holding the counters.
+    /// Redis holding the counters; `rediss://` for TLS.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
-    /// Limits in the envoyproxy/ratelimit YAML format, one domain per file (repeatable).
-    #[arg(long = "config", required = true)]
+    /// CA certificate (PEM) that a TLS Redis's certificate must chain to; default: the system's.
+    #[arg(long)]
+    pub redis_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for a TLS Redis that authenticates its clients.
+    #[arg(long, requires = "redis_client_key")]
+    pub redis_client_cert: Option<PathBuf>,
+    #[arg(long, requires = "redis_client_cert")]
+    pub redis_client_key: Option<PathBuf>,
+    /// Limits in the envoyproxy/ratelimit YAML format, one domain per file (repeatable); they
+    /// add to what the policies of the agent's cluster define.
+    #[arg(long = "config")]
     pub configs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub link: crate::addon_client::AgentLinkArgs,
+}
+
+/// What the agent serves at `/v1/addons/rate-limiter`.
+#[derive(Debug, serde::Deserialize)]
+struct AgentDocument {
+    #[serde(default)]
+    domains: Vec<trellis_model::ratelimit::RateLimitDomain>,
 }
 
 pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.configs.is_empty() || args.link.agent.is_some(),
+        "nothing to enforce: give --config files, --agent (the policies of the agent's cluster), or both"
+    );
     let mut files = Vec::new();
     for path in &args.configs {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
         files.push((path.display().to_string(), text));
     }
-    let configs = RateLimitConfigs::parse(&files)?;
-    let client = redis::Client::open(args.redis.as_str()).with_context(|| format!("--redis {}", args.redis))?;
+    let from_files = RateLimitConfigs::parse(&files)?;
+    let configs = Arc::new(RwLock::new(Arc::new(from_files.clone())));
+    let client = redis_client(&args)?;
     let redis = redis::aio::ConnectionManager::new(client)
         .await
         .with_context(|| format!("cannot reach Redis at {}", args.redis))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
-    tracing::info!(listen = %args.listen, redis = %args.redis, "rate limiter started");
-    let service = Limiter {
-        configs: Arc::new(configs),
-        redis,
-    };
+    let listen = listener.local_addr()?;
+    tracing::info!(listen = %listen, domains = from_files.domains(), "rate limiter started");
+    if let Some(agent) = &args.link.agent {
+        let instance = args.link.instance("rate-limiter", listen);
+        tokio::spawn(crate::addon_client::keep_registered(agent.clone(), instance));
+        let configs = configs.clone();
+        tokio::spawn(crate::addon_client::watch_config(
+            agent.clone(),
+            "rate-limiter",
+            move |document: AgentDocument| {
+                let merged = from_files.merged(document.domains);
+                tracing::info!(domains = merged.domains(), "rate limits updated");
+                *configs.write().expect("configs lock") = Arc::new(merged);
+            },
+        ));
+    }
+    let service = Limiter { configs, redis };
     tonic::transport::Server::builder()
         .add_service(RateLimitServiceServer::new(service))
         .serve_with_incoming_shutdown(
@@ -63,8 +99,31 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn redis_client(args: &RateLimiterArgs) -> anyhow::Result<redis::Client> {
+    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let tls_files = args.redis_ca.is_some() || args.redis_client_cert.is_some();
+    if !tls_files {
+        return redis::Client::open(args.redis.as_str()).with_context(|| format!("--redis {}", args.redis));
+    }
+    anyhow::ensure!(
+        args.redis.starts_with("rediss://"),
+        "--redis-ca and --redis-client-cert need a TLS Redis: use a rediss:// URL in --redis"
+    );
+    let client_tls = match (&args.redis_client_cert, &args.redis_client_key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    let root_cert = args.redis_ca.as_ref().map(read).transpose()?;
+    redis::Client::build_with_tls(args.redis.as_str(), redis::TlsCertificates { client_tls, root_cert })
+        .with_context(|| format!("--redis {} with the given TLS files", args.redis))
+}
+
 struct Limiter {
-    configs: Arc<RateLimitConfigs>,
+    /// Swapped whole when the agent sends new limits; a check holds its own `Arc`.
+    configs: Arc<RwLock<Arc<RateLimitConfigs>>>,
     redis: redis::aio::ConnectionManager,
 }
 
@@ -89,24 +148,30 @@ impl RateLimitService for Limiter {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let limits: Vec<Option<Limit>> = request
+        let configs = self.configs.read().expect("configs lock").clone();
+        let mut limits: Vec<Option<Limit>> = request
             .descriptors
             .iter()
             .map(|d| {
                 let entries: Vec<(String, String)> =
                     d.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
-                self.configs
-                    .find(&request.domain, &entries)
-                    .filter(|limit| !limit.unlimited)
+                configs.find(&request.domain, &entries)
             })
             .collect();
+        settle(&mut limits);
+        // Unlimited descriptors match (and may replace others) but are never counted.
+        for slot in &mut limits {
+            if slot.as_ref().is_some_and(|l| l.spec.unlimited) {
+                *slot = None;
+            }
+        }
         // One pipelined, atomic round trip for every counted descriptor.
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut counted = Vec::new();
         for (index, limit) in limits.iter().enumerate() {
             let Some(limit) = limit else { continue };
-            let window = limit.unit.duration().as_secs();
+            let window = limit.spec.unit.duration().as_secs();
             let start = now / window * window;
             let key = format!("trellis:rl:{}:{}:{start}", request.domain, limit.path);
             let hits = request.descriptors[index]
@@ -137,7 +202,7 @@ impl RateLimitService for Limiter {
         let mut over = false;
         for ((index, reset_at), count) in counted.into_iter().zip(counts) {
             let limit = limits[index].as_ref().expect("counted descriptors have limits");
-            let exceeded = count > u64::from(limit.requests_per_unit);
+            let exceeded = count > u64::from(limit.spec.requests_per_unit);
             if exceeded && !limit.shadow_mode {
                 over = true;
             }
@@ -151,11 +216,11 @@ impl RateLimitService for Limiter {
                     Code::Ok
                 } as i32,
                 current_limit: Some(RateLimit {
-                    requests_per_unit: limit.requests_per_unit,
-                    unit: unit_code(limit.unit),
+                    requests_per_unit: limit.spec.requests_per_unit,
+                    unit: unit_code(limit.spec.unit),
                     name: String::new(),
                 }),
-                limit_remaining: u64::from(limit.requests_per_unit).saturating_sub(count) as u32,
+                limit_remaining: u64::from(limit.spec.requests_per_unit).saturating_sub(count) as u32,
                 duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
                     seconds: reset_at.saturating_sub(now) as i64,
                     nanos: 0,

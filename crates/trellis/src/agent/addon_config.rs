@@ -1,0 +1,92 @@
+//! `GET /v1/addons/{ext-auth|rate-limiter}?version=V`: what this cluster's add-ons load, from the
+//! cluster config the management server sent. Long poll: while the content's version equals `V`
+//! the answer waits for a change, up to [`LONG_POLL`], then says 304 so the add-on asks again.
+//!
+//! The ext-auth part carries secrets (OIDC client secrets; API keys only as SHA-256 digests): it
+//! is served on the agent's local API, like the workload keys on its xDS port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trellis_model::ClusterConfig;
+
+use super::Agent;
+
+pub const LONG_POLL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Deserialize)]
+pub struct VersionQuery {
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// The document for one kind of add-on, without its version.
+fn content(kind: &str, config: Option<&ClusterConfig>) -> Option<Value> {
+    let addons = config.map(|c| c.addons.clone()).unwrap_or_default();
+    match kind {
+        "ext-auth" => Some(json!({"configs": addons.auth_configs})),
+        "rate-limiter" => Some(json!({"domains": addons.rate_limit_domains})),
+        _ => None,
+    }
+}
+
+fn versioned(kind: &str, config: Option<&ClusterConfig>) -> Option<(String, Value)> {
+    let mut document = content(kind, config)?;
+    let version = format!(
+        "{:016x}",
+        trellis_model::stable_hash(&serde_json::to_vec(&document).expect("JSON serializes"))
+    );
+    document["version"] = Value::String(version.clone());
+    Some((version, document))
+}
+
+pub async fn serve(
+    State((agent, _)): State<(Arc<Agent>, trellis_xds::ProxyStatusBoard)>,
+    Path(kind): Path<String>,
+    Query(query): Query<VersionQuery>,
+) -> Response {
+    let mut changes = agent.config.subscribe();
+    let deadline = tokio::time::Instant::now() + LONG_POLL;
+    loop {
+        let current = changes.borrow_and_update().clone();
+        let Some((version, document)) = versioned(&kind, current.as_deref()) else {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
+            )
+                .into_response();
+        };
+        // Before the first config arrives there is nothing to serve yet: wait like for a change.
+        if current.is_some() && query.version.as_deref() != Some(version.as_str()) {
+            return Json(document).into_response();
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => return StatusCode::NOT_MODIFIED.into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_follow_the_content_of_each_kind() {
+        let mut config = ClusterConfig::default();
+        let (empty, _) = versioned("ext-auth", Some(&config)).unwrap();
+        config.addons.rate_limit_domains.push(Default::default());
+        let (unchanged, _) = versioned("ext-auth", Some(&config)).unwrap();
+        assert_eq!(empty, unchanged, "a rate-limit change does not wake ext-auth");
+        let (limiter, document) = versioned("rate-limiter", Some(&config)).unwrap();
+        assert_eq!(document["version"], limiter.as_str());
+        assert_eq!(document["domains"].as_array().unwrap().len(), 1);
+        assert!(versioned("firewall", Some(&config)).is_none());
+    }
+}

@@ -1,0 +1,173 @@
+//! Rate limiting attached by policy, end to end: RateLimitServerConfig, RateLimitServerSettings,
+//! RateLimitClientConfig and RateLimitPolicy applied to the management server; the rate limiter
+//! registers with cluster-1's agent and loads the limits from it; the frontend's sidecar (real
+//! Envoy) asks it on the selected route, with counters in a real Redis.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use trellis::process::free_port;
+use trellis::up::LocalMesh;
+
+fn spawn(program: &str, args: &[String], log: &std::path::Path) -> tokio::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (scripts/setup installs it)"))
+}
+
+fn policies(limiter_port: u16, deny_on_fail: bool) -> String {
+    format!(
+        "apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {{name: backend, namespace: demo}}
+spec:
+  hosts: [backend.mesh.internal]
+  http:
+  - name: limited
+    labels: {{ratelimited: \"true\"}}
+    forwardTo:
+      destinations: [{{ref: {{name: backend, namespace: demo, cluster: cluster-1}}, port: {{number: 80}}}}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: RateLimitServerConfig
+metadata: {{name: per-user, namespace: demo}}
+spec:
+  destinationServers: [{{ref: {{name: rate-limiter, namespace: gloo-mesh}}, port: {{number: {limiter_port}}}}}]
+  raw:
+    descriptors:
+    - key: user
+      rateLimit: {{requestsPerUnit: 20, unit: MINUTE}}
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: RateLimitServerSettings
+metadata: {{name: limiter, namespace: demo}}
+spec:
+  destinationServer: {{ref: {{name: rate-limiter, namespace: gloo-mesh}}, port: {{number: {limiter_port}}}}}
+  requestTimeout: 500ms
+  denyOnFail: {deny_on_fail}
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: RateLimitClientConfig
+metadata: {{name: by-user, namespace: demo}}
+spec:
+  raw:
+    rateLimits:
+    - actions: [{{requestHeaders: {{headerName: x-user, descriptorKey: user}}}}]
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: RateLimitPolicy
+metadata: {{name: per-user, namespace: demo}}
+spec:
+  applyToRoutes: [{{route: {{labels: {{ratelimited: \"true\"}}}}}}]
+  config:
+    serverSettings: {{name: limiter}}
+    ratelimitServerConfig: {{name: per-user}}
+    ratelimitClientConfig: {{name: by-user}}
+"
+    )
+}
+
+async fn call(mesh: &LocalMesh, user: &str) -> trellis::httpc::Response {
+    let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
+    trellis::httpc::request(
+        "GET",
+        "http://backend.mesh.internal/",
+        Some(&proxy),
+        &[("x-user", user)],
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_policy_refuses_the_21st_request_per_user() {
+    let mesh = demo_mesh("rate-limit-policy").await;
+    let dir = mesh.dir.clone();
+    let redis_port = free_port();
+    let mut redis = spawn(
+        "redis-server",
+        &[
+            "--port".into(),
+            redis_port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ],
+        &dir.join("redis.log"),
+    );
+    let limiter_port = free_port();
+    let agent = format!("127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
+    let _limiter = spawn(
+        bin().to_str().unwrap(),
+        &[
+            "rate-limiter".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{limiter_port}"),
+            "--redis".into(),
+            format!("redis://127.0.0.1:{redis_port}"),
+            "--agent".into(),
+            agent,
+        ],
+        &dir.join("rate-limiter.log"),
+    );
+    let response = mesh.apply("limits.yaml", &policies(limiter_port, true)).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    // In effect once a probe user's answers carry the limiter's headers.
+    eventually("rate limit in effect", || async {
+        call(&mesh, "probe").await.header("x-ratelimit-limit").is_some()
+    })
+    .await;
+    for i in 1..=20 {
+        let response = call(&mesh, "alice").await;
+        assert_eq!(response.status, 200, "alice's request {i}: {}", response.body);
+    }
+    let refused = call(&mesh, "alice").await;
+    assert_eq!(refused.status, 429, "the 21st request: {}", refused.body);
+    assert!(
+        refused.header("x-ratelimit-limit").unwrap().starts_with("20"),
+        "{:?}",
+        refused.headers
+    );
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    assert!(refused.header("x-ratelimit-reset").is_some());
+    assert_eq!(call(&mesh, "bob").await.status, 200, "bob has his own budget");
+
+    // The policy's describe status says where it applies.
+    let status = trellis::httpc::get(
+        &format!("{}/api/v1/describe/RateLimitPolicy/demo/per-user", mesh.api_url),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(status.body.contains("ACCEPTED"), "{}", status.body);
+
+    // Redis gone: denyOnFail refuses, then the same settings with denyOnFail false let through.
+    redis.kill().await.unwrap();
+    eventually("fail closed without Redis", || async {
+        call(&mesh, "carol").await.status != 200
+    })
+    .await;
+    let response = mesh.apply("limits.yaml", &policies(limiter_port, false)).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("fail open without Redis", || async {
+        call(&mesh, "carol").await.status == 200
+    })
+    .await;
+    println!("rate limit policy: 20 allowed, 21st 429, other user 200, Redis down: closed then open");
+    finish(mesh).await;
+}

@@ -214,3 +214,127 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
     assert_ne!(get(closed_port, "carol").await.status, 200, "fail closed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Counters in a TLS Redis (`rediss://`, the server's certificate checked against `--redis-ca`):
+/// 20 decisions OK, the 21st OVER_LIMIT, straight over the rate limiter's gRPC API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_in_a_tls_redis() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
+        RateLimitDescriptor, rate_limit_descriptor::Entry,
+    };
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+
+    let dir = test_dir("rate-limiter-tls");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = SystemTime::now();
+    let ca = trellis_pki::Authority::generate_root("redis test CA", Duration::from_secs(3600), now).unwrap();
+    let server = ca
+        .issue_server_cert(&["127.0.0.1".to_string()], Duration::from_secs(3600), now)
+        .unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = write("ca.pem", &ca.root_pem());
+    let cert_file = write("redis.pem", &server.cert_pem);
+    let key_file = write("redis-key.pem", &server.key.0);
+    let (redis_port, rls_port) = (free_port(), free_port());
+    let _redis = spawn(
+        "redis-server",
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            &cert_file,
+            "--tls-key-file",
+            &key_file,
+            "--tls-ca-cert-file",
+            &ca_file,
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from),
+        &dir.join("redis.log"),
+    );
+    std::fs::write(
+        dir.join("limits.yaml"),
+        "domain: mesh\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 20}\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _limiter = spawn_logged(
+        &[
+            "rate-limiter".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{rls_port}"),
+            "--redis".into(),
+            format!("rediss://127.0.0.1:{redis_port}"),
+            "--redis-ca".into(),
+            ca_file.clone(),
+            "--config".into(),
+            dir.join("limits.yaml").display().to_string(),
+        ],
+        &dir.join("rate-limiter.log"),
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = loop {
+        if let Ok(client) = RateLimitServiceClient::connect(format!("http://127.0.0.1:{rls_port}")).await {
+            break client;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rate limiter did not start: see {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // A minute window must not roll over in the middle of the count.
+    let second = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second >= 55 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+    let request = RateLimitRequest {
+        domain: "mesh".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "api_key".into(),
+                value: "tls-user".into(),
+            }],
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    };
+    let mut codes = Vec::new();
+    for _ in 0..21 {
+        let response = client
+            .should_rate_limit(request.clone())
+            .await
+            .expect("decision over TLS Redis");
+        codes.push(response.into_inner().overall_code);
+    }
+    assert!(codes[..20].iter().all(|c| *c == Code::Ok as i32), "{codes:?}");
+    assert_eq!(codes[20], Code::OverLimit as i32);
+    println!("TLS Redis: 20 OK then OVER_LIMIT");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -95,6 +95,8 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
         inbound_policies: Vec::new(),
         namespace_workspaces: Default::default(),
         ingress_gateways: Vec::new(),
+        addon_servers: Vec::new(),
+        addons: Default::default(),
     }
 }
 

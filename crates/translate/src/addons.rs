@@ -278,6 +278,23 @@ fn ext_auth_policy(
     );
 }
 
+/// Every ExtAuthPolicy's auth config with its references resolved, as the ext-auth add-ons would
+/// load it; the management server compiles these at apply time to refuse bad ones.
+pub fn auth_configs(snapshot: &Snapshot) -> Vec<AuthConfigEntry> {
+    let mut warnings = Warnings::default();
+    snapshot
+        .resources
+        .iter()
+        .filter_map(|resource| match &resource.spec {
+            Spec::ExtAuthPolicy(spec) => spec.config.gloo_auth.as_ref().map(|auth| AuthConfigEntry {
+                id: format!("{}.{}", resource.metadata.namespace, resource.metadata.name),
+                spec: resolve_auth_config(snapshot, resource, auth, &resource.key().to_string(), &mut warnings),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Gloo's AuthConfigSpec with what it references filled in, so the ext-auth add-on needs no
 /// access to Secrets or ConfigMaps. Missing references are warnings; the add-on then denies.
 fn resolve_auth_config(

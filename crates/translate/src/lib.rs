@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use trellis_model::{ClusterConfig, Snapshot};
 
+pub use addons::auth_configs;
 pub use status::ResourceStatus;
 pub use target::Target;
 

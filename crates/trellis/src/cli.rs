@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{agent, client, cluster_cli, demo_app, gateway, mgmt, proxy, ratelimit, up};
+use crate::{agent, client, cluster_cli, demo_app, extauth, gateway, mgmt, proxy, ratelimit, up};
 
 /// Trellis: a multi-cluster service mesh that programs Envoy.
 #[derive(Debug, Parser)]
@@ -24,6 +24,8 @@ pub enum Command {
     Proxy(proxy::ProxyArgs),
     /// Run the rate limit service (Envoy RLS v3, counters in Redis).
     RateLimiter(ratelimit::RateLimiterArgs),
+    /// Run the external auth service (Envoy ext_authz v3).
+    ExtAuth(extauth::ExtAuthArgs),
     /// Run a gateway.
     #[command(subcommand)]
     Gateway(GatewayCommand),
@@ -71,6 +73,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(GatewayCommand::Ingress(args)) => gateway::run_ingress(args).await,
         Command::Up(args) => up::run(args).await,
         Command::RateLimiter(args) => ratelimit::run(args).await,
+        Command::ExtAuth(args) => extauth::run(args).await,
         Command::Apply(args) => client::apply(args).await,
         Command::Get(args) => client::get(args).await,
         Command::Delete(args) => client::delete(args).await,

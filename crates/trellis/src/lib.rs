@@ -18,6 +18,7 @@ pub mod cluster_cli;
 pub mod demo_app;
 pub mod duration;
 pub mod envoy_bin;
+pub mod extauth;
 pub mod gateway;
 pub mod httpc;
 pub mod mgmt;

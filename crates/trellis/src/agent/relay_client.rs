@@ -41,10 +41,20 @@ fn describe(error: &anyhow::Error) -> String {
     format!("{error:#}")
 }
 
-/// Writes atomically (temp file + rename) so a crash never leaves half a cache.
+/// Writes atomically (temp file + rename) so a crash never leaves half a cache; owner-only, as
+/// the config can hold add-on secrets (OIDC client secrets).
 fn store_cache(path: &Path, config: &ClusterConfig) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(config).expect("IR serializes"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(&serde_json::to_vec(config).expect("IR serializes"))?;
+    file.sync_all()?;
     std::fs::rename(tmp, path)
 }
 

@@ -120,6 +120,25 @@ async fn apply(
         }
     };
     let store_mgmt = mgmt.clone();
+    let admitted = blocking(move || {
+        let stored = store_mgmt.store.list()?;
+        Ok(super::admission::check(&source, stored, &resources).map(|()| resources))
+    })
+    .await?;
+    let resources = match admitted {
+        Ok(resources) => resources,
+        Err(error) => {
+            mgmt.metrics
+                .applies_total
+                .get_or_create(&ResultLabel {
+                    result: "rejected".into(),
+                })
+                .inc();
+            tracing::info!(error = %error, "apply rejected");
+            return Err(error.into());
+        }
+    };
+    let store_mgmt = mgmt.clone();
     let outcomes = blocking(move || Ok(store_mgmt.store.apply(resources)?)).await?;
     mgmt.metrics
         .applies_total
@@ -187,8 +206,16 @@ async fn get_one(
 }
 
 /// The resource as stored, with the status translation gave it.
+/// Secrets' values are never shown: their keys are.
 fn with_status(resource: &trellis_api::Resource, translation: &trellis_translate::Translation) -> serde_json::Value {
-    let mut value = resource.to_value();
+    let mut value = match &resource.spec {
+        trellis_api::Spec::Secret(secret) => trellis_api::Resource {
+            metadata: resource.metadata.clone(),
+            spec: trellis_api::Spec::Secret(secret.redacted()),
+        }
+        .to_value(),
+        _ => resource.to_value(),
+    };
     if let Some(status) = translation.statuses.get(&resource.key().to_string()) {
         value["status"] = serde_json::to_value(status).expect("status serializes");
     }
@@ -378,5 +405,25 @@ async fn deregister_cluster(
 }
 
 async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(&*mgmt.translation()).expect("translation serializes"))
+    let mut value = serde_json::to_value(&*mgmt.translation()).expect("translation serializes");
+    redact_secrets(&mut value);
+    Json(value)
+}
+
+/// Replaces the secrets translation resolved into auth configs (OIDC client secrets) in output
+/// meant for people; API keys are already only digests.
+fn redact_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if key == "clientSecret" && inner.is_string() {
+                    *inner = json!("<redacted>");
+                } else {
+                    redact_secrets(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_secrets),
+        _ => {}
+    }
 }

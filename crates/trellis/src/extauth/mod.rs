@@ -1,0 +1,94 @@
+//! `trellis ext-auth`: the external auth service Envoy's ext_authz filter (v3, gRPC) calls.
+//! Each route names its auth config with the `config_id` context extension; a config is a Gloo
+//! `AuthConfigSpec` (basic, API key, JWT, OPA, LDAP, OIDC, passthrough, combined by a boolean
+//! expression), compiled by `trellis-extauth` and run here with the I/O some steps need.
+//!
+//! ```text
+//!  --config FILEs + agent (long poll) --compile--> Runtime (watch) <-- Check (Envoy)
+//! ```
+//! Everything fails closed: an unknown `config_id`, a key set that cannot be fetched, or a
+//! passthrough server that cannot be reached all deny.
+
+mod jwks;
+pub mod ldap;
+pub mod oidc;
+mod passthrough;
+mod runtime;
+mod service;
+mod source;
+pub mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use tokio::sync::watch;
+
+use runtime::Shared;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExtAuthArgs {
+    /// gRPC address Envoy's ext_authz filter calls.
+    #[arg(long, default_value = "127.0.0.1:18082")]
+    pub listen: SocketAddr,
+    /// Auth configs in a YAML or JSON file, `configs: [{id, spec}]` (repeatable); they add to
+    /// what the agent sends, which wins for the same id.
+    #[arg(long = "config")]
+    pub configs: Vec<PathBuf>,
+    /// Redis for OIDC sessions (e.g. redis://127.0.0.1:6379); in memory without it.
+    #[arg(long)]
+    pub redis: Option<String>,
+    #[command(flatten)]
+    pub link: crate::addon_client::AgentLinkArgs,
+}
+
+pub async fn run(args: ExtAuthArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
+    serve(args, listener, crate::process::shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes (tests pass their own listener and signal).
+pub async fn serve(
+    args: ExtAuthArgs,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.configs.is_empty() || args.link.agent.is_some(),
+        "nothing to serve: give --config files, --agent (the policies of the agent's cluster), or both"
+    );
+    let files = source::load_files(&args.configs)?;
+    let shared = Arc::new(Shared::new(args.redis.clone()));
+    let initial = source::build(&files, &[], &shared)?;
+    let listen = listener.local_addr()?;
+    tracing::info!(%listen, configs = initial.config_count(), "ext-auth service started");
+    let (sender, receiver) = watch::channel(Arc::new(initial));
+    let mut tasks = Vec::new();
+    if let Some(agent) = &args.link.agent {
+        let instance = args.link.instance("ext-auth-service", listen);
+        tasks.push(tokio::spawn(crate::addon_client::keep_registered(
+            agent.clone(),
+            instance,
+        )));
+        tasks.push(tokio::spawn(source::follow_agent(
+            agent.clone(),
+            files,
+            sender.clone(),
+            shared,
+        )));
+    }
+    let served = tonic::transport::Server::builder()
+        .add_service(AuthorizationServer::new(service::ExtAuthService::new(receiver)))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await;
+    for task in tasks {
+        task.abort();
+    }
+    drop(sender);
+    Ok(served?)
+}

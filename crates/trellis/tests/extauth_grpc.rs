@@ -1,0 +1,474 @@
+//! `trellis ext-auth` in process, called over loopback gRPC by a real tonic client as Envoy's
+//! ext_authz filter calls it: basic, API key, JWT with a remote key set, OPA, passthrough to a
+//! second instance, boolean expressions, and malformed credentials.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+use trellis::addon_client::AgentLinkArgs;
+use trellis::extauth::{ExtAuthArgs, serve, wire};
+use trellis_extauth::Outcome;
+
+const UNAUTHENTICATED: i32 = 16;
+const PERMISSION_DENIED: i32 = 7;
+
+/// `user:password`, from `htpasswd -nbm user password`.
+fn basic_config(name: &str) -> Value {
+    json!({"name": name, "basicAuth": {"realm": "trellis", "apr": {"users": {"user": {"salt": "TYiryv0/", "hashedPassword": "8BvzLUO9IfGPGGsPnAgSu1"}}}}})
+}
+
+fn key_config(name: &str) -> Value {
+    let digest = ring::digest::digest(&ring::digest::SHA256, b"k-alice");
+    let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    json!({"name": name, "apiKeyAuth": {
+        "headersFromMetadataEntry": {"x-user-id": {"name": "user"}},
+        "keys": [{"sha256": sha256, "secret": "demo/alice", "metadata": {"user": "alice"}}]
+    }})
+}
+
+const POLICY: &str = r#"
+package test
+
+default allow = false
+
+allow {
+    startswith(input.http_request.path, "/api/pets")
+    input.http_request.method == "GET"
+}
+"#;
+
+fn opa_config(name: &str) -> Value {
+    json!({"name": name, "opaAuth": {"query": "data.test.allow == true", "regoModules": {"demo/policy/policy.rego": POLICY}}})
+}
+
+fn jwt_config(name: &str, jwks_url: &str) -> Value {
+    json!({"name": name, "oauth2": {"accessTokenValidation": {
+        "jwt": {"remoteJwks": {"url": jwks_url, "refreshInterval": "60s"}, "issuer": "https://issuer.example", "audiences": ["api"]},
+        "claimsToHeaders": [{"claim": "sub", "header": "x-user"}]
+    }}})
+}
+
+// === harness ===
+
+/// Starts an instance serving `configs` (id -> spec); it stops when the test's runtime ends.
+async fn start(configs: Vec<(&str, Value)>) -> SocketAddr {
+    let document =
+        json!({"configs": configs.into_iter().map(|(id, spec)| json!({"id": id, "spec": spec})).collect::<Vec<_>>()});
+    let dir = std::env::temp_dir().join(format!("trellis-extauth-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("configs.yaml");
+    std::fs::write(&path, document.to_string()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let args = ExtAuthArgs {
+        listen: address,
+        configs: vec![path],
+        redis: None,
+        link: AgentLinkArgs {
+            agent: None,
+            name: None,
+            namespace: "gloo-mesh".into(),
+            advertise: None,
+        },
+    };
+    tokio::spawn(async move { serve(args, listener, std::future::pending()).await.unwrap() });
+    // Once it answers a check it has read its file.
+    let mut client = client(address).await;
+    check(&mut client, request("", "GET", "/", &[])).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    address
+}
+
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn client(address: SocketAddr) -> AuthorizationClient<Channel> {
+    AuthorizationClient::connect(format!("http://{address}")).await.unwrap()
+}
+
+/// A CheckRequest as Envoy sends it for `method path` with `headers` on a route whose auth
+/// config is `config_id` (none when empty).
+fn request(config_id: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut context_extensions = HashMap::new();
+    if !config_id.is_empty() {
+        context_extensions.insert("config_id".to_string(), config_id.to_string());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    host: "api.example".into(),
+                    scheme: "http".into(),
+                    headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions,
+            ..Default::default()
+        }),
+    }
+}
+
+async fn check(client: &mut AuthorizationClient<Channel>, request: CheckRequest) -> (i32, Outcome) {
+    let response: CheckResponse = client.check(request).await.expect("the service answers").into_inner();
+    (
+        response.status.as_ref().map_or(0, |s| s.code),
+        wire::from_response(&response),
+    )
+}
+
+fn basic(user_password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_password)
+    )
+}
+
+fn allow(headers: &[(&str, &str)]) -> (i32, Outcome) {
+    (
+        0,
+        Outcome::Allow {
+            upstream_headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        },
+    )
+}
+
+fn deny(code: i32, status: u16, headers: &[(&str, &str)]) -> (i32, Outcome) {
+    (
+        code,
+        Outcome::Deny {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: String::new(),
+        },
+    )
+}
+
+fn basic_challenge() -> (i32, Outcome) {
+    deny(UNAUTHENTICATED, 401, &[("www-authenticate", "Basic realm=\"trellis\"")])
+}
+
+// === JWT issuer ===
+
+struct Issuer {
+    key: EcdsaKeyPair,
+}
+
+impl Issuer {
+    fn new() -> Issuer {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        Issuer {
+            key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap(),
+        }
+    }
+
+    fn jwks(&self) -> Value {
+        let point = self.key.public_key().as_ref();
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..])}]})
+    }
+
+    fn token(&self, expires_in: i64) -> String {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let header = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        let claims = json!({"iss": "https://issuer.example", "aud": "api", "sub": "alice", "exp": now + expires_in});
+        let signed = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = self.key.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
+        format!("{signed}.{}", b64(signature.as_ref()))
+    }
+
+    /// Serves the key set at `http://<address>/jwks.json`.
+    async fn serve(&self) -> String {
+        let jwks = self.jwks();
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{address}/jwks.json")
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A loopback port nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn basic_auth_allows_the_right_password_and_challenges_the_rest() {
+    let address = start(vec![("demo.basic", json!({"configs": [basic_config("basic1")]}))]).await;
+    let mut client = client(address).await;
+    let cases = [
+        (Some(basic("user:password")), allow(&[("x-user-id", "user")])),
+        (Some(basic("user:wrong")), basic_challenge()),
+        (Some(basic("nobody:password")), basic_challenge()),
+        (None, basic_challenge()),
+    ];
+    for (authorization, expected) in cases {
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", a.as_str())).collect();
+        let got = check(&mut client, request("demo.basic", "GET", "/", &headers)).await;
+        assert_eq!(got, expected, "{authorization:?}");
+    }
+}
+
+#[tokio::test]
+async fn api_keys_allow_known_keys_and_say_nothing_about_the_others() {
+    let address = start(vec![("demo.keys", json!({"configs": [key_config("key1")]}))]).await;
+    let mut client = client(address).await;
+    let cases = [
+        (Some("k-alice"), allow(&[("x-user-id", "alice")])),
+        (Some("k-mallory"), deny(UNAUTHENTICATED, 401, &[])),
+        (None, deny(UNAUTHENTICATED, 401, &[])),
+    ];
+    for (key, expected) in cases {
+        let headers: Vec<(&str, &str)> = key.iter().map(|k| ("api-key", *k)).collect();
+        assert_eq!(
+            check(&mut client, request("demo.keys", "GET", "/", &headers)).await,
+            expected,
+            "{key:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jwt_is_verified_with_the_remote_key_set() {
+    let issuer = Issuer::new();
+    let jwks_url = issuer.serve().await;
+    let unreachable = format!("http://{}/jwks.json", closed_port().await);
+    let address = start(vec![
+        ("demo.jwt", json!({"configs": [jwt_config("jwt1", &jwks_url)]})),
+        ("demo.jwt-down", json!({"configs": [jwt_config("jwt1", &unreachable)]})),
+    ])
+    .await;
+    let mut client = client(address).await;
+    let invalid = deny(
+        UNAUTHENTICATED,
+        401,
+        &[("www-authenticate", "Bearer error=\"invalid_token\"")],
+    );
+    let cases = [
+        ("demo.jwt", Some(issuer.token(300)), allow(&[("x-user", "alice")])),
+        ("demo.jwt", Some(issuer.token(-120)), invalid.clone()),
+        ("demo.jwt", Some(Issuer::new().token(300)), invalid.clone()),
+        (
+            "demo.jwt",
+            None,
+            deny(UNAUTHENTICATED, 401, &[("www-authenticate", "Bearer")]),
+        ),
+        // No key set can be fetched: fail closed.
+        ("demo.jwt-down", Some(issuer.token(300)), invalid.clone()),
+    ];
+    for (config_id, token, expected) in cases {
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", a.as_str())).collect();
+        assert_eq!(
+            check(&mut client, request(config_id, "GET", "/", &headers)).await,
+            expected,
+            "{config_id} {authorization:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn opa_decides_by_method_and_path() {
+    let address = start(vec![("demo.opa", json!({"configs": [opa_config("opa1")]}))]).await;
+    let mut client = client(address).await;
+    let cases = [
+        ("GET", "/api/pets/1", allow(&[])),
+        ("POST", "/api/pets/1", deny(PERMISSION_DENIED, 403, &[])),
+        ("GET", "/admin", deny(PERMISSION_DENIED, 403, &[])),
+    ];
+    for (method, path, expected) in cases {
+        assert_eq!(
+            check(&mut client, request("demo.opa", method, path, &[])).await,
+            expected,
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn passthrough_returns_the_other_servers_answer_and_fails_closed_without_it() {
+    let target = start(vec![("demo.pass", json!({"configs": [basic_config("basic1")]}))]).await;
+    let pass = |address: SocketAddr| json!({"configs": [{"name": "pass1", "passThroughAuth": {"grpc": {"address": address.to_string(), "connectionTimeout": "1s"}}}]});
+    let address = start(vec![
+        ("demo.pass", pass(target)),
+        ("demo.pass-down", pass(closed_port().await)),
+    ])
+    .await;
+    let mut client = client(address).await;
+    let good = basic("user:password");
+    let bad = basic("user:wrong");
+    let cases = [
+        ("demo.pass", good.as_str(), allow(&[("x-user-id", "user")])),
+        ("demo.pass", bad.as_str(), basic_challenge()),
+        ("demo.pass-down", good.as_str(), deny(PERMISSION_DENIED, 403, &[])),
+    ];
+    for (config_id, authorization, expected) in cases {
+        let got = check(
+            &mut client,
+            request(config_id, "GET", "/", &[("authorization", authorization)]),
+        )
+        .await;
+        assert_eq!(got, expected, "{config_id} {authorization}");
+    }
+}
+
+#[tokio::test]
+async fn boolean_expressions_combine_configs() {
+    let address = start(vec![
+        (
+            "demo.either",
+            json!({"booleanExpr": "key1 || basic1", "configs": [basic_config("basic1"), key_config("key1")]}),
+        ),
+        (
+            "demo.both",
+            json!({"booleanExpr": "basic1 && opa1", "configs": [basic_config("basic1"), opa_config("opa1")]}),
+        ),
+        ("demo.all", json!({"configs": [key_config("key1"), opa_config("opa1")]})),
+    ])
+    .await;
+    let mut client = client(address).await;
+    let good = basic("user:password");
+    let cases = [
+        (
+            "demo.either",
+            "GET",
+            vec![("api-key", "k-alice")],
+            allow(&[("x-user-id", "alice")]),
+        ),
+        (
+            "demo.either",
+            "GET",
+            vec![("authorization", good.as_str())],
+            allow(&[("x-user-id", "user")]),
+        ),
+        // Neither: basic ran last, so its challenge reaches the browser.
+        ("demo.either", "GET", vec![], basic_challenge()),
+        (
+            "demo.both",
+            "GET",
+            vec![("authorization", good.as_str())],
+            allow(&[("x-user-id", "user")]),
+        ),
+        (
+            "demo.both",
+            "POST",
+            vec![("authorization", good.as_str())],
+            deny(PERMISSION_DENIED, 403, &[]),
+        ),
+        ("demo.both", "GET", vec![], basic_challenge()),
+        (
+            "demo.all",
+            "GET",
+            vec![("api-key", "k-alice")],
+            allow(&[("x-user-id", "alice")]),
+        ),
+        (
+            "demo.all",
+            "POST",
+            vec![("api-key", "k-alice")],
+            deny(PERMISSION_DENIED, 403, &[]),
+        ),
+    ];
+    for (config_id, method, headers, expected) in cases {
+        let got = check(&mut client, request(config_id, method, "/api/pets", &headers)).await;
+        assert_eq!(got, expected, "{config_id} {method} {headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_or_missing_config_ids_are_denied() {
+    let address = start(vec![("demo.basic", json!({"configs": [basic_config("basic1")]}))]).await;
+    let mut client = client(address).await;
+    for config_id in ["demo.other", ""] {
+        let got = check(
+            &mut client,
+            request(config_id, "GET", "/", &[("authorization", &basic("user:password"))]),
+        )
+        .await;
+        assert_eq!(got, deny(PERMISSION_DENIED, 403, &[]), "{config_id:?}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_credentials_get_a_plain_401_and_the_service_keeps_answering() {
+    let issuer = Issuer::new();
+    let jwks_url = issuer.serve().await;
+    let address = start(vec![
+        ("demo.basic", json!({"configs": [basic_config("basic1")]})),
+        ("demo.jwt", json!({"configs": [jwt_config("jwt1", &jwks_url)]})),
+    ])
+    .await;
+    let mut client = client(address).await;
+    let huge = format!("Basic {}", "A".repeat(64 * 1024));
+    let huge_bearer = format!("Bearer {}", "a.".repeat(32 * 1024));
+    let invalid = deny(
+        UNAUTHENTICATED,
+        401,
+        &[("www-authenticate", "Bearer error=\"invalid_token\"")],
+    );
+    let cases = [
+        ("demo.basic", "Basic %%%not-base64%%%", basic_challenge()),
+        ("demo.basic", "Basic dXNlcg==", basic_challenge()), // "user", no colon
+        ("demo.basic", "Basic //79/w==", basic_challenge()), // not UTF-8
+        ("demo.basic", huge.as_str(), basic_challenge()),
+        ("demo.jwt", "Bearer abc.def", invalid.clone()),
+        ("demo.jwt", "Bearer ....", invalid.clone()),
+        ("demo.jwt", "Bearer eyJhbGciOiJub25lIn0.e30.", invalid.clone()),
+        ("demo.jwt", huge_bearer.as_str(), invalid.clone()),
+    ];
+    for (config_id, authorization, expected) in cases {
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            check(
+                &mut client,
+                request(config_id, "GET", "/", &[("authorization", authorization)]),
+            ),
+        )
+        .await
+        .expect("answers promptly");
+        assert_eq!(
+            got,
+            expected,
+            "{config_id} {}",
+            &authorization[..authorization.len().min(40)]
+        );
+    }
+    let still = check(
+        &mut client,
+        request("demo.basic", "GET", "/", &[("authorization", &basic("user:password"))]),
+    )
+    .await;
+    assert_eq!(still, allow(&[("x-user-id", "user")]));
+}

@@ -35,6 +35,9 @@ pub struct UpArgs {
     /// Run the relay in plaintext without registration (demos of the insecure mode only).
     #[arg(long)]
     pub insecure: bool,
+    /// Do not start the add-ons (ext-auth; Redis and the rate limiter).
+    #[arg(long)]
+    pub no_addons: bool,
 }
 
 /// One child process that can be stopped, killed and started again with the same arguments.
@@ -103,6 +106,8 @@ pub struct ClusterProcs {
     pub registry_port: u16,
     pub gateway_port: u16,
     pub gateway_admin_port: u16,
+    /// Add-on processes (ext-auth, redis, rate-limiter) with the port each listens on.
+    pub addons: Vec<(Proc, u16)>,
 }
 
 pub struct AppProcs {
@@ -134,6 +139,9 @@ pub struct MeshOptions {
     pub insecure: bool,
     pub mgmt_flags: Vec<String>,
     pub agent_flags: Vec<String>,
+    /// Start the add-ons in every cluster: `trellis ext-auth`, and a Redis with `trellis
+    /// rate-limiter` when `redis-server` is installed.
+    pub addons: bool,
 }
 
 impl MeshOptions {
@@ -144,6 +152,7 @@ impl MeshOptions {
             insecure: false,
             mgmt_flags: Vec::new(),
             agent_flags: Vec::new(),
+            addons: false,
         }
     }
 }
@@ -254,6 +263,11 @@ impl LocalMesh {
                 ],
             );
             gateway.start()?;
+            let addons = if options.addons {
+                start_addons(bin, dir, cluster, registry_port).await?
+            } else {
+                Vec::new()
+            };
             mesh.clusters.push(ClusterProcs {
                 name: cluster.into(),
                 agent,
@@ -261,6 +275,7 @@ impl LocalMesh {
                 registry_port,
                 gateway_port,
                 gateway_admin_port,
+                addons,
             });
         }
 
@@ -514,11 +529,96 @@ impl LocalMesh {
             app.app.stop().await;
         }
         for cluster in &mut self.clusters {
+            for (addon, _) in cluster.addons.iter_mut().rev() {
+                addon.stop().await;
+            }
             cluster.gateway.stop().await;
             cluster.agent.stop().await;
         }
         self.mgmt.stop().await;
     }
+}
+
+/// The add-ons of one cluster, registered with its agent under Gloo's default names
+/// (`ext-auth-service` and `rate-limiter` in `gloo-mesh`), so policies reference them as in Gloo.
+async fn start_addons(bin: &Path, dir: &Path, cluster: &str, registry_port: u16) -> anyhow::Result<Vec<(Proc, u16)>> {
+    let agent = format!("127.0.0.1:{registry_port}");
+    let mut procs = Vec::new();
+    let ext_auth_port = free_port();
+    let mut ext_auth = Proc::new(
+        bin,
+        dir,
+        &format!("ext-auth-{cluster}"),
+        vec![
+            "ext-auth".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{ext_auth_port}"),
+            "--agent".into(),
+            agent.clone(),
+        ],
+    );
+    ext_auth.start()?;
+    procs.push((ext_auth, ext_auth_port));
+    let has_redis = std::process::Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_redis {
+        tracing::warn!(
+            cluster,
+            "redis-server is not installed: no rate limiter (scripts/setup installs it)"
+        );
+        return Ok(procs);
+    }
+    let redis_port = free_port();
+    let mut redis = Proc::new(
+        Path::new("redis-server"),
+        dir,
+        &format!("redis-{cluster}"),
+        [
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    redis.start()?;
+    // The rate limiter connects to Redis as it starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "redis-server did not start: see {}",
+            redis.log_path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    procs.push((redis, redis_port));
+    let limiter_port = free_port();
+    let mut limiter = Proc::new(
+        bin,
+        dir,
+        &format!("rate-limiter-{cluster}"),
+        vec![
+            "rate-limiter".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{limiter_port}"),
+            "--redis".into(),
+            format!("redis://127.0.0.1:{redis_port}"),
+            "--agent".into(),
+            agent,
+        ],
+    );
+    limiter.start()?;
+    procs.push((limiter, limiter_port));
+    Ok(procs)
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -542,6 +642,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             insecure: args.insecure,
             mgmt_flags: Vec::new(),
             agent_flags: Vec::new(),
+            addons: !args.no_addons,
         },
     )
     .await?;
@@ -573,6 +674,19 @@ fn print_summary(mesh: &LocalMesh) {
             "  {:<10} agent registry 127.0.0.1:{}   east-west gateway 127.0.0.1:{} (admin {})",
             cluster.name, cluster.registry_port, cluster.gateway_port, cluster.gateway_admin_port
         );
+        if !cluster.addons.is_empty() {
+            let addons: Vec<String> = cluster
+                .addons
+                .iter()
+                .map(|(proc, port)| {
+                    format!(
+                        "{} 127.0.0.1:{port}",
+                        proc.name.trim_end_matches(&format!("-{}", cluster.name))
+                    )
+                })
+                .collect();
+            println!("  {:<10}   add-ons: {}", "", addons.join(", "));
+        }
         for app in mesh.apps.iter().filter(|a| a.cluster == cluster.name) {
             println!(
                 "  {:<10}   {:<11} app 127.0.0.1:{:<5}  sidecar outbound 127.0.0.1:{:<5}  envoy admin 127.0.0.1:{}",
@@ -598,5 +712,19 @@ fn print_summary(mesh: &LocalMesh) {
         frontend.app_port
     );
     println!("  trellis get routetables -n demo -o yaml --server {}", mesh.api_url);
+    if mesh.clusters.iter().any(|c| c.addons.len() == 3) {
+        println!(
+            "\nAdd-ons: `trellis apply -f examples/addons/ --server {}`, then:",
+            mesh.api_url
+        );
+        println!(
+            "  curl -x http://127.0.0.1:{} http://api.mesh.internal/                                # 401: no API key",
+            frontend.outbound_port
+        );
+        println!(
+            "  curl -x http://127.0.0.1:{} -H 'x-api-key: frontend-demo-key' http://api.mesh.internal/  # 200; the 11th in a minute is 429",
+            frontend.outbound_port
+        );
+    }
     println!("\nLogs: {}.  Ctrl-C stops everything.", mesh.dir.join("logs").display());
 }

@@ -213,6 +213,33 @@ descriptors:
     }
 
     #[test]
+    fn a_named_limit_is_replaced_by_the_one_that_names_it() {
+        let text = "
+domain: mesh
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 10, name: per-user}
+  - key: plan
+    value: gold
+    rate_limit: {unit: minute, requests_per_unit: 1000, replaces: [{name: per-user}]}
+";
+        let configs = RateLimitConfigs::parse(&[("replaces.yaml".into(), text.into())]).unwrap();
+        let mut limits = vec![
+            configs.find("mesh", &entries(&[("user", "alice")])),
+            configs.find("mesh", &entries(&[("plan", "gold")])),
+        ];
+        trellis_model::ratelimit::settle(&mut limits);
+        assert!(limits[0].is_none(), "gold replaces the per-user limit");
+        assert_eq!(limits[1].as_ref().unwrap().spec.requests_per_unit, 1000);
+        let mut silver = vec![
+            configs.find("mesh", &entries(&[("user", "alice")])),
+            configs.find("mesh", &entries(&[("plan", "silver")])),
+        ];
+        trellis_model::ratelimit::settle(&mut silver);
+        assert!(silver[0].is_some(), "nothing replaces it without gold");
+    }
+
+    #[test]
     fn bad_files_name_the_file_and_descriptor() {
         let bad = "domain: mesh\ndescriptors:\n  - key: a\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n";
         let error = RateLimitConfigs::parse(&[("bad.yaml".into(), bad.into())])

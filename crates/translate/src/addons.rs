@@ -151,6 +151,38 @@ pub(crate) fn apply(
 }
 
 impl Addons {
+    /// Records that a policy uses a server (an ExtAuthServer or RateLimitServerSettings);
+    /// returns the server's name, which names its Envoy filter and cluster.
+    fn use_server(
+        &mut self,
+        kind: AddonKind,
+        resource: &Resource,
+        destination: &Option<DestinationServer>,
+        timeout: &Option<String>,
+        fail_open: bool,
+        status_on_error: Option<u32>,
+    ) -> String {
+        let (prefix, default_service, default_timeout) = match kind {
+            AddonKind::ExtAuth => ("ext-auth", DEFAULT_EXT_AUTH, DEFAULT_EXT_AUTH_TIMEOUT_MS),
+            AddonKind::RateLimit => ("rate-limit", DEFAULT_RATE_LIMITER, DEFAULT_RATE_LIMIT_TIMEOUT_MS),
+        };
+        let name = format!("{prefix}|{}/{}", resource.metadata.namespace, resource.metadata.name);
+        self.servers.push(ServerUse {
+            name: name.clone(),
+            resource: resource.key().to_string(),
+            kind,
+            service: service_of(destination, default_service, resource),
+            port: destination
+                .as_ref()
+                .and_then(|s| s.port.as_ref())
+                .and_then(|p| p.number),
+            timeout_ms: timeout.as_deref().and_then(duration_ms).unwrap_or(default_timeout),
+            fail_open,
+            status_on_error,
+        });
+        name
+    }
+
     /// The servers as one cluster's proxies call them: endpoints from that cluster's add-ons.
     pub(crate) fn for_cluster(
         &self,
@@ -223,28 +255,14 @@ fn ext_auth_policy(
         return;
     };
     let server_resource = find(snapshot, &server_key).expect("found above");
-    let name = format!(
-        "ext-auth|{}/{}",
-        server_resource.metadata.namespace, server_resource.metadata.name
+    let name = addons.use_server(
+        AddonKind::ExtAuth,
+        server_resource,
+        &server.destination_server,
+        &server.request_timeout,
+        server.failure_mode_allow,
+        server.status_on_error,
     );
-    addons.servers.push(ServerUse {
-        name: name.clone(),
-        resource: server_key.clone(),
-        kind: AddonKind::ExtAuth,
-        service: service_of(&server.destination_server, DEFAULT_EXT_AUTH, server_resource),
-        port: server
-            .destination_server
-            .as_ref()
-            .and_then(|s| s.port.as_ref())
-            .and_then(|p| p.number),
-        timeout_ms: server
-            .request_timeout
-            .as_deref()
-            .and_then(duration_ms)
-            .unwrap_or(DEFAULT_EXT_AUTH_TIMEOUT_MS),
-        fail_open: server.failure_mode_allow,
-        status_on_error: server.status_on_error,
-    });
     let config_id = format!("{}.{}", resource.metadata.namespace, resource.metadata.name);
     let mut context_extensions = BTreeMap::new();
     if let Some(auth) = &spec.config.gloo_auth {
@@ -505,28 +523,14 @@ fn rate_limit_policy(
         }
         (None, None) => return,
     };
-    let name = format!(
-        "rate-limit|{}/{}",
-        settings_resource.metadata.namespace, settings_resource.metadata.name
+    let name = addons.use_server(
+        AddonKind::RateLimit,
+        settings_resource,
+        &settings.destination_server,
+        &settings.request_timeout,
+        !settings.deny_on_fail,
+        None,
     );
-    addons.servers.push(ServerUse {
-        name: name.clone(),
-        resource: settings_key.clone(),
-        kind: AddonKind::RateLimit,
-        service: service_of(&settings.destination_server, DEFAULT_RATE_LIMITER, settings_resource),
-        port: settings
-            .destination_server
-            .as_ref()
-            .and_then(|s| s.port.as_ref())
-            .and_then(|p| p.number),
-        timeout_ms: settings
-            .request_timeout
-            .as_deref()
-            .and_then(duration_ms)
-            .unwrap_or(DEFAULT_RATE_LIMIT_TIMEOUT_MS),
-        fail_open: !settings.deny_on_fail,
-        status_on_error: None,
-    });
     let binding = RouteRateLimit {
         server: name,
         domain: domain_name(config_resource),

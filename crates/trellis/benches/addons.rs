@@ -16,7 +16,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,18 +37,6 @@ struct Scenario {
     name: &'static str,
     port: u16,
     headers: Vec<(String, String)>,
-}
-
-fn spawn(program: &str, args: &[String], log: &std::path::Path) -> tokio::process::Child {
-    let file = std::fs::File::create(log).unwrap();
-    tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (scripts/setup installs it)"))
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -262,7 +249,7 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let bin = common::bin().display().to_string();
     let port = |_| free_port();
-    let (app, redis_port, rls, ext_auth, admin) = (port(0), port(1), port(2), port(3), port(4));
+    let (app, rls, ext_auth, admin) = (port(0), port(1), port(2), port(3));
     let (jwks, token) = jwt_fixture();
     std::fs::write(dir.join("auth.json"), auth_configs(&jwks).to_string()).unwrap();
     std::fs::write(
@@ -271,7 +258,7 @@ async fn main() {
     )
     .unwrap();
     let s = |text: &str| text.to_string();
-    let _app = spawn(
+    let _app = common::spawn_program(
         &bin,
         &[
             s("demo-app"),
@@ -282,26 +269,8 @@ async fn main() {
         ],
         &dir.join("app.log"),
     );
-    let _redis = spawn(
-        "redis-server",
-        &[
-            s("--port"),
-            redis_port.to_string(),
-            s("--bind"),
-            s("127.0.0.1"),
-            s("--save"),
-            s(""),
-            s("--appendonly"),
-            s("no"),
-        ],
-        &dir.join("redis.log"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _limiter = spawn(
+    let (_redis, redis_port) = common::start_redis(&dir, &[], None).await;
+    let _limiter = common::spawn_program(
         &bin,
         &[
             s("rate-limiter"),
@@ -314,7 +283,7 @@ async fn main() {
         ],
         &dir.join("rate-limiter.log"),
     );
-    let _ext_auth = spawn(
+    let _ext_auth = common::spawn_program(
         &bin,
         &[
             s("ext-auth"),
@@ -393,7 +362,7 @@ async fn main() {
     });
     std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
     let envoy = trellis::envoy_bin::find().unwrap();
-    let _envoy = spawn(
+    let _envoy = common::spawn_program(
         envoy.to_str().unwrap(),
         &[
             s("-c"),

@@ -5,24 +5,11 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use trellis::process::free_port;
 use trellis::up::LocalMesh;
-
-fn spawn(program: &str, args: &[String], log: &std::path::Path) -> tokio::process::Child {
-    let file = std::fs::File::create(log).unwrap();
-    tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (scripts/setup installs it)"))
-}
 
 fn policies(limiter_port: u16, deny_on_fail: bool) -> String {
     format!(
@@ -94,24 +81,10 @@ async fn call(mesh: &LocalMesh, user: &str) -> trellis::httpc::Response {
 async fn rate_limit_policy_refuses_the_21st_request_per_user() {
     let mesh = demo_mesh("rate-limit-policy").await;
     let dir = mesh.dir.clone();
-    let redis_port = free_port();
-    let mut redis = spawn(
-        "redis-server",
-        &[
-            "--port".into(),
-            redis_port.to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-        ],
-        &dir.join("redis.log"),
-    );
+    let (mut redis, redis_port) = start_redis(&dir, &[], None).await;
     let limiter_port = free_port();
     let agent = format!("127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
-    let _limiter = spawn(
+    let _limiter = spawn_program(
         bin().to_str().unwrap(),
         &[
             "rate-limiter".into(),

@@ -4,23 +4,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use trellis::process::free_port;
-
-fn spawn(program: &str, args: &[String], log: &std::path::Path) -> tokio::process::Child {
-    let file = std::fs::File::create(log).unwrap();
-    tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (scripts/setup installs it)"))
-}
 
 fn listener(name: &str, port: u16, fail_closed: bool) -> serde_json::Value {
     serde_json::json!({
@@ -83,30 +70,10 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
     let dir = test_dir("rate-limiter");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (redis_port, rls_port, app_port, open_port, closed_port, admin) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let s = |v: &dyn ToString| v.to_string();
-    let mut redis = spawn(
-        "redis-server",
-        &[
-            "--port",
-            &s(&redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from),
-        &dir.join("redis.log"),
-    );
+    let (rls_port, app_port, open_port, closed_port, admin) =
+        (free_port(), free_port(), free_port(), free_port(), free_port());
+    // Redis first: the rate limiter connects at start.
+    let (mut redis, redis_port) = start_redis(&dir, &[], None).await;
     let _app = spawn_logged(
         &[
             "demo-app",
@@ -124,12 +91,6 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
         "domain: mesh\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 20}\n",
     )
     .unwrap();
-    // Redis first: the rate limiter connects at start.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let _limiter = spawn_logged(
         &[
             "rate-limiter".to_string(),
@@ -152,7 +113,7 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
     });
     std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
     let envoy = trellis::envoy_bin::find().unwrap();
-    let _envoy = spawn(
+    let _envoy = spawn_program(
         envoy.to_str().unwrap(),
         &[
             "-c",
@@ -243,41 +204,27 @@ async fn counts_in_a_tls_redis() {
     let cert_file = write("redis.pem", &server.cert_pem);
     let key_file = write("redis-key.pem", &server.key.0);
     let (redis_port, rls_port) = (free_port(), free_port());
-    let _redis = spawn(
-        "redis-server",
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--tls-cert-file",
-            &cert_file,
-            "--tls-key-file",
-            &key_file,
-            "--tls-ca-cert-file",
-            &ca_file,
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from),
-        &dir.join("redis.log"),
-    );
+    let tls = [
+        "--port",
+        "0",
+        "--tls-port",
+        &redis_port.to_string(),
+        "--tls-cert-file",
+        &cert_file,
+        "--tls-key-file",
+        &key_file,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "no",
+    ]
+    .map(String::from);
+    let (_redis, _) = start_redis(&dir, &tls, Some(redis_port)).await;
     std::fs::write(
         dir.join("limits.yaml"),
         "domain: mesh\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 20}\n",
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await.is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let _limiter = spawn_logged(
         &[
             "rate-limiter".to_string(),

@@ -6,10 +6,10 @@
 //!
 //! Needs Node.js and the npm package (scripts/setup) and redis-server (scripts/setup).
 
+mod common;
 #[path = "support/oidc_provider.rs"]
 mod oidc_provider;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -429,30 +429,5 @@ async fn memory_sessions_are_per_instance() {
 }
 
 async fn start_redis(dir: &std::path::Path) -> (tokio::process::Child, u16) {
-    std::fs::create_dir_all(dir).unwrap();
-    let port = trellis::process::free_port();
-    let log = std::fs::File::create(dir.join("redis.log")).unwrap();
-    let child = tokio::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start redis-server: {e} (run scripts/setup)"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (child, port)
+    common::start_redis(dir, &[], None).await
 }

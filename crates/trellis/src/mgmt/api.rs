@@ -100,6 +100,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiFailure::Internal(e.into()))?
 }
 
+/// Counts and logs a refused apply; the error names every problem for the client.
+fn rejected(mgmt: &Mgmt, error: ApiError) -> ApiFailure {
+    mgmt.metrics
+        .applies_total
+        .get_or_create(&ResultLabel {
+            result: "rejected".into(),
+        })
+        .inc();
+    tracing::info!(error = %error, "apply rejected");
+    error.into()
+}
+
 async fn apply(
     State(mgmt): State<Arc<Mgmt>>,
     Query(query): Query<SourceQuery>,
@@ -108,16 +120,7 @@ async fn apply(
     let source = query.source.unwrap_or_else(|| "request".into());
     let resources = match trellis_api::parse_documents(&source, &body) {
         Ok(resources) => resources,
-        Err(error) => {
-            mgmt.metrics
-                .applies_total
-                .get_or_create(&ResultLabel {
-                    result: "rejected".into(),
-                })
-                .inc();
-            tracing::info!(source, error = %error, "apply rejected");
-            return Err(error.into());
-        }
+        Err(error) => return Err(rejected(&mgmt, error)),
     };
     let store_mgmt = mgmt.clone();
     let admitted = blocking(move || {
@@ -127,16 +130,7 @@ async fn apply(
     .await?;
     let resources = match admitted {
         Ok(resources) => resources,
-        Err(error) => {
-            mgmt.metrics
-                .applies_total
-                .get_or_create(&ResultLabel {
-                    result: "rejected".into(),
-                })
-                .inc();
-            tracing::info!(error = %error, "apply rejected");
-            return Err(error.into());
-        }
+        Err(error) => return Err(rejected(&mgmt, error)),
     };
     let store_mgmt = mgmt.clone();
     let outcomes = blocking(move || Ok(store_mgmt.store.apply(resources)?)).await?;

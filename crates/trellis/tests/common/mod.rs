@@ -494,3 +494,46 @@ async fn request_over_tls(
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
+
+/// Starts a program other than `trellis` (redis-server, Envoy), its output in `log`; it dies with
+/// the returned handle.
+pub fn spawn_program(program: &str, args: &[String], log: &std::path::Path) -> tokio::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (scripts/setup installs it)"))
+}
+
+/// A throwaway redis-server on a free loopback port (no persistence), accepting connections when
+/// this returns. `extra` adds flags (TLS); with `--port 0` give the port to wait on in `tls_port`.
+pub async fn start_redis(
+    dir: &std::path::Path,
+    extra: &[String],
+    tls_port: Option<u16>,
+) -> (tokio::process::Child, u16) {
+    std::fs::create_dir_all(dir).unwrap();
+    let port = tls_port.unwrap_or_else(trellis::process::free_port);
+    let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        .map(String::from)
+        .to_vec();
+    if tls_port.is_none() {
+        args.extend(["--port".to_string(), port.to_string()]);
+    }
+    args.extend(extra.iter().cloned());
+    let child = spawn_program("redis-server", &args, &dir.join(format!("redis-{port}.log")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not start: see {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}

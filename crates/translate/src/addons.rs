@@ -124,6 +124,26 @@ fn for_each_route(
     }
 }
 
+/// Puts `binding` in the policy slot `slot` of every selected route that has none yet (the
+/// oldest policy wins; this one loses where the slot is taken).
+fn claim_routes<T: Clone>(
+    outbound: &mut Outbound,
+    (routes, destinations): (&[RouteSelector], &[DestinationSelector]),
+    resource: &Resource,
+    report: &mut Report,
+    binding: T,
+    slot: impl Fn(&mut trellis_model::policy::RoutePolicies) -> &mut Option<T>,
+) {
+    for_each_route(outbound, routes, destinations, resource, report, |route| {
+        let taken = slot(&mut route.policies);
+        if taken.is_some() {
+            return false;
+        }
+        *taken = Some(binding.clone());
+        true
+    });
+}
+
 pub(crate) fn apply(
     snapshot: &Snapshot,
     outbound: &mut Outbound,
@@ -280,20 +300,8 @@ fn ext_auth_policy(
         server: name,
         context_extensions,
     };
-    for_each_route(
-        outbound,
-        &spec.apply_to_routes,
-        &spec.apply_to_destinations,
-        resource,
-        report,
-        |route| {
-            if route.policies.ext_auth.is_some() {
-                return false;
-            }
-            route.policies.ext_auth = Some(binding.clone());
-            true
-        },
-    );
+    let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
+    claim_routes(outbound, selectors, resource, report, binding, |p| &mut p.ext_auth);
 }
 
 /// Every ExtAuthPolicy's auth config with its references resolved, as the ext-auth add-ons would
@@ -552,20 +560,8 @@ fn rate_limit_policy(
             })
             .collect(),
     };
-    for_each_route(
-        outbound,
-        &spec.apply_to_routes,
-        &spec.apply_to_destinations,
-        resource,
-        report,
-        |route| {
-            if route.policies.rate_limit.is_some() {
-                return false;
-            }
-            route.policies.rate_limit = Some(binding.clone());
-            true
-        },
-    );
+    let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
+    claim_routes(outbound, selectors, resource, report, binding, |p| &mut p.rate_limit);
 }
 
 fn action(action: &ApiAction) -> Option<RateLimitAction> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::*;
 use trellis::up::{LocalMesh, MeshOptions};
@@ -58,14 +58,7 @@ async fn the_addons_example_authenticates_then_limits_per_user() {
     .await;
     assert_eq!(call(&mesh, Some("wrong-key"), None).await.status, 401);
     // Avoid a minute rollover in the middle of the count.
-    let second = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if second >= 50 {
-        tokio::time::sleep(Duration::from_secs(61 - second)).await;
-    }
+    with_minute_left(10).await;
     let mut statuses = Vec::new();
     for _ in 0..11 {
         // A client-sent x-user-id must not pick the budget: ext-auth overwrites it.

@@ -140,14 +140,7 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
     .await;
 
     // A minute window must not roll over in the middle of the count.
-    let second = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if second >= 50 {
-        tokio::time::sleep(Duration::from_secs(61 - second)).await;
-    }
+    with_minute_left(10).await;
     for i in 1..=20 {
         let response = get(open_port, "alice").await;
         assert_eq!(response.status, 200, "request {i} of 20: {}", response.body);
@@ -253,14 +246,7 @@ async fn counts_in_a_tls_redis() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // A minute window must not roll over in the middle of the count.
-    let second = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if second >= 55 {
-        tokio::time::sleep(Duration::from_secs(61 - second)).await;
-    }
+    with_minute_left(5).await;
     let request = RateLimitRequest {
         domain: "mesh".into(),
         descriptors: vec![RateLimitDescriptor {

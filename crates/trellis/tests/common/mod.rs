@@ -537,3 +537,16 @@ pub async fn start_redis(
     }
     (child, port)
 }
+
+/// Waits, when needed, so that the current minute has at least `seconds` left: a test that counts
+/// requests against a per-minute limit must not see its window roll over mid-count.
+pub async fn with_minute_left(seconds: u64) {
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second + seconds >= 60 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+}

@@ -76,6 +76,40 @@ async fn the_addons_example_authenticates_then_limits_per_user() {
         429,
         "the budget is the key's user, whatever x-user-id the client sends"
     );
-    println!("addons example: 401 without/with a wrong key, 10 x 200 then 429 for the key's user");
+
+    // Ext-auth down: Envoy answers statusOnError (default 403), or lets requests through when
+    // the ExtAuthServer says failureModeAllow.
+    let mut mesh = mesh;
+    mesh.cluster_mut("cluster-1").addons[0].0.kill().await;
+    eventually("403 with ext-auth down", || async {
+        call(&mesh, Some("frontend-demo-key"), None).await.status == 403
+    })
+    .await;
+    let server = |extra: &str| {
+        format!(
+            "apiVersion: admin.gloo.solo.io/v2\nkind: ExtAuthServer\nmetadata: {{name: ext-auth, namespace: demo}}\nspec:\n  destinationServer: {{ref: {{name: ext-auth-service, namespace: gloo-mesh}}}}\n  requestTimeout: 1s\n{extra}"
+        )
+    };
+    let response = mesh
+        .apply("server.yaml", &server("  statusOnError: 503\n"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("statusOnError 503", || async {
+        call(&mesh, None, None).await.status == 503
+    })
+    .await;
+    let response = mesh
+        .apply("server.yaml", &server("  failureModeAllow: true\n"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("failureModeAllow lets requests through", || async {
+        call(&mesh, None, None).await.status == 200
+    })
+    .await;
+    println!(
+        "addons example: 401 without/with a wrong key, 10 x 200 then 429 for the key's user; ext-auth down: 403, statusOnError 503, failureModeAllow 200"
+    );
     finish(mesh).await;
 }

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod addon_client;
+pub mod addon_metrics;
 pub mod agent;
 pub mod cli;
 pub mod client;

@@ -82,7 +82,7 @@ async fn rate_limit_policy_refuses_the_21st_request_per_user() {
     let mesh = demo_mesh("rate-limit-policy").await;
     let dir = mesh.dir.clone();
     let (mut redis, redis_port) = start_redis(&dir, &[], None).await;
-    let limiter_port = free_port();
+    let (limiter_port, limiter_admin) = (free_port(), free_port());
     let agent = format!("127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
     let _limiter = spawn_program(
         bin().to_str().unwrap(),
@@ -94,6 +94,8 @@ async fn rate_limit_policy_refuses_the_21st_request_per_user() {
             format!("redis://127.0.0.1:{redis_port}"),
             "--agent".into(),
             agent,
+            "--admin-addr".into(),
+            format!("127.0.0.1:{limiter_admin}"),
         ],
         &dir.join("rate-limiter.log"),
     );
@@ -121,6 +123,8 @@ async fn rate_limit_policy_refuses_the_21st_request_per_user() {
     assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
     assert!(refused.header("x-ratelimit-reset").is_some());
     assert_eq!(call(&mesh, "bob").await.status, 200, "bob has his own budget");
+    let over = "trellis_rate_limiter_descriptors_total{domain=\"demo.per-user\",code=\"over_limit\"}";
+    assert_eq!(scrape(limiter_admin, over).await, 1, "one refusal counted");
 
     // The policy's describe status says where it applies.
     let status = trellis::httpc::get(

@@ -44,6 +44,48 @@ pub struct RateLimiterArgs {
     pub configs: Vec<PathBuf>,
     #[command(flatten)]
     pub link: crate::addon_client::AgentLinkArgs,
+    /// Serve Prometheus metrics at `/metrics` here (off when unset).
+    #[arg(long)]
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct DecisionLabels {
+    domain: String,
+    /// `ok`, `over_limit`, or `shadow_over_limit` (counted, not refused).
+    code: String,
+}
+
+#[derive(Clone, Default)]
+struct LimiterMetrics {
+    decisions: prometheus_client::metrics::family::Family<DecisionLabels, prometheus_client::metrics::counter::Counter>,
+    redis_errors: prometheus_client::metrics::counter::Counter,
+}
+
+impl LimiterMetrics {
+    fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = LimiterMetrics::default();
+        registry.register(
+            "trellis_rate_limiter_descriptors",
+            "Descriptors decided, by domain and code",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "trellis_rate_limiter_redis_errors",
+            "Calls that failed because Redis could not be reached",
+            metrics.redis_errors.clone(),
+        );
+        metrics
+    }
+
+    fn count(&self, domain: &str, code: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                domain: domain.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
 }
 
 /// What the agent serves at `/v1/addons/rate-limiter`.
@@ -88,7 +130,17 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
             },
         ));
     }
-    let service = Limiter { configs, redis };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = LimiterMetrics::register(&mut registry);
+    if let Some(addr) = args.admin_addr {
+        let bound = crate::addon_metrics::serve(addr, registry).await?;
+        tracing::info!(admin = %bound, "metrics at /metrics");
+    }
+    let service = Limiter {
+        configs,
+        redis,
+        metrics,
+    };
     tonic::transport::Server::builder()
         .add_service(RateLimitServiceServer::new(service))
         .serve_with_incoming_shutdown(
@@ -125,6 +177,7 @@ struct Limiter {
     /// Swapped whole when the agent sends new limits; a check holds its own `Arc`.
     configs: Arc<RwLock<Arc<RateLimitConfigs>>>,
     redis: redis::aio::ConnectionManager,
+    metrics: LimiterMetrics,
 }
 
 fn unit_code(unit: Unit) -> i32 {
@@ -188,6 +241,7 @@ impl RateLimitService for Limiter {
         } else {
             let mut redis = self.redis.clone();
             pipe.query_async(&mut redis).await.map_err(|error| {
+                self.metrics.redis_errors.inc();
                 tracing::warn!(%error, "rate limit counters unavailable");
                 Status::unavailable("rate limit counters unavailable")
             })?
@@ -206,6 +260,14 @@ impl RateLimitService for Limiter {
             if exceeded && !limit.shadow_mode {
                 over = true;
             }
+            self.metrics.count(
+                &request.domain,
+                match (exceeded, limit.shadow_mode) {
+                    (false, _) => "ok",
+                    (true, false) => "over_limit",
+                    (true, true) => "shadow_over_limit",
+                },
+            );
             if exceeded {
                 tracing::debug!(domain = %request.domain, path = %limit.path, count, shadow = limit.shadow_mode, "over limit");
             }

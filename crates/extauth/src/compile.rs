@@ -376,13 +376,10 @@ fn compile_access_token(validation: AccessTokenValidation) -> Result<JwtValidato
     })?;
     let source = match (jwt.remote_jwks, jwt.local_jwks) {
         (Some(remote), None) => {
-            if !remote.url.starts_with("http://") {
+            if !remote.url.starts_with("http://") && !remote.url.starts_with("https://") {
                 return Err((
                     "jwt.remoteJwks.url".into(),
-                    format!(
-                        "{:?}: only http:// is supported (serve the keys through the mesh or inline them with localJwks)",
-                        remote.url
-                    ),
+                    format!("{:?}: only http:// and https:// URLs are supported", remote.url),
                 ));
             }
             let refresh_interval = match remote.refresh_interval.as_deref() {

@@ -73,6 +73,7 @@ async fn start(configs: Vec<(&str, Value)>) -> SocketAddr {
         listen: address,
         configs: vec![path],
         redis: None,
+        ca_files: Vec::new(),
         link: AgentLinkArgs {
             agent: None,
             name: None,

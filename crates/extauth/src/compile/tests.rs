@@ -111,6 +111,16 @@ fn with_config(index: usize, config: Value) -> Value {
 }
 
 #[test]
+fn remote_jwks_may_be_https() {
+    let jwt = json!({"name": "jwt1", "oauth2": {"accessTokenValidation": {"jwt": {"remoteJwks": {"url": "https://idp.example/jwks"}}}}});
+    let set = AuthConfigSet::compile(&document(with_config(3, jwt))).unwrap();
+    let Evaluator::Jwt(jwt) = &set.get("demo.api-auth").unwrap().steps[3].evaluator else {
+        panic!()
+    };
+    assert!(matches!(&jwt.source, JwksSource::Remote { url, .. } if url == "https://idp.example/jwks"));
+}
+
+#[test]
 fn errors_name_the_config_entry_and_field() {
     let cases = [
         (
@@ -167,9 +177,9 @@ fn errors_name_the_config_entry_and_field() {
         (
             with_config(
                 3,
-                json!({"name": "jwt1", "oauth2": {"accessTokenValidation": {"jwt": {"remoteJwks": {"url": "https://idp/jwks"}}}}}),
+                json!({"name": "jwt1", "oauth2": {"accessTokenValidation": {"jwt": {"remoteJwks": {"url": "ftp://idp/jwks"}}}}}),
             ),
-            "configs[3] (jwt1): oauth2.accessTokenValidation.jwt.remoteJwks.url: \"https://idp/jwks\": only http:// is supported",
+            "configs[3] (jwt1): oauth2.accessTokenValidation.jwt.remoteJwks.url: \"ftp://idp/jwks\": only http:// and https:// URLs are supported",
         ),
         (
             with_config(

@@ -1,4 +1,5 @@
-//! Remote key sets: fetched over plain HTTP on first use, refreshed every `refreshInterval` and
+//! Remote key sets: fetched over HTTP or HTTPS (the service's [`HttpClient`], which trusts the
+//! system's roots and `--ca-file`) on first use, refreshed every `refreshInterval` and
 //! when a token names a `kid` the cached set lacks (at most once per [`MIN_REFETCH`], so
 //! tokens with made-up kids cannot make the service hammer the issuer).
 //!
@@ -10,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use trellis_extauth::Jwks;
 
+use crate::httpc::HttpClient;
+
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_REFETCH: Duration = Duration::from_secs(5);
 
 pub struct RemoteJwks {
     url: String,
     refresh_interval: Duration,
+    http: HttpClient,
     /// Held across a fetch, so concurrent checks wait for one fetch instead of starting many.
     state: tokio::sync::Mutex<State>,
 }
@@ -28,10 +32,11 @@ struct State {
 }
 
 impl RemoteJwks {
-    pub fn new(url: &str, refresh_interval: Duration) -> RemoteJwks {
+    pub fn new(url: &str, refresh_interval: Duration, http: HttpClient) -> RemoteJwks {
         RemoteJwks {
             url: url.to_string(),
             refresh_interval,
+            http,
             state: tokio::sync::Mutex::new(State::default()),
         }
     }
@@ -51,6 +56,7 @@ impl RemoteJwks {
                     state.fetched_at = Some(Instant::now());
                 }
                 Err(error) => {
+                    let error = format!("{error:#}");
                     tracing::warn!(url = %self.url, %error, "cannot fetch JWKS; keeping the last good key set")
                 }
             }
@@ -59,7 +65,7 @@ impl RemoteJwks {
     }
 
     async fn fetch(&self) -> anyhow::Result<Jwks> {
-        let response = crate::httpc::get(&self.url, FETCH_TIMEOUT).await?;
+        let response = self.http.get(&self.url, FETCH_TIMEOUT).await?;
         anyhow::ensure!(response.status == 200, "HTTP {}", response.status);
         Ok(Jwks::parse(&response.body)?)
     }

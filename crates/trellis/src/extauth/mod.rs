@@ -41,6 +41,10 @@ pub struct ExtAuthArgs {
     /// Redis for OIDC sessions (e.g. redis://127.0.0.1:6379); in memory without it.
     #[arg(long)]
     pub redis: Option<String>,
+    /// PEM file of CA certificates (a bundle is fine) trusted, besides the system's roots, for
+    /// https key sets (remoteJwks) and OIDC providers (repeatable).
+    #[arg(long = "ca-file", value_name = "PATH")]
+    pub ca_files: Vec<PathBuf>,
     #[command(flatten)]
     pub link: crate::addon_client::AgentLinkArgs,
 }
@@ -63,7 +67,8 @@ pub async fn serve(
         "nothing to serve: give --config files, --agent (the policies of the agent's cluster), or both"
     );
     let files = source::load_files(&args.configs)?;
-    let shared = Arc::new(Shared::new(args.redis.clone()));
+    let http = crate::httpc::HttpClient::with_ca_files(&args.ca_files).context("--ca-file")?;
+    let shared = Arc::new(Shared::new(args.redis.clone(), http));
     let initial = source::build(&files, &[], &shared)?;
     let listen = listener.local_addr()?;
     tracing::info!(%listen, configs = initial.config_count(), "ext-auth service started");

@@ -23,10 +23,10 @@
 //! The state is also bound to the browser with a short-lived cookie: a callback URL replayed
 //! into another browser (login CSRF) finds no matching cookie and is refused.
 //!
+//! The provider is reached over `http://` or `https://` with the service's [`HttpClient`]
+//! (the system's trust roots plus `trellis ext-auth --ca-file`; https is never downgraded).
 //! The ID token's signature is always verified, although OIDC Core §3.1.3.7 allows relying on
-//! TLS for a token received directly from the token endpoint: the provider is reached with
-//! [`crate::httpc`], which has no TLS, so issuers and provider endpoints must be `http://`
-//! (refused otherwise rather than sending the client secret in clear to port 80).
+//! TLS for a token received directly from the token endpoint.
 //!
 //! Failures to reach the provider or the session store deny with 503 (fail closed); a refused
 //! code or ID token, a bad state or a provider error deny with 401; clients never get details,
@@ -41,6 +41,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trellis_extauth::{CheckInput, Jwks, JwtError, JwtExpectations, Outcome, cookie, token_kid, verify_jwt};
+
+use crate::httpc::HttpClient;
 
 /// Each request to the provider; below Envoy's default ext_authz timeout (2s).
 const HTTP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -85,6 +87,8 @@ pub struct Oidc {
     fail_on_fetch_failure: bool,
     store: Store,
     provider: tokio::sync::Mutex<Option<Arc<Provider>>>,
+    /// Reaches the provider; the system's trust roots unless [`Oidc::with_http_client`].
+    http: HttpClient,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,7 +353,8 @@ struct MemoryMap {
 
 impl Oidc {
     /// Compiles Gloo's `oidcAuthorizationCode` object. `redis_url` is the server's own Redis,
-    /// used by `session.redis` when `options.host` is empty. No I/O happens here.
+    /// used by `session.redis` when `options.host` is empty. No I/O happens here. The provider
+    /// is reached with the system's trust roots; see [`Oidc::with_http_client`].
     pub fn from_config(config: &Value, redis_url: Option<&str>) -> anyhow::Result<Oidc> {
         let config = OidcConfig::deserialize(config).context("oidcAuthorizationCode")?;
         let field = |name: &str| format!("oidcAuthorizationCode.{name}");
@@ -379,7 +384,7 @@ impl Oidc {
             ),
         };
         let issuer_url = config.issuer_url.trim().trim_end_matches('/').to_string();
-        require_http(&issuer_url, &field("issuerUrl"))?;
+        require_http_url(&issuer_url, &field("issuerUrl"))?;
         let app_url = config.app_url.trim().to_string();
         let (app_origin, app_base) = split_url(&app_url)
             .with_context(|| format!("{}: {app_url:?} is not an absolute http(s) URL", field("appUrl")))?;
@@ -444,7 +449,7 @@ impl Oidc {
             ("jwksUri", &overrides.jwks_uri),
         ] {
             if let Some(url) = url {
-                require_http(url, &field(&format!("discoveryOverride.{name}")))?;
+                require_http_url(url, &field(&format!("discoveryOverride.{name}")))?;
             }
         }
         let discovery_ttl = match config.discovery_poll_interval.as_deref() {
@@ -581,7 +586,14 @@ impl Oidc {
             fail_on_fetch_failure: session.fail_on_fetch_failure,
             store,
             provider: tokio::sync::Mutex::new(None),
+            http: HttpClient::default(),
         })
+    }
+
+    /// Reaches the provider with `http` (e.g. one that also trusts private CAs).
+    pub fn with_http_client(mut self, http: HttpClient) -> Oidc {
+        self.http = http;
+        self
     }
 
     /// Decides one request: the callback, the logout path, a request with a session, or the
@@ -821,6 +833,7 @@ impl Oidc {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let body = form_encode(&form).into_bytes();
         let response = http(
+            &self.http,
             "POST",
             &provider.token_endpoint,
             &headers,
@@ -882,7 +895,7 @@ impl Oidc {
             }
         }
         let url = format!("{}/.well-known/openid-configuration", self.issuer_url);
-        let response = http("GET", &url, &[("accept", "application/json")], None).await?;
+        let response = http(&self.http, "GET", &url, &[("accept", "application/json")], None).await?;
         if response.status != 200 {
             return Err(FlowError::Unavailable(format!("{url} answered {}", response.status)));
         }
@@ -896,7 +909,7 @@ impl Oidc {
             )));
         }
         let jwks_uri = self.overrides.jwks_uri.clone().unwrap_or(document.jwks_uri);
-        let response = http("GET", &jwks_uri, &[("accept", "application/json")], None).await?;
+        let response = http(&self.http, "GET", &jwks_uri, &[("accept", "application/json")], None).await?;
         if response.status != 200 {
             return Err(FlowError::Unavailable(format!(
                 "{jwks_uri} answered {}",
@@ -921,7 +934,7 @@ impl Oidc {
             fetched: Instant::now(),
         });
         for endpoint in [&provider.authorization_endpoint, &provider.token_endpoint] {
-            require_http(endpoint, "provider endpoint").map_err(|e| FlowError::Unavailable(format!("{e:#}")))?;
+            require_http_url(endpoint, "provider endpoint").map_err(|e| FlowError::Unavailable(format!("{e:#}")))?;
         }
         *slot = Some(provider.clone());
         Ok(provider)
@@ -1121,27 +1134,23 @@ impl MemoryMap {
 // === helpers ===
 
 async fn http(
+    client: &HttpClient,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
 ) -> Result<crate::httpc::Response, FlowError> {
-    require_http(url, "provider URL").map_err(|e| FlowError::Unavailable(format!("{e:#}")))?;
-    crate::httpc::request(method, url, None, headers, body, HTTP_TIMEOUT)
+    require_http_url(url, "provider URL").map_err(|e| FlowError::Unavailable(format!("{e:#}")))?;
+    client
+        .request(method, url, None, headers, body, HTTP_TIMEOUT)
         .await
-        .map_err(|e| FlowError::Unavailable(format!("{method} {url}: {e:#}")))
+        .map_err(|e| FlowError::Unavailable(format!("{e:#}")))
 }
 
-/// The provider is reached with [`crate::httpc`], which has no TLS: an `https://` URL would go
-/// in clear to port 80.
-fn require_http(url: &str, field: &str) -> anyhow::Result<()> {
-    if url.starts_with("https://") {
-        bail!(
-            "{field}: {url:?}: https is not supported yet (the server's HTTP client has no TLS); use an http:// URL on a trusted network"
-        );
-    }
+/// Provider URLs are `http://` or `https://` (TLS, never downgraded); other schemes are refused.
+fn require_http_url(url: &str, field: &str) -> anyhow::Result<()> {
     if split_url(url).is_none() {
-        bail!("{field}: {url:?} is not an absolute http URL");
+        bail!("{field}: {url:?} is not an absolute http(s) URL");
     }
     Ok(())
 }
@@ -1332,11 +1341,23 @@ mod tests {
             oidc.cookies.set("__session", "v", Some(5), false),
             "__session=v; Max-Age=5; Path=/; Secure; HttpOnly; SameSite=Lax"
         );
+        // https providers are reached over TLS.
+        let https = mk_config(serde_json::json!({
+            "issuerUrl": "https://idp.example/", "discoveryOverride": {"jwksUri": "https://idp.example/keys"},
+        }));
+        assert_eq!(
+            Oidc::from_config(&https, None).unwrap().issuer_url,
+            "https://idp.example"
+        );
         let cases = [
             (serde_json::json!({"clientSecret": null}), "clientSecret: missing"),
             (
-                serde_json::json!({"issuerUrl": "https://idp.example"}),
-                "https is not supported",
+                serde_json::json!({"issuerUrl": "ftp://idp.example"}),
+                "issuerUrl: \"ftp://idp.example\" is not an absolute http(s) URL",
+            ),
+            (
+                serde_json::json!({"discoveryOverride": {"tokenEndpoint": "idp.example/token"}}),
+                "discoveryOverride.tokenEndpoint",
             ),
             (serde_json::json!({"appUrl": "app.example"}), "appUrl"),
             (serde_json::json!({"callbackPath": "cb"}), "callbackPath"),

@@ -18,6 +18,7 @@ use trellis_extauth::{
 use super::jwks::RemoteJwks;
 use super::passthrough::PassThrough;
 use super::{ldap, oidc};
+use crate::httpc::HttpClient;
 
 /// The context extension Envoy sets per route to pick the auth config.
 pub const CONFIG_ID: &str = "config_id";
@@ -56,6 +57,8 @@ enum Run {
 #[derive(Default)]
 pub struct Shared {
     redis: Option<String>,
+    /// Fetches remote key sets and reaches OIDC providers (trusting `--ca-file` for https).
+    http: HttpClient,
     jwks: Cache<(String, Duration), RemoteJwks>,
     pass_through: Cache<PassThroughGrpc, PassThrough>,
     ldap: Cache<String, ldap::Ldap>,
@@ -63,9 +66,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(redis: Option<String>) -> Shared {
+    pub fn new(redis: Option<String>, http: HttpClient) -> Shared {
         Shared {
             redis,
+            http,
             ..Default::default()
         }
     }
@@ -148,7 +152,7 @@ fn attach(evaluator: Evaluator, shared: &Shared, used: &mut Used) -> anyhow::Res
                 used.jwks.push(key.clone());
                 let keys = shared
                     .jwks
-                    .get_or_try(key, || Ok(RemoteJwks::new(url, *refresh_interval)))?;
+                    .get_or_try(key, || Ok(RemoteJwks::new(url, *refresh_interval, shared.http.clone())))?;
                 Run::RemoteJwt { validator, keys }
             }
             JwksSource::Local(_) => Run::Pure(Evaluator::Jwt(validator)),
@@ -162,11 +166,9 @@ fn attach(evaluator: Evaluator, shared: &Shared, used: &mut Used) -> anyhow::Res
             let key = config.to_string();
             used.oidc.push(key.clone());
             let redis = shared.redis.as_deref();
-            Run::Oidc(
-                shared
-                    .oidc
-                    .get_or_try(key, || oidc::Oidc::from_config(&config, redis))?,
-            )
+            Run::Oidc(shared.oidc.get_or_try(key, || {
+                Ok(oidc::Oidc::from_config(&config, redis)?.with_http_client(shared.http.clone()))
+            })?)
         }
         Evaluator::PassThrough(settings) => {
             used.pass_through.push(settings.clone());

@@ -61,6 +61,11 @@ fn jwt_config(name: &str, jwks_url: &str) -> Value {
 
 /// Starts an instance serving `configs` (id -> spec); it stops when the test's runtime ends.
 async fn start(configs: Vec<(&str, Value)>) -> SocketAddr {
+    start_with_admin(configs, None).await
+}
+
+/// The same, with metrics served on `admin`.
+async fn start_with_admin(configs: Vec<(&str, Value)>, admin: Option<SocketAddr>) -> SocketAddr {
     let document =
         json!({"configs": configs.into_iter().map(|(id, spec)| json!({"id": id, "spec": spec})).collect::<Vec<_>>()});
     let dir = std::env::temp_dir().join(format!("trellis-extauth-{}-{}", std::process::id(), unique()));
@@ -80,6 +85,7 @@ async fn start(configs: Vec<(&str, Value)>) -> SocketAddr {
             namespace: "gloo-mesh".into(),
             advertise: None,
         },
+        admin_addr: admin,
     };
     tokio::spawn(async move { serve(args, listener, std::future::pending()).await.unwrap() });
     // Once it answers a check it has read its file.
@@ -472,4 +478,37 @@ async fn malformed_credentials_get_a_plain_401_and_the_service_keeps_answering()
     )
     .await;
     assert_eq!(still, allow(&[("x-user-id", "user")]));
+}
+
+#[tokio::test]
+async fn metrics_count_checks_by_config_outcome_and_status() {
+    let admin: SocketAddr = format!("127.0.0.1:{}", trellis::process::free_port()).parse().unwrap();
+    let address = start_with_admin(
+        vec![("demo.basic", json!({"configs": [basic_config("basic1")]}))],
+        Some(admin),
+    )
+    .await;
+    let mut client = client(address).await;
+    check(
+        &mut client,
+        request("demo.basic", "GET", "/", &[("authorization", &basic("user:wrong"))]),
+    )
+    .await;
+    check(
+        &mut client,
+        request("demo.basic", "GET", "/", &[("authorization", &basic("user:wrong"))]),
+    )
+    .await;
+    let metrics = trellis::httpc::get(&format!("http://{admin}/metrics"), std::time::Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics.contains("trellis_ext_auth_checks_total{config_id=\"demo.basic\",outcome=\"deny\",status=\"401\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("trellis_ext_auth_check_duration_seconds_count"),
+        "{metrics}"
+    );
 }

@@ -47,6 +47,9 @@ pub struct ExtAuthArgs {
     pub ca_files: Vec<PathBuf>,
     #[command(flatten)]
     pub link: crate::addon_client::AgentLinkArgs,
+    /// Serve Prometheus metrics at `/metrics` here (off when unset).
+    #[arg(long)]
+    pub admin_addr: Option<SocketAddr>,
 }
 
 pub async fn run(args: ExtAuthArgs) -> anyhow::Result<()> {
@@ -87,8 +90,16 @@ pub async fn serve(
             shared,
         )));
     }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = service::CheckMetrics::register(&mut registry);
+    if let Some(addr) = args.admin_addr {
+        let bound = crate::addon_metrics::serve(addr, registry).await?;
+        tracing::info!(admin = %bound, "metrics at /metrics");
+    }
     let served = tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(service::ExtAuthService::new(receiver)))
+        .add_service(AuthorizationServer::new(service::ExtAuthService::new(
+            receiver, metrics,
+        )))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await;
     for task in tasks {

@@ -11,6 +11,37 @@ use crate::jwt::JwtError;
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
     pub(crate) keys: Vec<Jwk>,
+    /// SHA-256 of tokens whose signature a key of this set verified. Clients send the same
+    /// bearer token many times, and a signature check costs 50-100 µs (ES256, RS256) where this
+    /// lookup costs about one: at a few thousand checks a second that is a core. The set belongs
+    /// to these keys, so a refreshed key set (a key withdrawn) starts empty; only successes are
+    /// kept (nobody can fill it without valid signatures), and it is cleared when full.
+    pub(crate) verified: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>,
+}
+
+/// Verified signatures a key set remembers before it starts over.
+const VERIFIED_CAPACITY: usize = 16_384;
+
+impl Jwks {
+    pub(crate) fn token_digest(token: &str) -> [u8; 32] {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
+    pub(crate) fn was_verified(&self, digest: &[u8; 32]) -> bool {
+        self.verified.lock().map(|set| set.contains(digest)).unwrap_or(false)
+    }
+
+    pub(crate) fn remember_verified(&self, digest: [u8; 32]) {
+        if let Ok(mut set) = self.verified.lock() {
+            if set.len() >= VERIFIED_CAPACITY {
+                set.clear();
+            }
+            set.insert(digest);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +104,10 @@ impl Jwks {
                 "no usable RSA or EC (P-256, P-384) signing key".into(),
             ));
         }
-        Ok(Jwks { keys })
+        Ok(Jwks {
+            keys,
+            verified: Default::default(),
+        })
     }
 
     pub fn len(&self) -> usize {

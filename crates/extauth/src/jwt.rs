@@ -125,6 +125,35 @@ pub fn verify_jwt(token: &str, jwks: &Jwks, expect: &JwtExpectations, now: u64) 
     }
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
     let algorithm = Algorithm::from_name(alg).ok_or_else(|| JwtError::UnsupportedAlgorithm(alg.to_string()))?;
+    let digest = Jwks::token_digest(token);
+    if !jwks.was_verified(&digest) {
+        verify_signature(
+            token,
+            header_b64,
+            payload_b64,
+            signature_b64,
+            &header,
+            alg,
+            algorithm,
+            jwks,
+        )?;
+        jwks.remember_verified(digest);
+    }
+    check_claims(payload_b64, expect, now)
+}
+
+/// The signature check: a key of `jwks` that fits the token's `kid` and algorithm verifies it.
+#[allow(clippy::too_many_arguments)]
+fn verify_signature(
+    token: &str,
+    header_b64: &str,
+    payload_b64: &str,
+    signature_b64: &str,
+    header: &Claims,
+    alg: &str,
+    algorithm: Algorithm,
+    jwks: &Jwks,
+) -> Result<(), JwtError> {
     let signature = b64url(signature_b64).ok_or(JwtError::Malformed("signature is not base64url"))?;
     let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
 
@@ -147,7 +176,11 @@ pub fn verify_jwt(token: &str, jwks: &Jwks, expect: &JwtExpectations, now: u64) 
     if !candidates.any(|key| algorithm.verify(&key.material, signed, &signature)) {
         return Err(JwtError::BadSignature);
     }
+    Ok(())
+}
 
+/// Time, issuer and audience checks of a verified token's payload.
+fn check_claims(payload_b64: &str, expect: &JwtExpectations, now: u64) -> Result<Claims, JwtError> {
     let claims: Claims = decode_json(payload_b64).ok_or(JwtError::Malformed("payload is not base64url JSON"))?;
     let now = now as f64;
     if let Some(exp) = claims.get("exp") {

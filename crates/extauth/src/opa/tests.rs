@@ -1,5 +1,3 @@
-use std::time::Instant;
-
 use super::*;
 
 const GLOO_V0: &str = r#"
@@ -115,23 +113,15 @@ fn builds_the_envoy_plugin_input_shape() {
     );
 }
 
+/// The prepared engine is reused from a pool: repeated checks keep giving the same answer.
+/// (Their cost is measured by `scripts/bench-addons`, not here.)
 #[test]
-fn one_check_costs_well_under_a_millisecond() {
+fn a_prepared_policy_answers_the_same_every_time() {
     let gloo = policy("data.test.allow == true", "p.rego", GLOO_V0);
-    let input = request(
-        "GET",
-        "/api/pets/1",
-        &[("authorization", "Bearer x"), ("user-agent", "curl")],
-    );
-    gloo.check(&input);
-    let runs = 200;
-    let start = Instant::now();
-    for _ in 0..runs {
-        assert!(gloo.check(&input).is_allow());
+    let allowed = request("GET", "/api/pets/1", &[("authorization", "Bearer x")]);
+    let refused = request("DELETE", "/api/pets/1", &[("authorization", "Bearer x")]);
+    for _ in 0..50 {
+        assert!(gloo.check(&allowed).is_allow());
+        assert!(!gloo.check(&refused).is_allow());
     }
-    let each = start.elapsed() / runs;
-    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
-    println!("one OPA check: {each:?} ({build} build)");
-    // Generous for an unoptimised build on a busy 2-core machine; release is far below.
-    assert!(each < Duration::from_millis(20), "{each:?}");
 }

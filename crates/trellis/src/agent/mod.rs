@@ -155,7 +155,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let xds = tonic::transport::Server::builder()
         .add_service(ads.into_service())
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(xds_listener),
+            tonic::transport::server::TcpIncoming::from(xds_listener).with_nodelay(Some(true)),
             crate::process::shutdown_signal(),
         );
     tokio::select! {

@@ -96,11 +96,16 @@ pub async fn serve(
         let bound = crate::addon_metrics::serve(addr, registry).await?;
         tracing::info!(admin = %bound, "metrics at /metrics");
     }
+    // Answers are small HTTP/2 frames: without TCP_NODELAY, Nagle holds each one until the
+    // peer's delayed ACK, adding a millisecond or more to every check.
     let served = tonic::transport::Server::builder()
         .add_service(AuthorizationServer::new(service::ExtAuthService::new(
             receiver, metrics,
         )))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     for task in tasks {
         task.abort();

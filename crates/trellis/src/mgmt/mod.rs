@@ -83,7 +83,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
             None => {
                 builder
                     .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(relay),
+                        tonic::transport::server::TcpIncoming::from(relay).with_nodelay(Some(true)),
                         crate::process::shutdown_signal(),
                     )
                     .await

@@ -141,10 +141,12 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
         redis,
         metrics,
     };
+    // Answers are small HTTP/2 frames: without TCP_NODELAY, Nagle holds each one until the
+    // peer's delayed ACK, adding a millisecond or more to every check.
     tonic::transport::Server::builder()
         .add_service(RateLimitServiceServer::new(service))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             crate::process::shutdown_signal(),
         )
         .await?;

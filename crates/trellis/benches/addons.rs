@@ -15,17 +15,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/support/jwt_issuer.rs"]
+mod jwt_issuer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::json;
 use trellis::process::free_port;
 
@@ -39,35 +38,13 @@ struct Scenario {
     headers: Vec<(String, String)>,
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// An ES256 key, its JWKS and a token valid for an hour.
+/// An ES256 key set and a token valid for an hour.
 fn jwt_fixture() -> (String, String) {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-    let point = key.public_key().as_ref();
-    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256",
-        "x": b64url(&point[1..33]), "y": b64url(&point[33..65])}]});
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let header = b64url(
-        json!({"alg": "ES256", "typ": "JWT", "kid": "bench"})
-            .to_string()
-            .as_bytes(),
-    );
+    let issuer = jwt_issuer::Issuer::new("bench");
+    let now = jwt_issuer::unix_now();
     let claims =
         json!({"iss": "https://issuer.bench", "aud": "api", "sub": "bench-user", "iat": now, "exp": now + 3600});
-    let signing_input = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
-    let signature = key.sign(&rng, signing_input.as_bytes()).unwrap();
-    (
-        jwks.to_string(),
-        format!("{signing_input}.{}", b64url(signature.as_ref())),
-    )
+    (issuer.jwks().to_string(), issuer.sign(&claims))
 }
 
 fn auth_configs(jwks: &str) -> serde_json::Value {

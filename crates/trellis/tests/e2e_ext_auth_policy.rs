@@ -14,6 +14,8 @@
 mod common;
 #[path = "support/echo.rs"]
 mod echo;
+#[path = "support/jwt_issuer.rs"]
+mod jwt_issuer;
 #[path = "support/oidc_provider.rs"]
 mod oidc_provider;
 #[path = "support/slapd.rs"]
@@ -24,9 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use common::*;
 use echo::EchoWorkload;
+use jwt_issuer::Issuer;
 use oidc_provider::OidcProvider;
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 use slapd::Slapd;
 use trellis::httpc::Response;
@@ -289,7 +290,7 @@ async fn every_ext_auth_type_guards_its_route_through_real_envoy() {
     // The servers around the mesh.
     let directory = Slapd::start(&dir.join("slapd")).await;
     let provider = OidcProvider::start(&dir.join("oidc-provider"), CLIENT_ID, CLIENT_SECRET, CALLBACK).await;
-    let issuer = Issuer::new();
+    let issuer = Issuer::new("e2e-1");
     let jwks_url = issuer.serve().await;
     let mut echo = EchoWorkload::start(&bin(), &agent, "demo", "echo", &logs).await;
 
@@ -343,7 +344,7 @@ async fn every_ext_auth_type_guards_its_route_through_real_envoy() {
         proxy: format!("127.0.0.1:{}", mesh.app("frontend").outbound_port),
     };
     let alice_apr = basic("alice:alice-pw");
-    let token = issuer.token(&issuer.claims("alice"));
+    let token = issuer.sign(&claims("alice"));
 
     // In effect once every guarded route lets good credentials through to the echo workload
     // (Envoy has the routes and filters, ext-auth has every config) and OIDC starts a login.
@@ -520,17 +521,17 @@ async fn jwt(t: &Tester<'_>, issuer: &Issuer) {
     let bearer = |token: &str| format!("Bearer {token}");
     t.refused("/jwt", &[], 401, Some("Bearer")).await;
     let invalid = "Bearer error=\"invalid_token\"";
-    let mut wrong_audience = issuer.claims("alice");
+    let mut wrong_audience = claims("alice");
     wrong_audience["aud"] = json!("other-api");
-    let mut wrong_issuer = issuer.claims("alice");
+    let mut wrong_issuer = claims("alice");
     wrong_issuer["iss"] = json!("https://evil.example");
-    let mut expired = issuer.claims("alice");
+    let mut expired = claims("alice");
     expired["exp"] = json!(now() - 3600);
     let cases = [
-        ("wrong audience", issuer.token(&wrong_audience)),
-        ("wrong issuer", issuer.token(&wrong_issuer)),
-        ("expired", issuer.token(&expired)),
-        ("another signer", Issuer::new().token(&issuer.claims("alice"))),
+        ("wrong audience", issuer.sign(&wrong_audience)),
+        ("wrong issuer", issuer.sign(&wrong_issuer)),
+        ("expired", issuer.sign(&expired)),
+        ("another signer", Issuer::new("e2e-1").sign(&claims("alice"))),
     ];
     for (what, token) in cases {
         let response = t.get("/jwt", &[("authorization", &bearer(&token))]).await;
@@ -538,10 +539,7 @@ async fn jwt(t: &Tester<'_>, issuer: &Issuer) {
         assert_eq!(response.header("www-authenticate"), Some(invalid), "{what}");
     }
     let seen = t
-        .allowed(
-            "/jwt",
-            &[("authorization", &bearer(&issuer.token(&issuer.claims("alice"))))],
-        )
+        .allowed("/jwt", &[("authorization", &bearer(&issuer.sign(&claims("alice"))))])
         .await;
     assert_eq!(seen["x-user"], "alice");
     assert_eq!(seen["x-email"], "alice@example.org");
@@ -703,7 +701,7 @@ async fn malformed(t: &Tester<'_>, issuer: &Issuer) {
     let long_bearer = format!("Bearer {}", "a.".repeat(10 * 1024));
     let long_key = "k".repeat(20 * 1024);
     let two_segments = {
-        let token = issuer.token(&issuer.claims("alice"));
+        let token = issuer.sign(&claims("alice"));
         token.rsplit_once('.').unwrap().0.to_string()
     };
     let cases: Vec<(&str, &str, String, u16)> = vec![
@@ -858,57 +856,14 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Signs ES256 tokens and serves its key set over HTTP.
-struct Issuer {
-    key: EcdsaKeyPair,
-}
-
-impl Issuer {
-    fn new() -> Issuer {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        Issuer {
-            key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap(),
-        }
-    }
-
-    fn claims(&self, sub: &str) -> Value {
-        json!({
-            "iss": JWT_ISSUER,
-            "aud": JWT_AUDIENCE,
-            "sub": sub,
-            "email": format!("{sub}@example.org"),
-            "iat": now(),
-            "exp": now() + 600,
-        })
-    }
-
-    fn token(&self, claims: &Value) -> String {
-        let header = json!({"alg": "ES256", "kid": "e2e-1", "typ": "JWT"});
-        let signed = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let signature = self.key.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
-        format!("{signed}.{}", b64(signature.as_ref()))
-    }
-
-    /// Serves the key set at `http://127.0.0.1:<port>/jwks.json`; returns that URL.
-    async fn serve(&self) -> String {
-        let point = self.key.public_key().as_ref();
-        let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "e2e-1", "use": "sig", "alg": "ES256", "x": b64(&point[1..33]), "y": b64(&point[33..])}]});
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || async move { axum::Json(jwks) }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        format!("http://{address}/jwks.json")
-    }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+/// The claims of a good token for `sub`.
+fn claims(sub: &str) -> Value {
+    json!({
+        "iss": JWT_ISSUER,
+        "aud": JWT_AUDIENCE,
+        "sub": sub,
+        "email": format!("{sub}@example.org"),
+        "iat": now(),
+        "exp": now() + 600,
+    })
 }

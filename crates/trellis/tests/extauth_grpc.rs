@@ -2,16 +2,18 @@
 //! ext_authz filter calls it: basic, API key, JWT with a remote key set, OPA, passthrough to a
 //! second instance, boolean expressions, and malformed credentials.
 
+#[path = "support/jwt_issuer.rs"]
+mod jwt_issuer;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use jwt_issuer::Issuer;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 use trellis::addon_client::AgentLinkArgs;
@@ -169,60 +171,6 @@ fn basic_challenge() -> (i32, Outcome) {
     deny(UNAUTHENTICATED, 401, &[("www-authenticate", "Basic realm=\"trellis\"")])
 }
 
-// === JWT issuer ===
-
-struct Issuer {
-    key: EcdsaKeyPair,
-}
-
-impl Issuer {
-    fn new() -> Issuer {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        Issuer {
-            key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap(),
-        }
-    }
-
-    fn jwks(&self) -> Value {
-        let point = self.key.public_key().as_ref();
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..])}]})
-    }
-
-    fn token(&self, expires_in: i64) -> String {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let header = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
-        let claims = json!({"iss": "https://issuer.example", "aud": "api", "sub": "alice", "exp": now + expires_in});
-        let signed = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let signature = self.key.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
-        format!("{signed}.{}", b64(signature.as_ref()))
-    }
-
-    /// Serves the key set at `http://<address>/jwks.json`.
-    async fn serve(&self) -> String {
-        let jwks = self.jwks();
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || async move { axum::Json(jwks) }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        format!("http://{address}/jwks.json")
-    }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// A loopback port nothing listens on.
 async fn closed_port() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -269,7 +217,7 @@ async fn api_keys_allow_known_keys_and_say_nothing_about_the_others() {
 
 #[tokio::test]
 async fn jwt_is_verified_with_the_remote_key_set() {
-    let issuer = Issuer::new();
+    let issuer = Issuer::new("k1");
     let jwks_url = issuer.serve().await;
     let unreachable = format!("http://{}/jwks.json", closed_port().await);
     let address = start(vec![
@@ -284,16 +232,32 @@ async fn jwt_is_verified_with_the_remote_key_set() {
         &[("www-authenticate", "Bearer error=\"invalid_token\"")],
     );
     let cases = [
-        ("demo.jwt", Some(issuer.token(300)), allow(&[("x-user", "alice")])),
-        ("demo.jwt", Some(issuer.token(-120)), invalid.clone()),
-        ("demo.jwt", Some(Issuer::new().token(300)), invalid.clone()),
+        (
+            "demo.jwt",
+            Some(issuer.token("https://issuer.example", 300)),
+            allow(&[("x-user", "alice")]),
+        ),
+        (
+            "demo.jwt",
+            Some(issuer.token("https://issuer.example", -120)),
+            invalid.clone(),
+        ),
+        (
+            "demo.jwt",
+            Some(Issuer::new("k1").token("https://issuer.example", 300)),
+            invalid.clone(),
+        ),
         (
             "demo.jwt",
             None,
             deny(UNAUTHENTICATED, 401, &[("www-authenticate", "Bearer")]),
         ),
         // No key set can be fetched: fail closed.
-        ("demo.jwt-down", Some(issuer.token(300)), invalid.clone()),
+        (
+            "demo.jwt-down",
+            Some(issuer.token("https://issuer.example", 300)),
+            invalid.clone(),
+        ),
     ];
     for (config_id, token, expected) in cases {
         let authorization = token.map(|t| format!("Bearer {t}"));
@@ -430,7 +394,7 @@ async fn unknown_or_missing_config_ids_are_denied() {
 
 #[tokio::test]
 async fn malformed_credentials_get_a_plain_401_and_the_service_keeps_answering() {
-    let issuer = Issuer::new();
+    let issuer = Issuer::new("k1");
     let jwks_url = issuer.serve().await;
     let address = start(vec![
         ("demo.basic", json!({"configs": [basic_config("basic1")]})),

@@ -6,6 +6,9 @@
 //! The OIDC part stops at the login redirect (discovery and JWKS fetched over https); the code
 //! exchange goes through the same client, and the full flow runs over http in extauth_oidc.rs.
 
+#[path = "support/jwt_issuer.rs"]
+mod jwt_issuer;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,13 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use clap::Parser as _;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use jwt_issuer::Issuer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::transport::Channel;
@@ -124,47 +125,6 @@ async fn identity_provider(ca: &Authority, issuer: &Issuer) -> HttpsServer {
         ])
     })
     .await
-}
-
-// === JWT issuer ===
-
-struct Issuer {
-    key: EcdsaKeyPair,
-}
-
-impl Issuer {
-    fn new() -> Issuer {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        Issuer {
-            key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap(),
-        }
-    }
-
-    fn jwks(&self) -> Value {
-        let point = self.key.public_key().as_ref();
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "x": b64(&point[1..33]), "y": b64(&point[33..])}]})
-    }
-
-    fn token(&self, expires_in: i64) -> String {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let header = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
-        let claims = json!({"iss": ISSUER, "aud": "api", "sub": "alice", "exp": now + expires_in});
-        let signed = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let signature = self.key.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
-        format!("{signed}.{}", b64(signature.as_ref()))
-    }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 // === the ext-auth service ===
@@ -304,7 +264,7 @@ fn log_lines(needle: &str) -> Vec<String> {
 async fn ca_file_makes_https_key_sets_and_oidc_providers_trusted() {
     logs();
     let ca = authority("extauth-https test CA");
-    let issuer = Issuer::new();
+    let issuer = Issuer::new("k1");
     let idp = identity_provider(&ca, &issuer).await;
     // One CA alone and a bundle (another CA, then ours): the flag is repeatable, bundles work.
     let dir = test_dir("trusted");
@@ -318,14 +278,14 @@ async fn ca_file_makes_https_key_sets_and_oidc_providers_trusted() {
     .unwrap();
     let mut client = start_ext_auth(&dir, &configs(&idp), &[other, bundle]).await;
 
-    let token = format!("Bearer {}", issuer.token(300));
+    let token = format!("Bearer {}", issuer.token(ISSUER, 300));
     assert_eq!(
         check(&mut client, "demo.jwt", &[("authorization", &token)]).await,
         Outcome::Allow {
             upstream_headers: vec![("x-user".into(), "alice".into())]
         }
     );
-    let forged = format!("Bearer {}", Issuer::new().token(300));
+    let forged = format!("Bearer {}", Issuer::new("k1").token(ISSUER, 300));
     assert_eq!(
         deny_status(&check(&mut client, "demo.jwt", &[("authorization", &forged)]).await),
         401
@@ -348,13 +308,13 @@ async fn ca_file_makes_https_key_sets_and_oidc_providers_trusted() {
 async fn without_the_ca_https_fails_closed_and_the_log_says_why() {
     logs();
     let ca = authority("extauth-https untrusted CA");
-    let issuer = Issuer::new();
+    let issuer = Issuer::new("k1");
     let idp = identity_provider(&ca, &issuer).await;
     let dir = test_dir("untrusted");
     let mut client = start_ext_auth(&dir, &configs(&idp), &[]).await;
 
     // The key set cannot be fetched: the token is refused, as with an unreachable issuer.
-    let token = format!("Bearer {}", issuer.token(300));
+    let token = format!("Bearer {}", issuer.token(ISSUER, 300));
     let outcome = check(&mut client, "demo.jwt", &[("authorization", &token)]).await;
     assert_eq!(deny_status(&outcome), 401, "{outcome:?}");
     // The provider cannot be reached: 503, no login started.

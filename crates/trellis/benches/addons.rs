@@ -63,20 +63,6 @@ fn auth_configs(jwks: &str) -> serde_json::Value {
     ]})
 }
 
-fn cluster(name: &str, port: u16, http2: bool) -> serde_json::Value {
-    let mut cluster = json!({
-        "name": name, "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
-    });
-    if http2 {
-        cluster["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}
-        }});
-    }
-    cluster
-}
-
 /// A listener in front of the app; `filter` is the add-on filter (none for the baseline).
 fn listener(
     name: &str,
@@ -334,7 +320,7 @@ async fn main() {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
             "listeners": listeners,
-            "clusters": [cluster("app", app, false), cluster("ext_auth", ext_auth, true), cluster("rls", rls, true)]
+            "clusters": [common::envoy_static_cluster("app", app, false), common::envoy_static_cluster("ext_auth", ext_auth, true), common::envoy_static_cluster("rls", rls, true)]
         }
     });
     std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();

@@ -38,20 +38,6 @@ fn listener(name: &str, port: u16, fail_closed: bool) -> serde_json::Value {
     })
 }
 
-fn cluster(name: &str, port: u16, http2: bool) -> serde_json::Value {
-    let mut cluster = serde_json::json!({
-        "name": name, "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
-    });
-    if http2 {
-        cluster["typed_extension_protocol_options"] = serde_json::json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}
-        }});
-    }
-    cluster
-}
-
 async fn get(port: u16, key: &str) -> trellis::httpc::Response {
     trellis::httpc::request(
         "GET",
@@ -108,7 +94,7 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
             "listeners": [listener("open", open_port, false), listener("closed", closed_port, true)],
-            "clusters": [cluster("rls", rls_port, true), cluster("app", app_port, false)]
+            "clusters": [envoy_static_cluster("rls", rls_port, true), envoy_static_cluster("app", app_port, false)]
         }
     });
     std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();

@@ -550,3 +550,18 @@ pub async fn with_minute_left(seconds: u64) {
         tokio::time::sleep(Duration::from_secs(61 - second)).await;
     }
 }
+
+/// A static Envoy cluster (bootstrap JSON) to one loopback port; `http2` for gRPC servers.
+pub fn envoy_static_cluster(name: &str, port: u16, http2: bool) -> serde_json::Value {
+    let mut cluster = serde_json::json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
+    });
+    if http2 {
+        cluster["typed_extension_protocol_options"] = serde_json::json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}
+        }});
+    }
+    cluster
+}

@@ -72,6 +72,13 @@ pub(crate) fn ext_auth_server(problems: &mut Problems, spec: &ExtAuthServerSpec)
             format!("{status} is not an HTTP status (200-599)"),
         );
     }
+    if spec.request_body.is_some() {
+        push(
+            problems,
+            "spec.requestBody",
+            "is not supported yet: checks see headers only",
+        );
+    }
     if spec.http_service.is_some() {
         push(
             problems,
@@ -158,6 +165,13 @@ pub(crate) fn rate_limit_server_config(problems: &mut Problems, spec: &RateLimit
 }
 
 pub(crate) fn rate_limit_server_settings(problems: &mut Problems, spec: &RateLimitServerSettingsSpec) {
+    if spec.enable_x_ratelimit_headers == Some(false) {
+        push(
+            problems,
+            "spec.enableXRatelimitHeaders",
+            "false is not supported yet: the x-ratelimit headers are always sent",
+        );
+    }
     check_server(problems, "spec.destinationServer", &spec.destination_server);
     check_duration(problems, "spec.requestTimeout", &spec.request_timeout);
 }
@@ -194,7 +208,26 @@ fn action(problems: &mut Problems, field: &str, action: &RateLimitAction) {
             "headerName and descriptorKey are required",
         );
     }
+    if let Some(generic) = &action.generic_key
+        && generic.descriptor_value.is_empty()
+    {
+        push(problems, format!("{field}.genericKey.descriptorValue"), "is required");
+    }
     if let Some(matcher) = &action.header_value_match {
+        if matcher.descriptor_value.is_empty() {
+            push(
+                problems,
+                format!("{field}.headerValueMatch.descriptorValue"),
+                "is required",
+            );
+        }
+        if matcher.headers.is_empty() {
+            push(
+                problems,
+                format!("{field}.headerValueMatch.headers"),
+                "must list at least one header",
+            );
+        }
         for (index, header) in matcher.headers.iter().enumerate() {
             let given = [
                 header.exact_match.is_some(),
@@ -223,6 +256,13 @@ fn client_config(problems: &mut Problems, field: &str, raw: &RawClientConfig) {
         let here = format!("{field}.rateLimits[{index}]");
         if limits.actions.is_empty() == limits.set_actions.is_empty() {
             push(problems, &here, "set one of actions and setActions");
+        }
+        if limits.limit.is_some() {
+            push(
+                problems,
+                format!("{here}.limit"),
+                "is not supported yet (dynamic limits)",
+            );
         }
         for (i, a) in limits.actions.iter().enumerate() {
             action(problems, &format!("{here}.actions[{i}]"), a);

@@ -38,7 +38,8 @@ struct ServerUse {
     /// `Kind/namespace/name` of the ExtAuthServer or RateLimitServerSettings.
     resource: String,
     kind: AddonKind,
-    service: (String, String),
+    /// (namespace, name) of the add-on service; `None` for a server that does not exist.
+    service: Option<(String, String)>,
     port: Option<u32>,
     timeout_ms: u64,
     fail_open: bool,
@@ -191,7 +192,7 @@ impl Addons {
             name: name.clone(),
             resource: resource.key().to_string(),
             kind,
-            service: service_of(destination, default_service, resource),
+            service: Some(service_of(destination, default_service, resource)),
             port: destination
                 .as_ref()
                 .and_then(|s| s.port.as_ref())
@@ -219,16 +220,27 @@ impl Addons {
             .servers
             .iter()
             .map(|server| {
+                let Some((namespace, name)) = &server.service else {
+                    // A server that does not exist: no endpoint, the policy's warning says why.
+                    return AddonServer {
+                        name: server.name.clone(),
+                        kind: server.kind,
+                        endpoint: None,
+                        timeout_ms: server.timeout_ms,
+                        fail_open: server.fail_open,
+                        status_on_error: server.status_on_error,
+                    };
+                };
                 let endpoint = registered
                     .iter()
-                    .find(|a| (a.namespace.as_str(), a.name.as_str()) == (server.service.0.as_str(), server.service.1.as_str())
-                        && server.port.is_none_or(|p| p == u32::from(a.port)))
+                    .find(|a| {
+                        (&a.namespace, &a.name) == (namespace, name) && server.port.is_none_or(|p| p == u32::from(a.port))
+                    })
                     .map(|a| AddonEndpoint {
                         address: a.address.clone(),
                         port: a.port,
                     });
                 if endpoint.is_none() {
-                    let (namespace, name) = &server.service;
                     let failure = if server.fail_open { "let through" } else { "refused" };
                     warnings.add(
                         &server.resource,
@@ -268,10 +280,30 @@ fn ext_auth_policy(
         ..
     }) = find(snapshot, &server_key)
     else {
+        // Fail closed: the selected routes still get ext-auth, with a server that has no
+        // endpoint, so they are refused (403) until the ExtAuthServer exists, rather than
+        // served without auth.
         warnings.add(
             &key,
-            format!("spec.config.server: {server_key} does not exist; the policy applies nowhere"),
+            format!("spec.config.server: {server_key} does not exist; its routes are refused until it does"),
         );
+        let name = format!("ext-auth|missing/{server_key}");
+        addons.servers.push(ServerUse {
+            name: name.clone(),
+            resource: key.clone(),
+            kind: AddonKind::ExtAuth,
+            service: None,
+            port: None,
+            timeout_ms: DEFAULT_EXT_AUTH_TIMEOUT_MS,
+            fail_open: false,
+            status_on_error: None,
+        });
+        let binding = RouteExtAuth {
+            server: name,
+            context_extensions: BTreeMap::new(),
+        };
+        let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
+        claim_routes(outbound, selectors, resource, report, binding, |p| &mut p.ext_auth);
         return;
     };
     let server_resource = find(snapshot, &server_key).expect("found above");
@@ -373,6 +405,13 @@ fn resolve_auth_config(
         {
             let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
             let ns = reference.get("namespace").and_then(Value::as_str).unwrap_or(&namespace);
+            if ns != namespace {
+                warnings.add(
+                    key,
+                    format!("{field}.oauth2.oidcAuthorizationCode.clientSecretRef: {SECRETS_STAY_HOME}"),
+                );
+                continue;
+            }
             match secret(snapshot, ns, name).and_then(|s| s.value("client-secret")) {
                 Some(value) => oidc["clientSecret"] = Value::String(value),
                 None => warnings.add(
@@ -386,6 +425,10 @@ fn resolve_auth_config(
     }
     auth
 }
+
+/// Policies read Secrets of their own namespace only: whoever may write policies in one namespace
+/// must not be able to send another namespace's secrets to a server of their choosing.
+const SECRETS_STAY_HOME: &str = "a policy reads Secrets of its own namespace only; this one is ignored";
 
 fn secret<'s>(snapshot: &'s Snapshot, namespace: &str, name: &str) -> Option<&'s trellis_api::SecretSpec> {
     match find(snapshot, &format!("Secret/{namespace}/{name}")) {
@@ -428,6 +471,10 @@ fn api_keys(
     {
         let name = reference.get("name").and_then(Value::as_str).unwrap_or_default();
         let ns = reference.get("namespace").and_then(Value::as_str).unwrap_or(namespace);
+        if ns != namespace {
+            warnings.add(key, format!("{field}.apiKeyAuth.apiKeySecretRefs: {SECRETS_STAY_HOME}"));
+            continue;
+        }
         match find(snapshot, &format!("Secret/{ns}/{name}")) {
             Some(resource) if resource.kind() == Kind::Secret => selected.push(resource),
             _ => warnings.add(
@@ -596,12 +643,13 @@ fn action(action: &ApiAction) -> Option<RateLimitAction> {
             .headers
             .iter()
             .map(|h| {
-                let value = match (&h.exact_match, &h.regex_match) {
-                    (Some(exact), _) => ValueMatch::Exact(exact.clone()),
-                    (None, Some(regex)) => ValueMatch::Regex(regex.clone()),
-                    (None, None) => ValueMatch::Present,
+                let (value, absent) = match (&h.exact_match, &h.regex_match) {
+                    (Some(exact), _) => (ValueMatch::Exact(exact.clone()), false),
+                    (None, Some(regex)) => (ValueMatch::Regex(regex.clone()), false),
+                    // `presentMatch: false` asks for the header's absence.
+                    (None, None) => (ValueMatch::Present, h.present_match == Some(false)),
                 };
-                (h.name.clone(), value, h.invert_match)
+                (h.name.clone(), value, h.invert_match != absent)
             })
             .collect(),
     })

@@ -371,7 +371,7 @@ fn golden_addons() {
     // API keys travel as digests, from the policy's namespace only; Rego is inlined.
     let text = serde_json::to_string(&c1.addons).unwrap();
     assert!(
-        !text.contains("alice-secret-key") && !text.contains("mallory"),
+        !text.contains("alice-secret-key") && !text.contains("mallory-key"),
         "{text}"
     );
     let api_key = &c1
@@ -394,4 +394,14 @@ fn golden_addons() {
     assert!(admin["configs"][0]["opaAuth"]["regoModules"]["demo/admin-policy/policy.rego"].is_string());
     assert_eq!(t.statuses["ExtAuthPolicy/demo/api-key-again"].state, "FAILED");
     assert_eq!(t.statuses["RateLimitPolicy/demo/limit"].state, "ACCEPTED");
+    // A policy naming a missing server still guards its route, with a server that has no
+    // endpoint in any cluster (Envoy refuses: fail closed), and says so.
+    let typo = route("/typo").policies.ext_auth.as_ref().unwrap();
+    assert_eq!(endpoint(c1, &typo.server), None);
+    assert!(t.warnings["ExtAuthPolicy/demo/typo"][0].contains("does not exist"));
+    assert!(
+        t.warnings["ExtAuthPolicy/demo/api-key"]
+            .iter()
+            .any(|w| w.contains("own namespace"))
+    );
 }

@@ -4,9 +4,15 @@
 //! The walk is async and generic over the check of one config, so the server can run its
 //! evaluators (some of which do I/O) while the combining rules stay here, pure and tested:
 //! - each config runs at most once per request, however often the expression names it;
-//! - on allow, the upstream headers of every config that allowed are merged, in order;
+//! - on allow, the upstream headers of the configs on the branch that decided are merged, in
+//!   order (a config that allowed inside a branch that failed adds nothing);
 //! - on deny, the client gets the deny of the last config that denied (so basic auth's 401 and
-//!   its `www-authenticate` reach the browser), or a plain 403 when none did (`!basic1`).
+//!   its `www-authenticate` reach the browser), or a plain 403 when none did (`!basic1`);
+//! - a config that could not decide (a 5xx deny: its directory, provider or server is down) is an
+//!   error, not a "no": `!` does not turn it into an allow, and `&&` with it fails.
+//!
+//! Expressions are at most [`MAX_DEPTH`] levels deep and [`MAX_LENGTH`] bytes long, so a
+//! hostile config cannot exhaust the stack of whoever parses or evaluates it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,15 +41,27 @@ impl std::fmt::Display for ExprError {
     }
 }
 
+/// Deepest nesting of `!` and parentheses an expression may have.
+pub const MAX_DEPTH: usize = 32;
+/// Longest expression accepted, in bytes.
+pub const MAX_LENGTH: usize = 4096;
+
 impl Expr {
     /// Parses `text`; `names` are the configs' names, in order.
     pub fn parse(text: &str, names: &[String]) -> Result<Expr, ExprError> {
+        if text.len() > MAX_LENGTH {
+            return Err(ExprError {
+                position: MAX_LENGTH,
+                message: format!("longer than {MAX_LENGTH} bytes"),
+            });
+        }
         let tokens = tokenize(text)?;
         let mut parser = Parser {
             tokens: &tokens,
             next: 0,
             names,
             end: text.len(),
+            depth: 0,
         };
         let expr = parser.or()?;
         match parser.peek() {
@@ -71,31 +89,97 @@ impl Expr {
         let mut state = State {
             results: vec![None; count],
             last_deny: None,
+            last_error: None,
         };
-        let allowed = walk(self, &mut check, &mut state).await;
-        if allowed {
-            let upstream_headers = state
-                .results
-                .into_iter()
-                .flatten()
-                .flat_map(|outcome| match outcome {
-                    Outcome::Allow { upstream_headers } => upstream_headers,
-                    Outcome::Deny { .. } => Vec::new(),
-                })
-                .collect();
+        let truth = walk(self, &mut check, &mut state).await;
+        if truth == Truth::Yes {
+            let mut upstream_headers = Vec::new();
+            deciding_headers(self, &state.results, &mut upstream_headers);
             Outcome::Allow { upstream_headers }
+        } else if truth == Truth::Error {
+            // The answer is "could not decide": say so (503), not "no".
+            state
+                .last_error
+                .or(state.last_deny)
+                .unwrap_or_else(|| Outcome::deny(503))
         } else {
             state.last_deny.unwrap_or_else(|| Outcome::deny(403))
         }
     }
 }
 
+/// A config's answer inside an expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Truth {
+    Yes,
+    No,
+    /// The config could not decide (a 5xx deny): never turned into a yes.
+    Error,
+}
+
+impl Truth {
+    fn of(outcome: &Outcome) -> Truth {
+        match outcome {
+            Outcome::Allow { .. } => Truth::Yes,
+            Outcome::Deny { status, .. } if *status >= 500 => Truth::Error,
+            Outcome::Deny { .. } => Truth::No,
+        }
+    }
+}
+
+/// The upstream headers of the configs that made `expr` true, in order: both sides of an `&&`,
+/// the first true side of an `||`, nothing under a `!` (its inner configs said no).
+fn deciding_headers(expr: &Expr, results: &[Option<Outcome>], out: &mut Vec<(String, String)>) {
+    match expr {
+        Expr::Config(index) => {
+            if let Some(Some(Outcome::Allow { upstream_headers })) = results.get(*index) {
+                for header in upstream_headers {
+                    if !out.contains(header) {
+                        out.push(header.clone());
+                    }
+                }
+            }
+        }
+        Expr::Not(_) => {}
+        Expr::And(left, right) => {
+            deciding_headers(left, results, out);
+            deciding_headers(right, results, out);
+        }
+        Expr::Or(left, right) => {
+            let side = if settled_true(left, results) { left } else { right };
+            deciding_headers(side, results, out);
+        }
+    }
+}
+
+/// Whether `expr` evaluated to true, from the recorded results (unevaluated configs are false).
+fn settled_true(expr: &Expr, results: &[Option<Outcome>]) -> bool {
+    match expr {
+        Expr::Config(index) => matches!(results.get(*index), Some(Some(outcome)) if outcome.is_allow()),
+        Expr::Not(inner) => matches!(settled(inner, results), Some(Truth::No)),
+        Expr::And(left, right) => settled_true(left, results) && settled_true(right, results),
+        Expr::Or(left, right) => settled_true(left, results) || settled_true(right, results),
+    }
+}
+
+fn settled(expr: &Expr, results: &[Option<Outcome>]) -> Option<Truth> {
+    match expr {
+        Expr::Config(index) => results.get(*index)?.as_ref().map(Truth::of),
+        _ => Some(if settled_true(expr, results) {
+            Truth::Yes
+        } else {
+            Truth::No
+        }),
+    }
+}
+
 struct State {
     results: Vec<Option<Outcome>>,
     last_deny: Option<Outcome>,
+    last_error: Option<Outcome>,
 }
 
-type Walk<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+type Walk<'a> = Pin<Box<dyn Future<Output = Truth> + Send + 'a>>;
 
 fn walk<'a, F, Fut>(expr: &'a Expr, check: &'a mut F, state: &'a mut State) -> Walk<'a>
 where
@@ -106,21 +190,38 @@ where
         match expr {
             Expr::Config(index) => {
                 if let Some(Some(done)) = state.results.get(*index) {
-                    return done.is_allow();
+                    return Truth::of(done);
                 }
                 let outcome = check(*index).await;
-                let allowed = outcome.is_allow();
-                if !allowed {
-                    state.last_deny = Some(outcome.clone());
+                let truth = Truth::of(&outcome);
+                match truth {
+                    Truth::Yes => {}
+                    Truth::No => state.last_deny = Some(outcome.clone()),
+                    Truth::Error => state.last_error = Some(outcome.clone()),
                 }
                 if let Some(slot) = state.results.get_mut(*index) {
                     *slot = Some(outcome);
                 }
-                allowed
+                truth
             }
-            Expr::Not(inner) => !walk(inner, check, state).await,
-            Expr::And(left, right) => walk(left, check, state).await && walk(right, check, state).await,
-            Expr::Or(left, right) => walk(left, check, state).await || walk(right, check, state).await,
+            Expr::Not(inner) => match walk(inner, check, state).await {
+                Truth::Yes => Truth::No,
+                Truth::No => Truth::Yes,
+                Truth::Error => Truth::Error,
+            },
+            Expr::And(left, right) => match walk(left, check, state).await {
+                Truth::Yes => walk(right, check, state).await,
+                other => other,
+            },
+            Expr::Or(left, right) => match walk(left, check, state).await {
+                Truth::Yes => Truth::Yes,
+                // Another config may still authorize on its own; an error stays one otherwise.
+                first => match walk(right, check, state).await {
+                    Truth::Yes => Truth::Yes,
+                    Truth::No if first == Truth::Error => Truth::Error,
+                    second => second,
+                },
+            },
         }
     })
 }
@@ -195,9 +296,22 @@ struct Parser<'a> {
     next: usize,
     names: &'a [String],
     end: usize,
+    /// `!` and `(` currently open around the parse position.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
+    fn deeper(&mut self, position: usize) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ExprError {
+                position,
+                message: format!("nested more than {MAX_DEPTH} levels deep"),
+            });
+        }
+        Ok(())
+    }
+
     fn peek(&self) -> Option<(usize, &'a Token)> {
         self.tokens.get(self.next).map(|(p, t)| (*p, t))
     }
@@ -232,9 +346,16 @@ impl<'a> Parser<'a> {
         };
         self.next += 1;
         match token {
-            Token::Not => Ok(Expr::Not(Box::new(self.unary()?))),
+            Token::Not => {
+                self.deeper(position)?;
+                let inner = self.unary()?;
+                self.depth -= 1;
+                Ok(Expr::Not(Box::new(inner)))
+            }
             Token::Open => {
+                self.deeper(position)?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 match self.peek() {
                     Some((_, Token::Close)) => {
                         self.next += 1;

@@ -252,11 +252,11 @@ async fn jwt_is_verified_with_the_remote_key_set() {
             None,
             deny(UNAUTHENTICATED, 401, &[("www-authenticate", "Bearer")]),
         ),
-        // No key set can be fetched: fail closed.
+        // No key set can be fetched: fail closed, as undecided (503).
         (
             "demo.jwt-down",
             Some(issuer.token("https://issuer.example", 300)),
-            invalid.clone(),
+            deny(PERMISSION_DENIED, 503, &[]),
         ),
     ];
     for (config_id, token, expected) in cases {
@@ -303,7 +303,7 @@ async fn passthrough_returns_the_other_servers_answer_and_fails_closed_without_i
     let cases = [
         ("demo.pass", good.as_str(), allow(&[("x-user-id", "user")])),
         ("demo.pass", bad.as_str(), basic_challenge()),
-        ("demo.pass-down", good.as_str(), deny(PERMISSION_DENIED, 403, &[])),
+        ("demo.pass-down", good.as_str(), deny(PERMISSION_DENIED, 503, &[])),
     ];
     for (config_id, authorization, expected) in cases {
         let got = check(

@@ -313,10 +313,11 @@ async fn without_the_ca_https_fails_closed_and_the_log_says_why() {
     let dir = test_dir("untrusted");
     let mut client = start_ext_auth(&dir, &configs(&idp), &[]).await;
 
-    // The key set cannot be fetched: the token is refused, as with an unreachable issuer.
+    // The key set cannot be fetched: the token is refused as undecided (503), as with an
+    // unreachable issuer.
     let token = format!("Bearer {}", issuer.token(ISSUER, 300));
     let outcome = check(&mut client, "demo.jwt", &[("authorization", &token)]).await;
-    assert_eq!(deny_status(&outcome), 401, "{outcome:?}");
+    assert_eq!(deny_status(&outcome), 503, "{outcome:?}");
     // The provider cannot be reached: 503, no login started.
     assert_eq!(deny_status(&check(&mut client, "demo.oidc", &[]).await), 503);
     // Nothing was sent, over TLS or in clear.

@@ -135,3 +135,57 @@ fn the_default_requires_every_config_in_order() {
     assert_eq!(expr, Expr::And(Box::new(Expr::And(c(0), c(1))), c(2)));
     assert_eq!(Expr::all(0), None);
 }
+
+#[test]
+fn a_config_that_could_not_decide_is_never_a_yes() {
+    let down = Outcome::deny(503);
+    let outcomes = [allow("x-a"), down.clone(), allow("x-c"), Outcome::deny(403)];
+    let cases = [
+        // `!` over an outage is not an allow, nor is `&&` with one.
+        ("!b", down.clone()),
+        ("a && !b", down.clone()),
+        ("!b || basic-1", down.clone()),
+        // Another config may still authorize on its own.
+        (
+            "b || c",
+            Outcome::Allow {
+                upstream_headers: vec![("x-c".into(), "1".into())],
+            },
+        ),
+        // A definite no still flips.
+        (
+            "!basic-1 && a",
+            Outcome::Allow {
+                upstream_headers: vec![("x-a".into(), "1".into())],
+            },
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(run(text, &outcomes).0, expected, "{text}");
+    }
+}
+
+#[test]
+fn only_the_deciding_branch_adds_headers() {
+    // a allows inside a branch that fails (b says no): its header must not reach the upstream.
+    let outcomes = [allow("x-a"), Outcome::deny(401), allow("x-c"), Outcome::deny(403)];
+    let (outcome, _) = run("(a && b) || c", &outcomes);
+    assert_eq!(
+        outcome,
+        Outcome::Allow {
+            upstream_headers: vec![("x-c".into(), "1".into())],
+        }
+    );
+}
+
+#[test]
+fn deep_or_long_expressions_are_refused() {
+    let deep = format!("{}a{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
+    assert!(Expr::parse(&deep, &names()).unwrap_err().message.contains("nested"));
+    let nots = format!("{}a", "!".repeat(10_000));
+    assert!(Expr::parse(&nots, &names()).is_err());
+    let long = vec!["a"; MAX_LENGTH].join(" || ");
+    assert!(Expr::parse(&long, &names()).unwrap_err().message.contains("longer"));
+    let fine = format!("{}a{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+    assert_eq!(Expr::parse(&fine, &names()), Ok(Expr::Config(0)));
+}

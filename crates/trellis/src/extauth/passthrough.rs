@@ -40,7 +40,9 @@ impl PassThrough {
                 if self.settings.failure_mode_allow {
                     Outcome::allow()
                 } else {
-                    Outcome::deny(403)
+                    // "Could not decide", not "no": a booleanExpr's `!` must not turn it into
+                    // an allow.
+                    Outcome::deny(503)
                 }
             }
         }

@@ -194,7 +194,9 @@ impl RuntimeConfig {
                 None => validator.check(input, &Default::default(), now),
                 Some(token) => match keys.keys(token_kid(token).as_deref()).await {
                     Some(jwks) => validator.check(input, &jwks, now),
-                    None => trellis_extauth::bearer_challenge(401, Some("invalid_token")),
+                    // No key set could ever be fetched: undecided (503), not a verdict on the
+                    // token, so a booleanExpr's `!` cannot turn it into an allow.
+                    None => Outcome::deny(503),
                 },
             },
             Run::Ldap(ldap) => ldap.check(input).await,

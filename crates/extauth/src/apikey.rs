@@ -16,6 +16,11 @@ pub struct ApiKeyAuth {
 }
 
 impl ApiKeyAuth {
+    /// The upstream headers this config can set.
+    pub(crate) fn header_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.headers_from_metadata.iter().map(|(header, _, _)| header.clone())
+    }
+
     pub(crate) fn new(
         header_name: Option<&str>,
         keys: impl IntoIterator<Item = (String, BTreeMap<String, String>)>,

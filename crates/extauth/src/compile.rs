@@ -142,6 +142,34 @@ impl AuthConfigSet {
 }
 
 impl CompiledAuthConfig {
+    /// The upstream headers the steps of this config can set (lowercase). When a request is
+    /// allowed, the ones the deciding steps did not set are removed from it: otherwise a client
+    /// could send `x-user-id: admin` itself and have it reach the upstream as if auth had set
+    /// it (say through the other side of `basic1 || key1`, or a claim the token lacks).
+    pub fn identity_headers(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for step in &self.steps {
+            match &step.evaluator {
+                Evaluator::Basic(_) | Evaluator::Ldap(_) => names.push("x-user-id".into()),
+                Evaluator::ApiKey(auth) => names.extend(auth.header_names()),
+                Evaluator::Jwt(validator) => names.extend(validator.claims_to_headers.iter().map(|(_, h)| h.clone())),
+                Evaluator::Oidc(config) => {
+                    for field in ["/headers/idTokenHeader", "/headers/accessTokenHeader"] {
+                        if let Some(name) = config.pointer(field).and_then(Value::as_str) {
+                            names.push(name.to_string());
+                        }
+                    }
+                }
+                // OPA sets no headers; a passthrough server's are its own (not known here).
+                Evaluator::Opa(_) | Evaluator::PassThrough(_) => {}
+            }
+        }
+        let mut names: Vec<String> = names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Compiles one Gloo `AuthConfigSpec` (the management server's check for one AuthConfig).
     pub fn compile(id: &str, spec: &Value) -> Result<CompiledAuthConfig, ExtAuthError> {
         let spec: AuthConfigSpec = from_value(spec).map_err(|(at, message)| ExtAuthError::config(id, at, message))?;

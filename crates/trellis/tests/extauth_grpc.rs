@@ -476,3 +476,47 @@ async fn metrics_count_checks_by_config_outcome_and_status() {
         "{metrics}"
     );
 }
+
+/// A client cannot pass its own `x-user-id` off as auth's: when OPA allows in `opa1 || basic1`,
+/// the header basic auth would have set is removed from the request; when basic allows, it is
+/// set (overwriting the client's).
+#[tokio::test]
+async fn identity_headers_auth_did_not_set_are_removed() {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    let address = start(vec![(
+        "demo.either",
+        json!({"booleanExpr": "opa1 || basic1", "configs": [basic_config("basic1"), opa_config("opa1")]}),
+    )])
+    .await;
+    let mut client = client(address).await;
+    let ok = |response: CheckResponse| match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok,
+        other => panic!("not allowed: {other:?}"),
+    };
+    let by_opa = client
+        .check(request("demo.either", "GET", "/api/pets/1", &[("x-user-id", "admin")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_opa = ok(by_opa);
+    assert_eq!(by_opa.headers_to_remove, ["x-user-id"]);
+    let by_basic = client
+        .check(request(
+            "demo.either",
+            "GET",
+            "/private",
+            &[("x-user-id", "admin"), ("authorization", &basic("user:password"))],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_basic = ok(by_basic);
+    assert!(by_basic.headers_to_remove.is_empty(), "{by_basic:?}");
+    let set: Vec<_> = by_basic
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.as_str(), h.value.as_str()))
+        .collect();
+    assert_eq!(set, [("x-user-id", "user")]);
+}

@@ -33,6 +33,8 @@ struct RuntimeConfig {
     /// Its `steps` moved into `runners`; the expression and `finish` are used from here.
     compiled: CompiledAuthConfig,
     runners: Vec<Runner>,
+    /// Headers auth may set, removed on allow where it did not set them.
+    identity_headers: Vec<String>,
 }
 
 struct Runner {
@@ -83,6 +85,7 @@ impl Runtime {
         let mut configs = HashMap::new();
         let mut errors = Vec::new();
         for mut compiled in set.into_configs() {
+            let identity_headers = compiled.identity_headers();
             let steps = std::mem::take(&mut compiled.steps);
             let runners: anyhow::Result<Vec<Runner>> = steps
                 .into_iter()
@@ -99,7 +102,14 @@ impl Runtime {
                 .collect();
             match runners {
                 Ok(runners) => {
-                    configs.insert(compiled.id.clone(), RuntimeConfig { compiled, runners });
+                    configs.insert(
+                        compiled.id.clone(),
+                        RuntimeConfig {
+                            compiled,
+                            runners,
+                            identity_headers,
+                        },
+                    );
                 }
                 Err(error) => errors.push(error),
             }
@@ -110,6 +120,20 @@ impl Runtime {
         shared.ldap.retain(&used.ldap);
         shared.oidc.retain(&used.oidc);
         (Runtime { configs }, errors)
+    }
+
+    /// The headers to remove from an allowed request of `config_id`: those its auth can set but
+    /// did not set this time.
+    pub fn headers_to_remove(&self, config_id: &str, outcome: &Outcome) -> Vec<String> {
+        let (Some(config), Outcome::Allow { upstream_headers }) = (self.configs.get(config_id), outcome) else {
+            return Vec::new();
+        };
+        config
+            .identity_headers
+            .iter()
+            .filter(|name| !upstream_headers.iter().any(|(set, _)| set.eq_ignore_ascii_case(name)))
+            .cloned()
+            .collect()
     }
 
     /// How many configs can be checked against.

@@ -100,6 +100,7 @@ impl Authorization for ExtAuthService {
             trellis_extauth::Outcome::Deny { status, .. } => span.record("outcome", "deny").record("status", status),
         };
         span.in_scope(|| tracing::debug!("checked"));
-        Ok(Response::new(wire::to_response(outcome)))
+        let remove = runtime.headers_to_remove(config_id, &outcome);
+        Ok(Response::new(wire::to_response_removing(outcome, remove)))
     }
 }

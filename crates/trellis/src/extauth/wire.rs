@@ -66,6 +66,12 @@ pub fn to_input(request: &CheckRequest) -> CheckInput {
 /// The answer Envoy acts on: allowed with headers set on the upstream request (overwriting
 /// any a client sent), or denied with the status, headers and body the client gets.
 pub fn to_response(outcome: Outcome) -> CheckResponse {
+    to_response_removing(outcome, Vec::new())
+}
+
+/// [`to_response`], also removing `remove` from an allowed request (headers auth could have set
+/// and did not, so a client's own copies do not pass for auth's).
+pub fn to_response_removing(outcome: Outcome, remove: Vec<String>) -> CheckResponse {
     match outcome {
         Outcome::Allow { upstream_headers } => CheckResponse {
             status: Some(RpcStatus {
@@ -74,6 +80,7 @@ pub fn to_response(outcome: Outcome) -> CheckResponse {
             }),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers: header_options(upstream_headers, HeaderAppendAction::OverwriteIfExistsOrAdd),
+                headers_to_remove: remove,
                 ..Default::default()
             })),
             ..Default::default()

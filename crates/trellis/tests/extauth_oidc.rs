@@ -331,6 +331,12 @@ async fn redis_sessions_are_shared_between_instances_expire_and_fail_closed() {
     let session = cookie_value(set_cookie(&done, "sid")).to_string();
     let allowed = replica_a.check(&mk_input("/", &[("sid", &session)])).await;
     assert_eq!(id_token_claims(&allowed)["sub"], "alice");
+    // Another OIDC config (another client) on the same Redis, prefix and cookie name does not
+    // accept the session: sessions are bound to the config that made them.
+    let mut other_client = config.clone();
+    other_client["clientId"] = serde_json::json!("another-app");
+    let other = Oidc::from_config(&other_client, None).unwrap();
+    assert_eq!(denied(&other.check(&mk_input("/", &[("sid", &session)])).await).0, 302);
 
     // Stored under the SHA-256 of the id, with a TTL no longer than the ID token's life.
     let client = redis::Client::open(format!("redis://127.0.0.1:{redis_port}")).unwrap();

@@ -644,12 +644,23 @@ impl Oidc {
         Outcome::Allow { upstream_headers }
     }
 
+    /// Where a session or login state of this config is stored: the SHA-256 of the random id
+    /// with the config's issuer, client and app. Sessions of one config are then worthless to
+    /// another (a customer's session cookie on the admin app's route), even when both keep them
+    /// in one Redis under the same prefix and cookie name.
+    fn stored_key(&self, id: &str) -> String {
+        hash_id(&format!(
+            "{}\n{}\n{}\n{id}",
+            self.issuer_url, self.client_id, self.redirect_uri
+        ))
+    }
+
     /// The session of the request's cookie, if it names a current one.
     async fn session(&self, input: &CheckInput) -> Result<Option<Session>, FlowError> {
         let Some(id) = cookie(input, &self.cookies.name).filter(|id| is_random_id(id)) else {
             return Ok(None);
         };
-        let Some(stored) = self.store.get(Kind::Session, &hash_id(id)).await? else {
+        let Some(stored) = self.store.get(Kind::Session, &self.stored_key(id)).await? else {
             return Ok(None);
         };
         Ok(serde_json::from_str::<Session>(&stored)
@@ -676,7 +687,7 @@ impl Oidc {
         };
         let pending = serde_json::to_string(&pending).map_err(|e| FlowError::Unavailable(e.to_string()))?;
         self.store
-            .put(Kind::State, &hash_id(&state), pending, STATE_TTL)
+            .put(Kind::State, &self.stored_key(&state), pending, STATE_TTL)
             .await?;
 
         let mut query = vec![
@@ -722,7 +733,7 @@ impl Oidc {
             ));
         }
         // Taken, not read: a state works once.
-        let pending = self.store.take(Kind::State, &hash_id(state)).await?;
+        let pending = self.store.take(Kind::State, &self.stored_key(state)).await?;
         let pending: PendingLogin = pending
             .and_then(|p| serde_json::from_str(&p).ok())
             .ok_or_else(|| FlowError::Refused("unknown or expired state".into()))?;
@@ -771,7 +782,7 @@ impl Oidc {
         self.store
             .put(
                 Kind::Session,
-                &hash_id(&id),
+                &self.stored_key(&id),
                 session,
                 Duration::from_secs(expires_at - now),
             )
@@ -790,7 +801,7 @@ impl Oidc {
 
     async fn logout(&self, input: &CheckInput) -> Result<Outcome, FlowError> {
         if let Some(id) = cookie(input, &self.cookies.name).filter(|id| is_random_id(id)) {
-            self.store.delete(Kind::Session, &hash_id(id)).await?;
+            self.store.delete(Kind::Session, &self.stored_key(id)).await?;
         }
         Ok(redirect(
             self.after_logout_url.clone(),

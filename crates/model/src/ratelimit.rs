@@ -134,7 +134,7 @@ impl RateLimitDomain {
                 .iter()
                 .find(|d| d.key == *key && d.value.as_deref() == Some(value))
                 .or_else(|| level.iter().find(|d| d.key == *key && d.value.is_none()))?;
-            path.push(format!("{key}={value}"));
+            path.push(entry(key, value));
             level = &matched.descriptors;
             node = Some(matched);
         }
@@ -174,7 +174,7 @@ impl RateLimitDomain {
                     .find(|(k, _)| k == key)
                     .map(|(_, v)| v.as_str())
                     .unwrap_or("");
-                format!("{key}={value}")
+                entry(key, value)
             })
             .collect();
         path.insert(0, format!("set{index}"));
@@ -188,6 +188,14 @@ impl RateLimitDomain {
             path: path.join("|"),
         })
     }
+}
+
+/// One `key=value` step of a counter's path, with `%`, `|` and `=` escaped: the values come
+/// from requests (headers), and a crafted one must not spell another descriptor's path and
+/// share its counter.
+fn entry(key: &str, value: &str) -> String {
+    let escape = |text: &str| text.replace('%', "%25").replace('|', "%7C").replace('=', "%3D");
+    format!("{}={}", escape(key), escape(value))
 }
 
 /// Settles one request's matched limits: a limit named in another's `replaces` drops out; then
@@ -314,6 +322,17 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn request_values_cannot_spell_another_counter() {
+        let domain = domain();
+        let crafted = domain
+            .find(&entries(&[("remote_address", "10.0.0.1|path=/login")]))
+            .map(|l| l.path);
+        assert_eq!(crafted, None, "no limit on the parent");
+        let a = domain.find(&entries(&[("api_key", "a|x=y")])).unwrap();
+        assert_eq!(a.path, "api_key=a%7Cx%3Dy");
     }
 
     #[test]

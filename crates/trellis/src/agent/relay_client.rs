@@ -47,10 +47,11 @@ fn store_cache(path: &Path, config: &ClusterConfig) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
+    // A leftover temp file would keep its old mode: start from none.
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(&serde_json::to_vec(config).expect("IR serializes"))?;

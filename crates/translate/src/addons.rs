@@ -275,11 +275,16 @@ fn ext_auth_policy(
 ) {
     let key = resource.key().to_string();
     let server_key = reference_key(Kind::ExtAuthServer, &spec.config.server, resource);
-    let Some(Resource {
-        spec: Spec::ExtAuthServer(server),
-        ..
-    }) = find(snapshot, &server_key)
-    else {
+    let found = match find(snapshot, &server_key) {
+        Some(
+            resource @ Resource {
+                spec: Spec::ExtAuthServer(server),
+                ..
+            },
+        ) => Some((resource, server)),
+        _ => None,
+    };
+    let Some((server_resource, server)) = found else {
         // Fail closed: the selected routes still get ext-auth, with a server that has no
         // endpoint, so they are refused (403) until the ExtAuthServer exists, rather than
         // served without auth.
@@ -306,7 +311,6 @@ fn ext_auth_policy(
         claim_routes(outbound, selectors, resource, report, binding, |p| &mut p.ext_auth);
         return;
     };
-    let server_resource = find(snapshot, &server_key).expect("found above");
     let name = addons.use_server(
         AddonKind::ExtAuth,
         server_resource,

@@ -63,34 +63,6 @@ fn auth_configs(jwks: &str) -> serde_json::Value {
     ]})
 }
 
-/// A listener in front of the app; `filter` is the add-on filter (none for the baseline).
-fn listener(
-    name: &str,
-    port: u16,
-    filter: Option<serde_json::Value>,
-    route_extra: serde_json::Value,
-) -> serde_json::Value {
-    let mut filters: Vec<serde_json::Value> = filter.into_iter().collect();
-    filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
-    let mut route = json!({"match": {"prefix": "/"}, "route": {"cluster": "app"}});
-    if let (Some(route), Some(extra)) = (route.as_object_mut(), route_extra.as_object()) {
-        route.extend(extra.clone());
-    }
-    json!({
-        "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
-                "http_filters": filters
-            }
-        }]}]
-    })
-}
-
 fn ext_authz_filter() -> serde_json::Value {
     json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
@@ -290,26 +262,26 @@ async fn main() {
         "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": "rls", "authority": "rate-limiter"}}, "transport_api_version": "V3"}
     }});
     let listeners = vec![
-        listener("baseline", scenarios[0].port, None, json!({})),
-        listener(
+        common::envoy_static_listener("baseline", scenarios[0].port, None, json!({})),
+        common::envoy_static_listener(
             "apikey",
             scenarios[1].port,
             Some(ext_authz_filter()),
             config_id("bench.apikey"),
         ),
-        listener(
+        common::envoy_static_listener(
             "jwt",
             scenarios[2].port,
             Some(ext_authz_filter()),
             config_id("bench.jwt"),
         ),
-        listener(
+        common::envoy_static_listener(
             "opa",
             scenarios[3].port,
             Some(ext_authz_filter()),
             config_id("bench.opa"),
         ),
-        listener(
+        common::envoy_static_listener(
             "ratelimit",
             scenarios[4].port,
             Some(ratelimit_filter),

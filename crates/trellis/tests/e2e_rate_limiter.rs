@@ -9,33 +9,22 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use trellis::process::free_port;
 
+/// The envoyproxy/ratelimit file both tests load: 20 a minute per API key.
+const LIMITS: &str =
+    "domain: mesh\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 20}\n";
+
+/// A listener in front of the app whose route asks the rate limiter per `x-api-key`.
 fn listener(name: &str, port: u16, fail_closed: bool) -> serde_json::Value {
-    serde_json::json!({
-        "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
-                    "match": {"prefix": "/"},
-                    "route": {"cluster": "app", "rate_limits": [{"actions": [{"request_headers": {"header_name": "x-api-key", "descriptor_key": "api_key"}}]}]}
-                }]}]},
-                "http_filters": [
-                    {"name": "envoy.filters.http.ratelimit", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-                        "domain": "mesh",
-                        "failure_mode_deny": fail_closed,
-                        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
-                        "timeout": "1s",
-                        "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": "rls"}}, "transport_api_version": "V3"}
-                    }},
-                    {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-                ]
-            }
-        }]}]
-    })
+    let filter = serde_json::json!({"name": "envoy.filters.http.ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+        "domain": "mesh",
+        "failure_mode_deny": fail_closed,
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "timeout": "1s",
+        "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": "rls"}}, "transport_api_version": "V3"}
+    }});
+    let route = serde_json::json!({"route": {"cluster": "app", "rate_limits": [{"actions": [{"request_headers": {"header_name": "x-api-key", "descriptor_key": "api_key"}}]}]}});
+    envoy_static_listener(name, port, Some(filter), route)
 }
 
 async fn get(port: u16, key: &str) -> trellis::httpc::Response {
@@ -72,11 +61,7 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
         &dir.join("app.log"),
         &[],
     );
-    std::fs::write(
-        dir.join("limits.yaml"),
-        "domain: mesh\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 20}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("limits.yaml"), LIMITS).unwrap();
     let _limiter = spawn_logged(
         &[
             "rate-limiter".to_string(),
@@ -199,11 +184,7 @@ async fn counts_in_a_tls_redis() {
     ]
     .map(String::from);
     let (_redis, _) = start_redis(&dir, &tls, Some(redis_port)).await;
-    std::fs::write(
-        dir.join("limits.yaml"),
-        "domain: mesh\ndescriptors:\n  - key: api_key\n    rate_limit: {unit: minute, requests_per_unit: 20}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("limits.yaml"), LIMITS).unwrap();
     let _limiter = spawn_logged(
         &[
             "rate-limiter".to_string(),

@@ -565,3 +565,32 @@ pub fn envoy_static_cluster(name: &str, port: u16, http2: bool) -> serde_json::V
     }
     cluster
 }
+
+/// A static Envoy HTTP listener (bootstrap JSON) routing everything to cluster `app`, with
+/// `filter` (an add-on's HTTP filter) before the router and `route_extra` merged into the route.
+pub fn envoy_static_listener(
+    name: &str,
+    port: u16,
+    filter: Option<serde_json::Value>,
+    route_extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut filters: Vec<serde_json::Value> = filter.into_iter().collect();
+    filters.push(serde_json::json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
+    let mut route = serde_json::json!({"match": {"prefix": "/"}, "route": {"cluster": "app"}});
+    if let (Some(route), Some(extra)) = (route.as_object_mut(), route_extra.as_object()) {
+        route.extend(extra.clone());
+    }
+    serde_json::json!({
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+                "http_filters": filters
+            }
+        }]}]
+    })
+}

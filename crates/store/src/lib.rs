@@ -4,8 +4,11 @@
 //!
 //! Every write is one transaction: an apply of many resources lands whole or not at all.
 
+mod access;
+mod redb_access;
 mod redb_store;
 
+pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
 pub use redb_store::RedbStore;
 
 use trellis_api::{Resource, ResourceKey};
@@ -70,7 +73,7 @@ pub enum TokenCheck {
     },
 }
 
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccessStore + Send + Sync + 'static {
     /// All resources, with server-set metadata (generation, revisions).
     fn list(&self) -> Result<Vec<Resource>>;
     fn get(&self, key: &ResourceKey) -> Result<Option<Resource>>;

@@ -22,10 +22,10 @@ const ISSUED: TableDefinition<&str, &str> = TableDefinition::new("issued_certifi
 const REVOKED: TableDefinition<&str, &str> = TableDefinition::new("revoked_certificates");
 
 pub struct RedbStore {
-    db: Database,
+    pub(crate) db: Database,
 }
 
-fn tx_err(error: impl std::fmt::Display) -> StoreError {
+pub(crate) fn tx_err(error: impl std::fmt::Display) -> StoreError {
     StoreError::Transaction(error.to_string())
 }
 
@@ -60,7 +60,7 @@ impl RedbStore {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         what: what.to_string(),
         message: e.to_string(),

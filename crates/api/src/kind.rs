@@ -29,6 +29,10 @@ pub enum Kind {
     RateLimitServerSettings,
     RateLimitClientConfig,
     RateLimitPolicy,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 }
 
 const ADMIN: &str = "admin.gloo.solo.io/v2";
@@ -37,9 +41,10 @@ const SECURITY: &str = "security.policy.gloo.solo.io/v2";
 const RESILIENCE: &str = "resilience.policy.gloo.solo.io/v2";
 const TRAFFIC: &str = "trafficcontrol.policy.gloo.solo.io/v2";
 const CORE: &str = "v1";
+const RBAC: &str = "rbac.authorization.k8s.io/v1";
 
 /// (kind, name, apiVersion, plural, short name)
-const TABLE: [(Kind, &str, &str, &str, &str); 22] = [
+const TABLE: [(Kind, &str, &str, &str, &str); 26] = [
     (
         Kind::KubernetesCluster,
         "KubernetesCluster",
@@ -152,10 +157,20 @@ const TABLE: [(Kind, &str, &str, &str, &str); 22] = [
         "ratelimitpolicies",
         "rlp",
     ),
+    (Kind::Role, "Role", RBAC, "roles", "role"),
+    (Kind::ClusterRole, "ClusterRole", RBAC, "clusterroles", "clusterrole"),
+    (Kind::RoleBinding, "RoleBinding", RBAC, "rolebindings", "rolebinding"),
+    (
+        Kind::ClusterRoleBinding,
+        "ClusterRoleBinding",
+        RBAC,
+        "clusterrolebindings",
+        "clusterrolebinding",
+    ),
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 26] = [
         Kind::KubernetesCluster,
         Kind::Workspace,
         Kind::WorkspaceSettings,
@@ -178,6 +193,10 @@ impl Kind {
         Kind::RateLimitServerSettings,
         Kind::RateLimitClientConfig,
         Kind::RateLimitPolicy,
+        Kind::Role,
+        Kind::ClusterRole,
+        Kind::RoleBinding,
+        Kind::ClusterRoleBinding,
     ];
 
     fn row(self) -> &'static (Kind, &'static str, &'static str, &'static str, &'static str) {
@@ -190,6 +209,33 @@ impl Kind {
 
     pub fn as_str(self) -> &'static str {
         self.row().1
+    }
+
+    /// The API group, as RBAC rules name it: `networking.gloo.solo.io`, `""` for core `v1`.
+    pub fn group(self) -> &'static str {
+        self.api_version()
+            .rsplit_once('/')
+            .map(|(group, _)| group)
+            .unwrap_or("")
+    }
+
+    /// Kinds whose content sits at the top level of a document, as in Kubernetes, instead of
+    /// under `spec`.
+    pub fn content_at_top_level(self) -> bool {
+        matches!(
+            self,
+            Kind::ConfigMap
+                | Kind::Secret
+                | Kind::Role
+                | Kind::ClusterRole
+                | Kind::RoleBinding
+                | Kind::ClusterRoleBinding
+        )
+    }
+
+    /// Cluster-scoped kinds are kept in the admin namespace, whatever a document says.
+    pub fn cluster_scoped(self) -> bool {
+        matches!(self, Kind::ClusterRole | Kind::ClusterRoleBinding)
     }
 
     /// Lower-case plural, as used in API paths and `trellis get`.

@@ -18,6 +18,7 @@ mod meta;
 mod networking;
 mod parse;
 mod policy;
+mod rbac;
 mod resource;
 mod validate;
 mod validate_addons;
@@ -38,5 +39,9 @@ pub use networking::{
 };
 pub use parse::{parse_documents, parse_one};
 pub use policy::*;
+pub use rbac::{PolicyRule, RoleBindingSpec, RoleRef, RoleSpec, Subject, VERBS};
 pub use resource::{Resource, ResourceKey, Spec};
+
+/// Where cluster-scoped objects (KubernetesClusters, ClusterRoles, ClusterRoleBindings) are kept.
+pub const ADMIN_NAMESPACE: &str = "trellis";
 pub use workspace::{ClusterSelector, KubernetesClusterSpec, NamespaceSelector, WorkspaceSettingsSpec, WorkspaceSpec};

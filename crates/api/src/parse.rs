@@ -152,7 +152,9 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
             e.inner().to_string(),
         )
     })?;
-    if metadata.namespace.is_empty() {
+    if kind.cluster_scoped() {
+        metadata.namespace = crate::ADMIN_NAMESPACE.to_string();
+    } else if metadata.namespace.is_empty() {
         metadata.namespace = "default".to_string();
     }
     let display = format!("{}/{}/{}", kind, metadata.namespace, metadata.name);
@@ -177,10 +179,15 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
         }
     }
 
-    let spec_value = if matches!(kind, Kind::ConfigMap | Kind::Secret) {
-        // Core kinds keep their content at the top level; gather it as their spec.
+    let spec_value = if kind.content_at_top_level() {
+        // Core and RBAC kinds keep their content at the top level; gather it as their spec.
+        let fields: &[&str] = if matches!(kind, Kind::ConfigMap | Kind::Secret) {
+            &crate::core::CONTENT_FIELDS
+        } else {
+            &crate::rbac::CONTENT_FIELDS
+        };
         let mut content = serde_json::Map::new();
-        for field in crate::core::CONTENT_FIELDS {
+        for &field in fields {
             if let Some(value) = map.remove(field) {
                 content.insert(field.to_string(), value);
             }
@@ -202,11 +209,7 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
         ));
     }
 
-    let prefix = if matches!(kind, Kind::ConfigMap | Kind::Secret) {
-        ""
-    } else {
-        "spec"
-    };
+    let prefix = if kind.content_at_top_level() { "" } else { "spec" };
     let spec = typed_spec(kind, spec_value)
         .map_err(|(path, message)| err(resource_name.clone(), &join_path(prefix, &path), message))?;
     Ok(Resource { metadata, spec })
@@ -239,6 +242,10 @@ fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
         Kind::RateLimitServerSettings => Spec::RateLimitServerSettings(de(value)?),
         Kind::RateLimitClientConfig => Spec::RateLimitClientConfig(de(value)?),
         Kind::RateLimitPolicy => Spec::RateLimitPolicy(de(value)?),
+        Kind::Role => Spec::Role(de(value)?),
+        Kind::ClusterRole => Spec::ClusterRole(de(value)?),
+        Kind::RoleBinding => Spec::RoleBinding(de(value)?),
+        Kind::ClusterRoleBinding => Spec::ClusterRoleBinding(de(value)?),
     })
 }
 

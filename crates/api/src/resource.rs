@@ -18,6 +18,7 @@ use crate::policy::{
     AccessPolicySpec, FailoverPolicySpec, FaultInjectionPolicySpec, HeaderManipulationPolicySpec,
     OutlierDetectionPolicySpec, RetryTimeoutPolicySpec,
 };
+use crate::rbac::{RoleBindingSpec, RoleSpec};
 use crate::workspace::{KubernetesClusterSpec, WorkspaceSettingsSpec, WorkspaceSpec};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,10 @@ pub enum Spec {
     RateLimitServerSettings(RateLimitServerSettingsSpec),
     RateLimitClientConfig(RateLimitClientConfigSpec),
     RateLimitPolicy(RateLimitPolicySpec),
+    Role(RoleSpec),
+    ClusterRole(RoleSpec),
+    RoleBinding(RoleBindingSpec),
+    ClusterRoleBinding(RoleBindingSpec),
 }
 
 /// One accepted resource. Serializes to the same shape it was read from.
@@ -102,6 +107,10 @@ impl Spec {
             Spec::RateLimitServerSettings(_) => Kind::RateLimitServerSettings,
             Spec::RateLimitClientConfig(_) => Kind::RateLimitClientConfig,
             Spec::RateLimitPolicy(_) => Kind::RateLimitPolicy,
+            Spec::Role(_) => Kind::Role,
+            Spec::ClusterRole(_) => Kind::ClusterRole,
+            Spec::RoleBinding(_) => Kind::RoleBinding,
+            Spec::ClusterRoleBinding(_) => Kind::ClusterRoleBinding,
         }
     }
 
@@ -129,6 +138,8 @@ impl Spec {
             Spec::RateLimitServerSettings(s) => serde_json::to_value(s),
             Spec::RateLimitClientConfig(s) => serde_json::to_value(s),
             Spec::RateLimitPolicy(s) => serde_json::to_value(s),
+            Spec::Role(s) | Spec::ClusterRole(s) => serde_json::to_value(s),
+            Spec::RoleBinding(s) | Spec::ClusterRoleBinding(s) => serde_json::to_value(s),
         };
         value.expect("specs serialize to JSON")
     }
@@ -151,8 +162,8 @@ impl Resource {
     }
 
     pub fn to_value(&self) -> serde_json::Value {
-        if matches!(self.kind(), Kind::ConfigMap | Kind::Secret) {
-            // Core kinds keep their content at the top level.
+        if self.kind().content_at_top_level() {
+            // Core and RBAC kinds keep their content at the top level.
             let mut value = serde_json::json!({
                 "apiVersion": self.kind().api_version(),
                 "kind": self.kind().as_str(),

@@ -44,6 +44,9 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::RateLimitServerSettings(spec) => crate::validate_addons::rate_limit_server_settings(&mut problems, spec),
         Spec::RateLimitClientConfig(spec) => crate::validate_addons::rate_limit_client_config(&mut problems, spec),
         Spec::RateLimitPolicy(spec) => crate::validate_addons::rate_limit_policy(&mut problems, spec),
+        Spec::Role(spec) | Spec::ClusterRole(spec) => crate::rbac::validate_rules(&mut problems, spec),
+        Spec::RoleBinding(spec) => crate::rbac::validate_binding(&mut problems, spec, false),
+        Spec::ClusterRoleBinding(spec) => crate::rbac::validate_binding(&mut problems, spec, true),
         Spec::KubernetesCluster(_) | Spec::WorkspaceSettings(_) | Spec::ConfigMap(_) => {}
     }
     if problems.is_empty() { Ok(()) } else { Err(problems) }

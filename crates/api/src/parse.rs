@@ -1,6 +1,7 @@
 //! Text to typed resources. YAML is read as a superset of JSON, so one parser serves both.
 
-use serde::Deserialize;
+use std::cell::RefCell;
+
 use serde_json::Value;
 
 use crate::error::{ApiError, DocumentError};
@@ -9,27 +10,55 @@ use crate::meta::ObjectMeta;
 use crate::resource::{Resource, Spec};
 use crate::validate::validate;
 
+mod load;
+
+/// The most text one parse accepts. Far above any real apply (the examples are a few KiB); it
+/// bounds the memory and time a single request can make the parser spend.
+pub const MAX_INPUT_BYTES: usize = 8 << 20;
+
 /// Parses and validates every document of `text`. All-or-nothing: any error rejects the input,
 /// and every error found is reported, not just the first.
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, ApiError> {
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(ApiError::Invalid(vec![doc_error(
+            source,
+            1,
+            None,
+            None,
+            format!(
+                "the input is {} bytes: at most {MAX_INPUT_BYTES} bytes (8 MiB) in one apply; split it into several files",
+                text.len()
+            ),
+        )]));
+    }
     let mut resources = Vec::new();
     let mut errors = Vec::new();
     for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let number = index + 1;
-        let value = match Value::deserialize(document) {
+        let findings = RefCell::new(load::Findings::default());
+        let value = match load::load(document, &findings) {
             Ok(value) => value,
             Err(error) => {
+                let message = match &findings.borrow().too_deep {
+                    Some(_) => error.to_string(),
+                    None => format!("malformed YAML: {error}"),
+                };
                 // The YAML stream cannot be resynchronised after a syntax error.
-                errors.push(doc_error(
-                    source,
-                    number,
-                    None,
-                    None,
-                    format!("malformed YAML: {error}"),
-                ));
+                errors.push(doc_error(source, number, None, None, message));
                 break;
             }
         };
+        for path in &findings.borrow().duplicates {
+            let (resource, field) = locate(&value, path);
+            let key = path.rsplit(['.', ']']).next().unwrap_or(path);
+            errors.push(doc_error(
+                source,
+                number,
+                resource,
+                Some(field),
+                format!("duplicate key `{key}`: give each key once (only the last value would be kept)"),
+            ));
+        }
         for value in expand_lists(value) {
             match typed(source, number, value) {
                 Ok(resource) => match validate(&resource) {
@@ -80,6 +109,33 @@ pub fn parse_one(source: &str, text: &str) -> Result<Resource, ApiError> {
         )]));
     }
     Ok(resources.remove(0))
+}
+
+/// The resource a field path of a document belongs to, and the path within it: the document
+/// itself, or the `items[i]` of a `kind: List`.
+fn locate(document: &Value, path: &str) -> (Option<String>, String) {
+    if document.get("kind").and_then(Value::as_str) == Some("List")
+        && let Some(rest) = path.strip_prefix("items[")
+        && let Some((index, field)) = rest.split_once(']')
+        && let Ok(index) = index.parse::<usize>()
+        && let Some(item) = document.get("items").and_then(|items| items.get(index))
+    {
+        return (describe(item), field.trim_start_matches('.').to_string());
+    }
+    (describe(document), path.to_string())
+}
+
+/// `Kind/namespace/name` of an untyped document, as far as it says.
+fn describe(document: &Value) -> Option<String> {
+    let kind = document.get("kind")?.as_str()?;
+    let metadata = document.get("metadata");
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str)?;
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or("default");
+    Some(format!("{kind}/{namespace}/{name}"))
 }
 
 /// Empty documents (`---` alone) are skipped; `kind: List` documents contribute their items.
@@ -261,3 +317,6 @@ fn join_path(prefix: &str, path: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod limits_tests;

@@ -1,6 +1,7 @@
 //! Semantic checks that types alone cannot express. Each problem is `(field path, message)`.
 
 use crate::common::{DestinationReference, PortSelector};
+use crate::envoy_limits::{check_matched_header_name, check_no_control, check_regex, check_weight_sum};
 use crate::networking::{HttpRoute, RequestMatcher, RouteTableSpec, VirtualDestinationSpec};
 use crate::resource::{Resource, Spec};
 use crate::workspace::WorkspaceSpec;
@@ -208,24 +209,43 @@ fn http_route(problems: &mut Problems, field: &str, route: &HttpRoute) {
         for (k, destination) in forward.destinations.iter().enumerate() {
             destination_reference(problems, &format!("{field}.forwardTo.destinations[{k}]"), destination);
         }
-        if let Some(rewrite) = &forward.path_rewrite
-            && !rewrite.starts_with('/')
-        {
-            push(
-                problems,
-                format!("{field}.forwardTo.pathRewrite"),
-                format!("{rewrite:?} must start with '/'"),
-            );
+        check_weight_sum(
+            problems,
+            &format!("{field}.forwardTo.destinations"),
+            forward.destinations.iter().map(|d| d.weight),
+        );
+        if let Some(host) = &forward.host_rewrite {
+            check_no_control(problems, &format!("{field}.forwardTo.hostRewrite"), host);
+        }
+        if let Some(rewrite) = &forward.path_rewrite {
+            if !rewrite.starts_with('/') {
+                push(
+                    problems,
+                    format!("{field}.forwardTo.pathRewrite"),
+                    format!("{rewrite:?} must start with '/'"),
+                );
+            }
+            check_no_control(problems, &format!("{field}.forwardTo.pathRewrite"), rewrite);
         }
     }
-    if let Some(direct) = &route.direct_response
-        && !(200..=599).contains(&direct.status)
-    {
-        push(
-            problems,
-            format!("{field}.directResponse.status"),
-            format!("{} is not an HTTP status: use 200 to 599", direct.status),
-        );
+    if let Some(direct) = &route.direct_response {
+        if !(200..=599).contains(&direct.status) {
+            push(
+                problems,
+                format!("{field}.directResponse.status"),
+                format!("{} is not an HTTP status: use 200 to 599", direct.status),
+            );
+        }
+        // `RouteConfiguration.max_direct_response_body_size_bytes` defaults to 4096 and Trellis
+        // leaves it so; Envoy refuses longer bodies ("response body size is N bytes; maximum is
+        // 4096", source/common/router/config_utility.cc).
+        if direct.body.len() > 4096 {
+            push(
+                problems,
+                format!("{field}.directResponse.body"),
+                format!("is {} bytes long: Envoy sends at most 4096", direct.body.len()),
+            );
+        }
     }
     if let Some(redirect) = &route.redirect {
         const CODES: [&str; 5] = [
@@ -244,6 +264,14 @@ fn http_route(problems: &mut Problems, field: &str, route: &HttpRoute) {
                 format!("{code:?} is not one of {}", CODES.join(", ")),
             );
         }
+        for (name, value) in [
+            ("hostRedirect", &redirect.host_redirect),
+            ("pathRedirect", &redirect.path_redirect),
+        ] {
+            if let Some(value) = value {
+                check_no_control(problems, &format!("{field}.redirect.{name}"), value);
+            }
+        }
         if redirect.host_redirect.is_none() && redirect.path_redirect.is_none() {
             push(
                 problems,
@@ -251,19 +279,6 @@ fn http_route(problems: &mut Problems, field: &str, route: &HttpRoute) {
                 "give hostRedirect, pathRedirect or both",
             );
         }
-    }
-}
-
-fn check_regex(problems: &mut Problems, field: &str, pattern: &str) {
-    if let Err(error) = regex::Regex::new(pattern) {
-        push(
-            problems,
-            field,
-            format!(
-                "invalid regular expression: {}",
-                error.to_string().lines().last().unwrap_or("")
-            ),
-        );
     }
 }
 
@@ -292,13 +307,22 @@ fn request_matcher(problems: &mut Problems, field: &str, matcher: &RequestMatche
             }
         }
         if let Some(pattern) = &uri.regex {
-            check_regex(problems, &format!("{field}.uri.regex"), pattern);
+            // Checked as Envoy gets it: the translator asks RE2 itself to ignore case.
+            let compiled = if uri.ignore_case {
+                format!("(?i){pattern}")
+            } else {
+                pattern.clone()
+            };
+            check_regex(problems, &format!("{field}.uri.regex"), &compiled);
+        }
+        for (name, value) in [("exact", &uri.exact), ("prefix", &uri.prefix)] {
+            if let Some(path) = value {
+                check_no_control(problems, &format!("{field}.uri.{name}"), path);
+            }
         }
     }
     for (k, header) in matcher.headers.iter().enumerate() {
-        if header.name.is_empty() {
-            push(problems, format!("{field}.headers[{k}].name"), "is required");
-        }
+        check_matched_header_name(problems, &format!("{field}.headers[{k}].name"), &header.name);
         match (&header.value, header.regex) {
             (Some(pattern), true) => check_regex(problems, &format!("{field}.headers[{k}].value"), pattern),
             (None, true) => push(
@@ -310,8 +334,15 @@ fn request_matcher(problems: &mut Problems, field: &str, matcher: &RequestMatche
         }
     }
     for (k, param) in matcher.query_parameters.iter().enumerate() {
+        // `QueryParameterMatcher.name`: `min_len: 1, max_bytes: 1024` (route_components.proto).
         if param.name.is_empty() {
             push(problems, format!("{field}.queryParameters[{k}].name"), "is required");
+        } else if param.name.len() > 1024 {
+            push(
+                problems,
+                format!("{field}.queryParameters[{k}].name"),
+                format!("is {} bytes long: Envoy allows at most 1024", param.name.len()),
+            );
         }
         if let (Some(pattern), true) = (&param.value, param.regex) {
             check_regex(problems, &format!("{field}.queryParameters[{k}].value"), pattern);

@@ -7,7 +7,7 @@ use crate::addons::{
     RateLimitDescriptor, RateLimitPolicySpec, RateLimitServerConfigSpec, RateLimitServerSettingsSpec, RawClientConfig,
 };
 use crate::core::{SecretSpec, decode_base64};
-use crate::policy::duration_ms;
+use crate::envoy_limits::{check_defined_status, check_matched_header_name, check_regex};
 
 type Problems = Vec<(String, String)>;
 
@@ -15,16 +15,10 @@ fn push(problems: &mut Problems, field: impl Into<String>, message: impl Into<St
     problems.push((field.into(), message.into()));
 }
 
+/// The add-on timeouts become Envoy's `GrpcService.timeout` and the rate-limit filter's `timeout`,
+/// in whole milliseconds; 0 would mean "no timeout", which these fields are not meant to allow.
 fn check_duration(problems: &mut Problems, field: &str, text: &Option<String>) {
-    if let Some(text) = text
-        && duration_ms(text).is_none_or(|ms| ms == 0)
-    {
-        push(
-            problems,
-            field,
-            format!("{text:?} is not a duration such as \"100ms\" or \"2s\""),
-        );
-    }
+    crate::envoy_limits::check_duration(problems, field, text.as_deref(), std::time::Duration::from_millis(1));
 }
 
 fn check_server(problems: &mut Problems, field: &str, server: &Option<DestinationServer>) {
@@ -63,14 +57,8 @@ pub(crate) fn secret(problems: &mut Problems, spec: &SecretSpec) {
 pub(crate) fn ext_auth_server(problems: &mut Problems, spec: &ExtAuthServerSpec) {
     check_server(problems, "spec.destinationServer", &spec.destination_server);
     check_duration(problems, "spec.requestTimeout", &spec.request_timeout);
-    if let Some(status) = spec.status_on_error
-        && !(200..=599).contains(&status)
-    {
-        push(
-            problems,
-            "spec.statusOnError",
-            format!("{status} is not an HTTP status (200-599)"),
-        );
+    if let Some(status) = spec.status_on_error {
+        check_defined_status(problems, "spec.statusOnError", status);
     }
     if spec.request_body.is_some() {
         push(
@@ -199,14 +187,21 @@ fn action(problems: &mut Problems, field: &str, action: &RateLimitAction) {
             "set exactly one of sourceCluster, destinationCluster, requestHeaders, remoteAddress, genericKey, headerValueMatch",
         );
     }
-    if let Some(headers) = &action.request_headers
-        && (headers.header_name.is_empty() || headers.descriptor_key.is_empty())
-    {
-        push(
-            problems,
-            format!("{field}.requestHeaders"),
-            "headerName and descriptorKey are required",
-        );
+    if let Some(headers) = &action.request_headers {
+        if headers.header_name.is_empty() || headers.descriptor_key.is_empty() {
+            push(
+                problems,
+                format!("{field}.requestHeaders"),
+                "headerName and descriptorKey are required",
+            );
+        } else {
+            // `RequestHeaders.header_name`: `HTTP_HEADER_NAME`, like a header matcher's name.
+            check_matched_header_name(
+                problems,
+                &format!("{field}.requestHeaders.headerName"),
+                &headers.header_name,
+            );
+        }
     }
     if let Some(generic) = &action.generic_key
         && generic.descriptor_value.is_empty()
@@ -242,6 +237,19 @@ fn action(problems: &mut Problems, field: &str, action: &RateLimitAction) {
                     problems,
                     format!("{field}.headerValueMatch.headers[{index}]"),
                     "needs a name and at most one of exactMatch, regexMatch, presentMatch",
+                );
+            } else {
+                check_matched_header_name(
+                    problems,
+                    &format!("{field}.headerValueMatch.headers[{index}].name"),
+                    &header.name,
+                );
+            }
+            if let Some(pattern) = &header.regex_match {
+                check_regex(
+                    problems,
+                    &format!("{field}.headerValueMatch.headers[{index}].regexMatch"),
+                    pattern,
                 );
             }
         }

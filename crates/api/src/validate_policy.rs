@@ -2,7 +2,7 @@
 
 use crate::policy::{
     AccessPolicySpec, FailoverPolicySpec, FaultInjectionPolicySpec, HeaderManipulationPolicySpec,
-    OutlierDetectionPolicySpec, RetryTimeoutPolicySpec, duration_ms,
+    OutlierDetectionPolicySpec, RetryTimeoutPolicySpec,
 };
 
 type Problems = Vec<(String, String)>;
@@ -11,18 +11,11 @@ fn push(problems: &mut Problems, field: impl Into<String>, message: impl Into<St
     problems.push((field.into(), message.into()));
 }
 
+/// Every duration of these kinds becomes an Envoy duration in whole milliseconds (route and
+/// per-try timeouts, `FaultDelay.fixed_delay` with `gt: {}`, `OutlierDetection.interval` and
+/// `base_ejection_time` with `gt: {}`), so each is 1ms to Envoy's largest.
 fn check_duration(problems: &mut Problems, field: &str, text: &Option<String>) {
-    if let Some(text) = text {
-        match duration_ms(text) {
-            Some(ms) if ms >= 1 => {}
-            Some(_) => push(problems, field, format!("{text:?} is shorter than the 1ms granularity")),
-            None => push(
-                problems,
-                field,
-                format!("{text:?} is not a duration such as \"1.5s\", \"500ms\" or \"2m\""),
-            ),
-        }
-    }
+    crate::envoy_limits::check_duration(problems, field, text.as_deref(), std::time::Duration::from_millis(1));
 }
 
 fn check_percentage(problems: &mut Problems, field: &str, percentage: Option<f64>) {
@@ -42,6 +35,21 @@ fn is_cidr(text: &str) -> bool {
         (Ok(std::net::IpAddr::V6(_)), Ok(len)) => len <= 128,
         _ => false,
     }
+}
+
+/// The translator's escaping of literal text into a regex (crates/translate access_policies.rs
+/// `regex_escape`), repeated here so apply checks the regex Envoy will get: a backslash before
+/// every character but letters, digits, '/', '-' and '_'.
+fn translated_regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
 }
 
 const METHODS: [&str; 9] = [
@@ -80,6 +88,30 @@ pub(crate) fn access_policy(problems: &mut Problems, spec: &AccessPolicySpec) {
                     format!("{field}.allowedPaths[{p}]"),
                     format!("{path:?}: use an exact path (/a), a prefix (/a*) or a suffix (*.png)"),
                 );
+            } else if let Some(suffix) = path.strip_prefix('*')
+                && !path.ends_with('*')
+            {
+                // A suffix reaches Envoy as a regex; it must compile there.
+                let here = format!("{field}.allowedPaths[{p}]");
+                if let Err(message) =
+                    crate::envoy_limits::regex_problem(&format!(".*{}", translated_regex_escape(suffix)))
+                {
+                    push(problems, here, format!("{path:?} as a suffix match: {message}"));
+                }
+            }
+        }
+        if let Some(request) = authz.matcher.as_ref().and_then(|m| m.request.as_ref()) {
+            for (name, values) in &request.headers {
+                let here = format!("{field}.match.request.headers.{name}");
+                crate::envoy_limits::check_matched_header_name(problems, &here, name);
+                if values.values.is_empty() {
+                    continue;
+                }
+                // The values reach Envoy as one regex, `^(v1|v2|...)$`; it must compile there.
+                let alternatives: Vec<String> = values.values.iter().map(|v| translated_regex_escape(v)).collect();
+                if let Err(message) = crate::envoy_limits::regex_problem(&format!("^({})$", alternatives.join("|"))) {
+                    push(problems, format!("{here}.values"), format!("as one regex: {message}"));
+                }
             }
         }
         for (m, method) in authz.allowed_methods.iter().enumerate() {
@@ -151,39 +183,24 @@ pub(crate) fn fault_injection_policy(problems: &mut Problems, spec: &FaultInject
 }
 
 pub(crate) fn header_manipulation_policy(problems: &mut Problems, spec: &HeaderManipulationPolicySpec) {
+    use crate::envoy_limits::{check_header_value, check_modifiable_header_name};
     let config = &spec.config;
-    let names = config
-        .append_request_headers
-        .keys()
-        .map(|n| ("appendRequestHeaders", n))
-        .chain(
-            config
-                .remove_request_headers
-                .iter()
-                .map(|n| ("removeRequestHeaders", n)),
-        )
-        .chain(
-            config
-                .append_response_headers
-                .keys()
-                .map(|n| ("appendResponseHeaders", n)),
-        )
-        .chain(
-            config
-                .remove_response_headers
-                .iter()
-                .map(|n| ("removeResponseHeaders", n)),
-        );
-    for (field, name) in names {
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid || name.eq_ignore_ascii_case("host") {
-            push(
-                problems,
-                format!("spec.config.{field}"),
-                format!(
-                    "{name:?} cannot be changed: use a header name of letters, digits, '-' and '_' (not host or a :pseudo-header)"
-                ),
-            );
+    for (field, headers) in [
+        ("appendRequestHeaders", &config.append_request_headers),
+        ("appendResponseHeaders", &config.append_response_headers),
+    ] {
+        for (name, value) in headers {
+            let here = format!("spec.config.{field}.{name}");
+            check_modifiable_header_name(problems, &here, name);
+            check_header_value(problems, &here, value);
+        }
+    }
+    for (field, names) in [
+        ("removeRequestHeaders", &config.remove_request_headers),
+        ("removeResponseHeaders", &config.remove_response_headers),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            check_modifiable_header_name(problems, &format!("spec.config.{field}[{i}]"), name);
         }
     }
 }

@@ -1,23 +1,13 @@
-//! Durations in flags and config files: `500ms`, `30s`, `10m`, `24h`, `7d`.
+//! Durations in flags, config files and API query parameters: `500ms`, `30s`, `10m`, `24h`, `7d`.
+//!
+//! The parser is trellis-api's, the one resources use too: checked arithmetic, and at most
+//! 315,576,000,000 s, so a TTL such as `99999999999999999h` is refused instead of wrapping
+//! around (and `now + ttl` stays far from overflowing a u64 of Unix seconds).
 
 use std::time::Duration;
 
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{text:?} is not a duration such as 30s, 10m or 24h"))?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86400,
-        _ => anyhow::bail!("{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"),
-    };
-    Ok(Duration::from_secs(seconds))
+    Ok(trellis_api::parse_duration(text)?)
 }
 
 #[cfg(test)]
@@ -29,12 +19,14 @@ mod tests {
         let cases = [
             ("500ms", Some(500)),
             ("6s", Some(6_000)),
+            ("1.5s", Some(1_500)),
             ("10m", Some(600_000)),
             ("24h", Some(86_400_000)),
             ("1d", Some(86_400_000)),
             ("5", None),
             ("h", None),
             ("3w", None),
+            ("-1h", None),
         ];
         for (text, millis) in cases {
             assert_eq!(
@@ -43,5 +35,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn refuses_durations_that_would_overflow() {
+        // `99999999999999999h` in seconds does not fit a u64: the old parser wrapped it around.
+        let error = parse_duration("99999999999999999h").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "duration 99999999999999999h is too large: at most 315576000000s (about 10000 years)"
+        );
+        assert!(parse_duration("18446744073709551615s").is_err());
+        assert_eq!(parse_duration("87660000h").unwrap(), trellis_api::MAX_DURATION);
     }
 }

@@ -157,7 +157,7 @@ fn names_the_field_of_each_error() {
         ),
         (
             "kind: HeaderManipulationPolicy\napiVersion: trafficcontrol.policy.gloo.solo.io/v2\nmetadata: {name: a}\nspec: {config: {removeRequestHeaders: [host]}}",
-            Some("spec.config.removeRequestHeaders"),
+            Some("spec.config.removeRequestHeaders[0]"),
             "cannot be changed",
         ),
     ];

@@ -60,6 +60,17 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
     })
 }
 
+/// [`bootstrap`] for an xDS server that checks who asks: Envoy sends `authorization: Bearer
+/// <token>` as gRPC metadata on its ADS stream, so the server hands this node's resources (its
+/// private key among them) only to the holder of the node's registration credential. The file
+/// then holds a secret: write it owner-only.
+pub fn bootstrap_with_token(spec: &BootstrapSpec, token: &str) -> Value {
+    let mut bootstrap = bootstrap(spec);
+    bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =
+        json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    bootstrap
+}
+
 fn socket_address(address: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": address, "port_value": port } })
 }
@@ -90,6 +101,18 @@ mod tests {
         assert_eq!(ads["set_node_on_first_message_only"], true);
         assert_eq!(b["dynamic_resources"]["cds_config"]["resource_api_version"], "V3");
         assert_eq!(b["dynamic_resources"]["lds_config"]["ads"], json!({}));
+    }
+
+    #[test]
+    fn the_token_goes_to_the_ads_stream_as_bearer_metadata() {
+        let b = bootstrap_with_token(&mk_spec(), "t0ken");
+        let service = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
+        assert_eq!(service["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
+        assert_eq!(
+            service["initial_metadata"],
+            json!([{ "key": "authorization", "value": "Bearer t0ken" }])
+        );
+        assert!(bootstrap(&mk_spec()).to_string().find("initial_metadata").is_none());
     }
 
     #[test]

@@ -1,13 +1,27 @@
 //! What both add-ons do with their cluster's agent: register (so that policies' server references
 //! resolve to them, refreshed like a proxy's registration) and long-poll their config.
+//!
+//! ```text
+//!  keep_registered: PUT /v1/proxies/addon~<name>.<ns>~<port> + role secret ──▶ token ──┐
+//!  watch_config:    GET /v1/addons/<kind>, Authorization: Bearer <token>  ◀────────────┘
+//! ```
+//!
+//! The role secret proves the add-on may take the role (it will see every auth decision, and
+//! OIDC client secrets); the token, held in memory only, is what the config is served to. A
+//! restarted add-on gets a new token with the secret.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use trellis_model::discovery::AddonInstance;
 
-use crate::agent::ProxyRegistration;
+use crate::agent::role_secret::ClientSecret;
+use crate::agent::{AddonKind, AddonRegistration, ProxyRegistration};
 use crate::httpc;
+use crate::proxy::{AgentRegistration, PutOutcome};
 
 /// How often the registration is refreshed: well inside the agent's TTL.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -29,6 +43,33 @@ pub struct AgentLinkArgs {
     /// 127.0.0.1 when listening on all addresses.
     #[arg(long)]
     pub advertise: Option<String>,
+    /// The agent's role secret (its --role-secret-file), which add-on registrations need;
+    /// default: the copy the agent publishes for local clients of its user.
+    #[arg(long)]
+    pub role_secret_file: Option<PathBuf>,
+}
+
+/// The add-on's registration credential, shared by the registration task (which gets and
+/// renews it) and the config watch (which presents it).
+#[derive(Clone)]
+pub struct AgentCredential(Arc<watch::Sender<Option<String>>>);
+
+impl Default for AgentCredential {
+    fn default() -> Self {
+        AgentCredential(Arc::new(watch::Sender::new(None)))
+    }
+}
+
+impl AgentCredential {
+    /// The current token, waiting for the first registration if need be.
+    async fn current(&self) -> String {
+        let mut receiver = self.0.subscribe();
+        let token = receiver
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender lives in self");
+        token.clone().expect("waited for Some")
+    }
 }
 
 impl AgentLinkArgs {
@@ -49,50 +90,80 @@ impl AgentLinkArgs {
     }
 }
 
-/// Registers and keeps the registration fresh until the task is dropped; the agent forgets it
-/// one TTL after the add-on stops.
-pub async fn keep_registered(agent: String, instance: AddonInstance) {
+impl AgentLinkArgs {
+    pub fn secret(&self) -> ClientSecret {
+        ClientSecret {
+            file: self.role_secret_file.clone(),
+        }
+    }
+}
+
+/// Registers and keeps the registration fresh until the task is dropped, publishing its token
+/// in `credential`; the agent forgets it one TTL after the add-on stops.
+pub async fn keep_registered(
+    agent: String,
+    secret: ClientSecret,
+    kind: AddonKind,
+    instance: AddonInstance,
+    credential: AgentCredential,
+) {
     let id = format!("addon~{}.{}~{}", instance.name, instance.namespace, instance.port);
-    let url = format!("http://{agent}/v1/proxies/{id}");
-    let body = serde_json::to_vec(&ProxyRegistration::AddOn(instance)).expect("registration serializes");
+    let registration = ProxyRegistration::AddOn(AddonRegistration::new(kind, instance));
+    let mut link = AgentRegistration::new(&agent, &id, &registration, Some(secret), None);
     let mut registered = false;
     loop {
-        let answer = httpc::request(
-            "PUT",
-            &url,
-            None,
-            &[],
-            Some(("application/json", body.clone())),
-            Duration::from_secs(2),
-        )
-        .await;
-        match answer {
-            Ok(response) if response.status == 200 => {
+        match link.put().await {
+            Ok(PutOutcome::Accepted { new_token, .. }) => {
+                if let Some(token) = new_token {
+                    credential.0.send_replace(Some(token));
+                }
                 if !registered {
                     tracing::info!(agent, id, "registered with the agent");
                 }
                 registered = true;
             }
-            Ok(response) => tracing::warn!(
-                agent,
-                status = response.status,
-                body = response.body,
-                "agent refused the registration"
-            ),
-            Err(error) => tracing::warn!(agent, %error, "cannot reach the agent to register; retrying"),
+            Ok(PutOutcome::Refused { status, message, .. }) => {
+                registered = false;
+                tracing::warn!(agent, status, error = message, "agent refused the registration")
+            }
+            Err(error) => {
+                tracing::warn!(agent, error = %format!("{error:#}"), "cannot register with the agent; retrying")
+            }
         }
-        tokio::time::sleep(REFRESH).await;
+        // Until registered, try again soon: an add-on started with its agent waits for it.
+        tokio::time::sleep(if registered {
+            REFRESH
+        } else {
+            Duration::from_millis(500)
+        })
+        .await;
     }
 }
 
 /// Long-polls `GET /v1/addons/{kind}` and hands every new document to `apply`; keeps the last
 /// good one when the agent is unreachable or a document does not parse.
-pub async fn watch_config<T: DeserializeOwned>(agent: String, kind: &'static str, mut apply: impl FnMut(T)) {
+pub async fn watch_config<T: DeserializeOwned>(
+    agent: String,
+    kind: AddonKind,
+    credential: AgentCredential,
+    mut apply: impl FnMut(T),
+) {
+    let kind = kind.as_str();
     let mut version = String::new();
     let mut backoff = Duration::from_millis(200);
     loop {
         let url = format!("http://{agent}/v1/addons/{kind}?version={version}");
-        match httpc::get(&url, crate::agent::addon_config::LONG_POLL + Duration::from_secs(5)).await {
+        let authorization = format!("Bearer {}", credential.current().await);
+        let answer = httpc::request(
+            "GET",
+            &url,
+            None,
+            &[("authorization", &authorization)],
+            None,
+            crate::agent::addon_config::LONG_POLL + Duration::from_secs(5),
+        )
+        .await;
+        match answer {
             Ok(response) if response.status == 200 => {
                 backoff = Duration::from_millis(200);
                 let parsed: Result<(String, T), String> = serde_json::from_str::<serde_json::Value>(&response.body)

@@ -1,6 +1,12 @@
 //! `trellis gateway east-west`: the cluster's east-west gateway, an Envoy that receives traffic
 //! from other clusters and routes each request to local endpoints by its routing key.
+//!
+//! Gateways receive other workloads' traffic, so the agent registers them only with its role
+//! secret (`--role-secret-file`, by default the copy the agent publishes for its local user).
 
+use std::path::PathBuf;
+
+use crate::agent::role_secret::ClientSecret;
 use crate::agent::{IngressRegistration, ProxyRegistration, RegisteredGateway};
 use crate::proxy::{EnvoyArgs, run_registered_envoy};
 
@@ -17,6 +23,10 @@ pub struct EastWestArgs {
     /// Must be an IP address: Envoy endpoints are not resolved by DNS.
     #[arg(long)]
     pub public_address: Option<String>,
+    /// The agent's role secret (its --role-secret-file); default: the copy the agent publishes
+    /// for local clients of its user.
+    #[arg(long)]
+    pub role_secret_file: Option<PathBuf>,
     #[command(flatten)]
     pub envoy: EnvoyArgs,
 }
@@ -45,7 +55,10 @@ pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
         },
     });
     let id = format!("east-west~{}-{}", args.listen_address, args.port);
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy).await
+    let secret = ClientSecret {
+        file: args.role_secret_file.clone(),
+    };
+    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret)).await
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -67,6 +80,10 @@ pub struct IngressArgs {
     pub namespace: String,
     #[arg(long, default_value = "ingress-gateway")]
     pub service_account: String,
+    /// The agent's role secret (its --role-secret-file); default: the copy the agent publishes
+    /// for local clients of its user.
+    #[arg(long)]
+    pub role_secret_file: Option<PathBuf>,
     #[command(flatten)]
     pub envoy: EnvoyArgs,
 }
@@ -86,5 +103,8 @@ pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
         service_account: args.service_account.clone(),
     });
     let id = format!("ingress~{}", args.name);
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy).await
+    let secret = ClientSecret {
+        file: args.role_secret_file.clone(),
+    };
+    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret)).await
 }

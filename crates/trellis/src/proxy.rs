@@ -9,6 +9,8 @@ use serde_json::Value;
 use trellis_model::{Protocol, Workload, WorkloadPort};
 
 use crate::agent::ProxyRegistration;
+use crate::agent::credentials::write_private;
+use crate::agent::role_secret::ClientSecret;
 use crate::httpc;
 
 /// How often a proxy refreshes its registration (the agent expires it after 30 s without one).
@@ -124,20 +126,141 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         workload,
         outbound_port: args.outbound_port,
     };
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy).await
+    run_registered_envoy(&args.agent, &id, registration, &args.envoy, None).await
 }
 
+/// One registration with the agent, seen from the client: where, what, and the credential.
+pub struct AgentRegistration {
+    agent: String,
+    id: String,
+    body: Vec<u8>,
+    /// For gateways and add-ons: the agent's role secret, read when first needed.
+    secret: Option<ClientSecret>,
+    secret_value: Option<String>,
+    /// The token the agent issued for this id (or the one saved from an earlier run).
+    pub token: Option<String>,
+}
+
+/// What one PUT came to.
+pub enum PutOutcome {
+    /// Accepted; `new_token` when the agent issued one (it must be kept from now on).
+    Accepted { answer: Value, new_token: Option<String> },
+    /// Refused: `code` is the agent's word for why (`credential-required`, `not-allowed`, ...).
+    Refused { status: u16, code: String, message: String },
+}
+
+impl AgentRegistration {
+    pub fn new(
+        agent: &str,
+        id: &str,
+        registration: &ProxyRegistration,
+        secret: Option<ClientSecret>,
+        token: Option<String>,
+    ) -> Self {
+        AgentRegistration {
+            agent: agent.to_string(),
+            id: id.to_string(),
+            body: serde_json::to_vec(registration).expect("registration serializes"),
+            secret,
+            secret_value: None,
+            token,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/v1/proxies/{}", self.agent, self.id)
+    }
+
+    /// One PUT with whatever credentials this registration has; a newly issued token replaces
+    /// the one held. `Err` when the agent cannot be reached (or the role secret not read).
+    pub async fn put(&mut self) -> anyhow::Result<PutOutcome> {
+        if let (Some(secret), None) = (&self.secret, &self.secret_value) {
+            self.secret_value = Some(secret.read(&self.agent)?);
+        }
+        let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value));
+        }
+        if let Some(secret) = &self.secret_value {
+            headers.push((crate::agent::role_secret::HEADER, secret));
+        }
+        let response = httpc::request(
+            "PUT",
+            &self.url(),
+            None,
+            &headers,
+            Some(("application/json", self.body.clone())),
+            Duration::from_secs(2),
+        )
+        .await?;
+        if response.status == 200 {
+            let answer: Value = serde_json::from_str(&response.body).context("the agent's answer is not JSON")?;
+            let new_token = answer["token"].as_str().map(str::to_string);
+            if let Some(token) = &new_token {
+                self.token = Some(token.clone());
+            }
+            return Ok(PutOutcome::Accepted { answer, new_token });
+        }
+        let error: Value = serde_json::from_str(&response.body).unwrap_or_default();
+        if error["code"] == "role-secret-required" {
+            // The agent may have been given another secret since it was read: read it again.
+            self.secret_value = None;
+        }
+        Ok(PutOutcome::Refused {
+            status: response.status,
+            code: error["code"].as_str().unwrap_or_default().to_string(),
+            message: error["error"].as_str().unwrap_or(&response.body).to_string(),
+        })
+    }
+
+    /// Deregisters with the credential held (best effort: the agent forgets it after its TTL anyway).
+    pub async fn delete(&self) {
+        let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|v| ("authorization", v.as_str())).collect();
+        let _ = httpc::request("DELETE", &self.url(), None, &headers, None, Duration::from_secs(2)).await;
+    }
+}
+
+/// Refusals worth waiting out: the id is still held by an earlier run that did not deregister
+/// (it expires one TTL after its last refresh), or the secret changed under us.
+fn transient(code: &str) -> bool {
+    matches!(
+        code,
+        "credential-required" | "wrong-credential" | "role-secret-required"
+    )
+}
+
+/// How long a held id is waited for: a little more than the agent's TTL.
+const HELD_ID_WAIT: Duration = Duration::from_secs(45);
+
 /// Registers, runs Envoy against the agent's ADS server, refreshes the registration until a
-/// signal or Envoy's exit, then deregisters and stops Envoy.
+/// signal or Envoy's exit, then deregisters and stops Envoy. `secret` for the privileged roles
+/// (gateways).
+///
+/// The registration's token is kept in the data directory (mode 0600) so that a restarted proxy
+/// keeps its id, and goes into Envoy's bootstrap (mode 0600) for the ADS stream.
 pub async fn run_registered_envoy(
     agent: &str,
     id: &str,
     registration: ProxyRegistration,
     envoy: &EnvoyArgs,
+    secret: Option<ClientSecret>,
 ) -> anyhow::Result<()> {
-    let url = format!("http://{agent}/v1/proxies/{id}");
-    let body = serde_json::to_vec(&registration)?;
-    let answer = register_with_retry(&url, &body).await?;
+    let data_dir = envoy
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".trellis/proxy-{}", id.replace('~', "-"))));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let token_path = data_dir.join("agent-token");
+    let saved = std::fs::read_to_string(&token_path)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    let mut link = AgentRegistration::new(agent, id, &registration, secret, saved);
+    let answer = register_with_retry(&mut link).await?;
+    let token = link.token.clone().context("the agent issued no credential")?;
+    write_private(&token_path, &token)?;
     let cluster = answer["cluster"].as_str().unwrap_or_default().to_string();
     let xds_address = answer["xdsAddress"]
         .as_str()
@@ -147,26 +270,27 @@ pub async fn run_registered_envoy(
         .as_u64()
         .context("agent did not say where its xDS server is")? as u16;
 
-    let data_dir = envoy
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!(".trellis/proxy-{}", id.replace('~', "-"))));
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let admin_port = if envoy.admin_port == 0 {
         crate::process::free_port()
     } else {
         envoy.admin_port
     };
-    let bootstrap = trellis_envoy::bootstrap(&trellis_envoy::BootstrapSpec {
-        node_id: id,
-        node_cluster: &cluster,
-        admin_address: "127.0.0.1",
-        admin_port,
-        xds_address: &xds_address,
-        xds_port,
-    });
+    let bootstrap = trellis_envoy::bootstrap_with_token(
+        &trellis_envoy::BootstrapSpec {
+            node_id: id,
+            node_cluster: &cluster,
+            admin_address: "127.0.0.1",
+            admin_port,
+            xds_address: &xds_address,
+            xds_port,
+        },
+        &token,
+    );
     let bootstrap_path = data_dir.join("bootstrap.json");
-    std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)?;
+    write_private(
+        &bootstrap_path,
+        &serde_json::to_string_pretty(&bootstrap).expect("bootstrap serializes"),
+    )?;
 
     let envoy_bin = crate::envoy_bin::find()?;
     let mut command = tokio::process::Command::new(&envoy_bin);
@@ -185,42 +309,55 @@ pub async fn run_registered_envoy(
     let outcome = loop {
         tokio::select! {
             _ = refresh.tick() => {
-                // The agent may have restarted and forgotten us: registering again is idempotent.
-                if let Err(error) = httpc::request("PUT", &url, None, &[], Some(("application/json", body.clone())), Duration::from_secs(2)).await {
-                    tracing::warn!(proxy.id = id, %error, "cannot refresh registration; Envoy keeps its config");
+                // The agent may have restarted and forgotten us: it knows our credential from its
+                // data directory, or adopts the token we present.
+                match link.put().await {
+                    Ok(PutOutcome::Accepted { new_token: None, .. }) => {}
+                    Ok(PutOutcome::Accepted { new_token: Some(token), .. }) => {
+                        // Only a holder of the role secret can replace a gateway's credential
+                        // (two gateways started with one id). Envoy's bootstrap holds the old one.
+                        let _ = write_private(&token_path, &token);
+                        break Err(anyhow::anyhow!("the agent replaced this proxy's credential (another process registered {id}); restart to use it"));
+                    }
+                    Ok(PutOutcome::Refused { status, message, .. }) => {
+                        tracing::warn!(proxy.id = id, status, error = message, "the agent refused the refresh; Envoy keeps its config");
+                    }
+                    Err(error) => tracing::warn!(proxy.id = id, error = %format!("{error:#}"), "cannot refresh registration; Envoy keeps its config"),
                 }
             }
             status = child.wait() => break Err(anyhow::anyhow!("envoy exited: {}", status?)),
             _ = crate::process::shutdown_signal() => break Ok(()),
         }
     };
-    let _ = httpc::request("DELETE", &url, None, &[], None, Duration::from_secs(2)).await;
+    link.delete().await;
+    // Deregistered: the token is worthless now, and a fresh start gets a new one.
+    let _ = std::fs::remove_file(&token_path);
     crate::process::terminate(&mut child, Duration::from_secs(3)).await;
     tracing::info!(proxy.id = id, "proxy stopped");
     outcome
 }
 
-async fn register_with_retry(url: &str, body: &[u8]) -> anyhow::Result<Value> {
+/// Registers, waiting for an agent that is not up yet and for an id still held by an earlier
+/// run of this proxy; a refusal for any other reason is final.
+pub async fn register_with_retry(link: &mut AgentRegistration) -> anyhow::Result<Value> {
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     for attempt in 1.. {
-        match httpc::request(
-            "PUT",
-            url,
-            None,
-            &[],
-            Some(("application/json", body.to_vec())),
-            Duration::from_secs(2),
-        )
-        .await
-        {
-            Ok(response) if response.status == 200 => return Ok(serde_json::from_str(&response.body)?),
-            Ok(response) => anyhow::bail!(
-                "agent refused the registration ({}): {}",
-                response.status,
-                response.body
-            ),
+        match link.put().await {
+            Ok(PutOutcome::Accepted { answer, .. }) => return Ok(answer),
+            Ok(PutOutcome::Refused { code, message, .. }) if transient(&code) && started.elapsed() < HELD_ID_WAIT => {
+                tracing::warn!(
+                    proxy.id = link.id,
+                    error = message,
+                    "registration refused for now; retrying"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(PutOutcome::Refused { status, message, .. }) => {
+                anyhow::bail!("agent refused the registration ({status}): {message}")
+            }
             Err(error) if attempt < 60 => {
-                tracing::info!(%error, "agent not reachable yet; retrying");
+                tracing::info!(error = %format!("{error:#}"), "agent not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }

@@ -234,6 +234,10 @@ impl LocalMesh {
                 ],
             );
             if options.insecure {
+                    // The demo's workloads live in `demo`: sidecars may claim only its identities.
+                    // Gateways and add-ons find the agent's role secret where it publishes it.
+                    "--allow-namespace".into(),
+                    "demo".into(),
                 agent.args.push("--insecure".into());
             } else {
                 // Register the cluster, as an operator would with `trellis cluster register`.

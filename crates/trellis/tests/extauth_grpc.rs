@@ -86,6 +86,7 @@ async fn start_with_admin(configs: Vec<(&str, Value)>, admin: Option<SocketAddr>
             name: None,
             namespace: "gloo-mesh".into(),
             advertise: None,
+            role_secret_file: None,
         },
         admin_addr: admin,
     };

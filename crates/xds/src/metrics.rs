@@ -14,6 +14,7 @@ pub struct XdsMetrics {
     pub(crate) pushes: Family<TypeUrlLabel, Counter>,
     pub(crate) nacks: Family<TypeUrlLabel, Counter>,
     pub(crate) proxies_connected: Gauge,
+    pub(crate) streams_refused: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,7 +38,21 @@ impl XdsMetrics {
             "Proxies with an open ADS stream",
             m.proxies_connected.clone(),
         );
+        registry.register(
+            "trellis_xds_streams_refused",
+            "ADS streams refused or closed because the node's credential did not check out",
+            m.streams_refused.clone(),
+        );
         m
+    }
+
+    pub(crate) fn refused(&self) {
+        self.streams_refused.inc();
+    }
+
+    /// Streams refused so far for a bad or missing node credential.
+    pub fn refused_total(&self) -> u64 {
+        self.streams_refused.get()
     }
 
     pub(crate) fn push(&self, type_url: &str) {

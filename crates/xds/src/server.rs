@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
@@ -27,11 +28,19 @@ const RESPONSE_BUFFER: usize = 16;
 
 type ResponseTx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
-/// Where the ADS server gets each proxy's snapshot.
+/// Where the ADS server gets each proxy's snapshot, and who may have it.
 ///
 /// `None` in the watch means "not ready yet": requests are held and nothing is
 /// sent, because an empty config would make Envoy drop the one it is serving.
 pub trait SnapshotSource: Send + Sync + 'static {
+    /// Whether a stream may act as `node_id`, judged from its gRPC metadata (e.g. an
+    /// `authorization` header from Envoy's `initial_metadata`). A node's snapshot can hold its
+    /// private key, and the node id is only a claim the client makes, so the source, which
+    /// knows what credential each node registered with, decides. Called before anything is
+    /// sent and again at every snapshot change, so a revoked credential stops the stream.
+    /// Refuse with `Status::unauthenticated`.
+    fn authorize(&self, node_id: &str, metadata: &MetadataMap) -> Result<(), Status>;
+
     fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, Status>;
 }
 
@@ -75,7 +84,10 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        // Kept for re-checks at every snapshot change; never logged (it holds a credential).
+        let metadata = request.metadata().clone();
         let stream = StreamTask {
+            metadata,
             stream_id: self.next_stream_id.fetch_add(1, Ordering::Relaxed),
             source: self.source.clone(),
             metrics: self.metrics.clone(),
@@ -101,6 +113,7 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
 // === impl StreamTask ===
 
 struct StreamTask<S> {
+    metadata: MetadataMap,
     stream_id: u64,
     source: Arc<S>,
     metrics: XdsMetrics,
@@ -125,6 +138,12 @@ impl<S: SnapshotSource> StreamTask<S> {
             return;
         }
         tracing::Span::current().record("proxy.id", node_id.as_str());
+        if let Err(status) = self.source.authorize(&node_id, &self.metadata) {
+            warn!(code = ?status.code(), reason = status.message(), "refused proxy stream");
+            self.metrics.refused();
+            let _ = self.tx.send(Err(status)).await;
+            return;
+        }
         let mut watch = match self.source.subscribe(&node_id) {
             Ok(watch) => watch,
             Err(status) => {
@@ -153,10 +172,18 @@ impl<S: SnapshotSource> StreamTask<S> {
                     },
                     changed = watch.changed() => match changed {
                         Ok(()) => {
-                            let snapshot = watch.borrow_and_update().clone();
-                            let pushes = state.set_snapshot(snapshot);
-                            self.board.update(self.stream_id, state.type_statuses());
-                            self.send_all(pushes).await
+                            // The credential may have been revoked or replaced meanwhile.
+                            if let Err(status) = self.source.authorize(state.node_id(), &self.metadata) {
+                                warn!(code = ?status.code(), reason = status.message(), "proxy credential no longer valid; closing its stream");
+                                self.metrics.refused();
+                                let _ = self.tx.send(Err(status)).await;
+                                ControlFlow::Break(())
+                            } else {
+                                let snapshot = watch.borrow_and_update().clone();
+                                let pushes = state.set_snapshot(snapshot);
+                                self.board.update(self.stream_id, state.type_statuses());
+                                self.send_all(pushes).await
+                            }
                         }
                         Err(_) => {
                             // The source forgot this proxy; ending the stream

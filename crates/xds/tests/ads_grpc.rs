@@ -28,6 +28,7 @@ const QUIET: Duration = Duration::from_millis(300);
 #[derive(Default)]
 struct TestSource {
     watches: Mutex<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+    revoked: Mutex<std::collections::HashSet<String>>,
 }
 
 impl TestSource {
@@ -41,6 +42,18 @@ impl TestSource {
 }
 
 impl SnapshotSource for TestSource {
+    /// Nodes named `locked*` need `authorization: Bearer right`; revoked nodes get nothing.
+    fn authorize(&self, node_id: &str, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        if self.revoked.lock().unwrap().contains(node_id) {
+            return Err(Status::unauthenticated("credential revoked"));
+        }
+        let presented = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        if node_id.starts_with("locked") && presented != Some("Bearer right") {
+            return Err(Status::unauthenticated("wrong or missing token"));
+        }
+        Ok(())
+    }
+
     fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, Status> {
         if node_id == "refused" {
             return Err(Status::permission_denied("unknown proxy"));
@@ -89,15 +102,20 @@ struct Proxy {
 
 impl Proxy {
     async fn connect(addr: SocketAddr) -> Self {
+        Self::connect_with(addr, None).await
+    }
+
+    /// Opens a stream sending `authorization: <value>` as Envoy's `initial_metadata` does.
+    async fn connect_with(addr: SocketAddr, authorization: Option<&str>) -> Self {
         let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
         let (tx, rx) = mpsc::channel(8);
-        let rx = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(value) = authorization {
+            request.metadata_mut().insert("authorization", value.parse().unwrap());
+        }
+        let rx = client.stream_aggregated_resources(request).await.unwrap().into_inner();
         Self { tx, rx }
     }
 
@@ -278,4 +296,43 @@ async fn disconnect_removes_proxy_from_status_board() {
     drop(proxy);
     eventually(&h.board, |all| all.is_empty()).await;
     assert_eq!(h.metrics.proxies_connected(), 0);
+}
+
+#[tokio::test]
+async fn a_node_is_served_only_to_a_stream_with_its_credential() {
+    let h = spawn_server().await;
+    h.source.set("locked-a", Some(mk_snapshot(&[("secret-bearing", 1)])));
+    for authorization in [None, Some("Bearer wrong"), Some("right"), Some("Basic right")] {
+        let mut proxy = Proxy::connect_with(h.addr, authorization).await;
+        proxy.send(mk_cds_request(Some("locked-a"), "", "")).await;
+        let refused = proxy.recv().await.expect_err("served without the right credential");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{authorization:?}: {refused:?}");
+    }
+    assert_eq!(h.metrics.refused_total(), 4);
+    // Nothing was registered as connected for the refused streams.
+    assert!(h.board.snapshot().is_empty(), "{:?}", h.board.snapshot());
+
+    let mut proxy = Proxy::connect_with(h.addr, Some("Bearer right")).await;
+    proxy.send(mk_cds_request(Some("locked-a"), "", "")).await;
+    assert_eq!(cluster_names(&proxy.recv().await.unwrap()), ["secret-bearing"]);
+}
+
+#[tokio::test]
+async fn a_revoked_credential_closes_the_stream_at_the_next_change() {
+    let h = spawn_server().await;
+    h.source.set("locked-b", Some(mk_snapshot(&[("one", 1)])));
+    let mut proxy = Proxy::connect_with(h.addr, Some("Bearer right")).await;
+    proxy.send(mk_cds_request(Some("locked-b"), "", "")).await;
+    let first = proxy.recv().await.unwrap();
+    proxy
+        .send(mk_cds_request(None, &first.version_info, &first.nonce))
+        .await;
+    h.source.revoked.lock().unwrap().insert("locked-b".into());
+    h.source.set("locked-b", Some(mk_snapshot(&[("two", 1)])));
+    let closed = proxy
+        .recv()
+        .await
+        .expect_err("the new snapshot reached a revoked stream");
+    assert_eq!(closed.code(), Code::Unauthenticated);
+    assert_eq!(h.metrics.refused_total(), 1);
 }

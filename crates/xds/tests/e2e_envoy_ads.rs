@@ -63,6 +63,11 @@ impl TestSource {
 }
 
 impl SnapshotSource for TestSource {
+    // Envoy here runs from a bootstrap without credentials; ads_grpc.rs tests the refusals.
+    fn authorize(&self, _node_id: &str, _metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        Ok(())
+    }
+
     fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, Status> {
         let mut watches = self.watches.lock().unwrap();
         Ok(watches

@@ -2,21 +2,23 @@
 //! cluster config the management server sent. Long poll: while the content's version equals `V`
 //! the answer waits for a change, up to [`LONG_POLL`], then says 304 so the add-on asks again.
 //!
-//! The ext-auth part carries secrets (OIDC client secrets; API keys only as SHA-256 digests): it
-//! is served on the agent's local API, like the workload keys on its xDS port.
+//! The ext-auth part carries secrets (OIDC client secrets; API keys only as SHA-256 digests), so
+//! each kind is served only to the credential of a live add-on registration of that kind
+//! (`Authorization: Bearer <its registration token>`), checked again whenever the long poll wakes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trellis_model::ClusterConfig;
 
 use super::Agent;
+use super::registry::{AddonKind, RegistryError, bearer};
 
 pub const LONG_POLL: Duration = Duration::from_secs(30);
 
@@ -50,10 +52,31 @@ pub async fn serve(
     State((agent, _)): State<(Arc<Agent>, trellis_xds::ProxyStatusBoard)>,
     Path(kind): Path<String>,
     Query(query): Query<VersionQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    let addon_kind = match kind.as_str() {
+        "ext-auth" => AddonKind::ExtAuth,
+        "rate-limiter" => AddonKind::RateLimiter,
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
+            )
+                .into_response();
+        }
+    };
     let mut changes = agent.config.subscribe();
     let deadline = tokio::time::Instant::now() + LONG_POLL;
     loop {
+        // Checked at every wake-up: a credential deleted or taken over mid-poll gets nothing more.
+        let authorized = bearer(&headers).and_then(|token| agent.registry.addon_for_token(addon_kind, token));
+        if authorized.is_none() {
+            tracing::warn!(
+                kind,
+                "add-on config refused: no credential of a registered add-on of this kind"
+            );
+            return RegistryError::AddonCredentialRequired(addon_kind.as_str()).into_response();
+        }
         let current = changes.borrow_and_update().clone();
         let Some((version, document)) = versioned(&kind, current.as_deref()) else {
             return (

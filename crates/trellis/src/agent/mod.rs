@@ -9,12 +9,19 @@
 //! The agent keeps serving its last good config while the relay is down, and reloads it from
 //! its cache after a restart, so neither a management server outage nor an agent restart
 //! changes what running proxies do.
+//!
+//! Its local ports are open to every process on the host, so nothing on them is served on a
+//! claim alone: every registration gets its own credential, which its Envoy presents on the
+//! ADS stream; sidecars claim only identities `--allow-namespace`/`--allow-service-account`
+//! list; gateways and add-ons need the role secret (see `registry`, `policy`, `role_secret`).
 
 pub mod addon_config;
-mod credentials;
+pub(crate) mod credentials;
 mod mesh_identity;
+mod policy;
 mod registry;
 mod relay_client;
+pub mod role_secret;
 mod xds_source;
 
 use std::net::SocketAddr;
@@ -25,7 +32,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use trellis_model::ClusterConfig;
 
-pub use registry::{IngressRegistration, ProxyRegistration, RegisteredGateway};
+pub use registry::{AddonKind, AddonRegistration, IngressRegistration, MAX_BODY, ProxyRegistration, RegisteredGateway};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
@@ -64,12 +71,27 @@ pub struct AgentArgs {
     /// Lifetime of the workload certificates this agent issues; renewed at two thirds.
     #[arg(long, default_value = "1h")]
     pub workload_cert_ttl: String,
+    /// A namespace whose identities (any service account) sidecars may claim here; repeatable
+    /// or comma separated; `*` for any. With neither this nor --allow-service-account, no
+    /// sidecar may register.
+    #[arg(long = "allow-namespace", value_delimiter = ',')]
+    pub allow_namespaces: Vec<String>,
+    /// One identity sidecars may claim here, `NAMESPACE/SERVICE_ACCOUNT`; repeatable or comma
+    /// separated.
+    #[arg(long = "allow-service-account", value_delimiter = ',')]
+    pub allow_service_accounts: Vec<String>,
+    /// The secret gateways and add-ons must present to register (they receive other workloads'
+    /// traffic); generated (mode 0600) if missing. Default `<data-dir>/role-secret`. A copy is
+    /// published for local clients of this user, so `trellis gateway` and the add-ons on this
+    /// host find it without a flag.
+    #[arg(long)]
+    pub role_secret_file: Option<PathBuf>,
 }
 
 pub struct Agent {
     pub cluster: String,
     pub config: watch::Sender<Option<Arc<ClusterConfig>>>,
-    pub registry: registry::Registry,
+    pub registry: Arc<registry::Registry>,
     pub relay_connected: std::sync::atomic::AtomicBool,
     pub credentials: Arc<credentials::RelayCredentials>,
     /// The cluster's intermediate CA, once signed (or loaded from the cache).
@@ -106,16 +128,36 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     let workload_ttl = crate::duration::parse_duration(&args.workload_cert_ttl).context("--workload-cert-ttl")?;
+    let policy = policy::AdmissionPolicy::new(&args.allow_namespaces, &args.allow_service_accounts)?;
+    if policy.admits_nothing() {
+        tracing::warn!(
+            "no --allow-namespace or --allow-service-account: no sidecar can register with this agent (gateways and add-ons can, with the role secret)"
+        );
+    } else {
+        tracing::info!(allowed = %policy.describe(), "sidecars may claim these identities");
+    }
+    let role_secret_path = args
+        .role_secret_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("role-secret"));
+    let role_secret = role_secret::load_or_create(&role_secret_path)?;
+    let registry = Arc::new(registry::Registry::new(
+        args.xds_addr,
+        policy,
+        &role_secret,
+        Some(data_dir.join("registrations.json")),
+        std::time::Instant::now(),
+    ));
     let mesh_dir = mesh_identity::mesh_dir(&data_dir);
     let mut metrics_registry = prometheus_client::registry::Registry::default();
     let xds_metrics = trellis_xds::XdsMetrics::register(&mut metrics_registry);
-    let source = Arc::new(xds_source::ProxySnapshots::default());
+    let source = Arc::new(xds_source::ProxySnapshots::new(registry.clone()));
     let ads = trellis_xds::AdsServer::new(source.clone(), xds_metrics);
     let board = ads.status();
     let agent = Arc::new(Agent {
         cluster: args.cluster.clone(),
         config: watch::Sender::new(cached.map(Arc::new)),
-        registry: registry::Registry::new(args.xds_addr),
+        registry,
         relay_connected: Default::default(),
         credentials: Arc::new(credentials),
         mesh: watch::Sender::new(mesh_identity::ClusterCa::load(&mesh_dir).map(Arc::new)),
@@ -140,6 +182,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     ));
     tokio::spawn(agent.certs.clone().watch_due());
 
+    // Published before the registration API listens, so a gateway or add-on started with the
+    // agent finds the current secret by the time its registration can be answered.
+    let published = role_secret::publish(&role_secret, args.registry_addr.port());
+    if let Some(path) = &published {
+        tracing::info!(path = %path.display(), "role secret published for local gateways and add-ons");
+    }
     let registry_listener = tokio::net::TcpListener::bind(args.registry_addr)
         .await
         .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
@@ -152,16 +200,29 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         registry_listener,
         registry::router(agent.clone(), board, Arc::new(metrics_registry)),
     );
+    let shutdown = crate::process::Shutdown::on_signal();
+    let stop = shutdown.clone();
     let xds = tonic::transport::Server::builder()
         .add_service(ads.into_service())
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(xds_listener).with_nodelay(Some(true)),
-            crate::process::shutdown_signal(),
+            async move { stop.requested().await },
         );
-    tokio::select! {
-        result = api => result.context("registry API failed")?,
-        result = xds => result.context("xDS server failed")?,
+    let servers = async {
+        tokio::select! {
+            result = api => result.context("registry API failed"),
+            result = xds => result.context("xDS server failed"),
+        }
+    };
+    // Envoys keep their ADS streams open for as long as they run: after SIGTERM the agent gives
+    // them the grace period, then exits anyway (they keep their config and reconnect).
+    let outcome = crate::process::drain(&shutdown, servers, crate::process::SHUTDOWN_GRACE, "agent")
+        .await
+        .unwrap_or(Ok(()));
+    if published.is_some() {
+        role_secret::unpublish(&role_secret, args.registry_addr.port());
     }
+    outcome?;
     tracing::info!("agent stopped");
     Ok(())
 }

@@ -1,14 +1,36 @@
-//! The local registration API: proxies (sidecars and gateways) announce themselves and refresh
-//! their registration; a registration not refreshed within [`TTL`] expires. After an agent
-//! restart the proxies' next refresh rebuilds the registry, no state file needed.
+//! The local registration API: proxies (sidecars and gateways) and add-ons announce themselves
+//! and refresh their registration; a registration not refreshed within [`TTL`] expires.
+//!
+//! Every registration has its own credential, because the agent's ports are open to every
+//! local process and a registration is worth a workload identity (its private key, over SDS):
+//!
+//! ```text
+//!  PUT /v1/proxies/<id>  (first)        ──▶ {"token": T}  once; the agent keeps only SHA-256(T)
+//!  PUT/DELETE /v1/proxies/<id>          ──▶ need Authorization: Bearer T
+//!  ADS stream of node <id>              ──▶ needs Authorization: Bearer T (Envoy's initial_metadata)
+//!  GET /v1/addons/<kind>                ──▶ needs the T of a registered add-on of that kind
+//! ```
+//!
+//! Who may claim what: a sidecar only the identities the agent's policy lists (`policy`); a
+//! gateway or add-on only with the agent's role secret (`role_secret`).
+//!
+//! Surviving an agent restart: the registrations themselves are rebuilt by the proxies' next
+//! refresh (no state file for them, as before), but the credentials' hashes are kept in
+//! `<data-dir>/registrations.json` (mode 0600). After a restart each known id waits one [`TTL`]
+//! for its proxy; the running Envoys reconnect with the tokens in their bootstraps and nothing
+//! restarts. A proxy that presents a well-formed token for an id the agent does not know (its
+//! data directory was lost) gets that token adopted, so its Envoy's bootstrap stays valid; it
+//! proves nothing more than a first registration would, and is admitted by the same policy.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -18,9 +40,17 @@ use trellis_model::discovery::AddonInstance;
 use trellis_model::{ClusterDiscovery, GatewayAddress, Workload};
 
 use super::Agent;
+use super::policy::{AdmissionPolicy, is_name};
 
 /// How long a registration lives without a refresh. Proxies refresh every few seconds.
 pub const TTL: Duration = Duration::from_secs(30);
+
+/// Largest registration body accepted; real ones are a few hundred bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Most registrations (and restored credentials) one agent holds, so a local loop of PUTs
+/// cannot grow its memory without end.
+pub const MAX_REGISTRATIONS: usize = 4096;
 
 /// What a proxy sends when it registers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +68,7 @@ pub enum ProxyRegistration {
     /// An add-on server (`trellis ext-auth`, `trellis rate-limiter`): the policies' server
     /// references resolve to it by namespace and name, and it loads its config from this agent.
     #[serde(rename_all = "camelCase")]
-    AddOn(AddonInstance),
+    AddOn(AddonRegistration),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,19 +91,293 @@ pub struct RegisteredGateway {
     pub public_address: GatewayAddress,
 }
 
+/// Which config an add-on loads from `GET /v1/addons/{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddonKind {
+    #[serde(rename = "ext-auth")]
+    ExtAuth,
+    #[serde(rename = "rate-limiter")]
+    RateLimiter,
+}
+
+impl AddonKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddonKind::ExtAuth => "ext-auth",
+            AddonKind::RateLimiter => "rate-limiter",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonRegistration {
+    /// What it is: decides which config its credential may load.
+    pub serves: AddonKind,
+    pub namespace: String,
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl AddonRegistration {
+    pub fn new(serves: AddonKind, instance: AddonInstance) -> Self {
+        AddonRegistration {
+            serves,
+            namespace: instance.namespace,
+            name: instance.name,
+            address: instance.address,
+            port: instance.port,
+        }
+    }
+
+    pub fn instance(&self) -> AddonInstance {
+        AddonInstance {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            address: self.address.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl ProxyRegistration {
+    /// The id prefix of this role (`<prefix>~...`): ADS node ids say what they are.
+    fn id_prefix(&self) -> &'static str {
+        match self {
+            ProxyRegistration::Sidecar { .. } => "sidecar",
+            ProxyRegistration::EastWestGateway(_) => "east-west",
+            ProxyRegistration::IngressGateway(_) => "ingress",
+            ProxyRegistration::AddOn(_) => "addon",
+        }
+    }
+
+    fn role(&self) -> &'static str {
+        match self {
+            ProxyRegistration::Sidecar { .. } => "a sidecar",
+            ProxyRegistration::EastWestGateway(_) => "the east-west gateway",
+            ProxyRegistration::IngressGateway(_) => "an ingress gateway",
+            ProxyRegistration::AddOn(_) => "an add-on",
+        }
+    }
+
+    /// Roles that receive other workloads' traffic or secrets: they need the role secret.
+    fn privileged(&self) -> bool {
+        !matches!(self, ProxyRegistration::Sidecar { .. })
+    }
+
+    fn validate(&self, id: &str) -> Result<(), RegistryError> {
+        let prefix = self.id_prefix();
+        if id.split_once('~').map(|(p, _)| p) != Some(prefix) {
+            return Err(RegistryError::IdRole {
+                id: id.to_string(),
+                prefix,
+                role: self.role(),
+            });
+        }
+        let invalid = |what: &str| Err(RegistryError::Invalid(what.to_string()));
+        match self {
+            ProxyRegistration::Sidecar { workload, .. } => {
+                if workload.name.is_empty() || workload.service.is_empty() || workload.address.is_empty() {
+                    return invalid("workload name, namespace, service and address are required");
+                }
+                if !is_name(&workload.namespace) || !is_name(&workload.service_account) {
+                    return invalid(
+                        "workload namespace and service account must be names (lowercase letters, digits, '-' and '.')",
+                    );
+                }
+            }
+            ProxyRegistration::IngressGateway(ingress) => {
+                if !is_name(&ingress.namespace) || !is_name(&ingress.service_account) {
+                    return invalid(
+                        "ingress namespace and service account must be names (lowercase letters, digits, '-' and '.')",
+                    );
+                }
+            }
+            ProxyRegistration::AddOn(addon) => {
+                if !is_name(&addon.namespace) || addon.name.is_empty() || addon.address.is_empty() {
+                    return invalid("add-on namespace, name and address are required");
+                }
+            }
+            ProxyRegistration::EastWestGateway(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Why a registration API request is refused; mapped to HTTP in one place ([`IntoResponse`]).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegistryError {
+    #[error("invalid proxy id {0:?}: use 1 to 253 characters of letters, digits, '.', '-', '_', '~' and ':'")]
+    InvalidId(String),
+    #[error("proxy id {id:?} must start with \"{prefix}~\" to register {role}")]
+    IdRole {
+        id: String,
+        prefix: &'static str,
+        role: &'static str,
+    },
+    #[error("invalid registration: {0}")]
+    Invalid(String),
+    #[error(
+        "{0:?} is registered already: refreshing, changing or deleting it needs its credential (Authorization: Bearer <the token its first registration returned>)"
+    )]
+    CredentialRequired(String),
+    #[error("the credential does not match the registration of {0:?}")]
+    WrongCredential(String),
+    #[error("malformed bearer token: use the token the agent issued")]
+    MalformedToken,
+    #[error(
+        "registering {0} needs the agent's role secret (header x-trellis-role-secret; gateways and add-ons read it from --role-secret-file, by default the copy the agent publishes for its local user)"
+    )]
+    RoleSecretRequired(&'static str),
+    #[error(
+        "namespace {namespace:?} / service account {service_account:?} may not register with this agent (hint: start the agent with --allow-namespace {namespace} or --allow-service-account {namespace}/{service_account})"
+    )]
+    NotAllowed { namespace: String, service_account: String },
+    #[error("{0:?} is not registered")]
+    NotFound(String),
+    #[error("this agent holds {MAX_REGISTRATIONS} registrations, its limit")]
+    Full,
+    #[error(
+        "the {0} config is served only to a registered {0} add-on (Authorization: Bearer <its registration token>)"
+    )]
+    AddonCredentialRequired(&'static str),
+}
+
+impl RegistryError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RegistryError::InvalidId(_)
+            | RegistryError::IdRole { .. }
+            | RegistryError::Invalid(_)
+            | RegistryError::MalformedToken => StatusCode::BAD_REQUEST,
+            RegistryError::CredentialRequired(_) | RegistryError::AddonCredentialRequired(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            RegistryError::WrongCredential(_)
+            | RegistryError::RoleSecretRequired(_)
+            | RegistryError::NotAllowed { .. } => StatusCode::FORBIDDEN,
+            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::Full => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable word for clients deciding whether to retry (`trellis proxy` waits out a held id).
+    fn code(&self) -> &'static str {
+        match self {
+            RegistryError::InvalidId(_) | RegistryError::IdRole { .. } | RegistryError::Invalid(_) => "invalid",
+            RegistryError::CredentialRequired(_) => "credential-required",
+            RegistryError::WrongCredential(_) => "wrong-credential",
+            RegistryError::MalformedToken => "malformed-token",
+            RegistryError::RoleSecretRequired(_) => "role-secret-required",
+            RegistryError::NotAllowed { .. } => "not-allowed",
+            RegistryError::NotFound(_) => "not-found",
+            RegistryError::Full => "full",
+            RegistryError::AddonCredentialRequired(_) => "credential-required",
+        }
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = Json(json!({"error": self.to_string(), "code": self.code()}));
+        if status == StatusCode::UNAUTHORIZED {
+            (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}
+
+/// What a request presents besides its body.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Presented<'a> {
+    /// From `Authorization: Bearer <token>`.
+    pub token: Option<&'a str>,
+    /// From the role secret header.
+    pub role_secret: Option<&'a str>,
+}
+
+/// The answer to an accepted registration.
+#[derive(Debug, PartialEq)]
+pub struct Registered {
+    /// A newly issued token: returned this once, never stored in clear.
+    pub token: Option<String>,
+}
+
+struct Entry {
+    token_sha256: String,
+    /// `None`: a credential restored after a restart, waiting for its proxy's refresh.
+    registration: Option<ProxyRegistration>,
+    expires: Instant,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct StoredCredentials {
+    /// Proxy id → lowercase hex SHA-256 of its token.
+    token_sha256: BTreeMap<String, String>,
+}
+
 pub struct Registry {
-    proxies: Mutex<BTreeMap<String, (ProxyRegistration, Instant)>>,
+    entries: Mutex<BTreeMap<String, Entry>>,
     /// Bumped on every change of the set of registrations.
     pub changes: watch::Sender<u64>,
     xds_addr: SocketAddr,
+    policy: AdmissionPolicy,
+    role_secret_sha256: String,
+    /// Where the credentials' hashes are kept across restarts; `None` in unit tests.
+    store: Option<PathBuf>,
 }
 
+// === impl Registry ===
+
 impl Registry {
-    pub fn new(xds_addr: SocketAddr) -> Self {
+    /// A registry admitting sidecars by `policy` and privileged roles by `role_secret`; with a
+    /// `store`, the credentials saved there by the previous run are restored for one [`TTL`].
+    pub fn new(
+        xds_addr: SocketAddr,
+        policy: AdmissionPolicy,
+        role_secret: &str,
+        store: Option<PathBuf>,
+        now: Instant,
+    ) -> Self {
+        let mut entries = BTreeMap::new();
+        if let Some(path) = &store {
+            match std::fs::read(path) {
+                Ok(bytes) => match serde_json::from_slice::<StoredCredentials>(&bytes) {
+                    Ok(stored) => {
+                        for (id, token_sha256) in stored.token_sha256.into_iter().take(MAX_REGISTRATIONS) {
+                            entries.insert(
+                                id,
+                                Entry {
+                                    token_sha256,
+                                    registration: None,
+                                    expires: now + TTL,
+                                },
+                            );
+                        }
+                        tracing::info!(
+                            credentials = entries.len(),
+                            "restored registration credentials; their proxies have one TTL to refresh"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, path = %path.display(), "ignoring an unreadable credentials file; proxies keep their tokens, which are adopted at their next refresh")
+                    }
+                },
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => tracing::warn!(%error, path = %path.display(), "cannot read the credentials file"),
+            }
+        }
         Registry {
-            proxies: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(entries),
             changes: watch::Sender::new(0),
             xds_addr,
+            policy,
+            role_secret_sha256: trellis_pki::sha256_hex(role_secret.as_bytes()),
+            store,
         }
     }
 
@@ -81,58 +385,191 @@ impl Registry {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    pub fn register(&self, id: &str, registration: ProxyRegistration) {
-        let mut proxies = self.proxies.lock().expect("registry lock");
-        let changed = proxies.get(id).map(|(r, _)| r) != Some(&registration);
-        proxies.insert(id.to_string(), (registration, Instant::now() + TTL));
-        drop(proxies);
+    /// Saves the credentials' hashes (under the lock, so writes happen in order).
+    fn persist(&self, entries: &BTreeMap<String, Entry>) {
+        let Some(path) = &self.store else { return };
+        let stored = StoredCredentials {
+            token_sha256: entries
+                .iter()
+                .map(|(id, e)| (id.clone(), e.token_sha256.clone()))
+                .collect(),
+        };
+        let text = serde_json::to_string(&stored).expect("credentials serialize");
+        if let Err(error) = super::credentials::write_private(path, &text) {
+            tracing::error!(error = %format!("{error:#}"), "cannot save registration credentials; after a restart proxies re-register");
+        }
+    }
+
+    fn role_secret_ok(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|secret| {
+            constant_time_eq(
+                trellis_pki::sha256_hex(secret.as_bytes()).as_bytes(),
+                self.role_secret_sha256.as_bytes(),
+            )
+        })
+    }
+
+    /// Registers or refreshes `id`. See the module docs for who may.
+    pub fn register(
+        &self,
+        id: &str,
+        registration: ProxyRegistration,
+        presented: Presented<'_>,
+        now: Instant,
+    ) -> Result<Registered, RegistryError> {
+        validate_id(id)?;
+        registration.validate(id)?;
+        if let ProxyRegistration::Sidecar { workload, .. } = &registration {
+            self.policy.admit(&workload.namespace, &workload.service_account)?;
+        }
+        let mut entries = self.entries.lock().expect("registry lock");
+        let existing = entries.get(id);
+        let holds_id = match (existing, presented.token) {
+            (Some(entry), Some(token)) => token_matches(token, &entry.token_sha256),
+            _ => false,
+        };
+        // The secret gates taking a privileged role; keeping it needs only the id's token, so
+        // a running gateway outlives a rotation of the secret.
+        let secret_ok = registration.privileged() && self.role_secret_ok(presented.role_secret);
+        if registration.privileged() && !holds_id && !secret_ok {
+            return Err(RegistryError::RoleSecretRequired(registration.role()));
+        }
+        let (token, credential_changed) = match existing {
+            Some(_) if holds_id => (None, false),
+            // A holder of the role secret may take a privileged id over: it could register the
+            // role under another id anyway, and an add-on that restarts has lost its in-memory
+            // token. The old credential stops working.
+            Some(_) if secret_ok => (Some(trellis_pki::random_token()), true),
+            Some(_) if presented.token.is_some() => return Err(RegistryError::WrongCredential(id.to_string())),
+            Some(_) => return Err(RegistryError::CredentialRequired(id.to_string())),
+            None => {
+                if entries.len() >= MAX_REGISTRATIONS {
+                    return Err(RegistryError::Full);
+                }
+                match presented.token {
+                    Some(token) if well_formed_token(token) => (None, true),
+                    Some(_) => return Err(RegistryError::MalformedToken),
+                    None => (Some(trellis_pki::random_token()), true),
+                }
+            }
+        };
+        let token_sha256 = match (&token, presented.token) {
+            (Some(issued), _) => trellis_pki::sha256_hex(issued.as_bytes()),
+            (None, Some(kept)) => trellis_pki::sha256_hex(kept.as_bytes()),
+            (None, None) => unreachable!("a registration without a presented token is issued one"),
+        };
+        let changed = entries.get(id).and_then(|e| e.registration.as_ref()) != Some(&registration);
+        entries.insert(
+            id.to_string(),
+            Entry {
+                token_sha256,
+                registration: Some(registration),
+                expires: now + TTL,
+            },
+        );
+        if credential_changed {
+            self.persist(&entries);
+        }
+        drop(entries);
+        if token.is_some() && credential_changed {
+            tracing::info!(proxy.id = id, "issued a registration credential");
+        }
         if changed {
             tracing::info!(proxy.id = id, "proxy registered");
             self.bump();
         }
+        Ok(Registered { token })
     }
 
-    pub fn deregister(&self, id: &str) -> bool {
-        let removed = self.proxies.lock().expect("registry lock").remove(id).is_some();
-        if removed {
-            tracing::info!(proxy.id = id, "proxy deregistered");
+    /// Removes `id`, for the holder of its credential.
+    pub fn deregister(&self, id: &str, token: Option<&str>) -> Result<(), RegistryError> {
+        validate_id(id)?;
+        let mut entries = self.entries.lock().expect("registry lock");
+        let entry = entries.get(id).ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
+        match token {
+            Some(token) if token_matches(token, &entry.token_sha256) => {}
+            Some(_) => return Err(RegistryError::WrongCredential(id.to_string())),
+            None => return Err(RegistryError::CredentialRequired(id.to_string())),
+        }
+        let had_registration = entries.remove(id).is_some_and(|e| e.registration.is_some());
+        self.persist(&entries);
+        drop(entries);
+        tracing::info!(proxy.id = id, "proxy deregistered");
+        if had_registration {
             self.bump();
         }
-        removed
+        Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Option<ProxyRegistration> {
-        self.proxies
+    /// Whether `token` is the credential of `id` (live or restored): what an ADS stream of
+    /// node `id` must present.
+    pub fn authenticate(&self, id: &str, token: &str) -> bool {
+        self.entries
             .lock()
             .expect("registry lock")
             .get(id)
-            .map(|(r, _)| r.clone())
+            .is_some_and(|entry| token_matches(token, &entry.token_sha256))
     }
 
+    /// The id of the live add-on of `kind` whose credential `token` is, if any.
+    pub fn addon_for_token(&self, kind: AddonKind, token: &str) -> Option<String> {
+        let presented = trellis_pki::sha256_hex(token.as_bytes());
+        let entries = self.entries.lock().expect("registry lock");
+        // Every entry is compared, in constant time, whatever matched before.
+        let mut found = None;
+        for (id, entry) in entries.iter() {
+            let is_kind = matches!(&entry.registration, Some(ProxyRegistration::AddOn(a)) if a.serves == kind);
+            if constant_time_eq(presented.as_bytes(), entry.token_sha256.as_bytes()) && is_kind {
+                found = Some(id.clone());
+            }
+        }
+        found
+    }
+
+    pub fn get(&self, id: &str) -> Option<ProxyRegistration> {
+        self.entries
+            .lock()
+            .expect("registry lock")
+            .get(id)
+            .and_then(|e| e.registration.clone())
+    }
+
+    /// The live registrations (no credentials in them).
     pub fn all(&self) -> BTreeMap<String, ProxyRegistration> {
-        self.proxies
+        self.entries
             .lock()
             .expect("registry lock")
             .iter()
-            .map(|(k, (r, _))| (k.clone(), r.clone()))
+            .filter_map(|(k, e)| Some((k.clone(), e.registration.clone()?)))
             .collect()
     }
 
-    fn expire(&self, now: Instant) {
-        let mut proxies = self.proxies.lock().expect("registry lock");
-        let before = proxies.len();
-        proxies.retain(|id, (_, expires)| {
-            let keep = *expires > now;
+    /// Drops what was not refreshed in time; returns the ids whose credential went with it.
+    pub fn expire(&self, now: Instant) -> Vec<String> {
+        let mut entries = self.entries.lock().expect("registry lock");
+        let mut expired = Vec::new();
+        let mut registrations_changed = false;
+        entries.retain(|id, entry| {
+            let keep = entry.expires > now;
             if !keep {
-                tracing::warn!(proxy.id = %id, "registration expired: the proxy stopped refreshing it");
+                if entry.registration.is_some() {
+                    tracing::warn!(proxy.id = %id, "registration expired: the proxy stopped refreshing it");
+                    registrations_changed = true;
+                } else {
+                    tracing::info!(proxy.id = %id, "restored credential expired: its proxy did not come back");
+                }
+                expired.push(id.clone());
             }
             keep
         });
-        let changed = proxies.len() != before;
-        drop(proxies);
-        if changed {
+        if !expired.is_empty() {
+            self.persist(&entries);
+        }
+        drop(entries);
+        if registrations_changed {
             self.bump();
         }
+        expired
     }
 
     /// This cluster as the management server should see it.
@@ -145,7 +582,7 @@ impl Registry {
             match registration {
                 ProxyRegistration::Sidecar { workload, .. } => discovery.workloads.push(workload),
                 ProxyRegistration::IngressGateway(_) => {}
-                ProxyRegistration::AddOn(addon) => discovery.addons.push(addon),
+                ProxyRegistration::AddOn(addon) => discovery.addons.push(addon.instance()),
                 ProxyRegistration::EastWestGateway(gateway) => {
                     // With several gateway replicas, one stable address wins.
                     if discovery
@@ -163,10 +600,64 @@ impl Registry {
     }
 }
 
+/// Proxy ids become ADS node ids, file names and log fields: keep them plain.
+fn validate_id(id: &str) -> Result<(), RegistryError> {
+    let ok = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidId(id.chars().take(64).collect()))
+    }
+}
+
+/// Tokens the agent issues are 43 base64url characters; an adopted one must look as strong.
+fn well_formed_token(token: &str) -> bool {
+    (32..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn token_matches(token: &str, token_sha256: &str) -> bool {
+    constant_time_eq(
+        trellis_pki::sha256_hex(token.as_bytes()).as_bytes(),
+        token_sha256.as_bytes(),
+    )
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing about
+/// how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if that is what the header holds.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn presented(headers: &HeaderMap) -> Presented<'_> {
+    Presented {
+        token: bearer(headers),
+        role_secret: headers.get(super::role_secret::HEADER).and_then(|v| v.to_str().ok()),
+    }
+}
+
 pub async fn expire_loop(agent: Arc<Agent>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        agent.registry.expire(Instant::now());
+        for id in agent.registry.expire(Instant::now()) {
+            agent.snapshots.forget(&id);
+        }
     }
 }
 
@@ -191,6 +682,7 @@ pub fn router(
                 }
             }),
         )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state((agent, board))
 }
 
@@ -199,32 +691,37 @@ type AppState = State<(Arc<Agent>, trellis_xds::ProxyStatusBoard)>;
 async fn register(
     State((agent, _)): AppState,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(registration): Json<ProxyRegistration>,
-) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
-    if let ProxyRegistration::Sidecar { workload, .. } = &registration
-        && (workload.name.is_empty()
-            || workload.namespace.is_empty()
-            || workload.service.is_empty()
-            || workload.address.is_empty())
-    {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "workload name, namespace, service and address are required"})),
-        ));
+) -> Result<Json<serde_json::Value>, RegistryError> {
+    let registered = agent
+        .registry
+        .register(&id, registration, presented(&headers), Instant::now())
+        .inspect_err(
+            |error| tracing::warn!(proxy.id = %id.chars().take(64).collect::<String>(), %error, "registration refused"),
+        )?;
+    if registered.token.is_some() {
+        // A new credential for this id: streams opened with the one it replaces must end.
+        agent.snapshots.forget(&id);
     }
-    agent.registry.register(&id, registration);
     let xds = agent.registry.xds_addr;
-    Ok(Json(
-        json!({"cluster": agent.cluster, "xdsAddress": xds.ip().to_string(), "xdsPort": xds.port()}),
-    ))
+    let mut answer = json!({"cluster": agent.cluster, "xdsAddress": xds.ip().to_string(), "xdsPort": xds.port()});
+    if let Some(token) = registered.token {
+        answer["token"] = token.into();
+    }
+    Ok(Json(answer))
 }
 
-async fn deregister(State((agent, _)): AppState, Path(id): Path<String>) -> StatusCode {
-    if agent.registry.deregister(&id) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    }
+async fn deregister(
+    State((agent, _)): AppState,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, RegistryError> {
+    agent.registry.deregister(&id, bearer(&headers)).inspect_err(
+        |error| tracing::warn!(proxy.id = %id.chars().take(64).collect::<String>(), %error, "deregistration refused"),
+    )?;
+    agent.snapshots.forget(&id);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list(State((agent, _)): AppState) -> Json<serde_json::Value> {
@@ -257,3 +754,6 @@ async fn status(State((agent, board)): AppState) -> Json<serde_json::Value> {
         "connectedProxies": proxies,
     }))
 }
+
+#[cfg(test)]
+mod tests;

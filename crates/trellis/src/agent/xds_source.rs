@@ -1,22 +1,25 @@
 //! Per-proxy Envoy snapshots: rebuilt whenever the cluster's config, the set of registered
 //! proxies, the cluster CA or a due workload certificate changes, and handed to the ADS server
-//! through one watch channel per node id.
+//! through one watch channel per node id — only to a stream that presents the node's
+//! registration credential (a sidecar's snapshot holds its private key).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
 use trellis_envoy::{GatewaySpec, SidecarSpec};
 use trellis_model::ClusterConfig;
 use trellis_xds::{Snapshot, SnapshotSource};
 
 use super::Agent;
-use super::registry::ProxyRegistration;
+use super::registry::{ProxyRegistration, Registry};
 
 type SnapshotWatch = watch::Sender<Option<Arc<Snapshot>>>;
 
-#[derive(Default)]
 pub struct ProxySnapshots {
+    /// Whose credential each node id is.
+    registry: Arc<Registry>,
     by_node: Mutex<BTreeMap<String, SnapshotWatch>>,
     /// Per node, the version of the cluster config its current snapshot was built from.
     built_from: Mutex<BTreeMap<String, String>>,
@@ -25,6 +28,26 @@ pub struct ProxySnapshots {
 }
 
 impl SnapshotSource for ProxySnapshots {
+    /// The stream must carry `authorization: Bearer <token>` (Envoy's `initial_metadata`, from
+    /// the bootstrap `trellis proxy` writes) with the token of the node's registration.
+    fn authorize(&self, node_id: &str, metadata: &MetadataMap) -> Result<(), tonic::Status> {
+        let token = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match token {
+            None => Err(tonic::Status::unauthenticated(
+                "no credential: send authorization: Bearer <the node's registration token> (the bootstrap `trellis proxy` writes does)",
+            )),
+            Some(token) if self.registry.authenticate(node_id, token) => Ok(()),
+            Some(_) => Err(tonic::Status::unauthenticated(
+                "the credential is not that of this node's registration",
+            )),
+        }
+    }
+
     /// A node that is not registered (yet) gets `None`: its Envoy is held, never sent an empty
     /// config, until its registration arrives.
     fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, tonic::Status> {
@@ -41,6 +64,25 @@ impl SnapshotSource for ProxySnapshots {
 
 /// A proxy's resources; `None` while a sidecar's certificate cannot be issued yet (no cluster CA):
 /// its Envoy is held rather than given listeners it cannot serve.
+impl ProxySnapshots {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        ProxySnapshots {
+            registry,
+            by_node: Default::default(),
+            built_from: Default::default(),
+            new_node: Default::default(),
+        }
+    }
+
+    /// Ends the ADS streams of `node_id` (its credential was deleted, replaced or expired):
+    /// dropping its watch closes them, and a reconnect must present the current credential.
+    /// Envoy keeps serving what it has meanwhile.
+    pub fn forget(&self, node_id: &str) {
+        self.by_node.lock().expect("snapshots lock").remove(node_id);
+        self.built_from.lock().expect("built_from lock").remove(node_id);
+    }
+}
+
 pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistration) -> Option<Snapshot> {
     let resources = match registration {
         ProxyRegistration::Sidecar {

@@ -79,14 +79,17 @@ pub async fn serve(
     let mut tasks = Vec::new();
     if let Some(agent) = &args.link.agent {
         let instance = args.link.instance("ext-auth-service", listen);
+        let credential = crate::addon_client::AgentCredential::default();
         tasks.push(tokio::spawn(crate::addon_client::keep_registered(
             agent.clone(),
             instance,
         )));
         tasks.push(tokio::spawn(source::follow_agent(
+            credential.clone(),
             agent.clone(),
             files,
             sender.clone(),
+            credential,
             shared,
         )));
     }

@@ -59,8 +59,15 @@ pub fn build(files: &[Value], agent: &[Value], shared: &Shared) -> anyhow::Resul
 }
 
 /// Installs each document the agent sends; returns when the service stops.
-pub async fn follow_agent(agent: String, files: Vec<Value>, runtime: watch::Sender<Arc<Runtime>>, shared: Arc<Shared>) {
-    crate::addon_client::watch_config(agent, "ext-auth", move |document: Value| {
+pub async fn follow_agent(
+    agent: String,
+    credential: crate::addon_client::AgentCredential,
+    files: Vec<Value>,
+    runtime: watch::Sender<Arc<Runtime>>,
+    shared: Arc<Shared>,
+) {
+    let kind = crate::agent::AddonKind::ExtAuth;
+    crate::addon_client::watch_config(agent, kind, credential, move |document: Value| {
         let entries = document
             .get("configs")
             .and_then(Value::as_array)

@@ -118,11 +118,19 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %listen, domains = from_files.domains(), "rate limiter started");
     if let Some(agent) = &args.link.agent {
         let instance = args.link.instance("rate-limiter", listen);
-        tokio::spawn(crate::addon_client::keep_registered(agent.clone(), instance));
+        let credential = crate::addon_client::AgentCredential::default();
+        tokio::spawn(crate::addon_client::keep_registered(
+            agent.clone(),
+            args.link.secret(),
+            crate::agent::AddonKind::RateLimiter,
+            instance,
+            credential.clone(),
+        ));
         let configs = configs.clone();
         tokio::spawn(crate::addon_client::watch_config(
             agent.clone(),
-            "rate-limiter",
+            crate::agent::AddonKind::RateLimiter,
+            credential,
             move |document: AgentDocument| {
                 let merged = from_files.merged(document.domains);
                 tracing::info!(domains = merged.domains(), "rate limits updated");

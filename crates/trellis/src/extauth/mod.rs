@@ -82,14 +82,16 @@ pub async fn serve(
         let credential = crate::addon_client::AgentCredential::default();
         tasks.push(tokio::spawn(crate::addon_client::keep_registered(
             agent.clone(),
+            args.link.secret(),
+            crate::agent::AddonKind::ExtAuth,
             instance,
+            credential.clone(),
         )));
         tasks.push(tokio::spawn(source::follow_agent(
-            credential.clone(),
             agent.clone(),
+            credential,
             files,
             sender.clone(),
-            credential,
             shared,
         )));
     }

@@ -231,13 +231,13 @@ impl LocalMesh {
                     format!("127.0.0.1:{registry_port}"),
                     "--xds-addr".into(),
                     format!("127.0.0.1:{xds_port}"),
-                ],
-            );
-            if options.insecure {
                     // The demo's workloads live in `demo`: sidecars may claim only its identities.
                     // Gateways and add-ons find the agent's role secret where it publishes it.
                     "--allow-namespace".into(),
                     "demo".into(),
+                ],
+            );
+            if options.insecure {
                 agent.args.push("--insecure".into());
             } else {
                 // Register the cluster, as an operator would with `trellis cluster register`.

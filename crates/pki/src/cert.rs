@@ -24,6 +24,8 @@ pub struct CertInfo {
     /// basicConstraints CA:TRUE.
     pub is_ca: bool,
     pub subject_cn: Option<String>,
+    /// Subject O entries (the groups of a management API client certificate).
+    pub subject_orgs: Vec<String>,
 }
 
 /// Inspect one DER certificate.
@@ -50,6 +52,11 @@ pub fn inspect_der(der: &[u8]) -> Result<CertInfo> {
         serial_hex: x509.tbs_certificate.serial.to_str_radix(16),
         is_ca: x509.is_ca(),
         subject_cn: subject_cn(&x509),
+        subject_orgs: x509
+            .subject()
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok().map(str::to_string))
+            .collect(),
     })
 }
 

@@ -65,6 +65,14 @@ impl Warnings {
     }
 }
 
+/// The workspace that owns config kept in `namespace` (the management API scopes
+/// workspace-bound RBAC with it).
+pub fn workspace_of_config_namespace(snapshot: &Snapshot, namespace: &str) -> Option<String> {
+    workspaces::Workspaces::from(snapshot)
+        .of_config_namespace(snapshot, namespace)
+        .map(str::to_string)
+}
+
 pub fn translate(snapshot: &Snapshot) -> Translation {
     let mut warnings = Warnings::default();
     let mut report = report::Report::default();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{agent, client, cluster_cli, demo_app, extauth, gateway, mgmt, proxy, ratelimit, up};
+use crate::{access_cli, agent, client, cluster_cli, demo_app, extauth, gateway, mgmt, proxy, ratelimit, up};
 
 /// Trellis: a multi-cluster service mesh that programs Envoy.
 #[derive(Debug, Parser)]
@@ -44,6 +44,14 @@ pub enum Command {
     Cluster(cluster_cli::ClusterCommand),
     /// Check the mesh: relay security, certificate expiry, agents' connection state.
     Check(ServerArgs),
+    /// The client config: contexts (server, CA, credential) and the current one.
+    #[command(subcommand)]
+    Config(access_cli::ConfigCommand),
+    /// API tokens for people and CI: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(access_cli::TokenCommand),
+    /// The audit log: who changed what, when, and what was refused.
+    Audit(access_cli::AuditArgs),
     /// A small HTTP service for demos and tests.
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -57,12 +65,7 @@ pub enum GatewayCommand {
     Ingress(gateway::IngressArgs),
 }
 
-/// Where the CLI finds the management server's API.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServerArgs {
-    #[arg(long, env = "TRELLIS_SERVER", default_value = "http://127.0.0.1:8090")]
-    pub server: String,
-}
+pub use crate::api_client::ServerArgs;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -80,6 +83,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => client::describe(args).await,
         Command::Cluster(command) => cluster_cli::run(command).await,
         Command::Check(args) => cluster_cli::check(args).await,
+        Command::Config(command) => access_cli::config(command),
+        Command::Token(command) => access_cli::token(command).await,
+        Command::Audit(args) => access_cli::audit(args).await,
         Command::DemoApp(args) => demo_app::run(args).await,
     }
 }

@@ -2,16 +2,14 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
 use trellis_api::Kind;
 
+use crate::api_client::ApiClient;
 use crate::cli::{ServerArgs, expand_files};
 use crate::httpc;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
@@ -81,7 +79,7 @@ fn fail_with(response: &httpc::Response) -> anyhow::Error {
     )
 }
 
-fn encode(source: &str) -> String {
+pub fn encode(source: &str) -> String {
     source
         .bytes()
         .map(|b| {
@@ -110,8 +108,9 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(!invalid, "nothing was applied");
+    let api = args.server.client()?;
     for (source, text) in sources {
-        let body = post_documents(&args.server.server, "apply", &source, text).await?;
+        let body = post_documents(&api, "apply", &source, text).await?;
         print_results(&body, |r| r["action"].as_str().unwrap_or("?").to_string())?;
     }
     Ok(())
@@ -119,17 +118,11 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
 
 /// POSTs one file's documents to `/api/v1/{verb}`; returns the answer, or fails with the
 /// server's per-document errors printed.
-async fn post_documents(server: &str, verb: &str, source: &str, text: String) -> anyhow::Result<String> {
-    let url = format!("{server}/api/v1/{verb}?source={}", encode(source));
-    let response = httpc::request(
-        "POST",
-        &url,
-        None,
-        &[],
-        Some(("application/yaml", text.into_bytes())),
-        TIMEOUT,
-    )
-    .await?;
+async fn post_documents(api: &ApiClient, verb: &str, source: &str, text: String) -> anyhow::Result<String> {
+    let path = format!("/api/v1/{verb}?source={}", encode(source));
+    let response = api
+        .request("POST", &path, Some(("application/yaml", text.into_bytes())))
+        .await?;
     if response.status != 200 {
         return Err(fail_with(&response));
     }
@@ -157,24 +150,19 @@ fn print_results(body: &str, action: impl Fn(&Value) -> String) -> anyhow::Resul
 
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let kind: Kind = args.kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let server = &args.server.server;
+    let api = args.server.client()?;
     let items: Vec<Value> = match &args.name {
         Some(name) => {
-            let url = format!(
-                "{server}/api/v1/resources/{}/{}/{}",
-                kind.as_str(),
-                args.namespace,
-                name
-            );
-            let response = httpc::request("GET", &url, None, &[], None, TIMEOUT).await?;
+            let url = format!("/api/v1/resources/{}/{}/{}", kind.as_str(), args.namespace, name);
+            let response = api.get(&url).await?;
             if response.status != 200 {
                 return Err(fail_with(&response));
             }
             vec![serde_json::from_str(&response.body)?]
         }
         None => {
-            let url = format!("{server}/api/v1/resources?kind={}", kind.as_str());
-            let response = httpc::request("GET", &url, None, &[], None, TIMEOUT).await?;
+            let url = format!("/api/v1/resources?kind={}", kind.as_str());
+            let response = api.get(&url).await?;
             if response.status != 200 {
                 return Err(fail_with(&response));
             }
@@ -282,14 +270,14 @@ fn print_table(items: &[Value], with_namespace: bool, wide: bool) {
 }
 
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let server = &args.server.server;
+    let api = args.server.client()?;
     if !args.files.is_empty() {
         for (source, text) in expand_files(&args.files)?
             .iter()
             .map(read_source)
             .collect::<anyhow::Result<Vec<_>>>()?
         {
-            let body = post_documents(server, "delete", &source, text).await?;
+            let body = post_documents(&api, "delete", &source, text).await?;
             print_results(&body, |r| {
                 if r["deleted"] == true {
                     "deleted".into()
@@ -304,13 +292,8 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         anyhow::bail!("give -f FILE, or KIND NAME");
     };
     let kind: Kind = kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let url = format!(
-        "{server}/api/v1/resources/{}/{}/{}",
-        kind.as_str(),
-        args.namespace,
-        name
-    );
-    let response = httpc::request("DELETE", &url, None, &[], None, TIMEOUT).await?;
+    let url = format!("/api/v1/resources/{}/{}/{}", kind.as_str(), args.namespace, name);
+    let response = api.request("DELETE", &url, None).await?;
     if response.status != 200 {
         return Err(fail_with(&response));
     }
@@ -331,14 +314,8 @@ pub struct DescribeArgs {
 /// `trellis describe`: status and delivery of one resource.
 pub async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     let kind: Kind = args.kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let url = format!(
-        "{}/api/v1/describe/{}/{}/{}",
-        args.server.server,
-        kind.as_str(),
-        args.namespace,
-        args.name
-    );
-    let response = httpc::request("GET", &url, None, &[], None, TIMEOUT).await?;
+    let url = format!("/api/v1/describe/{}/{}/{}", kind.as_str(), args.namespace, args.name);
+    let response = args.server.client()?.get(&url).await?;
     if response.status != 200 {
         return Err(fail_with(&response));
     }

@@ -1,20 +1,19 @@
-//! `trellis cluster register|deregister|list` and `trellis check`.
+//! `trellis cluster register|rotate|deregister|list` and `trellis check`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::ServerArgs;
-use crate::httpc;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Record a cluster and print a one-time, expiring token for its agent.
+    /// Record a new cluster and print a one-time, expiring token for its agent.
     Register(RegisterArgs),
+    /// Replace a registered cluster's agent credentials: revokes its relay certificates, its mesh
+    /// intermediate CA and unused tokens, closes its relay stream, and prints a new token.
+    Rotate(RotateArgs),
     /// Revoke a cluster: its certificates are refused from now on and its relay stream closes.
     Deregister(NameArgs),
     /// Clusters and their agents' connection state.
@@ -24,7 +23,26 @@ pub enum ClusterCommand {
 #[derive(Debug, clap::Args)]
 pub struct RegisterArgs {
     pub name: String,
-    /// How long the token stays valid (default: the server's --token-ttl).
+    /// How long the token stays valid (default: the server's --token-ttl; at most 7 days).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Write the relay root CA, which the agent needs as --root-ca, to this file.
+    #[arg(long)]
+    pub root_ca_out: Option<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    /// The cluster exists: rotate its credentials (the same as `trellis cluster rotate NAME`).
+    #[arg(long)]
+    pub rotate: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    pub name: String,
+    /// How long the new token stays valid (default: the server's --token-ttl; at most 7 days).
     #[arg(long)]
     pub ttl: Option<String>,
     /// Write the relay root CA, which the agent needs as --root-ca, to this file.
@@ -44,8 +62,11 @@ pub struct NameArgs {
     pub server: ServerArgs,
 }
 
-async fn post(url: &str) -> anyhow::Result<Value> {
-    let response = httpc::request("POST", url, None, &[], Some(("application/json", Vec::new())), TIMEOUT).await?;
+async fn post(server: &ServerArgs, path: &str) -> anyhow::Result<Value> {
+    let response = server
+        .client()?
+        .request("POST", path, Some(("application/json", Vec::new())))
+        .await?;
     let body: Value = serde_json::from_str(&response.body).unwrap_or(Value::Null);
     anyhow::ensure!(
         response.status == 200,
@@ -59,15 +80,22 @@ async fn post(url: &str) -> anyhow::Result<Value> {
 pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Register(args) => register(args).await,
+        ClusterCommand::Rotate(args) => {
+            register(RegisterArgs {
+                name: args.name,
+                ttl: args.ttl,
+                root_ca_out: args.root_ca_out,
+                output: args.output,
+                rotate: true,
+                server: args.server,
+            })
+            .await
+        }
         ClusterCommand::Deregister(args) => {
-            let body = post(&format!(
-                "{}/api/v1/clusters/{}/deregister",
-                args.server.server, args.name
-            ))
-            .await?;
+            let body = post(&args.server, &format!("/api/v1/clusters/{}/deregister", args.name)).await?;
             println!(
-                "cluster {} deregistered; {} certificate(s) revoked",
-                args.name, body["revokedCertificates"]
+                "cluster {} deregistered; {} certificate(s) and {} intermediate CA(s) revoked",
+                args.name, body["revokedCertificates"], body["revokedIntermediates"]
             );
             Ok(())
         }
@@ -76,11 +104,12 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
 }
 
 async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let mut url = format!("{}/api/v1/clusters/{}/register", args.server.server, args.name);
+    let verb = if args.rotate { "rotate" } else { "register" };
+    let mut url = format!("/api/v1/clusters/{}/{verb}", args.name);
     if let Some(ttl) = &args.ttl {
         url.push_str(&format!("?ttl={ttl}"));
     }
-    let body = post(&url).await?;
+    let body = post(&args.server, &url).await?;
     if let (Some(path), Some(root)) = (&args.root_ca_out, body["rootCaPem"].as_str()) {
         std::fs::write(path, root).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -95,7 +124,17 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
                 .as_u64()
                 .unwrap_or(0)
                 .saturating_sub(crate::mgmt::unix_now());
-            println!("cluster {name} registered");
+            if args.rotate {
+                println!(
+                    "cluster {name} rotated: {} relay certificate(s) and {} intermediate CA(s) revoked; its current agent is disconnected",
+                    body["revokedCertificates"], body["revokedIntermediates"]
+                );
+                eprintln!(
+                    "hint: the new agent needs a fresh --data-dir (or delete relay/ and mesh/ in the old one): its old credentials are revoked"
+                );
+            } else {
+                println!("cluster {name} registered");
+            }
             println!(
                 "token (works once, expires in {}m{}s): {}",
                 ttl / 60,
@@ -124,7 +163,8 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 }
 
 async fn list(server: ServerArgs) -> anyhow::Result<()> {
-    let response = httpc::get(&format!("{}/api/v1/clusters", server.server), TIMEOUT).await?;
+    let response = server.client()?.get("/api/v1/clusters").await?;
+    anyhow::ensure!(response.status == 200, "HTTP {}: {}", response.status, response.body);
     let body: Value = serde_json::from_str(&response.body)?;
     println!(
         "{:<20} {:<10} {:<9} {:<9} CONFIG",
@@ -151,7 +191,9 @@ async fn list(server: ServerArgs) -> anyhow::Result<()> {
 
 /// `trellis check`: prints every finding; exits non-zero when any is an error.
 pub async fn check(server: ServerArgs) -> anyhow::Result<()> {
-    let response = httpc::get(&format!("{}/api/v1/check", server.server), TIMEOUT)
+    let response = server
+        .client()?
+        .get("/api/v1/check")
         .await
         .context("cannot reach the management server API")?;
     let body: Value = serde_json::from_str(&response.body)?;

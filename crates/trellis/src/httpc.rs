@@ -103,6 +103,32 @@ impl HttpClient {
         Ok(HttpClient::with_roots(roots))
     }
 
+    /// Trusts the system's roots and `ca_files`, and presents a client certificate (chain and
+    /// key, PEM files) to servers that ask for one.
+    pub fn with_client_certificate(ca_files: &[PathBuf], cert: &Path, key: &Path) -> anyhow::Result<HttpClient> {
+        let mut roots = SYSTEM_ROOTS.clone();
+        for path in ca_files {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+            add_pem(&mut roots, &pem, path)?;
+        }
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("client certificate {}: {e}", cert.display()))?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| anyhow::anyhow!("client key {}: {e}", key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .context("client certificate and key do not match")?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(HttpClient {
+            tls: Some(TlsConnector::from(Arc::new(config))),
+        })
+    }
+
     /// Trusts exactly `roots` (not the system's).
     pub fn with_roots(roots: RootCertStore) -> HttpClient {
         HttpClient {

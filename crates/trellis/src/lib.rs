@@ -10,10 +10,13 @@
 //!  up       the whole local mesh with a demo app, for trying Trellis in one command
 //! ```
 
+pub mod access_cli;
 pub mod addon_client;
 pub mod addon_metrics;
 pub mod agent;
+pub mod api_client;
 pub mod cli;
+pub mod cli_config;
 pub mod client;
 pub mod cluster_cli;
 pub mod demo_app;

@@ -126,6 +126,8 @@ pub struct LocalMesh {
     pub dir: PathBuf,
     pub mgmt: Proc,
     pub api_url: String,
+    /// The admin client config the management server writes (`TRELLIS_CONFIG` for the CLI).
+    pub api_config: PathBuf,
     pub admin_port: u16,
     pub clusters: Vec<ClusterProcs>,
     pub apps: Vec<AppProcs>,
@@ -203,7 +205,8 @@ impl LocalMesh {
         let mut mesh = LocalMesh {
             dir: dir.to_path_buf(),
             mgmt,
-            api_url: format!("http://127.0.0.1:{}", options.api),
+            api_url: format!("https://127.0.0.1:{}", options.api),
+            api_config: dir.join("mgmt").join("admin.conf"),
             admin_port,
             clusters: Vec::new(),
             apps: Vec::new(),
@@ -416,16 +419,14 @@ impl LocalMesh {
 
     /// Registers a cluster through the API; returns its one-time token and the relay root CA.
     pub async fn register_cluster(&self, cluster: &str) -> anyhow::Result<(String, String)> {
-        let url = format!("{}/api/v1/clusters/{cluster}/register", self.api_url);
-        let response = httpc::request(
-            "POST",
-            &url,
-            None,
-            &[],
-            Some(("application/json", Vec::new())),
-            Duration::from_secs(10),
-        )
-        .await?;
+        let response = self
+            .api()?
+            .request(
+                "POST",
+                &format!("/api/v1/clusters/{cluster}/register"),
+                Some(("application/json", Vec::new())),
+            )
+            .await?;
         anyhow::ensure!(response.status == 200, "cannot register {cluster}: {}", response.body);
         let body: serde_json::Value = serde_json::from_str(&response.body)?;
         let field = |name: &str| {
@@ -440,8 +441,10 @@ impl LocalMesh {
     pub async fn wait_for_api(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(response) =
-                httpc::get(&format!("{}/api/v1/resources", self.api_url), Duration::from_secs(1)).await
+            // The server writes its admin client config before it listens.
+            if let Ok(api) = self.api()
+                && let Ok(Ok(response)) =
+                    tokio::time::timeout(Duration::from_secs(1), api.get("/api/v1/resources")).await
                 && response.status == 200
             {
                 return Ok(());
@@ -457,16 +460,18 @@ impl LocalMesh {
 
     /// POSTs YAML to the apply endpoint; returns the HTTP status and body.
     pub async fn apply(&self, source: &str, yaml: &str) -> anyhow::Result<httpc::Response> {
-        let url = format!("{}/api/v1/apply?source={source}", self.api_url);
-        httpc::request(
-            "POST",
-            &url,
-            None,
-            &[],
-            Some(("application/yaml", yaml.as_bytes().to_vec())),
-            Duration::from_secs(10),
-        )
-        .await
+        self.api()?
+            .request(
+                "POST",
+                &format!("/api/v1/apply?source={source}"),
+                Some(("application/yaml", yaml.as_bytes().to_vec())),
+            )
+            .await
+    }
+
+    /// The API as admin, through the client config the management server wrote.
+    pub fn api(&self) -> anyhow::Result<crate::api_client::ApiClient> {
+        crate::api_client::ApiClient::from_config_file(&self.api_config)
     }
 
     pub async fn apply_demo_config(&self) -> anyhow::Result<()> {
@@ -659,7 +664,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         mesh.shutdown().await;
         return Err(error);
     }
-    print_summary(&mesh);
+    let context = match install_context(&mesh) {
+        Ok(path) => format!(
+            "the CLI's current context is now \"trellis-up\" (in {})",
+            path.display()
+        ),
+        Err(error) => format!(
+            "could not add the \"trellis-up\" context to your client config ({error:#}); use TRELLIS_CONFIG={}",
+            mesh.api_config.display()
+        ),
+    };
+    print_summary(&mesh, &context);
     crate::process::shutdown_signal().await;
     println!("\nStopping ...");
     mesh.shutdown().await;
@@ -667,12 +682,33 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(mesh: &LocalMesh) {
+/// Adds the local mesh to the user's client config as the current context `trellis-up`, so
+/// `trellis get`/`apply` reach it as admin with nothing to copy: like `kind create cluster`.
+/// The context references the server's CA and admin token files; no secret is copied.
+fn install_context(mesh: &LocalMesh) -> anyhow::Result<PathBuf> {
+    let path = crate::api_client::ServerArgs::default().config_path()?;
+    let admin = crate::cli_config::CliConfig::load(&mesh.api_config)?;
+    let mut context = admin
+        .selected(None)?
+        .context("the management server wrote no admin context")?
+        .clone();
+    context.name = "trellis-up".into();
+    let mut config = crate::cli_config::CliConfig::load(&path)?;
+    config.upsert(context);
+    config.current_context = "trellis-up".into();
+    config.save(&path)?;
+    Ok(path)
+}
+
+fn print_summary(mesh: &LocalMesh, context: &str) {
     println!("\nTrellis is up: a management server and two clusters.\n");
     println!(
-        "  management server   API {}   metrics http://127.0.0.1:{}/metrics",
-        mesh.api_url, mesh.admin_port
+        "  management server   API {} (HTTPS; admin token in {})   metrics http://127.0.0.1:{}/metrics",
+        mesh.api_url,
+        mesh.dir.join("mgmt/api/admin-token").display(),
+        mesh.admin_port
     );
+    println!("  {context}");
     for cluster in &mesh.clusters {
         println!(
             "  {:<10} agent registry 127.0.0.1:{}   east-west gateway 127.0.0.1:{} (admin {})",
@@ -715,12 +751,9 @@ fn print_summary(mesh: &LocalMesh) {
         "  curl http://127.0.0.1:{}/                                        # the frontend app calling the backend",
         frontend.app_port
     );
-    println!("  trellis get routetables -n demo -o yaml --server {}", mesh.api_url);
+    println!("  trellis get routetables -n demo -o yaml");
     if mesh.clusters.iter().any(|c| c.addons.len() == 3) {
-        println!(
-            "\nAdd-ons: `trellis apply -f examples/addons/ --server {}`, then:",
-            mesh.api_url
-        );
+        println!("\nAdd-ons: `trellis apply -f examples/addons/`, then:");
         println!(
             "  curl -x http://127.0.0.1:{} http://api.mesh.internal/                                # 401: no API key",
             frontend.outbound_port

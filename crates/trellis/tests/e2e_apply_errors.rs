@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use trellis::httpc;
 
 /// Runs `trellis apply -f FILE` and returns (success, stderr).
 async fn cli_apply(server: &MgmtProcess, file: &std::path::Path) -> (bool, String) {
     let output = tokio::process::Command::new(bin())
-        .args(["apply", "-f", &file.display().to_string(), "--server", &server.url])
+        .args(["apply", "-f", &file.display().to_string()])
+        .env("TRELLIS_CONFIG", server.admin_config())
         .output()
         .await
         .unwrap();
@@ -42,7 +40,7 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
     std::fs::write(&good, GOOD).unwrap();
     let (ok, stderr) = cli_apply(&server, &good).await;
     assert!(ok, "{stderr}");
-    let stored = stored_resources(&server.url).await;
+    let stored = stored_resources(&server.api()).await;
     assert!(stored.contains("backend.mesh.internal"));
 
     // (file name, content, fragments the error must contain)
@@ -69,17 +67,15 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
             assert!(stderr.contains(fragment), "{name}: wanted {fragment:?} in:\n{stderr}");
         }
         // Straight to the API (the server validates on its own, not only the CLI).
-        let url = format!("{}/api/v1/apply?source={name}", server.url);
-        let response = httpc::request(
-            "POST",
-            &url,
-            None,
-            &[],
-            Some(("application/yaml", content.clone().into_bytes())),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let response = server
+            .api()
+            .request(
+                "POST",
+                &format!("/api/v1/apply?source={name}"),
+                Some(("application/yaml", content.clone().into_bytes())),
+            )
+            .await
+            .unwrap();
         assert_eq!(response.status, 422, "{name}: {}", response.body);
         for fragment in fragments.iter().filter(|f| !f.starts_with(name)) {
             let fragment = fragment.trim_start_matches("field ");
@@ -90,7 +86,7 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
             );
         }
         assert_eq!(
-            stored_resources(&server.url).await,
+            stored_resources(&server.api()).await,
             stored,
             "{name} changed the stored config"
         );
@@ -98,6 +94,6 @@ async fn bad_input_is_rejected_with_its_location_and_changes_nothing() {
 
     // Accepted config survives a crash of the management server.
     server.restart().await;
-    assert_eq!(stored_resources(&server.url).await, stored);
+    assert_eq!(stored_resources(&server.api()).await, stored);
     let _ = std::fs::remove_dir_all(&dir);
 }

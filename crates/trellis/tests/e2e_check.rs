@@ -9,7 +9,8 @@ use common::*;
 
 async fn check(mgmt: &MgmtProcess) -> (bool, String) {
     let output = tokio::process::Command::new(bin())
-        .args(["check", "--server", &mgmt.url])
+        .args(["check"])
+        .env("TRELLIS_CONFIG", mgmt.admin_config())
         .output()
         .await
         .unwrap();

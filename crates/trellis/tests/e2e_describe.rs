@@ -9,7 +9,8 @@ use common::*;
 
 async fn describe(mesh: &trellis::up::LocalMesh, kind: &str, name: &str) -> String {
     let output = tokio::process::Command::new(bin())
-        .args(["describe", kind, name, "-n", "demo", "--server", &mesh.api_url])
+        .args(["describe", kind, name, "-n", "demo"])
+        .env("TRELLIS_CONFIG", &mesh.api_config)
         .output()
         .await
         .unwrap();

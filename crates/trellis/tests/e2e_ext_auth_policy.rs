@@ -409,8 +409,8 @@ async fn every_ext_auth_type_guards_its_route_through_real_envoy() {
 
     // Every policy is ACCEPTED.
     for name in POLICIES {
-        let url = format!("{}/api/v1/describe/ExtAuthPolicy/demo/{name}", mesh.api_url);
-        let describe = trellis::httpc::get(&url, Duration::from_secs(5)).await.unwrap();
+        let url = format!("/api/v1/describe/ExtAuthPolicy/demo/{name}");
+        let describe = mesh.api().unwrap().get(&url).await.unwrap();
         assert_eq!(describe.status, 200, "{name}: {}", describe.body);
         let value: Value = serde_json::from_str(&describe.body).unwrap();
         assert_eq!(

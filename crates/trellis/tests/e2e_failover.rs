@@ -13,8 +13,10 @@ async fn failover_moves_traffic_across_clusters_and_back() {
     let mut mesh = demo_mesh("failover").await;
     // Without the route table, backend.mesh.internal goes to every backend; the failover policy
     // makes cluster-1's clients prefer cluster-1.
-    let url = format!("{}/api/v1/resources/RouteTable/demo/backend", mesh.api_url);
-    let response = trellis::httpc::request("DELETE", &url, None, &[], None, Duration::from_secs(5))
+    let response = mesh
+        .api()
+        .unwrap()
+        .request("DELETE", "/api/v1/resources/RouteTable/demo/backend", None)
         .await
         .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);

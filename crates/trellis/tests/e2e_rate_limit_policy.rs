@@ -127,12 +127,12 @@ async fn rate_limit_policy_refuses_the_21st_request_per_user() {
     assert_eq!(scrape(limiter_admin, over).await, 1, "one refusal counted");
 
     // The policy's describe status says where it applies.
-    let status = trellis::httpc::get(
-        &format!("{}/api/v1/describe/RateLimitPolicy/demo/per-user", mesh.api_url),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let status = mesh
+        .api()
+        .unwrap()
+        .get("/api/v1/describe/RateLimitPolicy/demo/per-user")
+        .await
+        .unwrap();
     assert!(status.body.contains("ACCEPTED"), "{}", status.body);
 
     // Redis gone: denyOnFail refuses, then the same settings with denyOnFail false let through.

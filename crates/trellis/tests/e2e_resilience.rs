@@ -6,12 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use trellis::httpc;
 
 async fn clusters(mesh: &trellis::up::LocalMesh) -> serde_json::Value {
-    let response = httpc::get(&format!("{}/api/v1/clusters", mesh.api_url), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let response = mesh.api().unwrap().get("/api/v1/clusters").await.unwrap();
     serde_json::from_str::<serde_json::Value>(&response.body).unwrap()["clusters"].clone()
 }
 
@@ -38,7 +35,7 @@ async fn wait_in_sync(mesh: &trellis::up::LocalMesh) {
 async fn traffic_survives_management_server_and_agent_crashes() {
     let mut mesh = demo_mesh("resilience").await;
     wait_in_sync(&mesh).await;
-    let stored_before = stored_resources(&mesh.api_url).await;
+    let stored_before = stored_resources(&mesh.api().unwrap()).await;
 
     // Management server crash: both versions keep answering on the last config.
     mesh.mgmt.kill().await;
@@ -55,7 +52,7 @@ async fn traffic_survives_management_server_and_agent_crashes() {
     // Restart: nothing accepted is lost, agents reconnect and resync, and new config flows.
     mesh.mgmt.start().unwrap();
     mesh.wait_for_api(Duration::from_secs(30)).await.unwrap();
-    let stored_after = stored_resources(&mesh.api_url).await;
+    let stored_after = stored_resources(&mesh.api().unwrap()).await;
     assert_eq!(stored_before, stored_after, "the store changed across a crash");
     wait_in_sync(&mesh).await;
     mesh.apply("route-table.yaml", &route_table(100, 0)).await.unwrap();

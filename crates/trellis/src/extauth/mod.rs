@@ -9,7 +9,7 @@
 //! Everything fails closed: an unknown `config_id`, a key set that cannot be fetched, or a
 //! passthrough server that cannot be reached all deny.
 
-mod jwks;
+pub(crate) mod jwks;
 pub mod ldap;
 pub mod oidc;
 mod passthrough;

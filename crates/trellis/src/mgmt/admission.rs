@@ -91,6 +91,42 @@ pub fn check(source: &str, stored: Vec<Resource>, batch: &[Resource]) -> Result<
     }
 }
 
+/// Refuses deleting `keys` when that would break an ExtAuthPolicy that works now (a Secret or
+/// ConfigMap it needs): a delete passes the same admission as an apply.
+pub fn check_delete(source: &str, stored: Vec<Resource>, keys: &[ResourceKey]) -> Result<(), ApiError> {
+    let touches_auth = keys.iter().any(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap));
+    if !touches_auth {
+        return Ok(());
+    }
+    let before = failures(stored.clone());
+    let remaining: Vec<Resource> = stored.into_iter().filter(|r| !keys.contains(&r.key())).collect();
+    let errors: Vec<DocumentError> = failures(remaining)
+        .into_iter()
+        .filter(|(id, message)| before.get(id) != Some(message))
+        .map(|(id, message)| {
+            let (namespace, name) = id.split_once('.').unwrap_or(("", &id));
+            let document = keys
+                .iter()
+                .position(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap))
+                .unwrap_or(0);
+            DocumentError {
+                source: source.to_string(),
+                document: document + 1,
+                resource: Some(keys[document].to_string()),
+                field: None,
+                message: format!(
+                    "ExtAuthPolicy/{namespace}/{name} needs it: its auth config would not compile without it ({message}); delete or change the policy first"
+                ),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,18 @@
 //! | GET, DELETE | /api/v1/resources/{kind}/{namespace}/{name} | one resource |
 //! | GET | /api/v1/describe/{kind}/{namespace}/{name} | a resource, its status and its delivery to proxies |
 //! | GET | /api/v1/clusters | agents: connection, config versions, workloads |
-//! | POST | /api/v1/clusters/{name}/register?ttl=1h | record the cluster; a one-time token for its agent |
+//! | POST | /api/v1/clusters/{name}/register?ttl=1h | record a new cluster (409 if it exists); a one-time token for its agent |
+//! | POST | /api/v1/clusters/{name}/rotate?ttl=1h | revoke a registered cluster's certificates, intermediate and tokens; a new token |
 //! | POST | /api/v1/clusters/{name}/deregister | revoke the cluster's certificates and close its relay stream |
 //! | GET | /api/v1/check | what `trellis check` reports: relay mode, certificate expiry, agents |
 //! | GET | /api/v1/translation | per-cluster IR and warnings, for debugging |
+//! | POST, GET | /api/v1/tokens | issue an API token (shown once); list tokens |
+//! | DELETE | /api/v1/tokens/{name} | revoke a token |
+//! | GET | /api/v1/audit?user=&action=&result=&target=&limit= | the audit log |
+//! | GET | /healthz | liveness; the only endpoint without authentication |
+//!
+//! Every other request is authenticated ([`super::api_auth`]) and authorized by RBAC
+//! ([`super::api_access`]); every change and every refusal is audited.
 
 use std::sync::Arc;
 
@@ -22,14 +30,33 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use trellis_api::{ApiError, DocumentError, Kind, ResourceKey};
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use trellis_api::{ApiError, DocumentError, Kind, Resource, ResourceKey};
+
+use super::api_access::{Permission, authorize, record};
+use super::api_auth::Identity;
 
 use super::Mgmt;
 use super::metrics::ResultLabel;
 use super::pki::RelaySecurity;
 
+/// Request bodies above this are refused (413) before they are read whole.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 pub fn router(mgmt: Arc<Mgmt>) -> Router {
     Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/api/v1/tokens",
+            post(super::api_tokens::create).get(super::api_tokens::list),
+        )
+        .route(
+            "/api/v1/tokens/{name}",
+            axum::routing::delete(super::api_tokens::revoke),
+        )
+        .route("/api/v1/audit", get(super::api_tokens::audit))
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/delete", post(delete_documents))
         .route("/api/v1/resources", get(list))
@@ -41,8 +68,19 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{name}/register", post(register_cluster))
         .route("/api/v1/clusters/{name}/deregister", post(deregister_cluster))
+        .route("/api/v1/clusters/{name}/rotate", post(rotate_cluster))
         .route("/api/v1/check", get(super::check::report))
         .route("/api/v1/translation", get(translation))
+        // Layers run outside in: the body limit, authentication, then route authorization.
+        .layer(axum::middleware::from_fn_with_state(
+            mgmt.clone(),
+            super::api_access::authorize_route,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            mgmt.clone(),
+            super::api_auth::require_identity,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(mgmt)
 }
 
@@ -50,6 +88,10 @@ enum ApiFailure {
     Invalid(Vec<DocumentError>),
     NotFound(String),
     BadRequest(String),
+    /// RBAC refused it (already audited).
+    Forbidden(String),
+    /// A `metadata.resourceVersion` precondition failed.
+    Conflict(String),
     Internal(anyhow::Error),
 }
 
@@ -62,6 +104,8 @@ impl IntoResponse for ApiFailure {
             ),
             ApiFailure::NotFound(what) => (StatusCode::NOT_FOUND, json!({"error": format!("{what} not found")})),
             ApiFailure::BadRequest(message) => (StatusCode::BAD_REQUEST, json!({"error": message})),
+            ApiFailure::Forbidden(reason) => (StatusCode::FORBIDDEN, json!({"error": format!("forbidden: {reason}")})),
+            ApiFailure::Conflict(message) => (StatusCode::CONFLICT, json!({"error": message})),
             ApiFailure::Internal(error) => {
                 // The cause goes to the log; the client learns only that it was not its fault.
                 tracing::error!(error = %format!("{error:#}"), "API request failed");
@@ -114,6 +158,7 @@ fn rejected(mgmt: &Mgmt, error: ApiError) -> ApiFailure {
 
 async fn apply(
     State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
     Query(query): Query<SourceQuery>,
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
@@ -122,18 +167,65 @@ async fn apply(
         Ok(resources) => resources,
         Err(error) => return Err(rejected(&mgmt, error)),
     };
+    // Admission and write under one lock: what admission saw is what the write changes.
+    let _write = mgmt.api.write_lock.lock().await;
     let store_mgmt = mgmt.clone();
-    let admitted = blocking(move || {
+    let applied = blocking(move || {
         let stored = store_mgmt.store.list()?;
-        Ok(super::admission::check(&source, stored, &resources).map(|()| resources))
+        let existing: BTreeMap<ResourceKey, &Resource> = stored.iter().map(|r| (r.key(), r)).collect();
+        let permissions: Vec<Permission> = resources
+            .iter()
+            .map(|r| {
+                let verb = if existing.contains_key(&r.key()) {
+                    "update"
+                } else {
+                    "create"
+                };
+                Permission::on_kind(verb, r.kind(), &r.metadata.namespace, Some(&r.metadata.name))
+            })
+            .collect();
+        if let Err(reason) = authorize(&stored, &identity, &permissions) {
+            let target = resources
+                .iter()
+                .map(|r| r.key().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(refuse(&store_mgmt, &identity, "apply", target, reason));
+        }
+        check_preconditions(&existing, &resources)?;
+        if let Some(builtin) = resources
+            .iter()
+            .find(|r| r.kind() == Kind::ClusterRole && trellis_rbac::is_builtin(&r.metadata.name))
+        {
+            return Err(ApiFailure::BadRequest(format!(
+                "{}: the built-in ClusterRoles cannot be changed; copy it under another name",
+                builtin.key()
+            )));
+        }
+        let diffs: Vec<(ResourceKey, Vec<serde_json::Value>)> = resources
+            .iter()
+            .map(|r| {
+                let before = existing.get(&r.key()).map(|old| audit_view(old)).unwrap_or_default();
+                (r.key(), super::api_access::diff(&before, &audit_view(r)))
+            })
+            .collect();
+        if let Err(error) = super::admission::check(&source, stored.clone(), &resources) {
+            return Ok(Err(error));
+        }
+        let outcomes = store_mgmt.store.apply(resources)?;
+        for ((key, diff), outcome) in diffs.into_iter().zip(&outcomes) {
+            if outcome.action != trellis_store::ApplyAction::Unchanged {
+                let message = format!("{:?}, generation {}", outcome.action, outcome.generation).to_lowercase();
+                record(&store_mgmt, &identity, "apply", key.to_string(), "ok", message, diff);
+            }
+        }
+        Ok(Ok(outcomes))
     })
     .await?;
-    let resources = match admitted {
-        Ok(resources) => resources,
+    let outcomes = match applied {
+        Ok(outcomes) => outcomes,
         Err(error) => return Err(rejected(&mgmt, error)),
     };
-    let store_mgmt = mgmt.clone();
-    let outcomes = blocking(move || Ok(store_mgmt.store.apply(resources)?)).await?;
     mgmt.metrics
         .applies_total
         .get_or_create(&ResultLabel {
@@ -147,8 +239,94 @@ async fn apply(
     Ok(Json(json!({ "results": outcomes })))
 }
 
+/// A resource as the audit log compares it: Secret values redacted, server-set fields left out.
+fn audit_view(resource: &Resource) -> serde_json::Value {
+    let mut value = redacted(resource);
+    if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        for field in ["generation", "resourceVersion", "creationRevision"] {
+            metadata.remove(field);
+        }
+    }
+    value
+}
+
+/// `metadata.resourceVersion` in an applied document is a precondition, as in Kubernetes: the
+/// stored resource must be at exactly that version, so that two writers cannot silently
+/// overwrite each other.
+fn check_preconditions(existing: &BTreeMap<ResourceKey, &Resource>, resources: &[Resource]) -> Result<(), ApiFailure> {
+    for resource in resources.iter().filter(|r| r.metadata.resource_version != 0) {
+        let expected = resource.metadata.resource_version;
+        match existing.get(&resource.key()) {
+            Some(stored) if stored.metadata.resource_version == expected => {}
+            Some(stored) => {
+                return Err(ApiFailure::Conflict(format!(
+                    "{}: metadata.resourceVersion {expected} is not the stored version {}: someone else changed it; get it again, reapply your change, or drop resourceVersion to overwrite",
+                    resource.key(),
+                    stored.metadata.resource_version
+                )));
+            }
+            None => {
+                return Err(ApiFailure::Conflict(format!(
+                    "{}: metadata.resourceVersion {expected} names a version, but the resource does not exist (deleted meanwhile?)",
+                    resource.key()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Audits an RBAC refusal and turns it into the 403 answer.
+fn refuse(mgmt: &Mgmt, identity: &Identity, action: &str, target: String, reason: String) -> ApiFailure {
+    mgmt.metrics.api_forbidden_total.inc();
+    record(mgmt, identity, action, target, "denied", reason.clone(), Vec::new());
+    ApiFailure::Forbidden(reason)
+}
+
+/// Deletes `keys` after authorization and admission, under the write lock; audits each.
+async fn delete_keys(
+    mgmt: &Arc<Mgmt>,
+    identity: Identity,
+    source: String,
+    keys: Vec<ResourceKey>,
+) -> Result<Vec<(ResourceKey, bool)>, ApiFailure> {
+    let _write = mgmt.api.write_lock.lock().await;
+    let store_mgmt = mgmt.clone();
+    let results = blocking(move || {
+        let stored = store_mgmt.store.list()?;
+        let permissions: Vec<Permission> = keys
+            .iter()
+            .map(|k| Permission::on_kind("delete", k.kind, &k.namespace, Some(&k.name)))
+            .collect();
+        if let Err(reason) = authorize(&stored, &identity, &permissions) {
+            let target = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+            return Err(refuse(&store_mgmt, &identity, "delete", target, reason));
+        }
+        super::admission::check_delete(&source, stored, &keys)?;
+        let results = store_mgmt.store.delete(&keys)?;
+        for (key, deleted) in &results {
+            if *deleted {
+                record(
+                    &store_mgmt,
+                    &identity,
+                    "delete",
+                    key.to_string(),
+                    "ok",
+                    String::new(),
+                    Vec::new(),
+                );
+            }
+        }
+        Ok(results)
+    })
+    .await?;
+    mgmt.config_changed();
+    Ok(results)
+}
+
 async fn delete_documents(
     State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
     Query(query): Query<SourceQuery>,
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
@@ -157,9 +335,7 @@ async fn delete_documents(
         .iter()
         .map(|r| r.key())
         .collect();
-    let store_mgmt = mgmt.clone();
-    let results = blocking(move || Ok(store_mgmt.store.delete(&keys)?)).await?;
-    mgmt.config_changed();
+    let results = delete_keys(&mgmt, identity, source, keys).await?;
     let results: Vec<_> = results
         .into_iter()
         .map(|(key, deleted)| json!({"key": key, "deleted": deleted}))
@@ -176,23 +352,44 @@ fn parse_kind(kind: &str) -> Result<Kind, ApiFailure> {
     kind.parse::<Kind>().map_err(ApiFailure::BadRequest)
 }
 
+/// Lists what the caller may list: items in namespaces (and of kinds) RBAC does not grant
+/// `list` on are left out, as if they were not there.
 async fn list(
     State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let kind = query.kind.as_deref().map(parse_kind).transpose()?;
-    let mut items = mgmt.store.list()?;
-    items.retain(|r| kind.is_none_or(|k| r.kind() == k));
+    let stored = mgmt.store.list()?;
+    let (policy, owner) = super::api_access::policy_for(&stored);
+    let items: Vec<Resource> = stored
+        .iter()
+        .filter(|r| kind.is_none_or(|k| r.kind() == k))
+        .filter(|r| {
+            let permission = Permission::on_kind("list", r.kind(), &r.metadata.namespace, None);
+            super::api_access::allowed(&policy, &owner, &identity, &permission)
+        })
+        .cloned()
+        .collect();
     let translation = mgmt.translation();
     let items: Vec<_> = items.iter().map(|r| with_status(r, &translation)).collect();
     Ok(Json(json!({ "items": items })))
 }
 
+/// Refuses (and audits) a read RBAC does not grant.
+fn authorize_read(mgmt: &Mgmt, identity: &Identity, key: &ResourceKey) -> Result<(), ApiFailure> {
+    let stored = mgmt.store.list()?;
+    let permission = Permission::on_kind("get", key.kind, &key.namespace, Some(&key.name));
+    authorize(&stored, identity, &[permission]).map_err(|reason| refuse(mgmt, identity, "get", key.to_string(), reason))
+}
+
 async fn get_one(
     State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
     Path((kind, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
+    authorize_read(&mgmt, &identity, &key)?;
     match mgmt.store.get(&key)? {
         Some(resource) => Ok(Json(with_status(&resource, &mgmt.translation()))),
         None => Err(ApiFailure::NotFound(key.to_string())),
@@ -202,27 +399,34 @@ async fn get_one(
 /// The resource as stored, with the status translation gave it.
 /// Secrets' values are never shown: their keys are.
 fn with_status(resource: &trellis_api::Resource, translation: &trellis_translate::Translation) -> serde_json::Value {
-    let mut value = match &resource.spec {
-        trellis_api::Spec::Secret(secret) => trellis_api::Resource {
-            metadata: resource.metadata.clone(),
-            spec: trellis_api::Spec::Secret(secret.redacted()),
-        }
-        .to_value(),
-        _ => resource.to_value(),
-    };
+    let mut value = redacted(resource);
     if let Some(status) = translation.statuses.get(&resource.key().to_string()) {
         value["status"] = serde_json::to_value(status).expect("status serializes");
     }
     value
 }
 
+/// The resource as JSON, with a Secret's values replaced.
+fn redacted(resource: &Resource) -> serde_json::Value {
+    match &resource.spec {
+        trellis_api::Spec::Secret(secret) => trellis_api::Resource {
+            metadata: resource.metadata.clone(),
+            spec: trellis_api::Spec::Secret(secret.redacted()),
+        }
+        .to_value(),
+        _ => resource.to_value(),
+    }
+}
+
 /// A resource, its status and its delivery: of the proxies in the clusters it applies to, how
 /// many run the current config (Envoy acknowledged it), and which rejected it.
 async fn describe(
     State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
     Path((kind, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
+    authorize_read(&mgmt, &identity, &key)?;
     let Some(resource) = mgmt.store.get(&key)? else {
         return Err(ApiFailure::NotFound(key.to_string()));
     };
@@ -265,14 +469,14 @@ async fn describe(
 
 async fn delete_one(
     State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
     Path((kind, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
-    let deleted = mgmt.store.delete(std::slice::from_ref(&key))?;
+    let deleted = delete_keys(&mgmt, identity, "request".into(), vec![key.clone()]).await?;
     if !deleted[0].1 {
         return Err(ApiFailure::NotFound(key.to_string()));
     }
-    mgmt.config_changed();
     Ok(Json(json!({ "results": [{"key": key, "deleted": true}] })))
 }
 
@@ -314,61 +518,17 @@ pub const ADMIN_NAMESPACE: &str = "trellis";
 #[derive(Deserialize)]
 struct RegisterQuery {
     ttl: Option<String>,
+    /// `register --rotate`: the same as `POST .../rotate`.
+    #[serde(default)]
+    rotate: bool,
 }
 
 async fn register_cluster(
     State(mgmt): State<Arc<Mgmt>>,
     Path(name): Path<String>,
     Query(query): Query<RegisterQuery>,
-) -> Result<Json<serde_json::Value>, ApiFailure> {
-    let document = format!(
-        "apiVersion: admin.gloo.solo.io/v2\nkind: KubernetesCluster\nmetadata: {{name: {name:?}, namespace: {ADMIN_NAMESPACE}}}\nspec: {{}}\n"
-    );
-    let cluster = trellis_api::parse_one("register", &document)?;
-    let ttl = match &query.ttl {
-        Some(text) => crate::duration::parse_duration(text).map_err(|e| ApiFailure::BadRequest(format!("ttl: {e}")))?,
-        None => mgmt.token_ttl,
-    };
-    let registering = mgmt.clone();
-    let token = blocking(move || -> Result<Option<(String, u64)>, ApiFailure> {
-        if !registering.is_registered(&name).map_err(ApiFailure::Internal)? {
-            registering.store.apply(vec![cluster])?;
-        }
-        let uses_tokens = matches!(&registering.relay, RelaySecurity::Tls(tls) if tls.signer.is_some());
-        if !uses_tokens {
-            return Ok(None);
-        }
-        let token = trellis_pki::random_token();
-        let expires_at = super::state::unix_now() + ttl.as_secs().max(1);
-        let record = trellis_store::TokenRecord {
-            cluster: name.clone(),
-            expires_at,
-            used: false,
-        };
-        registering
-            .store
-            .put_token(&trellis_pki::sha256_hex(token.as_bytes()), &record)?;
-        tracing::info!(cluster = %name, expires_at, "registration token issued");
-        Ok(Some((token, expires_at)))
-    })
-    .await?;
-    mgmt.config_changed();
-    let (mode, root_ca, authority) = match &mgmt.relay {
-        RelaySecurity::Insecure => ("insecure", None, None),
-        RelaySecurity::Tls(tls) if tls.signer.is_none() => (
-            "client-certificate",
-            Some(tls.root_pem.clone()),
-            Some(tls.authority.clone()),
-        ),
-        RelaySecurity::Tls(tls) => ("token", Some(tls.root_pem.clone()), Some(tls.authority.clone())),
-    };
-    Ok(Json(json!({
-        "mode": mode,
-        "token": token.as_ref().map(|(t, _)| t),
-        "expiresAt": token.as_ref().map(|(_, e)| e),
-        "relayAuthority": authority,
-        "rootCaPem": root_ca,
-    })))
+) -> Result<Response, ApiFailure> {
+    registration(mgmt, name, query.ttl, query.rotate).await
 }
 
 async fn deregister_cluster(
@@ -376,7 +536,7 @@ async fn deregister_cluster(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let deregistering = mgmt.clone();
-    let revoked = blocking(move || -> Result<usize, ApiFailure> {
+    let (revoked, intermediates) = blocking(move || -> Result<(usize, usize), ApiFailure> {
         let keys: Vec<ResourceKey> = deregistering
             .store
             .list()?
@@ -389,13 +549,179 @@ async fn deregister_cluster(
         }
         deregistering.store.delete(&keys)?;
         let revoked = deregistering.store.revoke_cluster_certificates(&name)?;
+        // A cluster registered again under this name gets a new intermediate; an old token cannot bring it back.
+        let intermediates = deregistering
+            .store
+            .revoke_cluster_intermediates(&name, super::state::unix_now())?;
+        deregistering.store.void_cluster_tokens(&name)?;
         deregistering.forget_cluster(&name).map_err(ApiFailure::Internal)?;
         let _ = deregistering.kicks.send(name.clone());
-        tracing::warn!(cluster = %name, revoked, "cluster deregistered; its certificates are revoked");
-        Ok(revoked)
+        tracing::warn!(cluster = %name, revoked, intermediates, "cluster deregistered; its certificates are revoked");
+        Ok((revoked, intermediates))
     })
     .await?;
-    Ok(Json(json!({ "revokedCertificates": revoked })))
+    Ok(Json(
+        json!({ "revokedCertificates": revoked, "revokedIntermediates": intermediates }),
+    ))
+}
+
+// === cluster registration and rotation ===
+
+/// Registration tokens are bearer secrets: none lives longer than this.
+const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86400);
+
+#[derive(Deserialize)]
+struct RotateQuery {
+    ttl: Option<String>,
+}
+
+/// `POST /api/v1/clusters/{name}/rotate`: revokes the cluster's relay certificates, its intermediate CA and its
+/// unused tokens, closes its relay stream, and issues a new token for the agent that replaces it.
+async fn rotate_cluster(
+    State(mgmt): State<Arc<Mgmt>>,
+    Path(name): Path<String>,
+    Query(query): Query<RotateQuery>,
+) -> Result<Response, ApiFailure> {
+    registration(mgmt, name, query.ttl, true).await
+}
+
+fn refusal(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn token_ttl(mgmt: &Mgmt, text: Option<&str>) -> Result<std::time::Duration, String> {
+    let Some(text) = text else {
+        return Ok(mgmt.token_ttl.min(MAX_TOKEN_TTL));
+    };
+    let ttl = crate::duration::parse_duration(text).map_err(|e| format!("ttl: {e}"))?;
+    if ttl.is_zero() {
+        return Err(format!("ttl {text:?} must be longer than zero (e.g. 1h)"));
+    }
+    if ttl > MAX_TOKEN_TTL {
+        return Err(format!(
+            "ttl {text:?} is longer than the maximum of 7 days (168h): a registration token is a bearer secret; \
+             register with a shorter --ttl and start the agent before it expires"
+        ));
+    }
+    Ok(ttl)
+}
+
+/// What a registration or rotation did, for its answer.
+struct Registered {
+    token: Option<(String, u64)>,
+    revoked_certificates: usize,
+    revoked_intermediates: usize,
+}
+
+/// Registers a new cluster, or with `rotate` replaces a registered cluster's credentials. Registering a
+/// cluster that exists is refused: handing a fresh token for it to whoever asks would let a second agent join
+/// as that cluster beside the real one.
+async fn registration(
+    mgmt: Arc<Mgmt>,
+    name: String,
+    ttl: Option<String>,
+    rotate: bool,
+) -> Result<Response, ApiFailure> {
+    let document = format!(
+        "apiVersion: admin.gloo.solo.io/v2\nkind: KubernetesCluster\nmetadata: {{name: {name:?}, namespace: {ADMIN_NAMESPACE}}}\nspec: {{}}\n"
+    );
+    let cluster = trellis_api::parse_one("register", &document)?;
+    let ttl = match token_ttl(&mgmt, ttl.as_deref()) {
+        Ok(ttl) => ttl,
+        Err(message) => return Ok(refusal(StatusCode::BAD_REQUEST, message)),
+    };
+    let registering = mgmt.clone();
+    let cluster_name = name.clone();
+    let outcome = blocking(move || -> Result<Result<Registered, Response>, ApiFailure> {
+        let name = cluster_name;
+        let exists = registering.is_registered(&name).map_err(ApiFailure::Internal)?;
+        let mut done = Registered {
+            token: None,
+            revoked_certificates: 0,
+            revoked_intermediates: 0,
+        };
+        match (exists, rotate) {
+            (true, false) => {
+                tracing::warn!(cluster = %name, "refused to register a cluster that is already registered");
+                return Ok(Err(refusal(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "cluster {name} is already registered; to replace its agent's credentials run \
+                         `trellis cluster rotate {name}` (or `trellis cluster register {name} --rotate`): that \
+                         revokes the current agent's certificates and intermediate CA and prints a new token"
+                    ),
+                )));
+            }
+            (false, true) => {
+                return Ok(Err(refusal(
+                    StatusCode::NOT_FOUND,
+                    format!("cluster {name} is not registered, so there is nothing to rotate: run `trellis cluster register {name}`"),
+                )));
+            }
+            (false, false) => {
+                registering.store.apply(vec![cluster])?;
+            }
+            (true, true) => {
+                // Tokens first: no earlier token may register an agent after the rotation.
+                registering.store.void_cluster_tokens(&name)?;
+                done.revoked_certificates = registering.store.revoke_cluster_certificates(&name)?;
+                done.revoked_intermediates = registering
+                    .store
+                    .revoke_cluster_intermediates(&name, super::state::unix_now())?;
+                // Ends the current agent's relay stream; its certificate is refused from now on.
+                let _ = registering.kicks.send(name.clone());
+                tracing::warn!(
+                    cluster = %name,
+                    revoked_certificates = done.revoked_certificates,
+                    revoked_intermediates = done.revoked_intermediates,
+                    "cluster credentials rotated; the current agent's certificates and intermediate CA are revoked"
+                );
+            }
+        }
+        let uses_tokens = matches!(&registering.relay, RelaySecurity::Tls(tls) if tls.signer.is_some());
+        if !uses_tokens {
+            return Ok(Ok(done));
+        }
+        let token = trellis_pki::random_token();
+        let expires_at = super::state::unix_now() + ttl.as_secs().max(1);
+        let record = trellis_store::TokenRecord {
+            cluster: name.clone(),
+            expires_at,
+            used: false,
+        };
+        registering
+            .store
+            .put_token(&trellis_pki::sha256_hex(token.as_bytes()), &record)?;
+        tracing::info!(cluster = %name, expires_at, rotate, "registration token issued");
+        done.token = Some((token, expires_at));
+        Ok(Ok(done))
+    })
+    .await?;
+    let done = match outcome {
+        Ok(done) => done,
+        Err(response) => return Ok(response),
+    };
+    mgmt.config_changed();
+    let (mode, root_ca, authority) = match &mgmt.relay {
+        RelaySecurity::Insecure => ("insecure", None, None),
+        RelaySecurity::Tls(tls) if tls.signer.is_none() => (
+            "client-certificate",
+            Some(tls.root_pem.clone()),
+            Some(tls.authority.clone()),
+        ),
+        RelaySecurity::Tls(tls) => ("token", Some(tls.root_pem.clone()), Some(tls.authority.clone())),
+    };
+    Ok(Json(json!({
+        "mode": mode,
+        "token": done.token.as_ref().map(|(t, _)| t),
+        "expiresAt": done.token.as_ref().map(|(_, e)| e),
+        "relayAuthority": authority,
+        "rootCaPem": root_ca,
+        "rotated": rotate,
+        "revokedCertificates": done.revoked_certificates,
+        "revokedIntermediates": done.revoked_intermediates,
+    }))
+    .into_response())
 }
 
 async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {

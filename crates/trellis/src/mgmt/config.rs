@@ -72,6 +72,46 @@ pub struct MgmtArgs {
     /// Trust domain of workload SPIFFE identities [default: trellis.local]
     #[arg(long)]
     pub trust_domain: Option<String>,
+    /// The API's server certificate chain and key (PEM), instead of one issued by the
+    /// management server's own API CA.
+    #[arg(long)]
+    pub api_tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub api_tls_key: Option<PathBuf>,
+    /// The CA clients should trust for --api-tls-cert (written into the admin client config).
+    #[arg(long)]
+    pub api_tls_ca: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the generated API certificate; repeatable.
+    #[arg(long = "api-server-name")]
+    pub api_server_names: Vec<String>,
+    /// Accept client certificates signed by this CA (PEM): the user is the subject CN, the
+    /// groups its O entries.
+    #[arg(long)]
+    pub api_client_ca: Option<PathBuf>,
+    /// Serve the API over plain HTTP. For demos only: bearer tokens then cross the network in clear.
+    #[arg(long)]
+    pub api_insecure_plaintext: bool,
+    /// OIDC issuer URL whose ID tokens the API accepts (its discovery document and keys are fetched).
+    #[arg(long)]
+    pub oidc_issuer: Option<String>,
+    /// The audience (client id) an ID token must carry.
+    #[arg(long)]
+    pub oidc_audience: Option<String>,
+    /// The claim naming the user [default: sub]
+    #[arg(long)]
+    pub oidc_username_claim: Option<String>,
+    /// The claim listing the user's groups [default: groups]
+    #[arg(long)]
+    pub oidc_groups_claim: Option<String>,
+    /// A private CA to trust for the OIDC issuer (besides the system's).
+    #[arg(long)]
+    pub oidc_ca_file: Option<PathBuf>,
+    /// Audit records kept at most [default: 10000]
+    #[arg(long)]
+    pub audit_max_records: Option<u64>,
+    /// Audit records older than this are dropped [default: 720h]
+    #[arg(long)]
+    pub audit_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +136,20 @@ struct FileConfig {
     mesh_root_key: Option<PathBuf>,
     intermediate_ttl: Option<String>,
     trust_domain: Option<String>,
+    api_tls_cert: Option<PathBuf>,
+    api_tls_key: Option<PathBuf>,
+    api_tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    api_server_names: Vec<String>,
+    api_client_ca: Option<PathBuf>,
+    api_insecure_plaintext: Option<bool>,
+    oidc_issuer: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_username_claim: Option<String>,
+    oidc_groups_claim: Option<String>,
+    oidc_ca_file: Option<PathBuf>,
+    audit_max_records: Option<u64>,
+    audit_max_age: Option<String>,
 }
 
 /// The effective configuration.
@@ -117,6 +171,23 @@ pub struct MgmtConfig {
     pub mesh_root: Option<(PathBuf, PathBuf)>,
     pub intermediate_ttl: Duration,
     pub trust_domain: String,
+    pub api_tls: Option<(PathBuf, PathBuf)>,
+    pub api_tls_ca: Option<PathBuf>,
+    pub api_server_names: Vec<String>,
+    pub api_client_ca: Option<PathBuf>,
+    pub api_insecure_plaintext: bool,
+    pub oidc: Option<OidcConfig>,
+    pub audit_retention: trellis_store::AuditRetention,
+}
+
+/// The operator's OpenID provider, whose ID tokens the API accepts.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub username_claim: String,
+    pub groups_claim: String,
+    pub ca_file: Option<PathBuf>,
 }
 
 fn pair(cert: Option<PathBuf>, key: Option<PathBuf>, what: &str) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
@@ -186,6 +257,43 @@ impl MgmtArgs {
                 .trust_domain
                 .or(file.trust_domain)
                 .unwrap_or_else(|| trellis_model::DEFAULT_TRUST_DOMAIN.into()),
+            api_tls: pair(
+                self.api_tls_cert.or(file.api_tls_cert),
+                self.api_tls_key.or(file.api_tls_key),
+                "api-tls",
+            )?,
+            api_tls_ca: self.api_tls_ca.or(file.api_tls_ca),
+            api_server_names: if self.api_server_names.is_empty() {
+                file.api_server_names
+            } else {
+                self.api_server_names
+            },
+            api_client_ca: self.api_client_ca.or(file.api_client_ca),
+            api_insecure_plaintext: self.api_insecure_plaintext || file.api_insecure_plaintext.unwrap_or(false),
+            oidc: match (
+                self.oidc_issuer.or(file.oidc_issuer),
+                self.oidc_audience.or(file.oidc_audience),
+            ) {
+                (Some(issuer), Some(audience)) => Some(OidcConfig {
+                    issuer,
+                    audience,
+                    username_claim: self
+                        .oidc_username_claim
+                        .or(file.oidc_username_claim)
+                        .unwrap_or_else(|| "sub".into()),
+                    groups_claim: self
+                        .oidc_groups_claim
+                        .or(file.oidc_groups_claim)
+                        .unwrap_or_else(|| "groups".into()),
+                    ca_file: self.oidc_ca_file.or(file.oidc_ca_file),
+                }),
+                (None, None) => None,
+                _ => anyhow::bail!("give both --oidc-issuer and --oidc-audience, or neither"),
+            },
+            audit_retention: trellis_store::AuditRetention {
+                max_records: self.audit_max_records.or(file.audit_max_records).unwrap_or(10_000),
+                max_age_secs: duration(self.audit_max_age, file.audit_max_age, "720h", "audit-max-age")?.as_secs(),
+            },
         };
         config.validate()?;
         Ok(config)

@@ -40,6 +40,8 @@ pub struct MgmtMetrics {
     pub applies_total: Family<ResultLabel, Counter>,
     pub relay_refused_total: Family<ReasonLabel, Counter>,
     pub certificates_issued_total: Family<ResultLabel, Counter>,
+    pub api_unauthenticated_total: Counter,
+    pub api_forbidden_total: Counter,
 }
 
 impl MgmtMetrics {
@@ -53,7 +55,19 @@ impl MgmtMetrics {
             applies_total: Family::default(),
             relay_refused_total: Family::default(),
             certificates_issued_total: Family::default(),
+            api_unauthenticated_total: Counter::default(),
+            api_forbidden_total: Counter::default(),
         };
+        registry.register(
+            "trellis_mgmt_api_unauthenticated_requests",
+            "API requests refused for missing or invalid credentials",
+            metrics.api_unauthenticated_total.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_api_forbidden_requests",
+            "API requests refused by RBAC",
+            metrics.api_forbidden_total.clone(),
+        );
         registry.register(
             "trellis_mgmt_translations",
             "Translations run",

@@ -8,6 +8,10 @@
 
 mod admission;
 mod api;
+mod api_access;
+mod api_auth;
+mod api_tls;
+mod api_tokens;
 mod check;
 mod config;
 mod metrics;
@@ -41,7 +45,27 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
             true,
         )?)),
     };
-    let mgmt = Mgmt::load(store, metrics.clone(), relay_security, mesh_ca, config.token_ttl)?;
+    let api_tls = if config.api_insecure_plaintext {
+        None
+    } else {
+        Some(api_tls::load_or_create(&config)?)
+    };
+    let (admin_token_hash, new_admin_token) = api_auth::load_or_create_admin_token(&config.data_dir)?;
+    let access = api_access::ApiAccess {
+        admin_token_hash,
+        oidc: config.oidc.clone().map(api_auth::OidcVerifier::new).transpose()?,
+        retention: config.audit_retention,
+        write_lock: tokio::sync::Mutex::new(()),
+    };
+    let admin_config = write_admin_config(&config, api_tls.is_some())?;
+    let mgmt = Mgmt::load(
+        store,
+        metrics.clone(),
+        relay_security,
+        mesh_ca,
+        config.token_ttl,
+        access,
+    )?;
     tokio::spawn(state::translate_loop(mgmt.clone()));
 
     let api = tokio::net::TcpListener::bind(config.api_addr)
@@ -62,6 +86,21 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         mode = if config.insecure { "insecure" } else if config.disable_ca { "operator client certificates" } else { "built-in CA" },
         "management server started"
     );
+    let token_path = api_auth::admin_token_path(&config.data_dir);
+    if new_admin_token {
+        // The token itself stays in its owner-only file: logs are read by more people.
+        tracing::warn!(
+            token_file = %token_path.display(),
+            client_config = %admin_config.display(),
+            "generated the admin API token; use it with `TRELLIS_CONFIG={} trellis get ...` or `trellis config set-context --token-file`",
+            admin_config.display()
+        );
+    }
+    if config.api_insecure_plaintext {
+        tracing::warn!(
+            "INSECURE: the API is served over plain HTTP (--api-insecure-plaintext): tokens cross the network in clear; for demos only"
+        );
+    }
     if config.insecure {
         tracing::warn!(
             "INSECURE: the relay runs in plaintext and believes whatever cluster an agent claims; for demos only, never in production"
@@ -69,32 +108,108 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     }
 
     let registry = Arc::new(registry);
-    let api_server = axum::serve(api, api::router(mgmt.clone()));
-    let admin_server = axum::serve(admin, metrics::admin_router(registry, mgmt.clone()));
-    let service = trellis_relay::RelayServer::new(relay::RelayService::new(mgmt.clone()));
-    let builder = tonic::transport::Server::builder().add_service(service);
-    let relay_server = async move {
-        match server_tls {
-            Some(tls) => {
-                builder
-                    .serve_with_incoming_shutdown(tls::incoming(relay, tls, metrics), crate::process::shutdown_signal())
-                    .await
-            }
-            None => {
-                builder
-                    .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(relay).with_nodelay(Some(true)),
-                        crate::process::shutdown_signal(),
-                    )
-                    .await
-            }
+    let router = api::router(mgmt.clone());
+    let api_server = async move {
+        match &api_tls {
+            Some(tls) => api_tls::serve(api, tls, router, crate::process::shutdown_signal()).await,
+            None => axum::serve(
+                api,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(crate::process::shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from),
         }
     };
-    tokio::select! {
-        result = api_server => result.context("API server failed")?,
-        result = admin_server => result.context("admin server failed")?,
-        result = relay_server => result.context("relay server failed")?,
+    let admin_server = axum::serve(admin, metrics::admin_router(registry, mgmt.clone()));
+    // === relay and shutdown ===
+    let shutdown = crate::process::Shutdown::on_signal();
+    let relay_server = relay_server(relay, server_tls, mgmt.clone(), metrics, shutdown.clone());
+    let servers = async {
+        tokio::select! {
+            result = api_server => result.context("API server failed"),
+            result = admin_server => result.context("admin server failed"),
+            result = relay_server => result.context("relay server failed"),
+        }
+    };
+    // The relay ends its agents' streams on shutdown; whatever is still open after the grace
+    // period (an agent that never closes its side) does not keep the process alive.
+    if let Some(result) =
+        crate::process::drain(&shutdown, servers, crate::process::SHUTDOWN_GRACE, "management server").await
+    {
+        result?;
     }
     tracing::info!("management server stopped");
     Ok(())
+}
+
+/// Relay messages larger than this are refused (tonic's default is 4 MiB too; said here so that it
+/// stays a decision). Discovery reports of a few thousand workloads fit comfortably.
+const RELAY_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// The relay gRPC server until shutdown: bounded messages, headers and streams per connection,
+/// and HTTP/2 keepalive so a peer that vanished (or stopped answering) is closed.
+async fn relay_server(
+    listener: tokio::net::TcpListener,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+    mgmt: Arc<Mgmt>,
+    metrics: metrics::MgmtMetrics,
+    shutdown: crate::process::Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let service = trellis_relay::RelayServer::new(relay::RelayService::new(mgmt, shutdown.clone()))
+        .max_decoding_message_size(RELAY_MAX_MESSAGE);
+    let builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .http2_max_header_list_size(16 * 1024)
+        // One relay stream and a few unary calls per agent.
+        .max_concurrent_streams(Some(16))
+        .add_service(service);
+    let stop = async move { shutdown.requested().await };
+    match server_tls {
+        Some(tls) => {
+            builder
+                .serve_with_incoming_shutdown(tls::incoming(listener, tls, metrics, tls::RelayLimits::default()), stop)
+                .await
+        }
+        None => {
+            builder
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stop,
+                )
+                .await
+        }
+    }
+}
+
+/// Writes `--data-dir/admin.conf` (mode 0600): a client config whose one context reaches this
+/// server as admin (its URL, the API CA, the admin token file), like kubeadm's `admin.conf`.
+/// `trellis up` and tests point `TRELLIS_CONFIG` at it; nobody copies the token by hand.
+fn write_admin_config(config: &MgmtConfig, tls: bool) -> anyhow::Result<std::path::PathBuf> {
+    let ip = config.api_addr.ip();
+    let host = match ip {
+        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let absolute = |path: std::path::PathBuf| std::path::absolute(&path).unwrap_or(path);
+    let context = crate::cli_config::Context {
+        name: "trellis-admin".into(),
+        server: format!("{scheme}://{host}:{}", config.api_addr.port()),
+        certificate_authority: (tls && config.api_tls.is_none())
+            .then(|| absolute(api_tls::ca_path(&config.data_dir)))
+            .or_else(|| config.api_tls_ca.clone().map(absolute)),
+        token_file: Some(absolute(api_auth::admin_token_path(&config.data_dir))),
+        ..Default::default()
+    };
+    let client_config = crate::cli_config::CliConfig {
+        current_context: context.name.clone(),
+        contexts: vec![context],
+    };
+    let path = config.data_dir.join("admin.conf");
+    client_config.save(&path)?;
+    Ok(path)
 }

@@ -44,12 +44,12 @@ pub struct MeshCa {
     pub intermediate_ttl: Duration,
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
+pub(super) fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Writes a file readable by its owner only.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(super) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -61,24 +61,28 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct PkiDir(PathBuf);
+pub(super) struct PkiDir(PathBuf);
 
 impl PkiDir {
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn new(path: PathBuf) -> PkiDir {
+        PkiDir(path)
+    }
+
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 
-    fn exists(&self, name: &str) -> bool {
+    pub(super) fn exists(&self, name: &str) -> bool {
         self.path(&format!("{name}.pem")).is_file() && self.path(&format!("{name}.key")).is_file()
     }
 
-    fn load_authority(&self, name: &str, chain_pem: &str) -> anyhow::Result<Authority> {
+    pub(super) fn load_authority(&self, name: &str, chain_pem: &str) -> anyhow::Result<Authority> {
         let cert = read(&self.path(&format!("{name}.pem")))?;
         let key = read(&self.path(&format!("{name}.key")))?;
         Authority::from_pem(&cert, &key, chain_pem).with_context(|| format!("{}", self.path(name).display()))
     }
 
-    fn save(&self, name: &str, cert_pem: &str, key: &KeyPem) -> anyhow::Result<()> {
+    pub(super) fn save(&self, name: &str, cert_pem: &str, key: &KeyPem) -> anyhow::Result<()> {
         std::fs::write(self.path(&format!("{name}.pem")), cert_pem)?;
         write_private(&self.path(&format!("{name}.key")), &key.0)
     }

@@ -51,6 +51,8 @@ pub struct Mgmt {
     pub kicks: tokio::sync::broadcast::Sender<String>,
     /// Lifetime of registration tokens when a request names none.
     pub token_ttl: Duration,
+    /// Who may use the API: credentials, audit retention, the write lock.
+    pub api: super::api_access::ApiAccess,
 }
 
 impl Mgmt {
@@ -62,6 +64,7 @@ impl Mgmt {
         relay: RelaySecurity,
         mesh: MeshCa,
         token_ttl: Duration,
+        api: super::api_access::ApiAccess,
     ) -> anyhow::Result<Arc<Self>> {
         let discovery = store
             .discoveries()?
@@ -79,6 +82,7 @@ impl Mgmt {
             mesh,
             kicks: tokio::sync::broadcast::Sender::new(16),
             token_ttl,
+            api,
         });
         mgmt.retranslate()?;
         Ok(mgmt)

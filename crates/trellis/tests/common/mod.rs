@@ -139,7 +139,7 @@ impl MgmtProcess {
         let child = spawn_logged(&args, &log, &[]);
         let server = MgmtProcess {
             child,
-            url: format!("http://127.0.0.1:{api}"),
+            url: format!("https://127.0.0.1:{api}"),
             relay: format!("127.0.0.1:{relay}"),
             admin_port,
             data_dir,
@@ -150,11 +150,22 @@ impl MgmtProcess {
         server
     }
 
+    /// The admin client config the server writes at start: `TRELLIS_CONFIG` for CLI runs.
+    pub fn admin_config(&self) -> PathBuf {
+        self.data_dir.join("admin.conf")
+    }
+
+    /// The API as admin.
+    pub fn api(&self) -> trellis::api_client::ApiClient {
+        trellis::api_client::ApiClient::from_config_file(&self.admin_config()).expect("the admin client config")
+    }
+
     async fn wait(&self) {
         for _ in 0..300 {
-            if trellis::httpc::get(&format!("{}/api/v1/resources", self.url), Duration::from_secs(1))
-                .await
-                .is_ok()
+            if let Ok(api) = trellis::api_client::ApiClient::from_config_file(&self.admin_config())
+                && let Ok(Ok(response)) =
+                    tokio::time::timeout(Duration::from_secs(1), api.get("/api/v1/resources")).await
+                && response.status == 200
             {
                 return;
             }
@@ -170,24 +181,16 @@ impl MgmtProcess {
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        let response = trellis::httpc::get(&format!("{}{path}", self.url), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let response = self.api().get(path).await.unwrap();
         serde_json::from_str(&response.body).unwrap()
     }
 
     pub async fn post_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let url = format!("{}{path}", self.url);
-        let response = trellis::httpc::request(
-            "POST",
-            &url,
-            None,
-            &[],
-            Some(("application/json", Vec::new())),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let response = self
+            .api()
+            .request("POST", path, Some(("application/json", Vec::new())))
+            .await
+            .unwrap();
         (
             response.status,
             serde_json::from_str(&response.body).unwrap_or_default(),
@@ -392,11 +395,8 @@ pub async fn scrape(port: u16, series: &str) -> u64 {
 
 /// The stored resources, without the statuses translation adds to them (those are derived, and
 /// appear a moment after an apply).
-pub async fn stored_resources(api_url: &str) -> String {
-    let body = trellis::httpc::get(&format!("{api_url}/api/v1/resources"), Duration::from_secs(2))
-        .await
-        .unwrap()
-        .body;
+pub async fn stored_resources(api: &trellis::api_client::ApiClient) -> String {
+    let body = api.get("/api/v1/resources").await.unwrap().body;
     let mut value: serde_json::Value = serde_json::from_str(&body).unwrap();
     for item in value["items"].as_array_mut().into_iter().flatten() {
         item.as_object_mut().unwrap().remove("status");
@@ -593,4 +593,113 @@ pub fn envoy_static_listener(
             }
         }]}]
     })
+}
+
+// === process control and relay access (e2e_issuance, e2e_relay_bounds) ===
+
+impl MgmtProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the management server is running")
+    }
+
+    /// Sends SIGTERM; returns how long the process took to exit, or `None` if it still runs after
+    /// `limit` (it is then killed).
+    pub async fn sigterm_and_wait(&mut self, limit: Duration) -> Option<Duration> {
+        sigterm_and_wait(&mut self.child, limit).await
+    }
+}
+
+/// Sends SIGTERM to `child`; how long it took to exit, or `None` (and a kill) after `limit`.
+pub async fn sigterm_and_wait(child: &mut tokio::process::Child, limit: Duration) -> Option<Duration> {
+    let pid = child.id().expect("the process is running");
+    let started = Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(_) => Some(started.elapsed()),
+        Err(_) => {
+            let _ = child.kill().await;
+            None
+        }
+    }
+}
+
+/// How many sockets process `pid` holds open (from /proc): what a flood makes a server keep.
+pub fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A relay client as an agent (or a thief of its files) makes one: trusting `root_pem`, presenting
+/// `identity` (certificate chain PEM, key PEM) when given.
+pub async fn relay_client(
+    mgmt: &MgmtProcess,
+    root_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> trellis_relay::RelayClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(root_pem))
+        .domain_name("trellis-mgmt.trellis");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = Endpoint::from_shared(format!("https://{}", mgmt.relay))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the relay");
+    trellis_relay::RelayClient::new(channel)
+}
+
+/// `openssl verify` of a leaf-first chain (without its root) against `root_pem`: OpenSSL, like
+/// Envoy's BoringSSL, enforces URI name constraints (rustls-webpki does not).
+pub fn openssl_verify(dir: &std::path::Path, root_pem: &str, chain_pem: &str) -> Result<(), String> {
+    let ders = trellis_pki::pem_to_der_certs(chain_pem).unwrap();
+    let pem = |der: &Vec<u8>| {
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("verify-root.pem"), root_pem).unwrap();
+    std::fs::write(dir.join("verify-leaf.pem"), pem(&ders[0])).unwrap();
+    std::fs::write(
+        dir.join("verify-untrusted.pem"),
+        ders[1..].iter().map(pem).collect::<String>(),
+    )
+    .unwrap();
+    let output = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(dir.join("verify-root.pem"))
+        .arg("-untrusted")
+        .arg(dir.join("verify-untrusted.pem"))
+        .arg(dir.join("verify-leaf.pem"))
+        .output()
+        .expect("this test needs the `openssl` command (Debian package openssl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() { Ok(()) } else { Err(text) }
 }

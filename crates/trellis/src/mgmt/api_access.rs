@@ -1,0 +1,318 @@
+//! Authorization and audit for the API. Resource endpoints are authorized per resource in their
+//! handlers (the kind and namespace are in the body); the other endpoints by route here. Every
+//! change and every refusal lands in the audit log, in the store.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use trellis_api::{Kind, Resource};
+use trellis_rbac::{Decision, Policy};
+use trellis_store::{AuditRecord, AuditRetention};
+
+use super::Mgmt;
+use super::api_auth::{Identity, OidcVerifier};
+
+/// The API group of Trellis's own endpoints in RBAC rules.
+pub const TRELLIS_GROUP: &str = "trellis.io";
+
+pub struct ApiAccess {
+    pub admin_token_hash: String,
+    pub oidc: Option<OidcVerifier>,
+    pub retention: AuditRetention,
+    /// Held from admission to write (applies, deletes, registrations): two writers cannot both
+    /// pass admission against the same state and then store a combination admission never saw.
+    pub write_lock: tokio::sync::Mutex<()>,
+}
+
+/// One permission a request needs.
+#[derive(Debug, Clone)]
+pub struct Permission {
+    pub verb: &'static str,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Permission {
+    /// On a kind: the API group and plural RBAC rules name; cluster-scoped kinds have no namespace.
+    pub fn on_kind(verb: &'static str, kind: Kind, namespace: &str, name: Option<&str>) -> Permission {
+        Permission {
+            verb,
+            group: kind.group().to_string(),
+            resource: kind.plural().to_string(),
+            namespace: (!kind.cluster_scoped() && kind != Kind::KubernetesCluster).then(|| namespace.to_string()),
+            name: name.map(str::to_string),
+        }
+    }
+
+    fn on_trellis(verb: &'static str, resource: &str) -> Permission {
+        Permission {
+            verb,
+            group: TRELLIS_GROUP.into(),
+            resource: resource.into(),
+            namespace: None,
+            name: None,
+        }
+    }
+
+    pub fn target(&self) -> String {
+        let mut target = self.resource.clone();
+        if let Some(namespace) = &self.namespace {
+            target = format!("{target}/{namespace}");
+        }
+        if let Some(name) = &self.name {
+            target = format!("{target}/{name}");
+        }
+        target
+    }
+}
+
+/// What the non-resource endpoints need: (verb, resource, audit action for changes).
+fn route_permission(method: &Method, path: &str) -> Option<(Permission, Option<&'static str>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let cluster = |verb, name: &str, action| {
+        let mut permission = Permission::on_kind(verb, Kind::KubernetesCluster, "", Some(name));
+        permission.name = Some(name.to_string());
+        Some((permission, Some(action)))
+    };
+    match (method, parts.as_slice()) {
+        (&Method::GET, ["api", "v1", "clusters"]) => Some((Permission::on_trellis("list", "clusters"), None)),
+        (&Method::POST, ["api", "v1", "clusters", name, "register"]) => cluster("create", name, "register"),
+        (&Method::POST, ["api", "v1", "clusters", name, "rotate"]) => cluster("update", name, "rotate"),
+        (&Method::POST, ["api", "v1", "clusters", name, "deregister"]) => cluster("delete", name, "deregister"),
+        (&Method::GET, ["api", "v1", "check"]) => Some((Permission::on_trellis("get", "checks"), None)),
+        (&Method::GET, ["api", "v1", "translation"]) => Some((Permission::on_trellis("get", "translations"), None)),
+        _ => None,
+    }
+}
+
+/// The workspace that owns config kept in `namespace`, from the stored Workspaces.
+fn workspace_owner(stored: &[Resource]) -> impl Fn(&str) -> Option<String> + '_ {
+    let snapshot = trellis_model::Snapshot::new(
+        stored
+            .iter()
+            .filter(|r| matches!(r.kind(), Kind::Workspace | Kind::KubernetesCluster))
+            .cloned()
+            .collect(),
+        Default::default(),
+    );
+    move |namespace| trellis_translate::workspace_of_config_namespace(&snapshot, namespace)
+}
+
+/// Decides `permissions` (all must be allowed) for `identity` against the stored RBAC objects.
+/// `Err` is the first refusal's message.
+pub fn authorize(stored: &[Resource], identity: &Identity, permissions: &[Permission]) -> Result<(), String> {
+    let policy = Policy::from_resources(stored);
+    let owner = workspace_owner(stored);
+    let user = identity.rbac_user();
+    for permission in permissions {
+        let request = trellis_rbac::Request {
+            verb: permission.verb,
+            group: &permission.group,
+            resource: &permission.resource,
+            namespace: permission.namespace.as_deref(),
+            name: permission.name.as_deref(),
+        };
+        if let Decision::Deny { reason } = policy.authorize(&user, &request, &owner) {
+            return Err(reason);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `identity` may do `permission`; for filtering lists.
+pub fn allowed(
+    policy: &Policy,
+    owner: &dyn Fn(&str) -> Option<String>,
+    identity: &Identity,
+    permission: &Permission,
+) -> bool {
+    let request = trellis_rbac::Request {
+        verb: permission.verb,
+        group: &permission.group,
+        resource: &permission.resource,
+        namespace: permission.namespace.as_deref(),
+        name: permission.name.as_deref(),
+    };
+    matches!(
+        policy.authorize(&identity.rbac_user(), &request, owner),
+        Decision::Allow { .. }
+    )
+}
+
+/// A policy and workspace owner map for many checks against one state.
+pub fn policy_for(stored: &[Resource]) -> (Policy, impl Fn(&str) -> Option<String> + '_) {
+    (Policy::from_resources(stored), workspace_owner(stored))
+}
+
+/// Appends one record to the audit log. A failure to record is logged, never hidden: the change
+/// itself already happened (or was refused) and the caller's answer must say so.
+pub fn record(
+    mgmt: &Mgmt,
+    identity: &Identity,
+    action: &str,
+    target: String,
+    result: &str,
+    message: String,
+    diff: Vec<Value>,
+) {
+    let entry = AuditRecord {
+        seq: 0,
+        time: super::unix_now(),
+        user: identity.user.clone(),
+        groups: identity.groups.clone(),
+        authenticated_by: identity.method.into(),
+        action: action.into(),
+        target: target.clone(),
+        result: result.into(),
+        message,
+        diff,
+    };
+    tracing::info!(user = %identity.user, action, target = %target, result, "audit");
+    if let Err(error) = mgmt.store.append_audit(entry, mgmt.api.retention, super::unix_now()) {
+        tracing::error!(%error, action, target = %target, "cannot write the audit record");
+    }
+}
+
+/// Refuses with 403 (and audits the refusal).
+pub fn forbidden(mgmt: &Mgmt, identity: &Identity, action: &str, target: String, reason: String) -> Response {
+    mgmt.metrics.api_forbidden_total.inc();
+    record(mgmt, identity, action, target, "denied", reason.clone(), Vec::new());
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({"error": format!("forbidden: {reason}")})),
+    )
+        .into_response()
+}
+
+/// Middleware for the routes [`route_permission`] knows: authorizes, then audits changes.
+pub async fn authorize_route(State(mgmt): State<Arc<Mgmt>>, request: Request, next: Next) -> Response {
+    let Some((permission, action)) = route_permission(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let Some(identity) = request.extensions().get::<Identity>().cloned() else {
+        return (StatusCode::UNAUTHORIZED, "unauthenticated").into_response();
+    };
+    let store = mgmt.store.clone();
+    let checking = identity.clone();
+    let needed = permission.clone();
+    let decision = tokio::task::spawn_blocking(move || -> anyhow::Result<Result<(), String>> {
+        Ok(authorize(&store.list()?, &checking, std::slice::from_ref(&needed)))
+    })
+    .await;
+    match decision {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(reason))) => {
+            return forbidden(
+                &mgmt,
+                &identity,
+                action.unwrap_or(permission.verb),
+                permission.target(),
+                reason,
+            );
+        }
+        _ => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "authorization failed; see the server log",
+            )
+                .into_response();
+        }
+    }
+    let Some(action) = action else {
+        return next.run(request).await;
+    };
+    // Changes hold the write lock, so that the audit order is the order of the changes.
+    let _write = mgmt.api.write_lock.lock().await;
+    let response = next.run(request).await;
+    let result = match response.status() {
+        status if status.is_success() => "ok",
+        status if status.is_client_error() => "rejected",
+        _ => "failed",
+    };
+    let recording = mgmt.clone();
+    let message = format!("HTTP {}", response.status().as_u16());
+    let _ = tokio::task::spawn_blocking(move || {
+        record(
+            &recording,
+            &identity,
+            action,
+            permission.target(),
+            result,
+            message,
+            Vec::new(),
+        )
+    })
+    .await;
+    response
+}
+
+/// The fields that differ between two versions of a resource: `[{path, before, after}]`, at
+/// most [`MAX_DIFF_ENTRIES`]. Secret values must be redacted by the caller.
+pub fn diff(before: &Value, after: &Value) -> Vec<Value> {
+    let mut entries = Vec::new();
+    walk("", before, after, &mut entries);
+    entries
+}
+
+const MAX_DIFF_ENTRIES: usize = 64;
+
+fn walk(path: &str, before: &Value, after: &Value, entries: &mut Vec<Value>) {
+    if before == after || entries.len() >= MAX_DIFF_ENTRIES {
+        return;
+    }
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let null = Value::Null;
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                walk(
+                    &child,
+                    a.get(key).unwrap_or(&null),
+                    b.get(key).unwrap_or(&null),
+                    entries,
+                );
+            }
+        }
+        _ => entries.push(json!({"path": path, "before": before, "after": after})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_changed_leaves_only() {
+        let before = json!({"spec": {"http": [{"weight": 80}], "hosts": ["a"]}, "metadata": {"name": "x"}});
+        let after = json!({"spec": {"http": [{"weight": 20}], "hosts": ["a"], "new": true}, "metadata": {"name": "x"}});
+        let entries = diff(&before, &after);
+        assert_eq!(
+            entries,
+            vec![
+                json!({"path": "spec.http", "before": [{"weight": 80}], "after": [{"weight": 20}]}),
+                json!({"path": "spec.new", "before": null, "after": true}),
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_endpoints_need_permissions_on_clusters() {
+        let (permission, action) = route_permission(&Method::POST, "/api/v1/clusters/c1/register").unwrap();
+        assert_eq!(
+            (permission.verb, permission.resource.as_str(), action),
+            ("create", "kubernetesclusters", Some("register"))
+        );
+        assert!(route_permission(&Method::GET, "/api/v1/resources").is_none());
+    }
+}

@@ -1,0 +1,249 @@
+//! `/api/v1/tokens` (issue, list, revoke API tokens) and `/api/v1/audit` (read the audit log).
+//! Both are authorized as resources of the `trellis.io` group: `apitokens` and `auditevents`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+use trellis_store::ApiTokenRecord;
+
+use super::Mgmt;
+use super::api_access::{Permission, TRELLIS_GROUP, authorize, forbidden, record};
+use super::api_auth::Identity;
+
+/// Tokens are bearer secrets for people and CI: none lives longer than this.
+const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(366 * 86400);
+
+fn permission(verb: &'static str, resource: &str, name: Option<&str>) -> Permission {
+    Permission {
+        verb,
+        group: TRELLIS_GROUP.into(),
+        resource: resource.into(),
+        namespace: None,
+        name: name.map(str::to_string),
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// Runs `work` on a blocking thread after authorizing `needed`; a refusal is audited as `action`.
+async fn authorized<T: Send + 'static>(
+    mgmt: &Arc<Mgmt>,
+    identity: &Identity,
+    action: &str,
+    needed: Permission,
+    work: impl FnOnce(&Mgmt) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    let worker = mgmt.clone();
+    let who = identity.clone();
+    let target = needed.target();
+    let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<Result<T, String>> {
+        let stored = worker.store.list()?;
+        if let Err(reason) = authorize(&stored, &who, std::slice::from_ref(&needed)) {
+            return Ok(Err(reason));
+        }
+        Ok(Ok(work(&worker)?))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(reason))) => Err(forbidden(mgmt, identity, action, target, reason)),
+        Ok(Err(failure)) => {
+            tracing::error!(error = %format!("{failure:#}"), "API request failed");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the management server log".into(),
+            ))
+        }
+        Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateToken {
+    name: String,
+    user: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    ttl: Option<String>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+pub async fn create(
+    State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
+    Json(request): Json<CreateToken>,
+) -> Response {
+    if !valid_name(&request.name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "token name {:?}: use 1 to 63 lower-case letters, digits and '-'",
+                request.name
+            ),
+        );
+    }
+    if request.user.is_empty() || request.user == "admin" || request.user.starts_with("oidc:") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "user {:?}: name a user other than admin and without the oidc: prefix",
+                request.user
+            ),
+        );
+    }
+    if request.groups.iter().any(|g| g == trellis_rbac::ADMINS_GROUP) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "group {:?} is the built-in admin token's; bind trellis-admin to another group instead",
+                trellis_rbac::ADMINS_GROUP
+            ),
+        );
+    }
+    let expires_at = match &request.ttl {
+        None => None,
+        Some(text) => match crate::duration::parse_duration(text) {
+            Ok(ttl) if ttl <= MAX_TOKEN_TTL && !ttl.is_zero() => Some(super::unix_now() + ttl.as_secs()),
+            Ok(_) => return error(StatusCode::BAD_REQUEST, format!("ttl {text}: between 1s and 8784h")),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("ttl: {e}")),
+        },
+    };
+    let token = trellis_pki::random_token();
+    let token_record = ApiTokenRecord {
+        name: request.name.clone(),
+        user: request.user.clone(),
+        groups: request.groups.clone(),
+        created_at: super::unix_now(),
+        expires_at,
+        created_by: identity.user.clone(),
+    };
+    let hash = trellis_pki::sha256_hex(token.as_bytes());
+    let who = identity.clone();
+    let target = format!("token/{}", request.name);
+    let result = authorized(
+        &mgmt,
+        &identity,
+        "token-create",
+        permission("create", "apitokens", Some(&request.name)),
+        move |mgmt| {
+            let created = mgmt.store.create_api_token(&hash, &token_record)?;
+            let (result, message) = if created {
+                (
+                    "ok",
+                    format!("user {} groups {:?}", token_record.user, token_record.groups),
+                )
+            } else {
+                ("rejected", "a token of that name exists".to_string())
+            };
+            record(mgmt, &who, "token-create", target, result, message, Vec::new());
+            Ok(created)
+        },
+    )
+    .await;
+    match result {
+        Ok(true) => Json(json!({"name": request.name, "token": token, "expiresAt": expires_at})).into_response(),
+        Ok(false) => error(
+            StatusCode::CONFLICT,
+            format!(
+                "a token named {:?} exists; revoke it first or pick another name",
+                request.name
+            ),
+        ),
+        Err(response) => response,
+    }
+}
+
+pub async fn list(State(mgmt): State<Arc<Mgmt>>, Extension(identity): Extension<Identity>) -> Response {
+    match authorized(
+        &mgmt,
+        &identity,
+        "list",
+        permission("list", "apitokens", None),
+        |mgmt| Ok(mgmt.store.api_tokens()?),
+    )
+    .await
+    {
+        Ok(tokens) => Json(json!({"tokens": tokens})).into_response(),
+        Err(response) => response,
+    }
+}
+
+pub async fn revoke(
+    State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
+    Path(name): Path<String>,
+) -> Response {
+    let who = identity.clone();
+    let target = format!("token/{name}");
+    let revoking = name.clone();
+    let result = authorized(
+        &mgmt,
+        &identity,
+        "token-revoke",
+        permission("delete", "apitokens", Some(&name)),
+        move |mgmt| {
+            let removed = mgmt.store.revoke_api_token(&revoking)?;
+            let result = if removed { "ok" } else { "rejected" };
+            record(mgmt, &who, "token-revoke", target, result, String::new(), Vec::new());
+            Ok(removed)
+        },
+    )
+    .await;
+    match result {
+        Ok(true) => Json(json!({"revoked": name})).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("token {name:?} not found")),
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    user: Option<String>,
+    action: Option<String>,
+    result: Option<String>,
+    target: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn audit(
+    State(mgmt): State<Arc<Mgmt>>,
+    Extension(identity): Extension<Identity>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let records = authorized(
+        &mgmt,
+        &identity,
+        "list",
+        permission("list", "auditevents", None),
+        |mgmt| Ok(mgmt.store.audit_records()?),
+    )
+    .await;
+    let mut records = match records {
+        Ok(records) => records,
+        Err(response) => return response,
+    };
+    records.retain(|r| {
+        query.user.as_ref().is_none_or(|u| &r.user == u)
+            && query.action.as_ref().is_none_or(|a| &r.action == a)
+            && query.result.as_ref().is_none_or(|x| &r.result == x)
+            && query.target.as_ref().is_none_or(|t| r.target.contains(t.as_str()))
+    });
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let skip = records.len().saturating_sub(limit);
+    Json(json!({"records": &records[skip..]})).into_response()
+}

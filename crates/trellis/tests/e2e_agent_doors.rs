@@ -1,0 +1,420 @@
+//! A local process that can reach an agent's ports gets nothing it has no credential for: not a
+//! workload's key over ADS/SDS, not another proxy's registration, not an identity outside the
+//! agent's allow-list, not a gateway or add-on role, not the add-on config; and the real
+//! sidecars, gateways and add-ons keep their identities and their traffic through all of it and
+//! through an agent restart.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+use trellis::httpc;
+use trellis::up::{LocalMesh, MeshOptions};
+use trellis_xds::SECRET_TYPE;
+
+const VICTIM: &str = "sidecar~frontend.demo";
+
+/// Opens an ADS stream as `node_id`, optionally with `authorization` metadata as Envoy's
+/// `initial_metadata` sends it, and asks for every SDS secret: the first answer or the refusal.
+async fn ask_for_secrets(
+    xds_port: u16,
+    node_id: &str,
+    authorization: Option<&str>,
+) -> Result<DiscoveryResponse, tonic::Status> {
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds_port}"))
+        .await
+        .expect("the agent's xDS port accepts connections");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(DiscoveryRequest {
+        node: Some(Node {
+            id: node_id.into(),
+            cluster: "cluster-1".into(),
+            ..Default::default()
+        }),
+        type_url: SECRET_TYPE.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value.parse().unwrap());
+    }
+    let answer = async {
+        let mut stream = client.stream_aggregated_resources(request).await?.into_inner();
+        match stream.message().await? {
+            Some(response) => Ok(response),
+            None => Err(tonic::Status::unknown("stream ended without an answer")),
+        }
+    };
+    let result = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("the agent answers an ADS stream within 10 s (with resources or a refusal)");
+    drop(tx);
+    result
+}
+
+/// Whether any resource of `response` carries a PEM private key.
+fn carries_private_key(response: &DiscoveryResponse) -> bool {
+    response
+        .resources
+        .iter()
+        .any(|any| String::from_utf8_lossy(&any.value).contains("PRIVATE KEY"))
+}
+
+/// A request to an agent's registration API as an outsider would send it.
+async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Option<Value>) -> httpc::Response {
+    let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+    httpc::request(method, url, None, headers, body, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+fn sidecar_body(namespace: &str, service_account: &str, service: &str) -> Value {
+    json!({
+        "kind": "sidecar",
+        "outboundPort": 15999,
+        "workload": {
+            "name": "rogue", "namespace": namespace, "service": service,
+            "serviceAccount": service_account, "address": "127.0.0.1",
+            "labels": {"app": service, "version": "v1"},
+            "ports": [{"name": "http", "port": 80, "protocol": "HTTP", "appPort": 1, "inboundPort": 2}]
+        }
+    })
+}
+
+fn gateway_body(host: &str) -> Value {
+    json!({"kind": "eastWestGateway", "listenAddress": "127.0.0.1", "port": 15443,
+           "publicAddress": {"host": host, "port": 15443}})
+}
+
+fn addon_body() -> Value {
+    json!({"kind": "addOn", "serves": "ext-auth", "namespace": "gloo-mesh",
+           "name": "ext-auth-service", "address": "127.0.0.1", "port": 1})
+}
+
+async fn proxies(agent: &str) -> Value {
+    let response = call("GET", &format!("{agent}/v1/proxies"), &[], None).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    serde_json::from_str::<Value>(&response.body).unwrap()["proxies"].clone()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn flag_value(args: &[String], flag: &str) -> String {
+    let at = args.iter().position(|a| a == flag).expect("flag present");
+    args[at + 1].clone()
+}
+
+/// SPIFFE IDs of the certificates an Envoy holds, from its admin /certs page.
+async fn envoy_identities(admin_port: u16) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{admin_port}/certs");
+    let body = httpc::get(&url, Duration::from_secs(2)).await.unwrap().body;
+    let certs: Value = serde_json::from_str(&body).unwrap();
+    let mut ids = Vec::new();
+    for cert in certs["certificates"].as_array().into_iter().flatten() {
+        for chain in cert["cert_chain"].as_array().into_iter().flatten() {
+            for san in chain["subject_alt_names"].as_array().into_iter().flatten() {
+                if let Some(uri) = san["uri"].as_str() {
+                    ids.push(uri.to_string());
+                }
+            }
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_attacker_gets_nothing_from_the_agent_and_the_mesh_keeps_working() {
+    let mut options = MeshOptions::free();
+    options.addons = true;
+    let mut mesh = LocalMesh::start(&bin(), &test_dir("agent-doors"), options)
+        .await
+        .expect("mesh starts");
+    mesh.apply_demo_config().await.expect("demo config applies");
+    mesh.wait_for_traffic(Duration::from_secs(60))
+        .await
+        .expect("traffic flows");
+
+    let agent1 = format!("http://127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
+    let agent2 = format!("http://127.0.0.1:{}", mesh.cluster("cluster-2").registry_port);
+    let xds_port: u16 = flag_value(&mesh.cluster("cluster-1").agent.args, "--xds-addr")
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let victim_before = proxies(&agent1).await[VICTIM].clone();
+    assert!(victim_before.is_object(), "the frontend is registered");
+
+    // The legitimate sidecar's credential: in owner-only files, and in Envoy's bootstrap.
+    let sidecar_dir = mesh.dir.join("sidecar-frontend");
+    assert_eq!(mode(&sidecar_dir.join("bootstrap.json")), 0o600);
+    assert_eq!(mode(&sidecar_dir.join("agent-token")), 0o600);
+    let real_token = std::fs::read_to_string(sidecar_dir.join("agent-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let bootstrap: Value =
+        serde_json::from_str(&std::fs::read_to_string(sidecar_dir.join("bootstrap.json")).unwrap()).unwrap();
+    assert_eq!(
+        bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0]["value"],
+        format!("Bearer {real_token}")
+    );
+
+    // The attacker registers a workload of its own where the policy allows (namespace demo).
+    let mallory_url = format!("{agent1}/v1/proxies/sidecar~mallory.demo");
+    let response = call(
+        "PUT",
+        &mallory_url,
+        &[],
+        Some(sidecar_body("demo", "mallory", "mallory")),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let mallory_token = serde_json::from_str::<Value>(&response.body).unwrap()["token"]
+        .as_str()
+        .expect("a first registration is issued a token")
+        .to_string();
+    let mallory_auth = format!("Bearer {mallory_token}");
+    let random_auth = format!("Bearer {}", trellis_pki::random_token());
+
+    // (a) ADS/SDS as the victim's node: no token, a made-up one, the attacker's own: refused.
+    for authorization in [None, Some(random_auth.as_str()), Some(mallory_auth.as_str())] {
+        match ask_for_secrets(xds_port, VICTIM, authorization).await {
+            Err(status) => assert_eq!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{authorization:?}: {status:?}"
+            ),
+            Ok(response) => panic!(
+                "the victim's secrets were served with {authorization:?} (private key included: {})",
+                carries_private_key(&response)
+            ),
+        }
+    }
+    // The check is the credential, not the request: with the victim's own token (only its
+    // owner can read it) the same request gets the key; the attacker's token gets its own node.
+    let served = ask_for_secrets(xds_port, VICTIM, Some(&format!("Bearer {real_token}")))
+        .await
+        .expect("the owner's credential is served");
+    assert!(carries_private_key(&served), "control: SDS carries the key");
+    // Mallory's own node has no snapshot until its (fake) sidecar is built; being let in is the
+    // point, so only the refusal would be an error here.
+    let own = tokio::time::timeout(
+        Duration::from_secs(2),
+        ask_for_secrets(xds_port, "sidecar~mallory.demo", Some(&mallory_auth)),
+    )
+    .await;
+    if let Ok(Err(status)) = own {
+        panic!("the attacker's own node was refused: {status:?}");
+    }
+
+    // (b) Registering over the victim's id: refused, and its registration is unchanged.
+    let victim_url = format!("{agent1}/v1/proxies/{VICTIM}");
+    let rogue = sidecar_body("demo", "frontend", "backend");
+    for (headers, status) in [
+        (vec![], 401),
+        (vec![("authorization", mallory_auth.as_str())], 403),
+        (vec![("authorization", random_auth.as_str())], 403),
+    ] {
+        let response = call("PUT", &victim_url, &headers, Some(rogue.clone())).await;
+        assert_eq!(response.status, status, "{headers:?}: {}", response.body);
+        assert!(!response.body.contains("token\""), "{}", response.body);
+    }
+    assert_eq!(proxies(&agent1).await[VICTIM], victim_before);
+
+    // (c) New ids claiming identities outside the allow-list: refused, never listed.
+    for (id, namespace, service_account) in [
+        ("sidecar~spy.kube-system", "kube-system", "default"),
+        ("sidecar~gw.trellis", "trellis", "ingress-gateway"),
+        ("sidecar~pay.payments", "payments", "api"),
+    ] {
+        let body = sidecar_body(namespace, service_account, "spy");
+        let response = call("PUT", &format!("{agent1}/v1/proxies/{id}"), &[], Some(body)).await;
+        assert_eq!(response.status, 403, "{id}: {}", response.body);
+        assert!(response.body.contains("--allow-namespace"), "{}", response.body);
+        assert!(proxies(&agent1).await.get(id).is_none(), "{id} was registered");
+    }
+
+    // (d) Fake east-west gateway (its address would win the tie-break), fake add-on, fake
+    // ingress, and a squat on the real gateway's id: refused without the role secret.
+    let real_gateway = format!("east-west~127.0.0.1-{}", mesh.cluster("cluster-2").gateway_port);
+    let wrong_secret = [("x-trellis-role-secret", "guessed-but-long-enough-secret")];
+    for (agent, id, body) in [
+        (&agent2, "east-west~evil".to_string(), gateway_body("10.0.0.1")),
+        (&agent2, real_gateway.clone(), gateway_body("10.0.0.1")),
+        (&agent1, "addon~ext-auth-service.gloo-mesh~1".to_string(), addon_body()),
+        (
+            &agent1,
+            "ingress~evil".to_string(),
+            json!({"kind": "ingressGateway", "listenAddress": "127.0.0.1", "labels": {"app": "ingress-gateway"},
+                   "namespace": "trellis", "serviceAccount": "ingress-gateway"}),
+        ),
+    ] {
+        let url = format!("{agent}/v1/proxies/{id}");
+        for headers in [&[][..], &wrong_secret[..]] {
+            let response = call("PUT", &url, headers, Some(body.clone())).await;
+            assert_eq!(response.status, 403, "{id}: {}", response.body);
+        }
+    }
+    let listed = proxies(&agent2).await;
+    assert!(listed.get("east-west~evil").is_none());
+    assert_eq!(
+        listed[&real_gateway]["publicAddress"]["host"], "127.0.0.1",
+        "the real gateway keeps its registration"
+    );
+
+    // (e) Deleting the victim: refused without its credential.
+    for (headers, status) in [(vec![], 401), (vec![("authorization", mallory_auth.as_str())], 403)] {
+        let response = call("DELETE", &victim_url, &headers, None).await;
+        assert_eq!(response.status, status, "{headers:?}: {}", response.body);
+    }
+    assert_eq!(proxies(&agent1).await[VICTIM], victim_before);
+
+    // (f) The add-on config (OIDC client secrets live there): only for a registered add-on.
+    for headers in [
+        vec![],
+        vec![("authorization", mallory_auth.as_str())],
+        vec![("authorization", random_auth.as_str())],
+    ] {
+        let response = call("GET", &format!("{agent1}/v1/addons/ext-auth"), &headers, None).await;
+        assert_eq!(response.status, 401, "{headers:?}: {}", response.body);
+        assert!(!response.body.contains("configs"), "{}", response.body);
+    }
+    // ... while the real ext-auth, which registered with the role secret, loads it.
+    let addons = proxies(&agent1).await;
+    assert!(
+        addons
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|id| id.starts_with("addon~ext-auth-service.gloo-mesh~")),
+        "the real ext-auth is registered: {addons}"
+    );
+    let ext_auth_log = mesh.dir.join("logs").join("ext-auth-cluster-1.log");
+    eventually("the real ext-auth loading its config", || async {
+        std::fs::read_to_string(&ext_auth_log).is_ok_and(|log| log.contains("loaded config from the agent"))
+    })
+    .await;
+
+    // Bounded bodies, plain ids.
+    let huge = json!({"kind": "sidecar", "pad": "x".repeat(100 * 1024)});
+    let response = call("PUT", &format!("{agent1}/v1/proxies/sidecar~big.demo"), &[], Some(huge)).await;
+    assert_eq!(response.status, 413, "{}", response.body);
+    let response = call(
+        "PUT",
+        &format!("{agent1}/v1/proxies/sidecar~a%2Fb.demo"),
+        &[],
+        Some(sidecar_body("demo", "x", "x")),
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.body);
+
+    // The owner of a registration may delete it.
+    let response = call("DELETE", &mallory_url, &[("authorization", &mallory_auth)], None).await;
+    assert_eq!(response.status, 204, "{}", response.body);
+
+    // Through all of it the real sidecar kept its identity, and traffic flows, across clusters too.
+    let frontend_admin = mesh.app("frontend").admin_port;
+    assert!(
+        envoy_identities(frontend_admin)
+            .await
+            .contains(&"spiffe://trellis.local/ns/demo/sa/frontend".to_string()),
+        "{:?}",
+        envoy_identities(frontend_admin).await
+    );
+    let (v1, v2) = versions(&mesh, 30).await;
+    assert!(v1 > 0 && v2 > 0, "{v1} v1 / {v2} v2");
+    let remote = mesh
+        .call_from_frontend("http://backend-v2.mesh.internal/")
+        .await
+        .unwrap();
+    assert_eq!(remote.status, 200, "{}", remote.body);
+    let refused = scrape(
+        mesh.cluster("cluster-1").registry_port,
+        "trellis_xds_streams_refused_total",
+    )
+    .await;
+    assert!(refused >= 3, "refused ADS streams counted: {refused}");
+
+    // An agent restart: the credentials come back from its data directory (owner-only, hashes
+    // only), so the victim's id cannot be taken in the window before its proxy refreshes, and
+    // the running Envoys reconnect with their tokens without restarting.
+    let registrations = mesh.dir.join("agent-cluster-1").join("registrations.json");
+    assert_eq!(mode(&registrations), 0o600);
+    assert!(!std::fs::read_to_string(&registrations).unwrap().contains(&real_token));
+    mesh.cluster_mut("cluster-1").agent.kill().await;
+    mesh.cluster_mut("cluster-1").agent.start().unwrap();
+    let mut squat = None;
+    for _ in 0..100 {
+        match httpc::request(
+            "PUT",
+            &victim_url,
+            None,
+            &[],
+            Some(("application/json", serde_json::to_vec(&rogue).unwrap())),
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(response) => {
+                squat = Some(response);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let squat = squat.expect("the restarted agent answers");
+    assert_eq!(squat.status, 401, "right after a restart: {}", squat.body);
+    eventually("the frontend re-registered with the restarted agent", || async {
+        httpc::get(&format!("{agent1}/v1/proxies"), Duration::from_secs(2))
+            .await
+            .is_ok_and(|r| serde_json::from_str::<Value>(&r.body).unwrap()["proxies"][VICTIM] == victim_before)
+    })
+    .await;
+    eventually("the frontend's Envoy back on the restarted agent's ADS", || async {
+        httpc::get(&format!("{agent1}/v1/status"), Duration::from_secs(2))
+            .await
+            .is_ok_and(|r| {
+                serde_json::from_str::<Value>(&r.body).unwrap()["connectedProxies"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["nodeId"] == VICTIM)
+            })
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(sidecar_dir.join("agent-token")).unwrap().trim(),
+        real_token,
+        "the sidecar kept its credential"
+    );
+    // And config still reaches it: all traffic to v2 now.
+    mesh.apply("route-table.yaml", &route_table(0, 100)).await.unwrap();
+    until_all(&mesh, "v2", 10, Duration::from_secs(30)).await;
+
+    // No token ever reached a log.
+    for entry in std::fs::read_dir(mesh.dir.join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        for token in [&real_token, &mallory_token] {
+            assert!(!log.contains(token.as_str()), "{} logs a token", path.display());
+        }
+    }
+    finish(mesh).await;
+}

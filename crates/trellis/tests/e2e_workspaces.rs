@@ -45,7 +45,7 @@ async fn status_from(mesh: &LocalMesh, app: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_blocks_a_non_importing_workspace_and_admits_an_importing_one() {
-    let mut mesh = demo_mesh("workspaces").await;
+    let mut mesh = demo_mesh_allowing("workspaces", &["guest"]).await;
     let spec = AppSpec {
         name: "guest",
         namespace: "guest",

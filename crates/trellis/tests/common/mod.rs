@@ -27,6 +27,25 @@ pub async fn demo_mesh(name: &str) -> LocalMesh {
     mesh
 }
 
+/// [`demo_mesh`] whose agents also admit sidecars of `namespaces` (the demo's agents admit only
+/// `demo`: an agent hands out no identity its policy does not list).
+pub async fn demo_mesh_allowing(name: &str, namespaces: &[&str]) -> LocalMesh {
+    let mut options = MeshOptions::free();
+    for namespace in namespaces {
+        options
+            .agent_flags
+            .extend(["--allow-namespace".to_string(), namespace.to_string()]);
+    }
+    let mesh = LocalMesh::start(&bin(), &test_dir(name), options)
+        .await
+        .expect("mesh starts");
+    mesh.apply_demo_config().await.expect("demo config applies");
+    mesh.wait_for_traffic(Duration::from_secs(60))
+        .await
+        .expect("traffic flows");
+    mesh
+}
+
 /// The route table of the demo with other weights for v1 (cluster-1) and v2 (cluster-2).
 pub fn route_table(v1: u32, v2: u32) -> String {
     trellis::up::DEMO_ROUTE_TABLE

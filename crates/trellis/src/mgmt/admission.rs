@@ -91,31 +91,39 @@ pub fn check(source: &str, stored: Vec<Resource>, batch: &[Resource]) -> Result<
     }
 }
 
-/// Refuses deleting `keys` when that would break an ExtAuthPolicy that works now (a Secret or
-/// ConfigMap it needs): a delete passes the same admission as an apply.
+/// Refuses deleting `keys` when an ExtAuthPolicy uses what they hold (a Secret's API keys or
+/// client secret, a ConfigMap's Rego): its resolved auth config would change under it, and the
+/// add-on would start denying its routes. A delete passes admission as an apply does.
 pub fn check_delete(source: &str, stored: Vec<Resource>, keys: &[ResourceKey]) -> Result<(), ApiError> {
     let touches_auth = keys.iter().any(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap));
     if !touches_auth {
         return Ok(());
     }
-    let before = failures(stored.clone());
-    let remaining: Vec<Resource> = stored.into_iter().filter(|r| !keys.contains(&r.key())).collect();
-    let errors: Vec<DocumentError> = failures(remaining)
-        .into_iter()
-        .filter(|(id, message)| before.get(id) != Some(message))
-        .map(|(id, message)| {
-            let (namespace, name) = id.split_once('.').unwrap_or(("", &id));
-            let document = keys
-                .iter()
-                .position(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap))
-                .unwrap_or(0);
+    let resolved = |resources: Vec<Resource>| -> BTreeMap<String, serde_json::Value> {
+        let snapshot = Snapshot::new(resources, BTreeMap::new());
+        trellis_translate::auth_configs(&snapshot)
+            .into_iter()
+            .map(|entry| (entry.id, entry.spec))
+            .collect()
+    };
+    let before = resolved(stored.clone());
+    let after = resolved(stored.into_iter().filter(|r| !keys.contains(&r.key())).collect());
+    let document = keys
+        .iter()
+        .position(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap))
+        .unwrap_or(0);
+    let errors: Vec<DocumentError> = after
+        .iter()
+        .filter(|(id, spec)| before.get(*id) != Some(spec))
+        .map(|(id, _)| {
+            let (namespace, name) = id.split_once('.').unwrap_or(("", id));
             DocumentError {
                 source: source.to_string(),
                 document: document + 1,
                 resource: Some(keys[document].to_string()),
                 field: None,
                 message: format!(
-                    "ExtAuthPolicy/{namespace}/{name} needs it: its auth config would not compile without it ({message}); delete or change the policy first"
+                    "ExtAuthPolicy/{namespace}/{name} uses it: its auth config would lose what this holds; change or delete the policy first"
                 ),
             }
         })

@@ -1,7 +1,5 @@
 //! Text to typed resources. YAML is read as a superset of JSON, so one parser serves both.
 
-use std::cell::RefCell;
-
 use serde_json::Value;
 
 use crate::error::{ApiError, DocumentError};
@@ -33,22 +31,16 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, ApiErr
     }
     let mut resources = Vec::new();
     let mut errors = Vec::new();
-    for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
+    for (index, loaded) in load::documents(text).into_iter().enumerate() {
         let number = index + 1;
-        let findings = RefCell::new(load::Findings::default());
-        let value = match load::load(document, &findings) {
-            Ok(value) => value,
-            Err(error) => {
-                let message = match &findings.borrow().too_deep {
-                    Some(_) => error.to_string(),
-                    None => format!("malformed YAML: {error}"),
-                };
-                // The YAML stream cannot be resynchronised after a syntax error.
+        let (value, findings) = match loaded {
+            Ok(loaded) => loaded,
+            Err(message) => {
                 errors.push(doc_error(source, number, None, None, message));
                 break;
             }
         };
-        for path in &findings.borrow().duplicates {
+        for path in &findings.duplicates {
             let (resource, field) = locate(&value, path);
             let key = path.rsplit(['.', ']']).next().unwrap_or(path);
             errors.push(doc_error(

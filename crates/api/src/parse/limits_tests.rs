@@ -356,3 +356,26 @@ fn refuses_deep_nesting_and_oversized_input() {
 }
 
 const ROUTE: &str = "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\nmetadata: {name: rt}\nspec: {}\n";
+
+#[test]
+fn json_allows_what_yaml_forbids_in_strings() {
+    // Found by the fuzzer: a raw DEL is valid in a JSON string but not in YAML.
+    let text = "{\"apiVersion\": \"networking.gloo.solo.io/v2\", \"kind\": \"RouteTable\", \"metadata\": {\"name\": \"rt\", \"namespace\": \"demo\"}, \"spec\": {\"hosts\": [\"a.mesh.internal\"], \"http\": [{\"name\": \"a\u{7f}b\", \"forwardTo\": {\"destinations\": [{\"ref\": {\"name\": \"b\"}}]}}]}}";
+    let resources = parse_documents("rt.json", text).unwrap();
+    let Spec::RouteTable(spec) = &resources[0].spec else {
+        panic!("not a route table")
+    };
+    assert_eq!(spec.http[0].name, "a\u{7f}b");
+    // Duplicates are found in JSON read as JSON too, and a YAML flow mapping still reads as YAML.
+    let text = "{\"kind\": \"RouteTable\", \"metadata\": {\"name\": \"a\"}, \"kind\": \"RouteTable\"}";
+    assert!(
+        errors_of(text)
+            .iter()
+            .any(|e| e.message.starts_with("duplicate key `kind`"))
+    );
+    parse_documents(
+        "flow.yaml",
+        "{apiVersion: networking.gloo.solo.io/v2, kind: RouteTable, metadata: {name: a}}",
+    )
+    .unwrap();
+}

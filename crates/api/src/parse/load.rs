@@ -22,6 +22,39 @@ pub(crate) struct Findings {
     pub too_deep: Option<String>,
 }
 
+/// Every document of `text`, in order, each with what loading found; an error (the message to
+/// show) ends the list, since a YAML stream cannot be resynchronised after a syntax error.
+///
+/// Text that is one JSON value is read by a JSON parser: YAML is almost a superset of JSON, but
+/// refuses characters JSON allows raw in strings (DEL, C1 controls), which the fuzzer found.
+pub(crate) fn documents(text: &str) -> Vec<Result<(Value, Findings), String>> {
+    if text.trim_start().starts_with(['{', '[']) {
+        let findings = RefCell::new(Findings::default());
+        let mut json = serde_json::Deserializer::from_str(text);
+        if let Ok(value) = load(&mut json, &findings)
+            && json.end().is_ok()
+        {
+            return vec![Ok((value, findings.into_inner()))];
+        }
+        // Not JSON after all, e.g. a YAML flow mapping such as `{kind: RouteTable}`.
+    }
+    let mut documents = Vec::new();
+    for document in yaml_serde::Deserializer::from_str(text) {
+        let findings = RefCell::new(Findings::default());
+        match load(document, &findings) {
+            Ok(value) => documents.push(Ok((value, findings.into_inner()))),
+            Err(error) => {
+                documents.push(Err(match findings.into_inner().too_deep {
+                    Some(_) => error.to_string(),
+                    None => format!("malformed YAML: {error}"),
+                }));
+                break;
+            }
+        }
+    }
+    documents
+}
+
 /// Deserializes one document, recording duplicate keys (at any depth) in `findings`.
 pub(crate) fn load<'de, D: de::Deserializer<'de>>(
     document: D,

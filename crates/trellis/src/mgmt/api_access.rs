@@ -26,6 +26,22 @@ pub struct ApiAccess {
     /// Held from admission to write (applies, deletes, registrations): two writers cannot both
     /// pass admission against the same state and then store a combination admission never saw.
     pub write_lock: tokio::sync::Mutex<()>,
+    /// What `trellis check` reports about the server's listeners.
+    pub doors: Doors,
+}
+
+/// The management server's listeners and trust anchors, as `trellis check` judges them.
+#[derive(Debug, Clone)]
+pub struct Doors {
+    pub api_addr: std::net::SocketAddr,
+    pub api_tls: bool,
+    pub api_client_certificates: bool,
+    pub api_oidc: bool,
+    pub admin_addr: std::net::SocketAddr,
+    pub relay_addr: std::net::SocketAddr,
+    pub production: bool,
+    /// Self-signed CAs the server generated itself (not the operator's).
+    pub generated_cas: Vec<&'static str>,
 }
 
 /// One permission a request needs.

@@ -112,6 +112,10 @@ pub struct MgmtArgs {
     /// Audit records older than this are dropped [default: 720h]
     #[arg(long)]
     pub audit_max_age: Option<String>,
+    /// `production` makes `trellis check` treat demo conveniences (generated self-signed CAs,
+    /// plaintext listeners) as errors [default: dev]
+    #[arg(long)]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +154,7 @@ struct FileConfig {
     oidc_ca_file: Option<PathBuf>,
     audit_max_records: Option<u64>,
     audit_max_age: Option<String>,
+    profile: Option<String>,
 }
 
 /// The effective configuration.
@@ -178,6 +183,8 @@ pub struct MgmtConfig {
     pub api_insecure_plaintext: bool,
     pub oidc: Option<OidcConfig>,
     pub audit_retention: trellis_store::AuditRetention,
+    /// `--profile production`.
+    pub production: bool,
 }
 
 /// The operator's OpenID provider, whose ID tokens the API accepts.
@@ -289,6 +296,11 @@ impl MgmtArgs {
                 }),
                 (None, None) => None,
                 _ => anyhow::bail!("give both --oidc-issuer and --oidc-audience, or neither"),
+            },
+            production: match self.profile.or(file.profile).as_deref() {
+                None | Some("dev") => false,
+                Some("production") => true,
+                Some(other) => anyhow::bail!("--profile {other}: use dev or production"),
             },
             audit_retention: trellis_store::AuditRetention {
                 max_records: self.audit_max_records.or(file.audit_max_records).unwrap_or(10_000),

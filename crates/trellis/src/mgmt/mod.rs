@@ -56,6 +56,26 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         oidc: config.oidc.clone().map(api_auth::OidcVerifier::new).transpose()?,
         retention: config.audit_retention,
         write_lock: tokio::sync::Mutex::new(()),
+        doors: api_access::Doors {
+            api_addr: config.api_addr,
+            api_tls: api_tls.is_some(),
+            api_client_certificates: config.api_client_ca.is_some(),
+            api_oidc: config.oidc.is_some(),
+            admin_addr: config.admin_addr,
+            relay_addr: config.relay_addr,
+            production: config.production,
+            generated_cas: [
+                (
+                    !config.insecure && !config.disable_ca && !config.disable_ca_cert_generation,
+                    "relay root CA",
+                ),
+                (config.mesh_root.is_none(), "mesh root CA"),
+                (api_tls.is_some() && config.api_tls.is_none(), "management API CA"),
+            ]
+            .into_iter()
+            .filter_map(|(generated, name)| generated.then_some(name))
+            .collect(),
+        },
     };
     let admin_config = write_admin_config(&config, api_tls.is_some())?;
     let mgmt = Mgmt::load(

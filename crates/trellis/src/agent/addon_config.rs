@@ -29,23 +29,22 @@ pub struct VersionQuery {
 }
 
 /// The document for one kind of add-on, without its version.
-fn content(kind: &str, config: Option<&ClusterConfig>) -> Option<Value> {
+fn content(kind: AddonKind, config: Option<&ClusterConfig>) -> Value {
     let addons = config.map(|c| c.addons.clone()).unwrap_or_default();
     match kind {
-        "ext-auth" => Some(json!({"configs": addons.auth_configs})),
-        "rate-limiter" => Some(json!({"domains": addons.rate_limit_domains})),
-        _ => None,
+        AddonKind::ExtAuth => json!({"configs": addons.auth_configs}),
+        AddonKind::RateLimiter => json!({"domains": addons.rate_limit_domains}),
     }
 }
 
-fn versioned(kind: &str, config: Option<&ClusterConfig>) -> Option<(String, Value)> {
-    let mut document = content(kind, config)?;
+fn versioned(kind: AddonKind, config: Option<&ClusterConfig>) -> (String, Value) {
+    let mut document = content(kind, config);
     let version = format!(
         "{:016x}",
         trellis_model::stable_hash(&serde_json::to_vec(&document).expect("JSON serializes"))
     );
     document["version"] = Value::String(version.clone());
-    Some((version, document))
+    (version, document)
 }
 
 pub async fn serve(
@@ -54,37 +53,27 @@ pub async fn serve(
     Query(query): Query<VersionQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let addon_kind = match kind.as_str() {
-        "ext-auth" => AddonKind::ExtAuth,
-        "rate-limiter" => AddonKind::RateLimiter,
-        _ => {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
-            )
-                .into_response();
-        }
+    let Some(kind) = AddonKind::parse(&kind) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
+        )
+            .into_response();
     };
     let mut changes = agent.config.subscribe();
     let deadline = tokio::time::Instant::now() + LONG_POLL;
     loop {
         // Checked at every wake-up: a credential deleted or taken over mid-poll gets nothing more.
-        let authorized = bearer(&headers).and_then(|token| agent.registry.addon_for_token(addon_kind, token));
+        let authorized = bearer(&headers).and_then(|token| agent.registry.addon_for_token(kind, token));
         if authorized.is_none() {
             tracing::warn!(
-                kind,
+                kind = kind.as_str(),
                 "add-on config refused: no credential of a registered add-on of this kind"
             );
-            return RegistryError::AddonCredentialRequired(addon_kind.as_str()).into_response();
+            return RegistryError::AddonCredentialRequired(kind.as_str()).into_response();
         }
         let current = changes.borrow_and_update().clone();
-        let Some((version, document)) = versioned(&kind, current.as_deref()) else {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
-            )
-                .into_response();
-        };
+        let (version, document) = versioned(kind, current.as_deref());
         // Before the first config arrives there is nothing to serve yet: wait like for a change.
         if current.is_some() && query.version.as_deref() != Some(version.as_str()) {
             return Json(document).into_response();
@@ -103,13 +92,14 @@ mod tests {
     #[test]
     fn versions_follow_the_content_of_each_kind() {
         let mut config = ClusterConfig::default();
-        let (empty, _) = versioned("ext-auth", Some(&config)).unwrap();
+        let (empty, _) = versioned(AddonKind::ExtAuth, Some(&config));
         config.addons.rate_limit_domains.push(Default::default());
-        let (unchanged, _) = versioned("ext-auth", Some(&config)).unwrap();
+        let (unchanged, _) = versioned(AddonKind::ExtAuth, Some(&config));
         assert_eq!(empty, unchanged, "a rate-limit change does not wake ext-auth");
-        let (limiter, document) = versioned("rate-limiter", Some(&config)).unwrap();
+        let (limiter, document) = versioned(AddonKind::RateLimiter, Some(&config));
         assert_eq!(document["version"], limiter.as_str());
         assert_eq!(document["domains"].as_array().unwrap().len(), 1);
-        assert!(versioned("firewall", Some(&config)).is_none());
+        assert_eq!(AddonKind::parse("firewall"), None);
+        assert_eq!(AddonKind::parse("rate-limiter"), Some(AddonKind::RateLimiter));
     }
 }

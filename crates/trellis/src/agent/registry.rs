@@ -101,6 +101,14 @@ pub enum AddonKind {
 }
 
 impl AddonKind {
+    pub fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "ext-auth" => Some(AddonKind::ExtAuth),
+            "rate-limiter" => Some(AddonKind::RateLimiter),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AddonKind::ExtAuth => "ext-auth",

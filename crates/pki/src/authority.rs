@@ -59,6 +59,8 @@ struct Signer {
     path_len: Option<u32>,
     /// This CA's certificate, then the chain above it.
     ders: Vec<Vec<u8>>,
+    /// URI hosts its name constraints permit; `None`: unconstrained.
+    permitted_uri_hosts: Option<Vec<String>>,
 }
 
 // === impl KeyPem ===
@@ -170,20 +172,25 @@ impl Authority {
         Ok(signer.wire_chain(cert.der()))
     }
 
-    /// Signs an intermediate CA (CA:TRUE, path length 0, keyCertSign) for the key in `csr_pem`, named
-    /// `common_name` whatever the CSR asks for. Returns the intermediate followed by `self` and its chain,
-    /// root included: the input [`intermediate_from_signed`] expects.
+    /// Signs a cluster intermediate CA (CA:TRUE, path length 0, keyCertSign) for the key in `csr_pem`, named
+    /// `common_name` whatever the CSR asks for, and name-constrained to SPIFFE IDs of `trust_domain` (no DNS
+    /// names, no IP addresses: see [`crate::constraints`]). Returns the intermediate followed by `self` and its
+    /// chain, root included: the input [`intermediate_from_signed`] expects.
     pub fn sign_intermediate_csr(
         &self,
         csr_pem: &str,
         common_name: &str,
+        trust_domain: &str,
         ttl: Duration,
         now: SystemTime,
     ) -> Result<String> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::Csr)?;
         let signer = self.signer()?;
         signer.check_can_sign_ca()?;
-        let params = intermediate_params(common_name, ttl, now, &signer)?;
+        let mut params = intermediate_params(common_name, ttl, now, &signer)?;
+        params
+            .custom_extensions
+            .push(crate::constraints::cluster_intermediate_constraints(trust_domain)?);
         let cert = params
             .signed_by(&csr.public_key, &signer.issuer)
             .map_err(rcgen_error("sign the intermediate CA certificate"))?;
@@ -194,9 +201,22 @@ impl Authority {
 
     /// A workload certificate for `spiffe_id` (URI SAN, empty subject, serverAuth + clientAuth) with a key
     /// generated here. The chain is the leaf, `self` and the intermediates above it, without the root.
+    ///
+    /// A CA whose name constraints do not permit the ID's trust domain refuses here, with the reason, rather than
+    /// issue a certificate every peer would reject.
     pub fn issue_workload_cert(&self, spiffe_id: &str, ttl: Duration, now: SystemTime) -> Result<CertifiedKey> {
-        let san = spiffe_san(spiffe_id)?;
+        let (san, trust_domain) = spiffe_san(spiffe_id)?;
         let signer = self.signer()?;
+        if let Some(hosts) = &signer.permitted_uri_hosts
+            && !hosts
+                .iter()
+                .any(|h| crate::constraints::uri_host_permitted(trust_domain, h))
+        {
+            return Err(PkiError::OutsideNameConstraints {
+                name: spiffe_id.to_string(),
+                permitted: hosts.join(", "),
+            });
+        }
         let key = generate_key()?;
         let not_after = checked_not_after(now, ttl, Some(signer.not_after))?;
         let mut params = base_params(None, now, not_after)?;
@@ -263,6 +283,7 @@ impl Authority {
             }
         }
 
+        let permitted_uri_hosts = crate::constraints::permitted_uri_hosts(&x509)?;
         let not_after = x509.validity().not_after.timestamp();
         let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).unwrap_or(0));
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(ders[0].as_slice()), key)
@@ -273,6 +294,7 @@ impl Authority {
             not_after,
             path_len,
             ders,
+            permitted_uri_hosts,
         })
     }
 }
@@ -437,7 +459,8 @@ fn uri_san(field: &'static str, uri: &str) -> Result<SanType> {
     Ok(SanType::URI(uri.try_into().map_err(|_| invalid("not ASCII"))?))
 }
 
-fn spiffe_san(spiffe_id: &str) -> Result<SanType> {
+/// The SAN of a SPIFFE ID and its trust domain.
+fn spiffe_san(spiffe_id: &str) -> Result<(SanType, &str)> {
     let trust_domain = spiffe_id
         .strip_prefix("spiffe://")
         .and_then(|rest| rest.split('/').next())
@@ -449,5 +472,5 @@ fn spiffe_san(spiffe_id: &str) -> Result<SanType> {
             reason: "must look like spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>",
         });
     }
-    uri_san("SPIFFE ID", spiffe_id)
+    Ok((uri_san("SPIFFE ID", spiffe_id)?, trust_domain))
 }

@@ -64,6 +64,12 @@ pub enum PkiError {
         reason: &'static str,
     },
 
+    #[error(
+        "{name:?} is outside this CA's name constraints (it may sign SPIFFE IDs of {permitted} only; hint: the \
+         trust domain of the workload must be the mesh's --trust-domain)"
+    )]
+    OutsideNameConstraints { name: String, permitted: String },
+
     #[error("invalid ttl {ttl:?}: must be greater than zero")]
     InvalidTtl { ttl: std::time::Duration },
 

@@ -4,10 +4,11 @@
 //!  relay PKI (mgmt <-> agents)                 mesh PKI (proxy <-> proxy)
 //!
 //!  relay root CA            (mgmt)             mesh root CA                 (mgmt)
-//!    └ relay intermediate   (mgmt)               └ cluster intermediate     (key: agent; CSR signed by mgmt)
-//!        ├ mgmt server cert (DNS SAN)                └ workload certs        (agent, for its proxies)
-//!        └ agent client certs (from CSRs,                spiffe://<td>/ns/<ns>/sa/<sa>
-//!          URI SAN spiffe://trellis-relay/cluster/<name>)
+//!    └ relay intermediate   (mgmt)               └ cluster intermediate     (key: agent; CSR signed by mgmt;
+//!        ├ mgmt server cert (DNS SAN)                │                       name constraints: URIs of the
+//!        └ agent client certs (from CSRs,            │                       trust domain only, no DNS, no IP)
+//!          URI SAN spiffe://trellis-relay/           └ workload certs        (agent, for its proxies)
+//!          cluster/<name>)                               spiffe://<td>/ns/<ns>/sa/<sa>
 //! ```
 //!
 //! Nothing here touches files: callers store the PEM strings (keys 0600). The clock is read only when a
@@ -15,12 +16,14 @@
 
 mod authority;
 mod cert;
+pub mod constraints;
 mod error;
 mod tls;
 mod util;
 
 pub use authority::{Authority, CertifiedKey, KeyPem, intermediate_from_signed, new_key_and_csr};
 pub use cert::{CertInfo, cluster_from_relay_identity, inspect_der, inspect_pem, pem_to_der_certs, relay_identity};
+pub use constraints::check_trust_domain;
 pub use error::{PkiError, Result};
 pub use tls::{client_tls_config, root_store, server_tls_config};
 pub use util::{random_token, renew_at, sha256_hex};

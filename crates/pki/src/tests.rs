@@ -247,7 +247,7 @@ fn cluster_intermediate_from_csr_issues_workload_certs_chaining_to_the_mesh_root
     // Agent: key + CSR; mgmt: signs; agent: assembles its CA.
     let (key, csr) = new_key_and_csr("east").unwrap();
     let signed = mesh_root
-        .sign_intermediate_csr(&csr, "Trellis mesh CA east", 365 * DAY, now)
+        .sign_intermediate_csr(&csr, "Trellis mesh CA east", "cluster.local", 365 * DAY, now)
         .unwrap();
     let ca = intermediate_from_signed(key, &signed).unwrap();
 
@@ -271,9 +271,10 @@ fn cluster_intermediate_from_csr_issues_workload_certs_chaining_to_the_mesh_root
     // Leaf + cluster intermediate, no root.
     assert_eq!(pem_to_der_certs(&workload.cert_pem).unwrap().len(), 2);
 
-    verify_client(&mesh_root.root_pem(), &workload.cert_pem, now).unwrap();
+    // OpenSSL, like Envoy's BoringSSL, checks the intermediate's URI name constraints (webpki cannot).
+    openssl_verify(&mesh_root.root_pem(), &workload.cert_pem).unwrap();
     let other_root = Authority::generate_root("other mesh", DAY, now).unwrap();
-    assert!(verify_client(&other_root.cert_pem, &workload.cert_pem, now).is_err());
+    assert!(openssl_verify(&other_root.cert_pem, &workload.cert_pem).is_err());
 }
 
 #[test]
@@ -282,7 +283,9 @@ fn intermediate_from_signed_rejects_a_key_that_does_not_match() {
     let mesh_root = Authority::generate_root("Trellis mesh root CA", DAY, now).unwrap();
     let (_, csr) = new_key_and_csr("east").unwrap();
     let (other_key, _) = new_key_and_csr("east").unwrap();
-    let signed = mesh_root.sign_intermediate_csr(&csr, "east", DAY, now).unwrap();
+    let signed = mesh_root
+        .sign_intermediate_csr(&csr, "east", "cluster.local", DAY, now)
+        .unwrap();
     assert!(matches!(
         intermediate_from_signed(other_key, &signed),
         Err(PkiError::KeyMismatch { .. })
@@ -299,7 +302,7 @@ fn path_length_zero_intermediates_cannot_sign_cas() {
         Err(PkiError::PathLenExhausted { .. })
     ));
     assert!(matches!(
-        intermediate.sign_intermediate_csr(&csr, "x", DAY, now),
+        intermediate.sign_intermediate_csr(&csr, "x", "cluster.local", DAY, now),
         Err(PkiError::PathLenExhausted { .. })
     ));
 }
@@ -530,4 +533,221 @@ fn renewal_is_due_at_two_thirds_of_the_lifetime() {
 fn pem_to_der_certs_requires_a_certificate() {
     assert!(matches!(pem_to_der_certs(""), Err(PkiError::NoCertificate { .. })));
     assert!(inspect_der(b"not der").is_err());
+}
+
+// === name constraints of cluster intermediates ===
+
+/// `openssl verify` of a leaf-first chain (without its root) against `root_pem`. OpenSSL implements URI,
+/// DNS and IP name constraints as BoringSSL does, and BoringSSL (Envoy) is what verifies mesh certificates.
+fn openssl_verify(root_pem: &str, chain_pem: &str) -> Result<(), String> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("trellis-pki-verify-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ders = pem_to_der_certs(chain_pem).unwrap();
+    let untrusted: String = ders[1..].iter().map(|d| crate::util::der_to_pem(d)).collect();
+    std::fs::write(dir.join("root.pem"), root_pem).unwrap();
+    std::fs::write(dir.join("leaf.pem"), crate::util::der_to_pem(&ders[0])).unwrap();
+    std::fs::write(dir.join("untrusted.pem"), untrusted).unwrap();
+    let output = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(dir.join("root.pem"))
+        .arg("-untrusted")
+        .arg(dir.join("untrusted.pem"))
+        .arg(dir.join("leaf.pem"))
+        .output()
+        .expect("these tests need the `openssl` command (Debian package openssl)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() { Ok(()) } else { Err(text) }
+}
+
+/// What an attacker holding a cluster intermediate's key can sign: any SANs, bypassing
+/// [`Authority::issue_workload_cert`]'s own checks.
+fn forge_leaf(ca: &Authority, sans: Vec<rcgen::SanType>, now: SystemTime) -> String {
+    let ca_key = rcgen::KeyPair::from_pem(&ca.key.0).unwrap();
+    let ca_der = CertificateDer::from(pem_to_der_certs(&ca.cert_pem).unwrap().remove(0));
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = sans;
+    params.not_before = (now - Duration::from_secs(60)).into();
+    params.not_after = (now + DAY).into();
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = params.signed_by(&key, &issuer).unwrap();
+    let mut chain = leaf.pem();
+    chain.push_str(&ca.cert_pem);
+    chain
+}
+
+/// rustls reports webpki's NameConstraintViolation as an "other" certificate error.
+fn assert_name_constraint_violation(result: Result<(), rustls::Error>) {
+    let error = result.expect_err("verification must fail");
+    assert!(format!("{error:?}").contains("NameConstraintViolation"), "{error:?}");
+}
+
+fn mk_cluster_ca(trust_domain: &str, now: SystemTime) -> (Authority, Authority) {
+    let mesh_root = Authority::generate_root("Trellis mesh root CA", 3650 * DAY, now).unwrap();
+    let (key, csr) = new_key_and_csr("east").unwrap();
+    let signed = mesh_root
+        .sign_intermediate_csr(
+            &csr,
+            "Trellis intermediate CA for cluster east",
+            trust_domain,
+            365 * DAY,
+            now,
+        )
+        .unwrap();
+    (mesh_root, intermediate_from_signed(key, &signed).unwrap())
+}
+
+fn uri(s: &str) -> rcgen::SanType {
+    rcgen::SanType::URI(s.try_into().unwrap())
+}
+
+#[test]
+fn cluster_intermediate_carries_critical_name_constraints_and_path_length_zero() {
+    let now = SystemTime::now();
+    let (_, ca) = mk_cluster_ca("trellis.local", now);
+    let der = &pem_to_der_certs(&ca.cert_pem).unwrap()[0];
+    let (_, x509) = x509_parser::parse_x509_certificate(der).unwrap();
+    let nc = x509.name_constraints().unwrap().expect("nameConstraints present");
+    assert!(nc.critical);
+    let permitted: Vec<String> = nc
+        .value
+        .permitted_subtrees
+        .iter()
+        .flatten()
+        .map(|s| format!("{:?}", s.base))
+        .collect();
+    assert_eq!(permitted, vec![r#"URI("trellis.local")"#]);
+    let excluded: Vec<String> = nc
+        .value
+        .excluded_subtrees
+        .iter()
+        .flatten()
+        .map(|s| format!("{:?}", s.base))
+        .collect();
+    assert_eq!(excluded.len(), 3, "{excluded:?}");
+    assert!(excluded[0].starts_with("DNSName(\"\")"), "{excluded:?}");
+    let bc = x509.basic_constraints().unwrap().unwrap().value;
+    assert!(bc.ca);
+    assert_eq!(bc.path_len_constraint, Some(0));
+}
+
+#[test]
+fn leaf_inside_the_trust_domain_verifies_and_outside_fails() {
+    let now = SystemTime::now();
+    let (root, ca) = mk_cluster_ca("trellis.local", now);
+    let inside = ca
+        .issue_workload_cert("spiffe://trellis.local/ns/demo/sa/frontend", DAY, now)
+        .unwrap();
+    openssl_verify(&root.cert_pem, &inside.cert_pem).unwrap();
+
+    // The attack: the intermediate's key signs identities of another trust domain the same verifiers trust.
+    for outside in [
+        "spiffe://other.example/ns/demo/sa/frontend",
+        "spiffe://evil.trellis.local/ns/demo/sa/frontend",
+        "spiffe://trellis.local.evil/ns/demo/sa/frontend",
+    ] {
+        let forged = forge_leaf(&ca, vec![uri(outside)], now);
+        let error = openssl_verify(&root.cert_pem, &forged).expect_err(outside);
+        assert!(error.contains("permitted subtree violation"), "{outside}: {error}");
+    }
+    // A URI SAN inside plus a second one outside: one bad name fails the certificate.
+    let mixed = forge_leaf(
+        &ca,
+        vec![
+            uri("spiffe://trellis.local/ns/demo/sa/frontend"),
+            uri("spiffe://other.example/ns/demo/sa/frontend"),
+        ],
+        now,
+    );
+    assert!(openssl_verify(&root.cert_pem, &mixed).is_err());
+}
+
+#[test]
+fn cluster_intermediate_cannot_sign_host_names_or_addresses() {
+    let now = SystemTime::now();
+    let (root, ca) = mk_cluster_ca("trellis.local", now);
+    for san in [
+        rcgen::SanType::DnsName("frontend.demo.svc".try_into().unwrap()),
+        rcgen::SanType::DnsName("trellis-mgmt.trellis".try_into().unwrap()),
+        rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        rcgen::SanType::IpAddress("::1".parse().unwrap()),
+    ] {
+        let forged = forge_leaf(&ca, vec![san.clone()], now);
+        let error = openssl_verify(&root.cert_pem, &forged).expect_err(&format!("{san:?}"));
+        assert!(error.contains("excluded subtree violation"), "{san:?}: {error}");
+    }
+    // webpki (rustls) enforces DNS exclusions too: a server certificate for a host name fails.
+    let forged = forge_leaf(
+        &ca,
+        vec![rcgen::SanType::DnsName("frontend.demo.svc".try_into().unwrap())],
+        now,
+    );
+    assert_name_constraint_violation(verify_server(&root.cert_pem, &forged, "frontend.demo.svc", now));
+    // Control: the same leaf from an unconstrained CA under the same root verifies, so the constraint is what
+    // refused it above.
+    let unconstrained = root.generate_intermediate("unconstrained", DAY, now).unwrap();
+    let allowed = forge_leaf(
+        &unconstrained,
+        vec![rcgen::SanType::DnsName("frontend.demo.svc".try_into().unwrap())],
+        now,
+    );
+    verify_server(&root.cert_pem, &allowed, "frontend.demo.svc", now).unwrap();
+    openssl_verify(&root.cert_pem, &allowed).unwrap();
+}
+
+#[test]
+fn webpki_refuses_every_uri_below_a_uri_constrained_ca() {
+    // rustls-webpki does not implement URI name constraints and fails closed: mesh certificates must be
+    // verified by Envoy (BoringSSL), never by rustls. If this starts passing, webpki learned URI constraints.
+    let now = SystemTime::now();
+    let (root, ca) = mk_cluster_ca("trellis.local", now);
+    let inside = ca
+        .issue_workload_cert("spiffe://trellis.local/ns/demo/sa/frontend", DAY, now)
+        .unwrap();
+    assert_name_constraint_violation(verify_client(&root.cert_pem, &inside.cert_pem, now));
+}
+
+#[test]
+fn constrained_ca_refuses_to_issue_outside_its_trust_domain() {
+    let now = SystemTime::now();
+    let (_, ca) = mk_cluster_ca("trellis.local", now);
+    let error = ca
+        .issue_workload_cert("spiffe://other.example/ns/demo/sa/frontend", DAY, now)
+        .unwrap_err();
+    assert!(matches!(error, PkiError::OutsideNameConstraints { .. }), "{error}");
+    assert!(error.to_string().contains("trellis.local"), "{error}");
+}
+
+#[test]
+fn intermediate_signing_refuses_a_malformed_trust_domain() {
+    let now = SystemTime::now();
+    let mesh_root = Authority::generate_root("Trellis mesh root CA", DAY, now).unwrap();
+    let (_, csr) = new_key_and_csr("east").unwrap();
+    for bad in ["", ".trellis.local", "Trellis.Local", "spiffe://trellis.local"] {
+        let error = mesh_root
+            .sign_intermediate_csr(&csr, "east", bad, DAY, now)
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PkiError::InvalidName {
+                    field: "trust domain",
+                    ..
+                }
+            ),
+            "{bad:?}: {error}"
+        );
+    }
 }

@@ -5,10 +5,13 @@
 //! Every write is one transaction: an apply of many resources lands whole or not at all.
 
 mod access;
+mod issuance;
 mod redb_access;
+mod redb_issuance;
 mod redb_store;
 
 pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
+pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore};
 pub use redb_store::RedbStore;
 
 use trellis_api::{Resource, ResourceKey};
@@ -73,7 +76,7 @@ pub enum TokenCheck {
     },
 }
 
-pub trait Store: AccessStore + Send + Sync + 'static {
+pub trait Store: AccessStore + IssuanceStore + Send + Sync + 'static {
     /// All resources, with server-set metadata (generation, revisions).
     fn list(&self) -> Result<Vec<Resource>>;
     fn get(&self, key: &ResourceKey) -> Result<Option<Resource>>;

@@ -15,7 +15,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// cluster name ─▶ discovery JSON.
 const DISCOVERY: TableDefinition<&str, &[u8]> = TableDefinition::new("discovery");
 /// SHA-256 of a registration token ─▶ TokenRecord JSON.
-const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// client certificate serial ─▶ cluster it was issued to.
 const ISSUED: TableDefinition<&str, &str> = TableDefinition::new("issued_certificates");
 /// revoked client certificate serial ─▶ cluster.

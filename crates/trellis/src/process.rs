@@ -1,8 +1,11 @@
-//! Child processes that must not outlive their parent, and signals.
+//! Child processes that must not outlive their parent, signals, and bounded shutdown.
 
+use std::future::Future;
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 /// Spawns `command` so that it receives SIGTERM when this process dies, however it dies: a
 /// sidecar's Envoy must not keep serving after `trellis proxy` is killed.
@@ -33,6 +36,60 @@ pub async fn terminate(child: &mut Child, grace: std::time::Duration) {
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         let _ = child.kill().await;
+    }
+}
+
+/// How long `trellis mgmt` and `trellis agent` drain their connections after SIGTERM before they
+/// exit anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A shutdown that many tasks can wait for, requested once (by SIGTERM or Ctrl-C). Long-lived
+/// streams (the relay's, ADS) never end on their own, so their tasks select on
+/// [`Shutdown::requested`] and end them.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Listens for SIGTERM and Ctrl-C from now on. Needs a Tokio runtime.
+    pub fn on_signal() -> Shutdown {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!(grace = ?SHUTDOWN_GRACE, "shutting down");
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    /// Resolves once shutdown is requested (at once if it already was).
+    pub async fn requested(&self) {
+        let mut rx = self.0.clone();
+        // An error means the sender is gone without a request: then there will never be one.
+        if rx.wait_for(|requested| *requested).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs `work` to its end or, once shutdown is requested, for `grace` more at most: tonic's and
+/// hyper's graceful shutdowns wait for every open stream, and a peer that keeps one open must
+/// not keep this process alive. `None` when the grace ran out.
+pub async fn drain<T>(shutdown: &Shutdown, work: impl Future<Output = T>, grace: Duration, what: &str) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        output = &mut work => return Some(output),
+        () = shutdown.requested() => {}
+    }
+    match tokio::time::timeout(grace, work).await {
+        Ok(output) => Some(output),
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                what,
+                "connections still open after the shutdown grace period; exiting anyway"
+            );
+            None
+        }
     }
 }
 

@@ -251,7 +251,8 @@ async fn relay_client_certificates_renew_without_dropping_the_stream() {
     assert_eq!(status["since"], since, "the relay stream was dropped during renewal");
     // The first certificate has expired by now; the agent still gets new config on the stream.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    mgmt.register("c1", None).await; // re-registering an existing cluster changes nothing for it
+    // Registering an existing cluster again is refused (409: rotate instead) and changes nothing for it.
+    assert_eq!(mgmt.post_json("/api/v1/clusters/c1/register").await.0, 409);
     assert_eq!(mgmt.cluster_status("c1").await["since"], since);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,21 +18,24 @@ use trellis_relay::{
     AgentMessage, CertificateResponse, RegisterRequest, RenewRequest, ServerMessage, SignIntermediateRequest,
     SignIntermediateResponse, agent_message,
 };
-use trellis_store::TokenCheck;
+use trellis_store::{IntermediateClaim, IntermediateRecord, TokenCheck};
 
 use super::Mgmt;
 use super::metrics::{ClusterLabel, ResultLabel};
 use super::pki::{RelaySecurity, RelayTls};
 use super::state::unix_now;
 use super::tls::PeerInfo;
+use crate::process::Shutdown;
 
 pub struct RelayService {
     mgmt: Arc<Mgmt>,
+    /// Ends every agent stream when the server shuts down: tonic waits for open streams forever.
+    shutdown: Shutdown,
 }
 
 impl RelayService {
-    pub fn new(mgmt: Arc<Mgmt>) -> Self {
-        RelayService { mgmt }
+    pub fn new(mgmt: Arc<Mgmt>, shutdown: Shutdown) -> Self {
+        RelayService { mgmt, shutdown }
     }
 
     /// Logs, counts and builds a refusal.
@@ -93,7 +96,7 @@ impl RelayService {
                 peer,
                 "revoked",
                 Status::permission_denied(format!(
-                    "the certificate of cluster {cluster} was revoked when the cluster was deregistered"
+                    "the certificate of cluster {cluster} was revoked when the cluster was deregistered or rotated (after a rotation, the agent joins with the new token)"
                 )),
             ));
         }
@@ -162,6 +165,50 @@ impl RelayService {
     }
 }
 
+// === one live intermediate per cluster ===
+
+/// A renewal asked for a little before the agent's own renewal time (clocks differ) is still a renewal.
+const RENEWAL_CLOCK_ALLOWANCE: u64 = 60;
+
+impl RelayService {
+    /// Records `chain`'s intermediate as `cluster`'s, or refuses when the cluster already has a live one not yet
+    /// due for renewal: relay credentials for a cluster (stolen, or from a token issued by mistake) must not
+    /// yield a second CA beside the legitimate agent's.
+    fn claim_intermediate(&self, peer: &PeerInfo, cluster: &str, chain: &str, now: SystemTime) -> Result<(), Status> {
+        let info = trellis_pki::inspect_pem(chain).map_err(|e| Status::internal(e.to_string()))?;
+        let issued_at = unix_secs(now);
+        let renewable_at = unix_secs(trellis_pki::renew_at(info.not_before, info.not_after))
+            .saturating_sub(RENEWAL_CLOCK_ALLOWANCE)
+            .max(issued_at);
+        let record = IntermediateRecord {
+            cluster: cluster.to_string(),
+            serial: info.serial_hex,
+            issued_at,
+            not_after: unix_secs(info.not_after),
+            renewable_at,
+            revoked: false,
+        };
+        let claim = self
+            .mgmt
+            .store
+            .claim_intermediate(&record, issued_at)
+            .map_err(|e| Status::internal(format!("store: {e}")))?;
+        match claim {
+            IntermediateClaim::Recorded => Ok(()),
+            IntermediateClaim::Refused { existing } => Err(self.refuse(
+                peer,
+                "intermediate_exists",
+                Status::already_exists(format!(
+                    "cluster {cluster} already has a live intermediate CA (serial {}, renewable from {} Unix time); \
+                     a second one is not signed. If this agent lost its data dir, run `trellis cluster rotate {cluster}` \
+                     and start it with the new token",
+                    existing.serial, existing.renewable_at
+                )),
+            )),
+        }
+    }
+}
+
 fn ca_disabled() -> Status {
     Status::failed_precondition(
         "this management server runs with --disable-ca: agents bring their own client certificates (--client-cert/--client-key)",
@@ -203,7 +250,9 @@ impl trellis_relay::Relay for RelayService {
         self.mgmt.update_agent(&cluster, |a| a.client_cert_validity = validity);
         let (tx, rx) = mpsc::channel(8);
         let span = tracing::info_span!("relay_stream", cluster = %cluster);
-        tokio::spawn(serve_agent(self.mgmt.clone(), cluster, hello, incoming, tx).instrument(span));
+        tokio::spawn(
+            serve_agent(self.mgmt.clone(), self.shutdown.clone(), cluster, hello, incoming, tx).instrument(span),
+        );
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
@@ -287,13 +336,15 @@ impl trellis_relay::Relay for RelayService {
             Some(&request.cluster).filter(|c| !c.is_empty()).map(String::as_str),
         )?;
         let mesh = &self.mgmt.mesh;
+        let now = SystemTime::now();
         let chain = mesh
             .root
             .sign_intermediate_csr(
                 &request.csr_pem,
                 &format!("Trellis intermediate CA for cluster {cluster}"),
+                &mesh.trust_domain,
                 mesh.intermediate_ttl,
-                SystemTime::now(),
+                now,
             )
             .map_err(|e| {
                 self.refuse(
@@ -302,6 +353,9 @@ impl trellis_relay::Relay for RelayService {
                     Status::invalid_argument(format!("cannot sign the CSR: {e}")),
                 )
             })?;
+        // Signed but not yet handed out: it leaves only if the store records it as the cluster's one
+        // live intermediate (see trellis_store::IssuanceStore).
+        self.claim_intermediate(&peer, &cluster, &chain, now)?;
         self.mgmt
             .metrics
             .certificates_issued_total
@@ -324,6 +378,7 @@ impl trellis_relay::Relay for RelayService {
 
 async fn serve_agent(
     mgmt: Arc<Mgmt>,
+    shutdown: Shutdown,
     cluster: String,
     hello: trellis_relay::Hello,
     mut incoming: Streaming<AgentMessage>,
@@ -366,10 +421,16 @@ async fn serve_agent(
                 mgmt.update_agent(&cluster, |a| a.sent_version = version.clone());
                 sent_version = version;
             }
+            () = shutdown.requested() => {
+                // The agent reconnects (to this server restarted, or another replica) and keeps serving meanwhile.
+                let _ = tx.try_send(Err(Status::unavailable("the management server is shutting down")));
+                tracing::info!("management server shutting down: relay stream closed");
+                break;
+            }
             kicked = kicks.recv() => {
                 if matches!(kicked, Ok(ref name) if *name == cluster) {
-                    let _ = tx.send(Err(Status::permission_denied(format!("cluster {cluster} was deregistered")))).await;
-                    tracing::warn!("cluster deregistered: relay stream closed");
+                    let _ = tx.send(Err(Status::permission_denied(format!("the credentials of cluster {cluster} were revoked (deregistered or rotated)")))).await;
+                    tracing::warn!("cluster deregistered or rotated: relay stream closed");
                     break;
                 }
             }

@@ -621,6 +621,12 @@ impl MgmtProcess {
         self.child.id().expect("the management server is running")
     }
 
+    /// Starts the server again (same data dir and ports) after it exited.
+    pub async fn respawn(&mut self) {
+        self.child = spawn_logged(&self.args, &self.log, &[]);
+        self.wait().await;
+    }
+
     /// Sends SIGTERM; returns how long the process took to exit, or `None` if it still runs after
     /// `limit` (it is then killed).
     pub async fn sigterm_and_wait(&mut self, limit: Duration) -> Option<Duration> {
@@ -642,6 +648,15 @@ pub async fn sigterm_and_wait(child: &mut tokio::process::Child, limit: Duration
             let _ = child.kill().await;
             None
         }
+    }
+}
+
+/// Sends `signal` (e.g. `libc::SIGSTOP`) to a child.
+pub fn signal(child: &tokio::process::Child, signal: i32) {
+    let pid = child.id().expect("the process is running");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(pid as i32, signal);
     }
 }
 

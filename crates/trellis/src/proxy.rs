@@ -214,11 +214,14 @@ impl AgentRegistration {
         })
     }
 
-    /// Deregisters with the credential held (best effort: the agent forgets it after its TTL anyway).
-    pub async fn delete(&self) {
+    /// Deregisters with the credential held (best effort: the agent forgets it after its TTL
+    /// anyway); true when the agent no longer holds the id.
+    pub async fn delete(&self) -> bool {
         let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = authorization.iter().map(|v| ("authorization", v.as_str())).collect();
-        let _ = httpc::request("DELETE", &self.url(), None, &headers, None, Duration::from_secs(2)).await;
+        httpc::request("DELETE", &self.url(), None, &headers, None, Duration::from_secs(2))
+            .await
+            .is_ok_and(|response| response.status == 204 || response.status == 404)
     }
 }
 
@@ -329,9 +332,11 @@ pub async fn run_registered_envoy(
             _ = crate::process::shutdown_signal() => break Ok(()),
         }
     };
-    link.delete().await;
-    // Deregistered: the token is worthless now, and a fresh start gets a new one.
-    let _ = std::fs::remove_file(&token_path);
+    // Deregistered, the token is worthless and a fresh start gets a new one; otherwise it is
+    // kept, so that a restart presents it instead of waiting for the agent to expire the id.
+    if link.delete().await {
+        let _ = std::fs::remove_file(&token_path);
+    }
     crate::process::terminate(&mut child, Duration::from_secs(3)).await;
     tracing::info!(proxy.id = id, "proxy stopped");
     outcome

@@ -64,6 +64,9 @@ pub fn mesh_dir(data_dir: &Path) -> PathBuf {
 /// Keeps a valid cluster CA: asks the mesh root to sign a new one at first start and at two
 /// thirds of each one's life. Proxies keep their certificates while this retries.
 pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
+    // A refusal can last (the server signs one live intermediate per cluster, and says so until an
+    // operator rotates the cluster): retry at once at first, then no more than once a minute.
+    let mut backoff = Duration::from_secs(1);
     loop {
         let due = agent.mesh.borrow().as_ref().map(|ca| ca.renew_at);
         if let Some(at) = due
@@ -87,10 +90,12 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
                 }
                 tracing::info!(trust_domain = %ca.trust_domain, "cluster intermediate CA signed by the mesh root");
                 agent.mesh.send_replace(Some(Arc::new(ca)));
+                backoff = Duration::from_secs(1);
             }
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "cannot get the cluster CA signed yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(error = %format!("{error:#}"), retry_in = ?backoff, "cannot get the cluster CA signed yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
     }

@@ -63,7 +63,8 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
 /// [`bootstrap`] for an xDS server that checks who asks: Envoy sends `authorization: Bearer
 /// <token>` as gRPC metadata on its ADS stream, so the server hands this node's resources (its
 /// private key among them) only to the holder of the node's registration credential. The file
-/// then holds a secret: write it owner-only.
+/// then holds a secret: write it owner-only. Envoy does not redact `initial_metadata` in its
+/// admin `/config_dump`, so whoever reaches the admin listener can read the token too.
 pub fn bootstrap_with_token(spec: &BootstrapSpec, token: &str) -> Value {
     let mut bootstrap = bootstrap(spec);
     bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =

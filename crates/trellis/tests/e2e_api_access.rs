@@ -478,3 +478,39 @@ async fn oidc_id_tokens_from_the_operators_provider_are_users() {
     drop(provider);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_and_error_answers_are_bounded() {
+    let dir = test_dir("api-bounds");
+    let server = MgmtProcess::start(&dir, &[]).await;
+    let admin = server.api();
+    let config_map = |i: usize| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}, namespace: demo}}\ndata: {{k: v}}\n")
+    };
+    let many: Vec<String> = (0..1001).map(config_map).collect();
+    let response = apply(&admin, &many.join("---\n")).await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert!(response.body.contains("at most 1000"), "{}", response.body);
+    assert_eq!(stored_resources(&admin).await, r#"{"items":[]}"#);
+    // 150 invalid documents: every one is counted, the first 100 listed.
+    let invalid: Vec<String> = (0..150)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}, namespace: demo}}\nbogus{i}: {}\n",
+                "x".repeat(2000)
+            )
+        })
+        .collect();
+    let response = apply(&admin, &invalid.join("---\n")).await;
+    assert_eq!(response.status, 422);
+    let body: Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["details"].as_array().unwrap().len(), 100, "{}", body["error"]);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("150 error(s)"),
+        "{}",
+        body["error"]
+    );
+    assert!(response.body.len() < 150_000, "answer of {} bytes", response.body.len());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -44,6 +44,21 @@ use super::pki::RelaySecurity;
 
 /// Request bodies above this are refused (413) before they are read whole.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Resources in one apply or delete: more is a script gone wrong or an attack on admission.
+const MAX_DOCUMENTS: usize = 1000;
+/// Errors listed in one answer, and bytes of each message.
+const MAX_ERRORS: usize = 100;
+const MAX_ERROR_BYTES: usize = 1024;
+
+/// Refuses a batch of more than [`MAX_DOCUMENTS`] resources.
+fn bounded(source: &str, count: usize) -> Result<(), ApiFailure> {
+    if count > MAX_DOCUMENTS {
+        return Err(ApiFailure::BadRequest(format!(
+            "{source}: {count} resources in one request; at most {MAX_DOCUMENTS}: split it into several"
+        )));
+    }
+    Ok(())
+}
 
 pub fn router(mgmt: Arc<Mgmt>) -> Router {
     Router::new()
@@ -98,10 +113,34 @@ enum ApiFailure {
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            ApiFailure::Invalid(errors) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({"error": format!("{} error(s); nothing was applied", errors.len()), "details": errors}),
-            ),
+            ApiFailure::Invalid(errors) => {
+                // A hostile document can make many long errors: the answer stays small.
+                let total = errors.len();
+                let details: Vec<DocumentError> = errors
+                    .into_iter()
+                    .take(MAX_ERRORS)
+                    .map(|mut error| {
+                        if error.message.len() > MAX_ERROR_BYTES {
+                            let mut end = MAX_ERROR_BYTES;
+                            while !error.message.is_char_boundary(end) {
+                                end -= 1;
+                            }
+                            error.message.truncate(end);
+                            error.message.push_str("...");
+                        }
+                        error
+                    })
+                    .collect();
+                let more = if total > MAX_ERRORS {
+                    format!(" (the first {MAX_ERRORS} are listed)")
+                } else {
+                    String::new()
+                };
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"error": format!("{total} error(s); nothing was applied{more}"), "details": details}),
+                )
+            }
             ApiFailure::NotFound(what) => (StatusCode::NOT_FOUND, json!({"error": format!("{what} not found")})),
             ApiFailure::BadRequest(message) => (StatusCode::BAD_REQUEST, json!({"error": message})),
             ApiFailure::Forbidden(reason) => (StatusCode::FORBIDDEN, json!({"error": format!("forbidden: {reason}")})),
@@ -167,6 +206,7 @@ async fn apply(
         Ok(resources) => resources,
         Err(error) => return Err(rejected(&mgmt, error)),
     };
+    bounded(&source, resources.len())?;
     // Admission and write under one lock: what admission saw is what the write changes.
     let _write = mgmt.api.write_lock.lock().await;
     let store_mgmt = mgmt.clone();
@@ -335,6 +375,7 @@ async fn delete_documents(
         .iter()
         .map(|r| r.key())
         .collect();
+    bounded(&source, keys.len())?;
     let results = delete_keys(&mgmt, identity, source, keys).await?;
     let results: Vec<_> = results
         .into_iter()

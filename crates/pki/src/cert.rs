@@ -66,6 +66,14 @@ pub fn inspect_pem(pem: &str) -> Result<CertInfo> {
     inspect_der(&certs[0])
 }
 
+/// Lowercase hex SHA-256 of the first certificate's subject public key (its SubjectPublicKeyInfo):
+/// whether two certificates certify the same key.
+pub fn public_key_sha256(pem: &str) -> Result<String> {
+    let certs = pem_to_der_certs(pem)?;
+    let x509 = parse_x509(&certs[0], "certificate")?;
+    Ok(crate::util::sha256_hex(x509.public_key().raw))
+}
+
 /// Every `CERTIFICATE` block of a PEM bundle as DER, in order. Fails when there is none.
 pub fn pem_to_der_certs(pem: &str) -> Result<Vec<Vec<u8>>> {
     let certs = certs_or_empty(pem, "certificate bundle")?;

@@ -22,7 +22,10 @@ mod tls;
 mod util;
 
 pub use authority::{Authority, CertifiedKey, KeyPem, intermediate_from_signed, new_key_and_csr};
-pub use cert::{CertInfo, cluster_from_relay_identity, inspect_der, inspect_pem, pem_to_der_certs, relay_identity};
+pub use cert::{
+    CertInfo, cluster_from_relay_identity, inspect_der, inspect_pem, pem_to_der_certs, public_key_sha256,
+    relay_identity,
+};
 pub use constraints::check_trust_domain;
 pub use error::{PkiError, Result};
 pub use tls::{client_tls_config, root_store, server_tls_config};

@@ -751,3 +751,23 @@ fn intermediate_signing_refuses_a_malformed_trust_domain() {
         );
     }
 }
+
+#[test]
+fn public_key_digest_names_the_key_not_the_certificate() {
+    let now = SystemTime::now();
+    let root = Authority::generate_root("Trellis mesh root CA", DAY, now).unwrap();
+    let (_, csr) = new_key_and_csr("east").unwrap();
+    let (_, other_csr) = new_key_and_csr("east").unwrap();
+    let sign = |csr: &str| {
+        root.sign_intermediate_csr(csr, "east", "trellis.local", DAY, now)
+            .unwrap()
+    };
+    let (first, again, other) = (sign(&csr), sign(&csr), sign(&other_csr));
+    assert_ne!(
+        inspect_pem(&first).unwrap().serial_hex,
+        inspect_pem(&again).unwrap().serial_hex
+    );
+    assert_eq!(public_key_sha256(&first).unwrap(), public_key_sha256(&again).unwrap());
+    assert_ne!(public_key_sha256(&first).unwrap(), public_key_sha256(&other).unwrap());
+    assert_eq!(public_key_sha256(&first).unwrap().len(), 64);
+}

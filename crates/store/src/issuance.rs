@@ -24,7 +24,14 @@ pub struct IntermediateRecord {
     /// agent renews). Before it, a second request for the same cluster is refused.
     pub renewable_at: u64,
     pub revoked: bool,
+    /// Hex SHA-256 of the intermediate's public key (empty in records from before it was kept).
+    #[serde(default)]
+    pub public_key_sha256: String,
 }
+
+/// How long after an intermediate was signed the same key may have it signed again: a retry of a
+/// request whose answer was lost. Short, because every re-signing extends the key's life.
+pub const SAME_KEY_RETRY_SECS: u64 = 300;
 
 impl IntermediateRecord {
     /// Unexpired and unrevoked.
@@ -50,8 +57,10 @@ pub enum IntermediateClaim {
 /// The records of cluster intermediates.
 pub trait IssuanceStore {
     /// Records `record` unless its cluster has an intermediate that
-    /// [blocks another](IntermediateRecord::blocks_another) at `now`; check and write are one
-    /// transaction, so two simultaneous requests cannot both get one.
+    /// [blocks another](IntermediateRecord::blocks_another) at `now`. A blocking intermediate for
+    /// the same key does not count within [`SAME_KEY_RETRY_SECS`] of that key's *first* signing
+    /// (retries cannot extend a key's life step by step). Check and write are one transaction, so
+    /// two simultaneous requests cannot both get one.
     fn claim_intermediate(&self, record: &IntermediateRecord, now: u64) -> Result<IntermediateClaim>;
     /// Every intermediate signed for `cluster`, oldest first.
     fn cluster_intermediates(&self, cluster: &str) -> Result<Vec<IntermediateRecord>>;

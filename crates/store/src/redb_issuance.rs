@@ -2,7 +2,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
-use crate::issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore};
+use crate::issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore, SAME_KEY_RETRY_SECS};
 use crate::redb_store::{TOKENS, decode, tx_err};
 use crate::{RedbStore, Result, TokenRecord};
 
@@ -35,7 +35,16 @@ impl IssuanceStore for RedbStore {
         let claim = {
             let mut table = tx.open_table(INTERMEDIATES).map_err(tx_err)?;
             let existing = read_cluster(&table, &record.cluster)?;
-            match existing.into_iter().rev().find(|r| r.blocks_another(now)) {
+            let same_key = |r: &IntermediateRecord| {
+                !record.public_key_sha256.is_empty() && r.public_key_sha256 == record.public_key_sha256
+            };
+            let first_signed = existing.iter().filter(|r| same_key(r)).map(|r| r.issued_at).min();
+            let retry = first_signed.is_some_and(|first| now < first.saturating_add(SAME_KEY_RETRY_SECS));
+            let blocking = existing
+                .into_iter()
+                .rev()
+                .find(|r| r.blocks_another(now) && !(retry && same_key(r)));
+            match blocking {
                 Some(existing) => IntermediateClaim::Refused { existing },
                 None => {
                     let key = format!("{}/{}", record.cluster, record.serial);
@@ -128,7 +137,58 @@ mod tests {
             not_after: issued_at + 300,
             renewable_at: issued_at + 200,
             revoked: false,
+            public_key_sha256: format!("key-{serial}"),
         }
+    }
+
+    #[test]
+    fn the_same_key_may_retry_shortly_after_its_intermediate_was_signed() {
+        let store = temp_store("retry");
+        // Long-lived records: only the retry window decides here, not renewal.
+        let record = |cluster: &str, serial: &str, key: &str, at: u64| IntermediateRecord {
+            not_after: at + 10_000,
+            renewable_at: at + 5_000,
+            public_key_sha256: key.into(),
+            ..mk_record(cluster, serial, at)
+        };
+        store
+            .claim_intermediate(&record("east", "aa", "k1", 1000), 1000)
+            .unwrap();
+        // The answer was lost; the agent asks again with the same key: signed again.
+        assert_eq!(
+            store
+                .claim_intermediate(&record("east", "ab", "k1", 1010), 1010)
+                .unwrap(),
+            IntermediateClaim::Recorded
+        );
+        // Another key is refused, and so is the same key once the retry window has passed.
+        assert!(matches!(
+            store
+                .claim_intermediate(&record("east", "bb", "k2", 1020), 1020)
+                .unwrap(),
+            IntermediateClaim::Refused { .. }
+        ));
+        // Retries within the window do not move it: it counts from the key's first signing.
+        let in_window = 1000 + SAME_KEY_RETRY_SECS - 1;
+        assert_eq!(
+            store
+                .claim_intermediate(&record("east", "ad", "k1", in_window), in_window)
+                .unwrap(),
+            IntermediateClaim::Recorded
+        );
+        let late = 1000 + SAME_KEY_RETRY_SECS;
+        assert!(matches!(
+            store
+                .claim_intermediate(&record("east", "ac", "k1", late), late)
+                .unwrap(),
+            IntermediateClaim::Refused { .. }
+        ));
+        // Records without a key digest (from before it was kept) never count as retries.
+        store.claim_intermediate(&record("west", "ca", "", 1000), 1000).unwrap();
+        assert!(matches!(
+            store.claim_intermediate(&record("west", "cb", "", 1001), 1001).unwrap(),
+            IntermediateClaim::Refused { .. }
+        ));
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
     // A refusal can last (the server signs one live intermediate per cluster, and says so until an
     // operator rotates the cluster): retry at once at first, then no more than once a minute.
     let mut backoff = Duration::from_secs(1);
+    // One key per intermediate, kept across retries: when an answer is lost, the server signs the
+    // same key again (for a few minutes after the first signing), where a new key would be refused.
+    let mut pending: Option<(KeyPem, String)> = None;
     loop {
         let due = agent.mesh.borrow().as_ref().map(|ca| ca.renew_at);
         if let Some(at) = due
@@ -83,8 +86,21 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        match request_ca(&agent, &mgmt).await {
-            Ok((ca, key, chain)) => {
+        let (key, csr) = match pending.take() {
+            Some(pending) => pending,
+            None => {
+                match trellis_pki::new_key_and_csr(&format!("Trellis intermediate CA for cluster {}", agent.cluster)) {
+                    Ok(fresh) => fresh,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot create the cluster CA key");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        match request_ca(&agent, &mgmt, &key, &csr).await {
+            Ok((ca, chain)) => {
                 if let Err(error) = ca.save(&dir, &key, &chain) {
                     tracing::error!(%error, "cannot cache the cluster CA; it is used anyway");
                 }
@@ -93,6 +109,7 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
                 backoff = Duration::from_secs(1);
             }
             Err(error) => {
+                pending = Some((key, csr));
                 tracing::warn!(error = %format!("{error:#}"), retry_in = ?backoff, "cannot get the cluster CA signed yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -101,12 +118,11 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
     }
 }
 
-async fn request_ca(agent: &Agent, mgmt: &str) -> anyhow::Result<(ClusterCa, KeyPem, String)> {
+async fn request_ca(agent: &Agent, mgmt: &str, key: &KeyPem, csr: &str) -> anyhow::Result<(ClusterCa, String)> {
     let channel = agent.credentials.channel(mgmt).await?;
-    let (key, csr) = trellis_pki::new_key_and_csr(&format!("Trellis intermediate CA for cluster {}", agent.cluster))?;
     let response = RelayClient::new(channel)
         .sign_intermediate(SignIntermediateRequest {
-            csr_pem: csr,
+            csr_pem: csr.to_string(),
             cluster: agent.cluster.clone(),
         })
         .await
@@ -118,7 +134,7 @@ async fn request_ca(agent: &Agent, mgmt: &str) -> anyhow::Result<(ClusterCa, Key
         response.mesh_root_pem,
         response.trust_domain,
     )?;
-    Ok((ca, key, response.chain_pem))
+    Ok((ca, response.chain_pem))
 }
 
 /// Workload certificates by SPIFFE ID, reissued when due or when the cluster CA changed.

@@ -187,6 +187,8 @@ impl RelayService {
             not_after: unix_secs(info.not_after),
             renewable_at,
             revoked: false,
+            // Lets the agent retry with the same key when the answer was lost (shortly after only).
+            public_key_sha256: trellis_pki::public_key_sha256(chain).map_err(|e| Status::internal(e.to_string()))?,
         };
         let claim = self
             .mgmt

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the management server.
-    Mgmt(mgmt::MgmtArgs),
+    Mgmt(Box<mgmt::MgmtArgs>),
     /// Run a cluster's agent.
     Agent(agent::AgentArgs),
     /// Register a workload with its agent and run its Envoy sidecar.
@@ -69,7 +69,7 @@ pub use crate::api_client::ServerArgs;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Mgmt(args) => mgmt::run(args).await,
+        Command::Mgmt(args) => mgmt::run(*args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
         Command::Gateway(GatewayCommand::EastWest(args)) => gateway::run_east_west(args).await,

@@ -189,6 +189,11 @@ async fn issuance_attack_is_refused_and_rotation_replaces_the_agent() {
     let status = mgmt.cluster_status(CLUSTER).await;
     assert_eq!(status["connected"], true);
     assert_eq!(status["since"], since, "the agent's relay stream was dropped");
+    eventually("the agent acknowledging the current config", || async {
+        let status = mgmt.cluster_status(CLUSTER).await;
+        status["currentVersion"].is_string() && status["ackedVersion"] == status["currentVersion"]
+    })
+    .await;
     assert_eq!(read(&agent.data_dir.join("mesh/ca-chain.pem")), chain);
     assert_eq!(read(&agent.data_dir.join("relay/client.pem")), relay_cert);
     assert!(!agent.log_text().contains("revoked"), "{}", agent.log_text());

@@ -190,6 +190,28 @@ struct Limiter {
     metrics: LimiterMetrics,
 }
 
+/// The most hits one descriptor of one call may add. Envoy sends 1 per request unless a route
+/// configures a `hits_addend` action (e.g. counting a body's size in units), and no policy Trellis
+/// translates does. Without a bound, one call with `hits_addend: 1000000` from anyone who reaches
+/// the port exhausts a user's budget for the whole window: a lock-out for the price of a packet.
+/// 1000 leaves room for weighted actions while keeping one call's damage within a few calls' worth.
+pub const MAX_HITS_ADDEND: u64 = 1000;
+
+/// The hits a descriptor adds: its own `hits_addend` when set, else the request's; 0 (proto's
+/// "unset") counts as 1, as in envoyproxy/ratelimit. Above [`MAX_HITS_ADDEND`] the call is
+/// refused rather than clamped, so nothing is counted: a clamped 1000 would still be a cheap way
+/// to burn budgets, and a legitimate Envoy never sends it. Envoy then follows the filter's
+/// `failure_mode_deny`, like any failed call.
+fn hits_for(request_hits: u32, descriptor_hits: Option<u64>) -> Result<u64, Status> {
+    let hits = descriptor_hits.unwrap_or(u64::from(request_hits)).max(1);
+    if hits > MAX_HITS_ADDEND {
+        return Err(Status::invalid_argument(format!(
+            "hits_addend {hits} is over the limit of {MAX_HITS_ADDEND} per descriptor"
+        )));
+    }
+    Ok(hits)
+}
+
 fn unit_code(unit: Unit) -> i32 {
     use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as Proto;
     (match unit {
@@ -237,12 +259,10 @@ impl RateLimitService for Limiter {
             let window = limit.spec.unit.duration().as_secs();
             let start = now / window * window;
             let key = format!("trellis:rl:{}:{}:{start}", request.domain, limit.path);
-            let hits = request.descriptors[index]
-                .hits_addend
-                .as_ref()
-                .map(|h| h.value)
-                .unwrap_or(u64::from(request.hits_addend))
-                .max(1);
+            let hits = hits_for(
+                request.hits_addend,
+                request.descriptors[index].hits_addend.as_ref().map(|h| h.value),
+            )?;
             pipe.incr(&key, hits).expire(&key, window as i64).ignore();
             counted.push((index, start + window));
         }
@@ -305,5 +325,38 @@ impl RateLimitService for Limiter {
             statuses,
             ..Default::default()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_addend_defaults_to_one_and_the_descriptor_overrides_the_request() {
+        assert_eq!(hits_for(0, None).unwrap(), 1);
+        assert_eq!(hits_for(3, None).unwrap(), 3);
+        assert_eq!(hits_for(3, Some(7)).unwrap(), 7);
+        assert_eq!(hits_for(3, Some(0)).unwrap(), 1);
+        assert_eq!(hits_for(0, Some(MAX_HITS_ADDEND)).unwrap(), MAX_HITS_ADDEND);
+    }
+
+    #[test]
+    fn refuses_an_absurd_hits_addend_instead_of_counting_it() {
+        for (request, descriptor) in [
+            (1_000_000, None),
+            (1, Some(1_000_000)),
+            (0, Some(u64::MAX)),
+            (u32::MAX, None),
+        ] {
+            let status = hits_for(request, descriptor).expect_err("absurd hits_addend must be refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(
+                status.message().contains("over the limit of 1000"),
+                "{}",
+                status.message()
+            );
+        }
+        assert!(hits_for(MAX_HITS_ADDEND as u32 + 1, None).is_err());
     }
 }

@@ -319,6 +319,12 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 impl MgmtConfig {
     fn validate(&self) -> anyhow::Result<()> {
+        // Bearer tokens over plain HTTP are only tolerable where nobody else can listen.
+        anyhow::ensure!(
+            !self.api_insecure_plaintext || self.api_addr.ip().is_loopback(),
+            "--api-insecure-plaintext with --api-addr {}: plain HTTP would send tokens across the network in clear; serve HTTPS (drop the flag) or listen on loopback",
+            self.api_addr
+        );
         if self.insecure {
             anyhow::ensure!(
                 !self.disable_ca && !self.disable_ca_cert_generation,
@@ -418,6 +424,28 @@ mod tests {
                     ..Default::default()
                 },
                 "without underscores",
+            ),
+            (
+                MgmtArgs {
+                    api_insecure_plaintext: true,
+                    api_addr: Some("0.0.0.0:8090".parse().unwrap()),
+                    ..Default::default()
+                },
+                "plain HTTP would send tokens",
+            ),
+            (
+                MgmtArgs {
+                    oidc_issuer: Some("https://idp.example".into()),
+                    ..Default::default()
+                },
+                "give both --oidc-issuer and --oidc-audience",
+            ),
+            (
+                MgmtArgs {
+                    profile: Some("prod".into()),
+                    ..Default::default()
+                },
+                "use dev or production",
             ),
             (
                 MgmtArgs {

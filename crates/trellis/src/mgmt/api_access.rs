@@ -76,6 +76,17 @@ impl Permission {
         }
     }
 
+    /// As the RBAC engine reads it.
+    pub fn request(&self) -> trellis_rbac::Request<'_> {
+        trellis_rbac::Request {
+            verb: self.verb,
+            group: &self.group,
+            resource: &self.resource,
+            namespace: self.namespace.as_deref(),
+            name: self.name.as_deref(),
+        }
+    }
+
     pub fn target(&self) -> String {
         let mut target = self.resource.clone();
         if let Some(namespace) = &self.namespace {
@@ -127,14 +138,7 @@ pub fn authorize(stored: &[Resource], identity: &Identity, permissions: &[Permis
     let owner = workspace_owner(stored);
     let user = identity.rbac_user();
     for permission in permissions {
-        let request = trellis_rbac::Request {
-            verb: permission.verb,
-            group: &permission.group,
-            resource: &permission.resource,
-            namespace: permission.namespace.as_deref(),
-            name: permission.name.as_deref(),
-        };
-        if let Decision::Deny { reason } = policy.authorize(&user, &request, &owner) {
+        if let Decision::Deny { reason } = policy.authorize(&user, &permission.request(), &owner) {
             return Err(reason);
         }
     }
@@ -148,15 +152,8 @@ pub fn allowed(
     identity: &Identity,
     permission: &Permission,
 ) -> bool {
-    let request = trellis_rbac::Request {
-        verb: permission.verb,
-        group: &permission.group,
-        resource: &permission.resource,
-        namespace: permission.namespace.as_deref(),
-        name: permission.name.as_deref(),
-    };
     matches!(
-        policy.authorize(&identity.rbac_user(), &request, owner),
+        policy.authorize(&identity.rbac_user(), &permission.request(), owner),
         Decision::Allow { .. }
     )
 }

@@ -80,7 +80,7 @@ pub(crate) fn fault_filter() -> HttpFilter {
 
 // === matches ===
 
-fn route_match(m: &ir::RouteMatch) -> RouteMatch {
+pub(crate) fn route_match(m: &ir::RouteMatch) -> RouteMatch {
     let path = match &m.path {
         ir::PathMatch::Prefix(prefix) => PathSpecifier::Prefix(prefix.clone()),
         ir::PathMatch::Exact(path) => PathSpecifier::Path(path.clone()),

@@ -2,13 +2,16 @@
 //! (one per IR upstream) and wraps each connection in mTLS, with the upstream's key as SNI;
 //! inbound, it terminates mTLS on each workload port (or, as AccessPolicies say, also or only
 //! accepts plaintext), authorizes the caller against the policies' rules, and hands the
-//! traffic to the app on loopback.
+//! traffic to the app on loopback. On a port that ext-auth or rate-limit policies protect, the
+//! inbound listener routes like the mesh routes that reach it and runs their add-on checks, so
+//! calling the sidecar directly does not skip them.
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, cluster};
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action, route_action::ClusterSpecifier,
-    route_match::PathSpecifier,
+    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+    route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager,
@@ -16,8 +19,11 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
+use std::collections::BTreeMap;
+
+use trellis_model::addons::{AddonServer, InboundRoute, InboundRoutes};
 use trellis_model::ir::{Upstream, visible};
-use trellis_model::policy::{self, InboundPolicy, TlsMode};
+use trellis_model::policy::{self, InboundPolicy, RoutePolicies, TlsMode};
 use trellis_model::{ClusterConfig, Protocol, Workload, WorkloadPort};
 
 use crate::ProxyResources;
@@ -92,9 +98,22 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     let policies = authz::applying(&ir.inbound_policies, spec.workload);
     for port in &spec.workload.ports {
         resources.clusters.push(inbound_cluster(port));
+        let mirror = ir.inbound_routes.iter().find(|r| {
+            (r.namespace.as_str(), r.service.as_str(), r.port)
+                == (
+                    spec.workload.namespace.as_str(),
+                    spec.workload.service.as_str(),
+                    port.port,
+                )
+        });
+        let addons = mirror.map(|routes| InboundAddons {
+            routes,
+            labels: &spec.workload.labels,
+            servers: &ir.addon_servers,
+        });
         resources
             .listeners
-            .push(inbound_listener(spec.inbound_address, port, &policies));
+            .push(inbound_listener(spec.inbound_address, port, &policies, addons));
     }
     resources
 }
@@ -165,15 +184,27 @@ fn inbound_cluster(port: &WorkloadPort) -> Cluster {
 /// The TLS mode decides the chains: STRICT terminates mTLS (a client certificate chained to the
 /// mesh root is required); DISABLE takes plaintext only; PERMISSIVE has a TLS inspector tell
 /// the two apart and keeps one chain of each, with the same filters.
-fn inbound_listener(address: &str, port: &WorkloadPort, policies: &[&InboundPolicy]) -> Listener {
+fn inbound_listener(
+    address: &str,
+    port: &WorkloadPort,
+    policies: &[&InboundPolicy],
+    addons: Option<InboundAddons>,
+) -> Listener {
     let name = inbound_name(port);
-    let filters = if port.protocol == Protocol::Tcp {
-        let rbac = authz::network_rbac(policies, &name);
-        rbac.into_iter()
-            .chain([common::tcp_proxy_filter(&name, &name)])
-            .collect()
-    } else {
-        let mut hcm = inbound_hcm(&name);
+    // The chains differ only in what the add-on routes count: over mTLS the caller is a mesh
+    // proxy that counted the request's rate limit already; in plaintext it is not.
+    let filters = |tls: bool| -> Vec<_> {
+        if port.protocol == Protocol::Tcp {
+            let rbac = authz::network_rbac(policies, &name);
+            return rbac
+                .into_iter()
+                .chain([common::tcp_proxy_filter(&name, &name)])
+                .collect();
+        }
+        let mut hcm = match &addons {
+            Some(addons) => inbound_hcm_with_addons(&name, addons, !tls),
+            None => inbound_hcm(&name),
+        };
         if let Some(rbac) = authz::http_rbac(policies) {
             hcm.http_filters.insert(0, rbac);
         }
@@ -185,7 +216,7 @@ fn inbound_listener(address: &str, port: &WorkloadPort, policies: &[&InboundPoli
             transport_protocol: protocol.to_string(),
             ..Default::default()
         }),
-        filters: filters.clone(),
+        filters: filters(tls),
         transport_socket: tls.then(tls::downstream_socket),
         ..Default::default()
     };
@@ -204,6 +235,105 @@ fn inbound_listener(address: &str, port: &WorkloadPort, policies: &[&InboundPoli
         filter_chains,
         ..Default::default()
     }
+}
+
+/// What a protected port's inbound listener needs: the mesh routes that reach it, the
+/// workload's labels (which subsets it serves) and the add-on servers its cluster registered.
+struct InboundAddons<'a> {
+    routes: &'a InboundRoutes,
+    labels: &'a BTreeMap<String, String>,
+    servers: &'a [AddonServer],
+}
+
+/// Status of a request to a protected port whose host or route no mesh route would have sent
+/// there: it came from somewhere that is not a mesh route, and must not reach the app unchecked.
+const NO_MESH_ROUTE_STATUS: u32 = 404;
+
+/// Like [`inbound_hcm`], but routed as the mesh routes that reach this port are, each with the
+/// add-on checks of its route: ext-auth filters (off unless a route turns them on) and
+/// rate-limit filters (idle on routes without actions) after RBAC, before the router. Rate
+/// limits are counted only with `count_rate_limits` (the plaintext chain). What no mirrored
+/// route matches gets a 404 instead of the app.
+fn inbound_hcm_with_addons(name: &str, addons: &InboundAddons, count_rate_limits: bool) -> HttpConnectionManager {
+    let to_app = |route: &InboundRoute| Route {
+        name: route.name.clone(),
+        r#match: Some(routes::route_match(&route.matcher)),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(name.to_string())),
+            ..Default::default()
+        })),
+        typed_per_filter_config: crate::addons::route_configs(&RoutePolicies {
+            ext_auth: route.ext_auth.clone(),
+            rate_limit: route.rate_limit.clone().filter(|_| count_rate_limits),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    let refuse = |route_name: &str| Route {
+        name: route_name.to_string(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+            ..Default::default()
+        }),
+        action: Some(Action::DirectResponse(DirectResponseAction {
+            status: NO_MESH_ROUTE_STATUS,
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(
+                    "no mesh route to this workload matches the request\n".to_string(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut virtual_hosts: Vec<VirtualHost> = addons
+        .routes
+        .virtual_hosts
+        .iter()
+        .map(|host| {
+            let mut routes: Vec<Route> = host
+                .routes
+                .iter()
+                .filter(|r| r.subset.iter().all(|(k, v)| addons.labels.get(k) == Some(v)))
+                .map(to_app)
+                .collect();
+            routes.push(refuse(&format!("{}/unmatched", host.name)));
+            VirtualHost {
+                name: host.name.clone(),
+                domains: host.domains.clone(),
+                routes,
+                ..Default::default()
+            }
+        })
+        .collect();
+    if !virtual_hosts.iter().any(|h| h.domains.iter().any(|d| d == "*")) {
+        virtual_hosts.push(VirtualHost {
+            name: format!("{name}/unmatched"),
+            domains: vec!["*".to_string()],
+            routes: vec![refuse(&format!("{name}/unmatched"))],
+            ..Default::default()
+        });
+    }
+    let route_config = RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+        ..Default::default()
+    };
+    let mut hcm = HttpConnectionManager {
+        forward_client_cert_details: ForwardClientCertDetails::SanitizeSet as i32,
+        set_current_client_cert_details: Some(SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        }),
+        ..common::http_connection_manager(name, Routes::Inline(Box::new(route_config)))
+    };
+    let router = hcm.http_filters.len() - 1;
+    hcm.http_filters
+        .splice(router..router, crate::addons::filters(addons.servers));
+    hcm
 }
 
 /// Everything to the app, with the caller's identity in `x-forwarded-client-cert`.

@@ -97,6 +97,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
         ingress_gateways: Vec::new(),
         addon_servers: Vec::new(),
         addons: Default::default(),
+        inbound_routes: Vec::new(),
     }
 }
 

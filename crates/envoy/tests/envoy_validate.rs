@@ -111,6 +111,115 @@ fn envoy_accepts_add_on_filters_and_route_configs() {
     assert_envoy_accepts_pb("addons-ingress", &static_bootstrap(resources));
 }
 
+/// A destination's inbound listener that mirrors the mesh routes with their add-on checks
+/// (behind AccessPolicy RBAC, over mTLS and plaintext), next to an unprotected port.
+#[test]
+fn envoy_accepts_inbound_add_on_routes() {
+    let mut ir = mk_policy_config();
+    with_addons(&mut ir);
+    ir.inbound_routes = vec![mk_inbound_routes(
+        &["reviews.mesh.internal", "reviews.mesh.internal:80"],
+        &["*"],
+    )];
+    ir.inbound_policies = vec![InboundPolicy {
+        name: "default/only".into(),
+        tls_mode: Some(TlsMode::Permissive),
+        rules: Some(vec![mk_rule()]),
+        ..Default::default()
+    }];
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    // Guards the inputs: the HTTP inbound listener carries the add-on filters and both hosts.
+    let inbound = resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "inbound|9080")
+        .expect("inbound");
+    let mut hcm = None;
+    edit_hcm(&mut inbound.clone(), |h| hcm = Some(h.clone()));
+    let hcm = hcm.expect("an HTTP connection manager");
+    assert!(hcm.http_filters.iter().any(|f| f.name.contains("ext_authz")));
+    match &hcm.route_specifier {
+        Some(RouteSpecifier::RouteConfig(config)) => assert_eq!(config.virtual_hosts.len(), 2),
+        other => panic!("expected inline routes, got {other:?}"),
+    }
+    assert_envoy_accepts_pb("addons-inbound", &static_bootstrap(resources));
+}
+
+/// Guards the mirror's grouping: Envoy refuses a domain in two virtual hosts of one route
+/// configuration, which is why translation gives each domain one host.
+#[test]
+fn envoy_rejects_a_domain_in_two_inbound_virtual_hosts() {
+    let mut ir = mk_policy_config();
+    with_addons(&mut ir);
+    ir.inbound_routes = vec![mk_inbound_routes(
+        &["reviews.mesh.internal"],
+        &["reviews.mesh.internal"],
+    )];
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    assert_envoy_rejects(
+        "addons-inbound-duplicate",
+        &static_bootstrap(resources),
+        "reviews.mesh.internal",
+    );
+}
+
+/// Routes to `reviews:9080` in two hosts: an API route with ext-auth and a header-keyed rate
+/// limit, a subset route, and an unprotected catch-all.
+fn mk_inbound_routes(first: &[&str], second: &[&str]) -> trellis_model::addons::InboundRoutes {
+    use trellis_model::addons::{
+        DescriptorActions, InboundRoute, InboundRoutes, InboundVirtualHost, RateLimitAction, RouteExtAuth,
+        RouteRateLimit,
+    };
+    let api = InboundRoute {
+        name: "reviews/api".into(),
+        matcher: RouteMatch {
+            path: PathMatch::Regex("/api/v[0-9]+/.*".into()),
+            ignore_case: true,
+            method: Some("GET".into()),
+            ..RouteMatch::default()
+        },
+        subset: Default::default(),
+        ext_auth: Some(RouteExtAuth {
+            server: "ext-auth|demo/ext-auth".into(),
+            context_extensions: [("config_id".to_string(), "demo.api-key".to_string())].into(),
+        }),
+        rate_limit: Some(RouteRateLimit {
+            server: "rate-limit|demo/settings".into(),
+            domain: "demo.limits".into(),
+            descriptors: vec![DescriptorActions {
+                actions: vec![RateLimitAction::RequestHeaders {
+                    header_name: "x-user-id".into(),
+                    descriptor_key: "user".into(),
+                    skip_if_absent: false,
+                }],
+            }],
+        }),
+    };
+    let v2 = InboundRoute {
+        name: "reviews/v2".into(),
+        subset: [("version".to_string(), "v2".to_string())].into(),
+        ..api.clone()
+    };
+    let rest = InboundRoute {
+        name: "reviews/rest".into(),
+        matcher: RouteMatch::default(),
+        subset: Default::default(),
+        ext_auth: None,
+        rate_limit: None,
+    };
+    let host = |domains: &[&str], routes: Vec<InboundRoute>| InboundVirtualHost {
+        name: domains[0].into(),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        routes,
+    };
+    InboundRoutes {
+        namespace: "default".into(),
+        service: "reviews".into(),
+        port: 9080,
+        virtual_hosts: vec![host(first, vec![api, v2, rest.clone()]), host(second, vec![rest])],
+    }
+}
+
 fn with_addons(ir: &mut ClusterConfig) {
     use trellis_model::addons::{
         AddonEndpoint, AddonKind, AddonServer, DescriptorActions, RateLimitAction, RouteExtAuth, RouteRateLimit,
@@ -852,6 +961,7 @@ fn mk_cluster_config() -> ClusterConfig {
         ingress_gateways: Vec::new(),
         addon_servers: Vec::new(),
         addons: Default::default(),
+        inbound_routes: Vec::new(),
     }
 }
 

@@ -122,3 +122,46 @@ impl AddonConfig {
         self.auth_configs.is_empty() && self.rate_limit_domains.is_empty()
     }
 }
+
+/// The routes that reach one destination service port, mirrored on the inbound listener of its
+/// workloads' sidecars when any of them carries an add-on policy: a caller that skips its own
+/// sidecar (or the gateway) and calls the destination's sidecar directly still meets the
+/// policies of the route it would have taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundRoutes {
+    pub namespace: String,
+    pub service: String,
+    /// The service port (a workload's `WorkloadPort::port`).
+    pub port: u16,
+    /// Hosts as callers address them, each domain in one host only; a request whose host
+    /// matches none is refused.
+    pub virtual_hosts: Vec<InboundVirtualHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundVirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<InboundRoute>,
+}
+
+/// One route as the destination's sidecar matches it, forwarding to the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundRoute {
+    /// The route it mirrors.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: crate::ir::RouteMatch,
+    /// Only workloads carrying these labels (the route's subset) serve it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subset: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<RouteExtAuth>,
+    /// Counted only for callers that arrive in plaintext: a request over mTLS came through a
+    /// mesh proxy, which counted it already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RouteRateLimit>,
+}

@@ -35,6 +35,10 @@ pub struct ClusterConfig {
     /// Ext-auth and rate-limit servers this cluster's proxies call, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addon_servers: Vec<crate::addons::AddonServer>,
+    /// Routes mirrored on destination sidecars' inbound listeners so that add-on policies hold
+    /// there too; one entry per local service port that some add-on policy protects. Sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound_routes: Vec<crate::addons::InboundRoutes>,
     /// What this cluster's add-ons load from their agent.
     #[serde(default, skip_serializing_if = "crate::addons::AddonConfig::is_empty")]
     pub addons: crate::addons::AddonConfig,

@@ -4,7 +4,23 @@
 //! ConfigMaps resolved, rate-limit domains from RateLimitServerConfigs).
 //!
 //! Conflicts: one ExtAuthPolicy and one RateLimitPolicy per route; the oldest wins.
-//! Secrets never reach the IR in clear: API keys travel as SHA-256 digests.
+//!
+//! Where they are enforced. A check only on the caller's side (its sidecar's outbound listener or
+//! the ingress gateway) is skipped by anyone who calls the destination's sidecar directly, so the
+//! routes to mesh destinations are also mirrored on the destination sidecars' inbound listeners
+//! (`inbound_routes`):
+//! - ext-auth runs on both sides. The caller's check keeps unauthenticated requests from
+//!   crossing the network and keeps browser logins (OIDC) where they were; the destination's
+//!   is the one a direct caller cannot skip, with mTLS or in plaintext. Checking a credential
+//!   twice costs one more local gRPC call, never a wrong answer.
+//! - a rate limit is counted once per request. Requests through a caller's sidecar or an ingress
+//!   gateway are counted there, as before, so a budget stays one budget per caller cluster even
+//!   when the destination's workloads span clusters (counting at the destination would give one
+//!   budget per destination cluster: N clusters, N times the limit). Those requests reach the
+//!   destination over mTLS, which only mesh proxies hold keys for; a request that arrives in
+//!   plaintext (PERMISSIVE or DISABLE) never went through one, so the destination counts exactly
+//!   those. A route keyed on `sourceCluster` or `destinationCluster` is not counted at the
+//!   destination, where those would name the destination's own cluster; its status says so.
 
 use std::collections::BTreeMap;
 
@@ -99,14 +115,26 @@ fn selects(
     by_destination || (!routes.is_empty() && crate::route_policies::selects(routes, route))
 }
 
-/// Runs `apply` on every selected route; `apply` returns false when an older policy holds it.
+/// Where a policy is enforced on a route, for its status.
+pub(crate) const EXT_AUTH_BOTH_SIDES: &str =
+    "checked on the caller's sidecar or ingress gateway and again on the destination's sidecar inbound";
+pub(crate) const EXT_AUTH_CALLER_ONLY: &str =
+    "checked on the caller's sidecar or ingress gateway only (routes to external services or fixed responses)";
+pub(crate) const RATE_LIMIT_BOTH_SIDES: &str = "counted once: on the caller's sidecar or ingress gateway, \
+     or on the destination's sidecar inbound for plaintext callers, which no mesh proxy is";
+pub(crate) const RATE_LIMIT_AT_CALLER: &str = "counted on the caller's sidecar or ingress gateway only, \
+     so a plaintext caller of the destination's sidecar is not counted (the route goes to an external \
+     service or keys on sourceCluster or destinationCluster)";
+
+/// Runs `apply` on every selected route; `apply` returns where the policy is enforced there, or
+/// `None` when an older policy holds the route.
 fn for_each_route(
     outbound: &mut Outbound,
     routes: &[RouteSelector],
     destinations: &[DestinationSelector],
     resource: &Resource,
     report: &mut Report,
-    mut apply: impl FnMut(&mut PendingRoute) -> bool,
+    mut apply: impl FnMut(&mut PendingRoute, &[crate::Target]) -> Option<&'static str>,
 ) {
     let entry = report.entry(&resource.key().to_string());
     let targets = &outbound.targets;
@@ -116,32 +144,77 @@ fn for_each_route(
             if !selects(routes, destinations, route, targets) {
                 continue;
             }
-            if apply(route) {
-                entry.applied += 1;
-            } else {
-                entry.lost.push(format!("route {} of {}", route.name, host.name));
+            match apply(route, targets) {
+                Some(enforced) => {
+                    entry.applied += 1;
+                    entry.enforced.insert(enforced);
+                }
+                None => entry.lost.push(format!("route {} of {}", route.name, host.name)),
             }
         }
     }
 }
 
-/// Puts `binding` in the policy slot `slot` of every selected route that has none yet (the
-/// oldest policy wins; this one loses where the slot is taken).
-fn claim_routes<T: Clone>(
+/// True when the route forwards only to mesh services with workloads, whose sidecars can
+/// enforce a policy; an external service (a fixed forward) or a direct response has none.
+fn reaches_mesh_workloads(route: &PendingRoute, targets: &[crate::Target]) -> bool {
+    match &route.action {
+        PendingAction::Forward { destinations, .. } => {
+            !destinations.is_empty() && destinations.iter().all(|(t, _)| !targets[*t].backends.is_empty())
+        }
+        PendingAction::Fixed(_) => false,
+    }
+}
+
+/// Puts the ext-auth `binding` on every selected route that has none yet (the oldest policy
+/// wins; this one loses where the route is taken).
+fn claim_ext_auth(
     outbound: &mut Outbound,
     (routes, destinations): (&[RouteSelector], &[DestinationSelector]),
     resource: &Resource,
     report: &mut Report,
-    binding: T,
-    slot: impl Fn(&mut trellis_model::policy::RoutePolicies) -> &mut Option<T>,
+    binding: RouteExtAuth,
 ) {
-    for_each_route(outbound, routes, destinations, resource, report, |route| {
-        let taken = slot(&mut route.policies);
-        if taken.is_some() {
-            return false;
+    for_each_route(outbound, routes, destinations, resource, report, |route, targets| {
+        if route.policies.ext_auth.is_some() {
+            return None;
         }
-        *taken = Some(binding.clone());
-        true
+        route.policies.ext_auth = Some(binding.clone());
+        Some(if reaches_mesh_workloads(route, targets) {
+            EXT_AUTH_BOTH_SIDES
+        } else {
+            EXT_AUTH_CALLER_ONLY
+        })
+    });
+}
+
+/// Puts the rate-limit `binding` on every selected route that has none yet: counted where the
+/// request leaves, and for plaintext callers at the destination when it means the same there.
+fn claim_rate_limit(
+    outbound: &mut Outbound,
+    (routes, destinations): (&[RouteSelector], &[DestinationSelector]),
+    resource: &Resource,
+    report: &mut Report,
+    binding: RouteRateLimit,
+) {
+    // A plaintext caller's address is the caller itself, so remoteAddress keeps its meaning at
+    // the destination; the cluster actions do not.
+    let portable = binding
+        .descriptors
+        .iter()
+        .flat_map(|d| &d.actions)
+        .all(|a| !matches!(a, RateLimitAction::SourceCluster | RateLimitAction::DestinationCluster));
+    for_each_route(outbound, routes, destinations, resource, report, |route, targets| {
+        if route.policies.rate_limit.is_some() {
+            return None;
+        }
+        route.policies.rate_limit = Some(binding.clone());
+        if portable && reaches_mesh_workloads(route, targets) {
+            route.destination_rate_limit = Some(binding.clone());
+            Some(RATE_LIMIT_BOTH_SIDES)
+        } else {
+            Some(RATE_LIMIT_AT_CALLER)
+        }
     });
 }
 
@@ -308,7 +381,7 @@ fn ext_auth_policy(
             context_extensions: BTreeMap::new(),
         };
         let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
-        claim_routes(outbound, selectors, resource, report, binding, |p| &mut p.ext_auth);
+        claim_ext_auth(outbound, selectors, resource, report, binding);
         return;
     };
     let name = addons.use_server(
@@ -337,7 +410,7 @@ fn ext_auth_policy(
         context_extensions,
     };
     let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
-    claim_routes(outbound, selectors, resource, report, binding, |p| &mut p.ext_auth);
+    claim_ext_auth(outbound, selectors, resource, report, binding);
 }
 
 /// Every ExtAuthPolicy's auth config with its references resolved, as the ext-auth add-ons would
@@ -612,7 +685,7 @@ fn rate_limit_policy(
             .collect(),
     };
     let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
-    claim_routes(outbound, selectors, resource, report, binding, |p| &mut p.rate_limit);
+    claim_rate_limit(outbound, selectors, resource, report, binding);
 }
 
 fn action(action: &ApiAction) -> Option<RateLimitAction> {

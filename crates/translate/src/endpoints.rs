@@ -62,6 +62,7 @@ pub(crate) fn materialize(
         ingress_gateways: Vec::new(),
         addon_servers: Vec::new(),
         addons: Default::default(),
+        inbound_routes: Vec::new(),
     }
 }
 

@@ -135,6 +135,7 @@ pub(crate) fn build(
                         })),
                         table: None,
                         policies: Default::default(),
+                        destination_rate_limit: None,
                     }],
                 });
                 report.entry(&key).applied += 1;

@@ -7,6 +7,8 @@
 //!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
 //!           ──▶ addons                    ext-auth and rate-limit policies on routes; add-on configs
+//!           ──▶ inbound_routes            per cluster: routes to protected local services, mirrored
+//!                                         for the destination sidecars' inbound listeners
 //!           ──▶ destination_policies      outlier detection and failover per Target
 //!           ──▶ endpoints::materialize    per cluster: each Target ─▶ Upstream with local endpoints
 //!                                         directly and remote ones through that cluster's east-west
@@ -23,6 +25,7 @@ mod addons;
 mod destination_policies;
 mod endpoints;
 mod external;
+mod inbound_routes;
 mod ingress;
 mod outbound;
 mod report;
@@ -103,6 +106,7 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
             config.ingress_gateways = ingress::for_cluster(snapshot, &outbound, cluster, &mut report, &mut warnings);
             (config.addon_servers, config.addons) = addons.for_cluster(snapshot, cluster, &mut warnings);
+            config.inbound_routes = inbound_routes::for_cluster(&outbound, cluster);
             let isolation = workspaces::isolation_policies(&workspaces, snapshot, cluster, &config.inbound_policies);
             config.inbound_policies.extend(isolation);
             (cluster.clone(), config)

@@ -39,6 +39,9 @@ pub(crate) struct PendingRoute {
     /// The route table it came from (`None` for a VirtualDestination's default route).
     pub table: Option<RouteOrigin>,
     pub policies: trellis_model::policy::RoutePolicies,
+    /// The route's RateLimitPolicy when the destination's sidecar also counts it, for callers
+    /// that arrive in plaintext (see `addons`); the route's inbound mirror carries it.
+    pub destination_rate_limit: Option<trellis_model::addons::RouteRateLimit>,
 }
 
 impl PendingRoute {
@@ -54,6 +57,7 @@ impl PendingRoute {
             },
             table: None,
             policies: Default::default(),
+            destination_rate_limit: None,
         }
     }
 }
@@ -379,6 +383,7 @@ impl<'s> Context<'_, 's> {
                         labels: route.labels.clone(),
                     }),
                     policies: Default::default(),
+                    destination_rate_limit: None,
                 });
             }
         }

@@ -10,6 +10,8 @@ pub(crate) struct PolicyUse {
     /// Places where an older policy of the same kind already applied.
     pub lost: Vec<String>,
     pub clusters: BTreeSet<String>,
+    /// Where it is enforced (add-on policies), in words for the status.
+    pub enforced: BTreeSet<&'static str>,
 }
 
 #[derive(Debug, Default)]

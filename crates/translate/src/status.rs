@@ -82,6 +82,12 @@ pub(crate) fn compute(
                     "route(s) or destination(s)"
                 }
             );
+            // Add-on policies say where they hold: a check only on the caller's side is one a
+            // caller that skips its sidecar never meets.
+            if let Some(used) = used.filter(|u| !u.enforced.is_empty()) {
+                let places: Vec<&str> = used.enforced.iter().copied().collect();
+                summary = format!("{summary}, {}", places.join("; "));
+            }
         }
         if state == "ACCEPTED" && !problems.is_empty() {
             state = "WARNING";

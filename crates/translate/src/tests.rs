@@ -345,10 +345,54 @@ fn golden_addons() {
         ext_auth.context_extensions["config_id"], "demo.api-key",
         "the oldest policy wins"
     );
+    // Routes to the backend are mirrored for its sidecars (cluster-1 runs them; cluster-2 has
+    // its own backend, with its own mirror).
+    let inbound = &c1.inbound_routes;
+    assert_eq!(
+        inbound
+            .iter()
+            .map(|r| (r.namespace.as_str(), r.service.as_str(), r.port))
+            .collect::<Vec<_>>(),
+        [("demo", "backend", 80)]
+    );
+    let mirrored = &inbound[0].virtual_hosts[0];
+    assert!(mirrored.domains.contains(&"backend.mesh.internal".to_string()));
+    let mirror = |suffix: &str| mirrored.routes.iter().find(|r| r.name.ends_with(suffix)).unwrap();
+    // The rate limit is counted where the request leaves, and at the destination for plaintext
+    // callers only (the Envoy side puts it on the plaintext chain).
     let rate_limit = api.rate_limit.as_ref().unwrap();
     assert_eq!(
         (rate_limit.domain.as_str(), rate_limit.descriptors.len()),
         ("demo.limits", 2)
+    );
+    assert_eq!(mirror("/api").rate_limit.as_ref(), Some(rate_limit));
+    // Ext-auth is checked on both sides; unprotected routes are mirrored so they keep working.
+    assert_eq!(mirror("/api").ext_auth, api.ext_auth);
+    assert_eq!(
+        mirror("/admin").ext_auth.as_ref().unwrap().context_extensions["config_id"],
+        "demo.admin"
+    );
+    assert!(mirror("/rest").ext_auth.is_none() && mirror("/rest").rate_limit.is_none());
+    // sourceCluster would name the destination's own cluster there: counted only where the
+    // request leaves, and the status says a plaintext caller of the destination escapes it.
+    assert!(route("/by-source").policies.rate_limit.is_some());
+    assert!(mirror("/by-source").rate_limit.is_none());
+    assert!(
+        t.statuses["RateLimitPolicy/demo/per-source"]
+            .message
+            .contains("a plaintext caller of the destination's sidecar is not counted"),
+        "{}",
+        t.statuses["RateLimitPolicy/demo/per-source"].message
+    );
+    assert!(
+        t.statuses["RateLimitPolicy/demo/limit"]
+            .message
+            .contains("counted once: on the caller's sidecar or ingress gateway, or on the destination's sidecar inbound for plaintext callers")
+    );
+    assert!(
+        t.statuses["ExtAuthPolicy/demo/admin"]
+            .message
+            .contains("again on the destination's sidecar inbound")
     );
     assert_eq!(
         route("/admin").policies.ext_auth.as_ref().unwrap().context_extensions["config_id"],

@@ -521,3 +521,152 @@ fn rbac_stat_names_follow_the_inbound_listener_names() {
     assert_eq!(tcp.denied, "inbound|5432.rbac.denied");
     assert_eq!(tcp.shadow_denied, "inbound|5432.rbac.trellis_dry_run_.shadow_denied");
 }
+
+/// A port that add-on policies protect routes like the mesh routes that reach it: each route
+/// with its add-on configs, subsets this workload does not carry left out, and whatever no
+/// mesh route would have sent here refused; other ports keep their plain catch-all.
+#[test]
+fn protected_inbound_port_mirrors_the_mesh_routes_with_their_add_on_checks() {
+    use trellis_model::addons::{
+        AddonKind, AddonServer, InboundRoute, InboundRoutes, InboundVirtualHost, RouteExtAuth, RouteRateLimit,
+    };
+    let mut ir = mk_cluster_config();
+    ir.addon_servers = vec![
+        AddonServer {
+            name: "ext-auth|demo/ext-auth".into(),
+            kind: AddonKind::ExtAuth,
+            endpoint: None,
+            timeout_ms: 500,
+            fail_open: false,
+            status_on_error: None,
+        },
+        AddonServer {
+            name: "rate-limit|demo/settings".into(),
+            kind: AddonKind::RateLimit,
+            endpoint: None,
+            timeout_ms: 100,
+            fail_open: true,
+            status_on_error: None,
+        },
+    ];
+    let mirror = |name: &str, prefix: &str, subset: &[(&str, &str)], protected: bool| InboundRoute {
+        name: name.into(),
+        matcher: trellis_model::ir::RouteMatch {
+            path: trellis_model::ir::PathMatch::Prefix(prefix.into()),
+            ..Default::default()
+        },
+        subset: subset.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ext_auth: protected.then(|| RouteExtAuth {
+            server: "ext-auth|demo/ext-auth".into(),
+            context_extensions: [("config_id".to_string(), "demo.api-key".to_string())].into(),
+        }),
+        rate_limit: protected.then(|| RouteRateLimit {
+            server: "rate-limit|demo/settings".into(),
+            domain: "demo.limits".into(),
+            descriptors: Vec::new(),
+        }),
+    };
+    ir.inbound_routes = vec![InboundRoutes {
+        namespace: "default".into(),
+        service: "reviews".into(),
+        port: 9080,
+        virtual_hosts: vec![InboundVirtualHost {
+            name: "reviews.mesh.internal".into(),
+            domains: vec!["reviews.mesh.internal".into()],
+            routes: vec![
+                mirror("api", "/api", &[], true),
+                mirror("v2-only", "/v2", &[("version", "v2")], true),
+                mirror("rest", "/", &[], false),
+            ],
+        }],
+    }];
+    let workload = mk_workload();
+    let r = crate::sidecar(
+        &ir,
+        &crate::SidecarSpec {
+            workload: &workload,
+            outbound_address: "127.0.0.1",
+            outbound_port: 15001,
+            inbound_address: "10.0.0.1",
+        },
+    );
+    let http = hcm(&r.listeners[1]);
+    let filters: Vec<&str> = http.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        filters,
+        [
+            "envoy.filters.http.ext_authz.ext-auth|demo/ext-auth",
+            "envoy.filters.http.ratelimit.rate-limit|demo/settings",
+            "envoy.filters.http.router"
+        ]
+    );
+    let route_config = match http.route_specifier {
+        Some(RouteSpecifier::RouteConfig(config)) => config,
+        other => panic!("expected inline routes, got {other:?}"),
+    };
+    let hosts: Vec<(&str, Vec<&str>)> = route_config
+        .virtual_hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.routes.iter().map(|r| r.name.as_str()).collect()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            (
+                "reviews.mesh.internal",
+                vec!["api", "rest", "reviews.mesh.internal/unmatched"]
+            ),
+            ("inbound|9080/unmatched", vec!["inbound|9080/unmatched"]),
+        ]
+    );
+    assert_eq!(route_config.virtual_hosts[1].domains, ["*"]);
+    let api = &route_config.virtual_hosts[0].routes[0];
+    // STRICT: every caller is a mesh proxy that counted the rate limit; only ext-auth here.
+    let names: Vec<&String> = api.typed_per_filter_config.keys().collect();
+    assert_eq!(names, ["envoy.filters.http.ext_authz.ext-auth|demo/ext-auth"]);
+    assert!(
+        route_config.virtual_hosts[0].routes[1]
+            .typed_per_filter_config
+            .is_empty()
+    );
+    match &route_config.virtual_hosts[1].routes[0].action {
+        Some(Action::DirectResponse(response)) => assert_eq!(response.status, 404),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // PERMISSIVE: the plaintext chain counts the rate limit too, the mTLS chain does not.
+    ir.inbound_policies = vec![InboundPolicy {
+        name: "default/permissive".into(),
+        tls_mode: Some(TlsMode::Permissive),
+        ..Default::default()
+    }];
+    let permissive = crate::sidecar(
+        &ir,
+        &crate::SidecarSpec {
+            workload: &workload,
+            outbound_address: "127.0.0.1",
+            outbound_port: 15001,
+            inbound_address: "10.0.0.1",
+        },
+    );
+    let listener = &permissive.listeners[1];
+    let per_chain: Vec<(String, usize)> = listener
+        .filter_chains
+        .iter()
+        .map(|chain| {
+            let http: HttpConnectionManager = typed(&chain.filters[0]);
+            let Some(RouteSpecifier::RouteConfig(config)) = http.route_specifier else {
+                panic!("expected inline routes")
+            };
+            (
+                chain.name.clone(),
+                config.virtual_hosts[0].routes[0].typed_per_filter_config.len(),
+            )
+        })
+        .collect();
+    assert_eq!(per_chain, [("mtls".to_string(), 1), ("plaintext".to_string(), 2)]);
+    // The TCP port has no HTTP routes to mirror.
+    assert_eq!(
+        r.listeners[2].filter_chains[0].filters[0].name,
+        "envoy.filters.network.tcp_proxy"
+    );
+}

@@ -168,7 +168,8 @@ impl Throttle {
     }
 }
 
-/// Handshakes in progress per source address.
+/// Slots in use per source (handshakes in progress, or connections without a client certificate).
+/// An IPv6 source counts by its /64: one host usually holds a whole /64.
 #[derive(Default)]
 struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
 
@@ -180,6 +181,7 @@ struct IpSlot {
 
 impl PerIp {
     fn try_acquire(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let ip = source_key(ip);
         let mut counts = self.0.lock().expect("per-IP handshake counts");
         let count = counts.entry(ip).or_default();
         if *count >= max {
@@ -190,6 +192,17 @@ impl PerIp {
             counts: self.clone(),
             ip,
         })
+    }
+}
+
+/// The address a per-source limit counts: IPv4 as is (also when IPv4-mapped), IPv6 by its /64.
+fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)).into(),
+        },
+        v4 => v4,
     }
 }
 
@@ -335,4 +348,32 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_source_slots_are_bounded_and_given_back() {
+        let slots = Arc::new(PerIp::default());
+        let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<IpSlot> = (0..3).map(|_| slots.try_acquire(a, 3).unwrap()).collect();
+        assert!(slots.try_acquire(a, 3).is_none());
+        assert!(slots.try_acquire("192.0.2.2".parse().unwrap(), 3).is_some());
+        drop(held);
+        assert!(slots.try_acquire(a, 3).is_some());
+        assert!(
+            slots.0.lock().unwrap().is_empty(),
+            "released slots leave no entry behind"
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_slash_64() {
+        let key = |s: &str| source_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+    }
 }

@@ -2,6 +2,10 @@
 //! reach the xDS server over ADS. Everything else arrives over that one stream.
 //!
 //! Written as JSON (not protobuf) because it is a file people read when a proxy misbehaves.
+//!
+//! Whatever the bootstrap holds, Envoy's admin `/config_dump` shows to anyone who reaches the
+//! admin port, so it holds no secret: the ADS stream is authenticated by a TLS client
+//! certificate whose key Envoy reads from a file ([`bootstrap_with_client_certificate`]).
 
 use serde_json::{Value, json};
 
@@ -60,16 +64,85 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
     })
 }
 
-/// [`bootstrap`] for an xDS server that checks who asks: Envoy sends `authorization: Bearer
-/// <token>` as gRPC metadata on its ADS stream, so the server hands this node's resources (its
-/// private key among them) only to the holder of the node's registration credential. The file
-/// then holds a secret: write it owner-only. Envoy does not redact `initial_metadata` in its
-/// admin `/config_dump`, so whoever reaches the admin listener can read the token too.
-pub fn bootstrap_with_token(spec: &BootstrapSpec, token: &str) -> Value {
+/// SDS name of the xDS client certificate (the secret [`xds_client_certificate_secret`] holds).
+pub const XDS_CLIENT_SECRET: &str = "xds_client_certificate";
+/// SDS name of the xDS server's trust anchor and name ([`xds_server_validation_secret`]).
+pub const XDS_SERVER_SECRET: &str = "xds_server_validation";
+
+/// Where an Envoy finds the TLS material of its ADS connection: two SDS files (JSON) in a
+/// directory that Envoy watches, so that replacing a file by rename (a renewed certificate, a
+/// new agent CA) takes effect without restarting Envoy.
+#[derive(Debug, Clone, Copy)]
+pub struct XdsTls<'a> {
+    /// The watched directory; absolute, like the paths below (Envoy resolves relative paths
+    /// against its working directory).
+    pub dir: &'a str,
+    /// Holds [`xds_client_certificate_secret`].
+    pub client_secret_file: &'a str,
+    /// Holds [`xds_server_validation_secret`].
+    pub server_secret_file: &'a str,
+    /// The name the xDS server's certificate must carry (sent as SNI, matched as a DNS SAN).
+    pub server_name: &'a str,
+}
+
+/// [`bootstrap`] whose ADS connection is mutual TLS: Envoy presents a client certificate for
+/// its node and checks the server's. The certificate and key come over file-based SDS, and
+/// name files rather than contents, so `/config_dump` shows the bootstrap with file paths and
+/// the loaded secret with its key `[redacted]`: nothing there opens an ADS stream as this node.
+pub fn bootstrap_with_client_certificate(spec: &BootstrapSpec, tls: &XdsTls) -> Value {
     let mut bootstrap = bootstrap(spec);
-    bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =
-        json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    let sds = |file: &str| {
+        json!({
+            "path_config_source": { "path": file, "watched_directory": { "path": tls.dir } },
+            "resource_api_version": "V3"
+        })
+    };
+    bootstrap["static_resources"]["clusters"][0]["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": tls.server_name,
+            "common_tls_context": {
+                "tls_certificate_sds_secret_configs": [
+                    { "name": XDS_CLIENT_SECRET, "sds_config": sds(tls.client_secret_file) }
+                ],
+                "validation_context_sds_secret_config": {
+                    "name": XDS_SERVER_SECRET, "sds_config": sds(tls.server_secret_file)
+                }
+            }
+        }
+    });
     bootstrap
+}
+
+/// The SDS file of the xDS client certificate: chain and key by file name (the key file owner-only).
+pub fn xds_client_certificate_secret(cert_file: &str, key_file: &str) -> Value {
+    sds_file(json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": XDS_CLIENT_SECRET,
+        "tls_certificate": {
+            "certificate_chain": { "filename": cert_file },
+            "private_key": { "filename": key_file }
+        }
+    }))
+}
+
+/// The SDS file of the xDS server check: the agent's CA (by file name) and the server's name.
+pub fn xds_server_validation_secret(ca_file: &str, server_name: &str) -> Value {
+    sds_file(json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": XDS_SERVER_SECRET,
+        "validation_context": {
+            "trusted_ca": { "filename": ca_file },
+            "match_typed_subject_alt_names": [
+                { "san_type": "DNS", "matcher": { "exact": server_name } }
+            ]
+        }
+    }))
+}
+
+fn sds_file(secret: Value) -> Value {
+    json!({ "resources": [secret] })
 }
 
 fn socket_address(address: &str, port: u16) -> Value {
@@ -105,15 +178,56 @@ mod tests {
     }
 
     #[test]
-    fn the_token_goes_to_the_ads_stream_as_bearer_metadata() {
-        let b = bootstrap_with_token(&mk_spec(), "t0ken");
-        let service = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
-        assert_eq!(service["envoy_grpc"]["cluster_name"], XDS_CLUSTER);
+    fn the_ads_connection_is_mutual_tls_from_watched_sds_files_and_carries_no_secret() {
+        let tls = XdsTls {
+            dir: "/p/xds-tls",
+            client_secret_file: "/p/xds-tls/client-secret.json",
+            server_secret_file: "/p/xds-tls/server-secret.json",
+            server_name: "xds.trellis-agent",
+        };
+        let b = bootstrap_with_client_certificate(&mk_spec(), &tls);
+        let socket = &b["static_resources"]["clusters"][0]["transport_socket"];
+        assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+        let context = &socket["typed_config"];
+        assert_eq!(context["sni"], "xds.trellis-agent");
+        let client = &context["common_tls_context"]["tls_certificate_sds_secret_configs"][0];
+        assert_eq!(client["name"], XDS_CLIENT_SECRET);
+        let source = &client["sds_config"]["path_config_source"];
+        assert_eq!(source["path"], "/p/xds-tls/client-secret.json");
+        assert_eq!(source["watched_directory"]["path"], "/p/xds-tls");
+        let server = &context["common_tls_context"]["validation_context_sds_secret_config"];
+        assert_eq!(server["name"], XDS_SERVER_SECRET);
         assert_eq!(
-            service["initial_metadata"],
-            json!([{ "key": "authorization", "value": "Bearer t0ken" }])
+            server["sds_config"]["path_config_source"]["path"],
+            "/p/xds-tls/server-secret.json"
         );
-        assert!(bootstrap(&mk_spec()).to_string().find("initial_metadata").is_none());
+        // No token, no metadata, no inline key material.
+        let text = b.to_string();
+        for absent in ["initial_metadata", "inline_", "PRIVATE KEY", "authorization"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+    }
+
+    #[test]
+    fn the_sds_files_name_files_and_check_the_server_name() {
+        let client = xds_client_certificate_secret("/p/client.pem", "/p/client.key");
+        let secret = &client["resources"][0];
+        assert_eq!(secret["name"], XDS_CLIENT_SECRET);
+        assert_eq!(
+            secret["tls_certificate"]["private_key"],
+            json!({ "filename": "/p/client.key" })
+        );
+        assert_eq!(
+            secret["tls_certificate"]["certificate_chain"],
+            json!({ "filename": "/p/client.pem" })
+        );
+        let server = xds_server_validation_secret("/p/ca.pem", "xds.trellis-agent");
+        let context = &server["resources"][0]["validation_context"];
+        assert_eq!(context["trusted_ca"], json!({ "filename": "/p/ca.pem" }));
+        assert_eq!(
+            context["match_typed_subject_alt_names"],
+            json!([{ "san_type": "DNS", "matcher": { "exact": "xds.trellis-agent" } }])
+        );
     }
 
     #[test]

@@ -30,7 +30,10 @@ mod sidecar;
 mod tls;
 
 pub use authz::{RBAC_DRY_RUN_STAT_PREFIX, RbacStats};
-pub use bootstrap::{BootstrapSpec, XDS_CLUSTER, bootstrap, bootstrap_with_token};
+pub use bootstrap::{
+    BootstrapSpec, XDS_CLIENT_SECRET, XDS_CLUSTER, XDS_SERVER_SECRET, XdsTls, bootstrap,
+    bootstrap_with_client_certificate, xds_client_certificate_secret, xds_server_validation_secret,
+};
 pub use gateway::{GATEWAY_LISTENER, GatewaySpec, east_west_gateway};
 pub use ingress::{IngressSpec, ingress_gateway, ingress_name};
 pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};

@@ -1,8 +1,8 @@
 //! `trellis proxy`: registers a workload with its cluster's agent and runs Envoy as its sidecar.
 //! Also the shared machinery for anything that is "a registration plus an Envoy" (the gateway).
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde_json::Value;
@@ -133,12 +133,15 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 pub struct AgentRegistration {
     agent: String,
     id: String,
-    body: Vec<u8>,
+    body: Value,
     /// For gateways and add-ons: the agent's role secret, read when first needed.
     secret: Option<ClientSecret>,
     secret_value: Option<String>,
     /// The token the agent issued for this id (or the one saved from an earlier run).
     pub token: Option<String>,
+    /// A CSR for this proxy's xDS client key, sent (as `xdsCsr`) while `send_csr` is set.
+    pub xds_csr: Option<String>,
+    pub send_csr: bool,
 }
 
 /// What one PUT came to.
@@ -160,10 +163,12 @@ impl AgentRegistration {
         AgentRegistration {
             agent: agent.to_string(),
             id: id.to_string(),
-            body: serde_json::to_vec(registration).expect("registration serializes"),
+            body: serde_json::to_value(registration).expect("registration serializes"),
             secret,
             secret_value: None,
             token,
+            xds_csr: None,
+            send_csr: false,
         }
     }
 
@@ -185,12 +190,16 @@ impl AgentRegistration {
         if let Some(secret) = &self.secret_value {
             headers.push((crate::agent::role_secret::HEADER, secret));
         }
+        let mut body = self.body.clone();
+        if let (true, Some(csr)) = (self.send_csr, &self.xds_csr) {
+            body["xdsCsr"] = csr.clone().into();
+        }
         let response = httpc::request(
             "PUT",
             &self.url(),
             None,
             &headers,
-            Some(("application/json", self.body.clone())),
+            Some(("application/json", serde_json::to_vec(&body).expect("body serializes"))),
             Duration::from_secs(2),
         )
         .await?;
@@ -237,12 +246,88 @@ fn transient(code: &str) -> bool {
 /// How long a held id is waited for: a little more than the agent's TTL.
 const HELD_ID_WAIT: Duration = Duration::from_secs(45);
 
+/// The TLS material of Envoy's ADS connection, in `<data dir>/xds-tls` (mode 0700), which
+/// Envoy watches: the client key (0600, made here, never sent), the certificate the agent
+/// signed for it, the agent's xDS CA, and the two SDS files that name them.
+struct XdsFiles {
+    dir: PathBuf,
+    /// The agent's CA as last written, and the CA the current certificate came from.
+    ca_pem: Option<String>,
+    cert_ca_pem: Option<String>,
+    /// When the current certificate is due for renewal.
+    renew_at: Option<SystemTime>,
+}
+
+impl XdsFiles {
+    /// Creates the directory and a new key; returns the files and a CSR for the key. A new key
+    /// per run: nothing needs the old one (the agent honours only certificates it issued to
+    /// this registration, and a restart gets a new one).
+    fn create(data_dir: &Path) -> anyhow::Result<(XdsFiles, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = data_dir.join("xds-tls");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let (key, csr) = trellis_pki::new_key_and_csr("trellis-proxy")?;
+        write_private(&dir.join("client.key"), &key.0)?;
+        let files = XdsFiles {
+            dir,
+            ca_pem: None,
+            cert_ca_pem: None,
+            renew_at: None,
+        };
+        Ok((files, csr))
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// Writes what an accepted registration brought: a new CA, a new certificate. Every file
+    /// is replaced by rename, which is what Envoy's directory watch reacts to.
+    fn apply(&mut self, answer: &Value) -> anyhow::Result<()> {
+        if let Some(ca) = answer["xdsCa"].as_str()
+            && self.ca_pem.as_deref() != Some(ca)
+        {
+            write_private(&self.dir.join("ca.pem"), ca)?;
+            self.ca_pem = Some(ca.to_string());
+        }
+        if let Some(certificate) = answer["xdsCertificate"].as_str() {
+            let info = trellis_pki::inspect_pem(certificate).context("the agent's xDS certificate")?;
+            write_private(&self.dir.join("client.pem"), certificate)?;
+            self.cert_ca_pem = self.ca_pem.clone();
+            self.renew_at = Some(trellis_pki::renew_at(info.not_before, info.not_after));
+        }
+        Ok(())
+    }
+
+    /// Whether the next refresh should send the CSR: no certificate yet, one due for renewal,
+    /// one from a CA the agent no longer uses (it lost its data directory), or the agent holds
+    /// none for this registration (it adopted our token after such a loss).
+    fn wants_certificate(&self, answer: &Value) -> bool {
+        answer["xdsCertificateNeeded"] == true
+            || self.cert_ca_pem != self.ca_pem
+            || self.renew_at.is_none_or(|due| SystemTime::now() >= due)
+    }
+
+    /// The SDS files and the bootstrap's view of them; written once (they name files only).
+    fn tls(&self, server_name: &str) -> anyhow::Result<(String, String, String)> {
+        let (client, server) = (self.path("client-secret.json"), self.path("server-secret.json"));
+        let secret = trellis_envoy::xds_client_certificate_secret(&self.path("client.pem"), &self.path("client.key"));
+        write_private(Path::new(&client), &secret.to_string())?;
+        let secret = trellis_envoy::xds_server_validation_secret(&self.path("ca.pem"), server_name);
+        write_private(Path::new(&server), &secret.to_string())?;
+        Ok((self.dir.display().to_string(), client, server))
+    }
+}
+
 /// Registers, runs Envoy against the agent's ADS server, refreshes the registration until a
 /// signal or Envoy's exit, then deregisters and stops Envoy. `secret` for the privileged roles
 /// (gateways).
 ///
 /// The registration's token is kept in the data directory (mode 0600) so that a restarted proxy
-/// keeps its id, and goes into Envoy's bootstrap (mode 0600) for the ADS stream.
+/// keeps its id; Envoy never sees it. Envoy authenticates its ADS stream with a client
+/// certificate the agent signs for this registration, its key in a 0600 file ([`XdsFiles`]),
+/// renewed here on a refresh before it is due.
 pub async fn run_registered_envoy(
     agent: &str,
     id: &str,
@@ -255,15 +340,31 @@ pub async fn run_registered_envoy(
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!(".trellis/proxy-{}", id.replace('~', "-"))));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // Envoy reads the TLS files by these paths from its own working directory.
+    let data_dir =
+        std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let token_path = data_dir.join("agent-token");
     let saved = std::fs::read_to_string(&token_path)
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
     let mut link = AgentRegistration::new(agent, id, &registration, secret, saved);
+    let (mut xds_files, csr) = XdsFiles::create(&data_dir)?;
+    link.xds_csr = Some(csr);
+    link.send_csr = true;
     let answer = register_with_retry(&mut link).await?;
     let token = link.token.clone().context("the agent issued no credential")?;
     write_private(&token_path, &token)?;
+    anyhow::ensure!(
+        answer["xdsCertificate"].is_string(),
+        "the agent signed no xDS client certificate (an older agent? upgrade it)"
+    );
+    xds_files.apply(&answer)?;
+    link.send_csr = xds_files.wants_certificate(&answer);
+    let server_name = answer["xdsServerName"]
+        .as_str()
+        .context("agent did not say what name its xDS server certificate carries")?;
+    let (tls_dir, client_secret, server_secret) = xds_files.tls(server_name)?;
     let cluster = answer["cluster"].as_str().unwrap_or_default().to_string();
     let xds_address = answer["xdsAddress"]
         .as_str()
@@ -278,7 +379,7 @@ pub async fn run_registered_envoy(
     } else {
         envoy.admin_port
     };
-    let bootstrap = trellis_envoy::bootstrap_with_token(
+    let bootstrap = trellis_envoy::bootstrap_with_client_certificate(
         &trellis_envoy::BootstrapSpec {
             node_id: id,
             node_cluster: &cluster,
@@ -287,7 +388,12 @@ pub async fn run_registered_envoy(
             xds_address: &xds_address,
             xds_port,
         },
-        &token,
+        &trellis_envoy::XdsTls {
+            dir: &tls_dir,
+            client_secret_file: &client_secret,
+            server_secret_file: &server_secret,
+            server_name,
+        },
     );
     let bootstrap_path = data_dir.join("bootstrap.json");
     write_private(
@@ -314,8 +420,16 @@ pub async fn run_registered_envoy(
             _ = refresh.tick() => {
                 // The agent may have restarted and forgotten us: it knows our credential from its
                 // data directory, or adopts the token we present.
+                link.send_csr = link.send_csr || xds_files.renew_at.is_none_or(|due| SystemTime::now() >= due);
                 match link.put().await {
-                    Ok(PutOutcome::Accepted { new_token: None, .. }) => {}
+                    Ok(PutOutcome::Accepted { new_token: None, answer }) => {
+                        if let Err(error) = xds_files.apply(&answer) {
+                            tracing::error!(proxy.id = id, error = %format!("{error:#}"), "cannot write the renewed xDS certificate; Envoy keeps the one it has");
+                        } else if answer["xdsCertificate"].is_string() {
+                            tracing::info!(proxy.id = id, "xDS client certificate renewed");
+                        }
+                        link.send_csr = xds_files.wants_certificate(&answer);
+                    }
                     Ok(PutOutcome::Accepted { new_token: Some(token), .. }) => {
                         // Only a holder of the role secret can replace a gateway's credential
                         // (two gateways started with one id). Envoy's bootstrap holds the old one.

@@ -1,8 +1,8 @@
 //! A local process that can reach an agent's ports gets nothing it has no credential for: not a
-//! workload's key over ADS/SDS, not another proxy's registration, not an identity outside the
-//! agent's allow-list, not a gateway or add-on role, not the add-on config; and the real
-//! sidecars, gateways and add-ons keep their identities and their traffic through all of it and
-//! through an agent restart.
+//! workload's key over ADS/SDS (not even with everything a sidecar Envoy's admin `/config_dump`
+//! shows), not another proxy's registration, not an identity outside the agent's allow-list, not
+//! a gateway or add-on role, not the add-on config; and the real sidecars, gateways and add-ons
+//! keep their identities and their traffic through all of it and through an agent restart.
 
 mod common;
 
@@ -22,16 +22,48 @@ use trellis_xds::SECRET_TYPE;
 
 const VICTIM: &str = "sidecar~frontend.demo";
 
-/// Opens an ADS stream as `node_id`, optionally with `authorization` metadata as Envoy's
-/// `initial_metadata` sends it, and asks for every SDS secret: the first answer or the refusal.
+/// How an ADS client reaches the agent: plaintext, or TLS checking the server against `ca`
+/// (as `xds.trellis-agent`), presenting `identity` (chain PEM, key PEM) when given.
+#[derive(Clone, Copy)]
+enum Door<'a> {
+    Plaintext,
+    Tls {
+        ca: &'a str,
+        identity: Option<(&'a str, &'a str)>,
+    },
+}
+
+/// Opens an ADS stream as `node_id` through `door`, optionally with `authorization` metadata as
+/// Envoy's `initial_metadata` would send it, and asks for every SDS secret: the first answer or
+/// the refusal (a refused connection or handshake comes back as `Unavailable`).
 async fn ask_for_secrets(
     xds_port: u16,
     node_id: &str,
+    door: Door<'_>,
     authorization: Option<&str>,
 ) -> Result<DiscoveryResponse, tonic::Status> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds_port}"))
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let endpoint = match door {
+        Door::Plaintext => Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}")).unwrap(),
+        Door::Tls { ca, identity } => {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name("xds.trellis-agent");
+            if let Some((chain, key)) = identity {
+                tls = tls.identity(Identity::from_pem(chain, key));
+            }
+            Endpoint::from_shared(format!("https://127.0.0.1:{xds_port}"))
+                .unwrap()
+                .tls_config(tls)
+                .map_err(|e| tonic::Status::unavailable(format!("TLS config: {e:?}")))?
+        }
+    };
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
         .await
-        .expect("the agent's xDS port accepts connections");
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(DiscoveryRequest {
         node: Some(Node {
@@ -60,6 +92,57 @@ async fn ask_for_secrets(
         .expect("the agent answers an ADS stream within 10 s (with resources or a refusal)");
     drop(tx);
     result
+}
+
+/// Everything an Envoy's admin `/config_dump` shows, as an attacker would collect it.
+#[derive(Default)]
+struct Loot {
+    /// Every string value, with `inline_bytes` decoded.
+    texts: Vec<String>,
+    /// Every `filename` and `path`.
+    file_names: Vec<String>,
+    /// PEM certificates found in the strings.
+    certificates: Vec<String>,
+    /// Data sources Envoy shows as `[redacted]`.
+    redacted_keys: usize,
+}
+
+impl Loot {
+    fn from_dump(dump: &str) -> Loot {
+        let mut loot = Loot::default();
+        loot.walk(None, &serde_json::from_str(dump).expect("/config_dump is JSON"));
+        loot
+    }
+
+    fn walk(&mut self, key: Option<&str>, value: &Value) {
+        match value {
+            Value::Object(map) => map.iter().for_each(|(k, v)| self.walk(Some(k), v)),
+            Value::Array(items) => items.iter().for_each(|v| self.walk(key, v)),
+            Value::String(text) => {
+                let text = match key {
+                    Some("inline_bytes") => {
+                        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+                            .expect("inline_bytes is base64");
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    }
+                    _ => text.clone(),
+                };
+                if matches!(key, Some("filename" | "path")) {
+                    self.file_names.push(text.clone());
+                }
+                if text == "[redacted]" {
+                    self.redacted_keys += 1;
+                }
+                for block in text.split_inclusive("-----END CERTIFICATE-----\n") {
+                    if let Some(start) = block.find("-----BEGIN CERTIFICATE-----") {
+                        self.certificates.push(block[start..].to_string());
+                    }
+                }
+                self.texts.push(text);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Whether any resource of `response` carries a PEM private key.
@@ -161,63 +244,186 @@ async fn a_local_attacker_gets_nothing_from_the_agent_and_the_mesh_keeps_working
     let victim_before = proxies(&agent1).await[VICTIM].clone();
     assert!(victim_before.is_object(), "the frontend is registered");
 
-    // The legitimate sidecar's credential: in owner-only files, and in Envoy's bootstrap.
+    // The legitimate sidecar's credentials: the registration token in an owner-only file that
+    // Envoy never sees, the xDS client key in an owner-only file in an owner-only directory.
     let sidecar_dir = mesh.dir.join("sidecar-frontend");
-    assert_eq!(mode(&sidecar_dir.join("bootstrap.json")), 0o600);
+    let tls_dir = sidecar_dir.join("xds-tls");
     assert_eq!(mode(&sidecar_dir.join("agent-token")), 0o600);
+    assert_eq!(mode(&tls_dir), 0o700);
+    assert_eq!(mode(&tls_dir.join("client.key")), 0o600);
     let real_token = std::fs::read_to_string(sidecar_dir.join("agent-token"))
         .unwrap()
         .trim()
         .to_string();
-    let bootstrap: Value =
-        serde_json::from_str(&std::fs::read_to_string(sidecar_dir.join("bootstrap.json")).unwrap()).unwrap();
-    assert_eq!(
-        bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0]["value"],
-        format!("Bearer {real_token}")
-    );
+    let bootstrap_text = std::fs::read_to_string(sidecar_dir.join("bootstrap.json")).unwrap();
+    assert!(!bootstrap_text.contains(&real_token), "the bootstrap holds no token");
+    assert!(!bootstrap_text.contains("initial_metadata"), "{bootstrap_text}");
 
-    // The attacker registers a workload of its own where the policy allows (namespace demo).
+    // The attacker registers a workload of its own where the policy allows (namespace demo),
+    // with a CSR for a key of its own: it gets a token, the agent's xDS CA and a certificate.
+    let (mallory_key, mallory_csr) = trellis_pki::new_key_and_csr("mallory").unwrap();
     let mallory_url = format!("{agent1}/v1/proxies/sidecar~mallory.demo");
-    let response = call(
-        "PUT",
-        &mallory_url,
-        &[],
-        Some(sidecar_body("demo", "mallory", "mallory")),
-    )
-    .await;
+    let mut body = sidecar_body("demo", "mallory", "mallory");
+    body["xdsCsr"] = mallory_csr.clone().into();
+    let response = call("PUT", &mallory_url, &[], Some(body)).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    let mallory_token = serde_json::from_str::<Value>(&response.body).unwrap()["token"]
+    let answer = serde_json::from_str::<Value>(&response.body).unwrap();
+    let mallory_token = answer["token"]
         .as_str()
         .expect("a first registration is issued a token")
         .to_string();
+    let mallory_cert = answer["xdsCertificate"].as_str().expect("a certificate").to_string();
+    let xds_ca = answer["xdsCa"].as_str().expect("the xDS CA").to_string();
     let mallory_auth = format!("Bearer {mallory_token}");
     let random_auth = format!("Bearer {}", trellis_pki::random_token());
+    let mallory_door = Door::Tls {
+        ca: &xds_ca,
+        identity: Some((&mallory_cert, &mallory_key.0)),
+    };
 
-    // (a) ADS/SDS as the victim's node: no token, a made-up one, the attacker's own: refused.
-    for authorization in [None, Some(random_auth.as_str()), Some(mallory_auth.as_str())] {
-        match ask_for_secrets(xds_port, VICTIM, authorization).await {
-            Err(status) => assert_eq!(
-                status.code(),
-                tonic::Code::Unauthenticated,
-                "{authorization:?}: {status:?}"
-            ),
+    // (a) The attacker reads the victim Envoy's admin /config_dump (loopback, no authentication)
+    // and takes everything in it.
+    let frontend_admin = mesh.app("frontend").admin_port;
+    let dump = httpc::get(
+        &format!("http://127.0.0.1:{frontend_admin}/config_dump?include_eds"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+    .body;
+    let loot = Loot::from_dump(&dump);
+    // What it shows: the xDS TLS by file name, the loaded client secret with its key redacted,
+    // the certificates (public). What it does not show: the token, any private key.
+    assert!(
+        loot.file_names
+            .iter()
+            .any(|f| f.ends_with("xds-tls/client-secret.json")),
+        "{:?}",
+        loot.file_names
+    );
+    let xds_secret = serde_json::from_str::<Value>(&dump).unwrap()["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["dynamic_active_secrets"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["name"] == "xds_client_certificate")
+        .expect("the xDS client certificate is a loaded secret");
+    assert_eq!(
+        xds_secret["secret"]["tls_certificate"]["private_key"]["inline_bytes"], "W3JlZGFjdGVkXQ==",
+        "Envoy shows the xDS key as [redacted]"
+    );
+    assert!(loot.redacted_keys > 0);
+    assert!(!loot.certificates.is_empty(), "the dump shows certificates");
+    for text in loot.texts.iter().chain([&dump]) {
+        assert!(!text.contains(&real_token), "the token is in /config_dump");
+        assert!(!text.contains("PRIVATE KEY"), "a private key is in /config_dump");
+    }
+    // With it, ADS/SDS as the victim's node: plaintext, TLS without a certificate, every
+    // certificate of the dump with the attacker's key, every string of the dump as a bearer
+    // token, and the attacker's own certificate: all refused, nothing served.
+    let mut attempts: Vec<(String, Door, Option<String>)> = vec![
+        ("plaintext".into(), Door::Plaintext, None),
+        (
+            "TLS without a client certificate".into(),
+            Door::Tls {
+                ca: &xds_ca,
+                identity: None,
+            },
+            None,
+        ),
+        ("the attacker's own certificate".into(), mallory_door, None),
+        (
+            "the attacker's own certificate and token".into(),
+            mallory_door,
+            Some(mallory_auth.clone()),
+        ),
+        ("a made-up token".into(), mallory_door, Some(random_auth.clone())),
+    ];
+    for (i, certificate) in loot.certificates.iter().enumerate() {
+        attempts.push((
+            format!("dumped certificate {i} with the attacker's key"),
+            Door::Tls {
+                ca: &xds_ca,
+                identity: Some((certificate, &mallory_key.0)),
+            },
+            None,
+        ));
+    }
+    let strings: std::collections::BTreeSet<&String> = loot
+        .texts
+        .iter()
+        .filter(|t| (8..200).contains(&t.len()) && !t.contains(char::is_whitespace))
+        .collect();
+    for text in strings {
+        attempts.push((
+            format!("dumped string {text:?} as a token"),
+            mallory_door,
+            Some(format!("Bearer {text}")),
+        ));
+    }
+    let refused_before = scrape(
+        mesh.cluster("cluster-1").registry_port,
+        "trellis_xds_streams_refused_total",
+    )
+    .await;
+    for (what, door, authorization) in &attempts {
+        match ask_for_secrets(xds_port, VICTIM, *door, authorization.as_deref()).await {
+            // Refused by the TLS handshake, or by the agent after it: either way, nothing.
+            Err(_) => {}
             Ok(response) => panic!(
-                "the victim's secrets were served with {authorization:?} (private key included: {})",
+                "the victim's secrets were served with {what} (private key included: {})",
                 carries_private_key(&response)
             ),
         }
     }
-    // The check is the credential, not the request: with the victim's own token (only its
-    // owner can read it) the same request gets the key; the attacker's token gets its own node.
-    let served = ask_for_secrets(xds_port, VICTIM, Some(&format!("Bearer {real_token}")))
+    // The attacker's certificate gets through TLS and is refused for naming another node.
+    match ask_for_secrets(xds_port, VICTIM, mallory_door, None).await {
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+            assert!(status.message().contains("another node"), "{status:?}");
+        }
+        Ok(_) => panic!("the attacker's certificate opened the victim's node"),
+    }
+    // Nor does the token-less attacker get a certificate for the victim's id.
+    let mut rogue_csr = sidecar_body("demo", "frontend", "frontend");
+    rogue_csr["xdsCsr"] = mallory_csr.clone().into();
+    for headers in [vec![], vec![("authorization", mallory_auth.as_str())]] {
+        let response = call(
+            "PUT",
+            &format!("{agent1}/v1/proxies/{VICTIM}"),
+            &headers,
+            Some(rogue_csr.clone()),
+        )
+        .await;
+        assert!(matches!(response.status, 401 | 403), "{}", response.body);
+        assert!(!response.body.contains("BEGIN CERTIFICATE"), "{}", response.body);
+    }
+    // The check is the credential, not the request: with the victim's own key and certificate
+    // (only its owner can read the key) the same request gets the workload key.
+    let owner_cert = std::fs::read_to_string(tls_dir.join("client.pem")).unwrap();
+    let owner_key = std::fs::read_to_string(tls_dir.join("client.key")).unwrap();
+    let owner_door = Door::Tls {
+        ca: &xds_ca,
+        identity: Some((&owner_cert, &owner_key)),
+    };
+    let served = ask_for_secrets(xds_port, VICTIM, owner_door, None)
         .await
-        .expect("the owner's credential is served");
+        .expect("the owner's certificate is served");
     assert!(carries_private_key(&served), "control: SDS carries the key");
+    let refused_after = scrape(
+        mesh.cluster("cluster-1").registry_port,
+        "trellis_xds_streams_refused_total",
+    )
+    .await;
+    assert!(
+        refused_after >= refused_before + 3,
+        "certificate refusals counted: {refused_before} -> {refused_after}"
+    );
     // Mallory's own node has no snapshot until its (fake) sidecar is built; being let in is the
     // point, so only the refusal would be an error here.
     let own = tokio::time::timeout(
         Duration::from_secs(2),
-        ask_for_secrets(xds_port, "sidecar~mallory.demo", Some(&mallory_auth)),
+        ask_for_secrets(xds_port, "sidecar~mallory.demo", mallory_door, None),
     )
     .await;
     if let Ok(Err(status)) = own {
@@ -325,12 +531,16 @@ async fn a_local_attacker_gets_nothing_from_the_agent_and_the_mesh_keeps_working
     .await;
     assert_eq!(response.status, 400, "{}", response.body);
 
-    // The owner of a registration may delete it.
+    // The owner of a registration may delete it, and its certificate, still within its
+    // validity dates, opens nothing after that.
     let response = call("DELETE", &mallory_url, &[("authorization", &mallory_auth)], None).await;
     assert_eq!(response.status, 204, "{}", response.body);
+    match ask_for_secrets(xds_port, "sidecar~mallory.demo", mallory_door, None).await {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}"),
+        Ok(_) => panic!("a deleted registration's certificate opened its node"),
+    }
 
     // Through all of it the real sidecar kept its identity, and traffic flows, across clusters too.
-    let frontend_admin = mesh.app("frontend").admin_port;
     assert!(
         envoy_identities(frontend_admin)
             .await
@@ -345,16 +555,11 @@ async fn a_local_attacker_gets_nothing_from_the_agent_and_the_mesh_keeps_working
         .await
         .unwrap();
     assert_eq!(remote.status, 200, "{}", remote.body);
-    let refused = scrape(
-        mesh.cluster("cluster-1").registry_port,
-        "trellis_xds_streams_refused_total",
-    )
-    .await;
-    assert!(refused >= 3, "refused ADS streams counted: {refused}");
 
     // An agent restart: the credentials come back from its data directory (owner-only, hashes
     // only), so the victim's id cannot be taken in the window before its proxy refreshes, and
-    // the running Envoys reconnect with their tokens without restarting.
+    // the running Envoys reconnect with their certificates (same CA, same binding) without
+    // restarting.
     let registrations = mesh.dir.join("agent-cluster-1").join("registrations.json");
     assert_eq!(mode(&registrations), 0o600);
     assert!(!std::fs::read_to_string(&registrations).unwrap().contains(&real_token));
@@ -404,17 +609,23 @@ async fn a_local_attacker_gets_nothing_from_the_agent_and_the_mesh_keeps_working
         real_token,
         "the sidecar kept its credential"
     );
+    assert_eq!(
+        std::fs::read_to_string(tls_dir.join("client.pem")).unwrap(),
+        owner_cert,
+        "and its certificate"
+    );
     // And config still reaches it: all traffic to v2 now.
     mesh.apply("route-table.yaml", &route_table(0, 100)).await.unwrap();
     until_all(&mesh, "v2", 10, Duration::from_secs(30)).await;
 
-    // No token ever reached a log.
+    // No token or key ever reached a log.
     for entry in std::fs::read_dir(mesh.dir.join("logs")).unwrap() {
         let path = entry.unwrap().path();
         let log = std::fs::read_to_string(&path).unwrap_or_default();
         for token in [&real_token, &mallory_token] {
             assert!(!log.contains(token.as_str()), "{} logs a token", path.display());
         }
+        assert!(!log.contains("PRIVATE KEY"), "{} logs a key", path.display());
     }
     finish(mesh).await;
 }

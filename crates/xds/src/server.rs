@@ -33,15 +33,25 @@ type ResponseTx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 /// `None` in the watch means "not ready yet": requests are held and nothing is
 /// sent, because an empty config would make Envoy drop the one it is serving.
 pub trait SnapshotSource: Send + Sync + 'static {
-    /// Whether a stream may act as `node_id`, judged from its gRPC metadata (e.g. an
-    /// `authorization` header from Envoy's `initial_metadata`). A node's snapshot can hold its
-    /// private key, and the node id is only a claim the client makes, so the source, which
-    /// knows what credential each node registered with, decides. Called before anything is
-    /// sent and again at every snapshot change, so a revoked credential stops the stream.
-    /// Refuse with `Status::unauthenticated`.
-    fn authorize(&self, node_id: &str, metadata: &MetadataMap) -> Result<(), Status>;
+    /// Whether a stream may act as `node_id`, judged from what its peer presented: the client
+    /// certificate of its TLS connection (when the server runs over mutual TLS) and its gRPC
+    /// metadata. A node's snapshot can hold its private key, and the node id is only a claim
+    /// the client makes, so the source, which knows what credential each node registered
+    /// with, decides. Called before anything is sent and again at every snapshot change, so a
+    /// revoked credential stops the stream. Refuse with `Status::unauthenticated`.
+    fn authorize(&self, node_id: &str, peer: &StreamPeer) -> Result<(), Status>;
 
     fn subscribe(&self, node_id: &str) -> Result<watch::Receiver<Option<Arc<Snapshot>>>, Status>;
+}
+
+/// What the peer of one ADS stream presented, kept for the stream's life: every re-check sees
+/// the same credential the stream was opened with. Never logged (it may hold credentials).
+#[derive(Debug, Clone, Default)]
+pub struct StreamPeer {
+    pub metadata: MetadataMap,
+    /// The leaf of the client certificate chain (DER), already verified by the TLS layer
+    /// against the server's client roots; `None` over plaintext or without a certificate.
+    pub client_certificate: Option<Vec<u8>>,
 }
 
 /// State-of-the-world ADS server.
@@ -85,9 +95,16 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         // Kept for re-checks at every snapshot change; never logged (it holds a credential).
-        let metadata = request.metadata().clone();
+        // tonic fills in the peer certificates when the incoming connections are rustls
+        // streams (the caller's TLS listener), whoever completed the handshake.
+        let peer = StreamPeer {
+            metadata: request.metadata().clone(),
+            client_certificate: request
+                .peer_certs()
+                .and_then(|chain| chain.first().map(|leaf| leaf.to_vec())),
+        };
         let stream = StreamTask {
-            metadata,
+            peer,
             stream_id: self.next_stream_id.fetch_add(1, Ordering::Relaxed),
             source: self.source.clone(),
             metrics: self.metrics.clone(),
@@ -113,7 +130,7 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
 // === impl StreamTask ===
 
 struct StreamTask<S> {
-    metadata: MetadataMap,
+    peer: StreamPeer,
     stream_id: u64,
     source: Arc<S>,
     metrics: XdsMetrics,
@@ -138,7 +155,7 @@ impl<S: SnapshotSource> StreamTask<S> {
             return;
         }
         tracing::Span::current().record("proxy.id", node_id.as_str());
-        if let Err(status) = self.source.authorize(&node_id, &self.metadata) {
+        if let Err(status) = self.source.authorize(&node_id, &self.peer) {
             warn!(code = ?status.code(), reason = status.message(), "refused proxy stream");
             self.metrics.refused();
             let _ = self.tx.send(Err(status)).await;
@@ -173,7 +190,7 @@ impl<S: SnapshotSource> StreamTask<S> {
                     changed = watch.changed() => match changed {
                         Ok(()) => {
                             // The credential may have been revoked or replaced meanwhile.
-                            if let Err(status) = self.source.authorize(state.node_id(), &self.metadata) {
+                            if let Err(status) = self.source.authorize(state.node_id(), &self.peer) {
                                 warn!(code = ?status.code(), reason = status.message(), "proxy credential no longer valid; closing its stream");
                                 self.metrics.refused();
                                 let _ = self.tx.send(Err(status)).await;

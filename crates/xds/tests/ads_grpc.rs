@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status, Streaming};
-use trellis_xds::{AdsServer, CLUSTER_TYPE, ProxyStatusBoard, Snapshot, SnapshotSource, XdsMetrics};
+use trellis_xds::{AdsServer, CLUSTER_TYPE, ProxyStatusBoard, Snapshot, SnapshotSource, StreamPeer, XdsMetrics};
 
 const WAIT: Duration = Duration::from_secs(5);
 /// How long we listen to be confident nothing is coming.
@@ -43,11 +43,11 @@ impl TestSource {
 
 impl SnapshotSource for TestSource {
     /// Nodes named `locked*` need `authorization: Bearer right`; revoked nodes get nothing.
-    fn authorize(&self, node_id: &str, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+    fn authorize(&self, node_id: &str, peer: &StreamPeer) -> Result<(), Status> {
         if self.revoked.lock().unwrap().contains(node_id) {
             return Err(Status::unauthenticated("credential revoked"));
         }
-        let presented = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        let presented = peer.metadata.get("authorization").and_then(|v| v.to_str().ok());
         if node_id.starts_with("locked") && presented != Some("Bearer right") {
             return Err(Status::unauthenticated("wrong or missing token"));
         }

@@ -64,7 +64,7 @@ impl TestSource {
 
 impl SnapshotSource for TestSource {
     // Envoy here runs from a bootstrap without credentials; ads_grpc.rs tests the refusals.
-    fn authorize(&self, _node_id: &str, _metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+    fn authorize(&self, _node_id: &str, _peer: &trellis_xds::StreamPeer) -> Result<(), Status> {
         Ok(())
     }
 

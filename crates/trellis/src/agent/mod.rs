@@ -11,9 +11,10 @@
 //! changes what running proxies do.
 //!
 //! Its local ports are open to every process on the host, so nothing on them is served on a
-//! claim alone: every registration gets its own credential, which its Envoy presents on the
-//! ADS stream; sidecars claim only identities `--allow-namespace`/`--allow-service-account`
-//! list; gateways and add-ons need the role secret (see `registry`, `policy`, `role_secret`).
+//! claim alone: every registration gets its own credential, and its Envoy an xDS client
+//! certificate (mutual TLS on the xDS port, from a CA that never leaves the agent); sidecars
+//! claim only identities `--allow-namespace`/`--allow-service-account` list; gateways and
+//! add-ons need the role secret (see `registry`, `xds_tls`, `policy`, `role_secret`).
 
 pub mod addon_config;
 pub(crate) mod credentials;
@@ -23,6 +24,7 @@ mod registry;
 mod relay_client;
 pub mod role_secret;
 mod xds_source;
+pub mod xds_tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +73,10 @@ pub struct AgentArgs {
     /// Lifetime of the workload certificates this agent issues; renewed at two thirds.
     #[arg(long, default_value = "1h")]
     pub workload_cert_ttl: String,
+    /// Lifetime of the client certificates proxies present on the xDS port; renewed at two
+    /// thirds. Each is honoured only while its registration lives, whatever its dates.
+    #[arg(long, default_value = "24h")]
+    pub xds_client_cert_ttl: String,
     /// A namespace whose identities (any service account) sidecars may claim here; repeatable
     /// or comma separated; `*` for any. With neither this nor --allow-service-account, no
     /// sidecar may register.
@@ -141,11 +147,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| data_dir.join("role-secret"));
     let role_secret = role_secret::load_or_create(&role_secret_path)?;
+    let xds_client_ttl = crate::duration::parse_duration(&args.xds_client_cert_ttl).context("--xds-client-cert-ttl")?;
+    let xds_ca = Arc::new(xds_tls::XdsCa::load_or_create(&data_dir, xds_client_ttl)?);
+    let xds_tls_config = xds_ca.server_config(args.xds_addr.ip())?;
     let registry = Arc::new(registry::Registry::new(
         args.xds_addr,
         policy,
         &role_secret,
         Some(data_dir.join("registrations.json")),
+        xds_ca,
         std::time::Instant::now(),
     ));
     let mesh_dir = mesh_identity::mesh_dir(&data_dir);
@@ -204,10 +214,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let stop = shutdown.clone();
     let xds = tonic::transport::Server::builder()
         .add_service(ads.into_service())
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(xds_listener).with_nodelay(Some(true)),
-            async move { stop.requested().await },
-        );
+        .serve_with_incoming_shutdown(xds_tls::incoming(xds_listener, xds_tls_config), async move {
+            stop.requested().await
+        });
     let servers = async {
         tokio::select! {
             result = api => result.context("registry API failed"),

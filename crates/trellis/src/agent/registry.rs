@@ -7,9 +7,14 @@
 //! ```text
 //!  PUT /v1/proxies/<id>  (first)        ──▶ {"token": T}  once; the agent keeps only SHA-256(T)
 //!  PUT/DELETE /v1/proxies/<id>          ──▶ need Authorization: Bearer T
-//!  ADS stream of node <id>              ──▶ needs Authorization: Bearer T (Envoy's initial_metadata)
+//!  PUT ... {"xdsCsr": CSR}  (authorized) ──▶ {"xdsCertificate": C}: URI SAN trellis-node://<id>
+//!  ADS stream of node <id>              ──▶ needs TLS with a C issued to <id>'s current registration
 //!  GET /v1/addons/<kind>                ──▶ needs the T of a registered add-on of that kind
 //! ```
+//!
+//! The token stays in the proxy's owner-only files; Envoy never sees it. Envoy holds only its
+//! client key (a file) and certificate, so its admin `/config_dump` shows nothing that opens an
+//! ADS stream (`xds_tls`).
 //!
 //! Who may claim what: a sidecar only the identities the agent's policy lists (`policy`); a
 //! gateway or add-on only with the agent's role secret (`role_secret`).
@@ -298,27 +303,51 @@ impl IntoResponse for RegistryError {
     }
 }
 
-/// What a request presents besides its body.
+/// What a request presents besides its registration.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Presented<'a> {
     /// From `Authorization: Bearer <token>`.
     pub token: Option<&'a str>,
     /// From the role secret header.
     pub role_secret: Option<&'a str>,
+    /// A CSR (PEM) for the node's xDS client certificate, from the body's `xdsCsr`.
+    pub xds_csr: Option<&'a str>,
+}
+
+/// The body of `PUT /v1/proxies/<id>`: the registration, and optionally a CSR.
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    #[serde(flatten)]
+    pub registration: ProxyRegistration,
+    #[serde(default, rename = "xdsCsr")]
+    pub xds_csr: Option<String>,
 }
 
 /// The answer to an accepted registration.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Default)]
 pub struct Registered {
     /// A newly issued token: returned this once, never stored in clear.
     pub token: Option<String>,
+    /// The xDS client certificate signed for the request's CSR.
+    pub xds_certificate: Option<String>,
+    /// The registration holds no xDS client certificate (its credential is new, or was
+    /// restored without one): the proxy should send a CSR.
+    pub xds_certificate_needed: bool,
 }
+
+/// How many client certificates of one registration are honoured: the newest and the one
+/// before it, so that an Envoy still on its previous certificate (it reloads renewed files a
+/// moment later; an open ADS connection keeps the certificate it was opened with) keeps working
+/// through a renewal.
+const XDS_CERTS_KEPT: usize = 2;
 
 struct Entry {
     token_sha256: String,
     /// `None`: a credential restored after a restart, waiting for its proxy's refresh.
     registration: Option<ProxyRegistration>,
     expires: Instant,
+    /// Fingerprints of the xDS client certificates issued under this credential, oldest first.
+    xds_certs: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -326,6 +355,10 @@ struct Entry {
 struct StoredCredentials {
     /// Proxy id → lowercase hex SHA-256 of its token.
     token_sha256: BTreeMap<String, String>,
+    /// Proxy id → fingerprints of its xDS client certificates (public: certificates are not
+    /// secrets; kept so running Envoys reconnect to a restarted agent).
+    #[serde(default)]
+    xds_cert_sha256: BTreeMap<String, Vec<String>>,
 }
 
 pub struct Registry {
@@ -337,6 +370,8 @@ pub struct Registry {
     role_secret_sha256: String,
     /// Where the credentials' hashes are kept across restarts; `None` in unit tests.
     store: Option<PathBuf>,
+    /// Signs the nodes' xDS client certificates.
+    xds_ca: Arc<super::xds_tls::XdsCa>,
 }
 
 // === impl Registry ===
@@ -349,20 +384,24 @@ impl Registry {
         policy: AdmissionPolicy,
         role_secret: &str,
         store: Option<PathBuf>,
+        xds_ca: Arc<super::xds_tls::XdsCa>,
         now: Instant,
     ) -> Self {
         let mut entries = BTreeMap::new();
         if let Some(path) = &store {
             match std::fs::read(path) {
                 Ok(bytes) => match serde_json::from_slice::<StoredCredentials>(&bytes) {
-                    Ok(stored) => {
+                    Ok(mut stored) => {
                         for (id, token_sha256) in stored.token_sha256.into_iter().take(MAX_REGISTRATIONS) {
+                            let mut xds_certs = stored.xds_cert_sha256.remove(&id).unwrap_or_default();
+                            xds_certs.truncate(XDS_CERTS_KEPT);
                             entries.insert(
                                 id,
                                 Entry {
                                     token_sha256,
                                     registration: None,
                                     expires: now + TTL,
+                                    xds_certs,
                                 },
                             );
                         }
@@ -386,6 +425,7 @@ impl Registry {
             policy,
             role_secret_sha256: trellis_pki::sha256_hex(role_secret.as_bytes()),
             store,
+            xds_ca,
         }
     }
 
@@ -400,6 +440,11 @@ impl Registry {
             token_sha256: entries
                 .iter()
                 .map(|(id, e)| (id.clone(), e.token_sha256.clone()))
+                .collect(),
+            xds_cert_sha256: entries
+                .iter()
+                .filter(|(_, e)| !e.xds_certs.is_empty())
+                .map(|(id, e)| (id.clone(), e.xds_certs.clone()))
                 .collect(),
         };
         let text = serde_json::to_string(&stored).expect("credentials serialize");
@@ -466,6 +511,29 @@ impl Registry {
             (None, Some(kept)) => trellis_pki::sha256_hex(kept.as_bytes()),
             (None, None) => unreachable!("a registration without a presented token is issued one"),
         };
+        // Certificates issued under a replaced credential die with it.
+        let mut xds_certs = match entries.get(id) {
+            Some(entry) if !credential_changed => entry.xds_certs.clone(),
+            _ => Vec::new(),
+        };
+        // Signed only now, after every check above: the CSR's holder has shown this id's
+        // credential (or is registering it first), so the certificate goes to its owner.
+        let xds_certificate = match presented.xds_csr {
+            Some(csr) => {
+                let chain = self
+                    .xds_ca
+                    .sign(csr, id, std::time::SystemTime::now())
+                    .map_err(|e| RegistryError::Invalid(format!("xdsCsr: {e}")))?;
+                let leaf = trellis_pki::pem_to_der_certs(&chain)
+                    .map_err(|e| RegistryError::Invalid(format!("xdsCsr: {e}")))?;
+                xds_certs.push(super::xds_tls::fingerprint(&leaf[0]));
+                let excess = xds_certs.len().saturating_sub(XDS_CERTS_KEPT);
+                xds_certs.drain(..excess);
+                Some(chain)
+            }
+            None => None,
+        };
+        let xds_certificate_needed = xds_certs.is_empty();
         let changed = entries.get(id).and_then(|e| e.registration.as_ref()) != Some(&registration);
         entries.insert(
             id.to_string(),
@@ -473,20 +541,28 @@ impl Registry {
                 token_sha256,
                 registration: Some(registration),
                 expires: now + TTL,
+                xds_certs,
             },
         );
-        if credential_changed {
+        if credential_changed || xds_certificate.is_some() {
             self.persist(&entries);
         }
         drop(entries);
         if token.is_some() && credential_changed {
             tracing::info!(proxy.id = id, "issued a registration credential");
         }
+        if xds_certificate.is_some() {
+            tracing::info!(proxy.id = id, "issued an xDS client certificate");
+        }
         if changed {
             tracing::info!(proxy.id = id, "proxy registered");
             self.bump();
         }
-        Ok(Registered { token })
+        Ok(Registered {
+            token,
+            xds_certificate,
+            xds_certificate_needed,
+        })
     }
 
     /// Removes `id`, for the holder of its credential.
@@ -509,14 +585,34 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether `token` is the credential of `id` (live or restored): what an ADS stream of
-    /// node `id` must present.
-    pub fn authenticate(&self, id: &str, token: &str) -> bool {
-        self.entries
-            .lock()
-            .expect("registry lock")
-            .get(id)
-            .is_some_and(|entry| token_matches(token, &entry.token_sha256))
+    /// Whether an ADS stream whose TLS client certificate is `cert_der` (already verified
+    /// against the xDS CA) may act as node `id`: the certificate must name `id` and be one
+    /// issued to `id`'s current registration (live, or restored after a restart). A
+    /// certificate of a deleted, expired or taken-over registration is refused, whatever its
+    /// validity dates say. The reason is for the refused client.
+    pub fn authorize_xds(&self, id: &str, cert_der: &[u8]) -> Result<(), &'static str> {
+        if super::xds_tls::node_of_certificate(cert_der)? != id {
+            return Err("the client certificate names another node");
+        }
+        let presented = super::xds_tls::fingerprint(cert_der);
+        let entries = self.entries.lock().expect("registry lock");
+        let Some(entry) = entries.get(id) else {
+            return Err("the node is not registered (deleted or expired): register again for a new certificate");
+        };
+        // Every kept fingerprint is compared, whatever matched before.
+        let current = entry.xds_certs.iter().fold(false, |found, kept| {
+            constant_time_eq(kept.as_bytes(), presented.as_bytes()) | found
+        });
+        if current {
+            Ok(())
+        } else {
+            Err("the client certificate is not one issued to this node's current registration")
+        }
+    }
+
+    /// The xDS CA's certificate, for proxies to check the server against.
+    pub fn xds_ca_pem(&self) -> &str {
+        self.xds_ca.ca_pem()
     }
 
     /// The id of the live add-on of `kind` whose credential `token` is, if any.
@@ -653,10 +749,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn presented(headers: &HeaderMap) -> Presented<'_> {
+fn presented<'a>(headers: &'a HeaderMap, xds_csr: Option<&'a str>) -> Presented<'a> {
     Presented {
         token: bearer(headers),
         role_secret: headers.get(super::role_secret::HEADER).and_then(|v| v.to_str().ok()),
+        xds_csr,
     }
 }
 
@@ -700,11 +797,16 @@ async fn register(
     State((agent, _)): AppState,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(registration): Json<ProxyRegistration>,
+    Json(body): Json<RegisterBody>,
 ) -> Result<Json<serde_json::Value>, RegistryError> {
     let registered = agent
         .registry
-        .register(&id, registration, presented(&headers), Instant::now())
+        .register(
+            &id,
+            body.registration,
+            presented(&headers, body.xds_csr.as_deref()),
+            Instant::now(),
+        )
         .inspect_err(
             |error| tracing::warn!(proxy.id = %id.chars().take(64).collect::<String>(), %error, "registration refused"),
         )?;
@@ -713,9 +815,19 @@ async fn register(
         agent.snapshots.forget(&id);
     }
     let xds = agent.registry.xds_addr;
-    let mut answer = json!({"cluster": agent.cluster, "xdsAddress": xds.ip().to_string(), "xdsPort": xds.port()});
+    let mut answer = json!({
+        "cluster": agent.cluster,
+        "xdsAddress": xds.ip().to_string(),
+        "xdsPort": xds.port(),
+        "xdsServerName": super::xds_tls::SERVER_NAME,
+        "xdsCa": agent.registry.xds_ca_pem(),
+        "xdsCertificateNeeded": registered.xds_certificate_needed,
+    });
     if let Some(token) = registered.token {
         answer["token"] = token.into();
+    }
+    if let Some(certificate) = registered.xds_certificate {
+        answer["xdsCertificate"] = certificate.into();
     }
     Ok(Json(answer))
 }

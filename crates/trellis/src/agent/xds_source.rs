@@ -1,16 +1,15 @@
 //! Per-proxy Envoy snapshots: rebuilt whenever the cluster's config, the set of registered
 //! proxies, the cluster CA or a due workload certificate changes, and handed to the ADS server
-//! through one watch channel per node id — only to a stream that presents the node's
-//! registration credential (a sidecar's snapshot holds its private key).
+//! through one watch channel per node id — only to a stream whose TLS client certificate was
+//! issued to the node's current registration (a sidecar's snapshot holds its private key).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
-use tonic::metadata::MetadataMap;
 use trellis_envoy::{GatewaySpec, SidecarSpec};
 use trellis_model::ClusterConfig;
-use trellis_xds::{Snapshot, SnapshotSource};
+use trellis_xds::{Snapshot, SnapshotSource, StreamPeer};
 
 use super::Agent;
 use super::registry::{ProxyRegistration, Registry};
@@ -28,24 +27,19 @@ pub struct ProxySnapshots {
 }
 
 impl SnapshotSource for ProxySnapshots {
-    /// The stream must carry `authorization: Bearer <token>` (Envoy's `initial_metadata`, from
-    /// the bootstrap `trellis proxy` writes) with the token of the node's registration.
-    fn authorize(&self, node_id: &str, metadata: &MetadataMap) -> Result<(), tonic::Status> {
-        let token = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match token {
-            None => Err(tonic::Status::unauthenticated(
-                "no credential: send authorization: Bearer <the node's registration token> (the bootstrap `trellis proxy` writes does)",
-            )),
-            Some(token) if self.registry.authenticate(node_id, token) => Ok(()),
-            Some(_) => Err(tonic::Status::unauthenticated(
-                "the credential is not that of this node's registration",
-            )),
-        }
+    /// The stream's TLS client certificate must be one the agent issued to the node's current
+    /// registration (see `Registry::authorize_xds`). The registration token is not asked for:
+    /// it would have to be in Envoy's bootstrap, which Envoy's admin `/config_dump` shows.
+    fn authorize(&self, node_id: &str, peer: &StreamPeer) -> Result<(), tonic::Status> {
+        let Some(certificate) = peer.client_certificate.as_deref() else {
+            // The agent's listener requires a certificate; this is a server wired without TLS.
+            return Err(tonic::Status::unauthenticated(
+                "no client certificate: the xDS port serves only Envoys with the certificate their registration got",
+            ));
+        };
+        self.registry
+            .authorize_xds(node_id, certificate)
+            .map_err(tonic::Status::unauthenticated)
     }
 
     /// A node that is not registered (yet) gets `None`: its Envoy is held, never sent an empty

@@ -1,12 +1,55 @@
 //! The registry's rules, table by table: who may register, refresh, take over and delete what.
 
 use super::*;
+use crate::agent::xds_tls::XdsCa;
 
 const SECRET: &str = "role-secret-for-tests-0123456789";
 
 fn mk_registry() -> Registry {
     let policy = AdmissionPolicy::new(&["demo".to_string()], &["payments/api".to_string()]).unwrap();
-    Registry::new("127.0.0.1:15010".parse().unwrap(), policy, SECRET, None, Instant::now())
+    Registry::new(
+        "127.0.0.1:15010".parse().unwrap(),
+        policy,
+        SECRET,
+        None,
+        mk_ca(),
+        Instant::now(),
+    )
+}
+
+fn mk_ca() -> Arc<XdsCa> {
+    Arc::new(XdsCa::generate(Duration::from_secs(3600)).unwrap())
+}
+
+/// Whether `token` is the credential of `id` (live or restored).
+impl Registry {
+    fn authenticate(&self, id: &str, token: &str) -> bool {
+        self.entries
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|entry| token_matches(token, &entry.token_sha256))
+    }
+}
+
+/// A CSR for a fresh key, as `trellis proxy` makes one.
+fn mk_csr() -> String {
+    trellis_pki::new_key_and_csr("trellis-proxy").unwrap().1
+}
+
+/// The leaf (DER) of the certificate an accepted registration returned.
+fn leaf(answer: &Result<Registered, RegistryError>) -> Vec<u8> {
+    let pem = answer
+        .as_ref()
+        .expect("accepted")
+        .xds_certificate
+        .as_ref()
+        .expect("a certificate for the CSR");
+    trellis_pki::pem_to_der_certs(pem).unwrap().remove(0)
+}
+
+fn token_of(answer: &Result<Registered, RegistryError>) -> Option<String> {
+    answer.as_ref().expect("accepted").token.clone()
 }
 
 fn mk_sidecar(namespace: &str, service_account: &str, service: &str) -> ProxyRegistration {
@@ -48,7 +91,7 @@ fn mk_addon(kind: AddonKind) -> ProxyRegistration {
 fn with_token(token: &str) -> Presented<'_> {
     Presented {
         token: Some(token),
-        role_secret: None,
+        ..Default::default()
     }
 }
 
@@ -56,6 +99,7 @@ fn with_secret(token: Option<&str>) -> Presented<'_> {
     Presented {
         token,
         role_secret: Some(SECRET),
+        ..Default::default()
     }
 }
 
@@ -83,7 +127,7 @@ fn the_first_registration_gets_a_token_and_only_it_refreshes_changes_and_deletes
     // Refresh and change with the token: accepted, no new token.
     let changed = mk_sidecar("demo", "frontend", "frontend-v2");
     let answer = registry.register(id, changed.clone(), with_token(&token), Instant::now());
-    assert_eq!(answer, Ok(Registered { token: None }));
+    assert_eq!(answer.map(|r| r.token), Ok(None));
     assert_eq!(registry.get(id), Some(changed.clone()));
 
     // Without it, or with another: refused, and the registration is what it was.
@@ -148,8 +192,8 @@ fn sidecars_claim_only_identities_the_policy_lists() {
 fn gateways_and_addons_need_the_role_secret() {
     let registry = mk_registry();
     let wrong = Presented {
-        token: None,
         role_secret: Some("not-the-secret-but-long-enough"),
+        ..Default::default()
     };
     let cases = [
         ("east-west~fake", mk_gateway("10.9.9.9")),
@@ -202,7 +246,7 @@ fn a_second_gateway_without_the_secret_does_not_take_over_traffic() {
     );
     // The real one refreshes with its token (and the secret, as `trellis gateway` sends both).
     let answer = registry.register(real, mk_gateway("127.0.0.1"), with_secret(Some(&token)), Instant::now());
-    assert_eq!(answer, Ok(Registered { token: None }));
+    assert_eq!(answer.map(|r| r.token), Ok(None));
 }
 
 #[test]
@@ -297,7 +341,7 @@ fn a_well_formed_token_for_an_unknown_id_is_adopted() {
         with_token(&kept),
         Instant::now(),
     );
-    assert_eq!(answer, Ok(Registered { token: None }));
+    assert_eq!(answer.map(|r| r.token), Ok(None));
     assert!(registry.authenticate("sidecar~frontend.demo", &kept));
 }
 
@@ -309,7 +353,8 @@ fn credentials_survive_a_restart_for_one_ttl_and_registrations_come_back_by_refr
     let policy = || AdmissionPolicy::new(&["demo".to_string()], &[]).unwrap();
     let xds: SocketAddr = "127.0.0.1:15010".parse().unwrap();
     let start = Instant::now();
-    let before = Registry::new(xds, policy(), SECRET, Some(store.clone()), start);
+    let ca = mk_ca();
+    let before = Registry::new(xds, policy(), SECRET, Some(store.clone()), ca.clone(), start);
     let id = "sidecar~frontend.demo";
     let token = first(
         &before,
@@ -324,7 +369,7 @@ fn credentials_survive_a_restart_for_one_ttl_and_registrations_come_back_by_refr
     let text = std::fs::read_to_string(&store).unwrap();
     assert!(!text.contains(&token), "the token itself is never stored");
 
-    let after = Registry::new(xds, policy(), SECRET, Some(store.clone()), start);
+    let after = Registry::new(xds, policy(), SECRET, Some(store.clone()), ca.clone(), start);
     // Restored: the Envoy's ADS stream authenticates; nothing is registered until the refresh.
     assert!(after.authenticate(id, &token));
     assert!(after.all().is_empty());
@@ -338,13 +383,13 @@ fn credentials_survive_a_restart_for_one_ttl_and_registrations_come_back_by_refr
         with_token(&token),
         start,
     );
-    assert_eq!(answer, Ok(Registered { token: None }));
+    assert_eq!(answer.map(|r| r.token), Ok(None));
     assert_eq!(after.all().len(), 1);
 
     // Not refreshed for a TTL: gone, credential and all, and the file says so.
     assert_eq!(after.expire(start + TTL + Duration::from_secs(1)), vec![id.to_string()]);
     assert!(!after.authenticate(id, &token));
-    let restarted = Registry::new(xds, policy(), SECRET, Some(store), start);
+    let restarted = Registry::new(xds, policy(), SECRET, Some(store), ca.clone(), start);
     assert!(!restarted.authenticate(id, &token));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -371,4 +416,214 @@ fn bearer_reads_only_bearer_authorization() {
     assert_eq!(bearer(&headers), Some("abc"));
     headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
     assert_eq!(bearer(&headers), None);
+}
+
+// === the xDS client certificate: bound to the node id and to the current registration ===
+
+#[test]
+fn an_xds_certificate_opens_only_its_own_nodes_stream_while_its_registration_lives() {
+    let registry = mk_registry();
+    let (victim, other) = ("sidecar~frontend.demo", "sidecar~mallory.demo");
+    let csr = mk_csr();
+    let answer = registry.register(
+        victim,
+        mk_sidecar("demo", "frontend", "frontend"),
+        Presented {
+            xds_csr: Some(&csr),
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    let token = token_of(&answer).expect("a first registration is issued a token");
+    let cert = leaf(&answer);
+    assert!(!answer.as_ref().unwrap().xds_certificate_needed);
+    assert_eq!(registry.authorize_xds(victim, &cert), Ok(()));
+
+    // The attacker's own registration and certificate open its own node, not the victim's.
+    let csr = mk_csr();
+    let mallory = registry.register(
+        other,
+        mk_sidecar("demo", "mallory", "mallory"),
+        Presented {
+            xds_csr: Some(&csr),
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    let mallory_cert = leaf(&mallory);
+    assert_eq!(registry.authorize_xds(other, &mallory_cert), Ok(()));
+    assert_eq!(
+        registry.authorize_xds(victim, &mallory_cert),
+        Err("the client certificate names another node")
+    );
+
+    // A certificate the CA signed for the victim's id but that the registry did not issue to
+    // its registration (e.g. one from a CSR sent before a takeover) opens nothing.
+    let unbound = registry
+        .xds_ca
+        .sign(&mk_csr(), victim, std::time::SystemTime::now())
+        .unwrap();
+    let unbound = trellis_pki::pem_to_der_certs(&unbound).unwrap().remove(0);
+    assert!(registry.authorize_xds(victim, &unbound).is_err());
+
+    // Without the token, no CSR for the victim's id is signed.
+    let csr = mk_csr();
+    for presented in [
+        Presented {
+            xds_csr: Some(&csr),
+            ..Default::default()
+        },
+        Presented {
+            token: Some(&token_of(&mallory).unwrap()),
+            xds_csr: Some(&csr),
+            ..Default::default()
+        },
+    ] {
+        let answer = registry.register(
+            victim,
+            mk_sidecar("demo", "frontend", "frontend"),
+            presented,
+            Instant::now(),
+        );
+        assert!(answer.is_err(), "{answer:?}");
+    }
+
+    // Deleted: the certificate, still within its validity dates, opens nothing.
+    registry.deregister(victim, Some(&token)).unwrap();
+    assert!(registry.authorize_xds(victim, &cert).is_err());
+}
+
+#[test]
+fn renewal_keeps_the_previous_certificate_and_drops_older_ones() {
+    let registry = mk_registry();
+    let id = "sidecar~frontend.demo";
+    let register = |presented| {
+        registry.register(
+            id,
+            mk_sidecar("demo", "frontend", "frontend"),
+            presented,
+            Instant::now(),
+        )
+    };
+    let csr = mk_csr();
+    let first_answer = register(Presented {
+        xds_csr: Some(&csr),
+        ..Default::default()
+    });
+    let token = token_of(&first_answer).unwrap();
+    let renew = || {
+        leaf(&register(Presented {
+            token: Some(&token),
+            xds_csr: Some(&csr),
+            ..Default::default()
+        }))
+    };
+    let (first, second) = (leaf(&first_answer), renew());
+    assert_ne!(first, second);
+    assert_eq!(
+        registry.authorize_xds(id, &first),
+        Ok(()),
+        "the previous one still works"
+    );
+    assert_eq!(registry.authorize_xds(id, &second), Ok(()));
+    let third = renew();
+    assert!(
+        registry.authorize_xds(id, &first).is_err(),
+        "two renewals later it is gone"
+    );
+    assert_eq!(registry.authorize_xds(id, &third), Ok(()));
+    // A refresh without a CSR keeps what was issued.
+    let answer = register(with_token(&token));
+    assert!(!answer.unwrap().xds_certificate_needed);
+    assert_eq!(registry.authorize_xds(id, &third), Ok(()));
+}
+
+#[test]
+fn a_takeover_voids_the_certificates_of_the_replaced_credential() {
+    let registry = mk_registry();
+    let id = "ingress~main";
+    let ingress = || {
+        ProxyRegistration::IngressGateway(IngressRegistration {
+            listen_address: "127.0.0.1".into(),
+            labels: Default::default(),
+            namespace: "trellis".into(),
+            service_account: "ingress-gateway".into(),
+        })
+    };
+    let csr = mk_csr();
+    let old = registry.register(
+        id,
+        ingress(),
+        Presented {
+            role_secret: Some(SECRET),
+            xds_csr: Some(&csr),
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    let old_cert = leaf(&old);
+    let taken = registry.register(id, ingress(), with_secret(None), Instant::now());
+    assert!(token_of(&taken).is_some(), "a new credential");
+    assert!(taken.unwrap().xds_certificate_needed);
+    assert!(registry.authorize_xds(id, &old_cert).is_err());
+}
+
+#[test]
+fn an_invalid_csr_is_refused_and_registers_nothing() {
+    let registry = mk_registry();
+    let answer = registry.register(
+        "sidecar~x.demo",
+        mk_sidecar("demo", "x", "x"),
+        Presented {
+            xds_csr: Some("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    assert!(
+        matches!(answer, Err(RegistryError::Invalid(ref m)) if m.starts_with("xdsCsr")),
+        "{answer:?}"
+    );
+    assert_eq!(registry.get("sidecar~x.demo"), None);
+}
+
+#[test]
+fn certificates_survive_a_restart_with_their_credential() {
+    let dir = std::env::temp_dir().join(format!("trellis-registry-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("registrations.json");
+    let policy = || AdmissionPolicy::new(&["demo".to_string()], &[]).unwrap();
+    let xds: SocketAddr = "127.0.0.1:15010".parse().unwrap();
+    let (ca, start, id) = (mk_ca(), Instant::now(), "sidecar~frontend.demo");
+    let before = Registry::new(xds, policy(), SECRET, Some(store.clone()), ca.clone(), start);
+    let csr = mk_csr();
+    let cert = leaf(&before.register(
+        id,
+        mk_sidecar("demo", "frontend", "frontend"),
+        Presented {
+            xds_csr: Some(&csr),
+            ..Default::default()
+        },
+        start,
+    ));
+    drop(before);
+    let after = Registry::new(xds, policy(), SECRET, Some(store.clone()), ca, start);
+    assert_eq!(after.authorize_xds(id, &cert), Ok(()), "the running Envoy reconnects");
+    after.expire(start + TTL + Duration::from_secs(1));
+    assert!(after.authorize_xds(id, &cert).is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_register_body_carries_an_optional_csr_beside_the_registration() {
+    let body: RegisterBody = serde_json::from_value(serde_json::json!({
+        "kind": "eastWestGateway", "listenAddress": "127.0.0.1", "port": 15443,
+        "publicAddress": {"host": "127.0.0.1", "port": 15443}, "xdsCsr": "CSR"
+    }))
+    .unwrap();
+    assert_eq!(body.registration, mk_gateway("127.0.0.1"));
+    assert_eq!(body.xds_csr.as_deref(), Some("CSR"));
+    let body: RegisterBody =
+        serde_json::from_value(serde_json::to_value(mk_sidecar("demo", "a", "a")).unwrap()).unwrap();
+    assert_eq!(body.xds_csr, None);
 }

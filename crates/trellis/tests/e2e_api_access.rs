@@ -514,3 +514,32 @@ async fn requests_and_error_answers_are_bounded() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two writers that would break each other, racing: admission and write are one step, so in
+/// every round exactly one of them lands and the stored config never holds the broken pair.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_applies_cannot_both_pass_admission() {
+    let dir = test_dir("api-race");
+    let server = MgmtProcess::start(&dir, &[]).await;
+    let admin = server.api();
+    let policy = "apiVersion: security.policy.gloo.solo.io/v2\nkind: ExtAuthPolicy\nmetadata: {name: admin, namespace: demo}\nspec:\n  config:\n    server: {name: ext-auth}\n    glooAuth:\n      configs:\n      - name: opa\n        opaAuth: {modules: [{name: policy}], query: data.admin.allow == true}\n";
+    let broken_rego = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: policy, namespace: demo}\ndata:\n  policy.rego: \"package admin\\nallow {{{ nonsense\"\n";
+    for round in 0..10 {
+        let (first, second) = tokio::join!(apply(&admin, policy), apply(&admin, broken_rego));
+        let accepted = [first.status, second.status].iter().filter(|s| **s == 200).count();
+        assert_eq!(
+            accepted, 1,
+            "round {round}: policy {} {}, config map {} {}",
+            first.status, first.body, second.status, second.body
+        );
+        for path in [
+            "/api/v1/resources/ExtAuthPolicy/demo/admin",
+            "/api/v1/resources/ConfigMap/demo/policy",
+        ] {
+            let response = admin.request("DELETE", path, None).await.unwrap();
+            assert!(matches!(response.status, 200 | 404), "{path}: {}", response.body);
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

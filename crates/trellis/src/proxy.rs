@@ -432,7 +432,7 @@ pub async fn run_registered_envoy(
                     }
                     Ok(PutOutcome::Accepted { new_token: Some(token), .. }) => {
                         // Only a holder of the role secret can replace a gateway's credential
-                        // (two gateways started with one id). Envoy's bootstrap holds the old one.
+                        // (two gateways started with one id). The certificate Envoy holds died with the old one.
                         let _ = write_private(&token_path, &token);
                         break Err(anyhow::anyhow!("the agent replaced this proxy's credential (another process registered {id}); restart to use it"));
                     }

@@ -21,11 +21,13 @@
 //!
 //! Surviving an agent restart: the registrations themselves are rebuilt by the proxies' next
 //! refresh (no state file for them, as before), but the credentials' hashes are kept in
-//! `<data-dir>/registrations.json` (mode 0600). After a restart each known id waits one [`TTL`]
-//! for its proxy; the running Envoys reconnect with the tokens in their bootstraps and nothing
-//! restarts. A proxy that presents a well-formed token for an id the agent does not know (its
-//! data directory was lost) gets that token adopted, so its Envoy's bootstrap stays valid; it
-//! proves nothing more than a first registration would, and is admitted by the same policy.
+//! `<data-dir>/registrations.json` (mode 0600), with the fingerprints of their xDS client
+//! certificates, and the xDS CA stays in the data directory. After a restart each known id
+//! waits one [`TTL`] for its proxy; the running Envoys reconnect with the certificates they
+//! hold and nothing restarts. A proxy that presents a well-formed token for an id the agent
+//! does not know (its data directory was lost) gets that token adopted and is told it holds no
+//! certificate (`xdsCertificateNeeded`), so it sends a CSR; it proves nothing more than a first
+//! registration would, and is admitted by the same policy.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@
 //! add-ons need the role secret (see `registry`, `xds_tls`, `policy`, `role_secret`).
 
 pub mod addon_config;
+mod addon_identity;
 pub(crate) mod credentials;
 mod mesh_identity;
 mod policy;
@@ -205,6 +206,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on --xds-addr {}", args.xds_addr))?;
     tracing::info!(cluster = %args.cluster, mgmt = %args.mgmt, registry = %args.registry_addr, xds = %args.xds_addr, "agent started");
+    if !args.registry_addr.ip().is_loopback() {
+        // Registrations need credentials, but the read endpoints (workload list, delivery status,
+        // metrics) answer whoever reaches the port: fine on loopback, an information leak beyond.
+        tracing::warn!(
+            registry = %args.registry_addr,
+            "--registry-addr is not a loopback address: its read endpoints (/v1/proxies, /v1/status, /metrics) answer any host that reaches it; bind it to loopback or firewall it"
+        );
+    }
 
     let api = axum::serve(
         registry_listener,

@@ -49,13 +49,19 @@ fn grpc_service(server: &AddonServer) -> GrpcService {
 }
 
 /// One gRPC cluster per server; without a registered endpoint it has none, so calls fail fast and
-/// the server's failure mode decides.
+/// the server's failure mode decides. An endpoint with an identity is called over mTLS: the
+/// proxy's own workload certificate (which the add-on requires, from its cluster's CA) and the
+/// add-on's SPIFFE ID checked, so neither side talks to an impostor.
 pub(crate) fn clusters(servers: &[AddonServer]) -> Vec<Cluster> {
     servers
         .iter()
         .map(|server| {
             let cluster = match &server.endpoint {
-                Some(endpoint) => common::static_cluster(&server.name, &endpoint.address, endpoint.port),
+                Some(endpoint) => Cluster {
+                    transport_socket: (!endpoint.identity.is_empty())
+                        .then(|| crate::tls::addon_socket(&endpoint.identity)),
+                    ..common::static_cluster(&server.name, &endpoint.address, endpoint.port)
+                },
                 None => common::static_cluster_without_endpoints(&server.name),
             };
             common::with_http2(cluster)

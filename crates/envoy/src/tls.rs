@@ -81,6 +81,26 @@ pub(crate) fn upstream_socket(upstream: &Upstream) -> TransportSocket {
     tls_socket(pack_any(context))
 }
 
+/// What a proxy presents to an add-on (ext-auth, rate limiter): its workload certificate, and
+/// a peer check: chained to the mesh root and carrying exactly the add-on's SPIFFE ID. ALPN
+/// asks for HTTP/2, the add-ons' gRPC.
+pub(crate) fn addon_socket(identity: &str) -> TransportSocket {
+    let mut common = common_context(CertificateValidationContext {
+        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+            san_type: SanType::Uri as i32,
+            matcher: Some(exact(identity)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    common.alpn_protocols = vec!["h2".to_string()];
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(common),
+        ..Default::default()
+    };
+    tls_socket(pack_any(context))
+}
+
 /// TLS to a destination outside the mesh (ExternalService `clientsideTls: SIMPLE`): SNI only.
 /// The server certificate is not verified yet (no CA bundle setting), as `insecureSkipVerify`.
 pub(crate) fn originate_socket(sni: &str) -> TransportSocket {

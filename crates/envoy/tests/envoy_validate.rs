@@ -101,6 +101,13 @@ fn envoy_accepts_add_on_filters_and_route_configs() {
         "{keys:?}"
     );
     assert!(resources.clusters.iter().any(|c| c.name == "rate-limit|demo/settings"));
+    // The add-on with an identity is called over mTLS.
+    let ext_auth = resources
+        .clusters
+        .iter()
+        .find(|c| c.name == "ext-auth|demo/ext-auth")
+        .unwrap();
+    assert!(ext_auth.transport_socket.is_some());
     assert_envoy_accepts_pb("addons-sidecar", &static_bootstrap(resources));
 
     let files = IngressFiles::new("addons-ingress");
@@ -231,6 +238,7 @@ fn with_addons(ir: &mut ClusterConfig) {
             endpoint: Some(AddonEndpoint {
                 address: "127.0.0.1".into(),
                 port: 18082,
+                identity: "spiffe://trellis.local/ns/gloo-mesh/sa/ext-auth-service".into(),
             }),
             timeout_ms: 500,
             fail_open: false,

@@ -42,6 +42,10 @@ pub struct AddonServer {
 pub struct AddonEndpoint {
     pub address: String,
     pub port: u16,
+    /// The SPIFFE ID the add-on's certificate must carry (its registered service as a mesh
+    /// identity); proxies call it over mTLS with their own workload certificate. Empty: plaintext.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity: String,
 }
 
 /// What one route asks of the ext-auth server.

@@ -312,6 +312,9 @@ impl Addons {
                     .map(|a| AddonEndpoint {
                         address: a.address.clone(),
                         port: a.port,
+                        // Add-ons serve mTLS with a certificate their agent issues for the
+                        // service they registered as: the proxies check exactly that identity.
+                        identity: trellis_model::spiffe_id(&snapshot.trust_domain, &a.namespace, &a.name),
                     });
                 if endpoint.is_none() {
                     let failure = if server.fail_open { "let through" } else { "refused" };

@@ -77,6 +77,7 @@ pub async fn serve(
     tracing::info!(%listen, configs = initial.config_count(), "ext-auth service started");
     let (sender, receiver) = watch::channel(Arc::new(initial));
     let mut tasks = Vec::new();
+    let tls = crate::addon_client::AddonTls::default();
     if let Some(agent) = &args.link.agent {
         let instance = args.link.instance("ext-auth-service", listen);
         let credential = crate::addon_client::AgentCredential::default();
@@ -86,6 +87,12 @@ pub async fn serve(
             crate::agent::AddonKind::ExtAuth,
             instance,
             credential.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::addon_client::keep_identity(
+            agent.clone(),
+            crate::agent::AddonKind::ExtAuth,
+            credential.clone(),
+            tls.clone(),
         )));
         tasks.push(tokio::spawn(source::follow_agent(
             agent.clone(),
@@ -101,17 +108,26 @@ pub async fn serve(
         let bound = crate::addon_metrics::serve(addr, registry).await?;
         tracing::info!(admin = %bound, "metrics at /metrics");
     }
-    // Answers are small HTTP/2 frames: without TCP_NODELAY, Nagle holds each one until the
-    // peer's delayed ACK, adding a millisecond or more to every check.
-    let served = tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(service::ExtAuthService::new(
-            receiver, metrics,
-        )))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+    let router = tonic::transport::Server::builder().add_service(AuthorizationServer::new(
+        service::ExtAuthService::new(receiver, metrics),
+    ));
+    // With an agent, mutual TLS only: the port answers this cluster's proxies, not any local
+    // process (which could otherwise test API keys against it).
+    let served = if args.link.agent.is_some() {
+        router
+            .serve_with_incoming_shutdown(crate::addon_client::tls_incoming(listener, tls), shutdown)
+            .await
+    } else {
+        crate::addon_client::plaintext_without_agent(crate::agent::AddonKind::ExtAuth, listen)?;
+        // Answers are small HTTP/2 frames: without TCP_NODELAY, Nagle holds each one until the
+        // peer's delayed ACK, adding a millisecond or more to every check.
+        router
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await
+    };
     for task in tasks {
         task.abort();
     }

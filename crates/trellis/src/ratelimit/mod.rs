@@ -116,6 +116,7 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
     let listen = listener.local_addr()?;
     tracing::info!(listen = %listen, domains = from_files.domains(), "rate limiter started");
+    let tls = crate::addon_client::AddonTls::default();
     if let Some(agent) = &args.link.agent {
         let instance = args.link.instance("rate-limiter", listen);
         let credential = crate::addon_client::AgentCredential::default();
@@ -125,6 +126,12 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
             crate::agent::AddonKind::RateLimiter,
             instance,
             credential.clone(),
+        ));
+        tokio::spawn(crate::addon_client::keep_identity(
+            agent.clone(),
+            crate::agent::AddonKind::RateLimiter,
+            credential.clone(),
+            tls.clone(),
         ));
         let configs = configs.clone();
         tokio::spawn(crate::addon_client::watch_config(
@@ -149,15 +156,27 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
         redis,
         metrics,
     };
-    // Answers are small HTTP/2 frames: without TCP_NODELAY, Nagle holds each one until the
-    // peer's delayed ACK, adding a millisecond or more to every check.
-    tonic::transport::Server::builder()
-        .add_service(RateLimitServiceServer::new(service))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            crate::process::shutdown_signal(),
-        )
-        .await?;
+    let router = tonic::transport::Server::builder().add_service(RateLimitServiceServer::new(service));
+    // With an agent, mutual TLS only: anyone else who could call this port could spend (and so
+    // exhaust) any user's budget.
+    if args.link.agent.is_some() {
+        router
+            .serve_with_incoming_shutdown(
+                crate::addon_client::tls_incoming(listener, tls),
+                crate::process::shutdown_signal(),
+            )
+            .await?;
+    } else {
+        crate::addon_client::plaintext_without_agent(crate::agent::AddonKind::RateLimiter, listen)?;
+        // Answers are small HTTP/2 frames: without TCP_NODELAY, Nagle holds each one until the
+        // peer's delayed ACK, adding a millisecond or more to every check.
+        router
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                crate::process::shutdown_signal(),
+            )
+            .await?;
+    }
     Ok(())
 }
 

@@ -162,6 +162,66 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The rules a binding's `roleRef` names, seen from `namespace` (a Role is looked up there).
+    pub fn rules_of(&self, role_ref: &trellis_api::RoleRef, namespace: Option<&str>) -> Vec<PolicyRule> {
+        match (role_ref.kind.as_str(), namespace) {
+            ("Role", Some(namespace)) => self
+                .roles
+                .get(&(namespace.to_string(), role_ref.name.clone()))
+                .cloned()
+                .unwrap_or_default(),
+            ("ClusterRole", _) => self.cluster_roles.get(&role_ref.name).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Kubernetes' escalation check: `user` may grant `rules` in `namespace` (`None`:
+    /// everywhere) only if it holds every permission they give there itself. Without it,
+    /// whoever may edit one binding could point it at `trellis-admin`. `universe` is every
+    /// (API group, resource) the API serves, against which wildcards expand.
+    pub fn covers(
+        &self,
+        user: &User,
+        rules: &[PolicyRule],
+        namespace: Option<&str>,
+        universe: &[(&str, &str)],
+        workspace_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        for rule in rules {
+            for verb in trellis_api::VERBS.iter().filter(|v| matches(&rule.verbs, v)) {
+                let targets = universe
+                    .iter()
+                    .filter(|(group, resource)| matches(&rule.api_groups, group) && matches(&rule.resources, resource));
+                for (group, resource) in targets {
+                    let names: Vec<Option<&str>> = if rule.resource_names.is_empty() {
+                        vec![None]
+                    } else {
+                        rule.resource_names.iter().map(|n| Some(n.as_str())).collect()
+                    };
+                    for name in names {
+                        let request = Request {
+                            verb,
+                            group,
+                            resource,
+                            namespace,
+                            name,
+                        };
+                        if let Decision::Deny { .. } = self.authorize(user, &request, workspace_of) {
+                            return Err(format!(
+                                "user {:?} may not grant what it does not hold: {}",
+                                user.name,
+                                request.describe()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn binds(spec: &RoleBindingSpec, user: &User) -> bool {
     spec.subjects.iter().any(|subject| match subject.kind.as_str() {
         "User" => subject.name == user.name,

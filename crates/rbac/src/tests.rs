@@ -167,3 +167,52 @@ fn a_stored_cluster_role_cannot_replace_a_built_in_one() {
         &owner
     )));
 }
+
+#[test]
+fn nobody_grants_what_they_do_not_hold() {
+    // Bob may manage RoleBindings in demo and edit routes there, nothing else.
+    let stored = resources(concat!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: binder, namespace: demo}\n",
+        "rules: [{apiGroups: [rbac.authorization.k8s.io], resources: [rolebindings], verbs: ['*']},",
+        " {apiGroups: [networking.gloo.solo.io], resources: [routetables], verbs: ['*']}]\n",
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: bob, namespace: demo}\n",
+        "roleRef: {kind: Role, name: binder}\nsubjects: [{kind: User, name: bob}]\n",
+    ));
+    let policy = Policy::from_resources(&stored);
+    let bob = user("bob", &[]);
+    let universe = [
+        (NETWORKING, "routetables"),
+        (NETWORKING, "virtualdestinations"),
+        ("", "secrets"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ];
+    let admin_rules = policy.rules_of(
+        &trellis_api::RoleRef {
+            kind: "ClusterRole".into(),
+            name: ADMIN_ROLE.into(),
+            ..Default::default()
+        },
+        None,
+    );
+    assert!(!admin_rules.is_empty());
+    let error = policy
+        .covers(&bob, &admin_rules, Some("demo"), &universe, &owner)
+        .unwrap_err();
+    assert!(error.contains("may not grant"), "{error}");
+    // What Bob holds in demo he may grant there, and not elsewhere.
+    let routes = vec![PolicyRule {
+        api_groups: vec![NETWORKING.into()],
+        resources: vec!["routetables".into()],
+        verbs: vec!["get".into(), "update".into()],
+        ..Default::default()
+    }];
+    assert!(policy.covers(&bob, &routes, Some("demo"), &universe, &owner).is_ok());
+    assert!(policy.covers(&bob, &routes, Some("other"), &universe, &owner).is_err());
+    assert!(policy.covers(&bob, &routes, None, &universe, &owner).is_err());
+    // The admins group holds everything.
+    assert!(
+        policy
+            .covers(&user("root", &[ADMINS_GROUP]), &admin_rules, None, &universe, &owner)
+            .is_ok()
+    );
+}

@@ -143,7 +143,7 @@ pub struct TokenCreateArgs {
     /// Groups of that user (RBAC subjects of kind Group); repeatable.
     #[arg(long = "group")]
     pub groups: Vec<String>,
-    /// Lifetime, e.g. 720h; none: until revoked.
+    /// Lifetime, e.g. 720h [default: 2160h; at most 8784h]
     #[arg(long)]
     pub ttl: Option<String>,
     #[command(flatten)]

@@ -543,3 +543,101 @@ async fn concurrent_applies_cannot_both_pass_admission() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whoever may edit RBAC objects or issue tokens still cannot give anyone (itself included) more
+/// than it holds; cluster registration cannot be turned into rotation; a cluster is not deleted
+/// behind its certificates' back.
+#[tokio::test(flavor = "multi_thread")]
+async fn nobody_grants_more_than_they_hold() {
+    let dir = test_dir("api-escalation");
+    let server = MgmtProcess::start(&dir, &[]).await;
+    let admin = server.api();
+    let api_ca = server.data_dir.join("pki/api-ca.pem");
+    // Bob manages RoleBindings and routes in team-a, and may issue API tokens.
+    let setup = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: binder, namespace: team-a}\nrules:\n- {apiGroups: [rbac.authorization.k8s.io], resources: [rolebindings], verbs: ['*']}\n- {apiGroups: [networking.gloo.solo.io], resources: [routetables], verbs: ['*']}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: bob, namespace: team-a}\nroleRef: {kind: Role, name: binder}\nsubjects: [{kind: User, name: bob}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: token-issuer}\nrules: [{apiGroups: [trellis.io], resources: [apitokens], verbs: [create]}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: bob-tokens}\nroleRef: {kind: ClusterRole, name: token-issuer}\nsubjects: [{kind: User, name: bob}]\n";
+    assert_eq!(apply(&admin, setup).await.status, 200);
+    let bob = with_token(
+        &admin,
+        &api_ca,
+        Some(&issue_token(&admin, "bob", "bob", &["team-a-devs"]).await),
+    );
+
+    let to_admin = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: bob-admin, namespace: team-a}\nroleRef: {kind: ClusterRole, name: trellis-admin}\nsubjects: [{kind: User, name: bob}]\n";
+    let refused = apply(&bob, to_admin).await;
+    assert_eq!(refused.status, 403, "bob bound himself to admin: {}", refused.body);
+    assert!(
+        refused.body.contains("may not grant what it does not hold"),
+        "{}",
+        refused.body
+    );
+    // What he holds he may hand on, in his namespace.
+    let routes_role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: routes, namespace: team-a}\nrules: [{apiGroups: [networking.gloo.solo.io], resources: [routetables], verbs: [get]}]\n";
+    assert_eq!(apply(&admin, routes_role).await.status, 200);
+    let hand_on = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: carol-routes, namespace: team-a}\nroleRef: {kind: Role, name: routes}\nsubjects: [{kind: User, name: carol}]\n";
+    let granted = apply(&bob, hand_on).await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+
+    // Tokens: only for himself and his own groups.
+    for (user, groups) in [
+        ("root", vec![]),
+        ("bob", vec!["ops"]),
+        ("bob", vec!["trellis:admins"]),
+        ("bob", vec!["oidc:admins"]),
+    ] {
+        let response = bob
+            .post_json(
+                "/api/v1/tokens",
+                &json!({"name": format!("t-{}", groups.len()), "user": user, "groups": groups}),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(response.status, 400 | 403),
+            "{user} {groups:?}: {}",
+            response.body
+        );
+    }
+    let own = bob
+        .post_json(
+            "/api/v1/tokens",
+            &json!({"name": "bob-ci", "user": "bob", "groups": ["team-a-devs"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.status, 200, "{}", own.body);
+    let expires = serde_json::from_str::<Value>(&own.body).unwrap()["expiresAt"].as_u64();
+    assert!(expires.is_some(), "a token without ttl never expires: {}", own.body);
+
+    // Registration is not rotation, and a cluster goes only through deregister.
+    assert_eq!(
+        admin
+            .request("POST", "/api/v1/clusters/c1/register", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let rotate = admin
+        .request("POST", "/api/v1/clusters/c1/register?rotate=true", None)
+        .await
+        .unwrap();
+    assert_eq!(rotate.status, 400, "{}", rotate.body);
+    let delete = admin
+        .request("DELETE", "/api/v1/resources/KubernetesCluster/trellis/c1", None)
+        .await
+        .unwrap();
+    assert_eq!(delete.status, 400, "{}", delete.body);
+    assert!(delete.body.contains("trellis cluster deregister c1"), "{}", delete.body);
+    // Unknown routes and HEAD do not slip past authorization.
+    let viewer = with_token(&admin, &api_ca, Some(&issue_token(&admin, "v", "v", &[]).await));
+    assert_eq!(
+        viewer
+            .request("HEAD", "/api/v1/translation", None)
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

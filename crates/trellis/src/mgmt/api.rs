@@ -225,11 +225,11 @@ async fn apply(
             })
             .collect();
         if let Err(reason) = authorize(&stored, &identity, &permissions) {
-            let target = resources
-                .iter()
-                .map(|r| r.key().to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let target = targets(resources.iter().map(|r| r.key()));
+            return Err(refuse(&store_mgmt, &identity, "apply", target, reason));
+        }
+        if let Err(reason) = super::api_access::check_escalation(&stored, &identity, &resources) {
+            let target = targets(resources.iter().map(|r| r.key()));
             return Err(refuse(&store_mgmt, &identity, "apply", target, reason));
         }
         check_preconditions(&existing, &resources)?;
@@ -316,6 +316,17 @@ fn check_preconditions(existing: &BTreeMap<ResourceKey, &Resource>, resources: &
     Ok(())
 }
 
+/// What an audit record names as the target of a batch: the first keys and how many more, so a
+/// refused batch of a thousand resources is one short record.
+fn targets<K: ToString>(keys: impl Iterator<Item = K>) -> String {
+    const SHOWN: usize = 5;
+    let keys: Vec<String> = keys.map(|k| k.to_string()).collect();
+    match keys.len() {
+        n if n > SHOWN => format!("{} and {} more", keys[..SHOWN].join(", "), n - SHOWN),
+        _ => keys.join(", "),
+    }
+}
+
 /// Audits an RBAC refusal and turns it into the 403 answer.
 fn refuse(mgmt: &Mgmt, identity: &Identity, action: &str, target: String, reason: String) -> ApiFailure {
     mgmt.metrics.api_forbidden_total.inc();
@@ -339,8 +350,15 @@ async fn delete_keys(
             .map(|k| Permission::on_kind("delete", k.kind, &k.namespace, Some(&k.name)))
             .collect();
         if let Err(reason) = authorize(&stored, &identity, &permissions) {
-            let target = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
-            return Err(refuse(&store_mgmt, &identity, "delete", target, reason));
+            return Err(refuse(&store_mgmt, &identity, "delete", targets(keys.iter()), reason));
+        }
+        if let Some(cluster) = keys.iter().find(|k| k.kind == Kind::KubernetesCluster) {
+            // Deleting the resource alone would leave its agent's certificates, intermediate and
+            // tokens valid, and let a second agent register beside them.
+            return Err(ApiFailure::BadRequest(format!(
+                "{cluster}: run `trellis cluster deregister {}`: it also revokes the cluster's certificates and tokens",
+                cluster.name
+            )));
         }
         super::admission::check_delete(&source, stored, &keys)?;
         let results = store_mgmt.store.delete(&keys)?;
@@ -556,12 +574,12 @@ async fn clusters(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
 /// Where `trellis cluster register` keeps the KubernetesCluster it creates.
 pub const ADMIN_NAMESPACE: &str = "trellis";
 
+/// Rotation has its own route (`POST .../rotate`), authorized as `update`; a `rotate` flag here
+/// would let whoever may only register new clusters replace existing ones.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RegisterQuery {
     ttl: Option<String>,
-    /// `register --rotate`: the same as `POST .../rotate`.
-    #[serde(default)]
-    rotate: bool,
 }
 
 async fn register_cluster(
@@ -569,7 +587,7 @@ async fn register_cluster(
     Path(name): Path<String>,
     Query(query): Query<RegisterQuery>,
 ) -> Result<Response, ApiFailure> {
-    registration(mgmt, name, query.ttl, query.rotate).await
+    registration(mgmt, name, query.ttl, false).await
 }
 
 async fn deregister_cluster(

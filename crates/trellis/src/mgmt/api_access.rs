@@ -44,6 +44,14 @@ pub struct Doors {
     pub generated_cas: Vec<&'static str>,
 }
 
+/// Kinds whose effect is not confined to the namespace they are stored in, authorized as
+/// cluster-wide: a KubernetesCluster is a cluster, and a Workspace decides which namespaces
+/// every workspace-scoped binding reaches (one in a team's namespace claiming another team's
+/// namespaces would widen that team's own rights).
+pub fn cluster_wide(kind: Kind) -> bool {
+    kind.cluster_scoped() || matches!(kind, Kind::KubernetesCluster | Kind::Workspace)
+}
+
 /// One permission a request needs.
 #[derive(Debug, Clone)]
 pub struct Permission {
@@ -61,7 +69,7 @@ impl Permission {
             verb,
             group: kind.group().to_string(),
             resource: kind.plural().to_string(),
-            namespace: (!kind.cluster_scoped() && kind != Kind::KubernetesCluster).then(|| namespace.to_string()),
+            namespace: (!cluster_wide(kind)).then(|| namespace.to_string()),
             name: name.map(str::to_string),
         }
     }
@@ -99,21 +107,48 @@ impl Permission {
     }
 }
 
-/// What the non-resource endpoints need: (verb, resource, audit action for changes).
-fn route_permission(method: &Method, path: &str) -> Option<(Permission, Option<&'static str>)> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+/// How a route is authorized. Every route of the API is listed here: one this table does not
+/// know is refused, so a route added later cannot be open by omission.
+#[derive(Debug)]
+enum RouteAccess {
+    /// Needs this permission; changes carry their audit action.
+    Permission(Permission, Option<&'static str>),
+    /// Authorized per resource by its handler (the kind and namespace come from the request).
+    InHandler,
+    /// `/healthz`.
+    Public,
+}
+
+fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
+    // HEAD runs the GET handler: it needs what GET needs.
+    let method = if method == Method::HEAD { &Method::GET } else { method };
+    // Names are checked as written; an encoded one would be checked as one name and acted on as
+    // another. No valid name holds a '%'.
+    if path.contains('%') {
+        return None;
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let cluster = |verb, name: &str, action| {
         let mut permission = Permission::on_kind(verb, Kind::KubernetesCluster, "", Some(name));
         permission.name = Some(name.to_string());
-        Some((permission, Some(action)))
+        Some(RouteAccess::Permission(permission, Some(action)))
     };
+    let trellis = |verb, resource| Some(RouteAccess::Permission(Permission::on_trellis(verb, resource), None));
     match (method, parts.as_slice()) {
-        (&Method::GET, ["api", "v1", "clusters"]) => Some((Permission::on_trellis("list", "clusters"), None)),
+        (&Method::GET, ["healthz"]) => Some(RouteAccess::Public),
+        (&Method::GET, ["api", "v1", "clusters"]) => trellis("list", "clusters"),
         (&Method::POST, ["api", "v1", "clusters", name, "register"]) => cluster("create", name, "register"),
         (&Method::POST, ["api", "v1", "clusters", name, "rotate"]) => cluster("update", name, "rotate"),
         (&Method::POST, ["api", "v1", "clusters", name, "deregister"]) => cluster("delete", name, "deregister"),
-        (&Method::GET, ["api", "v1", "check"]) => Some((Permission::on_trellis("get", "checks"), None)),
-        (&Method::GET, ["api", "v1", "translation"]) => Some((Permission::on_trellis("get", "translations"), None)),
+        (&Method::GET, ["api", "v1", "check"]) => trellis("get", "checks"),
+        (&Method::GET, ["api", "v1", "translation"]) => trellis("get", "translations"),
+        (&Method::POST, ["api", "v1", "apply" | "delete"])
+        | (&Method::GET, ["api", "v1", "resources"])
+        | (&Method::GET | &Method::DELETE, ["api", "v1", "resources", _, _, _])
+        | (&Method::GET, ["api", "v1", "describe", _, _, _])
+        | (&Method::GET | &Method::POST, ["api", "v1", "tokens"])
+        | (&Method::DELETE, ["api", "v1", "tokens", _])
+        | (&Method::GET, ["api", "v1", "audit"]) => Some(RouteAccess::InHandler),
         _ => None,
     }
 }
@@ -141,6 +176,41 @@ pub fn authorize(stored: &[Resource], identity: &Identity, permissions: &[Permis
         if let Decision::Deny { reason } = policy.authorize(&user, &permission.request(), &owner) {
             return Err(reason);
         }
+    }
+    Ok(())
+}
+
+/// Trellis's own endpoints as RBAC resources of [`TRELLIS_GROUP`].
+const TRELLIS_RESOURCES: [&str; 5] = ["apitokens", "auditevents", "checks", "clusters", "translations"];
+
+/// Every (API group, resource) the API serves: what RBAC wildcards expand to.
+fn universe() -> Vec<(&'static str, &'static str)> {
+    Kind::ALL
+        .iter()
+        .map(|kind| (kind.group(), kind.plural()))
+        .chain(TRELLIS_RESOURCES.iter().map(|resource| (TRELLIS_GROUP, *resource)))
+        .collect()
+}
+
+/// Refuses RBAC objects that would grant more than `identity` holds (Kubernetes' escalation
+/// check): a Role or RoleBinding in its namespace, a ClusterRole or ClusterRoleBinding
+/// everywhere (a workspace-scoped binding too, since the workspace's namespaces can change).
+pub fn check_escalation(stored: &[Resource], identity: &Identity, resources: &[Resource]) -> Result<(), String> {
+    let (policy, owner) = policy_for(stored);
+    let universe = universe();
+    let user = identity.rbac_user();
+    for resource in resources {
+        let namespace = resource.metadata.namespace.as_str();
+        let (rules, scope) = match &resource.spec {
+            trellis_api::Spec::Role(spec) => (spec.rules.clone(), Some(namespace)),
+            trellis_api::Spec::ClusterRole(spec) => (spec.rules.clone(), None),
+            trellis_api::Spec::RoleBinding(spec) => (policy.rules_of(&spec.role_ref, Some(namespace)), Some(namespace)),
+            trellis_api::Spec::ClusterRoleBinding(spec) => (policy.rules_of(&spec.role_ref, None), None),
+            _ => continue,
+        };
+        policy
+            .covers(&user, &rules, scope, &universe, &owner)
+            .map_err(|reason| format!("{}: {reason}", resource.key()))?;
     }
     Ok(())
 }
@@ -205,8 +275,16 @@ pub fn forbidden(mgmt: &Mgmt, identity: &Identity, action: &str, target: String,
 
 /// Middleware for the routes [`route_permission`] knows: authorizes, then audits changes.
 pub async fn authorize_route(State(mgmt): State<Arc<Mgmt>>, request: Request, next: Next) -> Response {
-    let Some((permission, action)) = route_permission(request.method(), request.uri().path()) else {
-        return next.run(request).await;
+    let (permission, action) = match route_access(request.method(), request.uri().path()) {
+        Some(RouteAccess::Permission(permission, action)) => (permission, action),
+        Some(RouteAccess::InHandler | RouteAccess::Public) => return next.run(request).await,
+        None => {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": "no such endpoint (see the API table in `trellis --help` and the README)"})),
+            )
+                .into_response();
+        }
     };
     let Some(identity) = request.extensions().get::<Identity>().cloned() else {
         return (StatusCode::UNAUTHORIZED, "unauthenticated").into_response();
@@ -320,12 +398,37 @@ mod tests {
     }
 
     #[test]
-    fn cluster_endpoints_need_permissions_on_clusters() {
-        let (permission, action) = route_permission(&Method::POST, "/api/v1/clusters/c1/register").unwrap();
+    fn every_route_is_authorized_and_unknown_ones_are_refused() {
+        let Some(RouteAccess::Permission(permission, action)) =
+            route_access(&Method::POST, "/api/v1/clusters/c1/register")
+        else {
+            panic!("register needs a permission")
+        };
         assert_eq!(
             (permission.verb, permission.resource.as_str(), action),
             ("create", "kubernetesclusters", Some("register"))
         );
-        assert!(route_permission(&Method::GET, "/api/v1/resources").is_none());
+        // HEAD is authorized as GET.
+        let Some(RouteAccess::Permission(permission, _)) = route_access(&Method::HEAD, "/api/v1/translation") else {
+            panic!("HEAD of the translation needs a permission")
+        };
+        assert_eq!(permission.verb, "get");
+        assert!(matches!(
+            route_access(&Method::GET, "/api/v1/resources"),
+            Some(RouteAccess::InHandler)
+        ));
+        assert!(matches!(
+            route_access(&Method::GET, "/healthz"),
+            Some(RouteAccess::Public)
+        ));
+        for (method, path) in [
+            (Method::GET, "/api/v1/secret-backdoor"),
+            (Method::PUT, "/api/v1/apply"),
+            (Method::GET, "/api/v2/resources"),
+            (Method::POST, "/api/v1/clusters/c1/unknown"),
+            (Method::POST, "/api/v1/clusters/c%2D1/register"),
+        ] {
+            assert!(route_access(&method, path).is_none(), "{method} {path}");
+        }
     }
 }

@@ -15,8 +15,31 @@ use super::Mgmt;
 use super::api_access::{Permission, TRELLIS_GROUP, authorize, forbidden, record};
 use super::api_auth::Identity;
 
-/// Tokens are bearer secrets for people and CI: none lives longer than this.
+/// Tokens are bearer secrets for people and CI: none lives longer than this, and one that names
+/// no lifetime gets the default.
 const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(366 * 86400);
+const DEFAULT_TOKEN_TTL: &str = "2160h";
+
+/// Names a token may not carry: the admin token's, and the prefixes other credentials own
+/// (`oidc:` for ID tokens, `system:` as Kubernetes reserves it).
+fn check_subject(user: &str, groups: &[String]) -> Result<(), String> {
+    let reserved = |name: &str| name.starts_with("oidc:") || name.starts_with("system:");
+    if user.is_empty() || user == "admin" || reserved(user) {
+        return Err(format!(
+            "user {user:?}: name a user other than admin, without the oidc: or system: prefix"
+        ));
+    }
+    if let Some(group) = groups
+        .iter()
+        .find(|g| g.is_empty() || reserved(g) || *g == trellis_rbac::ADMINS_GROUP)
+    {
+        return Err(format!(
+            "group {group:?}: {} and the oidc: and system: prefixes are reserved; bind trellis-admin to a group of your own instead",
+            trellis_rbac::ADMINS_GROUP
+        ));
+    }
+    Ok(())
+}
 
 fn permission(verb: &'static str, resource: &str, name: Option<&str>) -> Permission {
     Permission {
@@ -97,31 +120,31 @@ pub async fn create(
             ),
         );
     }
-    if request.user.is_empty() || request.user == "admin" || request.user.starts_with("oidc:") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "user {:?}: name a user other than admin and without the oidc: prefix",
-                request.user
-            ),
+    if let Err(message) = check_subject(&request.user, &request.groups) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    // A token acts as its user and groups: nobody but an admin mints one for someone else, or
+    // with groups the issuer is not in (it would be a way around RBAC's escalation check).
+    let issuer_is_admin = identity.groups.iter().any(|g| g == trellis_rbac::ADMINS_GROUP);
+    let own = request.user == identity.user && request.groups.iter().all(|g| identity.groups.contains(g));
+    if !issuer_is_admin && !own {
+        let reason = format!(
+            "user {:?} may issue tokens only for itself and its own groups ({:?}); ask an admin for a token for {:?}",
+            identity.user, identity.groups, request.user
+        );
+        return forbidden(
+            &mgmt,
+            &identity,
+            "token-create",
+            format!("token/{}", request.name),
+            reason,
         );
     }
-    if request.groups.iter().any(|g| g == trellis_rbac::ADMINS_GROUP) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "group {:?} is the built-in admin token's; bind trellis-admin to another group instead",
-                trellis_rbac::ADMINS_GROUP
-            ),
-        );
-    }
-    let expires_at = match &request.ttl {
-        None => None,
-        Some(text) => match crate::duration::parse_duration(text) {
-            Ok(ttl) if ttl <= MAX_TOKEN_TTL && !ttl.is_zero() => Some(super::unix_now() + ttl.as_secs()),
-            Ok(_) => return error(StatusCode::BAD_REQUEST, format!("ttl {text}: between 1s and 8784h")),
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("ttl: {e}")),
-        },
+    let ttl_text = request.ttl.clone().unwrap_or_else(|| DEFAULT_TOKEN_TTL.to_string());
+    let expires_at = match crate::duration::parse_duration(&ttl_text) {
+        Ok(ttl) if ttl <= MAX_TOKEN_TTL && !ttl.is_zero() => super::unix_now() + ttl.as_secs(),
+        Ok(_) => return error(StatusCode::BAD_REQUEST, format!("ttl {ttl_text}: between 1s and 8784h")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("ttl: {e}")),
     };
     let token = trellis_pki::random_token();
     let token_record = ApiTokenRecord {
@@ -129,7 +152,7 @@ pub async fn create(
         user: request.user.clone(),
         groups: request.groups.clone(),
         created_at: super::unix_now(),
-        expires_at,
+        expires_at: Some(expires_at),
         created_by: identity.user.clone(),
     };
     let hash = trellis_pki::sha256_hex(token.as_bytes());

@@ -449,3 +449,54 @@ fn golden_addons() {
             .any(|w| w.contains("own namespace"))
     );
 }
+
+#[test]
+fn golden_addons_inbound() {
+    let t = golden("addons-inbound");
+    let mirror = |cluster: &str| {
+        let routes = &t.clusters[cluster].inbound_routes;
+        assert_eq!(routes.len(), 1, "one protected service port in {cluster}");
+        routes[0].virtual_hosts.clone()
+    };
+    let hosts = mirror("cluster-1");
+    // Envoy refuses a domain in two virtual hosts of one route configuration.
+    let mut domains: Vec<&String> = hosts.iter().flat_map(|h| &h.domains).collect();
+    let count = domains.len();
+    domains.sort();
+    domains.dedup();
+    assert_eq!(domains.len(), count, "{hosts:#?}");
+    let host = |domain: &str| {
+        hosts
+            .iter()
+            .find(|h| h.domains.iter().any(|d| d == domain))
+            .unwrap_or_else(|| panic!("no mirrored host for {domain}: {hosts:#?}"))
+    };
+    let names = |domain: &str| -> Vec<String> {
+        host(domain)
+            .routes
+            .iter()
+            .map(|r| r.name.rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    // The exact mirrors first (an unprotected one too, so it keeps working), then the
+    // rewritten route as a catch-all of its host, with its ext-auth.
+    assert_eq!(names("backend.mesh.internal"), ["open", "v2-only", "rewritten"]);
+    let mesh = &host("backend.mesh.internal").routes;
+    assert!(mesh[0].ext_auth.is_none());
+    assert_eq!(mesh[1].subset.get("version").map(String::as_str), Some("v2"));
+    assert_eq!(mesh[2].matcher, trellis_model::ir::RouteMatch::default());
+    assert!(mesh[2].ext_auth.is_some());
+    // A host rewrite is matched by the host the destination receives.
+    assert_eq!(names("internal.backend"), ["renamed"]);
+    assert!(host("internal.backend:*").routes[0].ext_auth.is_some());
+    // What the ingress gateway forwards is guarded at the destination too.
+    assert_eq!(names("shop.example.com"), ["to-backend"]);
+    // cluster-2's backends get their own mirror; the frontend, which nothing protects, none.
+    assert_eq!(mirror("cluster-2").len(), hosts.len());
+    assert!(
+        t.clusters["cluster-1"]
+            .inbound_routes
+            .iter()
+            .all(|r| r.service == "backend")
+    );
+}

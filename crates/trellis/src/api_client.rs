@@ -86,11 +86,29 @@ fn resolve(args: &ServerArgs, context: &Context) -> anyhow::Result<ApiClient> {
         (None, None) => HttpClient::with_ca_files(&ca_files)?,
         _ => anyhow::bail!("give both --client-cert and --client-key, or neither"),
     };
+    refuse_token_in_clear(&server, token.is_some())?;
     Ok(ApiClient {
         server: server.trim_end_matches('/').to_string(),
         token,
         http,
     })
+}
+
+/// A bearer token over plain HTTP is readable by anyone on the path: only to a loopback server
+/// (a demo run with --api-insecure-plaintext), never across the network.
+fn refuse_token_in_clear(server: &str, has_token: bool) -> anyhow::Result<()> {
+    let Some(rest) = server.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    anyhow::ensure!(
+        !has_token || loopback,
+        "refusing to send a token to {server} over plain HTTP: use https://"
+    );
+    Ok(())
 }
 
 fn read_token(path: &Path) -> anyhow::Result<String> {
@@ -112,6 +130,7 @@ impl ApiClient {
     /// A client with an explicit server, CA file and token (tests, `trellis up`).
     pub fn new(server: &str, ca_file: Option<&Path>, token: Option<String>) -> anyhow::Result<ApiClient> {
         let ca_files: Vec<PathBuf> = ca_file.map(Path::to_path_buf).into_iter().collect();
+        refuse_token_in_clear(server, token.is_some())?;
         Ok(ApiClient {
             server: server.trim_end_matches('/').to_string(),
             token,
@@ -185,6 +204,11 @@ mod tests {
         assert_eq!(client.token.as_deref(), Some("flag-token"));
         let client = resolve(&ServerArgs::default(), &Context::default()).unwrap();
         assert_eq!((client.server.as_str(), client.token), (DEFAULT_SERVER, None));
+        assert!(refuse_token_in_clear("http://10.0.0.5:8090", true).is_err());
+        assert!(refuse_token_in_clear("http://127.0.0.1:8090", true).is_ok());
+        assert!(refuse_token_in_clear("http://[::1]:8090/x", true).is_ok());
+        assert!(refuse_token_in_clear("http://mgmt.example:8090", false).is_ok());
+        assert!(refuse_token_in_clear("https://mgmt.example:8090", true).is_ok());
         let half = ServerArgs {
             client_cert: Some("cert.pem".into()),
             ..Default::default()

@@ -54,14 +54,11 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
 /// Reads the admin token, generating it at first start. Returns its SHA-256 and whether it is new.
 pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(String, bool)> {
     let path = admin_token_path(data_dir);
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        let token = token.trim();
-        anyhow::ensure!(
-            token.len() >= 32,
-            "{} holds no usable admin token: delete it to have a new one generated",
-            path.display()
-        );
-        return Ok((trellis_pki::sha256_hex(token.as_bytes()), false));
+    match std::fs::read_to_string(&path) {
+        Ok(token) => return existing_admin_token(&path, &token),
+        // Only a missing file means "first start": any other error must not replace the token.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot read the admin token {}", path.display())),
     }
     let dir = path.parent().expect("a parent directory");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -71,12 +68,38 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(String, bo
     Ok((trellis_pki::sha256_hex(token.as_bytes()), true))
 }
 
+/// An existing admin token, refused when others could have read it.
+fn existing_admin_token(path: &Path, token: &str) -> anyhow::Result<(String, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "{} is readable by others (mode {mode:o}): treat the admin token as leaked, delete the file and restart to have a new one generated",
+        path.display()
+    );
+    {
+        let token = token.trim();
+        anyhow::ensure!(
+            token.len() >= 32,
+            "{} holds no usable admin token: delete it to have a new one generated",
+            path.display()
+        );
+        Ok((trellis_pki::sha256_hex(token.as_bytes()), false))
+    }
+}
+
 /// The operator's OpenID provider: its keys, fetched and refreshed as the ext-auth service does.
 pub struct OidcVerifier {
     config: OidcConfig,
     keys: tokio::sync::OnceCell<RemoteJwks>,
     http: HttpClient,
+    /// When discovery last failed: requests meanwhile fail at once instead of each waiting for
+    /// an unreachable provider.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long after a failed discovery the provider is not asked again.
+const DISCOVERY_BACKOFF: Duration = Duration::from_secs(10);
 
 impl OidcVerifier {
     pub fn new(config: OidcConfig) -> anyhow::Result<OidcVerifier> {
@@ -88,12 +111,28 @@ impl OidcVerifier {
             config,
             keys: tokio::sync::OnceCell::new(),
             http,
+            failed_at: std::sync::Mutex::new(None),
         })
     }
 
     /// The key set named by the issuer's discovery document, fetched once (and retried on the
     /// next request while it fails).
     async fn keys(&self) -> anyhow::Result<&RemoteJwks> {
+        if let Some(keys) = self.keys.get() {
+            return Ok(keys);
+        }
+        let failed_at = *self.failed_at.lock().expect("lock");
+        if failed_at.is_some_and(|at| at.elapsed() < DISCOVERY_BACKOFF) {
+            anyhow::bail!("the OIDC provider's discovery failed less than {DISCOVERY_BACKOFF:?} ago");
+        }
+        let result = self.discover().await;
+        if result.is_err() {
+            *self.failed_at.lock().expect("lock") = Some(std::time::Instant::now());
+        }
+        result
+    }
+
+    async fn discover(&self) -> anyhow::Result<&RemoteJwks> {
         self.keys
             .get_or_try_init(|| async {
                 let url = format!(
@@ -103,9 +142,21 @@ impl OidcVerifier {
                 let response = self.http.get(&url, Duration::from_secs(5)).await?;
                 anyhow::ensure!(response.status == 200, "{url} answered {}", response.status);
                 let document: serde_json::Value = serde_json::from_str(&response.body).context(url.clone())?;
+                // OpenID Connect Discovery 1.0, section 4.3: the document's issuer must be exactly
+                // the one configured, or keys of another issuer could be taken for this one's.
+                anyhow::ensure!(
+                    document["issuer"].as_str() == Some(self.config.issuer.as_str()),
+                    "{url} names issuer {}, not {}",
+                    document["issuer"],
+                    self.config.issuer
+                );
                 let jwks_uri = document["jwks_uri"]
                     .as_str()
                     .with_context(|| format!("{url} names no jwks_uri"))?;
+                anyhow::ensure!(
+                    same_security(&self.config.issuer, jwks_uri),
+                    "{url} names jwks_uri {jwks_uri}: plain http for an https issuer"
+                );
                 Ok(RemoteJwks::new(jwks_uri, Duration::from_secs(300), self.http.clone()))
             })
             .await
@@ -146,6 +197,11 @@ impl OidcVerifier {
     }
 }
 
+/// An https issuer's keys come over https too.
+fn same_security(issuer: &str, jwks_uri: &str) -> bool {
+    !issuer.starts_with("https://") || jwks_uri.starts_with("https://")
+}
+
 /// What a request presented, checked.
 async fn authenticate(
     mgmt: &Mgmt,
@@ -159,6 +215,10 @@ async fn authenticate(
             .subject_cn
             .filter(|cn| !cn.is_empty())
             .ok_or("client certificate has no CN")?;
+        // `oidc:` names belong to ID tokens: a certificate cannot pass for a provider's user.
+        if user.starts_with("oidc:") || info.subject_orgs.iter().any(|o| o.starts_with("oidc:")) {
+            return Err("client certificate names a reserved oidc: user or group");
+        }
         return Ok(Identity {
             user,
             groups: info.subject_orgs,

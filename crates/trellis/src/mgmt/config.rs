@@ -325,6 +325,24 @@ impl MgmtConfig {
             "--api-insecure-plaintext with --api-addr {}: plain HTTP would send tokens across the network in clear; serve HTTPS (drop the flag) or listen on loopback",
             self.api_addr
         );
+        if let Some(oidc) = &self.oidc {
+            let host = oidc
+                .issuer
+                .parse::<hyper::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_string));
+            let loopback = host.is_some_and(|h| {
+                h == "localhost"
+                    || h.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            anyhow::ensure!(
+                oidc.issuer.starts_with("https://") || loopback,
+                "--oidc-issuer {}: use https (plain http only for a provider on loopback): the provider's keys decide who is admin",
+                oidc.issuer
+            );
+        }
         if self.insecure {
             anyhow::ensure!(
                 !self.disable_ca && !self.disable_ca_cert_generation,
@@ -439,6 +457,14 @@ mod tests {
                     ..Default::default()
                 },
                 "give both --oidc-issuer and --oidc-audience",
+            ),
+            (
+                MgmtArgs {
+                    oidc_issuer: Some("http://127.0.0.1.evil.example".into()),
+                    oidc_audience: Some("cli".into()),
+                    ..Default::default()
+                },
+                "use https",
             ),
             (
                 MgmtArgs {

@@ -19,12 +19,13 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::R
 use trellis::up::{LocalMesh, MeshOptions};
 use trellis_pki::CertifiedKey;
 
+/// How a test client connects: `None` plaintext, else TLS with (client certificate or none, the
+/// mesh root, the SPIFFE ID the add-on must present).
+type Tls<'a> = Option<(Option<&'a CertifiedKey>, &'a str, &'a str)>;
+
 /// A gRPC channel to `127.0.0.1:port`: plaintext with `None`, else TLS presenting the given
 /// client certificate (or none); the server must present `expected_id`.
-async fn channel(
-    port: u16,
-    tls: Option<(Option<&CertifiedKey>, &str, &str)>,
-) -> Result<tonic::transport::Channel, String> {
+async fn channel(port: u16, tls: Tls<'_>) -> Result<tonic::transport::Channel, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
@@ -110,7 +111,7 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeVerifier {
 }
 
 /// One ext-auth check: Ok(status code of the answer) or the transport/gRPC error.
-async fn check(port: u16, tls: Option<(Option<&CertifiedKey>, &str, &str)>) -> Result<i32, String> {
+async fn check(port: u16, tls: Tls<'_>) -> Result<i32, String> {
     let mut client = AuthorizationClient::new(channel(port, tls).await?);
     let response = client
         .check(CheckRequest::default())
@@ -121,11 +122,7 @@ async fn check(port: u16, tls: Option<(Option<&CertifiedKey>, &str, &str)>) -> R
 
 /// One rate-limit decision with `hits_addend`: Ok(overall code) or the error (its gRPC code,
 /// when the call got that far).
-async fn decide(
-    port: u16,
-    tls: Option<(Option<&CertifiedKey>, &str, &str)>,
-    hits_addend: u32,
-) -> Result<i32, (Option<tonic::Code>, String)> {
+async fn decide(port: u16, tls: Tls<'_>, hits_addend: u32) -> Result<i32, (Option<tonic::Code>, String)> {
     let mut client = RateLimitServiceClient::new(channel(port, tls).await.map_err(|e| (None, e))?);
     let request = RateLimitRequest {
         domain: "demo.per-user".into(),
@@ -230,7 +227,7 @@ async fn the_add_ons_answer_only_their_clusters_proxies_over_mutual_tls() {
         "an absurd hits_addend is refused, not counted: {absurd:?}"
     );
 
-    let refused: [(&str, Option<(Option<&CertifiedKey>, &str, &str)>); 4] = [
+    let refused: [(&str, Tls<'_>); 4] = [
         ("plaintext", None),
         ("TLS without a client certificate", Some((None, &root, ""))),
         (

@@ -511,6 +511,49 @@ async fn requests_and_error_answers_are_bounded() {
         body["error"]
     );
     assert!(response.body.len() < 150_000, "answer of {} bytes", response.body.len());
+
+    // A refused apply is audited, a Secret's change shows as a changed fingerprint, never a value.
+    let secret = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: demo}}\nstringData: {{api-key: {value}}}\n"
+        )
+    };
+    assert_eq!(apply(&admin, &secret("first-secret-value")).await.status, 200);
+    assert_eq!(apply(&admin, &secret("second-secret-value")).await.status, 200);
+    let audit = admin.get_json("/api/v1/audit?limit=1000").await.unwrap();
+    let text = audit.to_string();
+    assert!(
+        !text.contains("first-secret-value") && !text.contains("second-secret-value"),
+        "{audit:#}"
+    );
+    let change = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["target"] == "Secret/demo/keys")
+        .unwrap();
+    let diff = &change["diff"][0];
+    assert!(diff["path"].as_str().unwrap().ends_with("api-key"), "{change}");
+    assert_ne!(diff["before"], diff["after"], "{change}");
+    assert!(
+        text.contains("\"result\":\"rejected\""),
+        "the refused applies are not audited: {audit:#}"
+    );
+
+    // Any signed-in user can provoke refusals: they cannot flood the audit log.
+    let api_ca = server.data_dir.join("pki/api-ca.pem");
+    let pest = with_token(&admin, &api_ca, Some(&issue_token(&admin, "pest", "pest", &[]).await));
+    for _ in 0..100 {
+        assert_eq!(apply(&pest, &route_table("demo", 1)).await.status, 403);
+    }
+    let audit = admin.get_json("/api/v1/audit?user=pest&limit=1000").await.unwrap();
+    let recorded = audit["records"].as_array().unwrap().len();
+    assert!(
+        (30..=60).contains(&recorded),
+        "{recorded} refusals of one user recorded"
+    );
+    assert!(server.metric("trellis_mgmt_api_refusals_unaudited_total").await >= 40);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -184,7 +184,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Counts and logs a refused apply; the error names every problem for the client.
-fn rejected(mgmt: &Mgmt, error: ApiError) -> ApiFailure {
+fn rejected(mgmt: &Mgmt, identity: &Identity, source: &str, error: ApiError) -> ApiFailure {
     mgmt.metrics
         .applies_total
         .get_or_create(&ResultLabel {
@@ -192,6 +192,10 @@ fn rejected(mgmt: &Mgmt, error: ApiError) -> ApiFailure {
         })
         .inc();
     tracing::info!(error = %error, "apply rejected");
+    let errors = error.errors();
+    let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+    let message = format!("{} error(s); first: {first}", errors.len());
+    super::api_access::record_refusal(mgmt, identity, "apply", source.to_string(), "rejected", message);
     error.into()
 }
 
@@ -204,12 +208,13 @@ async fn apply(
     let source = query.source.unwrap_or_else(|| "request".into());
     let resources = match trellis_api::parse_documents(&source, &body) {
         Ok(resources) => resources,
-        Err(error) => return Err(rejected(&mgmt, error)),
+        Err(error) => return Err(rejected(&mgmt, &identity, &source, error)),
     };
     bounded(&source, resources.len())?;
     // Admission and write under one lock: what admission saw is what the write changes.
     let _write = mgmt.api.write_lock.lock().await;
     let store_mgmt = mgmt.clone();
+    let (who, from) = (identity.clone(), source.clone());
     let applied = blocking(move || {
         let stored = store_mgmt.store.list()?;
         let existing: BTreeMap<ResourceKey, &Resource> = stored.iter().map(|r| (r.key(), r)).collect();
@@ -264,7 +269,7 @@ async fn apply(
     .await?;
     let outcomes = match applied {
         Ok(outcomes) => outcomes,
-        Err(error) => return Err(rejected(&mgmt, error)),
+        Err(error) => return Err(rejected(&mgmt, &who, &from, error)),
     };
     mgmt.metrics
         .applies_total
@@ -281,13 +286,39 @@ async fn apply(
 
 /// A resource as the audit log compares it: Secret values redacted, server-set fields left out.
 fn audit_view(resource: &Resource) -> serde_json::Value {
-    let mut value = redacted(resource);
+    let mut value = match resource.kind() {
+        // Values become fingerprints: a changed value shows as changed, and reveals nothing.
+        Kind::Secret => {
+            let mut value = resource.to_value();
+            for field in ["data", "stringData"] {
+                if let Some(entries) = value.get_mut(field).and_then(|d| d.as_object_mut()) {
+                    for entry in entries.values_mut() {
+                        *entry = json!(fingerprint(entry.as_str().unwrap_or_default()));
+                    }
+                }
+            }
+            value
+        }
+        _ => redacted(resource),
+    };
     if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         for field in ["generation", "resourceVersion", "creationRevision"] {
             metadata.remove(field);
         }
     }
     value
+}
+
+/// A value's HMAC under a key of this process only: equal values give equal fingerprints
+/// within a run, and no fingerprint can be checked against a guess of the value.
+fn fingerprint(value: &str) -> String {
+    static KEY: std::sync::LazyLock<ring::hmac::Key> = std::sync::LazyLock::new(|| {
+        ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .expect("the system's random source works")
+    });
+    let tag = ring::hmac::sign(&KEY, value.as_bytes());
+    let hex: String = tag.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("<redacted {hex}>")
 }
 
 /// `metadata.resourceVersion` in an applied document is a precondition, as in Kubernetes: the
@@ -330,7 +361,7 @@ fn targets<K: ToString>(keys: impl Iterator<Item = K>) -> String {
 /// Audits an RBAC refusal and turns it into the 403 answer.
 fn refuse(mgmt: &Mgmt, identity: &Identity, action: &str, target: String, reason: String) -> ApiFailure {
     mgmt.metrics.api_forbidden_total.inc();
-    record(mgmt, identity, action, target, "denied", reason.clone(), Vec::new());
+    super::api_access::record_refusal(mgmt, identity, action, target, "denied", reason.clone());
     ApiFailure::Forbidden(reason)
 }
 

@@ -26,6 +26,8 @@ pub struct ApiAccess {
     /// Held from admission to write (applies, deletes, registrations): two writers cannot both
     /// pass admission against the same state and then store a combination admission never saw.
     pub write_lock: tokio::sync::Mutex<()>,
+    /// Refusals audited this minute, per user: (minute, user -> count).
+    pub refusal_budget: std::sync::Mutex<(u64, std::collections::HashMap<String, u32>)>,
     /// What `trellis check` reports about the server's listeners.
     pub doors: Doors,
 }
@@ -262,10 +264,34 @@ pub fn record(
     }
 }
 
+/// How many refusals of one user per minute the audit log records; the rest are counted. Any
+/// signed-in caller can provoke refusals, and they must not push real changes out of the log.
+const REFUSALS_PER_MINUTE: u32 = 30;
+
+/// Audits a refusal (`denied` by RBAC, or `rejected` as invalid), within the per-user budget.
+pub fn record_refusal(mgmt: &Mgmt, identity: &Identity, action: &str, target: String, result: &str, message: String) {
+    let minute = super::unix_now() / 60;
+    let within_budget = {
+        let mut budget = mgmt.api.refusal_budget.lock().expect("refusal budget lock");
+        if budget.0 != minute {
+            *budget = (minute, Default::default());
+        }
+        let count = budget.1.entry(identity.user.clone()).or_insert(0);
+        *count += 1;
+        *count <= REFUSALS_PER_MINUTE
+    };
+    if within_budget {
+        record(mgmt, identity, action, target, result, message, Vec::new());
+    } else {
+        mgmt.metrics.api_refusals_unaudited_total.inc();
+        tracing::debug!(user = %identity.user, action, "refusal not audited: over the per-user budget");
+    }
+}
+
 /// Refuses with 403 (and audits the refusal).
 pub fn forbidden(mgmt: &Mgmt, identity: &Identity, action: &str, target: String, reason: String) -> Response {
     mgmt.metrics.api_forbidden_total.inc();
-    record(mgmt, identity, action, target, "denied", reason.clone(), Vec::new());
+    record_refusal(mgmt, identity, action, target, "denied", reason.clone());
     (
         StatusCode::FORBIDDEN,
         axum::Json(json!({"error": format!("forbidden: {reason}")})),

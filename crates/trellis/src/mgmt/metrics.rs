@@ -42,6 +42,7 @@ pub struct MgmtMetrics {
     pub certificates_issued_total: Family<ResultLabel, Counter>,
     pub api_unauthenticated_total: Counter,
     pub api_forbidden_total: Counter,
+    pub api_refusals_unaudited_total: Counter,
 }
 
 impl MgmtMetrics {
@@ -57,7 +58,13 @@ impl MgmtMetrics {
             certificates_issued_total: Family::default(),
             api_unauthenticated_total: Counter::default(),
             api_forbidden_total: Counter::default(),
+            api_refusals_unaudited_total: Counter::default(),
         };
+        registry.register(
+            "trellis_mgmt_api_refusals_unaudited",
+            "Refused API requests over a user's audit budget (30 a minute), counted but not recorded",
+            metrics.api_refusals_unaudited_total.clone(),
+        );
         registry.register(
             "trellis_mgmt_api_unauthenticated_requests",
             "API requests refused for missing or invalid credentials",

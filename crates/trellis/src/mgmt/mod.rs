@@ -56,6 +56,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         oidc: config.oidc.clone().map(api_auth::OidcVerifier::new).transpose()?,
         retention: config.audit_retention,
         write_lock: tokio::sync::Mutex::new(()),
+        refusal_budget: Default::default(),
         doors: api_access::Doors {
             api_addr: config.api_addr,
             api_tls: api_tls.is_some(),

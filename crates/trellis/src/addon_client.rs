@@ -1,9 +1,12 @@
 //! What both add-ons do with their cluster's agent: register (so that policies' server references
-//! resolve to them, refreshed like a proxy's registration) and long-poll their config.
+//! resolve to them, refreshed like a proxy's registration), long-poll their config, and keep a
+//! mesh certificate to serve gRPC over mutual TLS.
 //!
 //! ```text
 //!  keep_registered: PUT /v1/proxies/addon~<name>.<ns>~<port> + role secret ──▶ token ──┐
-//!  watch_config:    GET /v1/addons/<kind>, Authorization: Bearer <token>  ◀────────────┘
+//!  watch_config:    GET /v1/addons/<kind>, Authorization: Bearer <token>  ◀────────────┤
+//!  keep_identity:   POST /v1/addons/<kind>/certificate {csr}, Bearer <token> ◀──────────┘
+//!                   ─▶ tls_incoming: gRPC over mTLS, client certificates of this cluster's CA
 //! ```
 //!
 //! The role secret proves the add-on may take the role (it will see every auth decision, and

@@ -25,6 +25,51 @@ const YEAR: Duration = Duration::from_secs(365 * 86400);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open API connections at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 512;
+/// Open API connections from one address (IPv6: one /64): one host cannot take every slot.
+const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+
+/// Connections open per source, released when a connection ends.
+#[derive(Default, Clone)]
+struct PerSource(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+struct SourceSlot(PerSource, std::net::IpAddr);
+
+impl PerSource {
+    fn source(addr: &SocketAddr) -> std::net::IpAddr {
+        match addr.ip() {
+            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                std::net::IpAddr::V6(octets.into())
+            }
+            std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
+            ip => ip,
+        }
+    }
+
+    fn take(&self, addr: &SocketAddr) -> Option<SourceSlot> {
+        let source = Self::source(addr);
+        let mut open = self.0.lock().expect("per-source lock");
+        let count = open.entry(source).or_insert(0);
+        if *count >= MAX_CONNECTIONS_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot(self.clone(), source))
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().expect("per-source lock");
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// What the API serves over TLS, and the CA clients trust for it.
 pub struct ApiTls {
@@ -115,6 +160,7 @@ pub async fn serve(
         .context("the management API certificate")?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_source = PerSource::default();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -132,11 +178,15 @@ pub async fn serve(
             },
             () = &mut shutdown => return Ok(()),
         };
+        let Some(source_slot) = per_source.take(&peer) else {
+            tracing::debug!(%peer, "API connection refused: too many open from its address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, source_slot);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
@@ -177,4 +227,27 @@ pub async fn serve(
 /// Where the CLI finds the API's CA certificate.
 pub fn ca_path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("pki").join("api-ca.pem")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_source_gets_at_most_its_share_and_gets_it_back() {
+        let per_source = PerSource::default();
+        let one: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let other: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_SOURCE)
+            .map(|_| per_source.take(&one).unwrap())
+            .collect();
+        assert!(per_source.take(&one).is_none());
+        assert!(per_source.take(&other).is_some(), "another address is not affected");
+        // Addresses of one IPv6 /64 count together.
+        let a: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        let b: SocketAddr = "[2001:db8::2]:1".parse().unwrap();
+        assert_eq!(PerSource::source(&a), PerSource::source(&b));
+        drop(held);
+        assert!(per_source.take(&one).is_some());
+    }
 }

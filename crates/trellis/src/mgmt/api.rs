@@ -820,13 +820,18 @@ async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
     Json(value)
 }
 
-/// Replaces the secrets translation resolved into auth configs (OIDC client secrets) in output
-/// meant for people; API keys are already only digests.
+/// Replaces the secrets translation resolved into auth configs in output meant for people: OIDC
+/// client secrets, and API keys' digests and metadata entries.
 fn redact_secrets(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
+            // An API key entry: its digest (unsalted, so guessable for weak keys) and the
+            // Secret's other entries are Secret data too.
+            let api_key = map.contains_key("sha256") && map.contains_key("secret");
             for (key, inner) in map.iter_mut() {
                 if key == "clientSecret" && inner.is_string() {
+                    *inner = json!("<redacted>");
+                } else if api_key && (key == "sha256" || key == "metadata") {
                     *inner = json!("<redacted>");
                 } else {
                     redact_secrets(inner);
@@ -835,5 +840,26 @@ fn redact_secrets(value: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact_secrets),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translation_output_hides_what_secrets_hold() {
+        let mut value = json!({"configs": [
+            {"oidc": {"clientId": "app", "clientSecret": "s3cret"}},
+            {"apiKeyAuth": {"headerName": "x-api-key", "keys": [
+                {"sha256": "abc", "secret": "demo/key", "metadata": {"x-user-id": "frontend"}}
+            ]}}
+        ]});
+        redact_secrets(&mut value);
+        let text = value.to_string();
+        for hidden in ["s3cret", "abc", "frontend"] {
+            assert!(!text.contains(hidden), "{hidden} in {text}");
+        }
+        assert!(text.contains("demo/key") && text.contains("x-api-key"), "{text}");
     }
 }

@@ -290,6 +290,10 @@ fn audit_view(resource: &Resource) -> serde_json::Value {
         // Values become fingerprints: a changed value shows as changed, and reveals nothing.
         Kind::Secret => {
             let mut value = resource.to_value();
+            if let Some(copy) = value.pointer_mut(&format!("/metadata/annotations/{}", LAST_APPLIED.replace('/', "~1")))
+            {
+                *copy = json!(fingerprint(copy.as_str().unwrap_or_default()));
+            }
             for field in ["data", "stringData"] {
                 if let Some(entries) = value.get_mut(field).and_then(|d| d.as_object_mut()) {
                     for entry in entries.values_mut() {
@@ -499,14 +503,23 @@ fn with_status(resource: &trellis_api::Resource, translation: &trellis_translate
 /// The resource as JSON, with a Secret's values replaced.
 fn redacted(resource: &Resource) -> serde_json::Value {
     match &resource.spec {
-        trellis_api::Spec::Secret(secret) => trellis_api::Resource {
-            metadata: resource.metadata.clone(),
-            spec: trellis_api::Spec::Secret(secret.redacted()),
+        trellis_api::Spec::Secret(secret) => {
+            let mut metadata = resource.metadata.clone();
+            // `kubectl apply` keeps the whole object, data included, in this annotation.
+            if let Some(copy) = metadata.annotations.get_mut(LAST_APPLIED) {
+                *copy = "<redacted>".into();
+            }
+            trellis_api::Resource {
+                metadata,
+                spec: trellis_api::Spec::Secret(secret.redacted()),
+            }
+            .to_value()
         }
-        .to_value(),
         _ => resource.to_value(),
     }
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A resource, its status and its delivery: of the proxies in the clusters it applies to, how
 /// many run the current config (Envoy acknowledged it), and which rejected it.
@@ -861,5 +874,16 @@ mod tests {
             assert!(!text.contains(hidden), "{hidden} in {text}");
         }
         assert!(text.contains("demo/key") && text.contains("x-api-key"), "{text}");
+    }
+
+    #[test]
+    fn a_secrets_values_never_leave_even_through_kubectls_annotation() {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: k\n  namespace: demo\n  annotations: {{{LAST_APPLIED}: '{{\"stringData\":{{\"api-key\":\"hunter2\"}}}}'}}\nstringData: {{api-key: hunter2}}\n"
+        );
+        let secret = trellis_api::parse_one("test.yaml", &yaml).unwrap();
+        for view in [redacted(&secret), audit_view(&secret)] {
+            assert!(!view.to_string().contains("hunter2"), "{view}");
+        }
     }
 }

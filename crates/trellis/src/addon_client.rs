@@ -64,6 +64,12 @@ impl Default for AgentCredential {
 }
 
 impl AgentCredential {
+    /// A credential already holding `token` (tests that play the agent).
+    #[cfg(test)]
+    pub(crate) fn with_token(token: &str) -> Self {
+        AgentCredential(Arc::new(watch::Sender::new(Some(token.to_string()))))
+    }
+
     /// The current token, waiting for the first registration if need be.
     async fn current(&self) -> String {
         let mut receiver = self.0.subscribe();
@@ -218,6 +224,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this long between certificate requests, so a rotated cluster CA (whose new proxy
 /// certificates the add-on must accept) is taken up within minutes, not at the next renewal.
 const MAX_RENEW_INTERVAL: Duration = Duration::from_secs(600);
+/// At least this long between certificate requests: a certificate that is due at once (its CA
+/// about to expire) must not turn the renewal into a busy loop against the agent.
+const MIN_RENEW_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The add-on's TLS server configuration: its mesh certificate and the client CA it requires;
 /// `None` until the agent issued the first certificate (connections are refused until then).
@@ -227,6 +236,14 @@ pub struct AddonTls(Arc<watch::Sender<Option<Arc<rustls::ServerConfig>>>>);
 impl Default for AddonTls {
     fn default() -> Self {
         AddonTls(Arc::new(watch::Sender::new(None)))
+    }
+}
+
+impl AddonTls {
+    /// Wakes on every new server configuration (tests).
+    #[cfg(test)]
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<rustls::ServerConfig>>> {
+        self.0.subscribe()
     }
 }
 
@@ -282,7 +299,7 @@ pub async fn keep_identity(agent: String, kind: AddonKind, credential: AgentCred
                         let wait = renew
                             .duration_since(std::time::SystemTime::now())
                             .unwrap_or_default()
-                            .min(MAX_RENEW_INTERVAL);
+                            .clamp(MIN_RENEW_INTERVAL, MAX_RENEW_INTERVAL);
                         tokio::time::sleep(wait).await;
                         continue;
                     }

@@ -189,6 +189,51 @@ mod tests {
             .expect("a client certificate of the mesh");
     }
 
+    /// The add-on side against an agent that issues 20-second certificates: it installs the
+    /// first and replaces it before it expires, each time with a CSR of its own.
+    #[tokio::test]
+    async fn an_add_on_renews_its_certificate_before_it_expires() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (_, ca) = mk_cluster_ca();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/v1/addons/{kind}/certificate",
+            axum::routing::post({
+                let issued = issued.clone();
+                move |headers: HeaderMap, Json(request): Json<CertificateRequest>| async move {
+                    if bearer(&headers) != Some("t0ken") {
+                        return StatusCode::UNAUTHORIZED.into_response();
+                    }
+                    issued.fetch_add(1, Ordering::SeqCst);
+                    let id = "spiffe://trellis.local/ns/gloo-mesh/sa/ext-auth-service";
+                    let chain = sign(&ca, &request.csr, id, Duration::from_secs(20), SystemTime::now()).unwrap();
+                    Json(json!({"spiffeId": id, "certChain": chain, "clientCa": first_certificate(&ca.cert_pem)}))
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let tls = crate::addon_client::AddonTls::default();
+        let mut changes = tls.subscribe();
+        let task = tokio::spawn(crate::addon_client::keep_identity(
+            agent,
+            AddonKind::ExtAuth,
+            crate::addon_client::AgentCredential::with_token("t0ken"),
+            tls,
+        ));
+        for step in ["the first certificate", "a renewed certificate"] {
+            tokio::time::timeout(Duration::from_secs(15), changes.changed())
+                .await
+                .unwrap_or_else(|_| panic!("{step} within 15 s"))
+                .unwrap();
+            assert!(changes.borrow().is_some(), "{step}");
+        }
+        task.abort();
+        assert!(issued.load(Ordering::SeqCst) >= 2);
+    }
+
     #[test]
     fn refuses_a_csr_that_is_not_one() {
         let (_, ca) = mk_cluster_ca();

@@ -4,6 +4,7 @@
 //! a certificate of another CA under the same mesh root, and one from cluster-2's CA are all
 //! refused by cluster-1's ext-auth and rate limiter; a certificate of cluster-1's CA gets
 //! answers (the rate limiter refusing an absurd hits_addend), and traffic through Envoy works.
+//! The agent signs add-on certificates only for a registered add-on's credential.
 
 mod common;
 
@@ -247,6 +248,27 @@ async fn the_add_ons_answer_only_their_clusters_proxies_over_mutual_tls() {
         let result = decide(limiter, limiter_tls, 1).await;
         assert!(result.is_err(), "the rate limiter answered {what}: {result:?}");
         println!("refused by both add-ons: {what}");
+    }
+    // The agent issues add-on certificates only to a registered add-on's credential.
+    let (_key, csr) = trellis_pki::new_key_and_csr("ext-auth-service").unwrap();
+    let body = serde_json::to_vec(&serde_json::json!({ "csr": csr })).unwrap();
+    for authorization in [None, Some("Bearer made-up-token")] {
+        let headers: Vec<(&str, &str)> = authorization.map(|a| ("authorization", a)).into_iter().collect();
+        let response = trellis::httpc::request(
+            "POST",
+            &format!(
+                "http://127.0.0.1:{}/v1/addons/ext-auth/certificate",
+                cluster.registry_port
+            ),
+            None,
+            &headers,
+            Some(("application/json", body.clone())),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status, 401, "{authorization:?}: {}", response.body);
+        assert!(!response.body.contains("CERTIFICATE"), "{}", response.body);
     }
     // Still serving the real proxies afterwards.
     assert_eq!(call(Some("frontend-demo-key")).await.status, 200);

@@ -21,6 +21,7 @@
 //! and the relay's content versions rely on.
 
 mod access_policies;
+mod announcements;
 mod addons;
 mod destination_policies;
 mod endpoints;
@@ -40,6 +41,7 @@ use serde::Serialize;
 use trellis_model::{ClusterConfig, Snapshot};
 
 pub use addons::auth_configs;
+pub use announcements::ANNOUNCE_ANNOTATION;
 pub use status::ResourceStatus;
 pub use target::Target;
 
@@ -78,6 +80,8 @@ pub fn workspace_of_config_namespace(snapshot: &Snapshot, namespace: &str) -> Op
 
 pub fn translate(snapshot: &Snapshot) -> Translation {
     let mut warnings = Warnings::default();
+    let restricted = announcements::restrict(snapshot, &mut warnings);
+    let snapshot = restricted.as_ref().unwrap_or(snapshot);
     let mut report = report::Report::default();
     let services = snapshot.services();
     let workspaces = workspaces::Workspaces::from(snapshot);

@@ -42,7 +42,7 @@ struct Workspace {
 }
 
 /// `*`, `prefix*` or an exact name.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,

@@ -108,14 +108,24 @@ mod tests {
     fn a_cluster_announces_only_its_namespaces_and_says_what_it_refused() {
         let mut warnings = Warnings::default();
         let restricted = restrict(&snapshot(Some("team-*, gloo-mesh")), &mut warnings).unwrap();
-        let workloads: Vec<_> = restricted.discovery["c1"].workloads.iter().map(|w| w.name.as_str()).collect();
+        let workloads: Vec<_> = restricted.discovery["c1"]
+            .workloads
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect();
         assert_eq!(workloads, ["web-1"]);
         assert_eq!(restricted.discovery["c1"].addons.len(), 1);
         let messages = &warnings.0["KubernetesCluster/trellis/c1"];
-        assert!(messages[0].contains("workload payments/pay-1 (service pay)"), "{messages:?}");
+        assert!(
+            messages[0].contains("workload payments/pay-1 (service pay)"),
+            "{messages:?}"
+        );
 
         let mut warnings = Warnings::default();
-        assert!(restrict(&snapshot(None), &mut warnings).is_none(), "no annotation, nothing cut");
+        assert!(
+            restrict(&snapshot(None), &mut warnings).is_none(),
+            "no annotation, nothing cut"
+        );
         assert!(warnings.0.is_empty());
     }
 }

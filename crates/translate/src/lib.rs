@@ -21,8 +21,8 @@
 //! and the relay's content versions rely on.
 
 mod access_policies;
-mod announcements;
 mod addons;
+mod announcements;
 mod destination_policies;
 mod endpoints;
 mod external;

@@ -778,7 +778,10 @@ pub fn router(
         .route("/v1/proxies/{id}", put(register).delete(deregister))
         .route("/v1/status", get(status))
         .route("/v1/addons/{kind}", get(super::addon_config::serve))
-        .route("/v1/addons/{kind}/certificate", axum::routing::post(super::addon_identity::issue))
+        .route(
+            "/v1/addons/{kind}/certificate",
+            axum::routing::post(super::addon_identity::issue),
+        )
         .route(
             "/metrics",
             get(move || {

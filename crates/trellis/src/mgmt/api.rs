@@ -842,9 +842,8 @@ fn redact_secrets(value: &mut serde_json::Value) {
             // Secret's other entries are Secret data too.
             let api_key = map.contains_key("sha256") && map.contains_key("secret");
             for (key, inner) in map.iter_mut() {
-                if key == "clientSecret" && inner.is_string() {
-                    *inner = json!("<redacted>");
-                } else if api_key && (key == "sha256" || key == "metadata") {
+                let client_secret = key == "clientSecret" && inner.is_string();
+                if client_secret || (api_key && (key == "sha256" || key == "metadata")) {
                     *inner = json!("<redacted>");
                 } else {
                     redact_secrets(inner);

@@ -146,9 +146,15 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     // === relay and shutdown ===
     let shutdown = crate::process::Shutdown::on_signal();
     let relay_server = relay_server(relay, server_tls, mgmt.clone(), metrics, shutdown.clone());
+    // The API stops taking requests at once on shutdown, but the process lives until the relay
+    // has told its agents (tonic flushes those last messages before its server returns): only
+    // an error of the API or admin server ends it early.
     let servers = async {
         tokio::select! {
-            result = api_server => result.context("API server failed"),
+            result = api_server => {
+                result.context("API server failed")?;
+                std::future::pending().await
+            }
             result = admin_server => result.context("admin server failed"),
             result = relay_server => result.context("relay server failed"),
         }

@@ -31,6 +31,10 @@ pub struct Hello {
     /// The config version the agent is serving (from its cache), empty if none.
     #[prost(string, tag = "3")]
     pub last_applied_version: String,
+    /// Where the agent's registration API listens (`trellis check` warns when it is off
+    /// loopback: its read endpoints answer without credentials). Empty from older agents.
+    #[prost(string, tag = "4")]
+    pub registry_address: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

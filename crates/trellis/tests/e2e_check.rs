@@ -52,6 +52,27 @@ async fn check_reports_security_mode_certificate_expiry_and_agents() {
     ] {
         assert!(out.contains(expected), "wanted {expected:?} in:\n{out}");
     }
+    assert!(!out.contains("registration API"), "{out}");
+
+    // An agent whose registration API listens on every address is a warning.
+    let (token, _) = mgmt.register("c2", None).await;
+    let everywhere = format!("0.0.0.0:{}", trellis::process::free_port());
+    let mut open = AgentProcess::start(
+        &dir,
+        "c2",
+        "c2",
+        &mgmt,
+        &["--root-ca", &root_file, "--registry-addr", &everywhere],
+        Some(&token),
+    );
+    mgmt.wait_connected("c2", true, Duration::from_secs(20)).await;
+    let (_, out) = check(&mgmt).await;
+    assert!(
+        out.contains("WARNING")
+            && out.contains(&format!("the agent of c2 serves its registration API on {everywhere}")),
+        "{out}"
+    );
+    open.child.kill().await.unwrap();
 
     // The agent goes away: an error, and a failing exit code.
     agent.child.kill().await.unwrap();

@@ -106,6 +106,8 @@ pub struct Agent {
     pub certs: Arc<mesh_identity::WorkloadCerts>,
     pub snapshots: Arc<xds_source::ProxySnapshots>,
     pub board: trellis_xds::ProxyStatusBoard,
+    /// Where the registration API listens; told to the management server for `trellis check`.
+    pub registry_addr: SocketAddr,
     cache_path: PathBuf,
 }
 
@@ -175,6 +177,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         certs: Arc::new(mesh_identity::WorkloadCerts::new(workload_ttl)),
         snapshots: source.clone(),
         board: board.clone(),
+        registry_addr: args.registry_addr,
         cache_path,
     });
 

@@ -97,6 +97,7 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
         cluster: agent.cluster.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         last_applied_version: last_applied,
+        registry_address: agent.registry_addr.to_string(),
     }))
     .await?;
     let mut registry_changes = agent.registry.changes.subscribe();

@@ -146,6 +146,21 @@ fn door_findings(doors: &super::api_access::Doors, relay_insecure: bool) -> Vec<
     findings
 }
 
+/// An agent whose registration API listens off loopback: registering needs credentials, but its
+/// read endpoints (workloads, delivery status, metrics) answer whoever reaches the port.
+fn agent_listener(check: &str, cluster: &str, address: &str) -> Option<Finding> {
+    let address: std::net::SocketAddr = address.parse().ok()?;
+    (!address.ip().is_loopback()).then(|| {
+        finding(
+            "warning",
+            check,
+            format!(
+                "the agent of {cluster} serves its registration API on {address}, off loopback: its read endpoints (/v1/proxies, /v1/status, /metrics) answer anyone who reaches it; bind --registry-addr to loopback or firewall it"
+            ),
+        )
+    })
+}
+
 pub fn findings(mgmt: &Mgmt, now: u64) -> Vec<Finding> {
     let mut findings = door_findings(&mgmt.api.doors, matches!(mgmt.relay, RelaySecurity::Insecure));
     match &mgmt.relay {
@@ -184,6 +199,12 @@ pub fn findings(mgmt: &Mgmt, now: u64) -> Vec<Finding> {
                 format!("the agent of {cluster} is not connected: {hint}"),
             ));
             continue;
+        }
+        if let Some(finding) = status["registryAddress"]
+            .as_str()
+            .and_then(|a| agent_listener(&check, cluster.as_str(), a))
+        {
+            findings.push(finding);
         }
         if let Some(nack) = status["nack"].as_str() {
             findings.push(finding(
@@ -257,6 +278,19 @@ mod tests {
             .filter(|f| f.check == check)
             .map(|f| f.severity)
             .collect()
+    }
+
+    #[test]
+    fn an_agent_listening_off_loopback_is_reported() {
+        assert!(agent_listener("cluster/c1", "c1", "127.0.0.1:9977").is_none());
+        assert!(agent_listener("cluster/c1", "c1", "[::1]:9977").is_none());
+        let finding = agent_listener("cluster/c1", "c1", "0.0.0.0:9977").unwrap();
+        assert_eq!(finding.severity, "warning");
+        assert!(finding.message.contains("0.0.0.0:9977"), "{}", finding.message);
+        assert!(
+            agent_listener("cluster/c1", "c1", "").is_none(),
+            "an older agent says nothing"
+        );
     }
 
     #[test]

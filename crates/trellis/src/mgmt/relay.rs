@@ -394,6 +394,7 @@ async fn serve_agent(
         a.connected = true;
         a.since = unix_now();
         a.acked_version = hello.last_applied_version.clone();
+        a.registry_address = hello.registry_address.clone();
     });
     tracing::info!(agent_version = %hello.agent_version, last_applied = %hello.last_applied_version, "agent connected");
 

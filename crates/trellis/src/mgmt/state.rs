@@ -36,6 +36,9 @@ pub struct AgentStatus {
     pub intermediate_validity: Option<(u64, u64)>,
     /// Delivery state of the cluster's proxies, as its agent last reported it.
     pub proxies: Vec<trellis_model::ProxyState>,
+    /// Where the agent's registration API listens, as it said when it connected.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub registry_address: String,
 }
 
 pub struct Mgmt {

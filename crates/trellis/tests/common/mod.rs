@@ -291,11 +291,13 @@ impl AgentProcess {
             mgmt.relay.clone(),
             "--data-dir".into(),
             data_dir.display().to_string(),
-            "--registry-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
             "--xds-addr".into(),
             format!("127.0.0.1:{}", free_port()),
         ];
+        // A test may choose where the registration API listens; by default a loopback port.
+        if !extra.contains(&"--registry-addr") {
+            args.extend(["--registry-addr".into(), format!("127.0.0.1:{}", free_port())]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = dir.join(format!("{name}.log"));
         let env: Vec<(&str, &str)> = token.map(|t| ("TRELLIS_TOKEN", t)).into_iter().collect();

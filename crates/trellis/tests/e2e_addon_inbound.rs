@@ -10,25 +10,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use trellis::up::{LocalMesh, MeshOptions};
+use trellis::up::LocalMesh;
 use trellis_pki::CertifiedKey;
 
 const KEY: &str = "frontend-demo-key";
 
 /// Through the frontend's sidecar, as the app would call.
 async fn via_frontend(mesh: &LocalMesh, key: Option<&str>) -> trellis::httpc::Response {
-    let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
-    let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
-    trellis::httpc::request(
-        "GET",
-        "http://api.mesh.internal/",
-        Some(&proxy),
-        &headers,
-        None,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap()
+    api_via_frontend(mesh, &api_key_header(key)).await
 }
 
 /// Straight to backend-v1's sidecar inbound port in plaintext (absolute-form request, so the
@@ -43,12 +32,11 @@ async fn try_direct_plaintext(
     key: Option<&str>,
 ) -> anyhow::Result<trellis::httpc::Response> {
     let inbound = format!("127.0.0.1:{}", mesh.app("backend-v1").inbound_port);
-    let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
     trellis::httpc::request(
         "GET",
         &format!("http://{host}/"),
         Some(&inbound),
-        &headers,
+        &api_key_header(key),
         None,
         Duration::from_secs(5),
     )
@@ -148,19 +136,8 @@ fn remaining(response: &trellis::httpc::Response) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calling_the_destination_sidecar_directly_does_not_skip_ext_auth_or_rate_limits() {
-    let mut options = MeshOptions::free();
-    options.addons = true;
-    let mesh = LocalMesh::start(&bin(), &test_dir("addon-inbound"), options)
-        .await
-        .unwrap();
-    mesh.apply_demo_config().await.unwrap();
-    mesh.wait_for_traffic(Duration::from_secs(60)).await.unwrap();
-    let example = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/addons/api-key-and-rate-limit.yaml"),
-    )
-    .unwrap();
-    let response = mesh.apply("api-key-and-rate-limit.yaml", &example).await.unwrap();
-    assert_eq!(response.status, 200, "{}", response.body);
+    let mesh = demo_mesh_with_addons("addon-inbound").await;
+    apply_addons_example(&mesh).await;
     let peer = mesh_workload_cert(&mesh, "spiffe://trellis.local/ns/demo/sa/frontend");
 
     // Over mTLS, as a mesh peer: the destination checks the key itself.

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use trellis::up::{LocalMesh, MeshOptions};
+use trellis::up::LocalMesh;
 use trellis_pki::CertifiedKey;
 
 /// How a test client connects: `None` plaintext, else TLS with (client certificate or none, the
@@ -155,37 +155,13 @@ fn cluster_cert(mesh: &LocalMesh, cluster: &str, spiffe_id: &str) -> CertifiedKe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_add_ons_answer_only_their_clusters_proxies_over_mutual_tls() {
-    let mut options = MeshOptions::free();
-    options.addons = true;
-    let mesh = LocalMesh::start(&bin(), &test_dir("addon-mtls"), options)
-        .await
-        .unwrap();
-    mesh.apply_demo_config().await.unwrap();
-    mesh.wait_for_traffic(Duration::from_secs(60)).await.unwrap();
-    let example = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/addons/api-key-and-rate-limit.yaml"),
-    )
-    .unwrap();
-    let response = mesh.apply("api-key-and-rate-limit.yaml", &example).await.unwrap();
-    assert_eq!(response.status, 200, "{}", response.body);
+    let mesh = demo_mesh_with_addons("addon-mtls").await;
+    apply_addons_example(&mesh).await;
 
     // Traffic through Envoy: the proxies call both add-ons over mTLS.
-    let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
     let call = |key: Option<&'static str>| {
-        let proxy = proxy.clone();
-        async move {
-            let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
-            trellis::httpc::request(
-                "GET",
-                "http://api.mesh.internal/",
-                Some(&proxy),
-                &headers,
-                None,
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap()
-        }
+        let mesh = &mesh;
+        async move { api_via_frontend(mesh, &api_key_header(key)).await }
     };
     eventually("ext-auth answering through Envoy", || async {
         call(None).await.status == 401

@@ -5,52 +5,26 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use trellis::up::{LocalMesh, MeshOptions};
+use trellis::up::LocalMesh;
 
 async fn call(mesh: &LocalMesh, key: Option<&str>, spoofed_user: Option<&str>) -> trellis::httpc::Response {
-    let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
-    let mut headers = Vec::new();
-    if let Some(key) = key {
-        headers.push(("x-api-key", key));
-    }
+    let mut headers = api_key_header(key);
     if let Some(user) = spoofed_user {
         headers.push(("x-user-id", user));
     }
-    trellis::httpc::request(
-        "GET",
-        "http://api.mesh.internal/",
-        Some(&proxy),
-        &headers,
-        None,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap()
+    api_via_frontend(mesh, &headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_addons_example_authenticates_then_limits_per_user() {
-    let mut options = MeshOptions::free();
-    options.addons = true;
-    let mesh = LocalMesh::start(&bin(), &test_dir("addons-example"), options)
-        .await
-        .unwrap();
-    mesh.apply_demo_config().await.unwrap();
-    mesh.wait_for_traffic(Duration::from_secs(60)).await.unwrap();
+    let mesh = demo_mesh_with_addons("addons-example").await;
     assert_eq!(
         mesh.cluster("cluster-1").addons.len(),
         3,
         "ext-auth, redis, rate-limiter"
     );
-    let example = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/addons/api-key-and-rate-limit.yaml"),
-    )
-    .unwrap();
-    let response = mesh.apply("api-key-and-rate-limit.yaml", &example).await.unwrap();
-    assert_eq!(response.status, 200, "{}", response.body);
+    apply_addons_example(&mesh).await;
 
     eventually("API key required on api.mesh.internal", || async {
         call(&mesh, None, None).await.status == 401

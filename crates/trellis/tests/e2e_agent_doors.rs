@@ -223,15 +223,7 @@ async fn envoy_identities(admin_port: u16) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_attacker_gets_nothing_from_the_agent_and_the_mesh_keeps_working() {
-    let mut options = MeshOptions::free();
-    options.addons = true;
-    let mut mesh = LocalMesh::start(&bin(), &test_dir("agent-doors"), options)
-        .await
-        .expect("mesh starts");
-    mesh.apply_demo_config().await.expect("demo config applies");
-    mesh.wait_for_traffic(Duration::from_secs(60))
-        .await
-        .expect("traffic flows");
+    let mut mesh = demo_mesh_with_addons("agent-doors").await;
 
     let agent1 = format!("http://127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
     let agent2 = format!("http://127.0.0.1:{}", mesh.cluster("cluster-2").registry_port);

@@ -2,6 +2,11 @@
 //! real Envoy), on loopback ephemeral ports, in a temp directory removed on success.
 #![allow(dead_code)]
 
+mod addons;
+// The benches include this module too, and use none of the add-on helpers.
+#[allow(unused_imports)]
+pub use addons::*;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -17,14 +22,7 @@ pub fn test_dir(name: &str) -> PathBuf {
 
 /// The demo mesh with its config applied and cross-cluster traffic flowing.
 pub async fn demo_mesh(name: &str) -> LocalMesh {
-    let mesh = LocalMesh::start(&bin(), &test_dir(name), MeshOptions::free())
-        .await
-        .expect("mesh starts");
-    mesh.apply_demo_config().await.expect("demo config applies");
-    mesh.wait_for_traffic(Duration::from_secs(60))
-        .await
-        .expect("traffic flows");
-    mesh
+    demo_mesh_with(name, MeshOptions::free()).await
 }
 
 /// [`demo_mesh`] whose agents also admit sidecars of `namespaces` (the demo's agents admit only
@@ -36,6 +34,11 @@ pub async fn demo_mesh_allowing(name: &str, namespaces: &[&str]) -> LocalMesh {
             .agent_flags
             .extend(["--allow-namespace".to_string(), namespace.to_string()]);
     }
+    demo_mesh_with(name, options).await
+}
+
+/// [`demo_mesh`] started with `options`.
+pub async fn demo_mesh_with(name: &str, options: MeshOptions) -> LocalMesh {
     let mesh = LocalMesh::start(&bin(), &test_dir(name), options)
         .await
         .expect("mesh starts");

@@ -45,82 +45,11 @@ async fn try_direct_plaintext(
 
 /// Straight to backend-v1's sidecar inbound port over mTLS with a mesh workload certificate.
 async fn direct_mtls(mesh: &LocalMesh, cert: &CertifiedKey, host: &str, key: Option<&str>) -> u16 {
-    use http_body_util::BodyExt;
-    use rustls::pki_types::pem::PemObject;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let private = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key.0.as_bytes()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
-        .with_client_auth_cert(chain, private)
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", mesh.app("backend-v1").inbound_port))
+    let port = mesh.app("backend-v1").inbound_port;
+    mtls_request_with(port, Some(cert), "backend", "GET", "/", host, &api_key_header(key))
         .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(rustls::pki_types::ServerName::try_from("backend").unwrap(), tcp)
-        .await
-        .expect("a mesh certificate is let in");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut request = hyper::Request::builder().uri("/").header("host", host);
-    if let Some(key) = key {
-        request = request.header("x-api-key", key);
-    }
-    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response.status().as_u16();
-    let _ = response.into_body().collect().await;
-    status
-}
-
-/// The server's identity is not what this test is about (there is no name to check against).
-#[derive(Debug)]
-struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+        .unwrap_or_else(|e| panic!("a mesh certificate is let in and {host} answers: {e:#}"))
+        .status
 }
 
 /// The rate limiter's `x-ratelimit-remaining` on a response (the smallest, if several).

@@ -35,10 +35,12 @@ async fn channel(port: u16, tls: Tls<'_>) -> Result<tonic::transport::Channel, S
         return endpoint.connect().await.map_err(|e| format!("{e:?}"));
     };
     let mut config = trellis_pki::client_tls_config(client, root_pem, true).unwrap();
-    // The add-on's certificate carries only its SPIFFE ID: check that, as Envoy does.
+    // The add-on's certificate carries only its SPIFFE ID: check that, as Envoy does. The chain
+    // to the mesh root is what Envoy checks on the real path (through Envoy, in the test); this
+    // client is about what the add-ons accept.
     config
         .dangerous()
-        .set_certificate_verifier(Arc::new(SpiffeVerifier::new(expected_id)));
+        .set_certificate_verifier(Arc::new(ServerCheck::spiffe_id(expected_id)));
     let config = Arc::new(config);
     endpoint
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
@@ -52,63 +54,6 @@ async fn channel(port: u16, tls: Tls<'_>) -> Result<tonic::transport::Channel, S
         }))
         .await
         .map_err(|e| format!("{e:?}"))
-}
-
-/// Checks that the add-on presents exactly `expected` as its URI SAN. The chain to the mesh
-/// root is what Envoy checks on the real path (through Envoy, above); this client is about
-/// what the add-ons accept.
-#[derive(Debug)]
-struct SpiffeVerifier {
-    expected: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl SpiffeVerifier {
-    fn new(expected: &str) -> Self {
-        SpiffeVerifier {
-            expected: expected.to_string(),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        }
-    }
-}
-
-impl rustls::client::danger::ServerCertVerifier for SpiffeVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let info = trellis_pki::inspect_der(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
-        if info.uris != [self.expected.clone()] {
-            return Err(rustls::Error::General(format!("add-on presented {:?}", info.uris)));
-        }
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// One ext-auth check: Ok(status code of the answer) or the transport/gRPC error.

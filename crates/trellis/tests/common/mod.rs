@@ -347,11 +347,25 @@ pub async fn mtls_request(
     method: &str,
     path: &str,
 ) -> anyhow::Result<trellis::httpc::Response> {
+    mtls_request_with(port, client, "workload.mesh", method, path, "backend", &[]).await
+}
+
+/// Like [`mtls_request`], with the TLS server name, the request's `host` and extra `headers`
+/// chosen by the caller (a sidecar's inbound routes by host).
+pub async fn mtls_request_with(
+    port: u16,
+    client: Option<&trellis_pki::CertifiedKey>,
+    server_name: &str,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<trellis::httpc::Response> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAnyServer(provider)));
+        .with_custom_certificate_verifier(std::sync::Arc::new(ServerCheck::any()));
     let config = match client {
         Some(cert) => {
             use rustls::pki_types::pem::PemObject;
@@ -362,21 +376,51 @@ pub async fn mtls_request(
         }
         None => builder.with_no_client_auth(),
     };
-    request_over_tls(port, "workload.mesh", "backend", config, method, path).await
+    request_over_tls(port, server_name, host, config, method, path, headers).await
 }
 
+/// How a test client checks the server it reached: signatures always; the certificate either
+/// not at all ([`ServerCheck::any`]: these tests are about what the server lets in, and there is
+/// often no name to check against) or only for its SPIFFE ID ([`ServerCheck::spiffe_id`]).
 #[derive(Debug)]
-struct AcceptAnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+pub struct ServerCheck {
+    spiffe_id: Option<String>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+impl ServerCheck {
+    /// Accepts any server certificate.
+    pub fn any() -> Self {
+        ServerCheck {
+            spiffe_id: None,
+            provider: std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+
+    /// Accepts a server certificate whose URI SANs are exactly `expected`.
+    pub fn spiffe_id(expected: &str) -> Self {
+        ServerCheck {
+            spiffe_id: Some(expected.to_string()),
+            ..ServerCheck::any()
+        }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
         _: &[rustls::pki_types::CertificateDer<'_>],
         _: &rustls::pki_types::ServerName<'_>,
         _: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Some(expected) = &self.spiffe_id {
+            let info = trellis_pki::inspect_der(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+            if info.uris != [expected.clone()] {
+                return Err(rustls::Error::General(format!("server presented {:?}", info.uris)));
+            }
+        }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
@@ -386,7 +430,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -395,11 +439,11 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -455,7 +499,7 @@ pub async fn https_get(
         }
         None => builder.with_no_client_auth(),
     };
-    request_over_tls(port, server_name, server_name, config, "GET", path).await
+    request_over_tls(port, server_name, server_name, config, "GET", path, &[]).await
 }
 
 /// Polls `check` until it holds, failing after 20 s: config takes a moment to reach proxies.
@@ -496,6 +540,7 @@ async fn request_over_tls(
     config: rustls::ClientConfig,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
 ) -> anyhow::Result<trellis::httpc::Response> {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -504,11 +549,11 @@ async fn request_over_tls(
         .await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let mut request = hyper::Request::builder().method(method).uri(path).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new())?;
     let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();

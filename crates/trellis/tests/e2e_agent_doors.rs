@@ -203,6 +203,23 @@ fn flag_value(args: &[String], flag: &str) -> String {
     args[at + 1].clone()
 }
 
+/// Waits until the agent at `agent` reports the frontend's Envoy connected to its ADS (after
+/// the agent restarted, Envoy must reconnect).
+async fn frontend_back_on_ads(agent: &str) {
+    eventually("the frontend's Envoy back on the restarted agent's ADS", || async {
+        httpc::get(&format!("{agent}/v1/status"), Duration::from_secs(2))
+            .await
+            .is_ok_and(|r| {
+                serde_json::from_str::<Value>(&r.body).unwrap()["connectedProxies"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["nodeId"] == VICTIM)
+            })
+    })
+    .await;
+}
+
 /// SPIFFE IDs of the certificates an Envoy holds, from its admin /certs page.
 async fn envoy_identities(admin_port: u16) -> Vec<String> {
     let url = format!("http://127.0.0.1:{admin_port}/certs");
@@ -584,18 +601,7 @@ async fn a_local_attacker_gets_nothing_from_the_agent_and_the_mesh_keeps_working
             .is_ok_and(|r| serde_json::from_str::<Value>(&r.body).unwrap()["proxies"][VICTIM] == victim_before)
     })
     .await;
-    eventually("the frontend's Envoy back on the restarted agent's ADS", || async {
-        httpc::get(&format!("{agent1}/v1/status"), Duration::from_secs(2))
-            .await
-            .is_ok_and(|r| {
-                serde_json::from_str::<Value>(&r.body).unwrap()["connectedProxies"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|p| p["nodeId"] == VICTIM)
-            })
-    })
-    .await;
+    frontend_back_on_ads(&agent1).await;
     assert_eq!(
         std::fs::read_to_string(sidecar_dir.join("agent-token")).unwrap().trim(),
         real_token,
@@ -695,18 +701,7 @@ async fn xds_client_certificates_are_renewed_and_envoy_reconnects_with_the_renew
     mesh.cluster_mut("cluster-1").agent.kill().await;
     mesh.cluster_mut("cluster-1").agent.start().unwrap();
     let agent1 = format!("http://127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
-    eventually("the frontend's Envoy back on the restarted agent's ADS", || async {
-        httpc::get(&format!("{agent1}/v1/status"), Duration::from_secs(2))
-            .await
-            .is_ok_and(|r| {
-                serde_json::from_str::<Value>(&r.body).unwrap()["connectedProxies"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|p| p["nodeId"] == VICTIM)
-            })
-    })
-    .await;
+    frontend_back_on_ads(&agent1).await;
     mesh.apply("route-table.yaml", &route_table(0, 100)).await.unwrap();
     until_all(&mesh, "v2", 10, Duration::from_secs(30)).await;
     finish(mesh).await;

@@ -54,11 +54,7 @@ pub async fn serve(
     headers: HeaderMap,
 ) -> Response {
     let Some(kind) = AddonKind::parse(&kind) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
-        )
-            .into_response();
+        return AddonKind::unknown(&kind);
     };
     let mut changes = agent.config.subscribe();
     let deadline = tokio::time::Instant::now() + LONG_POLL;

@@ -51,11 +51,7 @@ pub async fn issue(
     Json(request): Json<CertificateRequest>,
 ) -> Response {
     let Some(kind) = AddonKind::parse(&kind) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
-        )
-            .into_response();
+        return AddonKind::unknown(&kind);
     };
     let registration = bearer(&headers)
         .and_then(|token| agent.registry.addon_for_token(kind, token))

@@ -122,6 +122,15 @@ impl AddonKind {
             AddonKind::RateLimiter => "rate-limiter",
         }
     }
+
+    /// The 404 for an add-on route whose `{kind}` path segment names no add-on kind.
+    pub fn unknown(kind: &str) -> Response {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("unknown add-on {kind:?}: use ext-auth or rate-limiter")})),
+        )
+            .into_response()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -418,19 +418,15 @@ pub fn tls_incoming(
             // Answers are small HTTP/2 frames: without TCP_NODELAY, Nagle holds each one until
             // the peer's delayed ACK, adding a millisecond or more to every check.
             let _ = tcp.set_nodelay(true);
-            let (tx, refusals) = (tx.clone(), refusals.clone());
-            tokio::spawn(async move {
-                let accepted =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(config).accept(tcp)).await;
-                drop(permit);
-                match accepted {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => refused(&refusals, peer, &error.to_string()),
-                    Err(_) => refused(&refusals, peer, "TLS handshake timed out"),
-                }
-            });
+            let refusals = refusals.clone();
+            crate::tls_accept::spawn_handshake(
+                tokio_rustls::TlsAcceptor::from(config),
+                tcp,
+                HANDSHAKE_TIMEOUT,
+                permit,
+                tx.clone(),
+                move |reason| refused(&refusals, peer, reason),
+            );
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -439,17 +435,7 @@ pub fn tls_incoming(
 /// Logs a refused connection at most once every 10 s, so a local loop of connections cannot
 /// fill the log.
 fn refused(last_logged: &std::sync::atomic::AtomicU64, peer: std::net::SocketAddr, reason: &str) {
-    use std::sync::atomic::Ordering;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let last = last_logged.load(Ordering::Relaxed);
-    if now >= last + 10
-        && last_logged
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if crate::tls_accept::refusal_log_due(last_logged) {
         tracing::warn!(%peer, reason, "add-on refused a connection (it needs a client certificate of this cluster's CA; further refusals in the next 10 s are not logged)");
     }
 }

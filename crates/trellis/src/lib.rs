@@ -30,4 +30,5 @@ pub mod process;
 pub mod proxy;
 pub mod ratelimit;
 pub mod telemetry;
+pub mod tls_accept;
 pub mod up;

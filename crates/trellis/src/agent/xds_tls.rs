@@ -17,7 +17,7 @@
 //! expiring or taking over a registration ends what its certificates can do, without a CRL.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -219,18 +219,15 @@ pub fn incoming(
             };
             // ADS messages are small and latency matters (Nagle would hold them back).
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, last_logged) = (acceptor.clone(), tx.clone(), last_logged.clone());
-            tokio::spawn(async move {
-                let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(permit);
-                match accepted {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => refused(&last_logged, remote, &error.to_string()),
-                    Err(_) => refused(&last_logged, remote, "TLS handshake timed out"),
-                }
-            });
+            let last_logged = last_logged.clone();
+            crate::tls_accept::spawn_handshake(
+                acceptor.clone(),
+                tcp,
+                HANDSHAKE_TIMEOUT,
+                permit,
+                tx.clone(),
+                move |reason| refused(&last_logged, remote, reason),
+            );
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -239,16 +236,7 @@ pub fn incoming(
 /// Logs a refused connection, at most once every 10 s: a local loop of connections must not
 /// fill the log.
 fn refused(last_logged: &AtomicU64, remote: std::net::SocketAddr, reason: &str) {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let last = last_logged.load(Ordering::Relaxed);
-    if now >= last + 10
-        && last_logged
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if crate::tls_accept::refusal_log_due(last_logged) {
         tracing::warn!(peer = %remote, reason, "xDS port refused a connection (needs a client certificate from this agent's registration; further refusals in the next 10 s are not logged)");
     }
 }

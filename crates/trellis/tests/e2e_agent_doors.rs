@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 use trellis::httpc;
-use trellis::up::{LocalMesh, MeshOptions};
+use trellis::up::MeshOptions;
 use trellis_xds::SECRET_TYPE;
 
 const VICTIM: &str = "sidecar~frontend.demo";
@@ -654,13 +654,7 @@ async fn xds_client_certificates_are_renewed_and_envoy_reconnects_with_the_renew
     options
         .agent_flags
         .extend(["--xds-client-cert-ttl".to_string(), "30s".to_string()]);
-    let mut mesh = LocalMesh::start(&bin(), &test_dir("xds-renewal"), options)
-        .await
-        .expect("mesh starts");
-    mesh.apply_demo_config().await.expect("demo config applies");
-    mesh.wait_for_traffic(Duration::from_secs(60))
-        .await
-        .expect("traffic flows");
+    let mut mesh = demo_mesh_with("xds-renewal", options).await;
     let cert_file = mesh.dir.join("sidecar-frontend").join("xds-tls").join("client.pem");
     let first = std::fs::read_to_string(&cert_file).unwrap();
     let serial = |pem: &str| trellis_pki::inspect_pem(pem).unwrap().serial_hex;

@@ -231,6 +231,30 @@ fn hits_for(request_hits: u32, descriptor_hits: Option<u64>) -> Result<u64, Stat
     Ok(hits)
 }
 
+/// Descriptors one call may carry: Envoy sends one per matching rate-limit action set, a
+/// handful in practice. Repeating one descriptor must not multiply the per-descriptor cap.
+pub const MAX_DESCRIPTORS: usize = 64;
+
+/// Refuses a call with too many descriptors, or whose hits add up past [`MAX_HITS_ADDEND`].
+fn check_call(request: &RateLimitRequest) -> Result<(), Status> {
+    if request.descriptors.len() > MAX_DESCRIPTORS {
+        return Err(Status::invalid_argument(format!(
+            "{} descriptors in one call: at most {MAX_DESCRIPTORS}",
+            request.descriptors.len()
+        )));
+    }
+    let mut total = 0u64;
+    for descriptor in &request.descriptors {
+        total += hits_for(request.hits_addend, descriptor.hits_addend.as_ref().map(|h| h.value))?;
+    }
+    if total > MAX_HITS_ADDEND {
+        return Err(Status::invalid_argument(format!(
+            "the call adds {total} hits over its descriptors: at most {MAX_HITS_ADDEND} in one call"
+        )));
+    }
+    Ok(())
+}
+
 fn unit_code(unit: Unit) -> i32 {
     use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as Proto;
     (match unit {
@@ -248,6 +272,7 @@ impl RateLimitService for Limiter {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let request = request.into_inner();
+        check_call(&request)?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -377,5 +402,19 @@ mod tests {
             );
         }
         assert!(hits_for(MAX_HITS_ADDEND as u32 + 1, None).is_err());
+    }
+
+    #[test]
+    fn one_call_cannot_multiply_the_cap_by_repeating_descriptors() {
+        use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+        let call = |count: usize, hits: u32| RateLimitRequest {
+            domain: "d".into(),
+            descriptors: vec![RateLimitDescriptor::default(); count],
+            hits_addend: hits,
+        };
+        assert!(check_call(&call(4, 250)).is_ok());
+        assert!(check_call(&call(5, 250)).is_err(), "1250 hits in one call");
+        assert!(check_call(&call(MAX_DESCRIPTORS + 1, 1)).is_err());
+        assert!(check_call(&call(MAX_DESCRIPTORS, 1)).is_ok());
     }
 }

@@ -87,6 +87,10 @@ pub struct AgentArgs {
     /// separated.
     #[arg(long = "allow-service-account", value_delimiter = ',')]
     pub allow_service_accounts: Vec<String>,
+    /// A namespace whose identities gateways and add-ons (with the role secret) may take;
+    /// repeatable or comma separated [default: trellis, gloo-mesh]
+    #[arg(long = "allow-gateway-namespace", value_delimiter = ',')]
+    pub allow_gateway_namespaces: Vec<String>,
     /// The secret gateways and add-ons must present to register (they receive other workloads'
     /// traffic); generated (mode 0600) if missing. Default `<data-dir>/role-secret`. A copy is
     /// published for local clients of this user, so `trellis gateway` and the add-ons on this
@@ -137,7 +141,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     let workload_ttl = crate::duration::parse_duration(&args.workload_cert_ttl).context("--workload-cert-ttl")?;
-    let policy = policy::AdmissionPolicy::new(&args.allow_namespaces, &args.allow_service_accounts)?;
+    let policy = policy::AdmissionPolicy::new(&args.allow_namespaces, &args.allow_service_accounts)?
+        .with_gateway_namespaces(&args.allow_gateway_namespaces)?;
     if policy.admits_nothing() {
         tracing::warn!(
             "no --allow-namespace or --allow-service-account: no sidecar can register with this agent (gateways and add-ons can, with the role secret)"

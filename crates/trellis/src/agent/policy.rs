@@ -16,12 +16,21 @@ pub struct AdmissionPolicy {
     any_namespace: bool,
     namespaces: BTreeSet<String>,
     service_accounts: BTreeSet<(String, String)>,
+    /// Namespaces whose identities gateways and add-ons (admitted by the role secret) may take.
+    gateway_namespaces: BTreeSet<String>,
 }
+
+/// Where gateways and add-ons live by default: the ingress gateway's namespace (`trellis`) and
+/// Gloo's add-on namespace (`gloo-mesh`).
+pub const DEFAULT_GATEWAY_NAMESPACES: [&str; 2] = ["trellis", "gloo-mesh"];
 
 impl AdmissionPolicy {
     /// From the flags' values; an entry that is not a valid name is an error naming the flag.
     pub fn new(namespaces: &[String], service_accounts: &[String]) -> anyhow::Result<Self> {
-        let mut policy = AdmissionPolicy::default();
+        let mut policy = AdmissionPolicy {
+            gateway_namespaces: DEFAULT_GATEWAY_NAMESPACES.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
         for namespace in namespaces {
             if namespace == "*" {
                 policy.any_namespace = true;
@@ -64,6 +73,31 @@ impl AdmissionPolicy {
                 namespace: namespace.to_string(),
                 service_account: service_account.to_string(),
             })
+        }
+    }
+
+    /// Replaces the namespaces gateways and add-ons may take identities in (`--allow-gateway-namespace`).
+    pub fn with_gateway_namespaces(mut self, namespaces: &[String]) -> anyhow::Result<Self> {
+        if namespaces.is_empty() {
+            return Ok(self);
+        }
+        for namespace in namespaces {
+            anyhow::ensure!(
+                is_name(namespace),
+                "--allow-gateway-namespace {namespace:?}: not a namespace name (lowercase letters, digits, '-' and '.')"
+            );
+        }
+        self.gateway_namespaces = namespaces.iter().cloned().collect();
+        Ok(self)
+    }
+
+    /// Whether a gateway or add-on (already admitted by the role secret) may take an identity in
+    /// `namespace`.
+    pub fn admit_gateway(&self, namespace: &str) -> Result<(), RegistryError> {
+        if self.gateway_namespaces.contains(namespace) {
+            Ok(())
+        } else {
+            Err(RegistryError::GatewayNamespaceNotAllowed(namespace.to_string()))
         }
     }
 

@@ -219,8 +219,10 @@ impl ProxyRegistration {
                 }
             }
             ProxyRegistration::AddOn(addon) => {
-                if !is_name(&addon.namespace) || addon.name.is_empty() || addon.address.is_empty() {
-                    return invalid("add-on namespace, name and address are required");
+                if !is_name(&addon.namespace) || !is_name(&addon.name) || addon.address.is_empty() {
+                    return invalid(
+                        "add-on namespace and name (lowercase letters, digits, '-' and '.') and address are required",
+                    );
                 }
             }
             ProxyRegistration::EastWestGateway(_) => {}
@@ -258,6 +260,10 @@ pub enum RegistryError {
         "namespace {namespace:?} / service account {service_account:?} may not register with this agent (hint: start the agent with --allow-namespace {namespace} or --allow-service-account {namespace}/{service_account})"
     )]
     NotAllowed { namespace: String, service_account: String },
+    #[error(
+        "gateways and add-ons may not take identities in namespace {0:?} on this agent (hint: start the agent with --allow-gateway-namespace {0})"
+    )]
+    GatewayNamespaceNotAllowed(String),
     #[error("{0:?} is not registered")]
     NotFound(String),
     #[error("this agent holds {MAX_REGISTRATIONS} registrations, its limit")]
@@ -280,7 +286,8 @@ impl RegistryError {
             }
             RegistryError::WrongCredential(_)
             | RegistryError::RoleSecretRequired(_)
-            | RegistryError::NotAllowed { .. } => StatusCode::FORBIDDEN,
+            | RegistryError::NotAllowed { .. }
+            | RegistryError::GatewayNamespaceNotAllowed(_) => StatusCode::FORBIDDEN,
             RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
             RegistryError::Full => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -294,7 +301,7 @@ impl RegistryError {
             RegistryError::WrongCredential(_) => "wrong-credential",
             RegistryError::MalformedToken => "malformed-token",
             RegistryError::RoleSecretRequired(_) => "role-secret-required",
-            RegistryError::NotAllowed { .. } => "not-allowed",
+            RegistryError::NotAllowed { .. } | RegistryError::GatewayNamespaceNotAllowed(_) => "not-allowed",
             RegistryError::NotFound(_) => "not-found",
             RegistryError::Full => "full",
             RegistryError::AddonCredentialRequired(_) => "credential-required",
@@ -483,8 +490,15 @@ impl Registry {
     ) -> Result<Registered, RegistryError> {
         validate_id(id)?;
         registration.validate(id)?;
-        if let ProxyRegistration::Sidecar { workload, .. } = &registration {
-            self.policy.admit(&workload.namespace, &workload.service_account)?;
+        // The role secret lets a gateway or add-on in; which identity it gets is still the
+        // operator's to decide, or whoever holds the secret could take any service account.
+        match &registration {
+            ProxyRegistration::Sidecar { workload, .. } => {
+                self.policy.admit(&workload.namespace, &workload.service_account)?
+            }
+            ProxyRegistration::IngressGateway(ingress) => self.policy.admit_gateway(&ingress.namespace)?,
+            ProxyRegistration::AddOn(addon) => self.policy.admit_gateway(&addon.namespace)?,
+            ProxyRegistration::EastWestGateway(_) => {}
         }
         let mut entries = self.entries.lock().expect("registry lock");
         let existing = entries.get(id);

@@ -225,6 +225,49 @@ fn gateways_and_addons_need_the_role_secret() {
 }
 
 #[test]
+fn the_role_secret_does_not_choose_the_identity() {
+    let registry = mk_registry();
+    // A holder of the secret asks for an identity outside the gateway namespaces.
+    let ingress = ProxyRegistration::IngressGateway(IngressRegistration {
+        listen_address: "127.0.0.1".into(),
+        labels: Default::default(),
+        namespace: "payments".into(),
+        service_account: "api".into(),
+    });
+    let answer = registry.register("ingress~thief", ingress, with_secret(None), Instant::now());
+    assert!(
+        matches!(answer, Err(RegistryError::GatewayNamespaceNotAllowed(ref ns)) if ns == "payments"),
+        "{answer:?}"
+    );
+    let ProxyRegistration::AddOn(mut addon) = mk_addon(AddonKind::ExtAuth) else {
+        unreachable!()
+    };
+    addon.namespace = "demo".into();
+    let answer = registry.register(
+        "addon~x.demo~1",
+        ProxyRegistration::AddOn(addon.clone()),
+        with_secret(None),
+        Instant::now(),
+    );
+    assert!(
+        matches!(answer, Err(RegistryError::GatewayNamespaceNotAllowed(_))),
+        "{answer:?}"
+    );
+    addon.namespace = "gloo-mesh".into();
+    addon.name = "ns/sa/frontend".into();
+    let answer = registry.register(
+        "addon~x.gloo-mesh~1",
+        ProxyRegistration::AddOn(addon),
+        with_secret(None),
+        Instant::now(),
+    );
+    assert!(
+        matches!(answer, Err(RegistryError::Invalid(_))),
+        "a name with '/' forges a SPIFFE path: {answer:?}"
+    );
+}
+
+#[test]
 fn a_second_gateway_without_the_secret_does_not_take_over_traffic() {
     let registry = mk_registry();
     let real = "east-west~127.0.0.1-15443";

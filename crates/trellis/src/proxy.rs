@@ -137,6 +137,10 @@ pub struct AgentRegistration {
     /// For gateways and add-ons: the agent's role secret, read when first needed.
     secret: Option<ClientSecret>,
     secret_value: Option<String>,
+    /// Whether the next PUT carries the role secret: only to register without a token, or when
+    /// the agent asked for it. Whoever squats the agent's port while it restarts then sees a
+    /// refresh's token, not the secret of every gateway and add-on on the host.
+    secret_wanted: bool,
     /// The token the agent issued for this id (or the one saved from an earlier run).
     pub token: Option<String>,
     /// A CSR for this proxy's xDS client key, sent (as `xdsCsr`) while `send_csr` is set.
@@ -166,6 +170,7 @@ impl AgentRegistration {
             body: serde_json::to_value(registration).expect("registration serializes"),
             secret,
             secret_value: None,
+            secret_wanted: token.is_none(),
             token,
             xds_csr: None,
             send_csr: false,
@@ -179,7 +184,8 @@ impl AgentRegistration {
     /// One PUT with whatever credentials this registration has; a newly issued token replaces
     /// the one held. `Err` when the agent cannot be reached (or the role secret not read).
     pub async fn put(&mut self) -> anyhow::Result<PutOutcome> {
-        if let (Some(secret), None) = (&self.secret, &self.secret_value) {
+        let send_secret = self.secret.is_some() && (self.secret_wanted || self.token.is_none());
+        if let (true, Some(secret), None) = (send_secret, &self.secret, &self.secret_value) {
             self.secret_value = Some(secret.read(&self.agent)?);
         }
         let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
@@ -187,7 +193,7 @@ impl AgentRegistration {
         if let Some(value) = &authorization {
             headers.push(("authorization", value));
         }
-        if let Some(secret) = &self.secret_value {
+        if let (true, Some(secret)) = (send_secret, &self.secret_value) {
             headers.push((crate::agent::role_secret::HEADER, secret));
         }
         let mut body = self.body.clone();
@@ -209,12 +215,14 @@ impl AgentRegistration {
             if let Some(token) = &new_token {
                 self.token = Some(token.clone());
             }
+            self.secret_wanted = false;
             return Ok(PutOutcome::Accepted { answer, new_token });
         }
         let error: Value = serde_json::from_str(&response.body).unwrap_or_default();
         if error["code"] == "role-secret-required" {
             // The agent may have been given another secret since it was read: read it again.
             self.secret_value = None;
+            self.secret_wanted = true;
         }
         Ok(PutOutcome::Refused {
             status: response.status,
@@ -288,6 +296,13 @@ impl XdsFiles {
         if let Some(ca) = answer["xdsCa"].as_str()
             && self.ca_pem.as_deref() != Some(ca)
         {
+            // Trust on first use: a process that took the agent's port while it restarted must
+            // not swap the CA Envoy checks its xDS server with. An agent that really lost its
+            // CA is taken up by restarting this proxy.
+            anyhow::ensure!(
+                self.ca_pem.is_none(),
+                "the agent at this address now answers with another xDS CA: if the agent lost its data directory, restart this proxy to trust its new CA; otherwise something else answers on the agent's port"
+            );
             write_private(&self.dir.join("ca.pem"), ca)?;
             self.ca_pem = Some(ca.to_string());
         }
@@ -488,7 +503,93 @@ pub async fn register_with_retry(link: &mut AgentRegistration) -> anyhow::Result
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// An agent stand-in on loopback that answers every PUT with `answers` in turn and records
+    /// whether each carried the role secret.
+    async fn fake_agent(answers: Vec<(u16, Value)>) -> (String, Arc<std::sync::Mutex<Vec<bool>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+        let recorded = seen.clone();
+        let app = axum::Router::new().route(
+            "/v1/proxies/{id}",
+            axum::routing::put(move |headers: axum::http::HeaderMap| {
+                let recorded = recorded.clone();
+                let answers = answers.clone();
+                async move {
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push(headers.contains_key(crate::agent::role_secret::HEADER));
+                    let (status, body) = answers.lock().unwrap().next().expect("an answer left");
+                    (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(body))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (address, seen)
+    }
+
+    #[test]
+    fn the_xds_ca_is_trusted_on_first_use_and_never_swapped() {
+        let dir = std::env::temp_dir().join(format!("trellis-proxy-ca-{}", std::process::id()));
+        let (mut files, _csr) = XdsFiles::create(&dir).unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86400);
+        let real = trellis_pki::Authority::generate_root("agent", day, now)
+            .unwrap()
+            .cert_pem;
+        let rogue = trellis_pki::Authority::generate_root("squatter", day, now)
+            .unwrap()
+            .cert_pem;
+        files.apply(&serde_json::json!({"xdsCa": real})).unwrap();
+        files.apply(&serde_json::json!({"xdsCa": real})).unwrap();
+        let error = files
+            .apply(&serde_json::json!({"xdsCa": rogue}))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("another xDS CA"), "{error}");
+        assert_eq!(std::fs::read_to_string(dir.join("xds-tls/ca.pem")).unwrap(), real);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_role_secret_is_sent_only_when_the_agent_needs_it() {
+        let dir = std::env::temp_dir().join(format!("trellis-proxy-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("role-secret");
+        write_private(&file, "a-role-secret-of-enough-length-0123456789").unwrap();
+        let (agent, seen) = fake_agent(vec![
+            (200, serde_json::json!({"token": "issued-token"})),
+            (200, serde_json::json!({})),
+            (
+                403,
+                serde_json::json!({"code": "role-secret-required", "error": "secret needed"}),
+            ),
+            (200, serde_json::json!({})),
+        ])
+        .await;
+        let registration = ProxyRegistration::EastWestGateway(crate::agent::RegisteredGateway {
+            listen_address: "127.0.0.1".into(),
+            port: 15443,
+            public_address: trellis_model::GatewayAddress {
+                host: "127.0.0.1".into(),
+                port: 15443,
+            },
+        });
+        let secret = ClientSecret { file: Some(file) };
+        let mut link = AgentRegistration::new(&agent, "east-west~gw", &registration, Some(secret), None);
+        for _ in 0..4 {
+            link.put().await.unwrap();
+        }
+        // First registration: secret. Refresh with the token: none. Asked for it: sent again.
+        assert_eq!(*seen.lock().unwrap(), [true, false, false, true]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn parses_port_specs() {

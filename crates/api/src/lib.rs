@@ -46,6 +46,7 @@ pub use parse::{parse_documents, parse_one};
 pub use policy::*;
 pub use rbac::{PolicyRule, RoleBindingSpec, RoleRef, RoleSpec, Subject, VERBS};
 pub use resource::{Resource, ResourceKey, Spec};
+pub use validate_policy::regex_escape;
 
 /// Where cluster-scoped objects (KubernetesClusters, ClusterRoles, ClusterRoleBindings) are kept.
 pub const ADMIN_NAMESPACE: &str = "trellis";

@@ -37,10 +37,10 @@ fn is_cidr(text: &str) -> bool {
     }
 }
 
-/// The translator's escaping of literal text into a regex (crates/translate access_policies.rs
-/// `regex_escape`), repeated here so apply checks the regex Envoy will get: a backslash before
-/// every character but letters, digits, '/', '-' and '_'.
-fn translated_regex_escape(text: &str) -> String {
+/// Literal text as a regex, as the translator writes AccessPolicy path suffixes and header
+/// values for Envoy: a backslash before every character but letters, digits, '/', '-' and '_'.
+/// One function for both, so apply checks exactly the regex Envoy will get.
+pub fn regex_escape(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_' {
@@ -93,9 +93,7 @@ pub(crate) fn access_policy(problems: &mut Problems, spec: &AccessPolicySpec) {
             {
                 // A suffix reaches Envoy as a regex; it must compile there.
                 let here = format!("{field}.allowedPaths[{p}]");
-                if let Err(message) =
-                    crate::envoy_limits::regex_problem(&format!(".*{}", translated_regex_escape(suffix)))
-                {
+                if let Err(message) = crate::envoy_limits::regex_problem(&format!(".*{}", regex_escape(suffix))) {
                     push(problems, here, format!("{path:?} as a suffix match: {message}"));
                 }
             }
@@ -108,7 +106,7 @@ pub(crate) fn access_policy(problems: &mut Problems, spec: &AccessPolicySpec) {
                     continue;
                 }
                 // The values reach Envoy as one regex, `^(v1|v2|...)$`; it must compile there.
-                let alternatives: Vec<String> = values.values.iter().map(|v| translated_regex_escape(v)).collect();
+                let alternatives: Vec<String> = values.values.iter().map(|v| regex_escape(v)).collect();
                 if let Err(message) = crate::envoy_limits::regex_problem(&format!("^({})$", alternatives.join("|"))) {
                     push(problems, format!("{here}.values"), format!("as one regex: {message}"));
                 }

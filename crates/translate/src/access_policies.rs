@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use trellis_api::{AccessPolicySpec, Authz, ObjectSelector, Spec};
+use trellis_api::{AccessPolicySpec, Authz, ObjectSelector, Spec, regex_escape};
 use trellis_model::Snapshot;
 use trellis_model::ir::{PathMatch, ValueMatch};
 use trellis_model::policy::{AuthzRule, InboundPolicy, TlsMode};
@@ -24,18 +24,6 @@ use crate::report::Report;
 /// A principal that no certificate carries: an `allowedClients` that selects nobody must not
 /// turn into "anybody".
 const NOBODY: &str = "spiffe://trellis.invalid/nobody";
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_' {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
-}
 
 fn path(pattern: &str) -> PathMatch {
     if let Some(prefix) = pattern.strip_suffix('*') {

@@ -13,15 +13,16 @@ pub enum ClusterCommand {
     Register(RegisterArgs),
     /// Replace a registered cluster's agent credentials: revokes its relay certificates, its mesh
     /// intermediate CA and unused tokens, closes its relay stream, and prints a new token.
-    Rotate(RotateArgs),
+    Rotate(TokenArgs),
     /// Revoke a cluster: its certificates are refused from now on and its relay stream closes.
     Deregister(NameArgs),
     /// Clusters and their agents' connection state.
     List(ServerArgs),
 }
 
+/// What `register` and `rotate` take: both print a new token for the cluster's agent.
 #[derive(Debug, clap::Args)]
-pub struct RegisterArgs {
+pub struct TokenArgs {
     pub name: String,
     /// How long the token stays valid (default: the server's --token-ttl; at most 7 days).
     #[arg(long)]
@@ -32,27 +33,17 @@ pub struct RegisterArgs {
     /// Print the answer as JSON.
     #[arg(short = 'o', long)]
     pub output: Option<String>,
-    /// The cluster exists: rotate its credentials (the same as `trellis cluster rotate NAME`).
-    #[arg(long)]
-    pub rotate: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RotateArgs {
-    pub name: String,
-    /// How long the new token stays valid (default: the server's --token-ttl; at most 7 days).
-    #[arg(long)]
-    pub ttl: Option<String>,
-    /// Write the relay root CA, which the agent needs as --root-ca, to this file.
-    #[arg(long)]
-    pub root_ca_out: Option<PathBuf>,
-    /// Print the answer as JSON.
-    #[arg(short = 'o', long)]
-    pub output: Option<String>,
+pub struct RegisterArgs {
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub token: TokenArgs,
+    /// The cluster exists: rotate its credentials (the same as `trellis cluster rotate NAME`).
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,18 +70,8 @@ async fn post(server: &ServerArgs, path: &str) -> anyhow::Result<Value> {
 
 pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Register(args) => register(args).await,
-        ClusterCommand::Rotate(args) => {
-            register(RegisterArgs {
-                name: args.name,
-                ttl: args.ttl,
-                root_ca_out: args.root_ca_out,
-                output: args.output,
-                rotate: true,
-                server: args.server,
-            })
-            .await
-        }
+        ClusterCommand::Register(args) => register(args.token, args.rotate).await,
+        ClusterCommand::Rotate(args) => register(args, true).await,
         ClusterCommand::Deregister(args) => {
             let body = post(&args.server, &format!("/api/v1/clusters/{}/deregister", args.name)).await?;
             println!(
@@ -103,8 +84,8 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let verb = if args.rotate { "rotate" } else { "register" };
+async fn register(args: TokenArgs, rotate: bool) -> anyhow::Result<()> {
+    let verb = if rotate { "rotate" } else { "register" };
     let mut url = format!("/api/v1/clusters/{}/{verb}", args.name);
     if let Some(ttl) = &args.ttl {
         url.push_str(&format!("?ttl={ttl}"));
@@ -124,7 +105,7 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
                 .as_u64()
                 .unwrap_or(0)
                 .saturating_sub(crate::mgmt::unix_now());
-            if args.rotate {
+            if rotate {
                 println!(
                     "cluster {name} rotated: {} relay certificate(s) and {} intermediate CA(s) revoked; its current agent is disconnected",
                     body["revokedCertificates"], body["revokedIntermediates"]

@@ -3,42 +3,79 @@
 use std::collections::BTreeMap;
 
 use trellis_model::ir::{Endpoint, Upstream};
-use trellis_model::snapshot::Service;
 use trellis_model::{ClusterConfig, Snapshot, Workload};
 
 use crate::Warnings;
 use crate::destination_policies::UpstreamPolicy;
 use crate::outbound::Outbound;
-use crate::target::Target;
+use crate::service_index::ServiceIndex;
+use crate::target::{Backend, Target};
+
+/// The workloads behind one target, per cluster, resolved once and shared by every cluster's
+/// config (each cluster used to rescan every service per target: clusters × targets × services).
+pub(crate) struct TargetWorkloads<'a> {
+    /// Cluster ─▶ matching workloads with the inbound port serving the backend's service port.
+    by_cluster: BTreeMap<&'a str, Vec<(&'a Workload, u16)>>,
+    /// SPIFFE identities of all of them, sorted.
+    identities: Vec<String>,
+}
+
+pub(crate) fn resolve<'a>(
+    snapshot: &Snapshot,
+    services: &ServiceIndex<'a, '_>,
+    targets: &'a [Target],
+) -> Vec<TargetWorkloads<'a>> {
+    targets
+        .iter()
+        .map(|target| {
+            let mut by_cluster: BTreeMap<&str, Vec<(&Workload, u16)>> = BTreeMap::new();
+            for backend in &target.backends {
+                let found = matching_workloads(services, target, backend);
+                by_cluster.entry(backend.cluster.as_str()).or_default().extend(found);
+            }
+            let mut identities: Vec<String> = by_cluster
+                .values()
+                .flatten()
+                .map(|(workload, _)| {
+                    trellis_model::spiffe_id(&snapshot.trust_domain, &workload.namespace, &workload.service_account)
+                })
+                .collect();
+            identities.sort();
+            identities.dedup();
+            TargetWorkloads { by_cluster, identities }
+        })
+        .collect()
+}
 
 pub(crate) fn materialize(
     cluster: &str,
     snapshot: &Snapshot,
-    services: &[Service<'_>],
+    resolved: &[TargetWorkloads<'_>],
     outbound: &Outbound,
+    // The same for every cluster: built once by the caller.
+    virtual_hosts: &[trellis_model::ir::VirtualHost],
     upstream_policies: &[UpstreamPolicy],
     warnings: &mut Warnings,
 ) -> ClusterConfig {
     let mut upstreams = Vec::new();
     let mut gateway_upstreams = Vec::new();
-    for (target, policy) in outbound.targets.iter().zip(upstream_policies) {
-        let identities = identities(snapshot, services, target);
+    for ((target, policy), workloads) in outbound.targets.iter().zip(upstream_policies).zip(resolved) {
         upstreams.push(Upstream {
             name: target.upstream_name(),
             key: target.key(),
-            endpoints: client_endpoints(cluster, snapshot, services, target, policy, warnings),
-            identities: identities.clone(),
+            endpoints: client_endpoints(cluster, snapshot, workloads, target, policy, warnings),
+            identities: workloads.identities.clone(),
             outlier_detection: policy.outlier_detection.clone(),
             workspaces: None,
             external: None,
         });
-        let local = local_endpoints(cluster, services, target);
+        let local = local_endpoints(cluster, workloads);
         if !local.is_empty() {
             gateway_upstreams.push(Upstream {
                 name: target.gateway_upstream_name(),
                 key: target.key(),
                 endpoints: local,
-                identities,
+                identities: workloads.identities.clone(),
                 outlier_detection: None,
                 workspaces: None,
                 external: None,
@@ -51,11 +88,7 @@ pub(crate) fn materialize(
         cluster: cluster.to_string(),
         trust_domain: snapshot.trust_domain.clone(),
         upstreams,
-        virtual_hosts: outbound
-            .virtual_hosts
-            .iter()
-            .map(|h| h.to_ir(&outbound.targets))
-            .collect(),
+        virtual_hosts: virtual_hosts.to_vec(),
         gateway_upstreams,
         inbound_policies: Vec::new(),
         namespace_workspaces: Default::default(),
@@ -66,49 +99,36 @@ pub(crate) fn materialize(
     }
 }
 
-/// The SPIFFE identities of every workload behind a target, in any cluster.
-fn identities(snapshot: &Snapshot, services: &[Service<'_>], target: &Target) -> Vec<String> {
-    let clusters: std::collections::BTreeSet<&str> = target.backends.iter().map(|b| b.cluster.as_str()).collect();
-    let mut ids: Vec<String> = clusters
-        .into_iter()
-        .flat_map(|cluster| matching_workloads(services, target, cluster))
-        .map(|(workload, _)| {
-            trellis_model::spiffe_id(&snapshot.trust_domain, &workload.namespace, &workload.service_account)
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
 /// Workloads of one backend that carry the target's subset labels, with the inbound port that
 /// serves the backend's service port.
-fn matching_workloads<'a>(services: &'a [Service<'a>], target: &Target, cluster: &str) -> Vec<(&'a Workload, u16)> {
+fn matching_workloads<'a>(
+    services: &ServiceIndex<'a, '_>,
+    target: &Target,
+    backend: &Backend,
+) -> Vec<(&'a Workload, u16)> {
+    let Some(service) = services.get(&backend.cluster, &backend.namespace, &backend.service) else {
+        return Vec::new();
+    };
     let mut found = Vec::new();
-    for backend in target.backends.iter().filter(|b| b.cluster == cluster) {
-        let Some(service) = services
-            .iter()
-            .find(|s| s.cluster == backend.cluster && s.namespace == backend.namespace && s.name == backend.service)
-        else {
-            continue;
-        };
-        for workload in &service.workloads {
-            let in_subset = target.subset.iter().all(|(k, v)| workload.labels.get(k) == Some(v));
-            let port = workload.ports.iter().find(|p| p.port == backend.port);
-            if let (true, Some(port)) = (in_subset, port) {
-                found.push((*workload, port.inbound_port));
-            }
+    for workload in &service.workloads {
+        let in_subset = target.subset.iter().all(|(k, v)| workload.labels.get(k) == Some(v));
+        let port = workload.ports.iter().find(|p| p.port == backend.port);
+        if let (true, Some(port)) = (in_subset, port) {
+            found.push((*workload, port.inbound_port));
         }
     }
     found
 }
 
-fn local_endpoints(cluster: &str, services: &[Service<'_>], target: &Target) -> Vec<Endpoint> {
-    let mut endpoints: Vec<Endpoint> = matching_workloads(services, target, cluster)
+fn local_endpoints(cluster: &str, workloads: &TargetWorkloads<'_>) -> Vec<Endpoint> {
+    let mut endpoints: Vec<Endpoint> = workloads
+        .by_cluster
+        .get(cluster)
         .into_iter()
+        .flatten()
         .map(|(workload, port)| Endpoint {
             address: workload.address.clone(),
-            port,
+            port: *port,
             weight: 1,
             cluster: cluster.to_string(),
             via_gateway: false,
@@ -125,19 +145,17 @@ fn local_endpoints(cluster: &str, services: &[Service<'_>], target: &Target) -> 
 fn client_endpoints(
     cluster: &str,
     snapshot: &Snapshot,
-    services: &[Service<'_>],
+    workloads: &TargetWorkloads<'_>,
     target: &Target,
     policy: &UpstreamPolicy,
     warnings: &mut Warnings,
 ) -> Vec<Endpoint> {
-    let mut endpoints = local_endpoints(cluster, services, target);
-    let mut remote: BTreeMap<&str, u32> = BTreeMap::new();
-    for backend in target.backends.iter().filter(|b| b.cluster != cluster) {
-        let count = matching_workloads(services, target, &backend.cluster).len() as u32;
-        if count > 0 {
-            remote.insert(backend.cluster.as_str(), count);
-        }
-    }
+    let mut endpoints = local_endpoints(cluster, workloads);
+    let remote = workloads
+        .by_cluster
+        .iter()
+        .filter(|(c, found)| **c != cluster && !found.is_empty())
+        .map(|(c, found)| (*c, found.len() as u32));
     for (remote_cluster, count) in remote {
         match snapshot.east_west_gateway(remote_cluster) {
             Some(gateway) => endpoints.push(Endpoint {

@@ -31,6 +31,7 @@ mod ingress;
 mod outbound;
 mod report;
 mod route_policies;
+mod service_index;
 mod status;
 mod target;
 mod workspaces;
@@ -56,16 +57,19 @@ pub struct Translation {
     pub statuses: BTreeMap<String, ResourceStatus>,
 }
 
-/// Collects warnings by resource while translating.
+/// Collects warnings by resource while translating, each once, in the order first found.
 #[derive(Debug, Default)]
-pub(crate) struct Warnings(BTreeMap<String, Vec<String>>);
+pub(crate) struct Warnings(
+    BTreeMap<String, Vec<String>>,
+    std::collections::HashSet<(String, String)>,
+);
 
 impl Warnings {
     pub(crate) fn add(&mut self, resource: impl Into<String>, message: impl Into<String>) {
-        let list = self.0.entry(resource.into()).or_default();
-        let message = message.into();
-        if !list.contains(&message) {
-            list.push(message);
+        let (resource, message) = (resource.into(), message.into());
+        // Every cluster repeats the same findings: a set keeps this O(1) rather than a scan.
+        if self.1.insert((resource.clone(), message.clone())) {
+            self.0.entry(resource).or_default().push(message);
         }
     }
 }
@@ -84,21 +88,29 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
     let snapshot = restricted.as_ref().unwrap_or(snapshot);
     let mut report = report::Report::default();
     let services = snapshot.services();
+    let index = service_index::ServiceIndex::new(&services);
     let workspaces = workspaces::Workspaces::from(snapshot);
-    let mut outbound = outbound::build(snapshot, &services, &workspaces, &mut warnings);
+    let mut outbound = outbound::build(snapshot, &index, &workspaces, &mut warnings);
     let external_upstreams = external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
     route_policies::apply(snapshot, &mut outbound, &mut report);
     let addons = addons::apply(snapshot, &mut outbound, &mut report, &mut warnings);
     let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
+    let resolved = endpoints::resolve(snapshot, &index, &outbound.targets);
+    let virtual_hosts: Vec<_> = outbound
+        .virtual_hosts
+        .iter()
+        .map(|h| h.to_ir(&outbound.targets))
+        .collect();
     let clusters = cluster_names
         .iter()
         .map(|cluster| {
             let mut config = endpoints::materialize(
                 cluster,
                 snapshot,
-                &services,
+                &resolved,
                 &outbound,
+                &virtual_hosts,
                 &upstream_policies,
                 &mut warnings,
             );

@@ -1,6 +1,6 @@
 //! VirtualDestinations and RouteTables ─▶ outbound virtual hosts and the Targets they use.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use trellis_api::{
     DestinationKind, DestinationReference, HttpRoute, RequestMatcher, Resource, RouteTableSpec, VirtualDestinationSpec,
@@ -12,6 +12,7 @@ use trellis_model::ir::{
 use trellis_model::snapshot::Service;
 
 use crate::Warnings;
+use crate::service_index::ServiceIndex;
 use crate::target::{Backend, Target, VdRef};
 
 /// Outbound routing for every cluster; targets are referenced from routes by index.
@@ -80,8 +81,9 @@ pub(crate) enum PendingAction {
 }
 
 struct Context<'a, 's> {
-    snapshot: &'s Snapshot,
-    services: &'a [Service<'s>],
+    services: &'a ServiceIndex<'a, 's>,
+    /// VirtualDestinations by (namespace, name), for routes that name one.
+    virtual_destinations: HashMap<(&'s str, &'s str), (&'s Resource, &'s VirtualDestinationSpec)>,
     targets: BTreeMap<Target, usize>,
     warnings: &'a mut Warnings,
 }
@@ -94,15 +96,18 @@ struct VdHost<'s> {
     port: u16,
 }
 
-pub(crate) fn build(
+pub(crate) fn build<'a>(
     snapshot: &Snapshot,
-    services: &[Service<'_>],
+    services: &'a ServiceIndex<'a, '_>,
     workspaces: &crate::workspaces::Workspaces,
     warnings: &mut Warnings,
 ) -> Outbound {
     let mut cx = Context {
-        snapshot,
         services,
+        virtual_destinations: snapshot
+            .virtual_destinations()
+            .map(|(r, spec)| ((r.metadata.namespace.as_str(), r.metadata.name.as_str()), (r, spec)))
+            .collect(),
         targets: BTreeMap::new(),
         warnings,
     };
@@ -150,7 +155,7 @@ pub(crate) fn build(
 
     // Federated host names of the services of workspaces with federation enabled.
     for (workspace, suffix, selectors) in workspaces.federations() {
-        for service in services {
+        for service in services.all() {
             if workspaces.of(snapshot, service.cluster, service.namespace) != Some(workspace) {
                 continue;
             }
@@ -292,15 +297,16 @@ impl<'s> Context<'_, 's> {
             Some(target) => (target.number, target.name.clone()),
             None => (Some(u32::from(vd.port)), None),
         };
+        // Each selected service once, in (cluster, namespace, name) order.
+        let selected: BTreeMap<(&str, &str, &str), &Service> = vd
+            .spec
+            .services
+            .iter()
+            .flat_map(|selector| self.services.selected(selector))
+            .map(|s| ((s.cluster, s.namespace, s.name), s))
+            .collect();
         let mut backends = Vec::new();
-        for service in self.services {
-            let selected =
-                vd.spec.services.iter().any(|selector| {
-                    selector.matches(&service.labels, service.name, service.namespace, service.cluster)
-                });
-            if !selected {
-                continue;
-            }
+        for service in selected.into_values() {
             match service.port_by_number_or_name(number, name.as_deref()) {
                 Some(port) => backends.push(Backend {
                     cluster: service.cluster.to_string(),
@@ -481,9 +487,9 @@ impl<'s> Context<'_, 's> {
         match destination.kind {
             DestinationKind::VirtualDestination => {
                 let found = self
-                    .snapshot
-                    .virtual_destinations()
-                    .find(|(r, _)| r.metadata.name == reference.name && r.metadata.namespace == ref_namespace);
+                    .virtual_destinations
+                    .get(&(ref_namespace, reference.name.as_str()))
+                    .copied();
                 let Some((resource, spec)) = found else {
                     return Err(format!(
                         "VirtualDestination {ref_namespace}/{} not found",
@@ -512,13 +518,7 @@ impl<'s> Context<'_, 's> {
             }
             DestinationKind::Service => {
                 let mut backends = Vec::new();
-                for service in self.services {
-                    let matches = service.name == reference.name
-                        && service.namespace == ref_namespace
-                        && (reference.cluster.is_empty() || service.cluster == reference.cluster);
-                    if !matches {
-                        continue;
-                    }
+                for service in self.services.named(ref_namespace, &reference.name, &reference.cluster) {
                     if let Some(service_port) = service.port_by_number_or_name(number, name.as_deref()) {
                         backends.push(Backend {
                             cluster: service.cluster.to_string(),

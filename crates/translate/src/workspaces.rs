@@ -15,7 +15,8 @@
 //! - `options.serviceIsolation.enabled`: the workspace's workloads accept only callers from
 //!   their own workspace and from workspaces it shares with (both sides), over strict mTLS.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 use trellis_api::{ClusterSelector, Spec};
@@ -28,6 +29,12 @@ pub(crate) const FEDERATION_SUFFIX: &str = "global";
 #[derive(Debug, Default)]
 pub(crate) struct Workspaces {
     list: Vec<Workspace>,
+    /// Every cluster's KubernetesCluster labels (empty for clusters known only by discovery).
+    clusters: BTreeMap<String, BTreeMap<String, String>>,
+    /// Answers already computed: asked once per resource and per service, they would otherwise
+    /// cost workspaces × clusters each.
+    owners: RefCell<HashMap<(String, String), Option<usize>>>,
+    config_owners: RefCell<HashMap<String, Option<usize>>>,
 }
 
 #[derive(Debug, Default)]
@@ -71,7 +78,23 @@ impl Workspaces {
                 _ => None,
             })
             .collect();
-        let mut workspaces = Workspaces { list };
+        let mut clusters: BTreeMap<String, BTreeMap<String, String>> = snapshot
+            .discovery
+            .keys()
+            .map(|c| (c.clone(), BTreeMap::new()))
+            .collect();
+        for r in &snapshot.resources {
+            if matches!(r.spec, Spec::KubernetesCluster(_)) {
+                clusters
+                    .entry(r.metadata.name.clone())
+                    .or_insert_with(|| r.metadata.labels.clone());
+            }
+        }
+        let mut workspaces = Workspaces {
+            list,
+            clusters,
+            ..Default::default()
+        };
         for resource in &snapshot.resources {
             let Spec::WorkspaceSettings(settings) = &resource.spec else {
                 continue;
@@ -129,13 +152,12 @@ impl Workspaces {
         !self.list.is_empty()
     }
 
-    fn selects(selector: &ClusterSelector, snapshot: &Snapshot, cluster: &str, namespace: &str) -> bool {
+    fn selects(&self, selector: &ClusterSelector, cluster: &str, namespace: &str) -> bool {
         let cluster_ok = match &selector.selector {
-            Some(labels) => snapshot.resources.iter().any(|r| {
-                matches!(r.spec, Spec::KubernetesCluster(_))
-                    && r.metadata.name == cluster
-                    && labels.iter().all(|(k, v)| r.metadata.labels.get(k) == Some(v))
-            }),
+            Some(labels) => self
+                .clusters
+                .get(cluster)
+                .is_some_and(|have| labels.iter().all(|(k, v)| have.get(k) == Some(v))),
             None => selector.name.is_empty() || glob(&selector.name, cluster),
         };
         let namespace_ok = selector.namespaces.is_empty()
@@ -147,31 +169,31 @@ impl Workspaces {
     }
 
     /// The workspace owning `namespace` in `cluster`.
-    pub(crate) fn of(&self, snapshot: &Snapshot, cluster: &str, namespace: &str) -> Option<&str> {
-        self.list
-            .iter()
-            .find(|ws| {
-                ws.clusters
-                    .iter()
-                    .any(|c| Self::selects(c, snapshot, cluster, namespace))
-            })
-            .map(|ws| ws.name.as_str())
+    pub(crate) fn of(&self, _snapshot: &Snapshot, cluster: &str, namespace: &str) -> Option<&str> {
+        let key = (cluster.to_string(), namespace.to_string());
+        let found = *self.owners.borrow_mut().entry(key).or_insert_with(|| {
+            self.list
+                .iter()
+                .position(|ws| ws.clusters.iter().any(|c| self.selects(c, cluster, namespace)))
+        });
+        found.map(|i| self.list[i].name.as_str())
     }
 
     /// The workspace owning config kept in `namespace` (in any cluster it selects, or by name).
-    pub(crate) fn of_config_namespace(&self, snapshot: &Snapshot, namespace: &str) -> Option<&str> {
-        let clusters = snapshot.clusters();
-        self.list
-            .iter()
-            .find(|ws| {
-                ws.clusters.iter().any(|c| {
-                    clusters
-                        .iter()
-                        .any(|cluster| Self::selects(c, snapshot, cluster, namespace))
-                        || c.namespaces.iter().any(|ns| ns.name == namespace)
-                })
+    pub(crate) fn of_config_namespace(&self, _snapshot: &Snapshot, namespace: &str) -> Option<&str> {
+        if let Some(found) = self.config_owners.borrow().get(namespace) {
+            return found.map(|i| self.list[i].name.as_str());
+        }
+        let found = self.list.iter().position(|ws| {
+            ws.clusters.iter().any(|c| {
+                self.clusters.keys().any(|cluster| self.selects(c, cluster, namespace))
+                    || c.namespaces.iter().any(|ns| ns.name == namespace)
             })
-            .map(|ws| ws.name.as_str())
+        });
+        // Owners depend only on the Workspaces' cluster selectors, fixed before WorkspaceSettings
+        // are read: an answer cached while `from` reads settings stays right.
+        self.config_owners.borrow_mut().insert(namespace.to_string(), found);
+        found.map(|i| self.list[i].name.as_str())
     }
 
     fn get(&self, name: &str) -> Option<&Workspace> {

@@ -5,12 +5,14 @@
 //! Every write is one transaction: an apply of many resources lands whole or not at all.
 
 mod access;
+mod feed;
 mod issuance;
 mod redb_access;
 mod redb_issuance;
 mod redb_store;
 
 pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
+pub use feed::{Change, Watch};
 pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore};
 pub use redb_store::RedbStore;
 
@@ -77,6 +79,11 @@ pub enum TokenCheck {
 }
 
 pub trait Store: AccessStore + IssuanceStore + Send + Sync + 'static {
+    /// The revision of the last committed write (resources and discovery share one sequence).
+    fn revision(&self) -> u64;
+    /// The changes committed after revision `since`, waiting up to `timeout` for one if there
+    /// are none yet. Drives the translator: one change costs what it changed, not a full read.
+    fn watch(&self, since: u64, timeout: std::time::Duration) -> Watch;
     /// All resources, with server-set metadata (generation, revisions).
     fn list(&self) -> Result<Vec<Resource>>;
     fn get(&self, key: &ResourceKey) -> Result<Option<Resource>>;

@@ -1,11 +1,14 @@
 //! The embedded store: a redb file with one table of resources and one of discovery.
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use trellis_api::{Resource, ResourceKey};
 use trellis_model::ClusterDiscovery;
 
+use crate::feed::{Change, Feed, Watch};
 use crate::{ApplyAction, ApplyOutcome, Result, Store, StoreError, TokenCheck, TokenRecord};
 
 /// `Kind/namespace/name` ─▶ resource JSON.
@@ -23,6 +26,10 @@ const REVOKED: TableDefinition<&str, &str> = TableDefinition::new("revoked_certi
 
 pub struct RedbStore {
     pub(crate) db: Database,
+    feed: Feed,
+    /// Held from a write's start until its changes are in the feed, so the feed sees revisions
+    /// in commit order.
+    writer: Mutex<()>,
 }
 
 pub(crate) fn tx_err(error: impl std::fmt::Display) -> StoreError {
@@ -44,7 +51,24 @@ impl RedbStore {
         tx.open_table(ISSUED).map_err(tx_err)?;
         tx.open_table(REVOKED).map_err(tx_err)?;
         tx.commit().map_err(tx_err)?;
-        Ok(RedbStore { db })
+        let revision = {
+            let tx = db.begin_read().map_err(tx_err)?;
+            let meta = tx.open_table(META).map_err(tx_err)?;
+            meta.get("revision").map_err(tx_err)?.map(|v| v.value()).unwrap_or(0)
+        };
+        Ok(RedbStore {
+            db,
+            feed: Feed::new(revision),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// Bumps the revision inside a write transaction; returns the new one.
+    fn next_revision(tx: &redb::WriteTransaction) -> Result<u64> {
+        let mut meta = tx.open_table(META).map_err(tx_err)?;
+        let revision = meta.get("revision").map_err(tx_err)?.map(|v| v.value()).unwrap_or(0) + 1;
+        meta.insert("revision", revision).map_err(tx_err)?;
+        Ok(revision)
     }
 
     /// Every value of a JSON table, in key order.
@@ -82,9 +106,19 @@ impl Store for RedbStore {
         }
     }
 
+    fn revision(&self) -> u64 {
+        self.feed.revision()
+    }
+
+    fn watch(&self, since: u64, timeout: Duration) -> Watch {
+        self.feed.watch(since, timeout)
+    }
+
     fn apply(&self, resources: Vec<Resource>) -> Result<Vec<ApplyOutcome>> {
+        let _writer = self.writer.lock().expect("writer lock");
         let tx = self.db.begin_write().map_err(tx_err)?;
         let mut outcomes = Vec::new();
+        let mut changes = Vec::new();
         {
             let mut meta = tx.open_table(META).map_err(tx_err)?;
             let mut table = tx.open_table(RESOURCES).map_err(tx_err)?;
@@ -121,18 +155,30 @@ impl Store for RedbStore {
                 let bytes = serde_json::to_vec(&resource).expect("resources serialize");
                 table.insert(name.as_str(), bytes.as_slice()).map_err(tx_err)?;
                 outcomes.push(ApplyOutcome {
-                    key,
+                    key: key.clone(),
                     action,
                     generation: resource.metadata.generation,
+                });
+                changes.push(Change::Resource {
+                    key,
+                    resource: Some(Box::new(resource)),
                 });
             }
             meta.insert("revision", revision).map_err(tx_err)?;
         }
         tx.commit().map_err(tx_err)?;
+        if let Some(Change::Resource {
+            resource: Some(last), ..
+        }) = changes.last()
+        {
+            let revision = last.metadata.resource_version;
+            self.feed.publish(revision, changes);
+        }
         Ok(outcomes)
     }
 
     fn delete(&self, keys: &[ResourceKey]) -> Result<Vec<(ResourceKey, bool)>> {
+        let _writer = self.writer.lock().expect("writer lock");
         let tx = self.db.begin_write().map_err(tx_err)?;
         let mut results = Vec::new();
         {
@@ -141,15 +187,23 @@ impl Store for RedbStore {
                 let existed = table.remove(key.to_string().as_str()).map_err(tx_err)?.is_some();
                 results.push((key.clone(), existed));
             }
-            let mut meta = tx.open_table(META).map_err(tx_err)?;
-            let revision = meta.get("revision").map_err(tx_err)?.map(|v| v.value()).unwrap_or(0);
-            meta.insert("revision", revision + 1).map_err(tx_err)?;
         }
+        let revision = Self::next_revision(&tx)?;
         tx.commit().map_err(tx_err)?;
+        let changes = results
+            .iter()
+            .filter(|(_, existed)| *existed)
+            .map(|(key, _)| Change::Resource {
+                key: key.clone(),
+                resource: None,
+            })
+            .collect();
+        self.feed.publish(revision, changes);
         Ok(results)
     }
 
     fn put_discovery(&self, discovery: &ClusterDiscovery) -> Result<()> {
+        let _writer = self.writer.lock().expect("writer lock");
         let tx = self.db.begin_write().map_err(tx_err)?;
         {
             let mut table = tx.open_table(DISCOVERY).map_err(tx_err)?;
@@ -158,7 +212,14 @@ impl Store for RedbStore {
                 .insert(discovery.cluster.as_str(), bytes.as_slice())
                 .map_err(tx_err)?;
         }
-        tx.commit().map_err(tx_err)
+        let revision = Self::next_revision(&tx)?;
+        tx.commit().map_err(tx_err)?;
+        let change = Change::Discovery {
+            cluster: discovery.cluster.clone(),
+            discovery: Some(Box::new(discovery.clone())),
+        };
+        self.feed.publish(revision, vec![change]);
+        Ok(())
     }
 
     fn discoveries(&self) -> Result<Vec<ClusterDiscovery>> {
@@ -166,12 +227,20 @@ impl Store for RedbStore {
     }
 
     fn delete_discovery(&self, cluster: &str) -> Result<()> {
+        let _writer = self.writer.lock().expect("writer lock");
         let tx = self.db.begin_write().map_err(tx_err)?;
         tx.open_table(DISCOVERY)
             .map_err(tx_err)?
             .remove(cluster)
             .map_err(tx_err)?;
-        tx.commit().map_err(tx_err)
+        let revision = Self::next_revision(&tx)?;
+        tx.commit().map_err(tx_err)?;
+        let change = Change::Discovery {
+            cluster: cluster.to_string(),
+            discovery: None,
+        };
+        self.feed.publish(revision, vec![change]);
+        Ok(())
     }
 
     fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<()> {
@@ -263,6 +332,54 @@ mod tests {
             "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{hosts: [{host}], ports: [{{number: 80}}]}}\n"
         );
         trellis_api::parse_one("test", &text).unwrap()
+    }
+
+    #[test]
+    fn the_feed_follows_every_write_and_a_reopened_store_resynchronizes() {
+        let path = temp_path("feed");
+        let store = RedbStore::open(&path).unwrap();
+        let start = store.revision();
+        store.apply(vec![vd("a", "a.mesh"), vd("b", "b.mesh")]).unwrap();
+        // An unchanged apply commits nothing and wakes nobody.
+        store.apply(vec![vd("a", "a.mesh")]).unwrap();
+        store.delete(&[vd("a", "a.mesh").key()]).unwrap();
+        store
+            .put_discovery(&ClusterDiscovery {
+                cluster: "c1".to_string(),
+                ..Default::default()
+            })
+            .unwrap();
+        let Watch::Changes { revision, changes } = store.watch(start, Duration::ZERO) else {
+            panic!("the feed reaches back to the start");
+        };
+        assert_eq!(revision, start + 4);
+        let seen: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Resource { key, resource } => format!("{key} {}", resource.is_some()),
+                Change::Discovery { cluster, discovery } => format!("{cluster} {}", discovery.is_some()),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "VirtualDestination/demo/a true",
+                "VirtualDestination/demo/b true",
+                "VirtualDestination/demo/a false",
+                "c1 true"
+            ]
+        );
+        let Watch::Changes { changes, .. } = store.watch(start + 3, Duration::ZERO) else {
+            panic!("recent");
+        };
+        assert_eq!(changes.len(), 1);
+        drop(store);
+        let reopened = RedbStore::open(&path).unwrap();
+        assert_eq!(reopened.revision(), start + 4, "the revision survives a restart");
+        assert_eq!(
+            reopened.watch(start, Duration::ZERO),
+            Watch::Resync { revision: start + 4 }
+        );
     }
 
     #[test]

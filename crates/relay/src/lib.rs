@@ -16,7 +16,9 @@
 //! Versions are content hashes, so a reconnecting agent that already runs the current config is
 //! not sent it again.
 
+pub mod delivery;
 mod messages;
+pub mod sections;
 
 pub use messages::*;
 

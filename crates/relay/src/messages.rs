@@ -67,25 +67,46 @@ pub struct Ack {
 /// Management server to agent.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ServerMessage {
-    #[prost(oneof = "server_message::Body", tags = "1")]
+    #[prost(oneof = "server_message::Body", tags = "2")]
     pub body: Option<server_message::Body>,
 }
 
 pub mod server_message {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Body {
-        #[prost(message, tag = "1")]
-        Config(super::Config),
+        // Tag 1 was a whole config in one message: it broke past the message limit.
+        #[prost(message, tag = "2")]
+        Delta(super::ConfigDelta),
     }
 }
 
-/// One cluster's translated config.
+/// A change of one cluster's config, as sections (see `sections`): those that changed and the
+/// names of those that went. A large change is cut into several messages with `more` set on
+/// all but the last; the agent applies them together, once the last arrives.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Config {
+pub struct ConfigDelta {
+    /// The config's version once this delta is applied.
     #[prost(string, tag = "1")]
     pub version: String,
-    /// JSON `trellis_model::ClusterConfig`.
-    #[prost(bytes = "vec", tag = "2")]
+    /// The version the agent must hold to apply it; empty: a whole config, replacing what it holds.
+    #[prost(string, tag = "2")]
+    pub base_version: String,
+    #[prost(message, repeated, tag = "3")]
+    pub upserts: Vec<Section>,
+    #[prost(string, repeated, tag = "4")]
+    pub removes: Vec<String>,
+    #[prost(bool, tag = "5")]
+    pub more: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Section {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+    /// JSON of the section's value.
+    #[prost(bytes = "vec", tag = "3")]
     pub payload: Vec<u8>,
 }
 
@@ -110,9 +131,9 @@ impl AgentMessage {
 }
 
 impl ServerMessage {
-    pub fn config(version: String, payload: Vec<u8>) -> Self {
+    pub fn delta(delta: ConfigDelta) -> Self {
         ServerMessage {
-            body: Some(server_message::Body::Config(Config { version, payload })),
+            body: Some(server_message::Body::Delta(delta)),
         }
     }
 }
@@ -128,7 +149,17 @@ mod tests {
         let message = AgentMessage::ack("v1".into(), "bad route".into());
         let bytes = message.encode_to_vec();
         assert_eq!(AgentMessage::decode(bytes.as_slice()).unwrap(), message);
-        let config = ServerMessage::config("abc".into(), b"{}".to_vec());
+        let config = ServerMessage::delta(ConfigDelta {
+            version: "abc".into(),
+            upserts: vec![Section {
+                name: "base".into(),
+                version: 7,
+                payload: b"{}".to_vec(),
+            }],
+            removes: vec!["upstream/x".into()],
+            more: true,
+            ..Default::default()
+        });
         assert_eq!(
             ServerMessage::decode(config.encode_to_vec().as_slice()).unwrap(),
             config

@@ -69,7 +69,7 @@ pub async fn serve(
             return RegistryError::AddonCredentialRequired(kind.as_str()).into_response();
         }
         let current = changes.borrow_and_update().clone();
-        let (version, document) = versioned(kind, current.as_deref());
+        let (version, document) = versioned(kind, current.as_deref().map(|c| &c.config));
         // Before the first config arrives there is nothing to serve yet: wait like for a change.
         if current.is_some() && query.version.as_deref() != Some(version.as_str()) {
             return Json(document).into_response();

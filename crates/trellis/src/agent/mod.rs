@@ -99,9 +99,27 @@ pub struct AgentArgs {
     pub role_secret_file: Option<PathBuf>,
 }
 
+/// The config an agent serves, with its relay version (what proxies and the management server
+/// compare delivery by).
+#[derive(Debug)]
+pub struct AppliedConfig {
+    pub version: String,
+    pub config: ClusterConfig,
+}
+
+impl std::ops::Deref for AppliedConfig {
+    type Target = ClusterConfig;
+
+    fn deref(&self) -> &ClusterConfig {
+        &self.config
+    }
+}
+
 pub struct Agent {
     pub cluster: String,
-    pub config: watch::Sender<Option<Arc<ClusterConfig>>>,
+    pub config: watch::Sender<Option<Arc<AppliedConfig>>>,
+    /// The sections of the config held, which relay deltas change.
+    pub receiver: std::sync::Mutex<trellis_relay::delivery::Receiver>,
     pub registry: Arc<registry::Registry>,
     pub relay_connected: std::sync::atomic::AtomicBool,
     pub credentials: Arc<credentials::RelayCredentials>,
@@ -123,9 +141,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create --data-dir {}", data_dir.display()))?;
     let cache_path = data_dir.join("config.json");
     let cached = relay_client::load_cache(&cache_path, &args.cluster);
-    if let Some(config) = &cached {
-        tracing::info!(version = %format!("{:016x}", config.content_hash()), "serving cached config until the management server answers");
-    }
+    let receiver = cached
+        .as_ref()
+        .map(trellis_relay::delivery::Receiver::holding)
+        .unwrap_or_default();
+    let cached = cached.map(|config| {
+        tracing::info!(version = %receiver.version(), "serving cached config until the management server answers");
+        Arc::new(AppliedConfig {
+            version: receiver.version().to_string(),
+            config,
+        })
+    });
     let credentials = credentials::RelayCredentials::load(credentials::CredentialOptions {
         insecure: args.insecure,
         authority: &args.relay_authority,
@@ -174,7 +200,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let board = ads.status();
     let agent = Arc::new(Agent {
         cluster: args.cluster.clone(),
-        config: watch::Sender::new(cached.map(Arc::new)),
+        config: watch::Sender::new(cached),
+        receiver: std::sync::Mutex::new(receiver),
         registry,
         relay_connected: Default::default(),
         credentials: Arc::new(credentials),
@@ -189,6 +216,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));
     tokio::spawn(registry::expire_loop(agent.clone()));
     tokio::spawn(relay_client::run(agent.clone(), args.mgmt.clone()));
+    tokio::spawn(relay_client::keep_cache(agent.clone()));
     tokio::spawn(credentials::renew_loop(
         agent.credentials.clone(),
         args.mgmt.clone(),

@@ -899,7 +899,7 @@ async fn status(State((agent, board)): AppState) -> Json<serde_json::Value> {
     Json(json!({
         "cluster": agent.cluster,
         "relayConnected": agent.relay_connected.load(std::sync::atomic::Ordering::Relaxed),
-        "configVersion": config.map(|c| format!("{:016x}", c.content_hash())),
+        "configVersion": config.map(|c| c.version.clone()),
         "connectedProxies": proxies,
     }))
 }

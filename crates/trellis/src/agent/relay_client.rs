@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tracing::Instrument;
 use trellis_model::ClusterConfig;
+use trellis_relay::delivery::MAX_MESSAGE_BYTES;
 use trellis_relay::{AgentMessage, Hello, RelayClient, server_message};
 
-use super::Agent;
+use super::{Agent, AppliedConfig};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -85,14 +86,9 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
         tls.register(mgmt, &agent.cluster).await?;
     }
     let channel = agent.credentials.channel(mgmt).await?;
-    let mut client = RelayClient::new(channel);
+    let mut client = RelayClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel::<AgentMessage>(8);
-    let last_applied = agent
-        .config
-        .borrow()
-        .as_ref()
-        .map(|c| format!("{:016x}", c.content_hash()))
-        .unwrap_or_default();
+    let last_applied = agent.receiver.lock().expect("receiver lock").version().to_string();
     tx.send(AgentMessage::hello(Hello {
         cluster: agent.cluster.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -137,34 +133,65 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
             }
             message = incoming.next() => {
                 let Some(message) = message.transpose()? else { return Ok(()) };
-                let Some(server_message::Body::Config(config)) = message.body else { continue };
-                let error = apply_config(agent, &config.payload);
-                match &error {
-                    None => tracing::info!(version = %config.version, "config applied"),
-                    Some(error) => tracing::warn!(version = %config.version, %error, "config rejected; keeping the last good one"),
-                }
-                tx.send(AgentMessage::ack(config.version, error.unwrap_or_default())).await?;
+                let Some(server_message::Body::Delta(delta)) = message.body else { continue };
+                let version = delta.version.clone();
+                let (upserts, removes) = (delta.upserts.len(), delta.removes.len());
+                let error = match apply_delta(agent, delta) {
+                    Ok(false) => continue,
+                    Ok(true) => {
+                        tracing::info!(%version, upserts, removes, "config applied");
+                        None
+                    }
+                    Err(error) => {
+                        tracing::warn!(%version, %error, "config rejected; keeping the last good one");
+                        Some(error)
+                    }
+                };
+                tx.send(AgentMessage::ack(version, error.unwrap_or_default())).await?;
             }
         }
     }
 }
 
-/// Checks and installs a config; returns the rejection reason, if any.
-fn apply_config(agent: &Agent, payload: &[u8]) -> Option<String> {
-    let config: ClusterConfig = match serde_json::from_slice(payload) {
-        Ok(config) => config,
-        Err(error) => return Some(format!("config does not parse: {error}")),
+/// Takes one delta message: `Ok(true)` when a config was completed and installed, `Ok(false)`
+/// when more of it is to come, `Err(reason)` when it is refused (the last good one stays).
+fn apply_delta(agent: &Agent, delta: trellis_relay::ConfigDelta) -> Result<bool, String> {
+    let mut receiver = agent.receiver.lock().expect("receiver lock");
+    let check = |config: &ClusterConfig| {
+        if config.cluster == agent.cluster {
+            Ok(())
+        } else {
+            Err(format!(
+                "config is for cluster {:?}, this agent serves {:?}",
+                config.cluster, agent.cluster
+            ))
+        }
     };
-    if config.cluster != agent.cluster {
-        return Some(format!(
-            "config is for cluster {:?}, this agent serves {:?}",
-            config.cluster, agent.cluster
-        ));
+    let Some(config) = receiver.receive(delta, check)? else {
+        return Ok(false);
+    };
+    let applied = AppliedConfig {
+        version: receiver.version().to_string(),
+        config,
+    };
+    agent.config.send_replace(Some(Arc::new(applied)));
+    Ok(true)
+}
+
+/// Writes each config the agent takes to its cache, off the relay's path: a large config's
+/// write and fsync do not delay its acknowledgement, and a burst of changes costs one write.
+pub async fn keep_cache(agent: Arc<Agent>) {
+    let mut changes = agent.config.subscribe();
+    changes.borrow_and_update();
+    while changes.changed().await.is_ok() {
+        let Some(applied) = changes.borrow_and_update().clone() else {
+            continue;
+        };
+        let path = agent.cache_path.clone();
+        let written = tokio::task::spawn_blocking(move || store_cache(&path, &applied.config)).await;
+        if let Ok(Err(error)) = written {
+            // Still served: losing the cache only matters if the agent restarts while mgmt is down.
+            tracing::error!(%error, cache = %agent.cache_path.display(), "cannot write config cache");
+        }
     }
-    if let Err(error) = store_cache(&agent.cache_path, &config) {
-        // Still serve it: losing the cache only matters if the agent restarts while mgmt is down.
-        tracing::error!(%error, cache = %agent.cache_path.display(), "cannot write config cache");
-    }
-    agent.config.send_replace(Some(Arc::new(config)));
-    None
 }

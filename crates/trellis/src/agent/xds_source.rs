@@ -156,7 +156,7 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
         certs_due.borrow_and_update();
         if let Some(config) = config {
             let registrations = agent.registry.all();
-            let version = format!("{:016x}", config.content_hash());
+            let version = config.version.clone();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             for (node_id, sender) in by_node.iter() {
                 // Unregistered (or expired) nodes keep what they have: Envoy serves on.

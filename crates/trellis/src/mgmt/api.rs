@@ -280,7 +280,6 @@ async fn apply(
     for outcome in &outcomes {
         tracing::info!(resource = %outcome.key, action = ?outcome.action, generation = outcome.generation, "applied");
     }
-    mgmt.config_changed();
     Ok(Json(json!({ "results": outcomes })))
 }
 
@@ -413,7 +412,6 @@ async fn delete_keys(
         Ok(results)
     })
     .await?;
-    mgmt.config_changed();
     Ok(results)
 }
 
@@ -533,8 +531,25 @@ async fn describe(
     let Some(resource) = mgmt.store.get(&key)? else {
         return Err(ApiFailure::NotFound(key.to_string()));
     };
-    let translation = mgmt.translation();
-    let value = with_status(&resource, &translation);
+    let published = mgmt.published();
+    let translation = &published.translation;
+    // Until the translator has caught up with this resource's last write, the status and the
+    // delivery figures would describe the previous generation: say so instead.
+    if resource.metadata.resource_version > published.revision {
+        let mut value = redacted(&resource);
+        value["status"] = json!({
+            "state": "PENDING",
+            "message": format!(
+                "generation {} is being translated (store revision {}; translated up to {})",
+                resource.metadata.generation, resource.metadata.resource_version, published.revision
+            ),
+        });
+        let summary = format!("generation {} not translated yet", resource.metadata.generation);
+        return Ok(Json(
+            json!({ "resource": value, "delivery": { "summary": summary, "clusters": {}, "rejected": [] } }),
+        ));
+    }
+    let value = with_status(&resource, translation);
     let clusters: Vec<String> = value["status"]["clusters"]
         .as_array()
         .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
@@ -542,10 +557,10 @@ async fn describe(
     let agents = mgmt.agents();
     let (mut total, mut applied, mut delivery, mut rejected) = (0, 0, serde_json::Map::new(), Vec::new());
     for cluster in &clusters {
-        let current = translation
+        let current = published
             .clusters
             .get(cluster)
-            .map(|c| format!("{:016x}", c.content_hash()))
+            .map(|c| c.version.clone())
             .unwrap_or_default();
         let proxies = agents.get(cluster).map(|a| a.proxies.clone()).unwrap_or_default();
         let current_ok = |p: &trellis_model::ProxyState| p.in_sync && p.config_version == current;
@@ -584,7 +599,7 @@ async fn delete_one(
 }
 
 pub(super) fn cluster_statuses(mgmt: &Mgmt) -> serde_json::Map<String, serde_json::Value> {
-    let translation = mgmt.translation();
+    let published = mgmt.published();
     let registered: Vec<String> = mgmt
         .store
         .list()
@@ -600,11 +615,10 @@ pub(super) fn cluster_statuses(mgmt: &Mgmt) -> serde_json::Map<String, serde_jso
     let mut clusters = serde_json::Map::new();
     for (name, status) in agents {
         let mut value = serde_json::to_value(&status).expect("status serializes");
-        let current = translation
-            .clusters
-            .get(&name)
-            .map(|c| format!("{:016x}", c.content_hash()));
+        let current = published.clusters.get(&name).map(|c| c.version.clone());
         value["currentVersion"] = json!(current);
+        // What the translator has taken in: `check` compares it with the store's revision.
+        value["translatedRevision"] = json!(published.revision);
         value["registered"] = json!(registered.contains(&name));
         clusters.insert(name, value);
     }
@@ -804,7 +818,6 @@ async fn registration(
         Ok(done) => done,
         Err(response) => return Ok(response),
     };
-    mgmt.config_changed();
     let (mode, root_ca, authority) = match &mgmt.relay {
         RelaySecurity::Insecure => ("insecure", None, None),
         RelaySecurity::Tls(tls) if tls.signer.is_none() => (

@@ -185,13 +185,24 @@ pub fn findings(mgmt: &Mgmt, now: u64) -> Vec<Finding> {
         &mgmt.mesh.root.root_pem(),
         now,
     ));
+    let (stored, translated) = (mgmt.store.revision(), mgmt.published().revision);
+    findings.push(if stored > translated {
+        finding(
+            "warning",
+            "translation",
+            format!("the translator has taken in store revision {translated} of {stored}: the latest changes are not in the agents' configs yet"),
+        )
+    } else {
+        finding("ok", "translation", format!("every change (store revision {stored}) is translated"))
+    });
     for (cluster, status) in super::api::cluster_statuses(mgmt) {
         let check = format!("cluster/{cluster}");
         if status["connected"] != true {
-            let hint = if status["registered"] == true {
-                "start its agent"
-            } else {
-                "register it with `trellis cluster register`"
+            let hint = match status["lastError"].as_str() {
+                // It did connect, and the stream broke: that is the reason, not a missing agent.
+                Some(error) if status["registered"] == true => format!("its relay stream failed: {error}"),
+                _ if status["registered"] == true => "start its agent".to_string(),
+                _ => "register it with `trellis cluster register`".to_string(),
             };
             findings.push(finding(
                 "error",

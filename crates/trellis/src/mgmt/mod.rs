@@ -19,6 +19,7 @@ mod pki;
 mod relay;
 mod state;
 mod tls;
+mod translator;
 
 use std::sync::Arc;
 
@@ -79,7 +80,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         },
     };
     let admin_config = write_admin_config(&config, api_tls.is_some())?;
-    let mgmt = Mgmt::load(
+    let (mgmt, translator) = Mgmt::load(
         store,
         metrics.clone(),
         relay_security,
@@ -87,7 +88,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         config.token_ttl,
         access,
     )?;
-    tokio::spawn(state::translate_loop(mgmt.clone()));
+    let translator = mgmt.start_translator(translator);
 
     let api = tokio::net::TcpListener::bind(config.api_addr)
         .await
@@ -166,13 +167,16 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     {
         result?;
     }
+    mgmt.stop_translator();
+    // A translation in progress finishes first: nothing of it is stored, but it is not cut off.
+    let _ = tokio::task::spawn_blocking(move || translator.join()).await;
     tracing::info!("management server stopped");
     Ok(())
 }
 
-/// Relay messages larger than this are refused (tonic's default is 4 MiB too; said here so that it
-/// stays a decision). Discovery reports of a few thousand workloads fit comfortably.
-const RELAY_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Relay messages larger than this are refused. Configs travel as sections in messages of about
+/// 2 MiB whatever their size; a discovery report of tens of thousands of workloads fits.
+const RELAY_MAX_MESSAGE: usize = trellis_relay::delivery::MAX_MESSAGE_BYTES;
 
 /// The relay gRPC server until shutdown: bounded messages, headers and streams per connection,
 /// and HTTP/2 keepalive so a peer that vanished (or stopped answering) is closed.

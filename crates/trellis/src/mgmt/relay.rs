@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use trellis_model::ClusterDiscovery;
+use trellis_relay::delivery::{MAX_MESSAGE_BYTES, chunk};
 use trellis_relay::{
     AgentMessage, CertificateResponse, RegisterRequest, RenewRequest, ServerMessage, SignIntermediateRequest,
     SignIntermediateResponse, agent_message,
@@ -25,7 +26,11 @@ use super::metrics::{ClusterLabel, ResultLabel};
 use super::pki::{RelaySecurity, RelayTls};
 use super::state::unix_now;
 use super::tls::PeerInfo;
+use super::translator::{EncodedCluster, Published};
 use crate::process::Shutdown;
+
+/// A section larger than this cannot travel: a message carries at least one whole section.
+const MAX_SECTION_BYTES: usize = MAX_MESSAGE_BYTES - 64 * 1024;
 
 pub struct RelayService {
     mgmt: Arc<Mgmt>,
@@ -395,34 +400,29 @@ async fn serve_agent(
         a.since = unix_now();
         a.acked_version = hello.last_applied_version.clone();
         a.registry_address = hello.registry_address.clone();
+        a.last_error = None;
     });
     tracing::info!(agent_version = %hello.agent_version, last_applied = %hello.last_applied_version, "agent connected");
 
     let mut translations = mgmt.subscribe();
     let mut kicks = mgmt.kicks.subscribe();
-    // The agent tells us what it runs; an unchanged config is not sent again after a reconnect.
-    let mut sent_version = hello.last_applied_version.clone();
+    // What the agent holds, as far as this stream knows: the agent told us its version; if that
+    // is the current config, nothing is sent after a reconnect, and later changes are deltas.
+    let mut holds = Holds::after_hello(&hello, &translations.borrow_and_update(), &cluster);
     translations.mark_changed();
+    let mut error = None;
     loop {
         tokio::select! {
             changed = translations.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                let translation = translations.borrow_and_update().clone();
-                let Some(config) = translation.clusters.get(&cluster) else { continue };
-                let version = format!("{:016x}", config.content_hash());
-                if version == sent_version {
-                    continue;
-                }
-                let payload = serde_json::to_vec(config).expect("IR serializes");
-                if tx.send(Ok(ServerMessage::config(version.clone(), payload))).await.is_err() {
+                let published = translations.borrow_and_update().clone();
+                let Some(encoded) = published.clusters.get(&cluster) else { continue };
+                if let Err(failure) = send_config(&mgmt, &label, &tx, &mut holds, encoded).await {
+                    error = Some(failure);
                     break;
                 }
-                tracing::info!(%version, "config sent");
-                mgmt.metrics.config_pushes_total.get_or_create(&label).inc();
-                mgmt.update_agent(&cluster, |a| a.sent_version = version.clone());
-                sent_version = version;
             }
             () = shutdown.requested() => {
                 // The agent reconnects (to this server restarted, or another replica) and keeps serving meanwhile.
@@ -439,9 +439,20 @@ async fn serve_agent(
             }
             message = incoming.next() => {
                 match message {
-                    Some(Ok(message)) => handle_agent_message(&mgmt, &cluster, &label, message),
+                    Some(Ok(message)) => {
+                        if let Some(rejected) = handle_agent_message(&mgmt, &cluster, &label, message) {
+                            // The agent kept its last good config: it holds what it held before
+                            // this one, which this stream no longer knows. Send the next one whole,
+                            // and this one again whole once (it may have been refused for a delta
+                            // that did not fit, not for its content).
+                            if holds.retry_whole(&rejected) {
+                                translations.mark_changed();
+                            }
+                        }
+                    }
                     Some(Err(status)) => {
                         tracing::info!(%status, "relay stream ended with an error");
+                        error = Some(format!("{:?}: {}", status.code(), status.message()));
                         break;
                     }
                     None => break,
@@ -453,11 +464,78 @@ async fn serve_agent(
     mgmt.update_agent(&cluster, |a| {
         a.connected = false;
         a.since = unix_now();
+        a.last_error = error;
     });
     tracing::info!("agent disconnected");
 }
 
-fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, message: AgentMessage) {
+/// What one stream believes its agent holds.
+struct Holds {
+    /// The config last sent (the agent applies it or NACKs it), if the agent holds a known one.
+    sent: Option<Arc<EncodedCluster>>,
+    /// The version last resent whole after a NACK: never twice, or a bad config would loop.
+    resent_whole: Option<String>,
+}
+
+impl Holds {
+    fn after_hello(hello: &trellis_relay::Hello, published: &Published, cluster: &str) -> Self {
+        let current = published.clusters.get(cluster);
+        Holds {
+            sent: current.filter(|c| c.version == hello.last_applied_version).cloned(),
+            resent_whole: None,
+        }
+    }
+
+    fn retry_whole(&mut self, rejected: &str) -> bool {
+        self.sent = None;
+        if self.resent_whole.as_deref() == Some(rejected) {
+            return false;
+        }
+        self.resent_whole = Some(rejected.to_string());
+        true
+    }
+}
+
+/// Sends what the agent lacks of `encoded`: a delta from what it holds, cut into messages under
+/// the relay's limit. An error ends the stream, with the reason for `check`.
+async fn send_config(
+    mgmt: &Mgmt,
+    label: &ClusterLabel,
+    tx: &mpsc::Sender<Result<ServerMessage, Status>>,
+    holds: &mut Holds,
+    encoded: &Arc<EncodedCluster>,
+) -> Result<(), String> {
+    let (held_versions, base) = match &holds.sent {
+        Some(sent) if sent.version == encoded.version => return Ok(()),
+        Some(sent) => (sent.sections.versions(), sent.version.as_str()),
+        None => (Default::default(), ""),
+    };
+    let (upserts, removes) = encoded.sections.delta_from(&held_versions);
+    let (sections, removed) = (upserts.len(), removes.len());
+    if let Some((name, section)) = upserts.iter().find(|(_, s)| s.payload.len() > MAX_SECTION_BYTES) {
+        let reason = format!(
+            "config section {name} is {} bytes, over the relay's {MAX_SECTION_BYTES}-byte limit; the agent keeps its last config",
+            section.payload.len()
+        );
+        tracing::error!(%reason, "cannot deliver config");
+        return Err(reason);
+    }
+    let messages = chunk(&encoded.version, base, &upserts, removes);
+    let count = messages.len();
+    for message in messages {
+        if tx.send(Ok(ServerMessage::delta(message))).await.is_err() {
+            return Err("the relay stream closed while sending a config".to_string());
+        }
+    }
+    tracing::info!(version = %encoded.version, base = %base, sections, removed, messages = count, "config sent");
+    mgmt.metrics.config_pushes_total.get_or_create(label).inc();
+    mgmt.update_agent(&label.cluster, |a| a.sent_version = encoded.version.clone());
+    holds.sent = Some(encoded.clone());
+    Ok(())
+}
+
+/// Handles one message from the agent; returns the version it rejected, if it did.
+fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, message: AgentMessage) -> Option<String> {
     match message.body {
         Some(agent_message::Body::Discovery(discovery)) => {
             match serde_json::from_slice::<ClusterDiscovery>(&discovery.payload) {
@@ -483,6 +561,7 @@ fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, messag
             tracing::warn!(version = %nack.version, error = %nack.error, "agent rejected config");
             mgmt.metrics.config_nacks_total.get_or_create(label).inc();
             mgmt.update_agent(cluster, |a| a.nack = Some(nack.error));
+            return Some(nack.version);
         }
         Some(agent_message::Body::Proxies(report)) => {
             match serde_json::from_slice::<Vec<trellis_model::ProxyState>>(&report.payload) {
@@ -492,4 +571,5 @@ fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, messag
         }
         Some(agent_message::Body::Hello(_)) | None => tracing::warn!("ignoring unexpected relay message"),
     }
+    None
 }

@@ -1,16 +1,19 @@
-//! The management server's shared state and the translator task.
+//! The management server's shared state: the store, the latest translation, what each agent
+//! reported.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, watch};
-use trellis_model::{ClusterDiscovery, Snapshot};
+use tokio::sync::watch;
+use trellis_model::ClusterDiscovery;
 use trellis_store::Store;
 use trellis_translate::Translation;
 
 use super::metrics::MgmtMetrics;
 use super::pki::{MeshCa, RelaySecurity};
+use super::translator::{Published, Translator};
 
 /// What the server knows about one cluster's agent.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -36,6 +39,10 @@ pub struct AgentStatus {
     pub intermediate_validity: Option<(u64, u64)>,
     /// Delivery state of the cluster's proxies, as its agent last reported it.
     pub proxies: Vec<trellis_model::ProxyState>,
+    /// Why the relay stream last failed (a delivery refused, a broken stream), until the
+    /// agent connects again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     /// Where the agent's registration API listens, as it said when it connected.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub registry_address: String,
@@ -43,10 +50,14 @@ pub struct AgentStatus {
 
 pub struct Mgmt {
     pub store: Arc<dyn Store>,
-    discovery: Mutex<BTreeMap<String, ClusterDiscovery>>,
-    translation: watch::Sender<Arc<Translation>>,
+    /// The latest translation; the translator thread publishes, relay streams and the API read.
+    published: watch::Sender<Arc<Published>>,
+    /// Hash of each cluster's last stored discovery: a report that changes nothing (an agent
+    /// reconnecting) is neither stored nor translated.
+    discovery_hashes: Mutex<BTreeMap<String, u64>>,
     agents: Mutex<BTreeMap<String, AgentStatus>>,
-    changed: Notify,
+    /// Tells the translator thread to stop.
+    stopping: AtomicBool,
     pub metrics: MgmtMetrics,
     pub relay: RelaySecurity,
     pub mesh: MeshCa,
@@ -59,8 +70,9 @@ pub struct Mgmt {
 }
 
 impl Mgmt {
-    /// Loads the persisted discovery too: after a restart the first translation already covers
-    /// every cluster, so no agent is sent a mesh with the other clusters missing.
+    /// Translates what the store holds (discovery included) before anything is served: after a
+    /// restart the first config an agent gets already covers every cluster, so no agent is sent
+    /// a mesh with the other clusters missing. Then `start_translator` follows the store.
     pub fn load(
         store: Arc<dyn Store>,
         metrics: MgmtMetrics,
@@ -68,18 +80,24 @@ impl Mgmt {
         mesh: MeshCa,
         token_ttl: Duration,
         api: super::api_access::ApiAccess,
-    ) -> anyhow::Result<Arc<Self>> {
-        let discovery = store
-            .discoveries()?
-            .into_iter()
-            .map(|d| (d.cluster.clone(), d))
-            .collect();
+    ) -> anyhow::Result<(Arc<Self>, Translator)> {
+        let translator = Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?;
+        let first = translator.translate(&Published::default());
+        let mut agents = BTreeMap::new();
+        let mut discovery_hashes = BTreeMap::new();
+        for discovery in store.discoveries()? {
+            discovery_hashes.insert(discovery.cluster.clone(), discovery_hash(&discovery));
+            agents.insert(
+                discovery.cluster.clone(),
+                AgentStatus::default().with_discovery(&discovery),
+            );
+        }
         let mgmt = Arc::new(Mgmt {
             store,
-            discovery: Mutex::new(discovery),
-            translation: watch::Sender::new(Arc::new(Translation::default())),
-            agents: Mutex::new(BTreeMap::new()),
-            changed: Notify::new(),
+            published: watch::Sender::new(Arc::new(first)),
+            discovery_hashes: Mutex::new(discovery_hashes),
+            agents: Mutex::new(agents),
+            stopping: AtomicBool::new(false),
             metrics,
             relay,
             mesh,
@@ -87,51 +105,56 @@ impl Mgmt {
             token_ttl,
             api,
         });
-        mgmt.retranslate()?;
-        Ok(mgmt)
+        Ok((mgmt, translator))
     }
 
-    /// Wakes the translator; many calls in a burst cost one translation.
-    pub fn config_changed(&self) {
-        self.changed.notify_one();
+    /// Runs the translator on its own thread until `stop_translator`.
+    pub fn start_translator(self: &Arc<Self>, translator: Translator) -> std::thread::JoinHandle<()> {
+        let mgmt = self.clone();
+        std::thread::Builder::new()
+            .name("translator".to_string())
+            .spawn(move || translator.run(&mgmt.published, &mgmt.stopping))
+            .expect("spawn the translator thread")
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Translation>> {
-        self.translation.subscribe()
+    pub fn stop_translator(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
+        self.published.subscribe()
+    }
+
+    pub fn published(&self) -> Arc<Published> {
+        self.published.borrow().clone()
     }
 
     pub fn translation(&self) -> Arc<Translation> {
-        self.translation.borrow().clone()
+        self.published.borrow().translation.clone()
     }
 
-    /// Records an agent's discovery; persists it and retranslates only when it changed.
+    /// Records an agent's discovery in the store (whose feed drives translation), unless it is
+    /// the same as the last one.
     pub fn report_discovery(&self, mut discovery: ClusterDiscovery) -> anyhow::Result<()> {
         discovery.normalize();
-        {
-            let mut all = self.discovery.lock().expect("discovery lock");
-            if all.get(&discovery.cluster) == Some(&discovery) {
-                return Ok(());
-            }
-            self.store.put_discovery(&discovery)?;
-            self.update_agent(&discovery.cluster, |a| {
-                a.workloads = discovery.workloads.len();
-                a.east_west_gateway = discovery
-                    .east_west_gateway
-                    .as_ref()
-                    .map(|g| format!("{}:{}", g.host, g.port));
-            });
-            all.insert(discovery.cluster.clone(), discovery);
+        let hash = discovery_hash(&discovery);
+        let mut hashes = self.discovery_hashes.lock().expect("discovery lock");
+        if hashes.get(&discovery.cluster) == Some(&hash) {
+            return Ok(());
         }
-        self.config_changed();
+        self.store.put_discovery(&discovery)?;
+        hashes.insert(discovery.cluster.clone(), hash);
+        self.update_agent(&discovery.cluster, |a| {
+            *a = std::mem::take(a).with_discovery(&discovery)
+        });
         Ok(())
     }
 
     /// Forgets a cluster's discovery (its workloads leave every other cluster's config).
     pub fn forget_cluster(&self, cluster: &str) -> anyhow::Result<()> {
-        self.discovery.lock().expect("discovery lock").remove(cluster);
+        self.discovery_hashes.lock().expect("discovery lock").remove(cluster);
         self.store.delete_discovery(cluster)?;
         self.agents.lock().expect("agents lock").remove(cluster);
-        self.config_changed();
         Ok(())
     }
 
@@ -150,51 +173,23 @@ impl Mgmt {
     }
 
     pub fn agents(&self) -> BTreeMap<String, AgentStatus> {
-        let mut agents = self.agents.lock().expect("agents lock").clone();
-        for (cluster, discovery) in self.discovery.lock().expect("discovery lock").iter() {
-            let agent = agents.entry(cluster.clone()).or_default();
-            agent.workloads = discovery.workloads.len();
-            agent.east_west_gateway = discovery
-                .east_west_gateway
-                .as_ref()
-                .map(|g| format!("{}:{}", g.host, g.port));
-        }
-        agents
-    }
-
-    fn retranslate(&self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let resources = self.store.list()?;
-        let discovery = self.discovery.lock().expect("discovery lock").clone();
-        let snapshot = Snapshot::new(resources, discovery).with_trust_domain(&self.mesh.trust_domain);
-        let translation = trellis_translate::translate(&snapshot);
-        self.metrics
-            .translation_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.translations_total.inc();
-        self.translation.send_if_modified(|current| {
-            if **current == translation {
-                return false;
-            }
-            *current = Arc::new(translation);
-            true
-        });
-        Ok(())
+        self.agents.lock().expect("agents lock").clone()
     }
 }
 
-/// Retranslates after every change, coalescing bursts.
-pub async fn translate_loop(mgmt: Arc<Mgmt>) {
-    loop {
-        mgmt.changed.notified().await;
-        // Let a burst of discovery reports and applies land before translating once.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let span = tracing::info_span!("translate");
-        let _enter = span.enter();
-        if let Err(error) = mgmt.retranslate() {
-            tracing::error!(%error, "translation failed; agents keep their last config");
-        }
+impl AgentStatus {
+    fn with_discovery(mut self, discovery: &ClusterDiscovery) -> Self {
+        self.workloads = discovery.workloads.len();
+        self.east_west_gateway = discovery
+            .east_west_gateway
+            .as_ref()
+            .map(|g| format!("{}:{}", g.host, g.port));
+        self
     }
+}
+
+fn discovery_hash(discovery: &ClusterDiscovery) -> u64 {
+    trellis_model::stable_hash(&serde_json::to_vec(discovery).expect("discovery serializes"))
 }
 
 pub fn unix_now() -> u64 {

@@ -1,0 +1,183 @@
+//! Moving sections across the relay: the sender cuts a change into messages under the size
+//! limit; the receiver gathers them and applies the change whole, or not at all.
+
+use std::collections::BTreeMap;
+
+use trellis_model::ClusterConfig;
+
+use crate::sections::{EncodedSection, Sections};
+use crate::{ConfigDelta, Section};
+
+/// Largest message either side accepts. A message is at most one section over `CHUNK_BYTES`, so
+/// this bounds a single section at about 12 MiB (a config of any size fits, cut into sections).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Sections are packed into messages of about this many payload bytes.
+pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// The most a receiver gathers for one change before it gives up on it.
+const MAX_PENDING_BYTES: usize = 1024 * 1024 * 1024;
+
+/// The messages carrying one change: `upserts` packed in order, `removes` in the last message.
+pub fn chunk(
+    version: &str,
+    base_version: &str,
+    upserts: &[(&str, &EncodedSection)],
+    removes: Vec<String>,
+) -> Vec<ConfigDelta> {
+    let mut messages = Vec::new();
+    let mut current = ConfigDelta {
+        version: version.to_string(),
+        base_version: base_version.to_string(),
+        ..Default::default()
+    };
+    let mut size = 0;
+    for (name, section) in upserts {
+        if size > 0 && size + section.payload.len() > CHUNK_BYTES {
+            let next = ConfigDelta {
+                version: version.to_string(),
+                base_version: base_version.to_string(),
+                ..Default::default()
+            };
+            messages.push(std::mem::replace(&mut current, next));
+            size = 0;
+        }
+        // Payload, name and the section's own framing (tags, lengths, version).
+        size += section.payload.len() + name.len() + 24;
+        current.upserts.push(Section {
+            name: name.to_string(),
+            version: section.version,
+            payload: section.payload.to_vec(),
+        });
+    }
+    current.removes = removes;
+    messages.push(current);
+    let last = messages.len() - 1;
+    for message in &mut messages[..last] {
+        message.more = true;
+    }
+    messages
+}
+
+/// The agent's side: the sections it runs and the change being gathered.
+#[derive(Debug, Default)]
+pub struct Receiver {
+    held: Sections,
+    /// `held` decoded: a change patches it rather than decoding every section again.
+    config: ClusterConfig,
+    version: String,
+    pending: Option<(ConfigDelta, usize)>,
+}
+
+impl Receiver {
+    /// Starts from a config the agent already runs (its cache).
+    pub fn holding(config: &ClusterConfig) -> Self {
+        let held = Sections::encode(config, None);
+        Receiver {
+            version: held.version(),
+            held,
+            config: config.clone(),
+            pending: None,
+        }
+    }
+
+    /// The version of the config held; empty when none.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Takes one message. `Ok(None)`: more of this change is to come. `Ok(Some(config))`: the
+    /// change is complete and applied; it becomes the config held. `Err`: the change is refused
+    /// (the reason is the NACK) and the config held stays as it was.
+    /// `check` sees the assembled config before it is taken: its error refuses it too.
+    pub fn receive(
+        &mut self,
+        delta: ConfigDelta,
+        check: impl FnOnce(&ClusterConfig) -> Result<(), String>,
+    ) -> Result<Option<ClusterConfig>, String> {
+        let mut gathered = match self.pending.take() {
+            Some((mut gathered, size)) => {
+                if gathered.version != delta.version || gathered.base_version != delta.base_version {
+                    return Err(format!(
+                        "config {} arrived in the middle of config {}; both dropped",
+                        delta.version, gathered.version
+                    ));
+                }
+                let size = size + delta.upserts.iter().map(|s| s.payload.len()).sum::<usize>();
+                if size > MAX_PENDING_BYTES {
+                    return Err(format!(
+                        "config {} is larger than {MAX_PENDING_BYTES} bytes",
+                        delta.version
+                    ));
+                }
+                gathered.upserts.extend(delta.upserts);
+                gathered.removes.extend(delta.removes);
+                gathered.more = delta.more;
+                (gathered, size)
+            }
+            None => {
+                let size = delta.upserts.iter().map(|s| s.payload.len()).sum();
+                (delta, size)
+            }
+        };
+        if gathered.0.more {
+            self.pending = Some(gathered);
+            return Ok(None);
+        }
+        let delta = std::mem::take(&mut gathered.0);
+        self.apply(delta, check).map(Some)
+    }
+
+    fn apply(
+        &mut self,
+        delta: ConfigDelta,
+        check: impl FnOnce(&ClusterConfig) -> Result<(), String>,
+    ) -> Result<ClusterConfig, String> {
+        let whole = delta.base_version.is_empty();
+        let mut sections = if whole {
+            BTreeMap::new()
+        } else if delta.base_version == self.version {
+            self.held.0.clone()
+        } else {
+            return Err(format!(
+                "config {} is a change from {}, but this agent holds {}",
+                delta.version,
+                delta.base_version,
+                if self.version.is_empty() { "none" } else { &self.version }
+            ));
+        };
+        for name in &delta.removes {
+            sections.remove(name);
+        }
+        let mut changed = Vec::with_capacity(delta.upserts.len());
+        for section in delta.upserts {
+            changed.push(section.name.clone());
+            let payload: std::sync::Arc<[u8]> = section.payload.into();
+            // The sender's version is checked, not trusted: a bad one would poison later deltas.
+            let version = trellis_model::stable_hash(&payload);
+            if version != section.version {
+                return Err(format!("config section {:?} does not match its version", section.name));
+            }
+            sections.insert(section.name, EncodedSection { version, payload });
+        }
+        let sections = Sections(sections);
+        let version = sections.version();
+        if version != delta.version {
+            return Err(format!(
+                "config {} assembled to version {version}: a section is missing or extra",
+                delta.version
+            ));
+        }
+        let config = if whole {
+            sections.decode()?
+        } else {
+            sections.patch(self.config.clone(), &delta.removes, &changed)?
+        };
+        check(&config)?;
+        self.config = config.clone();
+        self.held = sections;
+        self.version = version;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests;

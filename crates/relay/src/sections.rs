@@ -1,0 +1,284 @@
+//! A cluster's config cut into sections, so that a change moves only the sections it touches.
+//!
+//! Each upstream, virtual host and gateway upstream is its own section, keyed by its name
+//! (unique and sorted within a config, as the IR promises); the inbound policies, whose order is
+//! their precedence, travel as one; everything else rides in `base`. A section's version is the
+//! hash of its encoding, and the config's version is the hash of all section names and versions:
+//! both sides compute them the same way, so an agent restarted from its cache can tell the
+//! management server what it holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use trellis_model::ClusterConfig;
+use trellis_model::ir::{Upstream, VirtualHost};
+use trellis_model::policy::InboundPolicy;
+
+const UPSTREAM: &str = "upstream/";
+const VIRTUAL_HOST: &str = "vhost/";
+const GATEWAY_UPSTREAM: &str = "gateway/";
+const BASE: &str = "base";
+const INBOUND_POLICIES: &str = "inbound-policies";
+
+/// One encoded section: what the relay sends and the agent keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedSection {
+    pub version: u64,
+    /// JSON of the section's value.
+    pub payload: Arc<[u8]>,
+}
+
+impl EncodedSection {
+    pub fn encode<T: serde::Serialize>(value: &T) -> Self {
+        let payload: Arc<[u8]> = serde_json::to_vec(value).expect("IR serializes").into();
+        EncodedSection {
+            version: trellis_model::stable_hash(&payload),
+            payload,
+        }
+    }
+}
+
+/// A whole config as sections by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sections(pub BTreeMap<String, EncodedSection>);
+
+impl Sections {
+    /// Encodes `config`, reusing the encoding of every section equal to its counterpart in
+    /// `previous` (the config these sections were last made from), so a change encodes only what
+    /// it changed.
+    pub fn encode(config: &ClusterConfig, previous: Option<(&ClusterConfig, &Sections)>) -> Sections {
+        let mut sections = BTreeMap::new();
+        let reuse = |key: &str| previous.and_then(|(_, sections)| sections.0.get(key).cloned());
+        let base = base_of(config);
+        let base_unchanged = previous.is_some_and(|(old, _)| base_of(old) == base);
+        sections.insert(
+            BASE.to_string(),
+            match reuse(BASE) {
+                Some(section) if base_unchanged => section,
+                _ => EncodedSection::encode(&base),
+            },
+        );
+        if !config.inbound_policies.is_empty() {
+            let unchanged = previous.is_some_and(|(old, _)| old.inbound_policies == config.inbound_policies);
+            sections.insert(
+                INBOUND_POLICIES.to_string(),
+                match reuse(INBOUND_POLICIES) {
+                    Some(section) if unchanged => section,
+                    _ => EncodedSection::encode(&config.inbound_policies),
+                },
+            );
+        }
+        let old = previous.map(|(old, _)| old);
+        encode_list(
+            &mut sections,
+            UPSTREAM,
+            &config.upstreams,
+            old.map(|o| &o.upstreams[..]),
+            &reuse,
+            |u| &u.name,
+        );
+        encode_list(
+            &mut sections,
+            VIRTUAL_HOST,
+            &config.virtual_hosts,
+            old.map(|o| &o.virtual_hosts[..]),
+            &reuse,
+            |h| &h.name,
+        );
+        encode_list(
+            &mut sections,
+            GATEWAY_UPSTREAM,
+            &config.gateway_upstreams,
+            old.map(|o| &o.gateway_upstreams[..]),
+            &reuse,
+            |u| &u.name,
+        );
+        Sections(sections)
+    }
+
+    /// The version of the whole config.
+    pub fn version(&self) -> String {
+        let mut bytes = Vec::with_capacity(self.0.len() * 48);
+        for (name, section) in &self.0 {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(&section.version.to_be_bytes());
+        }
+        format!("{:016x}", trellis_model::stable_hash(&bytes))
+    }
+
+    /// Rebuilds the config from its sections; the error names the section that does not parse.
+    pub fn decode(&self) -> Result<ClusterConfig, String> {
+        let Some(base) = self.0.get(BASE) else {
+            return Err("the config has no base section".to_string());
+        };
+        let mut config: ClusterConfig = parse(BASE, base)?;
+        if let Some(policies) = self.0.get(INBOUND_POLICIES) {
+            config.inbound_policies = parse::<Vec<InboundPolicy>>(INBOUND_POLICIES, policies)?;
+        }
+        for (name, section) in &self.0 {
+            if let Some(key) = name.strip_prefix(UPSTREAM) {
+                config
+                    .upstreams
+                    .push(parse_named::<Upstream>(name, section, key, |u| &u.name)?);
+            } else if let Some(key) = name.strip_prefix(VIRTUAL_HOST) {
+                config
+                    .virtual_hosts
+                    .push(parse_named::<VirtualHost>(name, section, key, |h| &h.name)?);
+            } else if let Some(key) = name.strip_prefix(GATEWAY_UPSTREAM) {
+                config
+                    .gateway_upstreams
+                    .push(parse_named::<Upstream>(name, section, key, |u| &u.name)?);
+            } else if name != BASE && name != INBOUND_POLICIES {
+                return Err(format!("unknown config section {name:?}"));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Applies a change to `config`, the decoding of the sections before it: drops `removed`
+    /// and decodes only `changed` (both section names). Same result as `decode`, in time
+    /// proportional to the change.
+    pub fn patch(
+        &self,
+        mut config: ClusterConfig,
+        removed: &[String],
+        changed: &[String],
+    ) -> Result<ClusterConfig, String> {
+        for name in removed {
+            if let Some(key) = name.strip_prefix(UPSTREAM) {
+                remove_named(&mut config.upstreams, key, |u| &u.name);
+            } else if let Some(key) = name.strip_prefix(VIRTUAL_HOST) {
+                remove_named(&mut config.virtual_hosts, key, |h| &h.name);
+            } else if let Some(key) = name.strip_prefix(GATEWAY_UPSTREAM) {
+                remove_named(&mut config.gateway_upstreams, key, |u| &u.name);
+            } else if name == INBOUND_POLICIES {
+                config.inbound_policies.clear();
+            }
+        }
+        for name in changed {
+            let Some(section) = self.0.get(name) else {
+                continue;
+            };
+            if let Some(key) = name.strip_prefix(UPSTREAM) {
+                let value = parse_named(name, section, key, |u: &Upstream| &u.name)?;
+                upsert_named(&mut config.upstreams, value, |u| &u.name);
+            } else if let Some(key) = name.strip_prefix(VIRTUAL_HOST) {
+                let value = parse_named(name, section, key, |h: &VirtualHost| &h.name)?;
+                upsert_named(&mut config.virtual_hosts, value, |h| &h.name);
+            } else if let Some(key) = name.strip_prefix(GATEWAY_UPSTREAM) {
+                let value = parse_named(name, section, key, |u: &Upstream| &u.name)?;
+                upsert_named(&mut config.gateway_upstreams, value, |u| &u.name);
+            } else if name == INBOUND_POLICIES {
+                config.inbound_policies = parse(name, section)?;
+            } else if name == BASE {
+                let base: ClusterConfig = parse(name, section)?;
+                config = ClusterConfig {
+                    upstreams: config.upstreams,
+                    virtual_hosts: config.virtual_hosts,
+                    gateway_upstreams: config.gateway_upstreams,
+                    inbound_policies: config.inbound_policies,
+                    ..base
+                };
+            } else {
+                return Err(format!("unknown config section {name:?}"));
+            }
+        }
+        Ok(config)
+    }
+
+    /// What turns `held` into `self`: the sections to send and the names to drop.
+    pub fn delta_from(&self, held: &BTreeMap<String, u64>) -> (Vec<(&str, &EncodedSection)>, Vec<String>) {
+        let upserts = self
+            .0
+            .iter()
+            .filter(|(name, section)| held.get(name.as_str()) != Some(&section.version))
+            .map(|(name, section)| (name.as_str(), section))
+            .collect();
+        let removes = held
+            .keys()
+            .filter(|name| !self.0.contains_key(*name))
+            .cloned()
+            .collect();
+        (upserts, removes)
+    }
+
+    /// Section name ─▶ version: what a receiver holds once it has these sections.
+    pub fn versions(&self) -> BTreeMap<String, u64> {
+        self.0.iter().map(|(name, s)| (name.clone(), s.version)).collect()
+    }
+}
+
+/// The config without its sectioned lists.
+fn base_of(config: &ClusterConfig) -> ClusterConfig {
+    ClusterConfig {
+        cluster: config.cluster.clone(),
+        trust_domain: config.trust_domain.clone(),
+        upstreams: Vec::new(),
+        virtual_hosts: Vec::new(),
+        gateway_upstreams: Vec::new(),
+        inbound_policies: Vec::new(),
+        ingress_gateways: config.ingress_gateways.clone(),
+        namespace_workspaces: config.namespace_workspaces.clone(),
+        addon_servers: config.addon_servers.clone(),
+        inbound_routes: config.inbound_routes.clone(),
+        addons: config.addons.clone(),
+    }
+}
+
+fn encode_list<T: serde::Serialize + PartialEq>(
+    sections: &mut BTreeMap<String, EncodedSection>,
+    prefix: &str,
+    items: &[T],
+    old: Option<&[T]>,
+    reuse: &dyn Fn(&str) -> Option<EncodedSection>,
+    name: fn(&T) -> &String,
+) {
+    // Both lists are sorted by name: walk the old one alongside to find each item's counterpart.
+    let mut old = old.unwrap_or_default().iter().peekable();
+    for item in items {
+        while old.peek().is_some_and(|o| name(o) < name(item)) {
+            old.next();
+        }
+        let key = format!("{prefix}{}", name(item));
+        let unchanged = old.peek().is_some_and(|o| *o == item);
+        let section = match reuse(&key) {
+            Some(section) if unchanged => section,
+            _ => EncodedSection::encode(item),
+        };
+        sections.insert(key, section);
+    }
+}
+
+fn remove_named<T>(list: &mut Vec<T>, key: &str, name: fn(&T) -> &String) {
+    if let Ok(i) = list.binary_search_by(|item| name(item).as_str().cmp(key)) {
+        list.remove(i);
+    }
+}
+
+fn upsert_named<T>(list: &mut Vec<T>, value: T, name: fn(&T) -> &String) {
+    match list.binary_search_by(|item| name(item).cmp(name(&value))) {
+        Ok(i) => list[i] = value,
+        Err(i) => list.insert(i, value),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(name: &str, section: &EncodedSection) -> Result<T, String> {
+    serde_json::from_slice(&section.payload).map_err(|error| format!("config section {name:?} does not parse: {error}"))
+}
+
+fn parse_named<T: serde::de::DeserializeOwned>(
+    name: &str,
+    section: &EncodedSection,
+    key: &str,
+    name_of: fn(&T) -> &String,
+) -> Result<T, String> {
+    let value: T = parse(name, section)?;
+    if name_of(&value) != key {
+        return Err(format!("config section {name:?} holds {:?}", name_of(&value)));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

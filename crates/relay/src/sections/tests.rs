@@ -1,0 +1,113 @@
+use trellis_model::ir::{Endpoint, Upstream, VirtualHost};
+use trellis_model::policy::InboundPolicy;
+
+use super::*;
+
+pub(crate) fn upstream(name: &str, address: &str) -> Upstream {
+    Upstream {
+        name: name.to_string(),
+        key: format!("key-{name}"),
+        endpoints: vec![Endpoint {
+            address: address.to_string(),
+            port: 15006,
+            weight: 1,
+            cluster: "c1".to_string(),
+            via_gateway: false,
+            priority: 0,
+        }],
+        ..Default::default()
+    }
+}
+
+pub(crate) fn config(upstreams: &[(&str, &str)]) -> ClusterConfig {
+    ClusterConfig {
+        cluster: "c1".to_string(),
+        trust_domain: "trellis.local".to_string(),
+        upstreams: upstreams.iter().map(|(n, a)| upstream(n, a)).collect(),
+        virtual_hosts: vec![VirtualHost {
+            name: "a.mesh:80".to_string(),
+            domains: vec!["a.mesh".to_string()],
+            routes: Vec::new(),
+            workspaces: None,
+        }],
+        gateway_upstreams: vec![upstream("gateway|a", "10.0.0.9")],
+        inbound_policies: vec![
+            InboundPolicy {
+                name: "ns/second".to_string(),
+                ..Default::default()
+            },
+            InboundPolicy {
+                name: "ns/first".to_string(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn sections_decode_to_the_config_they_were_cut_from() {
+    let config = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
+    let sections = Sections::encode(&config, None);
+    assert_eq!(
+        sections.0.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "base",
+            "gateway/gateway|a",
+            "inbound-policies",
+            "upstream/a",
+            "upstream/b",
+            "vhost/a.mesh:80"
+        ]
+    );
+    // Policies keep their order: it is their precedence.
+    assert_eq!(sections.decode().unwrap(), config);
+}
+
+#[test]
+fn a_change_re_encodes_only_the_sections_it_touches() {
+    let old = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
+    let old_sections = Sections::encode(&old, None);
+    let new = config(&[("a", "10.0.0.1"), ("b", "10.0.0.20"), ("d", "10.0.0.4")]);
+    let new_sections = Sections::encode(&new, Some((&old, &old_sections)));
+    assert_eq!(
+        new_sections,
+        Sections::encode(&new, None),
+        "reuse must not change the result"
+    );
+    // The untouched section is the very same allocation, not an equal copy.
+    assert!(std::sync::Arc::ptr_eq(
+        &new_sections.0["upstream/a"].payload,
+        &old_sections.0["upstream/a"].payload
+    ));
+    let (upserts, removes) = new_sections.delta_from(&old_sections.versions());
+    let names: Vec<&str> = upserts.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["upstream/b", "upstream/d"]);
+    assert_eq!(removes, ["upstream/c"]);
+    assert_ne!(old_sections.version(), new_sections.version());
+}
+
+#[test]
+fn patching_equals_decoding() {
+    let old = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
+    let old_sections = Sections::encode(&old, None);
+    let mut new = config(&[("a", "10.0.0.1"), ("b", "10.0.0.20"), ("d", "10.0.0.4")]);
+    new.inbound_policies.clear();
+    new.trust_domain = "other.domain".to_string();
+    let new_sections = Sections::encode(&new, Some((&old, &old_sections)));
+    let (upserts, removes) = new_sections.delta_from(&old_sections.versions());
+    let changed: Vec<String> = upserts.iter().map(|(name, _)| name.to_string()).collect();
+    let patched = new_sections.patch(old.clone(), &removes, &changed).unwrap();
+    assert_eq!(patched, new);
+    assert_eq!(patched, new_sections.decode().unwrap());
+}
+
+#[test]
+fn a_section_that_holds_another_name_is_refused() {
+    let config = config(&[("a", "10.0.0.1")]);
+    let mut sections = Sections::encode(&config, None);
+    let wrong = EncodedSection::encode(&upstream("z", "10.0.0.1"));
+    sections.0.insert("upstream/a".to_string(), wrong);
+    let error = sections.decode().unwrap_err();
+    assert!(error.contains("upstream/a") && error.contains("\"z\""), "{error}");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use regex_syntax::hir::{Hir, HirKind};
 
-use crate::duration::{DurationError, ENVOY_MAX_DURATION, parse_duration_at_most};
+use trellis_base::duration::{DurationError, ENVOY_MAX_DURATION, parse_duration_at_most};
 
 pub(crate) type Problems = Vec<(String, String)>;
 

@@ -10,7 +10,6 @@
 mod addons;
 mod common;
 mod core;
-mod duration;
 mod envoy_limits;
 mod error;
 mod external;
@@ -30,9 +29,6 @@ mod workspace;
 pub use addons::*;
 pub use common::{DestinationKind, DestinationReference, ObjectReference, ObjectSelector, PortSelector};
 pub use core::{ConfigMapSpec, SecretSpec, decode_base64};
-pub use duration::{
-    DurationError, ENVOY_MAX_DURATION, MAX_DURATION, duration_ms, parse_duration, parse_duration_at_most,
-};
 pub use error::{ApiError, DocumentError};
 pub use external::*;
 pub use gateway::*;

@@ -86,12 +86,9 @@ fn decode_sha256(text: &str) -> Option<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use trellis_base::sha256_hex;
 
-    fn sha256_hex(key: &str) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use super::*;
 
     fn request(header: &str, value: Option<&str>) -> CheckInput {
         let mut input = CheckInput::default();
@@ -107,10 +104,10 @@ mod tests {
             Some("X-Api-Key"),
             [
                 (
-                    sha256_hex("k-alice"),
+                    sha256_hex(b"k-alice"),
                     BTreeMap::from([("user".to_string(), "alice".to_string())]),
                 ),
-                (sha256_hex("k-bob"), BTreeMap::new()),
+                (sha256_hex(b"k-bob"), BTreeMap::new()),
             ],
             vec![("x-user-id".into(), "user".into(), false)],
         )
@@ -138,7 +135,7 @@ mod tests {
     fn denies_keys_missing_a_required_metadata_entry() {
         let auth = ApiKeyAuth::new(
             None,
-            [(sha256_hex("k"), BTreeMap::new())],
+            [(sha256_hex(b"k"), BTreeMap::new())],
             vec![("x-org".into(), "org".into(), true)],
         )
         .unwrap();

@@ -11,13 +11,13 @@ use serde_json::Value;
 use crate::apikey::ApiKeyAuth;
 use crate::basic::{Algorithm, BasicAuth};
 use crate::config::*;
-use crate::duration::parse_duration;
 use crate::error::ExtAuthError;
 use crate::expr::Expr;
 use crate::jwks::Jwks;
 use crate::jwt::{JwksSource, JwtExpectations, JwtValidator};
 use crate::opa::OpaPolicy;
 use crate::{CheckInput, Outcome};
+use trellis_base::parse_duration;
 
 const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -411,7 +411,9 @@ fn compile_access_token(validation: AccessTokenValidation) -> Result<JwtValidato
                 ));
             }
             let refresh_interval = match remote.refresh_interval.as_deref() {
-                Some(text) => parse_duration(text).map_err(|m| ("jwt.remoteJwks.refreshInterval".to_string(), m))?,
+                Some(text) => {
+                    parse_duration(text).map_err(|e| ("jwt.remoteJwks.refreshInterval".to_string(), e.to_string()))?
+                }
                 None => DEFAULT_JWKS_REFRESH,
             };
             JwksSource::Remote {
@@ -465,7 +467,7 @@ fn compile_pass_through(pass: PassThroughAuthConfig) -> Result<PassThroughGrpc, 
         return Err(("grpc.address".into(), format!("{address:?} is not host:port")));
     }
     let connection_timeout = match grpc.connection_timeout.as_deref() {
-        Some(text) => parse_duration(text).map_err(|m| ("grpc.connectionTimeout".to_string(), m))?,
+        Some(text) => parse_duration(text).map_err(|e| ("grpc.connectionTimeout".to_string(), e.to_string()))?,
         None => DEFAULT_CONNECTION_TIMEOUT,
     };
     Ok(PassThroughGrpc {

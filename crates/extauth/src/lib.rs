@@ -17,7 +17,6 @@ mod apr1;
 mod basic;
 mod compile;
 mod config;
-mod duration;
 mod error;
 mod expr;
 mod input;

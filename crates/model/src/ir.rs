@@ -246,7 +246,7 @@ impl ClusterConfig {
     /// A content version: equal configs get equal versions in every process.
     pub fn content_hash(&self) -> u64 {
         let bytes = serde_json::to_vec(self).expect("IR serializes");
-        crate::stable_hash(&bytes)
+        trellis_base::stable_hash(&bytes)
     }
 }
 

@@ -71,7 +71,7 @@ pub fn inspect_pem(pem: &str) -> Result<CertInfo> {
 pub fn public_key_sha256(pem: &str) -> Result<String> {
     let certs = pem_to_der_certs(pem)?;
     let x509 = parse_x509(&certs[0], "certificate")?;
-    Ok(crate::util::sha256_hex(x509.public_key().raw))
+    Ok(trellis_base::sha256_hex(x509.public_key().raw))
 }
 
 /// Every `CERTIFICATE` block of a PEM bundle as DER, in order. Fails when there is none.

@@ -29,7 +29,7 @@ pub use cert::{
 pub use constraints::check_trust_domain;
 pub use error::{PkiError, Result};
 pub use tls::{client_tls_config, root_store, server_tls_config};
-pub use util::{random_token, renew_at, sha256_hex};
+pub use util::{random_token, renew_at};
 
 #[cfg(test)]
 mod tests;

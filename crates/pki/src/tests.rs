@@ -446,20 +446,6 @@ fn random_tokens_are_43_url_safe_chars_and_differ() {
 }
 
 #[test]
-fn sha256_hex_matches_known_vectors() {
-    let cases: [(&[u8], &str); 2] = [
-        (
-            b"abc",
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-        ),
-        (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-    ];
-    for (input, expected) in cases {
-        assert_eq!(sha256_hex(input), expected);
-    }
-}
-
-#[test]
 fn base64_matches_rfc4648_vectors() {
     const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let cases = [

@@ -18,11 +18,6 @@ pub fn random_token() -> String {
     base64_encode(&bytes, URL_SAFE, false)
 }
 
-/// Lowercase hex SHA-256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
 /// When to renew a certificate valid from `not_before` to `not_after`: at 2/3 of its lifetime, which leaves a
 /// third of it to retry in.
 ///
@@ -42,14 +37,6 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
     SystemRandom::new().fill(&mut bytes).map_err(|_| PkiError::Random)?;
     Ok(bytes)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// DER to a `CERTIFICATE` PEM block (64-column base64, trailing newline).

@@ -152,7 +152,7 @@ impl Receiver {
             changed.push(section.name.clone());
             let payload: std::sync::Arc<[u8]> = section.payload.into();
             // The sender's version is checked, not trusted: a bad one would poison later deltas.
-            let version = trellis_model::stable_hash(&payload);
+            let version = trellis_base::stable_hash(&payload);
             if version != section.version {
                 return Err(format!("config section {:?} does not match its version", section.name));
             }

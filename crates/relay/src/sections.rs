@@ -32,7 +32,7 @@ impl EncodedSection {
     pub fn encode<T: serde::Serialize>(value: &T) -> Self {
         let payload: Arc<[u8]> = serde_json::to_vec(value).expect("IR serializes").into();
         EncodedSection {
-            version: trellis_model::stable_hash(&payload),
+            version: trellis_base::stable_hash(&payload),
             payload,
         }
     }
@@ -104,7 +104,7 @@ impl Sections {
             bytes.push(0);
             bytes.extend_from_slice(&section.version.to_be_bytes());
         }
-        format!("{:016x}", trellis_model::stable_hash(&bytes))
+        format!("{:016x}", trellis_base::stable_hash(&bytes))
     }
 
     /// Rebuilds the config from its sections; the error names the section that does not parse.

@@ -28,8 +28,9 @@ use serde_json::{Value, json};
 use trellis_api::{
     DestinationSelector, DestinationServer, ExtAuthPolicySpec, Kind, ObjectReference, RateLimitAction as ApiAction,
     RateLimitDescriptor, RateLimitPolicySpec, RateLimitServerConfigSpec, RateLimitUnit, RawClientConfig, Resource,
-    RouteSelector, Spec, duration_ms,
+    RouteSelector, Spec,
 };
+use trellis_base::{duration_ms, sha256_hex};
 use trellis_model::Snapshot;
 use trellis_model::addons::{
     AddonConfig, AddonEndpoint, AddonKind, AddonServer, AuthConfigEntry, DescriptorActions, RateLimitAction,
@@ -592,14 +593,6 @@ fn api_keys(
         );
     }
     keys
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -6,7 +6,8 @@
 //! cluster-1}, to: [{region: cluster-2}]}]` means clients in cluster-1 use cluster-2 when their
 //! own endpoints fail. Without mappings, clients prefer their own cluster, then every other.
 
-use trellis_api::{DestinationSelector, FailoverConfig, Spec, duration_ms};
+use trellis_api::{DestinationSelector, FailoverConfig, Spec};
+use trellis_base::duration_ms;
 use trellis_model::Snapshot;
 use trellis_model::policy::OutlierDetection;
 

@@ -5,7 +5,8 @@
 //! oldest first, so on a route the oldest wins and the later ones lose there (their status says
 //! where). HeaderManipulationPolicies combine, oldest first.
 
-use trellis_api::{HeaderManipulationConfig, Resource, RouteSelector, Spec, duration_ms};
+use trellis_api::{HeaderManipulationConfig, Resource, RouteSelector, Spec};
+use trellis_base::duration_ms;
 use trellis_model::Snapshot;
 use trellis_model::policy::{Fault, FaultAbort, FaultDelay, HeaderValue, Retry};
 

@@ -20,7 +20,6 @@ pub mod cli_config;
 pub mod client;
 pub mod cluster_cli;
 pub mod demo_app;
-pub mod duration;
 pub mod envoy_bin;
 pub mod extauth;
 pub mod gateway;

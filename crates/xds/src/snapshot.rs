@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::google::protobuf::Any;
+use trellis_base::Fnv1a;
 
 // The type URLs are the Envoy generator's: one definition for what is produced and served.
 // CDS and LDS are wildcard types (always sent in full); EDS, RDS and SDS are requested by name.
@@ -45,31 +46,16 @@ pub(crate) fn content_version<'a>(resources: impl Iterator<Item = &'a (String, A
     let mut h = Fnv1a::new();
     for (name, any) in resources {
         // Length prefixes keep ("ab","c") and ("a","bc") from colliding.
-        h.field(name.as_bytes());
-        h.field(any.type_url.as_bytes());
-        h.field(&any.value);
+        field(&mut h, name.as_bytes());
+        field(&mut h, any.type_url.as_bytes());
+        field(&mut h, &any.value);
     }
-    format!("{:016x}", h.0)
+    format!("{:016x}", h.finish())
 }
 
-struct Fnv1a(u64);
-
-impl Fnv1a {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn field(&mut self, bytes: &[u8]) {
-        self.write(&(bytes.len() as u64).to_le_bytes());
-        self.write(bytes);
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+fn field(h: &mut Fnv1a, bytes: &[u8]) {
+    h.write(&(bytes.len() as u64).to_le_bytes());
+    h.write(bytes);
 }
 
 #[cfg(test)]

@@ -1,13 +1,9 @@
 use serde_json::json;
+use trellis_base::sha256_hex;
 
 use super::*;
 
 const POLICY: &str = "package test\n\ndefault allow = false\n\nallow {\n    input.http_request.method == \"GET\"\n}\n";
-
-fn sha256_hex(key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn spec() -> Value {
     json!({
@@ -18,7 +14,7 @@ fn spec() -> Value {
                 "headerName": "x-api-key",
                 "labelSelector": {"team": "a"},
                 "headersFromMetadataEntry": {"x-user-id": {"name": "user"}},
-                "keys": [{"sha256": sha256_hex("secret-key"), "secret": "demo/k", "metadata": {"user": "alice"}}]
+                "keys": [{"sha256": sha256_hex(b"secret-key"), "secret": "demo/k", "metadata": {"user": "alice"}}]
             }},
             {"name": "opa1", "opaAuth": {
                 "query": "data.test.allow == true",

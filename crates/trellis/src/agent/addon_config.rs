@@ -41,7 +41,7 @@ fn versioned(kind: AddonKind, config: Option<&ClusterConfig>) -> (String, Value)
     let mut document = content(kind, config);
     let version = format!(
         "{:016x}",
-        trellis_model::stable_hash(&serde_json::to_vec(&document).expect("JSON serializes"))
+        trellis_base::stable_hash(&serde_json::to_vec(&document).expect("JSON serializes"))
     );
     document["version"] = Value::String(version.clone());
     (version, document)

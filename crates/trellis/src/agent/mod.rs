@@ -166,7 +166,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             "INSECURE: the relay runs in plaintext without authentication; for demos only, never in production"
         );
     }
-    let workload_ttl = crate::duration::parse_duration(&args.workload_cert_ttl).context("--workload-cert-ttl")?;
+    let workload_ttl = trellis_base::parse_duration(&args.workload_cert_ttl).context("--workload-cert-ttl")?;
     let policy = policy::AdmissionPolicy::new(&args.allow_namespaces, &args.allow_service_accounts)?
         .with_gateway_namespaces(&args.allow_gateway_namespaces)?;
     if policy.admits_nothing() {
@@ -181,7 +181,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| data_dir.join("role-secret"));
     let role_secret = role_secret::load_or_create(&role_secret_path)?;
-    let xds_client_ttl = crate::duration::parse_duration(&args.xds_client_cert_ttl).context("--xds-client-cert-ttl")?;
+    let xds_client_ttl = trellis_base::parse_duration(&args.xds_client_cert_ttl).context("--xds-client-cert-ttl")?;
     let xds_ca = Arc::new(xds_tls::XdsCa::load_or_create(&data_dir, xds_client_ttl)?);
     let xds_tls_config = xds_ca.server_config(args.xds_addr.ip())?;
     let registry = Arc::new(registry::Registry::new(

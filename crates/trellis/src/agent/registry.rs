@@ -441,7 +441,7 @@ impl Registry {
             changes: watch::Sender::new(0),
             xds_addr,
             policy,
-            role_secret_sha256: trellis_pki::sha256_hex(role_secret.as_bytes()),
+            role_secret_sha256: trellis_base::sha256_hex(role_secret.as_bytes()),
             store,
             xds_ca,
         }
@@ -474,7 +474,7 @@ impl Registry {
     fn role_secret_ok(&self, presented: Option<&str>) -> bool {
         presented.is_some_and(|secret| {
             constant_time_eq(
-                trellis_pki::sha256_hex(secret.as_bytes()).as_bytes(),
+                trellis_base::sha256_hex(secret.as_bytes()).as_bytes(),
                 self.role_secret_sha256.as_bytes(),
             )
         })
@@ -532,8 +532,8 @@ impl Registry {
             }
         };
         let token_sha256 = match (&token, presented.token) {
-            (Some(issued), _) => trellis_pki::sha256_hex(issued.as_bytes()),
-            (None, Some(kept)) => trellis_pki::sha256_hex(kept.as_bytes()),
+            (Some(issued), _) => trellis_base::sha256_hex(issued.as_bytes()),
+            (None, Some(kept)) => trellis_base::sha256_hex(kept.as_bytes()),
             (None, None) => unreachable!("a registration without a presented token is issued one"),
         };
         // Certificates issued under a replaced credential die with it.
@@ -642,7 +642,7 @@ impl Registry {
 
     /// The id of the live add-on of `kind` whose credential `token` is, if any.
     pub fn addon_for_token(&self, kind: AddonKind, token: &str) -> Option<String> {
-        let presented = trellis_pki::sha256_hex(token.as_bytes());
+        let presented = trellis_base::sha256_hex(token.as_bytes());
         let entries = self.entries.lock().expect("registry lock");
         // Every entry is compared, in constant time, whatever matched before.
         let mut found = None;
@@ -753,7 +753,7 @@ fn well_formed_token(token: &str) -> bool {
 
 fn token_matches(token: &str, token_sha256: &str) -> bool {
     constant_time_eq(
-        trellis_pki::sha256_hex(token.as_bytes()).as_bytes(),
+        trellis_base::sha256_hex(token.as_bytes()).as_bytes(),
         token_sha256.as_bytes(),
     )
 }

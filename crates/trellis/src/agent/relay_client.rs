@@ -126,7 +126,7 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
                     continue;
                 }
                 let payload = serde_json::to_vec(&discovery).expect("discovery serializes");
-                let version = format!("{:016x}", trellis_model::stable_hash(&payload));
+                let version = format!("{:016x}", trellis_base::stable_hash(&payload));
                 tx.send(AgentMessage::discovery(version, payload)).await?;
                 tracing::debug!(workloads = discovery.workloads.len(), "discovery sent");
                 last_discovery = Some(discovery);

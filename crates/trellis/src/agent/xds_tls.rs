@@ -80,7 +80,7 @@ pub fn node_of_certificate(der: &[u8]) -> Result<String, &'static str> {
 /// Lowercase hex SHA-256 of a certificate's DER: how the registry remembers which
 /// certificates it issued to a registration.
 pub fn fingerprint(der: &[u8]) -> String {
-    trellis_pki::sha256_hex(der)
+    trellis_base::sha256_hex(der)
 }
 
 impl XdsCa {

@@ -454,7 +454,7 @@ impl Oidc {
         }
         let discovery_ttl = match config.discovery_poll_interval.as_deref() {
             None | Some("") => Duration::from_secs(1800),
-            Some(text) => crate::duration::parse_duration(text).with_context(|| field("discoveryPollInterval"))?,
+            Some(text) => trellis_base::parse_duration(text).with_context(|| field("discoveryPollInterval"))?,
         };
         let headers = config.headers.unwrap_or_default();
         for name in [&headers.id_token_header, &headers.access_token_header]

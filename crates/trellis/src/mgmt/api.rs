@@ -710,7 +710,7 @@ fn token_ttl(mgmt: &Mgmt, text: Option<&str>) -> Result<std::time::Duration, Str
     let Some(text) = text else {
         return Ok(mgmt.token_ttl.min(MAX_TOKEN_TTL));
     };
-    let ttl = crate::duration::parse_duration(text).map_err(|e| format!("ttl: {e}"))?;
+    let ttl = trellis_base::parse_duration(text).map_err(|e| format!("ttl: {e}"))?;
     if ttl.is_zero() {
         return Err(format!("ttl {text:?} must be longer than zero (e.g. 1h)"));
     }
@@ -808,7 +808,7 @@ async fn registration(
         };
         registering
             .store
-            .put_token(&trellis_pki::sha256_hex(token.as_bytes()), &record)?;
+            .put_token(&trellis_base::sha256_hex(token.as_bytes()), &record)?;
         tracing::info!(cluster = %name, expires_at, rotate, "registration token issued");
         done.token = Some((token, expires_at));
         Ok(Ok(done))

@@ -65,7 +65,7 @@ pub fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<(String, bo
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let token = trellis_pki::random_token();
     super::pki::write_private(&path, &format!("{token}\n"))?;
-    Ok((trellis_pki::sha256_hex(token.as_bytes()), true))
+    Ok((trellis_base::sha256_hex(token.as_bytes()), true))
 }
 
 /// An existing admin token, refused when others could have read it.
@@ -84,7 +84,7 @@ fn existing_admin_token(path: &Path, token: &str) -> anyhow::Result<(String, boo
             "{} holds no usable admin token: delete it to have a new one generated",
             path.display()
         );
-        Ok((trellis_pki::sha256_hex(token.as_bytes()), false))
+        Ok((trellis_base::sha256_hex(token.as_bytes()), false))
     }
 }
 
@@ -235,7 +235,7 @@ async fn authenticate(
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= MAX_BEARER_BYTES)
         .ok_or("malformed Authorization header")?;
-    let hash = trellis_pki::sha256_hex(token.as_bytes());
+    let hash = trellis_base::sha256_hex(token.as_bytes());
     // Comparing digests: equal-length values, and the stored one is not secret.
     if hash == mgmt.api.admin_token_hash {
         return Ok(Identity {

@@ -141,7 +141,7 @@ pub async fn create(
         );
     }
     let ttl_text = request.ttl.clone().unwrap_or_else(|| DEFAULT_TOKEN_TTL.to_string());
-    let expires_at = match crate::duration::parse_duration(&ttl_text) {
+    let expires_at = match trellis_base::parse_duration(&ttl_text) {
         Ok(ttl) if ttl <= MAX_TOKEN_TTL && !ttl.is_zero() => super::unix_now() + ttl.as_secs(),
         Ok(_) => return error(StatusCode::BAD_REQUEST, format!("ttl {ttl_text}: between 1s and 8784h")),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("ttl: {e}")),
@@ -155,7 +155,7 @@ pub async fn create(
         expires_at: Some(expires_at),
         created_by: identity.user.clone(),
     };
-    let hash = trellis_pki::sha256_hex(token.as_bytes());
+    let hash = trellis_base::sha256_hex(token.as_bytes());
     let who = identity.clone();
     let target = format!("token/{}", request.name);
     let result = authorized(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::duration::parse_duration;
+use trellis_base::parse_duration;
 
 /// Flags of `trellis mgmt`. Unset flags fall back to the config file, then to the defaults shown.
 #[derive(Debug, Clone, Default, clap::Args)]

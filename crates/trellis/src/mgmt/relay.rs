@@ -275,7 +275,7 @@ impl trellis_relay::Relay for RelayService {
             return Err(self.refuse(&peer, "ca_disabled", ca_disabled()));
         }
         let request = request.into_inner();
-        let hash = trellis_pki::sha256_hex(request.token.as_bytes());
+        let hash = trellis_base::sha256_hex(request.token.as_bytes());
         let check = self
             .mgmt
             .store

@@ -189,7 +189,7 @@ impl AgentStatus {
 }
 
 fn discovery_hash(discovery: &ClusterDiscovery) -> u64 {
-    trellis_model::stable_hash(&serde_json::to_vec(discovery).expect("discovery serializes"))
+    trellis_base::stable_hash(&serde_json::to_vec(discovery).expect("discovery serializes"))
 }
 
 pub fn unix_now() -> u64 {

@@ -448,7 +448,7 @@ fn listings_carry_no_credentials() {
     );
     let listed = serde_json::to_string(&registry.all()).unwrap();
     assert!(!listed.contains(&token));
-    assert!(!listed.contains(&trellis_pki::sha256_hex(token.as_bytes())));
+    assert!(!listed.contains(&trellis_base::sha256_hex(token.as_bytes())));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The one duration parser: resources (`requestTimeout: 1.5s`), the binary's flags and config
-//! files (`--token-ttl 24h`) and API query parameters (`register?ttl=1h`) all read durations here.
+//! The one duration parser: resources (`requestTimeout: 1.5s`), auth configs
+//! (`refreshInterval: 60s`), the binary's flags and config files (`--token-ttl 24h`) and API
+//! query parameters (`register?ttl=1h`) all read durations here.
 //!
 //! Exact decimal arithmetic on integers, every step checked: a value that would overflow is an
 //! error that says the largest value allowed, never a wrapped-around or saturated duration.

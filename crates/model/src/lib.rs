@@ -12,7 +12,6 @@ pub mod addons;
 pub mod discovery;
 pub mod ir;
 pub mod policy;
-pub mod ratelimit;
 pub mod snapshot;
 
 pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, ProxyState, Workload, WorkloadPort};

@@ -37,7 +37,7 @@ use trellis_model::addons::{
     RouteExtAuth, RouteRateLimit,
 };
 use trellis_model::ir::ValueMatch;
-use trellis_model::ratelimit::{Descriptor, LimitSpec, RateLimitDomain, SET_DESCRIPTOR_KEY, SetDescriptor, Unit};
+use trellis_ratelimit::{Descriptor, LimitSpec, RateLimitDomain, SET_DESCRIPTOR_KEY, SetDescriptor, Unit};
 
 use crate::Warnings;
 use crate::outbound::{Outbound, PendingAction, PendingRoute};

@@ -5,8 +5,6 @@
 //! When Redis cannot be reached the call fails, and the Envoy filter's `failure_mode_deny`
 //! decides: let the request through (fail open, the default) or refuse it (fail closed).
 
-pub mod config;
-
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -19,8 +17,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::{Request, Response, Status};
 
-use config::RateLimitConfigs;
-use trellis_model::ratelimit::{Limit, Unit, settle};
+use trellis_ratelimit::config::RateLimitConfigs;
+use trellis_ratelimit::{Limit, Unit, settle};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RateLimiterArgs {
@@ -92,7 +90,7 @@ impl LimiterMetrics {
 #[derive(Debug, serde::Deserialize)]
 struct AgentDocument {
     #[serde(default)]
-    domains: Vec<trellis_model::ratelimit::RateLimitDomain>,
+    domains: Vec<trellis_ratelimit::RateLimitDomain>,
 }
 
 pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {

@@ -6,9 +6,9 @@
 //! entry matching a node with the same key and value, or else one with the same key and no
 //! value; the limit is the one on the node the last entry lands on.
 
+use crate::{Descriptor, Limit, LimitSpec, RateLimitDomain, Unit};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use trellis_model::ratelimit::{Descriptor, Limit, LimitSpec, RateLimitDomain, Unit};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,14 +228,14 @@ descriptors:
             configs.find("mesh", &entries(&[("user", "alice")])),
             configs.find("mesh", &entries(&[("plan", "gold")])),
         ];
-        trellis_model::ratelimit::settle(&mut limits);
+        crate::settle(&mut limits);
         assert!(limits[0].is_none(), "gold replaces the per-user limit");
         assert_eq!(limits[1].as_ref().unwrap().spec.requests_per_unit, 1000);
         let mut silver = vec![
             configs.find("mesh", &entries(&[("user", "alice")])),
             configs.find("mesh", &entries(&[("plan", "silver")])),
         ];
-        trellis_model::ratelimit::settle(&mut silver);
+        crate::settle(&mut silver);
         assert!(silver[0].is_some(), "nothing replaces it without gold");
     }
 

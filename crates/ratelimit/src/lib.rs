@@ -7,6 +7,11 @@
 //! lands on. Set descriptors (Gloo's `setDescriptors`) match a request descriptor that starts
 //! with the entry [`SET_DESCRIPTOR_KEY`] and holds all their entries in any order; the one with
 //! the most entries wins.
+//!
+//! [`config`] reads the YAML files of envoyproxy/ratelimit into these domains. Pure: no I/O, no
+//! async runtime; the rate limiter service (`trellis-rate-limiter`) counts in Redis around it.
+
+pub mod config;
 
 use std::time::Duration;
 

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use trellis::process::free_port;
+use trellis_support::process::free_port;
 
 /// Connections the load generator keeps open; enough that 4k rps at a few ms never waits on one.
 const CONNECTIONS: usize = 64;
@@ -298,7 +298,7 @@ async fn main() {
         }
     });
     std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
-    let envoy = trellis::envoy_bin::find().unwrap();
+    let envoy = trellis_support::envoy_bin::find().unwrap();
     let _envoy = common::spawn_program(
         envoy.to_str().unwrap(),
         &[
@@ -316,7 +316,7 @@ async fn main() {
         loop {
             let headers: Vec<(&str, &str)> = scenario.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let url = format!("http://127.0.0.1:{}/", scenario.port);
-            match trellis::httpc::request("GET", &url, None, &headers, None, Duration::from_secs(2)).await {
+            match trellis_support::httpc::request("GET", &url, None, &headers, None, Duration::from_secs(2)).await {
                 Ok(response) if response.status == 200 => break,
                 other => assert!(
                     Instant::now() < deadline,
@@ -330,7 +330,7 @@ async fn main() {
         }
     }
     // Without the key, the API-key route refuses: proof that the check runs.
-    let refused = trellis::httpc::get(
+    let refused = trellis_support::httpc::get(
         &format!("http://127.0.0.1:{}/", scenarios[1].port),
         Duration::from_secs(2),
     )

@@ -157,7 +157,7 @@ pub struct TokenNameArgs {
     pub server: ServerArgs,
 }
 
-fn failure(response: &crate::httpc::Response) -> anyhow::Error {
+fn failure(response: &trellis_support::httpc::Response) -> anyhow::Error {
     let body: Value = serde_json::from_str(&response.body).unwrap_or(Value::Null);
     anyhow::anyhow!(
         "{} (HTTP {})",

@@ -23,8 +23,8 @@ use trellis_model::discovery::AddonInstance;
 
 use crate::agent::role_secret::ClientSecret;
 use crate::agent::{AddonKind, AddonRegistration, ProxyRegistration};
-use crate::httpc;
 use crate::proxy::{AgentRegistration, PutOutcome};
+use trellis_support::httpc;
 
 /// How often the registration is refreshed: well inside the agent's TTL.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -419,7 +419,7 @@ pub fn tls_incoming(
             // the peer's delayed ACK, adding a millisecond or more to every check.
             let _ = tcp.set_nodelay(true);
             let refusals = refusals.clone();
-            crate::tls_accept::spawn_handshake(
+            trellis_support::tls_accept::spawn_handshake(
                 tokio_rustls::TlsAcceptor::from(config),
                 tcp,
                 HANDSHAKE_TIMEOUT,
@@ -435,7 +435,7 @@ pub fn tls_incoming(
 /// Logs a refused connection at most once every 10 s, so a local loop of connections cannot
 /// fill the log.
 fn refused(last_logged: &std::sync::atomic::AtomicU64, peer: std::net::SocketAddr, reason: &str) {
-    if crate::tls_accept::refusal_log_due(last_logged) {
+    if trellis_support::tls_accept::refusal_log_due(last_logged) {
         tracing::warn!(%peer, reason, "add-on refused a connection (it needs a client certificate of this cluster's CA; further refusals in the next 10 s are not logged)");
     }
 }

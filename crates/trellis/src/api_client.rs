@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli_config::{CliConfig, Context};
-use crate::httpc::{HttpClient, Response};
+use trellis_support::httpc::{HttpClient, Response};
 
 const DEFAULT_SERVER: &str = "https://127.0.0.1:8090";
 

@@ -9,7 +9,7 @@ use trellis_api::Kind;
 
 use crate::api_client::ApiClient;
 use crate::cli::{ServerArgs, expand_files};
-use crate::httpc;
+use trellis_support::httpc;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {

@@ -104,7 +104,7 @@ async fn register(args: TokenArgs, rotate: bool) -> anyhow::Result<()> {
             let ttl = body["expiresAt"]
                 .as_u64()
                 .unwrap_or(0)
-                .saturating_sub(crate::mgmt::unix_now());
+                .saturating_sub(trellis_support::unix_now());
             if rotate {
                 println!(
                     "cluster {name} rotated: {} relay certificate(s) and {} intermediate CA(s) revoked; its current agent is disconnected",

@@ -48,7 +48,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
         )
         .fallback(move |uri: Uri, headers: HeaderMap| answer(args.clone(), chaos.clone(), uri, headers));
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::process::shutdown_signal())
+        .with_graceful_shutdown(trellis_support::process::shutdown_signal())
         .await?;
     Ok(())
 }
@@ -81,7 +81,8 @@ async fn answer(args: DemoAppArgs, chaos: Arc<Chaos>, uri: Uri, headers: HeaderM
         "clientIdentity": header("x-forwarded-client-cert").and_then(|xfcc| client_uri(&xfcc)),
     });
     if let Some(call) = &args.call {
-        match crate::httpc::request("GET", call, args.via.as_deref(), &[], None, Duration::from_secs(5)).await {
+        match trellis_support::httpc::request("GET", call, args.via.as_deref(), &[], None, Duration::from_secs(5)).await
+        {
             Ok(response) => {
                 body["upstreamStatus"] = json!(response.status);
                 body["upstream"] = serde_json::from_str(&response.body).unwrap_or(json!(response.body));

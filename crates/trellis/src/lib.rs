@@ -12,7 +12,6 @@
 
 pub mod access_cli;
 pub mod addon_client;
-pub mod addon_metrics;
 pub mod agent;
 pub mod api_client;
 pub mod cli;
@@ -20,14 +19,9 @@ pub mod cli_config;
 pub mod client;
 pub mod cluster_cli;
 pub mod demo_app;
-pub mod envoy_bin;
 pub mod extauth;
 pub mod gateway;
-pub mod httpc;
 pub mod mgmt;
-pub mod process;
 pub mod proxy;
 pub mod ratelimit;
-pub mod telemetry;
-pub mod tls_accept;
 pub mod up;

@@ -9,9 +9,9 @@ use serde_json::Value;
 use trellis_model::{Protocol, Workload, WorkloadPort};
 
 use crate::agent::ProxyRegistration;
-use crate::agent::credentials::write_private;
 use crate::agent::role_secret::ClientSecret;
-use crate::httpc;
+use trellis_support::files::write_private;
+use trellis_support::httpc;
 
 /// How often a proxy refreshes its registration (the agent expires it after 30 s without one).
 const REFRESH: Duration = Duration::from_secs(5);
@@ -93,7 +93,7 @@ fn parse_port(spec: &str) -> anyhow::Result<WorkloadPort> {
         inbound_port: if parts.len() == 4 {
             number(3, "inbound port")?
         } else {
-            crate::process::free_port()
+            trellis_support::process::free_port()
         },
     })
 }
@@ -390,7 +390,7 @@ pub async fn run_registered_envoy(
         .context("agent did not say where its xDS server is")? as u16;
 
     let admin_port = if envoy.admin_port == 0 {
-        crate::process::free_port()
+        trellis_support::process::free_port()
     } else {
         envoy.admin_port
     };
@@ -416,7 +416,7 @@ pub async fn run_registered_envoy(
         &serde_json::to_string_pretty(&bootstrap).expect("bootstrap serializes"),
     )?;
 
-    let envoy_bin = crate::envoy_bin::find()?;
+    let envoy_bin = trellis_support::envoy_bin::find()?;
     let mut command = tokio::process::Command::new(&envoy_bin);
     command.arg("-c").arg(&bootstrap_path).args([
         "--disable-hot-restart",
@@ -425,8 +425,8 @@ pub async fn run_registered_envoy(
         "--log-level",
         &envoy.envoy_log_level,
     ]);
-    let mut child =
-        crate::process::spawn_tied(command, false).with_context(|| format!("cannot start {}", envoy_bin.display()))?;
+    let mut child = trellis_support::process::spawn_tied(command, false)
+        .with_context(|| format!("cannot start {}", envoy_bin.display()))?;
     tracing::info!(proxy.id = id, cluster, admin = admin_port, xds = %format!("{xds_address}:{xds_port}"), "envoy started");
 
     let mut refresh = tokio::time::interval(REFRESH);
@@ -458,7 +458,7 @@ pub async fn run_registered_envoy(
                 }
             }
             status = child.wait() => break Err(anyhow::anyhow!("envoy exited: {}", status?)),
-            _ = crate::process::shutdown_signal() => break Ok(()),
+            _ = trellis_support::process::shutdown_signal() => break Ok(()),
         }
     };
     // Deregistered, the token is worthless and a fresh start gets a new one; otherwise it is
@@ -466,7 +466,7 @@ pub async fn run_registered_envoy(
     if link.delete().await {
         let _ = std::fs::remove_file(&token_path);
     }
-    crate::process::terminate(&mut child, Duration::from_secs(3)).await;
+    trellis_support::process::terminate(&mut child, Duration::from_secs(3)).await;
     tracing::info!(proxy.id = id, "proxy stopped");
     outcome
 }

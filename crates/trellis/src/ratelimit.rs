@@ -146,7 +146,7 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = LimiterMetrics::register(&mut registry);
     if let Some(addr) = args.admin_addr {
-        let bound = crate::addon_metrics::serve(addr, registry).await?;
+        let bound = trellis_support::addon_metrics::serve(addr, registry).await?;
         tracing::info!(admin = %bound, "metrics at /metrics");
     }
     let service = Limiter {
@@ -161,7 +161,7 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
         router
             .serve_with_incoming_shutdown(
                 crate::addon_client::tls_incoming(listener, tls),
-                crate::process::shutdown_signal(),
+                trellis_support::process::shutdown_signal(),
             )
             .await?;
     } else {
@@ -171,7 +171,7 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
         router
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                crate::process::shutdown_signal(),
+                trellis_support::process::shutdown_signal(),
             )
             .await?;
     }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::httpc;
-use crate::process::free_port;
+use trellis_support::httpc;
+use trellis_support::process::free_port;
 
 pub const DEMO_VIRTUAL_DESTINATIONS: &str = include_str!("../../../examples/demo/virtual-destinations.yaml");
 pub const DEMO_ROUTE_TABLE: &str = include_str!("../../../examples/demo/route-table.yaml");
@@ -71,8 +71,10 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        self.child =
-            Some(crate::process::spawn_tied(command, false).with_context(|| format!("cannot start {}", self.name))?);
+        self.child = Some(
+            trellis_support::process::spawn_tied(command, false)
+                .with_context(|| format!("cannot start {}", self.name))?,
+        );
         Ok(())
     }
 
@@ -86,7 +88,7 @@ impl Proc {
     /// SIGTERM, then SIGKILL after a grace period.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            crate::process::terminate(&mut child, Duration::from_secs(5)).await;
+            trellis_support::process::terminate(&mut child, Duration::from_secs(5)).await;
         }
     }
 
@@ -632,7 +634,7 @@ async fn start_addons(bin: &Path, dir: &Path, cluster: &str, registry_port: u16)
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?;
-    crate::envoy_bin::find()?;
+    trellis_support::envoy_bin::find()?;
     // The two ports a person types must be free; say so now rather than after a long wait.
     for (port, flag) in [(args.api_port, "--api-port"), (args.outbound_port, "--outbound-port")] {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
@@ -675,7 +677,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
     };
     print_summary(&mesh, &context);
-    crate::process::shutdown_signal().await;
+    trellis_support::process::shutdown_signal().await;
     println!("\nStopping ...");
     mesh.shutdown().await;
     println!("Stopped.");

@@ -107,7 +107,7 @@ async fn tls_mode_permissive_also_accepts_plaintext_and_strict_does_not() {
     let mesh = demo_mesh("tls-mode").await;
     let port = mesh.app("backend-v1").inbound_port;
     let plaintext = || async move {
-        trellis::httpc::get(&format!("http://127.0.0.1:{port}/"), std::time::Duration::from_secs(2))
+        trellis_support::httpc::get(&format!("http://127.0.0.1:{port}/"), std::time::Duration::from_secs(2))
             .await
             .map(|r| r.status)
             .unwrap_or(0)

@@ -16,13 +16,13 @@ use trellis_pki::CertifiedKey;
 const KEY: &str = "frontend-demo-key";
 
 /// Through the frontend's sidecar, as the app would call.
-async fn via_frontend(mesh: &LocalMesh, key: Option<&str>) -> trellis::httpc::Response {
+async fn via_frontend(mesh: &LocalMesh, key: Option<&str>) -> trellis_support::httpc::Response {
     api_via_frontend(mesh, &api_key_header(key)).await
 }
 
 /// Straight to backend-v1's sidecar inbound port in plaintext (absolute-form request, so the
 /// host is `host`), skipping the frontend's sidecar.
-async fn direct_plaintext(mesh: &LocalMesh, host: &str, key: Option<&str>) -> trellis::httpc::Response {
+async fn direct_plaintext(mesh: &LocalMesh, host: &str, key: Option<&str>) -> trellis_support::httpc::Response {
     try_direct_plaintext(mesh, host, key).await.unwrap()
 }
 
@@ -30,9 +30,9 @@ async fn try_direct_plaintext(
     mesh: &LocalMesh,
     host: &str,
     key: Option<&str>,
-) -> anyhow::Result<trellis::httpc::Response> {
+) -> anyhow::Result<trellis_support::httpc::Response> {
     let inbound = format!("127.0.0.1:{}", mesh.app("backend-v1").inbound_port);
-    trellis::httpc::request(
+    trellis_support::httpc::request(
         "GET",
         &format!("http://{host}/"),
         Some(&inbound),
@@ -53,7 +53,7 @@ async fn direct_mtls(mesh: &LocalMesh, cert: &CertifiedKey, host: &str, key: Opt
 }
 
 /// The rate limiter's `x-ratelimit-remaining` on a response (the smallest, if several).
-fn remaining(response: &trellis::httpc::Response) -> u64 {
+fn remaining(response: &trellis_support::httpc::Response) -> u64 {
     response
         .headers
         .iter()

@@ -175,7 +175,7 @@ async fn the_add_ons_answer_only_their_clusters_proxies_over_mutual_tls() {
     let body = serde_json::to_vec(&serde_json::json!({ "csr": csr })).unwrap();
     for authorization in [None, Some("Bearer made-up-token")] {
         let headers: Vec<(&str, &str)> = authorization.map(|a| ("authorization", a)).into_iter().collect();
-        let response = trellis::httpc::request(
+        let response = trellis_support::httpc::request(
             "POST",
             &format!(
                 "http://127.0.0.1:{}/v1/addons/ext-auth/certificate",

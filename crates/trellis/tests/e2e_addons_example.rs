@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use trellis::up::LocalMesh;
 
-async fn call(mesh: &LocalMesh, key: Option<&str>, spoofed_user: Option<&str>) -> trellis::httpc::Response {
+async fn call(mesh: &LocalMesh, key: Option<&str>, spoofed_user: Option<&str>) -> trellis_support::httpc::Response {
     let mut headers = api_key_header(key);
     if let Some(user) = spoofed_user {
         headers.push(("x-user-id", user));

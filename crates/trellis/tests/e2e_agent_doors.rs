@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
-use trellis::httpc;
 use trellis::up::MeshOptions;
+use trellis_support::httpc;
 use trellis_xds::SECRET_TYPE;
 
 const VICTIM: &str = "sidecar~frontend.demo";

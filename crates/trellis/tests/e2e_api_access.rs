@@ -64,7 +64,7 @@ spec:
     )
 }
 
-async fn apply(api: &ApiClient, yaml: &str) -> trellis::httpc::Response {
+async fn apply(api: &ApiClient, yaml: &str) -> trellis_support::httpc::Response {
     api.request(
         "POST",
         "/api/v1/apply?source=test.yaml",
@@ -141,12 +141,13 @@ async fn every_api_door_is_closed_and_rbac_and_audit_hold() {
 
     // Plain HTTP to the API port gets no API; HTTPS without trusting the API CA fails.
     let plain = server.url.replace("https://", "http://");
-    let answer = trellis::httpc::get(&format!("{plain}/api/v1/resources"), Duration::from_secs(3)).await;
+    let answer = trellis_support::httpc::get(&format!("{plain}/api/v1/resources"), Duration::from_secs(3)).await;
     assert!(
         answer.is_err() || answer.unwrap().status != 200,
         "plain HTTP answered the API"
     );
-    let untrusted = trellis::httpc::get(&format!("{}/api/v1/resources", server.url), Duration::from_secs(3)).await;
+    let untrusted =
+        trellis_support::httpc::get(&format!("{}/api/v1/resources", server.url), Duration::from_secs(3)).await;
     assert!(untrusted.is_err(), "the API's certificate verified without its CA");
 
     // No credentials, a made-up token, a token that is almost the admin's: 401 on every
@@ -291,8 +292,8 @@ async fn every_api_door_is_closed_and_rbac_and_audit_hold() {
 
     // Client certificates: the operator CA's is a user; a rogue CA's does not get a TLS session.
     let (cert, key) = client_cert(&operator_ca, "carol");
-    let carol =
-        trellis::httpc::HttpClient::with_client_certificate(std::slice::from_ref(&api_ca), &cert, &key).unwrap();
+    let carol = trellis_support::httpc::HttpClient::with_client_certificate(std::slice::from_ref(&api_ca), &cert, &key)
+        .unwrap();
     let listed = carol
         .get(
             &format!("{}/api/v1/resources?kind=RouteTable", server.url),
@@ -314,8 +315,8 @@ async fn every_api_door_is_closed_and_rbac_and_audit_hold() {
         .unwrap();
     assert_eq!(refused.status, 403, "{}", refused.body);
     let (cert, key) = client_cert(&rogue_ca, "admin");
-    let rogue =
-        trellis::httpc::HttpClient::with_client_certificate(std::slice::from_ref(&api_ca), &cert, &key).unwrap();
+    let rogue = trellis_support::httpc::HttpClient::with_client_certificate(std::slice::from_ref(&api_ca), &cert, &key)
+        .unwrap();
     let answer = rogue
         .get(&format!("{}/api/v1/resources", server.url), Duration::from_secs(5))
         .await;
@@ -432,7 +433,7 @@ async fn oidc_id_tokens_from_the_operators_provider_are_users() {
         "grant_type=authorization_code&code={code}&redirect_uri={}&code_verifier={verifier}",
         trellis::client::encode(redirect)
     );
-    let tokens = trellis::httpc::request(
+    let tokens = trellis_support::httpc::request(
         "POST",
         &format!("{}/token", provider.issuer),
         None,

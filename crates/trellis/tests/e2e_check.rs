@@ -56,7 +56,7 @@ async fn check_reports_security_mode_certificate_expiry_and_agents() {
 
     // An agent whose registration API listens on every address is a warning.
     let (token, _) = mgmt.register("c2", None).await;
-    let everywhere = format!("0.0.0.0:{}", trellis::process::free_port());
+    let everywhere = format!("0.0.0.0:{}", trellis_support::process::free_port());
     let mut open = AgentProcess::start(
         &dir,
         "c2",

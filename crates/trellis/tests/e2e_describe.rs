@@ -40,7 +40,7 @@ async fn describe_reports_acks_and_the_proxy_that_rejected_a_change() {
     // 100), through a runtime layer merged into every bootstrap by a wrapper around Envoy.
     let dir = test_dir("describe-envoy");
     std::fs::create_dir_all(&dir).unwrap();
-    let envoy = trellis::envoy_bin::find().unwrap();
+    let envoy = trellis_support::envoy_bin::find().unwrap();
     let wrapper = dir.join("strict-envoy");
     std::fs::write(
         &wrapper,

@@ -11,7 +11,7 @@ use common::*;
 async fn unknown_hosts_are_blocked_and_external_services_are_reachable() {
     let mesh = demo_mesh("egress").await;
     // A server outside the mesh: no sidecar, not registered anywhere.
-    let port = trellis::process::free_port();
+    let port = trellis_support::process::free_port();
     let _outside = spawn_logged(
         &[
             "demo-app",

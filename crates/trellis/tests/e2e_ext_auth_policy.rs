@@ -30,9 +30,9 @@ use jwt_issuer::Issuer;
 use oidc_provider::OidcProvider;
 use serde_json::{Value, json};
 use slapd::Slapd;
-use trellis::httpc::Response;
-use trellis::process::free_port;
 use trellis::up::LocalMesh;
+use trellis_support::httpc::Response;
+use trellis_support::process::free_port;
 
 const HOST: &str = "http://backend.mesh.internal";
 const CLIENT_ID: &str = "trellis-e2e";
@@ -771,7 +771,7 @@ struct Tester<'a> {
 
 impl Tester<'_> {
     async fn try_send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Response> {
-        trellis::httpc::request(
+        trellis_support::httpc::request(
             method,
             &format!("{HOST}{path}"),
             Some(&self.proxy),

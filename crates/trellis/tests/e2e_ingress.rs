@@ -35,9 +35,9 @@ async fn ingress_gateway_serves_tls_and_mutual_tls() {
     );
 
     let (tls_port, mtls_port, admin) = (
-        trellis::process::free_port(),
-        trellis::process::free_port(),
-        trellis::process::free_port(),
+        trellis_support::process::free_port(),
+        trellis_support::process::free_port(),
+        trellis_support::process::free_port(),
     );
     let registry = mesh.cluster("cluster-1").registry_port;
     let _gateway = spawn_logged(

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use trellis::process::free_port;
 use trellis::up::LocalMesh;
+use trellis_support::process::free_port;
 
 fn policies(limiter_port: u16, deny_on_fail: bool) -> String {
     format!(
@@ -63,9 +63,9 @@ spec:
     )
 }
 
-async fn call(mesh: &LocalMesh, user: &str) -> trellis::httpc::Response {
+async fn call(mesh: &LocalMesh, user: &str) -> trellis_support::httpc::Response {
     let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
-    trellis::httpc::request(
+    trellis_support::httpc::request(
         "GET",
         "http://backend.mesh.internal/",
         Some(&proxy),

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use trellis::process::free_port;
+use trellis_support::process::free_port;
 
 /// The envoyproxy/ratelimit file both tests load: 20 a minute per API key.
 const LIMITS: &str =
@@ -27,8 +27,8 @@ fn listener(name: &str, port: u16, fail_closed: bool) -> serde_json::Value {
     envoy_static_listener(name, port, Some(filter), route)
 }
 
-async fn get(port: u16, key: &str) -> trellis::httpc::Response {
-    trellis::httpc::request(
+async fn get(port: u16, key: &str) -> trellis_support::httpc::Response {
+    trellis_support::httpc::request(
         "GET",
         &format!("http://127.0.0.1:{port}/"),
         None,
@@ -83,7 +83,7 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
         }
     });
     std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
-    let envoy = trellis::envoy_bin::find().unwrap();
+    let envoy = trellis_support::envoy_bin::find().unwrap();
     let _envoy = spawn_program(
         envoy.to_str().unwrap(),
         &[
@@ -97,7 +97,7 @@ async fn the_21st_request_of_20_per_minute_is_refused_and_redis_failure_follows_
         &dir.join("envoy.log"),
     );
     eventually("Envoy serving through the rate limiter", || async {
-        trellis::httpc::request(
+        trellis_support::httpc::request(
             "GET",
             &format!("http://127.0.0.1:{open_port}/"),
             None,

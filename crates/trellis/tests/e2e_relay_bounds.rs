@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 const HANDSHAKES_PER_IP: usize = 8;
 /// Its handshake timeout.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// `trellis::process::SHUTDOWN_GRACE` plus time to start exiting.
+/// `trellis_support::process::SHUTDOWN_GRACE` plus time to start exiting.
 const EXIT_LIMIT: Duration = Duration::from_secs(7);
 
 async fn connect_from(source: &str, relay: &str) -> TcpStream {

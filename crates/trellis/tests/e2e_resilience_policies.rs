@@ -47,7 +47,7 @@ async fn retries_hide_a_flaky_backend() {
     // backend-v1 now fails every second request.
     let app = mesh.app("backend-v1").app_port;
     let url = format!("http://127.0.0.1:{app}/__demo/fail-every/2");
-    trellis::httpc::request("PUT", &url, None, &[], None, Duration::from_secs(2))
+    trellis_support::httpc::request("PUT", &url, None, &[], None, Duration::from_secs(2))
         .await
         .unwrap();
     let without = statuses(&mesh, 40).await;

@@ -17,7 +17,7 @@ async fn sidecar_inbound_admits_only_mesh_identities() {
     let now = SystemTime::now();
 
     // Plaintext HTTP to the inbound port gets no answer from the app.
-    let plain = trellis::httpc::get(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(3)).await;
+    let plain = trellis_support::httpc::get(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(3)).await;
     assert!(
         plain.is_err() || plain.as_ref().unwrap().status != 200,
         "plaintext was served: {plain:?}"
@@ -60,7 +60,10 @@ async fn sidecar_inbound_admits_only_mesh_identities() {
 /// Serial of the workload certificate an Envoy holds, from its admin /certs page.
 async fn envoy_cert_serial(admin_port: u16) -> String {
     let url = format!("http://127.0.0.1:{admin_port}/certs");
-    let body = trellis::httpc::get(&url, Duration::from_secs(2)).await.unwrap().body;
+    let body = trellis_support::httpc::get(&url, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body;
     let certs: serde_json::Value = serde_json::from_str(&body).unwrap();
     certs["certificates"]
         .as_array()

@@ -447,7 +447,9 @@ async fn malformed_credentials_get_a_plain_401_and_the_service_keeps_answering()
 
 #[tokio::test]
 async fn metrics_count_checks_by_config_outcome_and_status() {
-    let admin: SocketAddr = format!("127.0.0.1:{}", trellis::process::free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", trellis_support::process::free_port())
+        .parse()
+        .unwrap();
     let address = start_with_admin(
         vec![("demo.basic", json!({"configs": [basic_config("basic1")]}))],
         Some(admin),
@@ -464,7 +466,7 @@ async fn metrics_count_checks_by_config_outcome_and_status() {
         request("demo.basic", "GET", "/", &[("authorization", &basic("user:wrong"))]),
     )
     .await;
-    let metrics = trellis::httpc::get(&format!("http://{admin}/metrics"), std::time::Duration::from_secs(2))
+    let metrics = trellis_support::httpc::get(&format!("http://{admin}/metrics"), std::time::Duration::from_secs(2))
         .await
         .unwrap()
         .body;

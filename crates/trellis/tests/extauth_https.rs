@@ -26,9 +26,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::transport::Channel;
 use trellis::cli::{Cli, Command};
 use trellis::extauth::{serve, wire};
-use trellis::httpc::HttpClient;
 use trellis_extauth::Outcome;
 use trellis_pki::Authority;
+use trellis_support::httpc::HttpClient;
 
 const ISSUER: &str = "https://issuer.example";
 
@@ -331,7 +331,7 @@ async fn without_the_ca_https_fails_closed_and_the_log_says_why() {
             logs()
         );
     }
-    let error = trellis::httpc::get(&idp.url("/jwks.json"), Duration::from_secs(5))
+    let error = trellis_support::httpc::get(&idp.url("/jwks.json"), Duration::from_secs(5))
         .await
         .unwrap_err()
         .to_string();

@@ -12,7 +12,7 @@ use trellis_pki::{Authority, CertifiedKey, KeyPem};
 use trellis_relay::{RelayClient, SignIntermediateRequest};
 
 use super::Agent;
-use super::credentials::write_private;
+use trellis_support::files::write_private;
 
 /// The intermediate CA of this cluster and what it chains to.
 pub struct ClusterCa {

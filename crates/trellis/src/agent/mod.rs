@@ -255,7 +255,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         registry_listener,
         registry::router(agent.clone(), board, Arc::new(metrics_registry)),
     );
-    let shutdown = crate::process::Shutdown::on_signal();
+    let shutdown = trellis_support::process::Shutdown::on_signal();
     let stop = shutdown.clone();
     let xds = tonic::transport::Server::builder()
         .add_service(ads.into_service())
@@ -270,9 +270,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     // Envoys keep their ADS streams open for as long as they run: after SIGTERM the agent gives
     // them the grace period, then exits anyway (they keep their config and reconnect).
-    let outcome = crate::process::drain(&shutdown, servers, crate::process::SHUTDOWN_GRACE, "agent")
-        .await
-        .unwrap_or(Ok(()));
+    let outcome =
+        trellis_support::process::drain(&shutdown, servers, trellis_support::process::SHUTDOWN_GRACE, "agent")
+            .await
+            .unwrap_or(Ok(()));
     if published.is_some() {
         role_secret::unpublish(&role_secret, args.registry_addr.port());
     }

@@ -466,7 +466,7 @@ impl Registry {
                 .collect(),
         };
         let text = serde_json::to_string(&stored).expect("credentials serialize");
-        if let Err(error) = super::credentials::write_private(path, &text) {
+        if let Err(error) = trellis_support::files::write_private(path, &text) {
             tracing::error!(error = %format!("{error:#}"), "cannot save registration credentials; after a restart proxies re-register");
         }
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::credentials::write_private;
+use trellis_support::files::write_private;
 
 /// The header a privileged registration carries the secret in.
 pub const HEADER: &str = "x-trellis-role-secret";

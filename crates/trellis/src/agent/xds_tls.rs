@@ -95,8 +95,8 @@ impl XdsCa {
             _ => {
                 let authority = Authority::generate_root("trellis agent xDS CA", CA_TTL, SystemTime::now())?;
                 // Key first: a certificate without its key would be useless at the next start.
-                super::credentials::write_private(&key_path, &authority.key.0)?;
-                super::credentials::write_private(&cert_path, &authority.cert_pem)?;
+                trellis_support::files::write_private(&key_path, &authority.key.0)?;
+                trellis_support::files::write_private(&cert_path, &authority.cert_pem)?;
                 tracing::info!(path = %cert_path.display(), "created the xDS CA (key 0600, never leaves this agent)");
                 authority
             }
@@ -220,7 +220,7 @@ pub fn incoming(
             // ADS messages are small and latency matters (Nagle would hold them back).
             let _ = tcp.set_nodelay(true);
             let last_logged = last_logged.clone();
-            crate::tls_accept::spawn_handshake(
+            trellis_support::tls_accept::spawn_handshake(
                 acceptor.clone(),
                 tcp,
                 HANDSHAKE_TIMEOUT,
@@ -236,7 +236,7 @@ pub fn incoming(
 /// Logs a refused connection, at most once every 10 s: a local loop of connections must not
 /// fill the log.
 fn refused(last_logged: &AtomicU64, remote: std::net::SocketAddr, reason: &str) {
-    if crate::tls_accept::refusal_log_due(last_logged) {
+    if trellis_support::tls_accept::refusal_log_due(last_logged) {
         tracing::warn!(peer = %remote, reason, "xDS port refused a connection (needs a client certificate from this agent's registration; further refusals in the next 10 s are not logged)");
     }
 }

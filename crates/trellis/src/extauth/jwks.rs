@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use trellis_extauth::Jwks;
 
-use crate::httpc::HttpClient;
+use trellis_support::httpc::HttpClient;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_REFETCH: Duration = Duration::from_secs(5);

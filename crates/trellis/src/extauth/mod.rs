@@ -56,7 +56,7 @@ pub async fn run(args: ExtAuthArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", args.listen))?;
-    serve(args, listener, crate::process::shutdown_signal()).await
+    serve(args, listener, trellis_support::process::shutdown_signal()).await
 }
 
 /// Serves on `listener` until `shutdown` completes (tests pass their own listener and signal).
@@ -70,7 +70,7 @@ pub async fn serve(
         "nothing to serve: give --config files, --agent (the policies of the agent's cluster), or both"
     );
     let files = source::load_files(&args.configs)?;
-    let http = crate::httpc::HttpClient::with_ca_files(&args.ca_files).context("--ca-file")?;
+    let http = trellis_support::httpc::HttpClient::with_ca_files(&args.ca_files).context("--ca-file")?;
     let shared = Arc::new(Shared::new(args.redis.clone(), http));
     let initial = source::build(&files, &[], &shared)?;
     let listen = listener.local_addr()?;
@@ -105,7 +105,7 @@ pub async fn serve(
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = service::CheckMetrics::register(&mut registry);
     if let Some(addr) = args.admin_addr {
-        let bound = crate::addon_metrics::serve(addr, registry).await?;
+        let bound = trellis_support::addon_metrics::serve(addr, registry).await?;
         tracing::info!(admin = %bound, "metrics at /metrics");
     }
     let router = tonic::transport::Server::builder().add_service(AuthorizationServer::new(

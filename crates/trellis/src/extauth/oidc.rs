@@ -34,15 +34,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trellis_extauth::{CheckInput, Jwks, JwtError, JwtExpectations, Outcome, cookie, token_kid, verify_jwt};
+use trellis_support::unix_now;
 
-use crate::httpc::HttpClient;
+use trellis_support::httpc::HttpClient;
 
 /// Each request to the provider; below Envoy's default ext_authz timeout (2s).
 const HTTP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -1150,7 +1151,7 @@ async fn http(
     url: &str,
     headers: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
-) -> Result<crate::httpc::Response, FlowError> {
+) -> Result<trellis_support::httpc::Response, FlowError> {
     require_http_url(url, "provider URL").map_err(|e| FlowError::Unavailable(format!("{e:#}")))?;
     client
         .request(method, url, None, headers, body, HTTP_TIMEOUT)
@@ -1215,13 +1216,6 @@ fn hash_id(id: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// RFC 7230 token characters (header and cookie names, cookie domains).

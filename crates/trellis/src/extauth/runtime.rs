@@ -18,7 +18,7 @@ use trellis_extauth::{
 use super::jwks::RemoteJwks;
 use super::passthrough::PassThrough;
 use super::{ldap, oidc};
-use crate::httpc::HttpClient;
+use trellis_support::httpc::HttpClient;
 
 /// The context extension Envoy sets per route to pick the auth config.
 pub const CONFIG_ID: &str = "config_id";

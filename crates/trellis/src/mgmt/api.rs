@@ -669,7 +669,7 @@ async fn deregister_cluster(
         // A cluster registered again under this name gets a new intermediate; an old token cannot bring it back.
         let intermediates = deregistering
             .store
-            .revoke_cluster_intermediates(&name, super::state::unix_now())?;
+            .revoke_cluster_intermediates(&name, trellis_support::unix_now())?;
         deregistering.store.void_cluster_tokens(&name)?;
         deregistering.forget_cluster(&name).map_err(ApiFailure::Internal)?;
         let _ = deregistering.kicks.send(name.clone());
@@ -784,7 +784,7 @@ async fn registration(
                 done.revoked_certificates = registering.store.revoke_cluster_certificates(&name)?;
                 done.revoked_intermediates = registering
                     .store
-                    .revoke_cluster_intermediates(&name, super::state::unix_now())?;
+                    .revoke_cluster_intermediates(&name, trellis_support::unix_now())?;
                 // Ends the current agent's relay stream; its certificate is refused from now on.
                 let _ = registering.kicks.send(name.clone());
                 tracing::warn!(
@@ -800,7 +800,7 @@ async fn registration(
             return Ok(Ok(done));
         }
         let token = trellis_pki::random_token();
-        let expires_at = super::state::unix_now() + ttl.as_secs().max(1);
+        let expires_at = trellis_support::unix_now() + ttl.as_secs().max(1);
         let record = trellis_store::TokenRecord {
             cluster: name.clone(),
             expires_at,

@@ -248,7 +248,7 @@ pub fn record(
 ) {
     let entry = AuditRecord {
         seq: 0,
-        time: super::unix_now(),
+        time: trellis_support::unix_now(),
         user: identity.user.clone(),
         groups: identity.groups.clone(),
         authenticated_by: identity.method.into(),
@@ -259,7 +259,10 @@ pub fn record(
         diff,
     };
     tracing::info!(user = %identity.user, action, target = %target, result, "audit");
-    if let Err(error) = mgmt.store.append_audit(entry, mgmt.api.retention, super::unix_now()) {
+    if let Err(error) = mgmt
+        .store
+        .append_audit(entry, mgmt.api.retention, trellis_support::unix_now())
+    {
         tracing::error!(%error, action, target = %target, "cannot write the audit record");
     }
 }
@@ -270,7 +273,7 @@ const REFUSALS_PER_MINUTE: u32 = 30;
 
 /// Audits a refusal (`denied` by RBAC, or `rejected` as invalid), within the per-user budget.
 pub fn record_refusal(mgmt: &Mgmt, identity: &Identity, action: &str, target: String, result: &str, message: String) {
-    let minute = super::unix_now() / 60;
+    let minute = trellis_support::unix_now() / 60;
     let within_budget = {
         let mut budget = mgmt.api.refusal_budget.lock().expect("refusal budget lock");
         if budget.0 != minute {

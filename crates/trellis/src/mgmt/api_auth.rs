@@ -24,7 +24,7 @@ use super::Mgmt;
 use super::api_tls::PeerCertificate;
 use super::config::OidcConfig;
 use crate::extauth::jwks::RemoteJwks;
-use crate::httpc::HttpClient;
+use trellis_support::httpc::HttpClient;
 
 /// The caller, as the handlers and the audit log see it.
 #[derive(Debug, Clone)]
@@ -173,7 +173,7 @@ impl OidcVerifier {
             issuer: Some(self.config.issuer.clone()),
             audiences: vec![self.config.audience.clone()],
         };
-        let claims = trellis_extauth::verify_jwt(token, &jwks, &expect, super::unix_now())?;
+        let claims = trellis_extauth::verify_jwt(token, &jwks, &expect, trellis_support::unix_now())?;
         anyhow::ensure!(claims.contains_key("exp"), "the ID token has no expiry");
         let user = claims
             .get(&self.config.username_claim)
@@ -251,7 +251,7 @@ async fn authenticate(
         .map_err(|_| "token lookup failed")?
         .map_err(|_| "token lookup failed")?;
     if let Some(record) = record {
-        if record.expires_at.is_some_and(|at| at <= super::unix_now()) {
+        if record.expires_at.is_some_and(|at| at <= trellis_support::unix_now()) {
             return Err("token expired");
         }
         return Ok(Identity {

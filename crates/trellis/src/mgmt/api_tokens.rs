@@ -142,7 +142,7 @@ pub async fn create(
     }
     let ttl_text = request.ttl.clone().unwrap_or_else(|| DEFAULT_TOKEN_TTL.to_string());
     let expires_at = match trellis_base::parse_duration(&ttl_text) {
-        Ok(ttl) if ttl <= MAX_TOKEN_TTL && !ttl.is_zero() => super::unix_now() + ttl.as_secs(),
+        Ok(ttl) if ttl <= MAX_TOKEN_TTL && !ttl.is_zero() => trellis_support::unix_now() + ttl.as_secs(),
         Ok(_) => return error(StatusCode::BAD_REQUEST, format!("ttl {ttl_text}: between 1s and 8784h")),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("ttl: {e}")),
     };
@@ -151,7 +151,7 @@ pub async fn create(
         name: request.name.clone(),
         user: request.user.clone(),
         groups: request.groups.clone(),
-        created_at: super::unix_now(),
+        created_at: trellis_support::unix_now(),
         expires_at: Some(expires_at),
         created_by: identity.user.clone(),
     };

@@ -28,7 +28,7 @@ use trellis_store::{RedbStore, Store};
 
 pub use api::ADMIN_NAMESPACE;
 pub use config::{MgmtArgs, MgmtConfig};
-pub use state::{AgentStatus, Mgmt, unix_now};
+pub use state::{AgentStatus, Mgmt};
 
 pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
@@ -133,19 +133,19 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     let router = api::router(mgmt.clone());
     let api_server = async move {
         match &api_tls {
-            Some(tls) => api_tls::serve(api, tls, router, crate::process::shutdown_signal()).await,
+            Some(tls) => api_tls::serve(api, tls, router, trellis_support::process::shutdown_signal()).await,
             None => axum::serve(
                 api,
                 router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-            .with_graceful_shutdown(crate::process::shutdown_signal())
+            .with_graceful_shutdown(trellis_support::process::shutdown_signal())
             .await
             .map_err(anyhow::Error::from),
         }
     };
     let admin_server = axum::serve(admin, metrics::admin_router(registry, mgmt.clone()));
     // === relay and shutdown ===
-    let shutdown = crate::process::Shutdown::on_signal();
+    let shutdown = trellis_support::process::Shutdown::on_signal();
     let relay_server = relay_server(relay, server_tls, mgmt.clone(), metrics, shutdown.clone());
     // The API stops taking requests at once on shutdown, but the process lives until the relay
     // has told its agents (tonic flushes those last messages before its server returns): only
@@ -162,8 +162,13 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     };
     // The relay ends its agents' streams on shutdown; whatever is still open after the grace
     // period (an agent that never closes its side) does not keep the process alive.
-    if let Some(result) =
-        crate::process::drain(&shutdown, servers, crate::process::SHUTDOWN_GRACE, "management server").await
+    if let Some(result) = trellis_support::process::drain(
+        &shutdown,
+        servers,
+        trellis_support::process::SHUTDOWN_GRACE,
+        "management server",
+    )
+    .await
     {
         result?;
     }
@@ -185,7 +190,7 @@ async fn relay_server(
     server_tls: Option<Arc<rustls::ServerConfig>>,
     mgmt: Arc<Mgmt>,
     metrics: metrics::MgmtMetrics,
-    shutdown: crate::process::Shutdown,
+    shutdown: trellis_support::process::Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let service = trellis_relay::RelayServer::new(relay::RelayService::new(mgmt, shutdown.clone()))
         .max_decoding_message_size(RELAY_MAX_MESSAGE);

@@ -24,10 +24,10 @@ use trellis_store::{IntermediateClaim, IntermediateRecord, TokenCheck};
 use super::Mgmt;
 use super::metrics::{ClusterLabel, ResultLabel};
 use super::pki::{RelaySecurity, RelayTls};
-use super::state::unix_now;
 use super::tls::PeerInfo;
 use super::translator::{EncodedCluster, Published};
-use crate::process::Shutdown;
+use trellis_support::process::Shutdown;
+use trellis_support::unix_now;
 
 /// A section larger than this cannot travel: a message carries at least one whole section.
 const MAX_SECTION_BYTES: usize = MAX_MESSAGE_BYTES - 64 * 1024;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use trellis_model::ClusterDiscovery;
@@ -190,11 +190,4 @@ impl AgentStatus {
 
 fn discovery_hash(discovery: &ClusterDiscovery) -> u64 {
     trellis_base::stable_hash(&serde_json::to_vec(discovery).expect("discovery serializes"))
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -158,7 +158,7 @@ impl Throttle {
     }
 
     fn should_log(&self) -> bool {
-        let now = super::state::unix_now();
+        let now = trellis_support::unix_now();
         let last = self.last.load(Ordering::Relaxed);
         now >= last + Self::INTERVAL_SECS
             && self

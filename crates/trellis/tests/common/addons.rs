@@ -23,9 +23,9 @@ pub async fn apply_addons_example(mesh: &LocalMesh) {
 }
 
 /// A GET of http://api.mesh.internal/ through the frontend's sidecar, as the app would call.
-pub async fn api_via_frontend(mesh: &LocalMesh, headers: &[(&str, &str)]) -> trellis::httpc::Response {
+pub async fn api_via_frontend(mesh: &LocalMesh, headers: &[(&str, &str)]) -> trellis_support::httpc::Response {
     let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
-    trellis::httpc::request(
+    trellis_support::httpc::request(
         "GET",
         "http://api.mesh.internal/",
         Some(&proxy),

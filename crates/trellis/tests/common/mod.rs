@@ -110,7 +110,7 @@ pub async fn envoy_stat(admin_port: u16, name: &str) -> u64 {
         "http://127.0.0.1:{admin_port}/stats?filter={}",
         name.replace('|', "%7C")
     );
-    let response = trellis::httpc::get(&url, Duration::from_secs(2))
+    let response = trellis_support::httpc::get(&url, Duration::from_secs(2))
         .await
         .expect("envoy admin answers");
     response
@@ -141,7 +141,7 @@ pub struct MgmtProcess {
 
 impl MgmtProcess {
     pub async fn start(dir: &std::path::Path, extra: &[&str]) -> MgmtProcess {
-        use trellis::process::free_port;
+        use trellis_support::process::free_port;
         std::fs::create_dir_all(dir).unwrap();
         let (api, relay, admin_port) = (free_port(), free_port(), free_port());
         let data_dir = dir.join("mgmt");
@@ -283,7 +283,7 @@ impl AgentProcess {
         extra: &[&str],
         token: Option<&str>,
     ) -> AgentProcess {
-        use trellis::process::free_port;
+        use trellis_support::process::free_port;
         let data_dir = dir.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let mut args: Vec<String> = vec![
@@ -336,7 +336,7 @@ impl AgentProcess {
 pub async fn mtls_get(
     port: u16,
     client: Option<&trellis_pki::CertifiedKey>,
-) -> anyhow::Result<trellis::httpc::Response> {
+) -> anyhow::Result<trellis_support::httpc::Response> {
     mtls_request(port, client, "GET", "/").await
 }
 
@@ -346,7 +346,7 @@ pub async fn mtls_request(
     client: Option<&trellis_pki::CertifiedKey>,
     method: &str,
     path: &str,
-) -> anyhow::Result<trellis::httpc::Response> {
+) -> anyhow::Result<trellis_support::httpc::Response> {
     mtls_request_with(port, client, "workload.mesh", method, path, "backend", &[]).await
 }
 
@@ -360,7 +360,7 @@ pub async fn mtls_request_with(
     path: &str,
     host: &str,
     headers: &[(&str, &str)],
-) -> anyhow::Result<trellis::httpc::Response> {
+) -> anyhow::Result<trellis_support::httpc::Response> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -450,7 +450,10 @@ impl rustls::client::danger::ServerCertVerifier for ServerCheck {
 /// One sample of a Prometheus series from the /metrics page on `port` (0 when absent).
 pub async fn scrape(port: u16, series: &str) -> u64 {
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let body = trellis::httpc::get(&url, Duration::from_secs(5)).await.unwrap().body;
+    let body = trellis_support::httpc::get(&url, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .body;
     body.lines()
         .find_map(|line| {
             line.strip_prefix(series)
@@ -481,7 +484,7 @@ pub async fn https_get(
     roots_pem: &str,
     client: Option<&trellis_pki::CertifiedKey>,
     path: &str,
-) -> anyhow::Result<trellis::httpc::Response> {
+) -> anyhow::Result<trellis_support::httpc::Response> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -541,7 +544,7 @@ async fn request_over_tls(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> anyhow::Result<trellis::httpc::Response> {
+) -> anyhow::Result<trellis_support::httpc::Response> {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
@@ -557,7 +560,7 @@ async fn request_over_tls(
     let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
-    Ok(trellis::httpc::Response {
+    Ok(trellis_support::httpc::Response {
         status,
         headers: Vec::new(),
         body: String::from_utf8_lossy(&body).into_owned(),
@@ -586,7 +589,7 @@ pub async fn start_redis(
     tls_port: Option<u16>,
 ) -> (tokio::process::Child, u16) {
     std::fs::create_dir_all(dir).unwrap();
-    let port = tls_port.unwrap_or_else(trellis::process::free_port);
+    let port = tls_port.unwrap_or_else(trellis_support::process::free_port);
     let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         .map(String::from)
         .to_vec();

@@ -28,9 +28,9 @@ impl EchoWorkload {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        let inbound_port = trellis::process::free_port();
-        let admin_port = trellis::process::free_port();
-        let outbound_port = trellis::process::free_port();
+        let inbound_port = trellis_support::process::free_port();
+        let admin_port = trellis_support::process::free_port();
+        let outbound_port = trellis_support::process::free_port();
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::File::create(dir.join(format!("sidecar-{service}.log"))).unwrap();
         let sidecar = tokio::process::Command::new(bin)

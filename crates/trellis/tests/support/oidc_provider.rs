@@ -34,7 +34,7 @@ impl OidcProvider {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join("provider.log");
         let file = std::fs::File::create(&log).unwrap();
-        let port = trellis::process::free_port();
+        let port = trellis_support::process::free_port();
         let child = Command::new("node")
             .arg(script_dir.join("provider.mjs"))
             .current_dir(&script_dir)
@@ -104,7 +104,7 @@ impl OidcProvider {
             if !cookies.is_empty() {
                 headers.push(("cookie", cookies.as_str()));
             }
-            let response = trellis::httpc::request(method, &url, None, &headers, body, Duration::from_secs(10))
+            let response = trellis_support::httpc::request(method, &url, None, &headers, body, Duration::from_secs(10))
                 .await
                 .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"));
             for (name, value) in &response.headers {

@@ -86,7 +86,7 @@ impl Slapd {
         std::fs::write(dir.join("slapd.conf"), slapd_conf(dir)).unwrap();
         std::fs::write(dir.join("directory.ldif"), DIRECTORY).unwrap();
 
-        let port = trellis::process::free_port();
+        let port = trellis_support::process::free_port();
         let log = std::fs::File::create(dir.join("slapd.log")).unwrap();
         // `-d 0`: stay in the foreground (so the child is slapd itself) without debug output.
         let child = Command::new(&slapd)

@@ -15,8 +15,15 @@
 //! one schema, shared with the golden tests, instead of a second protobuf copy to keep in sync.
 //! Versions are content hashes, so a reconnecting agent that already runs the current config is
 //! not sent it again.
+//!
+//! Both ends' connections live here too: [`client`] is the agent's (its credentials: a one-time
+//! token, then mTLS with a certificate it renews; the channel), [`listener`] the management
+//! server's TLS accept loop with its connection limits. What each end does on the stream stays
+//! with it: the agent's `relay_client`, the management server's `relay` service.
 
+pub mod client;
 pub mod delivery;
+pub mod listener;
 mod messages;
 pub mod sections;
 

@@ -80,7 +80,7 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
         }
         // Before the agent has registered there is no identity to ask with; the relay client
         // registers first, so wait for it quietly.
-        if let super::credentials::RelayCredentials::Tls(tls) = &*agent.credentials
+        if let trellis_relay::client::RelayCredentials::Tls(tls) = &*agent.credentials
             && !tls.has_identity()
         {
             tokio::time::sleep(Duration::from_millis(200)).await;

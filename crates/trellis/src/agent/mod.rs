@@ -18,7 +18,6 @@
 
 pub mod addon_config;
 mod addon_identity;
-pub(crate) mod credentials;
 mod mesh_identity;
 mod policy;
 mod registry;
@@ -34,6 +33,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::watch;
 use trellis_model::ClusterConfig;
+use trellis_relay::client::{CredentialOptions, RelayCredentials};
 
 pub use registry::{AddonKind, AddonRegistration, IngressRegistration, MAX_BODY, ProxyRegistration, RegisteredGateway};
 
@@ -122,7 +122,7 @@ pub struct Agent {
     pub receiver: std::sync::Mutex<trellis_relay::delivery::Receiver>,
     pub registry: Arc<registry::Registry>,
     pub relay_connected: std::sync::atomic::AtomicBool,
-    pub credentials: Arc<credentials::RelayCredentials>,
+    pub credentials: Arc<RelayCredentials>,
     /// The cluster's intermediate CA, once signed (or loaded from the cache).
     pub mesh: watch::Sender<Option<Arc<mesh_identity::ClusterCa>>>,
     pub certs: Arc<mesh_identity::WorkloadCerts>,
@@ -152,7 +152,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             config,
         })
     });
-    let credentials = credentials::RelayCredentials::load(credentials::CredentialOptions {
+    let credentials = RelayCredentials::load(CredentialOptions {
         insecure: args.insecure,
         authority: &args.relay_authority,
         root_ca: args.root_ca.as_deref(),
@@ -217,7 +217,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tokio::spawn(registry::expire_loop(agent.clone()));
     tokio::spawn(relay_client::run(agent.clone(), args.mgmt.clone()));
     tokio::spawn(relay_client::keep_cache(agent.clone()));
-    tokio::spawn(credentials::renew_loop(
+    tokio::spawn(trellis_relay::client::renew_loop(
         agent.credentials.clone(),
         args.mgmt.clone(),
         args.cluster.clone(),

@@ -80,7 +80,7 @@ pub async fn run(agent: Arc<Agent>, mgmt: String) {
 }
 
 async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
-    if let super::credentials::RelayCredentials::Tls(tls) = &*agent.credentials
+    if let trellis_relay::client::RelayCredentials::Tls(tls) = &*agent.credentials
         && !tls.has_identity()
     {
         tls.register(mgmt, &agent.cluster).await?;

@@ -128,6 +128,12 @@ impl MgmtMetrics {
     }
 }
 
+impl trellis_relay::listener::Refusals for MgmtMetrics {
+    fn refused(&self, reason: &str) {
+        MgmtMetrics::refused(self, reason)
+    }
+}
+
 pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
     Router::new()
         .route(

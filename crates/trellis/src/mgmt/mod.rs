@@ -18,7 +18,6 @@ mod metrics;
 mod pki;
 mod relay;
 mod state;
-mod tls;
 mod translator;
 
 use std::sync::Arc;
@@ -205,7 +204,15 @@ async fn relay_server(
     match server_tls {
         Some(tls) => {
             builder
-                .serve_with_incoming_shutdown(tls::incoming(listener, tls, metrics, tls::RelayLimits::default()), stop)
+                .serve_with_incoming_shutdown(
+                    trellis_relay::listener::incoming(
+                        listener,
+                        tls,
+                        metrics,
+                        trellis_relay::listener::RelayLimits::default(),
+                    ),
+                    stop,
+                )
                 .await
         }
         None => {

@@ -24,8 +24,8 @@ use trellis_store::{IntermediateClaim, IntermediateRecord, TokenCheck};
 use super::Mgmt;
 use super::metrics::{ClusterLabel, ResultLabel};
 use super::pki::{RelaySecurity, RelayTls};
-use super::tls::PeerInfo;
 use super::translator::{EncodedCluster, Published};
+use trellis_relay::listener::PeerInfo;
 use trellis_support::process::Shutdown;
 use trellis_support::unix_now;
 

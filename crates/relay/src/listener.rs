@@ -24,8 +24,6 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
-use super::metrics::MgmtMetrics;
-
 /// Bounds on the relay's connections.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayLimits {
@@ -59,6 +57,12 @@ impl Default for RelayLimits {
             max_connections: 1024,
         }
     }
+}
+
+/// Where the listener counts the connections it refuses, by a short reason such as
+/// `connection_limit` (the management server's `trellis_mgmt_relay_refused_total`).
+pub trait Refusals: Clone + Send + Sync + 'static {
+    fn refused(&self, reason: &str);
 }
 
 /// What a relay handler knows about its peer.
@@ -219,7 +223,7 @@ impl Drop for IpSlot {
 }
 
 /// Refuses a connection over a limit: counted always, logged at most every 10 s.
-fn over_limit(metrics: &MgmtMetrics, throttle: &Throttle, reason: &'static str, remote: SocketAddr, limit: usize) {
+fn over_limit(metrics: &impl Refusals, throttle: &Throttle, reason: &'static str, remote: SocketAddr, limit: usize) {
     metrics.refused(reason);
     if throttle.should_log() {
         tracing::warn!(
@@ -233,10 +237,10 @@ fn over_limit(metrics: &MgmtMetrics, throttle: &Throttle, reason: &'static str, 
 
 /// Accepts TCP connections, completes TLS handshakes off the accept loop within `limits`, and
 /// yields the connections that made it.
-pub fn incoming(
+pub fn incoming<M: Refusals>(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-    metrics: MgmtMetrics,
+    metrics: M,
     limits: RelayLimits,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(16);

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use crate::{RegisterRequest, RelayClient, RenewRequest};
 use anyhow::Context;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use trellis_pki::KeyPem;
-use trellis_relay::{RegisterRequest, RelayClient, RenewRequest};
 use trellis_support::files::write_private;
 
 /// How the agent talks to the relay.

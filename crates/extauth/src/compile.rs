@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use trellis_base::parse_duration;
 
 use crate::apikey::ApiKeyAuth;
 use crate::basic::{Algorithm, BasicAuth};
@@ -17,7 +18,6 @@ use crate::jwks::Jwks;
 use crate::jwt::{JwksSource, JwtExpectations, JwtValidator};
 use crate::opa::OpaPolicy;
 use crate::{CheckInput, Outcome};
-use trellis_base::parse_duration;
 
 const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use trellis_ratelimit::RateLimitDomain;
 
 use crate::ir::ValueMatch;
-use trellis_ratelimit::RateLimitDomain;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::{RegisterRequest, RelayClient, RenewRequest};
 use anyhow::Context;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use trellis_pki::KeyPem;
 use trellis_support::files::write_private;
+
+use crate::{RegisterRequest, RelayClient, RenewRequest};
 
 /// How the agent talks to the relay.
 pub enum RelayCredentials {

@@ -13,10 +13,8 @@
 //! Run: `scripts/bench-addons` (or `cargo bench -p trellis --bench addons`). Optional env:
 //! `BENCH_SECONDS` (per run, default 10), `BENCH_RATES` (default `1000,2000,4000`).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/support/jwt_issuer.rs"]
-mod jwt_issuer;
+use trellis_testkit as common;
+use trellis_testkit::jwt_issuer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

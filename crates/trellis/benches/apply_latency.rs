@@ -8,8 +8,7 @@
 //!
 //! Run: `cargo bench -p trellis --bench apply_latency` (or `scripts/bench-apply-latency`).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant};
 

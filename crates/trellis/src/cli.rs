@@ -1,10 +1,13 @@
 //! Command-line definitions (clap derive; doc comments are the `--help` text) and dispatch.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
-use crate::{access_cli, agent, client, cluster_cli, demo_app, extauth, gateway, mgmt, proxy, ratelimit, up};
+use trellis_agent::{self as agent, gateway, proxy};
+use trellis_cli::api_client::ServerArgs;
+use trellis_cli::{access_cli, client, cluster_cli, demo_app, up};
+use trellis_ext_auth_server as extauth;
+use trellis_mgmt as mgmt;
+use trellis_rate_limiter as ratelimit;
 
 /// Trellis: a multi-cluster service mesh that programs Envoy.
 #[derive(Debug, Parser)]
@@ -65,8 +68,6 @@ pub enum GatewayCommand {
     Ingress(gateway::IngressArgs),
 }
 
-pub use crate::api_client::ServerArgs;
-
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mgmt(args) => mgmt::run(*args).await,
@@ -88,24 +89,4 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => access_cli::audit(args).await,
         Command::DemoApp(args) => demo_app::run(args).await,
     }
-}
-
-/// Files named by `-f`: a file, every `.yaml`/`.yml`/`.json` in a directory (sorted), or `-`.
-pub fn expand_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.as_os_str() == "-" || path.is_file() {
-            files.push(path.clone());
-        } else if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            anyhow::bail!("{}: no such file or directory", path.display());
-        }
-    }
-    Ok(files)
 }

@@ -1,10 +1,10 @@
 //! AccessPolicy through real Envoy: the backend's sidecar lets in only the allowed service
 //! account, paths and methods; in dry run it denies nothing and counts what it would deny.
 
-mod common;
+use trellis_testkit as common;
 
 use common::*;
-use trellis::up::LocalMesh;
+use trellis_cli::up::LocalMesh;
 use trellis_pki::CertifiedKey;
 
 /// A workload certificate for `sa` in namespace demo, from the mesh's own root.

@@ -5,12 +5,12 @@
 //! are refused, the unprotected demo host still works, and the rate limit counts each request
 //! once (through the caller's sidecar) and counts direct plaintext calls too.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::Duration;
 
 use common::*;
-use trellis::up::LocalMesh;
+use trellis_cli::up::LocalMesh;
 use trellis_pki::CertifiedKey;
 
 const KEY: &str = "frontend-demo-key";

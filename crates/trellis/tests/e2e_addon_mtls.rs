@@ -6,7 +6,7 @@
 //! answers (the rate limiter refusing an absurd hits_addend), and traffic through Envoy works.
 //! The agent signs add-on certificates only for a registered add-on's credential.
 
-mod common;
+use trellis_testkit as common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use trellis::up::LocalMesh;
+use trellis_cli::up::LocalMesh;
 use trellis_pki::CertifiedKey;
 
 /// How a test client connects: `None` plaintext, else TLS with (client certificate or none, the

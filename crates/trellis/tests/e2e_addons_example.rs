@@ -3,10 +3,10 @@
 //! example works as documented, and that the rate limit keys on the header ext-auth added (the
 //! filters run auth first).
 
-mod common;
+use trellis_testkit as common;
 
 use common::*;
-use trellis::up::LocalMesh;
+use trellis_cli::up::LocalMesh;
 
 async fn call(mesh: &LocalMesh, key: Option<&str>, spoofed_user: Option<&str>) -> trellis_support::httpc::Response {
     let mut headers = api_key_header(key);

@@ -4,7 +4,7 @@
 //! a gateway or add-on role, not the add-on config; and the real sidecars, gateways and add-ons
 //! keep their identities and their traffic through all of it and through an agent restart.
 
-mod common;
+use trellis_testkit as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
-use trellis::up::MeshOptions;
+use trellis_cli::up::MeshOptions;
 use trellis_support::httpc;
 use trellis_xds::SECRET_TYPE;
 

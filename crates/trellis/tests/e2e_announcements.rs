@@ -1,7 +1,7 @@
 //! A cluster announces only the namespaces its KubernetesCluster allows: what its agent reports
 //! beyond them is left out of the mesh and named in the cluster's status, with real agents.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,8 @@
 //! revocable, resourceVersion preconditions, deletes admitted like applies; client certificates
 //! and OIDC ID tokens from a real provider (the `oidc-provider` npm package).
 
-mod common;
-#[path = "support/oidc_provider.rs"]
-mod oidc_provider;
+use trellis_testkit as common;
+use trellis_testkit::oidc_provider;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
@@ -14,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
-use trellis::api_client::ApiClient;
+use trellis_cli::api_client::ApiClient;
 
 const SETUP: &str = "apiVersion: admin.gloo.solo.io/v2
 kind: Workspace
@@ -416,7 +415,7 @@ async fn oidc_id_tokens_from_the_operators_provider_are_users() {
     let authorize = format!(
         "{}/auth?response_type=code&client_id=trellis-cli&redirect_uri={}&scope=openid&state=s1&nonce=n1&code_challenge={}&code_challenge_method=S256",
         provider.issuer,
-        trellis::client::encode(redirect),
+        trellis_cli::client::encode(redirect),
         challenge(verifier)
     );
     let back = provider.login(&authorize, "olivia").await;
@@ -431,7 +430,7 @@ async fn oidc_id_tokens_from_the_operators_provider_are_users() {
     let basic = base64::engine::general_purpose::STANDARD.encode("trellis-cli:cli-secret");
     let form = format!(
         "grant_type=authorization_code&code={code}&redirect_uri={}&code_verifier={verifier}",
-        trellis::client::encode(redirect)
+        trellis_cli::client::encode(redirect)
     );
     let tokens = trellis_support::httpc::request(
         "POST",

@@ -2,7 +2,7 @@
 //! document, the resource and the field; the stored config is unchanged afterwards, and
 //! accepted config survives a management server restart.
 
-mod common;
+use trellis_testkit as common;
 
 use common::*;
 

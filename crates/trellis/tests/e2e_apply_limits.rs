@@ -4,7 +4,7 @@
 //! 422 and the field path, and the store is unchanged afterwards. A registration TTL that would
 //! overflow is refused too.
 
-mod common;
+use trellis_testkit as common;
 
 use common::*;
 

@@ -1,7 +1,7 @@
 //! `trellis check` tells the truth: insecure mode is a finding, certificate expiry is reported,
 //! and a registered cluster whose agent is gone is an error with a non-zero exit.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::Duration;
 

@@ -1,13 +1,13 @@
 //! `trellis describe` reports real delivery: how many proxies run the current config (from
 //! Envoy's ACKs), and which proxy rejected a change and why (from its NACK).
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 
-async fn describe(mesh: &trellis::up::LocalMesh, kind: &str, name: &str) -> String {
+async fn describe(mesh: &trellis_cli::up::LocalMesh, kind: &str, name: &str) -> String {
     let output = tokio::process::Command::new(bin())
         .args(["describe", kind, name, "-n", "demo"])
         .env("TRELLIS_CONFIG", &mesh.api_config)
@@ -18,7 +18,7 @@ async fn describe(mesh: &trellis::up::LocalMesh, kind: &str, name: &str) -> Stri
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn wait_describe(mesh: &trellis::up::LocalMesh, kind: &str, name: &str, wanted: &str) -> String {
+async fn wait_describe(mesh: &trellis_cli::up::LocalMesh, kind: &str, name: &str, wanted: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = describe(mesh, kind, name).await;
@@ -58,7 +58,7 @@ async fn describe_reports_acks_and_the_proxy_that_rejected_a_change() {
     let out = wait_describe(&mesh, "rt", "backend", "applied to 5/5 proxies in 2 cluster(s)").await;
     assert!(out.contains("Status:      ACCEPTED (observed generation 1)"), "{out}");
 
-    let rejected = trellis::up::DEMO_ROUTE_TABLE.replace(
+    let rejected = trellis_cli::up::DEMO_ROUTE_TABLE.replace(
         "  - name: split\n",
         "  - name: split\n    matchers:\n    - uri:\n        regex: \"/(abcdef|ghijkl){4}\"\n",
     );
@@ -72,7 +72,7 @@ async fn describe_reports_acks_and_the_proxy_that_rejected_a_change() {
     assert_eq!(response.status, 200);
 
     // Fixing it brings every proxy back in sync.
-    mesh.apply("route-table.yaml", trellis::up::DEMO_ROUTE_TABLE)
+    mesh.apply("route-table.yaml", trellis_cli::up::DEMO_ROUTE_TABLE)
         .await
         .unwrap();
     wait_describe(&mesh, "rt", "backend", "applied to 5/5 proxies in 2 cluster(s)").await;

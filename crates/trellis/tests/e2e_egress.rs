@@ -1,7 +1,7 @@
 //! Egress: a host the mesh does not know is unreachable through the sidecar; an ExternalService
 //! with an ExternalEndpoint admits exactly that destination.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant};
 

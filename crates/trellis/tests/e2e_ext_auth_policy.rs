@@ -11,15 +11,11 @@
 //!
 //! Needs Envoy, slapd + ldap-utils and Node.js with the npm package: run scripts/setup.
 
-mod common;
-#[path = "support/echo.rs"]
-mod echo;
-#[path = "support/jwt_issuer.rs"]
-mod jwt_issuer;
-#[path = "support/oidc_provider.rs"]
-mod oidc_provider;
-#[path = "support/slapd.rs"]
-mod slapd;
+use trellis_testkit as common;
+use trellis_testkit::echo;
+use trellis_testkit::jwt_issuer;
+use trellis_testkit::oidc_provider;
+use trellis_testkit::slapd;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,7 +26,7 @@ use jwt_issuer::Issuer;
 use oidc_provider::OidcProvider;
 use serde_json::{Value, json};
 use slapd::Slapd;
-use trellis::up::LocalMesh;
+use trellis_cli::up::LocalMesh;
 use trellis_support::httpc::Response;
 use trellis_support::process::free_port;
 

@@ -2,7 +2,7 @@
 //! backend fails, traffic moves to the other cluster within seconds, and comes back when it
 //! recovers.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant};
 

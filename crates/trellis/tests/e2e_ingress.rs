@@ -1,7 +1,7 @@
 //! The ingress gateway through real Envoy: a VirtualGateway with a TLS listener and a mutual-TLS
 //! listener, and a RouteTable bound to it that sends shop.example.com to the mesh's backend.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -5,7 +5,7 @@
 //! keeps its stream, config and identity throughout. Then the operator rotates the cluster: the old
 //! agent's certificates stop working and a new agent joins with a new intermediate.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::Duration;
 

@@ -3,12 +3,12 @@
 //! registers with cluster-1's agent and loads the limits from it; the frontend's sidecar (real
 //! Envoy) asks it on the selected route, with counters in a real Redis.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::Duration;
 
 use common::*;
-use trellis::up::LocalMesh;
+use trellis_cli::up::LocalMesh;
 use trellis_support::process::free_port;
 
 fn policies(limiter_port: u16, deny_on_fail: bool) -> String {

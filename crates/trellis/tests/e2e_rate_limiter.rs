@@ -2,7 +2,7 @@
 //! is refused with 429 and the x-ratelimit headers, separate keys have separate budgets, and with
 //! Redis gone the filter fails open or closed as configured.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant, SystemTime};
 

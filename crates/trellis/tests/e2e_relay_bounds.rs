@@ -3,7 +3,7 @@
 //! closed, while a real agent still registers; SIGTERM ends both processes within the grace period
 //! even with an agent connected.
 
-mod common;
+use trellis_testkit as common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

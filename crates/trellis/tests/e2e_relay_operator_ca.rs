@@ -2,7 +2,7 @@
 //! (`--disable-ca-cert-generation`), no built-in CA at all (`--disable-ca`, agents bring client
 //! certificates from the operator's CA), and an operator-supplied mesh root.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, SystemTime};
 

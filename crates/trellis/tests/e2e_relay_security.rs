@@ -1,7 +1,7 @@
 //! Tries to break into the relay: every attempt is refused with a log line naming the reason and
 //! a metric, and the well-behaved agent next to it never notices.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, SystemTime};
 

@@ -1,19 +1,19 @@
 //! Killing the management server or an agent leaves traffic flowing on the last config; after a
 //! restart everything resyncs and no accepted config is lost.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::Duration;
 
 use common::*;
 
-async fn clusters(mesh: &trellis::up::LocalMesh) -> serde_json::Value {
+async fn clusters(mesh: &trellis_cli::up::LocalMesh) -> serde_json::Value {
     let response = mesh.api().unwrap().get("/api/v1/clusters").await.unwrap();
     serde_json::from_str::<serde_json::Value>(&response.body).unwrap()["clusters"].clone()
 }
 
 /// Waits until both agents are connected and run the config the server currently wants.
-async fn wait_in_sync(mesh: &trellis::up::LocalMesh) {
+async fn wait_in_sync(mesh: &trellis_cli::up::LocalMesh) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let clusters = clusters(mesh).await;

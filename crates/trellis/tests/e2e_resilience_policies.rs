@@ -1,11 +1,11 @@
 //! RetryTimeoutPolicy and FaultInjectionPolicy through real Envoy.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use trellis::up::LocalMesh;
+use trellis_cli::up::LocalMesh;
 
 /// All of backend.mesh.internal to v1 (cluster-1), on a route policies select by label.
 const V1_ROUTE: &str = "apiVersion: networking.gloo.solo.io/v2

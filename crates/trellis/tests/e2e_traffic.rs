@@ -1,7 +1,7 @@
 //! Traffic across clusters through real Envoys: a VirtualDestination whose only backend is
 //! remote, an 80/20 RouteTable split, and a weight change applied live.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::Duration;
 

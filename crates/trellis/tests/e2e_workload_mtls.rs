@@ -2,12 +2,12 @@
 //! (the east-west gateway passes TLS through by SNI); sidecars let in only mesh identities; and
 //! workload and relay certificates rotate under continuous traffic without a failed request.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use trellis::up::{LocalMesh, MeshOptions};
+use trellis_cli::up::{LocalMesh, MeshOptions};
 use trellis_pki::Authority;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,12 +2,12 @@
 //! (its sidecar's config is trimmed) nor may call it (service isolation); once both sides share,
 //! it does and may.
 
-mod common;
+use trellis_testkit as common;
 
 use std::time::Duration;
 
 use common::*;
-use trellis::up::{AppSpec, LocalMesh};
+use trellis_cli::up::{AppSpec, LocalMesh};
 
 const WORKSPACES: &str = "apiVersion: admin.gloo.solo.io/v2
 kind: Workspace

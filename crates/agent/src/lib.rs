@@ -1,0 +1,291 @@
+//! `trellis agent`: one per cluster.
+//!
+//! ```text
+//!  proxies ──register (HTTP, loopback)──▶ registry ──discovery──▶ relay client ──▶ mgmt
+//!  mgmt ──config──▶ relay client ──▶ cache file + watch<ClusterConfig> ─┐
+//!                                        registry ──────────────────────┴─▶ per-proxy Envoy snapshots ─▶ ADS ─▶ Envoy
+//! ```
+//!
+//! The agent keeps serving its last good config while the relay is down, and reloads it from
+//! its cache after a restart, so neither a management server outage nor an agent restart
+//! changes what running proxies do.
+//!
+//! Its local ports are open to every process on the host, so nothing on them is served on a
+//! claim alone: every registration gets its own credential, and its Envoy an xDS client
+//! certificate (mutual TLS on the xDS port, from a CA that never leaves the agent); sidecars
+//! claim only identities `--allow-namespace`/`--allow-service-account` list; gateways and
+//! add-ons need the role secret (see `registry`, `xds_tls`, `policy`, `role_secret`).
+//!
+//! The clients of that local API live here too, so that one crate holds both ends of it (as
+//! `trellis-relay` does for the relay): [`proxy`] (`trellis proxy`: a sidecar registers and runs
+//! its Envoy), [`gateway`] (`trellis gateway east-west|ingress`) and [`addon_client`] (the
+//! add-ons register, long-poll their config and keep a mesh certificate).
+
+pub mod addon_client;
+pub mod addon_config;
+mod addon_identity;
+pub mod gateway;
+mod mesh_identity;
+mod policy;
+pub mod proxy;
+mod registry;
+mod relay_client;
+pub mod role_secret;
+mod xds_source;
+pub mod xds_tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use trellis_model::ClusterConfig;
+use trellis_relay::client::{CredentialOptions, RelayCredentials};
+
+pub use registry::{AddonKind, AddonRegistration, IngressRegistration, MAX_BODY, ProxyRegistration, RegisteredGateway};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// This cluster's name, unique in the mesh.
+    #[arg(long)]
+    pub cluster: String,
+    /// The management server's relay address (host:port).
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    pub mgmt: String,
+    /// Directory for the agent's config cache; created if missing.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Local workload registration API (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9977")]
+    pub registry_addr: SocketAddr,
+    /// ADS (xDS) server for this cluster's Envoys (loopback only).
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_addr: SocketAddr,
+    /// Plaintext relay, no certificates: only against a management server run with --insecure.
+    #[arg(long)]
+    pub insecure: bool,
+    /// The name the relay server certificate must carry.
+    #[arg(long, default_value = "trellis-mgmt.trellis")]
+    pub relay_authority: String,
+    /// The relay root CA (PEM) that the server certificate must chain to (rootTlsSecret).
+    #[arg(long)]
+    pub root_ca: Option<PathBuf>,
+    /// A client certificate and key from the operator's CA (clientTlsSecret), instead of registering.
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+    /// One-time registration token from `trellis cluster register NAME`.
+    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Lifetime of the workload certificates this agent issues; renewed at two thirds.
+    #[arg(long, default_value = "1h")]
+    pub workload_cert_ttl: String,
+    /// Lifetime of the client certificates proxies present on the xDS port; renewed at two
+    /// thirds. Each is honoured only while its registration lives, whatever its dates.
+    #[arg(long, default_value = "24h")]
+    pub xds_client_cert_ttl: String,
+    /// A namespace whose identities (any service account) sidecars may claim here; repeatable
+    /// or comma separated; `*` for any. With neither this nor --allow-service-account, no
+    /// sidecar may register.
+    #[arg(long = "allow-namespace", value_delimiter = ',')]
+    pub allow_namespaces: Vec<String>,
+    /// One identity sidecars may claim here, `NAMESPACE/SERVICE_ACCOUNT`; repeatable or comma
+    /// separated.
+    #[arg(long = "allow-service-account", value_delimiter = ',')]
+    pub allow_service_accounts: Vec<String>,
+    /// A namespace whose identities gateways and add-ons (with the role secret) may take;
+    /// repeatable or comma separated [default: trellis, gloo-mesh]
+    #[arg(long = "allow-gateway-namespace", value_delimiter = ',')]
+    pub allow_gateway_namespaces: Vec<String>,
+    /// The secret gateways and add-ons must present to register (they receive other workloads'
+    /// traffic); generated (mode 0600) if missing. Default `<data-dir>/role-secret`. A copy is
+    /// published for local clients of this user, so `trellis gateway` and the add-ons on this
+    /// host find it without a flag.
+    #[arg(long)]
+    pub role_secret_file: Option<PathBuf>,
+}
+
+/// The config an agent serves, with its relay version (what proxies and the management server
+/// compare delivery by).
+#[derive(Debug)]
+pub struct AppliedConfig {
+    pub version: String,
+    pub config: ClusterConfig,
+}
+
+impl std::ops::Deref for AppliedConfig {
+    type Target = ClusterConfig;
+
+    fn deref(&self) -> &ClusterConfig {
+        &self.config
+    }
+}
+
+pub struct Agent {
+    pub cluster: String,
+    pub config: watch::Sender<Option<Arc<AppliedConfig>>>,
+    /// The sections of the config held, which relay deltas change.
+    pub receiver: std::sync::Mutex<trellis_relay::delivery::Receiver>,
+    pub registry: Arc<registry::Registry>,
+    pub relay_connected: std::sync::atomic::AtomicBool,
+    pub credentials: Arc<RelayCredentials>,
+    /// The cluster's intermediate CA, once signed (or loaded from the cache).
+    pub mesh: watch::Sender<Option<Arc<mesh_identity::ClusterCa>>>,
+    pub certs: Arc<mesh_identity::WorkloadCerts>,
+    pub snapshots: Arc<xds_source::ProxySnapshots>,
+    pub board: trellis_xds::ProxyStatusBoard,
+    /// Where the registration API listens; told to the management server for `trellis check`.
+    pub registry_addr: SocketAddr,
+    cache_path: PathBuf,
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".trellis/agent-{}", args.cluster)));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create --data-dir {}", data_dir.display()))?;
+    let cache_path = data_dir.join("config.json");
+    let cached = relay_client::load_cache(&cache_path, &args.cluster);
+    let receiver = cached
+        .as_ref()
+        .map(trellis_relay::delivery::Receiver::holding)
+        .unwrap_or_default();
+    let cached = cached.map(|config| {
+        tracing::info!(version = %receiver.version(), "serving cached config until the management server answers");
+        Arc::new(AppliedConfig {
+            version: receiver.version().to_string(),
+            config,
+        })
+    });
+    let credentials = RelayCredentials::load(CredentialOptions {
+        insecure: args.insecure,
+        authority: &args.relay_authority,
+        root_ca: args.root_ca.as_deref(),
+        client_cert: args.client_cert.as_deref(),
+        client_key: args.client_key.as_deref(),
+        token: args.token.clone(),
+        data_dir: &data_dir,
+    })?;
+    if args.insecure {
+        tracing::warn!(
+            "INSECURE: the relay runs in plaintext without authentication; for demos only, never in production"
+        );
+    }
+    let workload_ttl = trellis_base::parse_duration(&args.workload_cert_ttl).context("--workload-cert-ttl")?;
+    let policy = policy::AdmissionPolicy::new(&args.allow_namespaces, &args.allow_service_accounts)?
+        .with_gateway_namespaces(&args.allow_gateway_namespaces)?;
+    if policy.admits_nothing() {
+        tracing::warn!(
+            "no --allow-namespace or --allow-service-account: no sidecar can register with this agent (gateways and add-ons can, with the role secret)"
+        );
+    } else {
+        tracing::info!(allowed = %policy.describe(), "sidecars may claim these identities");
+    }
+    let role_secret_path = args
+        .role_secret_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("role-secret"));
+    let role_secret = role_secret::load_or_create(&role_secret_path)?;
+    let xds_client_ttl = trellis_base::parse_duration(&args.xds_client_cert_ttl).context("--xds-client-cert-ttl")?;
+    let xds_ca = Arc::new(xds_tls::XdsCa::load_or_create(&data_dir, xds_client_ttl)?);
+    let xds_tls_config = xds_ca.server_config(args.xds_addr.ip())?;
+    let registry = Arc::new(registry::Registry::new(
+        args.xds_addr,
+        policy,
+        &role_secret,
+        Some(data_dir.join("registrations.json")),
+        xds_ca,
+        std::time::Instant::now(),
+    ));
+    let mesh_dir = mesh_identity::mesh_dir(&data_dir);
+    let mut metrics_registry = prometheus_client::registry::Registry::default();
+    let xds_metrics = trellis_xds::XdsMetrics::register(&mut metrics_registry);
+    let source = Arc::new(xds_source::ProxySnapshots::new(registry.clone()));
+    let ads = trellis_xds::AdsServer::new(source.clone(), xds_metrics);
+    let board = ads.status();
+    let agent = Arc::new(Agent {
+        cluster: args.cluster.clone(),
+        config: watch::Sender::new(cached),
+        receiver: std::sync::Mutex::new(receiver),
+        registry,
+        relay_connected: Default::default(),
+        credentials: Arc::new(credentials),
+        mesh: watch::Sender::new(mesh_identity::ClusterCa::load(&mesh_dir).map(Arc::new)),
+        certs: Arc::new(mesh_identity::WorkloadCerts::new(workload_ttl)),
+        snapshots: source.clone(),
+        board: board.clone(),
+        registry_addr: args.registry_addr,
+        cache_path,
+    });
+
+    tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));
+    tokio::spawn(registry::expire_loop(agent.clone()));
+    tokio::spawn(relay_client::run(agent.clone(), args.mgmt.clone()));
+    tokio::spawn(relay_client::keep_cache(agent.clone()));
+    tokio::spawn(trellis_relay::client::renew_loop(
+        agent.credentials.clone(),
+        args.mgmt.clone(),
+        args.cluster.clone(),
+    ));
+    tokio::spawn(mesh_identity::keep_cluster_ca(
+        agent.clone(),
+        args.mgmt.clone(),
+        mesh_dir,
+    ));
+    tokio::spawn(agent.certs.clone().watch_due());
+
+    // Published before the registration API listens, so a gateway or add-on started with the
+    // agent finds the current secret by the time its registration can be answered.
+    let published = role_secret::publish(&role_secret, args.registry_addr.port());
+    if let Some(path) = &published {
+        tracing::info!(path = %path.display(), "role secret published for local gateways and add-ons");
+    }
+    let registry_listener = tokio::net::TcpListener::bind(args.registry_addr)
+        .await
+        .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
+    let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("cannot listen on --xds-addr {}", args.xds_addr))?;
+    tracing::info!(cluster = %args.cluster, mgmt = %args.mgmt, registry = %args.registry_addr, xds = %args.xds_addr, "agent started");
+    if !args.registry_addr.ip().is_loopback() {
+        // Registrations need credentials, but the read endpoints (workload list, delivery status,
+        // metrics) answer whoever reaches the port: fine on loopback, an information leak beyond.
+        tracing::warn!(
+            registry = %args.registry_addr,
+            "--registry-addr is not a loopback address: its read endpoints (/v1/proxies, /v1/status, /metrics) answer any host that reaches it; bind it to loopback or firewall it"
+        );
+    }
+
+    let api = axum::serve(
+        registry_listener,
+        registry::router(agent.clone(), board, Arc::new(metrics_registry)),
+    );
+    let shutdown = trellis_support::process::Shutdown::on_signal();
+    let stop = shutdown.clone();
+    let xds = tonic::transport::Server::builder()
+        .add_service(ads.into_service())
+        .serve_with_incoming_shutdown(xds_tls::incoming(xds_listener, xds_tls_config), async move {
+            stop.requested().await
+        });
+    let servers = async {
+        tokio::select! {
+            result = api => result.context("registry API failed"),
+            result = xds => result.context("xDS server failed"),
+        }
+    };
+    // Envoys keep their ADS streams open for as long as they run: after SIGTERM the agent gives
+    // them the grace period, then exits anyway (they keep their config and reconnect).
+    let outcome =
+        trellis_support::process::drain(&shutdown, servers, trellis_support::process::SHUTDOWN_GRACE, "agent")
+            .await
+            .unwrap_or(Ok(()));
+    if published.is_some() {
+        role_secret::unpublish(&role_secret, args.registry_addr.port());
+    }
+    outcome?;
+    tracing::info!("agent stopped");
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Apply-time checks that need more than one resource: every ExtAuthPolicy's auth config, with
+//! its Secrets and ConfigMaps resolved as the translator resolves them, must compile in the
+//! ext-auth engine (Rego parses, JWKS keys load, boolean expressions name real configs, LDAP and
+//! OIDC settings are complete). A policy that would not compile is refused here, so the running
+//! config never holds one; the ext-auth add-on would otherwise deny its routes.
+//!
+//! A change to a ConfigMap or Secret alone can break a policy that was fine (a Rego module with a
+//! syntax error): those are refused too, naming the policy they would break.
+
+use std::collections::BTreeMap;
+
+use trellis_api::{ApiError, DocumentError, Kind, Resource, ResourceKey};
+use trellis_model::Snapshot;
+
+/// Config id (`namespace.name`) -> why it does not compile.
+fn failures(resources: Vec<Resource>) -> BTreeMap<String, String> {
+    let snapshot = Snapshot::new(resources, BTreeMap::new());
+    let mut failures = BTreeMap::new();
+    for entry in trellis_translate::auth_configs(&snapshot) {
+        match trellis_extauth::CompiledAuthConfig::compile(&entry.id, &entry.spec) {
+            Err(error) => {
+                failures.insert(entry.id.clone(), error.to_string());
+            }
+            Ok(compiled) => {
+                // The I/O-backed types are checked by the server modules' own (I/O-free) parsers.
+                for step in &compiled.steps {
+                    let checked = match &step.evaluator {
+                        trellis_extauth::Evaluator::Ldap(config) => {
+                            trellis_ext_auth_server::ldap::Ldap::from_config(config).map(|_| ())
+                        }
+                        trellis_extauth::Evaluator::Oidc(config) => {
+                            trellis_ext_auth_server::oidc::Oidc::from_config(config, None).map(|_| ())
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(error) = checked {
+                        failures.insert(entry.id.clone(), format!("{}: {} ({error:#})", entry.id, step.name));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// Refuses `batch` when it would leave an ExtAuthPolicy whose auth config does not compile.
+pub fn check(source: &str, stored: Vec<Resource>, batch: &[Resource]) -> Result<(), ApiError> {
+    let touches_auth = batch
+        .iter()
+        .any(|r| matches!(r.kind(), Kind::ExtAuthPolicy | Kind::Secret | Kind::ConfigMap));
+    if !touches_auth {
+        return Ok(());
+    }
+    let before = failures(stored.clone());
+    let mut merged: BTreeMap<ResourceKey, Resource> = stored.into_iter().map(|r| (r.key(), r)).collect();
+    for resource in batch {
+        merged.insert(resource.key(), resource.clone());
+    }
+    let after = failures(merged.into_values().collect());
+    let in_batch = |id: &str| {
+        batch.iter().position(|r| {
+            r.kind() == Kind::ExtAuthPolicy && format!("{}.{}", r.metadata.namespace, r.metadata.name) == id
+        })
+    };
+    let errors: Vec<DocumentError> = after
+        .into_iter()
+        .filter(|(id, message)| in_batch(id).is_some() || before.get(id) != Some(message))
+        .map(|(id, message)| {
+            let (namespace, name) = id.split_once('.').unwrap_or(("", &id));
+            let document = in_batch(&id)
+                .or_else(|| {
+                    batch
+                        .iter()
+                        .position(|r| matches!(r.kind(), Kind::Secret | Kind::ConfigMap))
+                })
+                .unwrap_or(0);
+            DocumentError {
+                source: source.to_string(),
+                document: document + 1,
+                resource: Some(format!("ExtAuthPolicy/{namespace}/{name}")),
+                field: Some("spec.config.glooAuth".to_string()),
+                message: format!("the auth config does not compile: {message}"),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+/// Refuses deleting `keys` when an ExtAuthPolicy uses what they hold (a Secret's API keys or
+/// client secret, a ConfigMap's Rego): its resolved auth config would change under it, and the
+/// add-on would start denying its routes. A delete passes admission as an apply does.
+pub fn check_delete(source: &str, stored: Vec<Resource>, keys: &[ResourceKey]) -> Result<(), ApiError> {
+    let touches_auth = keys.iter().any(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap));
+    if !touches_auth {
+        return Ok(());
+    }
+    let resolved = |resources: Vec<Resource>| -> BTreeMap<String, serde_json::Value> {
+        let snapshot = Snapshot::new(resources, BTreeMap::new());
+        trellis_translate::auth_configs(&snapshot)
+            .into_iter()
+            .map(|entry| (entry.id, entry.spec))
+            .collect()
+    };
+    let before = resolved(stored.clone());
+    let after = resolved(stored.into_iter().filter(|r| !keys.contains(&r.key())).collect());
+    let document = keys
+        .iter()
+        .position(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap))
+        .unwrap_or(0);
+    let errors: Vec<DocumentError> = after
+        .iter()
+        .filter(|(id, spec)| before.get(*id) != Some(spec))
+        .map(|(id, _)| {
+            let (namespace, name) = id.split_once('.').unwrap_or(("", id));
+            DocumentError {
+                source: source.to_string(),
+                document: document + 1,
+                resource: Some(keys[document].to_string()),
+                field: None,
+                message: format!(
+                    "ExtAuthPolicy/{namespace}/{name} uses it: its auth config would lose what this holds; change or delete the policy first"
+                ),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Vec<Resource> {
+        trellis_api::parse_documents("test.yaml", text).unwrap()
+    }
+
+    const POLICY: &str = "apiVersion: security.policy.gloo.solo.io/v2
+kind: ExtAuthPolicy
+metadata: {name: admin, namespace: demo}
+spec:
+  config:
+    server: {name: ext-auth}
+    glooAuth:
+      configs:
+      - name: opa
+        opaAuth: {modules: [{name: policy}], query: data.admin.allow == true}
+";
+
+    fn config_map(rego: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: policy, namespace: demo}}\ndata:\n  policy.rego: {rego:?}\n"
+        )
+    }
+
+    #[test]
+    fn refuses_a_policy_whose_rego_does_not_parse_and_names_it() {
+        let batch = parse(&format!("{}---\n{POLICY}", config_map("package admin\nallow {{{")));
+        let error = check("policy.yaml", Vec::new(), &batch).unwrap_err().to_string();
+        assert!(error.contains("ExtAuthPolicy/demo/admin"), "{error}");
+        assert!(error.contains("spec.config.glooAuth"), "{error}");
+        let good = parse(&format!(
+            "{}---\n{POLICY}",
+            config_map("package admin\ndefault allow := false\n")
+        ));
+        check("policy.yaml", Vec::new(), &good).unwrap();
+    }
+
+    #[test]
+    fn a_config_map_change_that_breaks_a_stored_policy_is_refused() {
+        let stored = parse(&format!(
+            "{}---\n{POLICY}",
+            config_map("package admin\ndefault allow := false\n")
+        ));
+        let broken = parse(&config_map("package admin\nallow {{{"));
+        let error = check("cm.yaml", stored.clone(), &broken).unwrap_err().to_string();
+        assert!(
+            error.contains("ExtAuthPolicy/demo/admin") && error.contains("document 1"),
+            "{error}"
+        );
+        // Unrelated applies are never refused for it.
+        let unrelated = parse(
+            "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {name: x, namespace: demo}\nspec: {hosts: [x.mesh], ports: [{number: 80}]}\n",
+        );
+        check("vd.yaml", stored, &unrelated).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_boolean_expression_naming_a_missing_config() {
+        let batch = parse(
+            "apiVersion: security.policy.gloo.solo.io/v2
+kind: ExtAuthPolicy
+metadata: {name: both, namespace: demo}
+spec:
+  config:
+    server: {name: ext-auth}
+    glooAuth:
+      booleanExpr: basic1 || nope
+      configs:
+      - name: basic1
+        basicAuth: {realm: r, apr: {users: {}}}
+",
+        );
+        let error = check("policy.yaml", Vec::new(), &batch).unwrap_err().to_string();
+        assert!(error.contains("nope"), "{error}");
+    }
+}

@@ -1,0 +1,360 @@
+//! `GET /api/v1/check`: what `trellis check` reports. Every finding says what is wrong and the
+//! fix; the CLI exits non-zero when any finding is an error, so scripts can trust it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use serde_json::json;
+
+use super::Mgmt;
+use super::pki::RelaySecurity;
+
+/// Certificates closer than this to expiry are a warning.
+const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86400);
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    /// `ok`, `warning` or `error`.
+    pub severity: &'static str,
+    pub check: String,
+    pub message: String,
+}
+
+fn finding(severity: &'static str, check: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding {
+        severity,
+        check: check.into(),
+        message: message.into(),
+    }
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn human(seconds: u64) -> String {
+    match seconds {
+        s if s >= 2 * 86400 => format!("{} days", s / 86400),
+        s if s >= 3600 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}m {}s", s / 60, s % 60),
+    }
+}
+
+/// A finding about a certificate valid from `not_before` to `not_after` (Unix seconds). One that
+/// Trellis renews itself is a warning once it is late for renewal (under a quarter of its life
+/// left; renewal happens at two thirds); any other once it has under a week left.
+pub fn expiry(check: &str, what: &str, (not_before, not_after): (u64, u64), now: u64, renewed: bool) -> Finding {
+    if not_after <= now {
+        return finding("error", check, format!("{what} expired {} ago", human(now - not_after)));
+    }
+    let left = not_after - now;
+    let threshold = if renewed {
+        not_after.saturating_sub(not_before) / 4
+    } else {
+        EXPIRY_WARNING.as_secs()
+    };
+    if left < threshold {
+        let why = if renewed { " and was not renewed in time" } else { "" };
+        finding("warning", check, format!("{what} expires in {}{why}", human(left)))
+    } else {
+        finding("ok", check, format!("{what} valid for {}", human(left)))
+    }
+}
+
+fn cert_expiry(check: &str, what: &str, pem: &str, now: u64) -> Finding {
+    match trellis_pki::inspect_pem(pem) {
+        Ok(info) => expiry(check, what, (unix(info.not_before), unix(info.not_after)), now, false),
+        Err(error) => finding("error", check, format!("{what} cannot be read: {error}")),
+    }
+}
+
+/// Every listener the server opens, judged as an attacker would see it: who can reach it and
+/// what it asks of them.
+fn door_findings(doors: &super::api_access::Doors, relay_insecure: bool) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let exposed = |addr: &std::net::SocketAddr| !addr.ip().is_loopback();
+    let strict = if doors.production { "error" } else { "warning" };
+    let mut methods = vec!["admin token", "API tokens"];
+    if doors.api_client_certificates {
+        methods.push("client certificates");
+    }
+    if doors.api_oidc {
+        methods.push("OIDC ID tokens");
+    }
+    if doors.api_tls {
+        findings.push(finding(
+            "ok",
+            "api-security",
+            format!(
+                "API on {} uses HTTPS; every request but /healthz is authenticated ({}) and authorized by RBAC",
+                doors.api_addr,
+                methods.join(", ")
+            ),
+        ));
+    } else {
+        let severity = if exposed(&doors.api_addr) { "error" } else { strict };
+        findings.push(finding(
+            severity,
+            "api-security",
+            format!(
+                "API on {} is plain HTTP (--api-insecure-plaintext): tokens cross the network in clear; drop the flag",
+                doors.api_addr
+            ),
+        ));
+    }
+    if exposed(&doors.admin_addr) {
+        findings.push(finding(
+            "warning",
+            "admin-listener",
+            format!(
+                "metrics and health on {} answer anyone who reaches it, without authentication: bind --admin-addr to loopback or restrict it to your Prometheus",
+                doors.admin_addr
+            ),
+        ));
+    } else {
+        findings.push(finding(
+            "ok",
+            "admin-listener",
+            format!("metrics and health on loopback ({})", doors.admin_addr),
+        ));
+    }
+    if relay_insecure && exposed(&doors.relay_addr) {
+        findings.push(finding(
+            "error",
+            "relay-listener",
+            format!(
+                "the plaintext relay listens on {}: any host that reaches it can claim a cluster; drop --insecure",
+                doors.relay_addr
+            ),
+        ));
+    }
+    for ca in &doors.generated_cas {
+        let message = format!(
+            "the {ca} is self-signed and was generated by the management server: supply your own CA for production (see --help)"
+        );
+        findings.push(finding(
+            if doors.production { "error" } else { "ok" },
+            "generated-ca",
+            message,
+        ));
+    }
+    findings
+}
+
+/// An agent whose registration API listens off loopback: registering needs credentials, but its
+/// read endpoints (workloads, delivery status, metrics) answer whoever reaches the port.
+fn agent_listener(check: &str, cluster: &str, address: &str) -> Option<Finding> {
+    let address: std::net::SocketAddr = address.parse().ok()?;
+    (!address.ip().is_loopback()).then(|| {
+        finding(
+            "warning",
+            check,
+            format!(
+                "the agent of {cluster} serves its registration API on {address}, off loopback: its read endpoints (/v1/proxies, /v1/status, /metrics) answer anyone who reaches it; bind --registry-addr to loopback or firewall it"
+            ),
+        )
+    })
+}
+
+pub fn findings(mgmt: &Mgmt, now: u64) -> Vec<Finding> {
+    let mut findings = door_findings(&mgmt.api.doors, matches!(mgmt.relay, RelaySecurity::Insecure));
+    match &mgmt.relay {
+        RelaySecurity::Insecure => findings.push(finding(
+            "warning",
+            "relay-security",
+            "the relay runs --insecure: plaintext and unauthenticated; restart the management server and agents without --insecure",
+        )),
+        RelaySecurity::Tls(tls) => {
+            let mode = if tls.signer.is_some() { "built-in CA, registration tokens" } else { "operator client certificates (--disable-ca)" };
+            findings.push(finding("ok", "relay-security", format!("relay uses mutual TLS ({mode}), authority {}", tls.authority)));
+            findings.push(cert_expiry("relay-server-certificate", "relay server certificate", &tls.server.cert_pem, now));
+            if let Some(signer) = &tls.signer {
+                findings.push(cert_expiry("relay-signing-ca", "relay signing CA", &signer.cert_pem, now));
+            }
+            findings.push(cert_expiry("relay-root-ca", "relay root CA", &tls.root_pem, now));
+        }
+    }
+    findings.push(cert_expiry(
+        "mesh-root-ca",
+        "mesh root CA",
+        &mgmt.mesh.root.root_pem(),
+        now,
+    ));
+    let (stored, translated) = (mgmt.store.revision(), mgmt.published().revision);
+    findings.push(if stored > translated {
+        finding(
+            "warning",
+            "translation",
+            format!("the translator has taken in store revision {translated} of {stored}: the latest changes are not in the agents' configs yet"),
+        )
+    } else {
+        finding("ok", "translation", format!("every change (store revision {stored}) is translated"))
+    });
+    for (cluster, status) in super::api::cluster_statuses(mgmt) {
+        let check = format!("cluster/{cluster}");
+        if status["connected"] != true {
+            let hint = match status["lastError"].as_str() {
+                // It did connect, and the stream broke: that is the reason, not a missing agent.
+                Some(error) if status["registered"] == true => format!("its relay stream failed: {error}"),
+                _ if status["registered"] == true => "start its agent".to_string(),
+                _ => "register it with `trellis cluster register`".to_string(),
+            };
+            findings.push(finding(
+                "error",
+                &check,
+                format!("the agent of {cluster} is not connected: {hint}"),
+            ));
+            continue;
+        }
+        if let Some(finding) = status["registryAddress"]
+            .as_str()
+            .and_then(|a| agent_listener(&check, cluster.as_str(), a))
+        {
+            findings.push(finding);
+        }
+        if let Some(nack) = status["nack"].as_str() {
+            findings.push(finding(
+                "error",
+                &check,
+                format!("the agent of {cluster} rejected the last config: {nack}"),
+            ));
+        } else if status["ackedVersion"] != status["currentVersion"] {
+            findings.push(finding(
+                "warning",
+                &check,
+                format!("the agent of {cluster} does not run the current config yet"),
+            ));
+        } else {
+            findings.push(finding(
+                "ok",
+                &check,
+                format!("the agent of {cluster} is connected and runs the current config"),
+            ));
+        }
+        let validity = |key: &str| -> Option<(u64, u64)> { serde_json::from_value(status[key].clone()).ok() };
+        if let Some(validity) = validity("clientCertValidity") {
+            findings.push(expiry(
+                &check,
+                &format!("the relay client certificate of {cluster}"),
+                validity,
+                now,
+                true,
+            ));
+        }
+        if let Some(validity) = validity("intermediateValidity") {
+            findings.push(expiry(
+                &check,
+                &format!("the mesh intermediate CA of {cluster}"),
+                validity,
+                now,
+                true,
+            ));
+        }
+    }
+    findings
+}
+
+pub async fn report(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
+    let findings = findings(&mgmt, unix(SystemTime::now()));
+    let errors = findings.iter().filter(|f| f.severity == "error").count();
+    let warnings = findings.iter().filter(|f| f.severity == "warning").count();
+    Json(json!({ "findings": findings, "errors": errors, "warnings": warnings }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doors() -> crate::api_access::Doors {
+        crate::api_access::Doors {
+            api_addr: "127.0.0.1:8090".parse().unwrap(),
+            api_tls: true,
+            api_client_certificates: false,
+            api_oidc: true,
+            admin_addr: "127.0.0.1:9091".parse().unwrap(),
+            relay_addr: "0.0.0.0:9900".parse().unwrap(),
+            production: false,
+            generated_cas: vec!["relay root CA"],
+        }
+    }
+
+    fn severity_of<'a>(findings: &'a [Finding], check: &str) -> Vec<&'a str> {
+        findings
+            .iter()
+            .filter(|f| f.check == check)
+            .map(|f| f.severity)
+            .collect()
+    }
+
+    #[test]
+    fn an_agent_listening_off_loopback_is_reported() {
+        assert!(agent_listener("cluster/c1", "c1", "127.0.0.1:9977").is_none());
+        assert!(agent_listener("cluster/c1", "c1", "[::1]:9977").is_none());
+        let finding = agent_listener("cluster/c1", "c1", "0.0.0.0:9977").unwrap();
+        assert_eq!(finding.severity, "warning");
+        assert!(finding.message.contains("0.0.0.0:9977"), "{}", finding.message);
+        assert!(
+            agent_listener("cluster/c1", "c1", "").is_none(),
+            "an older agent says nothing"
+        );
+    }
+
+    #[test]
+    fn open_doors_are_reported() {
+        let secure = door_findings(&doors(), false);
+        assert!(secure.iter().all(|f| f.severity == "ok"), "{secure:?}");
+        assert!(secure[0].message.contains("OIDC ID tokens"));
+
+        let mut open = doors();
+        open.api_tls = false;
+        open.api_addr = "0.0.0.0:8090".parse().unwrap();
+        open.admin_addr = "0.0.0.0:9091".parse().unwrap();
+        let findings = door_findings(&open, true);
+        assert_eq!(severity_of(&findings, "api-security"), ["error"]);
+        assert_eq!(severity_of(&findings, "admin-listener"), ["warning"]);
+        assert_eq!(severity_of(&findings, "relay-listener"), ["error"]);
+
+        let mut production = doors();
+        production.production = true;
+        assert_eq!(
+            severity_of(&door_findings(&production, false), "generated-ca"),
+            ["error"]
+        );
+        production.api_tls = false;
+        assert_eq!(
+            severity_of(&door_findings(&production, false), "api-security"),
+            ["error"]
+        );
+    }
+
+    #[test]
+    fn expiry_findings_by_time_left() {
+        let day = 86400;
+        // (validity, now, renewed by Trellis, severity)
+        let cases = [
+            ((0, 100), 100, false, "error"),
+            ((0, 100 + 6 * day), 100, false, "warning"),
+            ((0, 100 + 8 * day), 100, false, "ok"),
+            // A 24 h certificate renewed at 16 h: fine at 20 h left, late at 5 h left.
+            ((0, day), day - 20 * 3600, true, "ok"),
+            ((0, day), day - 5 * 3600, true, "warning"),
+        ];
+        for (validity, now, renewed, severity) in cases {
+            assert_eq!(
+                expiry("c", "cert", validity, now, renewed).severity,
+                severity,
+                "{validity:?} at {now}"
+            );
+        }
+        assert!(
+            expiry("c", "cert", (0, 40), 100, false)
+                .message
+                .contains("expired 1m 0s ago")
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! `trellis rate-limiter`: Envoy's rate limit service (`envoy.service.ratelimit.v3`), with the
 //! counters in Redis: fixed windows per unit, every descriptor of a request counted in one
-//! pipelined, atomic round trip.
+//! pipelined, atomic round trip. Which limit a descriptor falls under (and the envoyproxy/ratelimit
+//! files of `--config`) is the pure engine's, `trellis-ratelimit`; this crate is the I/O around it.
 //!
 //! When Redis cannot be reached the call fails, and the Envoy filter's `failure_mode_deny`
 //! decides: let the request through (fail open, the default) or refuse it (fail closed).

@@ -13,7 +13,7 @@ use common::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// The relay's per-address handshake limit (mgmt/tls.rs `RelayLimits::default`).
+/// The relay's per-address handshake limit (`trellis_relay::listener::RelayLimits::default`).
 const HANDSHAKES_PER_IP: usize = 8;
 /// Its handshake timeout.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -41,6 +41,7 @@ use super::api_auth::Identity;
 use super::Mgmt;
 use super::metrics::ResultLabel;
 use super::pki::RelaySecurity;
+use super::translator::Published;
 
 /// Request bodies above this are refused (413) before they are read whole.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -463,8 +464,8 @@ async fn list(
         })
         .cloned()
         .collect();
-    let translation = mgmt.translation();
-    let items: Vec<_> = items.iter().map(|r| with_status(r, &translation)).collect();
+    let published = mgmt.published();
+    let items: Vec<_> = items.iter().map(|r| with_status(r, &published)).collect();
     Ok(Json(json!({ "items": items })))
 }
 
@@ -483,16 +484,16 @@ async fn get_one(
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
     authorize_read(&mgmt, &identity, &key)?;
     match mgmt.store.get(&key)? {
-        Some(resource) => Ok(Json(with_status(&resource, &mgmt.translation()))),
+        Some(resource) => Ok(Json(with_status(&resource, &mgmt.published()))),
         None => Err(ApiFailure::NotFound(key.to_string())),
     }
 }
 
 /// The resource as stored, with the status translation gave it.
 /// Secrets' values are never shown: their keys are.
-fn with_status(resource: &trellis_api::Resource, translation: &trellis_translate::Translation) -> serde_json::Value {
+fn with_status(resource: &trellis_api::Resource, published: &Published) -> serde_json::Value {
     let mut value = redacted(resource);
-    if let Some(status) = translation.statuses.get(&resource.key().to_string()) {
+    if let Some(status) = published.statuses.get(&resource.key().to_string()) {
         value["status"] = serde_json::to_value(status).expect("status serializes");
     }
     value
@@ -532,7 +533,6 @@ async fn describe(
         return Err(ApiFailure::NotFound(key.to_string()));
     };
     let published = mgmt.published();
-    let translation = &published.translation;
     // Until the translator has caught up with this resource's last write, the status and the
     // delivery figures would describe the previous generation: say so instead.
     if resource.metadata.resource_version > published.revision {
@@ -549,7 +549,7 @@ async fn describe(
             json!({ "resource": value, "delivery": { "summary": summary, "clusters": {}, "rejected": [] } }),
         ));
     }
-    let value = with_status(&resource, translation);
+    let value = with_status(&resource, &published);
     let clusters: Vec<String> = value["status"]["clusters"]
         .as_array()
         .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
@@ -841,7 +841,7 @@ async fn registration(
 }
 
 async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
-    let mut value = serde_json::to_value(&*mgmt.translation()).expect("translation serializes");
+    let mut value = serde_json::to_value(mgmt.published().to_translation()).expect("translation serializes");
     redact_secrets(&mut value);
     Json(value)
 }

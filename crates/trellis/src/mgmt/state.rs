@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use trellis_model::ClusterDiscovery;
 use trellis_store::Store;
-use trellis_translate::Translation;
 
 use super::metrics::MgmtMetrics;
 use super::pki::{MeshCa, RelaySecurity};
@@ -81,8 +80,7 @@ impl Mgmt {
         token_ttl: Duration,
         api: super::api_access::ApiAccess,
     ) -> anyhow::Result<(Arc<Self>, Translator)> {
-        let translator = Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?;
-        let first = translator.translate(&Published::default());
+        let (translator, first) = Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?;
         let mut agents = BTreeMap::new();
         let mut discovery_hashes = BTreeMap::new();
         for discovery in store.discoveries()? {
@@ -127,10 +125,6 @@ impl Mgmt {
 
     pub fn published(&self) -> Arc<Published> {
         self.published.borrow().clone()
-    }
-
-    pub fn translation(&self) -> Arc<Translation> {
-        self.published.borrow().translation.clone()
     }
 
     /// Records an agent's discovery in the store (whose feed drives translation), unless it is

@@ -94,9 +94,11 @@ impl Translator {
             revision: 0,
             resources: BTreeMap::new(),
             snapshot: Snapshot::default(),
+            // Replaced by the translation of what the store holds, once read.
             incremental: Incremental::new(&Snapshot::default()),
         };
         translator.read_all()?;
+        translator.incremental = Incremental::new(&translator.snapshot);
         let published = translator.full(&Published::default(), None);
         Ok((translator, published))
     }

@@ -24,7 +24,7 @@ mod stream;
 
 pub use metrics::XdsMetrics;
 pub use server::{AdsServer, SnapshotSource, StreamPeer};
-pub use snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, Snapshot};
+pub use snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resource, SECRET_TYPE, Snapshot};
 pub use status::{ProxyStatus, ProxyStatusBoard, TypeStatus};
 pub use stream::{Outcome, StreamState};
 

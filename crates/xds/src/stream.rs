@@ -10,7 +10,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
-use crate::snapshot::{PUSH_ORDER, Snapshot, content_version, is_wildcard};
+use crate::snapshot::{PUSH_ORDER, Resource, Snapshot, content_version, is_wildcard};
 use crate::status::TypeStatus;
 
 /// Identifies us in Envoy's config dump (`control_plane.identifier`).
@@ -196,7 +196,7 @@ impl StreamState {
         let nonce = self.last_nonce.to_string();
         let resp = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selected.iter().map(|(_, any)| any.clone()).collect(),
+            resources: selected.iter().map(|r| r.any.clone()).collect(),
             type_url: type_url.to_owned(),
             nonce: nonce.clone(),
             control_plane: Some(ControlPlane {
@@ -216,17 +216,13 @@ impl StreamState {
 }
 
 /// Resources of `type_url` the proxy should get for `names`.
-fn select<'a>(
-    snapshot: &'a Snapshot,
-    type_url: &str,
-    names: &BTreeSet<String>,
-) -> Vec<&'a (String, envoy_types::pb::google::protobuf::Any)> {
+fn select<'a>(snapshot: &'a Snapshot, type_url: &str, names: &BTreeSet<String>) -> Vec<&'a Arc<Resource>> {
     let all = snapshot.of_type(type_url);
     // Legacy SotW: no names (or "*") on a named type means "everything".
     if is_wildcard(type_url) || names.is_empty() || names.contains("*") {
         return all.iter().collect();
     }
-    all.iter().filter(|(name, _)| names.contains(name)).collect()
+    all.iter().filter(|r| names.contains(&r.name)).collect()
 }
 
 fn push_rank(type_url: &str) -> usize {

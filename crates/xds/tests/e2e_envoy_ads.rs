@@ -192,14 +192,10 @@ fn mk_snapshot(listen_port: u16, router: Option<Any>) -> Snapshot {
         ..Default::default()
     };
     let mut s = Snapshot::default();
-    s.resources
-        .insert(CLUSTER_TYPE.into(), vec![("backend".into(), pack_any(cluster))]);
-    s.resources
-        .insert(ENDPOINT_TYPE.into(), vec![("backend".into(), pack_any(cla))]);
-    s.resources
-        .insert(LISTENER_TYPE.into(), vec![("http".into(), pack_any(listener))]);
-    s.resources
-        .insert(ROUTE_TYPE.into(), vec![("local".into(), pack_any(route))]);
+    s.insert(CLUSTER_TYPE, vec![("backend".into(), pack_any(cluster))]);
+    s.insert(ENDPOINT_TYPE, vec![("backend".into(), pack_any(cla))]);
+    s.insert(LISTENER_TYPE, vec![("http".into(), pack_any(listener))]);
+    s.insert(ROUTE_TYPE, vec![("local".into(), pack_any(route))]);
     s
 }
 

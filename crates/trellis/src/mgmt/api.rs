@@ -217,7 +217,7 @@ async fn apply(
     let store_mgmt = mgmt.clone();
     let (who, from) = (identity.clone(), source.clone());
     let applied = blocking(move || {
-        let stored = store_mgmt.store.list()?;
+        let stored = store_mgmt.stored()?;
         let existing: BTreeMap<ResourceKey, &Resource> = stored.iter().map(|r| (r.key(), r)).collect();
         let permissions: Vec<Permission> = resources
             .iter()
@@ -255,7 +255,7 @@ async fn apply(
                 (r.key(), super::api_access::diff(&before, &audit_view(r)))
             })
             .collect();
-        if let Err(error) = super::admission::check(&source, stored.clone(), &resources) {
+        if let Err(error) = super::admission::check(&source, (*stored).clone(), &resources) {
             return Ok(Err(error));
         }
         let outcomes = store_mgmt.store.apply(resources)?;
@@ -379,7 +379,7 @@ async fn delete_keys(
     let _write = mgmt.api.write_lock.lock().await;
     let store_mgmt = mgmt.clone();
     let results = blocking(move || {
-        let stored = store_mgmt.store.list()?;
+        let stored = store_mgmt.stored()?;
         let permissions: Vec<Permission> = keys
             .iter()
             .map(|k| Permission::on_kind("delete", k.kind, &k.namespace, Some(&k.name)))
@@ -395,7 +395,7 @@ async fn delete_keys(
                 cluster.name
             )));
         }
-        super::admission::check_delete(&source, stored, &keys)?;
+        super::admission::check_delete(&source, (*stored).clone(), &keys)?;
         let results = store_mgmt.store.delete(&keys)?;
         for (key, deleted) in &results {
             if *deleted {
@@ -453,7 +453,7 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let kind = query.kind.as_deref().map(parse_kind).transpose()?;
-    let stored = mgmt.store.list()?;
+    let stored = mgmt.stored()?;
     let (policy, owner) = super::api_access::policy_for(&stored);
     let items: Vec<Resource> = stored
         .iter()
@@ -471,7 +471,7 @@ async fn list(
 
 /// Refuses (and audits) a read RBAC does not grant.
 fn authorize_read(mgmt: &Mgmt, identity: &Identity, key: &ResourceKey) -> Result<(), ApiFailure> {
-    let stored = mgmt.store.list()?;
+    let stored = mgmt.stored()?;
     let permission = Permission::on_kind("get", key.kind, &key.namespace, Some(&key.name));
     authorize(&stored, identity, &[permission]).map_err(|reason| refuse(mgmt, identity, "get", key.to_string(), reason))
 }

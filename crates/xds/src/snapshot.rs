@@ -31,6 +31,11 @@ impl PartialEq for Resource {
 }
 
 impl Resource {
+    /// The resource's own version, as delta xDS sends it.
+    pub fn version(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+
     pub fn new(name: String, any: Any) -> Arc<Self> {
         let mut h = Fnv1a::new();
         h.field(any.type_url.as_bytes());

@@ -14,13 +14,13 @@ use crate::snapshot::{PUSH_ORDER, Resource, Snapshot, content_version, is_wildca
 use crate::status::TypeStatus;
 
 /// Identifies us in Envoy's config dump (`control_plane.identifier`).
-const CONTROL_PLANE_ID: &str = "trellis";
+pub(crate) const CONTROL_PLANE_ID: &str = "trellis";
 
-/// What a request led to.
+/// What a request led to (`R`: the response type of the stream's protocol).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
+pub enum Outcome<R = DiscoveryResponse> {
     /// Send this response to the proxy.
-    Send(DiscoveryResponse),
+    Send(R),
     /// The proxy accepted our latest response (or re-confirmed its names); nothing to send.
     Acked { type_url: String, version: String },
     /// The proxy rejected our latest response; nothing is resent until the snapshot changes.

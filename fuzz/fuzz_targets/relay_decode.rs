@@ -1,7 +1,8 @@
 //! The relay's messages decoded from arbitrary bytes, as the management server (AgentMessage,
 //! RegisterRequest, RenewRequest, SignIntermediateRequest) and the agent (ServerMessage,
-//! CertificateResponse, SignIntermediateResponse) decode them, then the JSON payloads inside as
-//! the receiving side parses them. Decoding may fail; it must not panic or exhaust memory.
+//! CertificateResponse, SignIntermediateResponse) decode them, then the payloads inside as the
+//! receiving side takes them (a config delta through the agent's receiver). Decoding may fail; it
+//! must not panic or exhaust memory.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,9 +22,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(message) = trellis_relay::ServerMessage::decode(data)
-        && let Some(server_message::Body::Config(config)) = message.body
+        && let Some(server_message::Body::Delta(delta)) = message.body
     {
-        let _ = serde_json::from_slice::<trellis_model::ClusterConfig>(&config.payload);
+        // As the agent takes it: gathered, checked against its version, decoded section by section.
+        let mut receiver = trellis_relay::delivery::Receiver::default();
+        let _ = receiver.receive(delta, |_| Ok(()));
     }
     let _ = trellis_relay::RegisterRequest::decode(data);
     let _ = trellis_relay::RenewRequest::decode(data);

@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 use trellis_envoy::{GatewaySpec, SidecarSpec};
-use trellis_model::ClusterConfig;
-use trellis_xds::{Snapshot, SnapshotSource, StreamPeer};
+use trellis_xds::{Resource, Snapshot, SnapshotSource, StreamPeer};
 
-use super::Agent;
 use super::registry::{ProxyRegistration, Registry};
+use super::{Agent, AppliedConfig};
 
 type SnapshotWatch = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -71,14 +70,64 @@ impl ProxySnapshots {
     /// Ends the ADS streams of `node_id` (its credential was deleted, replaced or expired):
     /// dropping its watch closes them, and a reconnect must present the current credential.
     /// Envoy keeps serving what it has meanwhile.
+    /// Drops the snapshots of nodes with no ADS stream open: a proxy that went away holds no
+    /// memory; one that comes back is built afresh when it subscribes.
+    fn drop_disconnected(&self) {
+        let mut by_node = self.by_node.lock().expect("snapshots lock");
+        let before = by_node.len();
+        by_node.retain(|_, sender| sender.receiver_count() > 0);
+        if by_node.len() != before {
+            let mut built_from = self.built_from.lock().expect("built_from lock");
+            built_from.retain(|node, _| by_node.contains_key(node));
+        }
+    }
+
     pub fn forget(&self, node_id: &str) {
         self.by_node.lock().expect("snapshots lock").remove(node_id);
         self.built_from.lock().expect("built_from lock").remove(node_id);
     }
 }
 
-pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistration) -> Option<Snapshot> {
-    let resources = match registration {
+/// Resources by type URL, each shared by every snapshot that holds it.
+type Typed = BTreeMap<&'static str, Vec<Arc<Resource>>>;
+
+/// The outbound resources of one config, built once per workspace view and shared by every
+/// sidecar with that view: a thousand sidecars of one workspace hold one copy, and a change costs
+/// one build, not one per sidecar.
+#[derive(Default)]
+pub struct SharedOutbound {
+    version: String,
+    by_workspace: BTreeMap<Option<String>, Arc<Typed>>,
+}
+
+impl SharedOutbound {
+    fn get(&mut self, config: &AppliedConfig, workspace: Option<&str>) -> Arc<Typed> {
+        if self.version != config.version {
+            self.version = config.version.clone();
+            self.by_workspace.clear();
+        }
+        self.by_workspace
+            .entry(workspace.map(str::to_string))
+            .or_insert_with(|| Arc::new(typed(trellis_envoy::sidecar_outbound(config, workspace))))
+            .clone()
+    }
+}
+
+fn typed(resources: trellis_envoy::ProxyResources) -> Typed {
+    let mut typed = Typed::new();
+    for (type_url, name, any) in resources.into_typed() {
+        typed.entry(type_url).or_default().push(Resource::new(name, any));
+    }
+    typed
+}
+
+pub fn build(
+    agent: &Agent,
+    config: &AppliedConfig,
+    registration: &ProxyRegistration,
+    shared: &mut SharedOutbound,
+) -> Option<Snapshot> {
+    let (own, shared) = match registration {
         ProxyRegistration::Sidecar {
             workload,
             outbound_port,
@@ -98,9 +147,10 @@ pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistra
                 outbound_port: *outbound_port,
                 inbound_address: &workload.address,
             };
-            let mut resources = trellis_envoy::sidecar(config, &spec);
+            let mut resources = trellis_envoy::sidecar_local(config, &spec);
             resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
-            resources
+            let outbound = shared.get(config, trellis_envoy::sidecar_workspace(config, workload));
+            (resources, Some(outbound))
         }
         ProxyRegistration::IngressGateway(ingress) => {
             let ca = agent.mesh.borrow().clone()?;
@@ -118,28 +168,28 @@ pub fn build(agent: &Agent, config: &ClusterConfig, registration: &ProxyRegistra
             };
             let mut resources = trellis_envoy::ingress_gateway(config, &spec);
             resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
-            resources
+            (resources, None)
         }
         // Add-ons load their config from the agent's HTTP API, not over xDS.
         ProxyRegistration::AddOn(_) => return None,
-        ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
-            config,
-            &GatewaySpec {
-                listen_address: &gateway.listen_address,
-                port: gateway.port,
-            },
+        ProxyRegistration::EastWestGateway(gateway) => (
+            trellis_envoy::east_west_gateway(
+                config,
+                &GatewaySpec {
+                    listen_address: &gateway.listen_address,
+                    port: gateway.port,
+                },
+            ),
+            None,
         ),
     };
-    let mut snapshot = Snapshot::default();
-    for (type_url, name, any) in resources.into_typed() {
-        snapshot
-            .resources
-            .entry(type_url.to_string())
-            .or_default()
-            .push((name, any));
+    let mut all = typed(own);
+    for (type_url, list) in shared.iter().flat_map(|s| s.iter()) {
+        all.entry(type_url).or_default().extend(list.iter().cloned());
     }
-    for list in snapshot.resources.values_mut() {
-        list.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut snapshot = Snapshot::default();
+    for (type_url, list) in all {
+        snapshot.insert_shared(type_url, list);
     }
     Some(snapshot)
 }
@@ -149,28 +199,29 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
     let mut registry_changes = agent.registry.changes.subscribe();
     let mut ca_changes = agent.mesh.subscribe();
     let mut certs_due = agent.certs.due.subscribe();
+    let mut shared = SharedOutbound::default();
     loop {
         let config = config_changes.borrow_and_update().clone();
         registry_changes.borrow_and_update();
         ca_changes.borrow_and_update();
         certs_due.borrow_and_update();
+        snapshots.drop_disconnected();
         if let Some(config) = config {
             let registrations = agent.registry.all();
-            let version = config.version.clone();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             for (node_id, sender) in by_node.iter() {
                 // Unregistered (or expired) nodes keep what they have: Envoy serves on.
                 let Some(registration) = registrations.get(node_id) else {
                     continue;
                 };
-                let Some(snapshot) = build(&agent, &config, registration) else {
+                let Some(snapshot) = build(&agent, &config, registration, &mut shared) else {
                     continue;
                 };
                 snapshots
                     .built_from
                     .lock()
                     .expect("built_from lock")
-                    .insert(node_id.clone(), version.clone());
+                    .insert(node_id.clone(), config.version.clone());
                 sender.send_if_modified(|current| {
                     if current.as_deref() == Some(&snapshot) {
                         return false;

@@ -33,7 +33,8 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
         "admin": { "address": socket_address(spec.admin_address, spec.admin_port) },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                // Delta xDS: a change moves the resources it touched, not whole types.
+                "api_type": "DELTA_GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
                 "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }]

@@ -58,42 +58,64 @@ pub fn inbound_name(port: &WorkloadPort) -> String {
 }
 
 pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
-    let mut outbound = common::http_connection_manager(OUTBOUND_LISTENER, Routes::Rds(OUTBOUND_ROUTE.to_string()));
-    outbound.http_filters.insert(0, routes::fault_filter());
-    let router = outbound.http_filters.len() - 1;
-    outbound
-        .http_filters
-        .splice(router..router, crate::addons::filters(&ir.addon_servers));
+    let mut resources = sidecar_outbound(ir, sidecar_workspace(ir, spec.workload));
+    let local = sidecar_local(ir, spec);
+    resources.clusters.extend(local.clusters);
+    resources.listeners = local.listeners;
+    resources
+}
+
+/// The workspace whose view a workload's sidecar gets (`None`: in no workspace, or Workspaces
+/// unused).
+pub fn sidecar_workspace<'a>(ir: &'a ClusterConfig, workload: &Workload) -> Option<&'a str> {
+    ir.namespace_workspaces.get(&workload.namespace).map(String::as_str)
+}
+
+/// What every sidecar seeing `workspace` gets alike: the outbound clusters (add-on servers'
+/// included), their endpoints and the outbound route. Built once per workspace and shared by
+/// those sidecars.
+pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyResources {
     // Trimmed to what the workload's workspace may see (everything when Workspaces are unused).
-    let workspace = ir
-        .namespace_workspaces
-        .get(&spec.workload.namespace)
-        .map(String::as_str);
     let upstreams: Vec<&Upstream> = ir
         .upstreams
         .iter()
         .filter(|u| visible(&u.workspaces, workspace))
         .collect();
     let virtual_hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
-    let mut resources = ProxyResources {
+    ProxyResources {
         clusters: upstreams
             .iter()
             .map(|u| outbound_cluster(u))
             .chain(crate::addons::clusters(&ir.addon_servers))
             .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
-        listeners: vec![common::listener(
-            OUTBOUND_LISTENER,
-            spec.outbound_address,
-            spec.outbound_port,
-            common::network_filter(common::HCM_FILTER, pack_any(outbound)),
-        )],
+        listeners: Vec::new(),
         routes: vec![RouteConfiguration {
             name: OUTBOUND_ROUTE.to_string(),
             virtual_hosts: virtual_hosts.map(routes::virtual_host).collect(),
             ..Default::default()
         }],
         secrets: Vec::new(),
+    }
+}
+
+/// What is one sidecar's own: its outbound listener, and an inbound listener and cluster per port
+/// of its workload.
+pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
+    let mut outbound = common::http_connection_manager(OUTBOUND_LISTENER, Routes::Rds(OUTBOUND_ROUTE.to_string()));
+    outbound.http_filters.insert(0, routes::fault_filter());
+    let router = outbound.http_filters.len() - 1;
+    outbound
+        .http_filters
+        .splice(router..router, crate::addons::filters(&ir.addon_servers));
+    let mut resources = ProxyResources {
+        listeners: vec![common::listener(
+            OUTBOUND_LISTENER,
+            spec.outbound_address,
+            spec.outbound_port,
+            common::network_filter(common::HCM_FILTER, pack_any(outbound)),
+        )],
+        ..Default::default()
     };
     let policies = authz::applying(&ir.inbound_policies, spec.workload);
     for port in &spec.workload.ports {

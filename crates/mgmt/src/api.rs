@@ -41,6 +41,7 @@ use super::api_auth::Identity;
 use super::Mgmt;
 use super::metrics::ResultLabel;
 use super::pki::RelaySecurity;
+use super::translator::Published;
 
 /// Request bodies above this are refused (413) before they are read whole.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -216,7 +217,7 @@ async fn apply(
     let store_mgmt = mgmt.clone();
     let (who, from) = (identity.clone(), source.clone());
     let applied = blocking(move || {
-        let stored = store_mgmt.store.list()?;
+        let stored = store_mgmt.stored()?;
         let existing: BTreeMap<ResourceKey, &Resource> = stored.iter().map(|r| (r.key(), r)).collect();
         let permissions: Vec<Permission> = resources
             .iter()
@@ -254,7 +255,7 @@ async fn apply(
                 (r.key(), super::api_access::diff(&before, &audit_view(r)))
             })
             .collect();
-        if let Err(error) = super::admission::check(&source, stored.clone(), &resources) {
+        if let Err(error) = super::admission::check(&source, (*stored).clone(), &resources) {
             return Ok(Err(error));
         }
         let outcomes = store_mgmt.store.apply(resources)?;
@@ -378,7 +379,7 @@ async fn delete_keys(
     let _write = mgmt.api.write_lock.lock().await;
     let store_mgmt = mgmt.clone();
     let results = blocking(move || {
-        let stored = store_mgmt.store.list()?;
+        let stored = store_mgmt.stored()?;
         let permissions: Vec<Permission> = keys
             .iter()
             .map(|k| Permission::on_kind("delete", k.kind, &k.namespace, Some(&k.name)))
@@ -394,7 +395,7 @@ async fn delete_keys(
                 cluster.name
             )));
         }
-        super::admission::check_delete(&source, stored, &keys)?;
+        super::admission::check_delete(&source, (*stored).clone(), &keys)?;
         let results = store_mgmt.store.delete(&keys)?;
         for (key, deleted) in &results {
             if *deleted {
@@ -452,7 +453,7 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let kind = query.kind.as_deref().map(parse_kind).transpose()?;
-    let stored = mgmt.store.list()?;
+    let stored = mgmt.stored()?;
     let (policy, owner) = super::api_access::policy_for(&stored);
     let items: Vec<Resource> = stored
         .iter()
@@ -463,14 +464,14 @@ async fn list(
         })
         .cloned()
         .collect();
-    let translation = mgmt.translation();
-    let items: Vec<_> = items.iter().map(|r| with_status(r, &translation)).collect();
+    let published = mgmt.published();
+    let items: Vec<_> = items.iter().map(|r| with_status(r, &published)).collect();
     Ok(Json(json!({ "items": items })))
 }
 
 /// Refuses (and audits) a read RBAC does not grant.
 fn authorize_read(mgmt: &Mgmt, identity: &Identity, key: &ResourceKey) -> Result<(), ApiFailure> {
-    let stored = mgmt.store.list()?;
+    let stored = mgmt.stored()?;
     let permission = Permission::on_kind("get", key.kind, &key.namespace, Some(&key.name));
     authorize(&stored, identity, &[permission]).map_err(|reason| refuse(mgmt, identity, "get", key.to_string(), reason))
 }
@@ -483,16 +484,16 @@ async fn get_one(
     let key = ResourceKey::new(parse_kind(&kind)?, namespace, name);
     authorize_read(&mgmt, &identity, &key)?;
     match mgmt.store.get(&key)? {
-        Some(resource) => Ok(Json(with_status(&resource, &mgmt.translation()))),
+        Some(resource) => Ok(Json(with_status(&resource, &mgmt.published()))),
         None => Err(ApiFailure::NotFound(key.to_string())),
     }
 }
 
 /// The resource as stored, with the status translation gave it.
 /// Secrets' values are never shown: their keys are.
-fn with_status(resource: &trellis_api::Resource, translation: &trellis_translate::Translation) -> serde_json::Value {
+fn with_status(resource: &trellis_api::Resource, published: &Published) -> serde_json::Value {
     let mut value = redacted(resource);
-    if let Some(status) = translation.statuses.get(&resource.key().to_string()) {
+    if let Some(status) = published.statuses.get(&resource.key().to_string()) {
         value["status"] = serde_json::to_value(status).expect("status serializes");
     }
     value
@@ -532,7 +533,6 @@ async fn describe(
         return Err(ApiFailure::NotFound(key.to_string()));
     };
     let published = mgmt.published();
-    let translation = &published.translation;
     // Until the translator has caught up with this resource's last write, the status and the
     // delivery figures would describe the previous generation: say so instead.
     if resource.metadata.resource_version > published.revision {
@@ -549,7 +549,7 @@ async fn describe(
             json!({ "resource": value, "delivery": { "summary": summary, "clusters": {}, "rejected": [] } }),
         ));
     }
-    let value = with_status(&resource, translation);
+    let value = with_status(&resource, &published);
     let clusters: Vec<String> = value["status"]["clusters"]
         .as_array()
         .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
@@ -841,7 +841,7 @@ async fn registration(
 }
 
 async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
-    let mut value = serde_json::to_value(&*mgmt.translation()).expect("translation serializes");
+    let mut value = serde_json::to_value(mgmt.published().to_translation()).expect("translation serializes");
     redact_secrets(&mut value);
     Json(value)
 }

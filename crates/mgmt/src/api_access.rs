@@ -318,11 +318,11 @@ pub async fn authorize_route(State(mgmt): State<Arc<Mgmt>>, request: Request, ne
     let Some(identity) = request.extensions().get::<Identity>().cloned() else {
         return (StatusCode::UNAUTHORIZED, "unauthenticated").into_response();
     };
-    let store = mgmt.store.clone();
+    let reading = mgmt.clone();
     let checking = identity.clone();
     let needed = permission.clone();
     let decision = tokio::task::spawn_blocking(move || -> anyhow::Result<Result<(), String>> {
-        Ok(authorize(&store.list()?, &checking, std::slice::from_ref(&needed)))
+        Ok(authorize(&reading.stored()?, &checking, std::slice::from_ref(&needed)))
     })
     .await;
     match decision {

@@ -67,7 +67,7 @@ async fn authorized<T: Send + 'static>(
     let who = identity.clone();
     let target = needed.target();
     let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<Result<T, String>> {
-        let stored = worker.store.list()?;
+        let stored = worker.stored()?;
         if let Err(reason) = authorize(&stored, &who, std::slice::from_ref(&needed)) {
             return Ok(Err(reason));
         }

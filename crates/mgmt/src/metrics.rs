@@ -161,7 +161,7 @@ pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
         .route(
             "/readyz",
             get(|State((_, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
-                match mgmt.store.list() {
+                match mgmt.stored() {
                     Ok(_) => (StatusCode::OK, "ready\n"),
                     Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
                 }

@@ -505,12 +505,12 @@ async fn send_config(
     holds: &mut Holds,
     encoded: &Arc<EncodedCluster>,
 ) -> Result<(), String> {
-    let (held_versions, base) = match &holds.sent {
+    let (held, base) = match &holds.sent {
         Some(sent) if sent.version == encoded.version => return Ok(()),
-        Some(sent) => (sent.sections.versions(), sent.version.as_str()),
-        None => (Default::default(), ""),
+        Some(sent) => (Some(&sent.sections), sent.version.as_str()),
+        None => (None, ""),
     };
-    let (upserts, removes) = encoded.sections.delta_from(&held_versions);
+    let (upserts, removes) = encoded.sections.delta_from(held);
     let (sections, removed) = (upserts.len(), removes.len());
     if let Some((name, section)) = upserts.iter().find(|(_, s)| s.payload.len() > MAX_SECTION_BYTES) {
         let reason = format!(

@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use trellis_model::ClusterDiscovery;
 use trellis_store::Store;
-use trellis_translate::Translation;
 
 use super::metrics::MgmtMetrics;
 use super::pki::{MeshCa, RelaySecurity};
@@ -58,6 +57,9 @@ pub struct Mgmt {
     agents: Mutex<BTreeMap<String, AgentStatus>>,
     /// Tells the translator thread to stop.
     stopping: AtomicBool,
+    /// The stored resources as of a store revision: API calls authorize against them, and most
+    /// calls come between writes.
+    stored: Mutex<Option<(u64, Arc<Vec<trellis_api::Resource>>)>>,
     pub metrics: MgmtMetrics,
     pub relay: RelaySecurity,
     pub mesh: MeshCa,
@@ -81,8 +83,7 @@ impl Mgmt {
         token_ttl: Duration,
         api: super::api_access::ApiAccess,
     ) -> anyhow::Result<(Arc<Self>, Translator)> {
-        let translator = Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?;
-        let first = translator.translate(&Published::default());
+        let (translator, first) = Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?;
         let mut agents = BTreeMap::new();
         let mut discovery_hashes = BTreeMap::new();
         for discovery in store.discoveries()? {
@@ -98,6 +99,7 @@ impl Mgmt {
             discovery_hashes: Mutex::new(discovery_hashes),
             agents: Mutex::new(agents),
             stopping: AtomicBool::new(false),
+            stored: Mutex::new(None),
             metrics,
             relay,
             mesh,
@@ -129,10 +131,6 @@ impl Mgmt {
         self.published.borrow().clone()
     }
 
-    pub fn translation(&self) -> Arc<Translation> {
-        self.published.borrow().translation.clone()
-    }
-
     /// Records an agent's discovery in the store (whose feed drives translation), unless it is
     /// the same as the last one.
     pub fn report_discovery(&self, mut discovery: ClusterDiscovery) -> anyhow::Result<()> {
@@ -158,11 +156,24 @@ impl Mgmt {
         Ok(())
     }
 
+    /// Every stored resource, read from the store only when it changed since the last read.
+    pub fn stored(&self) -> trellis_store::Result<Arc<Vec<trellis_api::Resource>>> {
+        // The revision before the read: a write landing meanwhile makes the next call read again.
+        let revision = self.store.revision();
+        if let Some((cached, resources)) = &*self.stored.lock().expect("stored lock")
+            && *cached == revision
+        {
+            return Ok(resources.clone());
+        }
+        let resources = Arc::new(self.store.list()?);
+        *self.stored.lock().expect("stored lock") = Some((revision, resources.clone()));
+        Ok(resources)
+    }
+
     /// True when a KubernetesCluster of that name exists, in any namespace.
     pub fn is_registered(&self, cluster: &str) -> anyhow::Result<bool> {
         Ok(self
-            .store
-            .list()?
+            .stored()?
             .iter()
             .any(|r| r.kind() == trellis_api::Kind::KubernetesCluster && r.metadata.name == cluster))
     }

@@ -1,8 +1,10 @@
 //! The translator: one thread that follows the store's change feed, translates, encodes each
 //! cluster's config as sections and publishes the result for the relay streams and the API.
 //!
-//! It runs on its own thread, not on the async workers: a translation of a large mesh takes long
-//! enough to stall every relay stream and API call sharing those workers.
+//! It runs on its own thread, not on the async workers: a full translation of a large mesh takes
+//! long enough to stall every relay stream and API call sharing those workers. An endpoint change
+//! skips full translation (`trellis_translate::Incremental`) and re-encodes only the upstreams it
+//! rewrote, so its cost follows the change, not the mesh.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use trellis_api::{Resource, ResourceKey};
 use trellis_model::{ClusterDiscovery, Snapshot};
-use trellis_relay::sections::Sections;
+use trellis_relay::sections::{EncodedSection, Sections};
 use trellis_store::{Change, Store, Watch};
-use trellis_translate::Translation;
+use trellis_translate::{EndpointChanges, Incremental, ResourceStatus, Translation};
 
 use super::metrics::MgmtMetrics;
 
@@ -25,9 +27,28 @@ const GATHER: Duration = Duration::from_millis(5);
 pub struct Published {
     /// The store revision translated: every change up to it is in.
     pub revision: u64,
-    pub translation: Arc<Translation>,
+    /// Problems found, by resource.
+    pub warnings: Arc<BTreeMap<String, Vec<String>>>,
+    /// Every resource's status, by `Kind/namespace/name`.
+    pub statuses: Arc<BTreeMap<String, ResourceStatus>>,
     /// Each cluster's config as relay sections, encoded once for all its streams.
     pub clusters: BTreeMap<String, Arc<EncodedCluster>>,
+}
+
+impl Published {
+    /// The whole translation, clusters decoded from their sections (for people reading it: the
+    /// translator does not keep a second copy).
+    pub fn to_translation(&self) -> Translation {
+        Translation {
+            clusters: self
+                .clusters
+                .iter()
+                .filter_map(|(name, encoded)| Some((name.clone(), encoded.sections.decode().ok()?)))
+                .collect(),
+            warnings: (*self.warnings).clone(),
+            statuses: (*self.statuses).clone(),
+        }
+    }
 }
 
 pub struct EncodedCluster {
@@ -35,112 +56,200 @@ pub struct EncodedCluster {
     pub sections: Sections,
 }
 
-/// What the translator reads: the store's resources and discovery, kept up to date from the feed.
-struct Inputs {
-    revision: u64,
-    resources: BTreeMap<ResourceKey, Resource>,
-    discovery: BTreeMap<String, ClusterDiscovery>,
+impl EncodedCluster {
+    fn new(sections: Sections) -> Self {
+        EncodedCluster {
+            version: sections.version(),
+            sections,
+        }
+    }
 }
 
-impl Inputs {
-    fn read(store: &dyn Store) -> anyhow::Result<Self> {
-        // The revision first: a write landing during the reads is then seen again, never lost.
-        let revision = store.revision();
-        let resources = store.list()?.into_iter().map(|r| (r.key(), r)).collect();
-        let discovery = store
-            .discoveries()?
-            .into_iter()
-            .map(|d| (d.cluster.clone(), d))
-            .collect();
-        Ok(Inputs {
-            revision,
-            resources,
-            discovery,
-        })
-    }
-
-    fn apply(&mut self, changes: Vec<Change>) {
-        for change in changes {
-            match change {
-                Change::Resource {
-                    key,
-                    resource: Some(resource),
-                } => {
-                    self.resources.insert(key, *resource);
-                }
-                Change::Resource { key, resource: None } => {
-                    self.resources.remove(&key);
-                }
-                Change::Discovery {
-                    cluster,
-                    discovery: Some(discovery),
-                } => {
-                    self.discovery.insert(cluster, *discovery);
-                }
-                Change::Discovery {
-                    cluster,
-                    discovery: None,
-                } => {
-                    self.discovery.remove(&cluster);
-                }
-            }
-        }
-    }
-
-    /// Waits for the next changes and takes them in; false when there were none.
-    fn follow(&mut self, store: &dyn Store, timeout: Duration) -> anyhow::Result<bool> {
-        match store.watch(self.revision, timeout) {
-            Watch::Changes { revision, changes } => {
-                let changed = revision != self.revision;
-                self.revision = revision;
-                self.apply(changes);
-                Ok(changed)
-            }
-            Watch::Resync { .. } => {
-                *self = Inputs::read(store)?;
-                Ok(true)
-            }
-        }
-    }
+/// What one burst of store changes touched.
+#[derive(Default)]
+struct Touched {
+    resources: bool,
+    /// Each cluster whose discovery changed, with its discovery before the burst.
+    discovery: BTreeMap<String, Option<ClusterDiscovery>>,
 }
 
 pub struct Translator {
     store: Arc<dyn Store>,
     trust_domain: String,
     metrics: MgmtMetrics,
-    inputs: Inputs,
+    revision: u64,
+    resources: BTreeMap<ResourceKey, Resource>,
+    /// Kept in place between changes: an endpoint change replaces one cluster's discovery in it.
+    snapshot: Snapshot,
+    incremental: Incremental,
 }
 
 impl Translator {
-    pub fn new(store: Arc<dyn Store>, trust_domain: &str, metrics: MgmtMetrics) -> anyhow::Result<Self> {
-        let inputs = Inputs::read(store.as_ref())?;
-        Ok(Translator {
+    /// Reads the store and translates it.
+    pub fn new(store: Arc<dyn Store>, trust_domain: &str, metrics: MgmtMetrics) -> anyhow::Result<(Self, Published)> {
+        let mut translator = Translator {
             store,
             trust_domain: trust_domain.to_string(),
             metrics,
-            inputs,
-        })
+            revision: 0,
+            resources: BTreeMap::new(),
+            snapshot: Snapshot::default(),
+            // Replaced by the translation of what the store holds, once read.
+            incremental: Incremental::new(&Snapshot::default()),
+        };
+        translator.read_all()?;
+        translator.incremental = Incremental::new(&translator.snapshot);
+        let published = translator.full(&Published::default(), None);
+        Ok((translator, published))
     }
 
-    /// Translates the inputs as they are; encodes reusing `previous` wherever a cluster's
-    /// config did not change.
-    pub fn translate(&self, previous: &Published) -> Published {
-        let span = tracing::info_span!("translate", revision = self.inputs.revision);
+    fn read_all(&mut self) -> anyhow::Result<()> {
+        // The revision first: a write landing during the reads is then seen again, never lost.
+        self.revision = self.store.revision();
+        self.resources = self.store.list()?.into_iter().map(|r| (r.key(), r)).collect();
+        let discovery = self
+            .store
+            .discoveries()?
+            .into_iter()
+            .map(|d| (d.cluster.clone(), d))
+            .collect();
+        self.snapshot =
+            Snapshot::new(self.resources.values().cloned().collect(), discovery).with_trust_domain(&self.trust_domain);
+        Ok(())
+    }
+
+    /// Takes in the changes after the revision translated, waiting up to `timeout` for some.
+    fn follow(&mut self, timeout: Duration, touched: &mut Touched) -> anyhow::Result<()> {
+        match self.store.watch(self.revision, timeout) {
+            Watch::Changes { revision, changes } => {
+                self.revision = revision;
+                for change in changes {
+                    self.apply(change, touched);
+                }
+            }
+            Watch::Resync { .. } => {
+                self.read_all()?;
+                touched.resources = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: Change, touched: &mut Touched) {
+        match change {
+            Change::Resource { key, resource } => {
+                touched.resources = true;
+                match resource {
+                    Some(resource) => self.resources.insert(key, *resource),
+                    None => self.resources.remove(&key),
+                };
+            }
+            Change::Discovery { cluster, discovery } => {
+                let old = match discovery {
+                    Some(discovery) => self.snapshot.discovery.insert(cluster.clone(), *discovery),
+                    None => self.snapshot.discovery.remove(&cluster),
+                };
+                touched.discovery.entry(cluster).or_insert(old);
+            }
+        }
+    }
+
+    /// Brings the translation up to what `touched` says changed.
+    fn translate(&mut self, previous: &Published, touched: Touched) -> Published {
+        let span = tracing::info_span!("translate", revision = self.revision);
         let _enter = span.enter();
         let started = Instant::now();
-        let snapshot = Snapshot::new(
-            self.inputs.resources.values().cloned().collect(),
-            self.inputs.discovery.clone(),
-        )
-        .with_trust_domain(&self.trust_domain);
-        let translation = trellis_translate::translate(&snapshot);
-        let translated = started.elapsed();
+        let endpoint_only = !touched.resources
+            && touched
+                .discovery
+                .iter()
+                .all(|(cluster, old)| old.is_some() && self.snapshot.discovery.contains_key(cluster));
+        let moved = endpoint_only.then(|| self.endpoints_moved(&touched)).flatten();
+        let published = match moved {
+            Some(changes) => self.publish_endpoints(previous, changes),
+            None => {
+                if touched.resources {
+                    self.snapshot.resources = self.resources.values().cloned().collect();
+                    self.snapshot
+                        .resources
+                        .sort_by_key(|a| (a.metadata.creation_revision, a.key()));
+                }
+                let before = std::mem::replace(&mut self.incremental, Incremental::new(&self.snapshot));
+                self.full(previous, Some(before.translation()))
+            }
+        };
+        self.metrics
+            .translation_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.translations_total.inc();
+        tracing::debug!(
+            took_ms = started.elapsed().as_millis() as u64,
+            endpoints_only = moved_label(&published, previous),
+            "translated"
+        );
+        published
+    }
+
+    /// Applies the burst as endpoint changes; `None` when one of them reaches further.
+    fn endpoints_moved(&mut self, touched: &Touched) -> Option<EndpointChanges> {
+        let mut all = EndpointChanges::default();
+        for (cluster, old) in &touched.discovery {
+            let changes = self
+                .incremental
+                .endpoints_moved(&self.snapshot, cluster, old.as_ref()?)?;
+            all.upstreams.extend(changes.upstreams);
+            all.gateway_upstreams.extend(changes.gateway_upstreams);
+        }
+        Some(all)
+    }
+
+    /// Re-encodes only the upstreams an endpoint change rewrote.
+    fn publish_endpoints(&self, previous: &Published, changes: EndpointChanges) -> Published {
+        let translation = self.incremental.translation();
+        let mut clusters = previous.clusters.clone();
+        let touched: std::collections::BTreeSet<&String> = changes
+            .upstreams
+            .keys()
+            .chain(changes.gateway_upstreams.keys())
+            .collect();
+        for cluster in touched {
+            let (Some(config), Some(encoded)) = (translation.clusters.get(cluster), previous.clusters.get(cluster))
+            else {
+                continue;
+            };
+            let mut upserts = Vec::new();
+            for name in changes.upstreams.get(cluster).into_iter().flatten() {
+                if let Some(upstream) = config.upstream(name) {
+                    upserts.push((Sections::upstream_key(name), EncodedSection::encode(upstream)));
+                }
+            }
+            for name in changes.gateway_upstreams.get(cluster).into_iter().flatten() {
+                if let Some(upstream) = config.gateway_upstreams.iter().find(|u| &u.name == name) {
+                    upserts.push((Sections::gateway_upstream_key(name), EncodedSection::encode(upstream)));
+                }
+            }
+            let sections = encoded.sections.with_changes(upserts, &[]);
+            clusters.insert(cluster.clone(), Arc::new(EncodedCluster::new(sections)));
+        }
+        Published {
+            revision: self.revision,
+            warnings: previous.warnings.clone(),
+            statuses: previous.statuses.clone(),
+            clusters,
+        }
+    }
+
+    /// Publishes a full translation, reusing the encoding of what did not change since `before`.
+    fn full(&self, previous: &Published, before: Option<&Translation>) -> Published {
+        let translation = self.incremental.translation();
         let clusters = translation
             .clusters
             .iter()
             .map(|(name, config)| {
-                let before = previous.translation.clusters.get(name).zip(previous.clusters.get(name));
-                let encoded = match before {
+                let old = before
+                    .and_then(|b| b.clusters.get(name))
+                    .zip(previous.clusters.get(name));
+                let encoded = match old {
                     // Unchanged: the very same encoding, so streams see the same version at no cost.
                     Some((old, encoded)) if old == config => encoded.clone(),
                     Some((old, encoded)) => Arc::new(EncodedCluster::new(Sections::encode(
@@ -152,18 +261,10 @@ impl Translator {
                 (name.clone(), encoded)
             })
             .collect();
-        self.metrics
-            .translation_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.translations_total.inc();
-        tracing::debug!(
-            translate_ms = translated.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "translated"
-        );
         Published {
-            revision: self.inputs.revision,
-            translation: Arc::new(translation),
+            revision: self.revision,
+            warnings: Arc::new(translation.warnings.clone()),
+            statuses: Arc::new(translation.statuses.clone()),
             clusters,
         }
     }
@@ -171,32 +272,30 @@ impl Translator {
     /// Follows the store until `stop` is set, publishing a translation after each burst of changes.
     pub fn run(mut self, published: &tokio::sync::watch::Sender<Arc<Published>>, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            match self.inputs.follow(self.store.as_ref(), Duration::from_millis(500)) {
-                Ok(false) => continue,
-                Ok(true) => {}
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the store; agents keep their last config");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
+            let mut touched = Touched::default();
+            let before = self.revision;
+            if let Err(error) = self.follow(Duration::from_millis(500), &mut touched) {
+                tracing::error!(%error, "cannot read the store; agents keep their last config");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            if self.revision == before {
+                continue;
             }
             // Applies and discovery reports often come in bursts: take them in one translation.
             std::thread::sleep(GATHER);
-            if let Err(error) = self.inputs.follow(self.store.as_ref(), Duration::ZERO) {
+            if let Err(error) = self.follow(Duration::ZERO, &mut touched) {
                 tracing::error!(%error, "cannot read the store; agents keep their last config");
                 continue;
             }
-            let next = self.translate(&published.borrow());
+            let previous = published.borrow().clone();
+            let next = self.translate(&previous, touched);
             published.send_replace(Arc::new(next));
         }
     }
 }
 
-impl EncodedCluster {
-    fn new(sections: Sections) -> Self {
-        EncodedCluster {
-            version: sections.version(),
-            sections,
-        }
-    }
+/// For the log: whether the warnings and statuses were carried over (the endpoint path).
+fn moved_label(published: &Published, previous: &Published) -> bool {
+    Arc::ptr_eq(&published.statuses, &previous.statuses)
 }

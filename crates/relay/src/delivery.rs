@@ -1,8 +1,6 @@
 //! Moving sections across the relay: the sender cuts a change into messages under the size
 //! limit; the receiver gathers them and applies the change whole, or not at all.
 
-use std::collections::BTreeMap;
-
 use trellis_model::ClusterConfig;
 
 use crate::sections::{EncodedSection, Sections};
@@ -132,22 +130,16 @@ impl Receiver {
         check: impl FnOnce(&ClusterConfig) -> Result<(), String>,
     ) -> Result<ClusterConfig, String> {
         let whole = delta.base_version.is_empty();
-        let mut sections = if whole {
-            BTreeMap::new()
-        } else if delta.base_version == self.version {
-            self.held.0.clone()
-        } else {
+        if !whole && delta.base_version != self.version {
             return Err(format!(
                 "config {} is a change from {}, but this agent holds {}",
                 delta.version,
                 delta.base_version,
                 if self.version.is_empty() { "none" } else { &self.version }
             ));
-        };
-        for name in &delta.removes {
-            sections.remove(name);
         }
         let mut changed = Vec::with_capacity(delta.upserts.len());
+        let mut upserts = Vec::with_capacity(delta.upserts.len());
         for section in delta.upserts {
             changed.push(section.name.clone());
             let payload: std::sync::Arc<[u8]> = section.payload.into();
@@ -156,9 +148,13 @@ impl Receiver {
             if version != section.version {
                 return Err(format!("config section {:?} does not match its version", section.name));
             }
-            sections.insert(section.name, EncodedSection { version, payload });
+            upserts.push((section.name, EncodedSection { version, payload }));
         }
-        let sections = Sections(sections);
+        let sections = if whole {
+            Sections::from_map(upserts.into_iter().collect(), None)
+        } else {
+            self.held.with_changes(upserts, &delta.removes)
+        };
         let version = sections.version();
         if version != delta.version {
             return Err(format!(

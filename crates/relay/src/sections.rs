@@ -38,17 +38,131 @@ impl EncodedSection {
     }
 }
 
+/// How many shards the sections of a config are spread over (by a hash of their name). A change
+/// copies only the shards it touches, and two versions of a config are compared shard by shard,
+/// skipping shards they share: cost follows the change, not the config's size.
+const SHARDS: usize = 128;
+
 /// A whole config as sections by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sections(pub BTreeMap<String, EncodedSection>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sections {
+    shards: Vec<Arc<Shard>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Shard {
+    entries: BTreeMap<String, EncodedSection>,
+    /// Hash of the names and versions of `entries`.
+    digest: u64,
+}
+
+impl Shard {
+    fn new(entries: BTreeMap<String, EncodedSection>) -> Self {
+        let mut bytes = Vec::with_capacity(entries.len() * 48);
+        for (name, section) in &entries {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(&section.version.to_be_bytes());
+        }
+        Shard {
+            digest: trellis_base::stable_hash(&bytes),
+            entries,
+        }
+    }
+}
+
+fn shard_of(name: &str) -> usize {
+    (trellis_base::stable_hash(name.as_bytes()) % SHARDS as u64) as usize
+}
+
+impl Default for Sections {
+    fn default() -> Self {
+        Sections::from_map(BTreeMap::new(), None)
+    }
+}
 
 impl Sections {
+    /// Spreads `all` over the shards, keeping the shards of `previous` whose content is the same.
+    pub fn from_map(all: BTreeMap<String, EncodedSection>, previous: Option<&Sections>) -> Self {
+        let mut split: Vec<BTreeMap<String, EncodedSection>> = vec![BTreeMap::new(); SHARDS];
+        for (name, section) in all {
+            split[shard_of(&name)].insert(name, section);
+        }
+        let shards = split
+            .into_iter()
+            .enumerate()
+            .map(|(i, entries)| {
+                let shard = Shard::new(entries);
+                match previous.map(|p| &p.shards[i]) {
+                    Some(old) if old.digest == shard.digest && old.entries.len() == shard.entries.len() => old.clone(),
+                    _ => Arc::new(shard),
+                }
+            })
+            .collect();
+        Sections { shards }
+    }
+
+    /// The section name of the upstream called `name`.
+    pub fn upstream_key(name: &str) -> String {
+        format!("{UPSTREAM}{name}")
+    }
+
+    /// The section name of the gateway upstream called `name`.
+    pub fn gateway_upstream_key(name: &str) -> String {
+        format!("{GATEWAY_UPSTREAM}{name}")
+    }
+
+    pub fn get(&self, name: &str) -> Option<&EncodedSection> {
+        self.shards[shard_of(name)].entries.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.entries.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every section, by name.
+    pub fn to_map(&self) -> BTreeMap<String, EncodedSection> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.entries.iter().map(|(n, e)| (n.clone(), e.clone())))
+            .collect()
+    }
+
+    /// These sections with `upserts` put in and `removes` taken out, copying only the shards
+    /// touched.
+    pub fn with_changes(&self, upserts: Vec<(String, EncodedSection)>, removes: &[String]) -> Sections {
+        let mut touched: BTreeMap<usize, BTreeMap<String, EncodedSection>> = BTreeMap::new();
+        for name in removes {
+            let i = shard_of(name);
+            touched
+                .entry(i)
+                .or_insert_with(|| self.shards[i].entries.clone())
+                .remove(name);
+        }
+        for (name, section) in upserts {
+            let i = shard_of(&name);
+            touched
+                .entry(i)
+                .or_insert_with(|| self.shards[i].entries.clone())
+                .insert(name, section);
+        }
+        let mut shards = self.shards.clone();
+        for (i, entries) in touched {
+            shards[i] = Arc::new(Shard::new(entries));
+        }
+        Sections { shards }
+    }
+
     /// Encodes `config`, reusing the encoding of every section equal to its counterpart in
     /// `previous` (the config these sections were last made from), so a change encodes only what
     /// it changed.
     pub fn encode(config: &ClusterConfig, previous: Option<(&ClusterConfig, &Sections)>) -> Sections {
         let mut sections = BTreeMap::new();
-        let reuse = |key: &str| previous.and_then(|(_, sections)| sections.0.get(key).cloned());
+        let reuse = |key: &str| previous.and_then(|(_, sections)| sections.get(key).cloned());
         let base = base_of(config);
         let base_unchanged = previous.is_some_and(|(old, _)| base_of(old) == base);
         sections.insert(
@@ -93,30 +207,25 @@ impl Sections {
             &reuse,
             |u| &u.name,
         );
-        Sections(sections)
+        Sections::from_map(sections, previous.map(|(_, s)| s))
     }
 
     /// The version of the whole config.
     pub fn version(&self) -> String {
-        let mut bytes = Vec::with_capacity(self.0.len() * 48);
-        for (name, section) in &self.0 {
-            bytes.extend_from_slice(name.as_bytes());
-            bytes.push(0);
-            bytes.extend_from_slice(&section.version.to_be_bytes());
-        }
+        let bytes: Vec<u8> = self.shards.iter().flat_map(|s| s.digest.to_be_bytes()).collect();
         format!("{:016x}", trellis_base::stable_hash(&bytes))
     }
 
     /// Rebuilds the config from its sections; the error names the section that does not parse.
     pub fn decode(&self) -> Result<ClusterConfig, String> {
-        let Some(base) = self.0.get(BASE) else {
+        let Some(base) = self.get(BASE) else {
             return Err("the config has no base section".to_string());
         };
         let mut config: ClusterConfig = parse(BASE, base)?;
-        if let Some(policies) = self.0.get(INBOUND_POLICIES) {
+        if let Some(policies) = self.get(INBOUND_POLICIES) {
             config.inbound_policies = parse::<Vec<InboundPolicy>>(INBOUND_POLICIES, policies)?;
         }
-        for (name, section) in &self.0 {
+        for (name, section) in &self.to_map() {
             if let Some(key) = name.strip_prefix(UPSTREAM) {
                 config
                     .upstreams
@@ -157,7 +266,7 @@ impl Sections {
             }
         }
         for name in changed {
-            let Some(section) = self.0.get(name) else {
+            let Some(section) = self.get(name) else {
                 continue;
             };
             if let Some(key) = name.strip_prefix(UPSTREAM) {
@@ -187,25 +296,25 @@ impl Sections {
         Ok(config)
     }
 
-    /// What turns `held` into `self`: the sections to send and the names to drop.
-    pub fn delta_from(&self, held: &BTreeMap<String, u64>) -> (Vec<(&str, &EncodedSection)>, Vec<String>) {
-        let upserts = self
-            .0
-            .iter()
-            .filter(|(name, section)| held.get(name.as_str()) != Some(&section.version))
-            .map(|(name, section)| (name.as_str(), section))
-            .collect();
-        let removes = held
-            .keys()
-            .filter(|name| !self.0.contains_key(*name))
-            .cloned()
-            .collect();
+    /// What turns `held` into `self`: the sections to send and the names to drop. Shards the
+    /// two share are skipped unread.
+    pub fn delta_from(&self, held: Option<&Sections>) -> (Vec<(&str, &EncodedSection)>, Vec<String>) {
+        let (mut upserts, mut removes) = (Vec::new(), Vec::new());
+        for (i, shard) in self.shards.iter().enumerate() {
+            let old = held.map(|h| &h.shards[i]);
+            if old.is_some_and(|old| Arc::ptr_eq(old, shard) || old.digest == shard.digest) {
+                continue;
+            }
+            let empty = BTreeMap::new();
+            let old_entries = old.map(|o| &o.entries).unwrap_or(&empty);
+            for (name, section) in &shard.entries {
+                if old_entries.get(name).map(|o| o.version) != Some(section.version) {
+                    upserts.push((name.as_str(), section));
+                }
+            }
+            removes.extend(old_entries.keys().filter(|n| !shard.entries.contains_key(*n)).cloned());
+        }
         (upserts, removes)
-    }
-
-    /// Section name ─▶ version: what a receiver holds once it has these sections.
-    pub fn versions(&self) -> BTreeMap<String, u64> {
-        self.0.iter().map(|(name, s)| (name.clone(), s.version)).collect()
     }
 }
 

@@ -120,20 +120,25 @@ fn matching_workloads<'a>(
     found
 }
 
+/// A workload of the client's own cluster, reached directly at its sidecar's inbound port.
+pub(crate) fn local_endpoint(cluster: &str, workload: &Workload, inbound_port: u16) -> Endpoint {
+    Endpoint {
+        address: workload.address.clone(),
+        port: inbound_port,
+        weight: 1,
+        cluster: cluster.to_string(),
+        via_gateway: false,
+        priority: 0,
+    }
+}
+
 fn local_endpoints(cluster: &str, workloads: &TargetWorkloads<'_>) -> Vec<Endpoint> {
     let mut endpoints: Vec<Endpoint> = workloads
         .by_cluster
         .get(cluster)
         .into_iter()
         .flatten()
-        .map(|(workload, port)| Endpoint {
-            address: workload.address.clone(),
-            port: *port,
-            weight: 1,
-            cluster: cluster.to_string(),
-            via_gateway: false,
-            priority: 0,
-        })
+        .map(|(workload, port)| local_endpoint(cluster, workload, *port))
         .collect();
     endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
     endpoints.dedup();

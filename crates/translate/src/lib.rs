@@ -27,6 +27,7 @@ mod destination_policies;
 mod endpoints;
 mod external;
 mod inbound_routes;
+mod incremental;
 mod ingress;
 mod outbound;
 mod report;
@@ -43,6 +44,7 @@ use trellis_model::{ClusterConfig, Snapshot};
 
 pub use addons::auth_configs;
 pub use announcements::ANNOUNCE_ANNOTATION;
+pub use incremental::{EndpointChanges, Incremental};
 pub use status::ResourceStatus;
 pub use target::Target;
 
@@ -83,6 +85,11 @@ pub fn workspace_of_config_namespace(snapshot: &Snapshot, namespace: &str) -> Op
 }
 
 pub fn translate(snapshot: &Snapshot) -> Translation {
+    translate_with_plan(snapshot).0
+}
+
+/// A full translation, and what `Incremental` needs to apply endpoint changes to it.
+fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::EndpointPlan) {
     let mut warnings = Warnings::default();
     let restricted = announcements::restrict(snapshot, &mut warnings);
     let snapshot = restricted.as_ref().unwrap_or(snapshot);
@@ -140,11 +147,13 @@ pub fn translate(snapshot: &Snapshot) -> Translation {
             workspaces.visibility(snapshot, &resource.metadata.namespace)
         }
     });
-    Translation {
+    let plan = incremental::EndpointPlan::new(outbound.targets);
+    let translation = Translation {
         clusters,
         warnings: warnings.0,
         statuses,
-    }
+    };
+    (translation, plan)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Aggregated discovery service (ADS, state of the world) for Trellis.
+//! Aggregated discovery service (ADS: state of the world, and delta) for Trellis.
 //!
 //! Envoy proxies open one bidirectional gRPC stream each; this crate answers
 //! them from a per-proxy [`Snapshot`] supplied by a [`SnapshotSource`].
@@ -6,7 +6,7 @@
 //! ```text
 //!  SnapshotSource ──watch<Option<Arc<Snapshot>>>──┐
 //!                                                 ▼
-//!  Envoy ──DiscoveryRequest──▶ server.rs ──▶ stream.rs (pure state machine)
+//!  Envoy ──DiscoveryRequest──▶ server.rs ──▶ stream.rs (pure state machine; delta.rs for delta xDS)
 //!        ◀─DiscoveryResponse──     │               │ outcomes
 //!                                  ├──▶ metrics.rs (pushes, NACKs, connected)
 //!                                  └──▶ status.rs  (per-proxy sent/acked/NACK)
@@ -16,15 +16,17 @@
 //! or tasks, so every ACK/NACK/stale-nonce rule is unit-tested by feeding it
 //! requests and snapshots. [`AdsServer`] is the thin I/O shell around it.
 
+mod delta;
 mod metrics;
 mod server;
 mod snapshot;
 mod status;
 mod stream;
 
+pub use delta::DeltaState;
 pub use metrics::XdsMetrics;
 pub use server::{AdsServer, SnapshotSource, StreamPeer};
-pub use snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, Snapshot};
+pub use snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resource, SECRET_TYPE, Snapshot};
 pub use status::{ProxyStatus, ProxyStatusBoard, TypeStatus};
 pub use stream::{Outcome, StreamState};
 

@@ -2,6 +2,7 @@
 //! proxy's requests and the snapshot watch, and reports to metrics and the
 //! status board.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,15 +19,106 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
+use crate::delta::DeltaState;
 use crate::metrics::XdsMetrics;
 use crate::snapshot::Snapshot;
 use crate::status::ProxyStatusBoard;
+use crate::status::TypeStatus;
 use crate::stream::{Outcome, StreamState};
 
 /// Responses buffered per stream before we stop reading the proxy's requests.
 const RESPONSE_BUFFER: usize = 16;
 
-type ResponseTx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+/// What differs between a state-of-the-world stream and a delta stream: their messages and their
+/// state machine. The task that drives either is the same.
+trait Protocol: Send + 'static {
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Send + 'static;
+    fn new(node_id: String) -> Self;
+    fn node_of(request: &Self::Request) -> Option<&str>;
+    fn node_id(&self) -> &str;
+    fn handle(&mut self, request: &Self::Request) -> Outcome<Self::Response>;
+    fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<Self::Response>;
+    fn type_statuses(&self) -> BTreeMap<String, TypeStatus>;
+    /// Type URL, version, nonce and resource count, for logs and metrics.
+    fn describe(response: &Self::Response) -> (&str, &str, &str, usize);
+}
+
+impl Protocol for StreamState {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn new(node_id: String) -> Self {
+        StreamState::new(node_id)
+    }
+
+    fn node_of(request: &DiscoveryRequest) -> Option<&str> {
+        request.node.as_ref().map(|n| n.id.as_str())
+    }
+
+    fn node_id(&self) -> &str {
+        StreamState::node_id(self)
+    }
+
+    fn handle(&mut self, request: &DiscoveryRequest) -> Outcome<DiscoveryResponse> {
+        self.handle_request(request)
+    }
+
+    fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<DiscoveryResponse> {
+        StreamState::set_snapshot(self, snapshot)
+    }
+
+    fn type_statuses(&self) -> BTreeMap<String, TypeStatus> {
+        StreamState::type_statuses(self)
+    }
+
+    fn describe(response: &DiscoveryResponse) -> (&str, &str, &str, usize) {
+        (
+            &response.type_url,
+            &response.version_info,
+            &response.nonce,
+            response.resources.len(),
+        )
+    }
+}
+
+impl Protocol for DeltaState {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn new(node_id: String) -> Self {
+        DeltaState::new(node_id)
+    }
+
+    fn node_of(request: &DeltaDiscoveryRequest) -> Option<&str> {
+        request.node.as_ref().map(|n| n.id.as_str())
+    }
+
+    fn node_id(&self) -> &str {
+        DeltaState::node_id(self)
+    }
+
+    fn handle(&mut self, request: &DeltaDiscoveryRequest) -> Outcome<DeltaDiscoveryResponse> {
+        self.handle_request(request)
+    }
+
+    fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<DeltaDiscoveryResponse> {
+        DeltaState::set_snapshot(self, snapshot)
+    }
+
+    fn type_statuses(&self) -> BTreeMap<String, TypeStatus> {
+        DeltaState::type_statuses(self)
+    }
+
+    fn describe(response: &DeltaDiscoveryResponse) -> (&str, &str, &str, usize) {
+        (
+            &response.type_url,
+            &response.system_version_info,
+            &response.nonce,
+            response.resources.len() + response.removed_resources.len(),
+        )
+    }
+}
 
 /// Where the ADS server gets each proxy's snapshot, and who may have it.
 ///
@@ -54,7 +146,7 @@ pub struct StreamPeer {
     pub client_certificate: Option<Vec<u8>>,
 }
 
-/// State-of-the-world ADS server.
+/// ADS server: state of the world and delta (incremental).
 pub struct AdsServer<S: SnapshotSource> {
     source: Arc<S>,
     metrics: XdsMetrics,
@@ -93,6 +185,23 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.start::<StreamState>(request)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.start::<DeltaState>(request)))
+    }
+}
+
+impl<S: SnapshotSource> AdsServer<S> {
+    /// Starts the task that serves one stream; returns its responses.
+    fn start<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+    ) -> ReceiverStream<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         // Kept for re-checks at every snapshot change; never logged (it holds a credential).
         // tonic fills in the peer certificates when the incoming connections are rustls
@@ -103,7 +212,7 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
                 .peer_certs()
                 .and_then(|chain| chain.first().map(|leaf| leaf.to_vec())),
         };
-        let stream = StreamTask {
+        let stream = StreamTask::<S, P> {
             peer,
             stream_id: self.next_stream_id.fetch_add(1, Ordering::Relaxed),
             source: self.source.clone(),
@@ -116,30 +225,23 @@ impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
         // Return the response stream at once and read the first request in the
         // task: a client may wait for response headers before sending.
         tokio::spawn(stream.run(request.into_inner()).instrument(span));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("delta xDS is not supported; use api_type: GRPC"))
+        ReceiverStream::new(rx)
     }
 }
 
 // === impl StreamTask ===
 
-struct StreamTask<S> {
+struct StreamTask<S, P: Protocol> {
     peer: StreamPeer,
     stream_id: u64,
     source: Arc<S>,
     metrics: XdsMetrics,
     board: ProxyStatusBoard,
-    tx: ResponseTx,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
 }
 
-impl<S: SnapshotSource> StreamTask<S> {
-    async fn run(self, mut inbound: Streaming<DiscoveryRequest>) {
+impl<S: SnapshotSource, P: Protocol> StreamTask<S, P> {
+    async fn run(self, mut inbound: Streaming<P::Request>) {
         let first = match inbound.message().await {
             Ok(Some(req)) => req,
             Ok(None) => return,
@@ -148,7 +250,7 @@ impl<S: SnapshotSource> StreamTask<S> {
                 return;
             }
         };
-        let node_id = first.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+        let node_id = P::node_of(&first).unwrap_or_default().to_string();
         if node_id.is_empty() {
             let msg = "the first request must carry node.id (set node.id in the Envoy bootstrap)";
             let _ = self.tx.send(Err(Status::invalid_argument(msg))).await;
@@ -172,7 +274,7 @@ impl<S: SnapshotSource> StreamTask<S> {
 
         let _connected = Connected::new(&self, &node_id);
         info!("proxy connected");
-        let mut state = StreamState::new(node_id);
+        let mut state = P::new(node_id);
         // Nothing is subscribed yet, so this only primes the state.
         state.set_snapshot(watch.borrow_and_update().clone());
 
@@ -219,8 +321,8 @@ impl<S: SnapshotSource> StreamTask<S> {
         }
     }
 
-    async fn on_request(&self, state: &mut StreamState, req: &DiscoveryRequest) -> ControlFlow<()> {
-        let outcome = state.handle_request(req);
+    async fn on_request(&self, state: &mut P, req: &P::Request) -> ControlFlow<()> {
+        let outcome = state.handle(req);
         self.board.update(self.stream_id, state.type_statuses());
         match outcome {
             Outcome::Send(resp) => return self.send_all(vec![resp]).await,
@@ -254,16 +356,11 @@ impl<S: SnapshotSource> StreamTask<S> {
         ControlFlow::Continue(())
     }
 
-    async fn send_all(&self, responses: Vec<DiscoveryResponse>) -> ControlFlow<()> {
+    async fn send_all(&self, responses: Vec<P::Response>) -> ControlFlow<()> {
         for resp in responses {
-            debug!(
-                type_url = resp.type_url,
-                version = resp.version_info,
-                nonce = resp.nonce,
-                resources = resp.resources.len(),
-                "push"
-            );
-            self.metrics.push(&resp.type_url);
+            let (type_url, version, nonce, resources) = P::describe(&resp);
+            debug!(type_url, version, nonce, resources, "push");
+            self.metrics.push(type_url);
             if self.tx.send(Ok(resp)).await.is_err() {
                 return ControlFlow::Break(());
             }
@@ -281,7 +378,7 @@ struct Connected {
 }
 
 impl Connected {
-    fn new<S>(task: &StreamTask<S>, node_id: &str) -> Self {
+    fn new<S, P: Protocol>(task: &StreamTask<S, P>, node_id: &str) -> Self {
         task.board.connect(task.stream_id, node_id);
         task.metrics.proxies_connected.inc();
         Self {

@@ -1,6 +1,7 @@
 //! The per-proxy resource snapshot and its content-derived versions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 use trellis_base::Fnv1a;
@@ -13,13 +14,63 @@ pub use trellis_envoy::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, 
 /// listeners and routes that reference them, or it serves 503s while warming.
 pub(crate) const PUSH_ORDER: [&str; 5] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE];
 
+/// One xDS resource with its content hash, computed once. Shared (`Arc`) by every proxy snapshot
+/// that holds it: proxies that see the same outbound config hold one copy of it, not one each.
+#[derive(Debug)]
+pub struct Resource {
+    pub name: String,
+    pub any: Any,
+    hash: u64,
+}
+
+/// Equal when named alike with the same content hash: comparing two proxies' snapshots costs a
+/// few words per resource, not their bytes.
+impl PartialEq for Resource {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.name == other.name
+    }
+}
+
+impl Resource {
+    /// The resource's own version, as delta xDS sends it.
+    pub fn version(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+
+    pub fn new(name: String, any: Any) -> Arc<Self> {
+        let mut h = Fnv1a::new();
+        field(&mut h, any.type_url.as_bytes());
+        field(&mut h, &any.value);
+        Arc::new(Resource {
+            name,
+            any,
+            hash: h.finish(),
+        })
+    }
+}
+
 /// All resources for one proxy, by type URL. Resources within a type are sorted by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    pub resources: BTreeMap<String, Vec<(String, Any)>>,
+    pub resources: BTreeMap<String, Vec<Arc<Resource>>>,
 }
 
 impl Snapshot {
+    /// Sets the resources of one type from (name, resource) pairs.
+    pub fn insert(&mut self, type_url: &str, resources: Vec<(String, Any)>) {
+        let shared = resources
+            .into_iter()
+            .map(|(name, any)| Resource::new(name, any))
+            .collect();
+        self.insert_shared(type_url, shared);
+    }
+
+    /// Sets the resources of one type, sharing them.
+    pub fn insert_shared(&mut self, type_url: &str, mut resources: Vec<Arc<Resource>>) {
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        self.resources.insert(type_url.to_string(), resources);
+    }
+
     /// Stable content hash (FNV-1a 64, hex) of one type's resources.
     ///
     /// Derived from content rather than a counter so a control-plane restart
@@ -30,7 +81,7 @@ impl Snapshot {
     }
 
     /// The resources of one type; empty when the snapshot has none.
-    pub fn of_type(&self, type_url: &str) -> &[(String, Any)] {
+    pub fn of_type(&self, type_url: &str) -> &[Arc<Resource>] {
         self.resources.get(type_url).map(Vec::as_slice).unwrap_or(&[])
     }
 }
@@ -42,13 +93,14 @@ pub(crate) fn is_wildcard(type_url: &str) -> bool {
 
 /// Version of an arbitrary selection of resources, with the same hash as
 /// [`Snapshot::version_of`] so a full selection has the type's version.
-pub(crate) fn content_version<'a>(resources: impl Iterator<Item = &'a (String, Any)>) -> String {
+/// Each resource's content was hashed once when it was made, so a version costs a few bytes per
+/// resource however large the resources are.
+pub(crate) fn content_version<'a>(resources: impl Iterator<Item = &'a Arc<Resource>>) -> String {
     let mut h = Fnv1a::new();
-    for (name, any) in resources {
+    for resource in resources {
         // Length prefixes keep ("ab","c") and ("a","bc") from colliding.
-        field(&mut h, name.as_bytes());
-        field(&mut h, any.type_url.as_bytes());
-        field(&mut h, &any.value);
+        field(&mut h, resource.name.as_bytes());
+        field(&mut h, &resource.hash.to_le_bytes());
     }
     format!("{:016x}", h.finish())
 }
@@ -71,8 +123,8 @@ mod tests {
 
     fn mk_snapshot(items: &[(&str, &[u8])]) -> Snapshot {
         let mut s = Snapshot::default();
-        s.resources.insert(
-            CLUSTER_TYPE.into(),
+        s.insert(
+            CLUSTER_TYPE,
             items.iter().map(|(n, v)| (n.to_string(), mk_any(v))).collect(),
         );
         s

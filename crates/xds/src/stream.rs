@@ -10,17 +10,17 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
-use crate::snapshot::{PUSH_ORDER, Snapshot, content_version, is_wildcard};
+use crate::snapshot::{PUSH_ORDER, Resource, Snapshot, content_version, is_wildcard};
 use crate::status::TypeStatus;
 
 /// Identifies us in Envoy's config dump (`control_plane.identifier`).
-const CONTROL_PLANE_ID: &str = "trellis";
+pub(crate) const CONTROL_PLANE_ID: &str = "trellis";
 
-/// What a request led to.
+/// What a request led to (`R`: the response type of the stream's protocol).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
+pub enum Outcome<R = DiscoveryResponse> {
     /// Send this response to the proxy.
-    Send(DiscoveryResponse),
+    Send(R),
     /// The proxy accepted our latest response (or re-confirmed its names); nothing to send.
     Acked { type_url: String, version: String },
     /// The proxy rejected our latest response; nothing is resent until the snapshot changes.
@@ -196,7 +196,7 @@ impl StreamState {
         let nonce = self.last_nonce.to_string();
         let resp = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selected.iter().map(|(_, any)| any.clone()).collect(),
+            resources: selected.iter().map(|r| r.any.clone()).collect(),
             type_url: type_url.to_owned(),
             nonce: nonce.clone(),
             control_plane: Some(ControlPlane {
@@ -216,17 +216,13 @@ impl StreamState {
 }
 
 /// Resources of `type_url` the proxy should get for `names`.
-fn select<'a>(
-    snapshot: &'a Snapshot,
-    type_url: &str,
-    names: &BTreeSet<String>,
-) -> Vec<&'a (String, envoy_types::pb::google::protobuf::Any)> {
+fn select<'a>(snapshot: &'a Snapshot, type_url: &str, names: &BTreeSet<String>) -> Vec<&'a Arc<Resource>> {
     let all = snapshot.of_type(type_url);
     // Legacy SotW: no names (or "*") on a named type means "everything".
     if is_wildcard(type_url) || names.is_empty() || names.contains("*") {
         return all.iter().collect();
     }
-    all.iter().filter(|(name, _)| names.contains(name)).collect()
+    all.iter().filter(|r| names.contains(&r.name)).collect()
 }
 
 fn push_rank(type_url: &str) -> usize {

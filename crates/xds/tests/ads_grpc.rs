@@ -167,7 +167,7 @@ fn mk_snapshot(clusters: &[(&str, u64)]) -> Snapshot {
             (name.to_string(), pack_any(cluster))
         })
         .collect();
-    s.resources.insert(CLUSTER_TYPE.into(), resources);
+    s.insert(CLUSTER_TYPE, resources);
     s
 }
 

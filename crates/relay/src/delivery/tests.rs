@@ -3,11 +3,8 @@ use crate::sections::tests::{config, upstream};
 
 /// What the management server does for one change: the delta from what the agent holds.
 fn send(new: &Sections, held: Option<&Sections>) -> Vec<ConfigDelta> {
-    let (held_versions, base) = match held {
-        Some(held) => (held.versions(), held.version()),
-        None => (BTreeMap::new(), String::new()),
-    };
-    let (upserts, removes) = new.delta_from(&held_versions);
+    let base = held.map(Sections::version).unwrap_or_default();
+    let (upserts, removes) = new.delta_from(held);
     chunk(&new.version(), &base, &upserts, removes)
 }
 

@@ -50,7 +50,7 @@ fn sections_decode_to_the_config_they_were_cut_from() {
     let config = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
     let sections = Sections::encode(&config, None);
     assert_eq!(
-        sections.0.keys().map(String::as_str).collect::<Vec<_>>(),
+        sections.to_map().keys().map(String::as_str).collect::<Vec<_>>(),
         [
             "base",
             "gateway/gateway|a",
@@ -77,11 +77,12 @@ fn a_change_re_encodes_only_the_sections_it_touches() {
     );
     // The untouched section is the very same allocation, not an equal copy.
     assert!(std::sync::Arc::ptr_eq(
-        &new_sections.0["upstream/a"].payload,
-        &old_sections.0["upstream/a"].payload
+        &new_sections.get("upstream/a").unwrap().payload,
+        &old_sections.get("upstream/a").unwrap().payload
     ));
-    let (upserts, removes) = new_sections.delta_from(&old_sections.versions());
-    let names: Vec<&str> = upserts.iter().map(|(name, _)| *name).collect();
+    let (upserts, removes) = new_sections.delta_from(Some(&old_sections));
+    let mut names: Vec<&str> = upserts.iter().map(|(name, _)| *name).collect();
+    names.sort();
     assert_eq!(names, ["upstream/b", "upstream/d"]);
     assert_eq!(removes, ["upstream/c"]);
     assert_ne!(old_sections.version(), new_sections.version());
@@ -95,7 +96,7 @@ fn patching_equals_decoding() {
     new.inbound_policies.clear();
     new.trust_domain = "other.domain".to_string();
     let new_sections = Sections::encode(&new, Some((&old, &old_sections)));
-    let (upserts, removes) = new_sections.delta_from(&old_sections.versions());
+    let (upserts, removes) = new_sections.delta_from(Some(&old_sections));
     let changed: Vec<String> = upserts.iter().map(|(name, _)| name.to_string()).collect();
     let patched = new_sections.patch(old.clone(), &removes, &changed).unwrap();
     assert_eq!(patched, new);
@@ -105,9 +106,42 @@ fn patching_equals_decoding() {
 #[test]
 fn a_section_that_holds_another_name_is_refused() {
     let config = config(&[("a", "10.0.0.1")]);
-    let mut sections = Sections::encode(&config, None);
+    let sections = Sections::encode(&config, None);
     let wrong = EncodedSection::encode(&upstream("z", "10.0.0.1"));
-    sections.0.insert("upstream/a".to_string(), wrong);
+    let sections = sections.with_changes(vec![("upstream/a".to_string(), wrong)], &[]);
     let error = sections.decode().unwrap_err();
     assert!(error.contains("upstream/a") && error.contains("\"z\""), "{error}");
+}
+
+#[test]
+fn a_change_copies_only_the_shards_it_touches() {
+    let names: Vec<String> = (0..1000).map(|i| format!("svc-{i}")).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "10.0.0.1")).collect();
+    let old = Sections::encode(&config(&pairs), None);
+    let changed = EncodedSection::encode(&upstream("svc-7", "10.9.9.9"));
+    let new = old.with_changes(
+        vec![("upstream/svc-7".to_string(), changed.clone())],
+        &["upstream/svc-8".to_string()],
+    );
+    let shared = old
+        .shards
+        .iter()
+        .zip(&new.shards)
+        .filter(|(a, b)| Arc::ptr_eq(a, b))
+        .count();
+    assert!(shared >= SHARDS - 2, "{shared} shards shared");
+    let (upserts, removes) = new.delta_from(Some(&old));
+    assert_eq!(upserts, [("upstream/svc-7", &changed)]);
+    assert_eq!(removes, ["upstream/svc-8"]);
+    // Encoding the same config from scratch gives the same sections and version.
+    let mut expected = config(&pairs);
+    expected.upstreams.retain(|u| u.name != "svc-8");
+    expected
+        .upstreams
+        .iter_mut()
+        .find(|u| u.name == "svc-7")
+        .unwrap()
+        .endpoints[0]
+        .address = "10.9.9.9".into();
+    assert_eq!(Sections::encode(&expected, None).version(), new.version());
 }

@@ -1,6 +1,8 @@
 //! Table-driven tests of the stream state machine: each case is a script of
 //! inputs, each input paired with what the proxy should observe.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 use envoy_types::pb::google::protobuf::Any;
@@ -46,15 +48,16 @@ fn mk_any(type_url: &str, content: &str) -> Any {
 
 /// Snapshot from (type_url, name, content) triples.
 fn mk_snapshot(items: &[(&str, &str, &str)]) -> Snapshot {
-    let mut s = Snapshot::default();
+    let mut by_type: BTreeMap<&str, Vec<(String, Any)>> = BTreeMap::new();
     for (t, name, content) in items {
-        s.resources
-            .entry(t.to_string())
+        by_type
+            .entry(t)
             .or_default()
             .push((name.to_string(), mk_any(t, content)));
     }
-    for v in s.resources.values_mut() {
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut s = Snapshot::default();
+    for (t, list) in by_type {
+        s.insert(t, list);
     }
     s
 }
@@ -75,8 +78,11 @@ fn base() -> Snapshot {
 fn changed(types: &[&str]) -> Snapshot {
     let mut s = base();
     for t in types {
-        for (_, any) in s.resources.get_mut(*t).unwrap() {
+        let list = s.resources.get_mut(*t).unwrap();
+        for resource in list.iter_mut() {
+            let mut any = resource.any.clone();
             any.value.extend_from_slice(b"-v2");
+            *resource = Resource::new(resource.name.clone(), any);
         }
     }
     s
@@ -86,8 +92,8 @@ fn name_of(any: &Any, snapshot: &Snapshot, type_url: &str) -> &'static str {
     let name = snapshot
         .of_type(type_url)
         .iter()
-        .find(|(_, a)| a == any)
-        .map(|(n, _)| n.clone());
+        .find(|r| r.any == *any)
+        .map(|r| r.name.clone());
     Box::leak(name.expect("response resource not in snapshot").into_boxed_str())
 }
 
@@ -299,7 +305,8 @@ fn snapshot_change_pushes_only_changed_types_in_cds_eds_lds_rds_order() {
 #[test]
 fn change_to_unrequested_named_resource_is_not_pushed() {
     let mut other = base();
-    other.resources.get_mut(ENDPOINT_TYPE).unwrap()[1].1.value = b"e2-v2".to_vec();
+    let list = other.resources.get_mut(ENDPOINT_TYPE).unwrap();
+    list[1] = Resource::new(list[1].name.clone(), mk_any(ENDPOINT_TYPE, "e2-v2"));
     run(vec![
         (Snap(Some(base())), Out::Pushes(vec![])),
         (

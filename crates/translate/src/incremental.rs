@@ -1,0 +1,217 @@
+//! A translation kept current change by change.
+//!
+//! Most changes of a running mesh are endpoints: a workload's address or port moves while the
+//! services, their labels, ports and accounts stay. Such a change can only alter, in the
+//! workload's own cluster, the upstreams of the targets backed by the workload's service (their
+//! local endpoints) and the east-west gateway's upstreams for them; remote clusters see that
+//! cluster through its gateway, weighted by a count that did not change. So an endpoint change
+//! is applied to those upstreams alone, in time proportional to it. Any other change (a
+//! resource, a workload added or relabelled, a gateway, an add-on) is translated in full.
+//!
+//! The property test in `incremental/tests.rs` checks, over random change sequences, that this
+//! always equals translating from scratch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use trellis_model::Snapshot;
+use trellis_model::discovery::{ClusterDiscovery, Workload};
+use trellis_model::ir::{Endpoint, Upstream};
+
+use crate::Translation;
+use crate::target::Target;
+
+/// What the endpoint path needs from the last full translation.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointPlan {
+    pub targets: Vec<Target>,
+    /// (cluster, namespace, service) ─▶ targets with that backend.
+    pub by_backend: HashMap<(String, String, String), Vec<usize>>,
+}
+
+impl EndpointPlan {
+    pub(crate) fn new(targets: Vec<Target>) -> Self {
+        let mut by_backend: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
+        for (i, target) in targets.iter().enumerate() {
+            for backend in &target.backends {
+                let key = (
+                    backend.cluster.clone(),
+                    backend.namespace.clone(),
+                    backend.service.clone(),
+                );
+                let list = by_backend.entry(key).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        EndpointPlan { targets, by_backend }
+    }
+}
+
+/// The names of what an endpoint change rewrote, per cluster.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EndpointChanges {
+    /// Cluster ─▶ names of changed `upstreams`.
+    pub upstreams: BTreeMap<String, Vec<String>>,
+    /// Cluster ─▶ names of changed `gateway_upstreams`.
+    pub gateway_upstreams: BTreeMap<String, Vec<String>>,
+}
+
+/// A translation and what it takes to move it along.
+pub struct Incremental {
+    translation: Translation,
+    plan: EndpointPlan,
+}
+
+impl Incremental {
+    pub fn new(snapshot: &Snapshot) -> Self {
+        let (translation, plan) = crate::translate_with_plan(snapshot);
+        Incremental { translation, plan }
+    }
+
+    pub fn translation(&self) -> &Translation {
+        &self.translation
+    }
+
+    /// Translates from scratch.
+    pub fn retranslate(&mut self, snapshot: &Snapshot) {
+        *self = Incremental::new(snapshot);
+    }
+
+    /// `snapshot` is the previous one with the discovery of `cluster` replaced; `old` is that
+    /// cluster's discovery before. Applies the change if only endpoints moved and says what it
+    /// rewrote; `None` when the change reaches further (then call `retranslate`).
+    pub fn endpoints_moved(
+        &mut self,
+        snapshot: &Snapshot,
+        cluster: &str,
+        old: &ClusterDiscovery,
+    ) -> Option<EndpointChanges> {
+        let new = snapshot.discovery.get(cluster)?;
+        let moved = moved_services(old, new)?;
+        let mut changes = EndpointChanges::default();
+        let Some(config) = self.translation.clusters.get_mut(cluster) else {
+            return Some(changes);
+        };
+        let mut affected: BTreeSet<usize> = BTreeSet::new();
+        for (namespace, service) in &moved {
+            let key = (cluster.to_string(), namespace.to_string(), service.to_string());
+            affected.extend(self.plan.by_backend.get(&key).into_iter().flatten());
+        }
+        if affected.is_empty() {
+            return Some(changes);
+        }
+        let by_service = workloads_by_service(new);
+        for index in affected {
+            let target = &self.plan.targets[index];
+            let local = local_endpoints(cluster, target, &by_service);
+            if let Some(upstream) = find(&mut config.upstreams, &target.upstream_name()) {
+                // Local endpoints come first, then remote gateways, whose weights did not change.
+                let remote: Vec<Endpoint> = upstream.endpoints.iter().filter(|e| e.via_gateway).cloned().collect();
+                let endpoints: Vec<Endpoint> = local.iter().cloned().chain(remote).collect();
+                if upstream.endpoints != endpoints {
+                    upstream.endpoints = endpoints;
+                    changes
+                        .upstreams
+                        .entry(cluster.to_string())
+                        .or_default()
+                        .push(upstream.name.clone());
+                }
+            }
+            if let Some(upstream) = find(&mut config.gateway_upstreams, &target.gateway_upstream_name())
+                && upstream.endpoints != local
+            {
+                upstream.endpoints = local;
+                changes
+                    .gateway_upstreams
+                    .entry(cluster.to_string())
+                    .or_default()
+                    .push(upstream.name.clone());
+            }
+        }
+        for names in changes
+            .upstreams
+            .values_mut()
+            .chain(changes.gateway_upstreams.values_mut())
+        {
+            names.sort();
+        }
+        Some(changes)
+    }
+}
+
+fn find<'a>(list: &'a mut [Upstream], name: &str) -> Option<&'a mut Upstream> {
+    let i = list.binary_search_by(|u| u.name.as_str().cmp(name)).ok()?;
+    Some(&mut list[i])
+}
+
+/// The (namespace, service) of every workload whose address or ports moved, if that is all that
+/// changed; `None` when anything else did.
+fn moved_services<'a>(old: &ClusterDiscovery, new: &'a ClusterDiscovery) -> Option<BTreeSet<(&'a str, &'a str)>> {
+    if old.east_west_gateway != new.east_west_gateway
+        || old.addons != new.addons
+        || old.workloads.len() != new.workloads.len()
+    {
+        return None;
+    }
+    let mut moved = BTreeSet::new();
+    for (a, b) in old.workloads.iter().zip(&new.workloads) {
+        if !same_catalog(a, b) {
+            return None;
+        }
+        if a != b {
+            moved.insert((b.namespace.as_str(), b.service.as_str()));
+        }
+    }
+    Some(moved)
+}
+
+/// Equal in everything but where the workload is reached.
+fn same_catalog(a: &Workload, b: &Workload) -> bool {
+    a.name == b.name
+        && a.namespace == b.namespace
+        && a.service == b.service
+        && a.labels == b.labels
+        && a.service_account == b.service_account
+        && a.ports.len() == b.ports.len()
+        && a.ports
+            .iter()
+            .zip(&b.ports)
+            .all(|(p, q)| p.name == q.name && p.port == q.port && p.protocol == q.protocol)
+}
+
+fn workloads_by_service(discovery: &ClusterDiscovery) -> HashMap<(&str, &str), Vec<&Workload>> {
+    let mut grouped: HashMap<(&str, &str), Vec<&Workload>> = HashMap::new();
+    for workload in &discovery.workloads {
+        grouped
+            .entry((workload.namespace.as_str(), workload.service.as_str()))
+            .or_default()
+            .push(workload);
+    }
+    grouped
+}
+
+/// As `endpoints::local_endpoints`, from the cluster's workloads grouped by service.
+fn local_endpoints(
+    cluster: &str,
+    target: &Target,
+    by_service: &HashMap<(&str, &str), Vec<&Workload>>,
+) -> Vec<Endpoint> {
+    let mut endpoints = Vec::new();
+    for backend in target.backends.iter().filter(|b| b.cluster == cluster) {
+        let key = (backend.namespace.as_str(), backend.service.as_str());
+        for workload in by_service.get(&key).into_iter().flatten() {
+            let in_subset = target.subset.iter().all(|(k, v)| workload.labels.get(k) == Some(v));
+            let port = workload.ports.iter().find(|p| p.port == backend.port);
+            if let (true, Some(port)) = (in_subset, port) {
+                endpoints.push(crate::endpoints::local_endpoint(cluster, workload, port.inbound_port));
+            }
+        }
+    }
+    endpoints.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+    endpoints.dedup();
+    endpoints
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Incremental translation equals full translation, over random change sequences on every
+//! golden case.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use trellis_model::discovery::{Workload, WorkloadPort};
+use trellis_model::{ClusterDiscovery, Snapshot};
+
+use super::*;
+use crate::translate;
+
+/// A small xorshift generator: repeatable random sequences without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+fn load(case: &str) -> Snapshot {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let config = std::fs::read_to_string(testdata.join(case).join("config.yaml")).unwrap();
+    let resources = trellis_api::parse_documents(case, &config).unwrap();
+    let discovery: Vec<ClusterDiscovery> =
+        yaml_serde::from_str(&std::fs::read_to_string(testdata.join("discovery-demo.yaml")).unwrap()).unwrap();
+    Snapshot::new(
+        resources,
+        discovery.into_iter().map(|d| (d.cluster.clone(), d)).collect(),
+    )
+}
+
+fn cases() -> Vec<String> {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let mut cases: Vec<String> = std::fs::read_dir(testdata)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("config.yaml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// Moves one workload (address or inbound port): an endpoint change.
+fn move_endpoint(rng: &mut Rng, discovery: &mut ClusterDiscovery) {
+    if discovery.workloads.is_empty() {
+        return;
+    }
+    let i = rng.below(discovery.workloads.len());
+    let workload = &mut discovery.workloads[i];
+    match rng.below(3) {
+        0 => workload.address = format!("10.{}.{}.{}", rng.below(3), rng.below(3), rng.below(3)),
+        _ => {
+            if let Some(port) = workload.ports.first_mut() {
+                port.inbound_port = 30000 + rng.below(5) as u16;
+            }
+        }
+    }
+}
+
+/// Anything else a discovery report can change.
+fn change_catalog(rng: &mut Rng, discovery: &mut ClusterDiscovery) {
+    match rng.below(4) {
+        0 if !discovery.workloads.is_empty() => {
+            let i = rng.below(discovery.workloads.len());
+            discovery.workloads.remove(i);
+        }
+        1 if !discovery.workloads.is_empty() => {
+            let i = rng.below(discovery.workloads.len());
+            discovery.workloads[i]
+                .labels
+                .insert("version".to_string(), format!("v{}", rng.below(3)));
+        }
+        2 => discovery.east_west_gateway = None,
+        _ => {
+            let service = ["backend", "frontend", "extra"][rng.below(3)];
+            discovery.workloads.push(Workload {
+                name: format!("{service}-{}", rng.below(1000)),
+                namespace: "demo".to_string(),
+                service: service.to_string(),
+                labels: BTreeMap::from([
+                    ("app".to_string(), service.to_string()),
+                    ("version".to_string(), format!("v{}", 1 + rng.below(2))),
+                ]),
+                service_account: "default".to_string(),
+                address: "127.0.0.1".to_string(),
+                ports: vec![WorkloadPort {
+                    name: "http".to_string(),
+                    port: 80,
+                    protocol: Default::default(),
+                    inbound_port: 31000 + rng.below(100) as u16,
+                    app_port: 31500,
+                }],
+            });
+        }
+    }
+    discovery.normalize();
+}
+
+/// The names of upstreams whose content differs between two translations, per cluster.
+fn differing(before: &Translation, after: &Translation, gateway: bool) -> BTreeMap<String, Vec<String>> {
+    let mut found = BTreeMap::new();
+    for (cluster, config) in &after.clusters {
+        let list = |c: &trellis_model::ClusterConfig| {
+            if gateway {
+                c.gateway_upstreams.clone()
+            } else {
+                c.upstreams.clone()
+            }
+        };
+        let old: BTreeMap<String, Upstream> = before
+            .clusters
+            .get(cluster)
+            .map(|c| list(c).into_iter().map(|u| (u.name.clone(), u)).collect())
+            .unwrap_or_default();
+        let names: Vec<String> = list(config)
+            .into_iter()
+            .filter(|u| old.get(&u.name) != Some(u))
+            .map(|u| u.name)
+            .collect();
+        if !names.is_empty() {
+            found.insert(cluster.clone(), names);
+        }
+    }
+    found
+}
+
+#[test]
+fn incremental_translation_equals_full_translation_on_random_change_sequences() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut fast_paths = 0;
+    for case in cases() {
+        let mut snapshot = load(&case);
+        let mut incremental = Incremental::new(&snapshot);
+        assert_eq!(*incremental.translation(), translate(&snapshot), "{case}: the start");
+        for step in 0..150 {
+            let clusters: Vec<String> = snapshot.discovery.keys().cloned().collect();
+            let cluster = clusters[rng.below(clusters.len())].clone();
+            let before = incremental.translation().clone();
+            let old = snapshot.discovery[&cluster].clone();
+            let mut new = old.clone();
+            let endpoint_only = rng.below(4) != 0;
+            if endpoint_only {
+                move_endpoint(&mut rng, &mut new);
+            } else {
+                change_catalog(&mut rng, &mut new);
+            }
+            snapshot.discovery.insert(cluster.clone(), new);
+            let full = translate(&snapshot);
+            match incremental.endpoints_moved(&snapshot, &cluster, &old) {
+                Some(changes) => {
+                    fast_paths += 1;
+                    assert_eq!(*incremental.translation(), full, "{case} step {step}: endpoint path");
+                    // It names exactly what changed, so the relay sends exactly that.
+                    assert_eq!(
+                        changes.upstreams,
+                        differing(&before, &full, false),
+                        "{case} step {step}"
+                    );
+                    assert_eq!(
+                        changes.gateway_upstreams,
+                        differing(&before, &full, true),
+                        "{case} step {step}"
+                    );
+                }
+                None => {
+                    assert!(
+                        !endpoint_only,
+                        "{case} step {step}: an endpoint move took the full path"
+                    );
+                    incremental.retranslate(&snapshot);
+                    assert_eq!(*incremental.translation(), full, "{case} step {step}: full path");
+                }
+            }
+        }
+    }
+    assert!(fast_paths > 500, "the endpoint path ran {fast_paths} times");
+}

@@ -1,0 +1,220 @@
+//! The per-stream incremental (delta) xDS state machine, free of gRPC and tasks.
+//!
+//! Where state of the world resends every resource of a type when one changes, a delta stream
+//! sends the resources whose version differs from what the proxy holds and the names it should
+//! drop: an endpoint change moves one `ClusterLoadAssignment`, not all of them.
+//!
+//! What the proxy holds is tracked per type: the versions it announced when it (re)connected
+//! (`initial_resource_versions`) and every resource sent since. CDS and LDS are wildcard types
+//! (the proxy gets everything the snapshot has); EDS, RDS and SDS are subscribed by name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::ControlPlane;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+
+use crate::snapshot::{PUSH_ORDER, Snapshot, content_version, is_wildcard};
+use crate::status::TypeStatus;
+use crate::stream::{CONTROL_PLANE_ID, Outcome};
+
+/// Protocol state of one delta ADS stream.
+#[derive(Debug)]
+pub struct DeltaState {
+    node_id: String,
+    snapshot: Option<Arc<Snapshot>>,
+    types: BTreeMap<String, TypeState>,
+    last_nonce: u64,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    /// Subscribed to everything of the type (CDS and LDS, or a `*` subscription).
+    wildcard: bool,
+    /// Names subscribed to, for a type that is not wildcard.
+    names: BTreeSet<String>,
+    /// Name ─▶ version of what the proxy holds, as far as this stream knows.
+    held: BTreeMap<String, String>,
+    /// Nonce and type version of the latest response.
+    sent: Option<(String, String)>,
+    acked_version: Option<String>,
+    nack: Option<String>,
+}
+
+impl DeltaState {
+    pub fn new(node_id: impl Into<String>) -> Self {
+        DeltaState {
+            node_id: node_id.into(),
+            snapshot: None,
+            types: BTreeMap::new(),
+            last_nonce: 0,
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Applies one request from the proxy.
+    pub fn handle_request(&mut self, req: &DeltaDiscoveryRequest) -> Outcome<DeltaDiscoveryResponse> {
+        let type_url = req.type_url.as_str();
+        if type_url.is_empty() {
+            return Outcome::Invalid("type_url is required on every delta ADS request".into());
+        }
+        let first = !self.types.contains_key(type_url);
+        let ts = self.types.entry(type_url.to_owned()).or_default();
+        if first {
+            // A wildcard type subscribed with no names means everything (the legacy form).
+            ts.wildcard = is_wildcard(type_url) && req.resource_names_subscribe.is_empty();
+            ts.held = req.initial_resource_versions.clone().into_iter().collect();
+        }
+        for name in &req.resource_names_subscribe {
+            if name == "*" {
+                ts.wildcard = true;
+            } else {
+                ts.names.insert(name.clone());
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == "*" {
+                ts.wildcard = false;
+            }
+            ts.names.remove(name);
+            // The proxy dropped it: if it subscribes again, it must be sent again.
+            ts.held.remove(name);
+        }
+
+        if !req.response_nonce.is_empty() {
+            let latest = ts.sent.as_ref().is_some_and(|(nonce, _)| *nonce == req.response_nonce);
+            if !latest {
+                return Outcome::StaleNonce {
+                    type_url: type_url.to_owned(),
+                    nonce: req.response_nonce.clone(),
+                };
+            }
+            let version = ts.sent.as_ref().map(|(_, v)| v.clone()).unwrap_or_default();
+            if let Some(error) = &req.error_detail {
+                ts.nack = Some(error.message.clone());
+                return Outcome::Nacked {
+                    type_url: type_url.to_owned(),
+                    rejected_version: version,
+                    running_version: ts.acked_version.clone().unwrap_or_default(),
+                    message: error.message.clone(),
+                };
+            }
+            ts.nack = None;
+            ts.acked_version = Some(version.clone());
+            return match self.respond(type_url, false) {
+                Some(response) => Outcome::Send(response),
+                None => Outcome::Acked {
+                    type_url: type_url.to_owned(),
+                    version,
+                },
+            };
+        }
+        // A new subscription (or more names): always answered, even with nothing new, so the
+        // proxy can finish initialising.
+        match self.respond(type_url, first) {
+            Some(response) => Outcome::Send(response),
+            None if self.snapshot.is_none() => Outcome::Held {
+                type_url: type_url.to_owned(),
+            },
+            None => Outcome::Acked {
+                type_url: type_url.to_owned(),
+                version: String::new(),
+            },
+        }
+    }
+
+    /// Replaces the snapshot; returns a response per subscribed type that has changes, in push
+    /// order (clusters before the listeners and routes that use them).
+    pub fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<DeltaDiscoveryResponse> {
+        // Not ready (again): the proxy keeps what it runs.
+        self.snapshot = snapshot;
+        if self.snapshot.is_none() {
+            return Vec::new();
+        }
+        let mut order: Vec<String> = self.types.keys().cloned().collect();
+        order.sort_by_key(|t| {
+            (
+                PUSH_ORDER.iter().position(|p| p == t).unwrap_or(PUSH_ORDER.len()),
+                t.clone(),
+            )
+        });
+        order.into_iter().filter_map(|t| self.respond(&t, false)).collect()
+    }
+
+    pub fn type_statuses(&self) -> BTreeMap<String, TypeStatus> {
+        self.types
+            .iter()
+            .map(|(t, ts)| {
+                let status = TypeStatus {
+                    last_sent_version: ts.sent.as_ref().map(|(_, v)| v.clone()),
+                    last_acked_version: ts.acked_version.clone(),
+                    last_nack: ts.nack.clone(),
+                };
+                (t.clone(), status)
+            })
+            .collect()
+    }
+
+    /// The changes of `type_url` the proxy lacks; with `force`, a response even without any.
+    fn respond(&mut self, type_url: &str, force: bool) -> Option<DeltaDiscoveryResponse> {
+        let snapshot = self.snapshot.as_ref()?;
+        let ts = self.types.get_mut(type_url)?;
+        let wanted: Vec<_> = snapshot
+            .of_type(type_url)
+            .iter()
+            .filter(|r| ts.wildcard || ts.names.contains(&r.name))
+            .collect();
+        let version = content_version(wanted.iter().copied());
+        let mut resources = Vec::new();
+        for resource in &wanted {
+            let resource_version = resource.version();
+            if ts.held.get(&resource.name) != Some(&resource_version) {
+                resources.push(DeltaResource {
+                    name: resource.name.clone(),
+                    version: resource_version,
+                    resource: Some(resource.any.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+        let present: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
+        let removed: Vec<String> = ts
+            .held
+            .keys()
+            .filter(|name| !present.contains(name.as_str()))
+            .cloned()
+            .collect();
+        if resources.is_empty() && removed.is_empty() && !force {
+            return None;
+        }
+        for resource in &resources {
+            ts.held.insert(resource.name.clone(), resource.version.clone());
+        }
+        for name in &removed {
+            ts.held.remove(name);
+        }
+        self.last_nonce += 1;
+        let nonce = self.last_nonce.to_string();
+        ts.sent = Some((nonce.clone(), version.clone()));
+        ts.nack = None;
+        Some(DeltaDiscoveryResponse {
+            system_version_info: version,
+            resources,
+            type_url: type_url.to_owned(),
+            removed_resources: removed,
+            nonce,
+            control_plane: Some(ControlPlane {
+                identifier: CONTROL_PLANE_ID.into(),
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

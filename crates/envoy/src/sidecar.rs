@@ -80,6 +80,7 @@ pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyRes
         .upstreams
         .iter()
         .filter(|u| visible(&u.workspaces, workspace))
+        .map(|u| &**u)
         .collect();
     let virtual_hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
     ProxyResources {
@@ -92,7 +93,7 @@ pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyRes
         listeners: Vec::new(),
         routes: vec![RouteConfiguration {
             name: OUTBOUND_ROUTE.to_string(),
-            virtual_hosts: virtual_hosts.map(routes::virtual_host).collect(),
+            virtual_hosts: virtual_hosts.map(|h| routes::virtual_host(h)).collect(),
             ..Default::default()
         }],
         secrets: Vec::new(),

@@ -1,5 +1,6 @@
 //! Builders for small IR inputs shared by the unit tests.
 
+use std::sync::Arc;
 use trellis_model::ir::{
     ClusterConfig, Endpoint, Forward, Route, RouteAction, RouteMatch, Upstream, VirtualHost, WeightedUpstream,
 };
@@ -50,7 +51,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
     ClusterConfig {
         cluster: "east".to_string(),
         trust_domain: "trellis.local".to_string(),
-        upstreams: vec![
+        upstreams: [
             mk_upstream(
                 "reviews-v1",
                 "outbound_.9080_.v1_.reviews.mesh.internal",
@@ -63,8 +64,11 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
                 vec![mk_endpoint("10.0.0.2", 1, "east")],
                 &[],
             ),
-        ],
-        virtual_hosts: vec![VirtualHost {
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
+        virtual_hosts: [VirtualHost {
             name: "reviews".to_string(),
             domains: vec![
                 "reviews.mesh.internal".to_string(),
@@ -77,7 +81,10 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
                 policies: Default::default(),
             }],
             workspaces: None,
-        }],
+        }]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
         gateway_upstreams: vec![
             mk_upstream(
                 "gw|reviews-v1",

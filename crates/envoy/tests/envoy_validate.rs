@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
@@ -273,7 +274,7 @@ fn with_addons(ir: &mut ClusterConfig) {
             headers: vec![("x-beta".into(), ValueMatch::Regex("yes|true".into()), false)],
         },
     ];
-    let mut hosts: Vec<&mut VirtualHost> = ir.virtual_hosts.iter_mut().collect();
+    let mut hosts: Vec<&mut VirtualHost> = ir.virtual_hosts.iter_mut().map(Arc::make_mut).collect();
     for gateway in &mut ir.ingress_gateways {
         for listener in &mut gateway.listeners {
             hosts.extend(listener.virtual_hosts.iter_mut());
@@ -321,7 +322,7 @@ fn envoy_accepts_inbound_listeners_in_every_tls_mode() {
 #[test]
 fn envoy_rejects_a_fault_abort_with_an_impossible_status() {
     let mut ir = mk_policy_config();
-    let route = &mut ir.virtual_hosts[0].routes[3];
+    let route = &mut Arc::make_mut(&mut ir.virtual_hosts[0]).routes[3];
     route.policies.fault = Some(Fault {
         delay: None,
         abort: Some(FaultAbort {
@@ -750,7 +751,7 @@ fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
     let host = |name: &str, domain: &str| VirtualHost {
         name: name.into(),
         domains: vec![domain.into()],
-        ..ir.virtual_hosts[0].clone()
+        ..(*ir.virtual_hosts[0]).clone()
     };
     let payments = VirtualHost {
         routes: vec![Route {
@@ -898,7 +899,7 @@ fn mk_cluster_config() -> ClusterConfig {
     ClusterConfig {
         cluster: "east".into(),
         trust_domain: TRUST_DOMAIN.into(),
-        upstreams: vec![
+        upstreams: [
             mk_upstream(
                 "reviews-v1",
                 "outbound_.9080_.v1_.reviews.mesh.internal",
@@ -943,13 +944,19 @@ fn mk_cluster_config() -> ClusterConfig {
                     &[],
                 )
             },
-        ],
-        virtual_hosts: vec![VirtualHost {
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
+        virtual_hosts: [VirtualHost {
             name: "reviews".into(),
             domains: vec!["reviews.mesh.internal".into(), "reviews.mesh.internal:*".into()],
             routes,
             workspaces: None,
-        }],
+        }]
+        .into_iter()
+        .map(Arc::new)
+        .collect(),
         gateway_upstreams: vec![
             mk_upstream(
                 "gw|reviews-v1",
@@ -976,7 +983,7 @@ fn mk_cluster_config() -> ClusterConfig {
 /// [`mk_cluster_config`] with every policy: see [`envoy_accepts_a_sidecar_with_every_policy`].
 fn mk_policy_config() -> ClusterConfig {
     let mut ir = mk_cluster_config();
-    let v1 = &mut ir.upstreams[0];
+    let v1 = Arc::make_mut(&mut ir.upstreams[0]);
     v1.outlier_detection = Some(OutlierDetection {
         consecutive_errors: 5,
         interval_ms: 10_000,
@@ -1010,7 +1017,7 @@ fn mk_policy_config() -> ClusterConfig {
             per_million: 5_000,
         }),
     };
-    let routes = &mut ir.virtual_hosts[0].routes;
+    let routes = &mut Arc::make_mut(&mut ir.virtual_hosts[0]).routes;
     routes[0].policies.request_headers = headers("req");
     // Redirects and direct responses never reach an upstream: header edits and faults only.
     routes[1].policies.response_headers = headers("redirect");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use trellis_api::{Resource, ResourceKey};
 use trellis_model::{ClusterDiscovery, Snapshot};
-use trellis_relay::sections::{EncodedSection, Sections};
+use trellis_relay::sections::{EncodeCache, EncodedSection, Sections};
 use trellis_store::{Change, Store, Watch};
 use trellis_translate::{EndpointChanges, Incremental, ResourceStatus, Translation};
 
@@ -242,6 +242,8 @@ impl Translator {
     /// Publishes a full translation, reusing the encoding of what did not change since `before`.
     fn full(&self, previous: &Published, before: Option<&Translation>) -> Published {
         let translation = self.incremental.translation();
+        // Upstreams and virtual hosts shared between clusters are encoded once for all of them.
+        let mut cache = EncodeCache::default();
         let clusters = translation
             .clusters
             .iter()
@@ -252,11 +254,12 @@ impl Translator {
                 let encoded = match old {
                     // Unchanged: the very same encoding, so streams see the same version at no cost.
                     Some((old, encoded)) if old == config => encoded.clone(),
-                    Some((old, encoded)) => Arc::new(EncodedCluster::new(Sections::encode(
+                    Some((old, encoded)) => Arc::new(EncodedCluster::new(Sections::encode_shared(
                         config,
                         Some((old, &encoded.sections)),
+                        &mut cache,
                     ))),
-                    None => Arc::new(EncodedCluster::new(Sections::encode(config, None))),
+                    None => Arc::new(EncodedCluster::new(Sections::encode_shared(config, None, &mut cache))),
                 };
                 (name.clone(), encoded)
             })

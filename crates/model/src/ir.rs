@@ -3,6 +3,8 @@
 //! Produced by `trellis-translate`, carried by the relay as JSON, turned into Envoy resources per
 //! proxy by `trellis-envoy`. Every collection is sorted so equal configs serialize identically.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// The translated configuration for one cluster.
@@ -13,12 +15,15 @@ pub struct ClusterConfig {
     /// Trust domain of the mesh's SPIFFE identities.
     #[serde(default)]
     pub trust_domain: String,
-    /// Everything this cluster's sidecars may send to, sorted by name.
+    /// Everything this cluster's sidecars may send to, sorted by name. Shared (`Arc`) with the
+    /// other clusters' configs where equal: most of a mesh's upstreams look the same from every
+    /// cluster but the one that hosts them.
     #[serde(default)]
-    pub upstreams: Vec<Upstream>,
-    /// Outbound HTTP virtual hosts for this cluster's sidecars, sorted by name.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Outbound HTTP virtual hosts for this cluster's sidecars, sorted by name; the same for
+    /// every cluster, so shared.
     #[serde(default)]
-    pub virtual_hosts: Vec<VirtualHost>,
+    pub virtual_hosts: Vec<Arc<VirtualHost>>,
     /// What this cluster's east-west gateway serves to other clusters: each upstream's `key`
     /// is matched against the TLS SNI, its endpoints are local. Sorted by name.
     #[serde(default)]
@@ -240,7 +245,7 @@ pub struct WeightedUpstream {
 
 impl ClusterConfig {
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
-        self.upstreams.iter().find(|u| u.name == name)
+        self.upstreams.iter().find(|u| u.name == name).map(|u| &**u)
     }
 
     /// A content version: equal configs get equal versions in every process.

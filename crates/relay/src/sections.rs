@@ -161,6 +161,17 @@ impl Sections {
     /// `previous` (the config these sections were last made from), so a change encodes only what
     /// it changed.
     pub fn encode(config: &ClusterConfig, previous: Option<(&ClusterConfig, &Sections)>) -> Sections {
+        Sections::encode_shared(config, previous, &mut EncodeCache::default())
+    }
+
+    /// As `encode`, also reusing what `cache` holds for upstreams and virtual hosts this config
+    /// shares (the same `Arc`) with configs encoded before it: a mesh's clusters mostly hold the
+    /// same ones, encoded once for all of them.
+    pub fn encode_shared(
+        config: &ClusterConfig,
+        previous: Option<(&ClusterConfig, &Sections)>,
+        cache: &mut EncodeCache,
+    ) -> Sections {
         let mut sections = BTreeMap::new();
         let reuse = |key: &str| previous.and_then(|(_, sections)| sections.get(key).cloned());
         let base = base_of(config);
@@ -190,6 +201,7 @@ impl Sections {
             old.map(|o| &o.upstreams[..]),
             &reuse,
             |u| &u.name,
+            Some((&mut *cache, |u| Arc::as_ptr(u) as usize)),
         );
         encode_list(
             &mut sections,
@@ -198,6 +210,7 @@ impl Sections {
             old.map(|o| &o.virtual_hosts[..]),
             &reuse,
             |h| &h.name,
+            Some((&mut *cache, |h| Arc::as_ptr(h) as usize)),
         );
         encode_list(
             &mut sections,
@@ -206,6 +219,7 @@ impl Sections {
             old.map(|o| &o.gateway_upstreams[..]),
             &reuse,
             |u| &u.name,
+            None,
         );
         Sections::from_map(sections, previous.map(|(_, s)| s))
     }
@@ -229,11 +243,11 @@ impl Sections {
             if let Some(key) = name.strip_prefix(UPSTREAM) {
                 config
                     .upstreams
-                    .push(parse_named::<Upstream>(name, section, key, |u| &u.name)?);
+                    .push(Arc::new(parse_named::<Upstream>(name, section, key, |u| &u.name)?));
             } else if let Some(key) = name.strip_prefix(VIRTUAL_HOST) {
                 config
                     .virtual_hosts
-                    .push(parse_named::<VirtualHost>(name, section, key, |h| &h.name)?);
+                    .push(Arc::new(parse_named::<VirtualHost>(name, section, key, |h| &h.name)?));
             } else if let Some(key) = name.strip_prefix(GATEWAY_UPSTREAM) {
                 config
                     .gateway_upstreams
@@ -271,10 +285,10 @@ impl Sections {
             };
             if let Some(key) = name.strip_prefix(UPSTREAM) {
                 let value = parse_named(name, section, key, |u: &Upstream| &u.name)?;
-                upsert_named(&mut config.upstreams, value, |u| &u.name);
+                upsert_named(&mut config.upstreams, Arc::new(value), |u| &u.name);
             } else if let Some(key) = name.strip_prefix(VIRTUAL_HOST) {
                 let value = parse_named(name, section, key, |h: &VirtualHost| &h.name)?;
-                upsert_named(&mut config.virtual_hosts, value, |h| &h.name);
+                upsert_named(&mut config.virtual_hosts, Arc::new(value), |h| &h.name);
             } else if let Some(key) = name.strip_prefix(GATEWAY_UPSTREAM) {
                 let value = parse_named(name, section, key, |u: &Upstream| &u.name)?;
                 upsert_named(&mut config.gateway_upstreams, value, |u| &u.name);
@@ -335,6 +349,13 @@ fn base_of(config: &ClusterConfig) -> ClusterConfig {
     }
 }
 
+/// Encodings of shared items by the address of their `Arc`, for one round of encoding while
+/// the configs holding them are alive (an address means nothing once its item is dropped).
+#[derive(Default)]
+pub struct EncodeCache(std::collections::HashMap<usize, EncodedSection>);
+
+type Shared<'a, T> = Option<(&'a mut EncodeCache, fn(&T) -> usize)>;
+
 fn encode_list<T: serde::Serialize + PartialEq>(
     sections: &mut BTreeMap<String, EncodedSection>,
     prefix: &str,
@@ -342,6 +363,7 @@ fn encode_list<T: serde::Serialize + PartialEq>(
     old: Option<&[T]>,
     reuse: &dyn Fn(&str) -> Option<EncodedSection>,
     name: fn(&T) -> &String,
+    mut shared: Shared<'_, T>,
 ) {
     // Both lists are sorted by name: walk the old one alongside to find each item's counterpart.
     let mut old = old.unwrap_or_default().iter().peekable();
@@ -353,7 +375,14 @@ fn encode_list<T: serde::Serialize + PartialEq>(
         let unchanged = old.peek().is_some_and(|o| *o == item);
         let section = match reuse(&key) {
             Some(section) if unchanged => section,
-            _ => EncodedSection::encode(item),
+            _ => match &mut shared {
+                Some((cache, address)) => cache
+                    .0
+                    .entry(address(item))
+                    .or_insert_with(|| EncodedSection::encode(item))
+                    .clone(),
+                None => EncodedSection::encode(item),
+            },
         };
         sections.insert(key, section);
     }

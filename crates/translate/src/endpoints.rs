@@ -1,8 +1,9 @@
 //! Per cluster: Targets ─▶ Upstreams with concrete endpoints, and the east-west gateway's view.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use trellis_model::ir::{Endpoint, Upstream};
+use trellis_model::ir::{Endpoint, Upstream, VirtualHost, Visibility};
 use trellis_model::{ClusterConfig, Snapshot, Workload};
 
 use crate::Warnings;
@@ -47,28 +48,47 @@ pub(crate) fn resolve<'a>(
         .collect()
 }
 
+/// Upstreams that look the same from every cluster without backends of their target (remote
+/// endpoints only, no failover priorities): built for the first such cluster, shared by the rest.
+pub(crate) type SharedUpstreams = Vec<Option<Arc<Upstream>>>;
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn materialize(
     cluster: &str,
     snapshot: &Snapshot,
     resolved: &[TargetWorkloads<'_>],
     outbound: &Outbound,
     // The same for every cluster: built once by the caller.
-    virtual_hosts: &[trellis_model::ir::VirtualHost],
+    virtual_hosts: &[Arc<VirtualHost>],
+    scopes: &BTreeMap<String, Visibility>,
     upstream_policies: &[UpstreamPolicy],
+    shared: &mut SharedUpstreams,
     warnings: &mut Warnings,
 ) -> ClusterConfig {
-    let mut upstreams = Vec::new();
+    shared.resize(outbound.targets.len(), None);
+    let mut upstreams = Vec::with_capacity(outbound.targets.len());
     let mut gateway_upstreams = Vec::new();
-    for ((target, policy), workloads) in outbound.targets.iter().zip(upstream_policies).zip(resolved) {
-        upstreams.push(Upstream {
-            name: target.upstream_name(),
-            key: target.key(),
-            endpoints: client_endpoints(cluster, snapshot, workloads, target, policy, warnings),
-            identities: workloads.identities.clone(),
-            outlier_detection: policy.outlier_detection.clone(),
-            workspaces: None,
-            external: None,
-        });
+    let targets = outbound.targets.iter().zip(upstream_policies).zip(resolved);
+    for (index, ((target, policy), workloads)) in targets.enumerate() {
+        let mut build = || {
+            let name = target.upstream_name();
+            Arc::new(Upstream {
+                key: target.key(),
+                endpoints: client_endpoints(cluster, snapshot, workloads, target, policy, warnings),
+                identities: workloads.identities.clone(),
+                outlier_detection: policy.outlier_detection.clone(),
+                workspaces: scopes.get(&name).cloned().flatten(),
+                external: None,
+                name,
+            })
+        };
+        let remote_only = !workloads.by_cluster.contains_key(cluster) && policy.failover.is_none();
+        let upstream = if remote_only {
+            shared[index].get_or_insert_with(build).clone()
+        } else {
+            build()
+        };
+        upstreams.push(upstream);
         let local = local_endpoints(cluster, workloads);
         if !local.is_empty() {
             gateway_upstreams.push(Upstream {

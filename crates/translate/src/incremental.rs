@@ -12,6 +12,7 @@
 //! always equals translating from scratch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use trellis_model::Snapshot;
 use trellis_model::discovery::{ClusterDiscovery, Workload};
@@ -105,7 +106,7 @@ impl Incremental {
         for index in affected {
             let target = &self.plan.targets[index];
             let local = local_endpoints(cluster, target, &by_service);
-            if let Some(upstream) = find(&mut config.upstreams, &target.upstream_name()) {
+            if let Some(upstream) = find_shared(&mut config.upstreams, &target.upstream_name()) {
                 // Local endpoints come first, then remote gateways, whose weights did not change.
                 let remote: Vec<Endpoint> = upstream.endpoints.iter().filter(|e| e.via_gateway).cloned().collect();
                 let endpoints: Vec<Endpoint> = local.iter().cloned().chain(remote).collect();
@@ -143,6 +144,12 @@ impl Incremental {
 fn find<'a>(list: &'a mut [Upstream], name: &str) -> Option<&'a mut Upstream> {
     let i = list.binary_search_by(|u| u.name.as_str().cmp(name)).ok()?;
     Some(&mut list[i])
+}
+
+/// A shared upstream to change: copied first if another cluster's config holds it too.
+fn find_shared<'a>(list: &'a mut [Arc<Upstream>], name: &str) -> Option<&'a mut Upstream> {
+    let i = list.binary_search_by(|u| u.name.as_str().cmp(name)).ok()?;
+    Some(Arc::make_mut(&mut list[i]))
 }
 
 /// The (namespace, service) of every workload whose address or ports moved, if that is all that

@@ -107,8 +107,11 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let virtual_hosts: Vec<_> = outbound
         .virtual_hosts
         .iter()
-        .map(|h| h.to_ir(&outbound.targets))
+        .map(|h| std::sync::Arc::new(h.to_ir(&outbound.targets)))
         .collect();
+    let scopes = workspaces::upstream_scopes(&virtual_hosts);
+    let external_upstreams: Vec<_> = external_upstreams.into_iter().map(std::sync::Arc::new).collect();
+    let mut shared = endpoints::SharedUpstreams::new();
     let clusters = cluster_names
         .iter()
         .map(|cluster| {
@@ -118,14 +121,15 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
                 &resolved,
                 &outbound,
                 &virtual_hosts,
+                &scopes,
                 &upstream_policies,
+                &mut shared,
                 &mut warnings,
             );
             config.inbound_policies =
                 access_policies::for_cluster(snapshot, &services, cluster, &mut report, &mut warnings);
             config.upstreams.extend(external_upstreams.iter().cloned());
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
-            workspaces::scope_upstreams(&mut config);
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
             config.ingress_gateways = ingress::for_cluster(snapshot, &outbound, cluster, &mut report, &mut warnings);
             (config.addon_servers, config.addons) = addons.for_cluster(snapshot, cluster, &mut warnings);

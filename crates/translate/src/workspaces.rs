@@ -253,12 +253,15 @@ impl Workspaces {
     }
 }
 
-/// An upstream is visible to the workspaces of the virtual hosts that route to it (everyone if
-/// any of those is visible to everyone). External upstreams keep their own visibility.
-pub(crate) fn scope_upstreams(config: &mut trellis_model::ClusterConfig) {
+/// Who may see each upstream: the workspaces of the virtual hosts that route to it (everyone if
+/// any of those is visible to everyone). The same for every cluster (their virtual hosts are), so
+/// computed once. External upstreams keep their own visibility.
+pub(crate) fn upstream_scopes(
+    virtual_hosts: &[std::sync::Arc<trellis_model::ir::VirtualHost>],
+) -> BTreeMap<String, Visibility> {
     use trellis_model::ir::RouteAction;
     let mut scopes: BTreeMap<&str, Visibility> = BTreeMap::new();
-    for host in &config.virtual_hosts {
+    for host in virtual_hosts {
         for route in &host.routes {
             let RouteAction::Forward(forward) = &route.action else {
                 continue;
@@ -274,18 +277,13 @@ pub(crate) fn scope_upstreams(config: &mut trellis_model::ClusterConfig) {
             }
         }
     }
-    let scopes: BTreeMap<String, Visibility> = scopes
+    scopes
         .into_iter()
         .map(|(name, scope)| {
             let scope = scope.map(|list| list.into_iter().collect::<BTreeSet<_>>().into_iter().collect());
             (name.to_string(), scope)
         })
-        .collect();
-    for upstream in &mut config.upstreams {
-        if upstream.external.is_none() {
-            upstream.workspaces = scopes.get(&upstream.name).cloned().flatten();
-        }
-    }
+        .collect()
 }
 
 /// Service isolation as inbound policies: for each workload of an isolated workspace that no

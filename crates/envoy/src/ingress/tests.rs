@@ -3,6 +3,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     DownstreamTlsContext, UpstreamTlsContext, common_tls_context::ValidationContextType,
 };
+use std::sync::Arc;
 use trellis_model::ir::{ExternalUpstream, IngressListener, Route, RouteMatch, Upstream};
 
 use super::*;
@@ -54,19 +55,19 @@ fn mk_tls(ca: Option<&str>) -> IngressTls {
 /// [`mk_cluster_config`] plus an external upstream, an unreferenced one, and `gateways`.
 fn mk_ir(gateways: Vec<IngressGateway>) -> ClusterConfig {
     let mut ir = mk_cluster_config();
-    ir.upstreams.push(Upstream {
+    ir.upstreams.push(Arc::new(Upstream {
         external: Some(ExternalUpstream {
             dns: false,
             tls_sni: Some("api.example.com".to_string()),
         }),
         ..mk_upstream("api-external", "outbound_.443_._.api.example.com", vec![], &[])
-    });
-    ir.upstreams.push(mk_upstream(
+    }));
+    ir.upstreams.push(Arc::new(mk_upstream(
         "unused",
         "outbound_.80_._.unused",
         vec![mk_endpoint("10.0.0.9", 1, "east")],
         &[],
-    ));
+    )));
     ir.ingress_gateways = gateways;
     ir
 }

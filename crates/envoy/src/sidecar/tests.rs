@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::google::protobuf::Duration;
@@ -334,7 +335,7 @@ fn chains(listener: &Listener) -> Vec<(String, String, bool)> {
 #[test]
 fn outlier_detection_counts_5xx_and_gateway_failures_and_always_enforces() {
     let mut ir = mk_cluster_config();
-    ir.upstreams[0].outlier_detection = Some(policy::OutlierDetection {
+    Arc::make_mut(&mut ir.upstreams[0]).outlier_detection = Some(policy::OutlierDetection {
         consecutive_errors: 5,
         interval_ms: 10_000,
         base_ejection_time_ms: 30_500,
@@ -366,7 +367,7 @@ fn endpoints_are_grouped_by_priority_then_cluster_with_priorities_compacted() {
         priority,
         ..mk_endpoint(address, 1, cluster)
     };
-    ir.upstreams[0].endpoints = vec![
+    Arc::make_mut(&mut ir.upstreams[0]).endpoints = vec![
         endpoint("10.0.0.1", "east", 0),
         endpoint("10.0.0.2", "west", 0),
         endpoint("10.1.0.1", "west", 2),

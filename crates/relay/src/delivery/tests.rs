@@ -46,8 +46,8 @@ fn random_change_sequences_arrive_as_the_sender_has_them() {
                 _ => {
                     let fresh = upstream(&name, &format!("10.0.{}.{}", rng.below(4), rng.below(250)));
                     match current.upstreams.binary_search_by(|u| u.name.cmp(&name)) {
-                        Ok(i) => current.upstreams[i] = fresh,
-                        Err(i) => current.upstreams.insert(i, fresh),
+                        Ok(i) => current.upstreams[i] = fresh.into(),
+                        Err(i) => current.upstreams.insert(i, fresh.into()),
                     }
                 }
             }

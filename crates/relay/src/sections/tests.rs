@@ -23,13 +23,13 @@ pub(crate) fn config(upstreams: &[(&str, &str)]) -> ClusterConfig {
     ClusterConfig {
         cluster: "c1".to_string(),
         trust_domain: "trellis.local".to_string(),
-        upstreams: upstreams.iter().map(|(n, a)| upstream(n, a)).collect(),
-        virtual_hosts: vec![VirtualHost {
+        upstreams: upstreams.iter().map(|(n, a)| Arc::new(upstream(n, a))).collect(),
+        virtual_hosts: vec![Arc::new(VirtualHost {
             name: "a.mesh:80".to_string(),
             domains: vec!["a.mesh".to_string()],
             routes: Vec::new(),
             workspaces: None,
-        }],
+        })],
         gateway_upstreams: vec![upstream("gateway|a", "10.0.0.9")],
         inbound_policies: vec![
             InboundPolicy {
@@ -136,12 +136,23 @@ fn a_change_copies_only_the_shards_it_touches() {
     // Encoding the same config from scratch gives the same sections and version.
     let mut expected = config(&pairs);
     expected.upstreams.retain(|u| u.name != "svc-8");
-    expected
-        .upstreams
-        .iter_mut()
-        .find(|u| u.name == "svc-7")
-        .unwrap()
-        .endpoints[0]
-        .address = "10.9.9.9".into();
+    Arc::make_mut(expected.upstreams.iter_mut().find(|u| u.name == "svc-7").unwrap()).endpoints[0].address =
+        "10.9.9.9".into();
     assert_eq!(Sections::encode(&expected, None).version(), new.version());
+}
+
+#[test]
+fn what_clusters_share_is_encoded_once() {
+    let first = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
+    // A second cluster's config holding the same upstream `a` (the same Arc) and its own `b`.
+    let mut second = first.clone();
+    second.cluster = "c2".to_string();
+    second.upstreams[1] = Arc::new(upstream("b", "10.0.0.20"));
+    let mut cache = EncodeCache::default();
+    let one = Sections::encode_shared(&first, None, &mut cache);
+    let two = Sections::encode_shared(&second, None, &mut cache);
+    let payload = |s: &Sections, name: &str| s.get(name).unwrap().payload.clone();
+    assert!(Arc::ptr_eq(&payload(&one, "upstream/a"), &payload(&two, "upstream/a")));
+    assert!(!Arc::ptr_eq(&payload(&one, "upstream/b"), &payload(&two, "upstream/b")));
+    assert_eq!(two, Sections::encode(&second, None), "sharing changes nothing sent");
 }

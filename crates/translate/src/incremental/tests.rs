@@ -110,7 +110,7 @@ fn differing(before: &Translation, after: &Translation, gateway: bool) -> BTreeM
             if gateway {
                 c.gateway_upstreams.clone()
             } else {
-                c.upstreams.clone()
+                c.upstreams.iter().map(|u| (**u).clone()).collect()
             }
         };
         let old: BTreeMap<String, Upstream> = before

@@ -174,8 +174,9 @@ impl Translator {
                         .resources
                         .sort_by_key(|a| (a.metadata.creation_revision, a.key()));
                 }
-                let before = std::mem::replace(&mut self.incremental, Incremental::new(&self.snapshot));
-                self.full(previous, Some(before.translation()))
+                let before = self.incremental.translation().clone();
+                self.incremental.retranslate(&self.snapshot);
+                self.full(previous, Some(&before))
             }
         };
         self.metrics
@@ -254,9 +255,10 @@ impl Translator {
                 let encoded = match old {
                     // Unchanged: the very same encoding, so streams see the same version at no cost.
                     Some((old, encoded)) if old == config => encoded.clone(),
-                    Some((old, encoded)) => Arc::new(EncodedCluster::new(Sections::encode_shared(
+                    Some((old, encoded)) => Arc::new(EncodedCluster::new(Sections::encode_changes(
                         config,
-                        Some((old, &encoded.sections)),
+                        old,
+                        &encoded.sections,
                         &mut cache,
                     ))),
                     None => Arc::new(EncodedCluster::new(Sections::encode_shared(config, None, &mut cache))),

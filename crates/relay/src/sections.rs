@@ -224,6 +224,63 @@ impl Sections {
         Sections::from_map(sections, previous.map(|(_, s)| s))
     }
 
+    /// The sections of `config`, made from `old_sections` (those of `old`): only what differs
+    /// from `old` is encoded, and what is the same `Arc` is skipped unread, so a change to one
+    /// item of a large config costs a walk of pointers and one encoding.
+    pub fn encode_changes(
+        config: &ClusterConfig,
+        old: &ClusterConfig,
+        old_sections: &Sections,
+        cache: &mut EncodeCache,
+    ) -> Sections {
+        let mut upserts = Vec::new();
+        let mut removes = Vec::new();
+        let base = base_of(config);
+        if base != base_of(old) {
+            upserts.push((BASE.to_string(), EncodedSection::encode(&base)));
+        }
+        if config.inbound_policies != old.inbound_policies {
+            if config.inbound_policies.is_empty() {
+                removes.push(INBOUND_POLICIES.to_string());
+            } else {
+                upserts.push((
+                    INBOUND_POLICIES.to_string(),
+                    EncodedSection::encode(&config.inbound_policies),
+                ));
+            }
+        }
+        let upstream_address = |u: &Arc<Upstream>| Arc::as_ptr(u) as usize;
+        let host_address = |h: &Arc<VirtualHost>| Arc::as_ptr(h) as usize;
+        let changes = (&mut upserts, &mut removes);
+        diff_list(
+            changes,
+            UPSTREAM,
+            &config.upstreams,
+            &old.upstreams,
+            |u| &u.name,
+            Some((&mut *cache, upstream_address)),
+        );
+        let changes = (&mut upserts, &mut removes);
+        diff_list(
+            changes,
+            VIRTUAL_HOST,
+            &config.virtual_hosts,
+            &old.virtual_hosts,
+            |h| &h.name,
+            Some((&mut *cache, host_address)),
+        );
+        let changes = (&mut upserts, &mut removes);
+        diff_list(
+            changes,
+            GATEWAY_UPSTREAM,
+            &config.gateway_upstreams,
+            &old.gateway_upstreams,
+            |u| &u.name,
+            None,
+        );
+        old_sections.with_changes(upserts, &removes)
+    }
+
     /// The version of the whole config.
     pub fn version(&self) -> String {
         let bytes: Vec<u8> = self.shards.iter().flat_map(|s| s.digest.to_be_bytes()).collect();
@@ -385,6 +442,51 @@ fn encode_list<T: serde::Serialize + PartialEq>(
             },
         };
         sections.insert(key, section);
+    }
+}
+
+/// Adds to `changes` what turns the sorted list `old` into `new`. Equal items (by pointer first,
+/// for `Arc`s) are skipped.
+fn diff_list<T: serde::Serialize + PartialEq>(
+    (upserts, removes): (&mut Vec<(String, EncodedSection)>, &mut Vec<String>),
+    prefix: &str,
+    new: &[T],
+    old: &[T],
+    name: fn(&T) -> &String,
+    mut shared: Shared<'_, T>,
+) {
+    let mut encode = |item: &T| match &mut shared {
+        Some((cache, address)) => cache
+            .0
+            .entry(address(item))
+            .or_insert_with(|| EncodedSection::encode(item))
+            .clone(),
+        None => EncodedSection::encode(item),
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < new.len() || j < old.len() {
+        match (new.get(i), old.get(j)) {
+            (Some(n), Some(o)) if name(n) == name(o) => {
+                if n != o {
+                    upserts.push((format!("{prefix}{}", name(n)), encode(n)));
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(n), Some(o)) if name(n) < name(o) => {
+                upserts.push((format!("{prefix}{}", name(n)), encode(n)));
+                i += 1;
+            }
+            (Some(n), None) => {
+                upserts.push((format!("{prefix}{}", name(n)), encode(n)));
+                i += 1;
+            }
+            (_, Some(o)) => {
+                removes.push(format!("{prefix}{}", name(o)));
+                j += 1;
+            }
+            (None, None) => break,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use trellis_model::Snapshot;
 use trellis_model::discovery::{ClusterDiscovery, Workload};
-use trellis_model::ir::{Endpoint, Upstream};
+use trellis_model::ir::{Endpoint, Upstream, VirtualHost};
 
 use crate::Translation;
 use crate::target::Target;
@@ -74,9 +74,13 @@ impl Incremental {
         &self.translation
     }
 
-    /// Translates from scratch.
+    /// Translates from scratch. Whatever comes out equal to what the previous translation had
+    /// is replaced by the previous value itself (the same `Arc`), so the next steps (comparing,
+    /// encoding, sending) find what did not change by pointer instead of by content.
     pub fn retranslate(&mut self, snapshot: &Snapshot) {
-        *self = Incremental::new(snapshot);
+        let (mut translation, plan) = crate::translate_with_plan(snapshot);
+        reuse_equal(&mut translation, &self.translation);
+        *self = Incremental { translation, plan };
     }
 
     /// `snapshot` is the previous one with the discovery of `cluster` replaced; `old` is that
@@ -138,6 +142,50 @@ impl Incremental {
             names.sort();
         }
         Some(changes)
+    }
+}
+
+/// Replaces each upstream and virtual host of `new` equal to one of `old` by that one. Shared
+/// values are compared once, not once per cluster holding them.
+fn reuse_equal(new: &mut Translation, old: &Translation) {
+    let mut old_upstreams: HashMap<&str, Vec<&Arc<Upstream>>> = HashMap::new();
+    let mut old_hosts: HashMap<&str, &Arc<VirtualHost>> = HashMap::new();
+    for config in old.clusters.values() {
+        for upstream in &config.upstreams {
+            let list = old_upstreams.entry(upstream.name.as_str()).or_default();
+            if !list.iter().any(|known| Arc::ptr_eq(known, upstream)) {
+                list.push(upstream);
+            }
+        }
+        for host in &config.virtual_hosts {
+            old_hosts.entry(host.name.as_str()).or_insert(host);
+        }
+    }
+    // Keyed by the new value's address: every new value stays alive (held by `new`) while this
+    // runs, so no address is reused.
+    let mut upstreams: HashMap<usize, Arc<Upstream>> = HashMap::new();
+    let mut hosts: HashMap<usize, Arc<VirtualHost>> = HashMap::new();
+    for config in new.clusters.values_mut() {
+        for upstream in config.upstreams.iter_mut() {
+            let replacement = upstreams.entry(Arc::as_ptr(upstream) as usize).or_insert_with(|| {
+                old_upstreams
+                    .get(upstream.name.as_str())
+                    .and_then(|candidates| candidates.iter().find(|known| ***known == *upstream))
+                    .map(|known| Arc::clone(known))
+                    .unwrap_or_else(|| upstream.clone())
+            });
+            *upstream = replacement.clone();
+        }
+        for host in config.virtual_hosts.iter_mut() {
+            let replacement = hosts.entry(Arc::as_ptr(host) as usize).or_insert_with(|| {
+                old_hosts
+                    .get(host.name.as_str())
+                    .filter(|known| ***known == *host)
+                    .map(|known| Arc::clone(known))
+                    .unwrap_or_else(|| host.clone())
+            });
+            *host = replacement.clone();
+        }
     }
 }
 

@@ -62,6 +62,14 @@ fn random_change_sequences_arrive_as_the_sender_has_them() {
         }
         let sections = Sections::encode(&current, sent.as_ref().map(|(c, s)| (c, s)));
         assert_eq!(sections, Sections::encode(&current, None));
+        if let Some((old, old_sections)) = &sent {
+            let mut cache = crate::sections::EncodeCache::default();
+            let changed = Sections::encode_changes(&current, old, old_sections, &mut cache);
+            assert_eq!(
+                changed, sections,
+                "step {step}: encoding the changes equals encoding it all"
+            );
+        }
         let messages = send(&sections, sent.as_ref().map(|(_, s)| s));
         let applied = deliver(&mut receiver, messages).unwrap().expect("a complete change");
         assert_eq!(applied, current, "step {step}");

@@ -94,18 +94,47 @@ type Typed = BTreeMap<&'static str, Vec<Arc<Resource>>>;
 /// The outbound resources of one config, built once per workspace view and shared by every
 /// sidecar with that view: a thousand sidecars of one workspace hold one copy, and a change costs
 /// one build, not one per sidecar.
+///
+/// It also keeps each sidecar's own resources while what they are made from (the config's
+/// add-on servers, inbound policies and inbound routes, the workload, its certificate) stays the
+/// same: a RouteTable change then rebuilds no sidecar's listeners.
 #[derive(Default)]
 pub struct SharedOutbound {
     version: String,
     by_workspace: BTreeMap<Option<String>, Arc<Typed>>,
+    /// Hash of what a sidecar's own resources take from the config.
+    local_inputs: u64,
+    locals: BTreeMap<String, LocalPart>,
+}
+
+/// A sidecar's own resources and what they were made from.
+struct LocalPart {
+    inputs: u64,
+    workload: trellis_model::Workload,
+    outbound_port: u16,
+    cert_pem: String,
+    root_pem: String,
+    typed: Arc<Typed>,
 }
 
 impl SharedOutbound {
-    fn get(&mut self, config: &AppliedConfig, workspace: Option<&str>) -> Arc<Typed> {
+    fn refresh(&mut self, config: &AppliedConfig) {
         if self.version != config.version {
             self.version = config.version.clone();
             self.by_workspace.clear();
+            let inputs = serde_json::to_vec(&(&config.addon_servers, &config.inbound_policies, &config.inbound_routes))
+                .expect("IR serializes");
+            self.local_inputs = trellis_base::stable_hash(&inputs);
         }
+    }
+
+    /// Forgets the own resources of sidecars no longer served.
+    fn retain(&mut self, live: impl Fn(&str) -> bool) {
+        self.locals.retain(|node, _| live(node));
+    }
+
+    fn get(&mut self, config: &AppliedConfig, workspace: Option<&str>) -> Arc<Typed> {
+        self.refresh(config);
         self.by_workspace
             .entry(workspace.map(str::to_string))
             .or_insert_with(|| Arc::new(typed(trellis_envoy::sidecar_outbound(config, workspace))))
@@ -124,10 +153,11 @@ fn typed(resources: trellis_envoy::ProxyResources) -> Typed {
 pub fn build(
     agent: &Agent,
     config: &AppliedConfig,
+    node_id: &str,
     registration: &ProxyRegistration,
     shared: &mut SharedOutbound,
 ) -> Option<Snapshot> {
-    let (own, shared) = match registration {
+    let own = match registration {
         ProxyRegistration::Sidecar {
             workload,
             outbound_port,
@@ -141,16 +171,40 @@ pub fn build(
                     return None;
                 }
             };
-            let spec = SidecarSpec {
-                workload,
-                outbound_address: "127.0.0.1",
-                outbound_port: *outbound_port,
-                inbound_address: &workload.address,
-            };
-            let mut resources = trellis_envoy::sidecar_local(config, &spec);
-            resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
             let outbound = shared.get(config, trellis_envoy::sidecar_workspace(config, workload));
-            (resources, Some(outbound))
+            let inputs = shared.local_inputs;
+            let kept = shared.locals.get(node_id).filter(|part| {
+                part.inputs == inputs
+                    && part.workload == *workload
+                    && part.outbound_port == *outbound_port
+                    && part.cert_pem == cert.cert_pem
+                    && part.root_pem == ca.root_pem
+            });
+            let own = match kept {
+                Some(part) => part.typed.clone(),
+                None => {
+                    let spec = SidecarSpec {
+                        workload,
+                        outbound_address: "127.0.0.1",
+                        outbound_port: *outbound_port,
+                        inbound_address: &workload.address,
+                    };
+                    let mut resources = trellis_envoy::sidecar_local(config, &spec);
+                    resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
+                    let typed = Arc::new(typed(resources));
+                    let part = LocalPart {
+                        inputs,
+                        workload: workload.clone(),
+                        outbound_port: *outbound_port,
+                        cert_pem: cert.cert_pem.clone(),
+                        root_pem: ca.root_pem.clone(),
+                        typed: typed.clone(),
+                    };
+                    shared.locals.insert(node_id.to_string(), part);
+                    typed
+                }
+            };
+            return Some(assemble(&own, Some(&outbound)));
         }
         ProxyRegistration::IngressGateway(ingress) => {
             let ca = agent.mesh.borrow().clone()?;
@@ -168,30 +222,33 @@ pub fn build(
             };
             let mut resources = trellis_envoy::ingress_gateway(config, &spec);
             resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
-            (resources, None)
+            resources
         }
         // Add-ons load their config from the agent's HTTP API, not over xDS.
         ProxyRegistration::AddOn(_) => return None,
-        ProxyRegistration::EastWestGateway(gateway) => (
-            trellis_envoy::east_west_gateway(
-                config,
-                &GatewaySpec {
-                    listen_address: &gateway.listen_address,
-                    port: gateway.port,
-                },
-            ),
-            None,
+        ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
+            config,
+            &GatewaySpec {
+                listen_address: &gateway.listen_address,
+                port: gateway.port,
+            },
         ),
     };
-    let mut all = typed(own);
-    for (type_url, list) in shared.iter().flat_map(|s| s.iter()) {
+    // Gateways are few: built whole each time.
+    Some(assemble(&typed(own), None))
+}
+
+/// A proxy's snapshot: its own resources and the shared ones, by type.
+fn assemble(own: &Typed, shared: Option<&Typed>) -> Snapshot {
+    let mut all: BTreeMap<&'static str, Vec<Arc<Resource>>> = BTreeMap::new();
+    for (type_url, list) in own.iter().chain(shared.into_iter().flatten()) {
         all.entry(type_url).or_default().extend(list.iter().cloned());
     }
     let mut snapshot = Snapshot::default();
     for (type_url, list) in all {
         snapshot.insert_shared(type_url, list);
     }
-    Some(snapshot)
+    snapshot
 }
 
 pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnapshots>) {
@@ -209,12 +266,13 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
         if let Some(config) = config {
             let registrations = agent.registry.all();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
+            shared.retain(|node| by_node.contains_key(node));
             for (node_id, sender) in by_node.iter() {
                 // Unregistered (or expired) nodes keep what they have: Envoy serves on.
                 let Some(registration) = registrations.get(node_id) else {
                     continue;
                 };
-                let Some(snapshot) = build(&agent, &config, registration, &mut shared) else {
+                let Some(snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
                     continue;
                 };
                 snapshots

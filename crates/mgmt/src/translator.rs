@@ -170,9 +170,7 @@ impl Translator {
             None => {
                 if touched.resources {
                     self.snapshot.resources = self.resources.values().cloned().collect();
-                    self.snapshot
-                        .resources
-                        .sort_by_key(|a| (a.metadata.creation_revision, a.key()));
+                    Snapshot::sort_resources(&mut self.snapshot.resources);
                 }
                 let before = self.incremental.translation().clone();
                 self.incremental.retranslate(&self.snapshot);

@@ -44,12 +44,20 @@ impl Snapshot {
     }
 
     pub fn new(mut resources: Vec<Resource>, discovery: BTreeMap<String, ClusterDiscovery>) -> Self {
-        resources.sort_by_key(|a| (a.metadata.creation_revision, a.key()));
+        Snapshot::sort_resources(&mut resources);
         Snapshot {
             resources,
             discovery,
             trust_domain: crate::DEFAULT_TRUST_DOMAIN.to_string(),
         }
+    }
+
+    /// The order `resources` keeps: by creation revision, then key. Revisions are unique within
+    /// one store, so keys (formatted strings) are built only to break a tie.
+    pub fn sort_resources(resources: &mut [Resource]) {
+        resources.sort_by(|a, b| {
+            (a.metadata.creation_revision.cmp(&b.metadata.creation_revision)).then_with(|| a.key().cmp(&b.key()))
+        });
     }
 
     /// Every cluster the mesh knows: registered as a KubernetesCluster or heard from by discovery.

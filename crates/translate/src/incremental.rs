@@ -145,47 +145,70 @@ impl Incremental {
     }
 }
 
-/// Replaces each upstream and virtual host of `new` equal to one of `old` by that one. Shared
-/// values are compared once, not once per cluster holding them.
+/// Replaces each upstream and virtual host of `new` equal to its counterpart in `old` (same
+/// cluster, same name) by that one. Both lists are sorted by name, so each cluster is one walk;
+/// a value shared by many clusters is compared once.
 fn reuse_equal(new: &mut Translation, old: &Translation) {
-    let mut old_upstreams: HashMap<&str, Vec<&Arc<Upstream>>> = HashMap::new();
-    let mut old_hosts: HashMap<&str, &Arc<VirtualHost>> = HashMap::new();
-    for config in old.clusters.values() {
-        for upstream in &config.upstreams {
-            let list = old_upstreams.entry(upstream.name.as_str()).or_default();
-            if !list.iter().any(|known| Arc::ptr_eq(known, upstream)) {
-                list.push(upstream);
-            }
-        }
-        for host in &config.virtual_hosts {
-            old_hosts.entry(host.name.as_str()).or_insert(host);
-        }
-    }
     // Keyed by the new value's address: every new value stays alive (held by `new`) while this
     // runs, so no address is reused.
-    let mut upstreams: HashMap<usize, Arc<Upstream>> = HashMap::new();
-    let mut hosts: HashMap<usize, Arc<VirtualHost>> = HashMap::new();
-    for config in new.clusters.values_mut() {
-        for upstream in config.upstreams.iter_mut() {
-            let replacement = upstreams.entry(Arc::as_ptr(upstream) as usize).or_insert_with(|| {
-                old_upstreams
-                    .get(upstream.name.as_str())
-                    .and_then(|candidates| candidates.iter().find(|known| ***known == *upstream))
-                    .map(|known| Arc::clone(known))
-                    .unwrap_or_else(|| upstream.clone())
-            });
-            *upstream = replacement.clone();
+    let mut upstreams: AddressMap<Arc<Upstream>> = AddressMap::default();
+    let mut hosts: AddressMap<Arc<VirtualHost>> = AddressMap::default();
+    for (cluster, config) in new.clusters.iter_mut() {
+        let Some(before) = old.clusters.get(cluster) else {
+            continue;
+        };
+        reuse_list(&mut config.upstreams, &before.upstreams, &mut upstreams, |u| &u.name);
+        reuse_list(&mut config.virtual_hosts, &before.virtual_hosts, &mut hosts, |h| {
+            &h.name
+        });
+    }
+}
+
+type AddressMap<T> = HashMap<usize, T, std::hash::BuildHasherDefault<AddressHasher>>;
+
+/// Hashes an address as itself: addresses are distinct and well spread already.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(*byte);
         }
-        for host in config.virtual_hosts.iter_mut() {
-            let replacement = hosts.entry(Arc::as_ptr(host) as usize).or_insert_with(|| {
-                old_hosts
-                    .get(host.name.as_str())
-                    .filter(|known| ***known == *host)
-                    .map(|known| Arc::clone(known))
-                    .unwrap_or_else(|| host.clone())
-            });
-            *host = replacement.clone();
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        // Allocations are aligned: the low bits carry nothing.
+        self.0 = (value as u64) >> 4;
+    }
+}
+
+fn reuse_list<T: PartialEq>(
+    new: &mut [Arc<T>],
+    old: &[Arc<T>],
+    decided: &mut AddressMap<Arc<T>>,
+    name: fn(&T) -> &String,
+) {
+    let mut old = old.iter().peekable();
+    for item in new.iter_mut() {
+        let address = Arc::as_ptr(item) as usize;
+        if let Some(replacement) = decided.get(&address) {
+            *item = replacement.clone();
+            continue;
         }
+        while old.peek().is_some_and(|o| name(o) < name(item)) {
+            old.next();
+        }
+        let replacement = match old.peek() {
+            Some(o) if name(o) == name(item) && **o == *item => Arc::clone(o),
+            _ => item.clone(),
+        };
+        decided.insert(address, replacement.clone());
+        *item = replacement;
     }
 }
 

@@ -172,8 +172,7 @@ impl Translator {
                     self.snapshot.resources = self.resources.values().cloned().collect();
                     Snapshot::sort_resources(&mut self.snapshot.resources);
                 }
-                let before = self.incremental.translation().clone();
-                self.incremental.retranslate(&self.snapshot);
+                let before = self.incremental.retranslate(&self.snapshot);
                 self.full(previous, Some(&before))
             }
         };

@@ -77,10 +77,11 @@ impl Incremental {
     /// Translates from scratch. Whatever comes out equal to what the previous translation had
     /// is replaced by the previous value itself (the same `Arc`), so the next steps (comparing,
     /// encoding, sending) find what did not change by pointer instead of by content.
-    pub fn retranslate(&mut self, snapshot: &Snapshot) {
+    /// Returns the translation it replaced.
+    pub fn retranslate(&mut self, snapshot: &Snapshot) -> Translation {
         let (mut translation, plan) = crate::translate_with_plan(snapshot);
         reuse_equal(&mut translation, &self.translation);
-        *self = Incremental { translation, plan };
+        std::mem::replace(self, Incremental { translation, plan }).translation
     }
 
     /// `snapshot` is the previous one with the discovery of `cluster` replaced; `old` is that

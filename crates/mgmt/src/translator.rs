@@ -172,8 +172,12 @@ impl Translator {
                     self.snapshot.resources = self.resources.values().cloned().collect();
                     Snapshot::sort_resources(&mut self.snapshot.resources);
                 }
-                let before = self.incremental.retranslate(&self.snapshot);
-                self.full(previous, Some(&before))
+                let replaced = self.incremental.retranslate(&self.snapshot);
+                // An endpoint pass that stopped at a cluster whose change reached further may
+                // have rewritten other clusters in place: `replaced` then no longer matches what
+                // `previous` encoded, and nothing may be reused against it.
+                let before = (!endpoint_only).then_some(&replaced);
+                self.full(previous, before)
             }
         };
         self.metrics
@@ -301,3 +305,6 @@ impl Translator {
 fn moved_label(published: &Published, previous: &Published) -> bool {
     Arc::ptr_eq(&published.statuses, &previous.statuses)
 }
+
+#[cfg(test)]
+mod tests;

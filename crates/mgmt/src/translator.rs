@@ -262,7 +262,7 @@ impl Translator {
                         &encoded.sections,
                         &mut cache,
                     ))),
-                    None => Arc::new(EncodedCluster::new(Sections::encode_shared(config, None, &mut cache))),
+                    None => Arc::new(EncodedCluster::new(Sections::encode_shared(config, &mut cache))),
                 };
                 (name.clone(), encoded)
             })

@@ -68,7 +68,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts from a config the agent already runs (its cache).
     pub fn holding(config: &ClusterConfig) -> Self {
-        let held = Sections::encode(config, None);
+        let held = Sections::encode(config);
         Receiver {
             version: held.version(),
             held,

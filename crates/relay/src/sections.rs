@@ -157,71 +157,48 @@ impl Sections {
         Sections { shards }
     }
 
-    /// Encodes `config`, reusing the encoding of every section equal to its counterpart in
-    /// `previous` (the config these sections were last made from), so a change encodes only what
-    /// it changed.
-    pub fn encode(config: &ClusterConfig, previous: Option<(&ClusterConfig, &Sections)>) -> Sections {
-        Sections::encode_shared(config, previous, &mut EncodeCache::default())
+    /// Encodes `config` whole. A change to a config already encoded goes through
+    /// `encode_changes`, which encodes only what differs.
+    pub fn encode(config: &ClusterConfig) -> Sections {
+        Sections::encode_shared(config, &mut EncodeCache::default())
     }
 
     /// As `encode`, also reusing what `cache` holds for upstreams and virtual hosts this config
     /// shares (the same `Arc`) with configs encoded before it: a mesh's clusters mostly hold the
     /// same ones, encoded once for all of them.
-    pub fn encode_shared(
-        config: &ClusterConfig,
-        previous: Option<(&ClusterConfig, &Sections)>,
-        cache: &mut EncodeCache,
-    ) -> Sections {
+    pub fn encode_shared(config: &ClusterConfig, cache: &mut EncodeCache) -> Sections {
         let mut sections = BTreeMap::new();
-        let reuse = |key: &str| previous.and_then(|(_, sections)| sections.get(key).cloned());
-        let base = base_of(config);
-        let base_unchanged = previous.is_some_and(|(old, _)| base_of(old) == base);
-        sections.insert(
-            BASE.to_string(),
-            match reuse(BASE) {
-                Some(section) if base_unchanged => section,
-                _ => EncodedSection::encode(&base),
-            },
-        );
+        sections.insert(BASE.to_string(), EncodedSection::encode(&base_of(config)));
         if !config.inbound_policies.is_empty() {
-            let unchanged = previous.is_some_and(|(old, _)| old.inbound_policies == config.inbound_policies);
             sections.insert(
                 INBOUND_POLICIES.to_string(),
-                match reuse(INBOUND_POLICIES) {
-                    Some(section) if unchanged => section,
-                    _ => EncodedSection::encode(&config.inbound_policies),
-                },
+                EncodedSection::encode(&config.inbound_policies),
             );
         }
-        let old = previous.map(|(old, _)| old);
+        let upstream_address = |u: &Arc<Upstream>| Arc::as_ptr(u) as usize;
+        let host_address = |h: &Arc<VirtualHost>| Arc::as_ptr(h) as usize;
         encode_list(
             &mut sections,
             UPSTREAM,
             &config.upstreams,
-            old.map(|o| &o.upstreams[..]),
-            &reuse,
             |u| &u.name,
-            Some((&mut *cache, |u| Arc::as_ptr(u) as usize)),
+            Some((&mut *cache, upstream_address)),
         );
         encode_list(
             &mut sections,
             VIRTUAL_HOST,
             &config.virtual_hosts,
-            old.map(|o| &o.virtual_hosts[..]),
-            &reuse,
             |h| &h.name,
-            Some((&mut *cache, |h| Arc::as_ptr(h) as usize)),
+            Some((&mut *cache, host_address)),
         );
         encode_list(
             &mut sections,
             GATEWAY_UPSTREAM,
             &config.gateway_upstreams,
-            old.map(|o| &o.gateway_upstreams[..]),
-            &reuse,
             |u| &u.name,
             None,
         );
-        Sections::from_map(sections, previous.map(|(_, s)| s))
+        Sections::from_map(sections, None)
     }
 
     /// The sections of `config`, made from `old_sections` (those of `old`): only what differs
@@ -413,35 +390,27 @@ pub struct EncodeCache(std::collections::HashMap<usize, EncodedSection>);
 
 type Shared<'a, T> = Option<(&'a mut EncodeCache, fn(&T) -> usize)>;
 
-fn encode_list<T: serde::Serialize + PartialEq>(
+fn encode_list<T: serde::Serialize>(
     sections: &mut BTreeMap<String, EncodedSection>,
     prefix: &str,
     items: &[T],
-    old: Option<&[T]>,
-    reuse: &dyn Fn(&str) -> Option<EncodedSection>,
     name: fn(&T) -> &String,
     mut shared: Shared<'_, T>,
 ) {
-    // Both lists are sorted by name: walk the old one alongside to find each item's counterpart.
-    let mut old = old.unwrap_or_default().iter().peekable();
     for item in items {
-        while old.peek().is_some_and(|o| name(o) < name(item)) {
-            old.next();
-        }
-        let key = format!("{prefix}{}", name(item));
-        let unchanged = old.peek().is_some_and(|o| *o == item);
-        let section = match reuse(&key) {
-            Some(section) if unchanged => section,
-            _ => match &mut shared {
-                Some((cache, address)) => cache
-                    .0
-                    .entry(address(item))
-                    .or_insert_with(|| EncodedSection::encode(item))
-                    .clone(),
-                None => EncodedSection::encode(item),
-            },
-        };
-        sections.insert(key, section);
+        sections.insert(format!("{prefix}{}", name(item)), encode_item(item, &mut shared));
+    }
+}
+
+/// One item's encoding, taken from the cache when another config holds the same `Arc`.
+fn encode_item<T: serde::Serialize>(item: &T, shared: &mut Shared<'_, T>) -> EncodedSection {
+    match shared {
+        Some((cache, address)) => cache
+            .0
+            .entry(address(item))
+            .or_insert_with(|| EncodedSection::encode(item))
+            .clone(),
+        None => EncodedSection::encode(item),
     }
 }
 
@@ -455,14 +424,7 @@ fn diff_list<T: serde::Serialize + PartialEq>(
     name: fn(&T) -> &String,
     mut shared: Shared<'_, T>,
 ) {
-    let mut encode = |item: &T| match &mut shared {
-        Some((cache, address)) => cache
-            .0
-            .entry(address(item))
-            .or_insert_with(|| EncodedSection::encode(item))
-            .clone(),
-        None => EncodedSection::encode(item),
-    };
+    let mut encode = |item: &T| encode_item(item, &mut shared);
     let (mut i, mut j) = (0, 0);
     while i < new.len() || j < old.len() {
         match (new.get(i), old.get(j)) {

@@ -48,7 +48,7 @@ pub(crate) fn config(upstreams: &[(&str, &str)]) -> ClusterConfig {
 #[test]
 fn sections_decode_to_the_config_they_were_cut_from() {
     let config = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
-    let sections = Sections::encode(&config, None);
+    let sections = Sections::encode(&config);
     assert_eq!(
         sections.to_map().keys().map(String::as_str).collect::<Vec<_>>(),
         [
@@ -67,14 +67,10 @@ fn sections_decode_to_the_config_they_were_cut_from() {
 #[test]
 fn a_change_re_encodes_only_the_sections_it_touches() {
     let old = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
-    let old_sections = Sections::encode(&old, None);
+    let old_sections = Sections::encode(&old);
     let new = config(&[("a", "10.0.0.1"), ("b", "10.0.0.20"), ("d", "10.0.0.4")]);
-    let new_sections = Sections::encode(&new, Some((&old, &old_sections)));
-    assert_eq!(
-        new_sections,
-        Sections::encode(&new, None),
-        "reuse must not change the result"
-    );
+    let new_sections = Sections::encode_changes(&new, &old, &old_sections, &mut EncodeCache::default());
+    assert_eq!(new_sections, Sections::encode(&new), "reuse must not change the result");
     // The untouched section is the very same allocation, not an equal copy.
     assert!(std::sync::Arc::ptr_eq(
         &new_sections.get("upstream/a").unwrap().payload,
@@ -91,11 +87,11 @@ fn a_change_re_encodes_only_the_sections_it_touches() {
 #[test]
 fn patching_equals_decoding() {
     let old = config(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
-    let old_sections = Sections::encode(&old, None);
+    let old_sections = Sections::encode(&old);
     let mut new = config(&[("a", "10.0.0.1"), ("b", "10.0.0.20"), ("d", "10.0.0.4")]);
     new.inbound_policies.clear();
     new.trust_domain = "other.domain".to_string();
-    let new_sections = Sections::encode(&new, Some((&old, &old_sections)));
+    let new_sections = Sections::encode_changes(&new, &old, &old_sections, &mut EncodeCache::default());
     let (upserts, removes) = new_sections.delta_from(Some(&old_sections));
     let changed: Vec<String> = upserts.iter().map(|(name, _)| name.to_string()).collect();
     let patched = new_sections.patch(old.clone(), &removes, &changed).unwrap();
@@ -106,7 +102,7 @@ fn patching_equals_decoding() {
 #[test]
 fn a_section_that_holds_another_name_is_refused() {
     let config = config(&[("a", "10.0.0.1")]);
-    let sections = Sections::encode(&config, None);
+    let sections = Sections::encode(&config);
     let wrong = EncodedSection::encode(&upstream("z", "10.0.0.1"));
     let sections = sections.with_changes(vec![("upstream/a".to_string(), wrong)], &[]);
     let error = sections.decode().unwrap_err();
@@ -117,7 +113,7 @@ fn a_section_that_holds_another_name_is_refused() {
 fn a_change_copies_only_the_shards_it_touches() {
     let names: Vec<String> = (0..1000).map(|i| format!("svc-{i}")).collect();
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "10.0.0.1")).collect();
-    let old = Sections::encode(&config(&pairs), None);
+    let old = Sections::encode(&config(&pairs));
     let changed = EncodedSection::encode(&upstream("svc-7", "10.9.9.9"));
     let new = old.with_changes(
         vec![("upstream/svc-7".to_string(), changed.clone())],
@@ -138,7 +134,7 @@ fn a_change_copies_only_the_shards_it_touches() {
     expected.upstreams.retain(|u| u.name != "svc-8");
     Arc::make_mut(expected.upstreams.iter_mut().find(|u| u.name == "svc-7").unwrap()).endpoints[0].address =
         "10.9.9.9".into();
-    assert_eq!(Sections::encode(&expected, None).version(), new.version());
+    assert_eq!(Sections::encode(&expected).version(), new.version());
 }
 
 #[test]
@@ -149,10 +145,10 @@ fn what_clusters_share_is_encoded_once() {
     second.cluster = "c2".to_string();
     second.upstreams[1] = Arc::new(upstream("b", "10.0.0.20"));
     let mut cache = EncodeCache::default();
-    let one = Sections::encode_shared(&first, None, &mut cache);
-    let two = Sections::encode_shared(&second, None, &mut cache);
+    let one = Sections::encode_shared(&first, &mut cache);
+    let two = Sections::encode_shared(&second, &mut cache);
     let payload = |s: &Sections, name: &str| s.get(name).unwrap().payload.clone();
     assert!(Arc::ptr_eq(&payload(&one, "upstream/a"), &payload(&two, "upstream/a")));
     assert!(!Arc::ptr_eq(&payload(&one, "upstream/b"), &payload(&two, "upstream/b")));
-    assert_eq!(two, Sections::encode(&second, None), "sharing changes nothing sent");
+    assert_eq!(two, Sections::encode(&second), "sharing changes nothing sent");
 }

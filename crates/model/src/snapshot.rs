@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use trellis_api::{Resource, RouteTableSpec, Spec, VirtualDestinationSpec};
+use trellis_api::{Resource, ResourceKey, RouteTableSpec, Spec, VirtualDestinationSpec};
 
 use crate::discovery::{ClusterDiscovery, GatewayAddress, Protocol, Workload};
 
@@ -58,6 +58,37 @@ impl Snapshot {
         resources.sort_by(|a, b| {
             (a.metadata.creation_revision.cmp(&b.metadata.creation_revision)).then_with(|| a.key().cmp(&b.key()))
         });
+    }
+
+    /// Puts `resource` in, in place of the one with its key, keeping the order; returns the one
+    /// it replaced. A change to one resource then costs a scan, not a rebuild and re-sort of all.
+    pub fn put_resource(&mut self, resource: Resource) -> Option<Resource> {
+        let key = resource.key();
+        let found = self.position(&key);
+        // An update keeps its creation revision, so its place: swap it in without moving others.
+        if let Some(at) = found
+            && self.resources[at].metadata.creation_revision == resource.metadata.creation_revision
+        {
+            return Some(std::mem::replace(&mut self.resources[at], resource));
+        }
+        let old = found.map(|at| self.resources.remove(at));
+        let at = self.resources.partition_point(|r| {
+            (r.metadata.creation_revision, r.key()) < (resource.metadata.creation_revision, key.clone())
+        });
+        self.resources.insert(at, resource);
+        old
+    }
+
+    /// Takes out the resource with `key`, if there is one.
+    pub fn take_resource(&mut self, key: &ResourceKey) -> Option<Resource> {
+        let at = self.position(key)?;
+        Some(self.resources.remove(at))
+    }
+
+    fn position(&self, key: &ResourceKey) -> Option<usize> {
+        self.resources.iter().position(|r| {
+            r.metadata.name == key.name && r.metadata.namespace == key.namespace && r.kind() == key.kind
+        })
     }
 
     /// Every cluster the mesh knows: registered as a KubernetesCluster or heard from by discovery.

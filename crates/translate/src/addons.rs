@@ -97,8 +97,22 @@ fn service_of(server: &Option<DestinationServer>, default: (&str, &str), owner: 
     }
 }
 
+/// The selectors of every add-on policy: the incremental path leaves a route any of them
+/// selects to full translation.
+pub(crate) fn route_selectors(snapshot: &Snapshot) -> Vec<(&[RouteSelector], &[DestinationSelector])> {
+    snapshot
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::ExtAuthPolicy(spec) => Some((&spec.apply_to_routes[..], &spec.apply_to_destinations[..])),
+            Spec::RateLimitPolicy(spec) => Some((&spec.apply_to_routes[..], &spec.apply_to_destinations[..])),
+            _ => None,
+        })
+        .collect()
+}
+
 /// True when a policy selects the route: by route labels, or by a destination it forwards to.
-fn selects(
+pub(crate) fn selects(
     routes: &[RouteSelector],
     destinations: &[DestinationSelector],
     route: &PendingRoute,

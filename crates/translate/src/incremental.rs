@@ -292,5 +292,8 @@ fn local_endpoints(
     endpoints
 }
 
+mod routes;
+pub use routes::RouteChanges;
+
 #[cfg(test)]
 mod tests;

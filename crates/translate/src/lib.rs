@@ -44,7 +44,7 @@ use trellis_model::{ClusterConfig, Snapshot};
 
 pub use addons::auth_configs;
 pub use announcements::ANNOUNCE_ANNOTATION;
-pub use incremental::{EndpointChanges, Incremental};
+pub use incremental::{EndpointChanges, Incremental, RouteChanges};
 pub use status::ResourceStatus;
 pub use target::Target;
 
@@ -139,7 +139,28 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
             (cluster.clone(), config)
         })
         .collect();
-    let statuses = status::compute(&snapshot.resources, &warnings.0, &report, &cluster_names, |resource| {
+    let statuses = status::compute(
+        &snapshot.resources,
+        &warnings.0,
+        &report,
+        &cluster_names,
+        status_visibility(&workspaces, snapshot),
+    );
+    let plan = incremental::EndpointPlan::new(outbound.targets);
+    let translation = Translation {
+        clusters,
+        warnings: warnings.0,
+        statuses,
+    };
+    (translation, plan)
+}
+
+/// Which workspaces see a resource, for its status.
+fn status_visibility<'a>(
+    workspaces: &'a workspaces::Workspaces,
+    snapshot: &'a Snapshot,
+) -> impl Fn(&trellis_api::Resource) -> Option<Vec<String>> + 'a {
+    |resource| {
         // Workspaces and clusters are the frame, not things a workspace sees.
         let framing = matches!(
             resource.kind(),
@@ -150,14 +171,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
         } else {
             workspaces.visibility(snapshot, &resource.metadata.namespace)
         }
-    });
-    let plan = incremental::EndpointPlan::new(outbound.targets);
-    let translation = Translation {
-        clusters,
-        warnings: warnings.0,
-        statuses,
-    };
-    (translation, plan)
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub(crate) struct Outbound {
     pub targets: Vec<Target>,
     /// Virtual hosts bound to VirtualGateways (`namespace/name`) by RouteTables, oldest first.
     pub ingress: Vec<(String, OutboundHost)>,
+    /// Every target lookup in order, repeats included: equal sequences intern equal targets in
+    /// the same order (what the incremental path checks before it reuses the targets).
+    pub encounters: Vec<usize>,
 }
 
 /// A virtual host whose forward actions still name targets, not upstreams.
@@ -85,6 +88,7 @@ struct Context<'a, 's> {
     /// VirtualDestinations by (namespace, name), for routes that name one.
     virtual_destinations: HashMap<(&'s str, &'s str), (&'s Resource, &'s VirtualDestinationSpec)>,
     targets: BTreeMap<Target, usize>,
+    encounters: Vec<usize>,
     warnings: &'a mut Warnings,
 }
 
@@ -102,6 +106,20 @@ pub(crate) fn build<'a>(
     workspaces: &crate::workspaces::Workspaces,
     warnings: &mut Warnings,
 ) -> Outbound {
+    build_part(snapshot, snapshot.route_tables(), None, services, workspaces, warnings)
+}
+
+/// As `build`, with the route tables given; with `only`, just the virtual hosts of those host
+/// names (route tables bound to gateways left out): what a route table edit can change.
+pub(crate) fn build_part<'a, 'r>(
+    snapshot: &Snapshot,
+    route_tables: impl Iterator<Item = (&'r Resource, &'r RouteTableSpec)>,
+    only: Option<&BTreeSet<String>>,
+    services: &'a ServiceIndex<'a, '_>,
+    workspaces: &crate::workspaces::Workspaces,
+    warnings: &mut Warnings,
+) -> Outbound {
+    let wanted = |host: &str| only.is_none_or(|hosts| hosts.contains(host));
     let mut cx = Context {
         services,
         virtual_destinations: snapshot
@@ -109,6 +127,7 @@ pub(crate) fn build<'a>(
             .map(|(r, spec)| ((r.metadata.namespace.as_str(), r.metadata.name.as_str()), (r, spec)))
             .collect(),
         targets: BTreeMap::new(),
+        encounters: Vec::new(),
         warnings,
     };
 
@@ -117,7 +136,7 @@ pub(crate) fn build<'a>(
     let mut hosts: BTreeMap<String, OutboundHost> = BTreeMap::new();
     let mut vd_hosts: BTreeMap<&str, Vec<VdHost>> = BTreeMap::new();
     for (resource, spec) in snapshot.virtual_destinations() {
-        for host in &spec.hosts {
+        for host in spec.hosts.iter().filter(|h| wanted(h)) {
             for port in &spec.ports {
                 let Ok(port_number) = u16::try_from(port.number) else {
                     continue;
@@ -167,6 +186,9 @@ pub(crate) fn build<'a>(
                 continue;
             }
             let host = format!("{}.{}.{}.{suffix}", service.name, service.namespace, service.cluster);
+            if !wanted(&host) {
+                continue;
+            }
             for port in service.ports.values() {
                 let name = vhost_name(&host, port.port);
                 if hosts.contains_key(&name) {
@@ -202,7 +224,7 @@ pub(crate) fn build<'a>(
     // Route tables, oldest first; their routes are concatenated per host in that order.
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut ingress: Vec<(String, OutboundHost)> = Vec::new();
-    for (resource, spec) in snapshot.route_tables() {
+    for (resource, spec) in route_tables {
         if !spec.workload_selectors.is_empty() {
             cx.warnings.add(
                 resource.key().to_string(),
@@ -212,6 +234,9 @@ pub(crate) fn build<'a>(
         }
         // Bound to gateways: served by those ingress gateways, not by sidecars.
         if !spec.virtual_gateways.is_empty() {
+            if only.is_some() {
+                continue;
+            }
             for gateway in &spec.virtual_gateways {
                 let name = gateway["name"].as_str().unwrap_or_default();
                 let namespace = gateway["namespace"]
@@ -237,7 +262,7 @@ pub(crate) fn build<'a>(
             }
             continue;
         }
-        for host in &spec.hosts {
+        for host in spec.hosts.iter().filter(|h| wanted(h)) {
             let ports: Vec<Option<u16>> = match vd_hosts.get(host.as_str()) {
                 Some(vds) => vds.iter().map(|vd| Some(vd.port)).collect(),
                 None => vec![None],
@@ -268,6 +293,7 @@ pub(crate) fn build<'a>(
         virtual_hosts: hosts.into_values().collect(),
         targets: targets.into_iter().map(|(t, _)| t).collect(),
         ingress,
+        encounters: cx.encounters,
     }
 }
 
@@ -287,7 +313,9 @@ fn domains(host: &str, port: Option<u16>) -> Vec<String> {
 impl<'s> Context<'_, 's> {
     fn intern(&mut self, target: Target) -> usize {
         let next = self.targets.len();
-        *self.targets.entry(target).or_insert(next)
+        let index = *self.targets.entry(target).or_insert(next);
+        self.encounters.push(index);
+        index
     }
 
     /// The services a VirtualDestination selects, with the service port its port maps to.

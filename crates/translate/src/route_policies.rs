@@ -29,6 +29,21 @@ pub(crate) fn selects(selectors: &[RouteSelector], route: &PendingRoute) -> bool
     })
 }
 
+/// The `applyToRoutes` of every route-level policy: the incremental path leaves a route any of
+/// them selects to full translation.
+pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
+    snapshot
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::RetryTimeoutPolicy(spec) => Some(&spec.apply_to_routes[..]),
+            Spec::FaultInjectionPolicy(spec) => Some(&spec.apply_to_routes[..]),
+            Spec::HeaderManipulationPolicy(spec) => Some(&spec.apply_to_routes[..]),
+            _ => None,
+        })
+        .collect()
+}
+
 fn per_million(percentage: Option<f64>) -> u32 {
     (percentage.unwrap_or(100.0) * 10_000.0).round() as u32
 }

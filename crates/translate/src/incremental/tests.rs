@@ -181,3 +181,140 @@ fn incremental_translation_equals_full_translation_on_random_change_sequences() 
     }
     assert!(fast_paths > 500, "the endpoint path ran {fast_paths} times");
 }
+
+/// Edits one route table the ways users do: weights, matchers, names and labels, destinations
+/// reordered or added, hosts, a fixed response.
+fn edit_route_table(rng: &mut Rng, snapshot: &Snapshot, resource: &mut trellis_api::Resource) {
+    let trellis_api::Spec::RouteTable(spec) = &mut resource.spec else {
+        return;
+    };
+    let vd_hosts: Vec<String> = snapshot
+        .virtual_destinations()
+        .flat_map(|(_, vd)| vd.hosts.clone())
+        .collect();
+    resource.metadata.generation += 1;
+    if spec.http.is_empty() {
+        return;
+    }
+    let i = rng.below(spec.http.len());
+    let route = &mut spec.http[i];
+    match rng.below(9) {
+        0..=2 => {
+            for destination in route.forward_to.iter_mut().flat_map(|f| &mut f.destinations) {
+                destination.weight = [None, Some(0), Some(1), Some(50), Some(99)][rng.below(5)];
+            }
+        }
+        3 => route.matchers.push(trellis_api::RequestMatcher {
+            uri: Some(trellis_api::UriMatcher {
+                prefix: Some(format!("/p{}", rng.below(3))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        4 => {
+            route.name = format!("r{}", rng.below(3));
+            route.labels.insert("team".to_string(), format!("t{}", rng.below(2)));
+        }
+        5 => {
+            if let Some(forward) = &mut route.forward_to {
+                forward.destinations.reverse();
+            }
+        }
+        6 => {
+            if let Some(forward) = &mut route.forward_to
+                && let Some(first) = forward.destinations.first().cloned()
+            {
+                forward.destinations.push(first);
+            }
+        }
+        7 if !vd_hosts.is_empty() => spec.hosts = vec![vd_hosts[rng.below(vd_hosts.len())].clone()],
+        _ => {
+            route.forward_to = None;
+            route.direct_response = Some(trellis_api::DirectResponseAction {
+                status: 200 + rng.below(3) as u32,
+                body: String::new(),
+            });
+        }
+    }
+}
+
+/// The names of virtual hosts whose content differs between two translations (any cluster).
+fn differing_hosts(before: &Translation, after: &Translation) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (cluster, config) in &after.clusters {
+        for host in &config.virtual_hosts {
+            let old = before
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.virtual_hosts.iter().find(|h| h.name == host.name));
+            if old.map(|h| **h != **host).unwrap_or(true) {
+                names.insert(host.name.clone());
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// A route table for each VirtualDestination host, so that every case (workspaces, clusters,
+/// external services) has tables to edit.
+fn with_route_tables(mut snapshot: Snapshot) -> Snapshot {
+    let mut yaml = String::new();
+    for (resource, vd) in snapshot.virtual_destinations() {
+        let Some(host) = vd.hosts.first() else { continue };
+        yaml.push_str(&format!(
+            "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\n\
+             metadata: {{name: t-{name}, namespace: {namespace}}}\n\
+             spec:\n  hosts: [{host}]\n  http:\n  - name: split\n    forwardTo:\n      destinations:\n\
+             \x20     - {{ref: {{name: {name}}}, kind: VIRTUAL_DESTINATION, weight: 60}}\n\
+             \x20     - {{ref: {{name: backend, cluster: cluster-1}}, port: {{number: 80}}, weight: 40}}\n---\n",
+            name = resource.metadata.name,
+            namespace = resource.metadata.namespace,
+        ));
+    }
+    if yaml.is_empty() {
+        return snapshot;
+    }
+    let tables = trellis_api::parse_documents("tables", &yaml).unwrap();
+    snapshot.resources.extend(tables);
+    Snapshot::sort_resources(&mut snapshot.resources);
+    snapshot
+}
+
+#[test]
+fn route_table_edits_equal_full_translation_on_random_sequences() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut fast_paths, mut edits) = (0, 0);
+    for case in cases() {
+        let mut snapshot = with_route_tables(load(&case));
+        let tables: Vec<trellis_api::ResourceKey> = snapshot.route_tables().map(|(r, _)| r.key()).collect();
+        if tables.is_empty() {
+            continue;
+        }
+        let mut incremental = Incremental::new(&snapshot);
+        for step in 0..120 {
+            edits += 1;
+            let before = incremental.translation().clone();
+            let key = &tables[rng.below(tables.len())];
+            let old = snapshot.take_resource(key).unwrap();
+            let mut new = old.clone();
+            edit_route_table(&mut rng, &snapshot, &mut new);
+            snapshot.put_resource(new);
+            let edited = BTreeMap::from([(key.clone(), Some(old))]);
+            let full = translate(&snapshot);
+            match incremental.route_tables_edited(&snapshot, &edited) {
+                Some(changes) => {
+                    fast_paths += 1;
+                    assert_eq!(*incremental.translation(), full, "{case} step {step}: route path");
+                    assert_eq!(changes.virtual_hosts, differing_hosts(&before, &full), "{case} step {step}");
+                }
+                None => {
+                    incremental.retranslate(&snapshot);
+                    assert_eq!(*incremental.translation(), full, "{case} step {step}: full path");
+                }
+            }
+        }
+    }
+    // Most edits keep their targets; some reach further (reordered or new destinations,
+    // policies on the routes) and must take the full path.
+    assert!(fast_paths > edits / 4 && fast_paths < edits, "the route path ran {fast_paths} of {edits} times");
+}

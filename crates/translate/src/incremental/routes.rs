@@ -1,0 +1,227 @@
+//! A RouteTable edit, translated by the virtual hosts it can change.
+//!
+//! A sidecar route table only shapes the virtual hosts of its own hosts. When an edit keeps the
+//! targets those hosts send to (the same lookups, in the same order, so the same upstreams),
+//! keeps who may see each upstream, and touches no route a policy selects, then everything else
+//! of the translation is what it was: the edit is applied by rebuilding just those virtual hosts
+//! (before and after, to compare) and the table's own status. Anything else (a new target, a
+//! table created or deleted, one bound to gateways, policies on its routes, protected routes
+//! mirrored at destinations) is translated in full. A new kind of policy that selects routes
+//! must be added to `policies_select` below.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use trellis_api::{Resource, ResourceKey, RouteTableSpec, Spec};
+use trellis_model::Snapshot;
+use trellis_model::ir::VirtualHost;
+
+use super::Incremental;
+use crate::Warnings;
+use crate::outbound::{self, Outbound};
+use crate::service_index::ServiceIndex;
+use crate::workspaces::Workspaces;
+
+/// What a route table edit rewrote: the same virtual hosts in every cluster.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteChanges {
+    /// Names of the virtual hosts replaced, sorted.
+    pub virtual_hosts: Vec<String>,
+    /// Keys (`Kind/namespace/name`) of the resources whose warnings and status were recomputed.
+    pub statuses: Vec<String>,
+}
+
+impl Incremental {
+    /// `snapshot` is the previous one with the resources of `edited` replaced; `edited` holds
+    /// each one's version before. Applies the edit if it is a route table edit that only
+    /// reshapes its hosts' routes and says what it rewrote; `None` when it reaches further (then
+    /// call `retranslate`).
+    pub fn route_tables_edited(
+        &mut self,
+        snapshot: &Snapshot,
+        edited: &BTreeMap<ResourceKey, Option<Resource>>,
+    ) -> Option<RouteChanges> {
+        let tables = edited_tables(snapshot, edited)?;
+        // A route to a protected destination is mirrored at that destination's sidecar.
+        if self.translation.clusters.values().any(|c| !c.inbound_routes.is_empty()) {
+            return None;
+        }
+        let hosts: BTreeSet<String> = tables
+            .values()
+            .flat_map(|edit| edit.old.hosts.iter().chain(&edit.new.hosts))
+            .cloned()
+            .collect();
+
+        let mut ignored = Warnings::default();
+        let restricted = crate::announcements::restrict(snapshot, &mut ignored);
+        let snapshot = restricted.as_ref().unwrap_or(snapshot);
+        let services = snapshot.services();
+        let index = ServiceIndex::new(&services);
+        let workspaces = Workspaces::from(snapshot);
+        let part = |before: bool, warnings: &mut Warnings| {
+            let route_tables = snapshot
+                .route_tables()
+                .filter(|(_, spec)| spec.hosts.iter().any(|h| hosts.contains(h)))
+                .map(|(resource, spec)| match tables.get(&resource.key()) {
+                    Some(edit) if before => (old_resource(edited, resource), edit.old),
+                    _ => (resource, spec),
+                });
+            outbound::build_part(snapshot, route_tables, Some(&hosts), &index, &workspaces, warnings)
+        };
+        let (mut old_warnings, mut new_warnings) = (Warnings::default(), Warnings::default());
+        let old = part(true, &mut old_warnings);
+        let new = part(false, &mut new_warnings);
+
+        let same_lookups = old.encounters.len() == new.encounters.len()
+            && old
+                .encounters
+                .iter()
+                .zip(&new.encounters)
+                .all(|(a, b)| old.targets[*a] == new.targets[*b]);
+        let names = |o: &Outbound| o.virtual_hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+        if !same_lookups || names(&old) != names(&new) {
+            return None;
+        }
+        if policies_select(snapshot, &old) || policies_select(snapshot, &new) {
+            return None;
+        }
+        let to_ir = |o: &Outbound| -> Vec<VirtualHost> { o.virtual_hosts.iter().map(|h| h.to_ir(&o.targets)).collect() };
+        let (old_hosts, new_hosts) = (to_ir(&old), to_ir(&new));
+        let arcs = |hosts: &[VirtualHost]| hosts.iter().cloned().map(Arc::new).collect::<Vec<_>>();
+        // Who may see each upstream is the union over the hosts that route to it.
+        if crate::workspaces::upstream_scopes(&arcs(&old_hosts)) != crate::workspaces::upstream_scopes(&arcs(&new_hosts))
+        {
+            return None;
+        }
+        let edited_keys: BTreeSet<String> = tables.keys().map(|k| k.to_string()).collect();
+        let others = |w: &Warnings| -> BTreeMap<String, Vec<String>> {
+            w.0.iter()
+                .filter(|(key, _)| !edited_keys.contains(*key))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        if others(&old_warnings) != others(&new_warnings) {
+            return None;
+        }
+        // Every cluster holds every mesh virtual host; check before changing anything.
+        let held = self.translation.clusters.values().all(|config| {
+            new_hosts
+                .iter()
+                .all(|h| config.virtual_hosts.binary_search_by(|v| v.name.cmp(&h.name)).is_ok())
+        });
+        if !held {
+            return None;
+        }
+
+        let mut changes = RouteChanges::default();
+        for host in new_hosts {
+            let mut shared: Option<Arc<VirtualHost>> = None;
+            for config in self.translation.clusters.values_mut() {
+                let Ok(at) = config.virtual_hosts.binary_search_by(|v| v.name.cmp(&host.name)) else {
+                    continue;
+                };
+                if *config.virtual_hosts[at] == host {
+                    continue;
+                }
+                let replacement = shared.get_or_insert_with(|| Arc::new(host.clone()));
+                config.virtual_hosts[at] = replacement.clone();
+            }
+            if shared.is_some() {
+                changes.virtual_hosts.push(host.name);
+            }
+        }
+
+        let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
+        let visibility = crate::status_visibility(&workspaces, snapshot);
+        for key in &edited_keys {
+            match new_warnings.0.remove(key) {
+                Some(list) => self.translation.warnings.insert(key.clone(), list),
+                None => self.translation.warnings.remove(key),
+            };
+        }
+        let resources: Vec<Resource> = tables.values().map(|edit| edit.resource.clone()).collect();
+        let statuses = crate::status::compute(
+            &resources,
+            &self.translation.warnings,
+            &crate::report::Report::default(),
+            &cluster_names,
+            visibility,
+        );
+        for (key, status) in statuses {
+            if self.translation.statuses.get(&key) != Some(&status) {
+                changes.statuses.push(key.clone());
+                self.translation.statuses.insert(key, status);
+            }
+        }
+        Some(changes)
+    }
+}
+
+/// One edited route table.
+struct Edit<'s> {
+    old: &'s RouteTableSpec,
+    new: &'s RouteTableSpec,
+    resource: &'s Resource,
+}
+
+/// Each edited route table; `None` unless every edited resource is a sidecar route table (no
+/// gateways, no workload selectors) that existed before, still exists and kept its place in
+/// creation order.
+fn edited_tables<'s>(
+    snapshot: &'s Snapshot,
+    edited: &'s BTreeMap<ResourceKey, Option<Resource>>,
+) -> Option<BTreeMap<ResourceKey, Edit<'s>>> {
+    if edited.is_empty() {
+        return None;
+    }
+    let mut now: BTreeMap<ResourceKey, (&Resource, &RouteTableSpec)> = BTreeMap::new();
+    for (resource, spec) in snapshot.route_tables() {
+        if edited.contains_key(&resource.key()) {
+            now.insert(resource.key(), (resource, spec));
+        }
+    }
+    let mut tables = BTreeMap::new();
+    for (key, before) in edited {
+        let (Some(before), Some((resource, spec))) = (before, now.get(key)) else {
+            return None;
+        };
+        let Spec::RouteTable(old) = &before.spec else {
+            return None;
+        };
+        let sidecar = |s: &RouteTableSpec| s.virtual_gateways.is_empty() && s.workload_selectors.is_empty();
+        if !sidecar(old) || !sidecar(spec) || before.metadata.creation_revision != resource.metadata.creation_revision {
+            return None;
+        }
+        tables.insert(
+            key.clone(),
+            Edit {
+                old,
+                new: spec,
+                resource,
+            },
+        );
+    }
+    Some(tables)
+}
+
+/// The version of `resource` before the edit.
+fn old_resource<'s>(edited: &'s BTreeMap<ResourceKey, Option<Resource>>, resource: &'s Resource) -> &'s Resource {
+    edited
+        .get(&resource.key())
+        .and_then(Option::as_ref)
+        .unwrap_or(resource)
+}
+
+/// True when a route-level or add-on policy selects one of the routes built.
+fn policies_select(snapshot: &Snapshot, built: &Outbound) -> bool {
+    let route_policies = crate::route_policies::selectors(snapshot);
+    let addon_policies = crate::addons::route_selectors(snapshot);
+    built.virtual_hosts.iter().flat_map(|h| &h.routes).any(|route| {
+        route_policies
+            .iter()
+            .any(|selectors| crate::route_policies::selects(selectors, route))
+            || addon_policies
+                .iter()
+                .any(|(routes, destinations)| crate::addons::selects(routes, destinations, route, &built.targets))
+    })
+}

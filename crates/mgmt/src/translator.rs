@@ -15,7 +15,7 @@ use trellis_api::{Resource, ResourceKey};
 use trellis_model::{ClusterDiscovery, Snapshot};
 use trellis_relay::sections::{EncodeCache, EncodedSection, Sections};
 use trellis_store::{Change, Store, Watch};
-use trellis_translate::{EndpointChanges, Incremental, ResourceStatus, Translation};
+use trellis_translate::{EndpointChanges, Incremental, ResourceStatus, RouteChanges, Translation};
 
 use super::metrics::MgmtMetrics;
 
@@ -68,7 +68,10 @@ impl EncodedCluster {
 /// What one burst of store changes touched.
 #[derive(Default)]
 struct Touched {
-    resources: bool,
+    /// The store was read again from scratch.
+    everything: bool,
+    /// Each resource changed, with its version before the burst.
+    resources: BTreeMap<ResourceKey, Option<Resource>>,
     /// Each cluster whose discovery changed, with its discovery before the burst.
     discovery: BTreeMap<String, Option<ClusterDiscovery>>,
 }
@@ -78,8 +81,8 @@ pub struct Translator {
     trust_domain: String,
     metrics: MgmtMetrics,
     revision: u64,
-    resources: BTreeMap<ResourceKey, Resource>,
-    /// Kept in place between changes: an endpoint change replaces one cluster's discovery in it.
+    /// Kept in place between changes: a change replaces one resource or one cluster's
+    /// discovery in it.
     snapshot: Snapshot,
     incremental: Incremental,
 }
@@ -92,7 +95,6 @@ impl Translator {
             trust_domain: trust_domain.to_string(),
             metrics,
             revision: 0,
-            resources: BTreeMap::new(),
             snapshot: Snapshot::default(),
             // Replaced by the translation of what the store holds, once read.
             incremental: Incremental::new(&Snapshot::default()),
@@ -106,15 +108,14 @@ impl Translator {
     fn read_all(&mut self) -> anyhow::Result<()> {
         // The revision first: a write landing during the reads is then seen again, never lost.
         self.revision = self.store.revision();
-        self.resources = self.store.list()?.into_iter().map(|r| (r.key(), r)).collect();
+        let resources = self.store.list()?;
         let discovery = self
             .store
             .discoveries()?
             .into_iter()
             .map(|d| (d.cluster.clone(), d))
             .collect();
-        self.snapshot =
-            Snapshot::new(self.resources.values().cloned().collect(), discovery).with_trust_domain(&self.trust_domain);
+        self.snapshot = Snapshot::new(resources, discovery).with_trust_domain(&self.trust_domain);
         Ok(())
     }
 
@@ -129,7 +130,7 @@ impl Translator {
             }
             Watch::Resync { .. } => {
                 self.read_all()?;
-                touched.resources = true;
+                touched.everything = true;
             }
         }
         Ok(())
@@ -138,11 +139,11 @@ impl Translator {
     fn apply(&mut self, change: Change, touched: &mut Touched) {
         match change {
             Change::Resource { key, resource } => {
-                touched.resources = true;
-                match resource {
-                    Some(resource) => self.resources.insert(key, *resource),
-                    None => self.resources.remove(&key),
+                let old = match resource {
+                    Some(resource) => self.snapshot.put_resource(*resource),
+                    None => self.snapshot.take_resource(&key),
                 };
+                touched.resources.entry(key).or_insert(old);
             }
             Change::Discovery { cluster, discovery } => {
                 let old = match discovery {
@@ -159,19 +160,21 @@ impl Translator {
         let span = tracing::info_span!("translate", revision = self.revision);
         let _enter = span.enter();
         let started = Instant::now();
-        let endpoint_only = !touched.resources
+        let endpoint_only = !touched.everything
+            && touched.resources.is_empty()
             && touched
                 .discovery
                 .iter()
                 .all(|(cluster, old)| old.is_some() && self.snapshot.discovery.contains_key(cluster));
         let moved = endpoint_only.then(|| self.endpoints_moved(&touched)).flatten();
-        let published = match moved {
-            Some(changes) => self.publish_endpoints(previous, changes),
-            None => {
-                if touched.resources {
-                    self.snapshot.resources = self.resources.values().cloned().collect();
-                    Snapshot::sort_resources(&mut self.snapshot.resources);
-                }
+        let routes_only = !touched.everything && touched.discovery.is_empty();
+        let routes = (routes_only && moved.is_none())
+            .then(|| self.incremental.route_tables_edited(&self.snapshot, &touched.resources))
+            .flatten();
+        let published = match (moved, routes) {
+            (Some(changes), _) => self.publish_endpoints(previous, changes),
+            (None, Some(changes)) => self.publish_routes(previous, changes),
+            (None, None) => {
                 let replaced = self.incremental.retranslate(&self.snapshot);
                 // An endpoint pass that stopped at a cluster whose change reached further may
                 // have rewritten other clusters in place: `replaced` then no longer matches what
@@ -237,6 +240,59 @@ impl Translator {
             revision: self.revision,
             warnings: previous.warnings.clone(),
             statuses: previous.statuses.clone(),
+            clusters,
+        }
+    }
+
+    /// Re-encodes only the virtual hosts a route table edit rewrote, and takes its new status.
+    fn publish_routes(&self, previous: &Published, changes: RouteChanges) -> Published {
+        let translation = self.incremental.translation();
+        let mut statuses = previous.statuses.clone();
+        let mut warnings = previous.warnings.clone();
+        if !changes.statuses.is_empty() {
+            let (statuses, warnings) = (Arc::make_mut(&mut statuses), Arc::make_mut(&mut warnings));
+            for key in &changes.statuses {
+                match translation.statuses.get(key) {
+                    Some(status) => statuses.insert(key.clone(), status.clone()),
+                    None => statuses.remove(key),
+                };
+                match translation.warnings.get(key) {
+                    Some(list) => warnings.insert(key.clone(), list.clone()),
+                    None => warnings.remove(key),
+                };
+            }
+        }
+        let mut clusters = previous.clusters.clone();
+        if !changes.virtual_hosts.is_empty() {
+            // Every cluster holds the same virtual host: encoded once for all of them.
+            let Some(config) = translation.clusters.values().next() else {
+                return Published {
+                    revision: self.revision,
+                    warnings,
+                    statuses,
+                    clusters,
+                };
+            };
+            let upserts: Vec<(String, EncodedSection)> = changes
+                .virtual_hosts
+                .iter()
+                .filter_map(|name| {
+                    let at = config.virtual_hosts.binary_search_by(|h| h.name.cmp(name)).ok()?;
+                    Some((
+                        Sections::virtual_host_key(name),
+                        EncodedSection::encode(&*config.virtual_hosts[at]),
+                    ))
+                })
+                .collect();
+            for encoded in clusters.values_mut() {
+                let sections = encoded.sections.with_changes(upserts.clone(), &[]);
+                *encoded = Arc::new(EncodedCluster::new(sections));
+            }
+        }
+        Published {
+            revision: self.revision,
+            warnings,
+            statuses,
             clusters,
         }
     }

@@ -86,9 +86,9 @@ impl Snapshot {
     }
 
     fn position(&self, key: &ResourceKey) -> Option<usize> {
-        self.resources.iter().position(|r| {
-            r.metadata.name == key.name && r.metadata.namespace == key.namespace && r.kind() == key.kind
-        })
+        self.resources
+            .iter()
+            .position(|r| r.metadata.name == key.name && r.metadata.namespace == key.namespace && r.kind() == key.kind)
     }
 
     /// Every cluster the mesh knows: registered as a KubernetesCluster or heard from by discovery.

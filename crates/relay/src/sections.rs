@@ -107,6 +107,11 @@ impl Sections {
         format!("{UPSTREAM}{name}")
     }
 
+    /// The section name of the virtual host called `name`.
+    pub fn virtual_host_key(name: &str) -> String {
+        format!("{VIRTUAL_HOST}{name}")
+    }
+
     /// The section name of the gateway upstream called `name`.
     pub fn gateway_upstream_key(name: &str) -> String {
         format!("{GATEWAY_UPSTREAM}{name}")

@@ -126,3 +126,78 @@ fn a_burst_mixing_an_endpoint_move_and_a_new_workload_publishes_what_a_fresh_sta
     assert_eq!(configs(&after), configs(&fresh));
     let _ = std::fs::remove_file(&path);
 }
+
+const TABLE: &str = "
+apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: split, namespace: demo}
+spec:
+  hosts: [a.mesh.internal]
+  http:
+  - name: split
+    forwardTo:
+      destinations:
+      - {ref: {name: a}, kind: VIRTUAL_DESTINATION, weight: WEIGHT_A}
+      - {ref: {name: b}, kind: VIRTUAL_DESTINATION, weight: WEIGHT_B}
+";
+
+fn table(a: u32, b: u32) -> Vec<Resource> {
+    let yaml = TABLE
+        .replace("WEIGHT_A", &a.to_string())
+        .replace("WEIGHT_B", &b.to_string());
+    trellis_api::parse_documents("table.yaml", &yaml).unwrap()
+}
+
+#[test]
+fn a_route_table_weight_flip_rewrites_one_virtual_host_and_publishes_what_a_fresh_start_would() {
+    let path = std::env::temp_dir().join(format!("trellis-translator-flip-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path).unwrap());
+    store
+        .apply(trellis_api::parse_documents("config.yaml", CONFIG).unwrap())
+        .unwrap();
+    store.apply(table(90, 10)).unwrap();
+    store
+        .put_discovery(&discovery("c1", vec![workload("a-1", "a", "10.0.0.1")]))
+        .unwrap();
+    store
+        .put_discovery(&discovery("c2", vec![workload("b-1", "b", "10.0.1.1")]))
+        .unwrap();
+    let (mut translator, first) = Translator::new(store.clone(), "trellis.local", metrics()).unwrap();
+
+    store.apply(table(10, 90)).unwrap();
+    let mut touched = Touched::default();
+    translator.follow(Duration::ZERO, &mut touched).unwrap();
+    let next = translator.translate(&first, touched);
+
+    let (_, fresh) = Translator::new(store.clone(), "trellis.local", metrics()).unwrap();
+    assert_eq!(configs(&next), configs(&fresh));
+    assert_eq!(
+        *next.statuses, *fresh.statuses,
+        "the table's new generation is in its status"
+    );
+    for (cluster, encoded) in &next.clusters {
+        let (changed, removed) = encoded.sections.delta_from(Some(&first.clusters[cluster].sections));
+        let names: Vec<&str> = changed.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            (names, removed.len()),
+            (vec![Sections::virtual_host_key("a.mesh.internal:80").as_str()], 0),
+            "{cluster}: only the table's virtual host is sent"
+        );
+    }
+
+    // An edit that reaches another host publishes what a fresh start would, too.
+    let mut wider = table(50, 50);
+    let trellis_api::Spec::RouteTable(spec) = &mut wider[0].spec else {
+        unreachable!()
+    };
+    spec.hosts.push("b.mesh.internal".to_string());
+    store.apply(wider).unwrap();
+    let mut touched = Touched::default();
+    translator.follow(Duration::ZERO, &mut touched).unwrap();
+    let after = translator.translate(&next, touched);
+    let (_, fresh) = Translator::new(store, "trellis.local", metrics()).unwrap();
+    assert_eq!(configs(&after), configs(&fresh));
+    assert_eq!(*after.statuses, *fresh.statuses);
+    let _ = std::fs::remove_file(&path);
+}

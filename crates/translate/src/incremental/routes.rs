@@ -85,11 +85,13 @@ impl Incremental {
         if policies_select(snapshot, &old) || policies_select(snapshot, &new) {
             return None;
         }
-        let to_ir = |o: &Outbound| -> Vec<VirtualHost> { o.virtual_hosts.iter().map(|h| h.to_ir(&o.targets)).collect() };
+        let to_ir =
+            |o: &Outbound| -> Vec<VirtualHost> { o.virtual_hosts.iter().map(|h| h.to_ir(&o.targets)).collect() };
         let (old_hosts, new_hosts) = (to_ir(&old), to_ir(&new));
         let arcs = |hosts: &[VirtualHost]| hosts.iter().cloned().map(Arc::new).collect::<Vec<_>>();
         // Who may see each upstream is the union over the hosts that route to it.
-        if crate::workspaces::upstream_scopes(&arcs(&old_hosts)) != crate::workspaces::upstream_scopes(&arcs(&new_hosts))
+        if crate::workspaces::upstream_scopes(&arcs(&old_hosts))
+            != crate::workspaces::upstream_scopes(&arcs(&new_hosts))
         {
             return None;
         }
@@ -206,10 +208,7 @@ fn edited_tables<'s>(
 
 /// The version of `resource` before the edit.
 fn old_resource<'s>(edited: &'s BTreeMap<ResourceKey, Option<Resource>>, resource: &'s Resource) -> &'s Resource {
-    edited
-        .get(&resource.key())
-        .and_then(Option::as_ref)
-        .unwrap_or(resource)
+    edited.get(&resource.key()).and_then(Option::as_ref).unwrap_or(resource)
 }
 
 /// True when a route-level or add-on policy selects one of the routes built.

@@ -305,7 +305,11 @@ fn route_table_edits_equal_full_translation_on_random_sequences() {
                 Some(changes) => {
                     fast_paths += 1;
                     assert_eq!(*incremental.translation(), full, "{case} step {step}: route path");
-                    assert_eq!(changes.virtual_hosts, differing_hosts(&before, &full), "{case} step {step}");
+                    assert_eq!(
+                        changes.virtual_hosts,
+                        differing_hosts(&before, &full),
+                        "{case} step {step}"
+                    );
                 }
                 None => {
                     incremental.retranslate(&snapshot);
@@ -316,5 +320,8 @@ fn route_table_edits_equal_full_translation_on_random_sequences() {
     }
     // Most edits keep their targets; some reach further (reordered or new destinations,
     // policies on the routes) and must take the full path.
-    assert!(fast_paths > edits / 4 && fast_paths < edits, "the route path ran {fast_paths} of {edits} times");
+    assert!(
+        fast_paths > edits / 4 && fast_paths < edits,
+        "the route path ran {fast_paths} of {edits} times"
+    );
 }

@@ -124,8 +124,15 @@ impl Translator {
         match self.store.watch(self.revision, timeout) {
             Watch::Changes { revision, changes } => {
                 self.revision = revision;
+                let mut resources = Vec::new();
                 for change in changes {
-                    self.apply(change, touched);
+                    match change {
+                        Change::Resource { key, resource } => resources.push((key, resource.map(|r| *r))),
+                        discovery => self.apply(discovery, touched),
+                    }
+                }
+                for (key, old) in self.snapshot.change_resources(resources) {
+                    touched.resources.entry(key).or_insert(old);
                 }
             }
             Watch::Resync { .. } => {
@@ -138,13 +145,7 @@ impl Translator {
 
     fn apply(&mut self, change: Change, touched: &mut Touched) {
         match change {
-            Change::Resource { key, resource } => {
-                let old = match resource {
-                    Some(resource) => self.snapshot.put_resource(*resource),
-                    None => self.snapshot.take_resource(&key),
-                };
-                touched.resources.entry(key).or_insert(old);
-            }
+            Change::Resource { .. } => unreachable!("resources are changed together in `follow`"),
             Change::Discovery { cluster, discovery } => {
                 let old = match discovery {
                     Some(discovery) => self.snapshot.discovery.insert(cluster.clone(), *discovery),

@@ -60,6 +60,50 @@ impl Snapshot {
         });
     }
 
+    /// Applies resource changes (a new version, or `None` for a deletion), keeping the order;
+    /// returns each changed key with its version before. A few changes are found one by one, many
+    /// in one pass and one sort, so a bulk apply costs one rebuild rather than one scan each.
+    pub fn change_resources(
+        &mut self,
+        changes: Vec<(ResourceKey, Option<Resource>)>,
+    ) -> Vec<(ResourceKey, Option<Resource>)> {
+        const ONE_BY_ONE: usize = 16;
+        let mut before: Vec<(ResourceKey, Option<Resource>)> = Vec::with_capacity(changes.len());
+        if changes.len() <= ONE_BY_ONE {
+            for (key, resource) in changes {
+                let old = match resource {
+                    Some(resource) => self.put_resource(resource),
+                    None => self.take_resource(&key),
+                };
+                // A key changed twice keeps its version from before the first change.
+                if !before.iter().any(|(k, _)| *k == key) {
+                    before.push((key, old));
+                }
+            }
+            return before;
+        }
+        // The last change of a key wins.
+        let mut wanted: std::collections::HashMap<ResourceKey, Option<Resource>> = changes.into_iter().collect();
+        let mut kept = Vec::with_capacity(self.resources.len() + wanted.len());
+        for resource in self.resources.drain(..) {
+            let key = resource.key();
+            match wanted.remove(&key) {
+                Some(new) => {
+                    kept.extend(new);
+                    before.push((key, Some(resource)));
+                }
+                None => kept.push(resource),
+            }
+        }
+        for (key, new) in wanted {
+            kept.extend(new);
+            before.push((key, None));
+        }
+        Snapshot::sort_resources(&mut kept);
+        self.resources = kept;
+        before
+    }
+
     /// Puts `resource` in, in place of the one with its key, keeping the order; returns the one
     /// it replaced. A change to one resource then costs a scan, not a rebuild and re-sort of all.
     pub fn put_resource(&mut self, resource: Resource) -> Option<Resource> {
@@ -165,3 +209,6 @@ impl Service<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

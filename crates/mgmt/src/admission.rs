@@ -45,15 +45,15 @@ fn failures(resources: Vec<Resource>) -> BTreeMap<String, String> {
 }
 
 /// Refuses `batch` when it would leave an ExtAuthPolicy whose auth config does not compile.
-pub fn check(source: &str, stored: Vec<Resource>, batch: &[Resource]) -> Result<(), ApiError> {
+pub fn check(source: &str, stored: &[Resource], batch: &[Resource]) -> Result<(), ApiError> {
     let touches_auth = batch
         .iter()
         .any(|r| matches!(r.kind(), Kind::ExtAuthPolicy | Kind::Secret | Kind::ConfigMap));
     if !touches_auth {
         return Ok(());
     }
-    let before = failures(stored.clone());
-    let mut merged: BTreeMap<ResourceKey, Resource> = stored.into_iter().map(|r| (r.key(), r)).collect();
+    let before = failures(stored.to_vec());
+    let mut merged: BTreeMap<ResourceKey, Resource> = stored.iter().map(|r| (r.key(), r.clone())).collect();
     for resource in batch {
         merged.insert(resource.key(), resource.clone());
     }
@@ -94,7 +94,7 @@ pub fn check(source: &str, stored: Vec<Resource>, batch: &[Resource]) -> Result<
 /// Refuses deleting `keys` when an ExtAuthPolicy uses what they hold (a Secret's API keys or
 /// client secret, a ConfigMap's Rego): its resolved auth config would change under it, and the
 /// add-on would start denying its routes. A delete passes admission as an apply does.
-pub fn check_delete(source: &str, stored: Vec<Resource>, keys: &[ResourceKey]) -> Result<(), ApiError> {
+pub fn check_delete(source: &str, stored: &[Resource], keys: &[ResourceKey]) -> Result<(), ApiError> {
     let touches_auth = keys.iter().any(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap));
     if !touches_auth {
         return Ok(());
@@ -106,8 +106,8 @@ pub fn check_delete(source: &str, stored: Vec<Resource>, keys: &[ResourceKey]) -
             .map(|entry| (entry.id, entry.spec))
             .collect()
     };
-    let before = resolved(stored.clone());
-    let after = resolved(stored.into_iter().filter(|r| !keys.contains(&r.key())).collect());
+    let before = resolved(stored.to_vec());
+    let after = resolved(stored.iter().filter(|r| !keys.contains(&r.key())).cloned().collect());
     let document = keys
         .iter()
         .position(|k| matches!(k.kind, Kind::Secret | Kind::ConfigMap))
@@ -164,14 +164,14 @@ spec:
     #[test]
     fn refuses_a_policy_whose_rego_does_not_parse_and_names_it() {
         let batch = parse(&format!("{}---\n{POLICY}", config_map("package admin\nallow {{{")));
-        let error = check("policy.yaml", Vec::new(), &batch).unwrap_err().to_string();
+        let error = check("policy.yaml", &[], &batch).unwrap_err().to_string();
         assert!(error.contains("ExtAuthPolicy/demo/admin"), "{error}");
         assert!(error.contains("spec.config.glooAuth"), "{error}");
         let good = parse(&format!(
             "{}---\n{POLICY}",
             config_map("package admin\ndefault allow := false\n")
         ));
-        check("policy.yaml", Vec::new(), &good).unwrap();
+        check("policy.yaml", &[], &good).unwrap();
     }
 
     #[test]
@@ -181,7 +181,7 @@ spec:
             config_map("package admin\ndefault allow := false\n")
         ));
         let broken = parse(&config_map("package admin\nallow {{{"));
-        let error = check("cm.yaml", stored.clone(), &broken).unwrap_err().to_string();
+        let error = check("cm.yaml", &stored, &broken).unwrap_err().to_string();
         assert!(
             error.contains("ExtAuthPolicy/demo/admin") && error.contains("document 1"),
             "{error}"
@@ -190,7 +190,7 @@ spec:
         let unrelated = parse(
             "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {name: x, namespace: demo}\nspec: {hosts: [x.mesh], ports: [{number: 80}]}\n",
         );
-        check("vd.yaml", stored, &unrelated).unwrap();
+        check("vd.yaml", &stored, &unrelated).unwrap();
     }
 
     #[test]
@@ -209,7 +209,7 @@ spec:
         basicAuth: {realm: r, apr: {users: {}}}
 ",
         );
-        let error = check("policy.yaml", Vec::new(), &batch).unwrap_err().to_string();
+        let error = check("policy.yaml", &[], &batch).unwrap_err().to_string();
         assert!(error.contains("nope"), "{error}");
     }
 }

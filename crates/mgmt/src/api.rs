@@ -218,7 +218,10 @@ async fn apply(
     let (who, from) = (identity.clone(), source.clone());
     let applied = blocking(move || {
         let stored = store_mgmt.stored()?;
-        let existing: BTreeMap<ResourceKey, &Resource> = stored.iter().map(|r| (r.key(), r)).collect();
+        let existing: BTreeMap<ResourceKey, &Resource> = resources
+            .iter()
+            .filter_map(|r| Some((r.key(), super::state::find_stored(&stored, &r.key())?)))
+            .collect();
         let permissions: Vec<Permission> = resources
             .iter()
             .map(|r| {
@@ -255,7 +258,7 @@ async fn apply(
                 (r.key(), super::api_access::diff(&before, &audit_view(r)))
             })
             .collect();
-        if let Err(error) = super::admission::check(&source, (*stored).clone(), &resources) {
+        if let Err(error) = super::admission::check(&source, &stored, &resources) {
             return Ok(Err(error));
         }
         let outcomes = store_mgmt.store.apply(resources)?;
@@ -395,7 +398,7 @@ async fn delete_keys(
                 cluster.name
             )));
         }
-        super::admission::check_delete(&source, (*stored).clone(), &keys)?;
+        super::admission::check_delete(&source, &stored, &keys)?;
         let results = store_mgmt.store.delete(&keys)?;
         for (key, deleted) in &results {
             if *deleted {

@@ -156,17 +156,30 @@ impl Mgmt {
         Ok(())
     }
 
-    /// Every stored resource, read from the store only when it changed since the last read.
+    /// Every stored resource in key order, read whole from the store once and then kept current
+    /// from its change feed: a change costs what it changes, not a read of every resource.
     pub fn stored(&self) -> trellis_store::Result<Arc<Vec<trellis_api::Resource>>> {
         // The revision before the read: a write landing meanwhile makes the next call read again.
         let revision = self.store.revision();
-        if let Some((cached, resources)) = &*self.stored.lock().expect("stored lock")
-            && *cached == revision
-        {
-            return Ok(resources.clone());
+        let mut cache = self.stored.lock().expect("stored lock");
+        if let Some((cached, resources)) = &mut *cache {
+            if *cached == revision {
+                return Ok(resources.clone());
+            }
+            if let trellis_store::Watch::Changes { revision, changes } = self.store.watch(*cached, Duration::ZERO) {
+                // Copies the list only while a request still reads the one before.
+                let list = Arc::make_mut(resources);
+                for change in changes {
+                    if let trellis_store::Change::Resource { key, resource } = change {
+                        put_in_key_order(list, &key, resource.map(|r| *r));
+                    }
+                }
+                *cached = revision;
+                return Ok(resources.clone());
+            }
         }
         let resources = Arc::new(self.store.list()?);
-        *self.stored.lock().expect("stored lock") = Some((revision, resources.clone()));
+        *cache = Some((revision, resources.clone()));
         Ok(resources)
     }
 
@@ -201,4 +214,75 @@ impl AgentStatus {
 
 fn discovery_hash(discovery: &ClusterDiscovery) -> u64 {
     trellis_base::stable_hash(&serde_json::to_vec(discovery).expect("discovery serializes"))
+}
+
+/// Replaces, inserts or (with `None`) removes the resource with `key` in a list sorted as the
+/// store lists it: by the key's text.
+fn put_in_key_order(
+    list: &mut Vec<trellis_api::Resource>,
+    key: &trellis_api::ResourceKey,
+    resource: Option<trellis_api::Resource>,
+) {
+    match (position_in_key_order(list, key), resource) {
+        (Ok(at), Some(resource)) => list[at] = resource,
+        (Ok(at), None) => {
+            list.remove(at);
+        }
+        (Err(at), Some(resource)) => list.insert(at, resource),
+        (Err(_), None) => {}
+    }
+}
+
+/// Where the resource with `key` is, or would go, in a list sorted as the store lists it.
+fn position_in_key_order(list: &[trellis_api::Resource], key: &trellis_api::ResourceKey) -> Result<usize, usize> {
+    let name = key.to_string();
+    list.binary_search_by(|r| r.key().to_string().cmp(&name))
+}
+
+/// The resource with `key` in a list from `Mgmt::stored`, found without a scan.
+pub fn find_stored<'a>(
+    list: &'a [trellis_api::Resource],
+    key: &trellis_api::ResourceKey,
+) -> Option<&'a trellis_api::Resource> {
+    position_in_key_order(list, key).ok().map(|at| &list[at])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_list_kept_from_changes_is_the_list_the_store_would_give() {
+        let resource = |kind: &str, name: &str| {
+            let ports = if kind == "VirtualDestination" {
+                ", ports: [{number: 80}]"
+            } else {
+                ""
+            };
+            let yaml = format!(
+                "apiVersion: networking.gloo.solo.io/v2\nkind: {kind}\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{hosts: [{name}.example]{ports}}}\n"
+            );
+            trellis_api::parse_documents("r.yaml", &yaml).unwrap().remove(0)
+        };
+        let path = std::env::temp_dir().join(format!("trellis-stored-{}.redb", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = trellis_store::RedbStore::open(&path).unwrap();
+        let mut kept: Vec<trellis_api::Resource> = Vec::new();
+        let names = ["b", "a", "c", "a-b", "ab", "b"];
+        for (i, name) in names.iter().enumerate() {
+            let kind = if i % 2 == 0 { "RouteTable" } else { "VirtualDestination" };
+            let r = resource(kind, name);
+            put_in_key_order(&mut kept, &r.key(), Some(r.clone()));
+            store.apply(vec![r]).unwrap();
+        }
+        let gone = resource("VirtualDestination", "a");
+        put_in_key_order(&mut kept, &gone.key(), None);
+        store.delete(&[gone.key()]).unwrap();
+        let listed = store.list().unwrap();
+        let names = |list: &[trellis_api::Resource]| list.iter().map(|r| r.key().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&kept), names(&listed));
+        assert!(find_stored(&kept, &resource("RouteTable", "c").key()).is_some());
+        assert!(find_stored(&kept, &gone.key()).is_none());
+        let _ = std::fs::remove_file(&path);
+    }
 }

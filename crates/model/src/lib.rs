@@ -10,11 +10,13 @@
 
 pub mod addons;
 pub mod discovery;
+pub mod discovery_patch;
 pub mod ir;
 pub mod policy;
 pub mod snapshot;
 
 pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, ProxyState, Workload, WorkloadPort};
+pub use discovery_patch::{DiscoveryPatch, WorkloadKey};
 pub use ir::ClusterConfig;
 pub use snapshot::Snapshot;
 

@@ -6,7 +6,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use trellis_api::{Resource, ResourceKey};
-use trellis_model::ClusterDiscovery;
+use trellis_model::{ClusterDiscovery, DiscoveryPatch};
 
 /// One committed change.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,11 +16,13 @@ pub enum Change {
         key: ResourceKey,
         resource: Option<Box<Resource>>,
     },
-    /// A cluster's discovery reported (`Some`) or forgotten (`None`).
+    /// A cluster's discovery reported whole (`Some`) or forgotten (`None`).
     Discovery {
         cluster: String,
         discovery: Option<Box<ClusterDiscovery>>,
     },
+    /// Workloads of a cluster's discovery changed.
+    DiscoveryPatch(Box<DiscoveryPatch>),
 }
 
 /// What `watch` found.

@@ -8,6 +8,7 @@ mod access;
 mod feed;
 mod issuance;
 mod redb_access;
+mod redb_discovery;
 mod redb_issuance;
 mod redb_store;
 
@@ -17,7 +18,7 @@ pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore};
 pub use redb_store::RedbStore;
 
 use trellis_api::{Resource, ResourceKey};
-use trellis_model::ClusterDiscovery;
+use trellis_model::{ClusterDiscovery, DiscoveryPatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -94,6 +95,9 @@ pub trait Store: AccessStore + IssuanceStore + Send + Sync + 'static {
     /// Last discovery reported per cluster, kept so that a restarted server translates with every
     /// cluster's view at once instead of pushing half a mesh to the first agent that reconnects.
     fn put_discovery(&self, discovery: &ClusterDiscovery) -> Result<()>;
+    /// Changes the workloads a patch names in a discovery stored before; refused when the
+    /// cluster has none.
+    fn patch_discovery(&self, patch: &DiscoveryPatch) -> Result<()>;
     fn discoveries(&self) -> Result<Vec<ClusterDiscovery>>;
     fn delete_discovery(&self, cluster: &str) -> Result<()>;
     fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<()>;

@@ -10,7 +10,7 @@ use crate::{RedbStore, Result, TokenRecord};
 /// records form one key range.
 const INTERMEDIATES: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster_intermediates");
 
-fn range_of(cluster: &str) -> (String, String) {
+pub(crate) fn range_of(cluster: &str) -> (String, String) {
     // '0' sorts right after '/': every key "<cluster>/..." lies in ["<cluster>/", "<cluster>0").
     (format!("{cluster}/"), format!("{cluster}0"))
 }

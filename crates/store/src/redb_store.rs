@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use trellis_api::{Resource, ResourceKey};
-use trellis_model::ClusterDiscovery;
+use trellis_model::{ClusterDiscovery, DiscoveryPatch};
 
 use crate::feed::{Change, Feed, Watch};
 use crate::{ApplyAction, ApplyOutcome, Result, Store, StoreError, TokenCheck, TokenRecord};
@@ -15,8 +15,8 @@ use crate::{ApplyAction, ApplyOutcome, Result, Store, StoreError, TokenCheck, To
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 /// `revision` ─▶ the last revision handed out; bumped by every write.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// cluster name ─▶ discovery JSON.
-const DISCOVERY: TableDefinition<&str, &[u8]> = TableDefinition::new("discovery");
+/// cluster name ─▶ discovery JSON, its workloads apart (see `redb_discovery`).
+pub(crate) const DISCOVERY: TableDefinition<&str, &[u8]> = TableDefinition::new("discovery");
 /// SHA-256 of a registration token ─▶ TokenRecord JSON.
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// client certificate serial ─▶ cluster it was issued to.
@@ -47,6 +47,7 @@ impl RedbStore {
         tx.open_table(RESOURCES).map_err(tx_err)?;
         tx.open_table(META).map_err(tx_err)?;
         tx.open_table(DISCOVERY).map_err(tx_err)?;
+        tx.open_table(crate::redb_discovery::WORKLOADS).map_err(tx_err)?;
         tx.open_table(TOKENS).map_err(tx_err)?;
         tx.open_table(ISSUED).map_err(tx_err)?;
         tx.open_table(REVOKED).map_err(tx_err)?;
@@ -205,13 +206,7 @@ impl Store for RedbStore {
     fn put_discovery(&self, discovery: &ClusterDiscovery) -> Result<()> {
         let _writer = self.writer.lock().expect("writer lock");
         let tx = self.db.begin_write().map_err(tx_err)?;
-        {
-            let mut table = tx.open_table(DISCOVERY).map_err(tx_err)?;
-            let bytes = serde_json::to_vec(discovery).expect("discovery serializes");
-            table
-                .insert(discovery.cluster.as_str(), bytes.as_slice())
-                .map_err(tx_err)?;
-        }
+        crate::redb_discovery::write_whole(&tx, discovery)?;
         let revision = Self::next_revision(&tx)?;
         tx.commit().map_err(tx_err)?;
         let change = Change::Discovery {
@@ -222,8 +217,19 @@ impl Store for RedbStore {
         Ok(())
     }
 
+    fn patch_discovery(&self, patch: &DiscoveryPatch) -> Result<()> {
+        let _writer = self.writer.lock().expect("writer lock");
+        let tx = self.db.begin_write().map_err(tx_err)?;
+        crate::redb_discovery::write_patch(&tx, patch)?;
+        let revision = Self::next_revision(&tx)?;
+        tx.commit().map_err(tx_err)?;
+        self.feed
+            .publish(revision, vec![Change::DiscoveryPatch(Box::new(patch.clone()))]);
+        Ok(())
+    }
+
     fn discoveries(&self) -> Result<Vec<ClusterDiscovery>> {
-        self.read_all(DISCOVERY)
+        self.read_discoveries()
     }
 
     fn delete_discovery(&self, cluster: &str) -> Result<()> {
@@ -233,6 +239,7 @@ impl Store for RedbStore {
             .map_err(tx_err)?
             .remove(cluster)
             .map_err(tx_err)?;
+        crate::redb_discovery::remove_workloads(&tx, cluster)?;
         let revision = Self::next_revision(&tx)?;
         tx.commit().map_err(tx_err)?;
         let change = Change::Discovery {
@@ -358,6 +365,7 @@ mod tests {
             .map(|c| match c {
                 Change::Resource { key, resource } => format!("{key} {}", resource.is_some()),
                 Change::Discovery { cluster, discovery } => format!("{cluster} {}", discovery.is_some()),
+                Change::DiscoveryPatch(patch) => format!("{} patched", patch.cluster),
             })
             .collect();
         assert_eq!(

@@ -105,7 +105,7 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
     agent.relay_connected.store(true, Ordering::Relaxed);
     tracing::info!("relay connected");
 
-    let mut last_discovery = None;
+    let mut reporter = trellis_relay::discovery_report::DiscoveryReporter::default();
     let mut last_states = None;
     let mut report_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -122,14 +122,11 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
                 changed?;
                 registry_changes.borrow_and_update();
                 let discovery = agent.registry.discovery(&agent.cluster);
-                if last_discovery.as_ref() == Some(&discovery) {
-                    continue;
-                }
-                let payload = serde_json::to_vec(&discovery).expect("discovery serializes");
-                let version = format!("{:016x}", trellis_base::stable_hash(&payload));
-                tx.send(AgentMessage::discovery(version, payload)).await?;
-                tracing::debug!(workloads = discovery.workloads.len(), "discovery sent");
-                last_discovery = Some(discovery);
+                let workloads = discovery.workloads.len();
+                // Whole on a new stream, then only the workloads that changed.
+                let Some(report) = reporter.report(discovery) else { continue };
+                tx.send(report).await?;
+                tracing::debug!(workloads, "discovery sent");
             }
             message = incoming.next() => {
                 let Some(message) = message.transpose()? else { return Ok(()) };

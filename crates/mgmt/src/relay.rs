@@ -409,6 +409,7 @@ async fn serve_agent(
     // What the agent holds, as far as this stream knows: the agent told us its version; if that
     // is the current config, nothing is sent after a reconnect, and later changes are deltas.
     let mut holds = Holds::after_hello(&hello, &translations.borrow_and_update(), &cluster);
+    let mut discovery_version: Option<String> = None;
     translations.mark_changed();
     let mut error = None;
     loop {
@@ -439,8 +440,9 @@ async fn serve_agent(
             }
             message = incoming.next() => {
                 match message {
-                    Some(Ok(message)) => {
-                        if let Some(rejected) = handle_agent_message(&mgmt, &cluster, &label, message) {
+                    Some(Ok(message)) => match handle_agent_message(&mgmt, &cluster, &label, &mut discovery_version, message) {
+                        Reply::Nothing => {}
+                        Reply::Rejected(rejected) => {
                             // The agent kept its last good config: it holds what it held before
                             // this one, which this stream no longer knows. Send the next one whole,
                             // and this one again whole once (it may have been refused for a delta
@@ -449,7 +451,13 @@ async fn serve_agent(
                                 translations.mark_changed();
                             }
                         }
-                    }
+                        Reply::End(reason) => {
+                            tracing::warn!(%reason, "relay stream closed");
+                            let _ = tx.send(Err(Status::failed_precondition(reason.clone()))).await;
+                            error = Some(reason);
+                            break;
+                        }
+                    },
                     Some(Err(status)) => {
                         tracing::info!(%status, "relay stream ended with an error");
                         error = Some(format!("{:?}: {}", status.code(), status.message()));
@@ -534,21 +542,59 @@ async fn send_config(
     Ok(())
 }
 
-/// Handles one message from the agent; returns the version it rejected, if it did.
-fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, message: AgentMessage) -> Option<String> {
+/// What an agent's message asks of its stream.
+enum Reply {
+    Nothing,
+    /// The agent refused this config version.
+    Rejected(String),
+    /// The stream cannot go on (the agent reconnects and starts over); why.
+    End(String),
+}
+
+/// Handles one message from the agent. `discovery_version` is the version of the discovery
+/// this stream last stored: a patch must follow it.
+fn handle_agent_message(
+    mgmt: &Mgmt,
+    cluster: &str,
+    label: &ClusterLabel,
+    discovery_version: &mut Option<String>,
+    message: AgentMessage,
+) -> Reply {
     match message.body {
         Some(agent_message::Body::Discovery(discovery)) => {
+            *discovery_version = None;
             match serde_json::from_slice::<ClusterDiscovery>(&discovery.payload) {
                 // An agent speaks for its own cluster only, whatever the payload claims.
                 Ok(mut report) => {
                     report.cluster = cluster.to_string();
                     tracing::debug!(version = %discovery.version, workloads = report.workloads.len(), "discovery received");
-                    if let Err(error) = mgmt.report_discovery(report) {
-                        tracing::error!(%error, "cannot store discovery");
+                    match mgmt.report_discovery(report) {
+                        Ok(()) => *discovery_version = Some(discovery.version),
+                        Err(error) => tracing::error!(%error, "cannot store discovery"),
                     }
                 }
                 Err(error) => tracing::warn!(%error, "ignoring malformed discovery"),
             }
+        }
+        Some(agent_message::Body::DiscoveryPatch(patch)) => {
+            if discovery_version.as_deref() != Some(patch.base.as_str()) {
+                return Reply::End(format!(
+                    "the agent patched discovery version {:?} but this stream holds {:?}; it reconnects and reports whole",
+                    patch.base,
+                    discovery_version.as_deref().unwrap_or("none")
+                ));
+            }
+            let mut report = match serde_json::from_slice::<trellis_model::DiscoveryPatch>(&patch.payload) {
+                Ok(report) => report,
+                Err(error) => return Reply::End(format!("malformed discovery patch: {error}")),
+            };
+            report.cluster = cluster.to_string();
+            tracing::debug!(version = %patch.version, workloads = report.len(), "discovery patch received");
+            if let Err(error) = mgmt.report_discovery_patch(&report) {
+                *discovery_version = None;
+                return Reply::End(format!("cannot store discovery patch: {error}"));
+            }
+            *discovery_version = Some(patch.version);
         }
         Some(agent_message::Body::Ack(ack)) if ack.error.is_empty() => {
             tracing::debug!(version = %ack.version, "config acknowledged");
@@ -561,7 +607,7 @@ fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, messag
             tracing::warn!(version = %nack.version, error = %nack.error, "agent rejected config");
             mgmt.metrics.config_nacks_total.get_or_create(label).inc();
             mgmt.update_agent(cluster, |a| a.nack = Some(nack.error));
-            return Some(nack.version);
+            return Reply::Rejected(nack.version);
         }
         Some(agent_message::Body::Proxies(report)) => {
             match serde_json::from_slice::<Vec<trellis_model::ProxyState>>(&report.payload) {
@@ -571,5 +617,5 @@ fn handle_agent_message(mgmt: &Mgmt, cluster: &str, label: &ClusterLabel, messag
         }
         Some(agent_message::Body::Hello(_)) | None => tracing::warn!("ignoring unexpected relay message"),
     }
-    None
+    Reply::Nothing
 }

@@ -148,6 +148,19 @@ impl Mgmt {
         Ok(())
     }
 
+    /// Takes a change of some workloads of a cluster whose discovery was reported whole before.
+    pub fn report_discovery_patch(&self, patch: &trellis_model::DiscoveryPatch) -> anyhow::Result<()> {
+        if patch.is_empty() {
+            return Ok(());
+        }
+        let mut hashes = self.discovery_hashes.lock().expect("discovery lock");
+        self.store.patch_discovery(patch)?;
+        // What is stored is no longer what the last whole report hashed to.
+        hashes.remove(&patch.cluster);
+        self.update_agent(&patch.cluster, |a| a.workloads = patch.workloads);
+        Ok(())
+    }
+
     /// Forgets a cluster's discovery (its workloads leave every other cluster's config).
     pub fn forget_cluster(&self, cluster: &str) -> anyhow::Result<()> {
         self.discovery_hashes.lock().expect("discovery lock").remove(cluster);

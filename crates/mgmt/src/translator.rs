@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use trellis_api::{Resource, ResourceKey};
-use trellis_model::{ClusterDiscovery, Snapshot};
+use trellis_model::discovery_patch::WorkloadChange;
+use trellis_model::{ClusterDiscovery, Snapshot, WorkloadKey};
 use trellis_relay::sections::{EncodeCache, EncodedSection, Sections};
 use trellis_store::{Change, Store, Watch};
 use trellis_translate::{EndpointChanges, Incremental, ResourceStatus, RouteChanges, Translation};
@@ -72,8 +73,10 @@ struct Touched {
     everything: bool,
     /// Each resource changed, with its version before the burst.
     resources: BTreeMap<ResourceKey, Option<Resource>>,
-    /// Each cluster whose discovery changed, with its discovery before the burst.
+    /// Each cluster whose discovery was reported whole, with its discovery before the burst.
     discovery: BTreeMap<String, Option<ClusterDiscovery>>,
+    /// Each cluster whose discovery was patched: each workload changed, before and after.
+    patched: BTreeMap<String, BTreeMap<WorkloadKey, WorkloadChange>>,
 }
 
 pub struct Translator {
@@ -146,6 +149,21 @@ impl Translator {
     fn apply(&mut self, change: Change, touched: &mut Touched) {
         match change {
             Change::Resource { .. } => unreachable!("resources are changed together in `follow`"),
+            Change::DiscoveryPatch(patch) => {
+                let Some(discovery) = self.snapshot.discovery.get_mut(&patch.cluster) else {
+                    // The store refuses such a patch; should one come, translate from scratch.
+                    touched.everything = true;
+                    return;
+                };
+                let changes = touched.patched.entry(patch.cluster.clone()).or_default();
+                for (before, after) in patch.apply_to(discovery) {
+                    let Some(key) = before.as_ref().or(after.as_ref()).map(WorkloadKey::of) else {
+                        continue;
+                    };
+                    // A workload patched twice keeps its version from before the first patch.
+                    changes.entry(key).or_insert((before, None)).1 = after;
+                }
+            }
             Change::Discovery { cluster, discovery } => {
                 let old = match discovery {
                     Some(discovery) => self.snapshot.discovery.insert(cluster.clone(), *discovery),
@@ -164,11 +182,15 @@ impl Translator {
         let endpoint_only = !touched.everything
             && touched.resources.is_empty()
             && touched
+                .patched
+                .keys()
+                .all(|cluster| !touched.discovery.contains_key(cluster))
+            && touched
                 .discovery
                 .iter()
                 .all(|(cluster, old)| old.is_some() && self.snapshot.discovery.contains_key(cluster));
         let moved = endpoint_only.then(|| self.endpoints_moved(&touched)).flatten();
-        let routes_only = !touched.everything && touched.discovery.is_empty();
+        let routes_only = !touched.everything && touched.discovery.is_empty() && touched.patched.is_empty();
         let routes = (routes_only && moved.is_none())
             .then(|| self.incremental.route_tables_edited(&self.snapshot, &touched.resources))
             .flatten();
@@ -203,6 +225,12 @@ impl Translator {
             let changes = self
                 .incremental
                 .endpoints_moved(&self.snapshot, cluster, old.as_ref()?)?;
+            all.upstreams.extend(changes.upstreams);
+            all.gateway_upstreams.extend(changes.gateway_upstreams);
+        }
+        for (cluster, workloads) in &touched.patched {
+            let pairs: Vec<_> = workloads.values().map(|(a, b)| (a.as_ref(), b.as_ref())).collect();
+            let changes = self.incremental.workloads_moved(&self.snapshot, cluster, &pairs)?;
             all.upstreams.extend(changes.upstreams);
             all.gateway_upstreams.extend(changes.gateway_upstreams);
         }

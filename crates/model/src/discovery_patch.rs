@@ -19,6 +19,9 @@ pub struct DiscoveryPatch {
     /// Workloads gone, sorted.
     #[serde(default)]
     pub removes: Vec<WorkloadKey>,
+    /// How many workloads the cluster has with the patch applied.
+    #[serde(default)]
+    pub workloads: usize,
 }
 
 /// A workload's identity within its cluster.
@@ -49,6 +52,7 @@ impl DiscoveryPatch {
         }
         let mut patch = DiscoveryPatch {
             cluster: new.cluster.clone(),
+            workloads: new.workloads.len(),
             ..Default::default()
         };
         let (mut a, mut b) = (old.workloads.iter().peekable(), new.workloads.iter().peekable());

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  agent ── Hello{cluster, lastAppliedVersion} ─▶ mgmt
-//!        ── Discovery{version, payload}       ─▶        (again whenever discovery changes)
+//!        ── Discovery{version, payload}       ─▶        (first, and when its gateway or add-ons change)
+//!        ── DiscoveryPatch{base, version, payload} ─▶   (when only workloads change)
 //!        ◀─ Config{version, payload}          ──        (whenever that cluster's IR changes)
 //!        ── Ack{version} | Ack{version, error} ─▶        (error set = NACK; the agent keeps its last good config)
 //! ```
@@ -23,6 +24,7 @@
 
 pub mod client;
 pub mod delivery;
+pub mod discovery_report;
 pub mod listener;
 mod messages;
 pub mod sections;

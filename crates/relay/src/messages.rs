@@ -3,7 +3,7 @@
 /// Agent to management server.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4, 5")]
     pub body: Option<agent_message::Body>,
 }
 
@@ -18,6 +18,8 @@ pub mod agent_message {
         Ack(super::Ack),
         #[prost(message, tag = "4")]
         Proxies(super::ProxyReport),
+        #[prost(message, tag = "5")]
+        DiscoveryPatch(super::DiscoveryPatch),
     }
 }
 
@@ -43,6 +45,21 @@ pub struct Discovery {
     pub version: String,
     /// JSON `trellis_model::ClusterDiscovery`.
     #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+}
+
+/// The workloads changed since the discovery of version `base`, sent on the same stream as it:
+/// a stream starts with a whole `Discovery`, then patches while the agent's gateway and add-ons
+/// stay. A patch that does not follow what the server holds ends the stream (the agent
+/// reconnects and reports whole).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DiscoveryPatch {
+    #[prost(string, tag = "1")]
+    pub base: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    /// JSON `trellis_model::DiscoveryPatch`.
+    #[prost(bytes = "vec", tag = "3")]
     pub payload: Vec<u8>,
 }
 
@@ -120,6 +137,16 @@ impl AgentMessage {
     pub fn discovery(version: String, payload: Vec<u8>) -> Self {
         AgentMessage {
             body: Some(agent_message::Body::Discovery(Discovery { version, payload })),
+        }
+    }
+
+    pub fn discovery_patch(base: String, version: String, payload: Vec<u8>) -> Self {
+        AgentMessage {
+            body: Some(agent_message::Body::DiscoveryPatch(DiscoveryPatch {
+                base,
+                version,
+                payload,
+            })),
         }
     }
 

@@ -146,6 +146,7 @@ mod tests {
             cluster: "c1".to_string(),
             upserts: vec![workload("a", "10.0.0.1")],
             removes: Vec::new(),
+            workloads: 1,
         };
         assert!(store.patch_discovery(&refused).is_err(), "no discovery to patch yet");
 

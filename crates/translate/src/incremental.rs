@@ -95,19 +95,52 @@ impl Incremental {
     ) -> Option<EndpointChanges> {
         let new = snapshot.discovery.get(cluster)?;
         let moved = moved_services(old, new)?;
+        Some(self.apply_moves(cluster, new, &moved))
+    }
+
+    /// As `endpoints_moved`, for a discovery patched in place: `changed` holds each workload
+    /// the patch touched, before and after. Costs what the patch changed, not the cluster's size.
+    pub fn workloads_moved(
+        &mut self,
+        snapshot: &Snapshot,
+        cluster: &str,
+        changed: &[(Option<&Workload>, Option<&Workload>)],
+    ) -> Option<EndpointChanges> {
+        let new = snapshot.discovery.get(cluster)?;
+        let mut moved = BTreeSet::new();
+        for pair in changed {
+            let (Some(a), Some(b)) = *pair else { return None };
+            if !same_catalog(a, b) {
+                return None;
+            }
+            if a != b {
+                moved.insert((b.namespace.as_str(), b.service.as_str()));
+            }
+        }
+        Some(self.apply_moves(cluster, new, &moved))
+    }
+
+    /// Rewrites the upstreams of the targets backed by the `moved` (namespace, service)s of
+    /// `cluster`, whose discovery is now `new`.
+    fn apply_moves(
+        &mut self,
+        cluster: &str,
+        new: &ClusterDiscovery,
+        moved: &BTreeSet<(&str, &str)>,
+    ) -> EndpointChanges {
         let mut changes = EndpointChanges::default();
         let Some(config) = self.translation.clusters.get_mut(cluster) else {
-            return Some(changes);
+            return changes;
         };
         let mut affected: BTreeSet<usize> = BTreeSet::new();
-        for (namespace, service) in &moved {
+        for (namespace, service) in moved {
             let key = (cluster.to_string(), namespace.to_string(), service.to_string());
             affected.extend(self.plan.by_backend.get(&key).into_iter().flatten());
         }
         if affected.is_empty() {
-            return Some(changes);
+            return changes;
         }
-        let by_service = workloads_by_service(new);
+        let by_service = workloads_by_service(new, moved);
         for index in affected {
             let target = &self.plan.targets[index];
             let local = local_endpoints(cluster, target, &by_service);
@@ -142,7 +175,7 @@ impl Incremental {
         {
             names.sort();
         }
-        Some(changes)
+        changes
     }
 }
 
@@ -259,9 +292,16 @@ fn same_catalog(a: &Workload, b: &Workload) -> bool {
             .all(|(p, q)| p.name == q.name && p.port == q.port && p.protocol == q.protocol)
 }
 
-fn workloads_by_service(discovery: &ClusterDiscovery) -> HashMap<(&str, &str), Vec<&Workload>> {
+/// The workloads of the `wanted` (namespace, service)s, by service.
+fn workloads_by_service<'d>(
+    discovery: &'d ClusterDiscovery,
+    wanted: &BTreeSet<(&str, &str)>,
+) -> HashMap<(&'d str, &'d str), Vec<&'d Workload>> {
     let mut grouped: HashMap<(&str, &str), Vec<&Workload>> = HashMap::new();
     for workload in &discovery.workloads {
+        if !wanted.contains(&(workload.namespace.as_str(), workload.service.as_str())) {
+            continue;
+        }
         grouped
             .entry((workload.namespace.as_str(), workload.service.as_str()))
             .or_default()

@@ -150,9 +150,21 @@ fn incremental_translation_equals_full_translation_on_random_change_sequences() 
             } else {
                 change_catalog(&mut rng, &mut new);
             }
+            // Agents report a change as a patch when they can: both ways must agree.
+            let patch = trellis_model::DiscoveryPatch::between(&old, &new).filter(|_| rng.below(2) == 0);
             snapshot.discovery.insert(cluster.clone(), new);
             let full = translate(&snapshot);
-            match incremental.endpoints_moved(&snapshot, &cluster, &old) {
+            let outcome = match &patch {
+                Some(patch) => {
+                    let mut patched = old.clone();
+                    let changed = patch.apply_to(&mut patched);
+                    assert_eq!(patched, snapshot.discovery[&cluster], "{case} step {step}: the patch");
+                    let pairs: Vec<_> = changed.iter().map(|(a, b)| (a.as_ref(), b.as_ref())).collect();
+                    incremental.workloads_moved(&snapshot, &cluster, &pairs)
+                }
+                None => incremental.endpoints_moved(&snapshot, &cluster, &old),
+            };
+            match outcome {
                 Some(changes) => {
                     fast_paths += 1;
                     assert_eq!(*incremental.translation(), full, "{case} step {step}: endpoint path");

@@ -256,13 +256,16 @@ async fn session(
         .await?
         .into_inner();
     changes.mark_changed();
+    let mut reporter = trellis_relay::discovery_report::DiscoveryReporter::default();
     loop {
         tokio::select! {
             changed = changes.changed() => {
                 changed?;
-                let payload = serde_json::to_vec(&*changes.borrow_and_update()).expect("discovery serializes");
-                let version = format!("{:016x}", content_hash(&payload));
-                tx.send(AgentMessage::discovery(version, payload)).await?;
+                // As a real agent does: whole on a new stream, then only the workloads that changed.
+                let discovery = changes.borrow_and_update().clone();
+                if let Some(report) = reporter.report(discovery) {
+                    tx.send(report).await?;
+                }
             }
             message = incoming.next() => {
                 let Some(message) = message.transpose()? else { return Ok(()) };
@@ -273,12 +276,4 @@ async fn session(
             }
         }
     }
-}
-
-/// The discovery's version as the agent makes it (64-bit FNV-1a of the payload); the server
-/// only logs it, and it is three lines here rather than one more dependency.
-fn content_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -194,6 +194,11 @@ impl Translator {
         let routes = (routes_only && moved.is_none())
             .then(|| self.incremental.route_tables_edited(&self.snapshot, &touched.resources))
             .flatten();
+        let path = match (&moved, &routes) {
+            (Some(_), _) => "endpoints",
+            (None, Some(_)) => "routes",
+            (None, None) => "full",
+        };
         let published = match (moved, routes) {
             (Some(changes), _) => self.publish_endpoints(previous, changes),
             (None, Some(changes)) => self.publish_routes(previous, changes),
@@ -210,11 +215,7 @@ impl Translator {
             .translation_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.translations_total.inc();
-        tracing::debug!(
-            took_ms = started.elapsed().as_millis() as u64,
-            endpoints_only = moved_label(&published, previous),
-            "translated"
-        );
+        tracing::debug!(took_ms = started.elapsed().as_millis() as u64, path, "translated");
         published
     }
 
@@ -384,11 +385,6 @@ impl Translator {
             published.send_replace(Arc::new(next));
         }
     }
-}
-
-/// For the log: whether the warnings and statuses were carried over (the endpoint path).
-fn moved_label(published: &Published, previous: &Published) -> bool {
-    Arc::ptr_eq(&published.statuses, &previous.statuses)
 }
 
 #[cfg(test)]

@@ -164,9 +164,26 @@ impl Snapshot {
 
     /// All services of all clusters, ordered by (cluster, namespace, name).
     pub fn services(&self) -> Vec<Service<'_>> {
+        self.services_where(|_, _| true)
+    }
+
+    /// As `services`, only those of the given (namespace, name)s: a scan of the workloads that
+    /// builds nothing for the others.
+    pub fn services_named(&self, wanted: &BTreeSet<(String, String)>) -> Vec<Service<'_>> {
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        // Few names are wanted: a look through them costs less than building a key per workload.
+        self.services_where(|namespace, name| wanted.iter().any(|(ns, n)| ns == namespace && n == name))
+    }
+
+    fn services_where(&self, wanted: impl Fn(&str, &str) -> bool) -> Vec<Service<'_>> {
         let mut grouped: BTreeMap<(&str, &str, &str), Vec<&Workload>> = BTreeMap::new();
         for (cluster, discovery) in &self.discovery {
             for workload in &discovery.workloads {
+                if !wanted(&workload.namespace, &workload.service) {
+                    continue;
+                }
                 grouped
                     .entry((cluster.as_str(), workload.namespace.as_str(), workload.service.as_str()))
                     .or_default()

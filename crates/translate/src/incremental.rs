@@ -27,6 +27,8 @@ pub(crate) struct EndpointPlan {
     pub targets: Vec<Target>,
     /// (cluster, namespace, service) ─▶ targets with that backend.
     pub by_backend: HashMap<(String, String, String), Vec<usize>>,
+    /// Hash of a VirtualDestination port (namespace, name, host, port) ─▶ its targets.
+    pub by_virtual_destination: HashMap<u64, Vec<usize>>,
 }
 
 impl EndpointPlan {
@@ -45,8 +47,43 @@ impl EndpointPlan {
                 }
             }
         }
-        EndpointPlan { targets, by_backend }
+        let mut by_virtual_destination: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, target) in targets.iter().enumerate() {
+            if let Some(vd) = &target.virtual_destination {
+                let key = vd_port_key(&vd.namespace, &vd.name, &target.host, target.port);
+                by_virtual_destination.entry(key).or_default().push(i);
+            }
+        }
+        EndpointPlan {
+            targets,
+            by_backend,
+            by_virtual_destination,
+        }
     }
+
+    /// The backends this translation resolved for a VirtualDestination port; they do not depend
+    /// on the subset, so any of its targets tells.
+    pub(crate) fn vd_backends(
+        &self,
+        namespace: &str,
+        name: &str,
+        host: &str,
+        port: u16,
+    ) -> Option<Vec<crate::target::Backend>> {
+        let candidates = self
+            .by_virtual_destination
+            .get(&vd_port_key(namespace, name, host, port))?;
+        candidates.iter().map(|&i| &self.targets[i]).find_map(|target| {
+            let vd = target.virtual_destination.as_ref()?;
+            (vd.namespace == namespace && vd.name == name && target.host == host && target.port == port)
+                .then(|| target.backends.clone())
+        })
+    }
+}
+
+fn vd_port_key(namespace: &str, name: &str, host: &str, port: u16) -> u64 {
+    let text = format!("{namespace}\n{name}\n{host}\n{port}");
+    trellis_base::stable_hash(text.as_bytes())
 }
 
 /// The names of what an endpoint change rewrote, per cluster.

@@ -24,6 +24,18 @@ pub(crate) struct Outbound {
     /// Every target lookup in order, repeats included: equal sequences intern equal targets in
     /// the same order (what the incremental path checks before it reuses the targets).
     pub encounters: Vec<usize>,
+    /// A partial build met a VirtualDestination port whose backends it was not given.
+    pub unknown_backends: bool,
+}
+
+/// What a partial build covers (see `build_part`).
+pub(crate) struct Part<'p> {
+    /// The host names whose virtual hosts to build.
+    pub hosts: &'p BTreeSet<String>,
+    /// The backends of a VirtualDestination port, (namespace, name, host, port), as the last
+    /// full translation resolved them: then no build needs every service indexed. `None`
+    /// resolves them from the service index.
+    pub known_backends: Option<&'p dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>>,
 }
 
 /// A virtual host whose forward actions still name targets, not upstreams.
@@ -89,6 +101,8 @@ struct Context<'a, 's> {
     virtual_destinations: HashMap<(&'s str, &'s str), (&'s Resource, &'s VirtualDestinationSpec)>,
     targets: BTreeMap<Target, usize>,
     encounters: Vec<usize>,
+    known_backends: Option<&'a dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>>,
+    unknown_backends: bool,
     warnings: &'a mut Warnings,
 }
 
@@ -109,16 +123,17 @@ pub(crate) fn build<'a>(
     build_part(snapshot, snapshot.route_tables(), None, services, workspaces, warnings)
 }
 
-/// As `build`, with the route tables given; with `only`, just the virtual hosts of those host
+/// As `build`, with the route tables given; with `part`, just the virtual hosts of its host
 /// names (route tables bound to gateways left out): what a route table edit can change.
 pub(crate) fn build_part<'a, 'r>(
     snapshot: &Snapshot,
     route_tables: impl Iterator<Item = (&'r Resource, &'r RouteTableSpec)>,
-    only: Option<&BTreeSet<String>>,
+    part: Option<&'a Part<'a>>,
     services: &'a ServiceIndex<'a, '_>,
     workspaces: &crate::workspaces::Workspaces,
     warnings: &mut Warnings,
 ) -> Outbound {
+    let only = part.map(|p| p.hosts);
     let wanted = |host: &str| only.is_none_or(|hosts| hosts.contains(host));
     let mut cx = Context {
         services,
@@ -128,6 +143,8 @@ pub(crate) fn build_part<'a, 'r>(
             .collect(),
         targets: BTreeMap::new(),
         encounters: Vec::new(),
+        known_backends: part.and_then(|p| p.known_backends),
+        unknown_backends: false,
         warnings,
     };
 
@@ -294,6 +311,7 @@ pub(crate) fn build_part<'a, 'r>(
         targets: targets.into_iter().map(|(t, _)| t).collect(),
         ingress,
         encounters: cx.encounters,
+        unknown_backends: cx.unknown_backends,
     }
 }
 
@@ -320,6 +338,13 @@ impl<'s> Context<'_, 's> {
 
     /// The services a VirtualDestination selects, with the service port its port maps to.
     fn vd_backends(&mut self, vd: &VdHost) -> Vec<Backend> {
+        if let Some(known) = self.known_backends {
+            let (namespace, name) = (&vd.resource.metadata.namespace, &vd.resource.metadata.name);
+            return known(namespace, name, vd.host, vd.port).unwrap_or_else(|| {
+                self.unknown_backends = true;
+                Vec::new()
+            });
+        }
         let vd_port = vd.spec.ports.iter().find(|p| p.number == u32::from(vd.port));
         let (number, name) = match vd_port.and_then(|p| p.target_port.as_ref()) {
             Some(target) => (target.number, target.name.clone()),

@@ -18,8 +18,9 @@ use trellis_model::ir::VirtualHost;
 
 use super::Incremental;
 use crate::Warnings;
-use crate::outbound::{self, Outbound};
+use crate::outbound::{self, Outbound, Part};
 use crate::service_index::ServiceIndex;
+use crate::target::Backend;
 use crate::workspaces::Workspaces;
 
 /// What a route table edit rewrote: the same virtual hosts in every cluster.
@@ -55,9 +56,24 @@ impl Incremental {
         let mut ignored = Warnings::default();
         let restricted = crate::announcements::restrict(snapshot, &mut ignored);
         let snapshot = restricted.as_ref().unwrap_or(snapshot);
-        let services = snapshot.services();
-        let index = ServiceIndex::new(&services);
         let workspaces = Workspaces::from(snapshot);
+        // The VirtualDestinations' backends are those the last full translation resolved (the
+        // edit changed no service and no VirtualDestination), so only the services route tables
+        // name directly are looked up: indexing every service would cost what the mesh holds.
+        // Federated hosts are made from every service: then index them all.
+        let federated = !workspaces.federations().is_empty();
+        let services = if federated {
+            snapshot.services()
+        } else {
+            snapshot.services_named(&named_services(snapshot, &hosts, edited))
+        };
+        let index = ServiceIndex::new(&services);
+        let plan = &self.plan;
+        let known = |namespace: &str, name: &str, host: &str, port: u16| plan.vd_backends(namespace, name, host, port);
+        let part = Part {
+            hosts: &hosts,
+            known_backends: (!federated).then_some(&known as &dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>),
+        };
         let part = |before: bool, warnings: &mut Warnings| {
             let route_tables = snapshot
                 .route_tables()
@@ -66,7 +82,7 @@ impl Incremental {
                     Some(edit) if before => (old_resource(edited, resource), edit.old),
                     _ => (resource, spec),
                 });
-            outbound::build_part(snapshot, route_tables, Some(&hosts), &index, &workspaces, warnings)
+            outbound::build_part(snapshot, route_tables, Some(&part), &index, &workspaces, warnings)
         };
         let (mut old_warnings, mut new_warnings) = (Warnings::default(), Warnings::default());
         let old = part(true, &mut old_warnings);
@@ -79,7 +95,7 @@ impl Incremental {
                 .zip(&new.encounters)
                 .all(|(a, b)| old.targets[*a] == new.targets[*b]);
         let names = |o: &Outbound| o.virtual_hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
-        if !same_lookups || names(&old) != names(&new) {
+        if old.unknown_backends || new.unknown_backends || !same_lookups || names(&old) != names(&new) {
             return None;
         }
         if policies_select(snapshot, &old) || policies_select(snapshot, &new) {
@@ -204,6 +220,41 @@ fn edited_tables<'s>(
         );
     }
     Some(tables)
+}
+
+/// The (namespace, name) of every service the route tables on `hosts` forward to by name, in
+/// their versions before and after the edit.
+fn named_services(
+    snapshot: &Snapshot,
+    hosts: &BTreeSet<String>,
+    edited: &BTreeMap<ResourceKey, Option<Resource>>,
+) -> BTreeSet<(String, String)> {
+    let before = edited.values().flatten().filter_map(|r| match &r.spec {
+        Spec::RouteTable(spec) => Some((r, spec)),
+        _ => None,
+    });
+    let tables = snapshot
+        .route_tables()
+        .chain(before)
+        .filter(|(_, spec)| spec.hosts.iter().any(|h| hosts.contains(h)));
+    let mut named = BTreeSet::new();
+    for (resource, spec) in tables {
+        let destinations = spec
+            .http
+            .iter()
+            .flat_map(|r| &r.forward_to)
+            .flat_map(|f| &f.destinations);
+        for destination in destinations.filter(|d| d.kind == trellis_api::DestinationKind::Service) {
+            let reference = &destination.reference;
+            let namespace = if reference.namespace.is_empty() {
+                &resource.metadata.namespace
+            } else {
+                &reference.namespace
+            };
+            named.insert((namespace.clone(), reference.name.clone()));
+        }
+    }
+    named
 }
 
 /// The version of `resource` before the edit.

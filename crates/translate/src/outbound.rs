@@ -28,6 +28,9 @@ pub(crate) struct Outbound {
     pub unknown_backends: bool,
 }
 
+/// The backends of a VirtualDestination port by (namespace, name, host, port), if known.
+pub(crate) type KnownBackends<'p> = &'p dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>;
+
 /// What a partial build covers (see `build_part`).
 pub(crate) struct Part<'p> {
     /// The host names whose virtual hosts to build.
@@ -35,7 +38,7 @@ pub(crate) struct Part<'p> {
     /// The backends of a VirtualDestination port, (namespace, name, host, port), as the last
     /// full translation resolved them: then no build needs every service indexed. `None`
     /// resolves them from the service index.
-    pub known_backends: Option<&'p dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>>,
+    pub known_backends: Option<KnownBackends<'p>>,
 }
 
 /// A virtual host whose forward actions still name targets, not upstreams.
@@ -101,7 +104,7 @@ struct Context<'a, 's> {
     virtual_destinations: HashMap<(&'s str, &'s str), (&'s Resource, &'s VirtualDestinationSpec)>,
     targets: BTreeMap<Target, usize>,
     encounters: Vec<usize>,
-    known_backends: Option<&'a dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>>,
+    known_backends: Option<KnownBackends<'a>>,
     unknown_backends: bool,
     warnings: &'a mut Warnings,
 }

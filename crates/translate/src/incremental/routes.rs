@@ -72,7 +72,7 @@ impl Incremental {
         let known = |namespace: &str, name: &str, host: &str, port: u16| plan.vd_backends(namespace, name, host, port);
         let part = Part {
             hosts: &hosts,
-            known_backends: (!federated).then_some(&known as &dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>),
+            known_backends: (!federated).then_some(&known as KnownBackends),
         };
         let part = |before: bool, warnings: &mut Warnings| {
             let route_tables = snapshot

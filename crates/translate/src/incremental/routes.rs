@@ -18,9 +18,8 @@ use trellis_model::ir::VirtualHost;
 
 use super::Incremental;
 use crate::Warnings;
-use crate::outbound::{self, Outbound, Part};
+use crate::outbound::{self, KnownBackends, Outbound, Part};
 use crate::service_index::ServiceIndex;
-use crate::target::Backend;
 use crate::workspaces::Workspaces;
 
 /// What a route table edit rewrote: the same virtual hosts in every cluster.

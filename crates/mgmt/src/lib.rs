@@ -17,6 +17,7 @@ mod config;
 mod metrics;
 mod pki;
 mod relay;
+mod sharded;
 mod state;
 mod translator;
 

@@ -19,6 +19,7 @@ use trellis_store::{Change, Store, Watch};
 use trellis_translate::{EndpointChanges, Incremental, ResourceStatus, RouteChanges, Translation};
 
 use super::metrics::MgmtMetrics;
+use super::sharded::ShardedMap;
 
 /// How long changes arriving together are gathered into one translation.
 const GATHER: Duration = Duration::from_millis(5);
@@ -29,9 +30,9 @@ pub struct Published {
     /// The store revision translated: every change up to it is in.
     pub revision: u64,
     /// Problems found, by resource.
-    pub warnings: Arc<BTreeMap<String, Vec<String>>>,
+    pub warnings: ShardedMap<Vec<String>>,
     /// Every resource's status, by `Kind/namespace/name`.
-    pub statuses: Arc<BTreeMap<String, ResourceStatus>>,
+    pub statuses: ShardedMap<ResourceStatus>,
     /// Each cluster's config as relay sections, encoded once for all its streams.
     pub clusters: BTreeMap<String, Arc<EncodedCluster>>,
 }
@@ -46,8 +47,8 @@ impl Published {
                 .iter()
                 .filter_map(|(name, encoded)| Some((name.clone(), encoded.sections.decode().ok()?)))
                 .collect(),
-            warnings: (*self.warnings).clone(),
-            statuses: (*self.statuses).clone(),
+            warnings: self.warnings.to_map(),
+            statuses: self.statuses.to_map(),
         }
     }
 }
@@ -277,21 +278,12 @@ impl Translator {
     /// Re-encodes only the virtual hosts a route table edit rewrote, and takes its new status.
     fn publish_routes(&self, previous: &Published, changes: RouteChanges) -> Published {
         let translation = self.incremental.translation();
-        let mut statuses = previous.statuses.clone();
-        let mut warnings = previous.warnings.clone();
-        if !changes.statuses.is_empty() {
-            let (statuses, warnings) = (Arc::make_mut(&mut statuses), Arc::make_mut(&mut warnings));
-            for key in &changes.statuses {
-                match translation.statuses.get(key) {
-                    Some(status) => statuses.insert(key.clone(), status.clone()),
-                    None => statuses.remove(key),
-                };
-                match translation.warnings.get(key) {
-                    Some(list) => warnings.insert(key.clone(), list.clone()),
-                    None => warnings.remove(key),
-                };
-            }
-        }
+        let statuses = previous
+            .statuses
+            .with_changes(changes.statuses.iter().map(|key| (key, translation.statuses.get(key))));
+        let warnings = previous
+            .warnings
+            .with_changes(changes.statuses.iter().map(|key| (key, translation.warnings.get(key))));
         let mut clusters = previous.clusters.clone();
         if !changes.virtual_hosts.is_empty() {
             // Every cluster holds the same virtual host: encoded once for all of them.
@@ -355,8 +347,8 @@ impl Translator {
             .collect();
         Published {
             revision: self.revision,
-            warnings: Arc::new(translation.warnings.clone()),
-            statuses: Arc::new(translation.statuses.clone()),
+            warnings: ShardedMap::from_map(&translation.warnings),
+            statuses: ShardedMap::from_map(&translation.statuses),
             clusters,
         }
     }

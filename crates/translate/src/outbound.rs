@@ -138,11 +138,34 @@ pub(crate) fn build_part<'a, 'r>(
 ) -> Outbound {
     let only = part.map(|p| p.hosts);
     let wanted = |host: &str| only.is_none_or(|hosts| hosts.contains(host));
+    let route_tables: Vec<(&Resource, &RouteTableSpec)> = route_tables.collect();
+    // A part needs only the VirtualDestinations its route tables name, not a map of them all.
+    let named: Option<BTreeSet<(&str, &str)>> = part.map(|_| {
+        route_tables
+            .iter()
+            .flat_map(|(resource, spec)| {
+                let destinations = spec
+                    .http
+                    .iter()
+                    .flat_map(|r| &r.forward_to)
+                    .flat_map(|f| &f.destinations);
+                destinations.map(|d| {
+                    let namespace = if d.reference.namespace.is_empty() {
+                        resource.metadata.namespace.as_str()
+                    } else {
+                        d.reference.namespace.as_str()
+                    };
+                    (namespace, d.reference.name.as_str())
+                })
+            })
+            .collect()
+    });
     let mut cx = Context {
         services,
         virtual_destinations: snapshot
             .virtual_destinations()
             .map(|(r, spec)| ((r.metadata.namespace.as_str(), r.metadata.name.as_str()), (r, spec)))
+            .filter(|(key, _)| named.as_ref().is_none_or(|named| named.contains(key)))
             .collect(),
         targets: BTreeMap::new(),
         encounters: Vec::new(),

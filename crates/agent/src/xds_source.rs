@@ -11,7 +11,7 @@ use trellis_envoy::{GatewaySpec, SidecarSpec};
 use trellis_xds::{Resource, Snapshot, SnapshotSource, StreamPeer};
 
 use super::registry::{ProxyRegistration, Registry};
-use super::{Agent, AppliedConfig};
+use super::{Agent, AppliedConfig, mesh_identity};
 
 type SnapshotWatch = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -142,10 +142,15 @@ impl SharedOutbound {
     }
 }
 
+/// Sorted by name, as a snapshot keeps them: assembling a proxy's snapshot from its own list and
+/// the shared one then merges two sorted runs instead of sorting a thousand names per proxy.
 fn typed(resources: trellis_envoy::ProxyResources) -> Typed {
     let mut typed = Typed::new();
     for (type_url, name, any) in resources.into_typed() {
         typed.entry(type_url).or_default().push(Resource::new(name, any));
+    }
+    for list in typed.values_mut() {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
     }
     typed
 }
@@ -251,30 +256,63 @@ fn assemble(own: &Typed, shared: Option<&Typed>) -> Snapshot {
     snapshot
 }
 
+/// What a node's snapshot was last built from. A pass rebuilds only the nodes whose inputs
+/// differ (or whose snapshot was dropped), so a proxy registering, refreshing or connecting
+/// costs a build of its own snapshot, not of every proxy's.
+#[derive(Debug, PartialEq)]
+struct Inputs {
+    config_version: String,
+    registration: ProxyRegistration,
+    /// Hash of the cluster CA's certificates (none: no CA yet).
+    ca: Option<u64>,
+    /// Generation of the workload certificates coming due.
+    certs_due: u64,
+}
+
+fn ca_key(ca: &mesh_identity::ClusterCa) -> u64 {
+    let mut h = trellis_base::Fnv1a::new();
+    h.write(ca.root_pem.as_bytes());
+    h.write(ca.ca.cert_pem.as_bytes());
+    h.finish()
+}
+
 pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnapshots>) {
     let mut config_changes = agent.config.subscribe();
     let mut registry_changes = agent.registry.changes.subscribe();
     let mut ca_changes = agent.mesh.subscribe();
     let mut certs_due = agent.certs.due.subscribe();
     let mut shared = SharedOutbound::default();
+    let mut built: BTreeMap<String, Inputs> = BTreeMap::new();
     loop {
         let config = config_changes.borrow_and_update().clone();
         registry_changes.borrow_and_update();
-        ca_changes.borrow_and_update();
-        certs_due.borrow_and_update();
+        let ca = ca_changes.borrow_and_update().as_deref().map(ca_key);
+        let due = *certs_due.borrow_and_update();
         snapshots.drop_disconnected();
         if let Some(config) = config {
             let registrations = agent.registry.all();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             shared.retain(|node| by_node.contains_key(node));
+            built.retain(|node, _| by_node.contains_key(node));
             for (node_id, sender) in by_node.iter() {
                 // Unregistered (or expired) nodes keep what they have: Envoy serves on.
                 let Some(registration) = registrations.get(node_id) else {
                     continue;
                 };
+                let inputs = Inputs {
+                    config_version: config.version.clone(),
+                    registration: registration.clone(),
+                    ca,
+                    certs_due: due,
+                };
+                // A sender without a snapshot is new, or replaced since (a new credential).
+                if built.get(node_id) == Some(&inputs) && sender.borrow().is_some() {
+                    continue;
+                }
                 let Some(snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
                     continue;
                 };
+                built.insert(node_id.clone(), inputs);
                 snapshots
                     .built_from
                     .lock()

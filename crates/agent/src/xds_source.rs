@@ -269,6 +269,12 @@ struct Inputs {
     certs_due: u64,
 }
 
+/// Whether a node is built in this pass. A node whose watch holds no snapshot is new, or was
+/// replaced since its last build (a new credential ends its streams), whatever it was built from.
+fn needs_build(last: Option<&Inputs>, now: &Inputs, has_snapshot: bool) -> bool {
+    !has_snapshot || last != Some(now)
+}
+
 fn ca_key(ca: &mesh_identity::ClusterCa) -> u64 {
     let mut h = trellis_base::Fnv1a::new();
     h.write(ca.root_pem.as_bytes());
@@ -305,8 +311,7 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                     ca,
                     certs_due: due,
                 };
-                // A sender without a snapshot is new, or replaced since (a new credential).
-                if built.get(node_id) == Some(&inputs) && sender.borrow().is_some() {
+                if !needs_build(built.get(node_id), &inputs, sender.borrow().is_some()) {
                     continue;
                 }
                 let Some(snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
@@ -361,5 +366,61 @@ impl ProxySnapshots {
         states.sort_by(|a, b| a.id.cmp(&b.id));
         states.dedup_by(|a, b| a.id == b.id);
         states
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_inputs(config_version: &str, address: &str, ca: Option<u64>, certs_due: u64) -> Inputs {
+        let workload = trellis_model::Workload {
+            name: "w".into(),
+            namespace: "ns".into(),
+            service: "svc".into(),
+            service_account: "sa".into(),
+            address: address.into(),
+            ..Default::default()
+        };
+        Inputs {
+            config_version: config_version.into(),
+            registration: ProxyRegistration::Sidecar {
+                workload,
+                outbound_port: 15001,
+            },
+            ca,
+            certs_due,
+        }
+    }
+
+    #[test]
+    fn a_node_is_rebuilt_only_when_what_it_is_built_from_changed() {
+        let last = mk_inputs("v1", "10.0.0.1", Some(1), 0);
+        let cases = [
+            ("nothing changed", mk_inputs("v1", "10.0.0.1", Some(1), 0), true, false),
+            ("never built", mk_inputs("v1", "10.0.0.1", Some(1), 0), false, true),
+            ("config", mk_inputs("v2", "10.0.0.1", Some(1), 0), true, true),
+            ("registration", mk_inputs("v1", "10.0.0.2", Some(1), 0), true, true),
+            ("cluster CA", mk_inputs("v1", "10.0.0.1", Some(2), 0), true, true),
+            ("a certificate came due", mk_inputs("v1", "10.0.0.1", Some(1), 1), true, true),
+        ];
+        for (case, now, has_snapshot, expected) in cases {
+            assert_eq!(needs_build(Some(&last), &now, has_snapshot), expected, "{case}");
+        }
+        assert!(needs_build(None, &last, true), "a node without a recorded build");
+    }
+
+    #[test]
+    fn shared_lists_are_sorted_by_name() {
+        let mut resources = trellis_envoy::ProxyResources::default();
+        for name in ["c", "a", "b"] {
+            resources.clusters.push(envoy_types::pb::envoy::config::cluster::v3::Cluster {
+                name: name.into(),
+                ..Default::default()
+            });
+        }
+        let typed = typed(resources);
+        let names: Vec<_> = typed[trellis_xds::CLUSTER_TYPE].iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }

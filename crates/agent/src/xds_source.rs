@@ -102,6 +102,8 @@ type Typed = BTreeMap<&'static str, Vec<Arc<Resource>>>;
 pub struct SharedOutbound {
     version: String,
     by_workspace: BTreeMap<Option<String>, Arc<Typed>>,
+    /// What `by_workspace` held for the previous config, whose unchanged resources are reused.
+    previous: BTreeMap<Option<String>, Arc<Typed>>,
     /// Hash of what a sidecar's own resources take from the config.
     local_inputs: u64,
     locals: BTreeMap<String, LocalPart>,
@@ -121,11 +123,16 @@ impl SharedOutbound {
     fn refresh(&mut self, config: &AppliedConfig) {
         if self.version != config.version {
             self.version = config.version.clone();
-            self.by_workspace.clear();
+            self.previous = std::mem::take(&mut self.by_workspace);
             let inputs = serde_json::to_vec(&(&config.addon_servers, &config.inbound_policies, &config.inbound_routes))
                 .expect("IR serializes");
             self.local_inputs = trellis_base::stable_hash(&inputs);
         }
+    }
+
+    /// Lets go of the previous config's resources once every proxy has been built from this one.
+    fn settle(&mut self) {
+        self.previous.clear();
     }
 
     /// Forgets the own resources of sidecars no longer served.
@@ -135,10 +142,14 @@ impl SharedOutbound {
 
     fn get(&mut self, config: &AppliedConfig, workspace: Option<&str>) -> Arc<Typed> {
         self.refresh(config);
-        self.by_workspace
-            .entry(workspace.map(str::to_string))
-            .or_insert_with(|| Arc::new(typed(trellis_envoy::sidecar_outbound(config, workspace))))
-            .clone()
+        let key = workspace.map(str::to_string);
+        if let Some(built) = self.by_workspace.get(&key) {
+            return built.clone();
+        }
+        let fresh = typed(trellis_envoy::sidecar_outbound(config, workspace));
+        let built = Arc::new(reuse_unchanged(fresh, self.previous.get(&key).map(|t| &**t)));
+        self.by_workspace.insert(key, built.clone());
+        built
     }
 }
 
@@ -196,7 +207,8 @@ pub fn build(
                     };
                     let mut resources = trellis_envoy::sidecar_local(config, &spec);
                     resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
-                    let typed = Arc::new(typed(resources));
+                    let before = shared.locals.get(node_id).map(|part| &*part.typed);
+                    let typed = Arc::new(reuse_unchanged(typed(resources), before));
                     let part = LocalPart {
                         inputs,
                         workload: workload.clone(),
@@ -243,17 +255,44 @@ pub fn build(
     Some(assemble(&typed(own), None))
 }
 
-/// A proxy's snapshot: its own resources and the shared ones, by type.
+/// A proxy's snapshot: its own resources and the shared ones, by type. Both are sorted by name
+/// and its own are few, so each is put in its place in a copy of the shared list.
 fn assemble(own: &Typed, shared: Option<&Typed>) -> Snapshot {
     let mut all: BTreeMap<&'static str, Vec<Arc<Resource>>> = BTreeMap::new();
-    for (type_url, list) in own.iter().chain(shared.into_iter().flatten()) {
-        all.entry(type_url).or_default().extend(list.iter().cloned());
+    for (type_url, list) in shared.into_iter().flatten() {
+        all.insert(type_url, list.clone());
+    }
+    for (type_url, list) in own {
+        let merged = all.entry(type_url).or_default();
+        for resource in list {
+            let at = merged.partition_point(|r| r.name < resource.name);
+            merged.insert(at, resource.clone());
+        }
     }
     let mut snapshot = Snapshot::default();
     for (type_url, list) in all {
-        snapshot.insert_shared(type_url, list);
+        snapshot.insert_sorted(type_url, list);
     }
     snapshot
+}
+
+/// `new` with every resource that is unchanged since `old` (same name, same content) replaced by
+/// the one in `old`: snapshots, and what each stream last sent, then compare by pointer.
+fn reuse_unchanged(mut new: Typed, old: Option<&Typed>) -> Typed {
+    let Some(old) = old else { return new };
+    for (type_url, list) in new.iter_mut() {
+        let Some(before) = old.get(type_url) else { continue };
+        let mut before = before.iter().peekable();
+        for resource in list.iter_mut() {
+            while before.next_if(|b| b.name < resource.name).is_some() {}
+            if let Some(same) = before.next_if(|b| b.name == resource.name)
+                && **same == **resource
+            {
+                *resource = same.clone();
+            }
+        }
+    }
+    new
 }
 
 /// What a node's snapshot was last built from. A pass rebuilds only the nodes whose inputs
@@ -262,7 +301,8 @@ fn assemble(own: &Typed, shared: Option<&Typed>) -> Snapshot {
 #[derive(Debug, PartialEq)]
 struct Inputs {
     config_version: String,
-    registration: ProxyRegistration,
+    /// Compared by value: a refresh stores an equal registration anew.
+    registration: Arc<ProxyRegistration>,
     /// Hash of the cluster CA's certificates (none: no CA yet).
     ca: Option<u64>,
     /// Generation of the workload certificates coming due.
@@ -296,7 +336,7 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
         let due = *certs_due.borrow_and_update();
         snapshots.drop_disconnected();
         if let Some(config) = config {
-            let registrations = agent.registry.all();
+            let registrations = agent.registry.all_shared();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             shared.retain(|node| by_node.contains_key(node));
             built.retain(|node, _| by_node.contains_key(node));
@@ -314,6 +354,7 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                 if !needs_build(built.get(node_id), &inputs, sender.borrow().is_some()) {
                     continue;
                 }
+                let registration = &**registration;
                 let Some(snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
                     continue;
                 };
@@ -332,6 +373,7 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                 });
             }
         }
+        shared.settle();
         tokio::select! {
             result = config_changes.changed() => if result.is_err() { return },
             result = registry_changes.changed() => if result.is_err() { return },
@@ -384,10 +426,10 @@ mod tests {
         };
         Inputs {
             config_version: config_version.into(),
-            registration: ProxyRegistration::Sidecar {
+            registration: Arc::new(ProxyRegistration::Sidecar {
                 workload,
                 outbound_port: 15001,
-            },
+            }),
             ca,
             certs_due,
         }
@@ -408,6 +450,45 @@ mod tests {
             assert_eq!(needs_build(Some(&last), &now, has_snapshot), expected, "{case}");
         }
         assert!(needs_build(None, &last, true), "a node without a recorded build");
+    }
+
+    fn mk_typed(items: &[(&str, &str)]) -> Typed {
+        let list = items
+            .iter()
+            .map(|(name, value)| {
+                let any = envoy_types::pb::google::protobuf::Any {
+                    type_url: trellis_xds::CLUSTER_TYPE.into(),
+                    value: value.as_bytes().to_vec(),
+                };
+                Resource::new(name.to_string(), any)
+            })
+            .collect();
+        Typed::from([(trellis_xds::CLUSTER_TYPE, list)])
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_very_resources_that_did_not_change() {
+        let old = mk_typed(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let new = reuse_unchanged(mk_typed(&[("a", "1"), ("b", "2"), ("bb", "1"), ("c", "1")]), Some(&old));
+        let (old, new) = (&old[trellis_xds::CLUSTER_TYPE], &new[trellis_xds::CLUSTER_TYPE]);
+        assert!(Arc::ptr_eq(&new[0], &old[0]), "a is unchanged");
+        assert!(!Arc::ptr_eq(&new[1], &old[1]), "b changed");
+        assert_eq!(new[1].any.value, b"2");
+        assert_eq!(new[2].name, "bb");
+        assert!(Arc::ptr_eq(&new[3], &old[2]), "c is unchanged");
+    }
+
+    #[test]
+    fn a_snapshot_merges_own_resources_into_the_shared_ones_by_name() {
+        let shared = mk_typed(&[("b", "1"), ("d", "1")]);
+        let own = mk_typed(&[("a", "1"), ("c", "1"), ("e", "1")]);
+        let snapshot = assemble(&own, Some(&shared));
+        let names: Vec<_> = snapshot
+            .of_type(trellis_xds::CLUSTER_TYPE)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
     }
 
     #[test]

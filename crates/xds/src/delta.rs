@@ -237,6 +237,10 @@ fn diff<'a>(wanted: &[&'a Arc<Resource>], held: &[Arc<Resource>], announced: &BT
     };
     let mut held = held.iter().peekable();
     for resource in wanted {
+        // Most of what a proxy holds is the very resource still wanted: no name to compare.
+        if held.next_if(|h| Arc::ptr_eq(h, resource)).is_some() {
+            continue;
+        }
         while let Some(gone) = held.next_if(|h| h.name < resource.name) {
             changes.removed.push(gone.name.clone());
         }

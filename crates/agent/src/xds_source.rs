@@ -388,24 +388,20 @@ impl ProxySnapshots {
     /// Delivery state of every connected proxy, from the ADS status board (Envoy's ACKs/NACKs).
     pub fn states(&self, board: &trellis_xds::ProxyStatusBoard) -> Vec<trellis_model::ProxyState> {
         let built_from = self.built_from.lock().expect("built_from lock");
-        let mut states: Vec<_> = board
-            .snapshot()
-            .into_iter()
-            .map(|proxy| {
-                let sent: Vec<_> = proxy.types.values().filter(|t| t.last_sent_version.is_some()).collect();
-                let nack = proxy.types.values().find_map(|t| t.last_nack.clone());
-                let in_sync = !sent.is_empty()
-                    && nack.is_none()
-                    && sent.iter().all(|t| t.last_acked_version == t.last_sent_version);
-                trellis_model::ProxyState {
-                    config_version: built_from.get(&proxy.node_id).cloned().unwrap_or_default(),
-                    id: proxy.node_id,
-                    in_sync,
-                    nack,
-                }
-            })
-            .collect();
-        states.sort_by(|a, b| a.id.cmp(&b.id));
+        // Reported every half second: summarized in place rather than copying every status.
+        let mut states = board.summarize(|proxy| {
+            let sent: Vec<_> = proxy.types.values().filter(|t| t.last_sent_version.is_some()).collect();
+            let nack = proxy.types.values().find_map(|t| t.last_nack.clone());
+            let in_sync = !sent.is_empty()
+                && nack.is_none()
+                && sent.iter().all(|t| t.last_acked_version == t.last_sent_version);
+            trellis_model::ProxyState {
+                config_version: built_from.get(&proxy.node_id).cloned().unwrap_or_default(),
+                id: proxy.node_id.clone(),
+                in_sync,
+                nack,
+            }
+        });
         states.dedup_by(|a, b| a.id == b.id);
         states
     }

@@ -38,7 +38,7 @@ struct TypeState {
     /// What the proxy holds from this stream, sorted by name: the very resources of the snapshots
     /// sent (shared, a pointer each), not copies of their names and versions, so a thousand
     /// streams of the same config cost a pointer per resource each.
-    held: Vec<Arc<Resource>>,
+    held: Arc<[Arc<Resource>]>,
     /// Name ─▶ version of what the proxy announced it holds when it (re)connected
     /// (`initial_resource_versions`), until the first response reconciles it with the snapshot.
     announced: BTreeMap<String, String>,
@@ -89,7 +89,9 @@ impl DeltaState {
             ts.names.remove(name);
             // The proxy dropped it: if it subscribes again, it must be sent again.
             if let Ok(at) = ts.held.binary_search_by(|r| r.name.as_str().cmp(name)) {
-                ts.held.remove(at);
+                let mut held = ts.held.to_vec();
+                held.remove(at);
+                ts.held = held.into();
             }
             ts.announced.remove(name);
         }
@@ -178,9 +180,11 @@ impl DeltaState {
             .filter(|r| ts.wildcard || ts.names.contains(&r.name))
             .collect();
         // The common case after a change elsewhere: the proxy holds exactly these resources.
+        let same_list = ts.wildcard && snapshot.shared_of_type(type_url).is_some_and(|all| Arc::ptr_eq(all, &ts.held));
         let unchanged = ts.announced.is_empty()
-            && wanted.len() == ts.held.len()
-            && wanted.iter().zip(&ts.held).all(|(w, h)| Arc::ptr_eq(w, h) || ***w == **h);
+            && (same_list
+                || wanted.len() == ts.held.len()
+                    && wanted.iter().zip(ts.held.iter()).all(|(w, h)| Arc::ptr_eq(w, h) || ***w == **h));
         if unchanged && !force {
             return None;
         }
@@ -199,7 +203,11 @@ impl DeltaState {
                 ..Default::default()
             })
             .collect();
-        ts.held = wanted.into_iter().cloned().collect();
+        // A wildcard subscription holds the snapshot's own list: no copy per stream.
+        ts.held = match snapshot.shared_of_type(type_url) {
+            Some(all) if wanted.len() == all.len() => all.clone(),
+            _ => wanted.into_iter().cloned().collect(),
+        };
         ts.announced.clear();
         let removed = changes.removed;
         self.last_nonce += 1;

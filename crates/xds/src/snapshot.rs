@@ -58,7 +58,8 @@ impl Resource {
 /// All resources for one proxy, by type URL. Resources within a type are sorted by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    pub resources: BTreeMap<String, Vec<Arc<Resource>>>,
+    /// Shared lists, so a delta stream that sent a whole type holds the list itself, not a copy.
+    pub resources: BTreeMap<String, Arc<[Arc<Resource>]>>,
 }
 
 impl Snapshot {
@@ -74,14 +75,14 @@ impl Snapshot {
     /// Sets the resources of one type, sharing them.
     pub fn insert_shared(&mut self, type_url: &str, mut resources: Vec<Arc<Resource>>) {
         resources.sort_by(|a, b| a.name.cmp(&b.name));
-        self.resources.insert(type_url.to_string(), resources);
+        self.resources.insert(type_url.to_string(), resources.into());
     }
 
     /// Sets the resources of one type from a list its builder already sorted by name (a
     /// thousand proxies' snapshots are assembled per change: sorting each again is waste).
     pub fn insert_sorted(&mut self, type_url: &str, resources: Vec<Arc<Resource>>) {
         debug_assert!(resources.is_sorted_by(|a, b| a.name <= b.name), "{type_url} not sorted");
-        self.resources.insert(type_url.to_string(), resources);
+        self.resources.insert(type_url.to_string(), resources.into());
     }
 
     /// Stable content hash (FNV-1a 64, hex) of one type's resources.
@@ -95,7 +96,12 @@ impl Snapshot {
 
     /// The resources of one type; empty when the snapshot has none.
     pub fn of_type(&self, type_url: &str) -> &[Arc<Resource>] {
-        self.resources.get(type_url).map(Vec::as_slice).unwrap_or(&[])
+        self.resources.get(type_url).map(|list| &list[..]).unwrap_or(&[])
+    }
+
+    /// The list of one type itself, to share.
+    pub(crate) fn shared_of_type(&self, type_url: &str) -> Option<&Arc<[Arc<Resource>]>> {
+        self.resources.get(type_url)
     }
 }
 

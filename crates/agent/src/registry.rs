@@ -648,7 +648,8 @@ impl Registry {
         // Every entry is compared, in constant time, whatever matched before.
         let mut found = None;
         for (id, entry) in entries.iter() {
-            let is_kind = matches!(entry.registration.as_deref(), Some(ProxyRegistration::AddOn(a)) if a.serves == kind);
+            let is_kind =
+                matches!(entry.registration.as_deref(), Some(ProxyRegistration::AddOn(a)) if a.serves == kind);
             if constant_time_eq(presented.as_bytes(), entry.token_sha256.as_bytes()) && is_kind {
                 found = Some(id.clone());
             }

@@ -392,9 +392,8 @@ impl ProxySnapshots {
         let mut states = board.summarize(|proxy| {
             let sent: Vec<_> = proxy.types.values().filter(|t| t.last_sent_version.is_some()).collect();
             let nack = proxy.types.values().find_map(|t| t.last_nack.clone());
-            let in_sync = !sent.is_empty()
-                && nack.is_none()
-                && sent.iter().all(|t| t.last_acked_version == t.last_sent_version);
+            let in_sync =
+                !sent.is_empty() && nack.is_none() && sent.iter().all(|t| t.last_acked_version == t.last_sent_version);
             trellis_model::ProxyState {
                 config_version: built_from.get(&proxy.node_id).cloned().unwrap_or_default(),
                 id: proxy.node_id.clone(),
@@ -440,7 +439,12 @@ mod tests {
             ("config", mk_inputs("v2", "10.0.0.1", Some(1), 0), true, true),
             ("registration", mk_inputs("v1", "10.0.0.2", Some(1), 0), true, true),
             ("cluster CA", mk_inputs("v1", "10.0.0.1", Some(2), 0), true, true),
-            ("a certificate came due", mk_inputs("v1", "10.0.0.1", Some(1), 1), true, true),
+            (
+                "a certificate came due",
+                mk_inputs("v1", "10.0.0.1", Some(1), 1),
+                true,
+                true,
+            ),
         ];
         for (case, now, has_snapshot, expected) in cases {
             assert_eq!(needs_build(Some(&last), &now, has_snapshot), expected, "{case}");
@@ -491,13 +495,18 @@ mod tests {
     fn shared_lists_are_sorted_by_name() {
         let mut resources = trellis_envoy::ProxyResources::default();
         for name in ["c", "a", "b"] {
-            resources.clusters.push(envoy_types::pb::envoy::config::cluster::v3::Cluster {
-                name: name.into(),
-                ..Default::default()
-            });
+            resources
+                .clusters
+                .push(envoy_types::pb::envoy::config::cluster::v3::Cluster {
+                    name: name.into(),
+                    ..Default::default()
+                });
         }
         let typed = typed(resources);
-        let names: Vec<_> = typed[trellis_xds::CLUSTER_TYPE].iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = typed[trellis_xds::CLUSTER_TYPE]
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         assert_eq!(names, ["a", "b", "c"]);
     }
 }

@@ -180,11 +180,17 @@ impl DeltaState {
             .filter(|r| ts.wildcard || ts.names.contains(&r.name))
             .collect();
         // The common case after a change elsewhere: the proxy holds exactly these resources.
-        let same_list = ts.wildcard && snapshot.shared_of_type(type_url).is_some_and(|all| Arc::ptr_eq(all, &ts.held));
+        let same_list = ts.wildcard
+            && snapshot
+                .shared_of_type(type_url)
+                .is_some_and(|all| Arc::ptr_eq(all, &ts.held));
         let unchanged = ts.announced.is_empty()
             && (same_list
                 || wanted.len() == ts.held.len()
-                    && wanted.iter().zip(ts.held.iter()).all(|(w, h)| Arc::ptr_eq(w, h) || ***w == **h));
+                    && wanted
+                        .iter()
+                        .zip(ts.held.iter())
+                        .all(|(w, h)| Arc::ptr_eq(w, h) || ***w == **h));
         if unchanged && !force {
             return None;
         }

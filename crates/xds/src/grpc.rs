@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use tonic::codegen::{BoxFuture, Bytes, Service, StdError, http};
 use tonic::{Code, Status};
 
+use crate::DeltaState;
 use crate::server::{AdsServer, SnapshotSource};
 use crate::stream::StreamState;
-use crate::DeltaState;
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const STREAM_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";

@@ -28,10 +28,9 @@ mod status;
 mod stream;
 
 pub use delta::DeltaState;
-pub use metrics::XdsMetrics;
 pub use grpc::AdsService;
+pub use metrics::XdsMetrics;
 pub use server::{AdsServer, SnapshotSource, StreamPeer};
 pub use snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resource, SECRET_TYPE, Snapshot};
 pub use status::{ProxyStatus, ProxyStatusBoard, TypeStatus};
 pub use stream::{Outcome, StreamState};
-

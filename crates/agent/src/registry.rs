@@ -362,7 +362,8 @@ const XDS_CERTS_KEPT: usize = 2;
 struct Entry {
     token_sha256: String,
     /// `None`: a credential restored after a restart, waiting for its proxy's refresh.
-    registration: Option<ProxyRegistration>,
+    /// Shared, so the snapshot builder takes every registration without copying it.
+    registration: Option<Arc<ProxyRegistration>>,
     expires: Instant,
     /// Fingerprints of the xDS client certificates issued under this credential, oldest first.
     xds_certs: Vec<String>,
@@ -559,12 +560,12 @@ impl Registry {
             None => None,
         };
         let xds_certificate_needed = xds_certs.is_empty();
-        let changed = entries.get(id).and_then(|e| e.registration.as_ref()) != Some(&registration);
+        let changed = entries.get(id).and_then(|e| e.registration.as_deref()) != Some(&registration);
         entries.insert(
             id.to_string(),
             Entry {
                 token_sha256,
-                registration: Some(registration),
+                registration: Some(Arc::new(registration)),
                 expires: now + TTL,
                 xds_certs,
             },
@@ -647,7 +648,8 @@ impl Registry {
         // Every entry is compared, in constant time, whatever matched before.
         let mut found = None;
         for (id, entry) in entries.iter() {
-            let is_kind = matches!(&entry.registration, Some(ProxyRegistration::AddOn(a)) if a.serves == kind);
+            let is_kind =
+                matches!(entry.registration.as_deref(), Some(ProxyRegistration::AddOn(a)) if a.serves == kind);
             if constant_time_eq(presented.as_bytes(), entry.token_sha256.as_bytes()) && is_kind {
                 found = Some(id.clone());
             }
@@ -660,11 +662,22 @@ impl Registry {
             .lock()
             .expect("registry lock")
             .get(id)
-            .and_then(|e| e.registration.clone())
+            .and_then(|e| e.registration.as_deref().cloned())
     }
 
     /// The live registrations (no credentials in them).
     pub fn all(&self) -> BTreeMap<String, ProxyRegistration> {
+        self.entries
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .filter_map(|(k, e)| Some((k.clone(), e.registration.as_deref()?.clone())))
+            .collect()
+    }
+
+    /// The live registrations, shared rather than copied: what the snapshot builder reads on
+    /// every pass.
+    pub fn all_shared(&self) -> BTreeMap<String, Arc<ProxyRegistration>> {
         self.entries
             .lock()
             .expect("registry lock")

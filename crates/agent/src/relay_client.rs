@@ -16,6 +16,10 @@ use trellis_relay::{AgentMessage, Hello, RelayClient, server_message};
 use super::{Agent, AppliedConfig};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// How long registrations are gathered before discovery goes up: each upload costs the
+/// management server a translation and every proxy a push, so a thousand sidecars starting
+/// together cost a few uploads rather than a thousand.
+const DISCOVERY_BATCH: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The last config received, if a cache file exists and belongs to this cluster.
@@ -107,6 +111,8 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
 
     let mut reporter = trellis_relay::discovery_report::DiscoveryReporter::default();
     let mut last_states = None;
+    // When set, discovery goes up at that instant with every registry change until then.
+    let mut upload_at: Option<tokio::time::Instant> = None;
     let mut report_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -121,6 +127,10 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
             changed = registry_changes.changed() => {
                 changed?;
                 registry_changes.borrow_and_update();
+                upload_at.get_or_insert_with(|| tokio::time::Instant::now() + DISCOVERY_BATCH);
+            }
+            () = sleep_until(upload_at), if upload_at.is_some() => {
+                upload_at = None;
                 let discovery = agent.registry.discovery(&agent.cluster);
                 let workloads = discovery.workloads.len();
                 // Whole on a new stream, then only the workloads that changed.
@@ -147,6 +157,12 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
                 tx.send(AgentMessage::ack(version, error.unwrap_or_default())).await?;
             }
         }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
     }
 }
 

@@ -11,7 +11,7 @@ use trellis_envoy::{GatewaySpec, SidecarSpec};
 use trellis_xds::{Resource, Snapshot, SnapshotSource, StreamPeer};
 
 use super::registry::{ProxyRegistration, Registry};
-use super::{Agent, AppliedConfig};
+use super::{Agent, AppliedConfig, mesh_identity};
 
 type SnapshotWatch = watch::Sender<Option<Arc<Snapshot>>>;
 
@@ -102,6 +102,8 @@ type Typed = BTreeMap<&'static str, Vec<Arc<Resource>>>;
 pub struct SharedOutbound {
     version: String,
     by_workspace: BTreeMap<Option<String>, Arc<Typed>>,
+    /// What `by_workspace` held for the previous config, whose unchanged resources are reused.
+    previous: BTreeMap<Option<String>, Arc<Typed>>,
     /// Hash of what a sidecar's own resources take from the config.
     local_inputs: u64,
     locals: BTreeMap<String, LocalPart>,
@@ -121,11 +123,16 @@ impl SharedOutbound {
     fn refresh(&mut self, config: &AppliedConfig) {
         if self.version != config.version {
             self.version = config.version.clone();
-            self.by_workspace.clear();
+            self.previous = std::mem::take(&mut self.by_workspace);
             let inputs = serde_json::to_vec(&(&config.addon_servers, &config.inbound_policies, &config.inbound_routes))
                 .expect("IR serializes");
             self.local_inputs = trellis_base::stable_hash(&inputs);
         }
+    }
+
+    /// Lets go of the previous config's resources once every proxy has been built from this one.
+    fn settle(&mut self) {
+        self.previous.clear();
     }
 
     /// Forgets the own resources of sidecars no longer served.
@@ -135,17 +142,26 @@ impl SharedOutbound {
 
     fn get(&mut self, config: &AppliedConfig, workspace: Option<&str>) -> Arc<Typed> {
         self.refresh(config);
-        self.by_workspace
-            .entry(workspace.map(str::to_string))
-            .or_insert_with(|| Arc::new(typed(trellis_envoy::sidecar_outbound(config, workspace))))
-            .clone()
+        let key = workspace.map(str::to_string);
+        if let Some(built) = self.by_workspace.get(&key) {
+            return built.clone();
+        }
+        let fresh = typed(trellis_envoy::sidecar_outbound(config, workspace));
+        let built = Arc::new(reuse_unchanged(fresh, self.previous.get(&key).map(|t| &**t)));
+        self.by_workspace.insert(key, built.clone());
+        built
     }
 }
 
+/// Sorted by name, as a snapshot keeps them: assembling a proxy's snapshot from its own list and
+/// the shared one then merges two sorted runs instead of sorting a thousand names per proxy.
 fn typed(resources: trellis_envoy::ProxyResources) -> Typed {
     let mut typed = Typed::new();
     for (type_url, name, any) in resources.into_typed() {
         typed.entry(type_url).or_default().push(Resource::new(name, any));
+    }
+    for list in typed.values_mut() {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
     }
     typed
 }
@@ -191,7 +207,8 @@ pub fn build(
                     };
                     let mut resources = trellis_envoy::sidecar_local(config, &spec);
                     resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
-                    let typed = Arc::new(typed(resources));
+                    let before = shared.locals.get(node_id).map(|part| &*part.typed);
+                    let typed = Arc::new(reuse_unchanged(typed(resources), before));
                     let part = LocalPart {
                         inputs,
                         workload: workload.clone(),
@@ -238,17 +255,71 @@ pub fn build(
     Some(assemble(&typed(own), None))
 }
 
-/// A proxy's snapshot: its own resources and the shared ones, by type.
+/// A proxy's snapshot: its own resources and the shared ones, by type. Both are sorted by name
+/// and its own are few, so each is put in its place in a copy of the shared list.
 fn assemble(own: &Typed, shared: Option<&Typed>) -> Snapshot {
     let mut all: BTreeMap<&'static str, Vec<Arc<Resource>>> = BTreeMap::new();
-    for (type_url, list) in own.iter().chain(shared.into_iter().flatten()) {
-        all.entry(type_url).or_default().extend(list.iter().cloned());
+    for (type_url, list) in shared.into_iter().flatten() {
+        all.insert(type_url, list.clone());
+    }
+    for (type_url, list) in own {
+        let merged = all.entry(type_url).or_default();
+        for resource in list {
+            let at = merged.partition_point(|r| r.name < resource.name);
+            merged.insert(at, resource.clone());
+        }
     }
     let mut snapshot = Snapshot::default();
     for (type_url, list) in all {
-        snapshot.insert_shared(type_url, list);
+        snapshot.insert_sorted(type_url, list);
     }
     snapshot
+}
+
+/// `new` with every resource that is unchanged since `old` (same name, same content) replaced by
+/// the one in `old`: snapshots, and what each stream last sent, then compare by pointer.
+fn reuse_unchanged(mut new: Typed, old: Option<&Typed>) -> Typed {
+    let Some(old) = old else { return new };
+    for (type_url, list) in new.iter_mut() {
+        let Some(before) = old.get(type_url) else { continue };
+        let mut before = before.iter().peekable();
+        for resource in list.iter_mut() {
+            while before.next_if(|b| b.name < resource.name).is_some() {}
+            if let Some(same) = before.next_if(|b| b.name == resource.name)
+                && **same == **resource
+            {
+                *resource = same.clone();
+            }
+        }
+    }
+    new
+}
+
+/// What a node's snapshot was last built from. A pass rebuilds only the nodes whose inputs
+/// differ (or whose snapshot was dropped), so a proxy registering, refreshing or connecting
+/// costs a build of its own snapshot, not of every proxy's.
+#[derive(Debug, PartialEq)]
+struct Inputs {
+    config_version: String,
+    /// Compared by value: a refresh stores an equal registration anew.
+    registration: Arc<ProxyRegistration>,
+    /// Hash of the cluster CA's certificates (none: no CA yet).
+    ca: Option<u64>,
+    /// Generation of the workload certificates coming due.
+    certs_due: u64,
+}
+
+/// Whether a node is built in this pass. A node whose watch holds no snapshot is new, or was
+/// replaced since its last build (a new credential ends its streams), whatever it was built from.
+fn needs_build(last: Option<&Inputs>, now: &Inputs, has_snapshot: bool) -> bool {
+    !has_snapshot || last != Some(now)
+}
+
+fn ca_key(ca: &mesh_identity::ClusterCa) -> u64 {
+    let mut h = trellis_base::Fnv1a::new();
+    h.write(ca.root_pem.as_bytes());
+    h.write(ca.ca.cert_pem.as_bytes());
+    h.finish()
 }
 
 pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnapshots>) {
@@ -257,24 +328,37 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
     let mut ca_changes = agent.mesh.subscribe();
     let mut certs_due = agent.certs.due.subscribe();
     let mut shared = SharedOutbound::default();
+    let mut built: BTreeMap<String, Inputs> = BTreeMap::new();
     loop {
         let config = config_changes.borrow_and_update().clone();
         registry_changes.borrow_and_update();
-        ca_changes.borrow_and_update();
-        certs_due.borrow_and_update();
+        let ca = ca_changes.borrow_and_update().as_deref().map(ca_key);
+        let due = *certs_due.borrow_and_update();
         snapshots.drop_disconnected();
         if let Some(config) = config {
-            let registrations = agent.registry.all();
+            let registrations = agent.registry.all_shared();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             shared.retain(|node| by_node.contains_key(node));
+            built.retain(|node, _| by_node.contains_key(node));
             for (node_id, sender) in by_node.iter() {
                 // Unregistered (or expired) nodes keep what they have: Envoy serves on.
                 let Some(registration) = registrations.get(node_id) else {
                     continue;
                 };
+                let inputs = Inputs {
+                    config_version: config.version.clone(),
+                    registration: registration.clone(),
+                    ca,
+                    certs_due: due,
+                };
+                if !needs_build(built.get(node_id), &inputs, sender.borrow().is_some()) {
+                    continue;
+                }
+                let registration = &**registration;
                 let Some(snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
                     continue;
                 };
+                built.insert(node_id.clone(), inputs);
                 snapshots
                     .built_from
                     .lock()
@@ -289,6 +373,7 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                 });
             }
         }
+        shared.settle();
         tokio::select! {
             result = config_changes.changed() => if result.is_err() { return },
             result = registry_changes.changed() => if result.is_err() { return },
@@ -303,25 +388,125 @@ impl ProxySnapshots {
     /// Delivery state of every connected proxy, from the ADS status board (Envoy's ACKs/NACKs).
     pub fn states(&self, board: &trellis_xds::ProxyStatusBoard) -> Vec<trellis_model::ProxyState> {
         let built_from = self.built_from.lock().expect("built_from lock");
-        let mut states: Vec<_> = board
-            .snapshot()
-            .into_iter()
-            .map(|proxy| {
-                let sent: Vec<_> = proxy.types.values().filter(|t| t.last_sent_version.is_some()).collect();
-                let nack = proxy.types.values().find_map(|t| t.last_nack.clone());
-                let in_sync = !sent.is_empty()
-                    && nack.is_none()
-                    && sent.iter().all(|t| t.last_acked_version == t.last_sent_version);
-                trellis_model::ProxyState {
-                    config_version: built_from.get(&proxy.node_id).cloned().unwrap_or_default(),
-                    id: proxy.node_id,
-                    in_sync,
-                    nack,
-                }
-            })
-            .collect();
-        states.sort_by(|a, b| a.id.cmp(&b.id));
+        // Reported every half second: summarized in place rather than copying every status.
+        let mut states = board.summarize(|proxy| {
+            let sent: Vec<_> = proxy.types.values().filter(|t| t.last_sent_version.is_some()).collect();
+            let nack = proxy.types.values().find_map(|t| t.last_nack.clone());
+            let in_sync =
+                !sent.is_empty() && nack.is_none() && sent.iter().all(|t| t.last_acked_version == t.last_sent_version);
+            trellis_model::ProxyState {
+                config_version: built_from.get(&proxy.node_id).cloned().unwrap_or_default(),
+                id: proxy.node_id.clone(),
+                in_sync,
+                nack,
+            }
+        });
         states.dedup_by(|a, b| a.id == b.id);
         states
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_inputs(config_version: &str, address: &str, ca: Option<u64>, certs_due: u64) -> Inputs {
+        let workload = trellis_model::Workload {
+            name: "w".into(),
+            namespace: "ns".into(),
+            service: "svc".into(),
+            service_account: "sa".into(),
+            address: address.into(),
+            ..Default::default()
+        };
+        Inputs {
+            config_version: config_version.into(),
+            registration: Arc::new(ProxyRegistration::Sidecar {
+                workload,
+                outbound_port: 15001,
+            }),
+            ca,
+            certs_due,
+        }
+    }
+
+    #[test]
+    fn a_node_is_rebuilt_only_when_what_it_is_built_from_changed() {
+        let last = mk_inputs("v1", "10.0.0.1", Some(1), 0);
+        let cases = [
+            ("nothing changed", mk_inputs("v1", "10.0.0.1", Some(1), 0), true, false),
+            ("never built", mk_inputs("v1", "10.0.0.1", Some(1), 0), false, true),
+            ("config", mk_inputs("v2", "10.0.0.1", Some(1), 0), true, true),
+            ("registration", mk_inputs("v1", "10.0.0.2", Some(1), 0), true, true),
+            ("cluster CA", mk_inputs("v1", "10.0.0.1", Some(2), 0), true, true),
+            (
+                "a certificate came due",
+                mk_inputs("v1", "10.0.0.1", Some(1), 1),
+                true,
+                true,
+            ),
+        ];
+        for (case, now, has_snapshot, expected) in cases {
+            assert_eq!(needs_build(Some(&last), &now, has_snapshot), expected, "{case}");
+        }
+        assert!(needs_build(None, &last, true), "a node without a recorded build");
+    }
+
+    fn mk_typed(items: &[(&str, &str)]) -> Typed {
+        let list = items
+            .iter()
+            .map(|(name, value)| {
+                let any = envoy_types::pb::google::protobuf::Any {
+                    type_url: trellis_xds::CLUSTER_TYPE.into(),
+                    value: value.as_bytes().to_vec(),
+                };
+                Resource::new(name.to_string(), any)
+            })
+            .collect();
+        Typed::from([(trellis_xds::CLUSTER_TYPE, list)])
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_very_resources_that_did_not_change() {
+        let old = mk_typed(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let new = reuse_unchanged(mk_typed(&[("a", "1"), ("b", "2"), ("bb", "1"), ("c", "1")]), Some(&old));
+        let (old, new) = (&old[trellis_xds::CLUSTER_TYPE], &new[trellis_xds::CLUSTER_TYPE]);
+        assert!(Arc::ptr_eq(&new[0], &old[0]), "a is unchanged");
+        assert!(!Arc::ptr_eq(&new[1], &old[1]), "b changed");
+        assert_eq!(new[1].any.value, b"2");
+        assert_eq!(new[2].name, "bb");
+        assert!(Arc::ptr_eq(&new[3], &old[2]), "c is unchanged");
+    }
+
+    #[test]
+    fn a_snapshot_merges_own_resources_into_the_shared_ones_by_name() {
+        let shared = mk_typed(&[("b", "1"), ("d", "1")]);
+        let own = mk_typed(&[("a", "1"), ("c", "1"), ("e", "1")]);
+        let snapshot = assemble(&own, Some(&shared));
+        let names: Vec<_> = snapshot
+            .of_type(trellis_xds::CLUSTER_TYPE)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn shared_lists_are_sorted_by_name() {
+        let mut resources = trellis_envoy::ProxyResources::default();
+        for name in ["c", "a", "b"] {
+            resources
+                .clusters
+                .push(envoy_types::pb::envoy::config::cluster::v3::Cluster {
+                    name: name.into(),
+                    ..Default::default()
+                });
+        }
+        let typed = typed(resources);
+        let names: Vec<_> = typed[trellis_xds::CLUSTER_TYPE]
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }

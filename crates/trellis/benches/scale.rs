@@ -27,6 +27,8 @@ mod process;
 mod proxies;
 #[path = "scale/report.rs"]
 mod report;
+#[path = "scale/route_weights.rs"]
+mod route_weights;
 #[path = "scale/scenario.rs"]
 mod scenario;
 #[path = "scale/sim_agent.rs"]

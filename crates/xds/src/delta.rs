@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
 
-use crate::snapshot::{PUSH_ORDER, Snapshot, content_version, is_wildcard};
+use crate::snapshot::{PUSH_ORDER, Resource, Snapshot, content_version, is_wildcard};
 use crate::status::TypeStatus;
 use crate::stream::{CONTROL_PLANE_ID, Outcome};
 
@@ -35,8 +35,13 @@ struct TypeState {
     wildcard: bool,
     /// Names subscribed to, for a type that is not wildcard.
     names: BTreeSet<String>,
-    /// Name ─▶ version of what the proxy holds, as far as this stream knows.
-    held: BTreeMap<String, String>,
+    /// What the proxy holds from this stream, sorted by name: the very resources of the snapshots
+    /// sent (shared, a pointer each), not copies of their names and versions, so a thousand
+    /// streams of the same config cost a pointer per resource each.
+    held: Arc<[Arc<Resource>]>,
+    /// Name ─▶ version of what the proxy announced it holds when it (re)connected
+    /// (`initial_resource_versions`), until the first response reconciles it with the snapshot.
+    announced: BTreeMap<String, String>,
     /// Nonce and type version of the latest response.
     sent: Option<(String, String)>,
     acked_version: Option<String>,
@@ -68,7 +73,7 @@ impl DeltaState {
         if first {
             // A wildcard type subscribed with no names means everything (the legacy form).
             ts.wildcard = is_wildcard(type_url) && req.resource_names_subscribe.is_empty();
-            ts.held = req.initial_resource_versions.clone().into_iter().collect();
+            ts.announced = req.initial_resource_versions.clone().into_iter().collect();
         }
         for name in &req.resource_names_subscribe {
             if name == "*" {
@@ -83,7 +88,12 @@ impl DeltaState {
             }
             ts.names.remove(name);
             // The proxy dropped it: if it subscribes again, it must be sent again.
-            ts.held.remove(name);
+            if let Ok(at) = ts.held.binary_search_by(|r| r.name.as_str().cmp(name)) {
+                let mut held = ts.held.to_vec();
+                held.remove(at);
+                ts.held = held.into();
+            }
+            ts.announced.remove(name);
         }
 
         if !req.response_nonce.is_empty() {
@@ -164,40 +174,48 @@ impl DeltaState {
     fn respond(&mut self, type_url: &str, force: bool) -> Option<DeltaDiscoveryResponse> {
         let snapshot = self.snapshot.as_ref()?;
         let ts = self.types.get_mut(type_url)?;
-        let wanted: Vec<_> = snapshot
+        let wanted: Vec<&Arc<Resource>> = snapshot
             .of_type(type_url)
             .iter()
             .filter(|r| ts.wildcard || ts.names.contains(&r.name))
             .collect();
-        let version = content_version(wanted.iter().copied());
-        let mut resources = Vec::new();
-        for resource in &wanted {
-            let resource_version = resource.version();
-            if ts.held.get(&resource.name) != Some(&resource_version) {
-                resources.push(DeltaResource {
-                    name: resource.name.clone(),
-                    version: resource_version,
-                    resource: Some(resource.any.clone()),
-                    ..Default::default()
-                });
-            }
-        }
-        let present: BTreeSet<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
-        let removed: Vec<String> = ts
-            .held
-            .keys()
-            .filter(|name| !present.contains(name.as_str()))
-            .cloned()
-            .collect();
-        if resources.is_empty() && removed.is_empty() && !force {
+        // The common case after a change elsewhere: the proxy holds exactly these resources.
+        let same_list = ts.wildcard
+            && snapshot
+                .shared_of_type(type_url)
+                .is_some_and(|all| Arc::ptr_eq(all, &ts.held));
+        let unchanged = ts.announced.is_empty()
+            && (same_list
+                || wanted.len() == ts.held.len()
+                    && wanted
+                        .iter()
+                        .zip(ts.held.iter())
+                        .all(|(w, h)| Arc::ptr_eq(w, h) || ***w == **h));
+        if unchanged && !force {
             return None;
         }
-        for resource in &resources {
-            ts.held.insert(resource.name.clone(), resource.version.clone());
+        let changes = diff(&wanted, &ts.held, &ts.announced);
+        if changes.sent.is_empty() && changes.removed.is_empty() && !force {
+            return None;
         }
-        for name in &removed {
-            ts.held.remove(name);
-        }
+        let version = content_version(wanted.iter().copied());
+        let resources = changes
+            .sent
+            .iter()
+            .map(|resource| DeltaResource {
+                name: resource.name.clone(),
+                version: resource.version(),
+                resource: Some(resource.any.clone()),
+                ..Default::default()
+            })
+            .collect();
+        // A wildcard subscription holds the snapshot's own list: no copy per stream.
+        ts.held = match snapshot.shared_of_type(type_url) {
+            Some(all) if wanted.len() == all.len() => all.clone(),
+            _ => wanted.into_iter().cloned().collect(),
+        };
+        ts.announced.clear();
+        let removed = changes.removed;
         self.last_nonce += 1;
         let nonce = self.last_nonce.to_string();
         ts.sent = Some((nonce.clone(), version.clone()));
@@ -214,6 +232,48 @@ impl DeltaState {
             ..Default::default()
         })
     }
+}
+
+/// What one response of a type carries: the wanted resources the proxy lacks (or holds in
+/// another version), and the names it holds that are no longer wanted.
+struct Changes<'a> {
+    sent: Vec<&'a Arc<Resource>>,
+    removed: Vec<String>,
+}
+
+/// Compares `wanted` with what the proxy holds: `held` (what this stream sent) and `announced`
+/// (what it said it had on connecting). `wanted` and `held` are sorted by name, so one walk of
+/// both does it, without a map per stream.
+fn diff<'a>(wanted: &[&'a Arc<Resource>], held: &[Arc<Resource>], announced: &BTreeMap<String, String>) -> Changes<'a> {
+    let mut changes = Changes {
+        sent: Vec::new(),
+        removed: Vec::new(),
+    };
+    let mut held = held.iter().peekable();
+    for resource in wanted {
+        // Most of what a proxy holds is the very resource still wanted: no name to compare.
+        if held.next_if(|h| Arc::ptr_eq(h, resource)).is_some() {
+            continue;
+        }
+        while let Some(gone) = held.next_if(|h| h.name < resource.name) {
+            changes.removed.push(gone.name.clone());
+        }
+        let holds = match held.next_if(|h| h.name == resource.name) {
+            Some(same_name) => **same_name == ***resource,
+            None => announced.get(&resource.name) == Some(&resource.version()),
+        };
+        if !holds {
+            changes.sent.push(resource);
+        }
+    }
+    changes.removed.extend(held.map(|gone| gone.name.clone()));
+    let present = |name: &str| wanted.binary_search_by(|r| r.name.as_str().cmp(name)).is_ok();
+    for name in announced.keys() {
+        if !present(name) && !changes.removed.contains(name) {
+            changes.removed.push(name.clone());
+        }
+    }
+    changes
 }
 
 #[cfg(test)]

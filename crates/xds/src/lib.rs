@@ -14,9 +14,13 @@
 //!
 //! The protocol logic lives in [`StreamState`], which knows nothing about gRPC
 //! or tasks, so every ACK/NACK/stale-nonce rule is unit-tested by feeding it
-//! requests and snapshots. [`AdsServer`] is the thin I/O shell around it.
+//! requests and snapshots. [`AdsServer`] is the thin I/O shell around it, and
+//! `grpc.rs` the gRPC service in front of that, which frames each response in a
+//! buffer of its own size (tonic's generated server kept one per stream, as large
+//! as the largest response it ever sent).
 
 mod delta;
+mod grpc;
 mod metrics;
 mod server;
 mod snapshot;
@@ -24,12 +28,9 @@ mod status;
 mod stream;
 
 pub use delta::DeltaState;
+pub use grpc::AdsService;
 pub use metrics::XdsMetrics;
 pub use server::{AdsServer, SnapshotSource, StreamPeer};
 pub use snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Resource, SECRET_TYPE, Snapshot};
 pub use status::{ProxyStatus, ProxyStatusBoard, TypeStatus};
 pub use stream::{Outcome, StreamState};
-
-/// Re-exported so callers can name the generated service type without
-/// depending on envoy-types' module layout.
-pub use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;

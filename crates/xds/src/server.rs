@@ -7,33 +7,35 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{Bytes, StdError, http};
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::delta::DeltaState;
+use crate::grpc::{AdsService, Outgoing, encode};
 use crate::metrics::XdsMetrics;
 use crate::snapshot::Snapshot;
 use crate::status::ProxyStatusBoard;
 use crate::status::TypeStatus;
 use crate::stream::{Outcome, StreamState};
 
-/// Responses buffered per stream before we stop reading the proxy's requests.
-const RESPONSE_BUFFER: usize = 16;
+/// Responses buffered per stream before we stop reading the proxy's requests: a change pushes
+/// one response per type, and the buffer's slots are allocated per stream.
+const RESPONSE_BUFFER: usize = 8;
+
+/// The largest request a proxy may send (tonic's default).
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// What differs between a state-of-the-world stream and a delta stream: their messages and their
 /// state machine. The task that drives either is the same.
-trait Protocol: Send + 'static {
+pub(crate) trait Protocol: Send + 'static {
     type Request: prost::Message + Default + Send + 'static;
-    type Response: Send + 'static;
+    type Response: prost::Message + Send + 'static;
     fn new(node_id: String) -> Self;
     fn node_of(request: &Self::Request) -> Option<&str>;
     fn node_id(&self) -> &str;
@@ -166,8 +168,8 @@ impl<S: SnapshotSource> AdsServer<S> {
         }
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+    pub fn into_service(self) -> AdsService<S> {
+        AdsService::new(self)
     }
 
     /// Handle on the per-proxy status; stays valid after `into_service`.
@@ -176,32 +178,17 @@ impl<S: SnapshotSource> AdsServer<S> {
     }
 }
 
-#[tonic::async_trait]
-impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.start::<StreamState>(request)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.start::<DeltaState>(request)))
-    }
-}
-
 impl<S: SnapshotSource> AdsServer<S> {
     /// Starts the task that serves one stream; returns its responses.
-    fn start<P: Protocol>(
-        &self,
-        request: Request<Streaming<P::Request>>,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+    pub(crate) fn start<P: Protocol, B>(&self, request: http::Request<B>) -> mpsc::Receiver<Outgoing>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        let (parts, body) = request.into_parts();
+        let decoder = tonic_prost::ProstDecoder::<P::Request>::default();
+        let inbound = Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES));
+        let request = Request::from_http(http::Request::from_parts(parts, inbound));
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         // Kept for re-checks at every snapshot change; never logged (it holds a credential).
         // tonic fills in the peer certificates when the incoming connections are rustls
@@ -212,7 +199,7 @@ impl<S: SnapshotSource> AdsServer<S> {
                 .peer_certs()
                 .and_then(|chain| chain.first().map(|leaf| leaf.to_vec())),
         };
-        let stream = StreamTask::<S, P> {
+        let stream = StreamTask::<S> {
             peer,
             stream_id: self.next_stream_id.fetch_add(1, Ordering::Relaxed),
             source: self.source.clone(),
@@ -224,24 +211,24 @@ impl<S: SnapshotSource> AdsServer<S> {
         let span = info_span!("ads_stream", proxy.id = tracing::field::Empty);
         // Return the response stream at once and read the first request in the
         // task: a client may wait for response headers before sending.
-        tokio::spawn(stream.run(request.into_inner()).instrument(span));
-        ReceiverStream::new(rx)
+        tokio::spawn(stream.run::<P>(request.into_inner()).instrument(span));
+        rx
     }
 }
 
 // === impl StreamTask ===
 
-struct StreamTask<S, P: Protocol> {
+struct StreamTask<S> {
     peer: StreamPeer,
     stream_id: u64,
     source: Arc<S>,
     metrics: XdsMetrics,
     board: ProxyStatusBoard,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
-impl<S: SnapshotSource, P: Protocol> StreamTask<S, P> {
-    async fn run(self, mut inbound: Streaming<P::Request>) {
+impl<S: SnapshotSource> StreamTask<S> {
+    async fn run<P: Protocol>(self, mut inbound: Streaming<P::Request>) {
         let first = match inbound.message().await {
             Ok(Some(req)) => req,
             Ok(None) => return,
@@ -253,21 +240,21 @@ impl<S: SnapshotSource, P: Protocol> StreamTask<S, P> {
         let node_id = P::node_of(&first).unwrap_or_default().to_string();
         if node_id.is_empty() {
             let msg = "the first request must carry node.id (set node.id in the Envoy bootstrap)";
-            let _ = self.tx.send(Err(Status::invalid_argument(msg))).await;
+            let _ = self.tx.send(Err(Box::new(Status::invalid_argument(msg)))).await;
             return;
         }
         tracing::Span::current().record("proxy.id", node_id.as_str());
         if let Err(status) = self.source.authorize(&node_id, &self.peer) {
             warn!(code = ?status.code(), reason = status.message(), "refused proxy stream");
             self.metrics.refused();
-            let _ = self.tx.send(Err(status)).await;
+            let _ = self.tx.send(Err(Box::new(status))).await;
             return;
         }
         let mut watch = match self.source.subscribe(&node_id) {
             Ok(watch) => watch,
             Err(status) => {
                 warn!(%status, "refused proxy");
-                let _ = self.tx.send(Err(status)).await;
+                let _ = self.tx.send(Err(Box::new(status))).await;
                 return;
             }
         };
@@ -281,7 +268,7 @@ impl<S: SnapshotSource, P: Protocol> StreamTask<S, P> {
         let mut next = Some(first);
         loop {
             let flow = if let Some(req) = next.take() {
-                self.on_request(&mut state, &req).await
+                self.on_request::<P>(&mut state, &req).await
             } else {
                 tokio::select! {
                     msg = inbound.message() => match msg {
@@ -295,20 +282,20 @@ impl<S: SnapshotSource, P: Protocol> StreamTask<S, P> {
                             if let Err(status) = self.source.authorize(state.node_id(), &self.peer) {
                                 warn!(code = ?status.code(), reason = status.message(), "proxy credential no longer valid; closing its stream");
                                 self.metrics.refused();
-                                let _ = self.tx.send(Err(status)).await;
+                                let _ = self.tx.send(Err(Box::new(status))).await;
                                 ControlFlow::Break(())
                             } else {
                                 let snapshot = watch.borrow_and_update().clone();
                                 let pushes = state.set_snapshot(snapshot);
                                 self.board.update(self.stream_id, state.type_statuses());
-                                self.send_all(pushes).await
+                                self.send_all::<P>(pushes).await
                             }
                         }
                         Err(_) => {
                             // The source forgot this proxy; ending the stream
                             // makes Envoy reconnect and subscribe afresh while
                             // it keeps serving its current config.
-                            let _ = self.tx.send(Err(Status::unavailable("snapshot source closed"))).await;
+                            let _ = self.tx.send(Err(Box::new(Status::unavailable("snapshot source closed")))).await;
                             ControlFlow::Break(())
                         }
                     },
@@ -321,11 +308,11 @@ impl<S: SnapshotSource, P: Protocol> StreamTask<S, P> {
         }
     }
 
-    async fn on_request(&self, state: &mut P, req: &P::Request) -> ControlFlow<()> {
+    async fn on_request<P: Protocol>(&self, state: &mut P, req: &P::Request) -> ControlFlow<()> {
         let outcome = state.handle(req);
         self.board.update(self.stream_id, state.type_statuses());
         match outcome {
-            Outcome::Send(resp) => return self.send_all(vec![resp]).await,
+            Outcome::Send(resp) => return self.send_all::<P>(vec![resp]).await,
             Outcome::Acked { type_url, version } => debug!(type_url, version, "ack"),
             Outcome::Nacked {
                 type_url,
@@ -349,19 +336,19 @@ impl<S: SnapshotSource, P: Protocol> StreamTask<S, P> {
             Outcome::Held { type_url } => debug!(type_url, "snapshot not ready; holding request"),
             Outcome::Invalid(msg) => {
                 warn!(error = msg, "invalid request");
-                let _ = self.tx.send(Err(Status::invalid_argument(msg))).await;
+                let _ = self.tx.send(Err(Box::new(Status::invalid_argument(msg)))).await;
                 return ControlFlow::Break(());
             }
         }
         ControlFlow::Continue(())
     }
 
-    async fn send_all(&self, responses: Vec<P::Response>) -> ControlFlow<()> {
+    async fn send_all<P: Protocol>(&self, responses: Vec<P::Response>) -> ControlFlow<()> {
         for resp in responses {
             let (type_url, version, nonce, resources) = P::describe(&resp);
             debug!(type_url, version, nonce, resources, "push");
             self.metrics.push(type_url);
-            if self.tx.send(Ok(resp)).await.is_err() {
+            if self.tx.send(Ok(encode(&resp))).await.is_err() {
                 return ControlFlow::Break(());
             }
         }
@@ -378,7 +365,7 @@ struct Connected {
 }
 
 impl Connected {
-    fn new<S, P: Protocol>(task: &StreamTask<S, P>, node_id: &str) -> Self {
+    fn new<S>(task: &StreamTask<S>, node_id: &str) -> Self {
         task.board.connect(task.stream_id, node_id);
         task.metrics.proxies_connected.inc();
         Self {

@@ -21,13 +21,16 @@ pub struct Resource {
     pub name: String,
     pub any: Any,
     hash: u64,
+    /// Hash of the name, so a type's version hashes two words per resource, not its name.
+    name_hash: u64,
 }
 
 /// Equal when named alike with the same content hash: comparing two proxies' snapshots costs a
 /// few words per resource, not their bytes.
 impl PartialEq for Resource {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.name == other.name
+        // Snapshots mostly share their resources: the same one is equal without reading its name.
+        std::ptr::eq(self, other) || (self.hash == other.hash && self.name == other.name)
     }
 }
 
@@ -41,7 +44,10 @@ impl Resource {
         let mut h = Fnv1a::new();
         field(&mut h, any.type_url.as_bytes());
         field(&mut h, &any.value);
+        let mut n = Fnv1a::new();
+        field(&mut n, name.as_bytes());
         Arc::new(Resource {
+            name_hash: n.finish(),
             name,
             any,
             hash: h.finish(),
@@ -52,7 +58,8 @@ impl Resource {
 /// All resources for one proxy, by type URL. Resources within a type are sorted by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    pub resources: BTreeMap<String, Vec<Arc<Resource>>>,
+    /// Shared lists, so a delta stream that sent a whole type holds the list itself, not a copy.
+    pub resources: BTreeMap<String, Arc<[Arc<Resource>]>>,
 }
 
 impl Snapshot {
@@ -68,7 +75,14 @@ impl Snapshot {
     /// Sets the resources of one type, sharing them.
     pub fn insert_shared(&mut self, type_url: &str, mut resources: Vec<Arc<Resource>>) {
         resources.sort_by(|a, b| a.name.cmp(&b.name));
-        self.resources.insert(type_url.to_string(), resources);
+        self.resources.insert(type_url.to_string(), resources.into());
+    }
+
+    /// Sets the resources of one type from a list its builder already sorted by name (a
+    /// thousand proxies' snapshots are assembled per change: sorting each again is waste).
+    pub fn insert_sorted(&mut self, type_url: &str, resources: Vec<Arc<Resource>>) {
+        debug_assert!(resources.is_sorted_by(|a, b| a.name <= b.name), "{type_url} not sorted");
+        self.resources.insert(type_url.to_string(), resources.into());
     }
 
     /// Stable content hash (FNV-1a 64, hex) of one type's resources.
@@ -82,7 +96,12 @@ impl Snapshot {
 
     /// The resources of one type; empty when the snapshot has none.
     pub fn of_type(&self, type_url: &str) -> &[Arc<Resource>] {
-        self.resources.get(type_url).map(Vec::as_slice).unwrap_or(&[])
+        self.resources.get(type_url).map(|list| &list[..]).unwrap_or(&[])
+    }
+
+    /// The list of one type itself, to share.
+    pub(crate) fn shared_of_type(&self, type_url: &str) -> Option<&Arc<[Arc<Resource>]>> {
+        self.resources.get(type_url)
     }
 }
 
@@ -98,9 +117,10 @@ pub(crate) fn is_wildcard(type_url: &str) -> bool {
 pub(crate) fn content_version<'a>(resources: impl Iterator<Item = &'a Arc<Resource>>) -> String {
     let mut h = Fnv1a::new();
     for resource in resources {
-        // Length prefixes keep ("ab","c") and ("a","bc") from colliding.
-        field(&mut h, resource.name.as_bytes());
-        field(&mut h, &resource.hash.to_le_bytes());
+        // The name's hash was taken with a length prefix, which keeps ("ab","c") and ("a","bc")
+        // from colliding.
+        h.write(&resource.name_hash.to_le_bytes());
+        h.write(&resource.hash.to_le_bytes());
     }
     format!("{:016x}", h.finish())
 }

@@ -12,10 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -54,7 +52,7 @@ pub struct SimProxyState {
 pub fn on_response(state: &mut SimProxyState, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
     let at = Instant::now();
     let found = if response.type_url == trellis_xds::ROUTE_TYPE {
-        let weights = route_weights(&response);
+        let weights = super::route_weights::route_weights(&response);
         state
             .markers
             .iter()
@@ -70,24 +68,6 @@ pub fn on_response(state: &mut SimProxyState, response: DeltaDiscoveryResponse) 
         type_url: response.type_url,
         ..Default::default()
     }
-}
-
-/// Every weighted-cluster weight in a route discovery response.
-fn route_weights(response: &DeltaDiscoveryResponse) -> Vec<u32> {
-    let mut weights = Vec::new();
-    for any in response.resources.iter().filter_map(|r| r.resource.as_ref()) {
-        let Ok(config) = RouteConfiguration::decode(any.value.as_slice()) else {
-            continue;
-        };
-        for route in config.virtual_hosts.iter().flat_map(|host| &host.routes) {
-            if let Some(route::Action::Route(action)) = &route.action
-                && let Some(route_action::ClusterSpecifier::WeightedClusters(split)) = &action.cluster_specifier
-            {
-                weights.extend(split.clusters.iter().filter_map(|c| c.weight.map(|w| w.value)));
-            }
-        }
-    }
-    weights
 }
 
 /// Where and how to open the ADS stream; the certificate and key change when the agent asks

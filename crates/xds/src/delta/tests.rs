@@ -162,3 +162,61 @@ fn nothing_is_sent_before_the_snapshot_is_ready() {
     let pushes = state.set_snapshot(snapshot(&[("a", "1")], &[]));
     assert_eq!(names(&pushes[0]), ["a"]);
 }
+
+fn mk_resources(items: &[(&str, &str)]) -> Vec<Arc<Resource>> {
+    let mut s = Snapshot::default();
+    s.insert(
+        CLUSTER_TYPE,
+        items
+            .iter()
+            .map(|(n, v)| {
+                let any = Any {
+                    type_url: CLUSTER_TYPE.to_string(),
+                    value: v.as_bytes().to_vec(),
+                };
+                (n.to_string(), any)
+            })
+            .collect(),
+    );
+    s.of_type(CLUSTER_TYPE).to_vec()
+}
+
+#[test]
+fn diff_sends_new_and_changed_and_removes_what_is_gone() {
+    let held = mk_resources(&[("a", "1"), ("b", "1"), ("d", "1"), ("f", "1")]);
+    let now = mk_resources(&[("b", "1"), ("c", "1"), ("d", "2"), ("e", "1")]);
+    let wanted: Vec<_> = now.iter().collect();
+    let changes = diff(&wanted, &held, &BTreeMap::new());
+    let sent: Vec<_> = changes.sent.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(sent, ["c", "d", "e"]);
+    assert_eq!(changes.removed, ["a", "f"]);
+}
+
+#[test]
+fn diff_trusts_announced_versions_and_removes_announced_names_not_wanted() {
+    let now = mk_resources(&[("a", "1"), ("b", "1")]);
+    let wanted: Vec<_> = now.iter().collect();
+    let announced = BTreeMap::from([
+        ("a".to_string(), now[0].version()),
+        ("b".to_string(), "stale".to_string()),
+        ("z".to_string(), "any".to_string()),
+    ]);
+    let changes = diff(&wanted, &[], &announced);
+    let sent: Vec<_> = changes.sent.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(sent, ["b"]);
+    assert_eq!(changes.removed, ["z"]);
+}
+
+#[test]
+fn an_unsubscribed_name_is_sent_again_when_subscribed_again() {
+    let mut state = DeltaState::new("node-1");
+    state.set_snapshot(snapshot(&[], &[("e1", "1"), ("e2", "1")]));
+    let first = sent(state.handle_request(&request(ENDPOINT_TYPE, &["e1", "e2"], "")));
+    assert_eq!(names(&first), ["e1", "e2"]);
+    state.handle_request(&request(ENDPOINT_TYPE, &[], &first.nonce));
+    let mut unsubscribe = request(ENDPOINT_TYPE, &[], "");
+    unsubscribe.resource_names_unsubscribe = vec!["e1".to_string()];
+    state.handle_request(&unsubscribe);
+    let again = sent(state.handle_request(&request(ENDPOINT_TYPE, &["e1"], "")));
+    assert_eq!(names(&again), ["e1"]);
+}

@@ -79,11 +79,14 @@ fn changed(types: &[&str]) -> Snapshot {
     let mut s = base();
     for t in types {
         let list = s.resources.get_mut(*t).unwrap();
-        for resource in list.iter_mut() {
-            let mut any = resource.any.clone();
-            any.value.extend_from_slice(b"-v2");
-            *resource = Resource::new(resource.name.clone(), any);
-        }
+        *list = list
+            .iter()
+            .map(|resource| {
+                let mut any = resource.any.clone();
+                any.value.extend_from_slice(b"-v2");
+                Resource::new(resource.name.clone(), any)
+            })
+            .collect();
     }
     s
 }
@@ -306,7 +309,9 @@ fn snapshot_change_pushes_only_changed_types_in_cds_eds_lds_rds_order() {
 fn change_to_unrequested_named_resource_is_not_pushed() {
     let mut other = base();
     let list = other.resources.get_mut(ENDPOINT_TYPE).unwrap();
-    list[1] = Resource::new(list[1].name.clone(), mk_any(ENDPOINT_TYPE, "e2-v2"));
+    let mut changed = list.to_vec();
+    changed[1] = Resource::new(changed[1].name.clone(), mk_any(ENDPOINT_TYPE, "e2-v2"));
+    *list = changed.into();
     run(vec![
         (Snap(Some(base())), Out::Pushes(vec![])),
         (

@@ -61,6 +61,21 @@ impl EndpointPlan {
         }
     }
 
+    /// True when this translation has `target`.
+    pub(crate) fn contains(&self, target: &Target) -> bool {
+        let candidates = match (&target.virtual_destination, target.backends.first()) {
+            (Some(vd), _) => {
+                self.by_virtual_destination
+                    .get(&vd_port_key(&vd.namespace, &vd.name, &target.host, target.port))
+            }
+            (None, Some(b)) => self
+                .by_backend
+                .get(&(b.cluster.clone(), b.namespace.clone(), b.service.clone())),
+            (None, None) => None,
+        };
+        candidates.into_iter().flatten().any(|&i| self.targets[i] == *target)
+    }
+
     /// The backends this translation resolved for a VirtualDestination port; they do not depend
     /// on the subset, so any of its targets tells.
     pub(crate) fn vd_backends(

@@ -48,9 +48,10 @@ impl Incremental {
         }
         let hosts: BTreeSet<String> = tables
             .values()
-            .flat_map(|edit| edit.old.hosts.iter().chain(&edit.new.hosts))
+            .flat_map(|edit| edit.old.into_iter().flat_map(|o| &o.hosts).chain(&edit.new.hosts))
             .cloned()
             .collect();
+        let created = tables.values().filter(|edit| edit.old.is_none()).count();
 
         let mut ignored = Warnings::default();
         let restricted = crate::announcements::restrict(snapshot, &mut ignored);
@@ -77,9 +78,9 @@ impl Incremental {
             let route_tables = snapshot
                 .route_tables()
                 .filter(|(_, spec)| spec.hosts.iter().any(|h| hosts.contains(h)))
-                .map(|(resource, spec)| match tables.get(&resource.key()) {
-                    Some(edit) if before => (old_resource(edited, resource), edit.old),
-                    _ => (resource, spec),
+                .filter_map(|(resource, spec)| match tables.get(&resource.key()) {
+                    Some(edit) if before => edit.old.map(|old| (old_resource(edited, resource), old)),
+                    _ => Some((resource, spec)),
                 });
             outbound::build_part(snapshot, route_tables, Some(&part), &index, &workspaces, warnings)
         };
@@ -87,12 +88,19 @@ impl Incremental {
         let old = part(true, &mut old_warnings);
         let new = part(false, &mut new_warnings);
 
-        let same_lookups = old.encounters.len() == new.encounters.len()
+        // The same target lookups in the same order intern the same targets in the same order.
+        // Tables created after every other one look up after everything else: their lookups
+        // may follow, as long as each finds a target the mesh already has.
+        let same_start = old.encounters.len() <= new.encounters.len()
             && old
                 .encounters
                 .iter()
                 .zip(&new.encounters)
                 .all(|(a, b)| old.targets[*a] == new.targets[*b]);
+        let more = &new.encounters[old.encounters.len().min(new.encounters.len())..];
+        let same_lookups = same_start
+            && (more.is_empty()
+                || (created == tables.len() && more.iter().all(|i| self.plan.contains(&new.targets[*i]))));
         let names = |o: &Outbound| o.virtual_hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
         if old.unknown_backends || new.unknown_backends || !same_lookups || names(&old) != names(&new) {
             return None;
@@ -104,9 +112,11 @@ impl Incremental {
             |o: &Outbound| -> Vec<VirtualHost> { o.virtual_hosts.iter().map(|h| h.to_ir(&o.targets)).collect() };
         let (old_hosts, new_hosts) = (to_ir(&old), to_ir(&new));
         let arcs = |hosts: &[VirtualHost]| hosts.iter().cloned().map(Arc::new).collect::<Vec<_>>();
-        // Who may see each upstream is the union over the hosts that route to it.
-        if crate::workspaces::upstream_scopes(&arcs(&old_hosts))
-            != crate::workspaces::upstream_scopes(&arcs(&new_hosts))
+        // Who may see each upstream is the union over the hosts that route to it; without
+        // Workspaces every host is seen by all, and so is every upstream.
+        if workspaces.defined()
+            && crate::workspaces::upstream_scopes(&arcs(&old_hosts))
+                != crate::workspaces::upstream_scopes(&arcs(&new_hosts))
         {
             return None;
         }
@@ -176,14 +186,15 @@ impl Incremental {
 
 /// One edited route table.
 struct Edit<'s> {
-    old: &'s RouteTableSpec,
+    /// `None`: created by this edit.
+    old: Option<&'s RouteTableSpec>,
     new: &'s RouteTableSpec,
     resource: &'s Resource,
 }
 
 /// Each edited route table; `None` unless every edited resource is a sidecar route table (no
-/// gateways, no workload selectors) that existed before, still exists and kept its place in
-/// creation order.
+/// gateways, no workload selectors) that still exists and either existed before, in the same
+/// place in creation order, or is created after every route table there was.
 fn edited_tables<'s>(
     snapshot: &'s Snapshot,
     edited: &'s BTreeMap<ResourceKey, Option<Resource>>,
@@ -191,26 +202,36 @@ fn edited_tables<'s>(
     if edited.is_empty() {
         return None;
     }
-    let mut now: BTreeMap<ResourceKey, (&Resource, &RouteTableSpec)> = BTreeMap::new();
-    for (resource, spec) in snapshot.route_tables() {
-        if edited.contains_key(&resource.key()) {
-            now.insert(resource.key(), (resource, spec));
-        }
-    }
+    let sidecar = |s: &RouteTableSpec| s.virtual_gateways.is_empty() && s.workload_selectors.is_empty();
     let mut tables = BTreeMap::new();
-    for (key, before) in edited {
-        let (Some(before), Some((resource, spec))) = (before, now.get(key)) else {
-            return None;
+    // The newest revision of a table that existed before, and the oldest of one created.
+    let (mut newest_kept, mut oldest_created) = (0, u64::MAX);
+    for (resource, spec) in snapshot.route_tables() {
+        let Some(before) = edited.get(&resource.key()) else {
+            newest_kept = newest_kept.max(resource.metadata.creation_revision);
+            continue;
         };
-        let Spec::RouteTable(old) = &before.spec else {
-            return None;
+        let old = match before {
+            Some(before) => {
+                let Spec::RouteTable(old) = &before.spec else {
+                    return None;
+                };
+                if before.metadata.creation_revision != resource.metadata.creation_revision {
+                    return None;
+                }
+                newest_kept = newest_kept.max(resource.metadata.creation_revision);
+                Some(old)
+            }
+            None => {
+                oldest_created = oldest_created.min(resource.metadata.creation_revision);
+                None
+            }
         };
-        let sidecar = |s: &RouteTableSpec| s.virtual_gateways.is_empty() && s.workload_selectors.is_empty();
-        if !sidecar(old) || !sidecar(spec) || before.metadata.creation_revision != resource.metadata.creation_revision {
+        if !sidecar(spec) || old.is_some_and(|o| !sidecar(o)) {
             return None;
         }
         tables.insert(
-            key.clone(),
+            resource.key(),
             Edit {
                 old,
                 new: spec,
@@ -218,7 +239,9 @@ fn edited_tables<'s>(
             },
         );
     }
-    Some(tables)
+    // Every edited resource is a route table that still exists (a deletion is not one).
+    let created_last = oldest_created == u64::MAX || oldest_created > newest_kept;
+    (tables.len() == edited.len() && created_last).then_some(tables)
 }
 
 /// The (namespace, name) of every service the route tables on `hosts` forward to by name, in

@@ -298,7 +298,7 @@ fn route_table_edits_equal_full_translation_on_random_sequences() {
     let (mut fast_paths, mut edits) = (0, 0);
     for case in cases() {
         let mut snapshot = with_route_tables(load(&case));
-        let tables: Vec<trellis_api::ResourceKey> = snapshot.route_tables().map(|(r, _)| r.key()).collect();
+        let mut tables: Vec<trellis_api::ResourceKey> = snapshot.route_tables().map(|(r, _)| r.key()).collect();
         if tables.is_empty() {
             continue;
         }
@@ -306,12 +306,30 @@ fn route_table_edits_equal_full_translation_on_random_sequences() {
         for step in 0..120 {
             edits += 1;
             let before = incremental.translation().clone();
-            let key = &tables[rng.below(tables.len())];
-            let old = snapshot.take_resource(key).unwrap();
-            let mut new = old.clone();
-            edit_route_table(&mut rng, &snapshot, &mut new);
-            snapshot.put_resource(new);
-            let edited = BTreeMap::from([(key.clone(), Some(old))]);
+            let key = tables[rng.below(tables.len())].clone();
+            let edited = if rng.below(6) == 0 {
+                // A new table, after every other one: a copy of one, edited.
+                let mut new = snapshot.resources.iter().find(|r| r.key() == key).unwrap().clone();
+                new.metadata.name = format!("new-{step}");
+                new.metadata.creation_revision = snapshot
+                    .resources
+                    .iter()
+                    .map(|r| r.metadata.creation_revision)
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                edit_route_table(&mut rng, &snapshot, &mut new);
+                let created = new.key();
+                tables.push(created.clone());
+                snapshot.put_resource(new);
+                BTreeMap::from([(created, None)])
+            } else {
+                let old = snapshot.take_resource(&key).unwrap();
+                let mut new = old.clone();
+                edit_route_table(&mut rng, &snapshot, &mut new);
+                snapshot.put_resource(new);
+                BTreeMap::from([(key.clone(), Some(old))])
+            };
             let full = translate(&snapshot);
             match incremental.route_tables_edited(&snapshot, &edited) {
                 Some(changes) => {

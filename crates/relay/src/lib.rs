@@ -25,6 +25,7 @@ pub mod client;
 pub mod delivery;
 pub mod listener;
 mod messages;
+pub mod pacing;
 pub mod sections;
 
 pub use messages::*;

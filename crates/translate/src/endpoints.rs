@@ -48,9 +48,23 @@ pub(crate) fn resolve<'a>(
         .collect()
 }
 
-/// Upstreams that look the same from every cluster without backends of their target (remote
-/// endpoints only, no failover priorities): built for the first such cluster, shared by the rest.
-pub(crate) type SharedUpstreams = Vec<Option<Arc<Upstream>>>;
+/// What every cluster's upstreams of one translation share.
+#[derive(Default)]
+pub(crate) struct SharedUpstreams {
+    /// Upstreams that look the same from every cluster without backends of their target (remote
+    /// endpoints only, no failover priorities): built for the first such cluster, shared by the
+    /// rest.
+    upstreams: Vec<Option<Arc<Upstream>>>,
+    /// Target indices in the order of their upstreams' names: each cluster's upstreams come out
+    /// sorted, instead of a thousand clusters each sorting ten thousand names.
+    by_name: Option<Vec<usize>>,
+}
+
+impl SharedUpstreams {
+    pub(crate) fn new() -> Self {
+        SharedUpstreams::default()
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn materialize(
@@ -65,11 +79,21 @@ pub(crate) fn materialize(
     shared: &mut SharedUpstreams,
     warnings: &mut Warnings,
 ) -> ClusterConfig {
+    let SharedUpstreams {
+        upstreams: shared,
+        by_name,
+    } = shared;
     shared.resize(outbound.targets.len(), None);
+    let by_name = by_name.get_or_insert_with(|| {
+        let names: Vec<String> = outbound.targets.iter().map(Target::upstream_name).collect();
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|a, b| names[*a].cmp(&names[*b]));
+        order
+    });
     let mut upstreams = Vec::with_capacity(outbound.targets.len());
     let mut gateway_upstreams = Vec::new();
-    let targets = outbound.targets.iter().zip(upstream_policies).zip(resolved);
-    for (index, ((target, policy), workloads)) in targets.enumerate() {
+    for &index in by_name.iter() {
+        let (target, policy, workloads) = (&outbound.targets[index], &upstream_policies[index], &resolved[index]);
         let mut build = || {
             let name = target.upstream_name();
             Arc::new(Upstream {
@@ -102,7 +126,7 @@ pub(crate) fn materialize(
             });
         }
     }
-    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    debug_assert!(upstreams.is_sorted_by(|a, b| a.name <= b.name));
     gateway_upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     ClusterConfig {
         cluster: cluster.to_string(),

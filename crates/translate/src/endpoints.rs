@@ -58,6 +58,9 @@ pub(crate) struct SharedUpstreams {
     /// Target indices in the order of their upstreams' names: each cluster's upstreams come out
     /// sorted, instead of a thousand clusters each sorting ten thousand names.
     by_name: Option<Vec<usize>>,
+    /// Cluster ─▶ indices of the targets with backends there: a cluster finds its own few
+    /// targets at once, instead of looking itself up in every target's backends.
+    with_backends: Option<BTreeMap<String, Vec<usize>>>,
 }
 
 impl SharedUpstreams {
@@ -82,6 +85,7 @@ pub(crate) fn materialize(
     let SharedUpstreams {
         upstreams: shared,
         by_name,
+        with_backends,
     } = shared;
     shared.resize(outbound.targets.len(), None);
     let by_name = by_name.get_or_insert_with(|| {
@@ -90,6 +94,19 @@ pub(crate) fn materialize(
         order.sort_by(|a, b| names[*a].cmp(&names[*b]));
         order
     });
+    let with_backends = with_backends.get_or_insert_with(|| {
+        let mut index: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, workloads) in resolved.iter().enumerate() {
+            for cluster in workloads.by_cluster.keys() {
+                index.entry(cluster.to_string()).or_default().push(i);
+            }
+        }
+        index
+    });
+    let mut has_backends_here = vec![false; outbound.targets.len()];
+    for &i in with_backends.get(cluster).into_iter().flatten() {
+        has_backends_here[i] = true;
+    }
     let mut upstreams = Vec::with_capacity(outbound.targets.len());
     let mut gateway_upstreams = Vec::new();
     for &index in by_name.iter() {
@@ -106,13 +123,16 @@ pub(crate) fn materialize(
                 name,
             })
         };
-        let remote_only = !workloads.by_cluster.contains_key(cluster) && policy.failover.is_none();
+        let remote_only = !has_backends_here[index] && policy.failover.is_none();
         let upstream = if remote_only {
             shared[index].get_or_insert_with(build).clone()
         } else {
             build()
         };
         upstreams.push(upstream);
+        if !has_backends_here[index] {
+            continue;
+        }
         let local = local_endpoints(cluster, workloads);
         if !local.is_empty() {
             gateway_upstreams.push(Upstream {

@@ -6,7 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use tracing::Instrument;
 use trellis_model::ClusterDiscovery;
 use trellis_relay::delivery::{MAX_MESSAGE_BYTES, chunk};
 use trellis_relay::listener::PeerInfo;
+use trellis_relay::pacing::{Paced, SendBudget};
 use trellis_relay::{
     AgentMessage, CertificateResponse, RegisterRequest, RenewRequest, ServerMessage, SignIntermediateRequest,
     SignIntermediateResponse, agent_message,
@@ -31,16 +32,29 @@ use super::translator::{EncodedCluster, Published};
 
 /// A section larger than this cannot travel: a message carries at least one whole section.
 const MAX_SECTION_BYTES: usize = MAX_MESSAGE_BYTES - 64 * 1024;
+/// Large config changes in flight at once, over all agents (see `trellis_relay::pacing`): a few
+/// full configs of a large mesh, sent at full speed, rather than all of them at a crawl.
+const SEND_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// How long one agent's change may hold its share of the budget before the next one goes.
+const SEND_HOLD_LIMIT: Duration = Duration::from_secs(10);
+/// Messages queued per stream: with messages of `CHUNK_BYTES`, little of a config waits in
+/// memory for its agent to read it.
+const STREAM_QUEUE: usize = 2;
 
 pub struct RelayService {
     mgmt: Arc<Mgmt>,
     /// Ends every agent stream when the server shuts down: tonic waits for open streams forever.
     shutdown: Shutdown,
+    budget: Arc<SendBudget>,
 }
 
 impl RelayService {
     pub fn new(mgmt: Arc<Mgmt>, shutdown: Shutdown) -> Self {
-        RelayService { mgmt, shutdown }
+        RelayService {
+            mgmt,
+            shutdown,
+            budget: Arc::new(SendBudget::new(SEND_BUDGET_BYTES, SEND_HOLD_LIMIT)),
+        }
     }
 
     /// Logs, counts and builds a refusal.
@@ -255,11 +269,15 @@ impl trellis_relay::Relay for RelayService {
             .and_then(|der| trellis_pki::inspect_der(der).ok())
             .map(|i| (unix_secs(i.not_before), unix_secs(i.not_after)));
         self.mgmt.update_agent(&cluster, |a| a.client_cert_validity = validity);
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let span = tracing::info_span!("relay_stream", cluster = %cluster);
-        tokio::spawn(
-            serve_agent(self.mgmt.clone(), self.shutdown.clone(), cluster, hello, incoming, tx).instrument(span),
-        );
+        let stream = AgentStream {
+            mgmt: self.mgmt.clone(),
+            budget: self.budget.clone(),
+            shutdown: self.shutdown.clone(),
+            cluster,
+        };
+        tokio::spawn(serve_agent(stream, hello, incoming, tx).instrument(span));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
@@ -383,14 +401,23 @@ impl trellis_relay::Relay for RelayService {
     }
 }
 
-async fn serve_agent(
+/// What one agent stream works with.
+struct AgentStream {
     mgmt: Arc<Mgmt>,
+    budget: Arc<SendBudget>,
     shutdown: Shutdown,
     cluster: String,
-    hello: trellis_relay::Hello,
-    mut incoming: Streaming<AgentMessage>,
-    tx: mpsc::Sender<Result<ServerMessage, Status>>,
-) {
+}
+
+type Tx = mpsc::Sender<Result<ServerMessage, Status>>;
+
+async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incoming: Streaming<AgentMessage>, tx: Tx) {
+    let AgentStream {
+        mgmt,
+        budget,
+        shutdown,
+        cluster,
+    } = stream;
     let label = ClusterLabel {
         cluster: cluster.clone(),
     };
@@ -412,15 +439,24 @@ async fn serve_agent(
     let mut discovery_version: Option<String> = None;
     translations.mark_changed();
     let mut error = None;
+    // A change waiting for its share of the send budget. Meanwhile the stream holds no
+    // translation: when its turn comes it sends the latest, whatever came while it waited.
+    let mut waiting: Option<Pin<Box<dyn Future<Output = Paced> + Send>>> = None;
     loop {
         tokio::select! {
-            changed = translations.changed() => {
+            changed = translations.changed(), if waiting.is_none() => {
                 if changed.is_err() {
                     break;
                 }
-                let published = translations.borrow_and_update().clone();
-                let Some(encoded) = published.clusters.get(&cluster) else { continue };
-                if let Err(failure) = send_config(&mgmt, &label, &tx, &mut holds, encoded).await {
+                let encoded = current(&mut translations, &cluster);
+                let bytes = encoded.map_or(0, |e| holds.bytes_to_send(&e));
+                let budget = budget.clone();
+                waiting = Some(Box::pin(async move { budget.acquire(bytes).await }));
+            }
+            paced = async { waiting.as_mut().expect("guarded by the condition").await }, if waiting.is_some() => {
+                waiting = None;
+                let Some(encoded) = current(&mut translations, &cluster) else { continue };
+                if let Err(failure) = send_config(&mgmt, &label, &tx, &mut holds, &encoded, paced).await {
                     error = Some(failure);
                     break;
                 }
@@ -477,6 +513,12 @@ async fn serve_agent(
     tracing::info!("agent disconnected");
 }
 
+/// The latest translation of `cluster`, marked seen; only its own config is kept, not the whole
+/// translation.
+fn current(translations: &mut tokio::sync::watch::Receiver<Arc<Published>>, cluster: &str) -> Option<Arc<EncodedCluster>> {
+    translations.borrow_and_update().clusters.get(cluster).cloned()
+}
+
 /// What one stream believes its agent holds.
 struct Holds {
     /// The config last sent (the agent applies it or NACKs it), if the agent holds a known one.
@@ -494,6 +536,17 @@ impl Holds {
         }
     }
 
+    /// Payload bytes of the change that brings the agent to `encoded`.
+    fn bytes_to_send(&self, encoded: &EncodedCluster) -> usize {
+        let held = match &self.sent {
+            Some(sent) if sent.version == encoded.version => return 0,
+            Some(sent) => Some(&sent.sections),
+            None => None,
+        };
+        let (upserts, _) = encoded.sections.delta_from(held);
+        upserts.iter().map(|(_, s)| s.payload.len()).sum()
+    }
+
     fn retry_whole(&mut self, rejected: &str) -> bool {
         self.sent = None;
         if self.resent_whole.as_deref() == Some(rejected) {
@@ -505,13 +558,16 @@ impl Holds {
 }
 
 /// Sends what the agent lacks of `encoded`: a delta from what it holds, cut into messages under
-/// the relay's limit. An error ends the stream, with the reason for `check`.
+/// the relay's limit, made as they are sent. A paced change keeps its share of the send budget
+/// until its agent has taken every message off the queue. An error ends the stream, with the
+/// reason for `check`.
 async fn send_config(
     mgmt: &Mgmt,
     label: &ClusterLabel,
-    tx: &mpsc::Sender<Result<ServerMessage, Status>>,
+    tx: &Tx,
     holds: &mut Holds,
     encoded: &Arc<EncodedCluster>,
+    mut paced: Paced,
 ) -> Result<(), String> {
     let (held, base) = match &holds.sent {
         Some(sent) if sent.version == encoded.version => return Ok(()),
@@ -528,11 +584,18 @@ async fn send_config(
         tracing::error!(%reason, "cannot deliver config");
         return Err(reason);
     }
-    let messages = chunk(&encoded.version, base, &upserts, removes);
-    let count = messages.len();
-    for message in messages {
-        if tx.send(Ok(ServerMessage::delta(message))).await.is_err() {
-            return Err("the relay stream closed while sending a config".to_string());
+    let closed = || "the relay stream closed while sending a config".to_string();
+    let mut count = 0;
+    for message in chunk(&encoded.version, base, &upserts, removes) {
+        let slot = queue_slot(tx, &mut paced).await.map_err(|_| closed())?;
+        slot.send(Ok(ServerMessage::delta(message)));
+        count += 1;
+    }
+    if paced.is_held() {
+        // Taken off the queue: the rest is in the connection's buffers and window.
+        tokio::select! {
+            drained = tx.reserve_many(STREAM_QUEUE) => { drained.map_err(|_| closed())?; }
+            () = paced.expired() => {}
         }
     }
     tracing::info!(version = %encoded.version, base = %base, sections, removed, messages = count, "config sent");
@@ -540,6 +603,24 @@ async fn send_config(
     mgmt.update_agent(&label.cluster, |a| a.sent_version = encoded.version.clone());
     holds.sent = Some(encoded.clone());
     Ok(())
+}
+
+/// A free place in the stream's queue. Waiting past the hold limit gives the budget share back
+/// and waits on without it.
+async fn queue_slot<'a>(
+    tx: &'a Tx,
+    paced: &mut Paced,
+) -> Result<mpsc::Permit<'a, Result<ServerMessage, Status>>, mpsc::error::SendError<()>> {
+    if paced.is_held() {
+        tokio::select! {
+            slot = tx.reserve() => return slot,
+            () = paced.expired() => {
+                tracing::debug!("agent slow to take a large config: its share of the send budget is released");
+                paced.release();
+            }
+        }
+    }
+    tx.reserve().await
 }
 
 /// What an agent's message asks of its stream.

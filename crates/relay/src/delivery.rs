@@ -7,52 +7,73 @@ use crate::sections::{EncodedSection, Sections};
 use crate::{ConfigDelta, Section};
 
 /// Largest message either side accepts. A message is at most one section over `CHUNK_BYTES`, so
-/// this bounds a single section at about 12 MiB (a config of any size fits, cut into sections).
+/// this bounds a single section at about 15 MiB (a config of any size fits, cut into sections).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-/// Sections are packed into messages of about this many payload bytes.
-pub const CHUNK_BYTES: usize = 2 * 1024 * 1024;
+/// Sections are packed into messages of about this many payload bytes. Small enough that a
+/// stream's queue, its encoder's buffer and the peer's window hold little of a large config at
+/// once (a thousand streams sending one each must not hold a thousand copies of it), large
+/// enough that a config of thousands of sections takes few messages.
+pub const CHUNK_BYTES: usize = 512 * 1024;
 /// The most a receiver gathers for one change before it gives up on it.
 const MAX_PENDING_BYTES: usize = 1024 * 1024 * 1024;
 
-/// The messages carrying one change: `upserts` packed in order, `removes` in the last message.
-pub fn chunk(
-    version: &str,
-    base_version: &str,
-    upserts: &[(&str, &EncodedSection)],
+/// The messages carrying one change, made one at a time as they are sent: `upserts` packed in
+/// order, `removes` in the last message. Payloads are shared with `upserts`, not copied.
+pub fn chunk<'a>(
+    version: &'a str,
+    base_version: &'a str,
+    upserts: &'a [(&'a str, &'a EncodedSection)],
     removes: Vec<String>,
-) -> Vec<ConfigDelta> {
-    let mut messages = Vec::new();
-    let mut current = ConfigDelta {
-        version: version.to_string(),
-        base_version: base_version.to_string(),
-        ..Default::default()
-    };
-    let mut size = 0;
-    for (name, section) in upserts {
-        if size > 0 && size + section.payload.len() > CHUNK_BYTES {
-            let next = ConfigDelta {
-                version: version.to_string(),
-                base_version: base_version.to_string(),
-                ..Default::default()
-            };
-            messages.push(std::mem::replace(&mut current, next));
-            size = 0;
+) -> Chunks<'a> {
+    Chunks {
+        version,
+        base_version,
+        upserts,
+        removes: Some(removes),
+    }
+}
+
+/// See [`chunk`].
+pub struct Chunks<'a> {
+    version: &'a str,
+    base_version: &'a str,
+    /// What is left to send.
+    upserts: &'a [(&'a str, &'a EncodedSection)],
+    /// Taken by the last message.
+    removes: Option<Vec<String>>,
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = ConfigDelta;
+
+    fn next(&mut self) -> Option<ConfigDelta> {
+        self.removes.as_ref()?;
+        let mut message = ConfigDelta {
+            version: self.version.to_string(),
+            base_version: self.base_version.to_string(),
+            ..Default::default()
+        };
+        let mut size = 0;
+        while let Some(((name, section), rest)) = self.upserts.split_first() {
+            if size > 0 && size + section.payload.len() > CHUNK_BYTES {
+                break;
+            }
+            // Payload, name and the section's own framing (tags, lengths, version).
+            size += section.payload.len() + name.len() + 24;
+            message.upserts.push(Section {
+                name: name.to_string(),
+                version: section.version,
+                payload: prost::bytes::Bytes::from_owner(section.payload.clone()),
+            });
+            self.upserts = rest;
         }
-        // Payload, name and the section's own framing (tags, lengths, version).
-        size += section.payload.len() + name.len() + 24;
-        current.upserts.push(Section {
-            name: name.to_string(),
-            version: section.version,
-            payload: section.payload.to_vec(),
-        });
+        if self.upserts.is_empty() {
+            message.removes = self.removes.take().unwrap_or_default();
+        } else {
+            message.more = true;
+        }
+        Some(message)
     }
-    current.removes = removes;
-    messages.push(current);
-    let last = messages.len() - 1;
-    for message in &mut messages[..last] {
-        message.more = true;
-    }
-    messages
 }
 
 /// The agent's side: the sections it runs and the change being gathered.
@@ -142,7 +163,7 @@ impl Receiver {
         let mut upserts = Vec::with_capacity(delta.upserts.len());
         for section in delta.upserts {
             changed.push(section.name.clone());
-            let payload: std::sync::Arc<[u8]> = section.payload.into();
+            let payload: std::sync::Arc<[u8]> = section.payload[..].into();
             // The sender's version is checked, not trusted: a bad one would poison later deltas.
             let version = trellis_base::stable_hash(&payload);
             if version != section.version {

@@ -27,6 +27,7 @@ pub mod delivery;
 pub mod discovery_report;
 pub mod listener;
 mod messages;
+pub mod pacing;
 pub mod sections;
 
 pub use messages::*;

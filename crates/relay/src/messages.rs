@@ -122,9 +122,10 @@ pub struct Section {
     pub name: String,
     #[prost(uint64, tag = "2")]
     pub version: u64,
-    /// JSON of the section's value.
-    #[prost(bytes = "vec", tag = "3")]
-    pub payload: Vec<u8>,
+    /// JSON of the section's value. `Bytes`, so that the server sends the one encoding it keeps
+    /// for every cluster holding the section, never a copy per stream.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub payload: prost::bytes::Bytes,
 }
 
 impl AgentMessage {
@@ -181,7 +182,7 @@ mod tests {
             upserts: vec![Section {
                 name: "base".into(),
                 version: 7,
-                payload: b"{}".to_vec(),
+                payload: b"{}".to_vec().into(),
             }],
             removes: vec!["upstream/x".into()],
             more: true,

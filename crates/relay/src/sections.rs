@@ -14,6 +14,10 @@ use trellis_model::ClusterConfig;
 use trellis_model::ir::{Upstream, VirtualHost};
 use trellis_model::policy::InboundPolicy;
 
+mod cache;
+
+pub use cache::EncodeCache;
+
 const UPSTREAM: &str = "upstream/";
 const VIRTUAL_HOST: &str = "vhost/";
 const GATEWAY_UPSTREAM: &str = "gateway/";
@@ -40,8 +44,11 @@ impl EncodedSection {
 
 /// How many shards the sections of a config are spread over (by a hash of their name). A change
 /// copies only the shards it touches, and two versions of a config are compared shard by shard,
-/// skipping shards they share: cost follows the change, not the config's size.
-const SHARDS: usize = 128;
+/// skipping shards they share: cost follows the change, not the config's size. Many small shards
+/// also let clusters share more: a cluster's own sections (its local upstreams, its gateway)
+/// make their shards its own, and with ten thousand sections over 1024 shards each such shard
+/// holds about ten others, where over 128 it held about eighty.
+const SHARDS: usize = 1024;
 
 /// A whole config as sections by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +64,22 @@ struct Shard {
 }
 
 impl Shard {
+    /// The one empty shard: a small config leaves most shards empty, and they cost nothing.
+    fn empty() -> Arc<Shard> {
+        static EMPTY: std::sync::OnceLock<Arc<Shard>> = std::sync::OnceLock::new();
+        EMPTY.get_or_init(|| Arc::new(Shard::new(BTreeMap::new()))).clone()
+    }
+
+    /// This shard with `removes` taken out, then `upserts` put in.
+    fn changed(&self, upserts: Vec<(String, EncodedSection)>, removes: &[String]) -> Shard {
+        let mut entries = self.entries.clone();
+        for name in removes {
+            entries.remove(name);
+        }
+        entries.extend(upserts);
+        Shard::new(entries)
+    }
+
     fn new(entries: BTreeMap<String, EncodedSection>) -> Self {
         let mut bytes = Vec::with_capacity(entries.len() * 48);
         for (name, section) in &entries {
@@ -84,6 +107,15 @@ impl Default for Sections {
 impl Sections {
     /// Spreads `all` over the shards, keeping the shards of `previous` whose content is the same.
     pub fn from_map(all: BTreeMap<String, EncodedSection>, previous: Option<&Sections>) -> Self {
+        Sections::spread(all, previous, None)
+    }
+
+    /// As `from_map`, sharing new shards with equal ones `cache` has made for other configs.
+    fn spread(
+        all: BTreeMap<String, EncodedSection>,
+        previous: Option<&Sections>,
+        mut cache: Option<&mut EncodeCache>,
+    ) -> Self {
         let mut split: Vec<BTreeMap<String, EncodedSection>> = vec![BTreeMap::new(); SHARDS];
         for (name, section) in all {
             split[shard_of(&name)].insert(name, section);
@@ -93,9 +125,13 @@ impl Sections {
             .enumerate()
             .map(|(i, entries)| {
                 let shard = Shard::new(entries);
-                match previous.map(|p| &p.shards[i]) {
-                    Some(old) if old.digest == shard.digest && old.entries.len() == shard.entries.len() => old.clone(),
-                    _ => Arc::new(shard),
+                match (previous.map(|p| &p.shards[i]), cache.as_deref_mut()) {
+                    (Some(old), _) if old.digest == shard.digest && old.entries.len() == shard.entries.len() => {
+                        old.clone()
+                    }
+                    _ if shard.entries.is_empty() => Shard::empty(),
+                    (_, Some(cache)) => cache.intern(shard),
+                    (_, None) => Arc::new(shard),
                 }
             })
             .collect();
@@ -140,24 +176,31 @@ impl Sections {
     /// These sections with `upserts` put in and `removes` taken out, copying only the shards
     /// touched.
     pub fn with_changes(&self, upserts: Vec<(String, EncodedSection)>, removes: &[String]) -> Sections {
-        let mut touched: BTreeMap<usize, BTreeMap<String, EncodedSection>> = BTreeMap::new();
+        self.changed(upserts, removes, None)
+    }
+
+    /// As `with_changes`; with a `cache`, a shard changed the same way for another config is
+    /// that config's new shard, not a copy.
+    fn changed(
+        &self,
+        upserts: Vec<(String, EncodedSection)>,
+        removes: &[String],
+        mut cache: Option<&mut EncodeCache>,
+    ) -> Sections {
+        type Change = (Vec<(String, EncodedSection)>, Vec<String>);
+        let mut touched: BTreeMap<usize, Change> = BTreeMap::new();
         for name in removes {
-            let i = shard_of(name);
-            touched
-                .entry(i)
-                .or_insert_with(|| self.shards[i].entries.clone())
-                .remove(name);
+            touched.entry(shard_of(name)).or_default().1.push(name.clone());
         }
         for (name, section) in upserts {
-            let i = shard_of(&name);
-            touched
-                .entry(i)
-                .or_insert_with(|| self.shards[i].entries.clone())
-                .insert(name, section);
+            touched.entry(shard_of(&name)).or_default().0.push((name, section));
         }
         let mut shards = self.shards.clone();
-        for (i, entries) in touched {
-            shards[i] = Arc::new(Shard::new(entries));
+        for (i, (upserts, removes)) in touched {
+            shards[i] = match cache.as_deref_mut() {
+                Some(cache) => cache.change(&self.shards[i], upserts, removes),
+                None => Arc::new(self.shards[i].changed(upserts, &removes)),
+            };
         }
         Sections { shards }
     }
@@ -203,7 +246,7 @@ impl Sections {
             |u| &u.name,
             None,
         );
-        Sections::from_map(sections, None)
+        Sections::spread(sections, None, Some(cache))
     }
 
     /// The sections of `config`, made from `old_sections` (those of `old`): only what differs
@@ -260,7 +303,7 @@ impl Sections {
             |u| &u.name,
             None,
         );
-        old_sections.with_changes(upserts, &removes)
+        old_sections.changed(upserts, &removes, Some(cache))
     }
 
     /// The version of the whole config.
@@ -388,11 +431,6 @@ fn base_of(config: &ClusterConfig) -> ClusterConfig {
     }
 }
 
-/// Encodings of shared items by the address of their `Arc`, for one round of encoding while
-/// the configs holding them are alive (an address means nothing once its item is dropped).
-#[derive(Default)]
-pub struct EncodeCache(std::collections::HashMap<usize, EncodedSection>);
-
 type Shared<'a, T> = Option<(&'a mut EncodeCache, fn(&T) -> usize)>;
 
 fn encode_list<T: serde::Serialize>(
@@ -410,11 +448,7 @@ fn encode_list<T: serde::Serialize>(
 /// One item's encoding, taken from the cache when another config holds the same `Arc`.
 fn encode_item<T: serde::Serialize>(item: &T, shared: &mut Shared<'_, T>) -> EncodedSection {
     match shared {
-        Some((cache, address)) => cache
-            .0
-            .entry(address(item))
-            .or_insert_with(|| EncodedSection::encode(item))
-            .clone(),
+        Some((cache, address)) => cache.item(address(item), || EncodedSection::encode(item)),
         None => EncodedSection::encode(item),
     }
 }

@@ -7,6 +7,7 @@
 //!   all of its routes or destinations.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use trellis_api::{Kind, Resource};
@@ -20,8 +21,9 @@ pub struct ResourceStatus {
     pub state: String,
     pub message: String,
     pub observed_generation: u64,
-    /// Clusters whose config it is part of.
-    pub clusters: Vec<String>,
+    /// Clusters whose config it is part of. Most resources are part of every cluster's: they
+    /// share one list (ten thousand copies of a thousand names would be half a gigabyte).
+    pub clusters: Arc<[String]>,
     /// Workspaces that see it (its own and those it is shared with); absent without Workspaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspaces: Option<Vec<String>>,
@@ -49,6 +51,7 @@ pub(crate) fn compute(
     visibility: impl Fn(&Resource) -> Option<Vec<String>>,
 ) -> BTreeMap<String, ResourceStatus> {
     let mut statuses = BTreeMap::new();
+    let all_clusters: Arc<[String]> = all_clusters.into();
     for resource in resources {
         let key = resource.key().to_string();
         let kind = resource.kind();
@@ -56,7 +59,7 @@ pub(crate) fn compute(
         let mut problems: Vec<String> = warnings.get(&key).cloned().unwrap_or_default();
         let mut state = "ACCEPTED";
         let mut summary = String::new();
-        let mut clusters = all_clusters.to_vec();
+        let mut clusters = all_clusters.clone();
         if is_policy(kind) {
             let applied = used.map_or(0, |u| u.applied);
             let lost = used.map(|u| u.lost.clone()).unwrap_or_default();

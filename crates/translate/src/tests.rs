@@ -129,7 +129,7 @@ fn golden_policies() {
     );
     assert_eq!(status("AccessPolicy/demo/ghosts").state, "WARNING");
     assert_eq!(
-        status("AccessPolicy/demo/backend-access").clusters,
+        *status("AccessPolicy/demo/backend-access").clusters,
         ["cluster-1", "cluster-2"]
     );
 

@@ -5,7 +5,7 @@ use crate::sections::tests::{config, upstream};
 fn send(new: &Sections, held: Option<&Sections>) -> Vec<ConfigDelta> {
     let base = held.map(Sections::version).unwrap_or_default();
     let (upserts, removes) = new.delta_from(held);
-    chunk(&new.version(), &base, &upserts, removes)
+    chunk(&new.version(), &base, &upserts, removes).collect()
 }
 
 fn deliver(receiver: &mut Receiver, messages: Vec<ConfigDelta>) -> Result<Option<ClusterConfig>, String> {
@@ -120,7 +120,7 @@ fn a_refused_change_leaves_the_held_config_as_it_was() {
 
     // A section whose payload does not match its version.
     let mut tampered = send(&second_sections, Some(&first_sections));
-    tampered[0].upserts[0].payload = serde_json::to_vec(&upstream("a", "6.6.6.6")).unwrap();
+    tampered[0].upserts[0].payload = serde_json::to_vec(&upstream("a", "6.6.6.6")).unwrap().into();
     let error = deliver(&mut receiver, tampered).unwrap_err();
     assert!(error.contains("does not match its version"), "{error}");
 
@@ -160,4 +160,33 @@ fn a_change_interrupted_by_another_is_dropped() {
     assert_eq!(receiver.version(), "");
     // The next whole config is taken.
     assert!(deliver(&mut receiver, send(&other, None)).unwrap().is_some());
+}
+
+#[test]
+fn messages_share_the_payloads_they_carry() {
+    let sections = Sections::encode(&config(&[("a", "10.0.0.1"), ("b", "10.0.0.2")]));
+    let messages = send(&sections, None);
+    for section in messages.iter().flat_map(|m| &m.upserts) {
+        let kept = sections.get(&section.name).unwrap();
+        assert_eq!(section.payload.as_ptr(), kept.payload.as_ptr(), "{} was copied", section.name);
+    }
+}
+
+#[test]
+fn only_the_last_message_of_a_change_carries_removes_and_no_more() {
+    let names: Vec<String> = (0..5_000).map(|i| format!("svc-{i:05}.mesh.internal")).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "10.1.2.3")).collect();
+    let sections = Sections::encode(&config(&pairs));
+    let (upserts, _) = sections.delta_from(None);
+    let removes = vec!["upstream/gone".to_string()];
+    let messages: Vec<ConfigDelta> = chunk("v2", "v1", &upserts, removes.clone()).collect();
+    assert!(messages.len() > 2, "{} messages", messages.len());
+    let (last, rest) = messages.split_last().unwrap();
+    assert!(rest.iter().all(|m| m.more && m.removes.is_empty() && !m.upserts.is_empty()));
+    assert!(!last.more);
+    assert_eq!(last.removes, removes);
+    let sent: usize = messages.iter().map(|m| m.upserts.len()).sum();
+    assert_eq!(sent, upserts.len());
+    // Nothing to upsert is still one message: the removes, or an empty change of version.
+    assert_eq!(chunk("v3", "v2", &[], Vec::new()).count(), 1);
 }

@@ -152,3 +152,106 @@ fn what_clusters_share_is_encoded_once() {
     assert!(!Arc::ptr_eq(&payload(&one, "upstream/b"), &payload(&two, "upstream/b")));
     assert_eq!(two, Sections::encode(&second), "sharing changes nothing sent");
 }
+
+/// `clusters` configs seeing the same `shared` upstreams (the same `Arc`s, as translation makes
+/// them), each with one upstream and one gateway upstream of its own.
+fn fleet(clusters: usize, shared: usize) -> Vec<ClusterConfig> {
+    let common: Vec<Arc<Upstream>> = (0..shared)
+        .map(|i| Arc::new(upstream(&format!("svc-{i:04}"), "192.168.0.1")))
+        .collect();
+    (0..clusters)
+        .map(|c| {
+            let mut config = config(&[]);
+            config.cluster = format!("cluster-{c}");
+            config.upstreams = common.clone();
+            config.upstreams.push(Arc::new(upstream(&format!("own-{c}"), "10.0.0.1")));
+            config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+            config.gateway_upstreams = vec![upstream(&format!("gateway|own-{c}"), "10.0.0.1")];
+            config
+        })
+        .collect()
+}
+
+fn shards_shared(a: &Sections, b: &Sections) -> usize {
+    a.shards.iter().zip(&b.shards).filter(|(x, y)| Arc::ptr_eq(x, y)).count()
+}
+
+#[test]
+fn clusters_with_the_same_view_share_their_shards() {
+    let configs = fleet(3, 2000);
+    let mut cache = EncodeCache::default();
+    let encoded: Vec<Sections> = configs.iter().map(|c| Sections::encode_shared(c, &mut cache)).collect();
+    // What differs: the base (cluster name), the own upstream, the own gateway upstream.
+    assert!(shards_shared(&encoded[0], &encoded[1]) >= SHARDS - 3 * 2);
+    assert!(shards_shared(&encoded[1], &encoded[2]) >= SHARDS - 3 * 2);
+    for (config, sections) in configs.iter().zip(&encoded) {
+        assert_eq!(&sections.decode().unwrap(), config);
+        assert_eq!(sections, &Sections::encode(config), "sharing changes nothing sent");
+        assert_eq!(sections.version(), Sections::encode(config).version());
+    }
+}
+
+#[test]
+fn the_same_change_to_many_clusters_is_made_once_and_applies_to_each() {
+    let old = fleet(3, 2000);
+    let mut cache = EncodeCache::default();
+    let old_sections: Vec<Sections> = old.iter().map(|c| Sections::encode_shared(c, &mut cache)).collect();
+    // The next translation: one shared upstream changed (a new Arc, shared again), one added.
+    let changed = Arc::new(upstream("svc-0042", "192.168.0.2"));
+    let added = Arc::new(upstream("svc-9999", "192.168.0.3"));
+    let new: Vec<ClusterConfig> = old
+        .iter()
+        .map(|config| {
+            let mut config = config.clone();
+            let i = config.upstreams.iter().position(|u| u.name == "svc-0042").unwrap();
+            config.upstreams[i] = changed.clone();
+            config.upstreams.push(added.clone());
+            config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+            config
+        })
+        .collect();
+    let mut cache = EncodeCache::default();
+    let new_sections: Vec<Sections> = new
+        .iter()
+        .zip(old.iter().zip(&old_sections))
+        .map(|(config, (old, old_sections))| Sections::encode_changes(config, old, old_sections, &mut cache))
+        .collect();
+    let touched = [shard_of("upstream/svc-0042"), shard_of("upstream/svc-9999")];
+    // A touched shard the clusters shared stays shared (one holding a cluster's own upstream
+    // was that cluster's alone).
+    for i in touched {
+        if Arc::ptr_eq(&old_sections[0].shards[i], &old_sections[1].shards[i]) {
+            assert!(Arc::ptr_eq(&new_sections[0].shards[i], &new_sections[1].shards[i]), "shard {i}");
+        }
+    }
+    assert!(shards_shared(&new_sections[0], &new_sections[1]) >= SHARDS - 3 * 2);
+    for c in 0..3 {
+        assert_eq!(new_sections[c], Sections::encode(&new[c]), "cluster {c}");
+        let (upserts, removes) = new_sections[c].delta_from(Some(&old_sections[c]));
+        let mut names: Vec<&str> = upserts.iter().map(|(n, _)| *n).collect();
+        names.sort();
+        assert_eq!(names, ["upstream/svc-0042", "upstream/svc-9999"]);
+        assert!(removes.is_empty());
+        let changed: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let patched = new_sections[c].patch(old[c].clone(), &removes, &changed).unwrap();
+        assert_eq!(patched, new[c], "cluster {c}");
+    }
+}
+
+#[test]
+fn shards_of_equal_digest_but_other_content_stay_apart() {
+    // Same names and versions, other payloads: the digest cannot tell them apart, the content can.
+    let section = |payload: &[u8]| EncodedSection {
+        version: 7,
+        payload: payload.into(),
+    };
+    let one = Shard::new(BTreeMap::from([("upstream/a".to_string(), section(b"1"))]));
+    let other = Shard::new(BTreeMap::from([("upstream/a".to_string(), section(b"2"))]));
+    let again = Shard::new(BTreeMap::from([("upstream/a".to_string(), section(b"1"))]));
+    assert_eq!(one.digest, other.digest);
+    let mut cache = EncodeCache::default();
+    let one = cache.intern(one);
+    let other = cache.intern(other);
+    assert!(!Arc::ptr_eq(&one, &other));
+    assert!(Arc::ptr_eq(&one, &cache.intern(again)));
+}

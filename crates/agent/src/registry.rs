@@ -384,6 +384,10 @@ pub struct Registry {
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Bumped on every change of the set of registrations.
     pub changes: watch::Sender<u64>,
+    /// Bumped when a registration other than a sidecar's changes (a gateway, an add-on): those
+    /// shape other proxies' config (where to call ext-auth, how to reach this cluster), so the
+    /// relay reports them at once instead of gathering them with sidecar registrations.
+    pub frame_changes: watch::Sender<u64>,
     xds_addr: SocketAddr,
     policy: AdmissionPolicy,
     role_secret_sha256: String,
@@ -440,6 +444,7 @@ impl Registry {
         Registry {
             entries: Mutex::new(entries),
             changes: watch::Sender::new(0),
+            frame_changes: watch::Sender::new(0),
             xds_addr,
             policy,
             role_secret_sha256: trellis_base::sha256_hex(role_secret.as_bytes()),
@@ -448,8 +453,12 @@ impl Registry {
         }
     }
 
-    fn bump(&self) {
+    /// Signals a change; `frame` when it concerns a registration other than a sidecar's.
+    fn bump(&self, frame: bool) {
         self.changes.send_modify(|n| *n += 1);
+        if frame {
+            self.frame_changes.send_modify(|n| *n += 1);
+        }
     }
 
     /// Saves the credentials' hashes (under the lock, so writes happen in order).
@@ -560,7 +569,9 @@ impl Registry {
             None => None,
         };
         let xds_certificate_needed = xds_certs.is_empty();
-        let changed = entries.get(id).and_then(|e| e.registration.as_deref()) != Some(&registration);
+        let before = entries.get(id).and_then(|e| e.registration.as_deref());
+        let changed = before != Some(&registration);
+        let frame = !is_sidecar(Some(&registration)) || !is_sidecar(before);
         entries.insert(
             id.to_string(),
             Entry {
@@ -582,7 +593,7 @@ impl Registry {
         }
         if changed {
             tracing::info!(proxy.id = id, "proxy registered");
-            self.bump();
+            self.bump(frame);
         }
         Ok(Registered {
             token,
@@ -601,12 +612,12 @@ impl Registry {
             Some(_) => return Err(RegistryError::WrongCredential(id.to_string())),
             None => return Err(RegistryError::CredentialRequired(id.to_string())),
         }
-        let had_registration = entries.remove(id).is_some_and(|e| e.registration.is_some());
+        let removed = entries.remove(id).and_then(|e| e.registration);
         self.persist(&entries);
         drop(entries);
         tracing::info!(proxy.id = id, "proxy deregistered");
-        if had_registration {
-            self.bump();
+        if let Some(removed) = removed {
+            self.bump(!is_sidecar(Some(&removed)));
         }
         Ok(())
     }
@@ -690,13 +701,14 @@ impl Registry {
     pub fn expire(&self, now: Instant) -> Vec<String> {
         let mut entries = self.entries.lock().expect("registry lock");
         let mut expired = Vec::new();
-        let mut registrations_changed = false;
+        let (mut registrations_changed, mut frame_changed) = (false, false);
         entries.retain(|id, entry| {
             let keep = entry.expires > now;
             if !keep {
                 if entry.registration.is_some() {
                     tracing::warn!(proxy.id = %id, "registration expired: the proxy stopped refreshing it");
                     registrations_changed = true;
+                    frame_changed |= !is_sidecar(entry.registration.as_deref());
                 } else {
                     tracing::info!(proxy.id = %id, "restored credential expired: its proxy did not come back");
                 }
@@ -709,7 +721,7 @@ impl Registry {
         }
         drop(entries);
         if registrations_changed {
-            self.bump();
+            self.bump(frame_changed);
         }
         expired
     }
@@ -781,6 +793,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The bearer token of `Authorization: Bearer <token>`, if that is what the header holds.
+/// True for a sidecar's registration, and for none.
+fn is_sidecar(registration: Option<&ProxyRegistration>) -> bool {
+    matches!(registration, None | Some(ProxyRegistration::Sidecar { .. }))
+}
+
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

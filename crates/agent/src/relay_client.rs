@@ -102,6 +102,7 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
     .await?;
     let mut registry_changes = agent.registry.changes.subscribe();
     registry_changes.mark_changed();
+    let mut frame_changes = agent.registry.frame_changes.subscribe();
     let mut incoming = client
         .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
@@ -128,6 +129,12 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
                 changed?;
                 registry_changes.borrow_and_update();
                 upload_at.get_or_insert_with(|| tokio::time::Instant::now() + DISCOVERY_BATCH);
+            }
+            changed = frame_changes.changed() => {
+                changed?;
+                frame_changes.borrow_and_update();
+                // A gateway or an add-on: other proxies' config waits on it, so it goes now.
+                upload_at = Some(tokio::time::Instant::now());
             }
             () = sleep_until(upload_at), if upload_at.is_some() => {
                 upload_at = None;

@@ -515,7 +515,10 @@ async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incom
 
 /// The latest translation of `cluster`, marked seen; only its own config is kept, not the whole
 /// translation.
-fn current(translations: &mut tokio::sync::watch::Receiver<Arc<Published>>, cluster: &str) -> Option<Arc<EncodedCluster>> {
+fn current(
+    translations: &mut tokio::sync::watch::Receiver<Arc<Published>>,
+    cluster: &str,
+) -> Option<Arc<EncodedCluster>> {
     translations.borrow_and_update().clusters.get(cluster).cloned()
 }
 

@@ -126,6 +126,10 @@ mod tests {
         assert_eq!(budget.available_kib(), 1024);
         // Nothing held: never expires.
         let unheld = Paced { share: None };
-        assert!(tokio::time::timeout(Duration::from_millis(200), unheld.expired()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), unheld.expired())
+                .await
+                .is_err()
+        );
     }
 }

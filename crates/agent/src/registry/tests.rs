@@ -670,3 +670,30 @@ fn the_register_body_carries_an_optional_csr_beside_the_registration() {
         serde_json::from_value(serde_json::to_value(mk_sidecar("demo", "a", "a")).unwrap()).unwrap();
     assert_eq!(body.xds_csr, None);
 }
+
+#[test]
+fn gateways_and_addons_are_signalled_at_once_sidecars_only_with_the_rest() {
+    let registry = mk_registry();
+    let (changes, frame) = (registry.changes.subscribe(), registry.frame_changes.subscribe());
+    let counts = || (*changes.borrow(), *frame.borrow());
+    let token = first(
+        &registry,
+        "sidecar~a.demo",
+        mk_sidecar("demo", "a", "a"),
+        Presented::default(),
+    );
+    assert_eq!(counts(), (1, 0), "a sidecar waits for the batch");
+    first(
+        &registry,
+        "addon~ext-auth-service.gloo-mesh~1",
+        mk_addon(AddonKind::ExtAuth),
+        with_secret(None),
+    );
+    assert_eq!(counts(), (2, 1), "an add-on goes at once");
+    let gateway_token = first(&registry, "east-west~gw", mk_gateway("10.0.0.1"), with_secret(None));
+    assert_eq!(counts(), (3, 2), "a gateway goes at once");
+    registry.deregister("sidecar~a.demo", Some(&token)).unwrap();
+    assert_eq!(counts(), (4, 2));
+    registry.deregister("east-west~gw", Some(&gateway_token)).unwrap();
+    assert_eq!(counts(), (5, 3), "a gateway leaving goes at once");
+}

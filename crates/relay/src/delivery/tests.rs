@@ -168,7 +168,12 @@ fn messages_share_the_payloads_they_carry() {
     let messages = send(&sections, None);
     for section in messages.iter().flat_map(|m| &m.upserts) {
         let kept = sections.get(&section.name).unwrap();
-        assert_eq!(section.payload.as_ptr(), kept.payload.as_ptr(), "{} was copied", section.name);
+        assert_eq!(
+            section.payload.as_ptr(),
+            kept.payload.as_ptr(),
+            "{} was copied",
+            section.name
+        );
     }
 }
 
@@ -182,7 +187,10 @@ fn only_the_last_message_of_a_change_carries_removes_and_no_more() {
     let messages: Vec<ConfigDelta> = chunk("v2", "v1", &upserts, removes.clone()).collect();
     assert!(messages.len() > 2, "{} messages", messages.len());
     let (last, rest) = messages.split_last().unwrap();
-    assert!(rest.iter().all(|m| m.more && m.removes.is_empty() && !m.upserts.is_empty()));
+    assert!(
+        rest.iter()
+            .all(|m| m.more && m.removes.is_empty() && !m.upserts.is_empty())
+    );
     assert!(!last.more);
     assert_eq!(last.removes, removes);
     let sent: usize = messages.iter().map(|m| m.upserts.len()).sum();

@@ -60,9 +60,7 @@ impl EncodeCache {
     ) -> Arc<Shard> {
         let upsert_keys: Vec<(String, u64)> = upserts.iter().map(|(n, s)| (n.clone(), s.version)).collect();
         let key = (Arc::as_ptr(old) as usize, change_digest(&upsert_keys, &removes));
-        let same = |c: &&ShardChange| {
-            Arc::ptr_eq(&c.old, old) && c.upserts == upsert_keys && c.removes == removes
-        };
+        let same = |c: &&ShardChange| Arc::ptr_eq(&c.old, old) && c.upserts == upsert_keys && c.removes == removes;
         if let Some(found) = self.changed.get(&key).and_then(|list| list.iter().find(same)) {
             return found.new.clone();
         }

@@ -164,7 +164,9 @@ fn fleet(clusters: usize, shared: usize) -> Vec<ClusterConfig> {
             let mut config = config(&[]);
             config.cluster = format!("cluster-{c}");
             config.upstreams = common.clone();
-            config.upstreams.push(Arc::new(upstream(&format!("own-{c}"), "10.0.0.1")));
+            config
+                .upstreams
+                .push(Arc::new(upstream(&format!("own-{c}"), "10.0.0.1")));
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             config.gateway_upstreams = vec![upstream(&format!("gateway|own-{c}"), "10.0.0.1")];
             config
@@ -173,7 +175,11 @@ fn fleet(clusters: usize, shared: usize) -> Vec<ClusterConfig> {
 }
 
 fn shards_shared(a: &Sections, b: &Sections) -> usize {
-    a.shards.iter().zip(&b.shards).filter(|(x, y)| Arc::ptr_eq(x, y)).count()
+    a.shards
+        .iter()
+        .zip(&b.shards)
+        .filter(|(x, y)| Arc::ptr_eq(x, y))
+        .count()
 }
 
 #[test]
@@ -221,7 +227,10 @@ fn the_same_change_to_many_clusters_is_made_once_and_applies_to_each() {
     // was that cluster's alone).
     for i in touched {
         if Arc::ptr_eq(&old_sections[0].shards[i], &old_sections[1].shards[i]) {
-            assert!(Arc::ptr_eq(&new_sections[0].shards[i], &new_sections[1].shards[i]), "shard {i}");
+            assert!(
+                Arc::ptr_eq(&new_sections[0].shards[i], &new_sections[1].shards[i]),
+                "shard {i}"
+            );
         }
     }
     assert!(shards_shared(&new_sections[0], &new_sections[1]) >= SHARDS - 3 * 2);

@@ -70,20 +70,29 @@ fn configs(published: &Published) -> BTreeMap<String, (String, trellis_model::Cl
         .collect()
 }
 
-#[test]
-fn a_burst_mixing_an_endpoint_move_and_a_new_workload_publishes_what_a_fresh_start_would() {
-    let path = std::env::temp_dir().join(format!("trellis-translator-burst-{}.redb", std::process::id()));
+/// A store with CONFIG, `more` resources, and one workload of `a` in c1 and of `b` in c2.
+fn demo_store(name: &str, more: Vec<Resource>) -> (std::path::PathBuf, Arc<dyn Store>) {
+    let path = std::env::temp_dir().join(format!("trellis-translator-{name}-{}.redb", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path).unwrap());
     store
         .apply(trellis_api::parse_documents("config.yaml", CONFIG).unwrap())
         .unwrap();
+    if !more.is_empty() {
+        store.apply(more).unwrap();
+    }
     store
         .put_discovery(&discovery("c1", vec![workload("a-1", "a", "10.0.0.1")]))
         .unwrap();
     store
         .put_discovery(&discovery("c2", vec![workload("b-1", "b", "10.0.1.1")]))
         .unwrap();
+    (path, store)
+}
+
+#[test]
+fn a_burst_mixing_an_endpoint_move_and_a_new_workload_publishes_what_a_fresh_start_would() {
+    let (path, store) = demo_store("burst", Vec::new());
     let (mut translator, first) = Translator::new(store.clone(), "trellis.local", metrics()).unwrap();
 
     // One burst: in c1 a workload moves (an endpoint change); in c2 one is added (not one).
@@ -150,19 +159,7 @@ fn table(a: u32, b: u32) -> Vec<Resource> {
 
 #[test]
 fn a_route_table_weight_flip_rewrites_one_virtual_host_and_publishes_what_a_fresh_start_would() {
-    let path = std::env::temp_dir().join(format!("trellis-translator-flip-{}.redb", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path).unwrap());
-    store
-        .apply(trellis_api::parse_documents("config.yaml", CONFIG).unwrap())
-        .unwrap();
-    store.apply(table(90, 10)).unwrap();
-    store
-        .put_discovery(&discovery("c1", vec![workload("a-1", "a", "10.0.0.1")]))
-        .unwrap();
-    store
-        .put_discovery(&discovery("c2", vec![workload("b-1", "b", "10.0.1.1")]))
-        .unwrap();
+    let (path, store) = demo_store("flip", table(90, 10));
     let (mut translator, first) = Translator::new(store.clone(), "trellis.local", metrics()).unwrap();
 
     store.apply(table(10, 90)).unwrap();

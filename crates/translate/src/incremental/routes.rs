@@ -105,7 +105,7 @@ impl Incremental {
         if old.unknown_backends || new.unknown_backends || !same_lookups || names(&old) != names(&new) {
             return None;
         }
-        if policies_select(snapshot, &old) || policies_select(snapshot, &new) {
+        if policies_select(snapshot, &[&old, &new]) {
             return None;
         }
         let to_ir =
@@ -284,16 +284,18 @@ fn old_resource<'s>(edited: &'s BTreeMap<ResourceKey, Option<Resource>>, resourc
     edited.get(&resource.key()).and_then(Option::as_ref).unwrap_or(resource)
 }
 
-/// True when a route-level or add-on policy selects one of the routes built.
-fn policies_select(snapshot: &Snapshot, built: &Outbound) -> bool {
+/// True when a route-level or add-on policy selects one of the routes of the parts built.
+fn policies_select(snapshot: &Snapshot, parts: &[&Outbound]) -> bool {
     let route_policies = crate::route_policies::selectors(snapshot);
     let addon_policies = crate::addons::route_selectors(snapshot);
-    built.virtual_hosts.iter().flat_map(|h| &h.routes).any(|route| {
-        route_policies
-            .iter()
-            .any(|selectors| crate::route_policies::selects(selectors, route))
-            || addon_policies
+    parts.iter().any(|built| {
+        built.virtual_hosts.iter().flat_map(|h| &h.routes).any(|route| {
+            route_policies
                 .iter()
-                .any(|(routes, destinations)| crate::addons::selects(routes, destinations, route, &built.targets))
+                .any(|selectors| crate::route_policies::selects(selectors, route))
+                || addon_policies
+                    .iter()
+                    .any(|(routes, destinations)| crate::addons::selects(routes, destinations, route, &built.targets))
+        })
     })
 }

@@ -3,8 +3,9 @@
 //!
 //! It runs on its own thread, not on the async workers: a full translation of a large mesh takes
 //! long enough to stall every relay stream and API call sharing those workers. An endpoint change
-//! skips full translation (`trellis_translate::Incremental`) and re-encodes only the upstreams it
-//! rewrote, so its cost follows the change, not the mesh.
+//! (whole discovery or a patch) and a RouteTable edit that keeps to existing targets skip full
+//! translation (`trellis_translate::Incremental`) and re-encode only the upstreams or virtual
+//! hosts they rewrote, so their cost follows the change, not the mesh.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -73,6 +73,8 @@ impl EncodedCluster {
 struct Touched {
     /// The store was read again from scratch.
     everything: bool,
+    /// The store must be read again from scratch.
+    reread: bool,
     /// Each resource changed, with its version before the burst.
     resources: BTreeMap<ResourceKey, Option<Resource>>,
     /// Each cluster whose discovery was reported whole, with its discovery before the burst.
@@ -139,6 +141,10 @@ impl Translator {
                 for (key, old) in self.snapshot.change_resources(resources) {
                     touched.resources.entry(key).or_insert(old);
                 }
+                if std::mem::take(&mut touched.reread) {
+                    self.read_all()?;
+                    touched.everything = true;
+                }
             }
             Watch::Resync { .. } => {
                 self.read_all()?;
@@ -153,8 +159,9 @@ impl Translator {
             Change::Resource { .. } => unreachable!("resources are changed together in `follow`"),
             Change::DiscoveryPatch(patch) => {
                 let Some(discovery) = self.snapshot.discovery.get_mut(&patch.cluster) else {
-                    // The store refuses such a patch; should one come, translate from scratch.
-                    touched.everything = true;
+                    // The store refuses such a patch; should one come, this copy has drifted
+                    // from the store: read it again.
+                    touched.reread = true;
                     return;
                 };
                 let changes = touched.patched.entry(patch.cluster.clone()).or_default();

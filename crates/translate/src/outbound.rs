@@ -264,6 +264,12 @@ pub(crate) fn build_part<'a, 'r>(
         }
     }
 
+    let virtual_gateways: BTreeSet<(&str, &str)> = snapshot
+        .resources
+        .iter()
+        .filter(|r| matches!(r.spec, trellis_api::Spec::VirtualGateway(_)))
+        .map(|r| (r.metadata.namespace.as_str(), r.metadata.name.as_str()))
+        .collect();
     // Route tables, oldest first; their routes are concatenated per host in that order.
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut ingress: Vec<(String, OutboundHost)> = Vec::new();
@@ -280,12 +286,20 @@ pub(crate) fn build_part<'a, 'r>(
             if only.is_some() {
                 continue;
             }
-            for gateway in &spec.virtual_gateways {
+            for (g, gateway) in spec.virtual_gateways.iter().enumerate() {
                 let name = gateway["name"].as_str().unwrap_or_default();
                 let namespace = gateway["namespace"]
                     .as_str()
                     .filter(|n| !n.is_empty())
                     .unwrap_or(&resource.metadata.namespace);
+                if !virtual_gateways.contains(&(namespace, name)) {
+                    cx.warnings.add(
+                        resource.key().to_string(),
+                        format!(
+                            "spec.virtualGateways[{g}]: VirtualGateway {namespace}/{name} not found; no gateway serves these routes until it exists"
+                        ),
+                    );
+                }
                 for host in &spec.hosts {
                     let routes = cx.route_table_routes(resource, spec, None);
                     ingress.push((

@@ -312,6 +312,32 @@ fn golden_ingress() {
 }
 
 #[test]
+fn a_route_table_bound_to_a_virtual_gateway_that_does_not_exist_is_a_warning_naming_the_field() {
+    let mut snapshot = load("ingress");
+    let yaml = "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\n\
+                metadata: {name: lost, namespace: demo}\n\
+                spec:\n  hosts: [lost.example.com]\n  virtualGateways: [{name: ingress}, {name: nowhere, namespace: ops}]\n\
+                \x20 http: [{name: all, directResponse: {status: 200}}]\n";
+    snapshot
+        .resources
+        .extend(trellis_api::parse_documents("lost.yaml", yaml).unwrap());
+    let t = translate(&snapshot);
+    let status = &t.statuses["RouteTable/demo/lost"];
+    assert_eq!(status.state, "WARNING", "{status:?}");
+    assert!(
+        status
+            .message
+            .contains("spec.virtualGateways[1]: VirtualGateway ops/nowhere not found"),
+        "{status:?}"
+    );
+    assert!(
+        !status.message.contains("virtualGateways[0]"),
+        "demo/ingress exists: {status:?}"
+    );
+    assert_eq!(t.statuses["RouteTable/demo/shop"].state, "ACCEPTED");
+}
+
+#[test]
 fn translation_is_deterministic_whatever_the_input_order() {
     let snapshot = load("weighted-split");
     let mut reversed = snapshot.clone();

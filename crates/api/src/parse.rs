@@ -59,7 +59,7 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, ApiErr
                         doc_error(source, number, Some(resource.key().to_string()), Some(field), message)
                     })),
                 },
-                Err(error) => errors.push(error),
+                Err(refused) => errors.extend(refused),
             }
         }
     }
@@ -161,8 +161,8 @@ fn doc_error(
 }
 
 /// Turns one document into a typed resource, naming the field of the first problem found.
-pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resource, DocumentError> {
-    let err = |resource: Option<String>, field: &str, message: String| {
+pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resource, Vec<DocumentError>> {
+    let one = |resource: Option<String>, field: &str, message: String| {
         doc_error(
             source,
             document,
@@ -171,6 +171,7 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
             message,
         )
     };
+    let err = |resource: Option<String>, field: &str, message: String| vec![one(resource, field, message)];
     let Value::Object(mut map) = value else {
         return Err(err(
             None,
@@ -258,14 +259,65 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
     }
 
     let prefix = if kind.content_at_top_level() { "" } else { "spec" };
-    let spec = typed_spec(kind, spec_value)
-        .map_err(|(path, message)| err(resource_name.clone(), &join_path(prefix, &path), message))?;
+    let spec = typed_spec(kind, spec_value).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|(path, message)| one(resource_name.clone(), &join_path(prefix, &path), message))
+            .collect::<Vec<_>>()
+    })?;
     Ok(Resource { metadata, spec })
 }
 
-fn typed_spec(kind: Kind, value: Value) -> Result<Spec, (String, String)> {
-    fn de<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
-        serde_path_to_error::deserialize(value).map_err(|e| (e.path().to_string(), e.inner().to_string()))
+/// Takes out the field or list item at `path`; false when there is none to take.
+fn remove_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        let next = match (segment, at) {
+            (Segment::Map { key }, Value::Object(map)) => map.get_mut(key),
+            (Segment::Seq { index }, Value::Array(list)) => list.get_mut(*index),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        at = next;
+    }
+    match (last, at) {
+        (Segment::Map { key }, Value::Object(map)) => map.remove(key).is_some(),
+        (Segment::Seq { index }, Value::Array(list)) if *index < list.len() => {
+            list.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// At most this many problems are reported for one document's spec.
+const MAX_SPEC_ERRORS: usize = 20;
+
+fn typed_spec(kind: Kind, value: Value) -> Result<Spec, Vec<(String, String)>> {
+    /// Every problem of the spec, not only the first: each field serde refuses is taken out
+    /// and the rest read again, so a user fixes them all in one round instead of one per apply.
+    fn de<T: serde::de::DeserializeOwned>(mut value: Value) -> Result<T, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        while errors.len() < MAX_SPEC_ERRORS {
+            match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(typed) if errors.is_empty() => return Ok(typed),
+                Ok(_) => break,
+                Err(e) => {
+                    errors.push((e.path().to_string(), e.inner().to_string()));
+                    // A field that cannot be taken out (the spec itself, a missing field)
+                    // would fail the same way again.
+                    if !remove_at(&mut value, e.path()) {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(errors)
     }
     Ok(match kind {
         Kind::KubernetesCluster => Spec::KubernetesCluster(de(value)?),

@@ -196,6 +196,9 @@ impl<'de> Deserialize<'de> for Resource {
     /// errors with field paths.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
-        crate::parse::typed("stored", 1, value).map_err(|e| serde::de::Error::custom(e.to_string()))
+        crate::parse::typed("stored", 1, value).map_err(|errors| {
+            let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            serde::de::Error::custom(messages.join("; "))
+        })
     }
 }

@@ -333,3 +333,36 @@ fn add_on_errors_name_the_field() {
         assert!(errors[0].message.contains(message), "{errors:?}");
     }
 }
+
+#[test]
+fn every_problem_of_a_spec_is_reported_in_one_apply_not_one_per_round() {
+    let errors = errors_of(
+        "apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: rt, namespace: demo}
+spec:
+  hosts: [a.example.com]
+  hostz: [typo]
+  http:
+  - name: one
+    forwardTo: {destinations: [{ref: {name: a}, weight: heavy}]}
+  - name: two
+    forwadTo: {}
+",
+    );
+    let fields: Vec<&str> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.hostz",
+            "spec.http[0].forwardTo.destinations[0].weight",
+            "spec.http[1].forwadTo"
+        ],
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.resource.as_deref() == Some("RouteTable/demo/rt"))
+    );
+}

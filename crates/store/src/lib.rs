@@ -32,6 +32,8 @@ pub enum StoreError {
     Transaction(String),
     #[error("stored {what} is corrupt: {message}")]
     Corrupt { what: String, message: String },
+    #[error("no discovery of cluster {0} is stored to patch; its agent must report it whole")]
+    NoDiscovery(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -50,10 +50,7 @@ pub(crate) fn write_patch(tx: &WriteTransaction, patch: &DiscoveryPatch) -> Resu
         .map_err(tx_err)?
         .is_some();
     if !known {
-        return Err(StoreError::Corrupt {
-            what: format!("discovery of cluster {}", patch.cluster),
-            message: "a patch came for a cluster with no discovery stored; its agent must report it whole".to_string(),
-        });
+        return Err(StoreError::NoDiscovery(patch.cluster.clone()));
     }
     let mut table = tx.open_table(WORKLOADS).map_err(tx_err)?;
     for key in &patch.removes {
@@ -148,7 +145,10 @@ mod tests {
             removes: Vec::new(),
             workloads: 1,
         };
-        assert!(store.patch_discovery(&refused).is_err(), "no discovery to patch yet");
+        assert!(
+            matches!(store.patch_discovery(&refused), Err(StoreError::NoDiscovery(ref c)) if c == "c1"),
+            "no discovery to patch yet"
+        );
 
         let c1 = discovery("c1", &[("a", "10.0.0.1"), ("b", "10.0.0.2")]);
         // "c1-x" sorts inside a careless "c1" prefix range: it must not leak into c1.

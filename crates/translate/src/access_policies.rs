@@ -1,11 +1,17 @@
 //! AccessPolicy ─▶ inbound policies of the workloads it selects.
 //!
-//! - `applyToWorkloads[].selector` picks workloads by labels, namespace and cluster;
-//!   `applyToDestinations[].selector` picks the workloads of the services it names; neither
-//!   means every workload.
+//! - `applyToWorkloads[].selector` picks workloads by labels, namespace, cluster and workspace;
+//!   `applyToDestinations[].selector` (kind SERVICE, the default) picks the workloads of the
+//!   services it names; neither means every workload. Once Workspaces exist, a policy selects
+//!   only workloads of its own workspace (the one owning its namespace), as Gloo documents:
+//!   workload and destination selectors do not reach across workspaces, an empty selector means
+//!   "all of the workspace", and a policy in no workspace selects nothing.
 //! - `allowedClients[].serviceAccountSelector`: `name` + `namespace` is one identity; `namespace`
 //!   alone all of that namespace; `labels` the service accounts of the workloads carrying them (in
-//!   any cluster); an empty selector any mesh identity.
+//!   any cluster); `workspace` narrows each of these to that workspace's namespaces; an empty
+//!   selector any mesh identity. An empty client (`allowedClients: [{}]`) allows every client.
+//! - An authz entry with no condition at all (`authz: {}`) allows nothing: Gloo's (and Istio's)
+//!   allow-nothing pattern, so the selected workloads deny every request.
 //! - `allowedPaths`: `/exact`, `/prefix*`, `*suffix`. `allowedIpBlocks` and
 //!   `allowedRemoteIpBlocks` both match the connection's peer address.
 //! - `authzList` entries with `dryRun: true` are evaluated and counted, never enforced.
@@ -20,6 +26,7 @@ use trellis_model::snapshot::Service;
 
 use crate::Warnings;
 use crate::report::Report;
+use crate::workspaces::{PolicyScope, Workspaces};
 
 /// A principal that no certificate carries: an `allowedClients` that selects nobody must not
 /// turn into "anybody".
@@ -35,9 +42,33 @@ fn path(pattern: &str) -> PathMatch {
     }
 }
 
-fn principals(snapshot: &Snapshot, services: &[Service<'_>], selector: &ObjectSelector) -> Vec<String> {
+fn principals(
+    snapshot: &Snapshot,
+    workspaces: &Workspaces,
+    services: &[Service<'_>],
+    selector: &ObjectSelector,
+) -> Vec<String> {
     let td = &snapshot.trust_domain;
-    if selector.labels.is_empty() {
+    // `workspace` narrows to the namespaces that workspace owns, in any cluster.
+    let in_workspace = |cluster: &str, namespace: &str| {
+        selector.workspace.is_empty()
+            || workspaces.of(snapshot, cluster, namespace) == Some(selector.workspace.as_str())
+    };
+    if selector.labels.is_empty() && selector.name.is_empty() && !selector.workspace.is_empty() {
+        let namespaces: BTreeSet<&str> = services
+            .iter()
+            .flat_map(|s| s.workloads.iter().map(move |w| (s.cluster, w)))
+            .filter(|(cluster, _)| selector.cluster.is_empty() || selector.cluster == *cluster)
+            .filter(|(_, w)| selector.namespace.is_empty() || selector.namespace == w.namespace)
+            .filter(|(cluster, w)| in_workspace(cluster, &w.namespace))
+            .map(|(_, w)| w.namespace.as_str())
+            .collect();
+        return namespaces
+            .into_iter()
+            .map(|ns| format!("spiffe://{td}/ns/{ns}/sa/"))
+            .collect();
+    }
+    if selector.labels.is_empty() && selector.workspace.is_empty() {
         return match (selector.namespace.as_str(), selector.name.as_str()) {
             ("", "") => vec![format!("spiffe://{td}/")],
             (namespace, "") => vec![format!("spiffe://{td}/ns/{namespace}/sa/")],
@@ -55,28 +86,58 @@ fn principals(snapshot: &Snapshot, services: &[Service<'_>], selector: &ObjectSe
     let ids: BTreeSet<String> = services
         .iter()
         .filter(|s| selector.cluster.is_empty() || selector.cluster == s.cluster)
-        .flat_map(|s| &s.workloads)
-        .filter(|w| selector.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
-        .filter(|w| selector.namespace.is_empty() || selector.namespace == w.namespace)
-        .filter(|w| selector.name.is_empty() || selector.name == w.service_account)
-        .map(|w| trellis_model::spiffe_id(td, &w.namespace, &w.service_account))
+        .flat_map(|s| s.workloads.iter().map(move |w| (s.cluster, w)))
+        .filter(|(_, w)| selector.labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+        .filter(|(_, w)| selector.namespace.is_empty() || selector.namespace == w.namespace)
+        .filter(|(_, w)| selector.name.is_empty() || selector.name == w.service_account)
+        .filter(|(cluster, w)| in_workspace(cluster, &w.namespace))
+        .map(|(_, w)| trellis_model::spiffe_id(td, &w.namespace, &w.service_account))
         .collect();
     ids.into_iter().collect()
 }
 
+/// True when an authz entry sets no condition at all: Gloo's allow-nothing pattern.
+fn allows_nothing(authz: &Authz) -> bool {
+    authz.allowed_clients.is_empty()
+        && authz.allowed_paths.is_empty()
+        && authz.allowed_methods.is_empty()
+        && authz.allowed_ip_blocks.is_empty()
+        && authz.allowed_remote_ip_blocks.is_empty()
+        && authz
+            .matcher
+            .as_ref()
+            .and_then(|m| m.request.as_ref())
+            .is_none_or(|r| r.headers.is_empty())
+}
+
 fn rule(
     snapshot: &Snapshot,
+    workspaces: &Workspaces,
     services: &[Service<'_>],
     authz: &Authz,
     key: &str,
     index: usize,
     warnings: &mut Warnings,
 ) -> AuthzRule {
+    if allows_nothing(authz) {
+        return AuthzRule {
+            principals: vec![NOBODY.to_string()],
+            ..Default::default()
+        };
+    }
     let mut principal_ids = Vec::new();
     for (c, client) in authz.allowed_clients.iter().enumerate() {
+        let empty = client.service_account_selector.is_none()
+            && client.external_workload_selector.is_none()
+            && client.request_identity_matcher.is_none();
+        if empty {
+            // "To allow access for all client identities, provide a single empty selector."
+            principal_ids.push(format!("spiffe://{}/", snapshot.trust_domain));
+            continue;
+        }
         match &client.service_account_selector {
             Some(selector) => {
-                let ids = principals(snapshot, services, selector);
+                let ids = principals(snapshot, workspaces, services, selector);
                 if ids.is_empty() {
                     warnings.add(key, format!("spec.config.authzList[{index}].allowedClients[{c}] selects no service account yet"));
                 }
@@ -133,38 +194,77 @@ fn rule(
     }
 }
 
-/// Selections of one policy in one cluster: (namespace, service, labels) triples.
+/// One selection: workloads of `namespace` (empty: any), backing `service` (empty: any), carrying
+/// all of `labels`.
+type Selection = (String, String, std::collections::BTreeMap<String, String>);
+
+/// Selections of one policy in one cluster, limited to what its scope may select.
 fn selections(
     spec: &AccessPolicySpec,
+    snapshot: &Snapshot,
+    workspaces: &Workspaces,
+    scope: &PolicyScope,
     cluster: &str,
-) -> Vec<(String, String, std::collections::BTreeMap<String, String>)> {
+) -> Vec<Selection> {
+    // (selector, service name) pairs; the selector's own workspace narrows further.
+    let mut raw: Vec<(ObjectSelector, bool)> = Vec::new();
     if !spec.apply_to_workloads.is_empty() {
-        return spec
-            .apply_to_workloads
-            .iter()
-            .filter_map(|w| {
-                let s = w.selector.clone().unwrap_or_default();
-                (s.cluster.is_empty() || s.cluster == cluster).then(|| (s.namespace, String::new(), s.labels))
-            })
-            .collect();
+        raw.extend(
+            spec.apply_to_workloads
+                .iter()
+                .map(|w| (w.selector.clone().unwrap_or_default(), false)),
+        );
+    } else if !spec.apply_to_destinations.is_empty() {
+        raw.extend(
+            spec.apply_to_destinations
+                .iter()
+                .filter(|d| d.kind.as_deref().is_none_or(|k| k == "SERVICE"))
+                .map(|d| (d.selector.clone().unwrap_or_default(), true)),
+        );
+    } else {
+        raw.push((ObjectSelector::default(), false));
     }
-    if !spec.apply_to_destinations.is_empty() {
-        return spec
-            .apply_to_destinations
-            .iter()
-            .filter(|d| d.kind.as_deref().is_none_or(|k| k == "SERVICE"))
-            .filter_map(|d| {
-                let s = d.selector.clone().unwrap_or_default();
-                (s.cluster.is_empty() || s.cluster == cluster).then_some((s.namespace, s.name, s.labels))
-            })
-            .collect();
+    let mut out = Vec::new();
+    for (selector, by_service) in raw {
+        if !selector.cluster.is_empty() && selector.cluster != cluster {
+            continue;
+        }
+        let service = if by_service {
+            selector.name.clone()
+        } else {
+            String::new()
+        };
+        let namespaces: Vec<String> = match scope {
+            PolicyScope::Mesh if selector.workspace.is_empty() => vec![selector.namespace.clone()],
+            PolicyScope::Nothing => Vec::new(),
+            _ => {
+                let wanted = match scope {
+                    PolicyScope::Workspace(own) if selector.workspace.is_empty() || selector.workspace == *own => *own,
+                    // Workload selectors do not reach across workspaces.
+                    PolicyScope::Workspace(_) => continue,
+                    _ => selector.workspace.as_str(),
+                };
+                workspaces
+                    .namespaces_of_cluster(snapshot, cluster)
+                    .into_iter()
+                    .filter(|(ns, ws)| ws == wanted && (selector.namespace.is_empty() || selector.namespace == *ns))
+                    .map(|(ns, _)| ns)
+                    .collect()
+            }
+        };
+        out.extend(
+            namespaces
+                .into_iter()
+                .map(|ns| (ns, service.clone(), selector.labels.clone())),
+        );
     }
-    vec![(String::new(), String::new(), Default::default())]
+    out
 }
 
 /// The inbound policies of one cluster, oldest AccessPolicy first.
 pub(crate) fn for_cluster(
     snapshot: &Snapshot,
+    workspaces: &Workspaces,
     services: &[Service<'_>],
     cluster: &str,
     report: &mut Report,
@@ -195,14 +295,21 @@ pub(crate) fn for_cluster(
         let has_authz = spec.config.authz_list.is_some() || spec.config.authz.is_some();
         let (mut enforced, mut dry) = (Vec::new(), Vec::new());
         for (index, authz) in list.iter().enumerate() {
-            let rule = rule(snapshot, services, authz, &key, index, warnings);
+            let rule = rule(snapshot, workspaces, services, authz, &key, index, warnings);
             if authz.dry_run {
                 dry.push(rule)
             } else {
                 enforced.push(rule)
             }
         }
-        for (namespace, service, labels) in selections(spec, cluster) {
+        let scope = workspaces.scope_of_policy(snapshot, &resource.metadata.namespace);
+        if matches!(scope, PolicyScope::Nothing) {
+            warnings.add(
+                &key,
+                "the policy's namespace is in no workspace, so it selects nothing (Gloo scopes policies to their workspace)",
+            );
+        }
+        for (namespace, service, labels) in selections(spec, snapshot, workspaces, &scope, cluster) {
             let selected = services
                 .iter()
                 .filter(|s| s.cluster == cluster)

@@ -40,8 +40,10 @@ use trellis_model::ir::ValueMatch;
 use trellis_ratelimit::{Descriptor, LimitSpec, RateLimitDomain, SET_DESCRIPTOR_KEY, SetDescriptor, Unit};
 
 use crate::Warnings;
+use crate::destination_policies::DestinationLookup;
 use crate::outbound::{Outbound, PendingAction, PendingRoute};
 use crate::report::Report;
+use crate::route_policies::RouteScope;
 
 /// Default services of the add-ons (Gloo's defaults).
 const DEFAULT_EXT_AUTH: (&str, &str) = ("ext-auth-service", "gloo-mesh");
@@ -99,32 +101,38 @@ fn service_of(server: &Option<DestinationServer>, default: (&str, &str), owner: 
 
 /// The selectors of every add-on policy: the incremental path leaves a route any of them
 /// selects to full translation.
-pub(crate) fn route_selectors(snapshot: &Snapshot) -> Vec<(&[RouteSelector], &[DestinationSelector])> {
+/// Each with the namespace of its policy.
+#[allow(clippy::type_complexity)]
+pub(crate) fn route_selectors(snapshot: &Snapshot) -> Vec<(&str, (&[RouteSelector], &[DestinationSelector]))> {
     snapshot
         .resources
         .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::ExtAuthPolicy(spec) => Some((&spec.apply_to_routes[..], &spec.apply_to_destinations[..])),
-            Spec::RateLimitPolicy(spec) => Some((&spec.apply_to_routes[..], &spec.apply_to_destinations[..])),
-            _ => None,
+        .filter_map(|r| {
+            let selectors = match &r.spec {
+                Spec::ExtAuthPolicy(spec) => (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]),
+                Spec::RateLimitPolicy(spec) => (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]),
+                _ => return None,
+            };
+            Some((r.metadata.namespace.as_str(), selectors))
         })
         .collect()
 }
 
 /// True when a policy selects the route: by route labels, or by a destination it forwards to.
 pub(crate) fn selects(
-    routes: &[RouteSelector],
-    destinations: &[DestinationSelector],
+    (routes, destinations): (&[RouteSelector], &[DestinationSelector]),
     route: &PendingRoute,
     targets: &[crate::Target],
+    lookup: &DestinationLookup<'_>,
+    policy_namespace: &str,
 ) -> bool {
     if destinations.is_empty() {
         return crate::route_policies::selects(routes, route);
     }
     let by_destination = match &route.action {
-        PendingAction::Forward { destinations: d, .. } => d
-            .iter()
-            .any(|(target, _)| crate::destination_policies::selects(destinations, &targets[*target])),
+        PendingAction::Forward { destinations: d, .. } => d.iter().any(|(target, _)| {
+            crate::destination_policies::selects(destinations, &targets[*target], lookup, policy_namespace)
+        }),
         PendingAction::Fixed(_) => false,
     };
     by_destination || (!routes.is_empty() && crate::route_policies::selects(routes, route))
@@ -145,18 +153,23 @@ pub(crate) const RATE_LIMIT_AT_CALLER: &str = "counted on the caller's sidecar o
 /// `None` when an older policy holds the route.
 fn for_each_route(
     outbound: &mut Outbound,
-    routes: &[RouteSelector],
-    destinations: &[DestinationSelector],
+    selectors: (&[RouteSelector], &[DestinationSelector]),
+    lookup: &DestinationLookup<'_>,
     resource: &Resource,
     report: &mut Report,
     mut apply: impl FnMut(&mut PendingRoute, &[crate::Target]) -> Option<&'static str>,
 ) {
     let entry = report.entry(&resource.key().to_string());
+    let in_scope = RouteScope::of(lookup.snapshot, lookup.workspaces, resource);
+    let namespace = &resource.metadata.namespace;
     let targets = &outbound.targets;
     let ingress = outbound.ingress.iter_mut().map(|(_, host)| host);
     for host in outbound.virtual_hosts.iter_mut().chain(ingress) {
         for route in &mut host.routes {
-            if !selects(routes, destinations, route, targets) {
+            // A route-label selection reaches only the routes available in the policy's
+            // workspace; a destination selection is scoped by the destination's workspace.
+            let by_route = selectors.1.is_empty() && !in_scope.reaches(route);
+            if by_route || !selects(selectors, route, targets, lookup, namespace) {
                 continue;
             }
             match apply(route, targets) {
@@ -185,12 +198,13 @@ fn reaches_mesh_workloads(route: &PendingRoute, targets: &[crate::Target]) -> bo
 /// wins; this one loses where the route is taken).
 fn claim_ext_auth(
     outbound: &mut Outbound,
-    (routes, destinations): (&[RouteSelector], &[DestinationSelector]),
+    selectors: (&[RouteSelector], &[DestinationSelector]),
+    lookup: &DestinationLookup<'_>,
     resource: &Resource,
     report: &mut Report,
     binding: RouteExtAuth,
 ) {
-    for_each_route(outbound, routes, destinations, resource, report, |route, targets| {
+    for_each_route(outbound, selectors, lookup, resource, report, |route, targets| {
         if route.policies.ext_auth.is_some() {
             return None;
         }
@@ -207,7 +221,8 @@ fn claim_ext_auth(
 /// request leaves, and for plaintext callers at the destination when it means the same there.
 fn claim_rate_limit(
     outbound: &mut Outbound,
-    (routes, destinations): (&[RouteSelector], &[DestinationSelector]),
+    selectors: (&[RouteSelector], &[DestinationSelector]),
+    lookup: &DestinationLookup<'_>,
     resource: &Resource,
     report: &mut Report,
     binding: RouteRateLimit,
@@ -219,7 +234,7 @@ fn claim_rate_limit(
         .iter()
         .flat_map(|d| &d.actions)
         .all(|a| !matches!(a, RateLimitAction::SourceCluster | RateLimitAction::DestinationCluster));
-    for_each_route(outbound, routes, destinations, resource, report, |route, targets| {
+    for_each_route(outbound, selectors, lookup, resource, report, |route, targets| {
         if route.policies.rate_limit.is_some() {
             return None;
         }
@@ -234,19 +249,20 @@ fn claim_rate_limit(
 }
 
 pub(crate) fn apply(
-    snapshot: &Snapshot,
+    lookup: &DestinationLookup<'_>,
     outbound: &mut Outbound,
     report: &mut Report,
     warnings: &mut Warnings,
 ) -> Addons {
+    let snapshot = lookup.snapshot;
     let mut addons = Addons::default();
     for resource in &snapshot.resources {
         match &resource.spec {
             Spec::ExtAuthPolicy(spec) => {
-                ext_auth_policy(snapshot, resource, spec, outbound, report, warnings, &mut addons)
+                ext_auth_policy(lookup, resource, spec, outbound, report, warnings, &mut addons)
             }
             Spec::RateLimitPolicy(spec) => {
-                rate_limit_policy(snapshot, resource, spec, outbound, report, warnings, &mut addons)
+                rate_limit_policy(lookup, resource, spec, outbound, report, warnings, &mut addons)
             }
             Spec::RateLimitServerConfig(spec) => addons.config.rate_limit_domains.push(domain(resource, spec)),
             _ => {}
@@ -319,11 +335,16 @@ impl Addons {
                         status_on_error: server.status_on_error,
                     };
                 };
+                // The add-on registered under the service name is the server. Its listen port is
+                // its own: a `port` in the reference (by number, often the Kubernetes service
+                // port, or by name such as `grpc`) picks among instances of one name and never
+                // makes a registered server "missing". Its identity is checked by mTLS anyway.
+                let named = |a: &&trellis_model::discovery::AddonInstance| (&a.namespace, &a.name) == (namespace, name);
                 let endpoint = registered
                     .iter()
-                    .find(|a| {
-                        (&a.namespace, &a.name) == (namespace, name) && server.port.is_none_or(|p| p == u32::from(a.port))
-                    })
+                    .filter(named)
+                    .find(|a| server.port == Some(u32::from(a.port)))
+                    .or_else(|| registered.iter().find(named))
                     .map(|a| AddonEndpoint {
                         address: a.address.clone(),
                         port: a.port,
@@ -356,7 +377,7 @@ impl Addons {
 
 #[allow(clippy::too_many_arguments)]
 fn ext_auth_policy(
-    snapshot: &Snapshot,
+    lookup: &DestinationLookup<'_>,
     resource: &Resource,
     spec: &ExtAuthPolicySpec,
     outbound: &mut Outbound,
@@ -364,6 +385,7 @@ fn ext_auth_policy(
     warnings: &mut Warnings,
     addons: &mut Addons,
 ) {
+    let snapshot = lookup.snapshot;
     let key = resource.key().to_string();
     let server_key = reference_key(Kind::ExtAuthServer, &spec.config.server, resource);
     let found = match find(snapshot, &server_key) {
@@ -399,7 +421,7 @@ fn ext_auth_policy(
             context_extensions: BTreeMap::new(),
         };
         let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
-        claim_ext_auth(outbound, selectors, resource, report, binding);
+        claim_ext_auth(outbound, selectors, lookup, resource, report, binding);
         return;
     };
     let name = addons.use_server(
@@ -428,7 +450,7 @@ fn ext_auth_policy(
         context_extensions,
     };
     let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
-    claim_ext_auth(outbound, selectors, resource, report, binding);
+    claim_ext_auth(outbound, selectors, lookup, resource, report, binding);
 }
 
 /// Every ExtAuthPolicy's auth config with its references resolved, as the ext-auth add-ons would
@@ -611,7 +633,7 @@ fn api_keys(
 
 #[allow(clippy::too_many_arguments)]
 fn rate_limit_policy(
-    snapshot: &Snapshot,
+    lookup: &DestinationLookup<'_>,
     resource: &Resource,
     spec: &RateLimitPolicySpec,
     outbound: &mut Outbound,
@@ -619,6 +641,7 @@ fn rate_limit_policy(
     warnings: &mut Warnings,
     addons: &mut Addons,
 ) {
+    let snapshot = lookup.snapshot;
     let key = resource.key().to_string();
     let settings_key = reference_key(Kind::RateLimitServerSettings, &spec.config.server_settings, resource);
     let config_key = reference_key(
@@ -695,7 +718,7 @@ fn rate_limit_policy(
             .collect(),
     };
     let selectors = (&spec.apply_to_routes[..], &spec.apply_to_destinations[..]);
-    claim_rate_limit(outbound, selectors, resource, report, binding);
+    claim_rate_limit(outbound, selectors, lookup, resource, report, binding);
 }
 
 fn action(action: &ApiAction) -> Option<RateLimitAction> {

@@ -99,9 +99,14 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let workspaces = workspaces::Workspaces::from(snapshot);
     let mut outbound = outbound::build(snapshot, &index, &workspaces, &mut warnings);
     let external_upstreams = external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
-    route_policies::apply(snapshot, &mut outbound, &mut report);
-    let addons = addons::apply(snapshot, &mut outbound, &mut report, &mut warnings);
-    let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
+    route_policies::apply(snapshot, &workspaces, &mut outbound, &mut report);
+    let lookup = destination_policies::DestinationLookup {
+        snapshot,
+        workspaces: &workspaces,
+        services: Some(&index),
+    };
+    let addons = addons::apply(&lookup, &mut outbound, &mut report, &mut warnings);
+    let upstream_policies = destination_policies::resolve(&lookup, &outbound.targets, &mut report);
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
     let resolved = endpoints::resolve(snapshot, &index, &outbound.targets);
     let virtual_hosts: Vec<_> = outbound
@@ -127,7 +132,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
                 &mut warnings,
             );
             config.inbound_policies =
-                access_policies::for_cluster(snapshot, &services, cluster, &mut report, &mut warnings);
+                access_policies::for_cluster(snapshot, &workspaces, &services, cluster, &mut report, &mut warnings);
             config.upstreams.extend(external_upstreams.iter().cloned());
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);

@@ -1,5 +1,8 @@
 //! Route-level policies: RetryTimeoutPolicy, FaultInjectionPolicy and HeaderManipulationPolicy,
 //! selected by `applyToRoutes` (labels of RouteTable `http[]` entries, and the table's namespace).
+//! Once Workspaces exist a policy reaches only the routes of tables available in its workspace
+//! (its own and those shared with it), as Gloo documents: one team's policy cannot claim
+//! another team's routes.
 //!
 //! Conflicts: one RetryTimeoutPolicy and one FaultInjectionPolicy per route. Policies are visited
 //! oldest first, so on a route the oldest wins and the later ones lose there (their status says
@@ -12,6 +15,7 @@ use trellis_model::policy::{Fault, FaultAbort, FaultDelay, HeaderValue, Retry};
 
 use crate::outbound::{Outbound, PendingRoute};
 use crate::report::Report;
+use crate::workspaces::Workspaces;
 
 /// True when a route-table route is selected. An empty selector list selects every route-table
 /// route; a VirtualDestination's default route is never selected (it has no labels to match).
@@ -65,8 +69,9 @@ fn headers(config: &HeaderManipulationConfig, request: bool) -> (Vec<HeaderValue
     (add, remove.clone())
 }
 
-pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut Report) {
+pub(crate) fn apply(snapshot: &Snapshot, workspaces: &Workspaces, outbound: &mut Outbound, report: &mut Report) {
     for resource in &snapshot.resources {
+        let in_scope = RouteScope::of(snapshot, workspaces, resource);
         match &resource.spec {
             Spec::RetryTimeoutPolicy(spec) => {
                 let retry = spec.config.retries.as_ref().map(|r| Retry {
@@ -79,7 +84,7 @@ pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut R
                     },
                 });
                 let timeout = spec.config.request_timeout.as_deref().and_then(duration_ms);
-                for_each_route(outbound, &spec.apply_to_routes, resource, report, |route| {
+                for_each_route(outbound, &spec.apply_to_routes, &in_scope, resource, report, |route| {
                     if route.policies.retry.is_some() || route.policies.timeout_ms.is_some() {
                         return false;
                     }
@@ -99,7 +104,7 @@ pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut R
                         per_million: per_million(a.percentage),
                     }),
                 };
-                for_each_route(outbound, &spec.apply_to_routes, resource, report, |route| {
+                for_each_route(outbound, &spec.apply_to_routes, &in_scope, resource, report, |route| {
                     if route.policies.fault.is_some() {
                         return false;
                     }
@@ -108,7 +113,7 @@ pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut R
                 });
             }
             Spec::HeaderManipulationPolicy(spec) => {
-                for_each_route(outbound, &spec.apply_to_routes, resource, report, |route| {
+                for_each_route(outbound, &spec.apply_to_routes, &in_scope, resource, report, |route| {
                     for (request, target) in [
                         (true, &mut route.policies.request_headers),
                         (false, &mut route.policies.response_headers),
@@ -130,6 +135,7 @@ pub(crate) fn apply(snapshot: &Snapshot, outbound: &mut Outbound, report: &mut R
 pub(crate) fn for_each_route(
     outbound: &mut Outbound,
     selectors: &[RouteSelector],
+    in_scope: &RouteScope<'_>,
     resource: &Resource,
     report: &mut Report,
     mut apply: impl FnMut(&mut PendingRoute) -> bool,
@@ -138,7 +144,7 @@ pub(crate) fn for_each_route(
     let ingress = outbound.ingress.iter_mut().map(|(_, host)| host);
     for host in outbound.virtual_hosts.iter_mut().chain(ingress) {
         for route in &mut host.routes {
-            if !selects(selectors, route) {
+            if !selects(selectors, route) || !in_scope.reaches(route) {
                 continue;
             }
             if apply(route) {
@@ -147,5 +153,29 @@ pub(crate) fn for_each_route(
                 entry.lost.push(format!("route {} of {}", route.name, host.name));
             }
         }
+    }
+}
+
+/// The routes a policy may reach: those of tables available in its workspace.
+pub(crate) struct RouteScope<'a> {
+    snapshot: &'a Snapshot,
+    workspaces: &'a Workspaces,
+    scope: crate::workspaces::PolicyScope<'a>,
+}
+
+impl<'a> RouteScope<'a> {
+    pub(crate) fn of(snapshot: &'a Snapshot, workspaces: &'a Workspaces, policy: &Resource) -> Self {
+        RouteScope {
+            snapshot,
+            workspaces,
+            scope: workspaces.scope_of_policy(snapshot, &policy.metadata.namespace),
+        }
+    }
+
+    pub(crate) fn reaches(&self, route: &PendingRoute) -> bool {
+        route
+            .table
+            .as_ref()
+            .is_some_and(|origin| self.workspaces.available(self.snapshot, self.scope, &origin.namespace))
     }
 }

@@ -10,6 +10,8 @@ use trellis_model::{ClusterDiscovery, Snapshot};
 
 use super::*;
 
+mod policy_scoping;
+
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
 }

@@ -48,6 +48,17 @@ struct Workspace {
     federation: Option<(String, Vec<trellis_api::ObjectSelector>)>,
 }
 
+/// What a policy may select, by the workspace owning its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PolicyScope<'w> {
+    /// No Workspaces are defined: the whole mesh.
+    Mesh,
+    /// Its own workspace (and, for routes, what that workspace imports).
+    Workspace(&'w str),
+    /// Workspaces exist but none owns the policy's namespace.
+    Nothing,
+}
+
 /// `*`, `prefix*` or an exact name.
 pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -146,6 +157,29 @@ impl Workspaces {
                 .map(|w| w.name.clone())
                 .collect(),
         )
+    }
+
+    /// The scope of a policy kept in `namespace`.
+    pub(crate) fn scope_of_policy(&self, snapshot: &Snapshot, namespace: &str) -> PolicyScope<'_> {
+        if !self.defined() {
+            return PolicyScope::Mesh;
+        }
+        match self.of_config_namespace(snapshot, namespace) {
+            Some(owner) => PolicyScope::Workspace(owner),
+            None => PolicyScope::Nothing,
+        }
+    }
+
+    /// True when config kept in `config_namespace` (a RouteTable, say) is available in `scope`:
+    /// owned by that workspace or shared with it.
+    pub(crate) fn available(&self, snapshot: &Snapshot, scope: PolicyScope<'_>, config_namespace: &str) -> bool {
+        match scope {
+            PolicyScope::Mesh => true,
+            PolicyScope::Nothing => false,
+            PolicyScope::Workspace(ws) => self
+                .of_config_namespace(snapshot, config_namespace)
+                .is_some_and(|owner| owner == ws || self.shares(owner, ws)),
+        }
     }
 
     pub(crate) fn defined(&self) -> bool {

@@ -288,14 +288,25 @@ fn old_resource<'s>(edited: &'s BTreeMap<ResourceKey, Option<Resource>>, resourc
 fn policies_select(snapshot: &Snapshot, parts: &[&Outbound]) -> bool {
     let route_policies = crate::route_policies::selectors(snapshot);
     let addon_policies = crate::addons::route_selectors(snapshot);
+    if route_policies.is_empty() && addon_policies.is_empty() {
+        return false;
+    }
+    // Without a service index every service destination counts as selected: the question is
+    // only whether some policy might apply, and a yes leaves the change to full translation.
+    let workspaces = crate::workspaces::Workspaces::from(snapshot);
+    let lookup = crate::destination_policies::DestinationLookup {
+        snapshot,
+        workspaces: &workspaces,
+        services: None,
+    };
     parts.iter().any(|built| {
         built.virtual_hosts.iter().flat_map(|h| &h.routes).any(|route| {
             route_policies
                 .iter()
                 .any(|selectors| crate::route_policies::selects(selectors, route))
-                || addon_policies
-                    .iter()
-                    .any(|(routes, destinations)| crate::addons::selects(routes, destinations, route, &built.targets))
+                || addon_policies.iter().any(|(namespace, selectors)| {
+                    crate::addons::selects(*selectors, route, &built.targets, &lookup, namespace)
+                })
         })
     })
 }

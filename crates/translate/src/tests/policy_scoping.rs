@@ -241,3 +241,41 @@ spec:
         ["outbound|80||svc.a.internal"]
     );
 }
+
+#[test]
+fn an_add_on_is_found_by_name_whatever_port_the_reference_gives() {
+    // Gloo's guides name the add-on's Kubernetes service port (8083) or its name (grpc); the
+    // process registered here listens on its own port.
+    for port in ["{number: 8083}", "{name: grpc}", "{number: 18082}"] {
+        let config = format!(
+            r#"
+apiVersion: admin.gloo.solo.io/v2
+kind: ExtAuthServer
+metadata: {{name: ext-auth, namespace: a}}
+spec:
+  destinationServer: {{ref: {{name: ext-auth-service, namespace: gloo-mesh}}, port: {port}}}
+---
+apiVersion: security.policy.gloo.solo.io/v2
+kind: ExtAuthPolicy
+metadata: {{name: keys, namespace: a}}
+spec:
+  config:
+    server: {{name: ext-auth}}
+    glooAuth: {{configs: [{{apiKeyAuth: {{headerName: x-api-key, k8sSecretApikeyStorage: {{labelSelector: {{team: a}}}}}}}}]}}
+"#
+        );
+        let mut snapshot = routes_of_both_teams(&config);
+        let discovery = snapshot.discovery.get_mut("cluster-1").unwrap();
+        discovery.addons =
+            yaml_serde::from_str("[{namespace: gloo-mesh, name: ext-auth-service, address: 127.0.0.1, port: 18082}]")
+                .unwrap();
+        let translation = translate(&snapshot);
+        let servers = &translation.clusters["cluster-1"].addon_servers;
+        assert_eq!(servers.len(), 1, "{port}");
+        let endpoint = servers[0]
+            .endpoint
+            .as_ref()
+            .unwrap_or_else(|| panic!("{port}: not found; warnings {:?}", translation.warnings));
+        assert_eq!(endpoint.port, 18082);
+    }
+}

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::{CheckInput, Outcome, header};
 
+/// What the 401 for a missing or unknown API key says in `www-authenticate`.
+pub(crate) const API_KEY_CHALLENGE: &str = "API key is missing or invalid";
+
 /// A compiled `apiKeyAuth` config.
 #[derive(Debug, Clone)]
 pub struct ApiKeyAuth {
@@ -43,13 +46,23 @@ impl ApiKeyAuth {
         })
     }
 
+    /// The refusal Gloo's ext-auth service sends for a missing or unknown key (its API-key
+    /// guide shows this `www-authenticate` value); the same for both, by design.
+    fn refuse() -> Outcome {
+        Outcome::Deny {
+            status: 401,
+            headers: vec![("www-authenticate".to_string(), API_KEY_CHALLENGE.to_string())],
+            body: String::new(),
+        }
+    }
+
     pub fn check(&self, input: &CheckInput) -> Outcome {
         // One answer for a missing and a wrong key: the client learns nothing about which.
         let Some(presented) = header(input, &self.header_name)
             .map(str::trim)
             .filter(|k| !k.is_empty())
         else {
-            return Outcome::deny(401);
+            return Self::refuse();
         };
         let digest = ring::digest::digest(&ring::digest::SHA256, presented.as_bytes());
         // A map lookup by a hash of the key leaks nothing useful through timing: an attacker
@@ -58,13 +71,13 @@ impl ApiKeyAuth {
             .ok()
             .and_then(|d| self.keys.get(&d))
         else {
-            return Outcome::deny(401);
+            return Self::refuse();
         };
         let mut upstream_headers = Vec::new();
         for (upstream, entry, required) in &self.headers_from_metadata {
             match metadata.get(entry) {
                 Some(value) => upstream_headers.push((upstream.clone(), value.clone())),
-                None if *required => return Outcome::deny(401),
+                None if *required => return Self::refuse(),
                 None => {}
             }
         }
@@ -126,7 +139,15 @@ mod tests {
             let outcome = auth.check(&request("x-api-key", key));
             match expected {
                 Some(upstream_headers) => assert_eq!(outcome, Outcome::Allow { upstream_headers }, "{key:?}"),
-                None => assert_eq!(outcome, Outcome::deny(401), "{key:?}"),
+                None => assert_eq!(
+                    outcome,
+                    Outcome::Deny {
+                        status: 401,
+                        headers: vec![("www-authenticate".into(), API_KEY_CHALLENGE.into())],
+                        body: String::new(),
+                    },
+                    "{key:?}"
+                ),
             }
         }
     }
@@ -139,7 +160,7 @@ mod tests {
             vec![("x-org".into(), "org".into(), true)],
         )
         .unwrap();
-        assert_eq!(auth.check(&request("api-key", Some("k"))), Outcome::deny(401));
+        assert_eq!(auth.check(&request("api-key", Some("k"))), ApiKeyAuth::refuse());
     }
 
     #[test]

@@ -500,14 +500,20 @@ async fn basic_sha1(t: &Tester<'_>) {
 }
 
 async fn api_key(t: &Tester<'_>) {
-    t.refused("/key", &[], 401, None).await;
-    t.refused("/key", &[("x-api-key", "not-a-key")], 401, None).await;
+    // Gloo answers a missing or unknown key with this challenge.
+    let key_challenge = "API key is missing or invalid";
+    t.refused("/key", &[], 401, Some(key_challenge)).await;
+    t.refused("/key", &[("x-api-key", "not-a-key")], 401, Some(key_challenge))
+        .await;
     // In a Secret with the selected labels, but in another namespace.
-    t.refused("/key", &[("x-api-key", MALLORY_KEY)], 401, None).await;
+    t.refused("/key", &[("x-api-key", MALLORY_KEY)], 401, Some(key_challenge))
+        .await;
     // Selected only by the `either` policy's apiKeySecretRefs.
-    t.refused("/key", &[("x-api-key", CAROL_KEY)], 401, None).await;
+    t.refused("/key", &[("x-api-key", CAROL_KEY)], 401, Some(key_challenge))
+        .await;
     // The right key in the wrong header.
-    t.refused("/key", &[("api-key", ALICE_KEY)], 401, None).await;
+    t.refused("/key", &[("api-key", ALICE_KEY)], 401, Some(key_challenge))
+        .await;
     let seen = t.allowed("/key", &[("x-api-key", ALICE_KEY)]).await;
     assert_eq!(seen["x-user-id"], "alice");
     println!("API key (labelSelector): none/unknown/other namespace/unselected 401, alice's key 200 as alice");

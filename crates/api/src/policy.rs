@@ -157,8 +157,14 @@ pub struct Retries {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<String>,
-    /// Envoy retry conditions; default `5xx,connect-failure,reset`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Envoy retry conditions; default `5xx,connect-failure,reset`. Gloo (like Istio) writes
+    /// them as one comma-separated string; a YAML list is read too.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "comma_list::serialize",
+        deserialize_with = "comma_list::deserialize"
+    )]
     pub retry_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_remote_localities: Option<bool>,
@@ -287,4 +293,51 @@ pub struct Locality {
     pub sub_zone: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+}
+
+/// A list written as `"a,b"` (Gloo's form) or as a YAML list.
+mod comma_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Joined(String),
+        List(Vec<String>),
+    }
+
+    pub fn serialize<S: Serializer>(items: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&items.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+        Ok(match Written::deserialize(deserializer)? {
+            Written::Joined(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Written::List(list) => list,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Retries;
+
+    #[test]
+    fn retry_on_reads_gloos_joined_string_and_a_list() {
+        for written in [
+            "{attempts: 2, retryOn: 'connect-failure, 5xx'}",
+            "{attempts: 2, retryOn: [connect-failure, 5xx]}",
+        ] {
+            let retries: Retries = yaml_serde::from_str(written).unwrap();
+            assert_eq!(retries.retry_on, ["connect-failure", "5xx"], "{written}");
+        }
+        let back =
+            serde_json::to_value(yaml_serde::from_str::<Retries>("{attempts: 1, retryOn: 5xx}").unwrap()).unwrap();
+        assert_eq!(back["retryOn"], "5xx");
+    }
 }

@@ -371,13 +371,6 @@ fn destination_reference(problems: &mut Problems, field: &str, destination: &Des
 
 fn workspace(problems: &mut Problems, spec: &WorkspaceSpec) {
     for (i, cluster) in spec.workload_clusters.iter().enumerate() {
-        if cluster.name.is_empty() && cluster.selector.is_none() {
-            push(
-                problems,
-                format!("spec.workloadClusters[{i}]"),
-                "give a cluster name (or `*`) or a label selector",
-            );
-        }
         let set = cluster
             .namespaces
             .iter()

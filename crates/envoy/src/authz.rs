@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  ir.inbound_policies ──applying(workload)──▶ [&InboundPolicy] ──tls_mode()──────▶ STRICT | PERMISSIVE | DISABLE
-//!                                                               ├─http_rbac()──────▶ envoy.filters.http.rbac (before the router)
+//!                                                               ├─http_rbac_per_route()▶ per-virtual-host config of the
+//!                                                               │                        rule-less envoy.filters.http.rbac (http_rbac_filter())
 //!                                                               └─network_rbac()───▶ envoy.filters.network.rbac (before tcp_proxy)
 //! ```
 //!
@@ -93,15 +94,33 @@ pub(crate) fn tls_mode(policies: &[&InboundPolicy]) -> TlsMode {
     policies.iter().find_map(|p| p.tls_mode).unwrap_or(TlsMode::Strict)
 }
 
-/// The RBAC filter for an inbound HTTP port, or `None` when no applying policy has rules.
-pub(crate) fn http_rbac(policies: &[&InboundPolicy]) -> Option<HttpFilter> {
-    let (rules, shadow_rules) = rule_sets(policies, http_policy)?;
+/// The RBAC filter of every inbound HTTP port: without rules itself (it lets everything
+/// through), it enforces what the route configuration gives it per virtual host
+/// ([`http_rbac_per_route`]). Its shadow stat prefix names the dry-run counters of those.
+pub(crate) fn http_rbac_filter() -> HttpFilter {
     let config = HttpRbac {
-        rules,
-        shadow_rules_stat_prefix: shadow_prefix(&shadow_rules),
-        shadow_rules,
+        rules: None,
+        shadow_rules: None,
+        shadow_rules_stat_prefix: RBAC_DRY_RUN_STAT_PREFIX.to_string(),
     };
-    Some(http_filter(HTTP_RBAC_FILTER, pack_sorted::<HttpRbacProto>(&config)))
+    http_filter(HTTP_RBAC_FILTER, pack_sorted::<HttpRbacProto>(&config))
+}
+
+/// The per-route RBAC config (filter name, config) enforcing the applying policies on an
+/// inbound HTTP port, or `None` when no applying policy has rules.
+pub(crate) fn http_rbac_per_route(policies: &[&InboundPolicy]) -> Option<(String, Any)> {
+    let (rules, shadow_rules) = rule_sets(policies, http_policy)?;
+    let config = HttpRbacPerRoute {
+        rbac: Some(HttpRbac {
+            rules,
+            shadow_rules_stat_prefix: shadow_prefix(&shadow_rules),
+            shadow_rules,
+        }),
+    };
+    Some((
+        HTTP_RBAC_FILTER.to_string(),
+        pack_sorted::<HttpRbacPerRouteProto>(&config),
+    ))
 }
 
 /// The RBAC filter for an inbound TCP port, counted under `stat_prefix`, or `None` when no
@@ -349,6 +368,13 @@ struct HttpRbac {
     shadow_rules_stat_prefix: String,
 }
 
+/// `envoy.extensions.filters.http.rbac.v3.RBACPerRoute` (tag 1 is reserved).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HttpRbacPerRoute {
+    #[prost(message, optional, tag = "2")]
+    rbac: Option<HttpRbac>,
+}
+
 /// `envoy.extensions.filters.network.rbac.v3.RBAC`.
 #[derive(Clone, PartialEq, prost::Message)]
 struct NetworkRbac {
@@ -363,6 +389,7 @@ struct NetworkRbac {
 }
 
 type HttpRbacProto = envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+type HttpRbacPerRouteProto = envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute;
 type NetworkRbacProto = envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac;
 
 /// `message` as an `Any` of the Envoy type `Real` it mirrors.

@@ -14,7 +14,6 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, ListenerFilter, filter, listener_filter,
 };
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -130,7 +129,6 @@ pub(crate) fn lb_endpoint(address: &str, port: u16, weight: Option<u32>) -> LbEn
 pub(crate) enum Routes {
     /// By name over RDS on the ADS stream.
     Rds(String),
-    Inline(Box<RouteConfiguration>),
 }
 
 /// An HTTP connection manager whose only filter is the router; callers put theirs before it.
@@ -140,7 +138,6 @@ pub(crate) fn http_connection_manager(name: &str, routes: Routes) -> HttpConnect
             config_source: Some(ads_source()),
             route_config_name,
         }),
-        Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
     };
     HttpConnectionManager {
         stat_prefix: name.to_string(),

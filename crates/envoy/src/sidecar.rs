@@ -62,6 +62,7 @@ pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     let local = sidecar_local(ir, spec);
     resources.clusters.extend(local.clusters);
     resources.listeners = local.listeners;
+    resources.routes.extend(local.routes);
     resources
 }
 
@@ -134,9 +135,9 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
             labels: &spec.workload.labels,
             servers: &ir.addon_servers,
         });
-        resources
-            .listeners
-            .push(inbound_listener(spec.inbound_address, port, &policies, addons));
+        let (listener, routes) = inbound_listener(spec.inbound_address, port, &policies, addons);
+        resources.listeners.push(listener);
+        resources.routes.extend(routes);
     }
     resources
 }
@@ -198,11 +199,17 @@ fn inbound_cluster(port: &WorkloadPort) -> Cluster {
     }
 }
 
-/// HTTP ports get an HTTP connection manager with an inline catch-all route that tells the app
-/// who called (`x-forwarded-client-cert` with the caller's `URI=spiffe://...`, replacing
-/// whatever the client sent); TCP ports get a plain TCP proxy, since an HTTP codec would break a
-/// non-HTTP byte stream. Either is preceded by an RBAC filter when AccessPolicies with rules
-/// apply (see [`authz`]).
+/// HTTP ports get an HTTP connection manager whose routes (a catch-all that tells the app who
+/// called: `x-forwarded-client-cert` with the caller's `URI=spiffe://...`, replacing whatever
+/// the client sent) come over RDS, one route configuration per filter chain; TCP ports get a
+/// plain TCP proxy, since an HTTP codec would break a non-HTTP byte stream, preceded by an RBAC
+/// filter when AccessPolicies with rules apply (see [`authz`]).
+///
+/// On HTTP ports the AccessPolicy rules live in the route configuration, as per-route RBAC
+/// config on every virtual host, and the listener only carries an RBAC filter without rules.
+/// So a policy change is an RDS update that the next request sees, also on connections opened
+/// before it; were the rules in the listener, a change would replace the listener and leave
+/// open connections on the old rules while they drain (600 s by default).
 ///
 /// The TLS mode decides the chains: STRICT terminates mTLS (a client certificate chained to the
 /// mesh root is required); DISABLE takes plaintext only; PERMISSIVE has a TLS inspector tell
@@ -212,11 +219,13 @@ fn inbound_listener(
     port: &WorkloadPort,
     policies: &[&InboundPolicy],
     addons: Option<InboundAddons>,
-) -> Listener {
+) -> (Listener, Vec<RouteConfiguration>) {
     let name = inbound_name(port);
+    let rbac = authz::http_rbac_per_route(policies);
+    let mut routes = Vec::new();
     // The chains differ only in what the add-on routes count: over mTLS the caller is a mesh
     // proxy that counted the request's rate limit already; in plaintext it is not.
-    let filters = |tls: bool| -> Vec<_> {
+    let mut filters = |tls: bool| -> Vec<_> {
         if port.protocol == Protocol::Tcp {
             let rbac = authz::network_rbac(policies, &name);
             return rbac
@@ -224,16 +233,28 @@ fn inbound_listener(
                 .chain([common::tcp_proxy_filter(&name, &name)])
                 .collect();
         }
-        let mut hcm = match &addons {
-            Some(addons) => inbound_hcm_with_addons(&name, addons, !tls),
-            None => inbound_hcm(&name),
+        let route_name = inbound_route_name(port, tls);
+        let mut route_config = match &addons {
+            Some(addons) => inbound_routes_with_addons(&name, addons, !tls),
+            None => inbound_routes(&name),
         };
-        if let Some(rbac) = authz::http_rbac(policies) {
-            hcm.http_filters.insert(0, rbac);
+        route_config.name = route_name.clone();
+        if let Some((filter, config)) = &rbac {
+            for host in &mut route_config.virtual_hosts {
+                host.typed_per_filter_config.insert(filter.clone(), config.clone());
+            }
+        }
+        routes.push(route_config);
+        let mut hcm = inbound_hcm(&name, &route_name);
+        hcm.http_filters.insert(0, authz::http_rbac_filter());
+        if let Some(addons) = &addons {
+            let router = hcm.http_filters.len() - 1;
+            hcm.http_filters
+                .splice(router..router, crate::addons::filters(addons.servers));
         }
         vec![common::network_filter(common::HCM_FILTER, pack_any(hcm))]
     };
-    let chain = |tls: bool, transport_protocol: Option<&str>| FilterChain {
+    let mut chain = |tls: bool, transport_protocol: Option<&str>| FilterChain {
         name: if tls { MTLS_CHAIN } else { PLAINTEXT_CHAIN }.to_string(),
         filter_chain_match: transport_protocol.map(|protocol| FilterChainMatch {
             transport_protocol: protocol.to_string(),
@@ -251,12 +272,32 @@ fn inbound_listener(
             vec![chain(true, Some("tls")), chain(false, Some("raw_buffer"))],
         ),
     };
-    Listener {
+    let listener = Listener {
         name: name.clone(),
         address: Some(common::socket_address(address, port.inbound_port)),
         listener_filters,
         filter_chains,
         ..Default::default()
+    };
+    (listener, routes)
+}
+
+/// `inbound|<port>/mtls` or `inbound|<port>/plaintext`: the RDS name of one chain's routes.
+pub fn inbound_route_name(port: &WorkloadPort, tls: bool) -> String {
+    let chain = if tls { MTLS_CHAIN } else { PLAINTEXT_CHAIN };
+    format!("{}/{chain}", inbound_name(port))
+}
+
+/// The connection manager of an inbound HTTP chain, counted under `name`, fetching its routes
+/// as `route_name`.
+fn inbound_hcm(name: &str, route_name: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        forward_client_cert_details: ForwardClientCertDetails::SanitizeSet as i32,
+        set_current_client_cert_details: Some(SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        }),
+        ..common::http_connection_manager(name, Routes::Rds(route_name.to_string()))
     }
 }
 
@@ -272,12 +313,12 @@ struct InboundAddons<'a> {
 /// there: it came from somewhere that is not a mesh route, and must not reach the app unchecked.
 const NO_MESH_ROUTE_STATUS: u32 = 404;
 
-/// Like [`inbound_hcm`], but routed as the mesh routes that reach this port are, each with the
-/// add-on checks of its route: ext-auth filters (off unless a route turns them on) and
-/// rate-limit filters (idle on routes without actions) after RBAC, before the router. Rate
+/// Like [`inbound_routes`], but routed as the mesh routes that reach this port are, each with
+/// the add-on checks of its route: ext-auth filters (off unless a route turns them on) and
+/// rate-limit filters (idle on routes without actions) run after RBAC, before the router. Rate
 /// limits are counted only with `count_rate_limits` (the plaintext chain). What no mirrored
 /// route matches gets a 404 instead of the app.
-fn inbound_hcm_with_addons(name: &str, addons: &InboundAddons, count_rate_limits: bool) -> HttpConnectionManager {
+fn inbound_routes_with_addons(name: &str, addons: &InboundAddons, count_rate_limits: bool) -> RouteConfiguration {
     let to_app = |route: &InboundRoute| Route {
         name: route.name.clone(),
         r#match: Some(routes::route_match(&route.matcher)),
@@ -340,29 +381,17 @@ fn inbound_hcm_with_addons(name: &str, addons: &InboundAddons, count_rate_limits
             ..Default::default()
         });
     }
-    let route_config = RouteConfiguration {
+    RouteConfiguration {
         name: name.to_string(),
         virtual_hosts,
         ..Default::default()
-    };
-    let mut hcm = HttpConnectionManager {
-        forward_client_cert_details: ForwardClientCertDetails::SanitizeSet as i32,
-        set_current_client_cert_details: Some(SetCurrentClientCertDetails {
-            uri: true,
-            ..Default::default()
-        }),
-        ..common::http_connection_manager(name, Routes::Inline(Box::new(route_config)))
-    };
-    let router = hcm.http_filters.len() - 1;
-    hcm.http_filters
-        .splice(router..router, crate::addons::filters(addons.servers));
-    hcm
+    }
 }
 
-/// Everything to the app, with the caller's identity in `x-forwarded-client-cert`.
-fn inbound_hcm(name: &str) -> HttpConnectionManager {
+/// Everything to the app (the HCM puts the caller's identity in `x-forwarded-client-cert`).
+fn inbound_routes(name: &str) -> RouteConfiguration {
     let name = name.to_string();
-    let route_config = RouteConfiguration {
+    RouteConfiguration {
         name: name.clone(),
         virtual_hosts: vec![VirtualHost {
             name: name.clone(),
@@ -382,14 +411,6 @@ fn inbound_hcm(name: &str) -> HttpConnectionManager {
             ..Default::default()
         }],
         ..Default::default()
-    };
-    HttpConnectionManager {
-        forward_client_cert_details: ForwardClientCertDetails::SanitizeSet as i32,
-        set_current_client_cert_details: Some(SetCurrentClientCertDetails {
-            uri: true,
-            ..Default::default()
-        }),
-        ..common::http_connection_manager(&name, Routes::Inline(Box::new(route_config)))
     }
 }
 

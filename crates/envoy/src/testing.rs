@@ -143,6 +143,23 @@ pub(crate) fn hcm(
     typed(filter)
 }
 
+/// The route configuration an HTTP connection manager fetches over RDS, from `resources`.
+pub(crate) fn rds_routes(
+    resources: &crate::ProxyResources,
+    http: &envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager,
+) -> envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+    let Some(RouteSpecifier::Rds(rds)) = &http.route_specifier else {
+        panic!("expected routes over RDS, got {:?}", http.route_specifier)
+    };
+    resources
+        .routes
+        .iter()
+        .find(|r| r.name == rds.route_config_name)
+        .unwrap_or_else(|| panic!("no route configuration {}", rds.route_config_name))
+        .clone()
+}
+
 /// The typed config of a network filter, decoded as `M`.
 pub(crate) fn typed<M: prost::Message + prost::Name + Default>(
     filter: &envoy_types::pb::envoy::config::listener::v3::Filter,

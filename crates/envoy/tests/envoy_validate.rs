@@ -146,10 +146,22 @@ fn envoy_accepts_inbound_add_on_routes() {
     edit_hcm(&mut inbound.clone(), |h| hcm = Some(h.clone()));
     let hcm = hcm.expect("an HTTP connection manager");
     assert!(hcm.http_filters.iter().any(|f| f.name.contains("ext_authz")));
-    match &hcm.route_specifier {
-        Some(RouteSpecifier::RouteConfig(config)) => assert_eq!(config.virtual_hosts.len(), 2),
-        other => panic!("expected inline routes, got {other:?}"),
-    }
+    let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+        panic!("expected routes over RDS, got {:?}", hcm.route_specifier)
+    };
+    let routes = resources
+        .routes
+        .iter()
+        .find(|r| r.name == rds.route_config_name)
+        .expect("the inbound routes");
+    assert_eq!(routes.virtual_hosts.len(), 2);
+    // The AccessPolicy's rules ride on every host of the routes, for the rule-less RBAC filter.
+    assert!(
+        routes
+            .virtual_hosts
+            .iter()
+            .all(|h| h.typed_per_filter_config.contains_key("envoy.filters.http.rbac"))
+    );
     assert_envoy_accepts_pb("addons-inbound", &static_bootstrap(resources));
 }
 

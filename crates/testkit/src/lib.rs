@@ -387,12 +387,18 @@ pub async fn mtls_request_with(
     host: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<trellis_support::httpc::Response> {
+    let config = client_tls(client)?;
+    request_over_tls(port, server_name, host, config, method, path, headers).await
+}
+
+/// A TLS client config presenting `client` (if any) and accepting any server certificate.
+fn client_tls(client: Option<&trellis_pki::CertifiedKey>) -> anyhow::Result<rustls::ClientConfig> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(ServerCheck::any()));
-    let config = match client {
+    Ok(match client {
         Some(cert) => {
             use rustls::pki_types::pem::PemObject;
             let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
@@ -401,8 +407,38 @@ pub async fn mtls_request_with(
             builder.with_client_auth_cert(chain, key)?
         }
         None => builder.with_no_client_auth(),
-    };
-    request_over_tls(port, server_name, host, config, method, path, headers).await
+    })
+}
+
+/// One HTTP/1.1 connection over mTLS, kept open across requests: what a pooled client holds.
+pub struct MtlsConnection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+}
+
+impl MtlsConnection {
+    pub async fn open(port: u16, client: Option<&trellis_pki::CertifiedKey>) -> anyhow::Result<Self> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_tls(client)?))
+            .connect(rustls::pki_types::ServerName::try_from("workload.mesh")?, tcp)
+            .await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(connection);
+        Ok(MtlsConnection { sender })
+    }
+
+    /// The status of `GET path` on this connection; an error once the server closed it.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<u16> {
+        use http_body_util::BodyExt;
+        self.sender.ready().await?;
+        let request = hyper::Request::builder()
+            .uri(path)
+            .header("host", "backend")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let response = tokio::time::timeout(Duration::from_secs(5), self.sender.send_request(request)).await??;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok(status)
+    }
 }
 
 /// How a test client checks the server it reached: signatures always; the certificate either

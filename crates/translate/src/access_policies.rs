@@ -34,7 +34,8 @@ const NOBODY: &str = "spiffe://trellis.invalid/nobody";
 
 fn path(pattern: &str) -> PathMatch {
     if let Some(prefix) = pattern.strip_suffix('*') {
-        PathMatch::Prefix(prefix.to_string())
+        // `*` alone is every path; Envoy refuses an empty prefix.
+        PathMatch::Prefix(if prefix.is_empty() { "/" } else { prefix }.to_string())
     } else if let Some(suffix) = pattern.strip_prefix('*') {
         PathMatch::Regex(format!(".*{}", regex_escape(suffix)))
     } else {
@@ -350,4 +351,17 @@ pub(crate) fn for_cluster(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_path_patterns() {
+        assert_eq!(path("*"), PathMatch::Prefix("/".into()));
+        assert_eq!(path("/api*"), PathMatch::Prefix("/api".into()));
+        assert_eq!(path("*.css"), PathMatch::Regex(".*\\.css".into()));
+        assert_eq!(path("/x"), PathMatch::Exact("/x".into()));
+    }
 }

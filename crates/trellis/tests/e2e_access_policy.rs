@@ -150,3 +150,50 @@ spec:
     assert_eq!(status(&mesh, &frontend, "GET", "/").await, 200);
     finish(mesh).await;
 }
+
+/// Gloo's AccessPolicy holds for the next request, not the next connection: a connection opened
+/// before a policy change (as a client's pool keeps them) gets the new decision on its next
+/// request, both ways. Were the rules part of the listener, Envoy would keep that connection on
+/// the old rules while it drains them (600 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_reaches_connections_opened_before_it() {
+    let mesh = demo_mesh("access-open-connections").await;
+    let intruder = mesh_cert(&mesh, "intruder");
+    let port = mesh.app("backend-v1").inbound_port;
+    let mut open = MtlsConnection::open(port, Some(&intruder)).await.unwrap();
+    assert_eq!(open.get("/api/x").await.unwrap(), 200, "no policy yet");
+
+    let response = mesh
+        .apply("access.yaml", &POLICY.replace("DRY", "false"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    // A fresh connection shows when the sidecar has the policy...
+    eventually("the policy on a new connection", || async {
+        status(&mesh, &intruder, "GET", "/api/x").await == 403
+    })
+    .await;
+    // ...and the connection opened before it is held to it on its very next request.
+    assert_eq!(
+        open.get("/api/x").await.expect("the open connection stays usable"),
+        403,
+        "the connection opened before the policy still passes the old rules"
+    );
+
+    // Lifting the policy lets the same connection through again.
+    let allow_all = POLICY
+        .replace("DRY", "false")
+        .replace(
+            "serviceAccountSelector: {name: frontend, namespace: demo}",
+            "serviceAccountSelector: {}",
+        )
+        .replace("allowedPaths: [/api*]", "allowedPaths: ['*']");
+    let response = mesh.apply("access.yaml", &allow_all).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("the lifted policy on a new connection", || async {
+        status(&mesh, &intruder, "GET", "/api/x").await == 200
+    })
+    .await;
+    assert_eq!(open.get("/api/x").await.expect("still open"), 200);
+    finish(mesh).await;
+}

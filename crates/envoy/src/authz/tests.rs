@@ -21,14 +21,25 @@ fn principals(ids: &[&str]) -> AuthzRule {
     }
 }
 
+/// The RBAC config the policies put on an inbound HTTP port's routes.
 fn http_config(policies: &[InboundPolicy]) -> Option<HttpRbacProto> {
     let refs: Vec<_> = policies.iter().collect();
-    let filter = http_rbac(&refs)?;
+    let (filter, any) = http_rbac_per_route(&refs)?;
+    assert_eq!(filter, "envoy.filters.http.rbac");
+    let per_route: HttpRbacPerRouteProto = unpack(&any);
+    Some(per_route.rbac.expect("per-route RBAC carries a config"))
+}
+
+#[test]
+fn the_listeners_rbac_filter_has_no_rules_of_its_own() {
+    let filter = http_rbac_filter();
     assert_eq!(filter.name, "envoy.filters.http.rbac");
-    match &filter.config_type {
-        Some(http_filter::ConfigType::TypedConfig(any)) => Some(unpack(any)),
+    let config: HttpRbacProto = match &filter.config_type {
+        Some(http_filter::ConfigType::TypedConfig(any)) => unpack(any),
         other => panic!("RBAC without a typed config: {other:?}"),
-    }
+    };
+    assert!(config.rules.is_none() && config.shadow_rules.is_none());
+    assert_eq!(config.shadow_rules_stat_prefix, RBAC_DRY_RUN_STAT_PREFIX);
 }
 
 fn tcp_config(policies: &[InboundPolicy]) -> Option<NetworkRbacProto> {
@@ -400,13 +411,10 @@ fn policies_are_encoded_in_name_order() {
     let rules: Vec<_> = (0..12).map(|i| principals(&[&format!("spiffe://td/sa/{i}")])).collect();
     let policies = [mk_policy("demo/many", rules, false)];
     let refs: Vec<_> = policies.iter().collect();
-    let bytes = |filter: HttpFilter| match filter.config_type {
-        Some(http_filter::ConfigType::TypedConfig(any)) => any.value,
-        other => panic!("no typed config: {other:?}"),
-    };
-    let first = bytes(http_rbac(&refs).expect("a filter"));
+    let bytes = |config: Option<(String, Any)>| config.expect("a config").1.value;
+    let first = bytes(http_rbac_per_route(&refs));
     for _ in 0..5 {
-        assert_eq!(bytes(http_rbac(&refs).expect("a filter")), first);
+        assert_eq!(bytes(http_rbac_per_route(&refs)), first);
     }
     let mut names: Vec<_> = (0..12).map(|i| format!("demo/many/{i}")).collect();
     names.sort();

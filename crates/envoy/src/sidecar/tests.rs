@@ -20,7 +20,9 @@ use trellis_model::policy::AuthzRule;
 
 use super::*;
 use crate::testing::mk_endpoint;
-use crate::testing::{REVIEWS_ID, addr, hcm, mk_cluster_config, mk_workload, sidecar_resources, tls_context, typed};
+use crate::testing::{
+    REVIEWS_ID, addr, hcm, mk_cluster_config, mk_workload, rds_routes, sidecar_resources, tls_context, typed,
+};
 use crate::{ROOT_CA_SECRET, WORKLOAD_SECRET};
 
 fn mk_sidecar() -> ProxyResources {
@@ -220,11 +222,10 @@ fn inbound_http_port_routes_everything_to_a_static_cluster_on_the_app_port() {
     let listener = &r.listeners[1];
     assert_eq!(listener.name, "inbound|9080");
     assert_eq!(addr(&listener.address), ("10.0.0.1".to_string(), 15006));
-    let route_config = match hcm(listener).route_specifier {
-        Some(RouteSpecifier::RouteConfig(config)) => config,
-        other => panic!("expected inline routes, got {other:?}"),
-    };
+    let route_config = rds_routes(&r, &hcm(listener));
+    assert_eq!(route_config.name, "inbound|9080/mtls");
     let vhost = &route_config.virtual_hosts[0];
+    assert!(vhost.typed_per_filter_config.is_empty(), "no policy, no RBAC rules");
     assert_eq!(vhost.domains, ["*"]);
     match &vhost.routes[0].action {
         Some(Action::Route(action)) => assert_eq!(
@@ -406,14 +407,14 @@ fn endpoints_are_grouped_by_priority_then_cluster_with_priorities_compacted() {
 }
 
 #[test]
-fn without_policies_inbound_listeners_are_strict_mtls_without_rbac() {
+fn without_policies_inbound_listeners_are_strict_mtls_with_a_rule_less_rbac_filter() {
     let r = mk_sidecar();
     for listener in &r.listeners[1..] {
         assert_eq!(chains(listener), [("mtls".to_string(), String::new(), true)]);
         assert!(listener.listener_filters.is_empty());
     }
     let names: Vec<_> = hcm(&r.listeners[1]).http_filters.into_iter().map(|f| f.name).collect();
-    assert_eq!(names, ["envoy.filters.http.router"]);
+    assert_eq!(names, ["envoy.filters.http.rbac", "envoy.filters.http.router"]);
     assert_eq!(r.listeners[2].filter_chains[0].filters.len(), 1, "tcp_proxy alone");
 }
 
@@ -437,8 +438,29 @@ fn permissive_inspects_tls_and_keeps_an_mtls_and_a_plaintext_chain_with_the_same
         );
         let names: Vec<_> = listener.listener_filters.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["envoy.filters.listener.tls_inspector"]);
-        assert_eq!(listener.filter_chains[0].filters, listener.filter_chains[1].filters);
     }
+    // The TCP chains are the same; the HTTP ones differ only in the routes they fetch, and
+    // those carry the same RBAC rules.
+    let tcp = &r.listeners[2];
+    assert_eq!(tcp.filter_chains[0].filters, tcp.filter_chains[1].filters);
+    let rules: Vec<_> = r.listeners[1]
+        .filter_chains
+        .iter()
+        .map(|chain| {
+            let http: HttpConnectionManager = typed(&chain.filters[0]);
+            let routes = rds_routes(&r, &http);
+            (
+                routes.name.clone(),
+                routes.virtual_hosts[0].typed_per_filter_config.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (rules[0].0.as_str(), rules[1].0.as_str()),
+        ("inbound|9080/mtls", "inbound|9080/plaintext")
+    );
+    assert_eq!(rules[0].1, rules[1].1);
+    assert!(rules[0].1.contains_key("envoy.filters.http.rbac"));
     let context: DownstreamTlsContext = tls_context(&r.listeners[1].filter_chains[0].transport_socket);
     assert_eq!(context.require_client_certificate.map(|b| b.value), Some(true));
 }
@@ -476,8 +498,15 @@ fn the_first_applying_policy_with_a_mode_decides_it() {
 #[test]
 fn http_ports_authorize_before_the_router_and_tcp_ports_before_the_proxy() {
     let r = mk_sidecar_with(vec![mk_policy("default/a", None, Some(any_principal()), false)]);
-    let names: Vec<_> = hcm(&r.listeners[1]).http_filters.into_iter().map(|f| f.name).collect();
+    let http = hcm(&r.listeners[1]);
+    let names: Vec<_> = http.http_filters.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["envoy.filters.http.rbac", "envoy.filters.http.router"]);
+    // The rules come with the routes, so a policy change reaches open connections.
+    let per_route = &rds_routes(&r, &http).virtual_hosts[0].typed_per_filter_config;
+    let rbac: envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute =
+        crate::testing::unpack(&per_route["envoy.filters.http.rbac"]);
+    let rules = rbac.rbac.and_then(|r| r.rules).expect("enforced rules");
+    assert!(rules.policies.contains_key("default/a/0"));
     let filters: Vec<_> = r.listeners[2].filter_chains[0]
         .filters
         .iter()
@@ -596,15 +625,13 @@ fn protected_inbound_port_mirrors_the_mesh_routes_with_their_add_on_checks() {
     assert_eq!(
         filters,
         [
+            "envoy.filters.http.rbac",
             "envoy.filters.http.ext_authz.ext-auth|demo/ext-auth",
             "envoy.filters.http.ratelimit.rate-limit|demo/settings",
             "envoy.filters.http.router"
         ]
     );
-    let route_config = match http.route_specifier {
-        Some(RouteSpecifier::RouteConfig(config)) => config,
-        other => panic!("expected inline routes, got {other:?}"),
-    };
+    let route_config = rds_routes(&r, &http);
     let hosts: Vec<(&str, Vec<&str>)> = route_config
         .virtual_hosts
         .iter()
@@ -655,9 +682,7 @@ fn protected_inbound_port_mirrors_the_mesh_routes_with_their_add_on_checks() {
         .iter()
         .map(|chain| {
             let http: HttpConnectionManager = typed(&chain.filters[0]);
-            let Some(RouteSpecifier::RouteConfig(config)) = http.route_specifier else {
-                panic!("expected inline routes")
-            };
+            let config = rds_routes(&permissive, &http);
             (
                 chain.name.clone(),
                 config.virtual_hosts[0].routes[0].typed_per_filter_config.len(),

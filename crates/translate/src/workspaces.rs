@@ -270,6 +270,32 @@ impl Workspaces {
             .collect()
     }
 
+    /// The identity prefixes of the namespaces `workspace` names in its cluster selectors:
+    /// `spiffe://<td>/ns/<name>/sa/` for a name, `spiffe://<td>/ns/<prefix>*` for a `prefix*`
+    /// glob. They cover what discovery does not report, such as the namespace its gateways run
+    /// in. A selector without namespaces (every namespace) gives every identity.
+    pub(crate) fn named_namespace_principals(&self, workspace: &str, trust_domain: &str) -> Vec<String> {
+        let Some(ws) = self.get(workspace) else {
+            return Vec::new();
+        };
+        ws.clusters
+            .iter()
+            .flat_map(|c| {
+                if c.namespaces.is_empty() {
+                    return vec![format!("spiffe://{trust_domain}/")];
+                }
+                c.namespaces
+                    .iter()
+                    .filter(|ns| ns.labels.is_none())
+                    .map(|ns| match ns.name.strip_suffix('*') {
+                        Some(prefix) => format!("spiffe://{trust_domain}/ns/{prefix}*"),
+                        None => format!("spiffe://{trust_domain}/ns/{}/sa/", ns.name),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Namespace ─▶ workspace for every namespace with workloads in `cluster`.
     pub(crate) fn namespaces_of_cluster(&self, snapshot: &Snapshot, cluster: &str) -> BTreeMap<String, String> {
         let namespaces: BTreeSet<&str> = snapshot
@@ -336,10 +362,18 @@ pub(crate) fn isolation_policies(
         .flat_map(|c| workspaces.namespaces_of_cluster(snapshot, c))
         .collect();
     for (workspace, callers) in workspaces.isolated() {
+        // The callers' namespaces with workloads, and those their Workspaces name: a gateway
+        // runs in one of these (it is a workload of its workspace, as in Gloo) without being
+        // discovered as a service's workload.
         let mut principals: Vec<String> = all_namespaces
             .iter()
             .filter(|(_, ws)| callers.contains(ws))
             .map(|(ns, _)| format!("spiffe://{}/ns/{ns}/sa/", snapshot.trust_domain))
+            .chain(
+                callers
+                    .iter()
+                    .flat_map(|caller| workspaces.named_namespace_principals(caller, &snapshot.trust_domain)),
+            )
             .collect();
         principals.sort();
         principals.dedup();

@@ -187,7 +187,15 @@ pub(crate) fn load_assignment(upstream: &trellis_model::ir::Upstream) -> Cluster
     let priorities: BTreeSet<u32> = upstream.endpoints.iter().map(|e| e.priority).collect();
     let dense = |priority: u32| priorities.range(..priority).count() as u32;
     let mut groups: BTreeMap<(u32, &str), Vec<LbEndpoint>> = BTreeMap::new();
-    for endpoint in &upstream.endpoints {
+    // With locality weights, a cluster without a share gets no traffic (Envoy refuses a zero
+    // locality weight, so its endpoints are left out).
+    let weighted = !upstream.locality_weights.is_empty();
+    let share = |cluster: &str| upstream.locality_weights.get(cluster).copied().filter(|w| *w > 0);
+    for endpoint in upstream
+        .endpoints
+        .iter()
+        .filter(|e| !weighted || share(&e.cluster).is_some())
+    {
         // Envoy rejects a weight of 0; the IR promises relative weights, so 0 means "least".
         let weight = endpoint.weight.max(1);
         groups
@@ -206,6 +214,7 @@ pub(crate) fn load_assignment(upstream: &trellis_model::ir::Upstream) -> Cluster
                 }),
                 lb_endpoints,
                 priority,
+                load_balancing_weight: share(cluster).map(|value| UInt32Value { value }),
                 ..Default::default()
             })
             .collect(),

@@ -150,6 +150,7 @@ pub(crate) fn outbound_cluster(upstream: &Upstream) -> Cluster {
         return Cluster {
             transport_socket: Some(tls::upstream_socket(upstream)),
             outlier_detection: upstream.outlier_detection.as_ref().map(outlier_detection),
+            common_lb_config: (!upstream.locality_weights.is_empty()).then(locality_weighted),
             ..common::eds_cluster(&upstream.name)
         };
     };
@@ -171,6 +172,18 @@ pub(crate) fn outbound_cluster(upstream: &Upstream) -> Cluster {
         transport_socket: external.tls_sni.as_deref().map(tls::originate_socket),
         outlier_detection: upstream.outlier_detection.as_ref().map(outlier_detection),
         ..base
+    }
+}
+
+/// Traffic split between localities by their `load_balancing_weight` (FailoverPolicy weights).
+fn locality_weighted() -> cluster::CommonLbConfig {
+    cluster::CommonLbConfig {
+        locality_config_specifier: Some(
+            cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                cluster::common_lb_config::LocalityWeightedLbConfig::default(),
+            ),
+        ),
+        ..Default::default()
     }
 }
 

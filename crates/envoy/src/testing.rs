@@ -28,6 +28,7 @@ pub(crate) fn mk_upstream(name: &str, key: &str, endpoints: Vec<Endpoint>, ident
         outlier_detection: None,
         workspaces: None,
         external: None,
+        locality_weights: Default::default(),
     }
 }
 

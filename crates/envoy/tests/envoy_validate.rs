@@ -815,6 +815,7 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identitie
         outlier_detection: None,
         workspaces: None,
         external: None,
+        locality_weights: Default::default(),
     }
 }
 

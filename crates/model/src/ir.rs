@@ -83,6 +83,10 @@ pub struct Upstream {
     /// Set for a destination outside the mesh (ExternalService): no mesh mTLS to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalUpstream>,
+    /// Share of traffic per endpoint cluster (a locality), from a FailoverPolicy whose mappings
+    /// give weights (Istio's `distribute`): when set, a cluster not listed gets no traffic.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub locality_weights: std::collections::BTreeMap<String, u32>,
 }
 
 /// How to reach a destination outside the mesh.

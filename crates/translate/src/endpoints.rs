@@ -120,6 +120,7 @@ pub(crate) fn materialize(
                 outlier_detection: policy.outlier_detection.clone(),
                 workspaces: scopes.get(&name).cloned().flatten(),
                 external: None,
+                locality_weights: policy.locality_weights(cluster),
                 name,
             })
         };
@@ -143,6 +144,7 @@ pub(crate) fn materialize(
                 outlier_detection: None,
                 workspaces: None,
                 external: None,
+                locality_weights: Default::default(),
             });
         }
     }

@@ -112,6 +112,7 @@ pub(crate) fn build(
                     outlier_detection: None,
                     workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                     external: Some(ExternalUpstream { dns, tls_sni }),
+                    locality_weights: Default::default(),
                 });
                 let domains = if number == 80 {
                     vec![host.clone(), format!("{host}:80")]

@@ -106,7 +106,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
         services: Some(&index),
     };
     let addons = addons::apply(&lookup, &mut outbound, &mut report, &mut warnings);
-    let upstream_policies = destination_policies::resolve(&lookup, &outbound.targets, &mut report);
+    let upstream_policies = destination_policies::resolve(&lookup, &outbound.targets, &mut report, &mut warnings);
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
     let resolved = endpoints::resolve(snapshot, &index, &outbound.targets);
     let virtual_hosts: Vec<_> = outbound

@@ -41,6 +41,41 @@ impl std::fmt::Debug for OpaPolicy {
     }
 }
 
+/// OPA builtins Gloo's ext-auth policies use that the Rego engine lacks.
+fn add_builtins(engine: &mut regorus::Engine) {
+    // Names are fixed and unique: adding them to a fresh engine cannot fail.
+    let _ = engine.add_extension("io.jwt.decode".to_string(), 1, Box::new(jwt_decode));
+}
+
+/// OPA's `io.jwt.decode(token)`: `[header, payload, signature]`, the signature hex encoded, the
+/// token not verified (as in OPA; a policy that trusts claims must verify or check them).
+fn jwt_decode(params: Vec<regorus::Value>) -> anyhow::Result<regorus::Value> {
+    use base64::Engine as _;
+    let token = params
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("io.jwt.decode takes a token"))?
+        .as_string()?;
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        anyhow::bail!("io.jwt.decode: a JWT has three dot-separated parts");
+    };
+    let decode = |part: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .map_err(|e| anyhow::anyhow!("io.jwt.decode: not base64url: {e}"))
+    };
+    let json = |part: &str| -> anyhow::Result<regorus::Value> {
+        let bytes = decode(part)?;
+        regorus::Value::from_json_str(std::str::from_utf8(&bytes)?)
+    };
+    let signature: String = decode(signature)?.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(regorus::Value::from(vec![
+        json(header)?,
+        json(payload)?,
+        regorus::Value::from(signature),
+    ]))
+}
+
 /// Where a compile error is, relative to the `opaAuth` object, and what it is.
 #[derive(Debug)]
 pub(crate) struct OpaCompileError {
@@ -53,6 +88,7 @@ impl OpaPolicy {
     /// request so errors in either show at compile time rather than on the first request.
     pub(crate) fn new(query: &str, modules: &BTreeMap<String, String>) -> Result<OpaPolicy, OpaCompileError> {
         let mut engine = regorus::Engine::new();
+        add_builtins(&mut engine);
         engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
             limit: EVALUATION_LIMIT,
             check_interval: NonZeroU32::new(64).expect("non-zero"),

@@ -125,3 +125,40 @@ fn a_prepared_policy_answers_the_same_every_time() {
         assert!(!gloo.check(&refused).is_allow());
     }
 }
+
+/// The shape of Gloo's OPA guides: claims of the bearer token decide, via `io.jwt.decode`.
+#[test]
+fn io_jwt_decode_reads_the_claims_of_a_bearer_token() {
+    use base64::Engine as _;
+    let b64 = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let token = |role: &str| {
+        format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"alice","role":"{role}"}}"#)),
+            b64("sig")
+        )
+    };
+    let source = r#"
+package jwt
+
+import future.keywords.if
+
+default allow := false
+
+claims := payload if {
+    [_, payload, _] := io.jwt.decode(trim_prefix(input.http_request.headers.authorization, "Bearer "))
+}
+
+allow if claims.role == "admin"
+"#;
+    let opa = policy("data.jwt.allow == true", "jwt.rego", source);
+    let with = |token: &str| request("GET", "/", &[("authorization", &format!("Bearer {token}"))]);
+    assert!(opa.check(&with(&token("admin"))).is_allow());
+    assert!(!opa.check(&with(&token("guest"))).is_allow());
+    assert!(
+        !opa.check(&with("not-a-jwt")).is_allow(),
+        "a malformed token must deny, not error open"
+    );
+    assert!(!opa.check(&request("GET", "/", &[])).is_allow());
+}

@@ -40,7 +40,7 @@ pub struct ExtAuthServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_on_error: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_body: Option<Value>,
+    pub request_body: Option<BufferSettings>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_route_cache: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,4 +294,19 @@ pub struct RateLimitPolicyConfig {
     pub raw: Option<RawClientConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Value>,
+}
+
+/// ExtAuthServer `requestBody`: the request body goes to the ext-auth server with the check
+/// (Envoy's ext_authz `with_request_body`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BufferSettings {
+    /// Bytes to buffer before the check; larger bodies are refused (413) unless
+    /// `allowPartialMessage`. Envoy needs a limit: 4 KiB when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_partial_message: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pack_as_bytes: bool,
 }

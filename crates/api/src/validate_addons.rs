@@ -54,17 +54,26 @@ pub(crate) fn secret(problems: &mut Problems, spec: &SecretSpec) {
     }
 }
 
+/// The most of a request body a check may buffer.
+const MAX_EXT_AUTH_BODY_BYTES: u32 = 1 << 20;
+
 pub(crate) fn ext_auth_server(problems: &mut Problems, spec: &ExtAuthServerSpec) {
     check_server(problems, "spec.destinationServer", &spec.destination_server);
     check_duration(problems, "spec.requestTimeout", &spec.request_timeout);
     if let Some(status) = spec.status_on_error {
         check_defined_status(problems, "spec.statusOnError", status);
     }
-    if spec.request_body.is_some() {
+    if let Some(body) = &spec.request_body
+        && body
+            .max_request_bytes
+            .is_some_and(|n| n == 0 || n > MAX_EXT_AUTH_BODY_BYTES)
+    {
         push(
             problems,
-            "spec.requestBody",
-            "is not supported yet: checks see headers only",
+            "spec.requestBody.maxRequestBytes",
+            format!(
+                "must be between 1 and {MAX_EXT_AUTH_BODY_BYTES} (1 MiB): the proxy holds the body in memory for the check"
+            ),
         );
     }
     if spec.http_service.is_some() {

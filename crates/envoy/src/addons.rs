@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::core::v3::{ApiVersion, GrpcService, grpc_ser
 use envoy_types::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
 use envoy_types::pb::envoy::config::route::v3::{FilterConfig, RateLimit as RouteRateLimit, rate_limit};
 use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
-    CheckSettings, ExtAuthz, ExtAuthzPerRoute, ext_authz, ext_authz_per_route,
+    BufferSettings, CheckSettings, ExtAuthz, ExtAuthzPerRoute, ext_authz, ext_authz_per_route,
 };
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
     RateLimit, RateLimitPerRoute, rate_limit::XRateLimitHeadersRfcVersion,
@@ -86,6 +86,11 @@ pub(crate) fn filters(servers: &[AddonServer]) -> Vec<HttpFilter> {
                     }),
                     // The ext-auth service sees the caller's mesh identity.
                     include_peer_certificate: true,
+                    with_request_body: server.request_body.as_ref().map(|body| BufferSettings {
+                        max_request_bytes: body.max_bytes,
+                        allow_partial_message: body.allow_partial,
+                        pack_as_bytes: body.as_bytes,
+                    }),
                     ..Default::default()
                 };
                 let mut filter = common::http_filter(&filter_name(&server.name), pack_any(config));

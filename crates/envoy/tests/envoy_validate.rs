@@ -256,6 +256,12 @@ fn with_addons(ir: &mut ClusterConfig) {
             timeout_ms: 500,
             fail_open: false,
             status_on_error: Some(503),
+            // The checks carry the body (ExtAuthServer `requestBody`).
+            request_body: Some(trellis_model::addons::RequestBody {
+                max_bytes: 8192,
+                allow_partial: true,
+                as_bytes: false,
+            }),
         },
         AddonServer {
             name: "rate-limit|demo/settings".into(),
@@ -264,6 +270,7 @@ fn with_addons(ir: &mut ClusterConfig) {
             timeout_ms: 100,
             fail_open: true,
             status_on_error: None,
+            request_body: None,
         },
     ];
     let actions = vec![

@@ -40,6 +40,12 @@ pub fn to_input(request: &CheckRequest) -> CheckInput {
     input.scheme = http.scheme.clone();
     input.host = http.host.clone();
     input.path = http.path.clone();
+    // `packAsBytes` sends it as raw bytes, otherwise as a string.
+    input.body = if http.raw_body.is_empty() {
+        http.body.clone()
+    } else {
+        String::from_utf8_lossy(&http.raw_body).into_owned()
+    };
     for (name, value) in &http.headers {
         input.headers.insert(name.to_ascii_lowercase(), value.clone());
     }

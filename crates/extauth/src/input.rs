@@ -19,6 +19,8 @@ pub struct CheckInput {
     /// Peer SPIFFE ID when mTLS, else empty.
     pub source_principal: String,
     pub context_extensions: BTreeMap<String, String>,
+    /// The request body, when the ExtAuthServer asks for it (`requestBody`); else empty.
+    pub body: String,
 }
 
 /// One evaluator's decision.

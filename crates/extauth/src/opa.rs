@@ -176,6 +176,7 @@ pub fn input_document(input: &CheckInput) -> Value {
         "host": input.host,
         "scheme": input.scheme,
         "headers": input.headers,
+        "body": input.body,
     });
     let attributes = json!({
         "request": { "http": http },

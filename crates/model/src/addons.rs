@@ -35,6 +35,20 @@ pub struct AddonServer {
     /// HTTP status when a failing ext-auth server denies (default 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_on_error: Option<u32>,
+    /// Send the request body with ext-auth checks (ExtAuthServer `requestBody`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<RequestBody>,
+}
+
+/// How much of the request body an ext-auth check carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBody {
+    pub max_bytes: u32,
+    /// Send the first `max_bytes` of a larger body instead of refusing it (413).
+    pub allow_partial: bool,
+    /// Send it as bytes rather than as a UTF-8 string.
+    pub as_bytes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,6 +63,7 @@ struct ServerUse {
     timeout_ms: u64,
     fail_open: bool,
     status_on_error: Option<u32>,
+    request_body: Option<trellis_model::addons::RequestBody>,
 }
 
 /// What translation of the add-on policies yields for every cluster alike.
@@ -137,6 +138,9 @@ pub(crate) fn selects(
     };
     by_destination || (!routes.is_empty() && crate::route_policies::selects(routes, route))
 }
+
+/// Bytes of body an ext-auth check buffers when `requestBody` gives no `maxRequestBytes`.
+const DEFAULT_EXT_AUTH_BODY_BYTES: u32 = 4096;
 
 /// Where a policy is enforced on a route, for its status.
 pub(crate) const EXT_AUTH_BOTH_SIDES: &str =
@@ -304,6 +308,7 @@ impl Addons {
             timeout_ms: timeout.as_deref().and_then(duration_ms).unwrap_or(default_timeout),
             fail_open,
             status_on_error,
+            request_body: None,
         });
         name
     }
@@ -333,6 +338,7 @@ impl Addons {
                         timeout_ms: server.timeout_ms,
                         fail_open: server.fail_open,
                         status_on_error: server.status_on_error,
+                    request_body: server.request_body.clone(),
                     };
                 };
                 // The add-on registered under the service name is the server. Its listen port is
@@ -368,6 +374,7 @@ impl Addons {
                     timeout_ms: server.timeout_ms,
                     fail_open: server.fail_open,
                     status_on_error: server.status_on_error,
+                    request_body: server.request_body.clone(),
                 }
             })
             .collect();
@@ -415,6 +422,7 @@ fn ext_auth_policy(
             timeout_ms: DEFAULT_EXT_AUTH_TIMEOUT_MS,
             fail_open: false,
             status_on_error: None,
+            request_body: None,
         });
         let binding = RouteExtAuth {
             server: name,
@@ -432,6 +440,17 @@ fn ext_auth_policy(
         server.failure_mode_allow,
         server.status_on_error,
     );
+    if let Some(used) = addons.servers.last_mut() {
+        // Gloo's ExtAuthServer `requestBody`: the checks carry the body.
+        used.request_body = server
+            .request_body
+            .as_ref()
+            .map(|body| trellis_model::addons::RequestBody {
+                max_bytes: body.max_request_bytes.unwrap_or(DEFAULT_EXT_AUTH_BODY_BYTES),
+                allow_partial: body.allow_partial_message,
+                as_bytes: body.pack_as_bytes,
+            });
+    }
     let config_id = format!("{}.{}", resource.metadata.namespace, resource.metadata.name);
     let mut context_extensions = BTreeMap::new();
     if let Some(auth) = &spec.config.gloo_auth {

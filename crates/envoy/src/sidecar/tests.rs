@@ -569,6 +569,7 @@ fn protected_inbound_port_mirrors_the_mesh_routes_with_their_add_on_checks() {
             timeout_ms: 500,
             fail_open: false,
             status_on_error: None,
+            request_body: None,
         },
         AddonServer {
             name: "rate-limit|demo/settings".into(),
@@ -577,6 +578,7 @@ fn protected_inbound_port_mirrors_the_mesh_routes_with_their_add_on_checks() {
             timeout_ms: 100,
             fail_open: true,
             status_on_error: None,
+            request_body: None,
         },
     ];
     let mirror = |name: &str, prefix: &str, subset: &[(&str, &str)], protected: bool| InboundRoute {

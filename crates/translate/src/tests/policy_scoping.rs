@@ -277,5 +277,36 @@ spec:
             .as_ref()
             .unwrap_or_else(|| panic!("{port}: not found; warnings {:?}", translation.warnings));
         assert_eq!(endpoint.port, 18082);
+        assert_eq!(servers[0].request_body, None);
     }
+}
+
+#[test]
+fn an_ext_auth_servers_request_body_setting_reaches_the_proxies() {
+    let config = r#"
+apiVersion: admin.gloo.solo.io/v2
+kind: ExtAuthServer
+metadata: {name: ext-auth, namespace: a}
+spec:
+  destinationServer: {ref: {name: ext-auth-service, namespace: gloo-mesh}, port: {name: grpc}}
+  requestBody: {maxRequestBytes: 1024, allowPartialMessage: true}
+---
+apiVersion: security.policy.gloo.solo.io/v2
+kind: ExtAuthPolicy
+metadata: {name: keys, namespace: a}
+spec:
+  config:
+    server: {name: ext-auth}
+    glooAuth: {configs: [{apiKeyAuth: {headerName: x-api-key, k8sSecretApikeyStorage: {labelSelector: {team: a}}}}]}
+"#;
+    let translation = translate(&routes_of_both_teams(config));
+    let servers = &translation.clusters["cluster-1"].addon_servers;
+    assert_eq!(
+        servers[0].request_body,
+        Some(trellis_model::addons::RequestBody {
+            max_bytes: 1024,
+            allow_partial: true,
+            as_bytes: false
+        })
+    );
 }

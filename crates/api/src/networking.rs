@@ -232,3 +232,6 @@ pub struct AwsFilter {
     #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "lambda_functions")]
     pub lambda_functions: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,8 @@
 //!   parent's prefix (`/product-1` + `/foo` = `/product-1/foo`), headers and query parameters add
 //!   up, a method must agree. Matchers that conflict replace the delegating route with a 500
 //!   direct response (ROUTE_REPLACEMENT), with a WARNING on both tables.
-//! - Child routes inherit the delegating route's labels; their own labels win on the same key.
+//! - A route's labels are its table's `metadata.labels` overridden by its own; a child route's
+//!   start from the delegating route's, then its table's, then its own (the later wins).
 //! - `sortMethod: TABLE_WEIGHT` (default) orders child tables by `weight`, higher first, ties in
 //!   selection order, each table's routes in its order. `ROUTE_SPECIFICITY` orders every route
 //!   gathered (nested delegation included) by its most specific matcher: exact paths, then
@@ -57,7 +58,7 @@ pub(crate) struct EffectiveRoute<'s> {
     pub name: String,
     /// The route's matchers combined with those it inherits, ORed; empty matches everything.
     pub matchers: Vec<RequestMatcher>,
-    /// The route's labels over those it inherits: what `applyToRoutes` selects by.
+    /// What `applyToRoutes` selects the route by: inherited, table and route labels.
     pub labels: BTreeMap<String, String>,
     /// Set when the route cannot be served as configured: it answers 500 with this problem.
     pub replaced: Option<String>,
@@ -114,8 +115,12 @@ impl<'s> Tables<'s> {
                     route.name.clone()
                 }
             );
-            let (name, matchers, labels) = match inherited {
-                None => (own_name, route.matchers.clone(), route.labels.clone()),
+            // Labels, weakest first: what the delegating route had, this table's, the route's.
+            let mut labels = inherited.map(|p| p.labels.clone()).unwrap_or_default();
+            labels.extend(table.metadata.labels.clone());
+            labels.extend(route.labels.clone());
+            let (name, matchers) = match inherited {
+                None => (own_name, route.matchers.clone()),
                 Some(parent) => {
                     let matchers = combine(&parent.matchers, &route.matchers).map_err(|problem| {
                         let problem = format!(
@@ -125,9 +130,7 @@ impl<'s> Tables<'s> {
                         warnings.add(key.clone(), format!("{problem}; the delegating route answers 500"));
                         problem
                     })?;
-                    let mut labels = parent.labels.clone();
-                    labels.extend(route.labels.clone());
-                    (format!("{}/{own_name}", parent.name), matchers, labels)
+                    (format!("{}/{own_name}", parent.name), matchers)
                 }
             };
             let Some(delegate) = &route.delegate else {

@@ -26,6 +26,8 @@ fn table<'s>(snapshot: &'s Snapshot, key: &str) -> (&'s Resource, &'s trellis_ap
 /// One line per served route: `path method headers => defining table / route [labels]`.
 struct Flat {
     lines: Vec<String>,
+    /// Each route's labels, in the order of `lines`.
+    labels: Vec<BTreeMap<String, String>>,
     warnings: BTreeMap<String, Vec<String>>,
 }
 
@@ -34,8 +36,8 @@ fn flatten(snapshot: &Snapshot, parent: &str) -> Flat {
     let tables = Tables::new(snapshot, &workspaces);
     let (resource, spec) = table(snapshot, parent);
     let mut warnings = Warnings::default();
-    let lines = tables
-        .flatten(resource, spec, &mut warnings)
+    let routes = tables.flatten(resource, spec, &mut warnings);
+    let lines = routes
         .iter()
         .map(|route| {
             let matchers = if route.matchers.is_empty() {
@@ -47,14 +49,13 @@ fn flatten(snapshot: &Snapshot, parent: &str) -> Flat {
             if let Some(problem) = &route.replaced {
                 line.push_str(&format!(" REPLACED({problem})"));
             }
-            if !route.labels.is_empty() {
-                line.push_str(&format!(" {:?}", route.labels));
-            }
             line
         })
         .collect();
+    let labels = routes.iter().map(|route| route.labels.clone()).collect();
     Flat {
         lines,
+        labels,
         warnings: warnings.0,
     }
 }
@@ -84,7 +85,7 @@ fn describe(m: &RequestMatcher) -> String {
 const PARENT_TWO_PRODUCTS: &str = "
 apiVersion: networking.gloo.solo.io/v2
 kind: RouteTable
-metadata: {name: parent, namespace: source-apps}
+metadata: {name: parent, namespace: source-apps, labels: {env: prod, tier: bronze, table: parent}}
 spec:
   hosts: [www.example.com]
   http:
@@ -116,10 +117,33 @@ fn child_routes_inherit_the_parent_prefix_and_labels() {
     assert_eq!(
         flat.lines,
         [
-            r#"prefix /product-1/foo => child-a/0 {"team": "shop", "tier": "silver"}"#,
-            r#"exact /product-1/bar | regex /product-1/v[0-9]+/.* => child-a/1 {"team": "shop", "tier": "gold"}"#,
-            "prefix /product-2/foo => child-a/0 {\"tier\": \"silver\"}",
+            "prefix /product-1/foo => child-a/0",
+            "exact /product-1/bar | regex /product-1/v[0-9]+/.* => child-a/1",
+            "prefix /product-2/foo => child-a/0",
             "exact /product-2/bar | regex /product-2/v[0-9]+/.* => child-a/1",
+        ]
+    );
+    // Weakest first: the parent's table, the parent's route, the child's table, the child's route.
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    assert_eq!(
+        flat.labels,
+        [
+            labels(&[
+                ("env", "prod"),
+                ("table", "child-a"),
+                ("team", "shop"),
+                ("tier", "silver")
+            ]),
+            labels(&[
+                ("env", "prod"),
+                ("table", "child-a"),
+                ("team", "shop"),
+                ("tier", "gold")
+            ]),
+            labels(&[("env", "prod"), ("table", "child-a"), ("tier", "silver")]),
+            labels(&[("env", "prod"), ("table", "child-a"), ("tier", "bronze")]),
         ]
     );
     assert!(flat.warnings.is_empty(), "{:?}", flat.warnings);

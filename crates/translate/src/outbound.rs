@@ -531,19 +531,19 @@ impl<'s> Context<'_, 's> {
             return replacement("route action not supported");
         };
         // Gloo: a forwardTo without destinations goes to the table's defaultDestination.
-        let given: Vec<&DestinationReference> = match (forward.destinations.is_empty(), default_destination) {
-            (true, Some(default)) => vec![default],
-            _ => forward.destinations.iter().collect(),
+        let given: Vec<(String, &DestinationReference)> = match (forward.destinations.is_empty(), default_destination) {
+            (true, Some(default)) => vec![(format!("spec.defaultDestination (for spec.http[{index}])"), default)],
+            _ => (forward.destinations.iter().enumerate())
+                .map(|(d, destination)| (format!("spec.http[{index}].forwardTo.destinations[{d}]"), destination))
+                .collect(),
         };
         let mut destinations = Vec::new();
-        for (d, destination) in given.into_iter().enumerate() {
+        for (field, destination) in given {
             match self.destination_target(namespace, destination, port) {
                 Ok(target) => destinations.push((target, destination.weight)),
                 Err(problem) => {
-                    self.warnings.add(
-                        table,
-                        format!("spec.http[{index}].forwardTo.destinations[{d}]: {problem}; the route answers 500"),
-                    );
+                    self.warnings
+                        .add(table, format!("{field}: {problem}; the route answers 500"));
                     return replacement(&problem);
                 }
             }

@@ -1,7 +1,8 @@
 //! RouteTable delegation through a real ingress gateway, in the shape of Gloo's route delegation
 //! guide: a parent table on the VirtualGateway hands `/ratings` and `/reviews` to child tables
 //! owned by two other namespaces. Child paths are appended to the parent's prefix; a table the
-//! parent's selector does not pick (same label, another namespace) is not served.
+//! parent's selector does not pick (same label, another namespace) is not served; a policy
+//! selects a delegated route by its labels.
 
 use trellis_testkit as common;
 
@@ -69,6 +70,7 @@ spec:
   virtualGateways: [{{name: ingress, namespace: demo}}]
   http:
   - name: ratings
+    labels: {{area: ratings}}
     matchers: [{{uri: {{prefix: /ratings}}}}]
     delegate:
       routeTables: [{{labels: {{table: ratings}}, namespace: ratings-team}}]
@@ -86,6 +88,11 @@ spec:
   http:
   - name: v1
     matchers: [{{uri: {{prefix: /v1}}}}]
+    forwardTo:
+      destinations: [{{ref: {{name: backend, namespace: demo, cluster: cluster-1}}, port: {{number: 80}}}}]
+  - name: v0
+    labels: {{retired: 'yes'}}
+    matchers: [{{uri: {{prefix: /v0}}}}]
     forwardTo:
       destinations: [{{ref: {{name: backend, namespace: demo, cluster: cluster-1}}, port: {{number: 80}}}}]
 ---
@@ -111,6 +118,15 @@ spec:
   - name: admin
     matchers: [{{uri: {{prefix: /admin}}}}]
     directResponse: {{status: 200, body: intruder}}
+---
+# Policies select delegated routes by their labels: the child route's own and those inherited
+# from the delegating route.
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: FaultInjectionPolicy
+metadata: {{name: retire-v0, namespace: ratings-team}}
+spec:
+  applyToRoutes: [{{route: {{labels: {{retired: 'yes', area: ratings}}}}}}]
+  config: {{abort: {{httpStatus: 418, percentage: 100}}}}
 "
     );
     let response = mesh.apply("delegation.yaml", &config).await.unwrap();
@@ -130,6 +146,12 @@ spec:
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(ratings.body.contains("\"version\":\"v1\""), "{}", ratings.body);
+    let retired = get("/ratings/v0").await.unwrap();
+    assert_eq!(
+        retired.status, 418,
+        "the policy selects /ratings/v0 by its labels: {}",
+        retired.body
+    );
 
     // /reviews: the reviews table's default destination, backend v2 in cluster-2.
     let reviews = get("/reviews/anything").await.unwrap();

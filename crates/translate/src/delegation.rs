@@ -259,7 +259,9 @@ impl<'s> Tables<'s> {
                     && (selector.name.is_empty() || selector.name == meta.name)
                     && (selector.namespace.is_empty() || selector.namespace == meta.namespace)
                     && (selector.workspace.is_empty() || Some(selector.workspace.as_str()) == workspace);
-                if !matches || std::ptr::eq(child, parent) {
+                // A parent whose selector also matches itself is not told it has hosts; a
+                // child that selects itself is a cycle, reported as such below.
+                if !matches || (std::ptr::eq(child, parent) && !spec.hosts.is_empty()) {
                     continue;
                 }
                 let child_key = child.key().to_string();

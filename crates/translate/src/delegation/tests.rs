@@ -403,6 +403,37 @@ spec:
 }
 
 #[test]
+fn a_child_that_selects_itself_is_a_cycle_and_a_parent_matching_its_own_selector_is_not_warned() {
+    let yaml = "
+apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: root, namespace: ns, labels: {team: x}}
+spec:
+  hosts: [api.example.com]
+  http:
+  - delegate: {routeTables: [{labels: {team: x}}]}
+---
+apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: child, namespace: ns, labels: {team: x}}
+spec:
+  http:
+  - matchers: [{uri: {prefix: /a}}]
+    directResponse: {status: 200}
+  - matchers: [{uri: {prefix: /again}}]
+    delegate: {routeTables: [{labels: {team: x}}]}
+";
+    let flat = flatten(&snapshot(yaml), "RouteTable/ns/root");
+    assert_eq!(flat.lines, ["prefix /a => child/0"]);
+    assert!(!flat.warnings.contains_key("RouteTable/ns/root"), "{:?}", flat.warnings);
+    let child = flat.warnings["RouteTable/ns/child"].join("\n");
+    assert!(
+        child.contains("makes a cycle (RouteTable/ns/root -> RouteTable/ns/child -> RouteTable/ns/child)"),
+        "{child}"
+    );
+}
+
+#[test]
 fn conflicting_matchers_replace_the_delegating_route_with_a_warning_on_both_tables() {
     let yaml = "
 apiVersion: networking.gloo.solo.io/v2

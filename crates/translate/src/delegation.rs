@@ -38,11 +38,17 @@ use trellis_model::Snapshot;
 use crate::Warnings;
 use crate::workspaces::Workspaces;
 
+/// How many child tables and routes one top-level table may expand to: tables selecting each
+/// other in layers (no cycle) would otherwise multiply without bound.
+const WORK_LIMIT: usize = 100_000;
+
 /// Every route table, oldest first: where delegation looks for children.
 pub(crate) struct Tables<'s> {
     all: Vec<(&'s Resource, &'s RouteTableSpec)>,
     snapshot: &'s Snapshot,
     workspaces: &'s Workspaces,
+    /// Child tables and routes expanded so far for the table being flattened.
+    work: std::cell::Cell<usize>,
 }
 
 /// A route as served: a table's own route, or a child table's route under the route that
@@ -77,6 +83,7 @@ impl<'s> Tables<'s> {
             all: snapshot.route_tables().collect(),
             snapshot,
             workspaces,
+            work: std::cell::Cell::new(0),
         }
     }
 
@@ -87,6 +94,7 @@ impl<'s> Tables<'s> {
         spec: &'s RouteTableSpec,
         warnings: &mut Warnings,
     ) -> Vec<EffectiveRoute<'s>> {
+        self.work.set(0);
         let mut stack = vec![table.key().to_string()];
         // A top-level table inherits nothing, so nothing of it can conflict.
         self.expand(table, spec, None, &mut stack, warnings).unwrap_or_default()
@@ -104,6 +112,7 @@ impl<'s> Tables<'s> {
     ) -> Result<Vec<EffectiveRoute<'s>>, String> {
         let key = table.key().to_string();
         let mut routes = Vec::new();
+        self.work.set(self.work.get() + 1 + spec.http.len());
         for (index, route) in spec.http.iter().enumerate() {
             let own_name = format!(
                 "{}/{}/{}",
@@ -214,6 +223,15 @@ impl<'s> Tables<'s> {
                     ),
                 );
                 continue;
+            }
+            if self.work.get() > WORK_LIMIT {
+                warnings.add(
+                    stack[0].clone(),
+                    format!(
+                        "delegation below this table reaches more than {WORK_LIMIT} child tables and routes; the routes past that are not served"
+                    ),
+                );
+                break;
             }
             stack.push(child_key.clone());
             let expanded = self.expand(child, spec, Some(inherited), stack, warnings);

@@ -773,3 +773,41 @@ fn an_edit_of_a_delegated_child_is_translated_in_full() {
     let full = crate::translate(&snapshot);
     assert!(serde_json::to_string(&full).unwrap().contains("/v3"));
 }
+
+/// Ten layers of two tables that each select both tables of the next layer: 2^10 paths to the
+/// last layer. The walk stops at its limit instead of multiplying.
+#[test]
+fn layered_delegation_stops_at_the_work_limit_with_a_warning() {
+    let mut yaml = String::from(
+        "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\nmetadata: {name: root, namespace: ns}\n\
+         spec:\n  hosts: [api.example.com]\n  http: [{delegate: {routeTables: [{labels: {layer: '0'}}]}}]\n",
+    );
+    let layers = 18;
+    for layer in 0..layers {
+        for side in ["a", "b"] {
+            let http = if layer + 1 == layers {
+                "[{directResponse: {status: 200}}]".to_string()
+            } else {
+                format!(
+                    "[{{delegate: {{routeTables: [{{labels: {{layer: '{}'}}}}]}}}}]",
+                    layer + 1
+                )
+            };
+            yaml.push_str(&format!(
+                "---\napiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\n\
+                 metadata: {{name: t{layer}{side}, namespace: ns, labels: {{layer: '{layer}'}}}}\nspec:\n  http: {http}\n"
+            ));
+        }
+    }
+    let started = std::time::Instant::now();
+    let flat = flatten(&snapshot(&yaml), "RouteTable/ns/root");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(flat.lines.len() < 1 << (layers - 1), "{}", flat.lines.len());
+    assert!(
+        flat.warnings["RouteTable/ns/root"]
+            .iter()
+            .any(|w| w.contains("reaches more than 100000 child tables and routes")),
+        "{:?}",
+        flat.warnings.get("RouteTable/ns/root")
+    );
+}

@@ -2,7 +2,7 @@
 //! guide: a parent table on the VirtualGateway hands `/ratings` and `/reviews` to child tables
 //! owned by two other namespaces. Child paths are appended to the parent's prefix; a table the
 //! parent's selector does not pick (same label, another namespace) is not served; a policy
-//! selects a delegated route by its labels.
+//! selects a delegated route by its labels; a table delegating to itself is refused in its status.
 
 use trellis_testkit as common;
 
@@ -108,6 +108,9 @@ spec:
   - name: legacy
     matchers: [{{uri: {{exact: /legacy}}}}]
     directResponse: {{status: 410, body: gone}}
+  - name: loop
+    matchers: [{{uri: {{prefix: /loop}}}}]
+    delegate: {{routeTables: [{{name: reviews, namespace: reviews-team}}]}}
 ---
 # Same label, another namespace: the parent's selector does not pick it.
 apiVersion: networking.gloo.solo.io/v2
@@ -168,5 +171,27 @@ spec:
     let rogue = get("/ratings/admin").await.unwrap();
     assert_eq!(rogue.status, 404, "{}", rogue.body);
     assert!(!rogue.body.contains("intruder"));
+
+    // The reviews table delegating to itself is a cycle: refused, named in its status.
+    let api = mesh.api().unwrap();
+    let status = |key: &'static str| {
+        let api = api.clone();
+        async move {
+            let resource = api.get_json(&format!("/api/v1/resources/{key}")).await.unwrap();
+            resource["status"].to_string()
+        }
+    };
+    let reviews_status = status("RouteTable/reviews-team/reviews").await;
+    assert!(reviews_status.contains("WARNING"), "{reviews_status}");
+    assert!(
+        reviews_status.contains(
+            "makes a cycle (RouteTable/demo/api -> RouteTable/reviews-team/reviews -> RouteTable/reviews-team/reviews)"
+        ),
+        "{reviews_status}"
+    );
+    for key in ["RouteTable/demo/api", "RouteTable/ratings-team/ratings"] {
+        let accepted = status(key).await;
+        assert!(accepted.contains("ACCEPTED"), "{key}: {accepted}");
+    }
     finish(mesh).await;
 }

@@ -531,17 +531,26 @@ impl<'s> Context<'_, 's> {
             return replacement("route action not supported");
         };
         // Gloo: a forwardTo without destinations goes to the table's defaultDestination.
-        let given: Vec<(String, &DestinationReference)> = match (forward.destinations.is_empty(), default_destination) {
-            (true, Some(default)) => vec![(format!("spec.defaultDestination (for spec.http[{index}])"), default)],
-            _ => (forward.destinations.iter().enumerate())
-                .map(|(d, destination)| (format!("spec.http[{index}].forwardTo.destinations[{d}]"), destination))
-                .collect(),
-        };
+        // (position in `destinations`, or `None` for the default destination).
+        let given: Vec<(Option<usize>, &DestinationReference)> =
+            match (forward.destinations.is_empty(), default_destination) {
+                (true, Some(default)) => vec![(None, default)],
+                _ => forward
+                    .destinations
+                    .iter()
+                    .enumerate()
+                    .map(|(d, r)| (Some(d), r))
+                    .collect(),
+            };
         let mut destinations = Vec::new();
-        for (field, destination) in given {
+        for (d, destination) in given {
             match self.destination_target(namespace, destination, port) {
                 Ok(target) => destinations.push((target, destination.weight)),
                 Err(problem) => {
+                    let field = match d {
+                        Some(d) => format!("spec.http[{index}].forwardTo.destinations[{d}]"),
+                        None => format!("spec.defaultDestination (for spec.http[{index}])"),
+                    };
                     self.warnings
                         .add(table, format!("{field}: {problem}; the route answers 500"));
                     return replacement(&problem);

@@ -27,7 +27,9 @@
 //! - `allowedRoutes` filters only routes to cloud providers (AWS Lambda), which Trellis has no
 //!   destination for: every route Trellis can express passes them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use trellis_api::{
     DelegateAction, DelegateSortMethod, HeaderMatcher, HttpRoute, QueryParameterMatcher, RequestMatcher, Resource,
@@ -56,6 +58,8 @@ pub(crate) struct Tables<'s> {
 pub(crate) struct EffectiveRoute<'s> {
     /// The table that defines the route (the child, for a delegated route).
     pub table: &'s Resource,
+    /// `table`'s key, where its warnings go.
+    pub table_key: Rc<str>,
     pub spec: &'s RouteTableSpec,
     /// Where the route is in `spec.http`, for field paths in warnings.
     pub index: usize,
@@ -63,7 +67,7 @@ pub(crate) struct EffectiveRoute<'s> {
     /// `namespace/table/route`, prefixed by the delegating route's name for a delegated one.
     pub name: String,
     /// The route's matchers combined with those it inherits, ORed; empty matches everything.
-    pub matchers: Vec<RequestMatcher>,
+    pub matchers: Cow<'s, [RequestMatcher]>,
     /// What `applyToRoutes` selects the route by: inherited, table and route labels.
     pub labels: BTreeMap<String, String>,
     /// Set when the route cannot be served as configured: it answers 500 with this problem.
@@ -110,7 +114,7 @@ impl<'s> Tables<'s> {
         stack: &mut Vec<String>,
         warnings: &mut Warnings,
     ) -> Result<Vec<EffectiveRoute<'s>>, String> {
-        let key = table.key().to_string();
+        let key: Rc<str> = table.key().to_string().into();
         let mut routes = Vec::new();
         self.work.set(self.work.get() + 1 + spec.http.len());
         for (index, route) in spec.http.iter().enumerate() {
@@ -125,26 +129,33 @@ impl<'s> Tables<'s> {
                 }
             );
             // Labels, weakest first: what the delegating route had, this table's, the route's.
-            let mut labels = inherited.map(|p| p.labels.clone()).unwrap_or_default();
-            labels.extend(table.metadata.labels.clone());
-            labels.extend(route.labels.clone());
+            let labels = match inherited {
+                None if table.metadata.labels.is_empty() => route.labels.clone(),
+                _ => {
+                    let mut labels = inherited.map(|p| p.labels.clone()).unwrap_or_default();
+                    labels.extend(table.metadata.labels.clone());
+                    labels.extend(route.labels.clone());
+                    labels
+                }
+            };
             let (name, matchers) = match inherited {
-                None => (own_name, route.matchers.clone()),
+                None => (own_name, Cow::Borrowed(route.matchers.as_slice())),
                 Some(parent) => {
                     let matchers = combine(&parent.matchers, &route.matchers).map_err(|problem| {
                         let problem = format!(
                             "spec.http[{index}].matchers: {problem}, inherited from the delegating route {}",
                             parent.name
                         );
-                        warnings.add(key.clone(), format!("{problem}; the delegating route answers 500"));
+                        warnings.add(key.to_string(), format!("{problem}; the delegating route answers 500"));
                         problem
                     })?;
-                    (format!("{}/{own_name}", parent.name), matchers)
+                    (format!("{}/{own_name}", parent.name), Cow::Owned(matchers))
                 }
             };
             let Some(delegate) = &route.delegate else {
                 routes.push(EffectiveRoute {
                     table,
+                    table_key: key.clone(),
                     spec,
                     index,
                     route,
@@ -157,18 +168,19 @@ impl<'s> Tables<'s> {
             };
             let passed_on = Inherited {
                 name: name.clone(),
-                matchers: matchers.clone(),
+                matchers: matchers.to_vec(),
                 labels: labels.clone(),
             };
             match self.delegated(table, index, delegate, &passed_on, stack, warnings) {
                 Ok(children) => routes.extend(children),
                 Err(problem) => {
                     warnings.add(
-                        key.clone(),
+                        key.to_string(),
                         format!("spec.http[{index}].delegate: {problem}; the route answers 500"),
                     );
                     routes.push(EffectiveRoute {
                         table,
+                        table_key: key.clone(),
                         spec,
                         index,
                         route,

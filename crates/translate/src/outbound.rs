@@ -455,13 +455,12 @@ impl<'s> Context<'_, 's> {
     ) -> Vec<PendingRoute> {
         let mut routes = Vec::new();
         for route in self.delegation.flatten(resource, spec, self.warnings) {
-            let table = route.table.key().to_string();
             let namespace = &route.table.metadata.namespace;
             let action = match &route.replaced {
                 Some(problem) => replacement(problem),
                 None => {
                     let default = route.spec.default_destination.as_ref();
-                    self.route_action(&table, namespace, route.route, default, port, route.index)
+                    self.route_action(&route.table_key, namespace, route.route, default, port, route.index)
                 }
             };
             let matchers: Vec<RouteMatch> = if route.matchers.is_empty() {

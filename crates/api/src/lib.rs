@@ -35,8 +35,9 @@ pub use gateway::*;
 pub use kind::Kind;
 pub use meta::ObjectMeta;
 pub use networking::{
-    DirectResponseAction, ForwardToAction, HeaderMatcher, HttpRoute, QueryParameterMatcher, RedirectAction,
-    RequestMatcher, RouteTableSpec, UriMatcher, VirtualDestinationPort, VirtualDestinationSpec,
+    AwsFilter, CloudProviderFilter, DelegateAction, DelegateSortMethod, DirectResponseAction, ForwardToAction,
+    HeaderMatcher, HttpRoute, QueryParameterMatcher, RedirectAction, RequestMatcher, RouteFilter, RouteTableSpec,
+    UriMatcher, VirtualDestinationPort, VirtualDestinationSpec,
 };
 pub use parse::{parse_documents, parse_one};
 pub use policy::*;

@@ -48,8 +48,9 @@ pub struct RouteTableSpec {
     pub workload_selectors: Vec<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apply_to_destinations: Vec<Value>,
+    /// Where `forwardTo` routes of this table without destinations send traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_destination: Option<Value>,
+    pub default_destination: Option<DestinationReference>,
     #[serde(default)]
     pub http: Vec<HttpRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -77,7 +78,7 @@ pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_to: Option<ForwardToAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegate: Option<Value>,
+    pub delegate: Option<DelegateAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<RedirectAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,3 +174,64 @@ pub struct DirectResponseAction {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
 }
+
+/// Hands the requests a route matches to the routes of other (child) RouteTables, which inherit
+/// the route's matchers and labels. See
+/// https://docs.solo.io/gloo-mesh-enterprise/latest/traffic_management/concepts/route-tables/route-delegation/
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DelegateAction {
+    /// Child tables, ORed; those one selector matches come oldest first.
+    #[serde(default)]
+    pub route_tables: Vec<ObjectSelector>,
+    /// Restricts what child routes may do; none given: anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_routes: Vec<RouteFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_method: Option<DelegateSortMethod>,
+}
+
+/// How the routes gathered from child tables are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DelegateSortMethod {
+    /// Tables by `weight` (higher first, ties in selection order); each table's routes in order.
+    #[default]
+    TableWeight,
+    /// Every route by its most specific matcher: exact paths, then regexes, then prefixes,
+    /// longer paths first; ties by table weight, then order.
+    RouteSpecificity,
+}
+
+/// `common.gloo.solo.io.RouteFilter`: Gloo filters only routes to cloud providers (AWS Lambda).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "cloud_provider")]
+    pub cloud_provider: Option<CloudProviderFilter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudProviderFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsFilter>,
+}
+
+/// Each list, when given, must match what a Lambda route uses (regexes for roles and functions).
+/// Proto field names are accepted too, as protobuf JSON does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "account_ids")]
+    pub account_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "iam_roles")]
+    pub iam_roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "lambda_functions")]
+    pub lambda_functions: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests;

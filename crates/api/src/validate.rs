@@ -2,7 +2,7 @@
 
 use crate::common::{DestinationReference, PortSelector};
 use crate::envoy_limits::{check_matched_header_name, check_no_control, check_regex, check_weight_sum};
-use crate::networking::{HttpRoute, RequestMatcher, RouteTableSpec, VirtualDestinationSpec};
+use crate::networking::{DelegateAction, HttpRoute, RequestMatcher, RouteTableSpec, VirtualDestinationSpec};
 use crate::resource::{Resource, Spec};
 use crate::workspace::WorkspaceSpec;
 
@@ -175,8 +175,62 @@ fn route_table(problems: &mut Problems, spec: &RouteTableSpec) {
             format!("{mode:?} is not one of ROUTE_REPLACEMENT, FREEZE_CONFIG"),
         );
     }
+    // A table without hosts is a delegation child: its parent says where it is served (the
+    // rules of Gloo's RouteTable CRD).
+    if spec.hosts.is_empty() {
+        let parent_only = [
+            ("spec.virtualGateways", !spec.virtual_gateways.is_empty()),
+            ("spec.applyToDestinations", !spec.apply_to_destinations.is_empty()),
+            ("spec.failureMode", spec.failure_mode.is_some()),
+        ];
+        for (field, set) in parent_only {
+            if set {
+                push(
+                    problems,
+                    field,
+                    "must be empty in a table without hosts (a delegated child table); give spec.hosts or leave this out",
+                );
+            }
+        }
+    }
+    if let Some(default) = &spec.default_destination {
+        destination_reference(problems, "spec.defaultDestination", default);
+    }
     for (i, route) in spec.http.iter().enumerate() {
         http_route(problems, &format!("spec.http[{i}]"), route);
+        let field = format!("spec.http[{i}].forwardTo.destinations");
+        if route.forward_to.as_ref().is_some_and(|f| f.destinations.is_empty()) && spec.default_destination.is_none() {
+            push(
+                problems,
+                field,
+                "at least one destination is required (or set spec.defaultDestination)",
+            );
+        }
+    }
+}
+
+fn delegate_action(problems: &mut Problems, field: &str, delegate: &DelegateAction) {
+    if delegate.route_tables.is_empty() {
+        push(
+            problems,
+            format!("{field}.routeTables"),
+            "select at least one route table, such as `- labels: {table: reviews}`",
+        );
+    }
+    for (i, filter) in delegate.allowed_routes.iter().enumerate() {
+        let Some(aws) = filter.cloud_provider.as_ref().and_then(|c| c.aws.as_ref()) else {
+            continue;
+        };
+        let lists = [("iamRoles", &aws.iam_roles), ("lambdaFunctions", &aws.lambda_functions)];
+        for (name, patterns) in lists {
+            for (j, pattern) in patterns.iter().enumerate() {
+                check_regex(
+                    problems,
+                    &format!("{field}.allowedRoutes[{i}].cloudProvider.aws.{name}[{j}]"),
+                    pattern,
+                );
+            }
+        }
     }
 }
 
@@ -198,14 +252,10 @@ fn http_route(problems: &mut Problems, field: &str, route: &HttpRoute) {
     for (j, matcher) in route.matchers.iter().enumerate() {
         request_matcher(problems, &format!("{field}.matchers[{j}]"), matcher);
     }
+    if let Some(delegate) = &route.delegate {
+        delegate_action(problems, &format!("{field}.delegate"), delegate);
+    }
     if let Some(forward) = &route.forward_to {
-        if forward.destinations.is_empty() {
-            push(
-                problems,
-                format!("{field}.forwardTo.destinations"),
-                "at least one destination is required",
-            );
-        }
         for (k, destination) in forward.destinations.iter().enumerate() {
             destination_reference(problems, &format!("{field}.forwardTo.destinations[{k}]"), destination);
         }

@@ -23,6 +23,7 @@
 mod access_policies;
 mod addons;
 mod announcements;
+mod delegation;
 mod destination_policies;
 mod endpoints;
 mod external;

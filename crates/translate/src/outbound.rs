@@ -107,6 +107,8 @@ struct Context<'a, 's> {
     known_backends: Option<KnownBackends<'a>>,
     unknown_backends: bool,
     warnings: &'a mut Warnings,
+    /// Every route table, for the children of delegating routes.
+    delegation: &'a crate::delegation::Tables<'a>,
 }
 
 /// One port of one VirtualDestination host.
@@ -160,6 +162,7 @@ pub(crate) fn build_part<'a, 'r>(
             })
             .collect()
     });
+    let delegation = crate::delegation::Tables::new(snapshot, workspaces);
     let mut cx = Context {
         services,
         virtual_destinations: snapshot
@@ -172,6 +175,7 @@ pub(crate) fn build_part<'a, 'r>(
         known_backends: part.and_then(|p| p.known_backends),
         unknown_backends: false,
         warnings,
+        delegation: &delegation,
     };
 
     // Every VirtualDestination host and port gets a virtual host with a default route to all
@@ -441,26 +445,24 @@ impl<'s> Context<'_, 's> {
         })
     }
 
+    /// The routes of one table, delegation resolved (see `delegation`): each delegated route is
+    /// translated as a route of the child table that defines it.
     fn route_table_routes(
         &mut self,
         resource: &Resource,
         spec: &RouteTableSpec,
         port: Option<u16>,
     ) -> Vec<PendingRoute> {
-        let table = resource.key().to_string();
         let mut routes = Vec::new();
-        for (index, route) in spec.http.iter().enumerate() {
-            let name = format!(
-                "{}/{}/{}",
-                resource.metadata.namespace,
-                resource.metadata.name,
-                if route.name.is_empty() {
-                    index.to_string()
-                } else {
-                    route.name.clone()
+        for route in self.delegation.flatten(resource, spec, self.warnings) {
+            let namespace = &route.table.metadata.namespace;
+            let action = match &route.replaced {
+                Some(problem) => replacement(problem),
+                None => {
+                    let default = route.spec.default_destination.as_ref();
+                    self.route_action(&route.table_key, namespace, route.route, default, port, route.index)
                 }
-            );
-            let action = self.route_action(&table, &resource.metadata.namespace, route, port, index);
+            };
             let matchers: Vec<RouteMatch> = if route.matchers.is_empty() {
                 vec![RouteMatch::default()]
             } else {
@@ -469,16 +471,16 @@ impl<'s> Context<'_, 's> {
             let count = matchers.len();
             for (m, matcher) in matchers.into_iter().enumerate() {
                 let route_name = if count == 1 {
-                    name.clone()
+                    route.name.clone()
                 } else {
-                    format!("{name}/{m}")
+                    format!("{}/{m}", route.name)
                 };
                 routes.push(PendingRoute {
                     name: route_name,
                     matcher,
                     action: action.clone(),
                     table: Some(RouteOrigin {
-                        namespace: resource.metadata.namespace.clone(),
+                        namespace: namespace.clone(),
                         labels: route.labels.clone(),
                     }),
                     policies: Default::default(),
@@ -494,6 +496,7 @@ impl<'s> Context<'_, 's> {
         table: &str,
         namespace: &str,
         route: &HttpRoute,
+        default_destination: Option<&DestinationReference>,
         port: Option<u16>,
         index: usize,
     ) -> PendingAction {
@@ -519,23 +522,36 @@ impl<'s> Context<'_, 's> {
         }
         let Some(forward) = &route.forward_to else {
             // ROUTE_REPLACEMENT: a route Trellis cannot serve answers 500 instead of vanishing.
+            // (Delegating routes never get here: `delegation` replaced them by their children.)
             self.warnings.add(
                 table,
-                format!(
-                    "spec.http[{index}]: delegate and graphql actions are not supported yet; the route answers 500"
-                ),
+                format!("spec.http[{index}]: graphql actions are not supported yet; the route answers 500"),
             );
             return replacement("route action not supported");
         };
+        // Gloo: a forwardTo without destinations goes to the table's defaultDestination.
+        // (position in `destinations`, or `None` for the default destination).
+        let given: Vec<(Option<usize>, &DestinationReference)> =
+            match (forward.destinations.is_empty(), default_destination) {
+                (true, Some(default)) => vec![(None, default)],
+                _ => forward
+                    .destinations
+                    .iter()
+                    .enumerate()
+                    .map(|(d, r)| (Some(d), r))
+                    .collect(),
+            };
         let mut destinations = Vec::new();
-        for (d, destination) in forward.destinations.iter().enumerate() {
+        for (d, destination) in given {
             match self.destination_target(namespace, destination, port) {
                 Ok(target) => destinations.push((target, destination.weight)),
                 Err(problem) => {
-                    self.warnings.add(
-                        table,
-                        format!("spec.http[{index}].forwardTo.destinations[{d}]: {problem}; the route answers 500"),
-                    );
+                    let field = match d {
+                        Some(d) => format!("spec.http[{index}].forwardTo.destinations[{d}]"),
+                        None => format!("spec.defaultDestination (for spec.http[{index}])"),
+                    };
+                    self.warnings
+                        .add(table, format!("{field}: {problem}; the route answers 500"));
                     return replacement(&problem);
                 }
             }

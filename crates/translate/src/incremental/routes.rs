@@ -41,6 +41,11 @@ impl Incremental {
         snapshot: &Snapshot,
         edited: &BTreeMap<ResourceKey, Option<Resource>>,
     ) -> Option<RouteChanges> {
+        // A delegating route takes in the routes of tables other than the one edited, and its
+        // virtual hosts are not those of the edited table's hosts.
+        if delegation_involved(snapshot, edited) {
+            return None;
+        }
         let tables = edited_tables(snapshot, edited)?;
         // A route to a protected destination is mirrored at that destination's sidecar.
         if self.translation.clusters.values().any(|c| !c.inbound_routes.is_empty()) {
@@ -182,6 +187,20 @@ impl Incremental {
         }
         Some(changes)
     }
+}
+
+/// True when a route table, now or before the edit, delegates: then any table's edit (its
+/// labels, its routes, its existence) can change what a delegating table serves.
+fn delegation_involved(snapshot: &Snapshot, edited: &BTreeMap<ResourceKey, Option<Resource>>) -> bool {
+    let before = edited.values().flatten().filter_map(|r| match &r.spec {
+        Spec::RouteTable(spec) => Some(spec),
+        _ => None,
+    });
+    snapshot
+        .route_tables()
+        .map(|(_, spec)| spec)
+        .chain(before)
+        .any(|spec| spec.http.iter().any(|route| route.delegate.is_some()))
 }
 
 /// One edited route table.

@@ -36,6 +36,7 @@ mod route_policies;
 mod service_index;
 mod status;
 mod target;
+mod unapplied;
 mod workspaces;
 
 use std::collections::BTreeMap;
@@ -94,6 +95,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let mut warnings = Warnings::default();
     let restricted = announcements::restrict(snapshot, &mut warnings);
     let snapshot = restricted.as_ref().unwrap_or(snapshot);
+    unapplied::warn(&snapshot.resources, &mut warnings);
     let mut report = report::Report::default();
     let services = snapshot.services();
     let index = service_index::ServiceIndex::new(&services);

@@ -47,6 +47,14 @@ impl Incremental {
             return None;
         }
         let tables = edited_tables(snapshot, edited)?;
+        // Warnings about fields not applied come from full translation only.
+        let unapplied = |spec: &RouteTableSpec| crate::unapplied::route_table_has_any(spec);
+        if tables
+            .values()
+            .any(|edit| edit.old.is_some_and(unapplied) || unapplied(edit.new))
+        {
+            return None;
+        }
         // A route to a protected destination is mirrored at that destination's sidecar.
         if self.translation.clusters.values().any(|c| !c.inbound_routes.is_empty()) {
             return None;

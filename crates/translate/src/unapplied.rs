@@ -14,13 +14,11 @@ pub(crate) fn warn(resources: &[Resource], warnings: &mut Warnings) {
     for resource in resources {
         let mut found: Vec<String> = Vec::new();
         match &resource.spec {
-            Spec::KubernetesCluster(spec) => {
-                if spec.skip_warming {
-                    found.push(not_applied(
-                        "spec.skipWarming",
-                        "translation never waits for every cluster",
-                    ));
-                }
+            Spec::KubernetesCluster(spec) if spec.skip_warming => {
+                found.push(not_applied(
+                    "spec.skipWarming",
+                    "translation never waits for every cluster",
+                ));
             }
             Spec::Workspace(spec) => {
                 for (i, cluster) in spec.workload_clusters.iter().enumerate() {
@@ -82,26 +80,23 @@ pub(crate) fn warn(resources: &[Resource], warnings: &mut Warnings) {
                     }
                 }
             }
-            Spec::RetryTimeoutPolicy(spec) => {
+            Spec::RetryTimeoutPolicy(spec)
                 if spec
                     .config
                     .retries
                     .as_ref()
-                    .is_some_and(|r| r.retry_remote_localities.is_some())
-                {
-                    found.push(not_applied(
-                        "spec.config.retries.retryRemoteLocalities",
-                        "retries go wherever load balancing sends them",
-                    ));
-                }
+                    .is_some_and(|r| r.retry_remote_localities.is_some()) =>
+            {
+                found.push(not_applied(
+                    "spec.config.retries.retryRemoteLocalities",
+                    "retries go wherever load balancing sends them",
+                ));
             }
-            Spec::OutlierDetectionPolicy(spec) => {
-                if spec.config.consecutive_gateway_errors.is_some() {
-                    found.push(not_applied(
-                        "spec.config.consecutiveGatewayErrors",
-                        "gateway errors count towards consecutiveErrors",
-                    ));
-                }
+            Spec::OutlierDetectionPolicy(spec) if spec.config.consecutive_gateway_errors.is_some() => {
+                found.push(not_applied(
+                    "spec.config.consecutiveGatewayErrors",
+                    "gateway errors count towards consecutiveErrors",
+                ));
             }
             _ => {}
         }

@@ -220,7 +220,39 @@ pub struct RateLimitAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_value_match: Option<HeaderValueMatchAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
+    pub metadata: Option<MetadataAction>,
+}
+
+/// A descriptor entry from request metadata (Envoy's `MetaData` action): typically what the
+/// ext-auth filter put in the dynamic metadata (`metadataKey.key: envoy.filters.http.ext_authz`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataAction {
+    pub descriptor_key: String,
+    pub metadata_key: MetadataKey,
+    /// Used when the metadata is absent; without it the descriptor is not sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_value: String,
+    /// DYNAMIC (default) or ROUTE_ENTRY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_if_absent: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataKey {
+    /// The filter namespace, e.g. `envoy.filters.http.ext_authz`.
+    pub key: String,
+    #[serde(default)]
+    pub path: Vec<MetadataPathSegment>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataPathSegment {
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -174,8 +174,26 @@ pub(crate) fn rate_limit_server_settings(problems: &mut Problems, spec: &RateLim
 }
 
 fn action(problems: &mut Problems, field: &str, action: &RateLimitAction) {
-    if action.metadata.is_some() {
-        push(problems, format!("{field}.metadata"), "is not supported yet");
+    if let Some(metadata) = &action.metadata {
+        if metadata.descriptor_key.is_empty() {
+            push(problems, format!("{field}.metadata.descriptorKey"), "is required");
+        }
+        if metadata.metadata_key.key.is_empty() || metadata.metadata_key.path.is_empty() {
+            push(
+                problems,
+                format!("{field}.metadata.metadataKey"),
+                "needs a key (the filter, e.g. envoy.filters.http.ext_authz) and a path",
+            );
+        }
+        if let Some(source) = metadata.source.as_deref()
+            && !matches!(source, "DYNAMIC" | "ROUTE_ENTRY")
+        {
+            push(
+                problems,
+                format!("{field}.metadata.source"),
+                "must be DYNAMIC or ROUTE_ENTRY",
+            );
+        }
     }
     let set = [
         action.source_cluster.is_some(),
@@ -193,7 +211,7 @@ fn action(problems: &mut Problems, field: &str, action: &RateLimitAction) {
         push(
             problems,
             field,
-            "set exactly one of sourceCluster, destinationCluster, requestHeaders, remoteAddress, genericKey, headerValueMatch",
+            "set exactly one of sourceCluster, destinationCluster, requestHeaders, remoteAddress, genericKey, headerValueMatch, metadata",
         );
     }
     if let Some(headers) = &action.request_headers {

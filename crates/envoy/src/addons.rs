@@ -197,6 +197,39 @@ fn action(action: &RateLimitAction) -> rate_limit::Action {
                 .collect(),
             ..Default::default()
         }),
+        RateLimitAction::Metadata {
+            descriptor_key,
+            filter,
+            path,
+            default_value,
+            route_entry,
+            skip_if_absent,
+        } => {
+            use envoy_types::pb::envoy::r#type::metadata::v3::{MetadataKey, metadata_key::PathSegment};
+            ActionSpecifier::Metadata(action::MetaData {
+                descriptor_key: descriptor_key.clone(),
+                metadata_key: Some(MetadataKey {
+                    key: filter.clone(),
+                    path: path
+                        .iter()
+                        .map(|key| PathSegment {
+                            segment: Some(
+                                envoy_types::pb::envoy::r#type::metadata::v3::metadata_key::path_segment::Segment::Key(
+                                    key.clone(),
+                                ),
+                            ),
+                        })
+                        .collect(),
+                }),
+                default_value: default_value.clone(),
+                source: if *route_entry {
+                    action::meta_data::Source::RouteEntry as i32
+                } else {
+                    action::meta_data::Source::Dynamic as i32
+                },
+                skip_if_absent: *skip_if_absent,
+            })
+        }
     };
     rate_limit::Action {
         action_specifier: Some(specifier),

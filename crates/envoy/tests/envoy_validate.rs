@@ -292,6 +292,15 @@ fn with_addons(ir: &mut ClusterConfig) {
             expect_match: true,
             headers: vec![("x-beta".into(), ValueMatch::Regex("yes|true".into()), false)],
         },
+        // What the ext-auth filter put in the request's dynamic metadata.
+        RateLimitAction::Metadata {
+            descriptor_key: "user".into(),
+            filter: "envoy.filters.http.ext_authz".into(),
+            path: vec!["userId".into()],
+            default_value: "anonymous".into(),
+            route_entry: false,
+            skip_if_absent: false,
+        },
     ];
     let mut hosts: Vec<&mut VirtualHost> = ir.virtual_hosts.iter_mut().map(Arc::make_mut).collect();
     for gateway in &mut ir.ingress_gateways {

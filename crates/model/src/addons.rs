@@ -112,6 +112,16 @@ pub enum RateLimitAction {
         expect_match: bool,
         headers: Vec<(String, ValueMatch, bool)>,
     },
+    /// A value from the request's metadata: `filter` namespace, then `path` keys.
+    Metadata {
+        descriptor_key: String,
+        filter: String,
+        path: Vec<String>,
+        default_value: String,
+        /// From the route's metadata rather than the request's dynamic metadata.
+        route_entry: bool,
+        skip_if_absent: bool,
+    },
 }
 
 /// One resolved auth config, as the ext-auth add-on loads it.

@@ -763,6 +763,16 @@ fn action(action: &ApiAction) -> Option<RateLimitAction> {
             descriptor_value: generic.descriptor_value.clone(),
         });
     }
+    if let Some(metadata) = &action.metadata {
+        return Some(RateLimitAction::Metadata {
+            descriptor_key: metadata.descriptor_key.clone(),
+            filter: metadata.metadata_key.key.clone(),
+            path: metadata.metadata_key.path.iter().map(|s| s.key.clone()).collect(),
+            default_value: metadata.default_value.clone(),
+            route_entry: metadata.source.as_deref() == Some("ROUTE_ENTRY"),
+            skip_if_absent: metadata.skip_if_absent,
+        });
+    }
     let matcher = action.header_value_match.as_ref()?;
     Some(RateLimitAction::HeaderValueMatch {
         descriptor_key: matcher.descriptor_key.clone().unwrap_or_else(|| "header_match".into()),

@@ -260,6 +260,7 @@ spec:
     rateLimits:
     - actions: [{genericKey: {descriptorValue: counter}}]
     - setActions: [{requestHeaders: {headerName: x-user, descriptorKey: user}}]
+    - actions: [{metadata: {descriptorKey: user, metadataKey: {key: envoy.filters.http.ext_authz, path: [{key: userId}]}, defaultValue: anonymous}}]
 ---
 apiVersion: trafficcontrol.policy.gloo.solo.io/v2
 kind: RateLimitPolicy
@@ -315,6 +316,11 @@ fn add_on_errors_name_the_field() {
             "apiVersion: trafficcontrol.policy.gloo.solo.io/v2\nkind: RateLimitPolicy\nmetadata: {name: p}\nspec: {config: {serverSettings: {name: s}, ratelimitServerConfig: {name: c}, raw: {rateLimits: [{actions: [{genericKey: {descriptorValue: a}, remoteAddress: {}}]}]}}}\n",
             "spec.config.raw.rateLimits[0].actions[0]",
             "exactly one",
+        ),
+        (
+            "apiVersion: trafficcontrol.policy.gloo.solo.io/v2\nkind: RateLimitPolicy\nmetadata: {name: p}\nspec: {config: {serverSettings: {name: s}, ratelimitServerConfig: {name: c}, raw: {rateLimits: [{actions: [{metadata: {descriptorKey: user, metadataKey: {key: envoy.filters.http.ext_authz, path: []}}}]}]}}}\n",
+            "spec.config.raw.rateLimits[0].actions[0].metadata.metadataKey",
+            "a path",
         ),
         (
             "apiVersion: admin.gloo.solo.io/v2\nkind: RateLimitServerConfig\nmetadata: {name: c}\nspec: {raw: {descriptors: [{key: a, rateLimit: {unit: FORTNIGHT, requestsPerUnit: 1}}]}}\n",

@@ -26,9 +26,12 @@ use trellis_model::ir::{Upstream, visible};
 use trellis_model::policy::{self, InboundPolicy, RoutePolicies, TlsMode};
 use trellis_model::{ClusterConfig, Protocol, Workload, WorkloadPort};
 
+pub use outbound_view::{OutboundView, outbound_view, overriding_hosts};
+
 use crate::ProxyResources;
 use crate::common::{self, Routes};
 use crate::{authz, routes, tls};
+use outbound_view::outbound_hosts;
 
 /// Name of the sidecar's outbound listener and of the route configuration it fetches over RDS.
 pub const OUTBOUND_LISTENER: &str = "outbound";
@@ -58,7 +61,8 @@ pub fn inbound_name(port: &WorkloadPort) -> String {
 }
 
 pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
-    let mut resources = sidecar_outbound(ir, sidecar_workspace(ir, spec.workload));
+    let view = outbound_view(ir, spec.workload, &overriding_hosts(ir));
+    let mut resources = sidecar_outbound(ir, &view);
     let local = sidecar_local(ir, spec);
     resources.clusters.extend(local.clusters);
     resources.listeners = local.listeners;
@@ -71,10 +75,11 @@ pub fn sidecar_workspace<'a>(ir: &'a ClusterConfig, workload: &Workload) -> Opti
     ir.namespace_workspaces.get(&workload.namespace).map(String::as_str)
 }
 
-/// What every sidecar seeing `workspace` gets alike: the outbound clusters (add-on servers'
-/// included), their endpoints and the outbound route. Built once per workspace and shared by
+/// What every sidecar with `view` gets alike: the outbound clusters (add-on servers'
+/// included), their endpoints and the outbound route. Built once per view and shared by
 /// those sidecars.
-pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyResources {
+pub fn sidecar_outbound(ir: &ClusterConfig, view: &OutboundView) -> ProxyResources {
+    let workspace = view.workspace.as_deref();
     // Trimmed to what the workload's workspace may see (everything when Workspaces are unused).
     let upstreams: Vec<&Upstream> = ir
         .upstreams
@@ -82,7 +87,7 @@ pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyRes
         .filter(|u| visible(&u.workspaces, workspace))
         .map(|u| &**u)
         .collect();
-    let virtual_hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
+    let virtual_hosts = outbound_hosts(ir, view);
     ProxyResources {
         clusters: upstreams
             .iter()
@@ -93,7 +98,7 @@ pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyRes
         listeners: Vec::new(),
         routes: vec![RouteConfiguration {
             name: OUTBOUND_ROUTE.to_string(),
-            virtual_hosts: virtual_hosts.map(|h| routes::virtual_host(h)).collect(),
+            virtual_hosts: virtual_hosts.iter().map(|h| routes::virtual_host(h)).collect(),
             ..Default::default()
         }],
         secrets: Vec::new(),
@@ -393,5 +398,6 @@ fn inbound_hcm(name: &str) -> HttpConnectionManager {
     }
 }
 
+mod outbound_view;
 #[cfg(test)]
 mod tests;

@@ -75,7 +75,7 @@ pub(crate) fn materialize(
     snapshot: &Snapshot,
     resolved: &[TargetWorkloads<'_>],
     outbound: &Outbound,
-    // The same for every cluster: built once by the caller.
+    // This cluster's virtual hosts, shared (`Arc`) with the other clusters': built by the caller.
     virtual_hosts: &[Arc<VirtualHost>],
     scopes: &BTreeMap<String, Visibility>,
     upstream_policies: &[UpstreamPolicy],

@@ -115,12 +115,19 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let clusters = cluster_names
         .iter()
         .map(|cluster| {
+            // Hosts for one cluster only (Kubernetes-style service names) go to that one.
+            let hosts_here: Vec<_> = virtual_hosts
+                .iter()
+                .zip(&outbound.virtual_hosts)
+                .filter(|(_, host)| host.cluster.as_ref().is_none_or(|c| c == cluster))
+                .map(|(ir, _)| ir.clone())
+                .collect();
             let mut config = endpoints::materialize(
                 cluster,
                 snapshot,
                 &resolved,
                 &outbound,
-                &virtual_hosts,
+                &hosts_here,
                 &scopes,
                 &upstream_policies,
                 &mut shared,

@@ -51,6 +51,11 @@ impl Incremental {
             .flat_map(|edit| edit.old.into_iter().flat_map(|o| &o.hosts).chain(&edit.new.hosts))
             .cloned()
             .collect();
+        // A Kubernetes-style service name resolves against every cluster's services, and its
+        // hosts differ by cluster: such an edit is translated in full.
+        if hosts.iter().any(|h| outbound::may_name_service(h)) {
+            return None;
+        }
         let created = tables.values().filter(|edit| edit.old.is_none()).count();
 
         let mut ignored = Warnings::default();

@@ -954,3 +954,6 @@ impl OutboundHost {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -111,3 +111,171 @@ fn push_unclaimed<'a>(
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use trellis_model::ir::{ClientSelector, Route, RouteAction, RouteMatch};
+
+    use super::*;
+
+    const DOMAINS: [&str; 2] = ["reviews.shop.svc.cluster.local:9080", "reviews.shop:9080"];
+
+    /// A host for `DOMAINS` whose one route answers `status`.
+    fn mk_host(name: &str, status: u32, clients: Option<Vec<ClientSelector>>) -> VirtualHost {
+        VirtualHost {
+            name: name.to_string(),
+            domains: DOMAINS.iter().map(|d| d.to_string()).collect(),
+            routes: vec![Route {
+                name: format!("{name}/route"),
+                matcher: RouteMatch::default(),
+                action: RouteAction::DirectResponse {
+                    status,
+                    body: String::new(),
+                },
+                policies: Default::default(),
+            }],
+            workspaces: None,
+            clients,
+        }
+    }
+
+    fn app(name: &str) -> ClientSelector {
+        ClientSelector {
+            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+            ..Default::default()
+        }
+    }
+
+    fn mk_workload(app: &str) -> Workload {
+        Workload {
+            name: app.to_string(),
+            namespace: "shop".to_string(),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            ..Default::default()
+        }
+    }
+
+    fn mk_config(hosts: Vec<VirtualHost>) -> ClusterConfig {
+        ClusterConfig {
+            cluster: "cluster-1".to_string(),
+            virtual_hosts: hosts.into_iter().map(Arc::new).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// (status of each route, domains) of the hosts `workload`'s sidecar serves.
+    fn served(config: &ClusterConfig, workload: &Workload) -> Vec<(Vec<u32>, Vec<String>)> {
+        let view = outbound_view(config, workload, &overriding_hosts(config));
+        outbound_hosts(config, &view)
+            .iter()
+            .map(|h| {
+                let statuses = h
+                    .routes
+                    .iter()
+                    .map(|r| match r.action {
+                        RouteAction::DirectResponse { status, .. } => status,
+                        _ => 0,
+                    })
+                    .collect();
+                (statuses, h.domains.clone())
+            })
+            .collect()
+    }
+
+    fn domains() -> Vec<String> {
+        DOMAINS.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn selected_client_gets_the_overriding_host_and_others_the_default() {
+        let config = mk_config(vec![
+            mk_host("reviews:9080", 200, None),
+            mk_host("reviews:9080@1/shop/v2", 503, Some(vec![app("productpage")])),
+        ]);
+        assert_eq!(served(&config, &mk_workload("productpage")), [(vec![503], domains())]);
+        assert_eq!(served(&config, &mk_workload("ratings")), [(vec![200], domains())]);
+    }
+
+    #[test]
+    fn overriding_hosts_that_both_apply_concatenate_their_routes_in_order() {
+        let config = mk_config(vec![
+            mk_host("reviews:9080", 200, None),
+            mk_host("reviews:9080@1/shop/a", 501, Some(vec![app("productpage")])),
+            mk_host("reviews:9080@2/shop/b", 502, Some(Vec::new())),
+        ]);
+        assert_eq!(
+            served(&config, &mk_workload("productpage")),
+            [(vec![501, 502], domains())]
+        );
+        assert_eq!(
+            served(&config, &mk_workload("ratings")),
+            [(vec![502], domains())],
+            "a table without selectors overrides for every client"
+        );
+    }
+
+    #[test]
+    fn selector_matches_namespace_cluster_and_workspace() {
+        let only = |selector: ClientSelector| {
+            mk_config(vec![
+                mk_host("reviews:9080", 200, None),
+                mk_host("reviews:9080@1/shop/v2", 503, Some(vec![selector])),
+            ])
+        };
+        let productpage = mk_workload("productpage");
+        let in_namespace = |ns: &str| ClientSelector {
+            namespace: Some(ns.to_string()),
+            ..app("productpage")
+        };
+        assert_eq!(served(&only(in_namespace("shop")), &productpage)[0].0, [503]);
+        assert_eq!(served(&only(in_namespace("other")), &productpage)[0].0, [200]);
+        let in_cluster = |c: &str| ClientSelector {
+            cluster: Some(c.to_string()),
+            ..app("productpage")
+        };
+        assert_eq!(served(&only(in_cluster("cluster-1")), &productpage)[0].0, [503]);
+        assert_eq!(served(&only(in_cluster("cluster-2")), &productpage)[0].0, [200]);
+        let in_workspace = ClientSelector {
+            workspace: Some("shop-ws".to_string()),
+            ..app("productpage")
+        };
+        let mut config = only(in_workspace);
+        assert_eq!(
+            served(&config, &productpage)[0].0,
+            [200],
+            "its namespace is in no workspace"
+        );
+        config
+            .namespace_workspaces
+            .insert("shop".to_string(), "shop-ws".to_string());
+        assert_eq!(served(&config, &productpage)[0].0, [503]);
+    }
+
+    #[test]
+    fn overriding_host_the_workspace_may_not_see_does_not_apply() {
+        let mut hidden = mk_host("reviews:9080@1/shop/v2", 503, Some(vec![app("productpage")]));
+        hidden.workspaces = Some(vec!["other".to_string()]);
+        let mut config = mk_config(vec![mk_host("reviews:9080", 200, None), hidden]);
+        config
+            .namespace_workspaces
+            .insert("shop".to_string(), "shop-ws".to_string());
+        assert_eq!(served(&config, &mk_workload("productpage")), [(vec![200], domains())]);
+    }
+
+    #[test]
+    fn default_host_keeps_the_domains_no_override_claims() {
+        let mut partial = mk_host("reviews:9080@1/shop/v2", 503, Some(Vec::new()));
+        partial.domains.truncate(1);
+        let config = mk_config(vec![mk_host("reviews:9080", 200, None), partial]);
+        assert_eq!(
+            served(&config, &mk_workload("ratings")),
+            [
+                (vec![503], vec![DOMAINS[0].to_string()]),
+                (vec![200], vec![DOMAINS[1].to_string()])
+            ]
+        );
+    }
+}

@@ -111,6 +111,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
         .collect();
     let scopes = workspaces::upstream_scopes(&virtual_hosts);
     let external_upstreams: Vec<_> = external_upstreams.into_iter().map(std::sync::Arc::new).collect();
+    let local_to = outbound.cluster_local_targets();
     let mut shared = endpoints::SharedUpstreams::new();
     let clusters = cluster_names
         .iter()
@@ -130,6 +131,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
                 &hosts_here,
                 &scopes,
                 &upstream_policies,
+                &local_to,
                 &mut shared,
                 &mut warnings,
             );

@@ -29,6 +29,37 @@ pub(crate) struct Outbound {
     pub unknown_backends: bool,
 }
 
+impl Outbound {
+    /// For each target, the one cluster that needs it when only that cluster's own hosts (its
+    /// services' Kubernetes-style names) route to it; `None` when any other host, gateway's
+    /// included, does. Other clusters then carry no upstream for it. Whatever else comes to
+    /// reference targets must be counted here.
+    pub(crate) fn cluster_local_targets(&self) -> Vec<Option<&str>> {
+        let mut local: Vec<Option<Option<&str>>> = vec![None; self.targets.len()];
+        let hosts = self
+            .virtual_hosts
+            .iter()
+            .map(|h| (h.cluster.as_deref(), h))
+            .chain(self.ingress.iter().map(|(_, h)| (None, h)));
+        for (cluster, host) in hosts {
+            for route in &host.routes {
+                let PendingAction::Forward { destinations, .. } = &route.action else {
+                    continue;
+                };
+                for (target, _) in destinations {
+                    let seen = &mut local[*target];
+                    *seen = match (*seen, cluster) {
+                        (None, cluster) => Some(cluster),
+                        (Some(before), cluster) if before == cluster => Some(cluster),
+                        _ => Some(None),
+                    };
+                }
+            }
+        }
+        local.into_iter().map(Option::flatten).collect()
+    }
+}
+
 /// The backends of a VirtualDestination port by (namespace, name, host, port), if known.
 pub(crate) type KnownBackends<'p> = &'p dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>;
 
@@ -495,6 +526,15 @@ fn local_service_target(cluster: &str, namespace: &str, name: &str, port: u16) -
             port,
         }],
         virtual_destination: None,
+    }
+}
+
+/// True when `target` is what a cluster's own service name routes to by default: only that
+/// cluster carries it, unless some mesh-wide route sends there too.
+pub(crate) fn is_local_service_target(target: &Target) -> bool {
+    match target.backends.as_slice() {
+        [b] => *target == local_service_target(&b.cluster, &b.namespace, &b.service, b.port),
+        _ => false,
     }
 }
 

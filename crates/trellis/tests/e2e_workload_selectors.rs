@@ -94,11 +94,20 @@ async fn selector_route_table_reroutes_only_the_selected_clients_of_a_kubernetes
         .await;
         for _ in 0..10 {
             assert_eq!(answer(&mesh, app, SERVICE_NAME).await, local_v1(), "from {app}");
-            assert_eq!(answer(&mesh, app, "http://backend.demo/").await, local_v1(), "from {app}");
+            assert_eq!(
+                answer(&mesh, app, "http://backend.demo/").await,
+                local_v1(),
+                "from {app}"
+            );
         }
     }
     // An unknown name in the same shape is not routed.
-    assert_eq!(answer(&mesh, "frontend", "http://nothing.demo.svc.cluster.local/").await.0, 404);
+    assert_eq!(
+        answer(&mesh, "frontend", "http://nothing.demo.svc.cluster.local/")
+            .await
+            .0,
+        404
+    );
 
     // (b) The route table selects the frontend: it goes to v2 in cluster-2 and gets the
     // injected 503; the reviewer keeps the default.
@@ -111,7 +120,11 @@ async fn selector_route_table_reroutes_only_the_selected_clients_of_a_kubernetes
     for _ in 0..10 {
         assert_eq!(answer(&mesh, "frontend", SERVICE_NAME).await, remote_v2());
         assert_eq!(answer(&mesh, "frontend", "http://backend.demo/").await, remote_v2());
-        assert_eq!(answer(&mesh, "reviewer", SERVICE_NAME).await, local_v1(), "not selected");
+        assert_eq!(
+            answer(&mesh, "reviewer", SERVICE_NAME).await,
+            local_v1(),
+            "not selected"
+        );
     }
     let fault = mesh
         .call_from("frontend", "http://backend.demo.svc.cluster.local/fault")

@@ -113,6 +113,22 @@ impl Incremental {
         if policies_select(snapshot, &[&old, &new]) {
             return None;
         }
+        // Which clusters carry a cluster's own service target depends on whether any mesh-wide
+        // route sends there: the edit must keep the set of those its routes send to.
+        fn local_services(o: &Outbound) -> BTreeSet<&crate::target::Target> {
+            let routes = o.virtual_hosts.iter().flat_map(|h| &h.routes);
+            routes
+                .flat_map(|r| match &r.action {
+                    outbound::PendingAction::Forward { destinations, .. } => destinations.as_slice(),
+                    outbound::PendingAction::Fixed(_) => &[],
+                })
+                .map(|(i, _)| &o.targets[*i])
+                .filter(|t| outbound::is_local_service_target(t))
+                .collect()
+        }
+        if local_services(&old) != local_services(&new) {
+            return None;
+        }
         let to_ir =
             |o: &Outbound| -> Vec<VirtualHost> { o.virtual_hosts.iter().map(|h| h.to_ir(&o.targets)).collect() };
         let (old_hosts, new_hosts) = (to_ir(&old), to_ir(&new));

@@ -352,7 +352,7 @@ pub(crate) fn build_part<'a, 'r>(
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut ingress: Vec<(String, OutboundHost)> = Vec::new();
     for (resource, spec) in route_tables {
-        // Bound to gateways: served by those ingress gateways, not by sidecars.
+        // Bound to gateways: served by those ingress gateways.
         if !spec.virtual_gateways.is_empty() {
             if only.is_some() {
                 continue;
@@ -389,7 +389,10 @@ pub(crate) fn build_part<'a, 'r>(
                     ));
                 }
             }
-            continue;
+            // With workloadSelectors as well, the selected workloads' sidecars get the routes too.
+            if spec.workload_selectors.is_empty() {
+                continue;
+            }
         }
         let selected = client_selectors(snapshot, resource, spec, workspaces, cx.warnings);
         for host in spec.hosts.iter().filter(|h| wanted(h)) {

@@ -156,3 +156,30 @@ fn unreadable_selector_warns_with_its_field_and_selects_nobody() {
     assert_eq!(clients.len(), 1);
     assert_eq!(clients[0].namespace.as_deref(), Some(""), "a namespace no workload has");
 }
+
+#[test]
+fn route_table_on_a_gateway_and_workload_selectors_serves_both() {
+    let table = SELECTED_TABLE.replace(
+        "  workloadSelectors:",
+        "  virtualGateways: [{name: north, namespace: demo}]\n  workloadSelectors:",
+    );
+    let t = mk_translation(&table);
+    let name = "backend.demo.svc.cluster.local:80@00000000000000000000/demo/backend-v2-for-frontend";
+    assert!(
+        host(&t.clusters["cluster-1"], name).is_some(),
+        "the selected sidecars get it"
+    );
+    assert!(
+        t.warnings["RouteTable/demo/backend-v2-for-frontend"][0].contains("spec.virtualGateways[0]"),
+        "the gateway part is still read: {:?}",
+        t.warnings
+    );
+    let without = mk_translation(&table.replace(
+        "  workloadSelectors:\n  - selector:\n      labels: {app: frontend}\n",
+        "",
+    ));
+    assert!(
+        host(&without.clusters["cluster-1"], name).is_none(),
+        "a gateway-only table stays off sidecars"
+    );
+}

@@ -3,12 +3,13 @@
 //! As in a Kubernetes cluster, `<svc>.<ns>.svc.cluster.local` and `<svc>.<ns>` reach the
 //! cluster's own service with no VirtualDestination. A RouteTable on such a name with
 //! `workloadSelectors` changes the routing of the selected client workloads only (Gloo Mesh 2.x:
-//! https://docs.solo.io/gloo-mesh-enterprise/latest/reference/api/route_table/), and deleting it
-//! brings the default back.
+//! https://docs.solo.io/gloo-mesh-enterprise/latest/reference/api/route_table/), policies that
+//! select its routes (a FaultInjectionPolicy delay) hold for those clients only, and deleting
+//! the table brings the default back.
 
 use trellis_testkit as common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use trellis_cli::up::{AppSpec, LocalMesh};
@@ -38,6 +39,8 @@ spec:
       status: 503
       body: injected
   - name: v2
+    labels:
+      route: backend-for-frontend
     forwardTo:
       destinations:
       - ref:
@@ -50,6 +53,24 @@ spec:
         subset:
           version: v2
 ";
+
+/// A 600 ms delay on the selected table's v2 route, the Gloo way: a policy selecting it by label.
+const DELAY_V2: &str = "\
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: FaultInjectionPolicy
+metadata: {name: slow-v2, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {route: backend-for-frontend}}}]
+  config: {delay: {fixedDelay: 600ms, percentage: 100}}
+";
+
+/// How long one request from `app`'s sidecar to the backend's service name takes.
+async fn took(mesh: &LocalMesh, app: &str) -> Duration {
+    let started = Instant::now();
+    let response = mesh.call_from(app, SERVICE_NAME).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    started.elapsed()
+}
 
 /// (status, version, cluster) of one answer to `url` from `app`'s sidecar.
 async fn answer(mesh: &LocalMesh, app: &str, url: &str) -> (u16, String, String) {
@@ -145,6 +166,21 @@ async fn selector_route_table_reroutes_only_the_selected_clients_of_a_kubernetes
         .unwrap();
     assert_eq!(table["status"]["state"], "ACCEPTED", "{table:#}");
 
+    // A policy on the selected route delays the frontend only.
+    let response = mesh.apply("slow-v2.yaml", DELAY_V2).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("the delay on the frontend's route", || async {
+        took(&mesh, "frontend").await >= Duration::from_millis(600)
+    })
+    .await;
+    for _ in 0..3 {
+        assert!(took(&mesh, "frontend").await >= Duration::from_millis(600));
+        assert!(
+            took(&mesh, "reviewer").await < Duration::from_millis(400),
+            "not selected"
+        );
+    }
+
     // (c) Deleting the table restores the default routing.
     let deleted = mesh
         .api()
@@ -164,5 +200,9 @@ async fn selector_route_table_reroutes_only_the_selected_clients_of_a_kubernetes
     for _ in 0..10 {
         assert_eq!(answer(&mesh, "frontend", SERVICE_NAME).await, local_v1());
     }
+    assert!(
+        took(&mesh, "frontend").await < Duration::from_millis(400),
+        "the delay went with the table"
+    );
     finish(mesh).await;
 }

@@ -400,9 +400,10 @@ pub(crate) fn build_part<'a, 'r>(
             // A host named like a discovered service: routes for its ports, overriding each
             // cluster's default for the workloads the table is for (all of its workspace's
             // when it selects none).
-            let service = match vd_hosts.contains_key(host.as_str()) {
-                true => None,
-                false => named_service(services, host),
+            let service = if vd_hosts.contains_key(host.as_str()) {
+                None
+            } else {
+                named_service(services, host)
             };
             if let Some((name, namespace, ports)) = service {
                 for port in ports {
@@ -434,15 +435,11 @@ pub(crate) fn build_part<'a, 'r>(
                 let routes = cx.route_table_routes(resource, spec, port);
                 if let Some(selected) = &selected {
                     let host_name = override_name(&name, resource);
-                    let domains = match port {
-                        Some(port) => domains(host, Some(port)),
-                        None => domains(host, None),
-                    };
                     hosts.insert(
                         (host_name.clone(), None),
                         OutboundHost {
                             name: host_name,
-                            domains,
+                            domains: domains(host, port),
                             workspaces: visibility.clone(),
                             routes,
                             cluster: None,

@@ -394,7 +394,7 @@ pub(crate) fn build_part<'a, 'r>(
                 continue;
             }
         }
-        let selected = client_selectors(snapshot, resource, spec, workspaces, cx.warnings);
+        let selected = client_selectors(resource, spec, workspaces, cx.warnings);
         for host in spec.hosts.iter().filter(|h| wanted(h)) {
             let visibility = workspaces.visibility(snapshot, &resource.metadata.namespace);
             // A host named like a discovered service: routes for its ports, overriding each
@@ -548,11 +548,10 @@ fn override_name(host: &str, table: &Resource) -> String {
 }
 
 /// A route table's `workloadSelectors` as client selectors; `None` when it has none (then it
-/// applies to every sidecar of its workspace). Gloo's ObjectSelector: an unset namespace or
-/// cluster matches all of the workspace, an unset workspace is the table's own
-/// (https://docs.solo.io/gloo-mesh-enterprise/latest/reference/api/common/selectors/).
+/// applies to every sidecar of its workspace). As Gloo's ObjectSelector says, an unset namespace,
+/// cluster or workspace matches all those available to the table's workspace: here, whoever
+/// may see the table's host (ObjectSelector in https://github.com/solo-io/solo-apis, common v2).
 fn client_selectors(
-    snapshot: &Snapshot,
     resource: &Resource,
     spec: &RouteTableSpec,
     workspaces: &crate::workspaces::Workspaces,
@@ -561,9 +560,6 @@ fn client_selectors(
     if spec.workload_selectors.is_empty() {
         return None;
     }
-    let own_workspace = workspaces
-        .of_config_namespace(snapshot, &resource.metadata.namespace)
-        .map(str::to_string);
     let text = |value: &serde_json::Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_string);
     let mut selectors = Vec::new();
     for (i, entry) in spec.workload_selectors.iter().enumerate() {
@@ -585,12 +581,11 @@ fn client_selectors(
                 format!("spec.workloadSelectors[{i}].port: not applied; the routes apply to every port of the selected workloads"),
             );
         }
-        let workspace = text(&selector["workspace"]).or_else(|| own_workspace.clone());
         selectors.push(ClientSelector {
             labels,
             namespace: text(&selector["namespace"]),
             cluster: text(&selector["cluster"]),
-            workspace: workspace.filter(|_| workspaces.defined()),
+            workspace: text(&selector["workspace"]).filter(|_| workspaces.defined()),
         });
     }
     if selectors.is_empty() {

@@ -309,7 +309,8 @@ pub(crate) fn build_part<'a, 'r>(
     // a Kubernetes cluster resolves them (a VirtualDestination on the same name wins).
     for service in services.all() {
         let host = service_host(service.name, service.namespace);
-        if !wanted(&host) || vd_hosts.contains_key(host.as_str()) {
+        let short = format!("{}.{}", service.name, service.namespace);
+        if !wanted(&host) || vd_hosts.contains_key(host.as_str()) || vd_hosts.contains_key(short.as_str()) {
             continue;
         }
         let visibility = if workspaces.defined() {

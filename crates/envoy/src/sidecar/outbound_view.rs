@@ -68,6 +68,10 @@ pub fn outbound_hosts<'a>(ir: &'a ClusterConfig, view: &OutboundView) -> Vec<Cow
     let (overriding, defaults): (Vec<&VirtualHost>, Vec<&VirtualHost>) = seen
         .filter(|h| h.clients.is_none() || view.overrides.contains(&h.name))
         .partition(|h| h.clients.is_some());
+    // Most sidecars have no override: their hosts are the defaults as they are.
+    if overriding.is_empty() {
+        return defaults.into_iter().map(Cow::Borrowed).collect();
+    }
     let mut hosts: Vec<Cow<VirtualHost>> = Vec::new();
     let mut claimed: HashMap<&str, usize> = HashMap::new();
     for host in overriding {

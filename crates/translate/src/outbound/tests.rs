@@ -183,3 +183,25 @@ fn route_table_on_a_gateway_and_workload_selectors_serves_both() {
         "a gateway-only table stays off sidecars"
     );
 }
+
+#[test]
+fn virtual_destination_on_a_service_name_takes_it_over() {
+    for name in ["backend.demo.svc.cluster.local", "backend.demo"] {
+        let vd = format!(
+            "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {{name: backend, namespace: demo}}\nspec:\n  hosts: [{name}]\n  services: [{{labels: {{app: backend}}}}]\n  ports: [{{number: 80, protocol: HTTP}}]\n"
+        );
+        let t = mk_translation(&vd);
+        let c1 = &t.clusters["cluster-1"];
+        assert!(
+            host(c1, "backend.demo.svc.cluster.local:80").is_none_or(|h| h.routes[0].name == "default"),
+            "{name}: the VirtualDestination's host, not the service default"
+        );
+        let domains: Vec<&String> = c1.virtual_hosts.iter().flat_map(|h| &h.domains).collect();
+        let unique: std::collections::BTreeSet<&&String> = domains.iter().collect();
+        assert_eq!(
+            unique.len(),
+            domains.len(),
+            "{name}: a domain in two hosts: {domains:?}"
+        );
+    }
+}

@@ -395,7 +395,7 @@ pub(crate) fn build_part<'a, 'r>(
                 continue;
             }
         }
-        let selected = client_selectors(resource, spec, workspaces, cx.warnings);
+        let selected = client_selectors(snapshot, resource, spec, workspaces, cx.warnings);
         for host in spec.hosts.iter().filter(|h| wanted(h)) {
             let visibility = workspaces.visibility(snapshot, &resource.metadata.namespace);
             // A host named like a discovered service: routes for its ports, overriding each
@@ -553,6 +553,7 @@ fn override_name(host: &str, table: &Resource) -> String {
 /// cluster or workspace matches all those available to the table's workspace: here, whoever
 /// may see the table's host (ObjectSelector in https://github.com/solo-io/solo-apis, common v2).
 fn client_selectors(
+    snapshot: &Snapshot,
     resource: &Resource,
     spec: &RouteTableSpec,
     workspaces: &crate::workspaces::Workspaces,
@@ -595,8 +596,32 @@ fn client_selectors(
             namespace: Some(String::new()),
             ..Default::default()
         });
+    } else if !selects_any_workload(snapshot, workspaces, &selectors) {
+        warnings.add(
+            resource.key().to_string(),
+            "spec.workloadSelectors selects no workload yet; no sidecar gets these routes",
+        );
     }
     Some(selectors)
+}
+
+/// True when some discovered workload is a client `selectors` select.
+fn selects_any_workload(
+    snapshot: &Snapshot,
+    workspaces: &crate::workspaces::Workspaces,
+    selectors: &[ClientSelector],
+) -> bool {
+    snapshot.discovery.iter().any(|(cluster, discovery)| {
+        discovery.workloads.iter().any(|workload| {
+            let client = trellis_model::ir::Client {
+                cluster,
+                namespace: &workload.namespace,
+                labels: &workload.labels,
+                workspace: workspaces.of(snapshot, cluster, &workload.namespace),
+            };
+            selectors.iter().any(|s| s.selects(&client))
+        })
+    })
 }
 
 /// Clients send `Host: name` for port 80 and `Host: name:port` otherwise.

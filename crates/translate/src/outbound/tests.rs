@@ -205,3 +205,27 @@ fn virtual_destination_on_a_service_name_takes_it_over() {
         );
     }
 }
+
+#[test]
+fn selector_that_selects_no_workload_warns() {
+    let table = SELECTED_TABLE.replace("labels: {app: frontend}", "labels: {app: nobody}");
+    let t = mk_translation(&table);
+    let warnings = &t.warnings["RouteTable/demo/backend-v2-for-frontend"];
+    assert!(
+        warnings[0].contains("spec.workloadSelectors selects no workload yet"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        t.warnings.get("RouteTable/demo/backend-v2-for-frontend").map(Vec::len),
+        Some(1)
+    );
+    let in_other_cluster = SELECTED_TABLE.replace(
+        "labels: {app: frontend}",
+        "labels: {app: frontend}\n      cluster: cluster-2",
+    );
+    assert!(
+        mk_translation(&in_other_cluster)
+            .warnings
+            .contains_key("RouteTable/demo/backend-v2-for-frontend")
+    );
+}

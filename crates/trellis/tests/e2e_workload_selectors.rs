@@ -54,15 +54,18 @@ spec:
           version: v2
 ";
 
-/// A 600 ms delay on the selected table's v2 route, the Gloo way: a policy selecting it by label.
+/// An 800 ms delay on the selected table's v2 route, the Gloo way: a policy selecting it by label.
 const DELAY_V2: &str = "\
 apiVersion: resilience.policy.gloo.solo.io/v2
 kind: FaultInjectionPolicy
 metadata: {name: slow-v2, namespace: demo}
 spec:
   applyToRoutes: [{route: {labels: {route: backend-for-frontend}}}]
-  config: {delay: {fixedDelay: 600ms, percentage: 100}}
+  config: {delay: {fixedDelay: 800ms, percentage: 100}}
 ";
+
+/// What a delayed request takes at least: Envoy's delay timer may fire a millisecond early.
+const SLOW: Duration = Duration::from_millis(700);
 
 /// How long one request from `app`'s sidecar to the backend's service name takes.
 async fn took(mesh: &LocalMesh, app: &str) -> Duration {
@@ -169,12 +172,18 @@ async fn selector_route_table_reroutes_only_the_selected_clients_of_a_kubernetes
     // A policy on the selected route delays the frontend only.
     let response = mesh.apply("slow-v2.yaml", DELAY_V2).await.unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
+    // Three slow answers in a row: one alone may be slow for other reasons on a busy machine.
     eventually("the delay on the frontend's route", || async {
-        took(&mesh, "frontend").await >= Duration::from_millis(600)
+        for _ in 0..3 {
+            if took(&mesh, "frontend").await < SLOW {
+                return false;
+            }
+        }
+        true
     })
     .await;
     for _ in 0..3 {
-        assert!(took(&mesh, "frontend").await >= Duration::from_millis(600));
+        assert!(took(&mesh, "frontend").await >= SLOW);
         assert!(
             took(&mesh, "reviewer").await < Duration::from_millis(400),
             "not selected"

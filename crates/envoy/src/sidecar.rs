@@ -1,5 +1,6 @@
 //! A workload's sidecar: outbound, it routes the app's requests by host over RDS to EDS clusters
-//! (one per IR upstream) and wraps each connection in mTLS, with the upstream's key as SNI;
+//! (one per IR upstream; per domain, the RouteTable that selects the workload wins over the
+//! default, see `outbound_view`) and wraps each connection in mTLS, with the upstream's key as SNI;
 //! inbound, it terminates mTLS on each workload port (or, as AccessPolicies say, also or only
 //! accepts plaintext), authorizes the caller against the policies' rules, and hands the
 //! traffic to the app on loopback. On a port that ext-auth or rate-limit policies protect, the

@@ -20,8 +20,9 @@ pub struct ClusterConfig {
     /// cluster but the one that hosts them.
     #[serde(default)]
     pub upstreams: Vec<Arc<Upstream>>,
-    /// Outbound HTTP virtual hosts for this cluster's sidecars, sorted by name; the same for
-    /// every cluster, so shared.
+    /// Outbound HTTP virtual hosts for this cluster's sidecars, sorted by name; shared with the
+    /// other clusters, but for the Kubernetes-style names of this cluster's own services.
+    /// Overriding hosts (see `VirtualHost::clients`) repeat the domains of a default one.
     #[serde(default)]
     pub virtual_hosts: Vec<Arc<VirtualHost>>,
     /// What this cluster's east-west gateway serves to other clusters: each upstream's `key`

@@ -112,12 +112,8 @@ pub(crate) fn materialize(
     let mut upstreams = Vec::with_capacity(outbound.targets.len());
     let mut gateway_upstreams = Vec::new();
     for &index in by_name.iter() {
-        if local_to
-            .get(index)
-            .copied()
-            .flatten()
-            .is_some_and(|owner| owner != cluster)
-        {
+        let only_for = local_to.get(index).copied().flatten();
+        if only_for.is_some_and(|owner| owner != cluster) {
             continue;
         }
         let (target, policy, workloads) = (&outbound.targets[index], &upstream_policies[index], &resolved[index]);
@@ -141,7 +137,7 @@ pub(crate) fn materialize(
         };
         upstreams.push(upstream);
         // A target only this cluster's sidecars use is never asked of its gateway.
-        if !has_backends_here[index] || local_to.get(index).copied().flatten().is_some() {
+        if !has_backends_here[index] || only_for.is_some() {
             continue;
         }
         let local = local_endpoints(cluster, workloads);

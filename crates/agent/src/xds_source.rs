@@ -495,6 +495,45 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_share_an_outbound_build_unless_a_route_table_selects_one_of_them() {
+        use trellis_model::ir::{ClientSelector, VirtualHost};
+        let host = |name: &str, clients: Option<Vec<ClientSelector>>| {
+            Arc::new(VirtualHost {
+                name: name.into(),
+                domains: vec!["reviews.shop:9080".into()],
+                clients,
+                ..Default::default()
+            })
+        };
+        let frontend = ClientSelector {
+            labels: BTreeMap::from([("app".to_string(), "frontend".to_string())]),
+            ..Default::default()
+        };
+        let config = AppliedConfig {
+            version: "v1".into(),
+            config: trellis_model::ClusterConfig {
+                cluster: "cluster-1".into(),
+                virtual_hosts: vec![host("reviews", None), host("reviews@v2", Some(vec![frontend]))],
+                ..Default::default()
+            },
+        };
+        let workload = |app: &str, name: &str| trellis_model::Workload {
+            name: name.into(),
+            namespace: "shop".into(),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            ..Default::default()
+        };
+        let mut shared = SharedOutbound::default();
+        let a = shared.get(&config, &workload("ratings", "a"));
+        let b = shared.get(&config, &workload("ratings", "b"));
+        let selected = shared.get(&config, &workload("frontend", "c"));
+        assert!(Arc::ptr_eq(&a, &b), "unselected sidecars share one build");
+        assert!(!Arc::ptr_eq(&a, &selected), "the selected one has its own routes");
+        assert_ne!(a[trellis_xds::ROUTE_TYPE], selected[trellis_xds::ROUTE_TYPE]);
+        assert_eq!(shared.by_view.len(), 2);
+    }
+
+    #[test]
     fn shared_lists_are_sorted_by_name() {
         let mut resources = trellis_envoy::ProxyResources::default();
         for name in ["c", "a", "b"] {

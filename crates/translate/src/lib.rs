@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  Snapshot ──▶ workspaces               who owns which namespace, who sees what
-//!           ──▶ outbound::build           VirtualDestinations + RouteTables (+ federated names) ─▶
+//!           ──▶ outbound::build           VirtualDestinations + RouteTables (+ federated names,
+//!                                         each cluster's services' Kubernetes-style names) ─▶
 //!                                         virtual hosts, routes, and the Targets they send to
 //!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes

@@ -229,3 +229,15 @@ fn selector_that_selects_no_workload_warns() {
             .contains_key("RouteTable/demo/backend-v2-for-frontend")
     );
 }
+
+#[test]
+fn service_names_carry_the_port_unless_it_is_80() {
+    assert_eq!(
+        super::service_domains("reviews", "bookinfo", 9080),
+        ["reviews.bookinfo.svc.cluster.local:9080", "reviews.bookinfo:9080"]
+    );
+    assert!(
+        super::may_name_service("reviews.bookinfo") && super::may_name_service("reviews.bookinfo.svc.cluster.local")
+    );
+    assert!(!super::may_name_service("api.example.com"));
+}

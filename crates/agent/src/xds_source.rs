@@ -91,9 +91,9 @@ impl ProxySnapshots {
 /// Resources by type URL, each shared by every snapshot that holds it.
 type Typed = BTreeMap<&'static str, Vec<Arc<Resource>>>;
 
-/// The outbound resources of one config, built once per workspace view and shared by every
-/// sidecar with that view: a thousand sidecars of one workspace hold one copy, and a change costs
-/// one build, not one per sidecar.
+/// The outbound resources of one config, built once per view (workspace, and the overriding
+/// route tables that select the workload) and shared by every sidecar with that view: a thousand
+/// sidecars of one workspace hold one copy, and a change costs one build, not one per sidecar.
 ///
 /// It also keeps each sidecar's own resources while what they are made from (the config's
 /// add-on servers, inbound policies and inbound routes, the workload, its certificate) stays the
@@ -101,9 +101,11 @@ type Typed = BTreeMap<&'static str, Vec<Arc<Resource>>>;
 #[derive(Default)]
 pub struct SharedOutbound {
     version: String,
-    by_workspace: BTreeMap<Option<String>, Arc<Typed>>,
-    /// What `by_workspace` held for the previous config, whose unchanged resources are reused.
-    previous: BTreeMap<Option<String>, Arc<Typed>>,
+    by_view: BTreeMap<trellis_envoy::OutboundView, Arc<Typed>>,
+    /// What `by_view` held for the previous config, whose unchanged resources are reused.
+    previous: BTreeMap<trellis_envoy::OutboundView, Arc<Typed>>,
+    /// Indexes of the config's overriding virtual hosts, the only ones a view depends on.
+    overriding: Vec<usize>,
     /// Hash of what a sidecar's own resources take from the config.
     local_inputs: u64,
     locals: BTreeMap<String, LocalPart>,
@@ -123,7 +125,8 @@ impl SharedOutbound {
     fn refresh(&mut self, config: &AppliedConfig) {
         if self.version != config.version {
             self.version = config.version.clone();
-            self.previous = std::mem::take(&mut self.by_workspace);
+            self.previous = std::mem::take(&mut self.by_view);
+            self.overriding = trellis_envoy::overriding_hosts(config);
             let inputs = serde_json::to_vec(&(&config.addon_servers, &config.inbound_policies, &config.inbound_routes))
                 .expect("IR serializes");
             self.local_inputs = trellis_base::stable_hash(&inputs);
@@ -140,15 +143,15 @@ impl SharedOutbound {
         self.locals.retain(|node, _| live(node));
     }
 
-    fn get(&mut self, config: &AppliedConfig, workspace: Option<&str>) -> Arc<Typed> {
+    fn get(&mut self, config: &AppliedConfig, workload: &trellis_model::Workload) -> Arc<Typed> {
         self.refresh(config);
-        let key = workspace.map(str::to_string);
-        if let Some(built) = self.by_workspace.get(&key) {
+        let view = trellis_envoy::outbound_view(config, workload, &self.overriding);
+        if let Some(built) = self.by_view.get(&view) {
             return built.clone();
         }
-        let fresh = typed(trellis_envoy::sidecar_outbound(config, workspace));
-        let built = Arc::new(reuse_unchanged(fresh, self.previous.get(&key).map(|t| &**t)));
-        self.by_workspace.insert(key, built.clone());
+        let fresh = typed(trellis_envoy::sidecar_outbound(config, &view));
+        let built = Arc::new(reuse_unchanged(fresh, self.previous.get(&view).map(|t| &**t)));
+        self.by_view.insert(view, built.clone());
         built
     }
 }
@@ -187,7 +190,7 @@ pub fn build(
                     return None;
                 }
             };
-            let outbound = shared.get(config, trellis_envoy::sidecar_workspace(config, workload));
+            let outbound = shared.get(config, workload);
             let inputs = shared.local_inputs;
             let kept = shared.locals.get(node_id).filter(|part| {
                 part.inputs == inputs
@@ -489,6 +492,45 @@ mod tests {
             .map(|r| r.name.as_str())
             .collect();
         assert_eq!(names, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn sidecars_share_an_outbound_build_unless_a_route_table_selects_one_of_them() {
+        use trellis_model::ir::{ClientSelector, VirtualHost};
+        let host = |name: &str, clients: Option<Vec<ClientSelector>>| {
+            Arc::new(VirtualHost {
+                name: name.into(),
+                domains: vec!["reviews.shop:9080".into()],
+                clients,
+                ..Default::default()
+            })
+        };
+        let frontend = ClientSelector {
+            labels: BTreeMap::from([("app".to_string(), "frontend".to_string())]),
+            ..Default::default()
+        };
+        let config = AppliedConfig {
+            version: "v1".into(),
+            config: trellis_model::ClusterConfig {
+                cluster: "cluster-1".into(),
+                virtual_hosts: vec![host("reviews", None), host("reviews@v2", Some(vec![frontend]))],
+                ..Default::default()
+            },
+        };
+        let workload = |app: &str, name: &str| trellis_model::Workload {
+            name: name.into(),
+            namespace: "shop".into(),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            ..Default::default()
+        };
+        let mut shared = SharedOutbound::default();
+        let a = shared.get(&config, &workload("ratings", "a"));
+        let b = shared.get(&config, &workload("ratings", "b"));
+        let selected = shared.get(&config, &workload("frontend", "c"));
+        assert!(Arc::ptr_eq(&a, &b), "unselected sidecars share one build");
+        assert!(!Arc::ptr_eq(&a, &selected), "the selected one has its own routes");
+        assert_ne!(a[trellis_xds::ROUTE_TYPE], selected[trellis_xds::ROUTE_TYPE]);
+        assert_eq!(shared.by_view.len(), 2);
     }
 
     #[test]

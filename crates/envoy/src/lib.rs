@@ -38,8 +38,8 @@ pub use gateway::{GATEWAY_LISTENER, GatewaySpec, east_west_gateway};
 pub use ingress::{IngressSpec, ingress_gateway, ingress_name};
 pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 pub use sidecar::{
-    OUTBOUND_LISTENER, OUTBOUND_ROUTE, SidecarSpec, inbound_name, sidecar, sidecar_local, sidecar_outbound,
-    sidecar_workspace,
+    OUTBOUND_LISTENER, OUTBOUND_ROUTE, OutboundView, SidecarSpec, inbound_name, outbound_view, overriding_hosts,
+    sidecar, sidecar_local, sidecar_outbound, sidecar_workspace,
 };
 pub use tls::{ROOT_CA_SECRET, WORKLOAD_SECRET, secrets};
 

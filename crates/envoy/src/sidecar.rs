@@ -1,5 +1,6 @@
 //! A workload's sidecar: outbound, it routes the app's requests by host over RDS to EDS clusters
-//! (one per IR upstream) and wraps each connection in mTLS, with the upstream's key as SNI;
+//! (one per IR upstream; per domain, the RouteTable that selects the workload wins over the
+//! default, see `outbound_view`) and wraps each connection in mTLS, with the upstream's key as SNI;
 //! inbound, it terminates mTLS on each workload port (or, as AccessPolicies say, also or only
 //! accepts plaintext), authorizes the caller against the policies' rules, and hands the
 //! traffic to the app on loopback. On a port that ext-auth or rate-limit policies protect, the
@@ -26,9 +27,12 @@ use trellis_model::ir::{Upstream, visible};
 use trellis_model::policy::{self, InboundPolicy, RoutePolicies, TlsMode};
 use trellis_model::{ClusterConfig, Protocol, Workload, WorkloadPort};
 
+pub use outbound_view::{OutboundView, outbound_view, overriding_hosts};
+
 use crate::ProxyResources;
 use crate::common::{self, Routes};
 use crate::{authz, routes, tls};
+use outbound_view::outbound_hosts;
 
 /// Name of the sidecar's outbound listener and of the route configuration it fetches over RDS.
 pub const OUTBOUND_LISTENER: &str = "outbound";
@@ -58,7 +62,8 @@ pub fn inbound_name(port: &WorkloadPort) -> String {
 }
 
 pub fn sidecar(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
-    let mut resources = sidecar_outbound(ir, sidecar_workspace(ir, spec.workload));
+    let view = outbound_view(ir, spec.workload, &overriding_hosts(ir));
+    let mut resources = sidecar_outbound(ir, &view);
     let local = sidecar_local(ir, spec);
     resources.clusters.extend(local.clusters);
     resources.listeners = local.listeners;
@@ -72,10 +77,11 @@ pub fn sidecar_workspace<'a>(ir: &'a ClusterConfig, workload: &Workload) -> Opti
     ir.namespace_workspaces.get(&workload.namespace).map(String::as_str)
 }
 
-/// What every sidecar seeing `workspace` gets alike: the outbound clusters (add-on servers'
-/// included), their endpoints and the outbound route. Built once per workspace and shared by
+/// What every sidecar with `view` gets alike: the outbound clusters (add-on servers'
+/// included), their endpoints and the outbound route. Built once per view and shared by
 /// those sidecars.
-pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyResources {
+pub fn sidecar_outbound(ir: &ClusterConfig, view: &OutboundView) -> ProxyResources {
+    let workspace = view.workspace.as_deref();
     // Trimmed to what the workload's workspace may see (everything when Workspaces are unused).
     let upstreams: Vec<&Upstream> = ir
         .upstreams
@@ -83,7 +89,7 @@ pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyRes
         .filter(|u| visible(&u.workspaces, workspace))
         .map(|u| &**u)
         .collect();
-    let virtual_hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
+    let virtual_hosts = outbound_hosts(ir, view);
     ProxyResources {
         clusters: upstreams
             .iter()
@@ -94,7 +100,7 @@ pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyRes
         listeners: Vec::new(),
         routes: vec![RouteConfiguration {
             name: OUTBOUND_ROUTE.to_string(),
-            virtual_hosts: virtual_hosts.map(|h| routes::virtual_host(h)).collect(),
+            virtual_hosts: virtual_hosts.iter().map(|h| routes::virtual_host(h)).collect(),
             ..Default::default()
         }],
         secrets: Vec::new(),
@@ -427,5 +433,6 @@ fn inbound_routes(name: &str) -> RouteConfiguration {
     }
 }
 
+mod outbound_view;
 #[cfg(test)]
 mod tests;

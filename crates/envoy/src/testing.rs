@@ -82,6 +82,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
                 policies: Default::default(),
             }],
             workspaces: None,
+            clients: None,
         }]
         .into_iter()
         .map(Arc::new)

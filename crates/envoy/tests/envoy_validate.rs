@@ -982,6 +982,7 @@ fn mk_cluster_config() -> ClusterConfig {
             domains: vec!["reviews.mesh.internal".into(), "reviews.mesh.internal:*".into()],
             routes,
             workspaces: None,
+            clients: None,
         }]
         .into_iter()
         .map(Arc::new)

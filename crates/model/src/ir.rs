@@ -20,8 +20,9 @@ pub struct ClusterConfig {
     /// cluster but the one that hosts them.
     #[serde(default)]
     pub upstreams: Vec<Arc<Upstream>>,
-    /// Outbound HTTP virtual hosts for this cluster's sidecars, sorted by name; the same for
-    /// every cluster, so shared.
+    /// Outbound HTTP virtual hosts for this cluster's sidecars, sorted by name; shared with the
+    /// other clusters, but for the Kubernetes-style names of this cluster's own services.
+    /// Overriding hosts (see `VirtualHost::clients`) repeat the domains of a default one.
     #[serde(default)]
     pub virtual_hosts: Vec<Arc<VirtualHost>>,
     /// What this cluster's east-west gateway serves to other clusters: each upstream's `key`
@@ -133,6 +134,55 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspaces: Visibility,
+    /// Set on a RouteTable's host that overrides: on the sidecars of the client workloads
+    /// these select (any one; empty: every sidecar that may see the host), it takes the place
+    /// of the hosts without `clients` for the same domains. `None`: a default host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<ClientSelector>>,
+}
+
+/// One RouteTable `workloadSelectors` entry: which client workloads' sidecars get a host.
+/// Unset fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSelector {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The workspace the workload's namespace must belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+/// The client workload a sidecar serves, as `ClientSelector`s see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub labels: &'a std::collections::BTreeMap<String, String>,
+    pub workspace: Option<&'a str>,
+}
+
+impl ClientSelector {
+    pub fn selects(&self, client: &Client) -> bool {
+        let same = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
+        same(&self.namespace, Some(client.namespace))
+            && same(&self.cluster, Some(client.cluster))
+            && same(&self.workspace, client.workspace)
+            && self.labels.iter().all(|(k, v)| client.labels.get(k) == Some(v))
+    }
+}
+
+impl VirtualHost {
+    /// True for an overriding host (see `clients`) that applies to `client`.
+    pub fn overrides_for(&self, client: &Client) -> bool {
+        self.clients
+            .as_ref()
+            .is_some_and(|list| list.is_empty() || list.iter().any(|s| s.selects(client)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -75,10 +75,12 @@ pub(crate) fn materialize(
     snapshot: &Snapshot,
     resolved: &[TargetWorkloads<'_>],
     outbound: &Outbound,
-    // The same for every cluster: built once by the caller.
+    // This cluster's virtual hosts, shared (`Arc`) with the other clusters': built by the caller.
     virtual_hosts: &[Arc<VirtualHost>],
     scopes: &BTreeMap<String, Visibility>,
     upstream_policies: &[UpstreamPolicy],
+    // Targets only one cluster needs (see `Outbound::cluster_local_targets`).
+    local_to: &[Option<&str>],
     shared: &mut SharedUpstreams,
     warnings: &mut Warnings,
 ) -> ClusterConfig {
@@ -110,6 +112,10 @@ pub(crate) fn materialize(
     let mut upstreams = Vec::with_capacity(outbound.targets.len());
     let mut gateway_upstreams = Vec::new();
     for &index in by_name.iter() {
+        let only_for = local_to.get(index).copied().flatten();
+        if only_for.is_some_and(|owner| owner != cluster) {
+            continue;
+        }
         let (target, policy, workloads) = (&outbound.targets[index], &upstream_policies[index], &resolved[index]);
         let mut build = || {
             let name = target.upstream_name();
@@ -131,7 +137,8 @@ pub(crate) fn materialize(
             build()
         };
         upstreams.push(upstream);
-        if !has_backends_here[index] {
+        // A target only this cluster's sidecars use is never asked of its gateway.
+        if !has_backends_here[index] || only_for.is_some() {
             continue;
         }
         let local = local_endpoints(cluster, workloads);

@@ -123,6 +123,8 @@ pub(crate) fn build(
                     name: vhost,
                     domains,
                     workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
+                    cluster: None,
+                    clients: None,
                     routes: vec![PendingRoute {
                         name: "default".to_string(),
                         matcher: RouteMatch::default(),

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  Snapshot ──▶ workspaces               who owns which namespace, who sees what
-//!           ──▶ outbound::build           VirtualDestinations + RouteTables (+ federated names) ─▶
+//!           ──▶ outbound::build           VirtualDestinations + RouteTables (+ federated names,
+//!                                         each cluster's services' Kubernetes-style names) ─▶
 //!                                         virtual hosts, routes, and the Targets they send to
 //!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
@@ -119,18 +120,27 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
         .collect();
     let scopes = workspaces::upstream_scopes(&virtual_hosts);
     let external_upstreams: Vec<_> = external_upstreams.into_iter().map(std::sync::Arc::new).collect();
+    let local_to = outbound.cluster_local_targets();
     let mut shared = endpoints::SharedUpstreams::new();
     let clusters = cluster_names
         .iter()
         .map(|cluster| {
+            // Hosts for one cluster only (Kubernetes-style service names) go to that one.
+            let hosts_here: Vec<_> = virtual_hosts
+                .iter()
+                .zip(&outbound.virtual_hosts)
+                .filter(|(_, host)| host.cluster.as_ref().is_none_or(|c| c == cluster))
+                .map(|(ir, _)| ir.clone())
+                .collect();
             let mut config = endpoints::materialize(
                 cluster,
                 snapshot,
                 &resolved,
                 &outbound,
-                &virtual_hosts,
+                &hosts_here,
                 &scopes,
                 &upstream_policies,
+                &local_to,
                 &mut shared,
                 &mut warnings,
             );

@@ -7,7 +7,8 @@ use trellis_api::{
 };
 use trellis_model::Snapshot;
 use trellis_model::ir::{
-    Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch, ValueMatch, VirtualHost,
+    ClientSelector, Forward, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteAction, RouteMatch, ValueMatch,
+    VirtualHost,
 };
 use trellis_model::snapshot::Service;
 
@@ -28,6 +29,37 @@ pub(crate) struct Outbound {
     pub unknown_backends: bool,
 }
 
+impl Outbound {
+    /// For each target, the one cluster that needs it when only that cluster's own hosts (its
+    /// services' Kubernetes-style names) route to it; `None` when any other host, gateway's
+    /// included, does. Other clusters then carry no upstream for it. Whatever else comes to
+    /// reference targets must be counted here.
+    pub(crate) fn cluster_local_targets(&self) -> Vec<Option<&str>> {
+        let mut local: Vec<Option<Option<&str>>> = vec![None; self.targets.len()];
+        let hosts = self
+            .virtual_hosts
+            .iter()
+            .map(|h| (h.cluster.as_deref(), h))
+            .chain(self.ingress.iter().map(|(_, h)| (None, h)));
+        for (cluster, host) in hosts {
+            for route in &host.routes {
+                let PendingAction::Forward { destinations, .. } = &route.action else {
+                    continue;
+                };
+                for (target, _) in destinations {
+                    let seen = &mut local[*target];
+                    *seen = match (*seen, cluster) {
+                        (None, cluster) => Some(cluster),
+                        (Some(before), cluster) if before == cluster => Some(cluster),
+                        _ => Some(None),
+                    };
+                }
+            }
+        }
+        local.into_iter().map(Option::flatten).collect()
+    }
+}
+
 /// The backends of a VirtualDestination port by (namespace, name, host, port), if known.
 pub(crate) type KnownBackends<'p> = &'p dyn Fn(&str, &str, &str, u16) -> Option<Vec<Backend>>;
 
@@ -42,12 +74,18 @@ pub(crate) struct Part<'p> {
 }
 
 /// A virtual host whose forward actions still name targets, not upstreams.
+#[derive(Default)]
 pub(crate) struct OutboundHost {
     pub name: String,
     pub domains: Vec<String>,
     /// Who may see this host (Workspaces).
     pub workspaces: trellis_model::ir::Visibility,
     pub routes: Vec<PendingRoute>,
+    /// The one cluster whose sidecars get this host (a Kubernetes-style name of one of its
+    /// services); `None`: every cluster's.
+    pub cluster: Option<String>,
+    /// Which client workloads it overrides the default hosts for (see `ir::VirtualHost`).
+    pub clients: Option<Vec<ClientSelector>>,
 }
 
 /// A route before target indexes become upstream names, with what policies select it by.
@@ -180,7 +218,8 @@ pub(crate) fn build_part<'a, 'r>(
 
     // Every VirtualDestination host and port gets a virtual host with a default route to all
     // its backends; route tables for that host replace the default route.
-    let mut hosts: BTreeMap<String, OutboundHost> = BTreeMap::new();
+    // By (name, cluster): a Kubernetes-style service host has one version per cluster.
+    let mut hosts: BTreeMap<(String, Option<String>), OutboundHost> = BTreeMap::new();
     let mut vd_hosts: BTreeMap<&str, Vec<VdHost>> = BTreeMap::new();
     for (resource, spec) in snapshot.virtual_destinations() {
         for host in spec.hosts.iter().filter(|h| wanted(h)) {
@@ -188,7 +227,7 @@ pub(crate) fn build_part<'a, 'r>(
                 let Ok(port_number) = u16::try_from(port.number) else {
                     continue;
                 };
-                if hosts.contains_key(&vhost_name(host, port_number)) {
+                if hosts.contains_key(&(vhost_name(host, port_number), None)) {
                     cx.warnings.add(
                         resource.key().to_string(),
                         format!(
@@ -206,12 +245,13 @@ pub(crate) fn build_part<'a, 'r>(
                 let target = cx.vd_target(&vd, &BTreeMap::new());
                 let route = PendingRoute::to_target("default", target);
                 hosts.insert(
-                    vhost_name(host, port_number),
+                    (vhost_name(host, port_number), None),
                     OutboundHost {
                         name: vhost_name(host, port_number),
                         domains: domains(host, Some(port_number)),
                         workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                         routes: vec![route],
+                        ..Default::default()
                     },
                 );
                 vd_hosts.entry(host.as_str()).or_default().push(vd);
@@ -238,7 +278,7 @@ pub(crate) fn build_part<'a, 'r>(
             }
             for port in service.ports.values() {
                 let name = vhost_name(&host, port.port);
-                if hosts.contains_key(&name) {
+                if hosts.contains_key(&(name.clone(), None)) {
                     continue;
                 }
                 let backend = Backend {
@@ -256,15 +296,54 @@ pub(crate) fn build_part<'a, 'r>(
                 });
                 let route = PendingRoute::to_target("federation", target);
                 hosts.insert(
-                    name.clone(),
+                    (name.clone(), None),
                     OutboundHost {
                         name,
                         domains: domains(&host, Some(port.port)),
                         workspaces: workspaces.visibility_of_workspace(workspace),
                         routes: vec![route],
+                        ..Default::default()
                     },
                 );
             }
+        }
+    }
+
+    // Kubernetes-style names of each cluster's own services, for that cluster's sidecars, as
+    // a Kubernetes cluster resolves them (a VirtualDestination on the same name wins).
+    for service in services.all() {
+        let host = service_host(service.name, service.namespace);
+        let short = format!("{}.{}", service.name, service.namespace);
+        if !wanted(&host) || vd_hosts.contains_key(host.as_str()) || vd_hosts.contains_key(short.as_str()) {
+            continue;
+        }
+        let visibility = if workspaces.defined() {
+            match workspaces.of(snapshot, service.cluster, service.namespace) {
+                Some(owner) => workspaces.visibility_of_workspace(owner),
+                None => Some(Vec::new()),
+            }
+        } else {
+            None
+        };
+        for port in service.ports.values() {
+            let target = cx.intern(local_service_target(
+                service.cluster,
+                service.namespace,
+                service.name,
+                port.port,
+            ));
+            let name = vhost_name(&host, port.port);
+            hosts.insert(
+                (name.clone(), Some(service.cluster.to_string())),
+                OutboundHost {
+                    name,
+                    domains: service_domains(service.name, service.namespace, port.port),
+                    workspaces: visibility.clone(),
+                    routes: vec![PendingRoute::to_target("service", target)],
+                    cluster: Some(service.cluster.to_string()),
+                    clients: None,
+                },
+            );
         }
     }
 
@@ -278,14 +357,7 @@ pub(crate) fn build_part<'a, 'r>(
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut ingress: Vec<(String, OutboundHost)> = Vec::new();
     for (resource, spec) in route_tables {
-        if !spec.workload_selectors.is_empty() {
-            cx.warnings.add(
-                resource.key().to_string(),
-                "workloadSelectors are not supported yet; this route table is not applied",
-            );
-            continue;
-        }
-        // Bound to gateways: served by those ingress gateways, not by sidecars.
+        // Bound to gateways: served by those ingress gateways.
         if !spec.virtual_gateways.is_empty() {
             if only.is_some() {
                 continue;
@@ -317,13 +389,45 @@ pub(crate) fn build_part<'a, 'r>(
                             },
                             workspaces: None,
                             routes,
+                            ..Default::default()
                         },
                     ));
                 }
             }
-            continue;
+            // With workloadSelectors as well, the selected workloads' sidecars get the routes too.
+            if spec.workload_selectors.is_empty() {
+                continue;
+            }
         }
+        let selected = client_selectors(snapshot, resource, spec, workspaces, cx.warnings);
         for host in spec.hosts.iter().filter(|h| wanted(h)) {
+            let visibility = workspaces.visibility(snapshot, &resource.metadata.namespace);
+            // A host named like a discovered service: routes for its ports, overriding each
+            // cluster's default for the workloads the table is for (all of its workspace's
+            // when it selects none).
+            let service = if vd_hosts.contains_key(host.as_str()) {
+                None
+            } else {
+                named_service(services, host)
+            };
+            if let Some((name, namespace, ports)) = service {
+                for port in ports {
+                    let routes = cx.route_table_routes(resource, spec, Some(port));
+                    let host_name = override_name(&vhost_name(&service_host(name, namespace), port), resource);
+                    hosts.insert(
+                        (host_name.clone(), None),
+                        OutboundHost {
+                            name: host_name,
+                            domains: service_domains(name, namespace, port),
+                            workspaces: visibility.clone(),
+                            routes,
+                            cluster: None,
+                            clients: Some(selected.clone().unwrap_or_default()),
+                        },
+                    );
+                }
+                continue;
+            }
             let ports: Vec<Option<u16>> = match vd_hosts.get(host.as_str()) {
                 Some(vds) => vds.iter().map(|vd| Some(vd.port)).collect(),
                 None => vec![None],
@@ -334,11 +438,26 @@ pub(crate) fn build_part<'a, 'r>(
                     None => host.clone(),
                 };
                 let routes = cx.route_table_routes(resource, spec, port);
-                let entry = hosts.entry(name.clone()).or_insert_with(|| OutboundHost {
+                if let Some(selected) = &selected {
+                    let host_name = override_name(&name, resource);
+                    hosts.insert(
+                        (host_name.clone(), None),
+                        OutboundHost {
+                            name: host_name,
+                            domains: domains(host, port),
+                            workspaces: visibility.clone(),
+                            routes,
+                            cluster: None,
+                            clients: Some(selected.clone()),
+                        },
+                    );
+                    continue;
+                }
+                let entry = hosts.entry((name.clone(), None)).or_insert_with(|| OutboundHost {
                     name: name.clone(),
                     domains: domains(host, None),
-                    workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
-                    routes: Vec::new(),
+                    workspaces: visibility.clone(),
+                    ..Default::default()
                 });
                 if replaced.insert(name) {
                     entry.routes.clear();
@@ -361,6 +480,152 @@ pub(crate) fn build_part<'a, 'r>(
 
 fn vhost_name(host: &str, port: u16) -> String {
     format!("{host}:{port}")
+}
+
+/// The Kubernetes-style full name of a service.
+fn service_host(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.svc.cluster.local")
+}
+
+/// What clients send for a service port: the full name and `<name>.<namespace>`, with the port
+/// (and without it for port 80).
+fn service_domains(name: &str, namespace: &str, port: u16) -> Vec<String> {
+    let mut list = domains(&service_host(name, namespace), Some(port));
+    list.extend(domains(&format!("{name}.{namespace}"), Some(port)));
+    list
+}
+
+/// True when `host` may be a Kubernetes-style service name (`<svc>.<ns>.svc.cluster.local` or
+/// `<svc>.<ns>`): what a partial build cannot resolve without every service.
+pub(crate) fn may_name_service(host: &str) -> bool {
+    host.ends_with(".svc.cluster.local") || host.matches('.').count() == 1
+}
+
+/// The discovered service (name, namespace, ports of it in any cluster) a route table host
+/// names the Kubernetes way, if any.
+fn named_service<'s>(services: &ServiceIndex<'_, 's>, host: &str) -> Option<(&'s str, &'s str, BTreeSet<u16>)> {
+    let short = host.strip_suffix(".svc.cluster.local").unwrap_or(host);
+    let (name, namespace) = short.split_once('.')?;
+    if namespace.contains('.') {
+        return None;
+    }
+    let mut found = None;
+    let mut ports = BTreeSet::new();
+    for service in services.named(namespace, name, "") {
+        found = Some((service.name, service.namespace));
+        ports.extend(service.ports.keys().copied());
+    }
+    found.map(|(name, namespace)| (name, namespace, ports))
+}
+
+/// The one service port of one cluster: what a Kubernetes-style name reaches by default.
+fn local_service_target(cluster: &str, namespace: &str, name: &str, port: u16) -> Target {
+    Target {
+        host: format!("{name}.{namespace}.svc.{cluster}"),
+        port,
+        subset: BTreeMap::new(),
+        backends: vec![Backend {
+            cluster: cluster.to_string(),
+            namespace: namespace.to_string(),
+            service: name.to_string(),
+            port,
+        }],
+        virtual_destination: None,
+    }
+}
+
+/// True when `target` is what a cluster's own service name routes to by default: only that
+/// cluster carries it, unless some mesh-wide route sends there too.
+pub(crate) fn is_local_service_target(target: &Target) -> bool {
+    match target.backends.as_slice() {
+        [b] => *target == local_service_target(&b.cluster, &b.namespace, &b.service, b.port),
+        _ => false,
+    }
+}
+
+/// An overriding host's name: sorted after the host it overrides, and among the route tables
+/// overriding it, oldest first (their routes are concatenated in that order where several apply).
+fn override_name(host: &str, table: &Resource) -> String {
+    format!(
+        "{host}@{:020}/{}/{}",
+        table.metadata.creation_revision, table.metadata.namespace, table.metadata.name
+    )
+}
+
+/// A route table's `workloadSelectors` as client selectors; `None` when it has none (then it
+/// applies to every sidecar of its workspace). As Gloo's ObjectSelector says, an unset namespace,
+/// cluster or workspace matches all those available to the table's workspace: here, whoever
+/// may see the table's host (ObjectSelector in https://github.com/solo-io/solo-apis, common v2).
+fn client_selectors(
+    snapshot: &Snapshot,
+    resource: &Resource,
+    spec: &RouteTableSpec,
+    workspaces: &crate::workspaces::Workspaces,
+    warnings: &mut Warnings,
+) -> Option<Vec<ClientSelector>> {
+    if spec.workload_selectors.is_empty() {
+        return None;
+    }
+    let text = |value: &serde_json::Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let mut selectors = Vec::new();
+    for (i, entry) in spec.workload_selectors.iter().enumerate() {
+        let selector = &entry["selector"];
+        let labels: Result<BTreeMap<String, String>, _> = match &selector["labels"] {
+            serde_json::Value::Null => Ok(BTreeMap::new()),
+            labels => serde_json::from_value(labels.clone()),
+        };
+        let Ok(labels) = labels else {
+            warnings.add(
+                resource.key().to_string(),
+                format!("spec.workloadSelectors[{i}].selector.labels: not a map of strings; this selector selects no workload"),
+            );
+            continue;
+        };
+        if !entry["port"].is_null() {
+            warnings.add(
+                resource.key().to_string(),
+                format!("spec.workloadSelectors[{i}].port: not applied; the routes apply to every port of the selected workloads"),
+            );
+        }
+        selectors.push(ClientSelector {
+            labels,
+            namespace: text(&selector["namespace"]),
+            cluster: text(&selector["cluster"]),
+            workspace: text(&selector["workspace"]).filter(|_| workspaces.defined()),
+        });
+    }
+    if selectors.is_empty() {
+        // Every selector was unreadable: select nothing rather than everyone.
+        selectors.push(ClientSelector {
+            namespace: Some(String::new()),
+            ..Default::default()
+        });
+    } else if !selects_any_workload(snapshot, workspaces, &selectors) {
+        warnings.add(
+            resource.key().to_string(),
+            "spec.workloadSelectors selects no workload yet; no sidecar gets these routes",
+        );
+    }
+    Some(selectors)
+}
+
+/// True when some discovered workload is a client `selectors` select.
+fn selects_any_workload(
+    snapshot: &Snapshot,
+    workspaces: &crate::workspaces::Workspaces,
+    selectors: &[ClientSelector],
+) -> bool {
+    snapshot.discovery.iter().any(|(cluster, discovery)| {
+        discovery.workloads.iter().any(|workload| {
+            let client = trellis_model::ir::Client {
+                cluster,
+                namespace: &workload.namespace,
+                labels: &workload.labels,
+                workspace: workspaces.of(snapshot, cluster, &workload.namespace),
+            };
+            selectors.iter().any(|s| s.selects(&client))
+        })
+    })
 }
 
 /// Clients send `Host: name` for port 80 and `Host: name:port` otherwise.
@@ -762,6 +1027,10 @@ impl OutboundHost {
             domains: self.domains.clone(),
             workspaces: self.workspaces.clone(),
             routes,
+            clients: self.clients.clone(),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

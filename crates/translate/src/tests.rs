@@ -30,6 +30,15 @@ fn load(case: &str) -> Snapshot {
     )
 }
 
+/// The first virtual host that is not a Kubernetes-style name of a cluster's own service.
+fn mesh_host(config: &trellis_model::ClusterConfig) -> &trellis_model::ir::VirtualHost {
+    config
+        .virtual_hosts
+        .iter()
+        .find(|h| !h.name.contains(".svc.cluster.local"))
+        .expect("a mesh virtual host")
+}
+
 fn golden(case: &str) -> Translation {
     let translation = translate(&load(case));
     let actual = serde_json::to_string_pretty(&translation).unwrap() + "\n";
@@ -60,7 +69,8 @@ fn golden_cross_cluster() {
         (remote[0].port, remote[0].weight, remote[0].cluster.as_str()),
         (32443, 2, "cluster-2")
     );
-    // cluster-2's gateway serves both targets that have endpoints in cluster-2.
+    // cluster-2's gateway serves both targets that have endpoints in cluster-2 (not the one
+    // its own service's Kubernetes-style name uses: only cluster-2's sidecars use that).
     let gw: Vec<_> = t.clusters["cluster-2"]
         .gateway_upstreams
         .iter()
@@ -78,7 +88,7 @@ fn golden_cross_cluster() {
 #[test]
 fn golden_weighted_split() {
     let t = golden("weighted-split");
-    let vhost = &t.clusters["cluster-1"].virtual_hosts[0];
+    let vhost = &mesh_host(&t.clusters["cluster-1"]);
     // Two matchers of the first route become two IR routes; the split route comes last.
     let names: Vec<_> = vhost.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
@@ -109,7 +119,7 @@ fn golden_weighted_split() {
 #[test]
 fn golden_unresolved_destination() {
     let t = golden("unresolved-destination");
-    let route = &t.clusters["cluster-2"].virtual_hosts[0].routes[0];
+    let route = &mesh_host(&t.clusters["cluster-2"]).routes[0];
     assert!(
         matches!(&route.action, RouteAction::DirectResponse { status: 500, .. }),
         "{route:?}"
@@ -136,7 +146,7 @@ fn golden_policies() {
     );
 
     let c1 = &t.clusters["cluster-1"];
-    let api = c1.virtual_hosts[0]
+    let api = mesh_host(c1)
         .routes
         .iter()
         .find(|r| r.name == "demo/backend/api")
@@ -151,7 +161,7 @@ fn golden_policies() {
         api.policies.fault.as_ref().unwrap().abort.as_ref().unwrap().per_million,
         5_000
     );
-    let rest = c1.virtual_hosts[0]
+    let rest = mesh_host(c1)
         .routes
         .iter()
         .find(|r| r.name == "demo/backend/rest")
@@ -364,7 +374,11 @@ fn a_cluster_without_gateway_is_not_reachable_from_others() {
 fn golden_addons() {
     let t = golden("addons");
     let c1 = &t.clusters["cluster-1"];
-    let host = c1.virtual_hosts.iter().find(|h| h.name.contains("backend")).unwrap();
+    let host = c1
+        .virtual_hosts
+        .iter()
+        .find(|h| h.name.starts_with("backend.mesh"))
+        .unwrap();
     let route = |suffix: &str| host.routes.iter().find(|r| r.name.ends_with(suffix)).unwrap();
     let api = &route("/api").policies;
     let ext_auth = api.ext_auth.as_ref().unwrap();
@@ -383,8 +397,11 @@ fn golden_addons() {
             .collect::<Vec<_>>(),
         [("demo", "backend", 80)]
     );
-    let mirrored = &inbound[0].virtual_hosts[0];
-    assert!(mirrored.domains.contains(&"backend.mesh.internal".to_string()));
+    let mirrored = inbound[0]
+        .virtual_hosts
+        .iter()
+        .find(|h| h.domains.contains(&"backend.mesh.internal".to_string()))
+        .expect("the mesh host is mirrored");
     let mirror = |suffix: &str| mirrored.routes.iter().find(|r| r.name.ends_with(suffix)).unwrap();
     // The rate limit is counted where the request leaves, and at the destination for plaintext
     // callers only (the Envoy side puts it on the plaintext chain).

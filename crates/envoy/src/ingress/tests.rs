@@ -25,6 +25,7 @@ fn mk_host(name: &str, domain: &str, upstream: &str) -> VirtualHost {
             policies: Default::default(),
         }],
         workspaces: None,
+        clients: None,
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) fn config(upstreams: &[(&str, &str)]) -> ClusterConfig {
             domains: vec!["a.mesh".to_string()],
             routes: Vec::new(),
             workspaces: None,
+            clients: None,
         })],
         gateway_upstreams: vec![upstream("gateway|a", "10.0.0.9")],
         inbound_policies: vec![

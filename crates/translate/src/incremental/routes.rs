@@ -64,6 +64,11 @@ impl Incremental {
             .flat_map(|edit| edit.old.into_iter().flat_map(|o| &o.hosts).chain(&edit.new.hosts))
             .cloned()
             .collect();
+        // A Kubernetes-style service name resolves against every cluster's services, and its
+        // hosts differ by cluster: such an edit is translated in full.
+        if hosts.iter().any(|h| outbound::may_name_service(h)) {
+            return None;
+        }
         let created = tables.values().filter(|edit| edit.old.is_none()).count();
 
         let mut ignored = Warnings::default();
@@ -119,6 +124,22 @@ impl Incremental {
             return None;
         }
         if policies_select(snapshot, &[&old, &new]) {
+            return None;
+        }
+        // Which clusters carry a cluster's own service target depends on whether any mesh-wide
+        // route sends there: the edit must keep the set of those its routes send to.
+        fn local_services(o: &Outbound) -> BTreeSet<&crate::target::Target> {
+            let routes = o.virtual_hosts.iter().flat_map(|h| &h.routes);
+            routes
+                .flat_map(|r| match &r.action {
+                    outbound::PendingAction::Forward { destinations, .. } => destinations.as_slice(),
+                    outbound::PendingAction::Fixed(_) => &[],
+                })
+                .map(|(i, _)| &o.targets[*i])
+                .filter(|t| outbound::is_local_service_target(t))
+                .collect()
+        }
+        if local_services(&old) != local_services(&new) {
             return None;
         }
         let to_ir =

@@ -10,6 +10,7 @@ use trellis_model::{ClusterDiscovery, Snapshot};
 
 use super::*;
 
+mod gateway_listeners;
 mod policy_scoping;
 
 fn testdata() -> PathBuf {

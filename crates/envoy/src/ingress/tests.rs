@@ -33,6 +33,7 @@ fn mk_listener(port: u16, tls: Option<IngressTls>, hosts: Vec<VirtualHost>) -> I
         port,
         tls,
         virtual_hosts: hosts,
+        stream: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn mk_tls(ca: Option<&str>) -> IngressTls {
         cert_chain_file: "/etc/ingress/tls.crt".to_string(),
         private_key_file: "/etc/ingress/tls.key".to_string(),
         client_ca_file: ca.map(str::to_string),
+        ..Default::default()
     }
 }
 

@@ -61,6 +61,12 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
             _ => None,
         })
         .flat_map(|forward| &forward.destinations)
+        .chain(
+            ports
+                .values()
+                .flat_map(|port| port.stream.iter().flat_map(|s| &s.routes))
+                .flat_map(|route| &route.destinations),
+        )
         .map(|destination| destination.upstream.as_str())
         .collect();
     let upstreams: Vec<_> = ir

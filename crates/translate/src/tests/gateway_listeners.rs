@@ -45,7 +45,7 @@ spec:
   tcp:
   - name: raw
     matchers: [{port: 9446}]
-    forwardTo: {destinations: [{ref: {name: backend, cluster: cluster-2}, port: {number: 80}}]}
+    forwardTo: {destinations: [{ref: {name: frontend}, port: {number: 80}}]}
 ";
 
 fn translated() -> Translation {
@@ -119,6 +119,13 @@ fn passthrough_and_tcp_listeners_serve_the_bound_tls_and_tcp_routes() {
     assert!(!tcp.passthrough);
     let names: Vec<_> = tcp.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["streams.demo.raw"]);
+    // A destination no other route uses gets its upstream too.
+    let upstream = &tcp.routes[0].destinations[0].upstream;
+    assert_eq!(upstream, "outbound|80||frontend.demo.svc.mesh");
+    assert!(
+        config.upstream(upstream).is_some_and(|u| !u.endpoints.is_empty()),
+        "the TCP route's upstream exists with endpoints"
+    );
 
     let status = &t.statuses["RouteTable/demo/streams"];
     assert_eq!(status.state, "WARNING", "{status:?}");

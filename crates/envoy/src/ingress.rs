@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::virtual_host::TlsRequirementType;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
@@ -43,6 +44,7 @@ pub fn ingress_name(port: u16) -> String {
 /// One port's worth of what the selected VirtualGateways serve.
 struct Port<'a> {
     tls: Option<&'a IngressTls>,
+    https_redirect: bool,
     virtual_hosts: Vec<VirtualHost>,
     /// A byte-stream listener: its routes, no virtual hosts.
     stream: Option<&'a StreamListener>,
@@ -93,7 +95,18 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
             .filter(|(_, served)| served.stream.is_none())
             .map(|(port, served)| RouteConfiguration {
                 name: ingress_name(*port),
-                virtual_hosts: served.virtual_hosts.iter().map(routes::virtual_host).collect(),
+                virtual_hosts: served
+                    .virtual_hosts
+                    .iter()
+                    .map(|host| {
+                        let mut host = routes::virtual_host(host);
+                        if served.https_redirect {
+                            // Envoy answers plaintext requests with a 301 to the https URL.
+                            host.require_tls = TlsRequirementType::All as i32;
+                        }
+                        host
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect(),
@@ -127,6 +140,7 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
     for listener in gateways.flat_map(|g| &g.listeners) {
         let port = ports.entry(listener.port).or_insert_with(|| Port {
             tls: listener.tls.as_ref(),
+            https_redirect: listener.https_redirect,
             virtual_hosts: Vec::new(),
             stream: listener.stream.as_ref(),
         });

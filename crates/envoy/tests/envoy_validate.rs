@@ -399,6 +399,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             }),
             virtual_hosts: plain.clone(),
             stream: None,
+            https_redirect: false,
         },
         IngressListener {
             port: 9444,
@@ -408,11 +409,13 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             }),
             virtual_hosts: plain,
             stream: None,
+            https_redirect: false,
         },
         IngressListener {
             port: 9445,
             tls: None,
             virtual_hosts: Vec::new(),
+            https_redirect: false,
             stream: Some(StreamListener {
                 passthrough: true,
                 routes: vec![
@@ -426,6 +429,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             port: 9446,
             tls: None,
             virtual_hosts: Vec::new(),
+            https_redirect: false,
             stream: Some(StreamListener {
                 passthrough: false,
                 routes: vec![stream("split", &[], vec![to(payments, 3), to(&other, 1)])],
@@ -866,12 +870,14 @@ fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
                 tls: None,
                 virtual_hosts: vec![payments, host("web", "www.example.com")],
                 stream: None,
+                https_redirect: false,
             },
             IngressListener {
                 port: 8443,
                 tls: Some(tls.clone()),
                 virtual_hosts: vec![host("secure", "secure.example.com")],
                 stream: None,
+                https_redirect: false,
             },
         ],
     }];

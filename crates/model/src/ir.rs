@@ -282,6 +282,9 @@ pub struct IngressListener {
     /// to the first of `streams` that matches (by SNI when `passthrough`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamListener>,
+    /// `httpsRedirect`: every plaintext request is answered with a 301 to its `https` URL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

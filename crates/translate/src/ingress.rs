@@ -90,8 +90,11 @@ pub(crate) fn for_cluster(
                      closes every connection"
                 ));
             }
+            // Redirecting makes sense only where the request arrived in plaintext.
+            let https_redirect = listener.https_redirect == Some(true) && tls.is_none() && stream.is_none();
             listeners.push(IngressListener {
                 port,
+                https_redirect,
                 tls,
                 virtual_hosts: if stream.is_some() {
                     Vec::new()

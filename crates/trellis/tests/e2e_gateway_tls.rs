@@ -1,7 +1,7 @@
 //! VirtualGateway listeners as Gloo Mesh 2.x documents them, through real Envoy: TLS and mutual
 //! TLS from a Kubernetes TLS Secret (`secretName`), ISTIO_MUTUAL (mesh clients only), TLS
-//! PASSTHROUGH by SNI to a backend that terminates TLS itself, and plain TCP forwarding, with
-//! the RouteTable `http`, `tls` and `tcp` routes bound to the gateway.
+//! PASSTHROUGH by SNI to a backend that terminates TLS itself, plain TCP forwarding, and
+//! `httpsRedirect`, with the RouteTable `http`, `tls` and `tcp` routes bound to the gateway.
 
 use trellis_testkit as common;
 
@@ -55,11 +55,12 @@ async fn tls_ping(port: u16, server_name: &str, roots_pem: &str) -> anyhow::Resu
     Ok(reply)
 }
 
-/// A plain HTTP/1.1 GET over a raw TCP connection: what crosses a TCP listener untouched.
-async fn raw_http_get(port: u16) -> anyhow::Result<String> {
+/// A plain HTTP/1.1 GET over a raw TCP connection (what crosses a TCP listener untouched),
+/// returning the whole response as text.
+async fn raw_http_get(port: u16, host: &str, path: &str) -> anyhow::Result<String> {
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.write_all(b"GET / HTTP/1.1\r\nhost: raw.example.com\r\nconnection: close\r\n\r\n")
-        .await?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut response)).await??;
     Ok(response)
@@ -138,8 +139,9 @@ async fn gateway_serves_secret_tls_mesh_mutual_passthrough_and_tcp_listeners() {
         &[],
     );
 
-    let ports: Vec<u16> = (0..5).map(|_| trellis_support::process::free_port()).collect();
-    let (simple, mutual, mesh_mutual, passthrough, tcp) = (ports[0], ports[1], ports[2], ports[3], ports[4]);
+    let ports: Vec<u16> = (0..6).map(|_| trellis_support::process::free_port()).collect();
+    let (simple, mutual, mesh_mutual, passthrough, tcp, redirect) =
+        (ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]);
     let admin = trellis_support::process::free_port();
     let _gateway = spawn_logged(
         &[
@@ -193,6 +195,7 @@ spec:
   - {{port: {{number: {mesh_mutual}}}, http: {{}}, tls: {{mode: ISTIO_MUTUAL}}}}
   - {{port: {{number: {passthrough}}}, tls: {{mode: PASSTHROUGH}}}}
   - {{port: {{number: {tcp}}}, tcp: {{}}}}
+  - {{port: {{number: {redirect}}}, http: {{}}, httpsRedirect: true}}
 ---
 apiVersion: networking.gloo.solo.io/v2
 kind: RouteTable
@@ -309,9 +312,27 @@ spec:
 
     // TCP: the bytes of an HTTP request reach the backend in cluster-2 untouched.
     let raw = until("TCP forwarding to the backend", || async {
-        raw_http_get(tcp).await.ok().filter(|r| r.starts_with("HTTP/1.1 200"))
+        raw_http_get(tcp, "raw.example.com", "/")
+            .await
+            .ok()
+            .filter(|r| r.starts_with("HTTP/1.1 200"))
     })
     .await;
     assert!(raw.contains("\"version\":\"v2\""), "{raw}");
+
+    // httpsRedirect: plaintext is answered with a 301 to the same URL over https.
+    let redirected = until("the https redirect", || async {
+        raw_http_get(redirect, "shop.example.com", "/cart?id=7")
+            .await
+            .ok()
+            .filter(|r| r.starts_with("HTTP/1.1 301"))
+    })
+    .await;
+    assert!(
+        redirected
+            .to_ascii_lowercase()
+            .contains("location: https://shop.example.com/cart?id=7"),
+        "{redirected}"
+    );
     finish(mesh).await;
 }

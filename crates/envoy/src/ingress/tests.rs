@@ -34,6 +34,7 @@ fn mk_listener(port: u16, tls: Option<IngressTls>, hosts: Vec<VirtualHost>) -> I
         tls,
         virtual_hosts: hosts,
         stream: None,
+        https_redirect: false,
     }
 }
 
@@ -402,4 +403,21 @@ fn stream_routes_bring_their_upstreams_and_a_passthrough_listener_reads_the_sni(
     assert!(chain.transport_socket.is_none(), "TLS passes through");
     assert!(r.listeners[1].listener_filters.is_empty());
     assert!(r.listeners[1].filter_chains[0].filter_chain_match.is_none());
+}
+
+#[test]
+fn an_https_redirect_listener_requires_tls_on_every_virtual_host() {
+    let listeners = vec![
+        IngressListener {
+            https_redirect: true,
+            ..mk_listener(8080, None, vec![mk_host("shop", "shop.example.com", "unused")])
+        },
+        mk_listener(8081, None, vec![mk_host("shop", "shop.example.com", "unused")]),
+    ];
+    let r = run(&mk_ir(vec![mk_gateway("default/web", &[], listeners)]), &[]);
+    let require: Vec<i32> = r.routes.iter().map(|rc| rc.virtual_hosts[0].require_tls).collect();
+    assert_eq!(
+        require,
+        [TlsRequirementType::All as i32, TlsRequirementType::None as i32]
+    );
 }

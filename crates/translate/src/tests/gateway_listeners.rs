@@ -27,6 +27,7 @@ spec:
   - {port: {number: 9448}, tls: {mode: AUTO_PASSTHROUGH}}
   - {port: {number: 9449}, exposedExternalServices: [{host: httpbin.org}], tls: {mode: ISTIO_MUTUAL}, http: {}}
   - {port: {number: 9450}, http: {}, tls: {files: {serverCert: /etc/shop/tls.crt, privateKey: /etc/shop/tls.key}}}
+  - {port: {number: 9451}, http: {}, httpsRedirect: true}
 ---
 apiVersion: networking.gloo.solo.io/v2
 kind: RouteTable
@@ -85,11 +86,14 @@ fn a_secret_named_by_a_listener_becomes_its_credential_and_never_shows_in_debug_
 }
 
 #[test]
-fn gloo_file_names_and_istio_mutual_terminate_tls() {
+fn gloo_file_names_istio_mutual_and_https_redirect_translate() {
     let t = translated();
     let files = listener(&t, 9450).unwrap().tls.unwrap();
     assert_eq!(files.cert_chain_file, "/etc/shop/tls.crt");
     assert_eq!(files.private_key_file, "/etc/shop/tls.key");
+    assert!(files.credential.is_none() && !files.mesh_mutual);
+    assert!(listener(&t, 9451).unwrap().https_redirect);
+    assert!(!listener(&t, 9450).unwrap().https_redirect);
     let mesh = listener(&t, 9447).unwrap();
     assert!(mesh.tls.unwrap().mesh_mutual);
     assert!(!mesh.virtual_hosts.is_empty(), "ISTIO_MUTUAL still serves HTTP routes");

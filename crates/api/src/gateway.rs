@@ -24,6 +24,13 @@ pub struct VirtualGatewaySpec {
 pub struct GatewayWorkload {
     #[serde(default)]
     pub selector: ObjectSelector,
+    /// Gloo's `KUBE` (the default) or `VM`; Trellis gateways are `trellis gateway ingress`
+    /// proxies, whatever runs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Gloo's workload port selector; not used (listeners name their ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

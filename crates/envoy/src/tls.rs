@@ -132,9 +132,24 @@ pub(crate) fn ingress_socket(tls: &IngressTls, http: bool) -> TransportSocket {
     } else {
         Vec::new()
     };
+    // verifySubjectAltName: any SAN type may carry the name, as in Gloo and Istio.
+    let client_sans: Vec<SubjectAltNameMatcher> = tls
+        .client_subject_alt_names
+        .iter()
+        .flat_map(|name| {
+            [SanType::Dns, SanType::Uri, SanType::Email].map(|san_type| SubjectAltNameMatcher {
+                san_type: san_type as i32,
+                matcher: Some(exact(name)),
+                ..Default::default()
+            })
+        })
+        .collect();
     // ISTIO_MUTUAL: the gateway's mesh identity, and only mesh clients (chained to ROOTCA).
     if tls.mesh_mutual {
-        let mut common = common_context(CertificateValidationContext::default());
+        let mut common = common_context(CertificateValidationContext {
+            match_typed_subject_alt_names: client_sans,
+            ..Default::default()
+        });
         common.alpn_protocols = alpn;
         let context = DownstreamTlsContext {
             require_client_certificate: Some(BoolValue { value: true }),
@@ -148,7 +163,14 @@ pub(crate) fn ingress_socket(tls: &IngressTls, http: bool) -> TransportSocket {
             Vec::new(),
             vec![sds(&ingress_cert_secret(&credential.secret))],
             credential.client_ca_pem.as_ref().map(|_| {
-                ValidationContextType::ValidationContextSdsSecretConfig(sds(&ingress_ca_secret(&credential.secret)))
+                ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: client_sans.clone(),
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds(&ingress_ca_secret(&credential.secret))),
+                    ..Default::default()
+                })
             }),
         ),
         None => (
@@ -161,6 +183,7 @@ pub(crate) fn ingress_socket(tls: &IngressTls, http: bool) -> TransportSocket {
             tls.client_ca_file.as_deref().map(|ca| {
                 ValidationContextType::ValidationContext(CertificateValidationContext {
                     trusted_ca: Some(file(ca)),
+                    match_typed_subject_alt_names: client_sans.clone(),
                     ..Default::default()
                 })
             }),

@@ -395,6 +395,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
                     private_key_pem: pki.leaf_key_pem.clone(),
                     client_ca_pem: Some(pki.ca_pem.clone()),
                 }),
+                client_subject_alt_names: vec!["spiffe://clients.example/partner".to_string()],
                 ..Default::default()
             }),
             virtual_hosts: plain.clone(),
@@ -405,6 +406,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             port: 9444,
             tls: Some(IngressTls {
                 mesh_mutual: true,
+                client_subject_alt_names: vec!["spiffe://trellis.local/ns/demo/sa/frontend".to_string()],
                 ..Default::default()
             }),
             virtual_hosts: plain,

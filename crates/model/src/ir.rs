@@ -329,6 +329,10 @@ pub struct IngressTls {
     /// mesh root required.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mesh_mutual: bool,
+    /// `verifySubjectAltName`: a client certificate must carry one of these SANs (DNS, URI or
+    /// email); empty: any certificate the CA signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_subject_alt_names: Vec<String>,
 }
 
 /// A Kubernetes TLS Secret's content. The key travels only inside the relay's config stream to

@@ -45,6 +45,20 @@ pub(crate) fn for_cluster(
             .map(|(_, host)| host)
             .collect();
         hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        for (w, workload) in spec.workloads.iter().enumerate() {
+            if workload.port.is_some() {
+                warnings.add(
+                    &key,
+                    format!("spec.workloads[{w}].port: ignored; the gateway proxies listen on the listeners' ports"),
+                );
+            }
+        }
+        if spec.workloads.len() > 1 {
+            warnings.add(
+                &key,
+                "spec.workloads[1..]: only the first workload selector picks the gateway proxies; the others are ignored",
+            );
+        }
         let own_streams: Vec<&PendingStream> = streams.iter().filter(|s| s.gateway == name).collect();
         let mut listeners = Vec::new();
         for (l, listener) in spec.listeners.iter().enumerate() {
@@ -136,6 +150,22 @@ fn stream_routes(outbound: &Outbound, streams: &[&PendingStream], port: u16, pas
 
 /// A terminating listener's TLS, or the problem (a field path under `tls` and what is wrong).
 fn listener_tls(snapshot: &Snapshot, gateway: &Resource, tls: &GatewayTls) -> Result<IngressTls, String> {
+    let checked = terminated_tls(snapshot, gateway, tls)?;
+    let verifies_clients = checked.mesh_mutual
+        || checked.client_ca_file.is_some()
+        || checked.credential.as_ref().is_some_and(|c| c.client_ca_pem.is_some());
+    if !tls.verify_subject_alt_name.is_empty() && !verifies_clients {
+        return Err(
+            "verifySubjectAltName: needs MUTUAL or ISTIO_MUTUAL, where clients present certificates".to_string(),
+        );
+    }
+    Ok(IngressTls {
+        client_subject_alt_names: tls.verify_subject_alt_name.clone(),
+        ..checked
+    })
+}
+
+fn terminated_tls(snapshot: &Snapshot, gateway: &Resource, tls: &GatewayTls) -> Result<IngressTls, String> {
     let mutual = tls.effective_mode() == "MUTUAL";
     if tls.effective_mode() == "ISTIO_MUTUAL" {
         return Ok(IngressTls {

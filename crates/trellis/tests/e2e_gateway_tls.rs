@@ -191,7 +191,7 @@ spec:
   workloads: [{{selector: {{labels: {{app: ingress-gateway}}}}}}]
   listeners:
   - {{port: {{number: {simple}}}, http: {{}}, tls: {{mode: SIMPLE, secretName: shop-tls}}}}
-  - {{port: {{number: {mutual}}}, http: {{}}, tls: {{mode: MUTUAL, secretName: shop-mtls}}}}
+  - {{port: {{number: {mutual}}}, http: {{}}, tls: {{mode: MUTUAL, secretName: shop-mtls, verifySubjectAltName: ['spiffe://clients.example/partner']}}}}
   - {{port: {{number: {mesh_mutual}}}, http: {{}}, tls: {{mode: ISTIO_MUTUAL}}}}
   - {{port: {{number: {passthrough}}}, tls: {{mode: PASSTHROUGH}}}}
   - {{port: {{number: {tcp}}}, tcp: {{}}}}
@@ -262,6 +262,16 @@ spec:
             .await
             .is_err(),
         "MUTUAL served a client of another CA"
+    );
+    // verifySubjectAltName: the right CA is not enough, the certificate must name the partner.
+    let intruder = client_ca
+        .issue_workload_cert("spiffe://clients.example/intruder", hour, now)
+        .unwrap();
+    assert!(
+        https_get(mutual, "shop.example.com", &site_ca.cert_pem, Some(&intruder), "/")
+            .await
+            .is_err(),
+        "MUTUAL served a certificate without the required SAN"
     );
 
     // ISTIO_MUTUAL: a mesh client gets in; the partner (not of the mesh) does not.

@@ -28,6 +28,8 @@ spec:
   - {port: {number: 9449}, exposedExternalServices: [{host: httpbin.org}], tls: {mode: ISTIO_MUTUAL}, http: {}}
   - {port: {number: 9450}, http: {}, tls: {files: {serverCert: /etc/shop/tls.crt, privateKey: /etc/shop/tls.key}}}
   - {port: {number: 9451}, http: {}, httpsRedirect: true}
+  - {port: {number: 9452}, http: {}, tls: {mode: ISTIO_MUTUAL, verifySubjectAltName: [spiffe://trellis.local/ns/demo/sa/frontend]}}
+  - {port: {number: 9453}, http: {}, tls: {mode: SIMPLE, secretName: shop-tls, verifySubjectAltName: [x]}}
 ---
 apiVersion: networking.gloo.solo.io/v2
 kind: RouteTable
@@ -94,6 +96,11 @@ fn gloo_file_names_istio_mutual_and_https_redirect_translate() {
     assert!(files.credential.is_none() && !files.mesh_mutual);
     assert!(listener(&t, 9451).unwrap().https_redirect);
     assert!(!listener(&t, 9450).unwrap().https_redirect);
+    let checked = listener(&t, 9452).unwrap().tls.unwrap();
+    assert_eq!(
+        checked.client_subject_alt_names,
+        ["spiffe://trellis.local/ns/demo/sa/frontend"]
+    );
     let mesh = listener(&t, 9447).unwrap();
     assert!(mesh.tls.unwrap().mesh_mutual);
     assert!(!mesh.virtual_hosts.is_empty(), "ISTIO_MUTUAL still serves HTTP routes");
@@ -148,11 +155,12 @@ fn what_trellis_cannot_serve_is_accepted_with_a_warning_naming_the_field() {
         "spec.listeners[1].tls.secretName: Secret demo/shop-tls has no PEM ca.crt",
         "spec.listeners[5].tls.mode: AUTO_PASSTHROUGH",
         "spec.listeners[6].exposedExternalServices",
+        "spec.listeners[10].tls.verifySubjectAltName: needs MUTUAL or ISTIO_MUTUAL",
     ] {
         assert!(status.message.contains(field), "{field} missing from {status:?}");
     }
     // Not served, rather than served without the TLS asked for.
-    for port in [9444, 9448, 9449] {
+    for port in [9444, 9448, 9449, 9453] {
         assert!(listener(&t, port).is_none(), "port {port} is served");
     }
 }

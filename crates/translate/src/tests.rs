@@ -315,6 +315,21 @@ fn golden_ingress() {
 }
 
 #[test]
+fn golden_ingress_streams() {
+    let t = golden("ingress-streams");
+    let gateway = &t.clusters["cluster-1"].ingress_gateways[0];
+    let passthrough = gateway.listeners[0].stream.as_ref().unwrap();
+    assert_eq!(passthrough.routes[0].destinations.len(), 2);
+    for destination in &passthrough.routes[0].destinations {
+        assert!(
+            t.clusters["cluster-1"].upstream(&destination.upstream).is_some(),
+            "{} has no upstream",
+            destination.upstream
+        );
+    }
+}
+
+#[test]
 fn a_route_table_bound_to_a_virtual_gateway_that_does_not_exist_is_a_warning_naming_the_field() {
     let mut snapshot = load("ingress");
     let yaml = "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\n\

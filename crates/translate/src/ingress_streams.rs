@@ -80,7 +80,19 @@ pub(crate) fn resolve(
 ) -> Vec<PendingStream> {
     let mut streams = Vec::new();
     for (resource, spec) in snapshot.route_tables() {
-        if spec.virtual_gateways.is_empty() || !spec.workload_selectors.is_empty() {
+        if !spec.workload_selectors.is_empty() {
+            continue;
+        }
+        if spec.virtual_gateways.is_empty() {
+            // Sidecars route HTTP only: say so rather than drop the routes silently.
+            for (list, routes) in [("tcp", &spec.tcp), ("tls", &spec.tls)] {
+                if !routes.is_empty() {
+                    warnings.add(
+                        resource.key().to_string(),
+                        format!("spec.{list}: served by gateways only (virtualGateways); sidecars ignore these routes"),
+                    );
+                }
+            }
             continue;
         }
         let lists = [(StreamKind::Tcp, "tcp", &spec.tcp), (StreamKind::Tls, "tls", &spec.tls)];

@@ -187,3 +187,22 @@ fn egress_gateway_routes_are_accepted_with_a_warning_naming_the_field() {
     // Still served, from the sidecar.
     assert!(t.clusters["cluster-1"].upstream("outbound|443||httpbin.org").is_some());
 }
+
+#[test]
+fn stream_routes_of_a_sidecar_route_table_are_a_warning_naming_the_field() {
+    let mut snapshot = load("ingress");
+    let yaml = "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\n\
+                metadata: {name: raw, namespace: demo}\n\
+                spec:\n  hosts: [backend.demo]\n\
+                \x20 tcp: [{forwardTo: {destinations: [{ref: {name: backend}, port: {number: 80}}]}}]\n";
+    snapshot
+        .resources
+        .extend(trellis_api::parse_documents("raw.yaml", yaml).unwrap());
+    let t = translate(&snapshot);
+    let status = &t.statuses["RouteTable/demo/raw"];
+    assert_eq!(status.state, "WARNING", "{status:?}");
+    assert!(
+        status.message.contains("spec.tcp: served by gateways only"),
+        "{status:?}"
+    );
+}

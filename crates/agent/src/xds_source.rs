@@ -241,7 +241,10 @@ pub fn build(
                 listen_address: &ingress.listen_address,
             };
             let mut resources = trellis_envoy::ingress_gateway(config, &spec);
-            resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
+            // Its listeners' Secrets (secretName) come with it; the mesh identity is added.
+            resources
+                .secrets
+                .extend(trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem));
             resources
         }
         // Add-ons load their config from the agent's HTTP API, not over xDS.

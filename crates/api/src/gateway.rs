@@ -1,5 +1,8 @@
-//! `networking.gloo.solo.io/v2` VirtualGateway: an ingress gateway's listeners; RouteTables bind
-//! their routes to it with `virtualGateways`.
+//! `networking.gloo.solo.io/v2` VirtualGateway: an ingress (or egress) gateway's listeners;
+//! RouteTables bind their routes to it with `virtualGateways`.
+//!
+//! Field names follow Gloo Mesh 2.x's `networking/v2/virtual_gateway.proto`, as its API reference
+//! shows them: https://docs.solo.io/gloo-mesh-enterprise/latest/reference/api/virtual_gateway/
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,6 +24,13 @@ pub struct VirtualGatewaySpec {
 pub struct GatewayWorkload {
     #[serde(default)]
     pub selector: ObjectSelector,
+    /// Gloo's `KUBE` (the default) or `VM`; Trellis gateways are `trellis gateway ingress`
+    /// proxies, whatever runs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Gloo's workload port selector; not used (listeners name their ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +49,10 @@ pub struct GatewayListener {
     pub allowed_route_tables: Vec<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
+    /// Egress gateways: the ExternalServices this listener serves (by `host`, or by `name`,
+    /// `namespace`, `labels`). Kept as written; see the translation for what is applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_external_services: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,12 +64,16 @@ pub struct GatewayPort {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayTls {
-    /// SIMPLE (server TLS) or MUTUAL (client certificates required too).
+    /// SIMPLE (server TLS; the default), MUTUAL (client certificates required too),
+    /// ISTIO_MUTUAL (mesh mTLS: the client must be a mesh proxy), PASSTHROUGH (TLS is not
+    /// terminated; RouteTable `tls` routes pick a destination by SNI) or AUTO_PASSTHROUGH.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mode: String,
     /// Certificate files on the gateway's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<TlsFiles>,
+    /// A Kubernetes TLS Secret (`tls.crt`, `tls.key`, and `ca.crt` for MUTUAL) in the
+    /// VirtualGateway's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,8 +85,27 @@ pub struct GatewayTls {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsFiles {
-    pub cert_chain: String,
+    /// Gloo's `serverCert`; Trellis's earlier name `certChain` is still read.
+    #[serde(default, alias = "certChain", skip_serializing_if = "String::is_empty")]
+    pub server_cert: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub private_key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root_ca: Option<String>,
+    /// Gloo's `caCerts`: what MUTUAL client certificates must chain to (`rootCa` still read).
+    #[serde(default, alias = "rootCa", skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
+}
+
+/// The TLS modes Gloo's VirtualGateway listeners take.
+pub const GATEWAY_TLS_MODES: [&str; 5] = ["SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "PASSTHROUGH", "AUTO_PASSTHROUGH"];
+
+impl GatewayTls {
+    /// SIMPLE when left out, as in Gloo.
+    pub fn effective_mode(&self) -> &str {
+        if self.mode.is_empty() { "SIMPLE" } else { &self.mode }
+    }
+
+    /// The modes that terminate TLS with a certificate of the listener's own (files or Secret).
+    pub fn needs_certificate(&self) -> bool {
+        matches!(self.effective_mode(), "SIMPLE" | "MUTUAL")
+    }
 }

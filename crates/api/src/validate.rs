@@ -487,25 +487,50 @@ fn virtual_gateway(problems: &mut Problems, spec: &crate::VirtualGatewaySpec) {
             listener.port.number,
         );
         if let Some(tls) = &listener.tls {
-            if !["", "SIMPLE", "MUTUAL"].contains(&tls.mode.as_str()) {
+            gateway_tls(problems, &format!("spec.listeners[{i}].tls"), tls);
+        }
+    }
+}
+
+fn gateway_tls(problems: &mut Problems, field: &str, tls: &crate::gateway::GatewayTls) {
+    if !tls.mode.is_empty() && !crate::gateway::GATEWAY_TLS_MODES.contains(&tls.mode.as_str()) {
+        push(
+            problems,
+            format!("{field}.mode"),
+            format!(
+                "{:?}: expected one of {}",
+                tls.mode,
+                crate::gateway::GATEWAY_TLS_MODES.join(", ")
+            ),
+        );
+    }
+    if !tls.needs_certificate() {
+        return;
+    }
+    let secret = tls.secret_name.as_deref().filter(|name| !name.is_empty());
+    match (&tls.files, secret) {
+        (None, None) => push(
+            problems,
+            field,
+            format!(
+                "{} needs a certificate: give secretName or files (serverCert, privateKey)",
+                tls.effective_mode()
+            ),
+        ),
+        (Some(_), Some(_)) => push(problems, field, "give either secretName or files, not both"),
+        (None, Some(name)) => check_name(problems, &format!("{field}.secretName"), name, 253, true),
+        (Some(files), None) => {
+            for (name, value) in [("serverCert", &files.server_cert), ("privateKey", &files.private_key)] {
+                if value.is_empty() {
+                    push(problems, format!("{field}.files.{name}"), "a file path is required");
+                }
+            }
+            if tls.effective_mode() == "MUTUAL" && files.ca_certs.as_deref().is_none_or(str::is_empty) {
                 push(
                     problems,
-                    format!("spec.listeners[{i}].tls.mode"),
-                    format!("{:?}: Trellis supports SIMPLE and MUTUAL", tls.mode),
+                    format!("{field}.files.caCerts"),
+                    "MUTUAL needs the CA file that client certificates must chain to",
                 );
-            }
-            match &tls.files {
-                None => push(
-                    problems,
-                    format!("spec.listeners[{i}].tls.files"),
-                    "give certChain and privateKey files (secretName is not supported yet)",
-                ),
-                Some(files) if tls.mode == "MUTUAL" && files.root_ca.is_none() => push(
-                    problems,
-                    format!("spec.listeners[{i}].tls.files.rootCa"),
-                    "MUTUAL needs the CA that client certificates must chain to",
-                ),
-                Some(_) => {}
             }
         }
     }

@@ -7,16 +7,21 @@
 //! ```text
 //!  client ──HTTP or TLS (files)──▶ ingress|<port> ──RDS ingress|<port>──▶ upstream cluster ──mTLS──▶ sidecar
 //! ```
+//!
+//! A byte-stream listener (`tcp`, or TLS PASSTHROUGH) has no HTTP: one filter chain per stream
+//! route, matched by SNI when passing TLS through, each a TCP proxy to the route's upstreams.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::virtual_host::TlsRequirementType;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 use trellis_model::ClusterConfig;
 use trellis_model::addons::AddonServer;
-use trellis_model::ir::{IngressGateway, IngressTls, RouteAction, VirtualHost};
+use trellis_model::ir::{IngressGateway, IngressTls, RouteAction, StreamListener, StreamRoute, VirtualHost};
 
 use crate::ProxyResources;
 use crate::common::{self, Routes};
@@ -39,7 +44,10 @@ pub fn ingress_name(port: u16) -> String {
 /// One port's worth of what the selected VirtualGateways serve.
 struct Port<'a> {
     tls: Option<&'a IngressTls>,
+    https_redirect: bool,
     virtual_hosts: Vec<VirtualHost>,
+    /// A byte-stream listener: its routes, no virtual hosts.
+    stream: Option<&'a StreamListener>,
 }
 
 /// Listeners and route configurations by port (ascending); clusters and endpoints for exactly
@@ -55,6 +63,12 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
             _ => None,
         })
         .flat_map(|forward| &forward.destinations)
+        .chain(
+            ports
+                .values()
+                .flat_map(|port| port.stream.iter().flat_map(|s| &s.routes))
+                .flat_map(|route| &route.destinations),
+        )
         .map(|destination| destination.upstream.as_str())
         .collect();
     let upstreams: Vec<_> = ir
@@ -71,17 +85,40 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: ports
             .iter()
-            .map(|(port, served)| listener(spec.listen_address, *port, served.tls, &ir.addon_servers))
+            .map(|(port, served)| match served.stream {
+                Some(stream) => stream_listener(spec.listen_address, *port, served.tls, stream),
+                None => listener(spec.listen_address, *port, served.tls, &ir.addon_servers),
+            })
             .collect(),
         routes: ports
             .iter()
+            .filter(|(_, served)| served.stream.is_none())
             .map(|(port, served)| RouteConfiguration {
                 name: ingress_name(*port),
-                virtual_hosts: served.virtual_hosts.iter().map(routes::virtual_host).collect(),
+                virtual_hosts: served
+                    .virtual_hosts
+                    .iter()
+                    .map(|host| {
+                        let mut host = routes::virtual_host(host);
+                        if served.https_redirect {
+                            // Envoy answers plaintext requests with a 301 to the https URL.
+                            host.require_tls = TlsRequirementType::All as i32;
+                        }
+                        host
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect(),
-        secrets: Vec::new(),
+        // Listeners sharing a Secret share its SDS secrets, once each.
+        secrets: ports
+            .values()
+            .filter_map(|port| port.tls.and_then(|tls| tls.credential.as_ref()))
+            .flat_map(tls::ingress_secrets)
+            .map(|secret| (secret.name.clone(), secret))
+            .collect::<BTreeMap<_, _>>()
+            .into_values()
+            .collect(),
     }
 }
 
@@ -103,8 +140,13 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
     for listener in gateways.flat_map(|g| &g.listeners) {
         let port = ports.entry(listener.port).or_insert_with(|| Port {
             tls: listener.tls.as_ref(),
+            https_redirect: listener.https_redirect,
             virtual_hosts: Vec::new(),
+            stream: listener.stream.as_ref(),
         });
+        if port.stream.is_some() {
+            continue;
+        }
         let (names, domains) = claimed.entry(listener.port).or_default();
         for host in &listener.virtual_hosts {
             if names.contains(&host.name) {
@@ -141,8 +183,91 @@ fn listener(address: &str, port: u16, tls: Option<&IngressTls>, addons: &[AddonS
         port,
         common::network_filter(common::HCM_FILTER, pack_any(hcm)),
     );
-    listener.filter_chains[0].transport_socket = tls.map(tls::ingress_socket);
+    listener.filter_chains[0].transport_socket = tls.map(|tls| tls::ingress_socket(tls, true));
     listener
+}
+
+/// A listener without HTTP. Passing TLS through, a TLS inspector reads the SNI and each route
+/// gets a chain for its server names (the first route to claim a name, or to claim every
+/// name, wins: Envoy rejects a listener whose chains match alike). Otherwise the first route
+/// takes every connection. Connections no chain matches are closed.
+fn stream_listener(address: &str, port: u16, tls: Option<&IngressTls>, stream: &StreamListener) -> Listener {
+    let name = ingress_name(port);
+    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    let mut catch_all = false;
+    let mut chains = Vec::new();
+    for route in &stream.routes {
+        if !stream.passthrough {
+            chains.push(stream_chain(route, Vec::new(), tls));
+            break;
+        }
+        if route.server_names.is_empty() {
+            if !catch_all {
+                catch_all = true;
+                chains.push(stream_chain(route, Vec::new(), tls));
+            }
+            continue;
+        }
+        let free: Vec<String> = route
+            .server_names
+            .iter()
+            .filter(|n| claimed.insert(n.as_str()))
+            .cloned()
+            .collect();
+        if !free.is_empty() {
+            chains.push(stream_chain(route, free, tls));
+        }
+    }
+    if chains.is_empty() {
+        // Envoy rejects a listener without chains; one without filters closes every connection.
+        chains.push(FilterChain {
+            name: "closed".to_string(),
+            ..Default::default()
+        });
+    }
+    Listener {
+        name,
+        address: Some(common::socket_address(address, port)),
+        listener_filters: if stream.passthrough {
+            vec![common::tls_inspector()]
+        } else {
+            Vec::new()
+        },
+        filter_chains: chains,
+        ..Default::default()
+    }
+}
+
+/// A TCP proxy to the route's upstreams, split by weight when there are several.
+fn stream_chain(route: &StreamRoute, server_names: Vec<String>, tls: Option<&IngressTls>) -> FilterChain {
+    let cluster_specifier = match route.destinations.as_slice() {
+        [only] => tcp_proxy::ClusterSpecifier::Cluster(only.upstream.clone()),
+        many => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|d| tcp_proxy::weighted_cluster::ClusterWeight {
+                    name: d.upstream.clone(),
+                    weight: d.weight,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    };
+    let proxy = TcpProxy {
+        stat_prefix: format!("ingress_{}", route.name),
+        cluster_specifier: Some(cluster_specifier),
+        ..Default::default()
+    };
+    FilterChain {
+        name: route.name.clone(),
+        filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
+            server_names,
+            ..Default::default()
+        }),
+        filters: vec![common::network_filter(common::TCP_PROXY_FILTER, pack_any(proxy))],
+        transport_socket: tls.map(|tls| tls::ingress_socket(tls, false)),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -55,8 +55,8 @@ pub struct ProxyResources {
     pub endpoints: Vec<ClusterLoadAssignment>,
     pub listeners: Vec<Listener>,
     pub routes: Vec<RouteConfiguration>,
-    /// Filled by whoever holds the proxy's certificate (with [`secrets()`]); `sidecar()`,
-    /// `east_west_gateway()` and `ingress_gateway()` leave it empty.
+    /// Filled by whoever holds the proxy's certificate (with [`secrets()`]); `sidecar()` and
+    /// `east_west_gateway()` leave it empty, `ingress_gateway()` holds its listeners' Secrets.
     pub secrets: Vec<Secret>,
 }
 

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
-use trellis_model::ir::{IngressTls, Upstream};
+use trellis_model::ir::{IngressTls, TlsCredential, Upstream};
 
 use crate::common::ads_source;
 use crate::routes::exact;
@@ -123,30 +123,117 @@ pub(crate) fn downstream_socket() -> TransportSocket {
 }
 
 /// What an ingress gateway listener terminates: its certificate and key from files on the
-/// gateway's host (never over SDS); with a client CA file (MUTUAL), a client certificate chained
-/// to that CA is required. ALPN offers HTTP/2 before HTTP/1.1; the connection manager speaks both.
-pub(crate) fn ingress_socket(tls: &IngressTls) -> TransportSocket {
-    let validation_context_type = tls.client_ca_file.as_deref().map(|ca| {
-        ValidationContextType::ValidationContext(CertificateValidationContext {
-            trusted_ca: Some(file(ca)),
-            ..Default::default()
+/// gateway's host, or from a Secret over SDS; with a client CA (MUTUAL), a client certificate
+/// chained to it is required. HTTP listeners offer HTTP/2 before HTTP/1.1 over ALPN; the
+/// connection manager speaks both.
+pub(crate) fn ingress_socket(tls: &IngressTls, http: bool) -> TransportSocket {
+    let alpn = if http {
+        vec!["h2".to_string(), "http/1.1".to_string()]
+    } else {
+        Vec::new()
+    };
+    // verifySubjectAltName: any SAN type may carry the name, as in Gloo and Istio.
+    let client_sans: Vec<SubjectAltNameMatcher> = tls
+        .client_subject_alt_names
+        .iter()
+        .flat_map(|name| {
+            [SanType::Dns, SanType::Uri, SanType::Email].map(|san_type| SubjectAltNameMatcher {
+                san_type: san_type as i32,
+                matcher: Some(exact(name)),
+                ..Default::default()
+            })
         })
-    });
-    let context = DownstreamTlsContext {
-        require_client_certificate: tls.client_ca_file.is_some().then_some(BoolValue { value: true }),
-        common_tls_context: Some(CommonTlsContext {
-            tls_certificates: vec![TlsCertificate {
+        .collect();
+    // ISTIO_MUTUAL: the gateway's mesh identity, and only mesh clients (chained to ROOTCA).
+    if tls.mesh_mutual {
+        let mut common = common_context(CertificateValidationContext {
+            match_typed_subject_alt_names: client_sans,
+            ..Default::default()
+        });
+        common.alpn_protocols = alpn;
+        let context = DownstreamTlsContext {
+            require_client_certificate: Some(BoolValue { value: true }),
+            common_tls_context: Some(common),
+            ..Default::default()
+        };
+        return tls_socket(pack_any(context));
+    }
+    let (certificates, sds_certificates, client_ca) = match &tls.credential {
+        Some(credential) => (
+            Vec::new(),
+            vec![sds(&ingress_cert_secret(&credential.secret))],
+            credential.client_ca_pem.as_ref().map(|_| {
+                ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: client_sans.clone(),
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds(&ingress_ca_secret(&credential.secret))),
+                    ..Default::default()
+                })
+            }),
+        ),
+        None => (
+            vec![TlsCertificate {
                 certificate_chain: Some(file(&tls.cert_chain_file)),
                 private_key: Some(file(&tls.private_key_file)),
                 ..Default::default()
             }],
-            validation_context_type,
-            alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+            Vec::new(),
+            tls.client_ca_file.as_deref().map(|ca| {
+                ValidationContextType::ValidationContext(CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    match_typed_subject_alt_names: client_sans.clone(),
+                    ..Default::default()
+                })
+            }),
+        ),
+    };
+    let context = DownstreamTlsContext {
+        require_client_certificate: client_ca.is_some().then_some(BoolValue { value: true }),
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: certificates,
+            tls_certificate_sds_secret_configs: sds_certificates,
+            validation_context_type: client_ca,
+            alpn_protocols: alpn,
             ..Default::default()
         }),
         ..Default::default()
     };
     tls_socket(pack_any(context))
+}
+
+/// SDS name of the certificate and key of a listener's `secretName` (`namespace/name`).
+pub(crate) fn ingress_cert_secret(secret: &str) -> String {
+    format!("ingress-cert|{secret}")
+}
+
+/// SDS name of the client CA (`ca.crt`) of a MUTUAL listener's `secretName`.
+pub(crate) fn ingress_ca_secret(secret: &str) -> String {
+    format!("ingress-ca|{secret}")
+}
+
+/// The SDS secrets a listener's `secretName` becomes: its certificate and key, and its client
+/// CA when MUTUAL. Served by the gateway's agent on the ADS stream, never written to disk.
+pub(crate) fn ingress_secrets(credential: &TlsCredential) -> Vec<Secret> {
+    let mut secrets = vec![Secret {
+        name: ingress_cert_secret(&credential.secret),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(&credential.cert_chain_pem)),
+            private_key: Some(inline(&credential.private_key_pem)),
+            ..Default::default()
+        })),
+    }];
+    if let Some(ca) = &credential.client_ca_pem {
+        secrets.push(Secret {
+            name: ingress_ca_secret(&credential.secret),
+            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: Some(inline(ca)),
+                ..Default::default()
+            })),
+        });
+    }
+    secrets
 }
 
 fn file(path: &str) -> DataSource {

@@ -28,7 +28,8 @@ use trellis_envoy::{
 };
 use trellis_model::ir::{
     ClusterConfig, Endpoint, Forward, HeaderMatch, IngressGateway, IngressListener, IngressTls, PathMatch,
-    QueryParamMatch, Route, RouteAction, RouteMatch, Upstream, ValueMatch, VirtualHost, WeightedUpstream,
+    QueryParamMatch, Route, RouteAction, RouteMatch, StreamListener, StreamRoute, TlsCredential, Upstream, ValueMatch,
+    VirtualHost, WeightedUpstream,
 };
 use trellis_model::policy::{
     AuthzRule, Fault, FaultAbort, FaultDelay, HeaderValue, Headers, InboundPolicy, OutlierDetection, Retry,
@@ -385,6 +386,105 @@ fn envoy_accepts_the_json_bootstrap() {
     let path = temp_file("bootstrap", "json");
     std::fs::write(&path, serde_json::to_vec_pretty(&json).expect("JSON serializes")).expect("write bootstrap");
     assert_envoy_accepts(&path);
+}
+
+/// The other listener kinds of a VirtualGateway: MUTUAL TLS from a Secret (served over SDS),
+/// ISTIO_MUTUAL (the gateway's mesh certificate), TLS passthrough by SNI (two names, a
+/// catch-all, and a route whose name is already claimed) and plain TCP split by weight.
+#[test]
+fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
+    let pki = Pki::new();
+    let to = |upstream: &str, weight: u32| WeightedUpstream {
+        upstream: upstream.to_string(),
+        weight,
+    };
+    let payments = "outbound|443||payments.example.com";
+    let stream = |name: &str, names: &[&str], destinations: Vec<WeightedUpstream>| StreamRoute {
+        name: name.to_string(),
+        server_names: names.iter().map(|n| n.to_string()).collect(),
+        destinations,
+    };
+    let files = IngressFiles::new("ingress-kinds");
+    let mut ir = mk_ingress_config(&files.tls());
+    let plain = ir.ingress_gateways[0].listeners[0].virtual_hosts.clone();
+    let other = ir
+        .upstreams
+        .iter()
+        .map(|u| u.name.clone())
+        .find(|n| n != payments)
+        .expect("a second upstream");
+    ir.ingress_gateways[0].listeners.extend([
+        IngressListener {
+            port: 9443,
+            tls: Some(IngressTls {
+                credential: Some(TlsCredential {
+                    secret: "default/shop-tls".to_string(),
+                    cert_chain_pem: pki.leaf_pem.clone(),
+                    private_key_pem: pki.leaf_key_pem.clone(),
+                    client_ca_pem: Some(pki.ca_pem.clone()),
+                }),
+                client_subject_alt_names: vec!["spiffe://clients.example/partner".to_string()],
+                ..Default::default()
+            }),
+            virtual_hosts: plain.clone(),
+            stream: None,
+            https_redirect: false,
+        },
+        IngressListener {
+            port: 9444,
+            tls: Some(IngressTls {
+                mesh_mutual: true,
+                client_subject_alt_names: vec!["spiffe://trellis.local/ns/demo/sa/frontend".to_string()],
+                ..Default::default()
+            }),
+            virtual_hosts: plain,
+            stream: None,
+            https_redirect: false,
+        },
+        IngressListener {
+            port: 9445,
+            tls: None,
+            virtual_hosts: Vec::new(),
+            https_redirect: false,
+            stream: Some(StreamListener {
+                passthrough: true,
+                routes: vec![
+                    stream("a", &["a.example.com", "*.b.example.com"], vec![to(payments, 1)]),
+                    stream("again", &["a.example.com"], vec![to(&other, 1)]),
+                    stream("any", &[], vec![to(&other, 1)]),
+                ],
+            }),
+        },
+        IngressListener {
+            port: 9446,
+            tls: None,
+            virtual_hosts: Vec::new(),
+            https_redirect: false,
+            stream: Some(StreamListener {
+                passthrough: false,
+                routes: vec![stream("split", &[], vec![to(payments, 3), to(&other, 1)])],
+            }),
+        },
+    ]);
+    let mut resources = mk_ingress(&ir);
+    // Guards the inputs: the Secret became SDS secrets, the passthrough listener two chains
+    // (the name claimed twice goes to the first route), the TCP one no route configuration.
+    let secret_names: Vec<_> = resources.secrets.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(
+        secret_names,
+        ["ingress-ca|default/shop-tls", "ingress-cert|default/shop-tls"]
+    );
+    let passthrough = resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "ingress|9445")
+        .expect("passthrough listener");
+    assert_eq!(passthrough.filter_chains.len(), 2, "{:?}", passthrough.filter_chains);
+    assert!(resources.routes.iter().all(|r| r.name != "ingress|9446"));
+    resources
+        .secrets
+        .extend(with_secrets(ProxyResources::default()).secrets);
+    assert_envoy_accepts_pb("ingress-kinds", &static_bootstrap(resources));
 }
 
 /// An ingress gateway with a plaintext listener and a MUTUAL TLS one (certificate, key and
@@ -762,6 +862,7 @@ impl IngressFiles {
             cert_chain_file: path("tls.crt"),
             private_key_file: path("tls.key"),
             client_ca_file: Some(path("ca.crt")),
+            ..Default::default()
         }
     }
 }
@@ -798,11 +899,15 @@ fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
                 port: 8080,
                 tls: None,
                 virtual_hosts: vec![payments, host("web", "www.example.com")],
+                stream: None,
+                https_redirect: false,
             },
             IngressListener {
                 port: 8443,
                 tls: Some(tls.clone()),
                 virtual_hosts: vec![host("secure", "secure.example.com")],
+                stream: None,
+                https_redirect: false,
             },
         ],
     }];

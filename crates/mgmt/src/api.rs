@@ -850,7 +850,8 @@ async fn translation(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {
 }
 
 /// Replaces the secrets translation resolved into auth configs in output meant for people: OIDC
-/// client secrets, and API keys' digests and metadata entries.
+/// client secrets, API keys' digests and metadata entries, and the private keys of gateway
+/// listeners' TLS Secrets (`secretName`).
 fn redact_secrets(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
@@ -858,7 +859,7 @@ fn redact_secrets(value: &mut serde_json::Value) {
             // Secret's other entries are Secret data too.
             let api_key = map.contains_key("sha256") && map.contains_key("secret");
             for (key, inner) in map.iter_mut() {
-                let client_secret = key == "clientSecret" && inner.is_string();
+                let client_secret = (key == "clientSecret" || key == "privateKeyPem") && inner.is_string();
                 if client_secret || (api_key && (key == "sha256" || key == "metadata")) {
                     *inner = json!("<redacted>");
                 } else {
@@ -881,11 +882,12 @@ mod tests {
             {"oidc": {"clientId": "app", "clientSecret": "s3cret"}},
             {"apiKeyAuth": {"headerName": "x-api-key", "keys": [
                 {"sha256": "abc", "secret": "demo/key", "metadata": {"x-user-id": "frontend"}}
-            ]}}
+            ]}},
+            {"credential": {"secret": "demo/shop-tls", "certChainPem": "CERT", "privateKeyPem": "KEY-PEM"}}
         ]});
         redact_secrets(&mut value);
         let text = value.to_string();
-        for hidden in ["s3cret", "abc", "frontend"] {
+        for hidden in ["s3cret", "abc", "frontend", "KEY-PEM"] {
             assert!(!text.contains(hidden), "{hidden} in {text}");
         }
         assert!(text.contains("demo/key") && text.contains("x-api-key"), "{text}");

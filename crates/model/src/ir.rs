@@ -325,22 +325,90 @@ pub struct IngressGateway {
 #[serde(rename_all = "camelCase")]
 pub struct IngressListener {
     pub port: u16,
-    /// TLS termination; plaintext HTTP when `None`.
+    /// TLS termination; plaintext when `None` (and for a PASSTHROUGH listener).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<IngressTls>,
     /// Routes bound to this gateway by RouteTables, by host; sorted by name. Forward actions
     /// name entries of `ClusterConfig::upstreams`.
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
+    /// A byte-stream listener (`listeners[].tcp`, or TLS PASSTHROUGH): no HTTP; connections go
+    /// to the first of `streams` that matches (by SNI when `passthrough`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamListener>,
+    /// `httpsRedirect`: every plaintext request is answered with a 301 to its `https` URL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
 }
 
-/// Certificate files on the gateway's host (read by Envoy itself, never sent over the relay).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamListener {
+    /// TLS passes through untouched; routes match the client's SNI.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// RouteTable `tcp` (or, passthrough, `tls`) routes, in RouteTable order.
+    #[serde(default)]
+    pub routes: Vec<StreamRoute>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRoute {
+    pub name: String,
+    /// SNI names (`*.` wildcards allowed); empty matches any connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+    /// Never empty.
+    pub destinations: Vec<WeightedUpstream>,
+}
+
+/// How a listener terminates TLS: certificate files on the gateway's host (read by Envoy
+/// itself), a Secret's certificate (served to Envoy over SDS by its agent), or, `mesh_mutual`
+/// (ISTIO_MUTUAL), the gateway's own mesh certificate with mesh clients only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressTls {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cert_chain_file: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub private_key_file: String,
     /// MUTUAL: clients must present a certificate that chains to this CA file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<String>,
+    /// `listeners[].tls.secretName`: used instead of the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<TlsCredential>,
+    /// ISTIO_MUTUAL: the gateway's mesh certificate, and a client certificate chained to the
+    /// mesh root required.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mesh_mutual: bool,
+    /// `verifySubjectAltName`: a client certificate must carry one of these SANs (DNS, URI or
+    /// email); empty: any certificate the CA signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_subject_alt_names: Vec<String>,
+}
+
+/// A Kubernetes TLS Secret's content. The key travels only inside the relay's config stream to
+/// the gateway's agent, which hands it to Envoy over SDS: nothing writes it to disk, and `Debug`
+/// never shows it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCredential {
+    /// `namespace/name` of the Secret: names the SDS secrets made of it.
+    pub secret: String,
+    pub cert_chain_pem: String,
+    pub private_key_pem: String,
+    /// MUTUAL: the Secret's `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for TlsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCredential")
+            .field("secret", &self.secret)
+            .field("private_key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }

@@ -36,6 +36,20 @@ pub(crate) fn build(
         if !spec.addresses.is_empty() {
             warnings.add(&key, "addresses (CIDR) are not supported yet; only hosts are served");
         }
+        // Gloo sends such traffic through the egress gateway's VirtualGateway listener that
+        // exposes this service; Trellis does not know where gateway proxies run, so it leaves
+        // from the client's sidecar as without the field. Said, not silently ignored.
+        for (p, port) in spec.ports.iter().enumerate() {
+            if port.egress_gateway_routes.is_some() {
+                warnings.add(
+                    &key,
+                    format!(
+                        "spec.ports[{p}].egressGatewayRoutes: egress gateways are not supported yet; traffic to this \
+                         port leaves from the client's sidecar directly"
+                    ),
+                );
+            }
+        }
         for host in &spec.hosts {
             if host.starts_with("*.") {
                 warnings.add(&key, format!("{host}: wildcard hosts are not served yet"));

@@ -1,17 +1,27 @@
-//! VirtualGateway ─▶ ingress gateways: listeners (with TLS from files on the gateway's host) and
-//! the RouteTable routes bound to each gateway with `virtualGateways`.
+//! VirtualGateway ─▶ ingress gateways: listeners (HTTP, or byte streams for `tcp` listeners and
+//! TLS PASSTHROUGH), their TLS (files on the gateway's host, a Secret, or the mesh's own mTLS),
+//! and the RouteTable routes bound to each gateway with `virtualGateways`.
+//!
+//! TLS modes as Gloo Mesh 2.x documents them for VirtualGateway listeners
+//! (https://docs.solo.io/gloo-mesh-enterprise/latest/reference/api/virtual_gateway/): SIMPLE
+//! terminates TLS, MUTUAL also requires a client certificate chained to `caCerts`, ISTIO_MUTUAL
+//! requires a mesh client (the gateway presents its own mesh certificate), PASSTHROUGH forwards
+//! the encrypted stream by SNI.
 
-use trellis_api::Spec;
+use trellis_api::GatewayTls;
+use trellis_api::{Resource, Spec};
 use trellis_model::Snapshot;
-use trellis_model::ir::{IngressGateway, IngressListener, IngressTls};
+use trellis_model::ir::{IngressGateway, IngressListener, IngressTls, StreamListener, StreamRoute, TlsCredential};
 
 use crate::Warnings;
+use crate::ingress_streams::{PendingStream, StreamKind, weighted_upstreams};
 use crate::outbound::Outbound;
 use crate::report::Report;
 
 pub(crate) fn for_cluster(
     snapshot: &Snapshot,
     outbound: &Outbound,
+    streams: &[PendingStream],
     cluster: &str,
     report: &mut Report,
     warnings: &mut Warnings,
@@ -35,27 +45,80 @@ pub(crate) fn for_cluster(
             .map(|(_, host)| host)
             .collect();
         hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        let listeners = spec
-            .listeners
-            .iter()
-            .filter_map(|listener| {
-                let port = u16::try_from(listener.port.number).ok()?;
-                let tls = listener.tls.as_ref().and_then(|tls| {
-                    let files = tls.files.as_ref()?;
-                    Some(IngressTls {
-                        cert_chain_file: files.cert_chain.clone(),
-                        private_key_file: files.private_key.clone(),
-                        client_ca_file: (tls.mode == "MUTUAL").then(|| files.root_ca.clone()).flatten(),
-                    })
-                });
-                Some(IngressListener {
-                    port,
-                    tls,
-                    virtual_hosts: hosts.iter().map(|h| h.to_ir(&outbound.targets)).collect(),
-                })
-            })
-            .collect::<Vec<_>>();
-        if hosts.is_empty() {
+        for (w, workload) in spec.workloads.iter().enumerate() {
+            if workload.port.is_some() {
+                warnings.add(
+                    &key,
+                    format!("spec.workloads[{w}].port: ignored; the gateway proxies listen on the listeners' ports"),
+                );
+            }
+        }
+        if spec.workloads.len() > 1 {
+            warnings.add(
+                &key,
+                "spec.workloads[1..]: only the first workload selector picks the gateway proxies; the others are ignored",
+            );
+        }
+        let own_streams: Vec<&PendingStream> = streams.iter().filter(|s| s.gateway == name).collect();
+        let mut listeners = Vec::new();
+        for (l, listener) in spec.listeners.iter().enumerate() {
+            let field = format!("spec.listeners[{l}]");
+            let Ok(port) = u16::try_from(listener.port.number) else {
+                continue;
+            };
+            let mut warn = |message: String| warnings.add(&key, format!("{field}.{message}"));
+            if !listener.exposed_external_services.is_empty() {
+                warn(
+                    "exposedExternalServices: egress gateways are not supported yet; this listener is not served and \
+                     traffic to these ExternalServices leaves from the client's sidecar"
+                        .to_string(),
+                );
+                continue;
+            }
+            let mode = listener.tls.as_ref().map(GatewayTls::effective_mode);
+            if mode == Some("AUTO_PASSTHROUGH") {
+                warn("tls.mode: AUTO_PASSTHROUGH is not supported; this listener is not served".to_string());
+                continue;
+            }
+            let passthrough = mode == Some("PASSTHROUGH");
+            let tls = match &listener.tls {
+                Some(tls) if !passthrough => match listener_tls(snapshot, resource, tls) {
+                    Ok(tls) => Some(tls),
+                    Err(problem) => {
+                        warn(format!("tls.{problem}; this listener is not served"));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let stream = (passthrough || listener.tcp.is_some()).then(|| StreamListener {
+                passthrough,
+                routes: stream_routes(outbound, &own_streams, port, passthrough),
+            });
+            if let Some(stream) = &stream
+                && stream.routes.is_empty()
+            {
+                let list = if passthrough { "tls" } else { "tcp" };
+                warn(format!(
+                    "port: no `{list}` route of a RouteTable bound to this gateway serves this listener yet; it \
+                     closes every connection"
+                ));
+            }
+            // Redirecting makes sense only where the request arrived in plaintext.
+            let https_redirect = listener.https_redirect == Some(true) && tls.is_none() && stream.is_none();
+            listeners.push(IngressListener {
+                port,
+                https_redirect,
+                tls,
+                virtual_hosts: if stream.is_some() {
+                    Vec::new()
+                } else {
+                    hosts.iter().map(|h| h.to_ir(&outbound.targets)).collect()
+                },
+                stream,
+            });
+        }
+        if hosts.is_empty() && own_streams.is_empty() {
             warnings.add(&key, "no RouteTable is bound to this gateway yet (virtualGateways)");
         }
         let entry = report.entry(&key);
@@ -68,4 +131,95 @@ pub(crate) fn for_cluster(
         });
     }
     gateways
+}
+
+/// The stream routes a listener serves: `tls` routes on a PASSTHROUGH listener, `tcp` routes
+/// on a `tcp` one, each only if its matchers name this port or no port at all.
+fn stream_routes(outbound: &Outbound, streams: &[&PendingStream], port: u16, passthrough: bool) -> Vec<StreamRoute> {
+    let kind = if passthrough { StreamKind::Tls } else { StreamKind::Tcp };
+    streams
+        .iter()
+        .filter(|s| s.kind == kind && (s.ports.is_empty() || s.ports.contains(&port)))
+        .map(|s| StreamRoute {
+            name: s.name.clone(),
+            server_names: s.server_names.clone(),
+            destinations: weighted_upstreams(outbound, &s.destinations),
+        })
+        .collect()
+}
+
+/// A terminating listener's TLS, or the problem (a field path under `tls` and what is wrong).
+fn listener_tls(snapshot: &Snapshot, gateway: &Resource, tls: &GatewayTls) -> Result<IngressTls, String> {
+    let checked = terminated_tls(snapshot, gateway, tls)?;
+    let verifies_clients = checked.mesh_mutual
+        || checked.client_ca_file.is_some()
+        || checked.credential.as_ref().is_some_and(|c| c.client_ca_pem.is_some());
+    if !tls.verify_subject_alt_name.is_empty() && !verifies_clients {
+        return Err(
+            "verifySubjectAltName: needs MUTUAL or ISTIO_MUTUAL, where clients present certificates".to_string(),
+        );
+    }
+    Ok(IngressTls {
+        client_subject_alt_names: tls.verify_subject_alt_name.clone(),
+        ..checked
+    })
+}
+
+fn terminated_tls(snapshot: &Snapshot, gateway: &Resource, tls: &GatewayTls) -> Result<IngressTls, String> {
+    let mutual = tls.effective_mode() == "MUTUAL";
+    if tls.effective_mode() == "ISTIO_MUTUAL" {
+        return Ok(IngressTls {
+            mesh_mutual: true,
+            ..Default::default()
+        });
+    }
+    if let Some(files) = &tls.files {
+        return Ok(IngressTls {
+            cert_chain_file: files.server_cert.clone(),
+            private_key_file: files.private_key.clone(),
+            client_ca_file: if mutual { files.ca_certs.clone() } else { None },
+            ..Default::default()
+        });
+    }
+    let name = tls.secret_name.as_deref().unwrap_or_default();
+    let credential = secret_credential(snapshot, &gateway.metadata.namespace, name, mutual)
+        .map_err(|problem| format!("secretName: {problem}"))?;
+    Ok(IngressTls {
+        credential: Some(credential),
+        ..Default::default()
+    })
+}
+
+/// A Kubernetes TLS Secret of the gateway's own namespace: `tls.crt` and `tls.key`, and for
+/// MUTUAL `ca.crt` (Istio's `cert`, `key` and `cacert` are read too). A gateway reads no other
+/// namespace's Secrets: whoever may write VirtualGateways in one namespace must not be able to
+/// serve another team's certificate.
+fn secret_credential(snapshot: &Snapshot, namespace: &str, name: &str, mutual: bool) -> Result<TlsCredential, String> {
+    let secret = snapshot
+        .resources
+        .iter()
+        .find_map(|r| match &r.spec {
+            Spec::Secret(secret) if r.metadata.namespace == namespace && r.metadata.name == name => Some(secret),
+            _ => None,
+        })
+        .ok_or_else(|| format!("Secret {namespace}/{name} does not exist"))?;
+    let pick = |keys: [&str; 2]| {
+        keys.iter()
+            .find_map(|k| secret.value(k))
+            .filter(|v| v.contains("-----BEGIN"))
+    };
+    let cert = pick(["tls.crt", "cert"]).ok_or_else(|| format!("Secret {namespace}/{name} has no PEM tls.crt"))?;
+    let key = pick(["tls.key", "key"]).ok_or_else(|| format!("Secret {namespace}/{name} has no PEM tls.key"))?;
+    let ca = pick(["ca.crt", "cacert"]);
+    if mutual && ca.is_none() {
+        return Err(format!(
+            "Secret {namespace}/{name} has no PEM ca.crt, which MUTUAL needs for client certificates"
+        ));
+    }
+    Ok(TlsCredential {
+        secret: format!("{namespace}/{name}"),
+        cert_chain_pem: cert,
+        private_key_pem: key,
+        client_ca_pem: if mutual { ca } else { None },
+    })
 }

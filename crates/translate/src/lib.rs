@@ -31,6 +31,7 @@ mod external;
 mod inbound_routes;
 mod incremental;
 mod ingress;
+mod ingress_streams;
 mod outbound;
 mod report;
 mod route_policies;
@@ -103,6 +104,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let workspaces = workspaces::Workspaces::from(snapshot);
     let mut outbound = outbound::build(snapshot, &index, &workspaces, &mut warnings);
     let external_upstreams = external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
+    let gateway_streams = ingress_streams::resolve(snapshot, &index, &mut outbound, &mut warnings);
     route_policies::apply(snapshot, &workspaces, &mut outbound, &mut report);
     let lookup = destination_policies::DestinationLookup {
         snapshot,
@@ -149,7 +151,14 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
             config.upstreams.extend(external_upstreams.iter().cloned());
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
-            config.ingress_gateways = ingress::for_cluster(snapshot, &outbound, cluster, &mut report, &mut warnings);
+            config.ingress_gateways = ingress::for_cluster(
+                snapshot,
+                &outbound,
+                &gateway_streams,
+                cluster,
+                &mut report,
+                &mut warnings,
+            );
             (config.addon_servers, config.addons) = addons.for_cluster(snapshot, cluster, &mut warnings);
             config.inbound_routes = inbound_routes::for_cluster(&outbound, cluster);
             let isolation = workspaces::isolation_policies(&workspaces, snapshot, cluster, &config.inbound_policies);

@@ -10,6 +10,7 @@ use trellis_model::{ClusterDiscovery, Snapshot};
 
 use super::*;
 
+mod gateway_listeners;
 mod policy_scoping;
 
 fn testdata() -> PathBuf {
@@ -321,6 +322,21 @@ fn golden_ingress() {
             .all(|h| h.name != "shop.example.com")
     );
     assert_eq!(t.statuses["VirtualGateway/demo/unused"].state, "WARNING");
+}
+
+#[test]
+fn golden_ingress_streams() {
+    let t = golden("ingress-streams");
+    let gateway = &t.clusters["cluster-1"].ingress_gateways[0];
+    let passthrough = gateway.listeners[0].stream.as_ref().unwrap();
+    assert_eq!(passthrough.routes[0].destinations.len(), 2);
+    for destination in &passthrough.routes[0].destinations {
+        assert!(
+            t.clusters["cluster-1"].upstream(&destination.upstream).is_some(),
+            "{} has no upstream",
+            destination.upstream
+        );
+    }
 }
 
 #[test]

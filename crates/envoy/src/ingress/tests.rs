@@ -34,6 +34,8 @@ fn mk_listener(port: u16, tls: Option<IngressTls>, hosts: Vec<VirtualHost>) -> I
         port,
         tls,
         virtual_hosts: hosts,
+        stream: None,
+        https_redirect: false,
     }
 }
 
@@ -50,6 +52,7 @@ fn mk_tls(ca: Option<&str>) -> IngressTls {
         cert_chain_file: "/etc/ingress/tls.crt".to_string(),
         private_key_file: "/etc/ingress/tls.key".to_string(),
         client_ca_file: ca.map(str::to_string),
+        ..Default::default()
     }
 }
 
@@ -357,4 +360,65 @@ fn output_is_deterministic() {
         ],
     )]);
     assert_eq!(run(&ir, &[]), run(&ir, &[]));
+}
+
+#[test]
+fn stream_routes_bring_their_upstreams_and_a_passthrough_listener_reads_the_sni() {
+    use trellis_model::ir::{StreamListener, StreamRoute, WeightedUpstream};
+    let stream = |passthrough: bool| StreamListener {
+        passthrough,
+        routes: vec![StreamRoute {
+            name: "vault".to_string(),
+            server_names: if passthrough {
+                vec!["secure.example.com".to_string()]
+            } else {
+                Vec::new()
+            },
+            destinations: vec![WeightedUpstream {
+                upstream: "unused".to_string(),
+                weight: 1,
+            }],
+        }],
+    };
+    let listeners = vec![
+        IngressListener {
+            stream: Some(stream(true)),
+            ..mk_listener(9445, None, vec![])
+        },
+        IngressListener {
+            stream: Some(stream(false)),
+            ..mk_listener(9446, None, vec![])
+        },
+    ];
+    let r = run(&mk_ir(vec![mk_gateway("default/web", &[], listeners)]), &[]);
+    let clusters: Vec<_> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(clusters, ["unused"], "only the stream routes' upstream");
+    assert!(r.routes.is_empty(), "stream listeners fetch no routes");
+    let passthrough = &r.listeners[0];
+    assert_eq!(passthrough.listener_filters.len(), 1, "a TLS inspector");
+    let chain = &passthrough.filter_chains[0];
+    assert_eq!(
+        chain.filter_chain_match.as_ref().unwrap().server_names,
+        ["secure.example.com"]
+    );
+    assert!(chain.transport_socket.is_none(), "TLS passes through");
+    assert!(r.listeners[1].listener_filters.is_empty());
+    assert!(r.listeners[1].filter_chains[0].filter_chain_match.is_none());
+}
+
+#[test]
+fn an_https_redirect_listener_requires_tls_on_every_virtual_host() {
+    let listeners = vec![
+        IngressListener {
+            https_redirect: true,
+            ..mk_listener(8080, None, vec![mk_host("shop", "shop.example.com", "unused")])
+        },
+        mk_listener(8081, None, vec![mk_host("shop", "shop.example.com", "unused")]),
+    ];
+    let r = run(&mk_ir(vec![mk_gateway("default/web", &[], listeners)]), &[]);
+    let require: Vec<i32> = r.routes.iter().map(|rc| rc.virtual_hosts[0].require_tls).collect();
+    assert_eq!(
+        require,
+        [TlsRequirementType::All as i32, TlsRequirementType::None as i32]
+    );
 }

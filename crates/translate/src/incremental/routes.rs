@@ -241,7 +241,7 @@ struct Edit<'s> {
 }
 
 /// Each edited route table; `None` unless every edited resource is a sidecar route table (no
-/// gateways, no workload selectors) that still exists and either existed before, in the same
+/// gateways, no workload selectors, no tcp or tls routes) that still exists and either existed before, in the same
 /// place in creation order, or is created after every route table there was.
 fn edited_tables<'s>(
     snapshot: &'s Snapshot,
@@ -250,7 +250,10 @@ fn edited_tables<'s>(
     if edited.is_empty() {
         return None;
     }
-    let sidecar = |s: &RouteTableSpec| s.virtual_gateways.is_empty() && s.workload_selectors.is_empty();
+    // Tables with tcp or tls routes carry a warning the full translation gives (ingress_streams).
+    let sidecar = |s: &RouteTableSpec| {
+        s.virtual_gateways.is_empty() && s.workload_selectors.is_empty() && s.tcp.is_empty() && s.tls.is_empty()
+    };
     let mut tables = BTreeMap::new();
     // The newest revision of a table that existed before, and the oldest of one created.
     let (mut newest_kept, mut oldest_created) = (0, u64::MAX);

@@ -122,7 +122,13 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
         .collect();
     let scopes = workspaces::upstream_scopes(&virtual_hosts);
     let external_upstreams: Vec<_> = external_upstreams.into_iter().map(std::sync::Arc::new).collect();
-    let local_to = outbound.cluster_local_targets();
+    let mut local_to = outbound.cluster_local_targets();
+    // A gateway's TCP and TLS routes reach their targets from wherever the gateway runs.
+    for stream in &gateway_streams {
+        for (target, _) in &stream.destinations {
+            local_to[*target] = None;
+        }
+    }
     let mut shared = endpoints::SharedUpstreams::new();
     let clusters = cluster_names
         .iter()

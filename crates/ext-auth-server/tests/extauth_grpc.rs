@@ -200,10 +200,12 @@ async fn basic_auth_allows_the_right_password_and_challenges_the_rest() {
 async fn api_keys_allow_known_keys_and_say_nothing_about_the_others() {
     let address = start(vec![("demo.keys", json!({"configs": [key_config("key1")]}))]).await;
     let mut client = client(address).await;
+    // Gloo's challenge, the same for a missing and an unknown key.
+    let challenge = [("www-authenticate", "API key is missing or invalid")];
     let cases = [
         (Some("k-alice"), allow(&[("x-user-id", "alice")])),
-        (Some("k-mallory"), deny(UNAUTHENTICATED, 401, &[])),
-        (None, deny(UNAUTHENTICATED, 401, &[])),
+        (Some("k-mallory"), deny(UNAUTHENTICATED, 401, &challenge)),
+        (None, deny(UNAUTHENTICATED, 401, &challenge)),
     ];
     for (key, expected) in cases {
         let headers: Vec<(&str, &str)> = key.iter().map(|k| ("api-key", *k)).collect();

@@ -23,6 +23,7 @@ mod authz;
 mod bootstrap;
 mod common;
 mod gateway;
+mod http_policies;
 mod ingress;
 mod pack;
 mod routes;

@@ -119,6 +119,122 @@ fn envoy_accepts_add_on_filters_and_route_configs() {
     assert_envoy_accepts_pb("addons-ingress", &static_bootstrap(resources));
 }
 
+/// CORS, a mirror and a JWT requirement on every route, on a sidecar and on an ingress gateway:
+/// the CORS and JWT filters before the router, their per-route configs, the mirror's cluster.
+#[test]
+fn envoy_accepts_cors_mirror_and_jwt_on_routes() {
+    let mut ir = mk_cluster_config();
+    let mirror = ir.upstreams[0].name.clone();
+    for host in &mut ir.virtual_hosts {
+        with_gloo_route_policies(&mut Arc::make_mut(host).routes, &mirror);
+    }
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    assert_gloo_filters(&resources);
+    assert_envoy_accepts_pb("gloo-policies-sidecar", &static_bootstrap(resources));
+
+    let files = IngressFiles::new("gloo-policies-ingress");
+    let mut ir = mk_ingress_config(&files.tls());
+    for gateway in &mut ir.ingress_gateways {
+        for listener in &mut gateway.listeners {
+            for host in &mut listener.virtual_hosts {
+                with_gloo_route_policies(&mut host.routes, &mirror);
+            }
+        }
+    }
+    let resources = with_secrets(mk_ingress(&ir));
+    assert_gloo_filters(&resources);
+    assert!(
+        resources.clusters.iter().any(|c| c.name == mirror),
+        "the ingress gateway must hold the mirror's cluster"
+    );
+    assert_envoy_accepts_pb("gloo-policies-ingress", &static_bootstrap(resources));
+}
+
+/// RFC 7517's example P-256 public key, as a key set.
+const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1", "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
+
+fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
+    use trellis_model::policy::{Cors, JwtProvider, JwtRequirement, Mirror, OriginMatch, StringMatch};
+    let provider = |name: &str| JwtProvider {
+        name: format!("demo/jwt/{name}"),
+        issuer: format!("https://{name}.example.com"),
+        audiences: vec!["api".into()],
+        local_jwks: JWKS.into(),
+        from_headers: vec![("x-token".into(), "Bearer ".into())],
+        from_params: vec!["token".into()],
+        claims_to_headers: vec![("sub".into(), "x-user".into())],
+        forward: true,
+        clock_skew_seconds: Some(30),
+        payload_header: "x-jwt-payload".into(),
+    };
+    for (i, route) in routes.iter_mut().enumerate() {
+        route.policies.cors = Some(Cors {
+            allow_origins: vec![
+                OriginMatch {
+                    matcher: StringMatch::Exact("https://shop.example.com".into()),
+                    ignore_case: false,
+                },
+                OriginMatch {
+                    matcher: StringMatch::Regex("https://.*\\.example\\.org".into()),
+                    ignore_case: true,
+                },
+                OriginMatch {
+                    matcher: StringMatch::Suffix(".example.net".into()),
+                    ignore_case: false,
+                },
+            ],
+            allow_methods: "GET,POST".into(),
+            allow_headers: "x-custom".into(),
+            expose_headers: "x-served-by".into(),
+            max_age_seconds: Some(60),
+            allow_credentials: Some(true),
+        });
+        route.policies.mirror = Some(Mirror {
+            upstream: mirror.into(),
+            per_million: 500_000,
+        });
+        // Two policies: one requirement of two providers with missing tokens allowed, one of one.
+        route.policies.jwt = Some(if i % 2 == 0 {
+            JwtRequirement {
+                name: "demo/jwt".into(),
+                providers: vec![provider("dev"), provider("prod")],
+                allow_missing: true,
+                allow_failed: false,
+            }
+        } else {
+            JwtRequirement {
+                name: "demo/strict".into(),
+                providers: vec![JwtProvider {
+                    name: "demo/strict/only".into(),
+                    ..provider("strict")
+                }],
+                ..Default::default()
+            }
+        });
+    }
+}
+
+fn assert_gloo_filters(resources: &ProxyResources) {
+    let listener = &resources.listeners[0];
+    let ConfigType::TypedConfig(any) = listener.filter_chains[0].filters[0].config_type.as_ref().unwrap() else {
+        panic!("no typed HCM")
+    };
+    let hcm = HttpConnectionManager::decode(&any.value[..]).unwrap();
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names[..2],
+        ["envoy.filters.http.cors", "envoy.filters.http.jwt_authn"],
+        "{names:?}"
+    );
+    let route = &resources.routes[0].virtual_hosts[0].routes[0];
+    for filter in ["envoy.filters.http.cors", "envoy.filters.http.jwt_authn"] {
+        assert!(
+            route.typed_per_filter_config.contains_key(filter),
+            "{filter} on the route"
+        );
+    }
+}
+
 /// A destination's inbound listener that mirrors the mesh routes with their add-on checks
 /// (behind AccessPolicy RBAC, over mTLS and plaintext), next to an unprotected port.
 #[test]

@@ -25,6 +25,104 @@ pub struct RoutePolicies {
     pub ext_auth: Option<crate::addons::RouteExtAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::addons::RouteRateLimit>,
+    /// Cross-origin requests the route allows (CORSPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Copies of requests sent elsewhere, answers dropped (MirrorPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// Tokens a request must carry (JWTPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtRequirement>,
+}
+
+/// How a CORS origin, or any string, is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    /// RE2, whole string.
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginMatch {
+    pub matcher: StringMatch,
+    #[serde(default)]
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    pub allow_origins: Vec<OriginMatch>,
+    /// Comma separated, as the `access-control-allow-*` headers carry them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub allow_methods: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub allow_headers: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expose_headers: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// Name of an entry of `ClusterConfig::upstreams`.
+    pub upstream: String,
+    /// Share of requests copied, in millionths (1_000_000 = all).
+    pub per_million: u32,
+}
+
+/// What a route asks of a request's token: a valid one from any of the providers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtRequirement {
+    /// The JWTPolicy, `namespace/name`: names the requirement in Envoy.
+    pub name: String,
+    pub providers: Vec<JwtProvider>,
+    /// A request without a token passes (a bad token does not, unless `allow_failed`).
+    #[serde(default)]
+    pub allow_missing: bool,
+    #[serde(default)]
+    pub allow_failed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtProvider {
+    /// `namespace/policy/provider`: unique in a proxy.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// The key set, inline (JWKS JSON or PEM).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub local_jwks: String,
+    /// Read the token from these headers (name, value prefix); `Authorization: Bearer` when
+    /// neither headers nor query parameters are given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_params: Vec<String>,
+    /// (claim, header): copied into request headers for the upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims_to_headers: Vec<(String, String)>,
+    /// Pass the token on to the upstream.
+    #[serde(default)]
+    pub forward: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub payload_header: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

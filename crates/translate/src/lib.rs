@@ -6,6 +6,7 @@
 //!                                         virtual hosts, routes, and the Targets they send to
 //!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
+//!           ──▶ traffic_policies          CORS, mirrors, JWT on selected routes; kinds not applied
 //!           ──▶ addons                    ext-auth and rate-limit policies on routes; add-on configs
 //!           ──▶ inbound_routes            per cluster: routes to protected local services, mirrored
 //!                                         for the destination sidecars' inbound listeners
@@ -35,6 +36,7 @@ mod route_policies;
 mod service_index;
 mod status;
 mod target;
+mod traffic_policies;
 mod workspaces;
 
 use std::collections::BTreeMap;
@@ -100,6 +102,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let mut outbound = outbound::build(snapshot, &index, &workspaces, &mut warnings);
     let external_upstreams = external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
     route_policies::apply(snapshot, &mut outbound, &mut report);
+    traffic_policies::apply(snapshot, &index, &mut outbound, &mut report, &mut warnings);
     let addons = addons::apply(snapshot, &mut outbound, &mut report, &mut warnings);
     let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();

@@ -41,6 +41,7 @@ pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
             Spec::HeaderManipulationPolicy(spec) => Some(&spec.apply_to_routes[..]),
             _ => None,
         })
+        .chain(crate::traffic_policies::selectors(snapshot))
         .collect()
 }
 

@@ -40,6 +40,9 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::HeaderManipulationPolicy
             | Kind::ExtAuthPolicy
             | Kind::RateLimitPolicy
+            | Kind::CorsPolicy
+            | Kind::MirrorPolicy
+            | Kind::JwtPolicy
     )
 }
 

@@ -1,0 +1,191 @@
+//! CORS, request mirroring and JWT validation, as routes and connection managers carry them.
+//!
+//! CORS and JWT are HTTP filters configured per route: the CORS filter sits in every outbound
+//! and ingress connection manager (idle on routes without a policy, like the fault filter), the
+//! JWT filter only where some route requires a token, holding every provider those routes name;
+//! each route then names its requirement. A mirror is part of the route's forward action.
+
+use std::collections::{BTreeMap, HashMap};
+
+use envoy_types::pb::envoy::config::core::v3::{DataSource, RuntimeFractionalPercent, data_source};
+use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
+use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
+    JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider as EnvoyJwtProvider,
+    JwtRequirement as EnvoyRequirement, JwtRequirementOrList, PerRouteConfig, jwt_provider::JwksSourceSpecifier,
+    jwt_requirement::RequiresType, per_route_config::RequirementSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Empty};
+use envoy_types::util::pack_any;
+use trellis_model::ir::VirtualHost;
+use trellis_model::policy::{Cors as IrCors, JwtRequirement, Mirror, OriginMatch, RoutePolicies, StringMatch};
+
+use crate::common::http_filter;
+use crate::routes::regex_matcher;
+
+pub(crate) const CORS_FILTER: &str = "envoy.filters.http.cors";
+pub(crate) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
+
+/// The CORS filter: does nothing on a route without a CORS policy.
+pub(crate) fn cors_filter() -> HttpFilter {
+    http_filter(CORS_FILTER, pack_any(Cors {}))
+}
+
+/// The JWT filter for these hosts' routes, `None` when none requires a token.
+pub(crate) fn jwt_filter<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -> Option<HttpFilter> {
+    // By requirement name: a policy on many routes is one requirement.
+    let requirements: BTreeMap<&str, &JwtRequirement> = hosts
+        .into_iter()
+        .flat_map(|host| &host.routes)
+        .filter_map(|route| route.policies.jwt.as_ref())
+        .map(|jwt| (jwt.name.as_str(), jwt))
+        .collect();
+    if requirements.is_empty() {
+        return None;
+    }
+    let providers: HashMap<String, EnvoyJwtProvider> = requirements
+        .values()
+        .flat_map(|r| &r.providers)
+        .map(|p| (p.name.clone(), provider(p)))
+        .collect();
+    let requirement_map = requirements
+        .iter()
+        .map(|(name, r)| (name.to_string(), requirement(r)))
+        .collect();
+    Some(http_filter(
+        JWT_FILTER,
+        pack_any(JwtAuthentication {
+            providers,
+            requirement_map,
+            // The CORS filter answers preflights first; browsers send them without tokens.
+            bypass_cors_preflight: true,
+            ..Default::default()
+        }),
+    ))
+}
+
+/// What a route's policies set on the CORS and JWT filters.
+pub(crate) fn route_configs(policies: &RoutePolicies) -> Vec<(String, Any)> {
+    let cors = policies
+        .cors
+        .as_ref()
+        .map(|cors| (CORS_FILTER.to_string(), pack_any(cors_policy(cors))));
+    let jwt = policies.jwt.as_ref().map(|jwt| {
+        (
+            JWT_FILTER.to_string(),
+            pack_any(PerRouteConfig {
+                requirement_specifier: Some(RequirementSpecifier::RequirementName(jwt.name.clone())),
+            }),
+        )
+    });
+    cors.into_iter().chain(jwt).collect()
+}
+
+pub(crate) fn mirror_policy(mirror: &Mirror) -> RequestMirrorPolicy {
+    RequestMirrorPolicy {
+        cluster: mirror.upstream.clone(),
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: mirror.per_million,
+                denominator: DenominatorType::Million as i32,
+            }),
+            runtime_key: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn cors_policy(cors: &IrCors) -> CorsPolicy {
+    CorsPolicy {
+        allow_origin_string_match: cors.allow_origins.iter().map(origin_matcher).collect(),
+        allow_methods: cors.allow_methods.clone(),
+        allow_headers: cors.allow_headers.clone(),
+        expose_headers: cors.expose_headers.clone(),
+        max_age: cors.max_age_seconds.map(|s| s.to_string()).unwrap_or_default(),
+        allow_credentials: cors.allow_credentials.map(|value| BoolValue { value }),
+        ..Default::default()
+    }
+}
+
+fn origin_matcher(origin: &OriginMatch) -> StringMatcher {
+    let pattern = |pattern| StringMatcher {
+        match_pattern: Some(pattern),
+        ignore_case: origin.ignore_case,
+    };
+    match &origin.matcher {
+        StringMatch::Exact(text) => pattern(MatchPattern::Exact(text.clone())),
+        StringMatch::Prefix(text) => pattern(MatchPattern::Prefix(text.clone())),
+        StringMatch::Suffix(text) => pattern(MatchPattern::Suffix(text.clone())),
+        // Envoy refuses `ignore_case` on a regex ("has no effect"): ask RE2 itself.
+        StringMatch::Regex(regex) if origin.ignore_case => StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex_matcher(&format!("(?i){regex}")))),
+            ignore_case: false,
+        },
+        StringMatch::Regex(regex) => pattern(MatchPattern::SafeRegex(regex_matcher(regex))),
+    }
+}
+
+fn provider(p: &trellis_model::policy::JwtProvider) -> EnvoyJwtProvider {
+    EnvoyJwtProvider {
+        issuer: p.issuer.clone(),
+        audiences: p.audiences.clone(),
+        forward: p.forward,
+        from_headers: p
+            .from_headers
+            .iter()
+            .map(|(name, prefix)| JwtHeader {
+                name: name.clone(),
+                value_prefix: prefix.clone(),
+            })
+            .collect(),
+        from_params: p.from_params.clone(),
+        forward_payload_header: p.payload_header.clone(),
+        clock_skew_seconds: p.clock_skew_seconds.unwrap_or(60),
+        claim_to_headers: p
+            .claims_to_headers
+            .iter()
+            .map(|(claim, header)| JwtClaimToHeader {
+                header_name: header.clone(),
+                claim_name: claim.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        jwks_source_specifier: Some(JwksSourceSpecifier::LocalJwks(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(p.local_jwks.clone())),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// A valid token from any provider; with `allow_missing`, no token at all passes too.
+fn requirement(r: &JwtRequirement) -> EnvoyRequirement {
+    if r.allow_failed {
+        return EnvoyRequirement {
+            requires_type: Some(RequiresType::AllowMissingOrFailed(Empty {})),
+        };
+    }
+    let mut any: Vec<EnvoyRequirement> = r
+        .providers
+        .iter()
+        .map(|p| EnvoyRequirement {
+            requires_type: Some(RequiresType::ProviderName(p.name.clone())),
+        })
+        .collect();
+    if r.allow_missing {
+        any.push(EnvoyRequirement {
+            requires_type: Some(RequiresType::AllowMissing(Empty {})),
+        });
+    }
+    // Translation never sends a required token without a provider (it answers 401 instead).
+    if any.len() == 1 {
+        any.remove(0)
+    } else {
+        EnvoyRequirement {
+            requires_type: Some(RequiresType::RequiresAny(JwtRequirementOrList { requirements: any })),
+        }
+    }
+}

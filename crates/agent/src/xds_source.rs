@@ -124,8 +124,13 @@ impl SharedOutbound {
         if self.version != config.version {
             self.version = config.version.clone();
             self.previous = std::mem::take(&mut self.by_workspace);
-            let inputs = serde_json::to_vec(&(&config.addon_servers, &config.inbound_policies, &config.inbound_routes))
-                .expect("IR serializes");
+            let inputs = serde_json::to_vec(&(
+                &config.addon_servers,
+                &config.inbound_policies,
+                &config.inbound_routes,
+                trellis_envoy::sidecar_listener_route_inputs(config),
+            ))
+            .expect("IR serializes");
             self.local_inputs = trellis_base::stable_hash(&inputs);
         }
     }

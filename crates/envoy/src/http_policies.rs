@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Empty};
 use envoy_types::util::pack_any;
+use trellis_model::ClusterConfig;
 use trellis_model::ir::VirtualHost;
 use trellis_model::policy::{Cors as IrCors, JwtRequirement, Mirror, OriginMatch, RoutePolicies, StringMatch};
 
@@ -65,6 +66,20 @@ pub(crate) fn jwt_filter<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -
             ..Default::default()
         }),
     ))
+}
+
+/// What of the routes a sidecar's own listeners are built from: the JWT requirements (their
+/// providers live in the outbound listener's filter). A cache of those listeners must key on it.
+pub fn listener_inputs(ir: &ClusterConfig) -> Vec<&JwtRequirement> {
+    let mut requirements: Vec<&JwtRequirement> = ir
+        .virtual_hosts
+        .iter()
+        .flat_map(|host| &host.routes)
+        .filter_map(|route| route.policies.jwt.as_ref())
+        .collect();
+    requirements.sort_by(|a, b| a.name.cmp(&b.name));
+    requirements.dedup_by(|a, b| a == b);
+    requirements
 }
 
 /// What a route's policies set on the CORS and JWT filters.

@@ -36,6 +36,7 @@ pub use bootstrap::{
     bootstrap_with_client_certificate, xds_client_certificate_secret, xds_server_validation_secret,
 };
 pub use gateway::{GATEWAY_LISTENER, GatewaySpec, east_west_gateway};
+pub use http_policies::listener_inputs as sidecar_listener_route_inputs;
 pub use ingress::{IngressSpec, ingress_gateway, ingress_name};
 pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 pub use sidecar::{

@@ -1,0 +1,260 @@
+//! Gloo's route policies CORSPolicy, MirrorPolicy and JWTPolicy through real Envoy, on the
+//! frontend's sidecar, as Gloo's guides describe them:
+//! <https://docs.solo.io/gloo-mesh-enterprise/latest/security/cors/>,
+//! <https://docs.solo.io/gloo-mesh-enterprise/latest/traffic/mirror/>,
+//! <https://docs.solo.io/gloo-mesh-enterprise/latest/security/jwt/>.
+
+use trellis_testkit as common;
+
+use std::time::Duration;
+
+use common::echo::EchoWorkload;
+use common::jwt_issuer::Issuer;
+use common::*;
+use trellis_cli::up::LocalMesh;
+use trellis_support::httpc::{self, Response};
+
+/// All of backend.mesh.internal to v1 (cluster-1), on a route the policies select by label.
+const V1_ROUTE: &str = "apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: backend, namespace: demo}
+spec:
+  hosts: [backend.mesh.internal]
+  http:
+  - name: v1-only
+    labels: {gloo: policies}
+    forwardTo:
+      destinations: [{ref: {name: backend, namespace: demo, cluster: cluster-1}, port: {number: 80}}]
+";
+
+async fn apply(mesh: &LocalMesh, yaml: &str) {
+    let response = mesh.apply("policy.yaml", yaml).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+/// One request to backend.mesh.internal through the frontend's sidecar.
+async fn send(mesh: &LocalMesh, method: &str, headers: &[(&str, &str)]) -> Response {
+    let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
+    httpc::request(
+        method,
+        "http://backend.mesh.internal/",
+        Some(&proxy),
+        headers,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the frontend's sidecar answers")
+}
+
+const ALLOWED: &str = "https://shop.example.com";
+
+fn preflight(origin: &str) -> [(&str, &str); 3] {
+    [
+        ("origin", origin),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "x-custom"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_policy_answers_preflights_for_allowed_origins_only() {
+    let mesh = demo_mesh("gloo-cors").await;
+    apply(&mesh, V1_ROUTE).await;
+    until_all(&mesh, "v1", 10, Duration::from_secs(20)).await;
+    // Without a policy, nobody's origin is allowed.
+    let before = send(&mesh, "OPTIONS", &preflight(ALLOWED)).await;
+    assert_eq!(before.header("access-control-allow-origin"), None, "{before:?}");
+
+    apply(
+        &mesh,
+        "apiVersion: security.policy.gloo.solo.io/v2
+kind: CORSPolicy
+metadata: {name: shop-cors, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {gloo: policies}}}]
+  config:
+    allowOrigins: [{exact: 'https://shop.example.com'}, {regex: 'https://.*\\.partner\\.example'}]
+    allowMethods: [GET, POST]
+    allowHeaders: [x-custom]
+    exposeHeaders: [x-served-by]
+    maxAge: 1m
+    allowCredentials: true
+",
+    )
+    .await;
+    eventually("the CORS policy", || async {
+        send(&mesh, "OPTIONS", &preflight(ALLOWED))
+            .await
+            .header("access-control-allow-origin")
+            == Some(ALLOWED)
+    })
+    .await;
+    let allowed = send(&mesh, "OPTIONS", &preflight(ALLOWED)).await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert!(
+        allowed
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("POST")),
+        "{allowed:?}"
+    );
+    assert_eq!(allowed.header("access-control-allow-headers"), Some("x-custom"));
+    assert_eq!(allowed.header("access-control-max-age"), Some("60"));
+    assert_eq!(allowed.header("access-control-allow-credentials"), Some("true"));
+    assert!(!allowed.body.contains("\"version\""), "a preflight reached the backend");
+    // A regex origin, and the actual request after the preflight.
+    let partner = "https://eu.partner.example";
+    assert_eq!(
+        send(&mesh, "OPTIONS", &preflight(partner))
+            .await
+            .header("access-control-allow-origin"),
+        Some(partner)
+    );
+    let get = send(&mesh, "GET", &[("origin", ALLOWED)]).await;
+    assert_eq!(get.status, 200);
+    assert!(get.body.contains("\"version\":\"v1\""), "{}", get.body);
+    assert_eq!(get.header("access-control-allow-origin"), Some(ALLOWED));
+    assert_eq!(get.header("access-control-expose-headers"), Some("x-served-by"));
+
+    // Any other origin gets no CORS headers: the browser refuses the cross-origin call.
+    for origin in ["https://evil.example.com", "https://shop.example.com.evil.example"] {
+        let denied = send(&mesh, "OPTIONS", &preflight(origin)).await;
+        assert_eq!(
+            denied.header("access-control-allow-origin"),
+            None,
+            "{origin}: {denied:?}"
+        );
+        let get = send(&mesh, "GET", &[("origin", origin)]).await;
+        assert_eq!(get.header("access-control-allow-origin"), None, "{origin}: {get:?}");
+    }
+    finish(mesh).await;
+}
+
+/// Requests backend v2's sidecar has received (its inbound HTTP listener on port 80).
+async fn v2_received(mesh: &LocalMesh) -> u64 {
+    envoy_stat(mesh.app("backend-v2").admin_port, "http.inbound|80.downstream_rq_total").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_policy_copies_requests_to_its_destination_and_answers_from_the_route() {
+    let mesh = demo_mesh("gloo-mirror").await;
+    apply(&mesh, V1_ROUTE).await;
+    until_all(&mesh, "v1", 10, Duration::from_secs(20)).await;
+    // Without a mirror, v2 (cluster-2) sees none of these.
+    let before = v2_received(&mesh).await;
+    for _ in 0..5 {
+        assert!(send(&mesh, "GET", &[]).await.body.contains("\"version\":\"v1\""));
+    }
+    assert_eq!(v2_received(&mesh).await, before, "v2 got requests without a mirror");
+
+    apply(
+        &mesh,
+        "apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: MirrorPolicy
+metadata: {name: shadow-v2, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {gloo: policies}}}]
+  config:
+    destination: {ref: {name: backend-v2, namespace: demo}, kind: VIRTUAL_DESTINATION, port: {number: 80}}
+    percentage: 100
+",
+    )
+    .await;
+    eventually("the first mirrored request", || async {
+        let before = v2_received(&mesh).await;
+        send(&mesh, "GET", &[]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        v2_received(&mesh).await > before
+    })
+    .await;
+    // Every request is answered by v1 and copied to v2 across clusters.
+    let before = v2_received(&mesh).await;
+    for _ in 0..10 {
+        let response = send(&mesh, "GET", &[]).await;
+        assert_eq!(response.status, 200);
+        assert!(response.body.contains("\"version\":\"v1\""), "{}", response.body);
+    }
+    eventually("ten copies at v2", || async { v2_received(&mesh).await >= before + 10 }).await;
+    finish(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_policy_requires_a_valid_token_and_passes_its_claims_on() {
+    let mesh = demo_mesh("gloo-jwt").await;
+    let agent = format!("127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
+    let echo = EchoWorkload::start(&bin(), &agent, "demo", "echo", &mesh.dir.join("logs")).await;
+    apply(
+        &mesh,
+        "apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: backend, namespace: demo}
+spec:
+  hosts: [backend.mesh.internal]
+  http:
+  - name: to-echo
+    labels: {gloo: policies}
+    forwardTo:
+      destinations: [{ref: {name: echo, namespace: demo, cluster: cluster-1}, port: {number: 80}}]
+",
+    )
+    .await;
+    eventually("the echo route", || async {
+        send(&mesh, "GET", &[]).await.body.contains("\"echo\":true")
+    })
+    .await;
+
+    let issuer = Issuer::new("e2e-jwt");
+    let policy = format!(
+        "apiVersion: security.policy.gloo.solo.io/v2
+kind: JWTPolicy
+metadata: {{name: require-token, namespace: demo}}
+spec:
+  applyToRoutes: [{{route: {{labels: {{gloo: policies}}}}}}]
+  config:
+    providers:
+      e2e:
+        issuer: https://issuer.e2e
+        audiences: [api]
+        local: {{inline: '{}'}}
+        claimsToHeaders: [{{claim: sub, header: x-user}}]
+",
+        issuer.jwks()
+    );
+    apply(&mesh, &policy).await;
+    eventually("the JWT policy", || async {
+        let response = send(&mesh, "GET", &[]).await;
+        println!("without a token: {} {}", response.status, response.body.trim());
+        response.status == 401
+    })
+    .await;
+
+    let bearer = |token: String| format!("Bearer {token}");
+    let valid = bearer(issuer.token("https://issuer.e2e", 300));
+    let response = send(&mesh, "GET", &[("authorization", &valid)]).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["echo"], true, "{}", response.body);
+    assert_eq!(body["headers"]["x-user"], "alice", "{}", response.body);
+
+    // Refused: no token, another key, another issuer, an expired token.
+    let stranger = Issuer::new("e2e-jwt");
+    for (what, headers) in [
+        ("no token", vec![]),
+        ("another key", vec![bearer(stranger.token("https://issuer.e2e", 300))]),
+        (
+            "another issuer",
+            vec![bearer(issuer.token("https://elsewhere.e2e", 300))],
+        ),
+        (
+            "an expired token",
+            vec![bearer(issuer.token("https://issuer.e2e", -600))],
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|h| ("authorization", h.as_str())).collect();
+        let response = send(&mesh, "GET", &headers).await;
+        assert_eq!(response.status, 401, "{what}: {}", response.body);
+        assert!(!response.body.contains("\"echo\""), "{what} reached the upstream");
+    }
+    drop(echo);
+    finish(mesh).await;
+}

@@ -52,6 +52,7 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::MirrorPolicy(spec) => crate::validate_gloo_policies::mirror_policy(&mut problems, spec),
         Spec::JwtPolicy(spec) => crate::validate_gloo_policies::jwt_policy(&mut problems, spec),
         Spec::LoadBalancerPolicy(spec) => crate::validate_gloo_policies::load_balancer_policy(&mut problems, spec),
+        Spec::ConnectionPolicy(spec) => crate::validate_gloo_policies::connection_policy(&mut problems, spec),
         // Nothing to check beyond their types; kinds not applied yet say so in their status.
         _ => {}
     }

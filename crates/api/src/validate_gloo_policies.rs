@@ -1,7 +1,9 @@
 //! Semantic checks of the policy kinds Trellis applies among the newer Gloo kinds: CORSPolicy,
-//! MirrorPolicy, JWTPolicy, LoadBalancerPolicy. Each problem is `(field path, message)`.
+//! MirrorPolicy, JWTPolicy, LoadBalancerPolicy, ConnectionPolicy. Each problem is
+//! `(field path, message)`.
 
 use crate::envoy_limits::{check_duration, check_modifiable_header_name, check_no_control, check_regex};
+use crate::resilience_policies::ConnectionPolicySpec;
 use crate::security_policies::{CorsPolicySpec, JwtPolicySpec, StringMatch};
 use crate::traffic_policies::{LoadBalancerPolicySpec, MirrorPolicySpec};
 
@@ -183,6 +185,17 @@ pub(crate) fn load_balancer_policy(problems: &mut Problems, spec: &LoadBalancerP
             format!("{simple:?} is not one of {}", SIMPLE_LB.join(", ")),
         );
     }
+    check_percentage(
+        problems,
+        "spec.config.healthyPanicThreshold",
+        config.healthy_panic_threshold,
+    );
+    check_duration(
+        problems,
+        "spec.config.updateMergeWindow",
+        config.update_merge_window.as_deref(),
+        std::time::Duration::ZERO,
+    );
     if config.simple.is_some() && config.consistent_hash.is_some() {
         push(
             problems,
@@ -204,5 +217,62 @@ pub(crate) fn load_balancer_policy(problems: &mut Problems, spec: &LoadBalancerP
                 "give one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName",
             );
         }
+    }
+}
+
+fn check_count(problems: &mut Problems, field: &str, value: Option<i32>) {
+    if let Some(v) = value
+        && v < 0
+    {
+        push(problems, field, format!("{v} is negative: use 0 or more"));
+    }
+}
+
+pub(crate) fn connection_policy(problems: &mut Problems, spec: &ConnectionPolicySpec) {
+    let ms = std::time::Duration::from_millis(1);
+    if let Some(tcp) = &spec.config.tcp {
+        check_count(problems, "spec.config.tcp.maxConnections", tcp.max_connections);
+        check_duration(
+            problems,
+            "spec.config.tcp.connectTimeout",
+            tcp.connect_timeout.as_deref(),
+            ms,
+        );
+        if let Some(keepalive) = &tcp.tcp_keepalive {
+            // Envoy takes whole seconds here.
+            let second = std::time::Duration::from_secs(1);
+            check_duration(
+                problems,
+                "spec.config.tcp.tcpKeepalive.time",
+                keepalive.time.as_deref(),
+                second,
+            );
+            check_duration(
+                problems,
+                "spec.config.tcp.tcpKeepalive.interval",
+                keepalive.interval.as_deref(),
+                second,
+            );
+        }
+    }
+    if let Some(http) = &spec.config.http {
+        check_count(
+            problems,
+            "spec.config.http.maxRequestsPerConnection",
+            http.max_requests_per_connection,
+        );
+        check_count(problems, "spec.config.http.maxRetries", http.max_retries);
+        check_count(problems, "spec.config.http.maxRequests", http.max_requests);
+        check_count(
+            problems,
+            "spec.config.http.maxPendingRequests",
+            http.max_pending_requests,
+        );
+        check_duration(
+            problems,
+            "spec.config.http.idleTimeout",
+            http.idle_timeout.as_deref(),
+            ms,
+        );
     }
 }

@@ -58,6 +58,7 @@ pub(crate) fn route(route: &ir::Route) -> Route {
             .iter()
             .map(crate::http_policies::mirror_policy)
             .collect();
+        forward.hash_policy = crate::upstream_traffic::hash_policies(&policies.hash);
     }
     Route {
         name: route.name.clone(),

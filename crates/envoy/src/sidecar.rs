@@ -152,6 +152,14 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
 /// gateway too, since the gateway passes TLS through by SNI. Outlier detection ejects endpoints
 /// that keep failing, which is also what moves traffic to the next priority on failover.
 pub(crate) fn outbound_cluster(upstream: &Upstream) -> Cluster {
+    let mut cluster = outbound_cluster_base(upstream);
+    if let Some(traffic) = &upstream.traffic {
+        crate::upstream_traffic::apply(&mut cluster, traffic);
+    }
+    cluster
+}
+
+fn outbound_cluster_base(upstream: &Upstream) -> Cluster {
     let Some(external) = &upstream.external else {
         return Cluster {
             transport_socket: Some(tls::upstream_socket(upstream)),

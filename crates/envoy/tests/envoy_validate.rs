@@ -150,6 +150,56 @@ fn envoy_accepts_cors_mirror_and_jwt_on_routes() {
     assert_envoy_accepts_pb("gloo-policies-ingress", &static_bootstrap(resources));
 }
 
+/// LoadBalancerPolicy and ConnectionPolicy on an upstream: a ring hash cluster with circuit
+/// breakers, keepalive and panic threshold, and routes that hash a header, a cookie, the
+/// source address and a query parameter.
+#[test]
+fn envoy_accepts_load_balancing_and_connection_settings() {
+    use trellis_model::policy::{HashKey, LbPolicy, TcpKeepalive, UpstreamTraffic};
+    let mut ir = mk_cluster_config();
+    Arc::make_mut(&mut ir.upstreams[0]).traffic = Some(UpstreamTraffic {
+        lb_policy: Some(LbPolicy::RingHash),
+        healthy_panic_threshold_basis_points: Some(2550),
+        update_merge_window_ms: Some(500),
+        connect_timeout_ms: Some(250),
+        max_connections: Some(10),
+        max_pending_requests: Some(5),
+        max_requests: Some(20),
+        max_retries: Some(2),
+        tcp_keepalive: Some(TcpKeepalive {
+            probes: Some(3),
+            time_s: Some(60),
+            interval_s: Some(10),
+        }),
+    });
+    if let Some(upstream) = ir.upstreams.get_mut(1) {
+        Arc::make_mut(upstream).traffic = Some(UpstreamTraffic {
+            lb_policy: Some(LbPolicy::LeastRequest),
+            ..Default::default()
+        });
+    }
+    for route in &mut Arc::make_mut(&mut ir.virtual_hosts[0]).routes {
+        route.policies.hash = vec![
+            HashKey::Header("x-user".into()),
+            HashKey::Cookie {
+                name: "session".into(),
+                path: "/".into(),
+                ttl_ms: Some(3_600_000),
+            },
+            HashKey::SourceIp,
+            HashKey::QueryParameter("user".into()),
+        ];
+    }
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    let hashed = resources
+        .clusters
+        .iter()
+        .find(|c| c.name == ir.upstreams[0].name)
+        .unwrap();
+    assert!(hashed.circuit_breakers.is_some() && hashed.upstream_connection_options.is_some());
+    assert_envoy_accepts_pb("upstream-traffic", &static_bootstrap(resources));
+}
+
 /// RFC 7517's example P-256 public key, as a key set.
 const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1", "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
 
@@ -917,6 +967,7 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identitie
             })
             .collect(),
         outlier_detection: None,
+        traffic: None,
         workspaces: None,
         external: None,
     }

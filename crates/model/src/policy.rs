@@ -34,6 +34,72 @@ pub struct RoutePolicies {
     /// Tokens a request must carry (JWTPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtRequirement>,
+    /// What to hash for a destination balanced by consistent hashing (LoadBalancerPolicy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash: Vec<HashKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HashKey {
+    Header(String),
+    Cookie {
+        name: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        path: String,
+        /// Envoy sets the cookie with this lifetime when the request has none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
+    },
+    SourceIp,
+    QueryParameter(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    /// Consistent hashing; the routes to the upstream say what to hash.
+    RingHash,
+}
+
+/// How an upstream's endpoints are picked and its connections limited (LoadBalancerPolicy,
+/// ConnectionPolicy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTraffic {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_policy: Option<LbPolicy>,
+    /// Percent of healthy endpoints below which all are used; hundredths of a percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_panic_threshold_basis_points: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_merge_window_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u32>,
 }
 
 /// How a CORS origin, or any string, is matched.

@@ -19,6 +19,8 @@ use crate::target::Target;
 pub(crate) struct UpstreamPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     pub failover: Option<FailoverConfig>,
+    /// LoadBalancerPolicy and ConnectionPolicy (see `traffic_policies`).
+    pub traffic: Option<trellis_model::policy::UpstreamTraffic>,
 }
 
 impl UpstreamPolicy {

@@ -118,6 +118,7 @@ pub(crate) fn materialize(
                 endpoints: client_endpoints(cluster, snapshot, workloads, target, policy, warnings),
                 identities: workloads.identities.clone(),
                 outlier_detection: policy.outlier_detection.clone(),
+                traffic: policy.traffic.clone(),
                 workspaces: scopes.get(&name).cloned().flatten(),
                 external: None,
                 name,
@@ -141,6 +142,7 @@ pub(crate) fn materialize(
                 endpoints: local,
                 identities: workloads.identities.clone(),
                 outlier_detection: None,
+                traffic: None,
                 workspaces: None,
                 external: None,
             });

@@ -110,6 +110,7 @@ pub(crate) fn build(
                     endpoints,
                     identities: Vec::new(),
                     outlier_detection: None,
+                    traffic: None,
                     workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                     external: Some(ExternalUpstream { dns, tls_sni }),
                 });

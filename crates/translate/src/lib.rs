@@ -104,7 +104,14 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     route_policies::apply(snapshot, &mut outbound, &mut report);
     traffic_policies::apply(snapshot, &index, &mut outbound, &mut report, &mut warnings);
     let addons = addons::apply(snapshot, &mut outbound, &mut report, &mut warnings);
-    let upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
+    let mut upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
+    traffic_policies::destinations(
+        snapshot,
+        &mut outbound,
+        &mut upstream_policies,
+        &mut report,
+        &mut warnings,
+    );
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
     let resolved = endpoints::resolve(snapshot, &index, &outbound.targets);
     let virtual_hosts: Vec<_> = outbound

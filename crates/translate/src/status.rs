@@ -43,6 +43,8 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::CorsPolicy
             | Kind::MirrorPolicy
             | Kind::JwtPolicy
+            | Kind::LoadBalancerPolicy
+            | Kind::ConnectionPolicy
     )
 }
 

@@ -1,21 +1,28 @@
 //! The newer Gloo route policies: CORSPolicy, MirrorPolicy and JWTPolicy on the routes their
-//! `applyToRoutes` selects; and a WARNING on every kind Trellis loads but does not apply yet,
+//! `applyToRoutes` selects; LoadBalancerPolicy and ConnectionPolicy on the destinations their
+//! `applyToDestinations` selects (a consistent hash also sets what the routes to the destination
+//! hash); and a WARNING on every kind Trellis loads but does not apply yet,
 //! and on every field of an applied kind that it leaves out, so nobody mistakes either for
 //! working.
 //!
-//! Conflicts: one policy of each kind per route. Policies are visited oldest first, so the
+//! Conflicts: one policy of each kind per route or destination. Policies are visited oldest first, so the
 //! oldest wins and the later ones lose there (their status says where).
 
 use trellis_api::{
-    CorsConfig, DestinationKind, JwtPolicySpec, Kind, MirrorPolicySpec, Resource, RouteSelector, Spec,
-    StringMatch as ApiStringMatch,
+    ConnectionConfig, CorsConfig, DestinationKind, JwtPolicySpec, Kind, LoadBalancerConfig, MirrorPolicySpec, Resource,
+    RouteSelector, Spec, StringMatch as ApiStringMatch,
 };
 use trellis_base::duration::parse_duration;
+use trellis_base::duration_ms;
 use trellis_model::Snapshot;
 use trellis_model::ir::RouteAction;
-use trellis_model::policy::{Cors, JwtProvider, JwtRequirement, Mirror, OriginMatch, StringMatch};
+use trellis_model::policy::{
+    Cors, HashKey, JwtProvider, JwtRequirement, LbPolicy, Mirror, OriginMatch, StringMatch, TcpKeepalive,
+    UpstreamTraffic,
+};
 
 use crate::Warnings;
+use crate::destination_policies::UpstreamPolicy;
 use crate::outbound::{Outbound, PendingAction};
 use crate::report::Report;
 use crate::route_policies::for_each_route;
@@ -26,7 +33,6 @@ use crate::target::{Backend, Target};
 fn not_applied(kind: Kind) -> Option<&'static str> {
     Some(match kind {
         Kind::TransformationPolicy => "request and response transformations",
-        Kind::LoadBalancerPolicy => "load balancing settings (upstreams stay round robin)",
         Kind::ProxyProtocolPolicy => "PROXY protocol on gateway listeners",
         Kind::HttpBufferPolicy => "request buffering limits",
         Kind::CsrfPolicy => "CSRF checks",
@@ -34,7 +40,6 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
         Kind::DlpPolicy => "data loss prevention",
         Kind::WafPolicy => "web application firewall rules",
         Kind::GraphQlAllowedQueryPolicy | Kind::GraphQlPersistedQueryCachePolicy => "GraphQL",
-        Kind::ConnectionPolicy => "connection limits and timeouts",
         Kind::ActiveHealthCheckPolicy => "active health checks (outlier detection is passive)",
         Kind::ListenerConnectionPolicy => "listener connection settings",
         Kind::TrimProxyConfigPolicy => "proxy config trimming (Workspaces already trim what a sidecar sees)",
@@ -349,6 +354,171 @@ fn jwt(resource: &Resource, spec: &JwtPolicySpec, warnings: &mut Warnings) -> Jw
         allow_missing: validation != "REQUIRE_VALID",
         allow_failed: validation == "ALLOW_MISSING_OR_FAILED",
     }
+}
+
+// === destinations ===
+
+/// LoadBalancerPolicy and ConnectionPolicy on the targets they select, oldest first; a target
+/// balanced by consistent hashing makes the routes that forward to it say what to hash.
+pub(crate) fn destinations(
+    snapshot: &Snapshot,
+    outbound: &mut Outbound,
+    policies: &mut [UpstreamPolicy],
+    report: &mut Report,
+    warnings: &mut Warnings,
+) {
+    let mut balanced = vec![false; policies.len()];
+    let mut limited = vec![false; policies.len()];
+    let mut hashes: Vec<Vec<HashKey>> = vec![Vec::new(); policies.len()];
+    for resource in &snapshot.resources {
+        let (selectors, settings, hash, taken) = match &resource.spec {
+            Spec::LoadBalancerPolicy(spec) => {
+                let (settings, hash) = load_balancer(resource, &spec.config, warnings);
+                (&spec.apply_to_destinations, settings, hash, &mut balanced)
+            }
+            Spec::ConnectionPolicy(spec) => (
+                &spec.apply_to_destinations,
+                connection(resource, &spec.config, warnings),
+                Vec::new(),
+                &mut limited,
+            ),
+            _ => continue,
+        };
+        let entry = report.entry(&resource.key().to_string());
+        for (index, target) in outbound.targets.iter().enumerate() {
+            if !crate::destination_policies::selects(selectors, target) {
+                continue;
+            }
+            if taken[index] {
+                entry.lost.push(format!("destination {}:{}", target.host, target.port));
+                continue;
+            }
+            taken[index] = true;
+            entry.applied += 1;
+            let traffic = policies[index].traffic.get_or_insert_with(Default::default);
+            merge(traffic, &settings);
+            if !hash.is_empty() {
+                hashes[index] = hash.clone();
+            }
+        }
+    }
+    if hashes.iter().all(Vec::is_empty) {
+        return;
+    }
+    let ingress = outbound.ingress.iter_mut().map(|(_, host)| host);
+    for host in outbound.virtual_hosts.iter_mut().chain(ingress) {
+        for route in &mut host.routes {
+            if let PendingAction::Forward { destinations, .. } = &route.action
+                && let Some(hash) = destinations
+                    .iter()
+                    .map(|(target, _)| &hashes[*target])
+                    .find(|h| !h.is_empty())
+            {
+                route.policies.hash = hash.clone();
+            }
+        }
+    }
+}
+
+/// Fields `from` sets, set on `into` (a LoadBalancerPolicy and a ConnectionPolicy combine).
+fn merge(into: &mut UpstreamTraffic, from: &UpstreamTraffic) {
+    macro_rules! take {
+        ($($field:ident),*) => { $( if from.$field.is_some() { into.$field = from.$field.clone(); } )* };
+    }
+    take!(
+        lb_policy,
+        healthy_panic_threshold_basis_points,
+        update_merge_window_ms,
+        connect_timeout_ms,
+        max_connections,
+        max_pending_requests,
+        max_requests,
+        max_retries,
+        tcp_keepalive
+    );
+}
+
+fn load_balancer(
+    resource: &Resource,
+    config: &LoadBalancerConfig,
+    warnings: &mut Warnings,
+) -> (UpstreamTraffic, Vec<HashKey>) {
+    let key = resource.key().to_string();
+    let lb_policy = match (config.simple.as_deref(), &config.consistent_hash) {
+        (_, Some(_)) => Some(LbPolicy::RingHash),
+        (Some("ROUND_ROBIN"), _) => Some(LbPolicy::RoundRobin),
+        (Some("LEAST_REQUEST"), _) => Some(LbPolicy::LeastRequest),
+        (Some("RANDOM"), _) => Some(LbPolicy::Random),
+        (Some("PASSTHROUGH"), _) => {
+            warnings.add(
+                &key,
+                "spec.config.simple: PASSTHROUGH is not applied yet (endpoints are balanced round robin)",
+            );
+            None
+        }
+        _ => None,
+    };
+    if config.warmup_duration_secs.is_some() {
+        warnings.add(&key, "spec.config.warmupDurationSecs is not applied yet");
+    }
+    let hash = config.consistent_hash.as_ref().map(|hash| {
+        if let Some(header) = &hash.http_header_name {
+            HashKey::Header(header.clone())
+        } else if let Some(cookie) = &hash.http_cookie {
+            HashKey::Cookie {
+                name: cookie["name"].as_str().unwrap_or_default().to_string(),
+                path: cookie["path"].as_str().unwrap_or_default().to_string(),
+                ttl_ms: cookie["ttl"].as_str().and_then(duration_ms),
+            }
+        } else if let Some(parameter) = &hash.http_query_parameter_name {
+            HashKey::QueryParameter(parameter.clone())
+        } else {
+            HashKey::SourceIp
+        }
+    });
+    let settings = UpstreamTraffic {
+        lb_policy,
+        healthy_panic_threshold_basis_points: config
+            .healthy_panic_threshold
+            .map(|percent| (percent.clamp(0.0, 100.0) * 100.0).round() as u32),
+        update_merge_window_ms: config.update_merge_window.as_deref().and_then(duration_ms),
+        ..Default::default()
+    };
+    (settings, hash.into_iter().collect())
+}
+
+fn connection(resource: &Resource, config: &ConnectionConfig, warnings: &mut Warnings) -> UpstreamTraffic {
+    let key = resource.key().to_string();
+    let count = |value: Option<i32>| value.and_then(|v| u32::try_from(v).ok());
+    let seconds = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+    };
+    let mut settings = UpstreamTraffic::default();
+    if let Some(tcp) = &config.tcp {
+        settings.max_connections = count(tcp.max_connections);
+        settings.connect_timeout_ms = tcp.connect_timeout.as_deref().and_then(duration_ms);
+        settings.tcp_keepalive = tcp.tcp_keepalive.as_ref().map(|k| TcpKeepalive {
+            probes: k.probes,
+            time_s: seconds(&k.time),
+            interval_s: seconds(&k.interval),
+        });
+    }
+    if let Some(http) = &config.http {
+        settings.max_requests = count(http.max_requests);
+        settings.max_pending_requests = count(http.max_pending_requests);
+        settings.max_retries = count(http.max_retries);
+        for (field, given) in [
+            ("maxRequestsPerConnection", http.max_requests_per_connection.is_some()),
+            ("idleTimeout", http.idle_timeout.is_some()),
+        ] {
+            if given {
+                warnings.add(&key, format!("spec.config.http.{field} is not applied yet"));
+            }
+        }
+    }
+    settings
 }
 
 #[cfg(test)]

@@ -295,7 +295,13 @@ apiVersion: trafficcontrol.policy.gloo.solo.io/v2
 kind: LoadBalancerPolicy
 metadata: {name: lb, namespace: demo}
 spec:
-  config: {simple: FASTEST}
+  config: {simple: FASTEST, healthyPanicThreshold: 101}
+---
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: ConnectionPolicy
+metadata: {name: connections, namespace: demo}
+spec:
+  config: {tcp: {maxConnections: -1, tcpKeepalive: {time: 500ms}}, http: {idleTimeout: forever}}
 ---
 apiVersion: trafficcontrol.policy.gloo.solo.io/v2
 kind: MirrorPolicy
@@ -316,6 +322,10 @@ spec:
         "spec.config.providers.headers.remote.url",
         "spec.config.providers.headers.claimsToHeaders[0].header",
         "spec.config.simple",
+        "spec.config.healthyPanicThreshold",
+        "spec.config.tcp.maxConnections",
+        "spec.config.tcp.tcpKeepalive.time",
+        "spec.config.http.idleTimeout",
         "spec.config.percentage",
     ] {
         assert!(fields.contains(&expected), "{expected} not in {fields:?}");

@@ -228,3 +228,70 @@ spec:
         assert!(status.message.contains("not applied yet"), "{key}: {status:?}");
     }
 }
+
+#[test]
+fn load_balancer_and_connection_policies_combine_on_the_destinations_they_select() {
+    use trellis_model::policy::{HashKey, LbPolicy, TcpKeepalive};
+    let t = translated(
+        "apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: LoadBalancerPolicy
+metadata: {name: a-sticky, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]
+  config: {consistentHash: {httpHeaderName: x-user}, healthyPanicThreshold: 25.5, warmupDurationSecs: 10s}
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: LoadBalancerPolicy
+metadata: {name: b-random, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]
+  config: {simple: RANDOM}
+---
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: ConnectionPolicy
+metadata: {name: limits, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]
+  config:
+    tcp: {maxConnections: 10, connectTimeout: 250ms, tcpKeepalive: {probes: 3, time: 1m, interval: 10s}}
+    http: {maxRequests: 20, maxPendingRequests: 5, maxRetries: 2, idleTimeout: 1h}
+",
+    );
+    let upstream = t.clusters["cluster-1"]
+        .upstream("outbound|80||backend.mesh.internal")
+        .unwrap();
+    let traffic = upstream.traffic.clone().expect("traffic settings");
+    assert_eq!(traffic.lb_policy, Some(LbPolicy::RingHash), "the first policy wins");
+    assert_eq!(traffic.healthy_panic_threshold_basis_points, Some(2550));
+    assert_eq!(traffic.connect_timeout_ms, Some(250));
+    assert_eq!(
+        (
+            traffic.max_connections,
+            traffic.max_requests,
+            traffic.max_pending_requests,
+            traffic.max_retries
+        ),
+        (Some(10), Some(20), Some(5), Some(2))
+    );
+    assert_eq!(
+        traffic.tcp_keepalive,
+        Some(TcpKeepalive {
+            probes: Some(3),
+            time_s: Some(60),
+            interval_s: Some(10)
+        })
+    );
+    // Both routes forward to the hashed destination: both hash the header.
+    for name in ["demo/backend/api", "demo/backend/rest"] {
+        assert_eq!(
+            route(&t, name).policies.hash,
+            [HashKey::Header("x-user".into())],
+            "{name}"
+        );
+    }
+    assert_eq!(t.statuses["LoadBalancerPolicy/demo/b-random"].state, "FAILED");
+    let sticky = &t.statuses["LoadBalancerPolicy/demo/a-sticky"];
+    assert!(sticky.message.contains("spec.config.warmupDurationSecs"), "{sticky:?}");
+    let limits = &t.statuses["ConnectionPolicy/demo/limits"];
+    assert!(limits.message.contains("spec.config.http.idleTimeout"), "{limits:?}");
+}

@@ -65,6 +65,8 @@ pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
         .filter_map(|r| match &r.spec {
             Spec::CorsPolicy(spec) => Some(&spec.apply_to_routes[..]),
             Spec::MirrorPolicy(spec) => Some(&spec.apply_to_routes[..]),
+            // Selecting by destination can reach any route: an empty selector list says so.
+            Spec::JwtPolicy(spec) if !spec.apply_to_destinations.is_empty() => Some(&[][..]),
             Spec::JwtPolicy(spec) => Some(&spec.apply_to_routes[..]),
             _ => None,
         })
@@ -125,20 +127,37 @@ pub(crate) fn apply(
                         "no provider Trellis can use: the selected routes answer 401 to every request",
                     );
                 }
-                for_each_route(outbound, &spec.apply_to_routes, resource, report, |route| {
-                    if route.policies.jwt.is_some() {
-                        return false;
+                let Outbound {
+                    virtual_hosts,
+                    ingress,
+                    targets,
+                    ..
+                } = outbound;
+                let entry = report.entry(&resource.key().to_string());
+                let ingress = ingress.iter_mut().map(|(_, host)| host);
+                for host in virtual_hosts.iter_mut().chain(ingress) {
+                    for route in &mut host.routes {
+                        // By route labels, or by a destination the route forwards to (checked on
+                        // the caller's side, where the route is served); with neither, every
+                        // route; with destinations only, only theirs.
+                        if !crate::addons::selects(&spec.apply_to_routes, &spec.apply_to_destinations, route, targets) {
+                            continue;
+                        }
+                        if route.policies.jwt.is_some() {
+                            entry.lost.push(format!("route {} of {}", route.name, host.name));
+                            continue;
+                        }
+                        entry.applied += 1;
+                        if unusable {
+                            route.action = PendingAction::Fixed(RouteAction::DirectResponse {
+                                status: 401,
+                                body: "trellis: no usable JWT provider for this route\n".to_string(),
+                            });
+                        } else {
+                            route.policies.jwt = Some(requirement.clone());
+                        }
                     }
-                    if unusable {
-                        route.action = PendingAction::Fixed(RouteAction::DirectResponse {
-                            status: 401,
-                            body: "trellis: no usable JWT provider for this route\n".to_string(),
-                        });
-                    } else {
-                        route.policies.jwt = Some(requirement.clone());
-                    }
-                    true
-                });
+                }
             }
             _ => {}
         }
@@ -283,9 +302,6 @@ fn jwt(resource: &Resource, spec: &JwtPolicySpec, warnings: &mut Warnings) -> Jw
     let mut ignored = |field: &str| {
         warnings.add(&key, format!("{field} is not applied yet"));
     };
-    if !spec.apply_to_destinations.is_empty() {
-        ignored("spec.applyToDestinations");
-    }
     if config.phase.is_some() {
         ignored("spec.config.phase");
     }
@@ -386,7 +402,8 @@ pub(crate) fn destinations(
         };
         let entry = report.entry(&resource.key().to_string());
         for (index, target) in outbound.targets.iter().enumerate() {
-            if !crate::destination_policies::selects(selectors, target) {
+            // Gloo: an empty list applies to every destination (of the workspace).
+            if !selectors.is_empty() && !crate::destination_policies::selects(selectors, target) {
                 continue;
             }
             if taken[index] {

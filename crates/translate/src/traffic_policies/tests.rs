@@ -295,3 +295,45 @@ spec:
     let limits = &t.statuses["ConnectionPolicy/demo/limits"];
     assert!(limits.message.contains("spec.config.http.idleTimeout"), "{limits:?}");
 }
+
+#[test]
+fn jwt_policy_selects_routes_by_destination_and_without_selectors_every_route() {
+    let policy = |name: &str, selectors: &str| {
+        format!(
+            "apiVersion: security.policy.gloo.solo.io/v2
+kind: JWTPolicy
+metadata: {{name: {name}, namespace: demo}}
+spec:
+  {selectors}
+  config:
+    providers:
+      dev: {{issuer: https://dev.example.com, local: {{inline: '{JWKS}'}}}}
+---
+"
+        )
+    };
+    let t = translated(&policy("everywhere", ""));
+    for name in ["demo/backend/api", "demo/backend/rest"] {
+        assert!(route(&t, name).policies.jwt.is_some(), "{name}");
+    }
+    // Destinations only: the routes to other destinations are left alone.
+    let t = translated(&policy(
+        "elsewhere",
+        "applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: ghost}}]",
+    ));
+    for name in ["demo/backend/api", "demo/backend/rest"] {
+        assert!(route(&t, name).policies.jwt.is_none(), "{name}");
+    }
+
+    let t = translated(&policy(
+        "by-destination",
+        "applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]",
+    ));
+    for name in ["demo/backend/api", "demo/backend/rest"] {
+        assert_eq!(
+            route(&t, name).policies.jwt.as_ref().map(|j| j.name.as_str()),
+            Some("demo/by-destination"),
+            "{name}"
+        );
+    }
+}

@@ -61,8 +61,9 @@ pub(crate) fn jwt_filter<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -
         pack_any(JwtAuthentication {
             providers,
             requirement_map,
-            // The CORS filter answers preflights first; browsers send them without tokens.
-            bypass_cors_preflight: true,
+            // No bypass: the CORS filter before this one answers the preflights of allowed
+            // origins; any other OPTIONS request needs a token like every request.
+            bypass_cors_preflight: false,
             ..Default::default()
         }),
     ))

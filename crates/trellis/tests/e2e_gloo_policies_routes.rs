@@ -258,3 +258,118 @@ spec:
     drop(echo);
     finish(mesh).await;
 }
+
+/// The same three policies on a route bound to an ingress gateway: the gateway answers CORS
+/// preflights, checks the token and copies the request to v2, and v1 answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_jwt_and_mirror_policies_apply_on_the_ingress_gateway() {
+    let mesh = demo_mesh("gloo-gateway-policies").await;
+    let (port, admin) = (
+        trellis_support::process::free_port(),
+        trellis_support::process::free_port(),
+    );
+    let registry = mesh.cluster("cluster-1").registry_port;
+    let _gateway = spawn_logged(
+        &[
+            "gateway",
+            "ingress",
+            "--agent",
+            &format!("127.0.0.1:{registry}"),
+            "--labels",
+            "app=ingress-gateway",
+            "--admin-port",
+            &admin.to_string(),
+            "--data-dir",
+            &mesh.dir.join("ingress-envoy").display().to_string(),
+        ]
+        .map(String::from),
+        &mesh.dir.join("logs").join("ingress.log"),
+        &[],
+    );
+    let issuer = Issuer::new("e2e-gateway");
+    let config = format!(
+        "apiVersion: networking.gloo.solo.io/v2
+kind: VirtualGateway
+metadata: {{name: ingress, namespace: demo}}
+spec:
+  workloads: [{{selector: {{labels: {{app: ingress-gateway}}}}}}]
+  listeners: [{{port: {{number: {port}}}, http: {{}}}}]
+---
+apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {{name: shop, namespace: demo}}
+spec:
+  hosts: [shop.example.com]
+  virtualGateways: [{{name: ingress, namespace: demo}}]
+  http:
+  - name: to-v1
+    labels: {{gloo: gateway}}
+    forwardTo:
+      destinations: [{{ref: {{name: backend, namespace: demo, cluster: cluster-1}}, port: {{number: 80}}}}]
+---
+apiVersion: security.policy.gloo.solo.io/v2
+kind: CORSPolicy
+metadata: {{name: shop-cors, namespace: demo}}
+spec:
+  applyToRoutes: [{{route: {{labels: {{gloo: gateway}}}}}}]
+  config: {{allowOrigins: [{{exact: '{ALLOWED}'}}], allowMethods: [POST]}}
+---
+apiVersion: security.policy.gloo.solo.io/v2
+kind: JWTPolicy
+metadata: {{name: shop-jwt, namespace: demo}}
+spec:
+  applyToRoutes: [{{route: {{labels: {{gloo: gateway}}}}}}]
+  config:
+    providers:
+      e2e: {{issuer: https://issuer.e2e, local: {{inline: '{}'}}}}
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: MirrorPolicy
+metadata: {{name: shop-shadow, namespace: demo}}
+spec:
+  applyToRoutes: [{{route: {{labels: {{gloo: gateway}}}}}}]
+  config:
+    destination: {{ref: {{name: backend-v2, namespace: demo}}, kind: VIRTUAL_DESTINATION, port: {{number: 80}}}}
+",
+        issuer.jwks()
+    );
+    apply(&mesh, &config).await;
+
+    let proxy = format!("127.0.0.1:{port}");
+    let url = format!("http://shop.example.com:{port}/");
+    let call = |method: &'static str, headers: Vec<(&'static str, String)>| {
+        let (proxy, url) = (proxy.clone(), url.clone());
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            httpc::request(method, &url, Some(&proxy), &headers, None, Duration::from_secs(5)).await
+        }
+    };
+    eventually("the gateway's JWT check", || async {
+        matches!(call("GET", vec![]).await, Ok(r) if r.status == 401)
+    })
+    .await;
+    let token = format!("Bearer {}", issuer.token("https://issuer.e2e", 300));
+    let before = v2_received(&mesh).await;
+    let served = call("GET", vec![("authorization", token.clone())]).await.unwrap();
+    assert_eq!(served.status, 200, "{}", served.body);
+    assert!(served.body.contains("\"version\":\"v1\""), "{}", served.body);
+    eventually("the gateway's copy at v2", || async {
+        v2_received(&mesh).await > before
+    })
+    .await;
+
+    // A preflight carries no token: CORS answers it before the token check.
+    let owned = |origin| -> Vec<(&'static str, String)> {
+        preflight(origin).iter().map(|(k, v)| (*k, v.to_string())).collect()
+    };
+    let answered = call("OPTIONS", owned(ALLOWED)).await.unwrap();
+    assert_eq!(answered.status, 200, "{answered:?}");
+    assert_eq!(answered.header("access-control-allow-origin"), Some(ALLOWED));
+    let refused = call("OPTIONS", owned("https://evil.example.com")).await.unwrap();
+    assert_eq!(refused.header("access-control-allow-origin"), None, "{refused:?}");
+    assert_eq!(
+        refused.status, 401,
+        "a preflight of another origin is no exception to the token check"
+    );
+    finish(mesh).await;
+}

@@ -7,24 +7,39 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use envoy_types::pb::envoy::config::core::v3::{DataSource, RuntimeFractionalPercent, data_source};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, Http1ProtocolOptions, HttpUri, RuntimeFractionalPercent, TransportSocket, UpstreamHttpProtocolOptions,
+    data_source, http_uri, transport_socket,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
-    JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider as EnvoyJwtProvider,
-    JwtRequirement as EnvoyRequirement, JwtRequirementOrList, PerRouteConfig, jwt_provider::JwksSourceSpecifier,
-    jwt_requirement::RequiresType, per_route_config::RequirementSpecifier,
+    JwksAsyncFetch, JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider as EnvoyJwtProvider,
+    JwtRequirement as EnvoyRequirement, JwtRequirementOrList, PerRouteConfig, RemoteJwks as EnvoyRemoteJwks,
+    jwt_provider::JwksSourceSpecifier, jwt_requirement::RequiresType, per_route_config::RequirementSpecifier,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
+    certificate_validation_context::SystemRootCerts, common_tls_context::ValidationContextType,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions,
+    http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig},
+};
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Empty};
 use envoy_types::util::pack_any;
 use trellis_model::ClusterConfig;
 use trellis_model::ir::VirtualHost;
-use trellis_model::policy::{Cors as IrCors, JwtRequirement, Mirror, OriginMatch, RoutePolicies, StringMatch};
+use trellis_model::policy::{
+    Cors as IrCors, JwtRequirement, Mirror, OriginMatch, RemoteJwks, RoutePolicies, StringMatch,
+};
 
-use crate::common::http_filter;
+use crate::common::{duration_ms, http_filter};
 use crate::routes::regex_matcher;
 
 pub(crate) const CORS_FILTER: &str = "envoy.filters.http.cors";
@@ -81,6 +96,81 @@ pub fn listener_inputs(ir: &ClusterConfig) -> Vec<&JwtRequirement> {
     requirements.sort_by(|a, b| a.name.cmp(&b.name));
     requirements.dedup_by(|a, b| a == b);
     requirements
+}
+
+/// A cluster per server the JWT providers of these hosts' routes fetch key sets from: its
+/// address resolved by DNS; over HTTPS, its certificate checked against the system's roots and
+/// the host name.
+pub(crate) fn jwks_clusters<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -> Vec<Cluster> {
+    let remotes: BTreeMap<String, &RemoteJwks> = hosts
+        .into_iter()
+        .flat_map(|host| &host.routes)
+        .filter_map(|route| route.policies.jwt.as_ref())
+        .flat_map(|jwt| &jwt.providers)
+        .filter_map(|p| p.remote.as_ref())
+        .map(|remote| (remote.cluster_name(), remote))
+        .collect();
+    remotes
+        .into_iter()
+        .map(|(name, remote)| Cluster {
+            name: name.clone(),
+            connect_timeout: Some(crate::common::CONNECT_TIMEOUT),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::StrictDns as i32,
+            )),
+            load_assignment: Some(ClusterLoadAssignment {
+                cluster_name: name,
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![crate::common::lb_endpoint(&remote.host, remote.port, None)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            transport_socket: remote.tls.then(|| verified_tls(&remote.host)),
+            typed_extension_protocol_options: if remote.tls {
+                // The server's certificate must also name the host the URL does.
+                [(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(san_checked()))].into()
+            } else {
+                Default::default()
+            },
+            ..Default::default()
+        })
+        .collect()
+}
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// HTTP/1.1 whose TLS checks the certificate's names against the request's host.
+fn san_checked() -> HttpProtocolOptions {
+    HttpProtocolOptions {
+        upstream_http_protocol_options: Some(UpstreamHttpProtocolOptions {
+            auto_sni: true,
+            auto_san_validation: true,
+            ..Default::default()
+        }),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())),
+        })),
+        ..Default::default()
+    }
+}
+
+fn verified_tls(host: &str) -> TransportSocket {
+    let context = UpstreamTlsContext {
+        sni: host.to_string(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(ValidationContextType::ValidationContext(CertificateValidationContext {
+                system_root_certs: Some(SystemRootCerts {}),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
+    }
 }
 
 /// What a route's policies set on the CORS and JWT filters.
@@ -169,10 +259,23 @@ fn provider(p: &trellis_model::policy::JwtProvider) -> EnvoyJwtProvider {
                 ..Default::default()
             })
             .collect(),
-        jwks_source_specifier: Some(JwksSourceSpecifier::LocalJwks(DataSource {
-            specifier: Some(data_source::Specifier::InlineString(p.local_jwks.clone())),
-            ..Default::default()
-        })),
+        jwks_source_specifier: Some(match &p.remote {
+            Some(remote) => JwksSourceSpecifier::RemoteJwks(EnvoyRemoteJwks {
+                http_uri: Some(HttpUri {
+                    uri: remote.url.clone(),
+                    // Envoy requires a timeout; Gloo does not say one.
+                    timeout: Some(duration_ms(remote.timeout_ms.unwrap_or(5_000))),
+                    http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(remote.cluster_name())),
+                }),
+                cache_duration: remote.cache_duration_ms.map(duration_ms),
+                async_fetch: remote.async_fetch.then(JwksAsyncFetch::default),
+                ..Default::default()
+            }),
+            None => JwksSourceSpecifier::LocalJwks(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(p.local_jwks.clone())),
+                ..Default::default()
+            }),
+        }),
         ..Default::default()
     }
 }

@@ -74,6 +74,9 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
             .iter()
             .map(|u| sidecar::outbound_cluster(u))
             .chain(crate::addons::clusters(&ir.addon_servers))
+            .chain(crate::http_policies::jwks_clusters(
+                ports.values().flat_map(|port| &port.virtual_hosts),
+            ))
             .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: ports

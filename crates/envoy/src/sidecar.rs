@@ -83,11 +83,13 @@ pub fn sidecar_outbound(ir: &ClusterConfig, workspace: Option<&str>) -> ProxyRes
         .map(|u| &**u)
         .collect();
     let virtual_hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
+    let jwks = crate::http_policies::jwks_clusters(virtual_hosts.clone().map(|h| &**h));
     ProxyResources {
         clusters: upstreams
             .iter()
             .map(|u| outbound_cluster(u))
             .chain(crate::addons::clusters(&ir.addon_servers))
+            .chain(jwks)
             .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: Vec::new(),

@@ -130,6 +130,9 @@ fn envoy_accepts_cors_mirror_and_jwt_on_routes() {
     }
     let resources = with_secrets(mk_sidecar_for(&ir));
     assert_gloo_filters(&resources);
+    for jwks in ["jwks|https|idp.example.com:443", "jwks|http|127.0.0.1:8081"] {
+        assert!(resources.clusters.iter().any(|c| c.name == jwks), "no cluster {jwks}");
+    }
     assert_envoy_accepts_pb("gloo-policies-sidecar", &static_bootstrap(resources));
 
     let files = IngressFiles::new("gloo-policies-ingress");
@@ -204,12 +207,13 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
 const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1", "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
 
 fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
-    use trellis_model::policy::{Cors, JwtProvider, JwtRequirement, Mirror, OriginMatch, StringMatch};
+    use trellis_model::policy::{Cors, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks, StringMatch};
     let provider = |name: &str| JwtProvider {
         name: format!("demo/jwt/{name}"),
         issuer: format!("https://{name}.example.com"),
         audiences: vec!["api".into()],
         local_jwks: JWKS.into(),
+        remote: None,
         from_headers: vec![("x-token".into(), "Bearer ".into())],
         from_params: vec!["token".into()],
         claims_to_headers: vec![("sub".into(), "x-user".into())],
@@ -247,15 +251,42 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
         route.policies.jwt = Some(if i % 2 == 0 {
             JwtRequirement {
                 name: "demo/jwt".into(),
-                providers: vec![provider("dev"), provider("prod")],
+                // A key set inline, and one fetched over HTTPS.
+                providers: vec![
+                    provider("dev"),
+                    JwtProvider {
+                        local_jwks: String::new(),
+                        remote: Some(RemoteJwks {
+                            url: "https://idp.example.com/.well-known/jwks.json".into(),
+                            host: "idp.example.com".into(),
+                            port: 443,
+                            tls: true,
+                            cache_duration_ms: Some(300_000),
+                            timeout_ms: None,
+                            async_fetch: true,
+                        }),
+                        ..provider("prod")
+                    },
+                ],
                 allow_missing: true,
                 allow_failed: false,
             }
         } else {
             JwtRequirement {
                 name: "demo/strict".into(),
+                // Fetched over plain HTTP from an address.
                 providers: vec![JwtProvider {
                     name: "demo/strict/only".into(),
+                    local_jwks: String::new(),
+                    remote: Some(RemoteJwks {
+                        url: "http://127.0.0.1:8081/jwks.json".into(),
+                        host: "127.0.0.1".into(),
+                        port: 8081,
+                        tls: false,
+                        cache_duration_ms: None,
+                        timeout_ms: Some(1_000),
+                        async_fetch: false,
+                    }),
                     ..provider("strict")
                 }],
                 ..Default::default()

@@ -147,6 +147,33 @@ pub struct Mirror {
     pub per_million: u32,
 }
 
+/// A key set the proxy fetches over HTTP(S) and caches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteJwks {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// HTTPS: the server's certificate must chain to the system's roots and name `host`.
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Fetch when the listener starts, not on the first request.
+    #[serde(default)]
+    pub async_fetch: bool,
+}
+
+impl RemoteJwks {
+    /// The cluster the proxy fetches through, one per server.
+    pub fn cluster_name(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("jwks|{scheme}|{}:{}", self.host, self.port)
+    }
+}
+
 /// What a route asks of a request's token: a valid one from any of the providers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -170,9 +197,12 @@ pub struct JwtProvider {
     pub issuer: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
-    /// The key set, inline (JWKS JSON or PEM).
+    /// The key set, inline (JWKS JSON or PEM); empty when `remote` gives it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub local_jwks: String,
+    /// Where the proxy fetches the key set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteJwks>,
     /// Read the token from these headers (name, value prefix); `Authorization: Bearer` when
     /// neither headers nor query parameters are given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -17,8 +17,8 @@ use trellis_base::duration_ms;
 use trellis_model::Snapshot;
 use trellis_model::ir::RouteAction;
 use trellis_model::policy::{
-    Cors, HashKey, JwtProvider, JwtRequirement, LbPolicy, Mirror, OriginMatch, StringMatch, TcpKeepalive,
-    UpstreamTraffic,
+    Cors, HashKey, JwtProvider, JwtRequirement, LbPolicy, Mirror, OriginMatch, RemoteJwks as RemoteJwksIr, StringMatch,
+    TcpKeepalive, UpstreamTraffic,
 };
 
 use crate::Warnings;
@@ -193,6 +193,34 @@ fn cors(config: &CorsConfig) -> Cors {
     }
 }
 
+/// `http(s)://host[:port]/path` as the proxy fetches it; `None` for anything else.
+fn remote_jwks(remote: &trellis_api::RemoteJwks) -> Option<RemoteJwksIr> {
+    let (tls, rest) = if let Some(rest) = remote.url.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        (false, remote.url.strip_prefix("http://")?)
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        // Not the colons of a bracketed IPv6 address without a port.
+        Some((host, port)) if !authority.ends_with(']') => (host, port.parse().ok()?),
+        _ => (authority, if tls { 443 } else { 80 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some(RemoteJwksIr {
+        url: remote.url.clone(),
+        host: host.to_string(),
+        port,
+        tls,
+        cache_duration_ms: remote.cache_duration.as_deref().and_then(duration_ms),
+        timeout_ms: remote.timeout.as_deref().and_then(duration_ms),
+        async_fetch: remote.enable_async_fetch,
+    })
+}
+
 /// The upstream copies go to: the destination's target, added when no route uses it yet.
 fn mirror_upstream(
     resource: &Resource,
@@ -318,19 +346,25 @@ fn jwt(resource: &Resource, spec: &JwtPolicySpec, warnings: &mut Warnings) -> Jw
     let mut providers = Vec::new();
     for (name, provider) in &config.providers {
         let base = format!("spec.config.providers.{name}");
-        let local_jwks = match (&provider.local, &provider.remote) {
-            (Some(local), _) if local.inline.is_some() => local.inline.clone().unwrap_or_default(),
+        let (local_jwks, remote) = match (&provider.local, &provider.remote) {
+            (Some(local), _) if local.inline.is_some() => (local.inline.clone().unwrap_or_default(), None),
             (Some(_), _) => {
                 ignored(&format!(
                     "{base}.local.secretRef (give the key set inline); this provider"
                 ));
                 continue;
             }
-            (None, Some(_)) => {
-                ignored(&format!(
-                    "{base}.remote (give the key set as local.inline); this provider"
-                ));
-                continue;
+            (None, Some(remote)) => {
+                if remote.destination_ref.is_some() {
+                    ignored(&format!(
+                        "{base}.remote.destinationRef (the key set is fetched from remote.url)"
+                    ));
+                }
+                let Some(fetched) = remote_jwks(remote) else {
+                    ignored(&format!("{base}.remote.url {:?}; this provider", remote.url));
+                    continue;
+                };
+                (String::new(), Some(fetched))
             }
             (None, None) => {
                 ignored(&format!("{base} has no key set (local or remote); this provider"));
@@ -343,6 +377,7 @@ fn jwt(resource: &Resource, spec: &JwtPolicySpec, warnings: &mut Warnings) -> Jw
             issuer: provider.issuer.clone(),
             audiences: provider.audiences.clone(),
             local_jwks,
+            remote,
             from_headers: source
                 .headers
                 .iter()

@@ -204,6 +204,9 @@ spec:
     .await;
 
     let issuer = Issuer::new("e2e-jwt");
+    // A second provider whose key set the sidecar fetches over HTTP.
+    let remote_issuer = Issuer::new("e2e-remote");
+    let jwks_url = remote_issuer.serve().await;
     let policy = format!(
         "apiVersion: security.policy.gloo.solo.io/v2
 kind: JWTPolicy
@@ -217,6 +220,9 @@ spec:
         audiences: [api]
         local: {{inline: '{}'}}
         claimsToHeaders: [{{claim: sub, header: x-user}}]
+      fetched:
+        issuer: https://remote.e2e
+        remote: {{url: '{jwks_url}', cacheDuration: 5m}}
 ",
         issuer.jwks()
     );
@@ -235,6 +241,12 @@ spec:
     let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
     assert_eq!(body["echo"], true, "{}", response.body);
     assert_eq!(body["headers"]["x-user"], "alice", "{}", response.body);
+
+    // A token of the provider whose keys are fetched.
+    let fetched = bearer(remote_issuer.token("https://remote.e2e", 300));
+    let response = send(&mesh, "GET", &[("authorization", &fetched)]).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(response.body.contains("\"echo\":true"), "{}", response.body);
 
     // Refused: no token, another key, another issuer, an expired token.
     let stranger = Issuer::new("e2e-jwt");

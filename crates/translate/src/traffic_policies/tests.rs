@@ -165,9 +165,20 @@ spec:
     let jwt = route(&t, "demo/backend/api").policies.jwt.clone().unwrap();
     assert_eq!(jwt.name, "demo/jwt");
     assert!(!jwt.allow_missing && !jwt.allow_failed);
-    let [dev] = &jwt.providers[..] else {
-        panic!("only the inline provider is usable: {:?}", jwt.providers)
+    let [cloud, dev] = &jwt.providers[..] else {
+        panic!("two providers: {:?}", jwt.providers)
     };
+    let remote = cloud.remote.as_ref().expect("the cloud key set is fetched");
+    assert_eq!(
+        (remote.host.as_str(), remote.port, remote.tls, remote.cluster_name()),
+        (
+            "cloud.example.com",
+            443,
+            true,
+            "jwks|https|cloud.example.com:443".to_string()
+        )
+    );
+    assert!(cloud.local_jwks.is_empty());
     assert_eq!(dev.name, "demo/jwt/dev");
     assert_eq!(dev.issuer, "https://dev.example.com");
     assert_eq!(dev.from_headers, [("x-token".to_string(), "Bearer ".to_string())]);
@@ -177,10 +188,7 @@ spec:
     let status = &t.statuses["JWTPolicy/demo/jwt"];
     assert_eq!(status.state, "WARNING");
     assert!(status.message.contains("spec.config.requiredScopes"), "{status:?}");
-    assert!(
-        status.message.contains("spec.config.providers.cloud.remote"),
-        "{status:?}"
-    );
+    assert!(!status.message.contains("spec.config.providers.cloud"), "{status:?}");
 }
 
 #[test]
@@ -193,7 +201,7 @@ spec:
   {SELECTED}
   config:
     providers:
-      cloud: {{issuer: x, remote: {{url: 'https://cloud.example.com/jwks'}}}}
+      vault: {{issuer: x, local: {{secretRef: {{objectRef: {{name: keys}}, key: jwks}}}}}}
 "
     ));
     let api = route(&t, "demo/backend/api");

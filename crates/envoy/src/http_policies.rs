@@ -1,7 +1,8 @@
-//! CORS, request mirroring and JWT validation, as routes and connection managers carry them.
+//! CORS, CSRF, request mirroring and JWT validation, as routes and connection managers carry them.
 //!
-//! CORS and JWT are HTTP filters configured per route: the CORS filter sits in every outbound
-//! and ingress connection manager (idle on routes without a policy, like the fault filter), the
+//! CORS, CSRF and JWT are HTTP filters configured per route: the CORS and CSRF filters sit in
+//! every outbound and ingress connection manager (idle on routes without a policy, like the
+//! fault filter), the
 //! JWT filter only where some route requires a token, holding every provider those routes name;
 //! each route then names its requirement. A mirror is part of the route's forward action.
 
@@ -15,6 +16,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
+use envoy_types::pb::envoy::extensions::filters::http::csrf::v3::CsrfPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
     JwksAsyncFetch, JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider as EnvoyJwtProvider,
     JwtRequirement as EnvoyRequirement, JwtRequirementOrList, PerRouteConfig, RemoteJwks as EnvoyRemoteJwks,
@@ -44,6 +46,28 @@ use crate::routes::regex_matcher;
 
 pub(crate) const CORS_FILTER: &str = "envoy.filters.http.cors";
 pub(crate) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
+pub(crate) const CSRF_FILTER: &str = "envoy.filters.http.csrf";
+
+/// The CSRF filter: checks nothing (0%) until a route's policy says otherwise.
+pub(crate) fn csrf_filter() -> HttpFilter {
+    http_filter(
+        CSRF_FILTER,
+        pack_any(CsrfPolicy {
+            filter_enabled: Some(runtime_fraction(0)),
+            ..Default::default()
+        }),
+    )
+}
+
+fn runtime_fraction(per_million: u32) -> RuntimeFractionalPercent {
+    RuntimeFractionalPercent {
+        default_value: Some(FractionalPercent {
+            numerator: per_million,
+            denominator: DenominatorType::Million as i32,
+        }),
+        runtime_key: String::new(),
+    }
+}
 
 /// The CORS filter: does nothing on a route without a CORS policy.
 pub(crate) fn cors_filter() -> HttpFilter {
@@ -187,19 +211,23 @@ pub(crate) fn route_configs(policies: &RoutePolicies) -> Vec<(String, Any)> {
             }),
         )
     });
-    cors.into_iter().chain(jwt).collect()
+    let csrf = policies.csrf.as_ref().map(|csrf| {
+        (
+            CSRF_FILTER.to_string(),
+            pack_any(CsrfPolicy {
+                filter_enabled: Some(runtime_fraction(csrf.enforce_per_million)),
+                shadow_enabled: Some(runtime_fraction(csrf.shadow_per_million)),
+                additional_origins: csrf.additional_origins.iter().map(origin_matcher).collect(),
+            }),
+        )
+    });
+    cors.into_iter().chain(csrf).chain(jwt).collect()
 }
 
 pub(crate) fn mirror_policy(mirror: &Mirror) -> RequestMirrorPolicy {
     RequestMirrorPolicy {
         cluster: mirror.upstream.clone(),
-        runtime_fraction: Some(RuntimeFractionalPercent {
-            default_value: Some(FractionalPercent {
-                numerator: mirror.per_million,
-                denominator: DenominatorType::Million as i32,
-            }),
-            runtime_key: String::new(),
-        }),
+        runtime_fraction: Some(runtime_fraction(mirror.per_million)),
         ..Default::default()
     }
 }

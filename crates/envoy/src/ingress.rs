@@ -145,10 +145,11 @@ fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> 
     hcm.http_filters.insert(0, routes::fault_filter());
     let router = hcm.http_filters.len() - 1;
     hcm.http_filters.splice(router..router, crate::addons::filters(addons));
-    // CORS first (it answers preflights itself), then the token check, as on a sidecar.
+    // CORS first (it answers preflights itself), then CSRF, then the token check, as on a sidecar.
     if let Some(jwt) = crate::http_policies::jwt_filter(&served.virtual_hosts) {
         hcm.http_filters.insert(0, jwt);
     }
+    hcm.http_filters.insert(0, crate::http_policies::csrf_filter());
     hcm.http_filters.insert(0, crate::http_policies::cors_filter());
     hcm.use_remote_address = Some(BoolValue { value: true });
     let mut listener = common::listener(

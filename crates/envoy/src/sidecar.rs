@@ -111,12 +111,13 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     outbound
         .http_filters
         .splice(router..router, crate::addons::filters(&ir.addon_servers));
-    // CORS first (it answers preflights itself), then the token check, then everything else.
+    // CORS first (it answers preflights itself), then CSRF, then the token check, then everything else.
     let workspace = sidecar_workspace(ir, spec.workload);
     let hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
     if let Some(jwt) = crate::http_policies::jwt_filter(hosts.map(|h| &**h)) {
         outbound.http_filters.insert(0, jwt);
     }
+    outbound.http_filters.insert(0, crate::http_policies::csrf_filter());
     outbound.http_filters.insert(0, crate::http_policies::cors_filter());
     let mut resources = ProxyResources {
         listeners: vec![common::listener(

@@ -207,7 +207,9 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
 const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1", "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
 
 fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
-    use trellis_model::policy::{Cors, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks, StringMatch};
+    use trellis_model::policy::{
+        Cors, Csrf, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks, StringMatch,
+    };
     let provider = |name: &str| JwtProvider {
         name: format!("demo/jwt/{name}"),
         issuer: format!("https://{name}.example.com"),
@@ -242,6 +244,14 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
             expose_headers: "x-served-by".into(),
             max_age_seconds: Some(60),
             allow_credentials: Some(true),
+        });
+        route.policies.csrf = Some(Csrf {
+            enforce_per_million: 1_000_000,
+            shadow_per_million: 0,
+            additional_origins: vec![OriginMatch {
+                matcher: StringMatch::Suffix(".example.com".into()),
+                ignore_case: true,
+            }],
         });
         route.policies.mirror = Some(Mirror {
             upstream: mirror.into(),
@@ -303,12 +313,20 @@ fn assert_gloo_filters(resources: &ProxyResources) {
     let hcm = HttpConnectionManager::decode(&any.value[..]).unwrap();
     let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
-        names[..2],
-        ["envoy.filters.http.cors", "envoy.filters.http.jwt_authn"],
+        names[..3],
+        [
+            "envoy.filters.http.cors",
+            "envoy.filters.http.csrf",
+            "envoy.filters.http.jwt_authn"
+        ],
         "{names:?}"
     );
     let route = &resources.routes[0].virtual_hosts[0].routes[0];
-    for filter in ["envoy.filters.http.cors", "envoy.filters.http.jwt_authn"] {
+    for filter in [
+        "envoy.filters.http.cors",
+        "envoy.filters.http.csrf",
+        "envoy.filters.http.jwt_authn",
+    ] {
         assert!(
             route.typed_per_filter_config.contains_key(filter),
             "{filter} on the route"

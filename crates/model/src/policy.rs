@@ -31,6 +31,9 @@ pub struct RoutePolicies {
     /// Copies of requests sent elsewhere, answers dropped (MirrorPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Mirror>,
+    /// Cross-site request forgery checks (CSRFPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf: Option<Csrf>,
     /// Tokens a request must carry (JWTPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtRequirement>,
@@ -136,6 +139,19 @@ pub struct Cors {
     pub max_age_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
+}
+
+/// Mutating requests (POST, PUT, DELETE, PATCH) whose Origin is neither the Host nor one of
+/// `additional_origins` are refused with 403.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Csrf {
+    /// Share of requests checked and refused, in millionths.
+    pub enforce_per_million: u32,
+    /// Share of requests checked and only counted, in millionths.
+    pub shadow_per_million: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_origins: Vec<OriginMatch>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

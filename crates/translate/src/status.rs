@@ -41,6 +41,7 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::ExtAuthPolicy
             | Kind::RateLimitPolicy
             | Kind::CorsPolicy
+            | Kind::CsrfPolicy
             | Kind::MirrorPolicy
             | Kind::JwtPolicy
             | Kind::LoadBalancerPolicy

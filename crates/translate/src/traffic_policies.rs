@@ -1,4 +1,4 @@
-//! The newer Gloo route policies: CORSPolicy, MirrorPolicy and JWTPolicy on the routes their
+//! The newer Gloo route policies: CORSPolicy, CSRFPolicy, MirrorPolicy and JWTPolicy on the routes their
 //! `applyToRoutes` selects; LoadBalancerPolicy and ConnectionPolicy on the destinations their
 //! `applyToDestinations` selects (a consistent hash also sets what the routes to the destination
 //! hash); and a WARNING on every kind Trellis loads but does not apply yet,
@@ -17,8 +17,8 @@ use trellis_base::duration_ms;
 use trellis_model::Snapshot;
 use trellis_model::ir::RouteAction;
 use trellis_model::policy::{
-    Cors, HashKey, JwtProvider, JwtRequirement, LbPolicy, Mirror, OriginMatch, RemoteJwks as RemoteJwksIr, StringMatch,
-    TcpKeepalive, UpstreamTraffic,
+    Cors, Csrf, HashKey, JwtProvider, JwtRequirement, LbPolicy, Mirror, OriginMatch, RemoteJwks as RemoteJwksIr,
+    StringMatch, TcpKeepalive, UpstreamTraffic,
 };
 
 use crate::Warnings;
@@ -35,7 +35,6 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
         Kind::TransformationPolicy => "request and response transformations",
         Kind::ProxyProtocolPolicy => "PROXY protocol on gateway listeners",
         Kind::HttpBufferPolicy => "request buffering limits",
-        Kind::CsrfPolicy => "CSRF checks",
         Kind::ClientTlsPolicy => "client TLS settings to destinations (mesh mTLS is always on)",
         Kind::DlpPolicy => "data loss prevention",
         Kind::WafPolicy => "web application firewall rules",
@@ -65,6 +64,7 @@ pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
         .filter_map(|r| match &r.spec {
             Spec::CorsPolicy(spec) => Some(&spec.apply_to_routes[..]),
             Spec::MirrorPolicy(spec) => Some(&spec.apply_to_routes[..]),
+            Spec::CsrfPolicy(spec) => Some(&spec.apply_to_routes[..]),
             // Selecting by destination can reach any route: an empty selector list says so.
             Spec::JwtPolicy(spec) if !spec.apply_to_destinations.is_empty() => Some(&[][..]),
             Spec::JwtPolicy(spec) => Some(&spec.apply_to_routes[..]),
@@ -97,6 +97,22 @@ pub(crate) fn apply(
                         return false;
                     }
                     route.policies.cors = Some(cors.clone());
+                    true
+                });
+            }
+            Spec::CsrfPolicy(spec) => {
+                let config = &spec.config;
+                let share = (config.percentage.unwrap_or(100.0) * 10_000.0).round() as u32;
+                let csrf = Csrf {
+                    enforce_per_million: if config.filter_enabled { share } else { 0 },
+                    shadow_per_million: if config.shadow_enabled { share } else { 0 },
+                    additional_origins: config.additional_origins.iter().filter_map(origin).collect(),
+                };
+                for_each_route(outbound, &spec.apply_to_routes, resource, report, |route| {
+                    if route.policies.csrf.is_some() {
+                        return false;
+                    }
+                    route.policies.csrf = Some(csrf.clone());
                     true
                 });
             }

@@ -58,7 +58,7 @@ fn preflight(origin: &str) -> [(&str, &str); 3] {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cors_policy_answers_preflights_for_allowed_origins_only() {
+async fn cors_policy_answers_preflights_for_allowed_origins_only_and_csrf_refuses_other_sites() {
     let mesh = demo_mesh("gloo-cors").await;
     apply(&mesh, V1_ROUTE).await;
     until_all(&mesh, "v1", 10, Duration::from_secs(20)).await;
@@ -115,6 +115,41 @@ spec:
     assert!(get.body.contains("\"version\":\"v1\""), "{}", get.body);
     assert_eq!(get.header("access-control-allow-origin"), Some(ALLOWED));
     assert_eq!(get.header("access-control-expose-headers"), Some("x-served-by"));
+
+    // CSRFPolicy: a POST from a page of another site is refused, one from an allowed origin is
+    // not; without an Origin (or Referer) there is nothing to check and it is refused. As in Envoy (and Gloo,
+    // which hands the matchers to Envoy), `additionalOrigins` match the origin's host[:port].
+    apply(
+        &mesh,
+        "apiVersion: security.policy.gloo.solo.io/v2
+kind: CSRFPolicy
+metadata: {name: shop-csrf, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {gloo: policies}}}]
+  config: {filterEnabled: true, additionalOrigins: [{exact: shop.example.com}]}
+",
+    )
+    .await;
+    eventually("the CSRF policy", || async {
+        send(&mesh, "POST", &[("origin", "https://evil.example.com")])
+            .await
+            .status
+            == 403
+    })
+    .await;
+    assert_eq!(send(&mesh, "POST", &[("origin", ALLOWED)]).await.status, 200);
+    assert_eq!(
+        send(&mesh, "POST", &[]).await.status,
+        403,
+        "Envoy's CSRF filter refuses a mutating request without an origin"
+    );
+    assert_eq!(
+        send(&mesh, "GET", &[("origin", "https://evil.example.com")])
+            .await
+            .status,
+        200,
+        "CSRF checks only mutating methods"
+    );
 
     // Any other origin gets no CORS headers: the browser refuses the cross-origin call.
     for origin in ["https://evil.example.com", "https://shop.example.com.evil.example"] {

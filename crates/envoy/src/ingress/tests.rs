@@ -166,6 +166,7 @@ fn plaintext_listener_fetches_its_routes_over_rds_and_trusts_the_remote_address(
         filters,
         [
             "envoy.filters.http.cors",
+            "envoy.filters.http.csrf",
             "envoy.filters.http.fault",
             "envoy.filters.http.router"
         ]

@@ -208,11 +208,12 @@ fn outbound_listener_fetches_routes_over_rds_with_a_typed_router() {
         names,
         [
             "envoy.filters.http.cors",
+            "envoy.filters.http.csrf",
             "envoy.filters.http.fault",
             "envoy.filters.http.router"
         ]
     );
-    let router = &hcm.http_filters[2];
+    let router = &hcm.http_filters[3];
     assert!(matches!(
         &router.config_type,
         Some(http_filter::ConfigType::TypedConfig(any)) if any.type_url.ends_with("router.v3.Router")

@@ -345,3 +345,25 @@ spec:
         );
     }
 }
+
+#[test]
+fn csrf_policy_enforces_or_shadows_its_share_with_its_extra_origins() {
+    let t = translated(&format!(
+        "apiVersion: security.policy.gloo.solo.io/v2
+kind: CSRFPolicy
+metadata: {{name: csrf, namespace: demo}}
+spec:
+  {SELECTED}
+  config: {{filterEnabled: true, percentage: 50, additionalOrigins: [{{suffix: .example.com, ignoreCase: true}}]}}
+"
+    ));
+    let csrf = route(&t, "demo/backend/api").policies.csrf.clone().unwrap();
+    assert_eq!((csrf.enforce_per_million, csrf.shadow_per_million), (500_000, 0));
+    assert_eq!(
+        csrf.additional_origins[0].matcher,
+        StringMatch::Suffix(".example.com".into())
+    );
+    assert!(csrf.additional_origins[0].ignore_case);
+    assert!(route(&t, "demo/backend/rest").policies.csrf.is_none());
+    assert_eq!(t.statuses["CSRFPolicy/demo/csrf"].state, "ACCEPTED");
+}

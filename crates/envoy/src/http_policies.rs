@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
+use envoy_types::pb::envoy::extensions::filters::http::buffer::v3::{Buffer, BufferPerRoute, buffer_per_route};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::csrf::v3::CsrfPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
@@ -33,7 +34,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
-use envoy_types::pb::google::protobuf::{Any, BoolValue, Empty};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Empty, UInt32Value};
 use envoy_types::util::pack_any;
 use trellis_model::ClusterConfig;
 use trellis_model::ir::VirtualHost;
@@ -47,6 +48,21 @@ use crate::routes::regex_matcher;
 pub(crate) const CORS_FILTER: &str = "envoy.filters.http.cors";
 pub(crate) const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
 pub(crate) const CSRF_FILTER: &str = "envoy.filters.http.csrf";
+pub(crate) const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
+
+/// The buffer filter, disabled: only a route with a buffer policy turns it on (buffering every
+/// request would break streaming).
+pub(crate) fn buffer_filter() -> HttpFilter {
+    HttpFilter {
+        disabled: true,
+        ..http_filter(
+            BUFFER_FILTER,
+            pack_any(Buffer {
+                max_request_bytes: Some(UInt32Value { value: 1 }),
+            }),
+        )
+    }
+}
 
 /// The CSRF filter: checks nothing (0%) until a route's policy says otherwise.
 pub(crate) fn csrf_filter() -> HttpFilter {
@@ -221,7 +237,17 @@ pub(crate) fn route_configs(policies: &RoutePolicies) -> Vec<(String, Any)> {
             }),
         )
     });
-    cors.into_iter().chain(csrf).chain(jwt).collect()
+    let buffer = policies.buffer_max_request_bytes.map(|value| {
+        (
+            BUFFER_FILTER.to_string(),
+            pack_any(BufferPerRoute {
+                r#override: Some(buffer_per_route::Override::Buffer(Buffer {
+                    max_request_bytes: Some(UInt32Value { value }),
+                })),
+            }),
+        )
+    });
+    cors.into_iter().chain(csrf).chain(jwt).chain(buffer).collect()
 }
 
 pub(crate) fn mirror_policy(mirror: &Mirror) -> RequestMirrorPolicy {

@@ -118,6 +118,10 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
         outbound.http_filters.insert(0, jwt);
     }
     outbound.http_filters.insert(0, crate::http_policies::csrf_filter());
+    let router = outbound.http_filters.len() - 1;
+    outbound
+        .http_filters
+        .insert(router, crate::http_policies::buffer_filter());
     outbound.http_filters.insert(0, crate::http_policies::cors_filter());
     let mut resources = ProxyResources {
         listeners: vec![common::listener(

@@ -245,6 +245,7 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
             max_age_seconds: Some(60),
             allow_credentials: Some(true),
         });
+        route.policies.buffer_max_request_bytes = Some(8192);
         route.policies.csrf = Some(Csrf {
             enforce_per_million: 1_000_000,
             shadow_per_million: 0,
@@ -326,6 +327,7 @@ fn assert_gloo_filters(resources: &ProxyResources) {
         "envoy.filters.http.cors",
         "envoy.filters.http.csrf",
         "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.buffer",
     ] {
         assert!(
             route.typed_per_filter_config.contains_key(filter),

@@ -31,6 +31,10 @@ pub struct RoutePolicies {
     /// Copies of requests sent elsewhere, answers dropped (MirrorPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Mirror>,
+    /// Requests are read whole, up to this many bytes (413 beyond), before they are forwarded
+    /// (HTTPBufferPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_max_request_bytes: Option<u32>,
     /// Cross-site request forgery checks (CSRFPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csrf: Option<Csrf>,

@@ -42,6 +42,7 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::RateLimitPolicy
             | Kind::CorsPolicy
             | Kind::CsrfPolicy
+            | Kind::HttpBufferPolicy
             | Kind::MirrorPolicy
             | Kind::JwtPolicy
             | Kind::LoadBalancerPolicy

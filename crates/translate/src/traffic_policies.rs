@@ -1,4 +1,5 @@
-//! The newer Gloo route policies: CORSPolicy, CSRFPolicy, MirrorPolicy and JWTPolicy on the routes their
+//! The newer Gloo route policies: CORSPolicy, CSRFPolicy, HTTPBufferPolicy, MirrorPolicy and
+//! JWTPolicy on the routes their
 //! `applyToRoutes` selects; LoadBalancerPolicy and ConnectionPolicy on the destinations their
 //! `applyToDestinations` selects (a consistent hash also sets what the routes to the destination
 //! hash); and a WARNING on every kind Trellis loads but does not apply yet,
@@ -34,7 +35,6 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
     Some(match kind {
         Kind::TransformationPolicy => "request and response transformations",
         Kind::ProxyProtocolPolicy => "PROXY protocol on gateway listeners",
-        Kind::HttpBufferPolicy => "request buffering limits",
         Kind::ClientTlsPolicy => "client TLS settings to destinations (mesh mTLS is always on)",
         Kind::DlpPolicy => "data loss prevention",
         Kind::WafPolicy => "web application firewall rules",
@@ -65,6 +65,7 @@ pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
             Spec::CorsPolicy(spec) => Some(&spec.apply_to_routes[..]),
             Spec::MirrorPolicy(spec) => Some(&spec.apply_to_routes[..]),
             Spec::CsrfPolicy(spec) => Some(&spec.apply_to_routes[..]),
+            Spec::HttpBufferPolicy(spec) => Some(&spec.apply_to_routes[..]),
             // Selecting by destination can reach any route: an empty selector list says so.
             Spec::JwtPolicy(spec) if !spec.apply_to_destinations.is_empty() => Some(&[][..]),
             Spec::JwtPolicy(spec) => Some(&spec.apply_to_routes[..]),
@@ -97,6 +98,19 @@ pub(crate) fn apply(
                         return false;
                     }
                     route.policies.cors = Some(cors.clone());
+                    true
+                });
+            }
+            Spec::HttpBufferPolicy(spec) => {
+                let Some(limit) = spec.config.max_request_bytes else {
+                    warnings.add(&key, "spec.config.maxRequestBytes is not given: nothing is buffered");
+                    continue;
+                };
+                for_each_route(outbound, &spec.apply_to_routes, resource, report, |route| {
+                    if route.policies.buffer_max_request_bytes.is_some() {
+                        return false;
+                    }
+                    route.policies.buffer_max_request_bytes = Some(limit);
                     true
                 });
             }

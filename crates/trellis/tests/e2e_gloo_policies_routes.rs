@@ -165,13 +165,30 @@ spec:
     finish(mesh).await;
 }
 
+/// The status of a POST of `size` bytes to backend.mesh.internal through the frontend's sidecar.
+async fn post(mesh: &LocalMesh, size: usize) -> u16 {
+    let proxy = format!("127.0.0.1:{}", mesh.app("frontend").outbound_port);
+    let body = Some(("application/octet-stream", vec![b'x'; size]));
+    httpc::request(
+        "POST",
+        "http://backend.mesh.internal/",
+        Some(&proxy),
+        &[],
+        body,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the frontend's sidecar answers")
+    .status
+}
+
 /// Requests backend v2's sidecar has received (its inbound HTTP listener on port 80).
 async fn v2_received(mesh: &LocalMesh) -> u64 {
     envoy_stat(mesh.app("backend-v2").admin_port, "http.inbound|80.downstream_rq_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mirror_policy_copies_requests_to_its_destination_and_answers_from_the_route() {
+async fn mirror_policy_copies_requests_to_its_destination_and_buffer_policy_limits_bodies() {
     let mesh = demo_mesh("gloo-mirror").await;
     apply(&mesh, V1_ROUTE).await;
     until_all(&mesh, "v1", 10, Duration::from_secs(20)).await;
@@ -210,6 +227,22 @@ spec:
         assert!(response.body.contains("\"version\":\"v1\""), "{}", response.body);
     }
     eventually("ten copies at v2", || async { v2_received(&mesh).await >= before + 10 }).await;
+
+    // HTTPBufferPolicy on the same route: a body over its limit is refused before it is sent on.
+    assert_eq!(post(&mesh, 4096).await, 200, "no limit before the policy");
+    apply(
+        &mesh,
+        "apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: HTTPBufferPolicy
+metadata: {name: small-bodies, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {gloo: policies}}}]
+  config: {maxRequestBytes: 1024}
+",
+    )
+    .await;
+    eventually("the buffer limit", || async { post(&mesh, 4096).await == 413 }).await;
+    assert_eq!(post(&mesh, 512).await, 200);
     finish(mesh).await;
 }
 

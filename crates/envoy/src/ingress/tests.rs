@@ -168,6 +168,7 @@ fn plaintext_listener_fetches_its_routes_over_rds_and_trusts_the_remote_address(
             "envoy.filters.http.cors",
             "envoy.filters.http.csrf",
             "envoy.filters.http.fault",
+            "envoy.filters.http.buffer",
             "envoy.filters.http.router"
         ]
     );

@@ -210,10 +210,11 @@ fn outbound_listener_fetches_routes_over_rds_with_a_typed_router() {
             "envoy.filters.http.cors",
             "envoy.filters.http.csrf",
             "envoy.filters.http.fault",
+            "envoy.filters.http.buffer",
             "envoy.filters.http.router"
         ]
     );
-    let router = &hcm.http_filters[3];
+    let router = &hcm.http_filters[4];
     assert!(matches!(
         &router.config_type,
         Some(http_filter::ConfigType::TypedConfig(any)) if any.type_url.ends_with("router.v3.Router")

@@ -367,3 +367,22 @@ spec:
     assert!(route(&t, "demo/backend/rest").policies.csrf.is_none());
     assert_eq!(t.statuses["CSRFPolicy/demo/csrf"].state, "ACCEPTED");
 }
+
+#[test]
+fn http_buffer_policy_limits_the_selected_routes_requests() {
+    let t = translated(&format!(
+        "apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: HTTPBufferPolicy
+metadata: {{name: buffer, namespace: demo}}
+spec:
+  {SELECTED}
+  config: {{maxRequestBytes: 4096}}
+"
+    ));
+    assert_eq!(
+        route(&t, "demo/backend/api").policies.buffer_max_request_bytes,
+        Some(4096)
+    );
+    assert_eq!(route(&t, "demo/backend/rest").policies.buffer_max_request_bytes, None);
+    assert_eq!(t.statuses["HTTPBufferPolicy/demo/buffer"].state, "ACCEPTED");
+}

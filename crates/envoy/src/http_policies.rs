@@ -36,6 +36,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Empty, UInt32Value};
 use envoy_types::util::pack_any;
+use prost::{Message, Name};
 use trellis_model::ClusterConfig;
 use trellis_model::ir::VirtualHost;
 use trellis_model::policy::{
@@ -102,25 +103,46 @@ pub(crate) fn jwt_filter<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -
     if requirements.is_empty() {
         return None;
     }
-    let providers: HashMap<String, EnvoyJwtProvider> = requirements
+    let providers: BTreeMap<String, EnvoyJwtProvider> = requirements
         .values()
         .flat_map(|r| &r.providers)
         .map(|p| (p.name.clone(), provider(p)))
         .collect();
-    let requirement_map = requirements
-        .iter()
-        .map(|(name, r)| (name.to_string(), requirement(r)))
-        .collect();
+    // Protobuf maps are HashMaps in prost, encoded in an order that changes from one build to
+    // the next. Envoy would see a new listener (and drain its connections) for the same config,
+    // so the message is written as the concatenation of one-entry messages in sorted order,
+    // which protobuf reads as their merge: the same bytes every time.
+    let mut value = JwtAuthentication {
+        // No bypass: the CORS filter before this one answers the preflights of allowed
+        // origins; any other OPTIONS request needs a token like every request.
+        bypass_cors_preflight: false,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for (name, provider) in providers {
+        value.extend(
+            JwtAuthentication {
+                providers: HashMap::from([(name, provider)]),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+    }
+    for (name, r) in &requirements {
+        value.extend(
+            JwtAuthentication {
+                requirement_map: HashMap::from([(name.to_string(), requirement(r))]),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+    }
     Some(http_filter(
         JWT_FILTER,
-        pack_any(JwtAuthentication {
-            providers,
-            requirement_map,
-            // No bypass: the CORS filter before this one answers the preflights of allowed
-            // origins; any other OPTIONS request needs a token like every request.
-            bypass_cors_preflight: false,
-            ..Default::default()
-        }),
+        Any {
+            type_url: format!("type.googleapis.com/{}", JwtAuthentication::full_name()),
+            value,
+        },
     ))
 }
 
@@ -360,5 +382,75 @@ fn requirement(r: &JwtRequirement) -> EnvoyRequirement {
         EnvoyRequirement {
             requires_type: Some(RequiresType::RequiresAny(JwtRequirementOrList { requirements: any })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_model::ir::Route;
+    use trellis_model::policy::JwtProvider;
+
+    fn host_requiring(names: &[&str]) -> VirtualHost {
+        let requirement = |name: &str| JwtRequirement {
+            name: format!("demo/{name}"),
+            providers: ["a", "b", "c"]
+                .iter()
+                .map(|p| JwtProvider {
+                    name: format!("demo/{name}/{p}"),
+                    local_jwks: r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#.into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        VirtualHost {
+            name: "h".into(),
+            routes: names
+                .iter()
+                .map(|name| Route {
+                    name: name.to_string(),
+                    matcher: trellis_model::ir::RouteMatch {
+                        path: trellis_model::ir::PathMatch::Prefix("/".into()),
+                        ignore_case: false,
+                        headers: Vec::new(),
+                        query_params: Vec::new(),
+                        method: None,
+                    },
+                    action: trellis_model::ir::RouteAction::DirectResponse {
+                        status: 200,
+                        body: String::new(),
+                    },
+                    policies: RoutePolicies {
+                        jwt: Some(requirement(name)),
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn jwt_filter_bytes_are_the_same_every_build_and_hold_every_provider() {
+        let host = host_requiring(&["one", "two", "three"]);
+        let typed = |filter: HttpFilter| {
+            match filter.config_type {
+            Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(any)) => any,
+            other => panic!("{other:?}"),
+        }
+        };
+        let first = typed(jwt_filter([&host]).unwrap());
+        for _ in 0..20 {
+            assert_eq!(typed(jwt_filter([&host]).unwrap()), first);
+        }
+        let decoded = JwtAuthentication::decode(&first.value[..]).unwrap();
+        assert_eq!(decoded.providers.len(), 9);
+        assert_eq!(decoded.requirement_map.len(), 3);
+        assert!(matches!(
+            decoded.requirement_map["demo/two"].requires_type,
+            Some(RequiresType::RequiresAny(_))
+        ));
+        assert!(jwt_filter([&host_requiring(&[])]).is_none());
     }
 }

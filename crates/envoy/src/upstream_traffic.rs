@@ -1,15 +1,17 @@
-//! LoadBalancerPolicy and ConnectionPolicy on an upstream's Envoy cluster, and the hash a route
+//! LoadBalancerPolicy, ConnectionPolicy and ActiveHealthCheckPolicy on an upstream's Envoy cluster, and the hash a route
 //! asks for when its destination is balanced by consistent hashing (a ring hash cluster picks
 //! an endpoint by the hash its route computes).
 
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{CommonLbConfig, LbPolicy as EnvoyLbPolicy};
 use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, UpstreamConnectionOptions};
-use envoy_types::pb::envoy::config::core::v3::TcpKeepalive as EnvoyTcpKeepalive;
+use envoy_types::pb::envoy::config::core::v3::health_check::{self, HealthChecker};
+use envoy_types::pb::envoy::config::core::v3::{HealthCheck, TcpKeepalive as EnvoyTcpKeepalive};
 use envoy_types::pb::envoy::config::route::v3::route_action::{HashPolicy, hash_policy};
+use envoy_types::pb::envoy::r#type::v3::Int64Range;
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
-use trellis_model::policy::{HashKey, LbPolicy, UpstreamTraffic};
+use trellis_model::policy::{HashKey, HealthCheck as IrHealthCheck, HealthProbe, LbPolicy, UpstreamTraffic};
 
 use crate::common::duration_ms;
 
@@ -53,6 +55,9 @@ pub(crate) fn apply(cluster: &mut Cluster, traffic: &UpstreamTraffic) {
             ..Default::default()
         });
     }
+    if let Some(check) = &traffic.health_check {
+        cluster.health_checks = vec![health_check(check)];
+    }
     if let Some(keepalive) = &traffic.tcp_keepalive {
         cluster.upstream_connection_options = Some(UpstreamConnectionOptions {
             tcp_keepalive: Some(EnvoyTcpKeepalive {
@@ -62,6 +67,38 @@ pub(crate) fn apply(cluster: &mut Cluster, traffic: &UpstreamTraffic) {
             }),
             ..Default::default()
         });
+    }
+}
+
+fn health_check(check: &IrHealthCheck) -> HealthCheck {
+    let value = |value| Some(UInt32Value { value });
+    let checker = match &check.probe {
+        HealthProbe::Tcp => HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck::default()),
+        HealthProbe::Http {
+            path,
+            host,
+            expected_statuses,
+        } => HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
+            path: path.clone(),
+            host: host.clone(),
+            expected_statuses: expected_statuses
+                .iter()
+                .map(|(start, end)| Int64Range {
+                    start: i64::from(*start),
+                    end: i64::from(*end),
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    HealthCheck {
+        timeout: Some(duration_ms(check.timeout_ms)),
+        interval: Some(duration_ms(check.interval_ms)),
+        unhealthy_threshold: value(check.unhealthy_threshold),
+        healthy_threshold: value(check.healthy_threshold),
+        no_traffic_interval: check.no_traffic_interval_ms.map(duration_ms),
+        health_checker: Some(checker),
+        ..Default::default()
     }
 }
 

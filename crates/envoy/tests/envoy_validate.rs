@@ -153,12 +153,13 @@ fn envoy_accepts_cors_mirror_and_jwt_on_routes() {
     assert_envoy_accepts_pb("gloo-policies-ingress", &static_bootstrap(resources));
 }
 
-/// LoadBalancerPolicy and ConnectionPolicy on an upstream: a ring hash cluster with circuit
-/// breakers, keepalive and panic threshold, and routes that hash a header, a cookie, the
+/// LoadBalancerPolicy, ConnectionPolicy and ActiveHealthCheckPolicy on upstreams: a ring hash
+/// cluster with circuit breakers, keepalive, panic threshold and an HTTP health check, a least
+/// request cluster with a TCP health check, and routes that hash a header, a cookie, the
 /// source address and a query parameter.
 #[test]
 fn envoy_accepts_load_balancing_and_connection_settings() {
-    use trellis_model::policy::{HashKey, LbPolicy, TcpKeepalive, UpstreamTraffic};
+    use trellis_model::policy::{HashKey, HealthCheck, HealthProbe, LbPolicy, TcpKeepalive, UpstreamTraffic};
     let mut ir = mk_cluster_config();
     Arc::make_mut(&mut ir.upstreams[0]).traffic = Some(UpstreamTraffic {
         lb_policy: Some(LbPolicy::RingHash),
@@ -174,10 +175,30 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
             time_s: Some(60),
             interval_s: Some(10),
         }),
+        health_check: Some(HealthCheck {
+            timeout_ms: 1_000,
+            interval_ms: 5_000,
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            no_traffic_interval_ms: Some(60_000),
+            probe: HealthProbe::Http {
+                path: "/health".into(),
+                host: "backend".into(),
+                expected_statuses: vec![(200, 300)],
+            },
+        }),
     });
     if let Some(upstream) = ir.upstreams.get_mut(1) {
         Arc::make_mut(upstream).traffic = Some(UpstreamTraffic {
             lb_policy: Some(LbPolicy::LeastRequest),
+            health_check: Some(HealthCheck {
+                timeout_ms: 500,
+                interval_ms: 2_000,
+                unhealthy_threshold: 3,
+                healthy_threshold: 2,
+                no_traffic_interval_ms: None,
+                probe: HealthProbe::Tcp,
+            }),
             ..Default::default()
         });
     }
@@ -200,6 +221,7 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
         .find(|c| c.name == ir.upstreams[0].name)
         .unwrap();
     assert!(hashed.circuit_breakers.is_some() && hashed.upstream_connection_options.is_some());
+    assert_eq!(hashed.health_checks.len(), 1);
     assert_envoy_accepts_pb("upstream-traffic", &static_bootstrap(resources));
 }
 

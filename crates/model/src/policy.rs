@@ -96,6 +96,37 @@ pub struct UpstreamTraffic {
     pub max_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Active health checking of the endpoints (ActiveHealthCheckPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    pub timeout_ms: u64,
+    pub interval_ms: u64,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_traffic_interval_ms: Option<u64>,
+    pub probe: HealthProbe,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HealthProbe {
+    /// A connection that opens is healthy.
+    #[default]
+    Tcp,
+    /// A GET of `path` answered 200 (or one of `expected_statuses`, as [start, end) ranges).
+    Http {
+        path: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        host: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        expected_statuses: Vec<(u32, u32)>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

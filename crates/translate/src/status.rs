@@ -47,6 +47,7 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::JwtPolicy
             | Kind::LoadBalancerPolicy
             | Kind::ConnectionPolicy
+            | Kind::ActiveHealthCheckPolicy
     )
 }
 

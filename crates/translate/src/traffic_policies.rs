@@ -1,6 +1,7 @@
 //! The newer Gloo route policies: CORSPolicy, CSRFPolicy, HTTPBufferPolicy, MirrorPolicy and
 //! JWTPolicy on the routes their
-//! `applyToRoutes` selects; LoadBalancerPolicy and ConnectionPolicy on the destinations their
+//! `applyToRoutes` selects; LoadBalancerPolicy, ConnectionPolicy and ActiveHealthCheckPolicy on
+//! the destinations their
 //! `applyToDestinations` selects (a consistent hash also sets what the routes to the destination
 //! hash); and a WARNING on every kind Trellis loads but does not apply yet,
 //! and on every field of an applied kind that it leaves out, so nobody mistakes either for
@@ -18,8 +19,8 @@ use trellis_base::duration_ms;
 use trellis_model::Snapshot;
 use trellis_model::ir::RouteAction;
 use trellis_model::policy::{
-    Cors, Csrf, HashKey, JwtProvider, JwtRequirement, LbPolicy, Mirror, OriginMatch, RemoteJwks as RemoteJwksIr,
-    StringMatch, TcpKeepalive, UpstreamTraffic,
+    Cors, Csrf, HashKey, HealthCheck, HealthProbe, JwtProvider, JwtRequirement, LbPolicy, Mirror, OriginMatch,
+    RemoteJwks as RemoteJwksIr, StringMatch, TcpKeepalive, UpstreamTraffic,
 };
 
 use crate::Warnings;
@@ -39,7 +40,6 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
         Kind::DlpPolicy => "data loss prevention",
         Kind::WafPolicy => "web application firewall rules",
         Kind::GraphQlAllowedQueryPolicy | Kind::GraphQlPersistedQueryCachePolicy => "GraphQL",
-        Kind::ActiveHealthCheckPolicy => "active health checks (outlier detection is passive)",
         Kind::ListenerConnectionPolicy => "listener connection settings",
         Kind::TrimProxyConfigPolicy => "proxy config trimming (Workspaces already trim what a sidecar sees)",
         Kind::AdaptiveRequestConcurrencyPolicy => "adaptive concurrency",
@@ -450,6 +450,7 @@ pub(crate) fn destinations(
 ) {
     let mut balanced = vec![false; policies.len()];
     let mut limited = vec![false; policies.len()];
+    let mut checked = vec![false; policies.len()];
     let mut hashes: Vec<Vec<HashKey>> = vec![Vec::new(); policies.len()];
     for resource in &snapshot.resources {
         let (selectors, settings, hash, taken) = match &resource.spec {
@@ -462,6 +463,15 @@ pub(crate) fn destinations(
                 connection(resource, &spec.config, warnings),
                 Vec::new(),
                 &mut limited,
+            ),
+            Spec::ActiveHealthCheckPolicy(spec) => (
+                &spec.apply_to_destinations,
+                UpstreamTraffic {
+                    health_check: Some(health_check(resource, &spec.config, warnings)),
+                    ..Default::default()
+                },
+                Vec::new(),
+                &mut checked,
             ),
             _ => continue,
         };
@@ -516,7 +526,8 @@ fn merge(into: &mut UpstreamTraffic, from: &UpstreamTraffic) {
         max_pending_requests,
         max_requests,
         max_retries,
-        tcp_keepalive
+        tcp_keepalive,
+        health_check
     );
 }
 
@@ -567,6 +578,106 @@ fn load_balancer(
         ..Default::default()
     };
     (settings, hash.into_iter().collect())
+}
+
+/// Envoy's `HealthCheck` as Gloo passes it on: the common fields and the HTTP, TCP and gRPC
+/// checkers; any other field gets a WARNING.
+fn health_check(
+    resource: &Resource,
+    config: &trellis_api::ActiveHealthCheckConfig,
+    warnings: &mut Warnings,
+) -> HealthCheck {
+    let key = resource.key().to_string();
+    if !config.virtual_gateways.is_empty() {
+        warnings.add(
+            &key,
+            "spec.config.virtualGateways is not applied yet: every proxy that sends to the destinations checks them",
+        );
+    }
+    let empty = serde_json::Map::new();
+    let fields = config
+        .health_check
+        .as_ref()
+        .and_then(|v| v.as_object())
+        .unwrap_or(&empty);
+    let ms = |name: &str, default: u64| {
+        fields
+            .get(name)
+            .and_then(|v| v.as_str())
+            .and_then(duration_ms)
+            .unwrap_or(default)
+    };
+    let count = |name: &str, default: u32| {
+        fields
+            .get(name)
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(default)
+    };
+    const KNOWN: [&str; 9] = [
+        "timeout",
+        "interval",
+        "unhealthyThreshold",
+        "healthyThreshold",
+        "noTrafficInterval",
+        "httpHealthCheck",
+        "tcpHealthCheck",
+        "grpcHealthCheck",
+        "reuseConnection",
+    ];
+    for name in fields.keys().filter(|name| !KNOWN.contains(&name.as_str())) {
+        warnings.add(&key, format!("spec.config.healthCheck.{name} is not applied yet"));
+    }
+    let probe = if let Some(http) = fields.get("httpHealthCheck") {
+        let text = |name: &str| http.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let expected_statuses = http
+            .get("expectedStatuses")
+            .and_then(|v| v.as_array())
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .filter_map(|r| {
+                        let bound =
+                            |name: &str| r.get(name).and_then(|v| v.as_u64()).and_then(|n| u32::try_from(n).ok());
+                        Some((bound("start")?, bound("end")?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        HealthProbe::Http {
+            path: Some(text("path"))
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".to_string()),
+            host: text("host"),
+            expected_statuses,
+        }
+    } else if fields.contains_key("grpcHealthCheck") {
+        // Envoy checks gRPC only over HTTP/2, which mesh upstreams do not speak to sidecars.
+        warnings.add(
+            &key,
+            "spec.config.healthCheck.grpcHealthCheck is not applied yet: connections are checked instead",
+        );
+        HealthProbe::Tcp
+    } else {
+        if !fields.contains_key("tcpHealthCheck") {
+            warnings.add(
+                &key,
+                "spec.config.healthCheck has no httpHealthCheck, grpcHealthCheck or tcpHealthCheck: connections are checked",
+            );
+        }
+        HealthProbe::Tcp
+    };
+    HealthCheck {
+        timeout_ms: ms("timeout", 1_000),
+        interval_ms: ms("interval", 10_000),
+        unhealthy_threshold: count("unhealthyThreshold", 2),
+        healthy_threshold: count("healthyThreshold", 1),
+        no_traffic_interval_ms: fields
+            .get("noTrafficInterval")
+            .and_then(|v| v.as_str())
+            .and_then(duration_ms),
+        probe,
+    }
 }
 
 fn connection(resource: &Resource, config: &ConnectionConfig, warnings: &mut Warnings) -> UpstreamTraffic {

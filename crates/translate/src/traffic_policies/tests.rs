@@ -386,3 +386,51 @@ spec:
     assert_eq!(route(&t, "demo/backend/rest").policies.buffer_max_request_bytes, None);
     assert_eq!(t.statuses["HTTPBufferPolicy/demo/buffer"].state, "ACCEPTED");
 }
+
+#[test]
+fn active_health_check_policy_maps_envoys_health_check_and_warns_about_the_rest() {
+    use trellis_model::policy::HealthProbe;
+    let t = translated(
+        "apiVersion: resilience.policy.gloo.solo.io/v2
+kind: ActiveHealthCheckPolicy
+metadata: {name: health, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]
+  config:
+    healthCheck:
+      timeout: 2s
+      interval: 5s
+      unhealthyThreshold: 3
+      healthyThreshold: 1
+      httpHealthCheck: {path: /health, expectedStatuses: [{start: 200, end: 300}]}
+      eventLogPath: /dev/stdout
+    virtualGateways: [{name: north-south-gw, namespace: istio-gateways}]
+",
+    );
+    let upstream = t.clusters["cluster-1"]
+        .upstream("outbound|80||backend.mesh.internal")
+        .unwrap();
+    let check = upstream.traffic.as_ref().unwrap().health_check.clone().unwrap();
+    assert_eq!(
+        (
+            check.timeout_ms,
+            check.interval_ms,
+            check.unhealthy_threshold,
+            check.healthy_threshold
+        ),
+        (2_000, 5_000, 3, 1)
+    );
+    assert_eq!(
+        check.probe,
+        HealthProbe::Http {
+            path: "/health".into(),
+            host: String::new(),
+            expected_statuses: vec![(200, 300)]
+        }
+    );
+    let status = &t.statuses["ActiveHealthCheckPolicy/demo/health"];
+    assert_eq!(status.state, "WARNING");
+    for field in ["spec.config.healthCheck.eventLogPath", "spec.config.virtualGateways"] {
+        assert!(status.message.contains(field), "{field}: {status:?}");
+    }
+}

@@ -50,6 +50,8 @@ pub(crate) fn apply(cluster: &mut Cluster, traffic: &UpstreamTraffic) {
                 max_pending_requests: value(traffic.max_pending_requests),
                 max_requests: value(traffic.max_requests),
                 max_retries: value(traffic.max_retries),
+                // Exports `remaining_*` gauges: how close the upstream is to its limits.
+                track_remaining: true,
                 ..Default::default()
             }],
             ..Default::default()

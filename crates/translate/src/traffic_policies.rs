@@ -489,6 +489,16 @@ pub(crate) fn destinations(
             entry.applied += 1;
             let traffic = policies[index].traffic.get_or_insert_with(Default::default);
             merge(traffic, &settings);
+            // Probes name the destination's host, as its clients do (Envoy would send the
+            // cluster's name, which no virtual host serves).
+            if let Some(HealthCheck {
+                probe: HealthProbe::Http { host, .. },
+                ..
+            }) = &mut traffic.health_check
+                && host.is_empty()
+            {
+                *host = target.host.clone();
+            }
             if !hash.is_empty() {
                 hashes[index] = hash.clone();
             }

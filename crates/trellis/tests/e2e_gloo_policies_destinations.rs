@@ -89,3 +89,64 @@ spec:
     assert_eq!(all.len(), 2, "16 users all hashed to {all:?}");
     finish(mesh).await;
 }
+
+/// A frontend sidecar's counter for the backend VirtualDestination's upstream.
+async fn backend_stat(mesh: &LocalMesh, stat: &str) -> u64 {
+    let name = format!("cluster.outbound|80||backend.mesh.internal.{stat}");
+    envoy_stat(mesh.app("frontend").admin_port, &name).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_probe_the_backends_over_mesh_mtls_and_connection_limits_apply() {
+    let mesh = demo_mesh("gloo-health").await;
+    apply(&mesh, VD_ROUTE).await;
+    assert_eq!(backend_stat(&mesh, "health_check.attempt").await, 0);
+    apply(
+        &mesh,
+        "apiVersion: resilience.policy.gloo.solo.io/v2
+kind: ActiveHealthCheckPolicy
+metadata: {name: backend-health, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]
+  config:
+    healthCheck:
+      timeout: 1s
+      interval: 200ms
+      noTrafficInterval: 200ms
+      unhealthyThreshold: 2
+      healthyThreshold: 1
+      httpHealthCheck: {path: /health}
+---
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: ConnectionPolicy
+metadata: {name: backend-limits, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]
+  config: {tcp: {maxConnections: 7}, http: {maxPendingRequests: 3}}
+",
+    )
+    .await;
+    // Both backends (v1 here, v2 behind cluster-2's gateway) answer the probes over mTLS, again
+    // and again although no request is sent (noTrafficInterval).
+    eventually("successful health checks", || async {
+        backend_stat(&mesh, "health_check.success").await >= 4
+    })
+    .await;
+    assert_eq!(backend_stat(&mesh, "health_check.failure").await, 0);
+    // The circuit breaker carries the policy's limits (Envoy exports them as gauges).
+    let admin = mesh.app("frontend").admin_port;
+    eventually("the connection limits", || async {
+        envoy_stat(
+            admin,
+            "cluster.outbound|80||backend.mesh.internal.circuit_breakers.default.remaining_cx",
+        )
+        .await
+            == 7
+    })
+    .await;
+    assert!(
+        versions_of(&mesh, "anyone", 12).await.len() == 2,
+        "healthy backends keep serving"
+    );
+    finish(mesh).await;
+}

@@ -424,7 +424,7 @@ spec:
         check.probe,
         HealthProbe::Http {
             path: "/health".into(),
-            host: String::new(),
+            host: "backend.mesh.internal".into(),
             expected_statuses: vec![(200, 300)]
         }
     );

@@ -56,7 +56,8 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
     })
 }
 
-/// The `applyToRoutes` of the policies this module applies, for the incremental path.
+/// The `applyToRoutes` of the policies this module applies, for the incremental path; an empty
+/// list (every route) for policies that reach routes through their destinations.
 pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
     snapshot
         .resources
@@ -68,6 +69,8 @@ pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
             Spec::HttpBufferPolicy(spec) => Some(&spec.apply_to_routes[..]),
             // Selecting by destination can reach any route: an empty selector list says so.
             Spec::JwtPolicy(spec) if !spec.apply_to_destinations.is_empty() => Some(&[][..]),
+            // A consistent hash is set on every route to the destination.
+            Spec::LoadBalancerPolicy(spec) if spec.config.consistent_hash.is_some() => Some(&[][..]),
             Spec::JwtPolicy(spec) => Some(&spec.apply_to_routes[..]),
             _ => None,
         })

@@ -6,11 +6,13 @@
 //!                                         virtual hosts, routes, and the Targets they send to
 //!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
-//!           ──▶ traffic_policies          CORS, mirrors, JWT on selected routes; kinds not applied
+//!           ──▶ traffic_policies          CORS, CSRF, buffers, mirrors, JWT on selected routes; kinds
+//!                                         not applied yet get a WARNING
 //!           ──▶ addons                    ext-auth and rate-limit policies on routes; add-on configs
 //!           ──▶ inbound_routes            per cluster: routes to protected local services, mirrored
 //!                                         for the destination sidecars' inbound listeners
 //!           ──▶ destination_policies      outlier detection and failover per Target
+//!           ──▶ traffic_destinations      load balancing, connection limits, health checks per Target
 //!           ──▶ endpoints::materialize    per cluster: each Target ─▶ Upstream with local endpoints
 //!                                         directly and remote ones through that cluster's east-west
 //!                                         gateway; plus what this cluster's gateway must serve
@@ -36,6 +38,7 @@ mod route_policies;
 mod service_index;
 mod status;
 mod target;
+mod traffic_destinations;
 mod traffic_policies;
 mod workspaces;
 
@@ -105,7 +108,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     traffic_policies::apply(snapshot, &index, &mut outbound, &mut report, &mut warnings);
     let addons = addons::apply(snapshot, &mut outbound, &mut report, &mut warnings);
     let mut upstream_policies = destination_policies::resolve(snapshot, &outbound.targets, &mut report);
-    traffic_policies::destinations(
+    traffic_destinations::apply(
         snapshot,
         &mut outbound,
         &mut upstream_policies,

@@ -127,8 +127,13 @@ impl SharedOutbound {
             self.version = config.version.clone();
             self.previous = std::mem::take(&mut self.by_view);
             self.overriding = trellis_envoy::overriding_hosts(config);
-            let inputs = serde_json::to_vec(&(&config.addon_servers, &config.inbound_policies, &config.inbound_routes))
-                .expect("IR serializes");
+            let inputs = serde_json::to_vec(&(
+                &config.addon_servers,
+                &config.inbound_policies,
+                &config.inbound_routes,
+                trellis_envoy::sidecar_listener_route_inputs(config),
+            ))
+            .expect("IR serializes");
             self.local_inputs = trellis_base::stable_hash(&inputs);
         }
     }

@@ -33,6 +33,33 @@ pub enum Kind {
     ClusterRole,
     RoleBinding,
     ClusterRoleBinding,
+    CorsPolicy,
+    JwtPolicy,
+    CsrfPolicy,
+    ClientTlsPolicy,
+    DlpPolicy,
+    WafPolicy,
+    GraphQlAllowedQueryPolicy,
+    MirrorPolicy,
+    TransformationPolicy,
+    LoadBalancerPolicy,
+    ProxyProtocolPolicy,
+    HttpBufferPolicy,
+    ConnectionPolicy,
+    ActiveHealthCheckPolicy,
+    ListenerConnectionPolicy,
+    TrimProxyConfigPolicy,
+    AdaptiveRequestConcurrencyPolicy,
+    GraphQlPersistedQueryCachePolicy,
+    AccessLogPolicy,
+    WasmDeploymentPolicy,
+    LuaPolicy,
+    RootTrustPolicy,
+    Dashboard,
+    IstioLifecycleManager,
+    GatewayLifecycleManager,
+    InsightsConfig,
+    WaypointLifecycleManager,
 }
 
 const ADMIN: &str = "admin.gloo.solo.io/v2";
@@ -40,11 +67,14 @@ const NETWORKING: &str = "networking.gloo.solo.io/v2";
 const SECURITY: &str = "security.policy.gloo.solo.io/v2";
 const RESILIENCE: &str = "resilience.policy.gloo.solo.io/v2";
 const TRAFFIC: &str = "trafficcontrol.policy.gloo.solo.io/v2";
+const OBSERVABILITY: &str = "observability.policy.gloo.solo.io/v2";
+const EXTENSIONS: &str = "extensions.policy.gloo.solo.io/v2";
+const ADMIN_V2ALPHA1: &str = "admin.gloo.solo.io/v2alpha1";
 const CORE: &str = "v1";
 const RBAC: &str = "rbac.authorization.k8s.io/v1";
 
 /// (kind, name, apiVersion, plural, short name)
-const TABLE: [(Kind, &str, &str, &str, &str); 26] = [
+const TABLE: [(Kind, &str, &str, &str, &str); 53] = [
     (
         Kind::KubernetesCluster,
         "KubernetesCluster",
@@ -167,10 +197,151 @@ const TABLE: [(Kind, &str, &str, &str, &str); 26] = [
         "clusterrolebindings",
         "clusterrolebinding",
     ),
+    (Kind::CorsPolicy, "CORSPolicy", SECURITY, "corspolicies", "corsp"),
+    (Kind::JwtPolicy, "JWTPolicy", SECURITY, "jwtpolicies", "jwtp"),
+    (Kind::CsrfPolicy, "CSRFPolicy", SECURITY, "csrfpolicies", "csrfp"),
+    (
+        Kind::ClientTlsPolicy,
+        "ClientTLSPolicy",
+        SECURITY,
+        "clienttlspolicies",
+        "ctlsp",
+    ),
+    (Kind::DlpPolicy, "DLPPolicy", SECURITY, "dlppolicies", "dlpp"),
+    (Kind::WafPolicy, "WAFPolicy", SECURITY, "wafpolicies", "wafp"),
+    (
+        Kind::GraphQlAllowedQueryPolicy,
+        "GraphQLAllowedQueryPolicy",
+        SECURITY,
+        "graphqlallowedquerypolicies",
+        "gqaqp",
+    ),
+    (Kind::MirrorPolicy, "MirrorPolicy", TRAFFIC, "mirrorpolicies", "mirp"),
+    (
+        Kind::TransformationPolicy,
+        "TransformationPolicy",
+        TRAFFIC,
+        "transformationpolicies",
+        "tfp",
+    ),
+    (
+        Kind::LoadBalancerPolicy,
+        "LoadBalancerPolicy",
+        TRAFFIC,
+        "loadbalancerpolicies",
+        "lbp",
+    ),
+    (
+        Kind::ProxyProtocolPolicy,
+        "ProxyProtocolPolicy",
+        TRAFFIC,
+        "proxyprotocolpolicies",
+        "ppp",
+    ),
+    (
+        Kind::HttpBufferPolicy,
+        "HTTPBufferPolicy",
+        TRAFFIC,
+        "httpbufferpolicies",
+        "hbp",
+    ),
+    (
+        Kind::ConnectionPolicy,
+        "ConnectionPolicy",
+        RESILIENCE,
+        "connectionpolicies",
+        "cnp",
+    ),
+    (
+        Kind::ActiveHealthCheckPolicy,
+        "ActiveHealthCheckPolicy",
+        RESILIENCE,
+        "activehealthcheckpolicies",
+        "ahcp",
+    ),
+    (
+        Kind::ListenerConnectionPolicy,
+        "ListenerConnectionPolicy",
+        RESILIENCE,
+        "listenerconnectionpolicies",
+        "lcp",
+    ),
+    (
+        Kind::TrimProxyConfigPolicy,
+        "TrimProxyConfigPolicy",
+        RESILIENCE,
+        "trimproxyconfigpolicies",
+        "tpcp",
+    ),
+    (
+        Kind::AdaptiveRequestConcurrencyPolicy,
+        "AdaptiveRequestConcurrencyPolicy",
+        RESILIENCE,
+        "adaptiverequestconcurrencypolicies",
+        "arcp",
+    ),
+    (
+        Kind::GraphQlPersistedQueryCachePolicy,
+        "GraphQLPersistedQueryCachePolicy",
+        RESILIENCE,
+        "graphqlpersistedquerycachepolicies",
+        "gqpqcp",
+    ),
+    (
+        Kind::AccessLogPolicy,
+        "AccessLogPolicy",
+        OBSERVABILITY,
+        "accesslogpolicies",
+        "alp",
+    ),
+    (
+        Kind::WasmDeploymentPolicy,
+        "WasmDeploymentPolicy",
+        EXTENSIONS,
+        "wasmdeploymentpolicies",
+        "wdp",
+    ),
+    (Kind::LuaPolicy, "LuaPolicy", EXTENSIONS, "luapolicies", "luap"),
+    (
+        Kind::RootTrustPolicy,
+        "RootTrustPolicy",
+        ADMIN,
+        "roottrustpolicies",
+        "rtrustp",
+    ),
+    (Kind::Dashboard, "Dashboard", ADMIN, "dashboards", "dash"),
+    (
+        Kind::IstioLifecycleManager,
+        "IstioLifecycleManager",
+        ADMIN,
+        "istiolifecyclemanagers",
+        "ilm",
+    ),
+    (
+        Kind::GatewayLifecycleManager,
+        "GatewayLifecycleManager",
+        ADMIN,
+        "gatewaylifecyclemanagers",
+        "glm",
+    ),
+    (
+        Kind::InsightsConfig,
+        "InsightsConfig",
+        ADMIN_V2ALPHA1,
+        "insightsconfigs",
+        "ic",
+    ),
+    (
+        Kind::WaypointLifecycleManager,
+        "WaypointLifecycleManager",
+        ADMIN_V2ALPHA1,
+        "waypointlifecyclemanagers",
+        "wlm",
+    ),
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 53] = [
         Kind::KubernetesCluster,
         Kind::Workspace,
         Kind::WorkspaceSettings,
@@ -197,6 +368,33 @@ impl Kind {
         Kind::ClusterRole,
         Kind::RoleBinding,
         Kind::ClusterRoleBinding,
+        Kind::CorsPolicy,
+        Kind::JwtPolicy,
+        Kind::CsrfPolicy,
+        Kind::ClientTlsPolicy,
+        Kind::DlpPolicy,
+        Kind::WafPolicy,
+        Kind::GraphQlAllowedQueryPolicy,
+        Kind::MirrorPolicy,
+        Kind::TransformationPolicy,
+        Kind::LoadBalancerPolicy,
+        Kind::ProxyProtocolPolicy,
+        Kind::HttpBufferPolicy,
+        Kind::ConnectionPolicy,
+        Kind::ActiveHealthCheckPolicy,
+        Kind::ListenerConnectionPolicy,
+        Kind::TrimProxyConfigPolicy,
+        Kind::AdaptiveRequestConcurrencyPolicy,
+        Kind::GraphQlPersistedQueryCachePolicy,
+        Kind::AccessLogPolicy,
+        Kind::WasmDeploymentPolicy,
+        Kind::LuaPolicy,
+        Kind::RootTrustPolicy,
+        Kind::Dashboard,
+        Kind::IstioLifecycleManager,
+        Kind::GatewayLifecycleManager,
+        Kind::InsightsConfig,
+        Kind::WaypointLifecycleManager,
     ];
 
     fn row(self) -> &'static (Kind, &'static str, &'static str, &'static str, &'static str) {

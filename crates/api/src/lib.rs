@@ -8,6 +8,7 @@
 //! Pure: no I/O. The management server, the CLI and tests all parse through [`parse_documents`].
 
 mod addons;
+mod admin_kinds;
 mod common;
 mod core;
 mod envoy_limits;
@@ -20,13 +21,18 @@ mod networking;
 mod parse;
 mod policy;
 mod rbac;
+mod resilience_policies;
 mod resource;
+mod security_policies;
+mod traffic_policies;
 mod validate;
 mod validate_addons;
+mod validate_gloo_policies;
 mod validate_policy;
 mod workspace;
 
 pub use addons::*;
+pub use admin_kinds::*;
 pub use common::{DestinationKind, DestinationReference, ObjectReference, ObjectSelector, PortSelector};
 pub use core::{ConfigMapSpec, SecretSpec, decode_base64};
 pub use error::{ApiError, DocumentError};
@@ -42,7 +48,10 @@ pub use networking::{
 pub use parse::{parse_documents, parse_one};
 pub use policy::*;
 pub use rbac::{PolicyRule, RoleBindingSpec, RoleRef, RoleSpec, Subject, VERBS};
+pub use resilience_policies::*;
 pub use resource::{Resource, ResourceKey, Spec};
+pub use security_policies::*;
+pub use traffic_policies::*;
 pub use validate_policy::regex_escape;
 
 /// Where cluster-scoped objects (KubernetesClusters, ClusterRoles, ClusterRoleBindings) are kept.

@@ -229,7 +229,13 @@ pub struct AwsFilter {
     pub iam_roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "lambda_functions")]
+    /// `lambda_function` is how the RouteTable reference's own example spells it.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        alias = "lambda_functions",
+        alias = "lambda_function"
+    )]
     pub lambda_functions: Vec<String>,
 }
 

@@ -346,6 +346,33 @@ fn typed_spec(kind: Kind, value: Value) -> Result<Spec, Vec<(String, String)>> {
         Kind::ClusterRole => Spec::ClusterRole(de(value)?),
         Kind::RoleBinding => Spec::RoleBinding(de(value)?),
         Kind::ClusterRoleBinding => Spec::ClusterRoleBinding(de(value)?),
+        Kind::CorsPolicy => Spec::CorsPolicy(de(value)?),
+        Kind::JwtPolicy => Spec::JwtPolicy(de(value)?),
+        Kind::CsrfPolicy => Spec::CsrfPolicy(de(value)?),
+        Kind::ClientTlsPolicy => Spec::ClientTlsPolicy(de(value)?),
+        Kind::DlpPolicy => Spec::DlpPolicy(de(value)?),
+        Kind::WafPolicy => Spec::WafPolicy(de(value)?),
+        Kind::GraphQlAllowedQueryPolicy => Spec::GraphQlAllowedQueryPolicy(de(value)?),
+        Kind::MirrorPolicy => Spec::MirrorPolicy(de(value)?),
+        Kind::TransformationPolicy => Spec::TransformationPolicy(de(value)?),
+        Kind::LoadBalancerPolicy => Spec::LoadBalancerPolicy(de(value)?),
+        Kind::ProxyProtocolPolicy => Spec::ProxyProtocolPolicy(de(value)?),
+        Kind::HttpBufferPolicy => Spec::HttpBufferPolicy(de(value)?),
+        Kind::ConnectionPolicy => Spec::ConnectionPolicy(de(value)?),
+        Kind::ActiveHealthCheckPolicy => Spec::ActiveHealthCheckPolicy(de(value)?),
+        Kind::ListenerConnectionPolicy => Spec::ListenerConnectionPolicy(de(value)?),
+        Kind::TrimProxyConfigPolicy => Spec::TrimProxyConfigPolicy(de(value)?),
+        Kind::AdaptiveRequestConcurrencyPolicy => Spec::AdaptiveRequestConcurrencyPolicy(de(value)?),
+        Kind::GraphQlPersistedQueryCachePolicy => Spec::GraphQlPersistedQueryCachePolicy(de(value)?),
+        Kind::AccessLogPolicy => Spec::AccessLogPolicy(de(value)?),
+        Kind::WasmDeploymentPolicy => Spec::WasmDeploymentPolicy(de(value)?),
+        Kind::LuaPolicy => Spec::LuaPolicy(de(value)?),
+        Kind::RootTrustPolicy => Spec::RootTrustPolicy(de(value)?),
+        Kind::Dashboard => Spec::Dashboard(de(value)?),
+        Kind::IstioLifecycleManager => Spec::IstioLifecycleManager(de(value)?),
+        Kind::GatewayLifecycleManager => Spec::GatewayLifecycleManager(de(value)?),
+        Kind::InsightsConfig => Spec::InsightsConfig(de(value)?),
+        Kind::WaypointLifecycleManager => Spec::WaypointLifecycleManager(de(value)?),
     })
 }
 
@@ -364,3 +391,6 @@ mod tests;
 
 #[cfg(test)]
 mod limits_tests;
+
+#[cfg(test)]
+mod gloo_kinds_tests;

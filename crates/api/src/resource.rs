@@ -8,6 +8,7 @@ use crate::addons::{
     ExtAuthPolicySpec, ExtAuthServerSpec, RateLimitClientConfigSpec, RateLimitPolicySpec, RateLimitServerConfigSpec,
     RateLimitServerSettingsSpec,
 };
+use crate::admin_kinds::*;
 use crate::core::{ConfigMapSpec, SecretSpec};
 use crate::external::{ExternalEndpointSpec, ExternalServiceSpec};
 use crate::gateway::VirtualGatewaySpec;
@@ -19,6 +20,9 @@ use crate::policy::{
     OutlierDetectionPolicySpec, RetryTimeoutPolicySpec,
 };
 use crate::rbac::{RoleBindingSpec, RoleSpec};
+use crate::resilience_policies::*;
+use crate::security_policies::*;
+use crate::traffic_policies::*;
 use crate::workspace::{KubernetesClusterSpec, WorkspaceSettingsSpec, WorkspaceSpec};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +53,33 @@ pub enum Spec {
     ClusterRole(RoleSpec),
     RoleBinding(RoleBindingSpec),
     ClusterRoleBinding(RoleBindingSpec),
+    CorsPolicy(CorsPolicySpec),
+    JwtPolicy(JwtPolicySpec),
+    CsrfPolicy(CsrfPolicySpec),
+    ClientTlsPolicy(ClientTlsPolicySpec),
+    DlpPolicy(DlpPolicySpec),
+    WafPolicy(WafPolicySpec),
+    GraphQlAllowedQueryPolicy(GraphQlAllowedQueryPolicySpec),
+    MirrorPolicy(MirrorPolicySpec),
+    TransformationPolicy(TransformationPolicySpec),
+    LoadBalancerPolicy(LoadBalancerPolicySpec),
+    ProxyProtocolPolicy(ProxyProtocolPolicySpec),
+    HttpBufferPolicy(HttpBufferPolicySpec),
+    ConnectionPolicy(ConnectionPolicySpec),
+    ActiveHealthCheckPolicy(ActiveHealthCheckPolicySpec),
+    ListenerConnectionPolicy(ListenerConnectionPolicySpec),
+    TrimProxyConfigPolicy(TrimProxyConfigPolicySpec),
+    AdaptiveRequestConcurrencyPolicy(AdaptiveRequestConcurrencyPolicySpec),
+    GraphQlPersistedQueryCachePolicy(GraphQlPersistedQueryCachePolicySpec),
+    AccessLogPolicy(AccessLogPolicySpec),
+    WasmDeploymentPolicy(WasmDeploymentPolicySpec),
+    LuaPolicy(LuaPolicySpec),
+    RootTrustPolicy(RootTrustPolicySpec),
+    Dashboard(DashboardSpec),
+    IstioLifecycleManager(LifecycleManagerSpec),
+    GatewayLifecycleManager(LifecycleManagerSpec),
+    InsightsConfig(InsightsConfigSpec),
+    WaypointLifecycleManager(WaypointLifecycleManagerSpec),
 }
 
 /// One accepted resource. Serializes to the same shape it was read from.
@@ -111,6 +142,33 @@ impl Spec {
             Spec::ClusterRole(_) => Kind::ClusterRole,
             Spec::RoleBinding(_) => Kind::RoleBinding,
             Spec::ClusterRoleBinding(_) => Kind::ClusterRoleBinding,
+            Spec::CorsPolicy(_) => Kind::CorsPolicy,
+            Spec::JwtPolicy(_) => Kind::JwtPolicy,
+            Spec::CsrfPolicy(_) => Kind::CsrfPolicy,
+            Spec::ClientTlsPolicy(_) => Kind::ClientTlsPolicy,
+            Spec::DlpPolicy(_) => Kind::DlpPolicy,
+            Spec::WafPolicy(_) => Kind::WafPolicy,
+            Spec::GraphQlAllowedQueryPolicy(_) => Kind::GraphQlAllowedQueryPolicy,
+            Spec::MirrorPolicy(_) => Kind::MirrorPolicy,
+            Spec::TransformationPolicy(_) => Kind::TransformationPolicy,
+            Spec::LoadBalancerPolicy(_) => Kind::LoadBalancerPolicy,
+            Spec::ProxyProtocolPolicy(_) => Kind::ProxyProtocolPolicy,
+            Spec::HttpBufferPolicy(_) => Kind::HttpBufferPolicy,
+            Spec::ConnectionPolicy(_) => Kind::ConnectionPolicy,
+            Spec::ActiveHealthCheckPolicy(_) => Kind::ActiveHealthCheckPolicy,
+            Spec::ListenerConnectionPolicy(_) => Kind::ListenerConnectionPolicy,
+            Spec::TrimProxyConfigPolicy(_) => Kind::TrimProxyConfigPolicy,
+            Spec::AdaptiveRequestConcurrencyPolicy(_) => Kind::AdaptiveRequestConcurrencyPolicy,
+            Spec::GraphQlPersistedQueryCachePolicy(_) => Kind::GraphQlPersistedQueryCachePolicy,
+            Spec::AccessLogPolicy(_) => Kind::AccessLogPolicy,
+            Spec::WasmDeploymentPolicy(_) => Kind::WasmDeploymentPolicy,
+            Spec::LuaPolicy(_) => Kind::LuaPolicy,
+            Spec::RootTrustPolicy(_) => Kind::RootTrustPolicy,
+            Spec::Dashboard(_) => Kind::Dashboard,
+            Spec::IstioLifecycleManager(_) => Kind::IstioLifecycleManager,
+            Spec::GatewayLifecycleManager(_) => Kind::GatewayLifecycleManager,
+            Spec::InsightsConfig(_) => Kind::InsightsConfig,
+            Spec::WaypointLifecycleManager(_) => Kind::WaypointLifecycleManager,
         }
     }
 
@@ -140,6 +198,33 @@ impl Spec {
             Spec::RateLimitPolicy(s) => serde_json::to_value(s),
             Spec::Role(s) | Spec::ClusterRole(s) => serde_json::to_value(s),
             Spec::RoleBinding(s) | Spec::ClusterRoleBinding(s) => serde_json::to_value(s),
+            Spec::CorsPolicy(s) => serde_json::to_value(s),
+            Spec::JwtPolicy(s) => serde_json::to_value(s),
+            Spec::CsrfPolicy(s) => serde_json::to_value(s),
+            Spec::ClientTlsPolicy(s) => serde_json::to_value(s),
+            Spec::DlpPolicy(s) => serde_json::to_value(s),
+            Spec::WafPolicy(s) => serde_json::to_value(s),
+            Spec::GraphQlAllowedQueryPolicy(s) => serde_json::to_value(s),
+            Spec::MirrorPolicy(s) => serde_json::to_value(s),
+            Spec::TransformationPolicy(s) => serde_json::to_value(s),
+            Spec::LoadBalancerPolicy(s) => serde_json::to_value(s),
+            Spec::ProxyProtocolPolicy(s) => serde_json::to_value(s),
+            Spec::HttpBufferPolicy(s) => serde_json::to_value(s),
+            Spec::ConnectionPolicy(s) => serde_json::to_value(s),
+            Spec::ActiveHealthCheckPolicy(s) => serde_json::to_value(s),
+            Spec::ListenerConnectionPolicy(s) => serde_json::to_value(s),
+            Spec::TrimProxyConfigPolicy(s) => serde_json::to_value(s),
+            Spec::AdaptiveRequestConcurrencyPolicy(s) => serde_json::to_value(s),
+            Spec::GraphQlPersistedQueryCachePolicy(s) => serde_json::to_value(s),
+            Spec::AccessLogPolicy(s) => serde_json::to_value(s),
+            Spec::WasmDeploymentPolicy(s) => serde_json::to_value(s),
+            Spec::LuaPolicy(s) => serde_json::to_value(s),
+            Spec::RootTrustPolicy(s) => serde_json::to_value(s),
+            Spec::Dashboard(s) => serde_json::to_value(s),
+            Spec::IstioLifecycleManager(s) => serde_json::to_value(s),
+            Spec::GatewayLifecycleManager(s) => serde_json::to_value(s),
+            Spec::InsightsConfig(s) => serde_json::to_value(s),
+            Spec::WaypointLifecycleManager(s) => serde_json::to_value(s),
         };
         value.expect("specs serialize to JSON")
     }

@@ -48,7 +48,13 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::Role(spec) | Spec::ClusterRole(spec) => crate::rbac::validate_rules(&mut problems, spec),
         Spec::RoleBinding(spec) => crate::rbac::validate_binding(&mut problems, spec, false),
         Spec::ClusterRoleBinding(spec) => crate::rbac::validate_binding(&mut problems, spec, true),
-        Spec::KubernetesCluster(_) | Spec::WorkspaceSettings(_) | Spec::ConfigMap(_) => {}
+        Spec::CorsPolicy(spec) => crate::validate_gloo_policies::cors_policy(&mut problems, spec),
+        Spec::MirrorPolicy(spec) => crate::validate_gloo_policies::mirror_policy(&mut problems, spec),
+        Spec::JwtPolicy(spec) => crate::validate_gloo_policies::jwt_policy(&mut problems, spec),
+        Spec::LoadBalancerPolicy(spec) => crate::validate_gloo_policies::load_balancer_policy(&mut problems, spec),
+        Spec::ConnectionPolicy(spec) => crate::validate_gloo_policies::connection_policy(&mut problems, spec),
+        // Nothing to check beyond their types; kinds not applied yet say so in their status.
+        _ => {}
     }
     if problems.is_empty() { Ok(()) } else { Err(problems) }
 }

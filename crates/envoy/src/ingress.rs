@@ -54,6 +54,12 @@ struct Port<'a> {
 /// the upstreams those routes forward to, in the IR's order. Nothing selected: nothing at all.
 pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources {
     let ports = merged_ports(ir.ingress_gateways.iter().filter(|g| selects(g, spec.labels)));
+    let mirrors = ports
+        .values()
+        .flat_map(|port| &port.virtual_hosts)
+        .flat_map(|host| &host.routes)
+        .filter_map(|route| route.policies.mirror.as_ref())
+        .map(|mirror| mirror.upstream.as_str());
     let referenced: BTreeSet<&str> = ports
         .values()
         .flat_map(|port| &port.virtual_hosts)
@@ -70,6 +76,7 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
                 .flat_map(|route| &route.destinations),
         )
         .map(|destination| destination.upstream.as_str())
+        .chain(mirrors)
         .collect();
     let upstreams: Vec<_> = ir
         .upstreams
@@ -81,13 +88,16 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
             .iter()
             .map(|u| sidecar::outbound_cluster(u))
             .chain(crate::addons::clusters(&ir.addon_servers))
+            .chain(crate::http_policies::jwks_clusters(
+                ports.values().flat_map(|port| &port.virtual_hosts),
+            ))
             .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: ports
             .iter()
             .map(|(port, served)| match served.stream {
                 Some(stream) => stream_listener(spec.listen_address, *port, served.tls, stream),
-                None => listener(spec.listen_address, *port, served.tls, &ir.addon_servers),
+                None => listener(spec.listen_address, *port, served, &ir.addon_servers),
             })
             .collect(),
         routes: ports
@@ -170,12 +180,21 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
 /// An HTTP connection manager fetching `ingress|<port>` over RDS, with the fault filter the
 /// routes' fault policies configure (as on a sidecar's outbound listener). The gateway is the
 /// edge: the client's address is the remote address, not whatever `x-forwarded-for` claims.
-fn listener(address: &str, port: u16, tls: Option<&IngressTls>, addons: &[AddonServer]) -> Listener {
+fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> Listener {
+    let tls = served.tls;
     let name = ingress_name(port);
     let mut hcm = common::http_connection_manager(&format!("ingress_{port}"), Routes::Rds(name.clone()));
     hcm.http_filters.insert(0, routes::fault_filter());
     let router = hcm.http_filters.len() - 1;
     hcm.http_filters.splice(router..router, crate::addons::filters(addons));
+    // CORS first (it answers preflights itself), then CSRF, then the token check, as on a sidecar.
+    if let Some(jwt) = crate::http_policies::jwt_filter(&served.virtual_hosts) {
+        hcm.http_filters.insert(0, jwt);
+    }
+    hcm.http_filters.insert(0, crate::http_policies::csrf_filter());
+    let router = hcm.http_filters.len() - 1;
+    hcm.http_filters.insert(router, crate::http_policies::buffer_filter());
+    hcm.http_filters.insert(0, crate::http_policies::cors_filter());
     hcm.use_remote_address = Some(BoolValue { value: true });
     let mut listener = common::listener(
         &name,

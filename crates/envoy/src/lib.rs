@@ -23,11 +23,13 @@ mod authz;
 mod bootstrap;
 mod common;
 mod gateway;
+mod http_policies;
 mod ingress;
 mod pack;
 mod routes;
 mod sidecar;
 mod tls;
+mod upstream_traffic;
 
 pub use authz::{RBAC_DRY_RUN_STAT_PREFIX, RbacStats};
 pub use bootstrap::{
@@ -35,6 +37,7 @@ pub use bootstrap::{
     bootstrap_with_client_certificate, xds_client_certificate_secret, xds_server_validation_secret,
 };
 pub use gateway::{GATEWAY_LISTENER, GatewaySpec, east_west_gateway};
+pub use http_policies::listener_inputs as sidecar_listener_route_inputs;
 pub use ingress::{IngressSpec, ingress_gateway, ingress_name};
 pub use pack::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 pub use sidecar::{

@@ -53,6 +53,12 @@ pub(crate) fn route(route: &ir::Route) -> Route {
     if let Action::Route(forward) = &mut action {
         forward.retry_policy = policies.retry.as_ref().map(retry_policy);
         forward.timeout = policies.timeout_ms.map(duration_ms);
+        forward.request_mirror_policies = policies
+            .mirror
+            .iter()
+            .map(crate::http_policies::mirror_policy)
+            .collect();
+        forward.hash_policy = crate::upstream_traffic::hash_policies(&policies.hash);
     }
     Route {
         name: route.name.clone(),
@@ -63,6 +69,7 @@ pub(crate) fn route(route: &ir::Route) -> Route {
             .iter()
             .map(|fault| (FAULT_FILTER.to_string(), pack_any(http_fault(fault))))
             .chain(crate::addons::route_configs(policies))
+            .chain(crate::http_policies::route_configs(policies))
             .collect(),
         request_headers_to_add: headers_to_add(&policies.request_headers),
         request_headers_to_remove: policies.request_headers.remove.clone(),

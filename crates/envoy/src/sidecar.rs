@@ -90,11 +90,13 @@ pub fn sidecar_outbound(ir: &ClusterConfig, view: &OutboundView) -> ProxyResourc
         .map(|u| &**u)
         .collect();
     let virtual_hosts = outbound_hosts(ir, view);
+    let jwks = crate::http_policies::jwks_clusters(virtual_hosts.iter().map(|h| &**h));
     ProxyResources {
         clusters: upstreams
             .iter()
             .map(|u| outbound_cluster(u))
             .chain(crate::addons::clusters(&ir.addon_servers))
+            .chain(jwks)
             .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
         listeners: Vec::new(),
@@ -116,6 +118,18 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     outbound
         .http_filters
         .splice(router..router, crate::addons::filters(&ir.addon_servers));
+    // CORS first (it answers preflights itself), then CSRF, then the token check, then everything else.
+    let workspace = sidecar_workspace(ir, spec.workload);
+    let hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
+    if let Some(jwt) = crate::http_policies::jwt_filter(hosts.map(|h| &**h)) {
+        outbound.http_filters.insert(0, jwt);
+    }
+    outbound.http_filters.insert(0, crate::http_policies::csrf_filter());
+    let router = outbound.http_filters.len() - 1;
+    outbound
+        .http_filters
+        .insert(router, crate::http_policies::buffer_filter());
+    outbound.http_filters.insert(0, crate::http_policies::cors_filter());
     let mut resources = ProxyResources {
         listeners: vec![common::listener(
             OUTBOUND_LISTENER,
@@ -152,6 +166,14 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
 /// gateway too, since the gateway passes TLS through by SNI. Outlier detection ejects endpoints
 /// that keep failing, which is also what moves traffic to the next priority on failover.
 pub(crate) fn outbound_cluster(upstream: &Upstream) -> Cluster {
+    let mut cluster = outbound_cluster_base(upstream);
+    if let Some(traffic) = &upstream.traffic {
+        crate::upstream_traffic::apply(&mut cluster, traffic);
+    }
+    cluster
+}
+
+fn outbound_cluster_base(upstream: &Upstream) -> Cluster {
     let Some(external) = &upstream.external else {
         return Cluster {
             transport_socket: Some(tls::upstream_socket(upstream)),

@@ -26,6 +26,7 @@ pub(crate) fn mk_upstream(name: &str, key: &str, endpoints: Vec<Endpoint>, ident
         endpoints,
         identities: identities.iter().map(|id| id.to_string()).collect(),
         outlier_detection: None,
+        traffic: None,
         workspaces: None,
         external: None,
         locality_weights: Default::default(),

@@ -120,6 +120,245 @@ fn envoy_accepts_add_on_filters_and_route_configs() {
     assert_envoy_accepts_pb("addons-ingress", &static_bootstrap(resources));
 }
 
+/// CORS, a mirror and a JWT requirement on every route, on a sidecar and on an ingress gateway:
+/// the CORS and JWT filters before the router, their per-route configs, the mirror's cluster.
+#[test]
+fn envoy_accepts_cors_mirror_and_jwt_on_routes() {
+    let mut ir = mk_cluster_config();
+    let mirror = ir.upstreams[0].name.clone();
+    for host in &mut ir.virtual_hosts {
+        with_gloo_route_policies(&mut Arc::make_mut(host).routes, &mirror);
+    }
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    assert_gloo_filters(&resources);
+    for jwks in ["jwks|https|idp.example.com:443", "jwks|http|127.0.0.1:8081"] {
+        assert!(resources.clusters.iter().any(|c| c.name == jwks), "no cluster {jwks}");
+    }
+    assert_envoy_accepts_pb("gloo-policies-sidecar", &static_bootstrap(resources));
+
+    let files = IngressFiles::new("gloo-policies-ingress");
+    let mut ir = mk_ingress_config(&files.tls());
+    for gateway in &mut ir.ingress_gateways {
+        for listener in &mut gateway.listeners {
+            for host in &mut listener.virtual_hosts {
+                with_gloo_route_policies(&mut host.routes, &mirror);
+            }
+        }
+    }
+    let resources = with_secrets(mk_ingress(&ir));
+    assert_gloo_filters(&resources);
+    assert!(
+        resources.clusters.iter().any(|c| c.name == mirror),
+        "the ingress gateway must hold the mirror's cluster"
+    );
+    assert_envoy_accepts_pb("gloo-policies-ingress", &static_bootstrap(resources));
+}
+
+/// LoadBalancerPolicy, ConnectionPolicy and ActiveHealthCheckPolicy on upstreams: a ring hash
+/// cluster with circuit breakers, keepalive, panic threshold and an HTTP health check, a least
+/// request cluster with a TCP health check, and routes that hash a header, a cookie, the
+/// source address and a query parameter.
+#[test]
+fn envoy_accepts_load_balancing_and_connection_settings() {
+    use trellis_model::policy::{HashKey, HealthCheck, HealthProbe, LbPolicy, TcpKeepalive, UpstreamTraffic};
+    let mut ir = mk_cluster_config();
+    Arc::make_mut(&mut ir.upstreams[0]).traffic = Some(UpstreamTraffic {
+        lb_policy: Some(LbPolicy::RingHash),
+        healthy_panic_threshold_basis_points: Some(2550),
+        update_merge_window_ms: Some(500),
+        connect_timeout_ms: Some(250),
+        max_connections: Some(10),
+        max_pending_requests: Some(5),
+        max_requests: Some(20),
+        max_retries: Some(2),
+        tcp_keepalive: Some(TcpKeepalive {
+            probes: Some(3),
+            time_s: Some(60),
+            interval_s: Some(10),
+        }),
+        health_check: Some(HealthCheck {
+            timeout_ms: 1_000,
+            interval_ms: 5_000,
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            no_traffic_interval_ms: Some(60_000),
+            probe: HealthProbe::Http {
+                path: "/health".into(),
+                host: "backend".into(),
+                expected_statuses: vec![(200, 300)],
+            },
+        }),
+    });
+    if let Some(upstream) = ir.upstreams.get_mut(1) {
+        Arc::make_mut(upstream).traffic = Some(UpstreamTraffic {
+            lb_policy: Some(LbPolicy::LeastRequest),
+            health_check: Some(HealthCheck {
+                timeout_ms: 500,
+                interval_ms: 2_000,
+                unhealthy_threshold: 3,
+                healthy_threshold: 2,
+                no_traffic_interval_ms: None,
+                probe: HealthProbe::Tcp,
+            }),
+            ..Default::default()
+        });
+    }
+    for route in &mut Arc::make_mut(&mut ir.virtual_hosts[0]).routes {
+        route.policies.hash = vec![
+            HashKey::Header("x-user".into()),
+            HashKey::Cookie {
+                name: "session".into(),
+                path: "/".into(),
+                ttl_ms: Some(3_600_000),
+            },
+            HashKey::SourceIp,
+            HashKey::QueryParameter("user".into()),
+        ];
+    }
+    let resources = with_secrets(mk_sidecar_for(&ir));
+    let hashed = resources
+        .clusters
+        .iter()
+        .find(|c| c.name == ir.upstreams[0].name)
+        .unwrap();
+    assert!(hashed.circuit_breakers.is_some() && hashed.upstream_connection_options.is_some());
+    assert_eq!(hashed.health_checks.len(), 1);
+    assert_envoy_accepts_pb("upstream-traffic", &static_bootstrap(resources));
+}
+
+/// RFC 7517's example P-256 public key, as a key set.
+const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1", "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
+
+fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
+    use trellis_model::policy::{
+        Cors, Csrf, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks, StringMatch,
+    };
+    let provider = |name: &str| JwtProvider {
+        name: format!("demo/jwt/{name}"),
+        issuer: format!("https://{name}.example.com"),
+        audiences: vec!["api".into()],
+        local_jwks: JWKS.into(),
+        remote: None,
+        from_headers: vec![("x-token".into(), "Bearer ".into())],
+        from_params: vec!["token".into()],
+        claims_to_headers: vec![("sub".into(), "x-user".into())],
+        forward: true,
+        clock_skew_seconds: Some(30),
+        payload_header: "x-jwt-payload".into(),
+    };
+    for (i, route) in routes.iter_mut().enumerate() {
+        route.policies.cors = Some(Cors {
+            allow_origins: vec![
+                OriginMatch {
+                    matcher: StringMatch::Exact("https://shop.example.com".into()),
+                    ignore_case: false,
+                },
+                OriginMatch {
+                    matcher: StringMatch::Regex("https://.*\\.example\\.org".into()),
+                    ignore_case: true,
+                },
+                OriginMatch {
+                    matcher: StringMatch::Suffix(".example.net".into()),
+                    ignore_case: false,
+                },
+            ],
+            allow_methods: "GET,POST".into(),
+            allow_headers: "x-custom".into(),
+            expose_headers: "x-served-by".into(),
+            max_age_seconds: Some(60),
+            allow_credentials: Some(true),
+        });
+        route.policies.buffer_max_request_bytes = Some(8192);
+        route.policies.csrf = Some(Csrf {
+            enforce_per_million: 1_000_000,
+            shadow_per_million: 0,
+            additional_origins: vec![OriginMatch {
+                matcher: StringMatch::Suffix(".example.com".into()),
+                ignore_case: true,
+            }],
+        });
+        route.policies.mirror = Some(Mirror {
+            upstream: mirror.into(),
+            per_million: 500_000,
+        });
+        // Two policies: one requirement of two providers with missing tokens allowed, one of one.
+        route.policies.jwt = Some(if i % 2 == 0 {
+            JwtRequirement {
+                name: "demo/jwt".into(),
+                // A key set inline, and one fetched over HTTPS.
+                providers: vec![
+                    provider("dev"),
+                    JwtProvider {
+                        local_jwks: String::new(),
+                        remote: Some(RemoteJwks {
+                            url: "https://idp.example.com/.well-known/jwks.json".into(),
+                            host: "idp.example.com".into(),
+                            port: 443,
+                            tls: true,
+                            cache_duration_ms: Some(300_000),
+                            timeout_ms: None,
+                            async_fetch: true,
+                        }),
+                        ..provider("prod")
+                    },
+                ],
+                allow_missing: true,
+                allow_failed: false,
+            }
+        } else {
+            JwtRequirement {
+                name: "demo/strict".into(),
+                // Fetched over plain HTTP from an address.
+                providers: vec![JwtProvider {
+                    name: "demo/strict/only".into(),
+                    local_jwks: String::new(),
+                    remote: Some(RemoteJwks {
+                        url: "http://127.0.0.1:8081/jwks.json".into(),
+                        host: "127.0.0.1".into(),
+                        port: 8081,
+                        tls: false,
+                        cache_duration_ms: None,
+                        timeout_ms: Some(1_000),
+                        async_fetch: false,
+                    }),
+                    ..provider("strict")
+                }],
+                ..Default::default()
+            }
+        });
+    }
+}
+
+fn assert_gloo_filters(resources: &ProxyResources) {
+    let listener = &resources.listeners[0];
+    let ConfigType::TypedConfig(any) = listener.filter_chains[0].filters[0].config_type.as_ref().unwrap() else {
+        panic!("no typed HCM")
+    };
+    let hcm = HttpConnectionManager::decode(&any.value[..]).unwrap();
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names[..3],
+        [
+            "envoy.filters.http.cors",
+            "envoy.filters.http.csrf",
+            "envoy.filters.http.jwt_authn"
+        ],
+        "{names:?}"
+    );
+    let route = &resources.routes[0].virtual_hosts[0].routes[0];
+    for filter in [
+        "envoy.filters.http.cors",
+        "envoy.filters.http.csrf",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.buffer",
+    ] {
+        assert!(
+            route.typed_per_filter_config.contains_key(filter),
+            "{filter} on the route"
+        );
+    }
+}
+
 /// A destination's inbound listener that mirrors the mesh routes with their add-on checks
 /// (behind AccessPolicy RBAC, over mTLS and plaintext), next to an unprotected port.
 #[test]
@@ -934,6 +1173,7 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identitie
             })
             .collect(),
         outlier_detection: None,
+        traffic: None,
         workspaces: None,
         external: None,
         locality_weights: Default::default(),

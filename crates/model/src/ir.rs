@@ -79,6 +79,9 @@ pub struct Upstream {
     pub identities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<crate::policy::OutlierDetection>,
+    /// Load balancing and connection limits (LoadBalancerPolicy, ConnectionPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::policy::UpstreamTraffic>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspaces: Visibility,
     /// Set for a destination outside the mesh (ExternalService): no mesh mTLS to it.

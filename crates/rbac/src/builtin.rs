@@ -17,12 +17,13 @@ pub const VIEWER_ROLE: &str = "trellis-viewer";
 /// The group of the generated admin token's user.
 pub const ADMINS_GROUP: &str = "trellis:admins";
 
-const GLOO_CONFIG_GROUPS: [&str; 5] = [
+const GLOO_CONFIG_GROUPS: [&str; 6] = [
     "networking.gloo.solo.io",
     "security.policy.gloo.solo.io",
     "resilience.policy.gloo.solo.io",
     "trafficcontrol.policy.gloo.solo.io",
     "observability.policy.gloo.solo.io",
+    "extensions.policy.gloo.solo.io",
 ];
 const EDIT: [&str; 6] = ["get", "list", "watch", "create", "update", "delete"];
 const READ: [&str; 3] = ["get", "list", "watch"];

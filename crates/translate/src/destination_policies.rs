@@ -26,6 +26,8 @@ use crate::workspaces::{PolicyScope, Workspaces};
 pub(crate) struct UpstreamPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     pub failover: Option<FailoverConfig>,
+    /// LoadBalancerPolicy and ConnectionPolicy (see `traffic_policies`).
+    pub traffic: Option<trellis_model::policy::UpstreamTraffic>,
 }
 
 impl UpstreamPolicy {
@@ -158,7 +160,7 @@ fn selects_kind(
 
 /// The selectors, or one that selects everything when there are none: Gloo applies a policy
 /// without `applyToDestinations` to every destination of its workspace.
-fn or_everything(selectors: &[DestinationSelector]) -> Vec<DestinationSelector> {
+pub(crate) fn or_everything(selectors: &[DestinationSelector]) -> Vec<DestinationSelector> {
     if selectors.is_empty() {
         vec![DestinationSelector::default()]
     } else {

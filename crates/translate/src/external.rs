@@ -124,6 +124,7 @@ pub(crate) fn build(
                     endpoints,
                     identities: Vec::new(),
                     outlier_detection: None,
+                    traffic: None,
                     workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
                     external: Some(ExternalUpstream { dns, tls_sni }),
                     locality_weights: Default::default(),

@@ -7,10 +7,13 @@
 //!                                         virtual hosts, routes, and the Targets they send to
 //!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
+//!           ──▶ traffic_policies          CORS, CSRF, buffers, mirrors, JWT on selected routes; kinds
+//!                                         not applied yet get a WARNING
 //!           ──▶ addons                    ext-auth and rate-limit policies on routes; add-on configs
 //!           ──▶ inbound_routes            per cluster: routes to protected local services, mirrored
 //!                                         for the destination sidecars' inbound listeners
 //!           ──▶ destination_policies      outlier detection and failover per Target
+//!           ──▶ traffic_destinations      load balancing, connection limits, health checks per Target
 //!           ──▶ endpoints::materialize    per cluster: each Target ─▶ Upstream with local endpoints
 //!                                         directly and remote ones through that cluster's east-west
 //!                                         gateway; plus what this cluster's gateway must serve
@@ -38,6 +41,8 @@ mod route_policies;
 mod service_index;
 mod status;
 mod target;
+mod traffic_destinations;
+mod traffic_policies;
 mod unapplied;
 mod workspaces;
 
@@ -111,8 +116,16 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
         workspaces: &workspaces,
         services: Some(&index),
     };
+    traffic_policies::apply(&lookup, &index, &mut outbound, &mut report, &mut warnings);
     let addons = addons::apply(&lookup, &mut outbound, &mut report, &mut warnings);
-    let upstream_policies = destination_policies::resolve(&lookup, &outbound.targets, &mut report, &mut warnings);
+    let mut upstream_policies = destination_policies::resolve(&lookup, &outbound.targets, &mut report, &mut warnings);
+    traffic_destinations::apply(
+        &lookup,
+        &mut outbound,
+        &mut upstream_policies,
+        &mut report,
+        &mut warnings,
+    );
     let cluster_names: Vec<String> = snapshot.clusters().into_iter().collect();
     let resolved = endpoints::resolve(snapshot, &index, &outbound.targets);
     let virtual_hosts: Vec<_> = outbound

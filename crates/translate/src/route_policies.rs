@@ -45,6 +45,7 @@ pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
             Spec::HeaderManipulationPolicy(spec) => Some(&spec.apply_to_routes[..]),
             _ => None,
         })
+        .chain(crate::traffic_policies::selectors(snapshot))
         .collect()
 }
 

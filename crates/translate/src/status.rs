@@ -40,6 +40,14 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::HeaderManipulationPolicy
             | Kind::ExtAuthPolicy
             | Kind::RateLimitPolicy
+            | Kind::CorsPolicy
+            | Kind::CsrfPolicy
+            | Kind::HttpBufferPolicy
+            | Kind::MirrorPolicy
+            | Kind::JwtPolicy
+            | Kind::LoadBalancerPolicy
+            | Kind::ConnectionPolicy
+            | Kind::ActiveHealthCheckPolicy
     )
 }
 

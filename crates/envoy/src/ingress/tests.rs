@@ -166,7 +166,16 @@ fn plaintext_listener_fetches_its_routes_over_rds_and_trusts_the_remote_address(
     assert_eq!(hcm.stat_prefix, "ingress_8080");
     assert_eq!(hcm.use_remote_address, Some(BoolValue { value: true }));
     let filters: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(filters, ["envoy.filters.http.fault", "envoy.filters.http.router"]);
+    assert_eq!(
+        filters,
+        [
+            "envoy.filters.http.cors",
+            "envoy.filters.http.csrf",
+            "envoy.filters.http.fault",
+            "envoy.filters.http.buffer",
+            "envoy.filters.http.router"
+        ]
+    );
     match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             assert_eq!(rds.route_config_name, "ingress|8080");

@@ -206,8 +206,17 @@ fn outbound_listener_fetches_routes_over_rds_with_a_typed_router() {
         other => panic!("expected RDS, got {other:?}"),
     }
     let names: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["envoy.filters.http.fault", "envoy.filters.http.router"]);
-    let router = &hcm.http_filters[1];
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.cors",
+            "envoy.filters.http.csrf",
+            "envoy.filters.http.fault",
+            "envoy.filters.http.buffer",
+            "envoy.filters.http.router"
+        ]
+    );
+    let router = &hcm.http_filters[4];
     assert!(matches!(
         &router.config_type,
         Some(http_filter::ConfigType::TypedConfig(any)) if any.type_url.ends_with("router.v3.Router")

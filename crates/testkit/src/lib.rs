@@ -629,6 +629,35 @@ async fn request_over_tls(
     })
 }
 
+/// Starts `trellis gateway ingress` registered with `cluster`'s agent, labelled
+/// `app=ingress-gateway` (what the tests' VirtualGateways select), its Envoy admin on
+/// `admin_port`, with `extra` arguments (e.g. `--namespace`). It stops when the handle drops.
+pub fn spawn_ingress_gateway(
+    mesh: &trellis_cli::up::LocalMesh,
+    cluster: &str,
+    admin_port: u16,
+    extra: &[&str],
+) -> tokio::process::Child {
+    let registry = mesh.cluster(cluster).registry_port;
+    let mut args: Vec<String> = [
+        "gateway",
+        "ingress",
+        "--agent",
+        &format!("127.0.0.1:{registry}"),
+        "--labels",
+        "app=ingress-gateway",
+        "--admin-port",
+        &admin_port.to_string(),
+        "--data-dir",
+        &mesh.dir.join(format!("ingress-{admin_port}")).display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let log = mesh.dir.join("logs").join(format!("ingress-{admin_port}.log"));
+    spawn_logged(&args, &log, &[])
+}
+
 /// Starts a program other than `trellis` (redis-server, Envoy), its output in `log`; it dies with
 /// the returned handle.
 pub fn spawn_program(program: &str, args: &[String], log: &std::path::Path) -> tokio::process::Child {

@@ -143,23 +143,7 @@ async fn gateway_serves_secret_tls_mesh_mutual_passthrough_and_tcp_listeners() {
     let (simple, mutual, mesh_mutual, passthrough, tcp, redirect) =
         (ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]);
     let admin = trellis_support::process::free_port();
-    let _gateway = spawn_logged(
-        &[
-            "gateway",
-            "ingress",
-            "--agent",
-            &agent,
-            "--labels",
-            "app=ingress-gateway",
-            "--admin-port",
-            &admin.to_string(),
-            "--data-dir",
-            &dir.join("envoy").display().to_string(),
-        ]
-        .map(String::from),
-        &mesh.dir.join("logs").join("gateway-tls.log"),
-        &[],
-    );
+    let _gateway = spawn_ingress_gateway(&mesh, "cluster-1", admin, &[]);
     let indent = |pem: &str| pem.trim_end().replace('\n', "\n    ");
     let config = format!(
         "apiVersion: v1

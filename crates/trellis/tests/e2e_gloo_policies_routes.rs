@@ -348,24 +348,7 @@ async fn cors_jwt_and_mirror_policies_apply_on_the_ingress_gateway() {
         trellis_support::process::free_port(),
         trellis_support::process::free_port(),
     );
-    let registry = mesh.cluster("cluster-1").registry_port;
-    let _gateway = spawn_logged(
-        &[
-            "gateway",
-            "ingress",
-            "--agent",
-            &format!("127.0.0.1:{registry}"),
-            "--labels",
-            "app=ingress-gateway",
-            "--admin-port",
-            &admin.to_string(),
-            "--data-dir",
-            &mesh.dir.join("ingress-envoy").display().to_string(),
-        ]
-        .map(String::from),
-        &mesh.dir.join("logs").join("ingress.log"),
-        &[],
-    );
+    let _gateway = spawn_ingress_gateway(&mesh, "cluster-1", admin, &[]);
     let issuer = Issuer::new("e2e-gateway");
     let config = format!(
         "apiVersion: networking.gloo.solo.io/v2

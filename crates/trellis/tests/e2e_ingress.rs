@@ -39,24 +39,7 @@ async fn ingress_gateway_serves_tls_and_mutual_tls() {
         trellis_support::process::free_port(),
         trellis_support::process::free_port(),
     );
-    let registry = mesh.cluster("cluster-1").registry_port;
-    let _gateway = spawn_logged(
-        &[
-            "gateway",
-            "ingress",
-            "--agent",
-            &format!("127.0.0.1:{registry}"),
-            "--labels",
-            "app=ingress-gateway",
-            "--admin-port",
-            &admin.to_string(),
-            "--data-dir",
-            &dir.join("envoy").display().to_string(),
-        ]
-        .map(String::from),
-        &mesh.dir.join("logs").join("ingress.log"),
-        &[],
-    );
+    let _gateway = spawn_ingress_gateway(&mesh, "cluster-1", admin, &[]);
     let config = format!(
         "apiVersion: networking.gloo.solo.io/v2
 kind: VirtualGateway

@@ -21,26 +21,7 @@ async fn an_isolated_workspace_is_reachable_from_the_gateway_of_a_workspace_it_s
         trellis_support::process::free_port(),
         trellis_support::process::free_port(),
     );
-    let registry = mesh.cluster("cluster-1").registry_port;
-    let _gateway = spawn_logged(
-        &[
-            "gateway",
-            "ingress",
-            "--agent",
-            &format!("127.0.0.1:{registry}"),
-            "--labels",
-            "app=ingress-gateway",
-            "--namespace",
-            "gateways",
-            "--admin-port",
-            &admin.to_string(),
-            "--data-dir",
-            &mesh.dir.join("gateway-envoy").display().to_string(),
-        ]
-        .map(String::from),
-        &mesh.dir.join("logs").join("ingress.log"),
-        &[],
-    );
+    let _gateway = spawn_ingress_gateway(&mesh, "cluster-1", admin, &["--namespace", "gateways"]);
     // Gloo's usual split: the app team's workspace isolates its services and exports them to
     // the ops workspace, which owns the gateways' namespace and imports them.
     let config = format!(

@@ -56,6 +56,23 @@ impl Outbound {
                 }
             }
         }
+        // A mirror copies requests to its target from wherever its route is served.
+        let ingress = self.ingress.iter().map(|(_, h)| h);
+        let mirrored: BTreeSet<&str> = self
+            .virtual_hosts
+            .iter()
+            .chain(ingress)
+            .flat_map(|h| &h.routes)
+            .filter_map(|r| r.policies.mirror.as_ref())
+            .map(|m| m.upstream.as_str())
+            .collect();
+        if !mirrored.is_empty() {
+            for (target, seen) in self.targets.iter().zip(&mut local) {
+                if mirrored.contains(target.upstream_name().as_str()) {
+                    *seen = Some(None);
+                }
+            }
+        }
         local.into_iter().map(Option::flatten).collect()
     }
 }

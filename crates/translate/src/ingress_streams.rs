@@ -18,7 +18,7 @@ use trellis_model::ir::WeightedUpstream;
 use crate::Warnings;
 use crate::outbound::Outbound;
 use crate::service_index::ServiceIndex;
-use crate::target::{Backend, Target};
+use crate::target::Target;
 
 /// Which RouteTable list a route came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,17 +251,13 @@ fn target(
             })
         }
         DestinationKind::Service => {
-            let mut backends = Vec::new();
-            for service in services.named(ref_namespace, &reference.name, &reference.cluster) {
-                if let Some(service_port) = service.port_by_number_or_name(number, port_name.as_deref()) {
-                    backends.push(Backend {
-                        cluster: service.cluster.to_string(),
-                        namespace: service.namespace.to_string(),
-                        service: service.name.to_string(),
-                        port: service_port.port,
-                    });
-                }
-            }
+            let backends = services.backends(
+                ref_namespace,
+                &reference.name,
+                &reference.cluster,
+                number,
+                port_name.as_deref(),
+            );
             let port = backends
                 .first()
                 .map(|b| b.port)

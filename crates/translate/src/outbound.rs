@@ -908,17 +908,13 @@ impl<'s> Context<'_, 's> {
                 Ok(self.vd_target(&vd, &destination.subset))
             }
             DestinationKind::Service => {
-                let mut backends = Vec::new();
-                for service in self.services.named(ref_namespace, &reference.name, &reference.cluster) {
-                    if let Some(service_port) = service.port_by_number_or_name(number, name.as_deref()) {
-                        backends.push(Backend {
-                            cluster: service.cluster.to_string(),
-                            namespace: service.namespace.to_string(),
-                            service: service.name.to_string(),
-                            port: service_port.port,
-                        });
-                    }
-                }
+                let backends = self.services.backends(
+                    ref_namespace,
+                    &reference.name,
+                    &reference.cluster,
+                    number,
+                    name.as_deref(),
+                );
                 let port = backends
                     .first()
                     .map(|b| b.port)

@@ -57,6 +57,29 @@ impl<'a, 's> ServiceIndex<'a, 's> {
             .filter(move |s| s.namespace == namespace && (cluster.is_empty() || s.cluster == cluster))
     }
 
+    /// The ports that back a reference to service `namespace/name` (in `cluster`, or every
+    /// cluster when empty) on port `number` or `port_name`: one backend per service that has it.
+    pub(crate) fn backends(
+        &self,
+        namespace: &str,
+        name: &str,
+        cluster: &str,
+        number: Option<u32>,
+        port_name: Option<&str>,
+    ) -> Vec<crate::target::Backend> {
+        self.named(namespace, name, cluster)
+            .filter_map(|service| {
+                let port = service.port_by_number_or_name(number, port_name)?;
+                Some(crate::target::Backend {
+                    cluster: service.cluster.to_string(),
+                    namespace: service.namespace.to_string(),
+                    service: service.name.to_string(),
+                    port: port.port,
+                })
+            })
+            .collect()
+    }
+
     /// The services a selector picks, in (cluster, namespace, name) order. Starts from the
     /// shortest list among the selector's fields, then checks the rest on each candidate.
     pub(crate) fn selected(&self, selector: &ObjectSelector) -> Vec<&'a Service<'s>> {

@@ -25,7 +25,7 @@ use crate::outbound::{Outbound, PendingAction};
 use crate::report::Report;
 use crate::route_policies::{RouteScope, for_each_route};
 use crate::service_index::ServiceIndex;
-use crate::target::{Backend, Target};
+use crate::target::Target;
 
 /// Kinds that load whole but do nothing yet, and what a user should know about each.
 fn not_applied(kind: Kind) -> Option<&'static str> {
@@ -306,18 +306,7 @@ fn mirror_upstream(
             found.map(Target::upstream_name)
         }
         DestinationKind::Service => {
-            let backends: Vec<Backend> = services
-                .named(namespace, &reference.name, &reference.cluster)
-                .filter_map(|service| {
-                    let port = service.port_by_number_or_name(number, port_name)?;
-                    Some(Backend {
-                        cluster: service.cluster.to_string(),
-                        namespace: service.namespace.to_string(),
-                        service: service.name.to_string(),
-                        port: port.port,
-                    })
-                })
-                .collect();
+            let backends = services.backends(namespace, &reference.name, &reference.cluster, number, port_name);
             let Some(port) = backends.first().map(|b| b.port) else {
                 warnings.add(
                     &key,

@@ -292,13 +292,6 @@ fn client_config(problems: &mut Problems, field: &str, raw: &RawClientConfig) {
         if limits.actions.is_empty() == limits.set_actions.is_empty() {
             push(problems, &here, "set one of actions and setActions");
         }
-        if limits.limit.is_some() {
-            push(
-                problems,
-                format!("{here}.limit"),
-                "is not supported yet (dynamic limits)",
-            );
-        }
         for (i, a) in limits.actions.iter().enumerate() {
             action(problems, &format!("{here}.actions[{i}]"), a);
         }

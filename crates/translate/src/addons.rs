@@ -707,6 +707,16 @@ fn rate_limit_policy(
         }
         (None, None) => return,
     };
+    for (i, limits) in client.rate_limits.iter().enumerate() {
+        if limits.limit.is_some() {
+            warnings.add(
+                &key,
+                format!(
+                    "rateLimits[{i}].limit (a dynamic limit from metadata) is accepted but not applied: the server's configured limits count"
+                ),
+            );
+        }
+    }
     let name = addons.use_server(
         AddonKind::RateLimit,
         settings_resource,

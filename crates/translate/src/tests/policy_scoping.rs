@@ -310,3 +310,38 @@ spec:
         })
     );
 }
+
+#[test]
+fn a_dynamic_rate_limit_is_accepted_with_a_warning_naming_it() {
+    let config = r#"
+apiVersion: admin.gloo.solo.io/v2
+kind: RateLimitServerConfig
+metadata: {name: limits, namespace: a}
+spec:
+  destinationServers: [{ref: {name: rate-limiter, namespace: gloo-mesh}, port: {name: grpc}}]
+  raw:
+    descriptors: [{key: generic_key, value: counter, rateLimit: {requestsPerUnit: 20, unit: MINUTE}}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: RateLimitServerSettings
+metadata: {name: settings, namespace: a}
+spec: {destinationServer: {ref: {name: rate-limiter, namespace: gloo-mesh}}}
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: RateLimitPolicy
+metadata: {name: limit, namespace: a}
+spec:
+  config:
+    serverSettings: {name: settings, namespace: a}
+    ratelimitServerConfig: {name: limits, namespace: a}
+    raw:
+      rateLimits:
+      - actions: [{genericKey: {descriptorValue: counter}}]
+        limit: {dynamicMetadata: {metadataKey: {key: envoy.filters.http.ext_authz, path: [{key: limit}]}}}
+"#;
+    let warnings = warnings_of(&routes_of_both_teams(config), "RateLimitPolicy/a/limit");
+    assert!(
+        warnings.iter().any(|w| w.starts_with("rateLimits[0].limit")),
+        "{warnings:?}"
+    );
+}

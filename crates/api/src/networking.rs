@@ -63,6 +63,9 @@ pub struct RouteTableSpec {
     pub failure_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_service_annotations: Option<Value>,
+    /// Gloo Portal's API description of the table's routes (title, description, contact...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal_metadata: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

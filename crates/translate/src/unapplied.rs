@@ -127,6 +127,12 @@ fn route_table(spec: &RouteTableSpec) -> Vec<String> {
             "the table applies to the hosts it names",
         ));
     }
+    if spec.portal_metadata.is_some() {
+        found.push(not_applied(
+            "spec.portalMetadata",
+            "Trellis has no developer portal to publish it in",
+        ));
+    }
     if spec.virtual_service_annotations.is_some() {
         found.push(not_applied(
             "spec.virtualServiceAnnotations",
@@ -249,6 +255,14 @@ spec:
   ports: [{number: 80}]
   clientMode: {tlsTermination: {}}
 ---
+apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: r, namespace: a}
+spec:
+  hosts: [r.internal]
+  portalMetadata: {title: Pets, description: The pet store API, apiProductId: pets}
+  http: [{forwardTo: {destinations: [{ref: {name: r, namespace: a}, port: {number: 80}}]}}]
+---
 apiVersion: security.policy.gloo.solo.io/v2
 kind: AccessPolicy
 metadata: {name: p, namespace: a}
@@ -263,6 +277,7 @@ spec:
             "spec.options.federation.ports",
             "spec.clientMode.tlsTermination",
             "spec.config.enforcementLayers.cni",
+            "spec.portalMetadata",
         ] {
             assert!(
                 found.iter().any(|w| w.starts_with(field)),

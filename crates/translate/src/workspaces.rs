@@ -270,29 +270,25 @@ impl Workspaces {
             .collect()
     }
 
-    /// The identity prefixes of the namespaces `workspace` names in its cluster selectors:
-    /// `spiffe://<td>/ns/<name>/sa/` for a name, `spiffe://<td>/ns/<prefix>*` for a `prefix*`
-    /// glob. They cover what discovery does not report, such as the namespace its gateways run
-    /// in. A selector without namespaces (every namespace) gives every identity.
-    pub(crate) fn named_namespace_principals(&self, workspace: &str, trust_domain: &str) -> Vec<String> {
+    /// The identities of the namespaces `workspace` names explicitly in its cluster selectors
+    /// and owns (`spiffe://<td>/ns/<name>/sa/`): they cover what discovery does not report, such
+    /// as the namespace its gateways run in. Globs are left out: a glob may match namespaces an
+    /// older Workspace owns, and isolation must not let those in.
+    pub(crate) fn named_namespace_principals(
+        &self,
+        snapshot: &Snapshot,
+        workspace: &str,
+        trust_domain: &str,
+    ) -> Vec<String> {
         let Some(ws) = self.get(workspace) else {
             return Vec::new();
         };
         ws.clusters
             .iter()
-            .flat_map(|c| {
-                if c.namespaces.is_empty() {
-                    return vec![format!("spiffe://{trust_domain}/")];
-                }
-                c.namespaces
-                    .iter()
-                    .filter(|ns| ns.labels.is_none())
-                    .map(|ns| match ns.name.strip_suffix('*') {
-                        Some(prefix) => format!("spiffe://{trust_domain}/ns/{prefix}*"),
-                        None => format!("spiffe://{trust_domain}/ns/{}/sa/", ns.name),
-                    })
-                    .collect()
-            })
+            .flat_map(|c| &c.namespaces)
+            .filter(|ns| ns.labels.is_none() && !ns.name.is_empty() && !ns.name.contains('*'))
+            .filter(|ns| self.of_config_namespace(snapshot, &ns.name) == Some(workspace))
+            .map(|ns| format!("spiffe://{trust_domain}/ns/{}/sa/", ns.name))
             .collect()
     }
 
@@ -372,7 +368,7 @@ pub(crate) fn isolation_policies(
             .chain(
                 callers
                     .iter()
-                    .flat_map(|caller| workspaces.named_namespace_principals(caller, &snapshot.trust_domain)),
+                    .flat_map(|caller| workspaces.named_namespace_principals(snapshot, caller, &snapshot.trust_domain)),
             )
             .collect();
         principals.sort();

@@ -345,3 +345,50 @@ spec:
         "{warnings:?}"
     );
 }
+
+#[test]
+fn isolation_admits_namespaces_a_sharing_workspace_names_and_owns_but_not_its_globs() {
+    let config = r#"
+apiVersion: admin.gloo.solo.io/v2
+kind: Workspace
+metadata: {name: aaa-owner, namespace: trellis}
+spec:
+  workloadClusters: [{name: '*', namespaces: [{name: team-x}]}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: Workspace
+metadata: {name: ops, namespace: trellis}
+spec:
+  workloadClusters: [{name: '*', namespaces: [{name: gw}, {name: 'team-*'}, {name: team-x}]}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: WorkspaceSettings
+metadata: {name: a, namespace: a}
+spec:
+  exportTo: [{workspaces: [{name: ops}]}]
+  options: {serviceIsolation: {enabled: true}}
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: WorkspaceSettings
+metadata: {name: ops, namespace: gw}
+spec:
+  importFrom: [{workspaces: [{name: team-a}]}]
+"#;
+    let snapshot = two_teams(config);
+    let translation = translate(&snapshot);
+    let isolation: Vec<&InboundPolicy> = translation.clusters["cluster-1"]
+        .inbound_policies
+        .iter()
+        .filter(|p| p.name == "workspace/team-a/service-isolation")
+        .collect();
+    assert!(!isolation.is_empty(), "team-a is isolated");
+    let principals = &isolation[0].rules.as_ref().unwrap()[0].principals;
+    let td = &snapshot.trust_domain;
+    // ops names gw and owns it: its gateways get in.
+    assert!(
+        principals.contains(&format!("spiffe://{td}/ns/gw/sa/")),
+        "{principals:?}"
+    );
+    // Neither ops's glob nor team-x, which the older workspace owns, is admitted.
+    assert!(principals.iter().all(|p| !p.contains("team-")), "{principals:?}");
+}

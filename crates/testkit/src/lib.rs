@@ -629,6 +629,30 @@ async fn request_over_tls(
     })
 }
 
+/// A site's own CA and a server certificate for `host` (an hour long), written as `site.pem`
+/// and `site.key` in `dir`: what a VirtualGateway's TLS listener serves from `files`.
+pub struct SiteTls {
+    pub ca: trellis_pki::Authority,
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+pub fn site_tls(dir: &std::path::Path, ca_name: &str, host: &str) -> SiteTls {
+    let (now, hour) = (std::time::SystemTime::now(), Duration::from_secs(3600));
+    let ca = trellis_pki::Authority::generate_root(ca_name, hour, now).unwrap();
+    let site = ca.issue_server_cert(&[host.to_string()], hour, now).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, contents: &str| {
+        std::fs::write(dir.join(name), contents).unwrap();
+        dir.join(name).display().to_string()
+    };
+    SiteTls {
+        cert_file: write("site.pem", &site.cert_pem),
+        key_file: write("site.key", &site.key.0),
+        ca,
+    }
+}
+
 /// Starts `trellis gateway ingress` registered with `cluster`'s agent, labelled
 /// `app=ingress-gateway` (what the tests' VirtualGateways select), its Envoy admin on
 /// `admin_port`, with `extra` arguments (e.g. `--namespace`). It stops when the handle drops.

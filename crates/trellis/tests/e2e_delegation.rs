@@ -6,27 +6,17 @@
 
 use trellis_testkit as common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::*;
-use trellis_pki::Authority;
 
 const HOST: &str = "api.example.com";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_serves_child_tables_under_the_parent_prefixes() {
     let mesh = demo_mesh("delegation").await;
-    let dir = mesh.dir.join("delegation-tls");
-    std::fs::create_dir_all(&dir).unwrap();
-    let now = SystemTime::now();
-    let hour = Duration::from_secs(3600);
-    let site_ca = Authority::generate_root("API CA", hour, now).unwrap();
-    let site = site_ca.issue_server_cert(&[HOST.to_string()], hour, now).unwrap();
-    let write = |name: &str, contents: &str| {
-        std::fs::write(dir.join(name), contents).unwrap();
-        dir.join(name).display().to_string()
-    };
-    let (cert, key) = (write("site.pem", &site.cert_pem), write("site.key", &site.key.0));
+    let site = site_tls(&mesh.dir.join("delegation-tls"), "API CA", HOST);
+    let (site_ca, cert, key) = (&site.ca, &site.cert_file, &site.key_file);
 
     let (port, admin) = (
         trellis_support::process::free_port(),

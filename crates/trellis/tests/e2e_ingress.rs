@@ -16,10 +16,8 @@ async fn ingress_gateway_serves_tls_and_mutual_tls() {
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
     // The site's certificate, and a separate CA for the clients of the mutual-TLS listener.
-    let site_ca = Authority::generate_root("Shop CA", hour, now).unwrap();
-    let site = site_ca
-        .issue_server_cert(&["shop.example.com".to_string()], hour, now)
-        .unwrap();
+    let site = site_tls(&dir, "Shop CA", "shop.example.com");
+    let site_ca = &site.ca;
     let client_ca = Authority::generate_root("Shop clients CA", hour, now).unwrap();
     let client = client_ca
         .issue_workload_cert("spiffe://clients.example/partner", hour, now)
@@ -29,8 +27,8 @@ async fn ingress_gateway_serves_tls_and_mutual_tls() {
         dir.join(name).display().to_string()
     };
     let (cert, key, client_root) = (
-        write("site.pem", &site.cert_pem),
-        write("site.key", &site.key.0),
+        &site.cert_file,
+        &site.key_file,
         write("clients-ca.pem", &client_ca.cert_pem),
     );
 

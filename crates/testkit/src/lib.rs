@@ -629,6 +629,27 @@ async fn request_over_tls(
     })
 }
 
+/// Waits until every proxy runs a config with the resource at `path` (`Kind/namespace/name`), as
+/// `trellis describe` reports it: `applied to N/N proxies`.
+pub async fn until_delivered(mesh: &trellis_cli::up::LocalMesh, path: &str) {
+    let api = mesh.api().unwrap();
+    eventually(&format!("{path} delivered to every proxy"), || async {
+        let described = api.get_json(&format!("/api/v1/describe/{path}")).await.unwrap();
+        let summary = described["delivery"]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        summary.starts_with("applied to") && {
+            let (done, all) = summary["applied to ".len()..]
+                .split_once(' ')
+                .and_then(|(ratio, _)| ratio.split_once('/'))
+                .unwrap_or(("0", "1"));
+            done == all
+        }
+    })
+    .await;
+}
+
 /// A site's own CA and a server certificate for `host` (an hour long), written as `site.pem`
 /// and `site.key` in `dir`: what a VirtualGateway's TLS listener serves from `files`.
 pub struct SiteTls {

@@ -51,6 +51,21 @@ async fn the_addons_example_authenticates_then_limits_per_user() {
         "the budget is the key's user, whatever x-user-id the client sends"
     );
 
+    // Gloo's guides name the add-on's Kubernetes service port (8083) or its port name; the
+    // registered add-on is the server all the same: a missing key is still refused by ext-auth
+    // (401), not failed closed for want of a server (403).
+    for port in ["{number: 8083}", "{name: grpc}"] {
+        let server = format!(
+            "apiVersion: admin.gloo.solo.io/v2\nkind: ExtAuthServer\nmetadata: {{name: ext-auth, namespace: demo}}\nspec:\n  destinationServer: {{ref: {{name: ext-auth-service, namespace: gloo-mesh}}, port: {port}}}\n  requestTimeout: 1s\n"
+        );
+        let response = mesh.apply("server.yaml", &server).await.unwrap();
+        assert_eq!(response.status, 200, "{}", response.body);
+        until_delivered(&mesh, "ExtAuthServer/demo/ext-auth").await;
+        for _ in 0..3 {
+            assert_eq!(call(&mesh, None, None).await.status, 401, "port {port}");
+        }
+    }
+
     // Ext-auth down: Envoy answers statusOnError (default 403), or lets requests through when
     // the ExtAuthServer says failureModeAllow.
     let mut mesh = mesh;

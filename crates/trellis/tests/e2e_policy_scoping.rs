@@ -56,26 +56,6 @@ async fn statuses(mesh: &LocalMesh, n: usize) -> Vec<u16> {
     out
 }
 
-/// Waits until every proxy runs a config that holds `kind/namespace/name` as applied.
-async fn delivered(mesh: &LocalMesh, path: &str) {
-    let api = mesh.api().unwrap();
-    eventually(&format!("{path} delivered to every proxy"), || async {
-        let described = api.get_json(&format!("/api/v1/describe/{path}")).await.unwrap();
-        let summary = described["delivery"]["summary"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        summary.starts_with("applied to") && {
-            let (done, all) = summary["applied to ".len()..]
-                .split_once(' ')
-                .and_then(|(ratio, _)| ratio.split_once('/'))
-                .unwrap_or(("0", "1"));
-            done == all
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_stay_in_their_workspace_and_authz_nothing_denies() {
     let mesh = demo_mesh("policy-scoping").await;
@@ -86,8 +66,8 @@ async fn policies_stay_in_their_workspace_and_authz_nothing_denies() {
     let guest = format!("{}---\n{}", deny_all("guest"), abort_all("guest"));
     let response = mesh.apply("guest.yaml", &guest).await.unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
-    delivered(&mesh, "AccessPolicy/guest/deny-all").await;
-    delivered(&mesh, "FaultInjectionPolicy/guest/abort-all").await;
+    until_delivered(&mesh, "AccessPolicy/guest/deny-all").await;
+    until_delivered(&mesh, "FaultInjectionPolicy/guest/abort-all").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         statuses(&mesh, 20).await,

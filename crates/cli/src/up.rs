@@ -40,6 +40,18 @@ pub struct UpArgs {
     pub no_addons: bool,
 }
 
+/// How many listeners an Envoy is still warming, from its admin stats; `None` when it does not
+/// answer.
+async fn listeners_warming(admin_port: u16) -> Option<u64> {
+    let url = format!("http://127.0.0.1:{admin_port}/stats?filter=^listener_manager.total_listeners_warming$");
+    let response = httpc::get(&url, Duration::from_secs(2)).await.ok()?;
+    response
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("listener_manager.total_listeners_warming: "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// One child process that can be stopped, killed and started again with the same arguments.
 pub struct Proc {
     pub name: String,
@@ -503,7 +515,7 @@ impl LocalMesh {
     /// sidecar's listeners are up.
     pub async fn wait_for_traffic(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
-        let mut last;
+        let mut last = String::new();
         loop {
             match self.call_from_frontend("http://backend-v2.mesh.internal/").await {
                 Ok(response) if response.status == 200 && response.body.contains("\"cluster-2\"") => break,
@@ -517,6 +529,27 @@ impl LocalMesh {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The demo's split route answers too, to both clusters' targets: a sidecar can have a
+        // route before the cluster it names (Envoy answers 503 until the cluster arrives).
+        let mut in_a_row = 0;
+        while in_a_row < 20 {
+            match self.call_from_frontend("http://backend.mesh.internal/").await {
+                Ok(response) if response.status == 200 => in_a_row += 1,
+                Ok(response) => {
+                    in_a_row = 0;
+                    last = format!("HTTP {}: {}", response.status, response.body.trim());
+                }
+                Err(error) => {
+                    in_a_row = 0;
+                    last = error.to_string();
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "backend.mesh.internal does not answer steadily after {limit:?} (last answer: {last}); logs in {}",
+                self.dir.join("logs").display()
+            );
+        }
         // Every sidecar's listeners are up too, not only the ones on that path.
         for app in &self.apps {
             for port in [app.inbound_port, app.outbound_port] {
@@ -528,6 +561,16 @@ impl LocalMesh {
                     );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+            }
+            // A bound port is not a serving one: a listener whose routes (RDS) have not arrived
+            // yet is still warming, and the kernel queues connections to it meanwhile.
+            while listeners_warming(app.admin_port).await != Some(0) {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{}'s sidecar still has listeners warming after {limit:?}",
+                    app.name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         Ok(())

@@ -91,7 +91,25 @@ pub async fn versions(mesh: &LocalMesh, n: usize) -> (usize, usize) {
             .call_from_frontend("http://backend.mesh.internal/")
             .await
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert_eq!(response.status, 200, "request {i}: {}", response.body);
+        if response.status != 200 {
+            let mut stats = String::new();
+            for app in ["frontend", "backend-v1", "backend-v2"] {
+                let admin = mesh.app(app).admin_port;
+                let url = format!(
+                    "http://127.0.0.1:{admin}/stats?filter=(no_cluster|no_route|upstream_rq_503|cx_connect_fail|rbac.denied|total_listeners_warming)"
+                );
+                let body = trellis_support::httpc::get(&url, Duration::from_secs(2))
+                    .await
+                    .map(|r| r.body)
+                    .unwrap_or_default();
+                let nonzero: Vec<&str> = body.lines().filter(|l| !l.ends_with(": 0")).collect();
+                stats.push_str(&format!("\n{app}: {nonzero:?}"));
+            }
+            panic!(
+                "request {i}: {} {} {:?}{stats}",
+                response.status, response.body, response.headers
+            );
+        }
         if response.body.contains("\"version\":\"v1\"") {
             v1 += 1;
         } else if response.body.contains("\"version\":\"v2\"") {

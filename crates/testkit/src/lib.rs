@@ -105,6 +105,7 @@ pub async fn versions(mesh: &LocalMesh, n: usize) -> (usize, usize) {
                 let nonzero: Vec<&str> = body.lines().filter(|l| !l.ends_with(": 0")).collect();
                 stats.push_str(&format!("\n{app}: {nonzero:?}"));
             }
+            stats.push_str(&frontend_xds_state(mesh).await);
             panic!(
                 "request {i}: {} {} {:?}{stats}",
                 response.status, response.body, response.headers
@@ -119,6 +120,63 @@ pub async fn versions(mesh: &LocalMesh, n: usize) -> (usize, usize) {
         }
     }
     (v1, v2)
+}
+
+/// When the frontend's Envoy last took each xDS type, and which clusters its routes name that it
+/// does not have: what a failed request needs to tell a late push from a missing cluster.
+async fn frontend_xds_state(mesh: &LocalMesh) -> String {
+    let admin = mesh.app("frontend").admin_port;
+    let get = |path: String| async move {
+        trellis_support::httpc::get(&format!("http://127.0.0.1:{admin}{path}"), Duration::from_secs(2))
+            .await
+            .map(|r| r.body)
+            .unwrap_or_default()
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let updates =
+        get("/stats?filter=(cds|lds|rds|eds)\\..*(update_time|update_success|update_rejected)$|warming".into()).await;
+    let clusters: serde_json::Value =
+        serde_json::from_str(&get("/config_dump?resource=dynamic_active_clusters".into()).await).unwrap_or_default();
+    let active: std::collections::BTreeSet<String> = clusters["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_string))
+        .collect();
+    let routes: serde_json::Value =
+        serde_json::from_str(&get("/config_dump?resource=dynamic_route_configs".into()).await).unwrap_or_default();
+    let mut named = std::collections::BTreeSet::new();
+    route_clusters(&routes, &mut named);
+    let missing: Vec<&String> = named.difference(&active).collect();
+    format!("\nfrontend at {now_ms} ms: routes name clusters it lacks: {missing:?}\n{updates}")
+}
+
+/// The cluster names a route configuration sends to: `cluster` and the `weighted_clusters`' names.
+fn route_clusters(value: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("cluster", serde_json::Value::String(name)) => {
+                        out.insert(name.clone());
+                    }
+                    ("weighted_clusters", weighted) => {
+                        for entry in weighted["clusters"].as_array().into_iter().flatten() {
+                            if let Some(name) = entry["name"].as_str() {
+                                out.insert(name.to_string());
+                            }
+                        }
+                    }
+                    _ => route_clusters(inner, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| route_clusters(item, out)),
+        _ => {}
+    }
 }
 
 /// Polls until `n` consecutive requests all reach `version`; returns when that run started.

@@ -138,8 +138,12 @@ pub(crate) fn materialize(
             build()
         };
         upstreams.push(upstream);
-        // A target only this cluster's sidecars use is never asked of its gateway.
-        if !has_backends_here[index] || only_for.is_some() {
+        // The gateway serves every target with backends here, also one only this cluster's own
+        // sidecars use today (a Kubernetes name): when a route elsewhere starts using it, that
+        // cluster's sidecars may get the route before this gateway gets a new chain, and their
+        // first connections would be closed. Gateways serve whatever is here, as Istio's
+        // AUTO_PASSTHROUGH does; the destination sidecar still authorizes every caller.
+        if !has_backends_here[index] {
             continue;
         }
         let local = local_endpoints(cluster, workloads);

@@ -70,8 +70,9 @@ fn golden_cross_cluster() {
         (remote[0].port, remote[0].weight, remote[0].cluster.as_str()),
         (32443, 2, "cluster-2")
     );
-    // cluster-2's gateway serves both targets that have endpoints in cluster-2 (not the one
-    // its own service's Kubernetes-style name uses: only cluster-2's sidecars use that).
+    // cluster-2's gateway serves every target that has endpoints in cluster-2, also the one its
+    // own service's Kubernetes-style name uses, which only cluster-2's sidecars use today: a
+    // route elsewhere that starts using it must find the gateway's chain already there.
     let gw: Vec<_> = t.clusters["cluster-2"]
         .gateway_upstreams
         .iter()
@@ -81,6 +82,7 @@ fn golden_cross_cluster() {
         gw,
         [
             "outbound_.8080_._.backend-v2.mesh.internal",
+            "outbound_.80_._.backend.demo.svc.cluster-2",
             "outbound_.80_._.backend.mesh.internal"
         ]
     );

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
 
-use crate::snapshot::{PUSH_ORDER, Resource, Snapshot, content_version, is_wildcard};
+use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, PUSH_ORDER, Resource, Snapshot, content_version, is_wildcard};
 use crate::status::TypeStatus;
 use crate::stream::{CONTROL_PLANE_ID, Outcome};
 
@@ -46,6 +46,9 @@ struct TypeState {
     sent: Option<(String, String)>,
     acked_version: Option<String>,
     nack: Option<String>,
+    /// A response the proxy is waiting for (a new subscription) was held back by the ordering
+    /// rules: it is sent, even empty, once they let it go.
+    owed: bool,
 }
 
 impl DeltaState {
@@ -172,29 +175,37 @@ impl DeltaState {
 
     /// The changes of `type_url` the proxy lacks; with `force`, a response even without any.
     fn respond(&mut self, type_url: &str, force: bool) -> Option<DeltaDiscoveryResponse> {
-        let snapshot = self.snapshot.as_ref()?;
-        let ts = self.types.get_mut(type_url)?;
-        let wanted: Vec<&Arc<Resource>> = snapshot
-            .of_type(type_url)
-            .iter()
-            .filter(|r| ts.wildcard || ts.names.contains(&r.name))
-            .collect();
-        // The common case after a change elsewhere: the proxy holds exactly these resources.
-        let same_list = ts.wildcard
-            && snapshot
-                .shared_of_type(type_url)
-                .is_some_and(|all| Arc::ptr_eq(all, &ts.held));
-        let unchanged = ts.announced.is_empty()
-            && (same_list
-                || wanted.len() == ts.held.len()
-                    && wanted
-                        .iter()
-                        .zip(ts.held.iter())
-                        .all(|(w, h)| Arc::ptr_eq(w, h) || ***w == **h));
-        if unchanged && !force {
+        self.snapshot.as_ref()?;
+        if ordering::waits_for_clusters(type_url) && !self.clusters_active() {
+            if let Some(ts) = self.types.get_mut(type_url) {
+                ts.owed |= force;
+            }
             return None;
         }
-        let changes = diff(&wanted, &ts.held, &ts.announced);
+        // Clusters the routes may still name (and their endpoints) are removed only once the
+        // routes have moved on.
+        let keep_removed = (type_url == CLUSTER_TYPE || type_url == ENDPOINT_TYPE) && !self.routes_current();
+        let snapshot = self.snapshot.as_ref()?;
+        let ts = self.types.get_mut(type_url)?;
+        let force = force || ts.owed;
+        let wanted = wanted(snapshot, type_url, ts);
+        if holds_exactly(snapshot, type_url, ts, &wanted) && !force {
+            return None;
+        }
+        let mut changes = diff(&wanted, &ts.held, &ts.announced);
+        let kept: Vec<Arc<Resource>> = if keep_removed {
+            let held = &ts.held;
+            let kept: Vec<Arc<Resource>> = changes
+                .removed
+                .iter()
+                .filter_map(|name| held.binary_search_by(|r| r.name.as_str().cmp(name)).ok())
+                .map(|at| held[at].clone())
+                .collect();
+            changes.removed.retain(|name| !kept.iter().any(|k| k.name == *name));
+            kept
+        } else {
+            Vec::new()
+        };
         if changes.sent.is_empty() && changes.removed.is_empty() && !force {
             return None;
         }
@@ -211,9 +222,14 @@ impl DeltaState {
             .collect();
         // A wildcard subscription holds the snapshot's own list: no copy per stream.
         ts.held = match snapshot.shared_of_type(type_url) {
-            Some(all) if wanted.len() == all.len() => all.clone(),
-            _ => wanted.into_iter().cloned().collect(),
+            Some(all) if wanted.len() == all.len() && kept.is_empty() => all.clone(),
+            _ => {
+                let mut held: Vec<Arc<Resource>> = wanted.into_iter().cloned().chain(kept).collect();
+                held.sort_by(|a, b| a.name.cmp(&b.name));
+                held.into()
+            }
         };
+        ts.owed = false;
         ts.announced.clear();
         let removed = changes.removed;
         self.last_nonce += 1;
@@ -232,6 +248,31 @@ impl DeltaState {
             ..Default::default()
         })
     }
+}
+
+/// The snapshot's resources of `type_url` that the stream subscribes to, sorted by name.
+fn wanted<'a>(snapshot: &'a Snapshot, type_url: &str, ts: &TypeState) -> Vec<&'a Arc<Resource>> {
+    snapshot
+        .of_type(type_url)
+        .iter()
+        .filter(|r| ts.wildcard || ts.names.contains(&r.name))
+        .collect()
+}
+
+/// Whether the proxy holds exactly `wanted` already: nothing to send.
+fn holds_exactly(snapshot: &Snapshot, type_url: &str, ts: &TypeState, wanted: &[&Arc<Resource>]) -> bool {
+    // The common case after a change elsewhere: the proxy holds the snapshot's very list.
+    let same_list = ts.wildcard
+        && snapshot
+            .shared_of_type(type_url)
+            .is_some_and(|all| Arc::ptr_eq(all, &ts.held));
+    ts.announced.is_empty()
+        && (same_list
+            || wanted.len() == ts.held.len()
+                && wanted
+                    .iter()
+                    .zip(ts.held.iter())
+                    .all(|(w, h)| Arc::ptr_eq(w, h) || ***w == **h))
 }
 
 /// What one response of a type carries: the wanted resources the proxy lacks (or holds in
@@ -276,5 +317,6 @@ fn diff<'a>(wanted: &[&'a Arc<Resource>], held: &[Arc<Resource>], announced: &BT
     changes
 }
 
+mod ordering;
 #[cfg(test)]
 mod tests;

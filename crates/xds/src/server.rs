@@ -41,6 +41,8 @@ pub(crate) trait Protocol: Send + 'static {
     fn node_id(&self) -> &str;
     fn handle(&mut self, request: &Self::Request) -> Outcome<Self::Response>;
     fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<Self::Response>;
+    /// Responses held back for the proxy to take something first, that a request let go.
+    fn released(&mut self) -> Vec<Self::Response>;
     fn type_statuses(&self) -> BTreeMap<String, TypeStatus>;
     /// Type URL, version, nonce and resource count, for logs and metrics.
     fn describe(response: &Self::Response) -> (&str, &str, &str, usize);
@@ -68,6 +70,11 @@ impl Protocol for StreamState {
 
     fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<DiscoveryResponse> {
         StreamState::set_snapshot(self, snapshot)
+    }
+
+    /// State of the world pushes every type at once (our Envoys speak delta).
+    fn released(&mut self) -> Vec<DiscoveryResponse> {
+        Vec::new()
     }
 
     fn type_statuses(&self) -> BTreeMap<String, TypeStatus> {
@@ -106,6 +113,10 @@ impl Protocol for DeltaState {
 
     fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<DeltaDiscoveryResponse> {
         DeltaState::set_snapshot(self, snapshot)
+    }
+
+    fn released(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        DeltaState::released(self)
     }
 
     fn type_statuses(&self) -> BTreeMap<String, TypeStatus> {
@@ -309,10 +320,9 @@ impl<S: SnapshotSource> StreamTask<S> {
     }
 
     async fn on_request<P: Protocol>(&self, state: &mut P, req: &P::Request) -> ControlFlow<()> {
-        let outcome = state.handle(req);
-        self.board.update(self.stream_id, state.type_statuses());
-        match outcome {
-            Outcome::Send(resp) => return self.send_all::<P>(vec![resp]).await,
+        let mut responses = Vec::new();
+        match state.handle(req) {
+            Outcome::Send(resp) => responses.push(resp),
             Outcome::Acked { type_url, version } => debug!(type_url, version, "ack"),
             Outcome::Nacked {
                 type_url,
@@ -340,7 +350,10 @@ impl<S: SnapshotSource> StreamTask<S> {
                 return ControlFlow::Break(());
             }
         }
-        ControlFlow::Continue(())
+        // What the proxy just took may let go of what waited for it (routes after clusters).
+        responses.extend(state.released());
+        self.board.update(self.stream_id, state.type_statuses());
+        self.send_all::<P>(responses).await
     }
 
     async fn send_all<P: Protocol>(&self, responses: Vec<P::Response>) -> ControlFlow<()> {

@@ -23,6 +23,8 @@ pub struct Resource {
     hash: u64,
     /// Hash of the name, so a type's version hashes two words per resource, not its name.
     name_hash: u64,
+    /// A cluster whose endpoints come over EDS: Envoy activates it only once they arrive.
+    pub(crate) eds_cluster: bool,
 }
 
 /// Equal when named alike with the same content hash: comparing two proxies' snapshots costs a
@@ -47,6 +49,7 @@ impl Resource {
         let mut n = Fnv1a::new();
         field(&mut n, name.as_bytes());
         Arc::new(Resource {
+            eds_cluster: any.type_url == CLUSTER_TYPE && discovery_type(&any.value) == Some(EDS),
             name_hash: n.finish(),
             name,
             any,
@@ -103,6 +106,48 @@ impl Snapshot {
     pub(crate) fn shared_of_type(&self, type_url: &str) -> Option<&Arc<[Arc<Resource>]>> {
         self.resources.get(type_url)
     }
+}
+
+/// `Cluster.type` (field 2) of an EDS cluster.
+const EDS: u64 = 3;
+
+/// `Cluster.type` read from the encoded cluster without decoding the rest of it: the agent makes
+/// thousands of clusters per change, and only this one field is wanted. `None` when the bytes
+/// are not a well-formed message or do not set it (STATIC).
+fn discovery_type(mut bytes: &[u8]) -> Option<u64> {
+    let mut found = None;
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes)?;
+        match key & 7 {
+            0 => {
+                let value = varint(&mut bytes)?;
+                if key >> 3 == 2 {
+                    found = Some(value);
+                }
+            }
+            1 => bytes = bytes.get(8..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut bytes)?).ok()?;
+                bytes = bytes.get(len..)?;
+            }
+            5 => bytes = bytes.get(4..)?,
+            _ => return None,
+        }
+    }
+    found
+}
+
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Whether Envoy subscribes to this type without naming resources.
@@ -167,6 +212,31 @@ mod tests {
             mk_snapshot(&[("ab", b"c")]).version_of(CLUSTER_TYPE),
             mk_snapshot(&[("a", b"bc")]).version_of(CLUSTER_TYPE)
         );
+    }
+
+    #[test]
+    fn an_eds_cluster_is_told_from_its_encoding() {
+        use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+        use prost::Message;
+        let encoded = |discovery: cluster::DiscoveryType| {
+            let cluster = Cluster {
+                name: "outbound|80||a".into(),
+                connect_timeout: Some(Default::default()),
+                cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+                ..Default::default()
+            };
+            Resource::new(
+                cluster.name.clone(),
+                Any {
+                    type_url: CLUSTER_TYPE.into(),
+                    value: cluster.encode_to_vec(),
+                },
+            )
+        };
+        assert!(encoded(cluster::DiscoveryType::Eds).eds_cluster);
+        assert!(!encoded(cluster::DiscoveryType::StrictDns).eds_cluster);
+        assert!(!encoded(cluster::DiscoveryType::Static).eds_cluster);
+        assert!(!Resource::new("x".into(), mk_any(b"\xff\xff")).eds_cluster);
     }
 
     #[test]

@@ -80,14 +80,30 @@ pub struct JwtConfig {
     /// AUTO, FALSE or TRUE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clear_route_cache: Option<String>,
-    /// `[{key, values, notValues, nestedClaimDelimiter}]`.
+    /// Every matcher must hold for the token's payload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub claims: Vec<Value>,
+    pub claims: Vec<JwtClaimMatcher>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_scopes: Vec<String>,
     /// REQUIRE_VALID (default), ALLOW_MISSING or ALLOW_MISSING_OR_FAILED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_policy: Option<String>,
+}
+
+/// A claim the token must carry (`values`, any of them) or must not (`notValues`). A value may
+/// start or end with `*`: `*@solo.io`, `admin-*`, or `*` for any value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtClaimMatcher {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<String>,
+    /// Splits `key` into a path into nested objects (`realm_access.roles` with `.`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nested_claim_delimiter: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

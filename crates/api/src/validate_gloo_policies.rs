@@ -101,6 +101,35 @@ pub(crate) fn jwt_policy(problems: &mut Problems, spec: &JwtPolicySpec) {
             format!("{policy:?} is not one of {}", VALIDATION_POLICIES.join(", ")),
         );
     }
+    for (i, claim) in config.claims.iter().enumerate() {
+        let base = format!("spec.config.claims[{i}]");
+        if claim.key.is_empty() {
+            push(problems, format!("{base}.key"), "is required");
+        }
+        if claim.values.is_empty() && claim.not_values.is_empty() {
+            push(problems, base.clone(), "give values or notValues (or both)");
+        }
+        for (field, list) in [("values", &claim.values), ("notValues", &claim.not_values)] {
+            for (j, value) in list.iter().enumerate() {
+                if value.len() > 1 && value[1..value.len() - 1].contains('*') {
+                    push(
+                        problems,
+                        format!("{base}.{field}[{j}]"),
+                        format!("{value:?}: a `*` may only start or end a value"),
+                    );
+                }
+            }
+        }
+    }
+    for (i, scope) in config.required_scopes.iter().enumerate() {
+        if scope.is_empty() || scope.contains(char::is_whitespace) {
+            push(
+                problems,
+                format!("spec.config.requiredScopes[{i}]"),
+                format!("{scope:?} is not a scope: one word, no spaces"),
+            );
+        }
+    }
     if let Some(clear) = &config.clear_route_cache
         && !["AUTO", "FALSE", "TRUE"].contains(&clear.as_str())
     {

@@ -123,6 +123,59 @@ pub(crate) fn http_rbac_per_route(policies: &[&InboundPolicy]) -> Option<(String
     ))
 }
 
+/// A per-route RBAC config (filter name, config) that lets through the requests `principal`
+/// matches, as one ALLOW policy named `name`, and refuses the rest with 403.
+pub(crate) fn http_rbac_allow(name: &str, principal: Principal) -> (String, Any) {
+    let policy = Policy {
+        permissions: vec![Permission {
+            rule: Some(permission::Rule::Any(true)),
+        }],
+        principals: vec![principal],
+        ..Default::default()
+    };
+    let config = HttpRbacPerRoute {
+        rbac: Some(HttpRbac {
+            rules: Some(RbacRules {
+                action: RbacAction::Allow as i32,
+                policies: BTreeMap::from([(name.to_string(), policy)]),
+            }),
+            shadow_rules: None,
+            shadow_rules_stat_prefix: String::new(),
+        }),
+    };
+    (
+        HTTP_RBAC_FILTER.to_string(),
+        pack_sorted::<HttpRbacPerRouteProto>(&config),
+    )
+}
+
+/// Matched when any of `ids` is; `None` for none.
+pub(crate) fn any_principal(ids: Vec<Principal>) -> Option<Principal> {
+    any_id(ids)
+}
+
+/// Matched when every one of `ids` is (so always, for none).
+pub(crate) fn all_principals(mut ids: Vec<Principal>) -> Principal {
+    match ids.len() {
+        0 => Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        },
+        1 => ids.pop().expect("one"),
+        _ => Principal {
+            identifier: Some(principal::Identifier::AndIds(principal::Set { ids })),
+        },
+    }
+}
+
+/// Matched by no request.
+pub(crate) fn no_principal() -> Principal {
+    Principal {
+        identifier: Some(principal::Identifier::NotId(Box::new(Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        }))),
+    }
+}
+
 /// The RBAC filter for an inbound TCP port, counted under `stat_prefix`, or `None` when no
 /// applying policy has rules. Only a rule's principals and IP blocks can apply to a byte
 /// stream: a rule with only HTTP parts matches nothing here.

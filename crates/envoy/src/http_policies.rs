@@ -269,7 +269,13 @@ pub(crate) fn route_configs(policies: &RoutePolicies) -> Vec<(String, Any)> {
             }),
         )
     });
-    cors.into_iter().chain(csrf).chain(jwt).chain(buffer).collect()
+    let claims = policies.jwt.as_ref().and_then(crate::jwt_claims::route_config);
+    cors.into_iter()
+        .chain(csrf)
+        .chain(jwt)
+        .chain(claims)
+        .chain(buffer)
+        .collect()
 }
 
 pub(crate) fn mirror_policy(mirror: &Mirror) -> RequestMirrorPolicy {
@@ -325,6 +331,8 @@ fn provider(p: &trellis_model::policy::JwtProvider) -> EnvoyJwtProvider {
             .collect(),
         from_params: p.from_params.clone(),
         forward_payload_header: p.payload_header.clone(),
+        // Where the route's claim and scope rules read the verified payload (jwt_claims.rs).
+        payload_in_metadata: p.name.clone(),
         clock_skew_seconds: p.clock_skew_seconds.unwrap_or(60),
         claim_to_headers: p
             .claims_to_headers

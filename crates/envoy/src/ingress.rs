@@ -187,7 +187,11 @@ fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> 
     hcm.http_filters.insert(0, routes::fault_filter());
     let router = hcm.http_filters.len() - 1;
     hcm.http_filters.splice(router..router, crate::addons::filters(addons));
-    // CORS first (it answers preflights itself), then CSRF, then the token check, as on a sidecar.
+    // CORS first (it answers preflights itself), then CSRF, then the token check and its claim
+    // rules, as on a sidecar.
+    if crate::jwt_claims::any_route_checks_claims(&served.virtual_hosts) {
+        hcm.http_filters.insert(0, crate::authz::http_rbac_filter());
+    }
     if let Some(jwt) = crate::http_policies::jwt_filter(&served.virtual_hosts) {
         hcm.http_filters.insert(0, jwt);
     }

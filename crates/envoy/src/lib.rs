@@ -25,6 +25,7 @@ mod common;
 mod gateway;
 mod http_policies;
 mod ingress;
+mod jwt_claims;
 mod pack;
 mod routes;
 mod sidecar;

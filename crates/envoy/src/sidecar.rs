@@ -118,9 +118,13 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     outbound
         .http_filters
         .splice(router..router, crate::addons::filters(&ir.addon_servers));
-    // CORS first (it answers preflights itself), then CSRF, then the token check, then everything else.
+    // CORS first (it answers preflights itself), then CSRF, then the token check and its claim
+    // rules, then everything else.
     let workspace = sidecar_workspace(ir, spec.workload);
     let hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
+    if crate::jwt_claims::any_route_checks_claims(hosts.clone().map(|h| &**h)) {
+        outbound.http_filters.insert(0, crate::authz::http_rbac_filter());
+    }
     if let Some(jwt) = crate::http_policies::jwt_filter(hosts.map(|h| &**h)) {
         outbound.http_filters.insert(0, jwt);
     }

@@ -231,7 +231,7 @@ const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "1", "x": "
 
 fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
     use trellis_model::policy::{
-        Cors, Csrf, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks, StringMatch,
+        ClaimRule, Cors, Csrf, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks, StringMatch,
     };
     let provider = |name: &str| JwtProvider {
         name: format!("demo/jwt/{name}"),
@@ -304,6 +304,13 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
                 ],
                 allow_missing: true,
                 allow_failed: false,
+                // Claim and scope rules: an RBAC filter after the JWT filter checks them.
+                claims: vec![ClaimRule {
+                    path: vec!["realm_access".into(), "roles".into()],
+                    values: vec!["admin".into(), "*-ops".into(), "true".into()],
+                    not_values: vec!["*".into()],
+                }],
+                required_scopes: vec!["is:developer".into()],
             }
         } else {
             JwtRequirement {

@@ -237,6 +237,25 @@ pub struct JwtRequirement {
     pub allow_missing: bool,
     #[serde(default)]
     pub allow_failed: bool,
+    /// Every rule must hold for the verified token's payload (JWTPolicy `claims`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<ClaimRule>,
+    /// Each must be a word of the payload's `scope` claim (JWTPolicy `requiredScopes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
+}
+
+/// A claim of the token's payload, at `path` (nested objects), that must match one of `values`
+/// (when any are given) and none of `not_values`. A value starting or ending with `*` matches
+/// by suffix or prefix; `*` alone matches any value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRule {
+    pub path: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use trellis_base::duration_ms;
 use trellis_model::Snapshot;
 use trellis_model::ir::RouteAction;
 use trellis_model::policy::{
-    Cors, Csrf, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks as RemoteJwksIr, StringMatch,
+    ClaimRule, Cors, Csrf, JwtProvider, JwtRequirement, Mirror, OriginMatch, RemoteJwks as RemoteJwksIr, StringMatch,
 };
 
 use crate::Warnings;
@@ -356,12 +356,6 @@ fn jwt(resource: &Resource, spec: &JwtPolicySpec, warnings: &mut Warnings) -> Jw
     if config.phase.is_some() {
         ignored("spec.config.phase");
     }
-    if !config.claims.is_empty() {
-        ignored("spec.config.claims");
-    }
-    if !config.required_scopes.is_empty() {
-        ignored("spec.config.requiredScopes");
-    }
     if config.clear_route_cache.is_some() {
         ignored("spec.config.clearRouteCache");
     }
@@ -427,6 +421,24 @@ fn jwt(resource: &Resource, spec: &JwtPolicySpec, warnings: &mut Warnings) -> Jw
         providers,
         allow_missing: validation != "REQUIRE_VALID",
         allow_failed: validation == "ALLOW_MISSING_OR_FAILED",
+        claims: config
+            .claims
+            .iter()
+            .map(|claim| ClaimRule {
+                path: if claim.nested_claim_delimiter.is_empty() {
+                    vec![claim.key.clone()]
+                } else {
+                    claim
+                        .key
+                        .split(claim.nested_claim_delimiter.as_str())
+                        .map(str::to_string)
+                        .collect()
+                },
+                values: claim.values.clone(),
+                not_values: claim.not_values.clone(),
+            })
+            .collect(),
+        required_scopes: config.required_scopes.clone(),
     }
 }
 

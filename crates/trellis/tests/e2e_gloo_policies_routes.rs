@@ -9,7 +9,7 @@ use trellis_testkit as common;
 use std::time::Duration;
 
 use common::echo::EchoWorkload;
-use common::jwt_issuer::Issuer;
+use common::jwt_issuer::{Issuer, unix_now};
 use common::*;
 use trellis_cli::up::LocalMesh;
 use trellis_support::httpc::{self, Response};
@@ -334,6 +334,75 @@ spec:
         let response = send(&mesh, "GET", &headers).await;
         assert_eq!(response.status, 401, "{what}: {}", response.body);
         assert!(!response.body.contains("\"echo\""), "{what} reached the upstream");
+    }
+
+    // Claims and scopes (Gloo's `claims` and `requiredScopes`): a valid token must also carry them.
+    let with_rules = policy.replace(
+        "    providers:\n",
+        "    claims:\n    - {key: email, values: ['*@solo.io'], notValues: [mallory@solo.io]}\n    \
+         - {key: org, values: [solo-io]}\n    requiredScopes: [email, 'is:developer']\n    providers:\n",
+    );
+    apply(&mesh, &with_rules).await;
+    eventually("the claim rules", || async {
+        // The token above carries none of the claims.
+        send(&mesh, "GET", &[("authorization", &valid)]).await.status == 403
+    })
+    .await;
+    let token = |email: &str, org: serde_json::Value, scope: &str| {
+        bearer(issuer.sign(&serde_json::json!({
+            "iss": "https://issuer.e2e", "aud": "api", "sub": "alice", "exp": unix_now() + 300,
+            "email": email, "org": org, "scope": scope,
+        })))
+    };
+    for (what, token, status) in [
+        (
+            "every claim and scope",
+            token("alice@solo.io", "solo-io".into(), "email is:developer phone"),
+            200,
+        ),
+        (
+            "the org in a list",
+            token(
+                "alice@solo.io",
+                serde_json::json!(["x", "solo-io"]),
+                "is:developer email",
+            ),
+            200,
+        ),
+        (
+            "a scope missing",
+            token("alice@solo.io", "solo-io".into(), "email phone"),
+            403,
+        ),
+        (
+            "a scope only as a prefix",
+            token("alice@solo.io", "solo-io".into(), "email is:developers"),
+            403,
+        ),
+        (
+            "another email domain",
+            token("alice@example.com", "solo-io".into(), "email is:developer"),
+            403,
+        ),
+        (
+            "an email in notValues",
+            token("mallory@solo.io", "solo-io".into(), "email is:developer"),
+            403,
+        ),
+        (
+            "another org",
+            token("alice@solo.io", "other".into(), "email is:developer"),
+            403,
+        ),
+    ] {
+        let response = send(&mesh, "GET", &[("authorization", &token)]).await;
+        assert_eq!(response.status, status, "{what}: {}", response.body);
+        assert_eq!(
+            response.body.contains("\"echo\""),
+            status == 200,
+            "{what}: {}",
+            response.body
+        );
     }
     drop(echo);
     finish(mesh).await;

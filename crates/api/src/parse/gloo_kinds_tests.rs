@@ -286,6 +286,8 @@ metadata: {name: jwt, namespace: demo}
 spec:
   config:
     validationPolicy: SOMETIMES
+    claims: [{values: [a]}, {key: email}, {key: sub, values: ["a*b"]}]
+    requiredScopes: ["read write"]
     providers:
       broken: {issuer: x, local: {inline: "not a key set"}}
       both: {issuer: y, local: {inline: "{}"}, remote: {url: "https://x"}}
@@ -317,6 +319,10 @@ spec:
         "spec.config.allowMethods[0]",
         "spec.config.maxAge",
         "spec.config.validationPolicy",
+        "spec.config.claims[0].key",
+        "spec.config.claims[1]",
+        "spec.config.claims[2].values[0]",
+        "spec.config.requiredScopes[0]",
         "spec.config.providers.broken.local.inline",
         "spec.config.providers.both",
         "spec.config.providers.headers.remote.url",

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use trellis_model::ir::{Route, RouteAction};
-use trellis_model::policy::StringMatch;
+use trellis_model::policy::{ClaimRule, StringMatch};
 use trellis_model::{ClusterDiscovery, Snapshot};
 
 use crate::{Translation, translate};
@@ -141,7 +141,7 @@ spec:
 const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
 
 #[test]
-fn jwt_policy_requires_a_token_from_its_providers_and_warns_about_fields_it_leaves_out() {
+fn jwt_policy_requires_a_token_from_its_providers_with_its_claims_and_warns_about_fields_it_leaves_out() {
     let t = translated(&format!(
         "apiVersion: security.policy.gloo.solo.io/v2
 kind: JWTPolicy
@@ -149,7 +149,10 @@ metadata: {{name: jwt, namespace: demo}}
 spec:
   {SELECTED}
   config:
+    phase: {{preAuthz: {{}}}}
     requiredScopes: [read]
+    claims:
+    - {{key: realm_access.roles, nestedClaimDelimiter: ., values: [admin], notValues: [banned]}}
     providers:
       dev:
         issuer: https://dev.example.com
@@ -186,8 +189,19 @@ spec:
     assert_eq!(dev.claims_to_headers, [("sub".to_string(), "x-user".to_string())]);
     assert!(route(&t, "demo/backend/rest").policies.jwt.is_none());
     let status = &t.statuses["JWTPolicy/demo/jwt"];
+    assert_eq!(jwt.required_scopes, ["read"]);
+    assert_eq!(
+        jwt.claims,
+        [ClaimRule {
+            path: vec!["realm_access".into(), "roles".into()],
+            values: vec!["admin".into()],
+            not_values: vec!["banned".into()],
+        }]
+    );
     assert_eq!(status.state, "WARNING");
-    assert!(status.message.contains("spec.config.requiredScopes"), "{status:?}");
+    assert!(status.message.contains("spec.config.phase"), "{status:?}");
+    assert!(!status.message.contains("requiredScopes"), "{status:?}");
+    assert!(!status.message.contains("claims"), "{status:?}");
     assert!(!status.message.contains("spec.config.providers.cloud"), "{status:?}");
 }
 

@@ -177,6 +177,9 @@ impl<'a> RouteScope<'a> {
         route
             .table
             .as_ref()
-            .is_some_and(|origin| self.workspaces.available(self.snapshot, self.scope, &origin.namespace))
+            .is_some_and(|origin| {
+                self.workspaces
+                    .available(self.snapshot, self.scope, &origin.namespace, Some(&origin.shared()))
+            })
     }
 }

@@ -293,20 +293,14 @@ pub(crate) fn build_part<'a, 'r>(
         }
     }
 
-    // Federated host names of the services of workspaces with federation enabled.
+    // Federated host names of the services of workspaces with federation enabled. Two
+    // workspaces federating one service (one imports it) share the name: who sees it adds up.
+    let mut federated_names: BTreeSet<String> = BTreeSet::new();
     for federated in workspaces.federations() {
         for service in services.all() {
-            if workspaces.of(snapshot, service.cluster, service.namespace) != Some(federated.workspace) {
+            let Some(visibility) = workspaces.federated_visibility(snapshot, &federated, service) else {
                 continue;
-            }
-            if !federated.selectors.is_empty()
-                && !federated
-                    .selectors
-                    .iter()
-                    .any(|s| s.matches(&service.labels, service.name, service.namespace, service.cluster))
-            {
-                continue;
-            }
+            };
             let host = format!(
                 "{}.{}.{}.{}",
                 service.name, service.namespace, service.cluster, federated.suffix
@@ -314,13 +308,15 @@ pub(crate) fn build_part<'a, 'r>(
             if !wanted(&host) {
                 continue;
             }
-            // Seen by the workspace and those the service itself is shared with.
-            let visibility = workspaces.visibility_of_service(snapshot, service);
             for port in service.ports.values().filter(|p| federated.federates_port(p.port, &p.name)) {
                 let name = vhost_name(&host, port.port);
-                if hosts.contains_key(&(name.clone(), None)) {
+                if let Some(existing) = hosts.get_mut(&(name.clone(), None)) {
+                    if federated_names.contains(&name) {
+                        existing.workspaces = crate::workspaces::union(existing.workspaces.take(), &visibility);
+                    }
                     continue;
                 }
+                federated_names.insert(name.clone());
                 let backend = Backend {
                     cluster: service.cluster.to_string(),
                     namespace: service.namespace.to_string(),

@@ -116,6 +116,15 @@ pub(crate) struct Federated<'w> {
 }
 
 impl Federated<'_> {
+    /// True when a `serviceSelector` entry picks the service of workspace `owner` (its
+    /// `workspace` field, which `ObjectSelector::matches` leaves out, included).
+    fn selects(&self, service: &trellis_model::snapshot::Service<'_>, owner: &str) -> bool {
+        self.selectors.iter().any(|s| {
+            s.matches(&service.labels, service.name, service.namespace, service.cluster)
+                && (s.workspace.is_empty() || s.workspace == owner)
+        })
+    }
+
     /// True when the port (number and name) of a federated service gets a federated name.
     pub(crate) fn federates_port(&self, number: u16, name: &str) -> bool {
         self.ports.is_empty()
@@ -277,6 +286,27 @@ impl Workspaces {
                 })
             })
             .collect()
+    }
+
+    /// Whether `federated` names `service`, and if so who sees the name: a service of the
+    /// federating workspace (every one when no `serviceSelector` is given) is seen as the service
+    /// is; a service imported into it that a selector picks, by the federating workspace (Gloo:
+    /// "Federated hostnames will be generated for selected imported services").
+    pub(crate) fn federated_visibility(
+        &self,
+        snapshot: &Snapshot,
+        federated: &Federated<'_>,
+        service: &trellis_model::snapshot::Service<'_>,
+    ) -> Option<Visibility> {
+        let owner = self.of(snapshot, service.cluster, service.namespace)?;
+        if owner == federated.workspace {
+            return (federated.selectors.is_empty() || federated.selects(service, owner))
+                .then(|| self.visibility_of_service(snapshot, service));
+        }
+        let imported = !federated.selectors.is_empty()
+            && federated.selects(service, owner)
+            && self.shares_object(owner, federated.workspace, Some(&Shared::service(service)));
+        imported.then(|| Some(vec![federated.workspace.to_string()]))
     }
 
     /// Who may see config owned by workspace `owner`: every workspace it shares anything with.
@@ -475,6 +505,15 @@ impl Workspaces {
             })
             .collect()
     }
+}
+
+/// Both visibilities: everyone when either is; else the workspaces of both, sorted.
+pub(crate) fn union(a: Visibility, b: &Visibility) -> Visibility {
+    let (mut list, more) = (a?, b.as_ref()?);
+    list.extend(more.iter().cloned());
+    list.sort();
+    list.dedup();
+    Some(list)
 }
 
 /// Who may see each upstream: the workspaces of the virtual hosts that route to it (everyone if

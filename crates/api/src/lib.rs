@@ -57,6 +57,7 @@ pub use validate_policy::regex_escape;
 /// Where cluster-scoped objects (KubernetesClusters, ClusterRoles, ClusterRoleBindings) are kept.
 pub const ADMIN_NAMESPACE: &str = "trellis";
 pub use workspace::{
-    ClusterSelector, Federation, KubernetesClusterSpec, NamespaceSelector, ServiceIsolation, SharedKind, TypedObjectSelector,
-    WorkspaceObjectSelector, WorkspaceOptions, WorkspaceSelector, WorkspaceSettingsSpec, WorkspaceSpec,
+    ClusterSelector, Federation, KubernetesClusterSpec, NamespaceSelector, ServiceIsolation, SharedKind,
+    TypedObjectSelector, WorkspaceObjectSelector, WorkspaceOptions, WorkspaceSelector, WorkspaceSettingsSpec,
+    WorkspaceSpec,
 };

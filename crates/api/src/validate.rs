@@ -471,9 +471,9 @@ fn workspace_settings(problems: &mut Problems, spec: &WorkspaceSettingsSpec) {
         check_port_selector(problems, &format!("spec.options.federation.ports[{i}]"), port);
     }
     let suffix = &federation.host_suffix;
-    let valid = suffix
-        .split('.')
-        .all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    let valid = suffix.split('.').all(|label| {
+        !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
     if !suffix.is_empty() && !valid {
         push(
             problems,

@@ -308,7 +308,11 @@ pub(crate) fn build_part<'a, 'r>(
             if !wanted(&host) {
                 continue;
             }
-            for port in service.ports.values().filter(|p| federated.federates_port(p.port, &p.name)) {
+            for port in service
+                .ports
+                .values()
+                .filter(|p| federated.federates_port(p.port, &p.name))
+            {
                 let name = vhost_name(&host, port.port);
                 if let Some(existing) = hosts.get_mut(&(name.clone(), None)) {
                     if federated_names.contains(&name) {

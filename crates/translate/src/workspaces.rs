@@ -618,16 +618,15 @@ pub(crate) fn isolation_policies(
             // The callers' namespaces with workloads, and those their Workspaces name: a
             // gateway runs in one of these (it is a workload of its workspace, as in Gloo)
             // without being discovered as a service's workload.
-            let mut list: Vec<String> = all_namespaces
-                .iter()
-                .filter(|(_, ws)| callers.contains(ws))
-                .map(|(ns, _)| format!("spiffe://{}/ns/{ns}/sa/", snapshot.trust_domain))
-                .chain(
-                    callers
-                        .iter()
-                        .flat_map(|caller| workspaces.named_namespace_principals(snapshot, caller, &snapshot.trust_domain)),
-                )
-                .collect();
+            let mut list: Vec<String> =
+                all_namespaces
+                    .iter()
+                    .filter(|(_, ws)| callers.contains(ws))
+                    .map(|(ns, _)| format!("spiffe://{}/ns/{ns}/sa/", snapshot.trust_domain))
+                    .chain(callers.iter().flat_map(|caller| {
+                        workspaces.named_namespace_principals(snapshot, caller, &snapshot.trust_domain)
+                    }))
+                    .collect();
             list.sort();
             list.dedup();
             list

@@ -152,7 +152,11 @@ fn a_label_filter_of_kind_all_shares_every_kind_carrying_the_label() {
     )));
     assert_eq!(seen_by(&t, "a.mesh.internal:80"), ws(&["guest", "shop"]));
     assert_eq!(seen_by(&t, "b.mesh.internal:80"), ws(&["shop"]));
-    assert_eq!(seen_by(&t, A), ws(&["guest", "shop"]), "service a's workloads carry the label");
+    assert_eq!(
+        seen_by(&t, A),
+        ws(&["guest", "shop"]),
+        "service a's workloads carry the label"
+    );
     assert_eq!(seen_by(&t, B), ws(&["shop"]));
 }
 
@@ -204,15 +208,28 @@ spec:
 
 #[test]
 fn workspaces_are_selected_by_the_labels_of_their_workspace_resource() {
-    let import = settings("guest", "guest", "{importFrom: [{workspaces: [{selector: {team: shop}}]}]}");
+    let import = settings(
+        "guest",
+        "guest",
+        "{importFrom: [{workspaces: [{selector: {team: shop}}]}]}",
+    );
     for (export, shared) in [
         ("{exportTo: [{workspaces: [{selector: {team: web}}]}]}", true),
         ("{exportTo: [{workspaces: [{selector: {team: ops}}]}]}", false),
         // Name and labels together: both must match.
-        ("{exportTo: [{workspaces: [{name: guest, selector: {team: ops}}]}]}", false),
-        ("{exportTo: [{workspaces: [{name: \"gu*\", selector: {team: web}}]}]}", true),
+        (
+            "{exportTo: [{workspaces: [{name: guest, selector: {team: ops}}]}]}",
+            false,
+        ),
+        (
+            "{exportTo: [{workspaces: [{name: \"gu*\", selector: {team: web}}]}]}",
+            true,
+        ),
     ] {
-        let t = translate(&shop_and_guest(&format!("{}{import}", settings("shop", "shop", export))));
+        let t = translate(&shop_and_guest(&format!(
+            "{}{import}",
+            settings("shop", "shop", export)
+        )));
         let expected = if shared { ws(&["guest", "shop"]) } else { ws(&["shop"]) };
         assert_eq!(seen_by(&t, A), expected, "{export}");
     }
@@ -253,7 +270,10 @@ fn the_global_settings_options_override_each_workspaces_own() {
         ),
     )));
     assert!(seen_by(&t, "a.shop.cluster-1.mesh.example:80").is_some());
-    assert!(seen_by(&t, "g.guest.cluster-1.mesh.example:80").is_some(), "guest is federated too");
+    assert!(
+        seen_by(&t, "g.guest.cluster-1.mesh.example:80").is_some(),
+        "guest is federated too"
+    );
     assert!(seen_by(&t, "a.shop.cluster-1.shop.example:80").is_none());
     let isolation = t.clusters["cluster-1"]
         .inbound_policies
@@ -275,8 +295,16 @@ fn federation_names_only_the_listed_ports_by_number_or_name() {
             "shop",
             &format!("{{options: {{federation: {{enabled: true, ports: {ports}}}}}}}"),
         )));
-        assert_eq!(seen_by(&t, "a.shop.cluster-1.global:80").is_some(), with_http, "{ports}");
-        assert_eq!(seen_by(&t, "a.shop.cluster-1.global:9090").is_some(), with_admin, "{ports}");
+        assert_eq!(
+            seen_by(&t, "a.shop.cluster-1.global:80").is_some(),
+            with_http,
+            "{ports}"
+        );
+        assert_eq!(
+            seen_by(&t, "a.shop.cluster-1.global:9090").is_some(),
+            with_admin,
+            "{ports}"
+        );
         // The Kubernetes-style names keep every port.
         assert!(seen_by(&t, "a.shop.svc.cluster.local:9090").is_some());
     }
@@ -346,7 +374,10 @@ fn isolation_admits_a_workspace_only_to_the_services_shared_with_it() {
     };
     assert_eq!(
         principals("a"),
-        ["spiffe://trellis.local/ns/guest/sa/", "spiffe://trellis.local/ns/shop/sa/"]
+        [
+            "spiffe://trellis.local/ns/guest/sa/",
+            "spiffe://trellis.local/ns/shop/sa/"
+        ]
     );
     assert_eq!(principals("b"), ["spiffe://trellis.local/ns/shop/sa/"]);
 }
@@ -392,15 +423,26 @@ spec:
             .unwrap();
         host.routes[0].policies.timeout_ms
     };
-    assert_eq!(timeout("open.internal"), Some(7000), "the shared table's route gets guest's policy");
-    assert_eq!(timeout("closed.internal"), None, "guest's policy reached a table not shared with it");
+    assert_eq!(
+        timeout("open.internal"),
+        Some(7000),
+        "the shared table's route gets guest's policy"
+    );
+    assert_eq!(
+        timeout("closed.internal"),
+        None,
+        "guest's policy reached a table not shared with it"
+    );
 }
 
 #[test]
 fn unusable_workspace_selectors_and_federation_ports_are_refused_naming_the_field() {
     for (spec, field) in [
         ("{importFrom: [{workspaces: [{}]}]}", "spec.importFrom[0].workspaces[0]"),
-        ("{exportTo: [{resources: [{kind: SERVICE}]}]}", "spec.exportTo[0].workspaces"),
+        (
+            "{exportTo: [{resources: [{kind: SERVICE}]}]}",
+            "spec.exportTo[0].workspaces",
+        ),
         (
             "{options: {federation: {enabled: true, ports: [{number: 70000}]}}}",
             "spec.options.federation.ports[0].number",
@@ -409,7 +451,10 @@ fn unusable_workspace_selectors_and_federation_ports_are_refused_naming_the_fiel
             "{options: {federation: {enabled: true, hostSuffix: \"bad suffix\"}}}",
             "spec.options.federation.hostSuffix",
         ),
-        ("{exportTo: [{workspaces: [{name: x}], resources: [{kind: POLICY}]}]}", "kind"),
+        (
+            "{exportTo: [{workspaces: [{name: x}], resources: [{kind: POLICY}]}]}",
+            "kind",
+        ),
     ] {
         let error = trellis_api::parse_documents("settings.yaml", &settings("s", "shop", spec))
             .expect_err(spec)

@@ -56,4 +56,8 @@ pub use validate_policy::regex_escape;
 
 /// Where cluster-scoped objects (KubernetesClusters, ClusterRoles, ClusterRoleBindings) are kept.
 pub const ADMIN_NAMESPACE: &str = "trellis";
-pub use workspace::{ClusterSelector, KubernetesClusterSpec, NamespaceSelector, WorkspaceSettingsSpec, WorkspaceSpec};
+pub use workspace::{
+    ClusterSelector, Federation, KubernetesClusterSpec, NamespaceSelector, ServiceIsolation, SharedKind,
+    TypedObjectSelector, WorkspaceObjectSelector, WorkspaceOptions, WorkspaceSelector, WorkspaceSettingsSpec,
+    WorkspaceSpec,
+};

@@ -4,7 +4,7 @@ use crate::common::{DestinationReference, PortSelector};
 use crate::envoy_limits::{check_matched_header_name, check_no_control, check_regex, check_weight_sum};
 use crate::networking::{DelegateAction, HttpRoute, RequestMatcher, RouteTableSpec, VirtualDestinationSpec};
 use crate::resource::{Resource, Spec};
-use crate::workspace::WorkspaceSpec;
+use crate::workspace::{WorkspaceSettingsSpec, WorkspaceSpec};
 
 type Problems = Vec<(String, String)>;
 
@@ -22,6 +22,7 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::VirtualDestination(spec) => virtual_destination(&mut problems, spec),
         Spec::RouteTable(spec) => route_table(&mut problems, spec),
         Spec::Workspace(spec) => workspace(&mut problems, spec),
+        Spec::WorkspaceSettings(spec) => workspace_settings(&mut problems, spec),
         Spec::AccessPolicy(spec) => crate::validate_policy::access_policy(&mut problems, spec),
         Spec::RetryTimeoutPolicy(spec) => crate::validate_policy::retry_timeout_policy(&mut problems, spec),
         Spec::FaultInjectionPolicy(spec) => crate::validate_policy::fault_injection_policy(&mut problems, spec),
@@ -439,6 +440,46 @@ fn workspace(problems: &mut Problems, spec: &WorkspaceSpec) {
                 "configEnabled is set on some namespaces: set it on all of them or none",
             );
         }
+    }
+}
+
+fn workspace_settings(problems: &mut Problems, spec: &WorkspaceSettingsSpec) {
+    for (field, entries) in [("importFrom", &spec.import_from), ("exportTo", &spec.export_to)] {
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.workspaces.is_empty() {
+                push(
+                    problems,
+                    format!("spec.{field}[{i}].workspaces"),
+                    "is required: name the workspaces (`name: \"*\"` for all) or select them by label",
+                );
+            }
+            for (j, workspace) in entry.workspaces.iter().enumerate() {
+                if workspace.name.is_empty() && workspace.selector.is_empty() {
+                    push(
+                        problems,
+                        format!("spec.{field}[{i}].workspaces[{j}]"),
+                        "selects no workspace: give a name (`*` for all) or a label selector",
+                    );
+                }
+            }
+        }
+    }
+    let Some(federation) = spec.options.as_ref().and_then(|o| o.federation.as_ref()) else {
+        return;
+    };
+    for (i, port) in federation.ports.iter().enumerate() {
+        check_port_selector(problems, &format!("spec.options.federation.ports[{i}]"), port);
+    }
+    let suffix = &federation.host_suffix;
+    let valid = suffix.split('.').all(|label| {
+        !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    if !suffix.is_empty() && !valid {
+        push(
+            problems,
+            "spec.options.federation.hostSuffix",
+            format!("{suffix:?} is not a DNS suffix: use labels of letters, digits and `-` joined by `.`"),
+        );
     }
 }
 

@@ -304,7 +304,7 @@ impl<'s> Tables<'s> {
                     );
                     continue;
                 }
-                let visible = match self.workspaces.visibility(self.snapshot, &meta.namespace) {
+                let visible = match self.workspaces.visibility_of_resource(self.snapshot, child) {
                     None => true,
                     Some(seen_by) => parent_workspace.is_some_and(|w| seen_by.iter().any(|s| s == w)),
                 };

@@ -125,7 +125,7 @@ pub(crate) fn build(
                     identities: Vec::new(),
                     outlier_detection: None,
                     traffic: None,
-                    workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
+                    workspaces: workspaces.visibility_of_resource(snapshot, resource),
                     external: Some(ExternalUpstream { dns, tls_sni }),
                     locality_weights: Default::default(),
                 });
@@ -137,7 +137,7 @@ pub(crate) fn build(
                 outbound.virtual_hosts.push(OutboundHost {
                     name: vhost,
                     domains,
-                    workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
+                    workspaces: workspaces.visibility_of_resource(snapshot, resource),
                     cluster: None,
                     clients: None,
                     routes: vec![PendingRoute {

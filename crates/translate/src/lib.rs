@@ -215,7 +215,7 @@ fn status_visibility<'a>(
         if framing {
             None
         } else {
-            workspaces.visibility(snapshot, &resource.metadata.namespace)
+            workspaces.visibility_of_resource(snapshot, resource)
         }
     }
 }

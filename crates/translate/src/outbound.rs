@@ -139,7 +139,24 @@ impl PendingRoute {
 /// Where a route-table route came from: what `applyToRoutes` selectors look at.
 pub(crate) struct RouteOrigin {
     pub namespace: String,
+    /// The route's labels.
     pub labels: BTreeMap<String, String>,
+    /// The table's name and labels: what `importFrom` / `exportTo` `resources` look at.
+    pub table_name: String,
+    pub table_labels: BTreeMap<String, String>,
+}
+
+impl RouteOrigin {
+    /// The table, as workspace sharing sees it.
+    pub(crate) fn shared(&self) -> crate::workspaces::Shared<'_> {
+        crate::workspaces::Shared {
+            kind: trellis_api::SharedKind::RouteTable,
+            name: &self.table_name,
+            namespace: &self.namespace,
+            cluster: None,
+            labels: &self.table_labels,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -266,7 +283,7 @@ pub(crate) fn build_part<'a, 'r>(
                     OutboundHost {
                         name: vhost_name(host, port_number),
                         domains: domains(host, Some(port_number)),
-                        workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
+                        workspaces: workspaces.visibility_of_resource(snapshot, resource),
                         routes: vec![route],
                         ..Default::default()
                     },
@@ -276,28 +293,34 @@ pub(crate) fn build_part<'a, 'r>(
         }
     }
 
-    // Federated host names of the services of workspaces with federation enabled.
-    for (workspace, suffix, selectors) in workspaces.federations() {
+    // Federated host names of the services of workspaces with federation enabled. Two
+    // workspaces federating one service (one imports it) share the name: who sees it adds up.
+    let mut federated_names: BTreeSet<String> = BTreeSet::new();
+    for federated in workspaces.federations() {
         for service in services.all() {
-            if workspaces.of(snapshot, service.cluster, service.namespace) != Some(workspace) {
+            let Some(visibility) = workspaces.federated_visibility(snapshot, &federated, service) else {
                 continue;
-            }
-            if !selectors.is_empty()
-                && !selectors
-                    .iter()
-                    .any(|s| s.matches(&service.labels, service.name, service.namespace, service.cluster))
-            {
-                continue;
-            }
-            let host = format!("{}.{}.{}.{suffix}", service.name, service.namespace, service.cluster);
+            };
+            let host = format!(
+                "{}.{}.{}.{}",
+                service.name, service.namespace, service.cluster, federated.suffix
+            );
             if !wanted(&host) {
                 continue;
             }
-            for port in service.ports.values() {
+            for port in service
+                .ports
+                .values()
+                .filter(|p| federated.federates_port(p.port, &p.name))
+            {
                 let name = vhost_name(&host, port.port);
-                if hosts.contains_key(&(name.clone(), None)) {
+                if let Some(existing) = hosts.get_mut(&(name.clone(), None)) {
+                    if federated_names.contains(&name) {
+                        existing.workspaces = crate::workspaces::union(existing.workspaces.take(), &visibility);
+                    }
                     continue;
                 }
+                federated_names.insert(name.clone());
                 let backend = Backend {
                     cluster: service.cluster.to_string(),
                     namespace: service.namespace.to_string(),
@@ -317,7 +340,7 @@ pub(crate) fn build_part<'a, 'r>(
                     OutboundHost {
                         name,
                         domains: domains(&host, Some(port.port)),
-                        workspaces: workspaces.visibility_of_workspace(workspace),
+                        workspaces: visibility.clone(),
                         routes: vec![route],
                         ..Default::default()
                     },
@@ -334,14 +357,7 @@ pub(crate) fn build_part<'a, 'r>(
         if !wanted(&host) || vd_hosts.contains_key(host.as_str()) || vd_hosts.contains_key(short.as_str()) {
             continue;
         }
-        let visibility = if workspaces.defined() {
-            match workspaces.of(snapshot, service.cluster, service.namespace) {
-                Some(owner) => workspaces.visibility_of_workspace(owner),
-                None => Some(Vec::new()),
-            }
-        } else {
-            None
-        };
+        let visibility = workspaces.visibility_of_service(snapshot, service);
         for port in service.ports.values() {
             let target = cx.intern(local_service_target(
                 service.cluster,
@@ -418,7 +434,7 @@ pub(crate) fn build_part<'a, 'r>(
         }
         let selected = client_selectors(snapshot, resource, spec, workspaces, cx.warnings);
         for host in spec.hosts.iter().filter(|h| wanted(h)) {
-            let visibility = workspaces.visibility(snapshot, &resource.metadata.namespace);
+            let visibility = workspaces.visibility_of_resource(snapshot, resource);
             // A host named like a discovered service: routes for its ports, overriding each
             // cluster's default for the workloads the table is for (all of its workspace's
             // when it selects none).
@@ -764,6 +780,8 @@ impl<'s> Context<'_, 's> {
                     table: Some(RouteOrigin {
                         namespace: namespace.clone(),
                         labels: route.labels.clone(),
+                        table_name: route.table.metadata.name.clone(),
+                        table_labels: route.table.metadata.labels.clone(),
                     }),
                     policies: Default::default(),
                     destination_rate_limit: None,

@@ -174,9 +174,9 @@ impl<'a> RouteScope<'a> {
     }
 
     pub(crate) fn reaches(&self, route: &PendingRoute) -> bool {
-        route
-            .table
-            .as_ref()
-            .is_some_and(|origin| self.workspaces.available(self.snapshot, self.scope, &origin.namespace))
+        route.table.as_ref().is_some_and(|origin| {
+            self.workspaces
+                .available(self.snapshot, self.scope, &origin.namespace, Some(&origin.shared()))
+        })
     }
 }

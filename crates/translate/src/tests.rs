@@ -12,6 +12,7 @@ use super::*;
 
 mod gateway_listeners;
 mod policy_scoping;
+mod workspace_sharing;
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")

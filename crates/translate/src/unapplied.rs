@@ -173,54 +173,50 @@ fn client_mode(mode: &Value) -> Vec<String> {
 fn workspace_settings(spec: &WorkspaceSettingsSpec, found: &mut Vec<String>) {
     for (field, entries) in [("importFrom", &spec.import_from), ("exportTo", &spec.export_to)] {
         for (i, entry) in entries.iter().enumerate() {
-            if entry.get("resources").is_some() {
-                found.push(not_applied(
-                    &format!("spec.{field}[{i}].resources"),
-                    "everything the workspaces share is visible, of every kind",
-                ));
-            }
-            let by_label = entry["workspaces"]
-                .as_array()
-                .is_some_and(|list| list.iter().any(|w| w.get("selector").is_some()));
-            if by_label {
-                found.push(not_applied(
-                    &format!("spec.{field}[{i}].workspaces[].selector"),
-                    "workspaces are matched by name only",
-                ));
+            for (j, resource) in entry.resources.iter().enumerate() {
+                if !resource.kind.exists_in_trellis() {
+                    found.push(not_applied(
+                        &format!("spec.{field}[{i}].resources[{j}].kind"),
+                        "Trellis has no resources of this kind, so the entry selects nothing",
+                    ));
+                }
             }
         }
     }
-    let options = spec.options.as_ref().unwrap_or(&Value::Null);
-    for (pointer, field, instead) in [
-        (
-            "/serviceIsolation/trimProxyConfig",
-            "spec.options.serviceIsolation.trimProxyConfig",
-            "a sidecar always gets only what its workspace sees",
-        ),
-        (
-            "/federation/ports",
-            "spec.options.federation.ports",
-            "every port of a federated service is federated",
-        ),
-        (
-            "/eastWestGateways",
+    let Some(options) = &spec.options else {
+        return;
+    };
+    if let Some(isolation) = &options.service_isolation {
+        if isolation.trim_proxy_config.is_some() {
+            found.push(not_applied(
+                "spec.options.serviceIsolation.trimProxyConfig",
+                "a sidecar always gets only what its workspace sees",
+            ));
+        }
+        if isolation.enforcement_layers.is_some() {
+            found.push(not_applied(
+                "spec.options.serviceIsolation.enforcementLayers",
+                "isolation is enforced in the sidecars (the mesh layer) only",
+            ));
+        }
+    }
+    if options.east_west_gateways.is_some() {
+        found.push(not_applied(
             "spec.options.eastWestGateways",
             "each cluster's registered east-west gateway is used",
-        ),
-        (
-            "/virtualDestClientMode",
+        ));
+    }
+    if options.virtual_dest_client_mode.is_some() {
+        found.push(not_applied(
             "spec.options.virtualDestClientMode",
             "cross-cluster traffic is SNI passthrough",
-        ),
-        (
-            "/trimAllProxyConfig",
+        ));
+    }
+    if options.trim_all_proxy_config.is_some() {
+        found.push(not_applied(
             "spec.options.trimAllProxyConfig",
             "a sidecar always gets only what its workspace sees",
-        ),
-    ] {
-        if options.pointer(pointer).is_some() {
-            found.push(not_applied(field, instead));
-        }
+        ));
     }
 }
 
@@ -243,8 +239,8 @@ apiVersion: admin.gloo.solo.io/v2
 kind: WorkspaceSettings
 metadata: {name: s, namespace: a}
 spec:
-  importFrom: [{workspaces: [{selector: {team: x}}], resources: [{kind: SERVICE}]}]
-  options: {federation: {enabled: true, ports: [{number: 80}]}}
+  importFrom: [{workspaces: [{selector: {team: x}}], resources: [{kind: SERVICE}, {kind: API_DOC}]}]
+  options: {federation: {enabled: true, ports: [{number: 80}]}, trimAllProxyConfig: true}
 ---
 apiVersion: networking.gloo.solo.io/v2
 kind: VirtualDestination
@@ -272,9 +268,8 @@ spec:
 "#,
         );
         for field in [
-            "spec.importFrom[0].resources",
-            "spec.importFrom[0].workspaces[].selector",
-            "spec.options.federation.ports",
+            "spec.importFrom[0].resources[1].kind",
+            "spec.options.trimAllProxyConfig",
             "spec.clientMode.tlsTermination",
             "spec.config.enforcementLayers.cni",
             "spec.portalMetadata",
@@ -285,6 +280,14 @@ spec:
             );
         }
         assert!(!found.iter().any(|w| w.contains("enforcementLayers.mesh")), "{found:?}");
+        // Applied now: workspace labels, resource filters of kinds Trellis has, federation ports.
+        for applied in [
+            "spec.importFrom[0].resources[0]",
+            "spec.importFrom[0].workspaces",
+            "spec.options.federation",
+        ] {
+            assert!(!found.iter().any(|w| w.starts_with(applied)), "{applied} in {found:?}");
+        }
     }
 
     #[test]

@@ -6,25 +6,39 @@
 //!   namespace owns it.
 //! - Config (a VirtualDestination, a RouteTable, an ExternalService) belongs to the workspace
 //!   owning its namespace, and is visible to that workspace and to every workspace it exports
-//!   to that also imports from it (`WorkspaceSettings.exportTo` / `importFrom`, by workspace
-//!   name or `*`). Config in no workspace is visible to nobody once Workspaces exist; with no
-//!   Workspace at all, everything is visible to everyone.
+//!   to that also imports from it (`WorkspaceSettings.exportTo` / `importFrom`, workspaces by
+//!   name glob and/or Workspace labels). An entry's `resources` narrow what crosses to the
+//!   resources they select (kind, name, namespace, cluster, labels); the export and the import
+//!   must both let a resource through. Config in no workspace is visible to nobody once
+//!   Workspaces exist; with no Workspace at all, everything is visible to everyone.
 //! - `options.federation.enabled`: every service of the workspace (or those `serviceSelector`
 //!   picks) in every cluster gets a mesh host name `<service>.<namespace>.<cluster>.<hostSuffix>`
-//!   (default suffix `global`), visible like the workspace's config.
-//! - `options.serviceIsolation.enabled`: the workspace's workloads accept only callers from
-//!   their own workspace and from workspaces it shares with (both sides), over strict mTLS.
+//!   (default suffix `global`) on its `ports` (none listed: every port), visible like the service.
+//! - `options.serviceIsolation.enabled`: a workload of the workspace accepts only callers from
+//!   its own workspace and from the workspaces its service is shared with, over strict mTLS.
+//! - The WorkspaceSettings named `global` in the admin namespace (`trellis`, or Gloo's
+//!   `gloo-mesh`) applies to every workspace: its `importFrom` / `exportTo` entries are added to
+//!   each workspace's, and the options it sets replace the workspace's own. Gloo: "global
+//!   workspace settings override settings defined in individual workspaces"
+//!   (https://github.com/solo-io/solo-apis/blob/main/api/gloo.solo.io/admin/v2/workspace_settings.proto).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde_json::Value;
-use trellis_api::{ClusterSelector, Spec};
+use trellis_api::{
+    ClusterSelector, Federation, ObjectSelector, PortSelector, Resource, SharedKind, Spec, TypedObjectSelector,
+    WorkspaceObjectSelector, WorkspaceSelector, WorkspaceSettingsSpec,
+};
 use trellis_model::Snapshot;
 use trellis_model::ir::Visibility;
 
 /// Host suffix of federated names when `hostSuffix` is not set.
 pub(crate) const FEDERATION_SUFFIX: &str = "global";
+
+/// The name of the WorkspaceSettings that applies to every workspace.
+pub(crate) const GLOBAL_SETTINGS: &str = "global";
+/// Gloo's admin namespace, where its docs put the `global` WorkspaceSettings.
+const GLOO_ADMIN_NAMESPACE: &str = "gloo-mesh";
 
 #[derive(Debug, Default)]
 pub(crate) struct Workspaces {
@@ -40,12 +54,84 @@ pub(crate) struct Workspaces {
 #[derive(Debug, Default)]
 struct Workspace {
     name: String,
+    /// The Workspace resource's labels, for `workspaces[].selector`.
+    labels: BTreeMap<String, String>,
     clusters: Vec<ClusterSelector>,
-    imports: Vec<String>,
-    exports: Vec<String>,
+    imports: Vec<WorkspaceObjectSelector>,
+    exports: Vec<WorkspaceObjectSelector>,
     isolation: bool,
-    /// `options.federation`: host suffix and service selectors (none: every service).
-    federation: Option<(String, Vec<trellis_api::ObjectSelector>)>,
+    /// `options.federation`, when enabled.
+    federation: Option<Federation>,
+}
+
+/// One resource as `importFrom` / `exportTo` `resources[]` selectors see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shared<'a> {
+    pub kind: SharedKind,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    /// The cluster of a service; `None` for config, which is mesh-wide in Trellis (a selector's
+    /// `cluster` is not checked against it).
+    pub cluster: Option<&'a str>,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Shared<'a> {
+    /// The kinds that can be shared; `None` for the rest (policies, settings, ...).
+    pub(crate) fn resource(resource: &'a Resource) -> Option<Self> {
+        let kind = match resource.spec {
+            Spec::VirtualDestination(_) => SharedKind::VirtualDestination,
+            Spec::RouteTable(_) => SharedKind::RouteTable,
+            Spec::ExternalService(_) => SharedKind::ExternalService,
+            _ => return None,
+        };
+        Some(Shared {
+            kind,
+            name: &resource.metadata.name,
+            namespace: &resource.metadata.namespace,
+            cluster: None,
+            labels: &resource.metadata.labels,
+        })
+    }
+
+    pub(crate) fn service(service: &'a trellis_model::snapshot::Service<'_>) -> Self {
+        Shared {
+            kind: SharedKind::Service,
+            name: service.name,
+            namespace: service.namespace,
+            cluster: Some(service.cluster),
+            labels: &service.labels,
+        }
+    }
+}
+
+/// A workspace's federation: (workspace, host suffix, service selectors, ports).
+pub(crate) struct Federated<'w> {
+    pub workspace: &'w str,
+    pub suffix: &'w str,
+    /// None: every service of the workspace.
+    pub selectors: &'w [ObjectSelector],
+    /// None: every port.
+    pub ports: &'w [PortSelector],
+}
+
+impl Federated<'_> {
+    /// True when a `serviceSelector` entry picks the service of workspace `owner` (its
+    /// `workspace` field, which `ObjectSelector::matches` leaves out, included).
+    fn selects(&self, service: &trellis_model::snapshot::Service<'_>, owner: &str) -> bool {
+        self.selectors.iter().any(|s| {
+            s.matches(&service.labels, service.name, service.namespace, service.cluster)
+                && (s.workspace.is_empty() || s.workspace == owner)
+        })
+    }
+
+    /// True when the port (number and name) of a federated service gets a federated name.
+    pub(crate) fn federates_port(&self, number: u16, name: &str) -> bool {
+        self.ports.is_empty()
+            || self.ports.iter().any(|p| {
+                p.number.is_some_and(|n| n == u32::from(number)) || p.name.as_deref().is_some_and(|n| n == name)
+            })
+    }
 }
 
 /// What a policy may select, by the workspace owning its namespace.
@@ -67,12 +153,59 @@ pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     }
 }
 
-fn workspace_names(entries: &[Value]) -> Vec<String> {
-    entries
-        .iter()
-        .flat_map(|entry| entry["workspaces"].as_array().cloned().unwrap_or_default())
-        .filter_map(|w| w["name"].as_str().map(str::to_string))
-        .collect()
+/// True when the WorkspaceSettings is the `global` one (Gloo: named `global` in the admin
+/// namespace).
+pub(crate) fn is_global_settings(resource: &Resource) -> bool {
+    resource.metadata.name == GLOBAL_SETTINGS
+        && (resource.metadata.namespace == trellis_api::ADMIN_NAMESPACE
+            || resource.metadata.namespace == GLOO_ADMIN_NAMESPACE)
+}
+
+/// A `workspaces[]` entry: name glob and/or Workspace labels, both when both are given. One
+/// with neither selects nothing (validation refuses it).
+fn selects_workspace(selector: &WorkspaceSelector, ws: &Workspace) -> bool {
+    (!selector.name.is_empty() || !selector.selector.is_empty())
+        && (selector.name.is_empty() || glob(&selector.name, &ws.name))
+        && selector.selector.iter().all(|(k, v)| ws.labels.get(k) == Some(v))
+}
+
+/// A `resources[]` entry: kind (`ALL`: any), exact name and namespace, cluster, labels.
+fn selects_resource(selector: &TypedObjectSelector, object: &Shared<'_>) -> bool {
+    (selector.kind == SharedKind::All || selector.kind == object.kind)
+        && (selector.name.is_empty() || selector.name == object.name)
+        && (selector.namespace.is_empty() || selector.namespace == object.namespace)
+        && (selector.cluster.is_empty() || object.cluster.is_none_or(|c| c == selector.cluster))
+        && selector.labels.iter().all(|(k, v)| object.labels.get(k) == Some(v))
+}
+
+/// True when one `importFrom` / `exportTo` entry names workspace `other` and lets `object`
+/// through (no `resources`: everything). Without an object, whether the entry names `other`.
+fn entry_admits(entry: &WorkspaceObjectSelector, other: &Workspace, object: Option<&Shared<'_>>) -> bool {
+    entry.workspaces.iter().any(|s| selects_workspace(s, other))
+        && object.is_none_or(|o| entry.resources.is_empty() || entry.resources.iter().any(|r| selects_resource(r, o)))
+}
+
+/// Folds one WorkspaceSettings into a workspace's: entries add up; options set replace.
+fn merge_settings(ws: &mut Workspace, settings: &WorkspaceSettingsSpec, replace_options: bool) {
+    ws.imports.extend(settings.import_from.iter().cloned());
+    ws.exports.extend(settings.export_to.iter().cloned());
+    let Some(options) = &settings.options else {
+        return;
+    };
+    if let Some(isolation) = &options.service_isolation {
+        ws.isolation = if replace_options {
+            isolation.enabled
+        } else {
+            ws.isolation || isolation.enabled
+        };
+    }
+    if let Some(federation) = &options.federation {
+        if federation.enabled {
+            ws.federation = Some(federation.clone());
+        } else if replace_options {
+            ws.federation = None;
+        }
+    }
 }
 
 impl Workspaces {
@@ -83,6 +216,7 @@ impl Workspaces {
             .filter_map(|r| match &r.spec {
                 Spec::Workspace(spec) => Some(Workspace {
                     name: r.metadata.name.clone(),
+                    labels: r.metadata.labels.clone(),
                     clusters: spec.workload_clusters.clone(),
                     ..Default::default()
                 }),
@@ -106,10 +240,15 @@ impl Workspaces {
             clusters,
             ..Default::default()
         };
+        let mut global = None;
         for resource in &snapshot.resources {
             let Spec::WorkspaceSettings(settings) = &resource.spec else {
                 continue;
             };
+            if is_global_settings(resource) {
+                global = Some(settings);
+                continue;
+            }
             let Some(owner) = workspaces
                 .of_config_namespace(snapshot, &resource.metadata.namespace)
                 .map(str::to_string)
@@ -119,44 +258,101 @@ impl Workspaces {
             let Some(ws) = workspaces.list.iter_mut().find(|w| w.name == owner) else {
                 continue;
             };
-            ws.imports.extend(workspace_names(&settings.import_from));
-            ws.exports.extend(workspace_names(&settings.export_to));
-            let options = settings.options.clone().unwrap_or(Value::Null);
-            ws.isolation |= options["serviceIsolation"]["enabled"].as_bool().unwrap_or(false);
-            let federation = &options["federation"];
-            if federation["enabled"].as_bool().unwrap_or(false) {
-                let suffix = federation["hostSuffix"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(FEDERATION_SUFFIX);
-                let selectors = serde_json::from_value(federation["serviceSelector"].clone()).unwrap_or_default();
-                ws.federation = Some((suffix.to_string(), selectors));
+            merge_settings(ws, settings, false);
+        }
+        // Applied last, so that its options win over each workspace's own.
+        if let Some(global) = global {
+            for ws in &mut workspaces.list {
+                merge_settings(ws, global, true);
             }
         }
         workspaces
     }
 
-    /// Federation of each workspace that enables it: (workspace, host suffix, service selectors).
-    pub(crate) fn federations(&self) -> Vec<(&str, &str, &[trellis_api::ObjectSelector])> {
+    /// Federation of each workspace that enables it.
+    pub(crate) fn federations(&self) -> Vec<Federated<'_>> {
         self.list
             .iter()
             .filter_map(|w| {
-                w.federation
-                    .as_ref()
-                    .map(|(suffix, selectors)| (w.name.as_str(), suffix.as_str(), selectors.as_slice()))
+                w.federation.as_ref().map(|f| Federated {
+                    workspace: &w.name,
+                    suffix: if f.host_suffix.is_empty() {
+                        FEDERATION_SUFFIX
+                    } else {
+                        &f.host_suffix
+                    },
+                    selectors: &f.service_selector,
+                    ports: &f.ports,
+                })
             })
             .collect()
     }
 
-    /// Who may see config owned by workspace `owner`.
+    /// Whether `federated` names `service`, and if so who sees the name: a service of the
+    /// federating workspace (every one when no `serviceSelector` is given) is seen as the service
+    /// is; a service imported into it that a selector picks, by the federating workspace (Gloo:
+    /// "Federated hostnames will be generated for selected imported services").
+    pub(crate) fn federated_visibility(
+        &self,
+        snapshot: &Snapshot,
+        federated: &Federated<'_>,
+        service: &trellis_model::snapshot::Service<'_>,
+    ) -> Option<Visibility> {
+        let owner = self.of(snapshot, service.cluster, service.namespace)?;
+        if owner == federated.workspace {
+            return (federated.selectors.is_empty() || federated.selects(service, owner))
+                .then(|| self.visibility_of_service(snapshot, service));
+        }
+        let imported = !federated.selectors.is_empty()
+            && federated.selects(service, owner)
+            && self.shares_object(owner, federated.workspace, Some(&Shared::service(service)));
+        imported.then(|| Some(vec![federated.workspace.to_string()]))
+    }
+
+    /// Who may see config owned by workspace `owner`: every workspace it shares anything with.
     pub(crate) fn visibility_of_workspace(&self, owner: &str) -> Visibility {
+        self.visibility_of_object(owner, None)
+    }
+
+    /// Who may see `object` (`None`: anything) owned by workspace `owner`.
+    fn visibility_of_object(&self, owner: &str, object: Option<&Shared<'_>>) -> Visibility {
         Some(
             self.list
                 .iter()
-                .filter(|w| w.name == owner || self.shares(owner, &w.name))
+                .filter(|w| w.name == owner || self.shares_object(owner, &w.name, object))
                 .map(|w| w.name.clone())
                 .collect(),
         )
+    }
+
+    /// Who may see a resource: by its own name, labels and kind when it is of a kind that can
+    /// be shared, else as the rest of its workspace's config.
+    pub(crate) fn visibility_of_resource(&self, snapshot: &Snapshot, resource: &Resource) -> Visibility {
+        let Some(object) = Shared::resource(resource) else {
+            return self.visibility(snapshot, &resource.metadata.namespace);
+        };
+        if !self.defined() {
+            return None;
+        }
+        match self.of_config_namespace(snapshot, &resource.metadata.namespace) {
+            Some(owner) => self.visibility_of_object(owner, Some(&object)),
+            None => Some(Vec::new()),
+        }
+    }
+
+    /// Who may see a service: its workspace and those it is shared with, as a SERVICE.
+    pub(crate) fn visibility_of_service(
+        &self,
+        snapshot: &Snapshot,
+        service: &trellis_model::snapshot::Service<'_>,
+    ) -> Visibility {
+        if !self.defined() {
+            return None;
+        }
+        match self.of(snapshot, service.cluster, service.namespace) {
+            Some(owner) => self.visibility_of_object(owner, Some(&Shared::service(service))),
+            None => Some(Vec::new()),
+        }
     }
 
     /// The scope of a policy kept in `namespace`.
@@ -170,15 +366,21 @@ impl Workspaces {
         }
     }
 
-    /// True when config kept in `config_namespace` (a RouteTable, say) is available in `scope`:
-    /// owned by that workspace or shared with it.
-    pub(crate) fn available(&self, snapshot: &Snapshot, scope: PolicyScope<'_>, config_namespace: &str) -> bool {
+    /// True when `object`, kept in `config_namespace` (a RouteTable, say), is available in
+    /// `scope`: owned by that workspace or shared with it.
+    pub(crate) fn available(
+        &self,
+        snapshot: &Snapshot,
+        scope: PolicyScope<'_>,
+        config_namespace: &str,
+        object: Option<&Shared<'_>>,
+    ) -> bool {
         match scope {
             PolicyScope::Mesh => true,
             PolicyScope::Nothing => false,
             PolicyScope::Workspace(ws) => self
                 .of_config_namespace(snapshot, config_namespace)
-                .is_some_and(|owner| owner == ws || self.shares(owner, ws)),
+                .is_some_and(|owner| owner == ws || self.shares_object(owner, ws, object)),
         }
     }
 
@@ -234,12 +436,14 @@ impl Workspaces {
         self.list.iter().find(|w| w.name == name)
     }
 
-    /// True when `owner` shares with `consumer`: it exports to it and the consumer imports it.
-    fn shares(&self, owner: &str, consumer: &str) -> bool {
+    /// True when `owner` shares `object` (`None`: anything) with `consumer`: an export entry
+    /// names the consumer and lets the object through, and an import entry of the consumer
+    /// names the owner and lets it through too.
+    fn shares_object(&self, owner: &str, consumer: &str, object: Option<&Shared<'_>>) -> bool {
         let (Some(o), Some(c)) = (self.get(owner), self.get(consumer)) else {
             return false;
         };
-        o.exports.iter().any(|p| glob(p, consumer)) && c.imports.iter().any(|p| glob(p, owner))
+        o.exports.iter().any(|e| entry_admits(e, c, object)) && c.imports.iter().any(|e| entry_admits(e, o, object))
     }
 
     /// Who may see config owned by the workspace of `namespace`.
@@ -253,21 +457,15 @@ impl Workspaces {
         }
     }
 
-    /// Workspaces with service isolation, and for each the workspaces whose workloads may call it.
-    pub(crate) fn isolated(&self) -> Vec<(String, Vec<String>)> {
-        self.list
-            .iter()
-            .filter(|w| w.isolation)
-            .map(|w| {
-                let callers = self
-                    .list
-                    .iter()
-                    .filter(|c| c.name == w.name || self.shares(&w.name, &c.name))
-                    .map(|c| c.name.clone())
-                    .collect();
-                (w.name.clone(), callers)
-            })
-            .collect()
+    /// True when the workspace has service isolation.
+    fn isolated(&self, workspace: &str) -> bool {
+        self.get(workspace).is_some_and(|w| w.isolation)
+    }
+
+    /// The workspaces whose workloads may call `service` of isolated workspace `owner`: its own
+    /// and those it is shared with.
+    fn callers(&self, owner: &str, service: &Shared<'_>) -> Vec<String> {
+        self.visibility_of_object(owner, Some(service)).unwrap_or_default()
     }
 
     /// The identities of the namespaces `workspace` names explicitly in its cluster selectors
@@ -309,6 +507,15 @@ impl Workspaces {
     }
 }
 
+/// Both visibilities: everyone when either is; else the workspaces of both, sorted.
+pub(crate) fn union(a: Visibility, b: &Visibility) -> Visibility {
+    let (mut list, more) = (a?, b.as_ref()?);
+    list.extend(more.iter().cloned());
+    list.sort();
+    list.dedup();
+    Some(list)
+}
+
 /// Who may see each upstream: the workspaces of the virtual hosts that route to it (everyone if
 /// any of those is visible to everyone). The same for every cluster (their virtual hosts are), so
 /// computed once. External upstreams keep their own visibility.
@@ -343,7 +550,8 @@ pub(crate) fn upstream_scopes(
 }
 
 /// Service isolation as inbound policies: for each workload of an isolated workspace that no
-/// AccessPolicy already governs, accept only callers from the allowed workspaces' namespaces.
+/// AccessPolicy already governs, accept only callers from the namespaces of the workspaces its
+/// service is shared with (and its own).
 pub(crate) fn isolation_policies(
     workspaces: &Workspaces,
     snapshot: &Snapshot,
@@ -352,57 +560,89 @@ pub(crate) fn isolation_policies(
 ) -> Vec<trellis_model::policy::InboundPolicy> {
     use trellis_model::policy::{AuthzRule, InboundPolicy, TlsMode};
     let mut out = Vec::new();
+    let Some(discovery) = snapshot.discovery.get(cluster) else {
+        return out;
+    };
+    let isolated_here = discovery.workloads.iter().any(|w| {
+        workspaces
+            .of(snapshot, cluster, &w.namespace)
+            .is_some_and(|ws| workspaces.isolated(ws))
+    });
+    if !isolated_here {
+        return out;
+    }
     let all_namespaces: Vec<(String, String)> = snapshot
         .clusters()
         .iter()
         .flat_map(|c| workspaces.namespaces_of_cluster(snapshot, c))
         .collect();
-    for (workspace, callers) in workspaces.isolated() {
-        // The callers' namespaces with workloads, and those their Workspaces name: a gateway
-        // runs in one of these (it is a workload of its workspace, as in Gloo) without being
-        // discovered as a service's workload.
-        let mut principals: Vec<String> = all_namespaces
-            .iter()
-            .filter(|(_, ws)| callers.contains(ws))
-            .map(|(ns, _)| format!("spiffe://{}/ns/{ns}/sa/", snapshot.trust_domain))
-            .chain(
-                callers
-                    .iter()
-                    .flat_map(|caller| workspaces.named_namespace_principals(snapshot, caller, &snapshot.trust_domain)),
-            )
-            .collect();
-        principals.sort();
-        principals.dedup();
-        let Some(discovery) = snapshot.discovery.get(cluster) else {
+    // The labels a service's workloads share, for `resources[].labels`.
+    let services = snapshot.services();
+    let service_labels: HashMap<(&str, &str), &BTreeMap<String, String>> = services
+        .iter()
+        .filter(|s| s.cluster == cluster)
+        .map(|s| ((s.namespace, s.name), &s.labels))
+        .collect();
+    let no_labels = BTreeMap::new();
+    // Principals by caller set: most services of a workspace share the same callers.
+    let mut principals_of: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for workload in &discovery.workloads {
+        let Some(workspace) = workspaces.of(snapshot, cluster, &workload.namespace) else {
             continue;
         };
-        for workload in &discovery.workloads {
-            if workspaces.of(snapshot, cluster, &workload.namespace) != Some(workspace.as_str()) {
-                continue;
-            }
-            let governed = access.iter().any(|p| {
-                p.rules.is_some()
-                    && !p.dry_run
-                    && (p.namespace.is_empty() || p.namespace == workload.namespace)
-                    && (p.service.is_empty() || p.service == workload.service)
-                    && p.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
-            });
-            if governed {
-                continue;
-            }
-            out.push(InboundPolicy {
-                name: format!("workspace/{workspace}/service-isolation"),
-                namespace: workload.namespace.clone(),
-                service: workload.service.clone(),
-                labels: workload.labels.clone(),
-                tls_mode: Some(TlsMode::Strict),
-                rules: Some(vec![AuthzRule {
-                    principals: principals.clone(),
-                    ..Default::default()
-                }]),
-                dry_run: false,
-            });
+        if !workspaces.isolated(workspace) {
+            continue;
         }
+        let governed = access.iter().any(|p| {
+            p.rules.is_some()
+                && !p.dry_run
+                && (p.namespace.is_empty() || p.namespace == workload.namespace)
+                && (p.service.is_empty() || p.service == workload.service)
+                && p.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+        });
+        if governed {
+            continue;
+        }
+        let service = Shared {
+            kind: SharedKind::Service,
+            name: &workload.service,
+            namespace: &workload.namespace,
+            cluster: Some(cluster),
+            labels: service_labels
+                .get(&(workload.namespace.as_str(), workload.service.as_str()))
+                .copied()
+                .unwrap_or(&no_labels),
+        };
+        let callers = workspaces.callers(workspace, &service);
+        let principals = principals_of.entry(callers.clone()).or_insert_with(|| {
+            // The callers' namespaces with workloads, and those their Workspaces name: a
+            // gateway runs in one of these (it is a workload of its workspace, as in Gloo)
+            // without being discovered as a service's workload.
+            let mut list: Vec<String> =
+                all_namespaces
+                    .iter()
+                    .filter(|(_, ws)| callers.contains(ws))
+                    .map(|(ns, _)| format!("spiffe://{}/ns/{ns}/sa/", snapshot.trust_domain))
+                    .chain(callers.iter().flat_map(|caller| {
+                        workspaces.named_namespace_principals(snapshot, caller, &snapshot.trust_domain)
+                    }))
+                    .collect();
+            list.sort();
+            list.dedup();
+            list
+        });
+        out.push(InboundPolicy {
+            name: format!("workspace/{workspace}/service-isolation"),
+            namespace: workload.namespace.clone(),
+            service: workload.service.clone(),
+            labels: workload.labels.clone(),
+            tls_mode: Some(TlsMode::Strict),
+            rules: Some(vec![AuthzRule {
+                principals: principals.clone(),
+                ..Default::default()
+            }]),
+            dry_run: false,
+        });
     }
     out
 }

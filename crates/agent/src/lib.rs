@@ -31,6 +31,7 @@ pub mod proxy;
 mod registry;
 mod relay_client;
 pub mod role_secret;
+mod system_ca;
 mod xds_source;
 pub mod xds_tls;
 

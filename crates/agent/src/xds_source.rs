@@ -154,7 +154,9 @@ impl SharedOutbound {
         if let Some(built) = self.by_view.get(&view) {
             return built.clone();
         }
-        let fresh = typed(trellis_envoy::sidecar_outbound(config, &view));
+        let mut resources = trellis_envoy::sidecar_outbound(config, &view);
+        crate::system_ca::add_if_used(&mut resources, config);
+        let fresh = typed(resources);
         let built = Arc::new(reuse_unchanged(fresh, self.previous.get(&view).map(|t| &**t)));
         self.by_view.insert(view, built.clone());
         built
@@ -246,10 +248,12 @@ pub fn build(
                 listen_address: &ingress.listen_address,
             };
             let mut resources = trellis_envoy::ingress_gateway(config, &spec);
-            // Its listeners' Secrets (secretName) come with it; the mesh identity is added.
+            // Its listeners' Secrets (secretName) come with it; the mesh identity is added, and
+            // the host's CA bundle when a cluster trusts it.
             resources
                 .secrets
                 .extend(trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem));
+            crate::system_ca::add_if_used(&mut resources, config);
             resources
         }
         // Add-ons load their config from the agent's HTTP API, not over xDS.

@@ -44,11 +44,26 @@ pub struct ExternalServicePort {
 pub struct ClientsideTls {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sni: String,
-    /// SIMPLE (originate TLS) or DISABLE.
+    /// SIMPLE (originate TLS), MUTUAL (and present a client certificate) or DISABLE.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mode: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
+    /// A PEM file of CAs on the proxy's host; the system store when neither this nor
+    /// `credentialName` gives CAs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_certificates: String,
+    /// MUTUAL: files on the proxy's host.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_certificate: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub private_key: String,
+    /// A Secret of the ExternalService's namespace: `ca.crt`, and for MUTUAL `tls.crt` and `tls.key`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credential_name: String,
+    /// Names the server's certificate must carry (one of them); else the SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }

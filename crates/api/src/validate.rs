@@ -506,15 +506,33 @@ fn external_service(problems: &mut Problems, spec: &crate::ExternalServiceSpec) 
     }
     for (i, port) in spec.ports.iter().enumerate() {
         check_port_number(problems, &format!("spec.ports[{i}].number"), port.number);
-        if let Some(tls) = &port.clientside_tls
-            && !tls.mode.is_empty()
-            && !["SIMPLE", "DISABLE"].contains(&tls.mode.as_str())
-        {
-            push(
-                problems,
-                format!("spec.ports[{i}].clientsideTls.mode"),
-                format!("{:?}: Trellis supports SIMPLE and DISABLE", tls.mode),
-            );
+        if let Some(tls) = &port.clientside_tls {
+            let base = format!("spec.ports[{i}].clientsideTls");
+            if !tls.mode.is_empty() && !["SIMPLE", "MUTUAL", "DISABLE"].contains(&tls.mode.as_str()) {
+                push(
+                    problems,
+                    format!("{base}.mode"),
+                    format!("{:?}: Trellis supports SIMPLE, MUTUAL and DISABLE", tls.mode),
+                );
+            }
+            let files = (!tls.client_certificate.is_empty(), !tls.private_key.is_empty());
+            if files.0 != files.1 {
+                push(problems, base.clone(), "give clientCertificate and privateKey together");
+            }
+            if tls.mode == "MUTUAL" && !files.0 && tls.credential_name.is_empty() {
+                push(
+                    problems,
+                    base.clone(),
+                    "MUTUAL needs a client certificate: give clientCertificate and privateKey, or credentialName",
+                );
+            }
+            if files.0 && !tls.credential_name.is_empty() {
+                push(
+                    problems,
+                    base.clone(),
+                    "give either credentialName or the certificate files, not both",
+                );
+            }
         }
     }
 }

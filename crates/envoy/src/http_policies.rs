@@ -26,7 +26,6 @@ use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
-    certificate_validation_context::SystemRootCerts, common_tls_context::ValidationContextType,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
@@ -221,10 +220,8 @@ fn verified_tls(host: &str) -> TransportSocket {
     let context = UpstreamTlsContext {
         sni: host.to_string(),
         common_tls_context: Some(CommonTlsContext {
-            validation_context_type: Some(ValidationContextType::ValidationContext(CertificateValidationContext {
-                system_root_certs: Some(SystemRootCerts {}),
-                ..Default::default()
-            })),
+            // The names are checked against the request's host (auto_san_validation).
+            validation_context_type: Some(crate::tls::system_trust(CertificateValidationContext::default())),
             ..Default::default()
         }),
         ..Default::default()

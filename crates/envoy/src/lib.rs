@@ -45,7 +45,7 @@ pub use sidecar::{
     OUTBOUND_LISTENER, OUTBOUND_ROUTE, OutboundView, SidecarSpec, inbound_name, outbound_view, overriding_hosts,
     sidecar, sidecar_local, sidecar_outbound, sidecar_workspace,
 };
-pub use tls::{ROOT_CA_SECRET, WORKLOAD_SECRET, secrets};
+pub use tls::{ROOT_CA_SECRET, SYSTEM_CA_SECRET, WORKLOAD_SECRET, secrets, system_ca_secret, uses_system_ca};
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,

@@ -18,12 +18,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager,
     http_connection_manager::{ForwardClientCertDetails, SetCurrentClientCertDetails},
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 use std::collections::BTreeMap;
 
 use trellis_model::addons::{AddonServer, InboundRoute, InboundRoutes};
-use trellis_model::ir::{Upstream, visible};
+use trellis_model::ir::{ClientCredential, Upstream, visible};
 use trellis_model::policy::{self, InboundPolicy, RoutePolicies, TlsMode};
 use trellis_model::{ClusterConfig, Protocol, Workload, WorkloadPort};
 
@@ -105,8 +106,23 @@ pub fn sidecar_outbound(ir: &ClusterConfig, view: &OutboundView) -> ProxyResourc
             virtual_hosts: virtual_hosts.iter().map(|h| routes::virtual_host(h)).collect(),
             ..Default::default()
         }],
-        secrets: Vec::new(),
+        secrets: external_client_secrets(&upstreams),
     }
+}
+
+/// The Secrets (`credentialName`) presented to servers outside the mesh, once each.
+pub(crate) fn external_client_secrets(upstreams: &[&Upstream]) -> Vec<Secret> {
+    let mut secrets: Vec<Secret> = upstreams
+        .iter()
+        .filter_map(|u| match u.external.as_ref()?.tls_client.as_ref()? {
+            ClientCredential::Secret(credential) => Some(tls::ingress_secrets(credential)),
+            ClientCredential::Files { .. } => None,
+        })
+        .flatten()
+        .collect();
+    secrets.sort_by(|a, b| a.name.cmp(&b.name));
+    secrets.dedup_by(|a, b| a.name == b.name);
+    secrets
 }
 
 /// What is one sidecar's own: its outbound listener, and an inbound listener and cluster per port
@@ -201,7 +217,10 @@ fn outbound_cluster_base(upstream: &Upstream) -> Cluster {
         common::eds_cluster(&upstream.name)
     };
     Cluster {
-        transport_socket: external.tls_sni.as_deref().map(tls::originate_socket),
+        transport_socket: external
+            .tls_sni
+            .as_deref()
+            .map(|sni| tls::originate_socket(sni, external.tls_verify.as_ref(), external.tls_client.as_ref())),
         outlier_detection: upstream.outlier_detection.as_ref().map(outlier_detection),
         ..base
     }

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
-use trellis_model::ir::{IngressTls, TlsCredential, Upstream};
+use trellis_model::ir::{ClientCredential, IngressTls, ServerCheck, TlsCredential, TrustSource, Upstream};
 
 use crate::common::ads_source;
 use crate::routes::exact;
@@ -101,14 +101,110 @@ pub(crate) fn addon_socket(identity: &str) -> TransportSocket {
     tls_socket(pack_any(context))
 }
 
-/// TLS to a destination outside the mesh (ExternalService `clientsideTls: SIMPLE`): SNI only.
-/// The server certificate is not verified yet (no CA bundle setting), as `insecureSkipVerify`.
-pub(crate) fn originate_socket(sni: &str) -> TransportSocket {
+/// TLS to a destination outside the mesh (ExternalService `clientsideTls`), with `sni`. The
+/// server's certificate must chain to the trusted CAs and carry one of the names (the SNI when
+/// none are given), unless `insecureSkipVerify` left `verify` out; MUTUAL presents `client`.
+pub(crate) fn originate_socket(
+    sni: &str,
+    verify: Option<&ServerCheck>,
+    client: Option<&ClientCredential>,
+) -> TransportSocket {
+    let validation = verify.map(|check| {
+        let names = if check.subject_alt_names.is_empty() {
+            vec![sni.to_string()]
+        } else {
+            check.subject_alt_names.clone()
+        };
+        // A name may be a DNS name or a URI (SPIFFE), as Istio's `subjectAltNames` may.
+        let sans = names
+            .iter()
+            .flat_map(|name| {
+                [SanType::Dns, SanType::Uri].map(|san_type| SubjectAltNameMatcher {
+                    san_type: san_type as i32,
+                    matcher: Some(exact(name)),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let mut context = CertificateValidationContext {
+            match_typed_subject_alt_names: sans,
+            ..Default::default()
+        };
+        match &check.trust {
+            TrustSource::System => return system_trust(context),
+            TrustSource::File(path) => context.trusted_ca = Some(file(path)),
+            TrustSource::Pem(pem) => context.trusted_ca = Some(inline(pem)),
+        }
+        ValidationContextType::ValidationContext(context)
+    });
+    let mut common = CommonTlsContext {
+        validation_context_type: validation,
+        ..Default::default()
+    };
+    match client {
+        Some(ClientCredential::Files { cert, key }) => {
+            common.tls_certificates = vec![TlsCertificate {
+                certificate_chain: Some(file(cert)),
+                private_key: Some(file(key)),
+                ..Default::default()
+            }];
+        }
+        Some(ClientCredential::Secret(credential)) => {
+            common.tls_certificate_sds_secret_configs = vec![sds(&ingress_cert_secret(&credential.secret))];
+        }
+        None => {}
+    }
     let context = UpstreamTlsContext {
         sni: sni.to_string(),
+        common_tls_context: Some(common),
         ..Default::default()
     };
     tls_socket(pack_any(context))
+}
+
+/// SDS name of the host's system CA bundle, which the proxy's agent serves when a cluster
+/// trusts it (Envoy itself has no notion of a system store).
+pub const SYSTEM_CA_SECRET: &str = "system-ca";
+
+/// The host's CA bundle at `path` as the [`SYSTEM_CA_SECRET`] validation context: Envoy reads
+/// the file (and watches it) itself.
+pub fn system_ca_secret(path: &str) -> Secret {
+    Secret {
+        name: SYSTEM_CA_SECRET.to_string(),
+        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(file(path)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// `checks` (names to match) against the CAs of the host's system store, served over SDS. Without
+/// that secret the cluster never warms: its requests fail rather than go unchecked.
+pub(crate) fn system_trust(checks: CertificateValidationContext) -> ValidationContextType {
+    ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
+        default_validation_context: Some(checks),
+        validation_context_sds_secret_config: Some(sds(SYSTEM_CA_SECRET)),
+        ..Default::default()
+    })
+}
+
+/// Whether some cluster of `ir` trusts the host's system store: an ExternalService checked
+/// against it, or a JWKS fetched over HTTPS.
+pub fn uses_system_ca(ir: &trellis_model::ClusterConfig) -> bool {
+    let external = ir.upstreams.iter().any(|u| {
+        u.external
+            .as_ref()
+            .and_then(|e| e.tls_verify.as_ref())
+            .is_some_and(|check| check.trust == TrustSource::System)
+    });
+    let jwks = ir
+        .virtual_hosts
+        .iter()
+        .flat_map(|h| &h.routes)
+        .filter_map(|r| r.policies.jwt.as_ref())
+        .flat_map(|jwt| &jwt.providers)
+        .any(|p| p.remote.as_ref().is_some_and(|remote| remote.tls));
+    external || jwks
 }
 
 /// What a sidecar's inbound listener demands: a client certificate that chains to the mesh

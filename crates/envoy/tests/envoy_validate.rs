@@ -1035,12 +1035,15 @@ impl Pki {
 }
 
 /// What the agent adds: the proxy's secrets.
+/// The mesh identity, and a CA file standing in for the host's system bundle (which the agent
+/// serves when a cluster trusts it).
 fn with_secrets(resources: ProxyResources) -> ProxyResources {
     let pki = Pki::new();
-    ProxyResources {
-        secrets: secrets(&pki.leaf_pem, &pki.leaf_key_pem, &pki.ca_pem),
-        ..resources
-    }
+    let bundle = std::env::temp_dir().join(format!("trellis-envoy-validate-{}-system-ca.pem", std::process::id()));
+    std::fs::write(&bundle, &pki.ca_pem).unwrap();
+    let mut secrets = secrets(&pki.leaf_pem, &pki.leaf_key_pem, &pki.ca_pem);
+    secrets.push(trellis_envoy::system_ca_secret(&bundle.display().to_string()));
+    ProxyResources { secrets, ..resources }
 }
 
 fn mk_sidecar() -> ProxyResources {
@@ -1296,9 +1299,16 @@ fn mk_cluster_config() -> ClusterConfig {
             ),
             // Outside the mesh, by DNS, with TLS originated: a STRICT_DNS cluster.
             Upstream {
+                // The server checked against the system store and a name (MUTUAL with a
+                // Secret's certificate is checked end to end in e2e_external_tls).
                 external: Some(trellis_model::ir::ExternalUpstream {
                     dns: true,
                     tls_sni: Some("payments.example.com".into()),
+                    tls_verify: Some(trellis_model::ir::ServerCheck {
+                        trust: trellis_model::ir::TrustSource::System,
+                        subject_alt_names: vec!["payments.example.com".into()],
+                    }),
+                    tls_client: None,
                 }),
                 endpoints: vec![Endpoint {
                     address: "payments.example.com".into(),

@@ -103,6 +103,46 @@ pub struct ExternalUpstream {
     /// Originate TLS with this SNI (ExternalService `clientsideTls`); plaintext when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_sni: Option<String>,
+    /// How the server's certificate is checked when TLS is originated; `None` only with
+    /// `insecureSkipVerify: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<ServerCheck>,
+    /// MUTUAL: the certificate the proxy presents to the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client: Option<ClientCredential>,
+}
+
+/// What a server outside the mesh must prove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerCheck {
+    pub trust: TrustSource,
+    /// Names one of which the certificate must carry (any SAN type); the SNI when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+}
+
+/// The CAs a server certificate must chain to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TrustSource {
+    /// The proxy host's system store.
+    #[default]
+    System,
+    /// A PEM file on the proxy's host (`caCertificates`).
+    File(String),
+    /// PEM certificates (a Secret's `ca.crt`, from `credentialName`).
+    Pem(String),
+}
+
+/// The certificate and key a proxy presents to a server outside the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ClientCredential {
+    /// Files on the proxy's host (`clientCertificate`, `privateKey`), read by Envoy itself.
+    Files { cert: String, key: String },
+    /// A Secret's `tls.crt` and `tls.key` (`credentialName`), handed to Envoy over SDS.
+    Secret(TlsCredential),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -105,18 +105,22 @@ pub(crate) fn build(
                 } else {
                     selected
                 };
-                if port
-                    .clientside_tls
-                    .as_ref()
-                    .is_some_and(|t| t.mode != "DISABLE" && t.insecure_skip_verify != Some(true))
-                {
-                    warnings.add(&key, format!("port {number}: TLS is originated, but the server certificate is not verified yet (as with insecureSkipVerify)"));
-                }
-                let tls_sni = port
-                    .clientside_tls
-                    .as_ref()
-                    .filter(|t| t.mode != "DISABLE")
-                    .map(|t| if t.sni.is_empty() { host.clone() } else { t.sni.clone() });
+                let tls = match crate::external_tls::originated(
+                    snapshot,
+                    &resource.metadata.namespace,
+                    host,
+                    &spec.subject_alt_names,
+                    port.clientside_tls.as_ref(),
+                ) {
+                    Ok(tls) => tls,
+                    Err(problem) => {
+                        warnings.add(
+                            &key,
+                            format!("port {number}: clientsideTls.{problem}; {host}:{number} is not reachable"),
+                        );
+                        continue;
+                    }
+                };
                 let name = format!("outbound|{number}||{host}");
                 upstreams.push(Upstream {
                     name: name.clone(),
@@ -126,7 +130,18 @@ pub(crate) fn build(
                     outlier_detection: None,
                     traffic: None,
                     workspaces: workspaces.visibility_of_resource(snapshot, resource),
-                    external: Some(ExternalUpstream { dns, tls_sni }),
+                    external: Some(match tls {
+                        Some(tls) => ExternalUpstream {
+                            dns,
+                            tls_sni: Some(tls.sni),
+                            tls_verify: tls.verify,
+                            tls_client: tls.client,
+                        },
+                        None => ExternalUpstream {
+                            dns,
+                            ..Default::default()
+                        },
+                    }),
                     locality_weights: Default::default(),
                 });
                 let domains = if number == 80 {

@@ -190,11 +190,12 @@ fn terminated_tls(snapshot: &Snapshot, gateway: &Resource, tls: &GatewayTls) -> 
     })
 }
 
-/// A Kubernetes TLS Secret of the gateway's own namespace: `tls.crt` and `tls.key`, and for
-/// MUTUAL `ca.crt` (Istio's `cert`, `key` and `cacert` are read too). A gateway reads no other
-/// namespace's Secrets: whoever may write VirtualGateways in one namespace must not be able to
-/// serve another team's certificate.
-fn secret_credential(snapshot: &Snapshot, namespace: &str, name: &str, mutual: bool) -> Result<TlsCredential, String> {
+/// The PEM values of Secret `namespace/name`, by the first of the keys given that holds one.
+pub(crate) fn secret_pem<'a>(
+    snapshot: &'a Snapshot,
+    namespace: &str,
+    name: &str,
+) -> Result<impl Fn([&str; 2]) -> Option<String> + 'a, String> {
     let secret = snapshot
         .resources
         .iter()
@@ -203,11 +204,24 @@ fn secret_credential(snapshot: &Snapshot, namespace: &str, name: &str, mutual: b
             _ => None,
         })
         .ok_or_else(|| format!("Secret {namespace}/{name} does not exist"))?;
-    let pick = |keys: [&str; 2]| {
+    Ok(move |keys: [&str; 2]| {
         keys.iter()
             .find_map(|k| secret.value(k))
             .filter(|v| v.contains("-----BEGIN"))
-    };
+    })
+}
+
+/// A Kubernetes TLS Secret of the gateway's own namespace: `tls.crt` and `tls.key`, and for
+/// MUTUAL `ca.crt` (Istio's `cert`, `key` and `cacert` are read too). A gateway reads no other
+/// namespace's Secrets: whoever may write VirtualGateways in one namespace must not be able to
+/// serve another team's certificate.
+pub(crate) fn secret_credential(
+    snapshot: &Snapshot,
+    namespace: &str,
+    name: &str,
+    mutual: bool,
+) -> Result<TlsCredential, String> {
+    let pick = secret_pem(snapshot, namespace, name)?;
     let cert = pick(["tls.crt", "cert"]).ok_or_else(|| format!("Secret {namespace}/{name} has no PEM tls.crt"))?;
     let key = pick(["tls.key", "key"]).ok_or_else(|| format!("Secret {namespace}/{name} has no PEM tls.key"))?;
     let ca = pick(["ca.crt", "cacert"]);

@@ -31,6 +31,7 @@ mod delegation;
 mod destination_policies;
 mod endpoints;
 mod external;
+mod external_tls;
 mod inbound_routes;
 mod incremental;
 mod ingress;

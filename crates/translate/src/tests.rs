@@ -222,7 +222,12 @@ fn golden_external() {
     let external = payments.external.as_ref().unwrap();
     assert!(external.dns);
     assert_eq!(external.tls_sni.as_deref(), Some("payments.example.com"));
-    assert_eq!(t.statuses["ExternalService/demo/payments"].state, "WARNING");
+    // Verified against the system store by default: nothing to warn about.
+    assert_eq!(
+        external.tls_verify.as_ref().unwrap().trust,
+        trellis_model::ir::TrustSource::System
+    );
+    assert_eq!(t.statuses["ExternalService/demo/payments"].state, "ACCEPTED");
     assert!(
         c1.virtual_hosts
             .iter()

@@ -63,6 +63,7 @@ fn mk_ir(gateways: Vec<IngressGateway>) -> ClusterConfig {
         external: Some(ExternalUpstream {
             dns: false,
             tls_sni: Some("api.example.com".to_string()),
+            ..Default::default()
         }),
         ..mk_upstream("api-external", "outbound_.443_._.api.example.com", vec![], &[])
     }));
@@ -295,10 +296,13 @@ fn only_referenced_upstreams_become_clusters_built_as_the_sidecar_builds_them() 
         }
         other => panic!("expected the mesh root, got {other:?}"),
     }
-    // The external one: TLS originated with its SNI, no mesh certificate.
+    // The external one: TLS originated with its SNI, no mesh certificate, and (skipping the
+    // check, as this upstream asks) no validation either.
     let external: UpstreamTlsContext = tls_context(&r.clusters[1].transport_socket);
     assert_eq!(external.sni, "api.example.com");
-    assert!(external.common_tls_context.is_none());
+    let common = external.common_tls_context.unwrap();
+    assert!(common.tls_certificate_sds_secret_configs.is_empty() && common.tls_certificates.is_empty());
+    assert!(common.validation_context_type.is_none());
 }
 
 #[test]

@@ -668,6 +668,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             virtual_hosts: plain.clone(),
             stream: None,
             https_redirect: false,
+            host_access: Vec::new(),
         },
         IngressListener {
             port: 9444,
@@ -679,12 +680,14 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             virtual_hosts: plain,
             stream: None,
             https_redirect: false,
+            host_access: Vec::new(),
         },
         IngressListener {
             port: 9445,
             tls: None,
             virtual_hosts: Vec::new(),
             https_redirect: false,
+            host_access: Vec::new(),
             stream: Some(StreamListener {
                 passthrough: true,
                 routes: vec![
@@ -699,6 +702,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             tls: None,
             virtual_hosts: Vec::new(),
             https_redirect: false,
+            host_access: Vec::new(),
             stream: Some(StreamListener {
                 passthrough: false,
                 routes: vec![stream("split", &[], vec![to(payments, 3), to(&other, 1)])],
@@ -1140,6 +1144,7 @@ fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
                 virtual_hosts: vec![payments, host("web", "www.example.com")],
                 stream: None,
                 https_redirect: false,
+                host_access: Vec::new(),
             },
             IngressListener {
                 port: 8443,
@@ -1147,6 +1152,7 @@ fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
                 virtual_hosts: vec![host("secure", "secure.example.com")],
                 stream: None,
                 https_redirect: false,
+                host_access: Vec::new(),
             },
         ],
     }];

@@ -3,22 +3,28 @@
 //! `selector` matches no ExternalEndpoint is reached by resolving its host name.
 //!
 //! Egress stays closed for everything else: a sidecar routes only the hosts the mesh knows.
+//!
+//! A port with `egressGatewayRoutes` is not reached from the sidecar: clients address its
+//! `portMatch`, their sidecars send that to the egress gateway over mesh mTLS (see `egress`),
+//! and only the gateway holds the route to the destination.
 
 use trellis_api::{ExternalEndpointSpec, Spec};
 use trellis_model::Snapshot;
 use trellis_model::ir::{Endpoint, ExternalUpstream, Forward, RouteAction, RouteMatch, Upstream, WeightedUpstream};
 
 use crate::Warnings;
+use crate::egress::EgressRoute;
 use crate::outbound::{Outbound, OutboundHost, PendingAction, PendingRoute};
 use crate::report::Report;
 
+/// The external upstreams, and the ports routed through egress gateways.
 pub(crate) fn build(
     snapshot: &Snapshot,
     outbound: &mut Outbound,
     workspaces: &crate::workspaces::Workspaces,
     report: &mut Report,
     warnings: &mut Warnings,
-) -> Vec<Upstream> {
+) -> (Vec<Upstream>, Vec<EgressRoute>) {
     let endpoints: Vec<(&std::collections::BTreeMap<String, String>, &str, &ExternalEndpointSpec)> = snapshot
         .resources
         .iter()
@@ -28,6 +34,7 @@ pub(crate) fn build(
         })
         .collect();
     let mut upstreams = Vec::new();
+    let mut egress_routes = Vec::new();
     for resource in &snapshot.resources {
         let Spec::ExternalService(spec) = &resource.spec else {
             continue;
@@ -36,30 +43,38 @@ pub(crate) fn build(
         if !spec.addresses.is_empty() {
             warnings.add(&key, "addresses (CIDR) are not supported yet; only hosts are served");
         }
-        // Gloo sends such traffic through the egress gateway's VirtualGateway listener that
-        // exposes this service; Trellis does not know where gateway proxies run, so it leaves
-        // from the client's sidecar as without the field. Said, not silently ignored.
-        for (p, port) in spec.ports.iter().enumerate() {
-            if port.egress_gateway_routes.is_some() {
-                warnings.add(
-                    &key,
-                    format!(
-                        "spec.ports[{p}].egressGatewayRoutes: egress gateways are not supported yet; traffic to this \
-                         port leaves from the client's sidecar directly"
-                    ),
-                );
-            }
-        }
+        // Egress ports first: their `portMatch` host wins over a direct port of the same number,
+        // so no request meant for the gateway leaves from the sidecar.
+        let mut order: Vec<usize> = (0..spec.ports.len()).collect();
+        order.sort_by_key(|&p| spec.ports[p].egress_gateway_routes.is_none());
         for host in &spec.hosts {
             if host.starts_with("*.") {
                 warnings.add(&key, format!("{host}: wildcard hosts are not served yet"));
                 continue;
             }
-            for port in &spec.ports {
+            let mut egress_hosts: Vec<String> = Vec::new();
+            for &p in &order {
+                let port = &spec.ports[p];
                 let Ok(number) = u16::try_from(port.number) else {
                     continue;
                 };
-                let vhost = format!("{host}:{number}");
+                let egress = port
+                    .egress_gateway_routes
+                    .as_ref()
+                    .and_then(|r| Some((r, u16::try_from(r.effective_port_match()).ok()?)));
+                // What clients address: the port itself, or its egress `portMatch`.
+                let client_port = egress.map_or(number, |(_, port_match)| port_match);
+                let vhost = format!("{host}:{client_port}");
+                if egress_hosts.contains(&vhost) {
+                    warnings.add(
+                        &key,
+                        format!(
+                            "spec.ports[{p}]: {vhost} is an egressGatewayRoutes.portMatch of this service; requests \
+                             to it go through the egress gateway"
+                        ),
+                    );
+                    continue;
+                }
                 if outbound.virtual_hosts.iter().any(|h| h.name == vhost) {
                     warnings.add(&key, format!("{vhost} is already a mesh host; ignored here"));
                     continue;
@@ -118,6 +133,7 @@ pub(crate) fn build(
                     .filter(|t| t.mode != "DISABLE")
                     .map(|t| if t.sni.is_empty() { host.clone() } else { t.sni.clone() });
                 let name = format!("outbound|{number}||{host}");
+                let visibility = workspaces.visibility(snapshot, &resource.metadata.namespace);
                 upstreams.push(Upstream {
                     name: name.clone(),
                     key: format!("outbound_.{number}_._.{host}"),
@@ -125,11 +141,36 @@ pub(crate) fn build(
                     identities: Vec::new(),
                     outlier_detection: None,
                     traffic: None,
-                    workspaces: workspaces.visibility(snapshot, &resource.metadata.namespace),
+                    // Behind an egress gateway no sidecar may see it (no workspace does): only
+                    // the gateway, which takes the upstreams its routes name, reaches it.
+                    workspaces: if egress.is_some() {
+                        Some(Vec::new())
+                    } else {
+                        visibility.clone()
+                    },
                     external: Some(ExternalUpstream { dns, tls_sni }),
                     locality_weights: Default::default(),
                 });
-                let domains = if number == 80 {
+                let mut target = name;
+                if let Some((routes, port_match)) = egress {
+                    let route = EgressRoute {
+                        key: key.clone(),
+                        field: format!("spec.ports[{p}].egressGatewayRoutes"),
+                        namespace: resource.metadata.namespace.clone(),
+                        name: resource.metadata.name.clone(),
+                        labels: resource.metadata.labels.clone(),
+                        host: host.clone(),
+                        port_match,
+                        upstream: target,
+                        refs: routes.virtual_gateway_refs.clone(),
+                        workspaces: visibility,
+                        policies: Vec::new(),
+                    };
+                    target = route.sidecar_upstream();
+                    egress_routes.push(route);
+                    egress_hosts.push(vhost.clone());
+                }
+                let domains = if client_port == 80 {
                     vec![host.clone(), format!("{host}:80")]
                 } else {
                     vec![vhost.clone()]
@@ -145,7 +186,7 @@ pub(crate) fn build(
                         matcher: RouteMatch::default(),
                         action: PendingAction::Fixed(RouteAction::Forward(Forward {
                             destinations: vec![WeightedUpstream {
-                                upstream: name,
+                                upstream: target,
                                 weight: 1,
                             }],
                             path_rewrite: None,
@@ -161,5 +202,5 @@ pub(crate) fn build(
         }
     }
     outbound.virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    upstreams
+    (upstreams, egress_routes)
 }

@@ -36,6 +36,7 @@ fn mk_listener(port: u16, tls: Option<IngressTls>, hosts: Vec<VirtualHost>) -> I
         virtual_hosts: hosts,
         stream: None,
         https_redirect: false,
+        host_access: Vec::new(),
     }
 }
 
@@ -420,6 +421,7 @@ fn an_https_redirect_listener_requires_tls_on_every_virtual_host() {
     let listeners = vec![
         IngressListener {
             https_redirect: true,
+            host_access: Vec::new(),
             ..mk_listener(8080, None, vec![mk_host("shop", "shop.example.com", "unused")])
         },
         mk_listener(8081, None, vec![mk_host("shop", "shop.example.com", "unused")]),

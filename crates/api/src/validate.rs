@@ -536,7 +536,10 @@ fn virtual_gateway(problems: &mut Problems, spec: &crate::VirtualGatewaySpec) {
                 push(
                     problems,
                     format!("spec.listeners[{i}].exposedExternalServices[{j}].host"),
-                    format!("{:?} is not `[namespace/]host` (the host may start with `*.`)", filter.host),
+                    format!(
+                        "{:?} is not `[namespace/]host` (the host may start with `*.`)",
+                        filter.host
+                    ),
                 );
             }
         }

@@ -184,7 +184,8 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
             names.insert(host.name.clone());
             domains.extend(free.iter().cloned());
             if let Some(access) = listener.host_access.iter().find(|a| a.host == host.name) {
-                port.access.insert(access.host.as_str(), access.policies.iter().collect());
+                port.access
+                    .insert(access.host.as_str(), access.policies.iter().collect());
             }
             port.virtual_hosts.push(VirtualHost {
                 domains: free,

@@ -281,9 +281,9 @@ fn rules_of(
     for (index, authz) in list.iter().enumerate() {
         let rule = rule(snapshot, workspaces, services, authz, key, index, warnings);
         if authz.dry_run {
-        dry.push(rule)
+            dry.push(rule)
         } else {
-        enforced.push(rule)
+            enforced.push(rule)
         }
     }
     (has_authz, enforced, dry)
@@ -300,7 +300,9 @@ pub(crate) fn for_external_service(
     report: &mut Report,
     warnings: &mut Warnings,
 ) -> Vec<InboundPolicy> {
-    let owner = workspaces.of_config_namespace(snapshot, &route.namespace).map(str::to_string);
+    let owner = workspaces
+        .of_config_namespace(snapshot, &route.namespace)
+        .map(str::to_string);
     let mut out = Vec::new();
     for resource in &snapshot.resources {
         let Spec::AccessPolicy(spec) = &resource.spec else {

@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_api::{ExternalServiceFilter, GatewayListener, ObjectReference, Resource, Spec, VirtualGatewaySpec};
 use trellis_model::Snapshot;
-use trellis_model::ir::{Endpoint, Forward, HostAccess, Route, RouteAction, RouteMatch, Upstream, VirtualHost, Visibility, WeightedUpstream};
+use trellis_model::ir::{
+    Endpoint, Forward, HostAccess, Route, RouteAction, RouteMatch, Upstream, VirtualHost, Visibility, WeightedUpstream,
+};
 use trellis_model::policy::InboundPolicy;
 
 use crate::Warnings;
@@ -70,7 +72,11 @@ impl EgressRoute {
         self.refs
             .iter()
             .map(|r| {
-                let namespace = if r.namespace.is_empty() { &self.namespace } else { &r.namespace };
+                let namespace = if r.namespace.is_empty() {
+                    &self.namespace
+                } else {
+                    &r.namespace
+                };
                 let found = snapshot.resources.iter().find_map(|g| match &g.spec {
                     Spec::VirtualGateway(spec) if g.metadata.namespace == *namespace && g.metadata.name == r.name => {
                         Some((g, spec))
@@ -86,7 +92,10 @@ impl EgressRoute {
 /// An egress listener: HTTP, terminating the mesh's own mTLS (only mesh clients get in, and the
 /// gateway sees who they are), and exposing the route's service.
 fn serves(gateway: &Resource, listener: &GatewayListener, route: &EgressRoute) -> bool {
-    let mesh_mutual = listener.tls.as_ref().is_some_and(|t| t.effective_mode() == "ISTIO_MUTUAL");
+    let mesh_mutual = listener
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.effective_mode() == "ISTIO_MUTUAL");
     mesh_mutual
         && listener.tcp.is_none()
         && (listener.exposed_external_services.is_empty()
@@ -224,7 +233,12 @@ pub(crate) fn gateway_hosts(
     let name = format!("{}/{}", gateway.metadata.namespace, gateway.metadata.name);
     routes
         .iter()
-        .filter(|route| route.gateways(snapshot).iter().any(|(n, found)| *n == name && found.is_some()))
+        .filter(|route| {
+            route
+                .gateways(snapshot)
+                .iter()
+                .any(|(n, found)| *n == name && found.is_some())
+        })
         .filter(|route| serves(gateway, listener, route))
         .map(|route| {
             let host = VirtualHost {

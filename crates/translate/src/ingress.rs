@@ -79,7 +79,9 @@ pub(crate) fn for_cluster(
                 warn("tls.mode: AUTO_PASSTHROUGH is not supported; this listener is not served".to_string());
                 continue;
             }
-            if !listener.exposed_external_services.is_empty() && (mode != Some("ISTIO_MUTUAL") || listener.tcp.is_some()) {
+            if !listener.exposed_external_services.is_empty()
+                && (mode != Some("ISTIO_MUTUAL") || listener.tcp.is_some())
+            {
                 warn(
                     "exposedExternalServices: an egress listener must be http with tls.mode ISTIO_MUTUAL (mesh \
                      clients only); this listener is not served"

@@ -177,9 +177,11 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
             config.inbound_policies =
                 access_policies::for_cluster(snapshot, &workspaces, &services, cluster, &mut report, &mut warnings);
             config.upstreams.extend(external_upstreams.iter().cloned());
-            config
-                .upstreams
-                .extend(egress::sidecar_upstreams(snapshot, &egress_routes, cluster).into_iter().map(std::sync::Arc::new));
+            config.upstreams.extend(
+                egress::sidecar_upstreams(snapshot, &egress_routes, cluster)
+                    .into_iter()
+                    .map(std::sync::Arc::new),
+            );
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
             config.ingress_gateways = ingress::for_cluster(

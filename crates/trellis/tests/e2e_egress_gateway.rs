@@ -115,7 +115,7 @@ spec:
         "the frontend's sidecar did not send it to the egress gateway"
     );
     assert!(
-        envoy_stat(admin, "cluster.outbound|80||api.weather.test.upstream_rq_200").await >= 1,
+        envoy_stat(admin, "cluster.external|80||api.weather.test.upstream_rq_200").await >= 1,
         "the egress gateway did not forward it to the external server"
     );
 
@@ -133,24 +133,34 @@ spec:
     )
     .await
     .unwrap();
-    assert!(clusters.body.contains("egress|80||api.weather.test"), "{}", clusters.body);
     assert!(
-        !clusters.body.contains("outbound|80||api.weather.test"),
-        "a sidecar holds a direct path to the external server"
+        clusters.body.contains("egress|80||api.weather.test"),
+        "{}",
+        clusters.body
     );
+    for direct in ["outbound|80||api.weather.test", "external|80||api.weather.test"] {
+        assert!(
+            !clusters.body.contains(direct),
+            "a sidecar holds a direct path to the external server: {direct}"
+        );
+    }
     // Still allowed for the frontend: the policy picks clients, it does not close the door.
     assert_eq!(mesh.call_from_frontend(url).await.unwrap().status, 200);
 
     // Straight to the gateway's listener without a mesh identity: refused in the handshake.
-    let stranger = trellis_pki::Authority::generate_root("Stranger CA", Duration::from_secs(3600), std::time::SystemTime::now())
-        .unwrap()
-        .issue_workload_cert(
-            "spiffe://trellis.local/ns/demo/sa/frontend",
-            Duration::from_secs(3600),
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-    for (who, client) in [("no certificate", None), ("a certificate of another CA", Some(&stranger))] {
+    let stranger =
+        trellis_pki::Authority::generate_root("Stranger CA", Duration::from_secs(3600), std::time::SystemTime::now())
+            .unwrap()
+            .issue_workload_cert(
+                "spiffe://trellis.local/ns/demo/sa/frontend",
+                Duration::from_secs(3600),
+                std::time::SystemTime::now(),
+            )
+            .unwrap();
+    for (who, client) in [
+        ("no certificate", None),
+        ("a certificate of another CA", Some(&stranger)),
+    ] {
         let answer = mtls_request_with(
             listener,
             client,

@@ -40,7 +40,8 @@ spec:
 
 fn translated(extra: &str) -> Translation {
     let mut snapshot = load("ingress");
-    let yaml = format!("{CONFIG}{extra}");
+    // `extra` first: what comes earlier must not win over the egress route.
+    let yaml = format!("{extra}{CONFIG}");
     snapshot
         .resources
         .extend(trellis_api::parse_documents("egress.yaml", &yaml).unwrap());
@@ -112,7 +113,7 @@ fn sidecars_send_the_host_to_the_egress_gateway_over_mesh_mtls() {
 fn no_sidecar_can_reach_the_destination_directly() {
     let t = translated("");
     for cluster in ["cluster-1", "cluster-2"] {
-        let direct = upstream(&t, cluster, "outbound|443||httpbin.org").expect("the gateway's upstream");
+        let direct = upstream(&t, cluster, "external|443||httpbin.org").expect("the gateway's upstream");
         assert_eq!(direct.workspaces, Some(Vec::new()), "visible to a sidecar: {direct:?}");
         assert!(upstream(&t, cluster, "outbound|80||httpbin.org").is_none());
         // Nothing on a sidecar routes to the destination itself.
@@ -120,8 +121,10 @@ fn no_sidecar_can_reach_the_destination_directly() {
             for route in &host.routes {
                 if let RouteAction::Forward(forward) = &route.action {
                     assert!(
-                        forward.destinations.iter().all(|d| !d.upstream.starts_with("outbound|")
-                            || !d.upstream.ends_with("||httpbin.org")),
+                        forward
+                            .destinations
+                            .iter()
+                            .all(|d| !d.upstream.ends_with("||httpbin.org") || d.upstream.starts_with("egress|")),
                         "{host:?}"
                     );
                 }
@@ -132,10 +135,35 @@ fn no_sidecar_can_reach_the_destination_directly() {
     assert!(
         status
             .message
-            .contains("spec.ports[0]: httpbin.org:80 is an egressGatewayRoutes.portMatch"),
+            .contains("spec.ports[0]: httpbin.org:80 is an egressGatewayRoutes.portMatch; requests to it go through the egress gateway"),
         "{status:?}"
     );
     assert!(!status.message.contains("not supported"), "{status:?}");
+}
+
+#[test]
+fn another_service_cannot_open_a_direct_path_to_an_egress_host() {
+    let t = translated(
+        "apiVersion: networking.gloo.solo.io/v2\nkind: ExternalService\n\
+         metadata: {name: httpbin-direct, namespace: other}\n\
+         spec:\n  hosts: [httpbin.org]\n  ports: [{number: 80, name: http}]\n---\n",
+    );
+    let status = &t.statuses["ExternalService/other/httpbin-direct"];
+    assert!(
+        status
+            .message
+            .contains("spec.ports[0]: httpbin.org:80 is an egressGatewayRoutes.portMatch"),
+        "{status:?}"
+    );
+    let host = t.clusters["cluster-1"]
+        .virtual_hosts
+        .iter()
+        .find(|h| h.domains.contains(&"httpbin.org".to_string()))
+        .unwrap();
+    let RouteAction::Forward(forward) = &host.routes[0].action else {
+        panic!("{host:?}")
+    };
+    assert_eq!(forward.destinations[0].upstream, "egress|80||httpbin.org");
 }
 
 #[test]
@@ -152,8 +180,8 @@ fn the_gateway_originates_to_the_destination_and_enforces_the_access_policy() {
     let RouteAction::Forward(forward) = &host.routes[0].action else {
         panic!("{host:?}")
     };
-    assert_eq!(forward.destinations[0].upstream, "outbound|443||httpbin.org");
-    let tls_sni = upstream(&t, "cluster-1", "outbound|443||httpbin.org")
+    assert_eq!(forward.destinations[0].upstream, "external|443||httpbin.org");
+    let tls_sni = upstream(&t, "cluster-1", "external|443||httpbin.org")
         .unwrap()
         .external
         .as_ref()
@@ -205,15 +233,17 @@ fn a_missing_or_unfit_gateway_is_a_warning_and_leaves_no_way_out() {
     }
     let gateway = &t.statuses["VirtualGateway/demo/plain"];
     assert!(
-        gateway
-            .message
-            .contains("spec.listeners[0].exposedExternalServices: an egress listener must be http with tls.mode ISTIO_MUTUAL"),
+        gateway.message.contains(
+            "spec.listeners[0].exposedExternalServices: an egress listener must be http with tls.mode ISTIO_MUTUAL"
+        ),
         "{gateway:?}"
     );
     let egress = upstream(&t, "cluster-1", "egress|80||httpbin.org").unwrap();
     assert!(egress.endpoints.is_empty(), "{egress:?}");
     assert_eq!(
-        upstream(&t, "cluster-1", "outbound|80||httpbin.org").unwrap().workspaces,
+        upstream(&t, "cluster-1", "external|80||httpbin.org")
+            .unwrap()
+            .workspaces,
         Some(Vec::new())
     );
 }

@@ -3,7 +3,8 @@
 //! selects. Client sidecars send to the gateway over mesh mTLS, the gateway forwards to the
 //! external server and enforces the AccessPolicy on the EXTERNAL_SERVICE: the allowed client
 //! gets through, another mesh client gets 403 and has no direct path, and a connection without
-//! a mesh identity is refused at the gateway's listener.
+//! a mesh identity is refused at the gateway's listener. With `clientsideTls` the gateway
+//! originates TLS: the client speaks plain HTTP, the destination only TLS.
 
 use trellis_testkit as common;
 
@@ -45,6 +46,9 @@ async fn external_traffic_leaves_only_through_the_egress_gateway_for_allowed_cli
         &mesh.dir.join("logs").join("weather.log"),
         &[],
     );
+    // The same server behind a TLS-only front (an Envoy with the site's certificate).
+    let tls_front = trellis_support::process::free_port();
+    let _front = spawn_tls_front(&mesh.dir.join("tls-front"), tls_front, outside);
     let listener = trellis_support::process::free_port();
     let admin = trellis_support::process::free_port();
     let _gateway = spawn_ingress_gateway(&mesh, "cluster-1", admin, &["--service-account", "egress-gateway"]);
@@ -58,7 +62,7 @@ spec:
   - port: {{number: {listener}}}
     http: {{}}
     tls: {{mode: ISTIO_MUTUAL}}
-    exposedExternalServices: [{{host: api.weather.test}}]
+    exposedExternalServices: [{{host: api.weather.test}}, {{host: 'demo/*.secure-weather.test'}}]
 ---
 apiVersion: networking.gloo.solo.io/v2
 kind: ExternalService
@@ -89,6 +93,27 @@ spec:
   config:
     authz:
       allowedClients: [{{serviceAccountSelector: {{name: frontend, namespace: demo}}}}]
+---
+apiVersion: networking.gloo.solo.io/v2
+kind: ExternalService
+metadata: {{name: secure-weather, namespace: demo}}
+spec:
+  hosts: [api.secure-weather.test]
+  ports:
+  - number: 443
+    name: https
+    protocol: HTTPS
+    clientsideTls: {{sni: api.secure-weather.test}}
+    egressGatewayRoutes:
+      virtualGatewayRefs: [{{name: egress-gw, namespace: demo}}]
+  selector: {{app: secure-weather}}
+---
+apiVersion: networking.gloo.solo.io/v2
+kind: ExternalEndpoint
+metadata: {{name: secure-weather-1, namespace: demo, labels: {{app: secure-weather}}}}
+spec:
+  address: 127.0.0.1
+  ports: [{{name: https, number: {tls_front}}}]
 "
     );
     let response = mesh.apply("egress-gateway.yaml", &config).await.unwrap();
@@ -147,6 +172,24 @@ spec:
     // Still allowed for the frontend: the policy picks clients, it does not close the door.
     assert_eq!(mesh.call_from_frontend(url).await.unwrap().status, 200);
 
+    // TLS originated at the gateway: plain HTTP from the app (portMatch 80 by default), TLS to
+    // a destination that speaks nothing else; no AccessPolicy selects it, so any mesh client.
+    let secure = until("the frontend reaching the TLS-only destination", || async {
+        match mesh
+            .call_from("backend-v1", "http://api.secure-weather.test/forecast")
+            .await
+        {
+            Ok(response) if response.status == 200 => Some(response),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(secure.body.contains("\"service\":\"weather\""), "{}", secure.body);
+    assert!(
+        envoy_stat(admin, "cluster.external|443||api.secure-weather.test.upstream_rq_200").await >= 1,
+        "the egress gateway did not originate it"
+    );
+
     // Straight to the gateway's listener without a mesh identity: refused in the handshake.
     let stranger =
         trellis_pki::Authority::generate_root("Stranger CA", Duration::from_secs(3600), std::time::SystemTime::now())
@@ -174,4 +217,40 @@ spec:
         assert!(answer.is_err(), "the egress gateway served {who}: {answer:?}");
     }
     finish(mesh).await;
+}
+
+/// An Envoy terminating TLS (a site certificate for `api.secure-weather.test`) in front of
+/// `app_port`: a destination that speaks only TLS. It dies with the returned handle.
+fn spawn_tls_front(dir: &std::path::Path, port: u16, app_port: u16) -> tokio::process::Child {
+    let site = site_tls(dir, "Weather CA", "api.secure-weather.test");
+    let mut listener = envoy_static_listener("tls_front", port, None, serde_json::json!({}));
+    listener["filter_chains"][0]["transport_socket"] = serde_json::json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {"tls_certificates": [{
+                "certificate_chain": {"filename": site.cert_file},
+                "private_key": {"filename": site.key_file}
+            }]}
+        }
+    });
+    let admin = trellis_support::process::free_port();
+    let bootstrap = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [listener], "clusters": [envoy_static_cluster("app", app_port, false)]}
+    });
+    std::fs::write(dir.join("envoy.json"), bootstrap.to_string()).unwrap();
+    let envoy = trellis_support::envoy_bin::find().unwrap();
+    spawn_program(
+        envoy.to_str().unwrap(),
+        &[
+            "-c",
+            &dir.join("envoy.json").display().to_string(),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+        ]
+        .map(String::from),
+        &dir.join("envoy.log"),
+    )
 }

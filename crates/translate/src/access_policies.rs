@@ -297,6 +297,7 @@ pub(crate) fn for_external_service(
     workspaces: &Workspaces,
     services: &[Service<'_>],
     route: &crate::egress::EgressRoute,
+    matched: &mut BTreeSet<(String, usize)>,
     report: &mut Report,
     warnings: &mut Warnings,
 ) -> Vec<InboundPolicy> {
@@ -316,19 +317,24 @@ pub(crate) fn for_external_service(
             PolicyScope::Workspace(own) => owner.as_deref() == Some(own),
             PolicyScope::Nothing => false,
         };
-        let selects = in_scope
-            && spec.apply_to_destinations.iter().any(|d| {
-                let selector = d.selector.clone().unwrap_or_default();
-                d.kind.as_deref() == Some("EXTERNAL_SERVICE")
-                    && (selector.name.is_empty() || selector.name == route.name)
-                    && (selector.namespace.is_empty() || selector.namespace == route.namespace)
-                    && (selector.workspace.is_empty() || owner.as_deref() == Some(selector.workspace.as_str()))
-                    && selector.labels.iter().all(|(k, v)| route.labels.get(k) == Some(v))
-            });
+        let key = resource.key().to_string();
+        let mut selects = false;
+        for (i, d) in spec.apply_to_destinations.iter().enumerate() {
+            let selector = d.selector.clone().unwrap_or_default();
+            if in_scope
+                && d.kind.as_deref() == Some("EXTERNAL_SERVICE")
+                && (selector.name.is_empty() || selector.name == route.name)
+                && (selector.namespace.is_empty() || selector.namespace == route.namespace)
+                && (selector.workspace.is_empty() || owner.as_deref() == Some(selector.workspace.as_str()))
+                && selector.labels.iter().all(|(k, v)| route.labels.get(k) == Some(v))
+            {
+                matched.insert((key.clone(), i));
+                selects = true;
+            }
+        }
         if !selects {
             continue;
         }
-        let key = resource.key().to_string();
         let (has_authz, enforced, dry) = rules_of(spec, snapshot, workspaces, services, &key, warnings);
         report.entry(&key).applied += 1;
         let name = format!("{}/{}", resource.metadata.namespace, resource.metadata.name);
@@ -349,6 +355,34 @@ pub(crate) fn for_external_service(
         }
     }
     out
+}
+
+/// An `EXTERNAL_SERVICE` destination is enforced only where an egress gateway carries the
+/// service: one that selected no such service (`matched`: policy key, destination index) is
+/// said, not silently ignored.
+pub(crate) fn warn_unenforced_external(
+    snapshot: &Snapshot,
+    matched: &BTreeSet<(String, usize)>,
+    warnings: &mut Warnings,
+) {
+    for resource in &snapshot.resources {
+        let Spec::AccessPolicy(spec) = &resource.spec else {
+            continue;
+        };
+        let key = resource.key().to_string();
+        for (i, d) in spec.apply_to_destinations.iter().enumerate() {
+            if d.kind.as_deref() == Some("EXTERNAL_SERVICE") && !matched.contains(&(key.clone(), i)) {
+                warnings.add(
+                    &key,
+                    format!(
+                        "spec.applyToDestinations[{i}]: selects no ExternalService routed through an egress gateway \
+                         (egressGatewayRoutes) in the policy's workspace; an EXTERNAL_SERVICE policy is enforced only \
+                         there, so it has no effect"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// The inbound policies of one cluster, oldest AccessPolicy first.

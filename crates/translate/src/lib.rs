@@ -114,10 +114,19 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let (external_upstreams, mut egress_routes) =
         external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
     egress::check(snapshot, &egress_routes, &mut warnings);
+    let mut enforced_external = std::collections::BTreeSet::new();
     for route in &mut egress_routes {
-        route.policies =
-            access_policies::for_external_service(snapshot, &workspaces, &services, route, &mut report, &mut warnings);
+        route.policies = access_policies::for_external_service(
+            snapshot,
+            &workspaces,
+            &services,
+            route,
+            &mut enforced_external,
+            &mut report,
+            &mut warnings,
+        );
     }
+    access_policies::warn_unenforced_external(snapshot, &enforced_external, &mut warnings);
     let gateway_streams = ingress_streams::resolve(snapshot, &index, &mut outbound, &mut warnings);
     route_policies::apply(snapshot, &workspaces, &mut outbound, &mut report);
     let lookup = destination_policies::DestinationLookup {

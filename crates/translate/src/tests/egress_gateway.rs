@@ -240,6 +240,23 @@ fn a_missing_or_unfit_gateway_is_a_warning_and_leaves_no_way_out() {
     );
     let egress = upstream(&t, "cluster-1", "egress|80||httpbin.org").unwrap();
     assert!(egress.endpoints.is_empty(), "{egress:?}");
+    // An AccessPolicy on an ExternalService that no egress gateway carries: said, not ignored.
+    let policy = "apiVersion: security.policy.gloo.solo.io/v2\nkind: AccessPolicy\n\
+                  metadata: {name: direct, namespace: demo}\n\
+                  spec:\n  applyToDestinations: [{kind: EXTERNAL_SERVICE, selector: {name: weather}}]\n\
+                  \x20 config: {authz: {allowedClients: [{serviceAccountSelector: {name: frontend}}]}}\n";
+    snapshot
+        .resources
+        .extend(trellis_api::parse_documents("policy.yaml", policy).unwrap());
+    let t = translate(&snapshot);
+    let status = &t.statuses["AccessPolicy/demo/direct"];
+    assert_eq!(status.state, "WARNING", "{status:?}");
+    assert!(
+        status
+            .message
+            .contains("spec.applyToDestinations[0]: selects no ExternalService routed through an egress gateway"),
+        "{status:?}"
+    );
     assert_eq!(
         upstream(&t, "cluster-1", "external|80||httpbin.org")
             .unwrap()

@@ -82,6 +82,22 @@ pub(crate) fn build(
                         warnings.add(&key, format!("{vhost} is already a mesh host; ignored here"));
                         continue;
                     }
+                    // One gateway upstream per destination host and port: Envoy refuses a
+                    // config that names a cluster twice.
+                    if egress.is_some()
+                        && egress_routes
+                            .iter()
+                            .any(|r: &EgressRoute| r.upstream == format!("external|{number}||{host}"))
+                    {
+                        warnings.add(
+                            &key,
+                            format!(
+                                "spec.ports[{p}].egressGatewayRoutes: {host}:{number} is already routed through an \
+                                 egress gateway by another port; ignored here"
+                            ),
+                        );
+                        continue;
+                    }
                     let selected: Vec<Endpoint> = if spec.selector.is_empty() {
                         Vec::new()
                     } else {

@@ -264,3 +264,30 @@ fn a_missing_or_unfit_gateway_is_a_warning_and_leaves_no_way_out() {
         Some(Vec::new())
     );
 }
+
+#[test]
+fn a_destination_routed_twice_gets_one_gateway_upstream() {
+    let t = translated(
+        "apiVersion: networking.gloo.solo.io/v2\nkind: ExternalService\n\
+         metadata: {name: httpbin-again, namespace: other}\n\
+         spec:\n  hosts: [httpbin.org]\n\
+         \x20 ports: [{number: 443, egressGatewayRoutes: {portMatch: 8080, virtualGatewayRefs: [{name: egress-gw, namespace: gateways}]}}]\n---\n",
+    );
+    let names: Vec<&str> = t.clusters["cluster-1"]
+        .upstreams
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(names, unique, "Envoy refuses a cluster named twice");
+    // Whichever comes second says so.
+    let messages = format!(
+        "{}\n{}",
+        t.statuses["ExternalService/other/httpbin-again"].message, t.statuses["ExternalService/demo/httpbin"].message
+    );
+    assert!(
+        messages.contains("egressGatewayRoutes: httpbin.org:443 is already routed through an egress gateway"),
+        "{messages}"
+    );
+}

@@ -145,7 +145,14 @@ spec:
     );
 
     // Another mesh client: refused by the gateway (its RBAC), with no route of its own.
-    let denied = mesh.call_from("backend-v1", url).await.unwrap();
+    // (Its sidecar may get the config a moment after the frontend's: 404 until then.)
+    let denied = until("the backend's sidecar routing the host", || async {
+        match mesh.call_from("backend-v1", url).await {
+            Ok(response) if response.status != 404 => Some(response),
+            _ => None,
+        }
+    })
+    .await;
     assert_eq!(denied.status, 403, "{}", denied.body);
     assert!(
         envoy_stat(admin, &format!("http.ingress_{listener}.rbac.denied")).await >= 1,

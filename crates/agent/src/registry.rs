@@ -735,7 +735,13 @@ impl Registry {
         for registration in self.all().into_values() {
             match registration {
                 ProxyRegistration::Sidecar { workload, .. } => discovery.workloads.push(workload),
-                ProxyRegistration::IngressGateway(_) => {}
+                // Announced like services: egress routes reach it on the VirtualGateway ports.
+                ProxyRegistration::IngressGateway(ingress) => discovery.gateways.push(trellis_model::GatewayInstance {
+                    namespace: ingress.namespace,
+                    service_account: ingress.service_account,
+                    address: ingress.listen_address,
+                    labels: ingress.labels,
+                }),
                 ProxyRegistration::AddOn(addon) => discovery.addons.push(addon.instance()),
                 ProxyRegistration::EastWestGateway(gateway) => {
                     // With several gateway replicas, one stable address wins.

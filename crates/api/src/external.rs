@@ -35,8 +35,30 @@ pub struct ExternalServicePort {
     pub target_port: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clientside_tls: Option<ClientsideTls>,
+    /// Send this port's traffic through egress gateways: clients address `portMatch`, the
+    /// gateways originate to `number` (with `clientsideTls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress_gateway_routes: Option<Value>,
+    pub egress_gateway_routes: Option<EgressGatewayRoutes>,
+}
+
+/// Gloo's `ExternalService.Port.EgressGatewayRoutes`
+/// (solo-apis `networking/v2/external_service.proto`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressGatewayRoutes {
+    /// The port clients in the mesh send to; 80 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_match: Option<u32>,
+    /// The egress VirtualGateways (namespace: the ExternalService's when empty); traffic is
+    /// balanced across the gateway proxies they select.
+    #[serde(default)]
+    pub virtual_gateway_refs: Vec<crate::common::ObjectReference>,
+}
+
+impl EgressGatewayRoutes {
+    pub fn effective_port_match(&self) -> u32 {
+        self.port_match.unwrap_or(80)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

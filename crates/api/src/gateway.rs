@@ -49,10 +49,20 @@ pub struct GatewayListener {
     pub allowed_route_tables: Vec<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
-    /// Egress gateways: the ExternalServices this listener serves (by `host`, or by `name`,
-    /// `namespace`, `labels`). Kept as written; see the translation for what is applied.
+    /// Egress gateways: which of the ExternalServices routed through this gateway
+    /// (`egressGatewayRoutes`) the listener serves; empty: all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exposed_external_services: Vec<Value>,
+    pub exposed_external_services: Vec<ExternalServiceFilter>,
+}
+
+/// Gloo's `Listener.ExternalServiceFilter`: `host` is `[namespace/]dnsName`, the namespace `*`
+/// (any, the default) or `.` (the VirtualGateway's), the name's first label may be `*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalServiceFilter {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<ObjectSelector>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

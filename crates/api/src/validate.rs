@@ -534,6 +534,40 @@ fn external_service(problems: &mut Problems, spec: &crate::ExternalServiceSpec) 
                 );
             }
         }
+        if let Some(routes) = &port.egress_gateway_routes {
+            let field = format!("spec.ports[{i}].egressGatewayRoutes");
+            check_port_number(problems, &format!("{field}.portMatch"), routes.effective_port_match());
+            if routes.virtual_gateway_refs.is_empty() {
+                push(
+                    problems,
+                    format!("{field}.virtualGatewayRefs"),
+                    "name at least one egress VirtualGateway, such as `- {name: egress-gw, namespace: gateways}`",
+                );
+            }
+            for (j, reference) in routes.virtual_gateway_refs.iter().enumerate() {
+                if reference.name.is_empty() {
+                    push(problems, format!("{field}.virtualGatewayRefs[{j}].name"), "required");
+                }
+            }
+            if !spec.addresses.is_empty() {
+                push(problems, field, "egress gateway routes need `hosts`, not `addresses`");
+            }
+        }
+    }
+    let mut matched = std::collections::BTreeSet::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        if let Some(routes) = &port.egress_gateway_routes
+            && !matched.insert(routes.effective_port_match())
+        {
+            push(
+                problems,
+                format!("spec.ports[{i}].egressGatewayRoutes.portMatch"),
+                format!(
+                    "{} is the portMatch of an earlier port: each must be unique",
+                    routes.effective_port_match()
+                ),
+            );
+        }
     }
 }
 
@@ -553,6 +587,20 @@ fn virtual_gateway(problems: &mut Problems, spec: &crate::VirtualGatewaySpec) {
         );
         if let Some(tls) = &listener.tls {
             gateway_tls(problems, &format!("spec.listeners[{i}].tls"), tls);
+        }
+        for (j, filter) in listener.exposed_external_services.iter().enumerate() {
+            let host = filter.host.rsplit_once('/').map_or(filter.host.as_str(), |(_, h)| h);
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            if host != "*" && !is_hostname(bare) {
+                push(
+                    problems,
+                    format!("spec.listeners[{i}].exposedExternalServices[{j}].host"),
+                    format!(
+                        "{:?} is not `[namespace/]host` (the host may start with `*.`)",
+                        filter.host
+                    ),
+                );
+            }
         }
     }
 }

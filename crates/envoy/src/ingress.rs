@@ -8,6 +8,10 @@
 //!  client ──HTTP or TLS (files)──▶ ingress|<port> ──RDS ingress|<port>──▶ upstream cluster ──mTLS──▶ sidecar
 //! ```
 //!
+//! An egress virtual host (an ExternalService routed through this gateway) carries the RBAC of
+//! the AccessPolicies on that service, per virtual host as on a sidecar's inbound port: a mesh
+//! client they do not allow gets 403.
+//!
 //! A byte-stream listener (`tcp`, or TLS PASSTHROUGH) has no HTTP: one filter chain per stream
 //! route, matched by SNI when passing TLS through, each a TCP proxy to the route's upstreams.
 
@@ -22,6 +26,7 @@ use envoy_types::util::pack_any;
 use trellis_model::ClusterConfig;
 use trellis_model::addons::AddonServer;
 use trellis_model::ir::{IngressGateway, IngressTls, RouteAction, StreamListener, StreamRoute, VirtualHost};
+use trellis_model::policy::InboundPolicy;
 
 use crate::ProxyResources;
 use crate::common::{self, Routes};
@@ -48,6 +53,8 @@ struct Port<'a> {
     virtual_hosts: Vec<VirtualHost>,
     /// A byte-stream listener: its routes, no virtual hosts.
     stream: Option<&'a StreamListener>,
+    /// AccessPolicies guarding virtual hosts, by virtual host name.
+    access: BTreeMap<&'a str, Vec<&'a InboundPolicy>>,
 }
 
 /// Listeners and route configurations by port (ascending); clusters and endpoints for exactly
@@ -108,8 +115,15 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
                 virtual_hosts: served
                     .virtual_hosts
                     .iter()
-                    .map(|host| {
-                        let mut host = routes::virtual_host(host);
+                    .map(|virtual_host| {
+                        let mut host = routes::virtual_host(virtual_host);
+                        if let Some((filter, config)) = served
+                            .access
+                            .get(virtual_host.name.as_str())
+                            .and_then(|policies| crate::authz::http_rbac_per_route(policies))
+                        {
+                            host.typed_per_filter_config.insert(filter, config);
+                        }
                         if served.https_redirect {
                             // Envoy answers plaintext requests with a 301 to the https URL.
                             host.require_tls = TlsRequirementType::All as i32;
@@ -120,11 +134,13 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
                 ..Default::default()
             })
             .collect(),
-        // Listeners sharing a Secret share its SDS secrets, once each.
+        // Listeners sharing a Secret share its SDS secrets, once each; so do the client
+        // certificates presented to servers outside the mesh (egress).
         secrets: ports
             .values()
             .filter_map(|port| port.tls.and_then(|tls| tls.credential.as_ref()))
             .flat_map(tls::ingress_secrets)
+            .chain(sidecar::external_client_secrets(upstreams.iter().map(|u| &***u)))
             .map(|secret| (secret.name.clone(), secret))
             .collect::<BTreeMap<_, _>>()
             .into_values()
@@ -153,6 +169,7 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
             https_redirect: listener.https_redirect,
             virtual_hosts: Vec::new(),
             stream: listener.stream.as_ref(),
+            access: BTreeMap::new(),
         });
         if port.stream.is_some() {
             continue;
@@ -168,6 +185,10 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
             }
             names.insert(host.name.clone());
             domains.extend(free.iter().cloned());
+            if let Some(access) = listener.host_access.iter().find(|a| a.host == host.name) {
+                port.access
+                    .insert(access.host.as_str(), access.policies.iter().collect());
+            }
             port.virtual_hosts.push(VirtualHost {
                 domains: free,
                 ..host.clone()
@@ -199,6 +220,10 @@ fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> 
     let router = hcm.http_filters.len() - 1;
     hcm.http_filters.insert(router, crate::http_policies::buffer_filter());
     hcm.http_filters.insert(0, crate::http_policies::cors_filter());
+    if !served.access.is_empty() {
+        // Rule-less: it enforces what each guarded virtual host gives it, before anything else.
+        hcm.http_filters.insert(0, crate::authz::http_rbac_filter());
+    }
     hcm.use_remote_address = Some(BoolValue { value: true });
     let mut listener = common::listener(
         &name,

@@ -106,14 +106,14 @@ pub fn sidecar_outbound(ir: &ClusterConfig, view: &OutboundView) -> ProxyResourc
             virtual_hosts: virtual_hosts.iter().map(|h| routes::virtual_host(h)).collect(),
             ..Default::default()
         }],
-        secrets: external_client_secrets(&upstreams),
+        secrets: external_client_secrets(upstreams.iter().copied()),
     }
 }
 
 /// The Secrets (`credentialName`) presented to servers outside the mesh, once each.
-pub(crate) fn external_client_secrets(upstreams: &[&Upstream]) -> Vec<Secret> {
+pub(crate) fn external_client_secrets<'a>(upstreams: impl IntoIterator<Item = &'a Upstream>) -> Vec<Secret> {
     let mut secrets: Vec<Secret> = upstreams
-        .iter()
+        .into_iter()
         .filter_map(|u| match u.external.as_ref()?.tls_client.as_ref()? {
             ClientCredential::Secret(credential) => Some(tls::ingress_secrets(credential)),
             ClientCredential::Files { .. } => None,

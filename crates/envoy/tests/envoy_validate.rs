@@ -675,6 +675,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             virtual_hosts: plain.clone(),
             stream: None,
             https_redirect: false,
+            host_access: Vec::new(),
         },
         IngressListener {
             port: 9444,
@@ -686,12 +687,14 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             virtual_hosts: plain,
             stream: None,
             https_redirect: false,
+            host_access: Vec::new(),
         },
         IngressListener {
             port: 9445,
             tls: None,
             virtual_hosts: Vec::new(),
             https_redirect: false,
+            host_access: Vec::new(),
             stream: Some(StreamListener {
                 passthrough: true,
                 routes: vec![
@@ -706,6 +709,7 @@ fn envoy_accepts_secret_mesh_mutual_passthrough_and_tcp_ingress_listeners() {
             tls: None,
             virtual_hosts: Vec::new(),
             https_redirect: false,
+            host_access: Vec::new(),
             stream: Some(StreamListener {
                 passthrough: false,
                 routes: vec![stream("split", &[], vec![to(payments, 3), to(&other, 1)])],
@@ -1039,7 +1043,13 @@ impl Pki {
 /// serves when a cluster trusts it).
 fn with_secrets(resources: ProxyResources) -> ProxyResources {
     let pki = Pki::new();
-    let bundle = std::env::temp_dir().join(format!("trellis-envoy-validate-{}-system-ca.pem", std::process::id()));
+    // One file per call: tests run in parallel, and Envoy must never read a half-written one.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let bundle = std::env::temp_dir().join(format!(
+        "trellis-envoy-validate-{}-{call}-system-ca.pem",
+        std::process::id()
+    ));
     std::fs::write(&bundle, &pki.ca_pem).unwrap();
     let mut secrets = secrets(&pki.leaf_pem, &pki.leaf_key_pem, &pki.ca_pem);
     secrets.push(trellis_envoy::system_ca_secret(&bundle.display().to_string()));
@@ -1150,6 +1160,7 @@ fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
                 virtual_hosts: vec![payments, host("web", "www.example.com")],
                 stream: None,
                 https_redirect: false,
+                host_access: Vec::new(),
             },
             IngressListener {
                 port: 8443,
@@ -1157,6 +1168,7 @@ fn mk_ingress_config(tls: &IngressTls) -> ClusterConfig {
                 virtual_hosts: vec![host("secure", "secure.example.com")],
                 stream: None,
                 https_redirect: false,
+                host_access: Vec::new(),
             },
         ],
     }];

@@ -19,6 +19,22 @@ pub struct ClusterDiscovery {
     /// (namespace, name, address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addons: Vec<AddonInstance>,
+    /// Ingress and egress gateway proxies (`trellis gateway ingress`) registered in this cluster,
+    /// sorted: egress routes reach them at their listen address on a VirtualGateway port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayInstance>,
+}
+
+/// A gateway proxy as its registration announces it: the labels VirtualGateway `workloads`
+/// select, where its listeners bind, and its mesh identity (namespace, service account).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayInstance {
+    pub namespace: String,
+    pub service_account: String,
+    pub address: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// An add-on server as its registration announces it: a service name the policies reference and
@@ -99,6 +115,8 @@ impl ClusterDiscovery {
         self.workloads
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.addons.sort();
+        self.gateways.sort();
+        self.gateways.dedup();
     }
 }
 

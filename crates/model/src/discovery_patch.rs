@@ -45,9 +45,13 @@ pub type WorkloadChange = (Option<Workload>, Option<Workload>);
 
 impl DiscoveryPatch {
     /// What turns `old` into `new` (both normalized), or `None` when more than workloads
-    /// changed (the gateway, the add-ons, the cluster): that goes as a whole report.
+    /// changed (the gateways, the add-ons, the cluster): that goes as a whole report.
     pub fn between(old: &ClusterDiscovery, new: &ClusterDiscovery) -> Option<DiscoveryPatch> {
-        if old.cluster != new.cluster || old.east_west_gateway != new.east_west_gateway || old.addons != new.addons {
+        if old.cluster != new.cluster
+            || old.east_west_gateway != new.east_west_gateway
+            || old.addons != new.addons
+            || old.gateways != new.gateways
+        {
             return None;
         }
         let mut patch = DiscoveryPatch {

@@ -382,6 +382,20 @@ pub struct IngressListener {
     /// `httpsRedirect`: every plaintext request is answered with a 301 to its `https` URL.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub https_redirect: bool,
+    /// Egress: the AccessPolicies on the ExternalService each egress virtual host (by name)
+    /// forwards to, enforced here on the mesh client's identity. Sorted by host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_access: Vec<HostAccess>,
+}
+
+/// The AccessPolicies that guard one virtual host of a gateway listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostAccess {
+    /// `VirtualHost::name` on the same listener.
+    pub host: String,
+    /// In precedence order; only `rules` and `dry_run` matter here.
+    pub policies: Vec<crate::policy::InboundPolicy>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ pub mod ir;
 pub mod policy;
 pub mod snapshot;
 
-pub use discovery::{ClusterDiscovery, GatewayAddress, Protocol, ProxyState, Workload, WorkloadPort};
+pub use discovery::{ClusterDiscovery, GatewayAddress, GatewayInstance, Protocol, ProxyState, Workload, WorkloadPort};
 pub use discovery_patch::{DiscoveryPatch, WorkloadKey};
 pub use ir::ClusterConfig;
 pub use snapshot::Snapshot;

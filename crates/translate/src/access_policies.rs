@@ -262,6 +262,129 @@ fn selections(
     out
 }
 
+/// Whether the policy has authz at all, and its enforced and dry-run rules.
+fn rules_of(
+    spec: &AccessPolicySpec,
+    snapshot: &Snapshot,
+    workspaces: &Workspaces,
+    services: &[Service<'_>],
+    key: &str,
+    warnings: &mut Warnings,
+) -> (bool, Vec<AuthzRule>, Vec<AuthzRule>) {
+    let list: Vec<&Authz> = match (&spec.config.authz_list, &spec.config.authz) {
+        (Some(list), _) => list.iter().collect(),
+        (None, Some(authz)) => vec![authz],
+        (None, None) => Vec::new(),
+    };
+    let has_authz = spec.config.authz_list.is_some() || spec.config.authz.is_some();
+    let (mut enforced, mut dry) = (Vec::new(), Vec::new());
+    for (index, authz) in list.iter().enumerate() {
+        let rule = rule(snapshot, workspaces, services, authz, key, index, warnings);
+        if authz.dry_run {
+            dry.push(rule)
+        } else {
+            enforced.push(rule)
+        }
+    }
+    (has_authz, enforced, dry)
+}
+
+/// The AccessPolicies whose `applyToDestinations` select an ExternalService (kind
+/// `EXTERNAL_SERVICE`, by name, namespace, labels and workspace, within the policy's own
+/// workspace), as the egress gateway enforces them on the calling mesh identity.
+pub(crate) fn for_external_service(
+    snapshot: &Snapshot,
+    workspaces: &Workspaces,
+    services: &[Service<'_>],
+    route: &crate::egress::EgressRoute,
+    matched: &mut BTreeSet<(String, usize)>,
+    report: &mut Report,
+    warnings: &mut Warnings,
+) -> Vec<InboundPolicy> {
+    let owner = workspaces
+        .of_config_namespace(snapshot, &route.namespace)
+        .map(str::to_string);
+    let mut out = Vec::new();
+    for resource in &snapshot.resources {
+        let Spec::AccessPolicy(spec) = &resource.spec else {
+            continue;
+        };
+        if !spec.apply_to_workloads.is_empty() {
+            continue;
+        }
+        let in_scope = match workspaces.scope_of_policy(snapshot, &resource.metadata.namespace) {
+            PolicyScope::Mesh => true,
+            PolicyScope::Workspace(own) => owner.as_deref() == Some(own),
+            PolicyScope::Nothing => false,
+        };
+        let key = resource.key().to_string();
+        let mut selects = false;
+        for (i, d) in spec.apply_to_destinations.iter().enumerate() {
+            let selector = d.selector.clone().unwrap_or_default();
+            if in_scope
+                && d.kind.as_deref() == Some("EXTERNAL_SERVICE")
+                && (selector.name.is_empty() || selector.name == route.name)
+                && (selector.namespace.is_empty() || selector.namespace == route.namespace)
+                && (selector.workspace.is_empty() || owner.as_deref() == Some(selector.workspace.as_str()))
+                && selector.labels.iter().all(|(k, v)| route.labels.get(k) == Some(v))
+            {
+                matched.insert((key.clone(), i));
+                selects = true;
+            }
+        }
+        if !selects {
+            continue;
+        }
+        let (has_authz, enforced, dry) = rules_of(spec, snapshot, workspaces, services, &key, warnings);
+        report.entry(&key).applied += 1;
+        let name = format!("{}/{}", resource.metadata.namespace, resource.metadata.name);
+        if has_authz && (!enforced.is_empty() || dry.is_empty()) {
+            out.push(InboundPolicy {
+                name: name.clone(),
+                rules: Some(enforced),
+                ..Default::default()
+            });
+        }
+        if !dry.is_empty() {
+            out.push(InboundPolicy {
+                name,
+                rules: Some(dry),
+                dry_run: true,
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// An `EXTERNAL_SERVICE` destination is enforced only where an egress gateway carries the
+/// service: one that selected no such service (`matched`: policy key, destination index) is
+/// said, not silently ignored.
+pub(crate) fn warn_unenforced_external(
+    snapshot: &Snapshot,
+    matched: &BTreeSet<(String, usize)>,
+    warnings: &mut Warnings,
+) {
+    for resource in &snapshot.resources {
+        let Spec::AccessPolicy(spec) = &resource.spec else {
+            continue;
+        };
+        let key = resource.key().to_string();
+        for (i, d) in spec.apply_to_destinations.iter().enumerate() {
+            if d.kind.as_deref() == Some("EXTERNAL_SERVICE") && !matched.contains(&(key.clone(), i)) {
+                warnings.add(
+                    &key,
+                    format!(
+                        "spec.applyToDestinations[{i}]: selects no ExternalService routed through an egress gateway \
+                         (egressGatewayRoutes) in the policy's workspace; an EXTERNAL_SERVICE policy is enforced only \
+                         there, so it has no effect"
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// The inbound policies of one cluster, oldest AccessPolicy first.
 pub(crate) fn for_cluster(
     snapshot: &Snapshot,
@@ -288,21 +411,7 @@ pub(crate) fn for_cluster(
                 "PERMISSIVE" => TlsMode::Permissive,
                 _ => TlsMode::Strict,
             });
-        let list: Vec<&Authz> = match (&spec.config.authz_list, &spec.config.authz) {
-            (Some(list), _) => list.iter().collect(),
-            (None, Some(authz)) => vec![authz],
-            (None, None) => Vec::new(),
-        };
-        let has_authz = spec.config.authz_list.is_some() || spec.config.authz.is_some();
-        let (mut enforced, mut dry) = (Vec::new(), Vec::new());
-        for (index, authz) in list.iter().enumerate() {
-            let rule = rule(snapshot, workspaces, services, authz, &key, index, warnings);
-            if authz.dry_run {
-                dry.push(rule)
-            } else {
-                enforced.push(rule)
-            }
-        }
+        let (has_authz, enforced, dry) = rules_of(spec, snapshot, workspaces, services, &key, warnings);
         let scope = workspaces.scope_of_policy(snapshot, &resource.metadata.namespace);
         if matches!(scope, PolicyScope::Nothing) {
             warnings.add(

@@ -314,6 +314,7 @@ fn find_shared<'a>(list: &'a mut [Arc<Upstream>], name: &str) -> Option<&'a mut 
 fn moved_services<'a>(old: &ClusterDiscovery, new: &'a ClusterDiscovery) -> Option<BTreeSet<(&'a str, &'a str)>> {
     if old.east_west_gateway != new.east_west_gateway
         || old.addons != new.addons
+        || old.gateways != new.gateways
         || old.workloads.len() != new.workloads.len()
     {
         return None;

@@ -7,11 +7,16 @@
 //! terminates TLS, MUTUAL also requires a client certificate chained to `caCerts`, ISTIO_MUTUAL
 //! requires a mesh client (the gateway presents its own mesh certificate), PASSTHROUGH forwards
 //! the encrypted stream by SNI.
+//!
+//! An ISTIO_MUTUAL http listener is also an egress listener: it serves the ExternalServices
+//! routed through its gateway (`egressGatewayRoutes`) that it exposes (see `egress`).
 
 use trellis_api::GatewayTls;
 use trellis_api::{Resource, Spec};
 use trellis_model::Snapshot;
 use trellis_model::ir::{IngressGateway, IngressListener, IngressTls, StreamListener, StreamRoute, TlsCredential};
+
+use crate::egress::EgressRoute;
 
 use crate::Warnings;
 use crate::ingress_streams::{PendingStream, StreamKind, weighted_upstreams};
@@ -22,6 +27,7 @@ pub(crate) fn for_cluster(
     snapshot: &Snapshot,
     outbound: &Outbound,
     streams: &[PendingStream],
+    egress_routes: &[EgressRoute],
     cluster: &str,
     report: &mut Report,
     warnings: &mut Warnings,
@@ -61,25 +67,37 @@ pub(crate) fn for_cluster(
         }
         let own_streams: Vec<&PendingStream> = streams.iter().filter(|s| s.gateway == name).collect();
         let mut listeners = Vec::new();
+        let mut serves_egress = false;
         for (l, listener) in spec.listeners.iter().enumerate() {
             let field = format!("spec.listeners[{l}]");
             let Ok(port) = u16::try_from(listener.port.number) else {
                 continue;
             };
             let mut warn = |message: String| warnings.add(&key, format!("{field}.{message}"));
-            if !listener.exposed_external_services.is_empty() {
-                warn(
-                    "exposedExternalServices: egress gateways are not supported yet; this listener is not served and \
-                     traffic to these ExternalServices leaves from the client's sidecar"
-                        .to_string(),
-                );
-                continue;
-            }
             let mode = listener.tls.as_ref().map(GatewayTls::effective_mode);
             if mode == Some("AUTO_PASSTHROUGH") {
                 warn("tls.mode: AUTO_PASSTHROUGH is not supported; this listener is not served".to_string());
                 continue;
             }
+            if !listener.exposed_external_services.is_empty()
+                && (mode != Some("ISTIO_MUTUAL") || listener.tcp.is_some())
+            {
+                warn(
+                    "exposedExternalServices: an egress listener must be http with tls.mode ISTIO_MUTUAL (mesh \
+                     clients only); this listener is not served"
+                        .to_string(),
+                );
+                continue;
+            }
+            let egress = crate::egress::gateway_hosts(resource, listener, egress_routes, snapshot);
+            if !listener.exposed_external_services.is_empty() && egress.is_empty() {
+                warn(
+                    "exposedExternalServices: no ExternalService routes through this gateway on this listener yet \
+                     (egressGatewayRoutes.virtualGatewayRefs)"
+                        .to_string(),
+                );
+            }
+            serves_egress |= !egress.is_empty();
             let passthrough = mode == Some("PASSTHROUGH");
             let tls = match &listener.tls {
                 Some(tls) if !passthrough => match listener_tls(snapshot, resource, tls) {
@@ -113,12 +131,19 @@ pub(crate) fn for_cluster(
                 virtual_hosts: if stream.is_some() {
                     Vec::new()
                 } else {
-                    hosts.iter().map(|h| h.to_ir(&outbound.targets)).collect()
+                    let mut all: Vec<_> = hosts.iter().map(|h| h.to_ir(&outbound.targets)).collect();
+                    all.extend(egress.iter().map(|(host, _)| host.clone()));
+                    all
                 },
                 stream,
+                host_access: egress
+                    .into_iter()
+                    .map(|(_, access)| access)
+                    .filter(|access| !access.policies.is_empty())
+                    .collect(),
             });
         }
-        if hosts.is_empty() && own_streams.is_empty() {
+        if hosts.is_empty() && own_streams.is_empty() && !serves_egress {
             warnings.add(&key, "no RouteTable is bound to this gateway yet (virtualGateways)");
         }
         let entry = report.entry(&key);

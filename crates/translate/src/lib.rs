@@ -5,7 +5,9 @@
 //!           ──▶ outbound::build           VirtualDestinations + RouteTables (+ federated names,
 //!                                         each cluster's services' Kubernetes-style names) ─▶
 //!                                         virtual hosts, routes, and the Targets they send to
-//!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams
+//!           ──▶ external::build           ExternalServices ─▶ virtual hosts and upstreams; ports
+//!                                         with egressGatewayRoutes go through egress gateways
+//!                                         (egress: per cluster, the gateway proxies' upstreams)
 //!           ──▶ route_policies            retries, timeouts, faults, headers on selected routes
 //!           ──▶ traffic_policies          CORS, CSRF, buffers, mirrors, JWT on selected routes; kinds
 //!                                         not applied yet get a WARNING
@@ -29,6 +31,7 @@ mod addons;
 mod announcements;
 mod delegation;
 mod destination_policies;
+mod egress;
 mod endpoints;
 mod external;
 mod external_tls;
@@ -109,7 +112,22 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
     let index = service_index::ServiceIndex::new(&services);
     let workspaces = workspaces::Workspaces::from(snapshot);
     let mut outbound = outbound::build(snapshot, &index, &workspaces, &mut warnings);
-    let external_upstreams = external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
+    let (external_upstreams, mut egress_routes) =
+        external::build(snapshot, &mut outbound, &workspaces, &mut report, &mut warnings);
+    egress::check(snapshot, &egress_routes, &mut warnings);
+    let mut enforced_external = std::collections::BTreeSet::new();
+    for route in &mut egress_routes {
+        route.policies = access_policies::for_external_service(
+            snapshot,
+            &workspaces,
+            &services,
+            route,
+            &mut enforced_external,
+            &mut report,
+            &mut warnings,
+        );
+    }
+    access_policies::warn_unenforced_external(snapshot, &enforced_external, &mut warnings);
     let gateway_streams = ingress_streams::resolve(snapshot, &index, &mut outbound, &mut warnings);
     route_policies::apply(snapshot, &workspaces, &mut outbound, &mut report);
     let lookup = destination_policies::DestinationLookup {
@@ -169,12 +187,18 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
             config.inbound_policies =
                 access_policies::for_cluster(snapshot, &workspaces, &services, cluster, &mut report, &mut warnings);
             config.upstreams.extend(external_upstreams.iter().cloned());
+            config.upstreams.extend(
+                egress::sidecar_upstreams(snapshot, &egress_routes, cluster)
+                    .into_iter()
+                    .map(std::sync::Arc::new),
+            );
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
             config.ingress_gateways = ingress::for_cluster(
                 snapshot,
                 &outbound,
                 &gateway_streams,
+                &egress_routes,
                 cluster,
                 &mut report,
                 &mut warnings,

@@ -10,6 +10,7 @@ use trellis_model::{ClusterDiscovery, Snapshot};
 
 use super::*;
 
+mod egress_gateway;
 mod gateway_listeners;
 mod policy_scoping;
 mod workspace_sharing;

@@ -222,6 +222,16 @@ fn gateways_and_addons_need_the_role_secret() {
         registry.discovery("c").east_west_gateway.map(|g| g.host),
         Some("10.9.9.9".into())
     );
+    // The ingress (or egress) gateway is announced, once admitted, as egress routes need it.
+    assert_eq!(
+        registry.discovery("c").gateways,
+        [trellis_model::GatewayInstance {
+            namespace: "trellis".into(),
+            service_account: "ingress-gateway".into(),
+            address: "127.0.0.1".into(),
+            labels: Default::default(),
+        }]
+    );
 }
 
 #[test]

@@ -372,3 +372,62 @@ spec:
             .all(|e| e.resource.as_deref() == Some("RouteTable/demo/rt"))
     );
 }
+
+#[test]
+fn egress_gateway_errors_name_the_field() {
+    let es = |ports: &str| {
+        format!(
+            "apiVersion: networking.gloo.solo.io/v2\nkind: ExternalService\nmetadata: {{name: e}}\n\
+             spec:\n  hosts: [api.example.com]\n  ports: {ports}\n"
+        )
+    };
+    let cases = [
+        (
+            es("[{number: 443, egressGatewayRoutes: {portMatch: 70000, virtualGatewayRefs: [{name: g}]}}]"),
+            "spec.ports[0].egressGatewayRoutes.portMatch",
+            "not a port",
+        ),
+        (
+            es("[{number: 443, egressGatewayRoutes: {portMatch: 80}}]"),
+            "spec.ports[0].egressGatewayRoutes.virtualGatewayRefs",
+            "at least one egress VirtualGateway",
+        ),
+        (
+            es("[{number: 443, egressGatewayRoutes: {virtualGatewayRefs: [{namespace: gw}]}}]"),
+            "spec.ports[0].egressGatewayRoutes.virtualGatewayRefs[0].name",
+            "required",
+        ),
+        (
+            es("[{number: 443, egressGatewayRoutes: {virtualGatewayRefs: [{name: g}]}}, \
+                {number: 8443, egressGatewayRoutes: {portMatch: 80, virtualGatewayRefs: [{name: g}]}}]"),
+            "spec.ports[1].egressGatewayRoutes.portMatch",
+            "unique",
+        ),
+        (
+            es("[{number: 443, egressGatewayRoutes: {portMach: 80, virtualGatewayRefs: [{name: g}]}}]"),
+            "spec.ports[0].egressGatewayRoutes.portMach",
+            "unknown field",
+        ),
+        (
+            "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualGateway\nmetadata: {name: g}\n\
+             spec:\n  listeners: [{port: {number: 443}, tls: {mode: ISTIO_MUTUAL}, exposedExternalServices: [{host: 'ns/bad host'}]}]\n"
+                .to_string(),
+            "spec.listeners[0].exposedExternalServices[0].host",
+            "[namespace/]host",
+        ),
+    ];
+    for (text, field, message) in cases {
+        let errors = errors_of(&text);
+        assert_eq!(errors[0].field.as_deref(), Some(field), "{errors:?}");
+        assert!(errors[0].message.contains(message), "{errors:?}");
+    }
+    // Gloo's shape parses: `[namespace/]host` filters, a default portMatch.
+    let ok = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualGateway\nmetadata: {name: g}\n\
+              spec:\n  listeners: [{port: {number: 443}, tls: {mode: ISTIO_MUTUAL}, exposedExternalServices: [{host: '*/*.example.com', selector: {labels: {a: b}}}, {host: ./api.example.com}]}]\n";
+    parse_documents("ok.yaml", ok).unwrap();
+    parse_documents(
+        "ok.yaml",
+        &es("[{number: 443, egressGatewayRoutes: {virtualGatewayRefs: [{name: g}]}}]"),
+    )
+    .unwrap();
+}

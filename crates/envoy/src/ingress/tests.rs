@@ -36,6 +36,7 @@ fn mk_listener(port: u16, tls: Option<IngressTls>, hosts: Vec<VirtualHost>) -> I
         virtual_hosts: hosts,
         stream: None,
         https_redirect: false,
+        host_access: Vec::new(),
     }
 }
 
@@ -434,4 +435,76 @@ fn an_https_redirect_listener_requires_tls_on_every_virtual_host() {
         require,
         [TlsRequirementType::All as i32, TlsRequirementType::None as i32]
     );
+}
+
+#[test]
+fn egress_hosts_carry_the_rbac_of_their_access_policies_and_others_none() {
+    use trellis_model::ir::HostAccess;
+    use trellis_model::policy::{AuthzRule, InboundPolicy};
+    let policy = InboundPolicy {
+        name: "demo/weather-egress".to_string(),
+        rules: Some(vec![AuthzRule {
+            principals: vec!["spiffe://trellis.local/ns/demo/sa/frontend".to_string()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let listener = IngressListener {
+        host_access: vec![HostAccess {
+            host: "egress|api.example.com:80".to_string(),
+            policies: vec![policy.clone()],
+        }],
+        ..mk_listener(
+            9443,
+            Some(IngressTls {
+                mesh_mutual: true,
+                ..Default::default()
+            }),
+            vec![
+                mk_host("egress|api.example.com:80", "api.example.com", "api-external"),
+                mk_host("web", "web.example.com", "reviews-v1"),
+            ],
+        )
+    };
+    let r = run(&mk_ir(vec![mk_gateway("demo/egress-gw", &[], vec![listener])]), &[]);
+    let hcm = hcm(&r.listeners[0]);
+    assert_eq!(
+        hcm.http_filters[0].name, "envoy.filters.http.rbac",
+        "the RBAC filter decides before anything else runs"
+    );
+    let hosts = &r.routes[0].virtual_hosts;
+    let guarded = hosts.iter().find(|h| h.name == "egress|api.example.com:80").unwrap();
+    let expected = crate::authz::http_rbac_per_route(&[&policy]).unwrap();
+    assert_eq!(
+        guarded.typed_per_filter_config.get(&expected.0),
+        Some(&expected.1),
+        "{guarded:?}"
+    );
+    let open = hosts.iter().find(|h| h.name == "web").unwrap();
+    assert!(open.typed_per_filter_config.is_empty(), "{open:?}");
+    // The destination is reached as a sidecar would reach it: TLS originated with its SNI.
+    assert!(r.clusters.iter().any(|c| c.name == "api-external"));
+
+    // A gateway without access rules has no RBAC filter at all.
+    let plain = run(
+        &mk_ir(vec![mk_gateway(
+            "demo/web",
+            &[],
+            vec![mk_listener(
+                8080,
+                None,
+                vec![mk_host("web", "web.example.com", "reviews-v1")],
+            )],
+        )]),
+        &[],
+    );
+    assert!(hcm_names(&plain).iter().all(|n| *n != "envoy.filters.http.rbac"));
+}
+
+fn hcm_names(r: &ProxyResources) -> Vec<String> {
+    hcm(&r.listeners[0])
+        .http_filters
+        .iter()
+        .map(|f| f.name.clone())
+        .collect()
 }

@@ -47,6 +47,7 @@ fn discovery(cluster: &str, workloads: Vec<Workload>) -> ClusterDiscovery {
         }),
         workloads,
         addons: Vec::new(),
+        gateways: Vec::new(),
     };
     discovery.normalize();
     discovery

@@ -160,32 +160,9 @@ fn what_trellis_cannot_serve_is_accepted_with_a_warning_naming_the_field() {
         assert!(status.message.contains(field), "{field} missing from {status:?}");
     }
     // Not served, rather than served without the TLS asked for.
-    for port in [9444, 9448, 9449, 9453] {
+    for port in [9444, 9448, 9453] {
         assert!(listener(&t, port).is_none(), "port {port} is served");
     }
-}
-
-#[test]
-fn egress_gateway_routes_are_accepted_with_a_warning_naming_the_field() {
-    let mut snapshot = load("ingress");
-    let yaml = "apiVersion: networking.gloo.solo.io/v2\nkind: ExternalService\n\
-                metadata: {name: httpbin, namespace: demo}\n\
-                spec:\n  hosts: [httpbin.org]\n  ports:\n  - {number: 80, name: http}\n\
-                \x20 - {number: 443, name: https, protocol: HTTPS, clientsideTls: {}, \
-                egressGatewayRoutes: {portMatch: 80, virtualGatewayRefs: [{name: egress-gw, namespace: demo}]}}\n";
-    snapshot
-        .resources
-        .extend(trellis_api::parse_documents("egress.yaml", yaml).unwrap());
-    let t = translate(&snapshot);
-    let status = &t.statuses["ExternalService/demo/httpbin"];
-    assert_eq!(status.state, "WARNING", "{status:?}");
-    assert!(
-        status.message.contains("spec.ports[1].egressGatewayRoutes"),
-        "{status:?}"
-    );
-    assert!(!status.message.contains("spec.ports[0]"), "{status:?}");
-    // Still served, from the sidecar.
-    assert!(t.clusters["cluster-1"].upstream("outbound|443||httpbin.org").is_some());
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub fn discovery(c: usize, clusters: usize, services: usize) -> ClusterDiscovery
         }),
         workloads: (c..services).step_by(clusters).map(workload).collect(),
         addons: Vec::new(),
+        gateways: Vec::new(),
     };
     discovery.normalize();
     discovery

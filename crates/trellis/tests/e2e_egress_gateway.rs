@@ -103,7 +103,7 @@ spec:
   - number: 443
     name: https
     protocol: HTTPS
-    clientsideTls: {{sni: api.secure-weather.test}}
+    clientsideTls: {{sni: api.secure-weather.test, caCertificates: '{weather_ca}'}}
     egressGatewayRoutes:
       virtualGatewayRefs: [{{name: egress-gw, namespace: demo}}]
   selector: {{app: secure-weather}}
@@ -114,7 +114,8 @@ metadata: {{name: secure-weather-1, namespace: demo, labels: {{app: secure-weath
 spec:
   address: 127.0.0.1
   ports: [{{name: https, number: {tls_front}}}]
-"
+",
+        weather_ca = mesh.dir.join("tls-front").join("weather-ca.pem").display(),
     );
     let response = mesh.apply("egress-gateway.yaml", &config).await.unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
@@ -230,6 +231,8 @@ spec:
 /// `app_port`: a destination that speaks only TLS. It dies with the returned handle.
 fn spawn_tls_front(dir: &std::path::Path, port: u16, app_port: u16) -> tokio::process::Child {
     let site = site_tls(dir, "Weather CA", "api.secure-weather.test");
+    // What the egress gateway checks the destination against.
+    std::fs::write(dir.join("weather-ca.pem"), site.ca.root_pem()).unwrap();
     let mut listener = envoy_static_listener("tls_front", port, None, serde_json::json!({}));
     listener["filter_chains"][0]["transport_socket"] = serde_json::json!({
         "name": "envoy.transport_sockets.tls",

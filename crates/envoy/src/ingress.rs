@@ -194,6 +194,11 @@ fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> 
     hcm.http_filters.insert(0, crate::http_policies::csrf_filter());
     let router = hcm.http_filters.len() - 1;
     hcm.http_filters.insert(router, crate::http_policies::buffer_filter());
+    // Transformations run last before the router, after every authentication and authorization.
+    if let Some(lua) = crate::transformation::lua_filter(&served.virtual_hosts) {
+        let router = hcm.http_filters.len() - 1;
+        hcm.http_filters.insert(router, lua);
+    }
     hcm.http_filters.insert(0, crate::http_policies::cors_filter());
     hcm.use_remote_address = Some(BoolValue { value: true });
     let mut listener = common::listener(

@@ -264,6 +264,9 @@ local function transform(handle, side, max, request_headers, too_large)
     local body = ""
     if buffer then body = buffer:getBytes(0, buffer:length()) end
     if #body > max then return too_large, "the body is larger than " .. max .. " bytes" end
+    -- Reading the body waits for it, which ends the life of the headers object taken before.
+    headers = handle:headers()
+    env.headers = headers
     env.body = body
     if side.json and #body > 0 then
       local parsed, err = json_decode(body)
@@ -316,7 +319,7 @@ local cache, cached = {}, 0
 
 local function route_config(handle)
   local context = handle:filterContext()
-  local text = context and context.transformation
+  local text = context and context:get("transformation")
   if type(text) ~= "string" then return nil end
   local config = cache[text]
   if config == nil then
@@ -366,11 +369,12 @@ function envoy_on_response(handle)
   end
   local status, message = transform(handle, config.response, config.max, stored.request_headers, 500)
   if status then
+    local text = "transformation failed: " .. message .. "\n"
+    local buffer
+    if not config.response.passthrough then buffer = handle:body(true) end
     local headers = handle:headers()
     headers:replace(":status", tostring(status))
     headers:replace("content-type", "text/plain")
-    local text = "transformation failed: " .. message .. "\n"
-    local buffer = handle:body(true)
     if buffer then
       buffer:setBytes(text)
       headers:replace("content-length", tostring(#text))

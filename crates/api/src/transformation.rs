@@ -317,7 +317,8 @@ mod tests {
 
     #[test]
     fn parses_text_calls_and_paths() {
-        let parsed = parse_inja(r#"id={{ header("x-id") }}; c={{Favorites.Color}} {# note #}{{ my-extractor }}"#).unwrap();
+        let parsed =
+            parse_inja(r#"id={{ header("x-id") }}; c={{Favorites.Color}} {# note #}{{ my-extractor }}"#).unwrap();
         assert_eq!(
             parsed,
             vec![
@@ -329,7 +330,10 @@ mod tests {
                 Segment::Expr(Expr::Path(vec!["my-extractor".into()])),
             ]
         );
-        assert_eq!(parse_inja("{ \"a\": 1 }").unwrap(), vec![Segment::Text("{ \"a\": 1 }".into())]);
+        assert_eq!(
+            parse_inja("{ \"a\": 1 }").unwrap(),
+            vec![Segment::Text("{ \"a\": 1 }".into())]
+        );
         assert_eq!(parse_inja("{{ body() }}").unwrap(), vec![call("body", &[])]);
         assert_eq!(
             parse_inja(r#"{{ header("a}}b") }}"#).unwrap(),
@@ -360,7 +364,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_templates() {
-        for bad in ["{{ header(\"a\") ", "{{ }}", "{{ header(\"a) }}", "{{ f(a }}", "{{ f) }}", "{% if x ", "{# x"] {
+        for bad in [
+            "{{ header(\"a\") ",
+            "{{ }}",
+            "{{ header(\"a) }}",
+            "{{ f(a }}",
+            "{{ f) }}",
+            "{% if x ",
+            "{# x",
+        ] {
             assert!(parse_inja(bad).is_err(), "{bad:?} parsed");
         }
     }

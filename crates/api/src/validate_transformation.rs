@@ -30,9 +30,8 @@ fn check_template(problems: &mut Problems, field: &str, text: &str) {
 /// A header name, or a pseudo-header such as `:status`; lowercase letters only in the latter,
 /// and never CR/LF or spaces.
 fn check_header_name(problems: &mut Problems, field: &str, name: &str) {
-    let token = |text: &str| {
-        !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
+    let token =
+        |text: &str| !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     let ok = match name.strip_prefix(':') {
         Some(pseudo) => token(pseudo) && pseudo.chars().all(|c| c.is_ascii_lowercase()),
         None => token(name),
@@ -41,7 +40,9 @@ fn check_header_name(problems: &mut Problems, field: &str, name: &str) {
         push(
             problems,
             field,
-            format!("{name:?} is not a header name: use letters, digits, '-' and '_' (or a :pseudo-header such as :status)"),
+            format!(
+                "{name:?} is not a header name: use letters, digits, '-' and '_' (or a :pseudo-header such as :status)"
+            ),
         );
     }
 }
@@ -53,7 +54,11 @@ fn inja_transformation(problems: &mut Problems, base: &str, template: &InjaTrans
     }
     for (i, append) in template.headers_to_append.iter().enumerate() {
         check_header_name(problems, &format!("{base}.headersToAppend[{i}].key"), &append.key);
-        check_template(problems, &format!("{base}.headersToAppend[{i}].value.text"), &append.value.text);
+        check_template(
+            problems,
+            &format!("{base}.headersToAppend[{i}].value.text"),
+            &append.value.text,
+        );
     }
     for (i, name) in template.headers_to_remove.iter().enumerate() {
         check_header_name(problems, &format!("{base}.headersToRemove[{i}]"), name);
@@ -126,7 +131,10 @@ mod tests {
     fn names_the_field_of_a_template_that_does_not_parse() {
         let bad = "    response:\n      injaTemplate:\n        headers:\n          x-a: {text: '{{ header(\"x\") '}\n";
         let message = problems(bad);
-        assert!(message.contains("spec.config.response.injaTemplate.headers.x-a.text"), "{message}");
+        assert!(
+            message.contains("spec.config.response.injaTemplate.headers.x-a.text"),
+            "{message}"
+        );
         assert!(message.contains("does not parse"), "{message}");
         let bad_body = "    request:\n      injaTemplate:\n        body: {text: '{{ }}'}\n";
         assert!(problems(bad_body).contains("spec.config.request.injaTemplate.body.text"));
@@ -138,7 +146,8 @@ mod tests {
         assert!(problems(no_regex).contains("injaTemplate.extractors.id.regex"));
         let two_sources = "    request:\n      injaTemplate:\n        extractors:\n          id: {header: x-id, body: {}, regex: '.*'}\n";
         assert!(problems(two_sources).contains("exactly one source"));
-        let bad_regex = "    request:\n      injaTemplate:\n        extractors:\n          id: {body: {}, regex: '(('}\n";
+        let bad_regex =
+            "    request:\n      injaTemplate:\n        extractors:\n          id: {body: {}, regex: '(('}\n";
         assert!(problems(bad_regex).contains("injaTemplate.extractors.id.regex"));
         let crlf = "    request:\n      injaTemplate:\n        headers:\n          \"x-a\\r\\nx-b\": {text: v}\n";
         assert!(problems(crlf).contains("is not a header name"));

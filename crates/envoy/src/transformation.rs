@@ -110,11 +110,8 @@ fn response_templates(side: &MessageTransform) -> impl Iterator<Item = &Template
 }
 
 fn side(side: &MessageTransform) -> Value {
-    let headers = |list: &[(String, Template)]| -> Value {
-        list.iter()
-            .map(|(name, t)| json!([name, template(t)]))
-            .collect()
-    };
+    let headers =
+        |list: &[(String, Template)]| -> Value { list.iter().map(|(name, t)| json!([name, template(t)])).collect() };
     let mut out = json!({
         "set": headers(&side.set_headers),
         "append": headers(&side.append_headers),

@@ -339,7 +339,10 @@ fn mk_transformation() -> trellis_model::transformation::Transformation {
         request: Some(MessageTransform {
             set_headers: vec![
                 ("x-copy".into(), vec![Piece::Header("x-id".into())]),
-                ("x-color".into(), vec![Piece::Json(vec!["favorites".into(), "color".into()])]),
+                (
+                    "x-color".into(),
+                    vec![Piece::Json(vec!["favorites".into(), "color".into()])],
+                ),
                 ("x-foo".into(), vec![Piece::Extraction("foo".into())]),
             ],
             remove_headers: vec!["x-secret".into()],

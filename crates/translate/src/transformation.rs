@@ -24,7 +24,10 @@ pub(crate) fn transformation(
     let mut warn = |message: String| warnings.add(&key, message);
     let config = &spec.config;
     if config.phase.is_some() {
-        warn("spec.config.phase is not applied yet: transformations run after authentication and authorization".to_string());
+        warn(
+            "spec.config.phase is not applied yet: transformations run after authentication and authorization"
+                .to_string(),
+        );
     }
     let mut request = None;
     if let Some(r) = &config.request {
@@ -76,7 +79,9 @@ fn message(
     }
     unapplied(warn, base, &template.other);
     if template.merge_extractors_to_body.is_some() {
-        warn(format!("{base}.mergeExtractorsToBody is not applied yet: the body is unchanged"));
+        warn(format!(
+            "{base}.mergeExtractorsToBody is not applied yet: the body is unchanged"
+        ));
     }
     let passthrough = template.passthrough.is_some();
     let mut extractors = Vec::new();
@@ -118,7 +123,9 @@ fn message(
         match pieces(text, &names, response) {
             Ok(pieces) => Some(pieces),
             Err(what) => {
-                warn(format!("{field} uses {what}, which Trellis does not apply yet: this template is left out"));
+                warn(format!(
+                    "{field} uses {what}, which Trellis does not apply yet: this template is left out"
+                ));
                 None
             }
         }
@@ -149,7 +156,11 @@ fn message(
     Some(MessageTransform {
         set_headers,
         append_headers,
-        remove_headers: template.headers_to_remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        remove_headers: template
+            .headers_to_remove
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
         body,
         extractors,
         passthrough,

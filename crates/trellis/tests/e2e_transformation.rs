@@ -88,7 +88,10 @@ async fn transformation_policy_templates_request_and_response_on_the_selected_ro
     let echo = EchoWorkload::start(&bin(), &agent, "demo", "echo", &mesh.dir.join("logs")).await;
     apply(&mesh, ROUTES).await;
     eventually("the echo routes", || async {
-        post(&mesh, "/transform", &[], BODY).await.body.contains("\"echo\":true")
+        post(&mesh, "/transform", &[], BODY)
+            .await
+            .body
+            .contains("\"echo\":true")
     })
     .await;
     apply(&mesh, POLICY).await;
@@ -102,9 +105,16 @@ async fn transformation_policy_templates_request_and_response_on_the_selected_ro
 
     // The selected route: what the backend saw, inside the replaced response body.
     let response = post(&mesh, "/transform/items?foo=bar&x=1", &HEADERS, BODY).await;
-    println!("selected route: {} {:?} {}", response.status, response.headers, response.body);
+    println!(
+        "selected route: {} {:?} {}",
+        response.status, response.headers, response.body
+    );
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.header("x-org-seen"), Some("acme"), "response header from a request header");
+    assert_eq!(
+        response.header("x-org-seen"),
+        Some("acme"),
+        "response header from a request header"
+    );
     let seen = response
         .body
         .strip_prefix("transformed: ")
@@ -142,7 +152,12 @@ async fn transformation_policy_templates_request_and_response_on_the_selected_ro
         ("a body over 1 MiB", huge.as_str(), 413),
     ] {
         let response = post(&mesh, "/transform", &HEADERS, body).await;
-        assert_eq!(response.status, status, "{what}: {}", &response.body[..response.body.len().min(300)]);
+        assert_eq!(
+            response.status,
+            status,
+            "{what}: {}",
+            &response.body[..response.body.len().min(300)]
+        );
         assert!(!response.body.contains("\"echo\""), "{what} reached the backend");
         assert!(!response.body.contains("x-injected"), "{what}: {}", response.body);
     }

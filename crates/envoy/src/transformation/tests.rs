@@ -57,15 +57,25 @@ fn the_route_config_carries_the_templates_as_data_for_the_fixed_script() {
         config["request"]["set"],
         json!([["x-color", [{"t": "c="}, {"j": ["a", "b"]}]]])
     );
-    assert_eq!(config["request"]["extract"], json!([{"n": "id", "h": ":path", "p": "^([^\n]*)$", "g": 1}]));
+    assert_eq!(
+        config["request"]["extract"],
+        json!([{"n": "id", "h": ":path", "p": "^([^\n]*)$", "g": 1}])
+    );
     assert_eq!(config["request"]["json"], json!(true));
     assert_eq!(config["response"]["body"], json!([{"b": true}]));
-    assert_eq!(config["requestHeaders"], json!(["x-id"]), "the response reads x-id from the request");
+    assert_eq!(
+        config["requestHeaders"],
+        json!(["x-id"]),
+        "the response reads x-id from the request"
+    );
 
     let (name, any) = route_config(&mk_transformation());
     assert_eq!(name, LUA_FILTER);
     let per_route = LuaPerRoute::decode(any.value.as_slice()).unwrap();
-    assert_eq!(per_route.r#override, Some(lua_per_route::Override::Name(SCRIPT_NAME.to_string())));
+    assert_eq!(
+        per_route.r#override,
+        Some(lua_per_route::Override::Name(SCRIPT_NAME.to_string()))
+    );
     let context = per_route.filter_context.unwrap();
     let Some(Kind::StringValue(text)) = &context.fields["transformation"].kind else {
         panic!("no transformation in the filter context")
@@ -77,7 +87,10 @@ fn the_route_config_carries_the_templates_as_data_for_the_fixed_script() {
 fn the_lua_filter_is_there_only_when_a_route_transforms_and_is_off_by_default() {
     assert!(lua_filter([&mk_host(None)]).is_none());
     let filter = lua_filter([&mk_host(None), &mk_host(Some(mk_transformation()))]).unwrap();
-    assert!(filter.disabled, "routes without a transformation must not run the script");
+    assert!(
+        filter.disabled,
+        "routes without a transformation must not run the script"
+    );
     assert_eq!(filter.name, LUA_FILTER);
 }
 

@@ -227,7 +227,10 @@ spec:
     ));
     let applied = route(&t, "demo/backend/api").policies.transformation.clone().unwrap();
     let request = applied.request.unwrap();
-    assert_eq!(request.set_headers, vec![("x-a".to_string(), vec![Piece::Header("x-b".into())])]);
+    assert_eq!(
+        request.set_headers,
+        vec![("x-a".to_string(), vec![Piece::Header("x-b".into())])]
+    );
     assert_eq!(route(&t, "demo/backend/rest").policies.transformation, None);
     let status = &t.statuses["TransformationPolicy/demo/transform"];
     assert_eq!(status.state, "ACCEPTED", "{status:?}");
@@ -249,7 +252,10 @@ spec:
   config: {mgmtServerCa: {generated: {ttlDays: 730}}}
 ",
     );
-    for key in ["ProxyProtocolPolicy/demo/proxy-protocol", "RootTrustPolicy/gloo-mesh/root"] {
+    for key in [
+        "ProxyProtocolPolicy/demo/proxy-protocol",
+        "RootTrustPolicy/gloo-mesh/root",
+    ] {
         let status = &t.statuses[key];
         assert_eq!(status.state, "WARNING", "{key}: {status:?}");
         assert!(status.message.contains("not applied yet"), "{key}: {status:?}");

@@ -88,7 +88,9 @@ impl Parser<'_> {
         }
         self.at += 1;
         if matches!(self.chars.get(self.at), Some('*' | '+' | '?' | '{')) {
-            return Err("a repeated group has no Lua pattern equivalent (repeat single characters or classes)".to_string());
+            return Err(
+                "a repeated group has no Lua pattern equivalent (repeat single characters or classes)".to_string(),
+            );
         }
         if !capturing {
             return Ok(inner);
@@ -137,7 +139,11 @@ impl Parser<'_> {
         }
         let mut first = true;
         loop {
-            let c = *self.chars.get(self.at).filter(|_| self.at < end).ok_or("a '[' is not closed")?;
+            let c = *self
+                .chars
+                .get(self.at)
+                .filter(|_| self.at < end)
+                .ok_or("a '[' is not closed")?;
             self.at += 1;
             match c {
                 ']' if !first => break,
@@ -173,7 +179,9 @@ impl Parser<'_> {
                         || (c.is_ascii_lowercase() && e.is_ascii_lowercase())
                         || (c.is_ascii_uppercase() && e.is_ascii_uppercase());
                     if !same_kind || e < c {
-                        return Err(format!("the range {c}-{e} (use ranges of digits or of letters of one case)"));
+                        return Err(format!(
+                            "the range {c}-{e} (use ranges of digits or of letters of one case)"
+                        ));
                     }
                     out.push(c);
                     out.push('-');
@@ -279,14 +287,28 @@ mod tests {
             ("^[%s%S]*id%:% ([0-9][0-9][0-9][0-9])[%s%S]*$".to_string(), 1)
         );
         assert_eq!(lua_pattern(".*").unwrap(), ("^[^\n]*$".to_string(), 0));
-        assert_eq!(lua_pattern(r"^Bearer (\w+)$").unwrap(), ("^Bearer% ([%w_][%w_]*)$".to_string(), 1));
+        assert_eq!(
+            lua_pattern(r"^Bearer (\w+)$").unwrap(),
+            ("^Bearer% ([%w_][%w_]*)$".to_string(), 1)
+        );
         assert_eq!(lua_pattern("a{1,3}b+?").unwrap(), ("^aa?a?bb-$".to_string(), 0));
         assert_eq!(lua_pattern("(?:x-)(.*)").unwrap(), ("^x%-([^\n]*)$".to_string(), 1));
     }
 
     #[test]
     fn refuses_what_lua_patterns_cannot_say() {
-        for regex in ["a|b", "(ab)+", "(?=a)", r"\bword", r"(a)\1", "()", "[[:alpha:]]", "é+", "a{1,100}", "a??"] {
+        for regex in [
+            "a|b",
+            "(ab)+",
+            "(?=a)",
+            r"\bword",
+            r"(a)\1",
+            "()",
+            "[[:alpha:]]",
+            "é+",
+            "a{1,100}",
+            "a??",
+        ] {
             assert!(lua_pattern(regex).is_err(), "{regex:?} was rewritten");
         }
     }

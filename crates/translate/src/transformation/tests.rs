@@ -9,7 +9,9 @@ fn translate(config: &str) -> (Option<trellis_model::transformation::Transformat
         "apiVersion: trafficcontrol.policy.gloo.solo.io/v2\nkind: TransformationPolicy\nmetadata: {{name: t, namespace: demo}}\nspec:\n  config:\n{config}"
     );
     let resource = parse_one("policy.yaml", &yaml).unwrap();
-    let Spec::TransformationPolicy(spec) = &resource.spec else { unreachable!() };
+    let Spec::TransformationPolicy(spec) = &resource.spec else {
+        unreachable!()
+    };
     let mut warnings = Warnings::default();
     let out = transformation(&resource, spec, &mut warnings);
     (out, warnings.0.into_values().flatten().collect())
@@ -41,7 +43,13 @@ fn renders_headers_from_headers_extractions_and_json_fields() {
     assert_eq!(
         request.set_headers,
         vec![
-            ("x-color".to_string(), vec![Piece::Text("c=".into()), Piece::Json(vec!["Favorites".into(), "Color".into()])]),
+            (
+                "x-color".to_string(),
+                vec![
+                    Piece::Text("c=".into()),
+                    Piece::Json(vec!["Favorites".into(), "Color".into()])
+                ]
+            ),
             ("x-copy".to_string(), vec![Piece::Header("x-id".into())]),
             ("x-foo".to_string(), vec![Piece::Extraction("foo".into())]),
         ]
@@ -83,7 +91,10 @@ fn warns_naming_each_field_it_does_not_apply() {
         assert!(all.contains(field), "no warning names {field}: {all}");
     }
     let request = out.unwrap().request.unwrap();
-    assert_eq!(request.set_headers, vec![("x-ok".to_string(), vec![Piece::Text("ok".into())])]);
+    assert_eq!(
+        request.set_headers,
+        vec![("x-ok".to_string(), vec![Piece::Text("ok".into())])]
+    );
     assert!(request.extractors.is_empty());
 }
 
@@ -97,5 +108,9 @@ fn advanced_templates_are_not_applied() {
 ",
     );
     assert!(out.is_none());
-    assert!(warnings.join("\n").contains("spec.config.request.injaTemplate.advancedTemplates"));
+    assert!(
+        warnings
+            .join("\n")
+            .contains("spec.config.request.injaTemplate.advancedTemplates")
+    );
 }

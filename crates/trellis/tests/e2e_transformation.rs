@@ -164,3 +164,95 @@ async fn transformation_policy_templates_request_and_response_on_the_selected_ro
     drop(echo);
     finish(mesh).await;
 }
+
+/// The same kind of policy on routes bound to an ingress gateway: the gateway transforms the
+/// selected route's request and response; its other route is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transformation_policy_applies_on_the_ingress_gateway() {
+    let mesh = demo_mesh("gloo-transformation-gateway").await;
+    let agent = format!("127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
+    let echo = EchoWorkload::start(&bin(), &agent, "demo", "echo", &mesh.dir.join("logs")).await;
+    let (port, admin) = (
+        trellis_support::process::free_port(),
+        trellis_support::process::free_port(),
+    );
+    let _gateway = spawn_ingress_gateway(&mesh, "cluster-1", admin, &[]);
+    let config = format!(
+        "apiVersion: networking.gloo.solo.io/v2
+kind: VirtualGateway
+metadata: {{name: ingress, namespace: demo}}
+spec:
+  workloads: [{{selector: {{labels: {{app: ingress-gateway}}}}}}]
+  listeners: [{{port: {{number: {port}}}, http: {{}}}}]
+---
+apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {{name: shop, namespace: demo}}
+spec:
+  hosts: [shop.example.com]
+  virtualGateways: [{{name: ingress, namespace: demo}}]
+  http:
+  - name: orders
+    labels: {{gloo: gateway-transform}}
+    matchers: [{{uri: {{prefix: /orders}}}}]
+    forwardTo:
+      destinations: [{{ref: {{name: echo, namespace: demo, cluster: cluster-1}}, port: {{number: 80}}}}]
+  - name: rest
+    forwardTo:
+      destinations: [{{ref: {{name: echo, namespace: demo, cluster: cluster-1}}, port: {{number: 80}}}}]
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: TransformationPolicy
+metadata: {{name: orders, namespace: demo}}
+spec:
+  applyToRoutes: [{{route: {{labels: {{gloo: gateway-transform}}}}}}]
+  config:
+    request:
+      injaTemplate:
+        headers:
+          x-customer: {{text: '{{{{ header(\"x-org\") }}}}/{{{{ order.customer }}}}'}}
+    response:
+      injaTemplate:
+        passthrough: {{}}
+        headers:
+          x-served-by: {{text: trellis-gateway}}
+"
+    );
+    apply(&mesh, &config).await;
+    let proxy = format!("127.0.0.1:{port}");
+    let call = |path: &'static str| {
+        let proxy = proxy.clone();
+        async move {
+            httpc::request(
+                "POST",
+                &format!("http://shop.example.com:{port}{path}"),
+                Some(&proxy),
+                &[("x-org", "acme")],
+                Some(("application/json", br#"{"order": {"customer": "ada"}}"#.to_vec())),
+                Duration::from_secs(5),
+            )
+            .await
+        }
+    };
+    eventually("the gateway's transformation", || async {
+        matches!(call("/orders").await, Ok(r) if r.status == 200 && r.header("x-served-by").is_some())
+    })
+    .await;
+    let response = call("/orders/1").await.unwrap();
+    println!(
+        "gateway, selected route: {} {:?} {}",
+        response.status, response.headers, response.body
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.header("x-served-by"), Some("trellis-gateway"));
+    let seen: Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(seen["headers"]["x-customer"], "acme/ada", "{seen}");
+
+    let response = call("/other").await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.header("x-served-by"), None);
+    let seen: Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(seen["headers"].get("x-customer"), None, "{seen}");
+    drop(echo);
+    finish(mesh).await;
+}

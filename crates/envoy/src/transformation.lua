@@ -300,12 +300,16 @@ local function transform(handle, side, max, request_headers, too_large)
     new_body, err = render(side.body, env)
     if new_body == nil then return 400, err end
   end
-  local remove = side.remove or {}
-  for i = 1, #remove do headers:remove(remove[i]) end
+  -- Gloo's order (envoy-gloo's InjaTransformer): set (an empty rendering removes), remove,
+  -- then append (an empty rendering adds nothing).
   for i = 1, #sets do
     if sets[i][2] == "" then headers:remove(sets[i][1]) else headers:replace(sets[i][1], sets[i][2]) end
   end
-  for i = 1, #appends do headers:add(appends[i][1], appends[i][2]) end
+  local remove = side.remove or {}
+  for i = 1, #remove do headers:remove(remove[i]) end
+  for i = 1, #appends do
+    if appends[i][2] ~= "" then headers:add(appends[i][1], appends[i][2]) end
+  end
   if new_body and buffer then
     buffer:setBytes(new_body)
     headers:replace("content-length", tostring(#new_body))

@@ -15,9 +15,10 @@ pub struct Transformation {
     pub response: Option<MessageTransform>,
 }
 
-/// One side's template. Order of work: read the body (unless `passthrough`), parse it as JSON
-/// when asked (a body that is not JSON fails the message with 400 unless `ignoreParseError`),
-/// run the extractors, remove headers, set headers, append headers, replace the body.
+/// One side's template. Order of work (Gloo's): read the body (unless `passthrough`), parse it
+/// as JSON when asked (a body that is not JSON fails the message with 400 unless
+/// `ignoreParseError`), run the extractors, render every template against the message as it
+/// came, then set headers, remove headers, append headers, replace the body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageTransform {

@@ -177,8 +177,10 @@ fn pieces(text: &str, extractors: &[&str], response: bool) -> Result<Template, S
         let piece = match segment {
             Segment::Text(text) => Piece::Text(text),
             Segment::Statement(statement) => return Err(format!("the statement {{% {statement} %}}")),
-            Segment::Expr(Expr::Path(path)) if path.len() == 1 && extractors.contains(&path[0].as_str()) => {
-                Piece::Extraction(path[0].clone())
+            // Gloo merges extractions into the template's JSON context under their (dotted)
+            // names, so `{{ name }}` and `{{ a.b }}` reach an extractor called `name` or `a.b`.
+            Segment::Expr(Expr::Path(path)) if extractors.contains(&path.join(".").as_str()) => {
+                Piece::Extraction(path.join("."))
             }
             Segment::Expr(Expr::Path(path)) => Piece::Json(path),
             Segment::Expr(Expr::Call { name, args }) => match (name.as_str(), &args[..]) {

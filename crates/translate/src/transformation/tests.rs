@@ -114,3 +114,21 @@ fn advanced_templates_are_not_applied() {
             .contains("spec.config.request.injaTemplate.advancedTemplates")
     );
 }
+
+#[test]
+fn a_dotted_extractor_name_is_the_extraction_not_a_body_path() {
+    // Gloo merges extractions into the JSON context under their dotted names.
+    let (out, warnings) = translate(
+        "    request:
+      injaTemplate:
+        headers:
+          x-host: {text: '{{ host.name }}'}
+        extractors:
+          host.name: {header: host, regex: '.*'}
+",
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let request = out.unwrap().request.unwrap();
+    assert_eq!(request.set_headers[0].1, vec![Piece::Extraction("host.name".into())]);
+    assert_eq!(request.extractors[0].lua_pattern, "^[^\n]*$");
+}

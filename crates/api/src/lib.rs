@@ -25,10 +25,12 @@ mod resilience_policies;
 mod resource;
 mod security_policies;
 mod traffic_policies;
+mod transformation;
 mod validate;
 mod validate_addons;
 mod validate_gloo_policies;
 mod validate_policy;
+mod validate_transformation;
 mod workspace;
 
 pub use addons::*;
@@ -52,6 +54,7 @@ pub use resilience_policies::*;
 pub use resource::{Resource, ResourceKey, Spec};
 pub use security_policies::*;
 pub use traffic_policies::*;
+pub use transformation::*;
 pub use validate_policy::regex_escape;
 
 /// Where cluster-scoped objects (KubernetesClusters, ClusterRoles, ClusterRoleBindings) are kept.

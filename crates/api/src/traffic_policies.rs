@@ -56,12 +56,10 @@ pub struct TransformationPolicySpec {
 pub struct TransformationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Value>,
-    /// `{recalculateRoutingDestination, injaTemplate}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<Value>,
-    /// `{injaTemplate}`.
+    pub request: Option<crate::transformation::RequestTransformation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<Value>,
+    pub response: Option<crate::transformation::ResponseTransformation>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -51,6 +51,7 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::ClusterRoleBinding(spec) => crate::rbac::validate_binding(&mut problems, spec, true),
         Spec::CorsPolicy(spec) => crate::validate_gloo_policies::cors_policy(&mut problems, spec),
         Spec::MirrorPolicy(spec) => crate::validate_gloo_policies::mirror_policy(&mut problems, spec),
+        Spec::TransformationPolicy(spec) => crate::validate_transformation::transformation_policy(&mut problems, spec),
         Spec::JwtPolicy(spec) => crate::validate_gloo_policies::jwt_policy(&mut problems, spec),
         Spec::LoadBalancerPolicy(spec) => crate::validate_gloo_policies::load_balancer_policy(&mut problems, spec),
         Spec::ConnectionPolicy(spec) => crate::validate_gloo_policies::connection_policy(&mut problems, spec),

@@ -146,17 +146,15 @@ pub(crate) fn jwt_filter<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -
 }
 
 /// What of the routes a sidecar's own listeners are built from: the JWT requirements (their
-/// providers live in the outbound listener's filter). A cache of those listeners must key on it.
-pub fn listener_inputs(ir: &ClusterConfig) -> Vec<&JwtRequirement> {
-    let mut requirements: Vec<&JwtRequirement> = ir
-        .virtual_hosts
-        .iter()
-        .flat_map(|host| &host.routes)
-        .filter_map(|route| route.policies.jwt.as_ref())
-        .collect();
+/// providers live in the outbound listener's filter) and whether any route transforms (the
+/// Lua filter is there only then). A cache of those listeners must key on it.
+pub fn listener_inputs(ir: &ClusterConfig) -> (Vec<&JwtRequirement>, bool) {
+    let routes = || ir.virtual_hosts.iter().flat_map(|host| &host.routes);
+    let mut requirements: Vec<&JwtRequirement> = routes().filter_map(|route| route.policies.jwt.as_ref()).collect();
     requirements.sort_by(|a, b| a.name.cmp(&b.name));
     requirements.dedup_by(|a, b| a == b);
-    requirements
+    let transforms = routes().any(|route| route.policies.transformation.is_some());
+    (requirements, transforms)
 }
 
 /// A cluster per server the JWT providers of these hosts' routes fetch key sets from: its

@@ -219,6 +219,11 @@ fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> 
     hcm.http_filters.insert(0, crate::http_policies::csrf_filter());
     let router = hcm.http_filters.len() - 1;
     hcm.http_filters.insert(router, crate::http_policies::buffer_filter());
+    // Transformations run last before the router, after every authentication and authorization.
+    if let Some(lua) = crate::transformation::lua_filter(&served.virtual_hosts) {
+        let router = hcm.http_filters.len() - 1;
+        hcm.http_filters.insert(router, lua);
+    }
     hcm.http_filters.insert(0, crate::http_policies::cors_filter());
     if !served.access.is_empty() {
         // Rule-less: it enforces what each guarded virtual host gives it, before anything else.

@@ -30,6 +30,7 @@ mod pack;
 mod routes;
 mod sidecar;
 mod tls;
+mod transformation;
 mod upstream_traffic;
 
 pub use authz::{RBAC_DRY_RUN_STAT_PREFIX, RbacStats};

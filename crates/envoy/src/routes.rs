@@ -70,6 +70,7 @@ pub(crate) fn route(route: &ir::Route) -> Route {
             .map(|fault| (FAULT_FILTER.to_string(), pack_any(http_fault(fault))))
             .chain(crate::addons::route_configs(policies))
             .chain(crate::http_policies::route_configs(policies))
+            .chain(policies.transformation.iter().map(crate::transformation::route_config))
             .collect(),
         request_headers_to_add: headers_to_add(&policies.request_headers),
         request_headers_to_remove: policies.request_headers.remove.clone(),

@@ -149,6 +149,12 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
     outbound
         .http_filters
         .insert(router, crate::http_policies::buffer_filter());
+    // Transformations run last before the router, after every authentication and authorization.
+    let hosts = ir.virtual_hosts.iter().filter(|h| visible(&h.workspaces, workspace));
+    if let Some(lua) = crate::transformation::lua_filter(hosts.map(|h| &**h)) {
+        let router = outbound.http_filters.len() - 1;
+        outbound.http_filters.insert(router, lua);
+    }
     outbound.http_filters.insert(0, crate::http_policies::cors_filter());
     let mut resources = ProxyResources {
         listeners: vec![common::listener(

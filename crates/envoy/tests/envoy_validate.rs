@@ -333,6 +333,40 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
                 ..Default::default()
             }
         });
+        route.policies.transformation = Some(mk_transformation());
+    }
+}
+
+/// A TransformationPolicy's templates: headers from a header, an extraction and a JSON field,
+/// a request header and the body in the response.
+fn mk_transformation() -> trellis_model::transformation::Transformation {
+    use trellis_model::transformation::{Extractor, MessageTransform, Piece, Transformation};
+    Transformation {
+        name: "demo/transform".into(),
+        request: Some(MessageTransform {
+            set_headers: vec![
+                ("x-copy".into(), vec![Piece::Header("x-id".into())]),
+                (
+                    "x-color".into(),
+                    vec![Piece::Json(vec!["favorites".into(), "color".into()])],
+                ),
+                ("x-foo".into(), vec![Piece::Extraction("foo".into())]),
+            ],
+            remove_headers: vec!["x-secret".into()],
+            extractors: vec![Extractor {
+                name: "foo".into(),
+                header: Some(":path".into()),
+                lua_pattern: "^([^\n]*foo%=([^%&]*)[^\n]*)$".into(),
+                subgroup: 2,
+            }],
+            parse_json: true,
+            ..Default::default()
+        }),
+        response: Some(MessageTransform {
+            set_headers: vec![("x-request-id-seen".into(), vec![Piece::RequestHeader("x-id".into())])],
+            body: Some(vec![Piece::Text("was: ".into()), Piece::Body]),
+            ..Default::default()
+        }),
     }
 }
 
@@ -352,12 +386,19 @@ fn assert_gloo_filters(resources: &ProxyResources) {
         ],
         "{names:?}"
     );
+    // Transformations run after every check, just before the router.
+    assert_eq!(
+        names[names.len() - 2..],
+        ["envoy.filters.http.lua", "envoy.filters.http.router"],
+        "{names:?}"
+    );
     let route = &resources.routes[0].virtual_hosts[0].routes[0];
     for filter in [
         "envoy.filters.http.cors",
         "envoy.filters.http.csrf",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.buffer",
+        "envoy.filters.http.lua",
     ] {
         assert!(
             route.typed_per_filter_config.contains_key(filter),

@@ -14,6 +14,7 @@ pub mod discovery_patch;
 pub mod ir;
 pub mod policy;
 pub mod snapshot;
+pub mod transformation;
 
 pub use discovery::{ClusterDiscovery, GatewayAddress, GatewayInstance, Protocol, ProxyState, Workload, WorkloadPort};
 pub use discovery_patch::{DiscoveryPatch, WorkloadKey};

@@ -44,6 +44,9 @@ pub struct RoutePolicies {
     /// What to hash for a destination balanced by consistent hashing (LoadBalancerPolicy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash: Vec<HashKey>,
+    /// Request and response templates (TransformationPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformation: Option<crate::transformation::Transformation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

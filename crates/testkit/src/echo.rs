@@ -1,5 +1,5 @@
 //! A workload that shows what reached it: an in-test HTTP server answering every request with
-//! its path and request headers as JSON, behind its own real sidecar (`trellis proxy`), so it is
+//! its path, request headers and body as JSON, behind its own real sidecar (`trellis proxy`), so it is
 //! a mesh service like the demo apps. End-to-end tests route to it to see the headers a proxy
 //! filter added upstream (the demo app does not echo request headers).
 
@@ -82,9 +82,9 @@ impl Drop for EchoWorkload {
     }
 }
 
-/// `{"echo": true, "path": "/p?q", "headers": {"name": "value", ...}}`; repeated headers are
-/// joined with `, `.
-async fn echo(uri: Uri, headers: HeaderMap) -> axum::Json<Value> {
+/// `{"echo": true, "path": "/p?q", "headers": {"name": "value", ...}, "body": "..."}`; repeated
+/// headers are joined with `, `; the body is read as UTF-8 (lossy).
+async fn echo(uri: Uri, headers: HeaderMap, body: axum::body::Bytes) -> axum::Json<Value> {
     let mut seen = Map::new();
     for (name, value) in &headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -99,5 +99,6 @@ async fn echo(uri: Uri, headers: HeaderMap) -> axum::Json<Value> {
         }
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    axum::Json(json!({"echo": true, "path": path, "headers": seen}))
+    let body = String::from_utf8_lossy(&body).into_owned();
+    axum::Json(json!({"echo": true, "path": path, "headers": seen, "body": body}))
 }

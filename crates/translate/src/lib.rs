@@ -47,6 +47,7 @@ mod status;
 mod target;
 mod traffic_destinations;
 mod traffic_policies;
+mod transformation;
 mod unapplied;
 mod workspaces;
 

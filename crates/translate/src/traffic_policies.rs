@@ -1,5 +1,5 @@
-//! The newer Gloo route policies: CORSPolicy, CSRFPolicy, HTTPBufferPolicy, MirrorPolicy and
-//! JWTPolicy on the routes their `applyToRoutes` selects (destination-level ones are in
+//! The newer Gloo route policies: CORSPolicy, CSRFPolicy, HTTPBufferPolicy, MirrorPolicy,
+//! TransformationPolicy and JWTPolicy on the routes their `applyToRoutes` selects (destination-level ones are in
 //! `traffic_destinations`); and a WARNING on every kind Trellis loads but does not apply yet,
 //! and on every field of an applied kind that it leaves out, so nobody mistakes either for
 //! working.
@@ -30,7 +30,6 @@ use crate::target::Target;
 /// Kinds that load whole but do nothing yet, and what a user should know about each.
 fn not_applied(kind: Kind) -> Option<&'static str> {
     Some(match kind {
-        Kind::TransformationPolicy => "request and response transformations",
         Kind::ProxyProtocolPolicy => "PROXY protocol on gateway listeners",
         Kind::ClientTlsPolicy => "client TLS settings to destinations (mesh mTLS is always on)",
         Kind::DlpPolicy => "data loss prevention",
@@ -63,6 +62,7 @@ pub(crate) fn selectors(snapshot: &Snapshot) -> Vec<&[RouteSelector]> {
             Spec::MirrorPolicy(spec) => Some(&spec.apply_to_routes[..]),
             Spec::CsrfPolicy(spec) => Some(&spec.apply_to_routes[..]),
             Spec::HttpBufferPolicy(spec) => Some(&spec.apply_to_routes[..]),
+            Spec::TransformationPolicy(spec) => Some(&spec.apply_to_routes[..]),
             // Selecting by destination can reach any route: an empty selector list says so.
             Spec::JwtPolicy(spec) if !spec.apply_to_destinations.is_empty() => Some(&[][..]),
             // A consistent hash is set on every route to the destination.
@@ -99,6 +99,18 @@ pub(crate) fn apply(
                         return false;
                     }
                     route.policies.cors = Some(cors.clone());
+                    true
+                });
+            }
+            Spec::TransformationPolicy(spec) => {
+                let Some(transformation) = crate::transformation::transformation(resource, spec, warnings) else {
+                    continue;
+                };
+                for_each_route(outbound, &spec.apply_to_routes, &in_scope, resource, report, |route| {
+                    if route.policies.transformation.is_some() {
+                        return false;
+                    }
+                    route.policies.transformation = Some(transformation.clone());
                     true
                 });
             }

@@ -228,14 +228,36 @@ spec:
 }
 
 #[test]
+fn transformation_policy_lands_on_the_selected_route_only() {
+    use trellis_model::transformation::Piece;
+    let t = translated(&format!(
+        "apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: TransformationPolicy
+metadata: {{name: transform, namespace: demo}}
+spec:
+  {SELECTED}
+  config: {{request: {{injaTemplate: {{headers: {{x-a: {{text: '{{{{ header(\"x-b\") }}}}'}}}}}}}}}}
+"
+    ));
+    let applied = route(&t, "demo/backend/api").policies.transformation.clone().unwrap();
+    let request = applied.request.unwrap();
+    assert_eq!(
+        request.set_headers,
+        vec![("x-a".to_string(), vec![Piece::Header("x-b".into())])]
+    );
+    assert_eq!(route(&t, "demo/backend/rest").policies.transformation, None);
+    let status = &t.statuses["TransformationPolicy/demo/transform"];
+    assert_eq!(status.state, "ACCEPTED", "{status:?}");
+}
+
+#[test]
 fn kinds_not_applied_yet_are_accepted_with_a_warning_naming_the_kind() {
     let t = translated(
         "apiVersion: trafficcontrol.policy.gloo.solo.io/v2
-kind: TransformationPolicy
-metadata: {name: transform, namespace: demo}
+kind: ProxyProtocolPolicy
+metadata: {name: proxy-protocol, namespace: demo}
 spec:
-  applyToRoutes: [{route: {labels: {gloo: \"yes\"}}}]
-  config: {request: {injaTemplate: {headers: {x-a: {text: b}}}}}
+  config: {enableProxyProtocol: true}
 ---
 apiVersion: admin.gloo.solo.io/v2
 kind: RootTrustPolicy
@@ -244,7 +266,10 @@ spec:
   config: {mgmtServerCa: {generated: {ttlDays: 730}}}
 ",
     );
-    for key in ["TransformationPolicy/demo/transform", "RootTrustPolicy/gloo-mesh/root"] {
+    for key in [
+        "ProxyProtocolPolicy/demo/proxy-protocol",
+        "RootTrustPolicy/gloo-mesh/root",
+    ] {
         let status = &t.statuses[key];
         assert_eq!(status.state, "WARNING", "{key}: {status:?}");
         assert!(status.message.contains("not applied yet"), "{key}: {status:?}");

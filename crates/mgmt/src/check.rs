@@ -182,7 +182,7 @@ pub fn findings(mgmt: &Mgmt, now: u64) -> Vec<Finding> {
     findings.push(cert_expiry(
         "mesh-root-ca",
         "mesh root CA",
-        &mgmt.mesh.root.root_pem(),
+        &mgmt.mesh.current().root_pem,
         now,
     ));
     let (stored, translated) = (mgmt.store.revision(), mgmt.published().revision);

@@ -224,7 +224,7 @@ pub fn root_from_secret(secret: &SecretSpec, now: SystemTime) -> Result<Authorit
 }
 
 /// The root generated for `generated`: kept in the PKI dir and reused while its options stay the
-/// same and it has a tenth of its life left.
+/// same and more than `secretRotationGracePeriodRatio` (default a tenth) of its life is left.
 fn generated_root(dir: &PkiDir, options: &CommonCertOptions, now: SystemTime) -> anyhow::Result<Authority> {
     let name = "mesh-root-generated";
     let options_file = dir.path(&format!("{name}.options.json"));
@@ -233,7 +233,8 @@ fn generated_root(dir: &PkiDir, options: &CommonCertOptions, now: SystemTime) ->
         let root = dir.load_authority(name, "")?;
         let info = trellis_pki::inspect_pem(&root.cert_pem)?;
         let life = info.not_after.duration_since(info.not_before).unwrap_or_default();
-        if info.not_after > now + life / 10 {
+        let grace = life.mul_f64(options.secret_rotation_grace_period_ratio.unwrap_or(0.1));
+        if info.not_after > now + grace {
             return Ok(root);
         }
     }

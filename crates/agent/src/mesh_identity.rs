@@ -71,7 +71,9 @@ pub fn on_mesh_trust(agent: &Agent, trust: &trellis_relay::MeshTrust) {
         tracing::warn!("ignoring a mesh trust bundle without certificates");
         return;
     }
-    let Some(current) = agent.mesh.borrow().clone() else { return };
+    let Some(current) = agent.mesh.borrow().clone() else {
+        return;
+    };
     let signed_by = trellis_pki::cert_sha256(&current.ca.root_pem()).unwrap_or_default();
     let stale = signed_by != trust.active_root_sha256;
     if !stale && current.root_pem == trust.bundle_pem {

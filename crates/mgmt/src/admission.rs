@@ -111,20 +111,38 @@ fn root_trust(source: &str, stored: &[Resource], batch: &[Resource]) -> Result<(
     let now = std::time::SystemTime::now();
     let mut errors = Vec::new();
     for policy in merged.values() {
-        let trellis_api::Spec::RootTrustPolicy(spec) = &policy.spec else { continue };
+        let trellis_api::Spec::RootTrustPolicy(spec) = &policy.spec else {
+            continue;
+        };
         let config = &spec.config;
         let refs = config
             .mgmt_server_ca
             .iter()
             .map(|ca| ("spec.config.mgmtServerCa.secretRef".to_string(), ca, true))
-            .chain(config.passive_certificate_authorities.iter().enumerate().map(|(i, ca)| {
-                (format!("spec.config.passiveCertificateAuthorities[{i}].secretRef"), ca, false)
-            }));
+            .chain(
+                config
+                    .passive_certificate_authorities
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ca)| {
+                        (
+                            format!("spec.config.passiveCertificateAuthorities[{i}].secretRef"),
+                            ca,
+                            false,
+                        )
+                    }),
+            );
         for (field, ca, signs) in refs {
             let Some(reference) = &ca.secret_ref else { continue };
-            let namespace = if reference.namespace.is_empty() { &policy.metadata.namespace } else { &reference.namespace };
+            let namespace = if reference.namespace.is_empty() {
+                &policy.metadata.namespace
+            } else {
+                &reference.namespace
+            };
             let key = ResourceKey::new(Kind::Secret, namespace, &reference.name);
-            let Some(trellis_api::Spec::Secret(secret)) = merged.get(&key).map(|r| &r.spec) else { continue };
+            let Some(trellis_api::Spec::Secret(secret)) = merged.get(&key).map(|r| &r.spec) else {
+                continue;
+            };
             let problem = if signs {
                 super::root_trust::root_from_secret(secret, now).err()
             } else {
@@ -152,7 +170,11 @@ fn root_trust(source: &str, stored: &[Resource], batch: &[Resource]) -> Result<(
             });
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
 }
 
 /// Refuses deleting `keys` when an ExtAuthPolicy uses what they hold (a Secret's API keys or
@@ -275,5 +297,55 @@ spec:
         );
         let error = check("policy.yaml", &[], &batch).unwrap_err().to_string();
         assert!(error.contains("nope"), "{error}");
+    }
+
+    fn root_secret(name: &str, cert: &str, key: &str) -> String {
+        let json = |s: &str| serde_json::to_string(s).unwrap();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: gloo-mesh}}\nstringData: {{\"ca-cert.pem\": {}, \"ca-key.pem\": {}}}\n",
+            json(cert),
+            json(key)
+        )
+    }
+
+    const ROOT_TRUST: &str = "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: root, namespace: gloo-mesh}
+spec:
+  config: {mgmtServerCa: {secretRef: {name: mesh-root}}}
+";
+
+    #[test]
+    fn a_root_secret_that_cannot_sign_is_refused_with_the_policy_and_field() {
+        let now = std::time::SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let good = trellis_pki::Authority::generate_root("good", hour, now).unwrap();
+        let other = trellis_pki::Authority::generate_root("other", hour, now).unwrap();
+        let good_secret = root_secret("mesh-root", &good.cert_pem, &good.key.0);
+        let bad_secret = root_secret("mesh-root", &good.cert_pem, &other.key.0);
+        // A usable root applies; a policy whose Secret is not there yet too (a WARNING says so).
+        check("t.yaml", &[], &parse(&format!("{good_secret}---\n{ROOT_TRUST}"))).unwrap();
+        check("t.yaml", &[], &parse(ROOT_TRUST)).unwrap();
+        // The policy with a mismatched key: refused, naming the policy, field and Secret.
+        let Err(ApiError::Invalid(errors)) = check("t.yaml", &[], &parse(&format!("{bad_secret}---\n{ROOT_TRUST}")))
+        else {
+            panic!("applied")
+        };
+        assert_eq!(errors[0].resource.as_deref(), Some("RootTrustPolicy/gloo-mesh/root"));
+        assert_eq!(errors[0].field.as_deref(), Some("spec.config.mgmtServerCa.secretRef"));
+        assert_eq!(errors[0].document, 2);
+        assert!(
+            errors[0]
+                .message
+                .contains("Secret gloo-mesh/mesh-root: private key does not match"),
+            "{errors:?}"
+        );
+        // The Secret alone, replacing a good one under a stored policy: refused too.
+        let stored = parse(&format!("{good_secret}---\n{ROOT_TRUST}"));
+        let Err(ApiError::Invalid(errors)) = check("t.yaml", &stored, &parse(&bad_secret)) else {
+            panic!("applied")
+        };
+        assert_eq!(errors[0].document, 1);
+        assert!(!errors[0].message.contains("PRIVATE KEY"), "{errors:?}");
     }
 }

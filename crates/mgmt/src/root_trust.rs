@@ -72,13 +72,22 @@ pub struct Desired {
 /// The mesh CA at start: the base root signs until [`reconcile`] has read the stored config;
 /// what the agents hold (the active root of the last run and earlier roots) comes from the
 /// state file.
-pub(super) fn mesh_ca(base: Authority, trust_domain: String, intermediate_ttl: Duration, dir: PkiDir) -> anyhow::Result<MeshCa> {
+pub(super) fn mesh_ca(
+    base: Authority,
+    trust_domain: String,
+    intermediate_ttl: Duration,
+    dir: PkiDir,
+) -> anyhow::Result<MeshCa> {
     let state: TrustState = match std::fs::read_to_string(dir.path(STATE_FILE)) {
         Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}", dir.path(STATE_FILE).display()))?,
         Err(_) => TrustState::default(),
     };
     // Until the first reconcile the root the agents hold is the one of the last run.
-    let root_pem = if state.active_pem.is_empty() { base.root_pem() } else { state.active_pem };
+    let root_pem = if state.active_pem.is_empty() {
+        base.root_pem()
+    } else {
+        state.active_pem
+    };
     let root = MeshRoot {
         signer: base.clone(),
         root_sha256: trellis_pki::cert_sha256(&root_pem)?,
@@ -114,16 +123,22 @@ pub fn desired(resources: &[Resource], mesh: &MeshCa, now: SystemTime) -> Result
             ..
         }) => {
             let field = format!("{id}: spec.config.mgmtServerCa.secretRef");
-            let ns = if reference.namespace.is_empty() { namespace } else { &reference.namespace };
+            let ns = if reference.namespace.is_empty() {
+                namespace
+            } else {
+                &reference.namespace
+            };
             let secret = find_secret(resources, ns, &reference.name).map_err(|e| format!("{field}: {e}"))?;
-            let root = root_from_secret(secret, now).map_err(|e| format!("{field}: Secret {ns}/{}: {e}", reference.name))?;
+            let root =
+                root_from_secret(secret, now).map_err(|e| format!("{field}: Secret {ns}/{}: {e}", reference.name))?;
             (root, format!("Secret {ns}/{} ({id})", reference.name))
         }
         Some(MgmtServerCa {
             generated: Some(options),
             ..
         }) => (
-            generated_root(&mesh.dir, options, now).map_err(|e| format!("{id}: spec.config.mgmtServerCa.generated: {e:#}"))?,
+            generated_root(&mesh.dir, options, now)
+                .map_err(|e| format!("{id}: spec.config.mgmtServerCa.generated: {e:#}"))?,
             format!("a root generated for {id}"),
         ),
         _ => (mesh.base.clone(), "the management server's own root".to_string()),
@@ -137,7 +152,11 @@ pub fn desired(resources: &[Resource], mesh: &MeshCa, now: SystemTime) -> Result
     for (i, ca) in config.passive_certificate_authorities.iter().enumerate() {
         let Some(reference) = &ca.secret_ref else { continue };
         let field = format!("{id}: spec.config.passiveCertificateAuthorities[{i}].secretRef");
-        let ns = if reference.namespace.is_empty() { namespace } else { &reference.namespace };
+        let ns = if reference.namespace.is_empty() {
+            namespace
+        } else {
+            &reference.namespace
+        };
         let secret = find_secret(resources, ns, &reference.name).map_err(|e| format!("{field}: {e}"))?;
         passive.push(passive_from_secret(secret).map_err(|e| format!("{field}: Secret {ns}/{}: {e}", reference.name))?);
     }
@@ -202,8 +221,10 @@ pub fn passive_from_secret(secret: &SecretSpec) -> Result<String, String> {
 /// certificate must be a CA that may sign, unexpired, and the key must be its key. Messages
 /// never carry key material.
 pub fn root_from_secret(secret: &SecretSpec, now: SystemTime) -> Result<Authority, String> {
-    let cert = pick(secret, &trellis_api::ROOT_SECRET_CERT_KEYS).ok_or("has no PEM ca-cert.pem (or tls.crt): the root CA certificate")?;
-    let key = pick(secret, &trellis_api::ROOT_SECRET_KEY_KEYS).ok_or("has no PEM ca-key.pem (or tls.key): the root CA's private key")?;
+    let cert = pick(secret, &trellis_api::ROOT_SECRET_CERT_KEYS)
+        .ok_or("has no PEM ca-cert.pem (or tls.crt): the root CA certificate")?;
+    let key = pick(secret, &trellis_api::ROOT_SECRET_KEY_KEYS)
+        .ok_or("has no PEM ca-key.pem (or tls.key): the root CA's private key")?;
     let mut chain = pick(secret, &["cert-chain.pem"]).unwrap_or_default();
     if chain.is_empty()
         && let Some(root) = pick(secret, &["root-cert.pem"])
@@ -283,7 +304,9 @@ pub fn apply(mesh: &MeshCa, desired: Desired, now: SystemTime) -> anyhow::Result
         .with_context(|| format!("cannot write {}", mesh.dir.path(STATE_FILE).display()))?;
     if switched {
         let subject = trellis_pki::inspect_pem(&root_pem)
-            .ok().and_then(|i| i.subject_cn).unwrap_or_default();
+            .ok()
+            .and_then(|i| i.subject_cn)
+            .unwrap_or_default();
         tracing::info!(source = %desired.source, %subject, root_sha256, "the mesh root changed; clusters get new intermediates, the previous root stays trusted meanwhile");
     }
     mesh.current.send_replace(Arc::new(MeshRoot {
@@ -302,7 +325,10 @@ pub fn apply(mesh: &MeshCa, desired: Desired, now: SystemTime) -> anyhow::Result
 fn bundle(active: &str, passive: &[String], previous: &[PreviousRoot]) -> String {
     let mut seen = Vec::new();
     let mut out = String::new();
-    for pem in std::iter::once(active).chain(passive.iter().map(String::as_str)).chain(previous.iter().map(|p| p.pem.as_str())) {
+    for pem in std::iter::once(active)
+        .chain(passive.iter().map(String::as_str))
+        .chain(previous.iter().map(|p| p.pem.as_str()))
+    {
         let pem = first_cert(pem);
         if let Ok(sha) = trellis_pki::cert_sha256(&pem)
             && !seen.contains(&sha)
@@ -315,7 +341,9 @@ fn bundle(active: &str, passive: &[String], previous: &[PreviousRoot]) -> String
 }
 
 fn unix(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Reads the stored config and puts its root in force; on a config that cannot be applied the

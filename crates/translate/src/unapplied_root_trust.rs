@@ -67,9 +67,20 @@ fn key_and_org(options: &CommonCertOptions, field: &str, found: &mut Vec<String>
 }
 
 /// A `secretRef` whose Secret or keys are missing: the mesh keeps its current root meanwhile.
-fn secret(resources: &[Resource], namespace: &str, ca: &MgmtServerCa, field: &str, signs: bool, found: &mut Vec<String>) {
+fn secret(
+    resources: &[Resource],
+    namespace: &str,
+    ca: &MgmtServerCa,
+    field: &str,
+    signs: bool,
+    found: &mut Vec<String>,
+) {
     let Some(reference) = &ca.secret_ref else { return };
-    let ns = if reference.namespace.is_empty() { namespace } else { &reference.namespace };
+    let ns = if reference.namespace.is_empty() {
+        namespace
+    } else {
+        &reference.namespace
+    };
     let name = &reference.name;
     let secret = resources.iter().find_map(|r| match &r.spec {
         Spec::Secret(secret) if r.metadata.namespace == ns && r.metadata.name == *name => Some(secret),
@@ -93,4 +104,112 @@ fn secret(resources: &[Resource], namespace: &str, ca: &MgmtServerCa, field: &st
         "this root is not trusted"
     };
     found.push(format!("{field}.secretRef: {problem}: {consequence}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Warnings;
+
+    fn warnings_for(yaml: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let resources = trellis_api::parse_documents("t.yaml", yaml).unwrap();
+        let mut warnings = Warnings::default();
+        super::super::warn(&resources, &mut warnings);
+        warnings.0
+    }
+
+    #[test]
+    fn fields_the_mesh_does_not_apply_are_named() {
+        let warnings = warnings_for(
+            "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: root, namespace: gloo-mesh}
+spec:
+  applyToMeshes: [{istio: {clusterName: cluster-1}}]
+  config:
+    mgmtServerCa: {generated: {ttlDays: 730, rsaKeySizeBytes: 4096, orgName: acme, secretRotationGracePeriodRatio: 0.2}}
+    intermediateCertOptions: {ttlDays: 1, secretRotationGracePeriodRatio: 0.1, orgName: acme}
+    autoRestartPods: true
+    passiveCertificateAuthorities: [{generated: {}}]
+",
+        );
+        let found = warnings["RootTrustPolicy/gloo-mesh/root"].join("\n");
+        for field in [
+            "spec.applyToMeshes",
+            "spec.config.autoRestartPods",
+            "spec.config.mgmtServerCa.generated.rsaKeySizeBytes",
+            "spec.config.mgmtServerCa.generated.orgName",
+            "spec.config.intermediateCertOptions.orgName",
+            "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio",
+            "spec.config.passiveCertificateAuthorities[0].generated",
+        ] {
+            assert!(
+                found.contains(&format!("{field} is accepted but not applied")),
+                "{field}: {found}"
+            );
+        }
+        // Applied: the generated root's ttlDays and grace ratio, the intermediates' ttlDays.
+        for applied in [
+            "generated.ttlDays",
+            "generated.secretRotationGracePeriodRatio",
+            "intermediateCertOptions.ttlDays",
+        ] {
+            assert!(!found.contains(applied), "{applied}: {found}");
+        }
+    }
+
+    #[test]
+    fn a_missing_root_secret_or_key_keeps_the_current_root_with_a_warning() {
+        let warnings = warnings_for(
+            "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: a-root, namespace: gloo-mesh}
+spec:
+  config:
+    mgmtServerCa: {secretRef: {name: absent}}
+    passiveCertificateAuthorities: [{secretRef: {name: no-keys, namespace: gloo-mesh}}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: b-root, namespace: gloo-mesh}
+spec:
+  config:
+    mgmtServerCa: {secretRef: {name: no-keys}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: no-keys, namespace: gloo-mesh}
+stringData: {other: x}
+",
+        );
+        let first = warnings["RootTrustPolicy/gloo-mesh/a-root"].join("\n");
+        assert!(
+            first.contains("spec.config.mgmtServerCa.secretRef: Secret gloo-mesh/absent does not exist: the mesh keeps its current root"),
+            "{first}"
+        );
+        assert!(
+            first.contains("spec.config.passiveCertificateAuthorities[0].secretRef: Secret gloo-mesh/no-keys has no root-cert.pem or ca-cert.pem"),
+            "{first}"
+        );
+        let second = warnings["RootTrustPolicy/gloo-mesh/b-root"].join("\n");
+        assert!(second.contains("RootTrustPolicy/gloo-mesh/a-root applies"), "{second}");
+        assert!(second.contains("has no ca-cert.pem (or tls.crt)"), "{second}");
+    }
+
+    #[test]
+    fn a_usable_secret_root_gets_no_warning() {
+        let warnings = warnings_for(
+            "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: root, namespace: gloo-mesh}
+spec:
+  config: {mgmtServerCa: {secretRef: {name: root}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: root, namespace: gloo-mesh}
+stringData: {ca-cert.pem: \"-----BEGIN CERTIFICATE-----\", ca-key.pem: \"-----BEGIN PRIVATE KEY-----\"}
+",
+        );
+        assert!(!warnings.contains_key("RootTrustPolicy/gloo-mesh/root"), "{warnings:?}");
+    }
 }

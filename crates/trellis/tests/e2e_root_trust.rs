@@ -111,7 +111,11 @@ fn client_cert(root: &Authority) -> CertifiedKey {
     let now = SystemTime::now();
     root.generate_intermediate("test cluster CA", Duration::from_secs(3600), now)
         .unwrap()
-        .issue_workload_cert("spiffe://trellis.local/ns/demo/sa/tester", Duration::from_secs(3600), now)
+        .issue_workload_cert(
+            "spiffe://trellis.local/ns/demo/sa/tester",
+            Duration::from_secs(3600),
+            now,
+        )
         .unwrap()
 }
 
@@ -125,7 +129,10 @@ async fn a_secret_root_becomes_the_mesh_root_without_a_failed_request_and_a_bad_
         .map(|name| (name.to_string(), mesh.app(name).inbound_port))
         .collect();
     for (name, port) in &sidecars {
-        assert!(chains_to(&mesh, *port, &old_root).await, "{name} starts under the generated root");
+        assert!(
+            chains_to(&mesh, *port, &old_root).await,
+            "{name} starts under the generated root"
+        );
     }
 
     // Hostile: a certificate with another CA's key, and a certificate that is no CA.
@@ -135,7 +142,12 @@ async fn a_secret_root_becomes_the_mesh_root_without_a_failed_request_and_a_bad_
         .issue_server_cert(&["not-a-ca.example".to_string()], DAY, now)
         .unwrap();
     for (case, cert, key, expected) in [
-        ("mismatched", &mismatched.cert_pem, &other.key.0, "private key does not match"),
+        (
+            "mismatched",
+            &mismatched.cert_pem,
+            &other.key.0,
+            "private key does not match",
+        ),
         ("not a CA", &leaf.cert_pem, &leaf.key.0, "is not a CA"),
     ] {
         let response = mesh
@@ -149,22 +161,36 @@ async fn a_secret_root_becomes_the_mesh_root_without_a_failed_request_and_a_bad_
             "Secret gloo-mesh/bad-root",
             expected,
         ] {
-            assert!(response.body.contains(needle), "{case}: {needle:?} missing from {}", response.body);
+            assert!(
+                response.body.contains(needle),
+                "{case}: {needle:?} missing from {}",
+                response.body
+            );
         }
-        assert!(!response.body.contains("PRIVATE KEY"), "{case}: key material in {}", response.body);
+        assert!(
+            !response.body.contains("PRIVATE KEY"),
+            "{case}: key material in {}",
+            response.body
+        );
     }
     // Nothing of it was stored, and the running root is untouched.
     let stored = stored_resources(&mesh.api().unwrap()).await;
     assert!(!stored.contains("root-trust-policy"), "{stored}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (name, port) in &sidecars {
-        assert!(chains_to(&mesh, *port, &old_root).await, "{name} still under the generated root");
+        assert!(
+            chains_to(&mesh, *port, &old_root).await,
+            "{name} still under the generated root"
+        );
     }
 
     // The operator's root, from a Secret.
     let new_root = Authority::generate_root("Operator mesh root", 365 * DAY, now).unwrap();
     let response = mesh
-        .apply("root-trust.yaml", &policy_yaml("mesh-root", &new_root.cert_pem, &new_root.key.0))
+        .apply(
+            "root-trust.yaml",
+            &policy_yaml("mesh-root", &new_root.cert_pem, &new_root.key.0),
+        )
         .await
         .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);

@@ -48,7 +48,7 @@ pub struct RootTrustConfig {
 pub struct MgmtServerCa {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated: Option<CommonCertOptions>,
-    /// A Secret of the management server (namespace: the policy's when empty) holding the root's
+    /// A Secret of the management server, in the policy's namespace, holding the root's
     /// certificate and key (see [`ROOT_SECRET_CERT_KEYS`], [`ROOT_SECRET_KEY_KEYS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<ObjectReference>,
@@ -77,7 +77,21 @@ pub const ROOT_SECRET_KEY_KEYS: [&str; 2] = ["ca-key.pem", "tls.key"];
 
 impl MgmtServerCa {
     /// Problems with `(field path, message)`, `field` being this value's own path.
-    pub(crate) fn validate(&self, field: &str, problems: &mut Vec<(String, String)>) {
+    pub(crate) fn validate(&self, field: &str, namespace: &str, problems: &mut Vec<(String, String)>) {
+        // Gloo reads the Secret from the policy's own namespace; naming another would let whoever
+        // writes policies in one namespace sign the mesh with another namespace's key.
+        if let Some(secret) = &self.secret_ref
+            && !secret.namespace.is_empty()
+            && secret.namespace != namespace
+        {
+            problems.push((
+                format!("{field}.secretRef.namespace"),
+                format!(
+                    "{:?} is not the policy's namespace {namespace:?}: the Secret must be in the same namespace",
+                    secret.namespace
+                ),
+            ));
+        }
         match (&self.generated, &self.secret_ref) {
             (Some(_), Some(_)) => problems.push((
                 field.to_string(),
@@ -110,7 +124,7 @@ impl CommonCertOptions {
 }
 
 impl RootTrustPolicySpec {
-    pub(crate) fn validate(&self, problems: &mut Vec<(String, String)>) {
+    pub(crate) fn validate(&self, namespace: &str, problems: &mut Vec<(String, String)>) {
         let config = &self.config;
         if config.mgmt_server_ca.is_some() && config.agent_ca.is_some() {
             problems.push((
@@ -119,13 +133,17 @@ impl RootTrustPolicySpec {
             ));
         }
         if let Some(ca) = &config.mgmt_server_ca {
-            ca.validate("spec.config.mgmtServerCa", problems);
+            ca.validate("spec.config.mgmtServerCa", namespace, problems);
         }
         if let Some(options) = &config.intermediate_cert_options {
             options.validate("spec.config.intermediateCertOptions", problems);
         }
         for (i, ca) in config.passive_certificate_authorities.iter().enumerate() {
-            ca.validate(&format!("spec.config.passiveCertificateAuthorities[{i}]"), problems);
+            ca.validate(
+                &format!("spec.config.passiveCertificateAuthorities[{i}]"),
+                namespace,
+                problems,
+            );
         }
     }
 }

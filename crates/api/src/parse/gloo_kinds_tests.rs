@@ -366,7 +366,7 @@ spec:
   config:
     mgmtServerCa: {generated: {ttlDays: 0}, secretRef: {name: root}}
     intermediateCertOptions: {secretRotationGracePeriodRatio: 1.5}
-    passiveCertificateAuthorities: [{secretRef: {namespace: gloo-mesh}}]
+    passiveCertificateAuthorities: [{secretRef: {namespace: gloo-mesh}}, {secretRef: {name: x, namespace: other}}]
 ",
     );
     let fields: Vec<_> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
@@ -376,6 +376,7 @@ spec:
         "spec.config.mgmtServerCa",
         "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio",
         "spec.config.passiveCertificateAuthorities[0].secretRef.name",
+        "spec.config.passiveCertificateAuthorities[1].secretRef.namespace",
     ] {
         assert!(fields.contains(&field), "{field} missing from {errors:?}");
     }

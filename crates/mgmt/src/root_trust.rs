@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use trellis_api::{CommonCertOptions, MgmtServerCa, Resource, RootTrustPolicySpec, SecretSpec, Spec};
+use trellis_api::{CommonCertOptions, Kind, MgmtServerCa, Resource, RootTrustPolicySpec, SecretSpec, Spec};
 use trellis_pki::Authority;
 
 use super::pki::{MeshCa, PkiDir};
@@ -353,25 +353,40 @@ pub fn reconcile(mesh: &MeshCa, resources: &[Resource], now: SystemTime) -> Resu
     apply(mesh, desired, now).map_err(|e| format!("{e:#}"))
 }
 
-/// Follows the store: after every translation (and once a minute, to let expired previous roots
-/// go) the stored RootTrustPolicy is applied again.
+/// Follows the store: when a RootTrustPolicy or Secret changed (and once a minute, to let
+/// expired previous roots go) the stored RootTrustPolicy is applied again.
 pub async fn follow(mgmt: Arc<super::Mgmt>) {
     let mut published = mgmt.subscribe();
     let mut last_error: Option<String> = None;
+    let mut last_inputs: Option<Vec<(String, u64)>> = None;
     loop {
-        tokio::select! {
-            changed = published.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-        }
-        let resources = match mgmt.store.list() {
+        let ticked = tokio::select! {
+            changed = published.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+            () = tokio::time::sleep(Duration::from_secs(60)) => true,
+        };
+        let resources = match mgmt.stored() {
             Ok(resources) => resources,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the store for the RootTrustPolicy");
                 continue;
             }
         };
-        let result = reconcile(&mgmt.mesh, &resources, SystemTime::now());
-        match result {
+        // Most changes touch neither policies nor Secrets: nothing to check then.
+        let inputs: Vec<(String, u64)> = resources
+            .iter()
+            .filter(|r| matches!(r.kind(), Kind::RootTrustPolicy | Kind::Secret))
+            .map(|r| (r.key().to_string(), r.metadata.generation))
+            .collect();
+        if !ticked && last_inputs.as_ref() == Some(&inputs) {
+            continue;
+        }
+        last_inputs = Some(inputs);
+        match reconcile(&mgmt.mesh, &resources, SystemTime::now()) {
             Ok(_) => last_error = None,
             Err(error) if last_error.as_ref() != Some(&error) => {
                 tracing::warn!(%error, "the RootTrustPolicy cannot be applied; the mesh keeps its current root");

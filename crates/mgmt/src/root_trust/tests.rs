@@ -221,3 +221,33 @@ spec:
         0o600
     );
 }
+
+#[test]
+fn deleting_the_policy_returns_to_the_base_root_and_trusts_a_passive_one() {
+    let (mesh, _dir) = mk_mesh("delete");
+    let now = SystemTime::now();
+    let operator = Authority::generate_root("operator root", 30 * DAY, now).unwrap();
+    let retired = Authority::generate_root("retired root", 30 * DAY, now).unwrap();
+    let json = |s: &str| serde_json::to_string(s).unwrap();
+    let mut resources = mk_policy(
+        &operator,
+        "    passiveCertificateAuthorities: [{secretRef: {name: retired}}]\n",
+    );
+    resources.extend(parse(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: retired, namespace: gloo-mesh}}\nstringData: {{\"root-cert.pem\": {}}}\n",
+        json(&retired.cert_pem)
+    )));
+    reconcile(&mesh, &resources, now).unwrap();
+    let bundle = mesh.current().bundle_pem.clone();
+    assert!(bundle.contains(&retired.root_pem()), "the passive root is trusted");
+    assert_eq!(trellis_pki::pem_to_der_certs(&bundle).unwrap().len(), 3);
+    // The policy goes: the base root signs again, the operator's stays trusted meanwhile.
+    assert!(reconcile(&mesh, &[], now).unwrap());
+    let root = mesh.current();
+    assert_eq!(root.root_pem, mesh.base.root_pem());
+    assert!(root.bundle_pem.contains(&operator.root_pem()));
+    assert!(
+        !root.bundle_pem.contains(&retired.root_pem()),
+        "a passive root leaves with its policy"
+    );
+}

@@ -121,7 +121,7 @@ fn client_cert(root: &Authority) -> CertifiedKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_root_becomes_the_mesh_root_without_a_failed_request_and_a_bad_one_is_refused() {
-    let mesh = demo_mesh("root-trust").await;
+    let mut mesh = demo_mesh("root-trust").await;
     let now = SystemTime::now();
     let old_root = mesh_root(&mesh);
     let sidecars: Vec<(String, u16)> = ["frontend", "backend-v1", "backend-v2"]
@@ -185,6 +185,8 @@ async fn a_secret_root_becomes_the_mesh_root_without_a_failed_request_and_a_bad_
     }
 
     // The operator's root, from a Secret.
+    let intermediates = "trellis_mgmt_certificates_issued_total{result=\"intermediate\"}";
+    let intermediates_before = scrape(mesh.admin_port, intermediates).await;
     let new_root = Authority::generate_root("Operator mesh root", 365 * DAY, now).unwrap();
     let response = mesh
         .apply(
@@ -244,6 +246,8 @@ async fn a_secret_root_becomes_the_mesh_root_without_a_failed_request_and_a_bad_
         failed.len(),
         &failed[..failed.len().min(5)]
     );
+    // One new intermediate per cluster, no more.
+    assert_eq!(scrape(mesh.admin_port, intermediates).await, intermediates_before + 2);
     for (name, port) in &sidecars {
         assert!(
             !chains_to(&mesh, *port, &old_root).await,
@@ -266,6 +270,25 @@ async fn a_secret_root_becomes_the_mesh_root_without_a_failed_request_and_a_bad_
         mtls_get(backend, Some(&client_cert(&other))).await.is_err(),
         "a client under a foreign root was let in"
     );
+
+    // A restarted management server keeps the operator's root: the agents reconnect and keep
+    // their intermediates (none is signed), and traffic flows under the new root.
+    mesh.mgmt.stop().await;
+    mesh.mgmt.start().unwrap();
+    mesh.wait_for_api(Duration::from_secs(30)).await.unwrap();
+    mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        scrape(mesh.admin_port, intermediates).await,
+        0,
+        "intermediates re-signed after a restart"
+    );
+    for (name, port) in &sidecars {
+        assert!(
+            chains_to(&mesh, *port, &new_root).await,
+            "{name} left the new root after a restart"
+        );
+    }
 
     // The Secret's key stayed in the management server's store: no log, no agent file, no other
     // file of the management server holds it.

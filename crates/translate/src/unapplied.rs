@@ -10,7 +10,6 @@ use trellis_api::{Resource, RouteTableSpec, Spec, WorkspaceSettingsSpec};
 
 use crate::Warnings;
 
-#[path = "unapplied_root_trust.rs"]
 mod root_trust;
 
 pub(crate) fn warn(resources: &[Resource], warnings: &mut Warnings) {

@@ -97,6 +97,8 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         let fallback: Vec<trellis_api::Resource> = Vec::new();
         root_trust::reconcile(&mgmt.mesh, &fallback, std::time::SystemTime::now())
             .map_err(|e| anyhow::anyhow!("cannot install the mesh root: {e}"))?;
+        // The policy's problem stays visible to `trellis check` until the follower retries it.
+        root_trust::keep_problem(&mgmt.mesh, error);
     }
     let translator = mgmt.start_translator(translator);
     tokio::spawn(root_trust::follow(mgmt.clone()));

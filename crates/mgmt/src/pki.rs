@@ -49,12 +49,19 @@ pub struct MeshCa {
     /// Where the public trust state is kept (`mesh-trust.json`) and a generated root's files.
     pub(super) dir: PkiDir,
     pub(super) current: tokio::sync::watch::Sender<std::sync::Arc<super::root_trust::MeshRoot>>,
+    /// Why the stored RootTrustPolicy cannot be applied, while it cannot (`trellis check`).
+    pub(super) problem: std::sync::Mutex<Option<String>>,
 }
 
 impl MeshCa {
     /// The root that signs now, with the bundle every proxy trusts.
     pub fn current(&self) -> std::sync::Arc<super::root_trust::MeshRoot> {
         self.current.borrow().clone()
+    }
+
+    /// Why the stored RootTrustPolicy is not in force, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().expect("problem lock").clone()
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<super::root_trust::MeshRoot>> {

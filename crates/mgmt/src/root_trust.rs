@@ -103,6 +103,7 @@ pub(super) fn mesh_ca(
         intermediate_ttl,
         dir,
         current: tokio::sync::watch::Sender::new(Arc::new(root)),
+        problem: std::sync::Mutex::new(None),
     })
 }
 
@@ -347,10 +348,17 @@ fn unix(time: SystemTime) -> u64 {
 }
 
 /// Reads the stored config and puts its root in force; on a config that cannot be applied the
-/// running root stays, and the reason is returned.
+/// running root stays, and the reason is returned (and kept for `trellis check`).
 pub fn reconcile(mesh: &MeshCa, resources: &[Resource], now: SystemTime) -> Result<bool, String> {
-    let desired = desired(resources, mesh, now)?;
-    apply(mesh, desired, now).map_err(|e| format!("{e:#}"))
+    let result =
+        desired(resources, mesh, now).and_then(|desired| apply(mesh, desired, now).map_err(|e| format!("{e:#}")));
+    *mesh.problem.lock().expect("problem lock") = result.as_ref().err().cloned();
+    result
+}
+
+/// Records `problem` as the reason the stored policy is not in force.
+pub fn keep_problem(mesh: &MeshCa, problem: String) {
+    *mesh.problem.lock().expect("problem lock") = Some(problem);
 }
 
 /// Follows the store: when a RootTrustPolicy or Secret changed (and once a minute, to let

@@ -185,11 +185,18 @@ spec:
 ",
     );
     let error = reconcile(&mesh, &resources, now).unwrap_err();
+    assert_eq!(
+        mesh.problem().as_deref(),
+        Some(error.as_str()),
+        "kept for trellis check"
+    );
     assert!(
         error.contains("RootTrustPolicy/gloo-mesh/policy: spec.config.mgmtServerCa.secretRef: Secret gloo-mesh/absent does not exist"),
         "{error}"
     );
     assert_eq!(mesh.current().root_sha256, before);
+    reconcile(&mesh, &[], now).unwrap();
+    assert_eq!(mesh.problem(), None, "cleared once the config applies");
 }
 
 #[test]

@@ -57,6 +57,42 @@ impl ClusterCa {
     }
 }
 
+/// How long a new trust bundle has to reach every proxy (of every cluster: the management server
+/// sends it to all agents at once) before certificates under a new root are shown. Gloo's
+/// MULTI_ROOT rotation does the same: first both roots, then the new intermediate.
+const TRUST_PROPAGATION: Duration = Duration::from_secs(3);
+
+/// The management server's word on the mesh's trust: proxies trust `bundle_pem` from now on, and
+/// an intermediate that chains to another root than the active one is renewed (after
+/// [`TRUST_PROPAGATION`]). Before the cluster has an intermediate there is nothing to change: its
+/// first one comes with the bundle.
+pub fn on_mesh_trust(agent: &Agent, trust: &trellis_relay::MeshTrust) {
+    if trust.bundle_pem.is_empty() || trellis_pki::pem_to_der_certs(&trust.bundle_pem).is_err() {
+        tracing::warn!("ignoring a mesh trust bundle without certificates");
+        return;
+    }
+    let Some(current) = agent.mesh.borrow().clone() else {
+        return;
+    };
+    let signed_by = trellis_pki::cert_sha256(&current.ca.root_pem()).unwrap_or_default();
+    let stale = signed_by != trust.active_root_sha256;
+    if !stale && current.root_pem == trust.bundle_pem {
+        return;
+    }
+    let renew_at = if stale {
+        tracing::info!(active_root = %trust.active_root_sha256, "the mesh root changed: trusting both roots, then renewing the cluster CA under the new one");
+        SystemTime::now() + TRUST_PROPAGATION
+    } else {
+        current.renew_at
+    };
+    agent.mesh.send_replace(Some(Arc::new(ClusterCa {
+        ca: current.ca.clone(),
+        root_pem: trust.bundle_pem.clone(),
+        trust_domain: current.trust_domain.clone(),
+        renew_at: renew_at.min(current.renew_at),
+    })));
+}
+
 pub fn mesh_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("mesh")
 }
@@ -70,12 +106,17 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
     // One key per intermediate, kept across retries: when an answer is lost, the server signs the
     // same key again (for a few minutes after the first signing), where a new key would be refused.
     let mut pending: Option<(KeyPem, String)> = None;
+    // A new mesh root moves the renewal time forward (see `on_mesh_trust`).
+    let mut changes = agent.mesh.subscribe();
     loop {
-        let due = agent.mesh.borrow().as_ref().map(|ca| ca.renew_at);
+        let due = changes.borrow_and_update().as_ref().map(|ca| ca.renew_at);
         if let Some(at) = due
             && let Ok(wait) = at.duration_since(SystemTime::now())
         {
-            tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(Duration::from_secs(60))) => {}
+                _ = changes.changed() => {}
+            }
             continue;
         }
         // Before the agent has registered there is no identity to ask with; the relay client

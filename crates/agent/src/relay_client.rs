@@ -147,7 +147,14 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
             }
             message = incoming.next() => {
                 let Some(message) = message.transpose()? else { return Ok(()) };
-                let Some(server_message::Body::Delta(delta)) = message.body else { continue };
+                let delta = match message.body {
+                    Some(server_message::Body::Delta(delta)) => delta,
+                    Some(server_message::Body::MeshTrust(trust)) => {
+                        crate::mesh_identity::on_mesh_trust(agent, &trust);
+                        continue;
+                    }
+                    None => continue,
+                };
                 let version = delta.version.clone();
                 let (upserts, removes) = (delta.upserts.len(), delta.removes.len());
                 let error = match apply_delta(agent, delta) {

@@ -40,6 +40,7 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
             }
         }
         Spec::Secret(spec) => crate::validate_addons::secret(&mut problems, spec),
+        Spec::RootTrustPolicy(spec) => spec.validate(&resource.metadata.namespace, &mut problems),
         Spec::ExtAuthServer(spec) => crate::validate_addons::ext_auth_server(&mut problems, spec),
         Spec::ExtAuthPolicy(spec) => crate::validate_addons::ext_auth_policy(&mut problems, spec),
         Spec::RateLimitServerConfig(spec) => crate::validate_addons::rate_limit_server_config(&mut problems, spec),

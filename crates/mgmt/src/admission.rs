@@ -44,8 +44,10 @@ fn failures(resources: Vec<Resource>) -> BTreeMap<String, String> {
     failures
 }
 
-/// Refuses `batch` when it would leave an ExtAuthPolicy whose auth config does not compile.
+/// Refuses `batch` when it would leave an ExtAuthPolicy whose auth config does not compile, or a
+/// RootTrustPolicy whose root Secret holds no usable CA.
 pub fn check(source: &str, stored: &[Resource], batch: &[Resource]) -> Result<(), ApiError> {
+    root_trust(source, stored, batch)?;
     let touches_auth = batch
         .iter()
         .any(|r| matches!(r.kind(), Kind::ExtAuthPolicy | Kind::Secret | Kind::ConfigMap));
@@ -84,6 +86,90 @@ pub fn check(source: &str, stored: &[Resource], batch: &[Resource]) -> Result<()
             }
         })
         .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
+/// A RootTrustPolicy's `secretRef` (and `passiveCertificateAuthorities[].secretRef`) naming a
+/// Secret that exists must hold a CA the mesh can use: a certificate and key that match, CA:TRUE
+/// with keyCertSign, valid now. Refused at apply so the running root is never asked to switch to
+/// it. A Secret not applied yet is only a WARNING in the policy's status (it may come next).
+fn root_trust(source: &str, stored: &[Resource], batch: &[Resource]) -> Result<(), ApiError> {
+    if !batch
+        .iter()
+        .any(|r| matches!(r.kind(), Kind::RootTrustPolicy | Kind::Secret))
+    {
+        return Ok(());
+    }
+    let mut merged: BTreeMap<ResourceKey, Resource> = stored.iter().map(|r| (r.key(), r.clone())).collect();
+    for resource in batch {
+        merged.insert(resource.key(), resource.clone());
+    }
+    let now = std::time::SystemTime::now();
+    let mut errors = Vec::new();
+    for policy in merged.values() {
+        let trellis_api::Spec::RootTrustPolicy(spec) = &policy.spec else {
+            continue;
+        };
+        let config = &spec.config;
+        let refs = config
+            .mgmt_server_ca
+            .iter()
+            .map(|ca| ("spec.config.mgmtServerCa.secretRef".to_string(), ca, true))
+            .chain(
+                config
+                    .passive_certificate_authorities
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ca)| {
+                        (
+                            format!("spec.config.passiveCertificateAuthorities[{i}].secretRef"),
+                            ca,
+                            false,
+                        )
+                    }),
+            );
+        for (field, ca, signs) in refs {
+            let Some(reference) = &ca.secret_ref else { continue };
+            let namespace = if reference.namespace.is_empty() {
+                &policy.metadata.namespace
+            } else {
+                &reference.namespace
+            };
+            let key = ResourceKey::new(Kind::Secret, namespace, &reference.name);
+            let Some(trellis_api::Spec::Secret(secret)) = merged.get(&key).map(|r| &r.spec) else {
+                continue;
+            };
+            let problem = if signs {
+                super::root_trust::root_from_secret(secret, now).err()
+            } else {
+                super::root_trust::passive_from_secret(secret).err()
+            };
+            let Some(problem) = problem else { continue };
+            // The document to blame: the policy if it is in the batch, else the Secret; neither
+            // (a stored pair this batch leaves alone) is not this apply's doing.
+            let Some(document) = batch
+                .iter()
+                .position(|r| r.key() == policy.key())
+                .or_else(|| batch.iter().position(|r| r.key() == key))
+            else {
+                continue;
+            };
+            errors.push(DocumentError {
+                source: source.to_string(),
+                document: document + 1,
+                resource: Some(policy.key().to_string()),
+                field: Some(field),
+                message: format!(
+                    "Secret {namespace}/{}: {problem}; the mesh keeps its current root",
+                    reference.name
+                ),
+            });
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -211,5 +297,55 @@ spec:
         );
         let error = check("policy.yaml", &[], &batch).unwrap_err().to_string();
         assert!(error.contains("nope"), "{error}");
+    }
+
+    fn root_secret(name: &str, cert: &str, key: &str) -> String {
+        let json = |s: &str| serde_json::to_string(s).unwrap();
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: gloo-mesh}}\nstringData: {{\"ca-cert.pem\": {}, \"ca-key.pem\": {}}}\n",
+            json(cert),
+            json(key)
+        )
+    }
+
+    const ROOT_TRUST: &str = "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: root, namespace: gloo-mesh}
+spec:
+  config: {mgmtServerCa: {secretRef: {name: mesh-root}}}
+";
+
+    #[test]
+    fn a_root_secret_that_cannot_sign_is_refused_with_the_policy_and_field() {
+        let now = std::time::SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let good = trellis_pki::Authority::generate_root("good", hour, now).unwrap();
+        let other = trellis_pki::Authority::generate_root("other", hour, now).unwrap();
+        let good_secret = root_secret("mesh-root", &good.cert_pem, &good.key.0);
+        let bad_secret = root_secret("mesh-root", &good.cert_pem, &other.key.0);
+        // A usable root applies; a policy whose Secret is not there yet too (a WARNING says so).
+        check("t.yaml", &[], &parse(&format!("{good_secret}---\n{ROOT_TRUST}"))).unwrap();
+        check("t.yaml", &[], &parse(ROOT_TRUST)).unwrap();
+        // The policy with a mismatched key: refused, naming the policy, field and Secret.
+        let Err(ApiError::Invalid(errors)) = check("t.yaml", &[], &parse(&format!("{bad_secret}---\n{ROOT_TRUST}")))
+        else {
+            panic!("applied")
+        };
+        assert_eq!(errors[0].resource.as_deref(), Some("RootTrustPolicy/gloo-mesh/root"));
+        assert_eq!(errors[0].field.as_deref(), Some("spec.config.mgmtServerCa.secretRef"));
+        assert_eq!(errors[0].document, 2);
+        assert!(
+            errors[0]
+                .message
+                .contains("Secret gloo-mesh/mesh-root: private key does not match"),
+            "{errors:?}"
+        );
+        // The Secret alone, replacing a good one under a stored policy: refused too.
+        let stored = parse(&format!("{good_secret}---\n{ROOT_TRUST}"));
+        let Err(ApiError::Invalid(errors)) = check("t.yaml", &stored, &parse(&bad_secret)) else {
+            panic!("applied")
+        };
+        assert_eq!(errors[0].document, 1);
+        assert!(!errors[0].message.contains("PRIVATE KEY"), "{errors:?}");
     }
 }

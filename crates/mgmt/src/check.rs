@@ -179,12 +179,18 @@ pub fn findings(mgmt: &Mgmt, now: u64) -> Vec<Finding> {
             findings.push(cert_expiry("relay-root-ca", "relay root CA", &tls.root_pem, now));
         }
     }
-    findings.push(cert_expiry(
-        "mesh-root-ca",
-        "mesh root CA",
-        &mgmt.mesh.root.root_pem(),
-        now,
-    ));
+    let mesh_root = mgmt.mesh.current();
+    findings.push(cert_expiry("mesh-root-ca", "mesh root CA", &mesh_root.root_pem, now));
+    if let Some(problem) = mgmt.mesh.problem() {
+        findings.push(finding(
+            "warning",
+            "root-trust-policy",
+            format!(
+                "the RootTrustPolicy cannot be applied: {problem}; the mesh root is {}",
+                mesh_root.source
+            ),
+        ));
+    }
     let (stored, translated) = (mgmt.store.revision(), mgmt.published().revision);
     findings.push(if stored > translated {
         finding(

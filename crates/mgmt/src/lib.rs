@@ -17,6 +17,7 @@ mod config;
 mod metrics;
 mod pki;
 mod relay;
+mod root_trust;
 mod sharded;
 mod state;
 mod translator;
@@ -88,7 +89,19 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         config.token_ttl,
         access,
     )?;
+    // The stored RootTrustPolicy is in force before any agent is served: an intermediate signed
+    // meanwhile would chain to a root about to be replaced.
+    let resources = mgmt.store.list()?;
+    if let Err(error) = root_trust::reconcile(&mgmt.mesh, &resources, std::time::SystemTime::now()) {
+        tracing::warn!(%error, "the RootTrustPolicy cannot be applied; the management server's own root signs");
+        let fallback: Vec<trellis_api::Resource> = Vec::new();
+        root_trust::reconcile(&mgmt.mesh, &fallback, std::time::SystemTime::now())
+            .map_err(|e| anyhow::anyhow!("cannot install the mesh root: {e}"))?;
+        // The policy's problem stays visible to `trellis check` until the follower retries it.
+        root_trust::keep_problem(&mgmt.mesh, error);
+    }
     let translator = mgmt.start_translator(translator);
+    tokio::spawn(root_trust::follow(mgmt.clone()));
 
     let api = tokio::net::TcpListener::bind(config.api_addr)
         .await

@@ -38,10 +38,35 @@ pub struct RelayTls {
     pub authority: String,
 }
 
+/// The mesh PKI: the root that signs cluster intermediates now (see [`super::root_trust`]).
 pub struct MeshCa {
-    pub root: Authority,
     pub trust_domain: String,
+    /// The root from the flags or the data dir: the mesh root while no RootTrustPolicy names
+    /// another.
+    pub base: Authority,
+    /// `--intermediate-ttl`: unless a RootTrustPolicy sets `intermediateCertOptions.ttlDays`.
     pub intermediate_ttl: Duration,
+    /// Where the public trust state is kept (`mesh-trust.json`) and a generated root's files.
+    pub(super) dir: PkiDir,
+    pub(super) current: tokio::sync::watch::Sender<std::sync::Arc<super::root_trust::MeshRoot>>,
+    /// Why the stored RootTrustPolicy cannot be applied, while it cannot (`trellis check`).
+    pub(super) problem: std::sync::Mutex<Option<String>>,
+}
+
+impl MeshCa {
+    /// The root that signs now, with the bundle every proxy trusts.
+    pub fn current(&self) -> std::sync::Arc<super::root_trust::MeshRoot> {
+        self.current.borrow().clone()
+    }
+
+    /// Why the stored RootTrustPolicy is not in force, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().expect("problem lock").clone()
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<super::root_trust::MeshRoot>> {
+        self.current.subscribe()
+    }
 }
 
 pub(super) fn read(path: &Path) -> anyhow::Result<String> {
@@ -120,11 +145,7 @@ pub fn load_or_create(config: &MgmtConfig) -> anyhow::Result<(RelaySecurity, Mes
             root
         }
     };
-    let mesh = MeshCa {
-        root,
-        trust_domain: config.trust_domain.clone(),
-        intermediate_ttl: config.intermediate_ttl,
-    };
+    let mesh = super::root_trust::mesh_ca(root, config.trust_domain.clone(), config.intermediate_ttl, dir)?;
     Ok((relay, mesh))
 }
 

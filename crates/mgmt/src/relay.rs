@@ -193,7 +193,14 @@ impl RelayService {
     /// Records `chain`'s intermediate as `cluster`'s, or refuses when the cluster already has a live one not yet
     /// due for renewal: relay credentials for a cluster (stolen, or from a token issued by mistake) must not
     /// yield a second CA beside the legitimate agent's.
-    fn claim_intermediate(&self, peer: &PeerInfo, cluster: &str, chain: &str, now: SystemTime) -> Result<(), Status> {
+    fn claim_intermediate(
+        &self,
+        peer: &PeerInfo,
+        cluster: &str,
+        chain: &str,
+        root_sha256: &str,
+        now: SystemTime,
+    ) -> Result<(), Status> {
         let info = trellis_pki::inspect_pem(chain).map_err(|e| Status::internal(e.to_string()))?;
         let issued_at = unix_secs(now);
         let renewable_at = unix_secs(trellis_pki::renew_at(info.not_before, info.not_after))
@@ -208,6 +215,7 @@ impl RelayService {
             revoked: false,
             // Lets the agent retry with the same key when the answer was lost (shortly after only).
             public_key_sha256: trellis_pki::public_key_sha256(chain).map_err(|e| Status::internal(e.to_string()))?,
+            root_sha256: root_sha256.to_string(),
         };
         let claim = self
             .mgmt
@@ -216,6 +224,20 @@ impl RelayService {
             .map_err(|e| Status::internal(format!("store: {e}")))?;
         match claim {
             IntermediateClaim::Recorded => Ok(()),
+            // The live intermediate chains to a root the mesh left (a RootTrustPolicy switched
+            // it): the cluster moves to the new root, and the old intermediate stops counting.
+            IntermediateClaim::Refused { existing } if !self.signed_by_current_root(&existing, root_sha256) => {
+                self.mgmt
+                    .store
+                    .revoke_cluster_intermediates(cluster, issued_at)
+                    .map_err(|e| Status::internal(format!("store: {e}")))?;
+                tracing::info!(cluster, serial = %existing.serial, "the cluster's intermediate chains to an earlier mesh root: signing one under the current root");
+                match self.mgmt.store.claim_intermediate(&record, issued_at) {
+                    Ok(IntermediateClaim::Recorded) => Ok(()),
+                    Ok(IntermediateClaim::Refused { .. }) => Err(Status::aborted("another intermediate was signed for this cluster meanwhile; retry")),
+                    Err(e) => Err(Status::internal(format!("store: {e}"))),
+                }
+            }
             IntermediateClaim::Refused { existing } => Err(self.refuse(
                 peer,
                 "intermediate_exists",
@@ -227,6 +249,18 @@ impl RelayService {
                 )),
             )),
         }
+    }
+}
+
+impl RelayService {
+    /// Whether `existing` was signed by the root whose certificate hashes to `root_sha256`.
+    /// Records from before roots were recorded were signed by the management server's own root.
+    fn signed_by_current_root(&self, existing: &IntermediateRecord, root_sha256: &str) -> bool {
+        if existing.root_sha256.is_empty() {
+            let base = trellis_pki::cert_sha256(&self.mgmt.mesh.base.root_pem()).unwrap_or_default();
+            return base == root_sha256;
+        }
+        existing.root_sha256 == root_sha256
     }
 }
 
@@ -361,14 +395,15 @@ impl trellis_relay::Relay for RelayService {
             Some(&request.cluster).filter(|c| !c.is_empty()).map(String::as_str),
         )?;
         let mesh = &self.mgmt.mesh;
+        let root = mesh.current();
         let now = SystemTime::now();
-        let chain = mesh
-            .root
+        let chain = root
+            .signer
             .sign_intermediate_csr(
                 &request.csr_pem,
                 &format!("Trellis intermediate CA for cluster {cluster}"),
                 &mesh.trust_domain,
-                mesh.intermediate_ttl,
+                root.intermediate_ttl,
                 now,
             )
             .map_err(|e| {
@@ -380,7 +415,7 @@ impl trellis_relay::Relay for RelayService {
             })?;
         // Signed but not yet handed out: it leaves only if the store records it as the cluster's one
         // live intermediate (see trellis_store::IssuanceStore).
-        self.claim_intermediate(&peer, &cluster, &chain, now)?;
+        self.claim_intermediate(&peer, &cluster, &chain, &root.root_sha256, now)?;
         self.mgmt
             .metrics
             .certificates_issued_total
@@ -395,7 +430,9 @@ impl trellis_relay::Relay for RelayService {
         tracing::info!(cluster, "signed a cluster intermediate CA");
         Ok(Response::new(SignIntermediateResponse {
             chain_pem: chain,
-            mesh_root_pem: mesh.root.root_pem(),
+            // Every root still trusted: proxies verify peers whose certificates chain to an
+            // earlier root while the clusters move to this one.
+            mesh_root_pem: root.bundle_pem.clone(),
             trust_domain: mesh.trust_domain.clone(),
         }))
     }
@@ -433,6 +470,9 @@ async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incom
 
     let mut translations = mgmt.subscribe();
     let mut kicks = mgmt.kicks.subscribe();
+    // The mesh's trust goes first on every stream, and again whenever a RootTrustPolicy moves it.
+    let mut trust = mgmt.mesh.subscribe();
+    trust.mark_changed();
     // What the agent holds, as far as this stream knows: the agent told us its version; if that
     // is the current config, nothing is sent after a reconnect, and later changes are deltas.
     let mut holds = Holds::after_hello(&hello, &translations.borrow_and_update(), &cluster);
@@ -458,6 +498,19 @@ async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incom
                 let Some(encoded) = current(&mut translations, &cluster) else { continue };
                 if let Err(failure) = send_config(&mgmt, &label, &tx, &mut holds, &encoded, paced).await {
                     error = Some(failure);
+                    break;
+                }
+            }
+            changed = trust.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let root = trust.borrow_and_update().clone();
+                let message = ServerMessage::mesh_trust(trellis_relay::MeshTrust {
+                    bundle_pem: root.bundle_pem.clone(),
+                    active_root_sha256: root.root_sha256.clone(),
+                });
+                if tx.send(Ok(message)).await.is_err() {
                     break;
                 }
             }

@@ -74,6 +74,12 @@ pub fn public_key_sha256(pem: &str) -> Result<String> {
     Ok(trellis_base::sha256_hex(x509.public_key().raw))
 }
 
+/// Lowercase hex SHA-256 of the first certificate's DER: which certificate, exactly (a root
+/// re-issued for the same key is another root).
+pub fn cert_sha256(pem: &str) -> Result<String> {
+    Ok(trellis_base::sha256_hex(&pem_to_der_certs(pem)?[0]))
+}
+
 /// Every `CERTIFICATE` block of a PEM bundle as DER, in order. Fails when there is none.
 pub fn pem_to_der_certs(pem: &str) -> Result<Vec<Vec<u8>>> {
     let certs = certs_or_empty(pem, "certificate bundle")?;

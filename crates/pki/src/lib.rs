@@ -23,13 +23,13 @@ mod util;
 
 pub use authority::{Authority, CertifiedKey, KeyPem, intermediate_from_signed, new_key_and_csr};
 pub use cert::{
-    CertInfo, cluster_from_relay_identity, inspect_der, inspect_pem, pem_to_der_certs, public_key_sha256,
+    CertInfo, cert_sha256, cluster_from_relay_identity, inspect_der, inspect_pem, pem_to_der_certs, public_key_sha256,
     relay_identity,
 };
 pub use constraints::check_trust_domain;
 pub use error::{PkiError, Result};
 pub use tls::{client_tls_config, root_store, server_tls_config};
-pub use util::{random_token, renew_at};
+pub use util::{der_to_pem, random_token, renew_at};
 
 #[cfg(test)]
 mod tests;

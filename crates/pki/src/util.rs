@@ -40,7 +40,7 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 }
 
 /// DER to a `CERTIFICATE` PEM block (64-column base64, trailing newline).
-pub(crate) fn der_to_pem(der: &[u8]) -> String {
+pub fn der_to_pem(der: &[u8]) -> String {
     let body = base64_encode(der, STANDARD, true);
     let mut pem = String::with_capacity(body.len() + body.len() / 64 + 60);
     pem.push_str("-----BEGIN CERTIFICATE-----\n");

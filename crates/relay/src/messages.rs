@@ -84,7 +84,7 @@ pub struct Ack {
 /// Management server to agent.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ServerMessage {
-    #[prost(oneof = "server_message::Body", tags = "2")]
+    #[prost(oneof = "server_message::Body", tags = "2, 3")]
     pub body: Option<server_message::Body>,
 }
 
@@ -94,7 +94,23 @@ pub mod server_message {
         // Tag 1 was a whole config in one message: it broke past the message limit.
         #[prost(message, tag = "2")]
         Delta(super::ConfigDelta),
+        #[prost(message, tag = "3")]
+        MeshTrust(super::MeshTrust),
     }
+}
+
+/// The mesh's trust, sent when a stream opens and whenever it changes (a RootTrustPolicy
+/// switched the root): the roots every proxy must accept, and which of them signs intermediates
+/// now. An agent whose intermediate chains to another root asks for a new one. Certificates
+/// only: no key ever travels here.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MeshTrust {
+    /// PEM certificates: the active root first, then the roots still trusted (passive).
+    #[prost(string, tag = "1")]
+    pub bundle_pem: String,
+    /// Hex SHA-256 of the active root certificate (DER).
+    #[prost(string, tag = "2")]
+    pub active_root_sha256: String,
 }
 
 /// A change of one cluster's config, as sections (see `sections`): those that changed and the
@@ -162,6 +178,12 @@ impl ServerMessage {
     pub fn delta(delta: ConfigDelta) -> Self {
         ServerMessage {
             body: Some(server_message::Body::Delta(delta)),
+        }
+    }
+
+    pub fn mesh_trust(trust: MeshTrust) -> Self {
+        ServerMessage {
+            body: Some(server_message::Body::MeshTrust(trust)),
         }
     }
 }

@@ -27,6 +27,11 @@ pub struct IntermediateRecord {
     /// Hex SHA-256 of the intermediate's public key (empty in records from before it was kept).
     #[serde(default)]
     pub public_key_sha256: String,
+    /// Hex SHA-256 of the mesh root certificate that signed it (empty in older records: the
+    /// management server's own root). An intermediate of an earlier root does not block one
+    /// under the current root.
+    #[serde(default)]
+    pub root_sha256: String,
 }
 
 /// How long after an intermediate was signed the same key may have it signed again: a retry of a

@@ -138,6 +138,7 @@ mod tests {
             renewable_at: issued_at + 200,
             revoked: false,
             public_key_sha256: format!("key-{serial}"),
+            root_sha256: String::new(),
         }
     }
 

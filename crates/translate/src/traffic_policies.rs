@@ -41,7 +41,6 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
         Kind::AccessLogPolicy => "access logs",
         Kind::WasmDeploymentPolicy => "Wasm filters",
         Kind::LuaPolicy => "Lua filters",
-        Kind::RootTrustPolicy => "root trust settings (the mesh keeps its own root)",
         Kind::Dashboard => "the Gloo dashboard (Trellis serves its own UI)",
         Kind::IstioLifecycleManager | Kind::GatewayLifecycleManager | Kind::WaypointLifecycleManager => {
             "Istio installation (Trellis runs its own proxies)"

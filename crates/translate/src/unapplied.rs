@@ -10,10 +10,28 @@ use trellis_api::{Resource, RouteTableSpec, Spec, WorkspaceSettingsSpec};
 
 use crate::Warnings;
 
+mod root_trust;
+
 pub(crate) fn warn(resources: &[Resource], warnings: &mut Warnings) {
+    // The management server applies the first RootTrustPolicy by Kind/namespace/name.
+    let first_root_trust = resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::RootTrustPolicy(_)))
+        .map(|r| r.key().to_string())
+        .min();
     for resource in resources {
         let mut found: Vec<String> = Vec::new();
         match &resource.spec {
+            Spec::RootTrustPolicy(spec) => {
+                let key = resource.key().to_string();
+                if first_root_trust.as_ref().is_some_and(|first| *first != key) {
+                    found.push(format!(
+                        "not applied: the mesh has one root, and {} applies (the first by namespace and name)",
+                        first_root_trust.as_deref().unwrap_or_default()
+                    ));
+                }
+                root_trust::warn(resources, &resource.metadata.namespace, spec, &mut found);
+            }
             Spec::KubernetesCluster(spec) if spec.skip_warming => {
                 found.push(not_applied(
                     "spec.skipWarming",
@@ -115,7 +133,7 @@ pub(crate) fn route_table_has_any(spec: &RouteTableSpec) -> bool {
     !route_table(spec).is_empty()
 }
 
-fn not_applied(field: &str, instead: &str) -> String {
+pub(crate) fn not_applied(field: &str, instead: &str) -> String {
     format!("{field} is accepted but not applied: {instead}")
 }
 

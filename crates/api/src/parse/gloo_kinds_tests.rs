@@ -353,3 +353,74 @@ fn new_kinds_have_cli_names() {
     }
     assert_eq!(Kind::InsightsConfig.group(), "admin.gloo.solo.io");
 }
+
+#[test]
+fn root_trust_policy_fields_are_typed_and_checked_with_their_path() {
+    let errors = errors_of(
+        "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: typo, namespace: gloo-mesh}
+spec:
+  config:
+    mgmtServerCa: {secretRefs: {name: root}}
+    intermediateCertOptions: {ttlDay: 1}
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: values, namespace: gloo-mesh}
+spec:
+  config:
+    mgmtServerCa: {generated: {ttlDays: 0}, secretRef: {name: root}}
+    intermediateCertOptions: {secretRotationGracePeriodRatio: 1.5}
+    passiveCertificateAuthorities: [{secretRef: {namespace: gloo-mesh}}, {secretRef: {name: x, namespace: other}}]
+",
+    );
+    let fields: Vec<_> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
+    for field in [
+        "spec.config.mgmtServerCa.secretRefs",
+        "spec.config.intermediateCertOptions.ttlDay",
+        "spec.config.mgmtServerCa",
+        "spec.config.intermediateCertOptions.secretRotationGracePeriodRatio",
+        "spec.config.passiveCertificateAuthorities[0].secretRef.name",
+        "spec.config.passiveCertificateAuthorities[1].secretRef.namespace",
+    ] {
+        assert!(fields.contains(&field), "{field} missing from {errors:?}");
+    }
+    let both = errors
+        .iter()
+        .find(|e| e.field.as_deref() == Some("spec.config.mgmtServerCa"))
+        .unwrap();
+    assert!(both.message.contains("not both"), "{both:?}");
+}
+
+#[test]
+fn a_root_trust_policy_naming_a_secret_root_loads_typed() {
+    let resources = parse_documents(
+        "test.yaml",
+        "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: root-trust-policy, namespace: gloo-mesh}
+spec:
+  config:
+    mgmtServerCa: {secretRef: {name: my-root, namespace: gloo-mesh}}
+    intermediateCertOptions: {ttlDays: 30, orgName: acme}
+    passiveCertificateAuthorities: [{secretRef: {name: old-root}}]
+",
+    )
+    .unwrap();
+    let Spec::RootTrustPolicy(spec) = &resources[0].spec else {
+        panic!("{resources:?}")
+    };
+    let ca = spec.config.mgmt_server_ca.as_ref().unwrap();
+    assert_eq!(ca.secret_ref.as_ref().unwrap().name, "my-root");
+    let options = spec.config.intermediate_cert_options.as_ref().unwrap();
+    assert_eq!(options.ttl_days, Some(30));
+    assert_eq!(
+        spec.config.passive_certificate_authorities[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "old-root"
+    );
+}

@@ -260,16 +260,12 @@ spec:
   config: {enableProxyProtocol: true}
 ---
 apiVersion: admin.gloo.solo.io/v2
-kind: RootTrustPolicy
-metadata: {name: root, namespace: gloo-mesh}
-spec:
-  config: {mgmtServerCa: {generated: {ttlDays: 730}}}
+kind: Dashboard
+metadata: {name: settings, namespace: gloo-mesh}
+spec: {}
 ",
     );
-    for key in [
-        "ProxyProtocolPolicy/demo/proxy-protocol",
-        "RootTrustPolicy/gloo-mesh/root",
-    ] {
+    for key in ["ProxyProtocolPolicy/demo/proxy-protocol", "Dashboard/gloo-mesh/settings"] {
         let status = &t.statuses[key];
         assert_eq!(status.state, "WARNING", "{key}: {status:?}");
         assert!(status.message.contains("not applied yet"), "{key}: {status:?}");

@@ -265,7 +265,10 @@ metadata: {name: settings, namespace: gloo-mesh}
 spec: {}
 ",
     );
-    for key in ["ProxyProtocolPolicy/demo/proxy-protocol", "Dashboard/gloo-mesh/settings"] {
+    for key in [
+        "ProxyProtocolPolicy/demo/proxy-protocol",
+        "Dashboard/gloo-mesh/settings",
+    ] {
         let status = &t.statuses[key];
         assert_eq!(status.state, "WARNING", "{key}: {status:?}");
         assert!(status.message.contains("not applied yet"), "{key}: {status:?}");

@@ -258,13 +258,32 @@ pub fn build(
         }
         // Add-ons load their config from the agent's HTTP API, not over xDS.
         ProxyRegistration::AddOn(_) => return None,
-        ProxyRegistration::EastWestGateway(gateway) => trellis_envoy::east_west_gateway(
-            config,
-            &GatewaySpec {
-                listen_address: &gateway.listen_address,
-                port: gateway.port,
-            },
-        ),
+        ProxyRegistration::EastWestGateway(gateway) => {
+            let mut resources = trellis_envoy::east_west_gateway(
+                config,
+                &GatewaySpec {
+                    listen_address: &gateway.listen_address,
+                    port: gateway.port,
+                },
+            );
+            // Where TLS ends here (clientMode: tlsTermination), the gateway needs an identity.
+            if config.gateway_upstreams.iter().any(|u| u.terminate_tls) {
+                let ca = agent.mesh.borrow().clone()?;
+                let spiffe_id = trellis_model::east_west_gateway_identity(&ca.trust_domain);
+                match agent.certs.get(&ca, &spiffe_id) {
+                    Ok(cert) => {
+                        resources
+                            .secrets
+                            .extend(trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem))
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, spiffe_id, "cannot issue the east-west gateway's certificate");
+                        return None;
+                    }
+                }
+            }
+            resources
+        }
     };
     // Gateways are few: built whole each time.
     Some(assemble(&typed(own), None))

@@ -1,9 +1,14 @@
-//! A cluster's east-west gateway: the door other clusters' sidecars use. It never terminates
-//! TLS: it reads the SNI of the client sidecar's mTLS handshake and passes the connection, still
-//! encrypted, to the local endpoints of the one `ir.gateway_upstreams` entry whose key is that
-//! SNI; the server sidecar behind it terminates TLS and checks the client. A connection with any
-//! other SNI (or none) matches no filter chain and is closed.
+//! A cluster's east-west gateway: the door other clusters' sidecars use. It reads the SNI of the
+//! client sidecar's mTLS handshake and passes the connection, still encrypted, to the local
+//! endpoints of the one `ir.gateway_upstreams` entry whose key is that SNI; the server sidecar
+//! behind it terminates TLS and checks the client. A connection with any other SNI (or none)
+//! matches no filter chain and is closed.
+//!
+//! The exception is a VirtualDestination with `clientMode: tlsTermination` (its key starts with
+//! `terminate_`): the gateway ends the client's mTLS with its own mesh certificate, requiring the
+//! client's, and opens new mTLS to the endpoints, so they see the gateway's identity.
 
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use trellis_model::ClusterConfig;
 use trellis_model::ir::Upstream;
@@ -28,7 +33,7 @@ pub struct GatewaySpec<'a> {
 pub fn east_west_gateway(ir: &ClusterConfig, spec: &GatewaySpec) -> ProxyResources {
     let upstreams = &ir.gateway_upstreams;
     ProxyResources {
-        clusters: upstreams.iter().map(|u| common::eds_cluster(&u.name)).collect(),
+        clusters: upstreams.iter().map(gateway_cluster).collect(),
         endpoints: upstreams.iter().map(common::load_assignment).collect(),
         listeners: vec![Listener {
             name: GATEWAY_LISTENER.to_string(),
@@ -63,7 +68,9 @@ fn sni_chains(upstreams: &[Upstream]) -> Vec<FilterChain> {
     chains
 }
 
-/// Connections whose SNI is the upstream's key go, untouched, to its cluster.
+/// Connections whose SNI is the upstream's key go, untouched, to its cluster. For an upstream
+/// whose TLS ends here (`clientMode: tlsTermination`), the gateway first completes the mTLS
+/// handshake itself: the client must present a certificate of the mesh.
 fn sni_chain(upstream: &Upstream) -> FilterChain {
     FilterChain {
         name: upstream.name.clone(),
@@ -72,8 +79,19 @@ fn sni_chain(upstream: &Upstream) -> FilterChain {
             ..Default::default()
         }),
         filters: vec![common::tcp_proxy_filter(&upstream.name, &upstream.name)],
+        transport_socket: upstream.terminate_tls.then(crate::tls::downstream_socket),
         ..Default::default()
     }
+}
+
+/// The local endpoints of an upstream; where TLS ended at the gateway, reached over the
+/// gateway's own mTLS (the destination sees the gateway's identity, as Gloo documents).
+fn gateway_cluster(upstream: &Upstream) -> Cluster {
+    let mut cluster = common::eds_cluster(&upstream.name);
+    if upstream.terminate_tls {
+        cluster.transport_socket = Some(crate::tls::upstream_socket(upstream));
+    }
+    cluster
 }
 
 #[cfg(test)]

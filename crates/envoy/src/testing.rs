@@ -30,6 +30,7 @@ pub(crate) fn mk_upstream(name: &str, key: &str, endpoints: Vec<Endpoint>, ident
         workspaces: None,
         external: None,
         locality_weights: Default::default(),
+        terminate_tls: false,
     }
 }
 

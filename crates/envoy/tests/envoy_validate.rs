@@ -61,6 +61,21 @@ fn envoy_accepts_gateway_resources() {
     assert_envoy_accepts_pb("gateway", &static_bootstrap(resources));
 }
 
+/// A gateway upstream of a VirtualDestination with `clientMode: tlsTermination`: its chain ends
+/// mTLS with the gateway's certificate, and its cluster opens mTLS of its own.
+#[test]
+fn envoy_accepts_a_gateway_that_ends_tls() {
+    let mut ir = mk_cluster_config();
+    for upstream in &mut ir.gateway_upstreams {
+        upstream.terminate_tls = true;
+        upstream.key = upstream.key.replacen("outbound_", "terminate_", 1);
+    }
+    let resources = with_secrets(mk_gateway(&ir));
+    assert!(resources.listeners[0].filter_chains.iter().all(|c| c.transport_socket.is_some()));
+    assert!(resources.clusters.iter().all(|c| c.transport_socket.is_some()));
+    assert_envoy_accepts_pb("gateway-terminating", &static_bootstrap(resources));
+}
+
 /// Every policy the IR carries, on one sidecar: PERMISSIVE inbound listeners with enforced and
 /// dry-run rules on HTTP and TCP ports, a fault, retries, a timeout and header edits on outbound
 /// routes, outlier detection and failover priorities (with a gap to compact) on an upstream.
@@ -1240,6 +1255,7 @@ fn mk_upstream(name: &str, key: &str, endpoints: &[(&str, u32, &str)], identitie
         workspaces: None,
         external: None,
         locality_weights: Default::default(),
+        terminate_tls: false,
     }
 }
 

@@ -91,6 +91,10 @@ pub struct Upstream {
     /// give weights (Istio's `distribute`): when set, a cluster not listed gets no traffic.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub locality_weights: std::collections::BTreeMap<String, u32>,
+    /// An east-west gateway's upstream of a VirtualDestination with `clientMode: tlsTermination`:
+    /// the gateway ends the client's mTLS and opens its own to the endpoints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminate_tls: bool,
 }
 
 /// How to reach a destination outside the mesh.

@@ -28,3 +28,9 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "trellis.local";
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 }
+
+/// The identity of every cluster's east-west gateway: the service account Gloo installs it
+/// with. A destination behind `clientMode: tlsTermination` sees this caller, not the client.
+pub fn east_west_gateway_identity(trust_domain: &str) -> String {
+    spiffe_id(trust_domain, "gloo-mesh-gateways", "istio-eastwestgateway")
+}

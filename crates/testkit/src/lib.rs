@@ -493,9 +493,18 @@ pub struct MtlsConnection {
 
 impl MtlsConnection {
     pub async fn open(port: u16, client: Option<&trellis_pki::CertifiedKey>) -> anyhow::Result<Self> {
+        Self::open_with_sni(port, "workload.mesh", client).await
+    }
+
+    /// As [`open`](Self::open), asking for `sni` (an east-west gateway routes on it).
+    pub async fn open_with_sni(
+        port: u16,
+        sni: &str,
+        client: Option<&trellis_pki::CertifiedKey>,
+    ) -> anyhow::Result<Self> {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_tls(client)?))
-            .connect(rustls::pki_types::ServerName::try_from("workload.mesh")?, tcp)
+            .connect(rustls::pki_types::ServerName::try_from(sni.to_string())?, tcp)
             .await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         tokio::spawn(connection);

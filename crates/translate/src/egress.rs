@@ -217,6 +217,7 @@ pub(crate) fn sidecar_upstreams(snapshot: &Snapshot, routes: &[EgressRoute], clu
             workspaces: route.workspaces.clone(),
             external: None,
             locality_weights: Default::default(),
+            terminate_tls: false,
         });
     }
     out

@@ -122,12 +122,13 @@ pub(crate) fn materialize(
             Arc::new(Upstream {
                 key: target.key(),
                 endpoints: client_endpoints(cluster, snapshot, workloads, target, policy, warnings),
-                identities: workloads.identities.clone(),
+                identities: client_identities(snapshot, target, workloads),
                 outlier_detection: policy.outlier_detection.clone(),
                 traffic: policy.traffic.clone(),
                 workspaces: scopes.get(&name).cloned().flatten(),
                 external: None,
                 locality_weights: policy.locality_weights(cluster),
+                terminate_tls: false,
                 name,
             })
         };
@@ -158,6 +159,7 @@ pub(crate) fn materialize(
                 workspaces: None,
                 external: None,
                 locality_weights: Default::default(),
+                terminate_tls: target.terminates_at_gateway(),
             });
         }
     }
@@ -257,4 +259,16 @@ fn client_endpoints(
         }
     }
     endpoints
+}
+
+/// Whom a client may find at the other end: the target's workloads, and for a VirtualDestination
+/// whose east-west gateways end TLS (`clientMode: tlsTermination`) the gateway too.
+fn client_identities(snapshot: &Snapshot, target: &Target, workloads: &TargetWorkloads) -> Vec<String> {
+    let mut identities = workloads.identities.clone();
+    if target.terminates_at_gateway() {
+        identities.push(trellis_model::east_west_gateway_identity(&snapshot.trust_domain));
+        identities.sort();
+        identities.dedup();
+    }
+    identities
 }

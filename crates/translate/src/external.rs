@@ -190,6 +190,7 @@ pub(crate) fn build(
                             },
                         }),
                         locality_weights: Default::default(),
+                        terminate_tls: false,
                     });
                     let mut target = name;
                     if let Some((routes, port_match)) = egress {

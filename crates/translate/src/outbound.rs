@@ -739,6 +739,11 @@ impl<'s> Context<'_, 's> {
                 namespace: vd.resource.metadata.namespace.clone(),
                 name: vd.resource.metadata.name.clone(),
                 labels: vd.resource.metadata.labels.clone(),
+                tls_termination: vd
+                    .spec
+                    .client_mode
+                    .as_ref()
+                    .is_some_and(|mode| mode.get("tlsTermination").is_some()),
             }),
         })
     }

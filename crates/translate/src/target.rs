@@ -21,6 +21,8 @@ pub struct VdRef {
     pub namespace: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// `clientMode: tlsTermination`: east-west gateways end the client's mTLS.
+    pub tls_termination: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,7 +50,19 @@ impl Target {
     /// The routing key a remote east-west gateway matches, shaped to become a TLS SNI later:
     /// `outbound_.80_.version-v1_.backend.mesh.internal`.
     pub fn key(&self) -> String {
-        format!("outbound_.{}_.{}_.{}", self.port, self.subset_label(), self.host)
+        // A different key for the gateway to end TLS on: it routes by SNI before any handshake.
+        let kind = if self.terminates_at_gateway() {
+            "terminate"
+        } else {
+            "outbound"
+        };
+        format!("{kind}_.{}_.{}_.{}", self.port, self.subset_label(), self.host)
+    }
+
+    /// Whether east-west gateways end the client's mTLS for this target (`clientMode:
+    /// tlsTermination` on its VirtualDestination) instead of passing it through by SNI.
+    pub fn terminates_at_gateway(&self) -> bool {
+        self.virtual_destination.as_ref().is_some_and(|vd| vd.tls_termination)
     }
 
     /// Name of the gateway-side cluster that serves this target from local endpoints.

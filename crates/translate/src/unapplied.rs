@@ -175,16 +175,13 @@ fn route_table(spec: &RouteTableSpec) -> Vec<String> {
     found
 }
 
+/// `tlsTermination` is applied and `sniRouting` is what `auto` does; anything else is unknown here.
 fn client_mode(mode: &Value) -> Vec<String> {
-    ["tlsTermination", "sniRouting"]
+    mode.as_object()
         .into_iter()
-        .filter(|m| mode.get(m).is_some())
-        .map(|m| {
-            not_applied(
-                &format!("spec.clientMode.{m}"),
-                "east-west gateways pass the client's mTLS through by SNI, so its identity reaches the destination",
-            )
-        })
+        .flat_map(|modes| modes.keys())
+        .filter(|m| !["auto", "sniRouting", "tlsTermination"].contains(&m.as_str()))
+        .map(|m| not_applied(&format!("spec.clientMode.{m}"), "not a client mode Trellis knows"))
         .collect()
 }
 
@@ -267,7 +264,7 @@ spec:
   hosts: [v.internal]
   services: [{labels: {app: v}}]
   ports: [{number: 80}]
-  clientMode: {tlsTermination: {}}
+  clientMode: {passthrough: {}}
 ---
 apiVersion: networking.gloo.solo.io/v2
 kind: RouteTable
@@ -288,7 +285,7 @@ spec:
         for field in [
             "spec.importFrom[0].resources[1].kind",
             "spec.options.trimAllProxyConfig",
-            "spec.clientMode.tlsTermination",
+            "spec.clientMode.passthrough",
             "spec.config.enforcementLayers.cni",
             "spec.portalMetadata",
         ] {

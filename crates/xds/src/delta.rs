@@ -102,6 +102,13 @@ impl DeltaState {
         if !req.response_nonce.is_empty() {
             let latest = ts.sent.as_ref().is_some_and(|(nonce, _)| *nonce == req.response_nonce);
             if !latest {
+                // Not an answer to our latest response, but Envoy folds subscription changes into
+                // the request that acknowledges: those still want their resources (a new EDS
+                // cluster waits for its endpoints, and the routes naming it wait for them).
+                let changed = !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty();
+                if changed && let Some(response) = self.respond(type_url, false) {
+                    return Outcome::Send(response);
+                }
                 return Outcome::StaleNonce {
                     type_url: type_url.to_owned(),
                     nonce: req.response_nonce.clone(),

@@ -147,3 +147,15 @@ fn a_refused_cluster_update_does_not_hold_routes_back_forever() {
     assert!(matches!(state.handle_request(&nack), Outcome::Nacked { .. }));
     assert_eq!(types(&state.released()), [ROUTE_TYPE]);
 }
+
+#[test]
+fn a_subscription_riding_on_a_stale_acknowledgement_is_still_answered() {
+    let mut state = running();
+    let pushes = state.set_snapshot(snapshot(&["a", "b"], "2"));
+    ack(&mut state, &pushes[0]);
+    // An endpoint push crosses Envoy's next request, which acknowledges the one before it and
+    // subscribes to the new cluster's endpoints.
+    let endpoints = sent(state.handle_request(&request(ENDPOINT_TYPE, &["b"], "a-nonce-not-the-latest")));
+    assert_eq!(endpoints.resources[0].name, "b");
+    assert_eq!(types(&state.released()), [ROUTE_TYPE]);
+}

@@ -71,7 +71,12 @@ fn envoy_accepts_a_gateway_that_ends_tls() {
         upstream.key = upstream.key.replacen("outbound_", "terminate_", 1);
     }
     let resources = with_secrets(mk_gateway(&ir));
-    assert!(resources.listeners[0].filter_chains.iter().all(|c| c.transport_socket.is_some()));
+    assert!(
+        resources.listeners[0]
+            .filter_chains
+            .iter()
+            .all(|c| c.transport_socket.is_some())
+    );
     assert!(resources.clusters.iter().all(|c| c.transport_socket.is_some()));
     assert_envoy_accepts_pb("gateway-terminating", &static_bootstrap(resources));
 }

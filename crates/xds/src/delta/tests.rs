@@ -32,7 +32,8 @@ fn snapshot(clusters: &[(&str, &str)], endpoints: &[(&str, &str)]) -> Option<Arc
     Some(Arc::new(s))
 }
 
-fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+/// A request of node-1 for `type_url`, subscribing to `subscribe`, answering `nonce`.
+pub(super) fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         node: Some(Node {
             id: "node-1".to_string(),
@@ -45,7 +46,7 @@ fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryReq
     }
 }
 
-fn sent(outcome: Outcome<DeltaDiscoveryResponse>) -> DeltaDiscoveryResponse {
+pub(super) fn sent(outcome: Outcome<DeltaDiscoveryResponse>) -> DeltaDiscoveryResponse {
     match outcome {
         Outcome::Send(response) => response,
         other => panic!("expected a response, got {other:?}"),

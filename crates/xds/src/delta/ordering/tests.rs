@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 
 use crate::delta::DeltaState;
+use crate::delta::tests::{request, sent};
 use crate::snapshot::{CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, Snapshot};
 use crate::stream::Outcome;
 
@@ -43,26 +43,6 @@ fn snapshot(clusters: &[&str], route: &str) -> Option<Arc<Snapshot>> {
     );
     s.insert(ROUTE_TYPE, vec![opaque(ROUTE_TYPE, "outbound", route)]);
     Some(Arc::new(s))
-}
-
-fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
-    DeltaDiscoveryRequest {
-        node: Some(Node {
-            id: "node-1".to_string(),
-            ..Default::default()
-        }),
-        type_url: type_url.to_string(),
-        resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
-        response_nonce: nonce.to_string(),
-        ..Default::default()
-    }
-}
-
-fn sent(outcome: Outcome<DeltaDiscoveryResponse>) -> DeltaDiscoveryResponse {
-    match outcome {
-        Outcome::Send(response) => response,
-        other => panic!("expected a response, got {other:?}"),
-    }
 }
 
 fn types(responses: &[DeltaDiscoveryResponse]) -> Vec<&str> {

@@ -69,6 +69,7 @@ metadata: {name: ext-auth, namespace: demo}
 spec:
   destinationServer: {ref: {name: ext-auth-service, namespace: gloo-mesh}, port: {number: %EXT_AUTH_PORT%}}
   requestTimeout: 5s
+  requestBody: {maxRequestBytes: 4096}
 ---
 apiVersion: v1
 kind: Secret
@@ -106,6 +107,18 @@ data:
     allow {
       input.http_request.method == "GET"
       input.http_request.headers["x-team"] == "blue"
+    }
+
+    # The request body, which the ExtAuthServer's requestBody sends along.
+    allow {
+      input.http_request.method == "POST"
+      input.http_request.body == "open sesame"
+    }
+
+    # A token's claims, read (not verified) with io.jwt.decode.
+    allow {
+      [_, payload, _] := io.jwt.decode(input.http_request.headers["x-team-token"])
+      payload.team == "blue"
     }
 ---
 apiVersion: security.policy.gloo.solo.io/v2
@@ -557,7 +570,23 @@ async fn opa(t: &Tester<'_>) {
     assert_eq!(post.status, 403, "POST is not allowed by the policy: {}", post.body);
     let seen = t.allowed("/opa/report", &[("x-team", "blue")]).await;
     assert_eq!(seen["x-team"], "blue");
-    println!("OPA (ConfigMap module): no header/red team/POST 403, GET as blue team 200");
+    // requestBody: the policy sees the body.
+    let opened = t.send_body("POST", "/opa", "open sesame").await;
+    assert_eq!(opened.status, 200, "the body the policy allows: {}", opened.body);
+    let wrong = t.send_body("POST", "/opa", "open barley").await;
+    assert_eq!(wrong.status, 403, "another body: {}", wrong.body);
+    // io.jwt.decode: the policy reads a token's claims.
+    let token = |team: &str| {
+        let part = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.c2ln", part(json!({"alg": "none"})), part(json!({"team": team})))
+    };
+    let blue = token("blue");
+    t.allowed("/opa", &[("x-team-token", &blue)]).await;
+    t.refused("/opa", &[("x-team-token", &token("red"))], 403, None).await;
+    println!(
+        "OPA (ConfigMap module): no header/red team/POST 403, GET as blue team 200, POST with the allowed body 200, \
+         a token of the blue team (io.jwt.decode) 200"
+    );
 }
 
 async fn ldap(t: &Tester<'_>) {
@@ -792,6 +821,20 @@ impl Tester<'_> {
         self.try_send(method, path, headers)
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e:#}; logs in {}", self.mesh.dir.display()))
+    }
+
+    /// `method path` with a text body, through the frontend's sidecar.
+    async fn send_body(&self, method: &str, path: &str, body: &str) -> Response {
+        trellis_support::httpc::request(
+            method,
+            &format!("{HOST}{path}"),
+            Some(&self.proxy),
+            &[],
+            Some(("text/plain", body.as_bytes().to_vec())),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}; logs in {}", self.mesh.dir.display()))
     }
 
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {

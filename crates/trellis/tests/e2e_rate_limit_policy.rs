@@ -12,6 +12,17 @@ use trellis_cli::up::LocalMesh;
 use trellis_support::process::free_port;
 
 fn policies(limiter_port: u16, deny_on_fail: bool) -> String {
+    policies_with(
+        limiter_port,
+        deny_on_fail,
+        "    - key: user\n      rateLimit: {requestsPerUnit: 20, unit: MINUTE}",
+        "[{requestHeaders: {headerName: x-user, descriptorKey: user}}]",
+    )
+}
+
+/// The route, server settings and policy of these tests, with the server's `descriptors` and the
+/// client's `actions`.
+fn policies_with(limiter_port: u16, deny_on_fail: bool, descriptors: &str, actions: &str) -> String {
     format!(
         "apiVersion: networking.gloo.solo.io/v2
 kind: RouteTable
@@ -31,8 +42,7 @@ spec:
   destinationServers: [{{ref: {{name: rate-limiter, namespace: gloo-mesh}}, port: {{number: {limiter_port}}}}}]
   raw:
     descriptors:
-    - key: user
-      rateLimit: {{requestsPerUnit: 20, unit: MINUTE}}
+{descriptors}
 ---
 apiVersion: admin.gloo.solo.io/v2
 kind: RateLimitServerSettings
@@ -48,7 +58,7 @@ metadata: {{name: by-user, namespace: demo}}
 spec:
   raw:
     rateLimits:
-    - actions: [{{requestHeaders: {{headerName: x-user, descriptorKey: user}}}}]
+    - actions: {actions}
 ---
 apiVersion: trafficcontrol.policy.gloo.solo.io/v2
 kind: RateLimitPolicy
@@ -77,14 +87,11 @@ async fn call(mesh: &LocalMesh, user: &str) -> trellis_support::httpc::Response 
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_policy_refuses_the_21st_request_per_user() {
-    let mesh = demo_mesh("rate-limit-policy").await;
-    let dir = mesh.dir.clone();
-    let (mut redis, redis_port) = start_redis(&dir, &[], None).await;
+/// The rate limiter add-on of cluster-1 on Redis at `redis_port`: (its port, its admin port, the process).
+fn start_limiter(mesh: &LocalMesh, redis_port: u16) -> (u16, u16, tokio::process::Child) {
     let (limiter_port, limiter_admin) = (free_port(), free_port());
     let agent = format!("127.0.0.1:{}", mesh.cluster("cluster-1").registry_port);
-    let _limiter = spawn_program(
+    let limiter = spawn_program(
         bin().to_str().unwrap(),
         &[
             "rate-limiter".into(),
@@ -97,8 +104,17 @@ async fn rate_limit_policy_refuses_the_21st_request_per_user() {
             "--admin-addr".into(),
             format!("127.0.0.1:{limiter_admin}"),
         ],
-        &dir.join("rate-limiter.log"),
+        &mesh.dir.join("rate-limiter.log"),
     );
+    (limiter_port, limiter_admin, limiter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_policy_refuses_the_21st_request_per_user() {
+    let mesh = demo_mesh("rate-limit-policy").await;
+    let dir = mesh.dir.clone();
+    let (mut redis, redis_port) = start_redis(&dir, &[], None).await;
+    let (limiter_port, limiter_admin, _limiter) = start_limiter(&mesh, redis_port);
     let response = mesh.apply("limits.yaml", &policies(limiter_port, true)).await.unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
 
@@ -148,5 +164,50 @@ async fn rate_limit_policy_refuses_the_21st_request_per_user() {
     })
     .await;
     println!("rate limit policy: 20 allowed, 21st 429, other user 200, Redis down: closed then open");
+    finish(mesh).await;
+}
+
+/// Gloo's `metadata` action: a descriptor from the request's dynamic metadata, its `defaultValue`
+/// when there is none. Requests without it share the default's budget, whoever sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_action_counts_requests_without_the_metadata_under_its_default() {
+    let mesh = demo_mesh("rate-limit-metadata").await;
+    let (_redis, redis_port) = start_redis(&mesh.dir, &[], None).await;
+    let (limiter_port, _admin, _limiter) = start_limiter(&mesh, redis_port);
+    let config = policies_with(
+        limiter_port,
+        true,
+        "    - key: tenant\n      value: anonymous\n      rateLimit: {requestsPerUnit: 5, unit: MINUTE}",
+        "[{metadata: {descriptorKey: tenant, metadataKey: {key: envoy.filters.http.ext_authz, path: [{key: tenant}]}, \
+         defaultValue: anonymous}}]",
+    );
+    let response = mesh.apply("limits.yaml", &config).await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    eventually("rate limit in effect", || async {
+        call(&mesh, "probe").await.header("x-ratelimit-limit").is_some()
+    })
+    .await;
+    with_minute_left(10).await;
+    // The probe above took some of the shared budget: count what is left, then one more is refused.
+    let remaining: u32 = call(&mesh, "alice")
+        .await
+        .header("x-ratelimit-remaining")
+        .and_then(|v| v.parse().ok())
+        .expect("remaining budget");
+    for i in 0..remaining {
+        let user = if i % 2 == 0 { "bob" } else { "carol" };
+        assert_eq!(call(&mesh, user).await.status, 200, "request {i} of the shared budget");
+    }
+    let refused = call(&mesh, "dave").await;
+    assert_eq!(
+        refused.status, 429,
+        "another user shares the default's budget: {}",
+        refused.body
+    );
+    assert!(
+        refused.header("x-ratelimit-limit").unwrap().starts_with('5'),
+        "{:?}",
+        refused.headers
+    );
     finish(mesh).await;
 }

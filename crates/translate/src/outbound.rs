@@ -1,6 +1,6 @@
 //! VirtualDestinations and RouteTables ─▶ outbound virtual hosts and the Targets they use.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use trellis_api::{
     DestinationKind, DestinationReference, HttpRoute, RequestMatcher, Resource, RouteTableSpec, VirtualDestinationSpec,
@@ -181,6 +181,9 @@ struct Context<'a, 's> {
     warnings: &'a mut Warnings,
     /// Every route table, for the children of delegating routes.
     delegation: &'a crate::delegation::Tables<'a>,
+    /// VirtualDestinations whose east-west gateways end TLS: their own `clientMode`, or else
+    /// their workspace's `virtualDestClientMode`.
+    tls_terminated: HashSet<(&'s str, &'s str)>,
 }
 
 /// One port of one VirtualDestination host.
@@ -248,6 +251,14 @@ pub(crate) fn build_part<'a, 'r>(
         unknown_backends: false,
         warnings,
         delegation: &delegation,
+        tls_terminated: snapshot
+            .virtual_destinations()
+            .filter(|(r, spec)| match &spec.client_mode {
+                Some(mode) => mode.get("tlsTermination").is_some(),
+                None => workspaces.vd_tls_termination_by_default(snapshot, &r.metadata.namespace),
+            })
+            .map(|(r, _)| (r.metadata.namespace.as_str(), r.metadata.name.as_str()))
+            .collect(),
     };
 
     // Every VirtualDestination host and port gets a virtual host with a default route to all
@@ -739,11 +750,10 @@ impl<'s> Context<'_, 's> {
                 namespace: vd.resource.metadata.namespace.clone(),
                 name: vd.resource.metadata.name.clone(),
                 labels: vd.resource.metadata.labels.clone(),
-                tls_termination: vd
-                    .spec
-                    .client_mode
-                    .as_ref()
-                    .is_some_and(|mode| mode.get("tlsTermination").is_some()),
+                tls_termination: self.tls_terminated.contains(&(
+                    vd.resource.metadata.namespace.as_str(),
+                    vd.resource.metadata.name.as_str(),
+                )),
             }),
         })
     }

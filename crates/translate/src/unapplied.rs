@@ -221,11 +221,10 @@ fn workspace_settings(spec: &WorkspaceSettingsSpec, found: &mut Vec<String>) {
             "each cluster's registered east-west gateway is used",
         ));
     }
-    if options.virtual_dest_client_mode.is_some() {
-        found.push(not_applied(
-            "spec.options.virtualDestClientMode",
-            "cross-cluster traffic is SNI passthrough",
-        ));
+    if let Some(mode) = &options.virtual_dest_client_mode {
+        for unknown in client_mode(mode) {
+            found.push(unknown.replacen("spec.clientMode", "spec.options.virtualDestClientMode", 1));
+        }
     }
     if options.trim_all_proxy_config.is_some() {
         found.push(not_applied(

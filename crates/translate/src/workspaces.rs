@@ -62,6 +62,8 @@ struct Workspace {
     isolation: bool,
     /// `options.federation`, when enabled.
     federation: Option<Federation>,
+    /// `options.virtualDestClientMode` is `tlsTermination`: the default of its VirtualDestinations.
+    terminates_tls: bool,
 }
 
 /// One resource as `importFrom` / `exportTo` `resources[]` selectors see it.
@@ -199,6 +201,9 @@ fn merge_settings(ws: &mut Workspace, settings: &WorkspaceSettingsSpec, replace_
             ws.isolation || isolation.enabled
         };
     }
+    if let Some(mode) = &options.virtual_dest_client_mode {
+        ws.terminates_tls = mode.get("tlsTermination").is_some();
+    }
     if let Some(federation) = &options.federation {
         if federation.enabled {
             ws.federation = Some(federation.clone());
@@ -267,6 +272,14 @@ impl Workspaces {
             }
         }
         workspaces
+    }
+
+    /// Whether the VirtualDestinations of `config_namespace`'s workspace that set no `clientMode`
+    /// of their own end TLS at east-west gateways (`options.virtualDestClientMode`).
+    pub(crate) fn vd_tls_termination_by_default(&self, snapshot: &Snapshot, config_namespace: &str) -> bool {
+        self.of_config_namespace(snapshot, config_namespace)
+            .and_then(|owner| self.list.iter().find(|w| w.name == owner))
+            .is_some_and(|ws| ws.terminates_tls)
     }
 
     /// Federation of each workspace that enables it.

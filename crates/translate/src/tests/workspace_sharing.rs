@@ -465,3 +465,45 @@ fn unusable_workspace_selectors_and_federation_ports_are_refused_naming_the_fiel
         );
     }
 }
+
+/// `options.virtualDestClientMode` is the default of the workspace's VirtualDestinations; one
+/// that sets its own `clientMode` keeps it (Gloo's clientmode.proto).
+#[test]
+fn a_workspace_client_mode_is_the_default_of_its_virtual_destinations() {
+    let vd = |name: &str, client_mode: &str| {
+        format!(
+            "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {{name: {name}, namespace: shop}}\n\
+             spec:\n  hosts: [{name}.mesh.internal]\n  services: [{{labels: {{app: a}}}}]\n  ports: [{{number: 80}}]\n{client_mode}---\n"
+        )
+    };
+    let config = format!(
+        "{}{}{}",
+        settings(
+            "shop",
+            "shop",
+            "{options: {virtualDestClientMode: {tlsTermination: {}}}}"
+        ),
+        vd("inherits", ""),
+        vd("own", "  clientMode: {sniRouting: {}}\n"),
+    );
+    let t = translate(&shop_and_guest(&config));
+    let key = |host: &str| {
+        t.clusters["cluster-1"]
+            .gateway_upstreams
+            .iter()
+            .find(|u| u.name == format!("gateway|80||{host}"))
+            .map(|u| (u.key.clone(), u.terminate_tls))
+            .unwrap_or_else(|| panic!("no gateway upstream for {host}"))
+    };
+    assert_eq!(
+        key("inherits.mesh.internal"),
+        ("terminate_.80_._.inherits.mesh.internal".to_string(), true)
+    );
+    assert_eq!(
+        key("own.mesh.internal"),
+        ("outbound_.80_._.own.mesh.internal".to_string(), false)
+    );
+    // Applied: no WARNING names it.
+    let status = &t.statuses["WorkspaceSettings/shop/shop"];
+    assert!(!status.message.contains("virtualDestClientMode"), "{status:?}");
+}

@@ -96,7 +96,7 @@ pub(crate) fn jwt_filter<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -
     let requirements: BTreeMap<&str, &JwtRequirement> = hosts
         .into_iter()
         .flat_map(|host| &host.routes)
-        .filter_map(|route| route.policies.jwt.as_ref())
+        .filter_map(|route| route.policies.jwt.as_deref())
         .map(|jwt| (jwt.name.as_str(), jwt))
         .collect();
     if requirements.is_empty() {
@@ -150,7 +150,7 @@ pub(crate) fn jwt_filter<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>) -
 /// Lua filter is there only then). A cache of those listeners must key on it.
 pub fn listener_inputs(ir: &ClusterConfig) -> (Vec<&JwtRequirement>, bool) {
     let routes = || ir.virtual_hosts.iter().flat_map(|host| &host.routes);
-    let mut requirements: Vec<&JwtRequirement> = routes().filter_map(|route| route.policies.jwt.as_ref()).collect();
+    let mut requirements: Vec<&JwtRequirement> = routes().filter_map(|route| route.policies.jwt.as_deref()).collect();
     requirements.sort_by(|a, b| a.name.cmp(&b.name));
     requirements.dedup_by(|a, b| a == b);
     let transforms = routes().any(|route| route.policies.transformation.is_some());
@@ -164,7 +164,7 @@ pub(crate) fn jwks_clusters<'a>(hosts: impl IntoIterator<Item = &'a VirtualHost>
     let remotes: BTreeMap<String, &RemoteJwks> = hosts
         .into_iter()
         .flat_map(|host| &host.routes)
-        .filter_map(|route| route.policies.jwt.as_ref())
+        .filter_map(|route| route.policies.jwt.as_deref())
         .flat_map(|jwt| &jwt.providers)
         .filter_map(|p| p.remote.as_ref())
         .map(|remote| (remote.cluster_name(), remote))
@@ -236,7 +236,7 @@ pub(crate) fn route_configs(policies: &RoutePolicies) -> Vec<(String, Any)> {
         .cors
         .as_ref()
         .map(|cors| (CORS_FILTER.to_string(), pack_any(cors_policy(cors))));
-    let jwt = policies.jwt.as_ref().map(|jwt| {
+    let jwt = policies.jwt.as_deref().map(|jwt| {
         (
             JWT_FILTER.to_string(),
             pack_any(PerRouteConfig {
@@ -244,7 +244,7 @@ pub(crate) fn route_configs(policies: &RoutePolicies) -> Vec<(String, Any)> {
             }),
         )
     });
-    let csrf = policies.csrf.as_ref().map(|csrf| {
+    let csrf = policies.csrf.as_deref().map(|csrf| {
         (
             CSRF_FILTER.to_string(),
             pack_any(CsrfPolicy {
@@ -264,7 +264,7 @@ pub(crate) fn route_configs(policies: &RoutePolicies) -> Vec<(String, Any)> {
             }),
         )
     });
-    let claims = policies.jwt.as_ref().and_then(crate::jwt_claims::route_config);
+    let claims = policies.jwt.as_deref().and_then(crate::jwt_claims::route_config);
     cors.into_iter()
         .chain(csrf)
         .chain(jwt)
@@ -425,7 +425,7 @@ mod tests {
                         body: String::new(),
                     },
                     policies: RoutePolicies {
-                        jwt: Some(requirement(name)),
+                        jwt: Some(Box::new(requirement(name))),
                         ..Default::default()
                     },
                 })

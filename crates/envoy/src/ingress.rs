@@ -65,7 +65,7 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
         .values()
         .flat_map(|port| &port.virtual_hosts)
         .flat_map(|host| &host.routes)
-        .filter_map(|route| route.policies.mirror.as_ref())
+        .filter_map(|route| route.policies.mirror.as_deref())
         .map(|mirror| mirror.upstream.as_str());
     let referenced: BTreeSet<&str> = ports
         .values()

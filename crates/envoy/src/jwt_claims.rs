@@ -34,7 +34,7 @@ pub(crate) fn any_route_checks_claims<'a>(hosts: impl IntoIterator<Item = &'a Vi
     hosts
         .into_iter()
         .flat_map(|host| &host.routes)
-        .filter_map(|route| route.policies.jwt.as_ref())
+        .filter_map(|route| route.policies.jwt.as_deref())
         .any(checks_claims)
 }
 

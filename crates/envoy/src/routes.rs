@@ -55,7 +55,8 @@ pub(crate) fn route(route: &ir::Route) -> Route {
         forward.timeout = policies.timeout_ms.map(duration_ms);
         forward.request_mirror_policies = policies
             .mirror
-            .iter()
+            .as_deref()
+            .into_iter()
             .map(crate::http_policies::mirror_policy)
             .collect();
         forward.hash_policy = crate::upstream_traffic::hash_policies(&policies.hash);
@@ -70,7 +71,12 @@ pub(crate) fn route(route: &ir::Route) -> Route {
             .map(|fault| (FAULT_FILTER.to_string(), pack_any(http_fault(fault))))
             .chain(crate::addons::route_configs(policies))
             .chain(crate::http_policies::route_configs(policies))
-            .chain(policies.transformation.iter().map(crate::transformation::route_config))
+            .chain(
+                policies
+                    .transformation
+                    .as_deref()
+                    .map(crate::transformation::route_config),
+            )
             .collect(),
         request_headers_to_add: headers_to_add(&policies.request_headers),
         request_headers_to_remove: policies.request_headers.remove.clone(),

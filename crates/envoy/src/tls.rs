@@ -201,7 +201,7 @@ pub fn uses_system_ca(ir: &trellis_model::ClusterConfig) -> bool {
         .virtual_hosts
         .iter()
         .flat_map(|h| &h.routes)
-        .filter_map(|r| r.policies.jwt.as_ref())
+        .filter_map(|r| r.policies.jwt.as_deref())
         .flat_map(|jwt| &jwt.providers)
         .any(|p| p.remote.as_ref().is_some_and(|remote| remote.tls));
     external || jwks

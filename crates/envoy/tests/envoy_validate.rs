@@ -267,7 +267,7 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
         payload_header: "x-jwt-payload".into(),
     };
     for (i, route) in routes.iter_mut().enumerate() {
-        route.policies.cors = Some(Cors {
+        route.policies.cors = Some(Box::new(Cors {
             allow_origins: vec![
                 OriginMatch {
                     matcher: StringMatch::Exact("https://shop.example.com".into()),
@@ -287,22 +287,22 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
             expose_headers: "x-served-by".into(),
             max_age_seconds: Some(60),
             allow_credentials: Some(true),
-        });
+        }));
         route.policies.buffer_max_request_bytes = Some(8192);
-        route.policies.csrf = Some(Csrf {
+        route.policies.csrf = Some(Box::new(Csrf {
             enforce_per_million: 1_000_000,
             shadow_per_million: 0,
             additional_origins: vec![OriginMatch {
                 matcher: StringMatch::Suffix(".example.com".into()),
                 ignore_case: true,
             }],
-        });
-        route.policies.mirror = Some(Mirror {
+        }));
+        route.policies.mirror = Some(Box::new(Mirror {
             upstream: mirror.into(),
             per_million: 500_000,
-        });
+        }));
         // Two policies: one requirement of two providers with missing tokens allowed, one of one.
-        route.policies.jwt = Some(if i % 2 == 0 {
+        route.policies.jwt = Some(Box::new(if i % 2 == 0 {
             JwtRequirement {
                 name: "demo/jwt".into(),
                 // A key set inline, and one fetched over HTTPS.
@@ -352,8 +352,8 @@ fn with_gloo_route_policies(routes: &mut [Route], mirror: &str) {
                 }],
                 ..Default::default()
             }
-        });
-        route.policies.transformation = Some(mk_transformation());
+        }));
+        route.policies.transformation = Some(Box::new(mk_transformation()));
     }
 }
 

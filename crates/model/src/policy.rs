@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::ir::{PathMatch, ValueMatch};
 
 /// Per-route behaviour from RetryTimeout, FaultInjection and HeaderManipulation policies.
+/// Every route carries one (a hundred thousand hosts make over a million routes across
+/// clusters), and most set none of the policies: the larger, rarer ones are boxed, so an unset
+/// one costs a pointer, not its whole size.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutePolicies {
@@ -27,26 +30,26 @@ pub struct RoutePolicies {
     pub rate_limit: Option<crate::addons::RouteRateLimit>,
     /// Cross-origin requests the route allows (CORSPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
     /// Copies of requests sent elsewhere, answers dropped (MirrorPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Mirror>,
+    pub mirror: Option<Box<Mirror>>,
     /// Requests are read whole, up to this many bytes (413 beyond), before they are forwarded
     /// (HTTPBufferPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_max_request_bytes: Option<u32>,
     /// Cross-site request forgery checks (CSRFPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub csrf: Option<Csrf>,
+    pub csrf: Option<Box<Csrf>>,
     /// Tokens a request must carry (JWTPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt: Option<JwtRequirement>,
+    pub jwt: Option<Box<JwtRequirement>>,
     /// What to hash for a destination balanced by consistent hashing (LoadBalancerPolicy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash: Vec<HashKey>,
     /// Request and response templates (TransformationPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transformation: Option<crate::transformation::Transformation>,
+    pub transformation: Option<Box<crate::transformation::Transformation>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

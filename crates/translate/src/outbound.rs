@@ -63,7 +63,7 @@ impl Outbound {
             .iter()
             .chain(ingress)
             .flat_map(|h| &h.routes)
-            .filter_map(|r| r.policies.mirror.as_ref())
+            .filter_map(|r| r.policies.mirror.as_deref())
             .map(|m| m.upstream.as_str())
             .collect();
         if !mirrored.is_empty() {

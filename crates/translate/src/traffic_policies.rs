@@ -97,7 +97,7 @@ pub(crate) fn apply(
                     if route.policies.cors.is_some() {
                         return false;
                     }
-                    route.policies.cors = Some(cors.clone());
+                    route.policies.cors = Some(Box::new(cors.clone()));
                     true
                 });
             }
@@ -109,7 +109,7 @@ pub(crate) fn apply(
                     if route.policies.transformation.is_some() {
                         return false;
                     }
-                    route.policies.transformation = Some(transformation.clone());
+                    route.policies.transformation = Some(Box::new(transformation.clone()));
                     true
                 });
             }
@@ -138,7 +138,7 @@ pub(crate) fn apply(
                     if route.policies.csrf.is_some() {
                         return false;
                     }
-                    route.policies.csrf = Some(csrf.clone());
+                    route.policies.csrf = Some(Box::new(csrf.clone()));
                     true
                 });
             }
@@ -154,7 +154,7 @@ pub(crate) fn apply(
                     if route.policies.mirror.is_some() {
                         return false;
                     }
-                    route.policies.mirror = Some(mirror.clone());
+                    route.policies.mirror = Some(Box::new(mirror.clone()));
                     true
                 });
             }
@@ -199,7 +199,7 @@ pub(crate) fn apply(
                                 body: "trellis: no usable JWT provider for this route\n".to_string(),
                             });
                         } else {
-                            route.policies.jwt = Some(requirement.clone());
+                            route.policies.jwt = Some(Box::new(requirement.clone()));
                         }
                     }
                 }

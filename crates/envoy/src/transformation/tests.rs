@@ -39,7 +39,7 @@ fn mk_host(transformation: Option<Transformation>) -> VirtualHost {
         action: mk_forward(&[("backend", 1)]),
         policies: Default::default(),
     };
-    route.policies.transformation = transformation;
+    route.policies.transformation = transformation.map(Box::new);
     VirtualHost {
         name: "backend".to_string(),
         domains: vec!["backend".to_string()],

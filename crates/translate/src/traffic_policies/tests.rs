@@ -377,7 +377,7 @@ spec:
     ));
     for name in ["demo/backend/api", "demo/backend/rest"] {
         assert_eq!(
-            route(&t, name).policies.jwt.as_ref().map(|j| j.name.as_str()),
+            route(&t, name).policies.jwt.as_deref().map(|j| j.name.as_str()),
             Some("demo/by-destination"),
             "{name}"
         );

@@ -114,7 +114,7 @@ pub fn sidecar_outbound(ir: &ClusterConfig, view: &OutboundView) -> ProxyResourc
 pub(crate) fn external_client_secrets<'a>(upstreams: impl IntoIterator<Item = &'a Upstream>) -> Vec<Secret> {
     let mut secrets: Vec<Secret> = upstreams
         .into_iter()
-        .filter_map(|u| match u.external.as_ref()?.tls_client.as_ref()? {
+        .filter_map(|u| match u.external.as_deref()?.tls_client.as_ref()? {
             ClientCredential::Secret(credential) => Some(tls::ingress_secrets(credential)),
             ClientCredential::Files { .. } => None,
         })
@@ -203,7 +203,7 @@ fn outbound_cluster_base(upstream: &Upstream) -> Cluster {
     let Some(external) = &upstream.external else {
         return Cluster {
             transport_socket: Some(tls::upstream_socket(upstream)),
-            outlier_detection: upstream.outlier_detection.as_ref().map(outlier_detection),
+            outlier_detection: upstream.outlier_detection.as_deref().map(outlier_detection),
             common_lb_config: (!upstream.locality_weights.is_empty()).then(locality_weighted),
             ..common::eds_cluster(&upstream.name)
         };
@@ -227,7 +227,7 @@ fn outbound_cluster_base(upstream: &Upstream) -> Cluster {
             .tls_sni
             .as_deref()
             .map(|sni| tls::originate_socket(sni, external.tls_verify.as_ref(), external.tls_client.as_ref())),
-        outlier_detection: upstream.outlier_detection.as_ref().map(outlier_detection),
+        outlier_detection: upstream.outlier_detection.as_deref().map(outlier_detection),
         ..base
     }
 }

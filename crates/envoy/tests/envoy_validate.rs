@@ -182,7 +182,7 @@ fn envoy_accepts_cors_mirror_and_jwt_on_routes() {
 fn envoy_accepts_load_balancing_and_connection_settings() {
     use trellis_model::policy::{HashKey, HealthCheck, HealthProbe, LbPolicy, TcpKeepalive, UpstreamTraffic};
     let mut ir = mk_cluster_config();
-    Arc::make_mut(&mut ir.upstreams[0]).traffic = Some(UpstreamTraffic {
+    Arc::make_mut(&mut ir.upstreams[0]).traffic = Some(Box::new(UpstreamTraffic {
         lb_policy: Some(LbPolicy::RingHash),
         healthy_panic_threshold_basis_points: Some(2550),
         update_merge_window_ms: Some(500),
@@ -208,9 +208,9 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
                 expected_statuses: vec![(200, 300)],
             },
         }),
-    });
+    }));
     if let Some(upstream) = ir.upstreams.get_mut(1) {
-        Arc::make_mut(upstream).traffic = Some(UpstreamTraffic {
+        Arc::make_mut(upstream).traffic = Some(Box::new(UpstreamTraffic {
             lb_policy: Some(LbPolicy::LeastRequest),
             health_check: Some(HealthCheck {
                 timeout_ms: 500,
@@ -221,7 +221,7 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
                 probe: HealthProbe::Tcp,
             }),
             ..Default::default()
-        });
+        }));
     }
     for route in &mut Arc::make_mut(&mut ir.virtual_hosts[0]).routes {
         route.policies.hash = vec![
@@ -1375,7 +1375,7 @@ fn mk_cluster_config() -> ClusterConfig {
             Upstream {
                 // The server checked against the system store and a name (MUTUAL with a
                 // Secret's certificate is checked end to end in e2e_external_tls).
-                external: Some(trellis_model::ir::ExternalUpstream {
+                external: Some(Box::new(trellis_model::ir::ExternalUpstream {
                     dns: true,
                     tls_sni: Some("payments.example.com".into()),
                     tls_verify: Some(trellis_model::ir::ServerCheck {
@@ -1383,7 +1383,7 @@ fn mk_cluster_config() -> ClusterConfig {
                         subject_alt_names: vec!["payments.example.com".into()],
                     }),
                     tls_client: None,
-                }),
+                })),
                 endpoints: vec![Endpoint {
                     address: "payments.example.com".into(),
                     port: 443,
@@ -1401,7 +1401,7 @@ fn mk_cluster_config() -> ClusterConfig {
             },
             // Outside the mesh, at a fixed address, plaintext: EDS without mesh TLS.
             Upstream {
-                external: Some(trellis_model::ir::ExternalUpstream::default()),
+                external: Some(Box::default()),
                 ..mk_upstream(
                     "outbound|80||api.weather.test",
                     "outbound_.80_._.api.weather.test",
@@ -1450,12 +1450,12 @@ fn mk_cluster_config() -> ClusterConfig {
 fn mk_policy_config() -> ClusterConfig {
     let mut ir = mk_cluster_config();
     let v1 = Arc::make_mut(&mut ir.upstreams[0]);
-    v1.outlier_detection = Some(OutlierDetection {
+    v1.outlier_detection = Some(Box::new(OutlierDetection {
         consecutive_errors: 5,
         interval_ms: 10_000,
         base_ejection_time_ms: 30_000,
         max_ejection_percent: 100,
-    });
+    }));
     v1.endpoints[1].priority = 2;
 
     let headers = |name: &str| Headers {

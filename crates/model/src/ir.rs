@@ -78,15 +78,15 @@ pub struct Upstream {
     #[serde(default)]
     pub identities: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<crate::policy::OutlierDetection>,
+    pub outlier_detection: Option<Box<crate::policy::OutlierDetection>>,
     /// Load balancing and connection limits (LoadBalancerPolicy, ConnectionPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic: Option<crate::policy::UpstreamTraffic>,
+    pub traffic: Option<Box<crate::policy::UpstreamTraffic>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspaces: Visibility,
     /// Set for a destination outside the mesh (ExternalService): no mesh mTLS to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalUpstream>,
+    pub external: Option<Box<ExternalUpstream>>,
     /// Share of traffic per endpoint cluster (a locality), from a FailoverPolicy whose mappings
     /// give weights (Istio's `distribute`): when set, a cluster not listed gets no traffic.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]

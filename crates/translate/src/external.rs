@@ -177,7 +177,7 @@ pub(crate) fn build(
                         } else {
                             visibility.clone()
                         },
-                        external: Some(match tls {
+                        external: Some(Box::new(match tls {
                             Some(tls) => ExternalUpstream {
                                 dns,
                                 tls_sni: Some(tls.sni),
@@ -188,7 +188,7 @@ pub(crate) fn build(
                                 dns,
                                 ..Default::default()
                             },
-                        }),
+                        })),
                         locality_weights: Default::default(),
                         terminate_tls: false,
                     });

@@ -218,9 +218,9 @@ fn golden_external() {
         (weather.endpoints[0].address.as_str(), weather.endpoints[0].port),
         ("127.0.0.1", 30080)
     );
-    assert!(!weather.external.as_ref().unwrap().dns);
+    assert!(!weather.external.as_deref().unwrap().dns);
     let payments = c1.upstream("outbound|443||payments.example.com").unwrap();
-    let external = payments.external.as_ref().unwrap();
+    let external = payments.external.as_deref().unwrap();
     assert!(external.dns);
     assert_eq!(external.tls_sni.as_deref(), Some("payments.example.com"));
     // Verified against the system store by default: nothing to warn about.

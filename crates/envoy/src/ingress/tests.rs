@@ -61,11 +61,11 @@ fn mk_tls(ca: Option<&str>) -> IngressTls {
 fn mk_ir(gateways: Vec<IngressGateway>) -> ClusterConfig {
     let mut ir = mk_cluster_config();
     ir.upstreams.push(Arc::new(Upstream {
-        external: Some(ExternalUpstream {
+        external: Some(Box::new(ExternalUpstream {
             dns: false,
             tls_sni: Some("api.example.com".to_string()),
             ..Default::default()
-        }),
+        })),
         ..mk_upstream("api-external", "outbound_.443_._.api.example.com", vec![], &[])
     }));
     ir.upstreams.push(Arc::new(mk_upstream(

@@ -345,12 +345,12 @@ fn chains(listener: &Listener) -> Vec<(String, String, bool)> {
 #[test]
 fn outlier_detection_counts_5xx_and_gateway_failures_and_always_enforces() {
     let mut ir = mk_cluster_config();
-    Arc::make_mut(&mut ir.upstreams[0]).outlier_detection = Some(policy::OutlierDetection {
+    Arc::make_mut(&mut ir.upstreams[0]).outlier_detection = Some(Box::new(policy::OutlierDetection {
         consecutive_errors: 5,
         interval_ms: 10_000,
         base_ejection_time_ms: 30_500,
         max_ejection_percent: 50,
-    });
+    }));
     let r = mk_sidecar_for(&ir, &mk_workload());
     let od = r.clusters[0].outlier_detection.clone().expect("outlier detection");
     let v = |o: Option<UInt32Value>| o.map(|v| v.value);

@@ -27,7 +27,7 @@ fn external(t: &Translation, port: u16) -> Option<&ExternalUpstream> {
         .upstreams
         .iter()
         .find(|u| u.name == format!("outbound|{port}||api.example.com"))
-        .map(|u| u.external.as_ref().unwrap())
+        .map(|u| u.external.as_deref().unwrap())
 }
 
 const SERVICE: &str = "apiVersion: v1

@@ -448,7 +448,7 @@ spec:
     let upstream = t.clusters["cluster-1"]
         .upstream("outbound|80||backend.mesh.internal")
         .unwrap();
-    let check = upstream.traffic.as_ref().unwrap().health_check.clone().unwrap();
+    let check = upstream.traffic.as_deref().unwrap().health_check.clone().unwrap();
     assert_eq!(
         (
             check.timeout_ms,

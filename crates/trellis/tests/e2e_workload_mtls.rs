@@ -92,10 +92,14 @@ async fn certificates_rotate_under_continuous_traffic_without_a_failed_request()
     let renewals = "trellis_mgmt_certificates_issued_total{result=\"renewal\"}";
     let relay_renewals_before = scrape(mesh.admin_port, renewals).await;
 
-    // 15 s of back-to-back requests, half of them across clusters: not one may fail.
+    // At least 15 s of back-to-back requests, half of them across clusters, and on until both
+    // sides have renewed twice (a loaded machine renews late; 40 s at most): not one may fail.
     let started = Instant::now();
     let (mut sent, mut failed) = (0, Vec::new());
-    while started.elapsed() < Duration::from_secs(15) {
+    let renewed = |serials: &Vec<String>| serials.len() >= 3;
+    while started.elapsed() < Duration::from_secs(15)
+        || (!(renewed(&frontend_serials) && renewed(&backend_serials)) && started.elapsed() < Duration::from_secs(40))
+    {
         for url in ["http://backend-v2.mesh.internal/", "http://backend.mesh.internal/"] {
             sent += 1;
             match mesh.call_from_frontend(url).await {
@@ -124,7 +128,8 @@ async fn certificates_rotate_under_continuous_traffic_without_a_failed_request()
         failed.len(),
         &failed[..failed.len().min(5)]
     );
-    // A 6 s certificate renewed at 2/3 of its life: at least 3 in 15 s, on both sides.
+    // A 6 s certificate renewed at 2/3 of its life: at least 3 (4 in 15 s on an idle machine),
+    // on both sides.
     assert!(
         frontend_serials.len() >= 3,
         "frontend certificates: {frontend_serials:?}"

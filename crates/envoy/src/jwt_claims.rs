@@ -99,13 +99,7 @@ fn claim_value(value: &str) -> Vec<ValueMatcher> {
     } else {
         StringPattern::Exact(value.to_string())
     };
-    let text = || ValueMatcher {
-        match_pattern: Some(MatchPattern::StringMatch(StringMatcher {
-            match_pattern: Some(pattern.clone()),
-            ignore_case: false,
-        })),
-    };
-    let mut alternatives = vec![text(), in_list(text())];
+    let mut alternatives = vec![string(pattern.clone()), in_list(string(pattern))];
     if let Ok(flag) = value.parse::<bool>() {
         alternatives.push(ValueMatcher {
             match_pattern: Some(MatchPattern::BoolMatch(flag)),

@@ -76,6 +76,10 @@ pub struct IngressArgs {
     #[arg(long, value_delimiter = ',', default_value = "app=ingress-gateway")]
     pub labels: Vec<String>,
     /// Namespace and service account of its mesh identity.
+    /// A VirtualGateway port served on another local port, `port=local` (repeatable or comma
+    /// separated), as a Kubernetes Service's targetPort: `80=8080` binds port 80's listener on 8080.
+    #[arg(long, value_delimiter = ',')]
+    pub port_map: Vec<String>,
     #[arg(long, default_value = "trellis")]
     pub namespace: String,
     #[arg(long, default_value = "ingress-gateway")]
@@ -96,8 +100,18 @@ pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--labels {label}: expected key=value"))?;
         labels.insert(k.to_string(), v.to_string());
     }
+    let mut port_map = std::collections::BTreeMap::new();
+    for entry in &args.port_map {
+        let parsed = entry
+            .split_once('=')
+            .and_then(|(port, local)| Some((port.parse::<u16>().ok()?, local.parse::<u16>().ok()?)));
+        let (port, local) =
+            parsed.ok_or_else(|| anyhow::anyhow!("--port-map {entry}: expected port=local-port, e.g. 80=8080"))?;
+        port_map.insert(port, local);
+    }
     let registration = ProxyRegistration::IngressGateway(IngressRegistration {
         listen_address: args.listen_address.clone(),
+        port_map,
         labels,
         namespace: args.namespace.clone(),
         service_account: args.service_account.clone(),

@@ -97,7 +97,8 @@ pub struct AgentArgs {
     #[arg(long = "allow-service-account", value_delimiter = ',')]
     pub allow_service_accounts: Vec<String>,
     /// A namespace whose identities gateways and add-ons (with the role secret) may take;
-    /// repeatable or comma separated [default: trellis, gloo-mesh]
+    /// repeatable or comma separated [default: trellis, gloo-mesh, gloo-mesh-gateways,
+    /// gloo-mesh-addons]
     #[arg(long = "allow-gateway-namespace", value_delimiter = ',')]
     pub allow_gateway_namespaces: Vec<String>,
     /// The secret gateways and add-ons must present to register (they receive other workloads'

@@ -20,9 +20,9 @@ pub struct AdmissionPolicy {
     gateway_namespaces: BTreeSet<String>,
 }
 
-/// Where gateways and add-ons live by default: the ingress gateway's namespace (`trellis`) and
-/// Gloo's add-on namespace (`gloo-mesh`).
-pub const DEFAULT_GATEWAY_NAMESPACES: [&str; 2] = ["trellis", "gloo-mesh"];
+/// Where gateways and add-ons live by default: the ingress gateway's namespace (`trellis`), and
+/// where Gloo installs them: `gloo-mesh`, `gloo-mesh-gateways` and `gloo-mesh-addons`.
+pub const DEFAULT_GATEWAY_NAMESPACES: [&str; 4] = ["trellis", "gloo-mesh", "gloo-mesh-gateways", "gloo-mesh-addons"];
 
 impl AdmissionPolicy {
     /// From the flags' values; an entry that is not a valid name is an error naming the flag.

@@ -82,6 +82,9 @@ pub enum ProxyRegistration {
 #[serde(rename_all = "camelCase")]
 pub struct IngressRegistration {
     pub listen_address: String,
+    /// VirtualGateway port -> the local port its listener binds (absent: the same port).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_map: BTreeMap<u16, u16>,
     pub labels: BTreeMap<String, String>,
     /// Its mesh identity: `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
     pub namespace: String,
@@ -741,6 +744,7 @@ impl Registry {
                     service_account: ingress.service_account,
                     address: ingress.listen_address,
                     labels: ingress.labels,
+                    port_map: ingress.port_map,
                 }),
                 ProxyRegistration::AddOn(addon) => discovery.addons.push(addon.instance()),
                 ProxyRegistration::EastWestGateway(gateway) => {

@@ -246,6 +246,7 @@ pub fn build(
             let spec = trellis_envoy::IngressSpec {
                 labels: &ingress.labels,
                 listen_address: &ingress.listen_address,
+                port_map: &ingress.port_map,
             };
             let mut resources = trellis_envoy::ingress_gateway(config, &spec);
             // Its listeners' Secrets (secretName) come with it; the mesh identity is added, and

@@ -3,7 +3,8 @@
 //! an upstream through its sidecar and includes that answer (a frontend).
 //!
 //! Chaos for resilience tests, set at run time on the app's own port (not through the mesh):
-//! `PUT /__demo/fail-every/N` answers 503 to every Nth request from then on (0 turns it off).
+//! `PUT /__demo/fail-every/N` answers 503 to every Nth request from then on (0 turns it off);
+//! `PUT /__demo/delay-ms/N` answers every request N milliseconds late (0 turns it off).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use serde_json::json;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -37,6 +38,7 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
     tracing::info!(name = %args.name, version = %args.version, listen = %args.listen, "demo app started");
     let chaos = Arc::new(Chaos::default());
     let control = chaos.clone();
+    let delay_control = chaos.clone();
     let app = Router::new()
         .route(
             "/__demo/fail-every/{n}",
@@ -46,7 +48,16 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
                 format!("failing every {n}th request\n")
             }),
         )
-        .fallback(move |uri: Uri, headers: HeaderMap| answer(args.clone(), chaos.clone(), uri, headers));
+        .route(
+            "/__demo/delay-ms/{n}",
+            axum::routing::put(move |axum::extract::Path(n): axum::extract::Path<u64>| async move {
+                delay_control.delay_ms.store(n, Ordering::Relaxed);
+                format!("answering {n} ms late\n")
+            }),
+        )
+        .fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
+            answer(args.clone(), chaos.clone(), method, uri, headers)
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(trellis_support::process::shutdown_signal())
         .await?;
@@ -57,10 +68,21 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
 struct Chaos {
     fail_every: AtomicU64,
     requests: AtomicU64,
+    delay_ms: AtomicU64,
 }
 
-async fn answer(args: DemoAppArgs, chaos: Arc<Chaos>, uri: Uri, headers: HeaderMap) -> axum::response::Response {
+async fn answer(
+    args: DemoAppArgs,
+    chaos: Arc<Chaos>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let delay = chaos.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let every = chaos.fail_every.load(Ordering::Relaxed);
     let count = chaos.requests.fetch_add(1, Ordering::Relaxed) + 1;
     if every > 0 && count.is_multiple_of(every) {
@@ -75,10 +97,14 @@ async fn answer(args: DemoAppArgs, chaos: Arc<Chaos>, uri: Uri, headers: HeaderM
         "service": args.name,
         "version": args.version,
         "cluster": args.cluster,
+        "method": method.as_str(),
         "path": uri.path(),
+        "query": uri.query(),
         "host": header("host"),
         // The caller's SPIFFE identity, as the sidecar verified it (mTLS): `...;URI=spiffe://...`.
         "clientIdentity": header("x-forwarded-client-cert").and_then(|xfcc| client_uri(&xfcc)),
+        // Every request header as it arrived (policies add, remove and rewrite them on the way).
+        "headers": request_headers(&headers),
     });
     if let Some(call) = &args.call {
         match trellis_support::httpc::request("GET", call, args.via.as_deref(), &[], None, Duration::from_secs(5)).await
@@ -94,6 +120,24 @@ async fn answer(args: DemoAppArgs, chaos: Arc<Chaos>, uri: Uri, headers: HeaderM
         }
     }
     axum::Json(body).into_response()
+}
+
+/// The request's headers by lower-case name; a repeated header's values joined with `, `.
+fn request_headers(headers: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match map.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(joined)) => {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+            _ => {
+                map.insert(name.as_str().to_string(), json!(value));
+            }
+        }
+    }
+    map
 }
 
 /// The `URI=` element of an `x-forwarded-client-cert` header.

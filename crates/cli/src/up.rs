@@ -184,6 +184,9 @@ pub struct AppSpec<'a> {
     pub calls: Option<&'a str>,
     /// A fixed outbound port; a free one when `None`.
     pub outbound_port: Option<u16>,
+    /// The service port clients name (the app itself listens on a free one): 80 in the demo,
+    /// 9080 for bookinfo-style services.
+    pub port: u16,
 }
 
 impl LocalMesh {
@@ -324,6 +327,7 @@ impl LocalMesh {
                     cluster,
                     calls,
                     outbound_port: outbound,
+                    port: 80,
                 },
             )?;
         }
@@ -343,6 +347,7 @@ impl LocalMesh {
             cluster,
             calls,
             outbound_port,
+            port,
         } = app;
         let registry_port = self.cluster(cluster).registry_port;
         let app_port = free_port();
@@ -389,7 +394,7 @@ impl LocalMesh {
                 "--service-account".into(),
                 service.into(),
                 "--port".into(),
-                format!("http:80:{app_port}:{inbound_port}"),
+                format!("http:{port}:{app_port}:{inbound_port}"),
                 "--outbound-port".into(),
                 s(&outbound_port),
                 "--admin-port".into(),

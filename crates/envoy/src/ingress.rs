@@ -37,8 +37,19 @@ use crate::{routes, sidecar, tls};
 pub struct IngressSpec<'a> {
     /// The proxy's labels: it serves every VirtualGateway whose selector they all satisfy.
     pub labels: &'a BTreeMap<String, String>,
-    /// Where every listener binds, each on its VirtualGateway port.
+    /// Where every listener binds, each on its VirtualGateway port unless `port_map` moves it.
     pub listen_address: &'a str,
+    /// VirtualGateway port -> the port the listener binds, as a Kubernetes Service's `targetPort`
+    /// does (Istio's ingress gateway serves port 80 on 8080): the gateway need not be root, and
+    /// several gateways can share a host.
+    pub port_map: &'a BTreeMap<u16, u16>,
+}
+
+impl IngressSpec<'_> {
+    /// The local port a VirtualGateway port's listener binds.
+    pub fn bind_port(&self, port: u16) -> u16 {
+        self.port_map.get(&port).copied().unwrap_or(port)
+    }
 }
 
 /// `ingress|<port>`: the listener on a port and the route configuration it fetches over RDS.
@@ -103,8 +114,14 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
         listeners: ports
             .iter()
             .map(|(port, served)| match served.stream {
-                Some(stream) => stream_listener(spec.listen_address, *port, served.tls, stream),
-                None => listener(spec.listen_address, *port, served, &ir.addon_servers),
+                Some(stream) => stream_listener(spec.listen_address, spec.bind_port(*port), *port, served.tls, stream),
+                None => listener(
+                    spec.listen_address,
+                    spec.bind_port(*port),
+                    *port,
+                    served,
+                    &ir.addon_servers,
+                ),
             })
             .collect(),
         routes: ports
@@ -201,7 +218,7 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
 /// An HTTP connection manager fetching `ingress|<port>` over RDS, with the fault filter the
 /// routes' fault policies configure (as on a sidecar's outbound listener). The gateway is the
 /// edge: the client's address is the remote address, not whatever `x-forwarded-for` claims.
-fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> Listener {
+fn listener(address: &str, bind: u16, port: u16, served: &Port, addons: &[AddonServer]) -> Listener {
     let tls = served.tls;
     let name = ingress_name(port);
     let mut hcm = common::http_connection_manager(&format!("ingress_{port}"), Routes::Rds(name.clone()));
@@ -233,7 +250,7 @@ fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> 
     let mut listener = common::listener(
         &name,
         address,
-        port,
+        bind,
         common::network_filter(common::HCM_FILTER, pack_any(hcm)),
     );
     listener.filter_chains[0].transport_socket = tls.map(|tls| tls::ingress_socket(tls, true));
@@ -244,7 +261,7 @@ fn listener(address: &str, port: u16, served: &Port, addons: &[AddonServer]) -> 
 /// gets a chain for its server names (the first route to claim a name, or to claim every
 /// name, wins: Envoy rejects a listener whose chains match alike). Otherwise the first route
 /// takes every connection. Connections no chain matches are closed.
-fn stream_listener(address: &str, port: u16, tls: Option<&IngressTls>, stream: &StreamListener) -> Listener {
+fn stream_listener(address: &str, bind: u16, port: u16, tls: Option<&IngressTls>, stream: &StreamListener) -> Listener {
     let name = ingress_name(port);
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
     let mut catch_all = false;
@@ -280,7 +297,7 @@ fn stream_listener(address: &str, port: u16, tls: Option<&IngressTls>, stream: &
     }
     Listener {
         name,
-        address: Some(common::socket_address(address, port)),
+        address: Some(common::socket_address(address, bind)),
         listener_filters: if stream.passthrough {
             vec![common::tls_inspector()]
         } else {

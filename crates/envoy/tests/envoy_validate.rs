@@ -1151,6 +1151,7 @@ fn mk_ingress(ir: &ClusterConfig) -> ProxyResources {
         &IngressSpec {
             labels: &labels,
             listen_address: "0.0.0.0",
+            port_map: &std::collections::BTreeMap::new(),
         },
     )
 }

@@ -35,6 +35,16 @@ pub struct GatewayInstance {
     pub address: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// VirtualGateway port -> the local port the gateway serves it on (absent: the same port).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_map: BTreeMap<u16, u16>,
+}
+
+impl GatewayInstance {
+    /// Where this gateway serves a VirtualGateway port.
+    pub fn port(&self, port: u16) -> u16 {
+        self.port_map.get(&port).copied().unwrap_or(port)
+    }
 }
 
 /// An add-on server as its registration announces it: a service name the policies reference and

@@ -189,7 +189,7 @@ pub(crate) fn sidecar_upstreams(snapshot: &Snapshot, routes: &[EgressRoute], clu
                 .iter()
                 .filter(|g| selector.labels.iter().all(|(k, v)| g.labels.get(k) == Some(v)))
             {
-                endpoints.insert((instance.address.clone(), port));
+                endpoints.insert((instance.address.clone(), instance.port(port)));
                 identities.insert(trellis_model::spiffe_id(
                     &snapshot.trust_domain,
                     &instance.namespace,

@@ -105,6 +105,7 @@ async fn selector_route_table_reroutes_only_the_selected_clients_of_a_kubernetes
         cluster: "cluster-1",
         calls: None,
         outbound_port: None,
+        port: 80,
     };
     mesh.start_app(&bin(), spec).unwrap();
     mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();

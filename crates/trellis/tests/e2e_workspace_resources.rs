@@ -63,6 +63,7 @@ async fn only_the_exported_service_crosses_and_federation_names_only_the_listed_
         cluster: "cluster-1",
         calls: None,
         outbound_port: None,
+        port: 80,
     };
     mesh.start_app(&bin(), spec).unwrap();
     mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();

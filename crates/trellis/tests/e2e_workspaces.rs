@@ -54,6 +54,7 @@ async fn isolation_blocks_a_non_importing_workspace_and_admits_an_importing_one(
         cluster: "cluster-1",
         calls: None,
         outbound_port: None,
+        port: 80,
     };
     mesh.start_app(&bin(), spec).unwrap();
     mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();

@@ -202,6 +202,7 @@ fn gateways_and_addons_need_the_role_secret() {
             "ingress~fake",
             ProxyRegistration::IngressGateway(IngressRegistration {
                 listen_address: "127.0.0.1".into(),
+                port_map: Default::default(),
                 labels: Default::default(),
                 namespace: "trellis".into(),
                 service_account: "ingress-gateway".into(),
@@ -230,6 +231,7 @@ fn gateways_and_addons_need_the_role_secret() {
             service_account: "ingress-gateway".into(),
             address: "127.0.0.1".into(),
             labels: Default::default(),
+            port_map: Default::default(),
         }]
     );
 }
@@ -240,6 +242,7 @@ fn the_role_secret_does_not_choose_the_identity() {
     // A holder of the secret asks for an identity outside the gateway namespaces.
     let ingress = ProxyRegistration::IngressGateway(IngressRegistration {
         listen_address: "127.0.0.1".into(),
+        port_map: Default::default(),
         labels: Default::default(),
         namespace: "payments".into(),
         service_account: "api".into(),
@@ -598,6 +601,7 @@ fn a_takeover_voids_the_certificates_of_the_replaced_credential() {
     let ingress = || {
         ProxyRegistration::IngressGateway(IngressRegistration {
             listen_address: "127.0.0.1".into(),
+            port_map: Default::default(),
             labels: Default::default(),
             namespace: "trellis".into(),
             service_account: "ingress-gateway".into(),

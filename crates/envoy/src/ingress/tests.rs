@@ -85,6 +85,7 @@ fn run(ir: &ClusterConfig, proxy_labels: &[(&str, &str)]) -> ProxyResources {
         &IngressSpec {
             labels: &labels,
             listen_address: "0.0.0.0",
+            port_map: &std::collections::BTreeMap::new(),
         },
     )
 }

@@ -55,6 +55,8 @@ fn translated(extra: &str) -> Translation {
             service_account: "egress".into(),
             address: "10.0.0.9".into(),
             labels: [("app".to_string(), "egress-gateway".to_string())].into(),
+            // It serves the VirtualGateway's port 9443 on 18443, as behind a Kubernetes Service.
+            port_map: [(9443, 18443)].into(),
         });
     translate(&snapshot)
 }
@@ -96,8 +98,8 @@ fn sidecars_send_the_host_to_the_egress_gateway_over_mesh_mtls() {
             .iter()
             .map(|e| (e.address.as_str(), e.port))
             .collect::<Vec<_>>(),
-        [("10.0.0.9", 9443)],
-        "the gateway proxy on the listener exposing the host"
+        [("10.0.0.9", 18443)],
+        "the gateway proxy on the local port of the listener exposing the host"
     );
     assert_eq!(egress.identities, ["spiffe://trellis.local/ns/gateways/sa/egress"]);
     // Another cluster has no gateway proxy: no endpoint, so no way out (not a direct one).

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{ObjectReference, PortSelector};
+use crate::common::{DestinationKind, ObjectReference, PortSelector};
 use crate::policy::{DestinationSelector, RouteSelector};
 
 /// Where an add-on server runs: a service of the workload cluster (`ref`) and its port.
@@ -20,6 +20,9 @@ use crate::policy::{DestinationSelector, RouteSelector};
 pub struct DestinationServer {
     #[serde(default, rename = "ref")]
     pub reference: ObjectReference,
+    /// Gloo's `DestinationReference.kind`; an add-on server is a `SERVICE` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DestinationKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
 }

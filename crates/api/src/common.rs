@@ -51,6 +51,17 @@ pub enum DestinationKind {
     ExternalService,
 }
 
+impl DestinationKind {
+    /// The name as YAML spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Service => "SERVICE",
+            DestinationKind::VirtualDestination => "VIRTUAL_DESTINATION",
+            DestinationKind::ExternalService => "EXTERNAL_SERVICE",
+        }
+    }
+}
+
 /// A weighted destination of a route (`forwardTo.destinations[]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

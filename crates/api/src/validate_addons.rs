@@ -30,6 +30,18 @@ fn check_server(problems: &mut Problems, field: &str, server: &Option<Destinatio
                 "is required: the add-on's service name",
             );
         }
+        if let Some(kind) = server.kind
+            && kind != crate::common::DestinationKind::Service
+        {
+            push(
+                problems,
+                format!("{field}.kind"),
+                format!(
+                    "{}: an add-on server is found by the service it registers as; only SERVICE (the default) can name one",
+                    kind.as_str()
+                ),
+            );
+        }
         if let Some(number) = server.port.as_ref().and_then(|p| p.number)
             && !(1..=65535).contains(&number)
         {

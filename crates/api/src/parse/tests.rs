@@ -219,7 +219,7 @@ apiVersion: admin.gloo.solo.io/v2
 kind: ExtAuthServer
 metadata: {name: ext-auth, namespace: demo}
 spec:
-  destinationServer: {ref: {name: ext-auth-service, namespace: gloo-mesh-addons, cluster: cluster-1}, port: {name: grpc}}
+  destinationServer: {ref: {name: ext-auth-service, namespace: gloo-mesh-addons, cluster: cluster-1}, kind: SERVICE, port: {name: grpc}}
   requestTimeout: 1s
 ---
 apiVersion: security.policy.gloo.solo.io/v2
@@ -331,6 +331,11 @@ fn add_on_errors_name_the_field() {
             "apiVersion: security.policy.gloo.solo.io/v2\nkind: ExtAuthPolicy\nmetadata: {name: p}\nspec: {config: {server: {name: s}, glooAuth: {configs: []}}}\n",
             "spec.config.glooAuth.configs",
             "at least one",
+        ),
+        (
+            "apiVersion: admin.gloo.solo.io/v2\nkind: ExtAuthServer\nmetadata: {name: s}\nspec: {destinationServer: {ref: {name: ext-auth-service}, kind: VIRTUAL_DESTINATION}}\n",
+            "spec.destinationServer.kind",
+            "only SERVICE",
         ),
     ];
     for (text, field, message) in cases {

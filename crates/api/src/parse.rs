@@ -185,6 +185,10 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
         None => return Err(err(None, "kind", "is required".into())),
     };
     let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name).ok_or_else(|| {
+        let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        if let Some(reason) = outside_the_mesh(api_version) {
+            return err(None, "kind", format!("{kind_name} ({api_version}) is not served: {reason}"));
+        }
         let known: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         err(
             None,
@@ -383,6 +387,21 @@ fn join_path(prefix: &str, path: &str) -> String {
         path if prefix.is_empty() => path.to_string(),
         path if path.starts_with('[') => format!("{prefix}{path}"),
         path => format!("{prefix}.{path}"),
+    }
+}
+
+/// Gloo groups that belong to Gloo Gateway's products rather than to the mesh: their kinds are
+/// refused with the reason, not as unknown (docs/gloo-compatibility.md, "Outside the mesh").
+fn outside_the_mesh(api_version: &str) -> Option<&'static str> {
+    let group = api_version.split('/').next().unwrap_or_default();
+    match group {
+        "apimanagement.gloo.solo.io" => Some(
+            "Gloo's API management (developer portal, API docs, GraphQL) is a Gloo Gateway product, not part of the mesh",
+        ),
+        "infrastructure.gloo.solo.io" => Some(
+            "cloud providers (AWS Lambda destinations) are a Gloo Gateway feature; Trellis routes only to services, virtual destinations and external services",
+        ),
+        _ => None,
     }
 }
 

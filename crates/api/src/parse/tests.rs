@@ -337,6 +337,11 @@ fn add_on_errors_name_the_field() {
             "spec.destinationServer.kind",
             "only SERVICE",
         ),
+        (
+            "apiVersion: apimanagement.gloo.solo.io/v2\nkind: ApiDoc\nmetadata: {name: d}\nspec: {}\n",
+            "kind",
+            "ApiDoc (apimanagement.gloo.solo.io/v2) is not served: Gloo's API management",
+        ),
     ];
     for (text, field, message) in cases {
         let errors = errors_of(text);

@@ -187,7 +187,11 @@ pub(crate) fn typed(source: &str, document: usize, value: Value) -> Result<Resou
     let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name).ok_or_else(|| {
         let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
         if let Some(reason) = outside_the_mesh(api_version) {
-            return err(None, "kind", format!("{kind_name} ({api_version}) is not served: {reason}"));
+            return err(
+                None,
+                "kind",
+                format!("{kind_name} ({api_version}) is not served: {reason}"),
+            );
         }
         let known: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         err(

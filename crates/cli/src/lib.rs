@@ -4,6 +4,7 @@
 //!  client       trellis apply / get / describe / delete
 //!  cluster_cli  trellis cluster register|rotate|deregister|list, trellis check
 //!  access_cli   trellis config (contexts), trellis token, trellis audit
+//!  version_cli  trellis version: the client's and the server's
 //!  api_client   the connection to the management API: server, CA, credential (flags, env, context)
 //!  cli_config   the client config file of named contexts, like a kubeconfig (the management
 //!               server writes its admin.conf in this format)
@@ -21,3 +22,4 @@ pub mod client;
 pub mod cluster_cli;
 pub mod demo_app;
 pub mod up;
+pub mod version_cli;

@@ -16,6 +16,7 @@
 //! | POST, GET | /api/v1/tokens | issue an API token (shown once); list tokens |
 //! | DELETE | /api/v1/tokens/{name} | revoke a token |
 //! | GET | /api/v1/audit?user=&action=&result=&target=&limit= | the audit log |
+//! | GET | /api/v1/version | the server's version (any authenticated caller) |
 //! | GET | /healthz | liveness; the only endpoint without authentication |
 //!
 //! Every other request is authenticated ([`super::api_auth`]) and authorized by RBAC
@@ -87,6 +88,7 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
         .route("/api/v1/clusters/{name}/rotate", post(rotate_cluster))
         .route("/api/v1/check", get(super::check::report))
         .route("/api/v1/translation", get(translation))
+        .route("/api/v1/version", get(version))
         // Layers run outside in: the body limit, authentication, then route authorization.
         .layer(axum::middleware::from_fn_with_state(
             mgmt.clone(),
@@ -626,6 +628,12 @@ pub(super) fn cluster_statuses(mgmt: &Mgmt) -> serde_json::Map<String, serde_jso
         clusters.insert(name, value);
     }
     clusters
+}
+
+/// The server's build, for `trellis version`: clients and servers of different releases can
+/// disagree on what a resource means.
+async fn version() -> Json<serde_json::Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
 }
 
 async fn clusters(State(mgmt): State<Arc<Mgmt>>) -> Json<serde_json::Value> {

@@ -117,6 +117,8 @@ enum RouteAccess {
     Permission(Permission, Option<&'static str>),
     /// Authorized per resource by its handler (the kind and namespace come from the request).
     InHandler,
+    /// Any authenticated caller: what it answers is about the server, not any resource.
+    AnyIdentity,
     /// `/healthz`.
     Public,
 }
@@ -138,6 +140,7 @@ fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
     let trellis = |verb, resource| Some(RouteAccess::Permission(Permission::on_trellis(verb, resource), None));
     match (method, parts.as_slice()) {
         (&Method::GET, ["healthz"]) => Some(RouteAccess::Public),
+        (&Method::GET, ["api", "v1", "version"]) => Some(RouteAccess::AnyIdentity),
         (&Method::GET, ["api", "v1", "clusters"]) => trellis("list", "clusters"),
         (&Method::POST, ["api", "v1", "clusters", name, "register"]) => cluster("create", name, "register"),
         (&Method::POST, ["api", "v1", "clusters", name, "rotate"]) => cluster("update", name, "rotate"),
@@ -306,7 +309,9 @@ pub fn forbidden(mgmt: &Mgmt, identity: &Identity, action: &str, target: String,
 pub async fn authorize_route(State(mgmt): State<Arc<Mgmt>>, request: Request, next: Next) -> Response {
     let (permission, action) = match route_access(request.method(), request.uri().path()) {
         Some(RouteAccess::Permission(permission, action)) => (permission, action),
-        Some(RouteAccess::InHandler | RouteAccess::Public) => return next.run(request).await,
+        Some(RouteAccess::InHandler | RouteAccess::AnyIdentity | RouteAccess::Public) => {
+            return next.run(request).await;
+        }
         None => {
             return (
                 StatusCode::NOT_FOUND,
@@ -449,6 +454,10 @@ mod tests {
         assert!(matches!(
             route_access(&Method::GET, "/healthz"),
             Some(RouteAccess::Public)
+        ));
+        assert!(matches!(
+            route_access(&Method::GET, "/api/v1/version"),
+            Some(RouteAccess::AnyIdentity)
         ));
         for (method, path) in [
             (Method::GET, "/api/v1/secret-backdoor"),

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 use trellis_agent::{self as agent, gateway, proxy};
 use trellis_cli::api_client::ServerArgs;
-use trellis_cli::{access_cli, client, cluster_cli, demo_app, up};
+use trellis_cli::{access_cli, client, cluster_cli, demo_app, up, version_cli};
 use trellis_ext_auth_server as extauth;
 use trellis_mgmt as mgmt;
 use trellis_rate_limiter as ratelimit;
@@ -15,6 +15,10 @@ use trellis_rate_limiter as ratelimit;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as `text` or `json` (one object a line, with the spans around each event);
+    /// processes `trellis up` starts inherit TRELLIS_LOG_FORMAT.
+    #[arg(long, global = true, env = "TRELLIS_LOG_FORMAT", default_value = "text")]
+    pub log_format: trellis_support::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +51,8 @@ pub enum Command {
     Cluster(cluster_cli::ClusterCommand),
     /// Check the mesh: relay security, certificate expiry, agents' connection state.
     Check(ServerArgs),
+    /// This client's version and the management server's.
+    Version(version_cli::VersionArgs),
     /// The client config: contexts (server, CA, credential) and the current one.
     #[command(subcommand)]
     Config(access_cli::ConfigCommand),
@@ -84,6 +90,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => client::describe(args).await,
         Command::Cluster(command) => cluster_cli::run(command).await,
         Command::Check(args) => cluster_cli::check(args).await,
+        Command::Version(args) => version_cli::version(args).await,
         Command::Config(command) => access_cli::config(command),
         Command::Token(command) => access_cli::token(command).await,
         Command::Audit(args) => access_cli::audit(args).await,

@@ -17,7 +17,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    trellis_support::telemetry::init("trellis");
+    trellis_support::telemetry::init("trellis", cli.log_format);
     match cli::dispatch(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

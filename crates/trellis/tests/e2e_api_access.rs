@@ -173,6 +173,7 @@ async fn every_api_door_is_closed_and_rbac_and_audit_hold() {
         ("POST", "/api/v1/tokens"),
         ("DELETE", "/api/v1/tokens/x"),
         ("GET", "/api/v1/audit"),
+        ("GET", "/api/v1/version"),
     ];
     for token in [None, Some("not-a-token"), Some(almost.as_str())] {
         let client = with_token(&admin, &api_ca, token);

@@ -1,0 +1,75 @@
+//! `trellis version` reports the client's and the server's versions (the server's only to an
+//! authenticated caller), and `--log-format json` makes every log line of a daemon one JSON
+//! object, for log pipelines.
+
+use trellis_testkit as common;
+
+use common::*;
+
+async fn trellis(args: &[&str], config: Option<&std::path::Path>) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(bin());
+    command
+        .args(args)
+        .env_remove("TRELLIS_TOKEN")
+        .env_remove("TRELLIS_SERVER");
+    match config {
+        Some(config) => command.env("TRELLIS_CONFIG", config),
+        None => command.env("TRELLIS_CONFIG", "/nonexistent/trellis-config.yaml"),
+    };
+    let output = command.output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_names_client_and_server_and_json_logs_are_json() {
+    let dir = test_dir("version-logs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mgmt = MgmtProcess::start(&dir, &["--log-format", "json"]).await;
+    let release = env!("CARGO_PKG_VERSION");
+
+    // With the admin's client config: both versions.
+    let (ok, out, err) = trellis(&["version"], Some(&mgmt.admin_config())).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("client: {release}")), "{out}");
+    assert!(out.contains(&format!("server: {release}")), "{out}");
+
+    // Without a credential the server's version is refused (401); the client's still prints.
+    let api_ca = mgmt.data_dir.join("pki/api-ca.pem");
+    let (ok, out, err) = trellis(
+        &[
+            "version",
+            "--server",
+            &mgmt.url,
+            "--ca-file",
+            &api_ca.display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok, "the server answered an anonymous caller: {out}");
+    assert!(out.contains(&format!("client: {release}")), "{out}");
+    assert!(err.contains("401"), "{err}");
+    let (ok, out, _) = trellis(&["version", "--client"], None).await;
+    assert!(ok && out.trim() == format!("client: {release}"), "{out}");
+
+    // Every line the server logged is a JSON object with a level and a message.
+    let log = std::fs::read_to_string(&mgmt.log).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "the server logged almost nothing:\n{log}");
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(event["level"].is_string(), "{line}");
+        assert!(event["timestamp"].is_string(), "{line}");
+        assert!(event["fields"]["message"].is_string(), "{line}");
+    }
+
+    // A format that does not exist is refused before anything starts.
+    let (ok, _, err) = trellis(&["--log-format", "yaml", "version", "--client"], None).await;
+    assert!(!ok);
+    assert!(err.contains("expected text or json"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -442,18 +442,26 @@ async fn body_and_extractor_transformation_fills_headers(bookinfo: &Bookinfo) {
 async fn access_log_policy_is_accepted_with_a_warning(bookinfo: &Bookinfo) {
     let example = "access-log-header-filter.yaml";
     let answer = bookinfo.apply_example(example).await;
-    assert!(
-        answer.to_string().contains("AccessLogPolicy"),
-        "{example}: no warning naming the kind in the apply answer: {answer}"
+    assert_eq!(
+        answer["results"][0]["action"], "created",
+        "{example}: not accepted: {answer}"
     );
     bookinfo
         .until(&format!("{example}: the status warns"), SETTLE, || async {
             let described = bookinfo
                 .status("AccessLogPolicy", "bookinfo", "access-log-policy")
                 .await;
-            described["resource"]["status"].to_string().contains("AccessLogPolicy")
+            described["resource"]["status"]["state"] == "WARNING"
         })
         .await;
+    let described = bookinfo
+        .status("AccessLogPolicy", "bookinfo", "access-log-policy")
+        .await;
+    let message = described["resource"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("AccessLogPolicy is accepted but not applied yet"),
+        "{example}: the warning names the kind: {described}"
+    );
     let reviews = service_url("reviews");
     for headers in [&[("foo", "bar")][..], &[][..]] {
         let answer = bookinfo

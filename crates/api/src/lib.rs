@@ -15,6 +15,7 @@ mod envoy_limits;
 mod error;
 mod external;
 mod gateway;
+mod jwks;
 mod kind;
 mod meta;
 mod networking;
@@ -40,6 +41,7 @@ pub use core::{ConfigMapSpec, SecretSpec, decode_base64};
 pub use error::{ApiError, DocumentError};
 pub use external::*;
 pub use gateway::*;
+pub use jwks::{is_pem, pem_to_jwks};
 pub use kind::Kind;
 pub use meta::ObjectMeta;
 pub use networking::{

@@ -190,8 +190,8 @@ pub(crate) fn jwt_policy(problems: &mut Problems, spec: &JwtPolicySpec) {
 
 /// A JWKS (`{"keys": [...]}`) or a PEM public key, as Envoy's `local_jwks` reads it.
 fn check_jwks(text: &str) -> Result<(), String> {
-    if text.trim_start().starts_with("-----BEGIN") {
-        return Ok(());
+    if crate::is_pem(text) {
+        return crate::pem_to_jwks(text).map(|_| ());
     }
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| format!("not a JSON key set ({{\"keys\": [...]}}) or a PEM public key: {e}"))?;

@@ -601,6 +601,18 @@ impl LocalMesh {
 /// The add-ons of one cluster, registered with its agent under Gloo's default names
 /// (`ext-auth-service` and `rate-limiter` in `gloo-mesh`), so policies reference them as in Gloo.
 async fn start_addons(bin: &Path, dir: &Path, cluster: &str, registry_port: u16) -> anyhow::Result<Vec<(Proc, u16)>> {
+    start_addons_in(bin, dir, cluster, registry_port, "gloo-mesh").await
+}
+
+/// [`start_addons`] registered in `namespace` instead: Gloo 2.x's add-ons chart installs them in
+/// `gloo-mesh-addons`, where its guides' ExtAuthServer and rate-limit resources point.
+pub async fn start_addons_in(
+    bin: &Path,
+    dir: &Path,
+    cluster: &str,
+    registry_port: u16,
+    namespace: &str,
+) -> anyhow::Result<Vec<(Proc, u16)>> {
     let agent = format!("127.0.0.1:{registry_port}");
     let mut procs = Vec::new();
     let ext_auth_port = free_port();
@@ -614,6 +626,8 @@ async fn start_addons(bin: &Path, dir: &Path, cluster: &str, registry_port: u16)
             format!("127.0.0.1:{ext_auth_port}"),
             "--agent".into(),
             agent.clone(),
+            "--namespace".into(),
+            namespace.into(),
         ],
     );
     ext_auth.start()?;
@@ -673,6 +687,8 @@ async fn start_addons(bin: &Path, dir: &Path, cluster: &str, registry_port: u16)
             format!("redis://127.0.0.1:{redis_port}"),
             "--agent".into(),
             agent,
+            "--namespace".into(),
+            namespace.into(),
         ],
     );
     limiter.start()?;

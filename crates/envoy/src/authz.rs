@@ -245,10 +245,14 @@ fn http_policy(rule: &AuthzRule) -> Option<Policy> {
         .map(|method| header_permission(":method", &ValueMatch::Exact(method.clone())))
         .collect();
     let headers = rule.headers.iter().map(|(name, value)| header_permission(name, value));
+    let not_headers = rule.not_headers.iter().map(|(name, value)| Permission {
+        rule: Some(permission::Rule::NotRule(Box::new(header_permission(name, value)))),
+    });
     let parts: Vec<Permission> = [any_of(paths), any_of(methods)]
         .into_iter()
         .flatten()
         .chain(headers)
+        .chain(not_headers)
         .collect();
     let permission = match parts.len() {
         0 => Permission {
@@ -265,7 +269,10 @@ fn http_policy(rule: &AuthzRule) -> Option<Policy> {
 
 /// A TCP connection has only its peer to match on.
 fn tcp_policy(rule: &AuthzRule) -> Option<Policy> {
-    let http_only = (!rule.paths.is_empty() || !rule.methods.is_empty() || !rule.headers.is_empty())
+    let http_only = (!rule.paths.is_empty()
+        || !rule.methods.is_empty()
+        || !rule.headers.is_empty()
+        || !rule.not_headers.is_empty())
         && rule.principals.is_empty()
         && rule.ip_blocks.is_empty();
     if http_only {

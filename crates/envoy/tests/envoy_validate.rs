@@ -1573,6 +1573,7 @@ fn mk_rule() -> AuthzRule {
             ("x-version".into(), ValueMatch::Regex("v[12]".into())),
             ("x-debug".into(), ValueMatch::Present),
         ],
+        not_headers: vec![("x-tenant".into(), ValueMatch::Regex("^(blocked.*)$".into()))],
         ip_blocks: vec!["10.0.0.0/8".into(), "127.0.0.1".into(), "fd00::/8".into()],
     }
 }

@@ -424,6 +424,9 @@ pub struct AuthzRule {
     pub methods: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, ValueMatch)>,
+    /// Headers whose value must not match (a request without the header passes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_headers: Vec<(String, ValueMatch)>,
     /// Caller IP ranges (CIDR).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_blocks: Vec<String>,

@@ -97,6 +97,26 @@ fn principals(
     ids.into_iter().collect()
 }
 
+/// A header's `values` (or `notValues`) as one pattern: any of them, each exact or with a leading
+/// or trailing `*` (a suffix or prefix match); `*` alone is any value.
+fn header_values(values: &[String]) -> ValueMatch {
+    let alternatives: Vec<String> = values
+        .iter()
+        .map(|v| {
+            if v == "*" {
+                ".*".to_string()
+            } else if let Some(prefix) = v.strip_suffix('*') {
+                format!("{}.*", regex_escape(prefix))
+            } else if let Some(suffix) = v.strip_prefix('*') {
+                format!(".*{}", regex_escape(suffix))
+            } else {
+                regex_escape(v)
+            }
+        })
+        .collect();
+    ValueMatch::Regex(format!("^({})$", alternatives.join("|")))
+}
+
 /// True when an authz entry sets no condition at all: Gloo's allow-nothing pattern.
 fn allows_nothing(authz: &Authz) -> bool {
     authz.allowed_clients.is_empty()
@@ -150,42 +170,26 @@ fn rule(
     if !authz.allowed_clients.is_empty() && principal_ids.is_empty() {
         principal_ids.push(NOBODY.to_string());
     }
-    let headers = authz
-        .matcher
-        .as_ref()
-        .and_then(|m| m.request.as_ref())
-        .map(|r| {
-            r.headers
-                .iter()
-                .filter(|(_, values)| !values.values.is_empty())
-                .map(|(name, values)| {
-                    let alternatives: Vec<String> = values.values.iter().map(|v| regex_escape(v)).collect();
-                    (
-                        name.clone(),
-                        ValueMatch::Regex(format!("^({})$", alternatives.join("|"))),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if authz
-        .matcher
-        .as_ref()
-        .and_then(|m| m.request.as_ref())
-        .is_some_and(|r| r.headers.values().any(|v| !v.not_values.is_empty()))
-    {
-        warnings.add(
-            key,
-            format!(
-                "spec.config.authzList[{index}].match.request.headers: notValues is not supported yet and is ignored"
-            ),
-        );
-    }
+    let request = authz.matcher.as_ref().and_then(|m| m.request.as_ref());
+    let header_rules = |pick: fn(&trellis_api::HeaderValues) -> &Vec<String>| -> Vec<(String, ValueMatch)> {
+        request
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .filter(|(_, values)| !pick(values).is_empty())
+                    .map(|(name, values)| (name.clone(), header_values(pick(values))))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let headers = header_rules(|v| &v.values);
+    let not_headers = header_rules(|v| &v.not_values);
     AuthzRule {
         principals: principal_ids,
         paths: authz.allowed_paths.iter().map(|p| path(p)).collect(),
         methods: authz.allowed_methods.clone(),
         headers,
+        not_headers,
         ip_blocks: authz
             .allowed_ip_blocks
             .iter()
@@ -472,5 +476,16 @@ mod tests {
         assert_eq!(path("/api*"), PathMatch::Prefix("/api".into()));
         assert_eq!(path("*.css"), PathMatch::Regex(".*\\.css".into()));
         assert_eq!(path("/x"), PathMatch::Exact("/x".into()));
+    }
+
+    #[test]
+    fn header_values_are_exact_or_prefix_or_suffix_wildcards() {
+        let values = |v: &[&str]| header_values(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            values(&["match", "partial*"]),
+            ValueMatch::Regex("^(match|partial.*)$".into())
+        );
+        assert_eq!(values(&["*.example"]), ValueMatch::Regex("^(.*\\.example)$".into()));
+        assert_eq!(values(&["*"]), ValueMatch::Regex("^(.*)$".into()));
     }
 }

@@ -375,7 +375,20 @@ fn jwt(resource: &Resource, spec: &JwtPolicySpec, warnings: &mut Warnings) -> Jw
     for (name, provider) in &config.providers {
         let base = format!("spec.config.providers.{name}");
         let (local_jwks, remote) = match (&provider.local, &provider.remote) {
-            (Some(local), _) if local.inline.is_some() => (local.inline.clone().unwrap_or_default(), None),
+            (Some(local), _) if local.inline.is_some() => {
+                let inline = local.inline.clone().unwrap_or_default();
+                // Envoy reads a key set only; a PEM key becomes one (apply checked it parses).
+                match trellis_api::is_pem(&inline) {
+                    true => match trellis_api::pem_to_jwks(&inline) {
+                        Ok(jwks) => (jwks, None),
+                        Err(e) => {
+                            ignored(&format!("{base}.local.inline ({e}); this provider"));
+                            continue;
+                        }
+                    },
+                    false => (inline, None),
+                }
+            }
             (Some(_), _) => {
                 ignored(&format!(
                     "{base}.local.secretRef (give the key set inline); this provider"

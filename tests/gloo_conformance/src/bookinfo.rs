@@ -338,3 +338,26 @@ async fn send(proxy: Option<&str>, request: Request<'_>, timeout: Duration) -> A
         },
     }
 }
+
+/// Where Gloo 2.x's add-ons chart installs ext-auth and the rate limiter (`addonNamespace:
+/// gloo-mesh-addons`), and so where its guides' ExtAuthServer and rate-limit resources point.
+pub const ADDONS_NAMESPACE: &str = "gloo-mesh-addons";
+
+impl Bookinfo {
+    /// [`Bookinfo::start`] with Gloo's add-ons in every cluster, registered as its chart names
+    /// them: `ext-auth-service`, and `rate-limiter` (with a Redis, when `redis-server` is
+    /// installed), both in `gloo-mesh-addons`. They stop with the mesh.
+    pub async fn start_with_addons(name: &str) -> Bookinfo {
+        let mut bookinfo = Bookinfo::start(name).await;
+        let bin = trellis_testkit::bin();
+        let dir = bookinfo.mesh.dir.clone();
+        for cluster in &mut bookinfo.mesh.clusters {
+            let addons =
+                trellis_cli::up::start_addons_in(&bin, &dir, &cluster.name, cluster.registry_port, ADDONS_NAMESPACE)
+                    .await
+                    .expect("the add-ons start");
+            cluster.addons.extend(addons);
+        }
+        bookinfo
+    }
+}

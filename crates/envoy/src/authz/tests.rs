@@ -339,6 +339,40 @@ fn permissions_and_together_any_path_any_method_and_every_header() {
 }
 
 #[test]
+fn not_headers_are_negated_header_matches_beside_the_allowed_values() {
+    let rule = AuthzRule {
+        headers: vec![("x-test".into(), ValueMatch::Regex("^(match|partial.*)$".into()))],
+        not_headers: vec![("x-test".into(), ValueMatch::Regex("^(partial-blocked)$".into()))],
+        ..Default::default()
+    };
+    let config = http_config(&[mk_policy("demo/headers", vec![rule], false)]).expect("a filter");
+    let header = |value: &str| Permission {
+        rule: Some(permission::Rule::Header(header_value_matcher(
+            "x-test",
+            &ValueMatch::Regex(value.into()),
+        ))),
+    };
+    assert_eq!(
+        only_policy(&config).permissions[0].rule,
+        Some(permission::Rule::AndRules(permission::Set {
+            rules: vec![
+                header("^(match|partial.*)$"),
+                Permission {
+                    rule: Some(permission::Rule::NotRule(Box::new(header("^(partial-blocked)$")))),
+                },
+            ]
+        }))
+    );
+    // Header conditions need HTTP: a TCP listener drops the rule.
+    let only_not = AuthzRule {
+        not_headers: vec![("x-test".into(), ValueMatch::Exact("no".into()))],
+        ..Default::default()
+    };
+    let config = tcp_config(&[mk_policy("demo/headers", vec![only_not], false)]).expect("a filter");
+    assert_eq!(names(&config.rules), Vec::<String>::new());
+}
+
+#[test]
 fn a_single_path_is_not_wrapped() {
     let rule = AuthzRule {
         paths: vec![PathMatch::Prefix("/health".into())],

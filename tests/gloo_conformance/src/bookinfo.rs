@@ -338,3 +338,40 @@ async fn send(proxy: Option<&str>, request: Request<'_>, timeout: Duration) -> A
         },
     }
 }
+
+impl Bookinfo {
+    /// [`Bookinfo::start`] whose agents also admit sidecars of `namespaces` (guides whose
+    /// examples live in `global`, `qa`, `web`...): the same workloads, the same readiness.
+    pub async fn start_allowing(name: &str, namespaces: &[&str]) -> Bookinfo {
+        let allowed: Vec<&str> = std::iter::once(NAMESPACE).chain(namespaces.iter().copied()).collect();
+        let mut mesh = trellis_testkit::demo_mesh_allowing(name, &allowed).await;
+        let bin = trellis_testkit::bin();
+        for (name, service, version, cluster) in WORKLOADS {
+            let spec = AppSpec {
+                name,
+                namespace: NAMESPACE,
+                service,
+                version,
+                cluster,
+                calls: None,
+                outbound_port: None,
+                port: PORT,
+            };
+            mesh.start_app(&bin, spec).expect("a bookinfo workload starts");
+        }
+        mesh.wait_for_traffic(Duration::from_secs(60))
+            .await
+            .expect("every sidecar serves");
+        let bookinfo = Bookinfo {
+            mesh,
+            gateways: Vec::new(),
+        };
+        let url = format!("{}/", service_url("ratings"));
+        bookinfo
+            .until("productpage reaches ratings", Duration::from_secs(60), || async {
+                bookinfo.call("productpage", Request::get(&url)).await.status == 200
+            })
+            .await;
+        bookinfo
+    }
+}

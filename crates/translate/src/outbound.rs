@@ -103,6 +103,9 @@ pub(crate) struct OutboundHost {
     pub cluster: Option<String>,
     /// Which client workloads it overrides the default hosts for (see `ir::VirtualHost`).
     pub clients: Option<Vec<ClientSelector>>,
+    /// The RouteTable (namespace, name) that bound it to a gateway: listeners admit hosts by it
+    /// (`allowedRouteTables`). `None` for the mesh's own hosts.
+    pub route_table: Option<(String, String)>,
 }
 
 /// A route before target indexes become upstream names, with what policies select it by.
@@ -386,6 +389,7 @@ pub(crate) fn build_part<'a, 'r>(
                     routes: vec![PendingRoute::to_target("service", target)],
                     cluster: Some(service.cluster.to_string()),
                     clients: None,
+                    route_table: None,
                 },
             );
         }
@@ -433,6 +437,7 @@ pub(crate) fn build_part<'a, 'r>(
                             },
                             workspaces: None,
                             routes,
+                            route_table: Some((resource.metadata.namespace.clone(), resource.metadata.name.clone())),
                             ..Default::default()
                         },
                     ));
@@ -467,6 +472,7 @@ pub(crate) fn build_part<'a, 'r>(
                             routes,
                             cluster: None,
                             clients: Some(selected.clone().unwrap_or_default()),
+                            route_table: None,
                         },
                     );
                 }
@@ -493,6 +499,7 @@ pub(crate) fn build_part<'a, 'r>(
                             routes,
                             cluster: None,
                             clients: Some(selected.clone()),
+                            route_table: None,
                         },
                     );
                     continue;

@@ -10,6 +10,7 @@ use trellis_model::{ClusterDiscovery, Snapshot};
 
 use super::*;
 
+mod allowed_route_tables;
 mod egress_gateway;
 mod gateway_listeners;
 mod policy_scoping;

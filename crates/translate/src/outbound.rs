@@ -810,7 +810,54 @@ impl<'s> Context<'_, 's> {
                 });
             }
         }
+        routes.extend(self.default_destination_route(resource, spec, port));
         routes
+    }
+
+    /// Gloo's route table reference: requests that match none of a table's routes go to its
+    /// `defaultDestination` ("All other HTTP traffic is sent to the default destination",
+    /// https://docs.solo.io/gloo-mesh-enterprise/main/reference/api/route_table/): a catch-all
+    /// after the table's own routes. Only for a table serving hosts; a delegated child's default
+    /// serves its routes that name no destination (see `route_action`).
+    fn default_destination_route(
+        &mut self,
+        resource: &Resource,
+        spec: &RouteTableSpec,
+        port: Option<u16>,
+    ) -> Option<PendingRoute> {
+        let default = spec.default_destination.as_ref()?;
+        if spec.hosts.is_empty() {
+            return None;
+        }
+        let key = resource.key().to_string();
+        let namespace = &resource.metadata.namespace;
+        let action = match self.destination_target(namespace, default, port) {
+            Ok(target) => PendingAction::Forward {
+                destinations: vec![(target, 1)],
+                path_rewrite: None,
+                host_rewrite: None,
+            },
+            Err(problem) => {
+                self.warnings.add(
+                    key,
+                    format!("spec.defaultDestination: {problem}; requests no route matches answer 500"),
+                );
+                replacement(&problem)
+            }
+        };
+        Some(PendingRoute {
+            name: format!("{namespace}/{}/defaultDestination", resource.metadata.name),
+            matcher: RouteMatch::default(),
+            action,
+            table: Some(RouteOrigin {
+                namespace: namespace.clone(),
+                labels: Default::default(),
+                table_name: resource.metadata.name.clone(),
+                table_labels: resource.metadata.labels.clone(),
+            }),
+            policies: Default::default(),
+            destination_rate_limit: None,
+        })
     }
 
     fn route_action(

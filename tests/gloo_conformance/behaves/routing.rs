@@ -534,7 +534,7 @@ spec:
 
 /// The child table the lambda example delegates to (`table: lambda`). Trellis has no
 /// cloud-provider destinations (`awsLambda` is refused), so the child's route is an ordinary one,
-/// to reviews in `prod`.
+/// to reviews in `qa` (port 9080, v2).
 const LAMBDA_CHILD: &str = "\
 apiVersion: networking.gloo.solo.io/v2
 kind: RouteTable
@@ -553,23 +553,21 @@ spec:
       destinations:
       - ref:
           name: reviews
-          namespace: prod
+          namespace: qa
         port:
           number: 9080
 ";
 
 /// route-table-gateway-matchers.yaml: "On uk.bookinfo.com and eu.bookinfo.com at my-gateway:
-/// cookie user=dev-123 goes to reviews.qa v1 port 7777, exactly /reviews/ to reviews.qa 9080".
-/// reviews in `qa` runs v1 on port 7777 and v2 on 9080, reviews in `prod` is v3. The cookie
-/// reaches v1 on either host; exactly /reviews/ reaches qa's 9080 (v2); /reviews/1 without the
-/// cookie matches neither route and no qa workload answers it; another host is not served.
-/// Both routes name destinations, so the table's `defaultDestination` (Gloo: the destination of
-/// routes that give none) is used by neither.
+/// cookie user=dev-123 goes to reviews.qa v1 port 7777, exactly /reviews/ to reviews.qa 9080, all
+/// else to the default destination reviews.prod 9080." reviews in `qa` runs v1 on port 7777 and
+/// v2 on 9080, reviews in `prod` is v3. On either host the cookie reaches v1, exactly /reviews/
+/// v2, and /reviews/1 or / without the cookie v3; another host is not served.
 /// route-table-delegation-lambda-filter.yaml: "Requests to /lambda are delegated to the route
 /// tables labelled table: lambda, allowing only routes to the listed AWS Lambda functions, IAM
 /// roles and regions." Trellis's documented difference: it has no Lambda routes, so the filter
-/// passes every route it serves; the table is ACCEPTED and /lambda/backend-function reaches the
-/// child's route (reviews in prod).
+/// passes every route it serves; the table is ACCEPTED, /lambda/backend-function reaches the
+/// child's route (qa's v2), and the child's path outside /lambda falls to the default (v3).
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_routes_match_cookies_exact_paths_and_delegate_lambda_paths() {
     let _one_mesh = ONE_MESH.lock().await;
@@ -605,12 +603,10 @@ async fn gateway_routes_match_cookies_exact_paths_and_delegate_lambda_paths() {
             exact.body
         );
     }
-    let neither = bookinfo.ingress(port, "uk.bookinfo.com", "/reviews/1", &[]).await;
-    assert!(
-        !(neither.status == 200 && ["v1", "v2"].contains(&neither.field("version"))),
-        "no route of the table matches /reviews/1 without the cookie: {}",
-        neither.body
-    );
+    for path in ["/reviews/1", "/"] {
+        let rest = until_ingress_serves(&bookinfo, port, "uk.bookinfo.com", path, &[], "reviews").await;
+        assert_eq!(rest.field("version"), "v3", "{path}: all else to prod: {}", rest.body);
+    }
     let other = bookinfo.ingress(port, "www.bookinfo.com", "/reviews/", &cookie).await;
     assert_eq!(other.status, 404, "only the table's hosts are served: {}", other.body);
     bookinfo.delete_example("route-table-gateway-matchers.yaml").await;
@@ -619,33 +615,26 @@ async fn gateway_routes_match_cookies_exact_paths_and_delegate_lambda_paths() {
     bookinfo
         .apply_example("route-table-delegation-lambda-filter.yaml")
         .await;
-    let delegated = until_ingress_serves(
-        &bookinfo,
-        port,
-        "uk.bookinfo.com",
-        "/lambda/backend-function",
-        &[],
-        "reviews",
-    )
-    .await;
+    let host = "uk.bookinfo.com";
+    let delegated = until_ingress_serves(&bookinfo, port, host, "/lambda/backend-function", &[], "reviews").await;
     assert_eq!(
         delegated.field("version"),
-        "v3",
-        "the child's route, to prod: {}",
+        "v2",
+        "the child's route, to qa: {}",
         delegated.body
     );
     let (state, message) = settled_status(&bookinfo, "RouteTable", "bookinfo", "bookinfo-root-routes").await;
     assert_eq!(state, "ACCEPTED", "{message}");
-    let outside = bookinfo
-        .ingress(port, "uk.bookinfo.com", "/backend-function", &[])
-        .await;
+    let outside = bookinfo.ingress(port, host, "/backend-function", &[]).await;
     assert_eq!(
-        outside.status, 404,
-        "the child's route lives under /lambda only: {}",
+        (outside.status, outside.field("version")),
+        (200, "v3"),
+        "the child's route lives under /lambda only; elsewhere the default: {}",
         outside.body
     );
-    let gone = until_ingress_status(&bookinfo, port, "uk.bookinfo.com", "/reviews/", 404).await;
-    assert_eq!(gone.status, 404, "the matchers example is deleted");
+    // The matchers example is gone with its routes: /reviews/ is the default's now.
+    let replaced = until_ingress_serves(&bookinfo, port, host, "/reviews/", &[], "reviews").await;
+    assert_eq!(replaced.field("version"), "v3", "{}", replaced.body);
     bookinfo.finish().await;
 }
 

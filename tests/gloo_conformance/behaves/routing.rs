@@ -735,6 +735,34 @@ spec:
     directResponse: {status: 200, body: foo-ws}
 ";
 
+/// The TLS settings cluster-1's config gives a gateway's listener (`/api/v1/translation`).
+async fn listener_tls(bookinfo: &Bookinfo, gateway: &str, port: u16) -> serde_json::Value {
+    let response = bookinfo
+        .mesh
+        .api()
+        .expect("admin client config")
+        .request("GET", "/api/v1/translation", None)
+        .await
+        .expect("the API answers");
+    let translation: serde_json::Value = serde_json::from_str(&response.body).expect("translation is JSON");
+    let gateways = translation["clusters"]["cluster-1"]["ingressGateways"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let listeners = gateways
+        .iter()
+        .find(|g| g["name"] == gateway)
+        .unwrap_or_else(|| panic!("cluster-1 serves {gateway}: {gateways:?}"))["listeners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    listeners
+        .iter()
+        .find(|l| l["port"] == port)
+        .unwrap_or_else(|| panic!("{gateway} has a listener on {port}: {listeners:?}"))["tls"]
+        .clone()
+}
+
 /// The Secret the HTTPS example's port 9443 names (`my-secret`): a certificate for www.foo.com.
 fn my_secret(site: &trellis_testkit::SiteTls) -> String {
     let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
@@ -751,8 +779,9 @@ fn my_secret(site: &trellis_testkit::SiteTls) -> String {
 /// virtual-gateway-https.yaml: "Port 80 redirects to HTTPS; 443 terminates TLS with certificate
 /// files, 9443 with the Secret my-secret; 9080 serves plain HTTP for *.bar.com." Port 80 answers
 /// www.foo.com with 301 to https; 9443 serves www.foo.com over TLS with the Secret's certificate;
-/// 9080 serves www.bar.com and not www.foo.com. (443's files are paths on the gateway's host that
-/// this machine does not have: that listener cannot be checked here.)
+/// 9080 serves www.bar.com and not www.foo.com. 443's files are paths on the gateway's host that
+/// this machine does not have: the check is that the gateway is given those files and that the
+/// port does not answer plaintext.
 /// virtual-gateway-multiple-hosts.yaml: "On port 80, *.foo.com is served by route tables of
 /// workspace foo-ws and *.bar.com by those of workspace bar-ws." www.foo.com (foo-ws) and
 /// api.bar.com (bar-ws) are served by the my-gateway-controller gateway; shop.bar.com, a foo-ws
@@ -812,6 +841,14 @@ async fn listeners_redirect_terminate_tls_and_serve_only_the_hosts_they_allow() 
         "9080 allows *.bar.com only: {}",
         foo_on_bar.body
     );
+
+    // 443: the certificate files are the gateway host's; what Trellis hands that gateway names
+    // them, and the listener does not answer plaintext.
+    let tls_443 = listener_tls(&bookinfo, "some-config-namespace/istio-ingressgateway", 443).await;
+    assert_eq!(tls_443["certChainFile"], "/etc/certs/servercert.pem", "{tls_443}");
+    assert_eq!(tls_443["privateKeyFile"], "/etc/certs/privatekey.pem", "{tls_443}");
+    let plaintext = bookinfo.ingress(ports[&443], "www.foo.com", "/productpage", &[]).await;
+    assert_ne!(plaintext.status, 200, "443 serves TLS only: {}", plaintext.body);
 
     // my-gateway: each domain from its own workspace.
     until_ingress_serves(

@@ -83,12 +83,33 @@ pub enum ProxyRegistration {
 pub struct IngressRegistration {
     pub listen_address: String,
     /// VirtualGateway port -> the local port its listener binds (absent: the same port).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "port_map_with_text_keys"
+    )]
     pub port_map: BTreeMap<u16, u16>,
     pub labels: BTreeMap<String, String>,
     /// Its mesh identity: `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
     pub namespace: String,
     pub service_account: String,
+}
+
+/// A port map as JSON carries it: object keys are text ("80"). Serde reads numeric keys from
+/// text only when it deserializes the map directly; inside the internally tagged
+/// `ProxyRegistration` the body is buffered first and the keys stay text, so they are parsed here.
+fn port_map_with_text_keys<'de, D>(deserializer: D) -> Result<BTreeMap<u16, u16>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text: BTreeMap<String, u16> = Deserialize::deserialize(deserializer)?;
+    text.into_iter()
+        .map(|(port, local)| {
+            port.parse::<u16>()
+                .map(|port| (port, local))
+                .map_err(|_| serde::de::Error::custom(format!("port map key {port:?} is not a port number")))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -45,14 +45,28 @@ pub struct GatewayListener {
     pub tcp: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<bool>,
+    /// Which RouteTables bound to the gateway this listener serves (any entry admits); none
+    /// listed: all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_route_tables: Vec<Value>,
+    pub allowed_route_tables: Vec<AllowedRouteTables>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
     /// Egress gateways: which of the ExternalServices routed through this gateway
     /// (`egressGatewayRoutes`) the listener serves; empty: all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed_external_services: Vec<ExternalServiceFilter>,
+}
+
+/// One `allowedRouteTables` entry of a listener: a RouteTable is admitted when one of its hosts matches
+/// `host` (exact, or `*.` wildcard, `*` any; none given: any) and the table matches `selector`
+/// (labels, name, namespace, workspace; none given: any).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedRouteTables {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<ObjectSelector>,
 }
 
 /// Gloo's `Listener.ExternalServiceFilter`: `host` is `[namespace/]dnsName`, the namespace `*`

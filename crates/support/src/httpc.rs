@@ -194,10 +194,12 @@ impl HttpClient {
         } else {
             uri.path_and_query().map(|p| p.to_string()).unwrap_or("/".into())
         };
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(target)
-            .header("host", authority.as_str());
+        let mut builder = Request::builder().method(method).uri(target);
+        // A caller's own Host (a virtual host at a gateway's local port) replaces the URL's:
+        // two Host headers would leave the server to pick one, and Envoy takes the first.
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            builder = builder.header("host", authority.as_str());
+        }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
@@ -327,5 +329,53 @@ mod tests {
         let error = HttpClient::with_ca_files(&[missing]).err().unwrap();
         assert!(format!("{error:#}").contains("cannot read CA file"), "{error:#}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A server that answers with the Host header lines it received.
+    async fn host_echo() -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            let hosts: Vec<String> = String::from_utf8_lossy(&head)
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+                .map(str::to_string)
+                .collect();
+            let body = hosts.join("\n");
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_callers_host_header_replaces_the_urls() {
+        let port = host_echo().await;
+        let url = format!("http://127.0.0.1:{port}/");
+        let response = request(
+            "GET",
+            &url,
+            None,
+            &[("host", "www.example.com")],
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.body, "host: www.example.com");
+        let port = host_echo().await;
+        let url = format!("http://127.0.0.1:{port}/");
+        let response = request("GET", &url, None, &[], None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.body, format!("host: 127.0.0.1:{port}"));
     }
 }

@@ -222,6 +222,7 @@ pub(crate) fn build(
                         workspaces: workspaces.visibility_of_resource(snapshot, resource),
                         cluster: None,
                         clients: None,
+                        route_table: None,
                         routes: vec![PendingRoute {
                             name: "default".to_string(),
                             matcher: RouteMatch::default(),

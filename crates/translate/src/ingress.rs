@@ -11,7 +11,7 @@
 //! An ISTIO_MUTUAL http listener is also an egress listener: it serves the ExternalServices
 //! routed through its gateway (`egressGatewayRoutes`) that it exposes (see `egress`).
 
-use trellis_api::GatewayTls;
+use trellis_api::{AllowedRouteTables, GatewayListener, GatewayTls, ObjectSelector};
 use trellis_api::{Resource, Spec};
 use trellis_model::Snapshot;
 use trellis_model::ir::{IngressGateway, IngressListener, IngressTls, StreamListener, StreamRoute, TlsCredential};
@@ -20,18 +20,32 @@ use crate::egress::EgressRoute;
 
 use crate::Warnings;
 use crate::ingress_streams::{PendingStream, StreamKind, weighted_upstreams};
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, OutboundHost};
 use crate::report::Report;
+use crate::workspaces::Workspaces;
+
+/// What gateways serve, resolved once for every cluster: RouteTable hosts bound to gateways,
+/// their byte-stream routes, egress routes, and the workspaces listeners admit tables by.
+pub(crate) struct GatewayRoutes<'a> {
+    pub outbound: &'a Outbound,
+    pub streams: &'a [PendingStream],
+    pub egress_routes: &'a [EgressRoute],
+    pub workspaces: &'a Workspaces,
+}
 
 pub(crate) fn for_cluster(
     snapshot: &Snapshot,
-    outbound: &Outbound,
-    streams: &[PendingStream],
-    egress_routes: &[EgressRoute],
+    routes: &GatewayRoutes<'_>,
     cluster: &str,
     report: &mut Report,
     warnings: &mut Warnings,
 ) -> Vec<IngressGateway> {
+    let GatewayRoutes {
+        outbound,
+        streams,
+        egress_routes,
+        workspaces,
+    } = *routes;
     let mut gateways = Vec::new();
     for resource in &snapshot.resources {
         let Spec::VirtualGateway(spec) = &resource.spec else {
@@ -131,7 +145,11 @@ pub(crate) fn for_cluster(
                 virtual_hosts: if stream.is_some() {
                     Vec::new()
                 } else {
-                    let mut all: Vec<_> = hosts.iter().map(|h| h.to_ir(&outbound.targets)).collect();
+                    let mut all: Vec<_> = hosts
+                        .iter()
+                        .filter(|h| admits(listener, h, snapshot, workspaces))
+                        .map(|h| h.to_ir(&outbound.targets))
+                        .collect();
                     all.extend(egress.iter().map(|(host, _)| host.clone()));
                     all
                 },
@@ -143,6 +161,7 @@ pub(crate) fn for_cluster(
                     .collect(),
             });
         }
+        warn_hosts_no_listener_admits(spec.listeners.as_slice(), &hosts, &name, snapshot, workspaces, warnings);
         if hosts.is_empty() && own_streams.is_empty() && !serves_egress {
             warnings.add(&key, "no RouteTable is bound to this gateway yet (virtualGateways)");
         }
@@ -156,6 +175,103 @@ pub(crate) fn for_cluster(
         });
     }
     gateways
+}
+
+/// Whether an HTTP listener serves a host a RouteTable bound to its gateway: any of its
+/// `allowedRouteTables` entries admits the table and this host (none listed: every table).
+fn admits(listener: &GatewayListener, host: &OutboundHost, snapshot: &Snapshot, workspaces: &Workspaces) -> bool {
+    if listener.allowed_route_tables.is_empty() {
+        return true;
+    }
+    let Some(table) = host
+        .route_table
+        .as_ref()
+        .and_then(|(ns, name)| route_table(snapshot, ns, name))
+    else {
+        return true;
+    };
+    listener
+        .allowed_route_tables
+        .iter()
+        .any(|entry| entry_admits(entry, &host.name, table, snapshot, workspaces))
+}
+
+fn route_table<'s>(snapshot: &'s Snapshot, namespace: &str, name: &str) -> Option<&'s Resource> {
+    snapshot
+        .resources
+        .iter()
+        .find(|r| matches!(r.spec, Spec::RouteTable(_)) && r.metadata.namespace == namespace && r.metadata.name == name)
+}
+
+fn entry_admits(
+    entry: &AllowedRouteTables,
+    host: &str,
+    table: &Resource,
+    snapshot: &Snapshot,
+    workspaces: &Workspaces,
+) -> bool {
+    host_allowed(&entry.host, host)
+        && entry
+            .selector
+            .as_ref()
+            .is_none_or(|selector| table_selected(selector, table, snapshot, workspaces))
+}
+
+/// A listener's host pattern against a RouteTable host: exact, `*.` wildcard (any name under
+/// the domain; the same wildcard in the table too), or `*` / none for every host.
+pub(crate) fn host_allowed(pattern: &str, host: &str) -> bool {
+    if pattern.is_empty() || pattern == "*" || pattern == host {
+        return true;
+    }
+    pattern
+        .strip_prefix("*.")
+        .and_then(|domain| host.strip_suffix(domain))
+        .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
+}
+
+/// The table's labels, name, namespace and workspace against the entry's selector. A RouteTable
+/// is config, the same in every cluster: `cluster` is not checked against it.
+fn table_selected(selector: &ObjectSelector, table: &Resource, snapshot: &Snapshot, workspaces: &Workspaces) -> bool {
+    let meta = &table.metadata;
+    selector.labels.iter().all(|(k, v)| meta.labels.get(k) == Some(v))
+        && (selector.name.is_empty() || selector.name == meta.name)
+        && (selector.namespace.is_empty() || selector.namespace == meta.namespace)
+        && (selector.workspace.is_empty()
+            || workspaces.of_config_namespace(snapshot, &meta.namespace) == Some(selector.workspace.as_str()))
+}
+
+/// A RouteTable host bound to the gateway that none of its HTTP listeners admits is not served:
+/// the table's status says so.
+fn warn_hosts_no_listener_admits(
+    listeners: &[GatewayListener],
+    hosts: &[&OutboundHost],
+    gateway: &str,
+    snapshot: &Snapshot,
+    workspaces: &Workspaces,
+    warnings: &mut Warnings,
+) {
+    let http: Vec<&GatewayListener> = listeners
+        .iter()
+        .filter(|l| l.tcp.is_none() && l.tls.as_ref().is_none_or(|t| t.effective_mode() != "PASSTHROUGH"))
+        .collect();
+    if http.is_empty() {
+        return;
+    }
+    for host in hosts {
+        if http.iter().any(|l| admits(l, host, snapshot, workspaces)) {
+            continue;
+        }
+        if let Some((namespace, name)) = &host.route_table {
+            warnings.add(
+                format!("RouteTable/{namespace}/{name}"),
+                format!(
+                    "spec.hosts: {} is allowed on no listener of VirtualGateway {gateway} (allowedRouteTables); \
+                     that gateway does not serve it",
+                    host.name
+                ),
+            );
+        }
+    }
 }
 
 /// The stream routes a listener serves: `tls` routes on a PASSTHROUGH listener, `tcp` routes

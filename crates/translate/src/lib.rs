@@ -195,15 +195,14 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
             );
             config.upstreams.sort_by(|a, b| a.name.cmp(&b.name));
             config.namespace_workspaces = workspaces.namespaces_of_cluster(snapshot, cluster);
-            config.ingress_gateways = ingress::for_cluster(
-                snapshot,
-                &outbound,
-                &gateway_streams,
-                &egress_routes,
-                cluster,
-                &mut report,
-                &mut warnings,
-            );
+            let gateway_routes = ingress::GatewayRoutes {
+                outbound: &outbound,
+                streams: &gateway_streams,
+                egress_routes: &egress_routes,
+                workspaces: &workspaces,
+            };
+            config.ingress_gateways =
+                ingress::for_cluster(snapshot, &gateway_routes, cluster, &mut report, &mut warnings);
             (config.addon_servers, config.addons) = addons.for_cluster(snapshot, cluster, &mut warnings);
             config.inbound_routes = inbound_routes::for_cluster(&outbound, cluster);
             let isolation = workspaces::isolation_policies(&workspaces, snapshot, cluster, &config.inbound_policies);

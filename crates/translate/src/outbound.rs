@@ -103,6 +103,9 @@ pub(crate) struct OutboundHost {
     pub cluster: Option<String>,
     /// Which client workloads it overrides the default hosts for (see `ir::VirtualHost`).
     pub clients: Option<Vec<ClientSelector>>,
+    /// The RouteTable (namespace, name) that bound it to a gateway: listeners admit hosts by it
+    /// (`allowedRouteTables`). `None` for the mesh's own hosts.
+    pub route_table: Option<(String, String)>,
 }
 
 /// A route before target indexes become upstream names, with what policies select it by.
@@ -386,6 +389,7 @@ pub(crate) fn build_part<'a, 'r>(
                     routes: vec![PendingRoute::to_target("service", target)],
                     cluster: Some(service.cluster.to_string()),
                     clients: None,
+                    route_table: None,
                 },
             );
         }
@@ -433,6 +437,7 @@ pub(crate) fn build_part<'a, 'r>(
                             },
                             workspaces: None,
                             routes,
+                            route_table: Some((resource.metadata.namespace.clone(), resource.metadata.name.clone())),
                             ..Default::default()
                         },
                     ));
@@ -467,6 +472,7 @@ pub(crate) fn build_part<'a, 'r>(
                             routes,
                             cluster: None,
                             clients: Some(selected.clone().unwrap_or_default()),
+                            route_table: None,
                         },
                     );
                 }
@@ -493,6 +499,7 @@ pub(crate) fn build_part<'a, 'r>(
                             routes,
                             cluster: None,
                             clients: Some(selected.clone()),
+                            route_table: None,
                         },
                     );
                     continue;
@@ -803,7 +810,54 @@ impl<'s> Context<'_, 's> {
                 });
             }
         }
+        routes.extend(self.default_destination_route(resource, spec, port));
         routes
+    }
+
+    /// Gloo's route table reference: requests that match none of a table's routes go to its
+    /// `defaultDestination` ("All other HTTP traffic is sent to the default destination",
+    /// https://docs.solo.io/gloo-mesh-enterprise/main/reference/api/route_table/): a catch-all
+    /// after the table's own routes. Only for a table serving hosts; a delegated child's default
+    /// serves its routes that name no destination (see `route_action`).
+    fn default_destination_route(
+        &mut self,
+        resource: &Resource,
+        spec: &RouteTableSpec,
+        port: Option<u16>,
+    ) -> Option<PendingRoute> {
+        let default = spec.default_destination.as_ref()?;
+        if spec.hosts.is_empty() {
+            return None;
+        }
+        let key = resource.key().to_string();
+        let namespace = &resource.metadata.namespace;
+        let action = match self.destination_target(namespace, default, port) {
+            Ok(target) => PendingAction::Forward {
+                destinations: vec![(target, 1)],
+                path_rewrite: None,
+                host_rewrite: None,
+            },
+            Err(problem) => {
+                self.warnings.add(
+                    key,
+                    format!("spec.defaultDestination: {problem}; requests no route matches answer 500"),
+                );
+                replacement(&problem)
+            }
+        };
+        Some(PendingRoute {
+            name: format!("{namespace}/{}/defaultDestination", resource.metadata.name),
+            matcher: RouteMatch::default(),
+            action,
+            table: Some(RouteOrigin {
+                namespace: namespace.clone(),
+                labels: Default::default(),
+                table_name: resource.metadata.name.clone(),
+                table_labels: resource.metadata.labels.clone(),
+            }),
+            policies: Default::default(),
+            destination_rate_limit: None,
+        })
     }
 
     fn route_action(

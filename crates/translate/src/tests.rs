@@ -10,6 +10,8 @@ use trellis_model::{ClusterDiscovery, Snapshot};
 
 use super::*;
 
+mod allowed_route_tables;
+mod default_destination;
 mod egress_gateway;
 mod gateway_listeners;
 mod policy_scoping;

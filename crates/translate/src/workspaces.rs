@@ -233,11 +233,11 @@ impl Workspaces {
             .keys()
             .map(|c| (c.clone(), BTreeMap::new()))
             .collect();
+        // A KubernetesCluster's labels are those of its cluster, discovered (agent connected)
+        // or not yet.
         for r in &snapshot.resources {
             if matches!(r.spec, Spec::KubernetesCluster(_)) {
-                clusters
-                    .entry(r.metadata.name.clone())
-                    .or_insert_with(|| r.metadata.labels.clone());
+                clusters.insert(r.metadata.name.clone(), r.metadata.labels.clone());
             }
         }
         let mut workspaces = Workspaces {
@@ -675,5 +675,41 @@ mod tests {
         ] {
             assert_eq!(glob(pattern, name), matches, "{pattern} {name}");
         }
+    }
+
+    /// A Workspace selecting clusters by label, over a cluster whose agent is connected (it is
+    /// in discovery) and one that is not.
+    fn owners_by_region(labelled: &str) -> (Option<String>, Option<String>) {
+        let yaml = format!(
+            "apiVersion: admin.gloo.solo.io/v2
+kind: KubernetesCluster
+metadata: {{name: {labelled}, namespace: gloo-mesh, labels: {{region: us-east}}}}
+spec: {{clusterDomain: cluster.local}}
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: Workspace
+metadata: {{name: web, namespace: gloo-mesh}}
+spec:
+  workloadClusters: [{{selector: {{region: us-east}}, namespaces: [{{name: web}}]}}]
+"
+        );
+        let resources = trellis_api::parse_documents("ws.yaml", &yaml).unwrap();
+        let discovery = BTreeMap::from([(
+            "cluster-1".to_string(),
+            trellis_model::ClusterDiscovery {
+                cluster: "cluster-1".to_string(),
+                ..Default::default()
+            },
+        )]);
+        let snapshot = Snapshot::new(resources, discovery);
+        let workspaces = Workspaces::from(&snapshot);
+        let owner = |cluster: &str| workspaces.of(&snapshot, cluster, "web").map(str::to_string);
+        (owner("cluster-1"), owner("cluster-2"))
+    }
+
+    #[test]
+    fn cluster_labels_select_discovered_and_undiscovered_clusters() {
+        assert_eq!(owners_by_region("cluster-1"), (Some("web".to_string()), None));
+        assert_eq!(owners_by_region("cluster-2"), (None, Some("web".to_string())));
     }
 }

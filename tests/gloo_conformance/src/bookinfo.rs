@@ -131,42 +131,7 @@ impl Bookinfo {
     /// The demo mesh with bookinfo's workloads added; returns once productpage reaches every
     /// service of its own cluster by its Kubernetes name and every sidecar is serving.
     pub async fn start(name: &str) -> Bookinfo {
-        let mut mesh = trellis_testkit::demo_mesh_allowing(name, &[NAMESPACE]).await;
-        let bin = trellis_testkit::bin();
-        for (name, service, version, cluster) in WORKLOADS {
-            mesh.start_app(
-                &bin,
-                AppSpec {
-                    name,
-                    namespace: NAMESPACE,
-                    service,
-                    version,
-                    cluster,
-                    calls: None,
-                    outbound_port: None,
-                    port: PORT,
-                },
-            )
-            .expect("a bookinfo workload starts");
-        }
-        mesh.wait_for_traffic(Duration::from_secs(60))
-            .await
-            .expect("every sidecar serves");
-        let bookinfo = Bookinfo {
-            mesh,
-            gateways: Vec::new(),
-        };
-        for service in ["details", "reviews", "ratings"] {
-            let url = format!("{}/", service_url(service));
-            bookinfo
-                .until(
-                    &format!("productpage reaches {url}"),
-                    Duration::from_secs(60),
-                    || async { bookinfo.call("productpage", Request::get(&url)).await.status == 200 },
-                )
-                .await;
-        }
-        bookinfo
+        Bookinfo::start_allowing(name, &[]).await
     }
 
     /// Applies an example as its guide wrote it; panics with the server's answer if refused.
@@ -357,6 +322,47 @@ impl Bookinfo {
                     .await
                     .expect("the add-ons start");
             cluster.addons.extend(addons);
+        }
+        bookinfo
+    }
+}
+
+impl Bookinfo {
+    /// [`Bookinfo::start`] whose agents also admit sidecars of `namespaces` (guides whose
+    /// examples live in `global`, `qa`, `web`...): the same workloads, the same readiness.
+    pub async fn start_allowing(name: &str, namespaces: &[&str]) -> Bookinfo {
+        let allowed: Vec<&str> = std::iter::once(NAMESPACE).chain(namespaces.iter().copied()).collect();
+        let mut mesh = trellis_testkit::demo_mesh_allowing(name, &allowed).await;
+        let bin = trellis_testkit::bin();
+        for (name, service, version, cluster) in WORKLOADS {
+            let spec = AppSpec {
+                name,
+                namespace: NAMESPACE,
+                service,
+                version,
+                cluster,
+                calls: None,
+                outbound_port: None,
+                port: PORT,
+            };
+            mesh.start_app(&bin, spec).expect("a bookinfo workload starts");
+        }
+        mesh.wait_for_traffic(Duration::from_secs(60))
+            .await
+            .expect("every sidecar serves");
+        let bookinfo = Bookinfo {
+            mesh,
+            gateways: Vec::new(),
+        };
+        for service in ["details", "reviews", "ratings"] {
+            let url = format!("{}/", service_url(service));
+            bookinfo
+                .until(
+                    &format!("productpage reaches {url}"),
+                    Duration::from_secs(60),
+                    || async { bookinfo.call("productpage", Request::get(&url)).await.status == 200 },
+                )
+                .await;
         }
         bookinfo
     }

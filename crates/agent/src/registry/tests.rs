@@ -711,3 +711,20 @@ fn gateways_and_addons_are_signalled_at_once_sidecars_only_with_the_rest() {
     registry.deregister("east-west~gw", Some(&gateway_token)).unwrap();
     assert_eq!(counts(), (5, 3), "a gateway leaving goes at once");
 }
+
+#[test]
+fn an_ingress_registration_with_a_port_map_survives_json() {
+    let registration = ProxyRegistration::IngressGateway(IngressRegistration {
+        listen_address: "127.0.0.1".into(),
+        port_map: BTreeMap::from([(80, 30080), (443, 30443)]),
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        namespace: "gloo-mesh-gateways".into(),
+        service_account: "istio-ingressgateway".into(),
+    });
+    let json = serde_json::to_string(&registration).unwrap();
+    let back: ProxyRegistration = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, registration, "{json}");
+    let bad = json.replace("\"80\"", "\"http\"");
+    let error = serde_json::from_str::<ProxyRegistration>(&bad).unwrap_err();
+    assert!(error.to_string().contains("\"http\" is not a port number"), "{error}");
+}

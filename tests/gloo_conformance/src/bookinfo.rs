@@ -338,3 +338,47 @@ async fn send(proxy: Option<&str>, request: Request<'_>, timeout: Duration) -> A
         },
     }
 }
+
+impl Bookinfo {
+    /// [`Bookinfo::start`] with `options` for the mesh (e.g. per-cluster agent flags such as a
+    /// `--region`); the bookinfo namespace is admitted whatever `options` say. (The same steps
+    /// as `start`, which can become `start_with(name, MeshOptions::free())`.)
+    pub async fn start_with(name: &str, mut options: trellis_cli::up::MeshOptions) -> Bookinfo {
+        options
+            .agent_flags
+            .extend(["--allow-namespace".to_string(), NAMESPACE.to_string()]);
+        let mut mesh = trellis_testkit::demo_mesh_with(name, options).await;
+        let bin = trellis_testkit::bin();
+        for (name, service, version, cluster) in WORKLOADS {
+            let spec = AppSpec {
+                name,
+                namespace: NAMESPACE,
+                service,
+                version,
+                cluster,
+                calls: None,
+                outbound_port: None,
+                port: PORT,
+            };
+            mesh.start_app(&bin, spec).expect("a bookinfo workload starts");
+        }
+        mesh.wait_for_traffic(Duration::from_secs(60))
+            .await
+            .expect("every sidecar serves");
+        let bookinfo = Bookinfo {
+            mesh,
+            gateways: Vec::new(),
+        };
+        for service in ["details", "reviews", "ratings"] {
+            let url = format!("{}/", service_url(service));
+            bookinfo
+                .until(
+                    &format!("productpage reaches {url}"),
+                    Duration::from_secs(60),
+                    || async { bookinfo.call("productpage", Request::get(&url)).await.status == 200 },
+                )
+                .await;
+        }
+        bookinfo
+    }
+}

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use trellis_api::{DestinationSelector, FailoverConfig, Spec};
 use trellis_base::duration_ms;
-use trellis_model::{Locality, Snapshot};
 use trellis_model::policy::OutlierDetection;
+use trellis_model::{Locality, Snapshot};
 
 use crate::Warnings;
 use crate::report::Report;
@@ -408,7 +408,8 @@ mod tests {
 
     #[test]
     fn weights_go_to_the_clusters_of_each_region_split_evenly() {
-        let p = policy("[{from: {region: us-east}, to: [{region: us-west, weight: 50}, {region: us-east, weight: 50}]}]");
+        let p =
+            policy("[{from: {region: us-east}, to: [{region: us-west, weight: 50}, {region: us-east, weight: 50}]}]");
         let snapshot = mesh(&[
             ("east-1", "us-east", ""),
             ("west-1", "us-west", ""),
@@ -441,7 +442,11 @@ mod tests {
     #[test]
     fn clusters_in_one_locality_share_the_first_priority() {
         let p = policy("[{from: {region: us-east}, to: [{region: us-west}]}]");
-        let snapshot = mesh(&[("east-1", "us-east", ""), ("east-2", "us-east", ""), ("west", "us-west", "")]);
+        let snapshot = mesh(&[
+            ("east-1", "us-east", ""),
+            ("east-2", "us-east", ""),
+            ("west", "us-west", ""),
+        ]);
         assert_eq!(p.priority(&snapshot, "east-1", "east-2"), 0);
         assert_eq!(p.priority(&snapshot, "east-1", "west"), 1);
     }
@@ -453,7 +458,13 @@ mod tests {
         let mut warnings = Warnings::default();
         warn_about_localities(p.failover.as_ref().unwrap(), &snapshot, "k", &mut warnings);
         let text = warnings.0["k"].join("\n");
-        assert!(text.contains(r#"localityMappings[0].from: no cluster of region "us-east" is in zone "z""#), "{text}");
-        assert!(text.contains(r#"localityMappings[0].to[0].region: no cluster is in region "mars""#), "{text}");
+        assert!(
+            text.contains(r#"localityMappings[0].from: no cluster of region "us-east" is in zone "z""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"localityMappings[0].to[0].region: no cluster is in region "mars""#),
+            "{text}"
+        );
     }
 }

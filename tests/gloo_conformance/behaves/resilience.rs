@@ -613,6 +613,11 @@ async fn failover_by_region_from_us_east_to_us_west() {
         binomial_band(n, 0.5).contains(&west),
         "50% to us-west expected: {by_cluster:?}"
     );
+    // Both regions are where clusters run: the policy's status has no "matches nothing".
+    let status = bookinfo
+        .status("FailoverPolicy", "bookinfo", "locality-based-failover")
+        .await;
+    assert!(!status.to_string().contains("matches nothing"), "{status}");
     bookinfo.delete_example("failover-distribute-weight.yaml").await;
 
     bookinfo.apply_example("outlier-detection.yaml").await;

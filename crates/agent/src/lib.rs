@@ -51,6 +51,17 @@ pub struct AgentArgs {
     /// This cluster's name, unique in the mesh.
     #[arg(long)]
     pub cluster: String,
+    /// The region this cluster's workloads run in, for FailoverPolicy `localityMappings` (in
+    /// Kubernetes, the nodes' `topology.kubernetes.io/region` label) [default: the cluster's
+    /// name].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The zone within the region (`topology.kubernetes.io/zone`); none when not given.
+    #[arg(long, default_value = "")]
+    pub zone: String,
+    /// The sub-zone within the zone (`topology.istio.io/subzone`); none when not given.
+    #[arg(long, default_value = "")]
+    pub sub_zone: String,
     /// The management server's relay address (host:port).
     #[arg(long, default_value = "127.0.0.1:9900")]
     pub mgmt: String,
@@ -109,6 +120,17 @@ pub struct AgentArgs {
     pub role_secret_file: Option<PathBuf>,
 }
 
+impl AgentArgs {
+    /// This cluster's locality: the flags, the cluster's name as the region when none is given.
+    pub fn locality(&self) -> trellis_model::Locality {
+        trellis_model::Locality {
+            region: self.region.clone().unwrap_or_else(|| self.cluster.clone()),
+            zone: self.zone.clone(),
+            sub_zone: self.sub_zone.clone(),
+        }
+    }
+}
+
 /// The config an agent serves, with its relay version (what proxies and the management server
 /// compare delivery by).
 #[derive(Debug)]
@@ -127,6 +149,8 @@ impl std::ops::Deref for AppliedConfig {
 
 pub struct Agent {
     pub cluster: String,
+    /// Where this cluster's workloads run, reported with its discovery.
+    pub locality: trellis_model::Locality,
     pub config: watch::Sender<Option<Arc<AppliedConfig>>>,
     /// The sections of the config held, which relay deltas change.
     pub receiver: std::sync::Mutex<trellis_relay::delivery::Receiver>,
@@ -210,6 +234,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let board = ads.status();
     let agent = Arc::new(Agent {
         cluster: args.cluster.clone(),
+        locality: args.locality(),
         config: watch::Sender::new(cached),
         receiver: std::sync::Mutex::new(receiver),
         registry,

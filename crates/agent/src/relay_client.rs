@@ -138,7 +138,8 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
             }
             () = sleep_until(upload_at), if upload_at.is_some() => {
                 upload_at = None;
-                let discovery = agent.registry.discovery(&agent.cluster);
+                let mut discovery = agent.registry.discovery(&agent.cluster);
+                discovery.locality = Some(agent.locality.clone());
                 let workloads = discovery.workloads.len();
                 // Whole on a new stream, then only the workloads that changed.
                 let Some(report) = reporter.report(discovery) else { continue };

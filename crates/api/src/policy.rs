@@ -273,7 +273,8 @@ pub struct FailoverConfig {
     pub priority_labels: Option<Value>,
 }
 
-/// In universal mode a cluster is a region: `from: {region: cluster-1}`.
+/// A locality is where a cluster runs, as its agent reports it (`--region`, `--zone`,
+/// `--sub-zone`); a cluster reporting none is a region of its own name: `from: {region: cluster-1}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityMapping {

@@ -155,6 +155,8 @@ pub struct MeshOptions {
     pub insecure: bool,
     pub mgmt_flags: Vec<String>,
     pub agent_flags: Vec<String>,
+    /// Extra flags for one cluster's agent only, after `agent_flags` (e.g. its `--region`).
+    pub cluster_agent_flags: Vec<(String, Vec<String>)>,
     /// Start the add-ons in every cluster: `trellis ext-auth`, and a Redis with `trellis
     /// rate-limiter` when `redis-server` is installed.
     pub addons: bool,
@@ -168,6 +170,7 @@ impl MeshOptions {
             insecure: false,
             mgmt_flags: Vec::new(),
             agent_flags: Vec::new(),
+            cluster_agent_flags: Vec::new(),
             addons: false,
         }
     }
@@ -268,6 +271,9 @@ impl LocalMesh {
                 agent.env.push(("TRELLIS_TOKEN".into(), token));
             }
             agent.args.extend(options.agent_flags.iter().cloned());
+            for (_, flags) in options.cluster_agent_flags.iter().filter(|(name, _)| name == cluster) {
+                agent.args.extend(flags.iter().cloned());
+            }
             agent.start()?;
             let mut gateway = Proc::new(
                 bin,
@@ -717,6 +723,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             insecure: args.insecure,
             mgmt_flags: Vec::new(),
             agent_flags: Vec::new(),
+            cluster_agent_flags: Vec::new(),
             addons: !args.no_addons,
         },
     )

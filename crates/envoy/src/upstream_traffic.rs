@@ -3,7 +3,9 @@
 //! an endpoint by the hash its route computes).
 
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{CommonLbConfig, LbPolicy as EnvoyLbPolicy};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    CommonLbConfig, LbConfig, LbPolicy as EnvoyLbPolicy, LeastRequestLbConfig, RoundRobinLbConfig, SlowStartConfig,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, UpstreamConnectionOptions};
 use envoy_types::pb::envoy::config::core::v3::health_check::{self, HealthChecker};
 use envoy_types::pb::envoy::config::core::v3::{HealthCheck, TcpKeepalive as EnvoyTcpKeepalive};
@@ -24,6 +26,9 @@ pub(crate) fn apply(cluster: &mut Cluster, traffic: &UpstreamTraffic) {
             LbPolicy::Random => EnvoyLbPolicy::Random,
             LbPolicy::RingHash => EnvoyLbPolicy::RingHash,
         } as i32;
+    }
+    if let Some(ms) = traffic.warmup_ms {
+        cluster.lb_config = slow_start(cluster.lb_policy, ms);
     }
     if traffic.healthy_panic_threshold_basis_points.is_some() || traffic.update_merge_window_ms.is_some() {
         cluster.common_lb_config = Some(CommonLbConfig {
@@ -69,6 +74,26 @@ pub(crate) fn apply(cluster: &mut Cluster, traffic: &UpstreamTraffic) {
             }),
             ..Default::default()
         });
+    }
+}
+
+/// Envoy's slow start for a cluster balanced by `policy`: a new endpoint's weight grows from
+/// 10% to full over `ms` (Istio's `warmupDurationSecs`). Only round robin and least request
+/// have one.
+fn slow_start(policy: i32, ms: u64) -> Option<LbConfig> {
+    let slow_start_config = Some(SlowStartConfig {
+        slow_start_window: Some(duration_ms(ms)),
+        ..Default::default()
+    });
+    if policy == EnvoyLbPolicy::RoundRobin as i32 {
+        Some(LbConfig::RoundRobinLbConfig(RoundRobinLbConfig { slow_start_config }))
+    } else if policy == EnvoyLbPolicy::LeastRequest as i32 {
+        Some(LbConfig::LeastRequestLbConfig(LeastRequestLbConfig {
+            slow_start_config,
+            ..Default::default()
+        }))
+    } else {
+        None
     }
 }
 
@@ -130,4 +155,55 @@ pub(crate) fn hash_policies(keys: &[HashKey]) -> Vec<HashPolicy> {
             terminal: false,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(traffic: UpstreamTraffic) -> Cluster {
+        let mut cluster = Cluster {
+            lb_policy: EnvoyLbPolicy::RoundRobin as i32,
+            ..Default::default()
+        };
+        apply(&mut cluster, &traffic);
+        cluster
+    }
+
+    fn window(cluster: &Cluster) -> Option<u64> {
+        let config = match cluster.lb_config.as_ref()? {
+            LbConfig::RoundRobinLbConfig(c) => c.slow_start_config.as_ref(),
+            LbConfig::LeastRequestLbConfig(c) => c.slow_start_config.as_ref(),
+            _ => None,
+        };
+        let window = config?.slow_start_window.as_ref()?;
+        Some(window.seconds as u64 * 1000 + window.nanos as u64 / 1_000_000)
+    }
+
+    #[test]
+    fn warmup_is_a_slow_start_window_for_round_robin_and_least_request() {
+        let round_robin = with(UpstreamTraffic {
+            warmup_ms: Some(10_000),
+            ..Default::default()
+        });
+        assert_eq!(window(&round_robin), Some(10_000));
+        let least_request = with(UpstreamTraffic {
+            lb_policy: Some(LbPolicy::LeastRequest),
+            warmup_ms: Some(2_500),
+            ..Default::default()
+        });
+        assert!(matches!(
+            least_request.lb_config,
+            Some(LbConfig::LeastRequestLbConfig(_))
+        ));
+        assert_eq!(window(&least_request), Some(2_500));
+        // Random has no slow start; nothing to warm up without a warm-up.
+        let random = with(UpstreamTraffic {
+            lb_policy: Some(LbPolicy::Random),
+            warmup_ms: Some(10_000),
+            ..Default::default()
+        });
+        assert_eq!(random.lb_config, None);
+        assert_eq!(with(UpstreamTraffic::default()).lb_config, None);
+    }
 }

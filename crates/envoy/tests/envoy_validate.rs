@@ -208,6 +208,7 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
                 expected_statuses: vec![(200, 300)],
             },
         }),
+        warmup_ms: None,
     }));
     if let Some(upstream) = ir.upstreams.get_mut(1) {
         Arc::make_mut(upstream).traffic = Some(Box::new(UpstreamTraffic {
@@ -220,6 +221,8 @@ fn envoy_accepts_load_balancing_and_connection_settings() {
                 no_traffic_interval_ms: None,
                 probe: HealthProbe::Tcp,
             }),
+            // Least request with a slow start window (LoadBalancerPolicy warmupDurationSecs).
+            warmup_ms: Some(10_000),
             ..Default::default()
         }));
     }

@@ -23,6 +23,23 @@ pub struct ClusterDiscovery {
     /// sorted: egress routes reach them at their listen address on a VirtualGateway port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<GatewayInstance>,
+    /// Where the cluster's workloads run (their nodes' topology region, zone and sub-zone), as
+    /// its agent was told; absent: the region is the cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+}
+
+/// A workload's place for locality load balancing, as Kubernetes' node topology labels name it
+/// (`topology.kubernetes.io/region`, `.../zone`, Istio's `topology.istio.io/subzone`). Empty
+/// zone and sub-zone: not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Locality {
+    pub region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sub_zone: String,
 }
 
 /// A gateway proxy as its registration announces it: the labels VirtualGateway `workloads`

@@ -51,6 +51,7 @@ impl DiscoveryPatch {
             || old.east_west_gateway != new.east_west_gateway
             || old.addons != new.addons
             || old.gateways != new.gateways
+            || old.locality != new.locality
         {
             return None;
         }

@@ -16,7 +16,9 @@ pub mod policy;
 pub mod snapshot;
 pub mod transformation;
 
-pub use discovery::{ClusterDiscovery, GatewayAddress, GatewayInstance, Protocol, ProxyState, Workload, WorkloadPort};
+pub use discovery::{
+    ClusterDiscovery, GatewayAddress, GatewayInstance, Locality, Protocol, ProxyState, Workload, WorkloadPort,
+};
 pub use discovery_patch::{DiscoveryPatch, WorkloadKey};
 pub use ir::ClusterConfig;
 pub use snapshot::Snapshot;

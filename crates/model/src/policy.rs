@@ -105,6 +105,10 @@ pub struct UpstreamTraffic {
     /// Active health checking of the endpoints (ActiveHealthCheckPolicy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// A new endpoint's warm-up (LoadBalancerPolicy `warmupDurationSecs`): its share of
+    /// requests grows over this long (Envoy's slow start; round robin and least request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use trellis_api::{Resource, ResourceKey, RouteTableSpec, Spec, VirtualDestinationSpec};
 
-use crate::discovery::{ClusterDiscovery, GatewayAddress, Protocol, Workload};
+use crate::discovery::{ClusterDiscovery, GatewayAddress, Locality, Protocol, Workload};
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -156,6 +156,19 @@ impl Snapshot {
             Spec::RouteTable(spec) => Some((r, spec)),
             _ => None,
         })
+    }
+
+    /// Where a cluster's workloads run, as its agent reports it; a cluster that reports none (or
+    /// is not heard from) is a region of its own name, so mappings written with cluster names
+    /// keep working.
+    pub fn locality(&self, cluster: &str) -> Locality {
+        self.discovery
+            .get(cluster)
+            .and_then(|d| d.locality.clone())
+            .unwrap_or_else(|| Locality {
+                region: cluster.to_string(),
+                ..Default::default()
+            })
     }
 
     pub fn east_west_gateway(&self, cluster: &str) -> Option<&GatewayAddress> {

@@ -127,7 +127,7 @@ pub(crate) fn materialize(
                 traffic: policy.traffic.clone().map(Box::new),
                 workspaces: scopes.get(&name).cloned().flatten(),
                 external: None,
-                locality_weights: policy.locality_weights(cluster),
+                locality_weights: policy.locality_weights(snapshot, cluster),
                 terminate_tls: false,
                 name,
             })
@@ -250,7 +250,7 @@ fn client_endpoints(
                 weight: count,
                 cluster: remote_cluster.to_string(),
                 via_gateway: true,
-                priority: policy.priority(cluster, remote_cluster),
+                priority: policy.priority(snapshot, cluster, remote_cluster),
             }),
             None => warnings.add(
                 format!("Cluster/{remote_cluster}"),

@@ -112,7 +112,8 @@ fn merge(into: &mut UpstreamTraffic, from: &UpstreamTraffic) {
         max_requests,
         max_retries,
         tcp_keepalive,
-        health_check
+        health_check,
+        warmup_ms
     );
 }
 
@@ -136,8 +137,14 @@ fn load_balancer(
         }
         _ => None,
     };
-    if config.warmup_duration_secs.is_some() {
-        warnings.add(&key, "spec.config.warmupDurationSecs is not applied yet");
+    // Envoy's slow start exists for round robin (the default here) and least request only.
+    let warms_up = matches!(lb_policy, None | Some(LbPolicy::RoundRobin | LbPolicy::LeastRequest));
+    let warmup_ms = config.warmup_duration_secs.as_deref().and_then(duration_ms);
+    if warmup_ms.is_some() && !warms_up {
+        warnings.add(
+            &key,
+            "spec.config.warmupDurationSecs is not applied with RANDOM or consistentHash (only with ROUND_ROBIN and LEAST_REQUEST)",
+        );
     }
     let hash = config.consistent_hash.as_ref().map(|hash| {
         if let Some(header) = &hash.http_header_name {
@@ -160,6 +167,7 @@ fn load_balancer(
             .healthy_panic_threshold
             .map(|percent| (percent.clamp(0.0, 100.0) * 100.0).round() as u32),
         update_merge_window_ms: config.update_merge_window.as_deref().and_then(duration_ms),
+        warmup_ms: warmup_ms.filter(|_| warms_up),
         ..Default::default()
     };
     (settings, hash.into_iter().collect())

@@ -216,6 +216,23 @@ impl DeltaState {
         if changes.sent.is_empty() && changes.removed.is_empty() && !force {
             return None;
         }
+        // An EDS cluster the proxy already had, sent changed: Envoy warms the new one until its
+        // endpoints arrive again, which they would not (unchanged, the proxy holds them), so it
+        // would wait out its initial fetch timeout (15 s) before the change takes effect.
+        let rewarming: Vec<String> = if type_url == CLUSTER_TYPE {
+            changes
+                .sent
+                .iter()
+                .filter(|c| c.eds_cluster)
+                .filter(|c| {
+                    ts.held.binary_search_by(|r| r.name.as_str().cmp(&c.name)).is_ok()
+                        || ts.announced.contains_key(&c.name)
+                })
+                .map(|c| c.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let version = content_version(wanted.iter().copied());
         let resources = changes
             .sent
@@ -243,6 +260,9 @@ impl DeltaState {
         let nonce = self.last_nonce.to_string();
         ts.sent = Some((nonce.clone(), version.clone()));
         ts.nack = None;
+        if !rewarming.is_empty() {
+            self.resend_endpoints(&rewarming);
+        }
         Some(DeltaDiscoveryResponse {
             system_version_info: version,
             resources,
@@ -254,6 +274,29 @@ impl DeltaState {
             }),
             ..Default::default()
         })
+    }
+}
+
+impl DeltaState {
+    /// Forgets that the proxy holds the endpoints of `clusters`, so the next EDS response (owed
+    /// now, sent after the clusters) carries them again.
+    fn resend_endpoints(&mut self, clusters: &[String]) {
+        let Some(endpoints) = self.types.get_mut(ENDPOINT_TYPE) else {
+            return;
+        };
+        endpoints.owed = true;
+        let held: Vec<Arc<Resource>> = endpoints
+            .held
+            .iter()
+            .filter(|r| clusters.binary_search(&r.name).is_err())
+            .cloned()
+            .collect();
+        if held.len() != endpoints.held.len() {
+            endpoints.held = held.into();
+        }
+        for name in clusters {
+            endpoints.announced.remove(name);
+        }
     }
 }
 

@@ -11,10 +11,6 @@ use trellis_gloo_conformance::bookinfo::{Answer, Bookinfo, Request, service_url}
 /// How long config takes, at most, to reach every proxy in these checks.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// One bookinfo mesh at a time: the tests of this file run in parallel by default, and two
-/// meshes' twenty-odd Envoys on a two-core runner starve each other's start past every limit.
-static ONE_MESH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Starts one more demo app with a sidecar (a service the fixture lacks).
 fn start_app(
     bookinfo: &mut Bookinfo,
@@ -154,7 +150,6 @@ async fn settled_status(bookinfo: &Bookinfo, kind: &str, namespace: &str, name: 
 /// (cluster-1's reviews); with the table deleted productpage gets v1 again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workload_selector_sends_only_productpage_to_reviews_v2() {
-    let _one_mesh = ONE_MESH.lock().await;
     let bookinfo = Bookinfo::start("gloo-route-selectors").await;
     let url = format!("{}/reviews/1", service_url("reviews"));
     bookinfo.apply_example("route-table-workload-selectors.yaml").await;
@@ -188,7 +183,6 @@ async fn a_workload_selector_sends_only_productpage_to_reviews_v2() {
 /// gateway); the port the VirtualDestination does not name (9080) is not served under that host.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_virtual_destination_serves_destination_app_from_any_cluster() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start_allowing("gloo-vd-east-west", &["global"]).await;
     start_app(
         &mut bookinfo,
@@ -327,7 +321,6 @@ spec:
 /// status says so), and served once the listener has no such list.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http_listener_serves_only_the_route_tables_of_its_hosts() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start("gloo-vg-http").await;
     let port = bookinfo.start_ingress("cluster-1", &[80])[&80];
     bookinfo.apply_example("virtual-gateway-http.yaml").await;
@@ -364,7 +357,6 @@ async fn an_http_listener_serves_only_the_route_tables_of_its_hosts() {
 /// child's path alone, are not routes. Without the child's label nothing is delegated.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parent_table_delegates_ratings_to_the_labelled_child() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start("gloo-delegation").await;
     let ports = bookinfo.start_ingress("cluster-1", &[80]);
     let port = ports[&80];
@@ -455,7 +447,6 @@ spec:
 /// my.app.com on the gateway's port 8080.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ingress_splits_global_app_by_weight_and_balances_its_virtual_destination() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start_allowing("gloo-global-app", &["global"]).await;
     start_app(
         &mut bookinfo,
@@ -570,7 +561,6 @@ spec:
 /// child's route (qa's v2), and the child's path outside /lambda falls to the default (v3).
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_routes_match_cookies_exact_paths_and_delegate_lambda_paths() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start_allowing("gloo-rt-matchers", &["qa", "prod"]).await;
     start_app(&mut bookinfo, "reviews-qa-v1", "qa", "reviews", "v1", "cluster-1", 7777);
     start_app(&mut bookinfo, "reviews-qa-v2", "qa", "reviews", "v2", "cluster-1", 9080);
@@ -788,7 +778,6 @@ fn my_secret(site: &trellis_testkit::SiteTls) -> String {
 /// table, is not, and its status says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn listeners_redirect_terminate_tls_and_serve_only_the_hosts_they_allow() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start("gloo-vg-listeners").await;
     let ports = bookinfo.start_ingress("cluster-1", &[80, 443, 9443, 9080]);
     let controller_port = trellis_support::process::free_port();
@@ -884,7 +873,6 @@ async fn listeners_redirect_terminate_tls_and_serve_only_the_hosts_they_allow() 
 /// not a 403).
 #[tokio::test(flavor = "multi_thread")]
 async fn only_reviews_leaves_through_the_egress_gateway() {
-    let _one_mesh = ONE_MESH.lock().await;
     let bookinfo = Bookinfo::start("gloo-egress").await;
     let egress_port = trellis_support::process::free_port();
     let egress_admin = trellis_support::process::free_port();

@@ -14,10 +14,6 @@ use trellis_gloo_conformance::bookinfo::{Bookinfo, Request};
 /// How long config takes, at most, to be translated and reach every proxy here.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// One bookinfo mesh at a time: the tests of this file run in parallel by default, and two
-/// meshes' twenty-odd Envoys on a two-core runner starve each other's start past every limit.
-static ONE_MESH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Starts one more demo app with a sidecar, on port 9080.
 fn start_app(bookinfo: &mut Bookinfo, name: &str, namespace: &str, service: &str, cluster: &str) {
     let spec = AppSpec {
@@ -180,7 +176,6 @@ spec:
 /// namespace in either cluster, and config kept in its name's namespace is not its.
 #[tokio::test(flavor = "multi_thread")]
 async fn workspaces_own_the_namespaces_of_the_clusters_they_select() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start_allowing("gloo-ws-owners", &["ns1-orders", "ns2-billing", "web"]).await;
     for (name, namespace, service, cluster) in APPS {
         start_app(&mut bookinfo, name, namespace, service, cluster);
@@ -353,7 +348,6 @@ async fn until_web_gets(bookinfo: &Bookinfo, service: &str, status: u16) {
 /// label, back. The ops team's VirtualDestination, never exported, stays unreachable from web.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exported_and_imported_virtual_destination_is_reachable_from_the_importer_only() {
-    let _one_mesh = ONE_MESH.lock().await;
     let mut bookinfo = Bookinfo::start_allowing("gloo-ws-sharing", &["backend-svc", "web-app", "ops-svc"]).await;
     start_app(&mut bookinfo, "backend-api", "backend-svc", "backend-api", "cluster-1");
     start_app(&mut bookinfo, "web-client", "web-app", "web-client", "cluster-1");

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use trellis_cli::up::{AppSpec, LocalMesh};
+use trellis_cli::up::{AppSpec, LocalMesh, MeshOptions};
 use trellis_support::httpc;
 
 /// The bookinfo namespace and the port every service listens on.
@@ -72,6 +72,8 @@ spec:
 pub struct Bookinfo {
     pub mesh: LocalMesh,
     gateways: Vec<tokio::process::Child>,
+    /// This binary's one-mesh-at-a-time turn, held until the mesh is gone.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// One answer: status, response headers, and the JSON the app wrote (`Null` when the answer
@@ -131,7 +133,7 @@ impl Bookinfo {
     /// The demo mesh with bookinfo's workloads added; returns once productpage reaches every
     /// service of its own cluster by its Kubernetes name and every sidecar is serving.
     pub async fn start(name: &str) -> Bookinfo {
-        Bookinfo::start_allowing(name, &[]).await
+        Bookinfo::start_with(name, MeshOptions::free()).await
     }
 
     /// Applies an example as its guide wrote it; panics with the server's answer if refused.
@@ -308,6 +310,10 @@ async fn send(proxy: Option<&str>, request: Request<'_>, timeout: Duration) -> A
 /// gloo-mesh-addons`), and so where its guides' ExtAuthServer and rate-limit resources point.
 pub const ADDONS_NAMESPACE: &str = "gloo-mesh-addons";
 
+/// One bookinfo mesh at a time per test binary: two started together on two cores starve each
+/// other past their start-up deadlines, and their Envoys exhaust the host's inotify instances.
+static ONE_MESH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Bookinfo {
     /// [`Bookinfo::start`] with Gloo's add-ons in every cluster, registered as its chart names
     /// them: `ext-auth-service`, and `rate-limiter` (with a Redis, when `redis-server` is
@@ -325,14 +331,28 @@ impl Bookinfo {
         }
         bookinfo
     }
-}
 
-impl Bookinfo {
     /// [`Bookinfo::start`] whose agents also admit sidecars of `namespaces` (guides whose
     /// examples live in `global`, `qa`, `web`...): the same workloads, the same readiness.
     pub async fn start_allowing(name: &str, namespaces: &[&str]) -> Bookinfo {
-        let allowed: Vec<&str> = std::iter::once(NAMESPACE).chain(namespaces.iter().copied()).collect();
-        let mut mesh = trellis_testkit::demo_mesh_allowing(name, &allowed).await;
+        let mut options = MeshOptions::free();
+        for namespace in namespaces {
+            options
+                .agent_flags
+                .extend(["--allow-namespace".to_string(), namespace.to_string()]);
+        }
+        Bookinfo::start_with(name, options).await
+    }
+
+    /// [`Bookinfo::start`] with `options` for the mesh (e.g. per-cluster agent flags such as a
+    /// `--region`); the bookinfo namespace is admitted whatever `options` say. Waits its turn
+    /// behind any other bookinfo mesh of this test binary.
+    pub async fn start_with(name: &str, mut options: MeshOptions) -> Bookinfo {
+        let turn = ONE_MESH.lock().await;
+        options
+            .agent_flags
+            .extend(["--allow-namespace".to_string(), NAMESPACE.to_string()]);
+        let mut mesh = trellis_testkit::demo_mesh_with(name, options).await;
         let bin = trellis_testkit::bin();
         for (name, service, version, cluster) in WORKLOADS {
             let spec = AppSpec {
@@ -353,6 +373,7 @@ impl Bookinfo {
         let bookinfo = Bookinfo {
             mesh,
             gateways: Vec::new(),
+            _turn: turn,
         };
         for service in ["details", "reviews", "ratings"] {
             let url = format!("{}/", service_url(service));

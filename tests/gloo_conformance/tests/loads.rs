@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = trellis_gloo_conformance::examples_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
@@ -83,4 +83,27 @@ fn every_example_names_its_guide_and_purpose() {
             "{file}: the second line must say what the guide says the example does, found {purpose:?}"
         );
     }
+}
+
+/// The suite is the executable form of the compatibility page only if every example also runs
+/// end to end: each file must be named (as `"<file>"`) by one of the `behaves/` checks.
+#[test]
+fn every_example_is_run_end_to_end() {
+    let behaves = Path::new(env!("CARGO_MANIFEST_DIR")).join("behaves");
+    let checks: String = std::fs::read_dir(&behaves)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", behaves.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .map(|path| std::fs::read_to_string(&path).expect("readable check"))
+        .collect();
+    let unchecked: Vec<String> = examples()
+        .iter()
+        .map(|path| name(path))
+        .filter(|file| !checks.contains(&format!("\"{file}\"")))
+        .collect();
+    assert!(
+        unchecked.is_empty(),
+        "{} examples are not run by any check in behaves/: {unchecked:?}",
+        unchecked.len()
+    );
 }

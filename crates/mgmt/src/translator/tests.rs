@@ -48,6 +48,7 @@ fn discovery(cluster: &str, workloads: Vec<Workload>) -> ClusterDiscovery {
         workloads,
         addons: Vec::new(),
         gateways: Vec::new(),
+        locality: None,
     };
     discovery.normalize();
     discovery

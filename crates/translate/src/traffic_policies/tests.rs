@@ -343,6 +343,45 @@ spec:
 }
 
 #[test]
+fn load_balancer_warmup_becomes_the_destinations_warmup_unless_its_balancing_has_none() {
+    let t = translated(
+        "apiVersion: networking.gloo.solo.io/v2
+kind: VirtualDestination
+metadata: {name: backend-v2, namespace: demo}
+spec:
+  hosts: [backend-v2.mesh.internal]
+  services: [{labels: {app: backend, version: v2}}]
+  ports: [{number: 80}]
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: LoadBalancerPolicy
+metadata: {name: warm, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend}}]
+  config: {simple: ROUND_ROBIN, warmupDurationSecs: 10s}
+---
+apiVersion: trafficcontrol.policy.gloo.solo.io/v2
+kind: LoadBalancerPolicy
+metadata: {name: random, namespace: demo}
+spec:
+  applyToDestinations: [{kind: VIRTUAL_DESTINATION, selector: {name: backend-v2}}]
+  config: {simple: RANDOM, warmupDurationSecs: 10s}
+",
+    );
+    let warm = t.clusters["cluster-1"]
+        .upstream("outbound|80||backend.mesh.internal")
+        .unwrap();
+    assert_eq!(warm.traffic.as_ref().and_then(|t| t.warmup_ms), Some(10_000));
+    assert_ne!(t.statuses["LoadBalancerPolicy/demo/warm"].state, "WARNING");
+    let random = t.clusters["cluster-1"]
+        .upstream("outbound|80||backend-v2.mesh.internal")
+        .unwrap();
+    assert_eq!(random.traffic.as_ref().and_then(|t| t.warmup_ms), None);
+    let status = &t.statuses["LoadBalancerPolicy/demo/random"];
+    assert!(status.message.contains("spec.config.warmupDurationSecs"), "{status:?}");
+}
+
+#[test]
 fn jwt_policy_selects_routes_by_destination_and_without_selectors_every_route() {
     let policy = |name: &str, selectors: &str| {
         format!(

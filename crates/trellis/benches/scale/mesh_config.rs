@@ -50,6 +50,7 @@ pub fn discovery(c: usize, clusters: usize, services: usize) -> ClusterDiscovery
         workloads: (c..services).step_by(clusters).map(workload).collect(),
         addons: Vec::new(),
         gateways: Vec::new(),
+        locality: None,
     };
     discovery.normalize();
     discovery

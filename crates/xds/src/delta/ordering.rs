@@ -85,6 +85,12 @@ impl DeltaState {
                 out.push(response);
             }
         }
+        // A changed cluster sent here wants its endpoints again, after it (see `respond`).
+        if self.types.get(ENDPOINT_TYPE).is_some_and(|eds| eds.owed)
+            && let Some(response) = self.respond(ENDPOINT_TYPE, false)
+        {
+            out.push(response);
+        }
         out
     }
 }

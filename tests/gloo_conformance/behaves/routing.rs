@@ -364,7 +364,12 @@ async fn a_parent_table_delegates_ratings_to_the_labelled_child() {
     bookinfo.apply_example("route-table-delegation-labels.yaml").await;
     let answer = until_ingress_serves(&bookinfo, port, "api.example.com", "/ratings/ratings/1", &[], "ratings").await;
     assert_eq!(answer.field("path"), "/ratings/ratings/1", "the path arrives as sent");
-    assert_eq!(answer.field("cluster"), "cluster-1");
+    // The child's reference names no cluster: the ratings service of either cluster may answer.
+    assert!(
+        ["cluster-1", "cluster-2"].contains(&answer.field("cluster")),
+        "{}",
+        answer.body
+    );
     for path in ["/ratings/1", "/reviews/1"] {
         let miss = bookinfo.ingress(port, "api.example.com", path, &[]).await;
         assert_eq!(miss.status, 404, "{path} is no delegated route: {}", miss.body);

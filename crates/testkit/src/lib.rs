@@ -206,23 +206,38 @@ pub async fn until_all(mesh: &LocalMesh, version: &str, n: usize, limit: Duratio
     }
 }
 
-/// A counter from an Envoy admin /stats page.
-pub async fn envoy_stat(admin_port: u16, name: &str) -> u64 {
+/// The lines of an Envoy admin /stats page whose names match `pattern` (a regex, as
+/// `/stats?filter=` takes it).
+async fn envoy_stats_page(admin_port: u16, pattern: &str) -> String {
     let url = format!(
         "http://127.0.0.1:{admin_port}/stats?filter={}",
-        name.replace('|', "%7C")
+        pattern.replace('|', "%7C")
     );
-    let response = trellis_support::httpc::get(&url, Duration::from_secs(2))
+    trellis_support::httpc::get(&url, Duration::from_secs(2))
         .await
-        .expect("envoy admin answers");
-    response
+        .expect("envoy admin answers")
         .body
+}
+
+/// A counter from an Envoy admin /stats page.
+pub async fn envoy_stat(admin_port: u16, name: &str) -> u64 {
+    envoy_stats_page(admin_port, name)
+        .await
         .lines()
         .find_map(|line| {
             line.strip_prefix(&format!("{name}: "))
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The sum of an Envoy's counters whose names match `pattern` (a regex).
+pub async fn envoy_stat_sum(admin_port: u16, pattern: &str) -> u64 {
+    envoy_stats_page(admin_port, pattern)
+        .await
+        .lines()
+        .filter_map(|line| line.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
+        .sum()
 }
 
 pub async fn finish(mut mesh: LocalMesh) {

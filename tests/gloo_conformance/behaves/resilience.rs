@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use trellis_cli::up::{AppSpec, MeshOptions};
+use trellis_cli::up::MeshOptions;
 use trellis_gloo_conformance::bookinfo::{Answer, Bookinfo, RATINGS_ROUTE_TABLE, Request, service_url};
 
 /// timeout.yaml: "Requests on routes labelled route: ratings time out after 2s."
@@ -105,23 +105,6 @@ fn binomial_band(n: usize, p: f64) -> std::ops::RangeInclusive<usize> {
     let mean = n as f64 * p;
     let spread = 5.0 * (n as f64 * p * (1.0 - p)).sqrt();
     ((mean - spread).max(0.0).floor() as usize)..=((mean + spread).ceil() as usize)
-}
-
-/// The sum of an Envoy's counters whose names match `pattern` (a regex, as `/stats?filter=`
-/// takes it).
-async fn stat_sum(admin_port: u16, pattern: &str) -> u64 {
-    let url = format!(
-        "http://127.0.0.1:{admin_port}/stats?filter={}",
-        pattern.replace('|', "%7C")
-    );
-    let response = trellis_support::httpc::get(&url, Duration::from_secs(2))
-        .await
-        .expect("envoy admin answers");
-    response
-        .body
-        .lines()
-        .filter_map(|line| line.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
-        .sum()
 }
 
 /// `n` GET requests to `url` through `app`'s sidecar at once; each answer's status (0: none)
@@ -406,7 +389,8 @@ async fn retries_try_ratings_five_more_times_two_seconds_each() {
     // Ratings' sidecar crashes (a kill: its registration stays, so the endpoint does too): each
     // connection is refused, and retried 5 times.
     let client = bookinfo.mesh.app("productpage").admin_port;
-    let retries = || stat_sum(client, r"^cluster\.outbound\|9080\|.*ratings.*\.upstream_rq_retry$");
+    let retries =
+        || trellis_testkit::envoy_stat_sum(client, r"^cluster\.outbound\|9080\|.*ratings.*\.upstream_rq_retry$");
     bookinfo.mesh.app_mut("ratings").sidecar.kill().await;
     bookinfo
         .until("ratings' sidecar is gone", Duration::from_secs(30), || async {
@@ -683,20 +667,7 @@ async fn a_new_reviews_instance_warms_up_for_ten_seconds() {
     assert!(answers.iter().all(|a| a.status == 200));
     assert_eq!(repeats(&answers), 0, "round robin: v1 and v2 alternate");
 
-    let spec = AppSpec {
-        name: "reviews-v4",
-        namespace: "bookinfo",
-        service: "reviews",
-        version: "v4",
-        cluster: "cluster-1",
-        calls: None,
-        outbound_port: None,
-        port: 9080,
-    };
-    bookinfo
-        .mesh
-        .start_app(&trellis_testkit::bin(), spec)
-        .expect("a new reviews instance starts");
+    bookinfo.start_workload("reviews-v4", "bookinfo", "reviews", "v4", "cluster-1", 9080);
     // Trellis publishes an endpoint when its sidecar registers, before that sidecar listens
     // (Kubernetes would wait for readiness): its first picks fail with 503. Those are picks of
     // v4 too (v1 and v2 are healthy), so the warm-up is measured from the first pick either way.

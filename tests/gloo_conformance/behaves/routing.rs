@@ -3,39 +3,12 @@
 //! says it does: who answers, on which host, port and path, and what must not happen.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use trellis_cli::up::AppSpec;
-use trellis_gloo_conformance::bookinfo::{Answer, Bookinfo, Request, service_url};
+use trellis_gloo_conformance::bookinfo::{Answer, Bookinfo, Request, poll, service_url};
 
 /// How long config takes, at most, to reach every proxy in these checks.
 const SETTLE: Duration = Duration::from_secs(30);
-
-/// Starts one more demo app with a sidecar (a service the fixture lacks).
-fn start_app(
-    bookinfo: &mut Bookinfo,
-    name: &str,
-    namespace: &str,
-    service: &str,
-    version: &str,
-    cluster: &str,
-    port: u16,
-) {
-    let spec = AppSpec {
-        name,
-        namespace,
-        service,
-        version,
-        cluster,
-        calls: None,
-        outbound_port: None,
-        port,
-    };
-    bookinfo
-        .mesh
-        .start_app(&trellis_testkit::bin(), spec)
-        .unwrap_or_else(|e| panic!("{name} starts: {e:#}"));
-}
 
 /// Counts `n` answers of an ingress port for `host` and `path` by `field` (non-200 as `HTTP <status>`).
 async fn tally_ingress(
@@ -59,22 +32,6 @@ fn label(answer: &Answer, field: &str) -> String {
         answer.field(field).to_string()
     } else {
         format!("HTTP {}", answer.status)
-    }
-}
-
-/// Polls `attempt` until it gives a value; fails after `limit`, naming `what` and the last miss.
-async fn poll<T, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -184,8 +141,7 @@ async fn a_workload_selector_sends_only_productpage_to_reviews_v2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_virtual_destination_serves_destination_app_from_any_cluster() {
     let mut bookinfo = Bookinfo::start_allowing("gloo-vd-east-west", &["global"]).await;
-    start_app(
-        &mut bookinfo,
+    bookinfo.start_workload(
         "destination-app-1",
         "global",
         "destination-app",
@@ -193,8 +149,7 @@ async fn a_virtual_destination_serves_destination_app_from_any_cluster() {
         "cluster-1",
         9080,
     );
-    start_app(
-        &mut bookinfo,
+    bookinfo.start_workload(
         "destination-app-2",
         "global",
         "destination-app",
@@ -453,24 +408,8 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ingress_splits_global_app_by_weight_and_balances_its_virtual_destination() {
     let mut bookinfo = Bookinfo::start_allowing("gloo-global-app", &["global"]).await;
-    start_app(
-        &mut bookinfo,
-        "global-app-v1",
-        "global",
-        "global-app",
-        "v1",
-        "cluster-1",
-        9080,
-    );
-    start_app(
-        &mut bookinfo,
-        "global-app-v2",
-        "global",
-        "global-app",
-        "v2",
-        "cluster-1",
-        9080,
-    );
+    bookinfo.start_workload("global-app-v1", "global", "global-app", "v1", "cluster-1", 9080);
+    bookinfo.start_workload("global-app-v2", "global", "global-app", "v2", "cluster-1", 9080);
     let ports = bookinfo.start_ingress("cluster-1", &[80, 8080]);
     bookinfo.apply("global-gateway.yaml", GLOBAL_GATEWAY).await;
     bookinfo.apply_example("route-table-weighted-subsets.yaml").await;
@@ -567,17 +506,9 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_routes_match_cookies_exact_paths_and_delegate_lambda_paths() {
     let mut bookinfo = Bookinfo::start_allowing("gloo-rt-matchers", &["qa", "prod"]).await;
-    start_app(&mut bookinfo, "reviews-qa-v1", "qa", "reviews", "v1", "cluster-1", 7777);
-    start_app(&mut bookinfo, "reviews-qa-v2", "qa", "reviews", "v2", "cluster-1", 9080);
-    start_app(
-        &mut bookinfo,
-        "reviews-prod",
-        "prod",
-        "reviews",
-        "v3",
-        "cluster-1",
-        9080,
-    );
+    bookinfo.start_workload("reviews-qa-v1", "qa", "reviews", "v1", "cluster-1", 7777);
+    bookinfo.start_workload("reviews-qa-v2", "qa", "reviews", "v2", "cluster-1", 9080);
+    bookinfo.start_workload("reviews-prod", "prod", "reviews", "v3", "cluster-1", 9080);
     let port = bookinfo.start_ingress("cluster-1", &[80])[&80];
     bookinfo.apply("my-gateway.yaml", MY_GATEWAY).await;
     bookinfo.apply_example("route-table-gateway-matchers.yaml").await;

@@ -5,48 +5,13 @@
 //! (`/api/v1/describe`), and which VirtualDestinations a workspace's workloads reach.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use trellis_cli::up::AppSpec;
-use trellis_gloo_conformance::bookinfo::{Bookinfo, Request};
+use trellis_gloo_conformance::bookinfo::{Bookinfo, Request, poll};
 
 /// How long config takes, at most, to be translated and reach every proxy here.
 const SETTLE: Duration = Duration::from_secs(30);
-
-/// Starts one more demo app with a sidecar, on port 9080.
-fn start_app(bookinfo: &mut Bookinfo, name: &str, namespace: &str, service: &str, cluster: &str) {
-    let spec = AppSpec {
-        name,
-        namespace,
-        service,
-        version: "v1",
-        cluster,
-        calls: None,
-        outbound_port: None,
-        port: 9080,
-    };
-    bookinfo
-        .mesh
-        .start_app(&trellis_testkit::bin(), spec)
-        .unwrap_or_else(|e| panic!("{name} starts: {e:#}"));
-}
-
-/// Polls `attempt` until it gives a value; fails after `limit`, naming `what` and the last miss.
-async fn poll<T, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Namespace ─▶ owning workspace for the namespaces with workloads in `cluster`, as the
 /// management server translated them for that cluster.
@@ -178,7 +143,7 @@ spec:
 async fn workspaces_own_the_namespaces_of_the_clusters_they_select() {
     let mut bookinfo = Bookinfo::start_allowing("gloo-ws-owners", &["ns1-orders", "ns2-billing", "web"]).await;
     for (name, namespace, service, cluster) in APPS {
-        start_app(&mut bookinfo, name, namespace, service, cluster);
+        bookinfo.start_workload(name, namespace, service, "v1", cluster, 9080);
     }
 
     bookinfo.apply_example("workspace-all-clusters.yaml").await;
@@ -349,9 +314,9 @@ async fn until_web_gets(bookinfo: &Bookinfo, service: &str, status: u16) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exported_and_imported_virtual_destination_is_reachable_from_the_importer_only() {
     let mut bookinfo = Bookinfo::start_allowing("gloo-ws-sharing", &["backend-svc", "web-app", "ops-svc"]).await;
-    start_app(&mut bookinfo, "backend-api", "backend-svc", "backend-api", "cluster-1");
-    start_app(&mut bookinfo, "web-client", "web-app", "web-client", "cluster-1");
-    start_app(&mut bookinfo, "ops-api", "ops-svc", "ops-api", "cluster-1");
+    bookinfo.start_workload("backend-api", "backend-svc", "backend-api", "v1", "cluster-1", 9080);
+    bookinfo.start_workload("web-client", "web-app", "web-client", "v1", "cluster-1", 9080);
+    bookinfo.start_workload("ops-api", "ops-svc", "ops-api", "v1", "cluster-1", 9080);
     let backend_vd = virtual_destination("backend-namespace", "backend-api");
     let ops_vd = virtual_destination("ops-namespace", "ops-api");
     bookinfo.apply("backend-vd.yaml", &backend_vd).await;

@@ -281,10 +281,51 @@ impl Bookinfo {
         }
     }
 
+    /// Starts one more demo app with a sidecar (a service the fixture lacks, or a new instance).
+    pub fn start_workload(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        service: &str,
+        version: &str,
+        cluster: &str,
+        port: u16,
+    ) {
+        let spec = AppSpec {
+            name,
+            namespace,
+            service,
+            version,
+            cluster,
+            calls: None,
+            outbound_port: None,
+            port,
+        };
+        self.mesh
+            .start_app(&trellis_testkit::bin(), spec)
+            .unwrap_or_else(|e| panic!("{name} starts: {e:#}"));
+    }
+
     /// Stops every process and removes the mesh's directory.
     pub async fn finish(mut self) {
         self.gateways.clear();
         trellis_testkit::finish(self.mesh).await;
+    }
+}
+
+/// Polls `attempt` until it gives a value; fails after `limit`, naming `what` and the last miss.
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

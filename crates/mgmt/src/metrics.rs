@@ -90,6 +90,18 @@ impl MgmtMetrics {
             "Relay streams open per cluster",
             metrics.agents_connected.clone(),
         );
+        // Gloo's names for the same streams, so its users' dashboards and alerts carry over:
+        // each relay stream both pushes the cluster's discovery and pulls its translated config.
+        registry.register(
+            "relay_push_clients_connected",
+            "Agents connected to push their cluster's discovery, per cluster (Gloo's name)",
+            metrics.agents_connected.clone(),
+        );
+        registry.register(
+            "relay_pull_clients_connected",
+            "Agents connected to pull their cluster's config, per cluster (Gloo's name)",
+            metrics.agents_connected.clone(),
+        );
         registry.register(
             "trellis_mgmt_relay_config_pushes",
             "Configs sent to agents",

@@ -145,6 +145,23 @@ pub struct LocalMesh {
     pub admin_port: u16,
     pub clusters: Vec<ClusterProcs>,
     pub apps: Vec<AppProcs>,
+    progress: Progress,
+}
+
+/// What `trellis up` prints as it goes: each step once done, with the seconds since the start,
+/// so a person sees where the minute goes (and where it stopped, if it does). Silent in tests.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    started: Instant,
+    enabled: bool,
+}
+
+impl Progress {
+    fn step(&self, what: impl std::fmt::Display) {
+        if self.enabled {
+            println!("  [{:5.1} s] {what}", self.started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// How to start a local mesh: the ports a person types (everything else is picked free), the
@@ -160,6 +177,8 @@ pub struct MeshOptions {
     /// Start the add-ons in every cluster: `trellis ext-auth`, and a Redis with `trellis
     /// rate-limiter` when `redis-server` is installed.
     pub addons: bool,
+    /// Print each step as it is done (`trellis up`).
+    pub progress: bool,
 }
 
 impl MeshOptions {
@@ -172,6 +191,7 @@ impl MeshOptions {
             agent_flags: Vec::new(),
             cluster_agent_flags: Vec::new(),
             addons: false,
+            progress: false,
         }
     }
 }
@@ -230,8 +250,16 @@ impl LocalMesh {
             admin_port,
             clusters: Vec::new(),
             apps: Vec::new(),
+            progress: Progress {
+                started: Instant::now(),
+                enabled: options.progress,
+            },
         };
         mesh.wait_for_api(Duration::from_secs(30)).await?;
+        mesh.progress.step(format_args!(
+            "management server: API {}, relay 127.0.0.1:{relay_port}, metrics 127.0.0.1:{admin_port}",
+            mesh.api_url
+        ));
 
         for cluster in ["cluster-1", "cluster-2"] {
             let registry_port = free_port();
@@ -265,6 +293,8 @@ impl LocalMesh {
             } else {
                 // Register the cluster, as an operator would with `trellis cluster register`.
                 let (token, root_ca) = mesh.register_cluster(cluster).await?;
+                mesh.progress
+                    .step(format_args!("{cluster}: registered (a one-time token for its agent)"));
                 let root_path = dir.join(format!("relay-root-ca-{cluster}.pem"));
                 std::fs::write(&root_path, root_ca)?;
                 agent.args.extend(["--root-ca".into(), s(&root_path.display())]);
@@ -293,8 +323,13 @@ impl LocalMesh {
                 ],
             );
             gateway.start()?;
+            mesh.progress
+                .step(format_args!("{cluster}: agent and east-west gateway started"));
             let addons = if options.addons {
-                start_addons(bin, dir, cluster, registry_port).await?
+                let addons = start_addons(bin, dir, cluster, registry_port).await?;
+                mesh.progress
+                    .step(format_args!("{cluster}: add-ons started (ext-auth, rate limiter)"));
+                addons
             } else {
                 Vec::new()
             };
@@ -337,6 +372,8 @@ impl LocalMesh {
                 },
             )?;
         }
+        mesh.progress
+            .step("demo apps started: frontend and backend v1 in cluster-1, backend v2 in cluster-2");
         Ok(mesh)
     }
 
@@ -529,7 +566,11 @@ impl LocalMesh {
         let mut last = String::new();
         loop {
             match self.call_from_frontend("http://backend-v2.mesh.internal/").await {
-                Ok(response) if response.status == 200 && response.body.contains("\"cluster-2\"") => break,
+                Ok(response) if response.status == 200 && response.body.contains("\"cluster-2\"") => {
+                    self.progress
+                        .step("traffic crosses clusters: the frontend reaches backend v2 in cluster-2");
+                    break;
+                }
                 Ok(response) => last = format!("HTTP {}: {}", response.status, response.body.trim()),
                 Err(error) => last = error.to_string(),
             }
@@ -561,6 +602,7 @@ impl LocalMesh {
                 self.dir.join("logs").display()
             );
         }
+        self.progress.step("the demo's 80/20 split answers steadily");
         // Every sidecar's listeners are up too, not only the ones on that path.
         for app in &self.apps {
             for port in [app.inbound_port, app.outbound_port] {
@@ -584,6 +626,7 @@ impl LocalMesh {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        self.progress.step("every sidecar serves");
         Ok(())
     }
 
@@ -725,11 +768,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             agent_flags: Vec::new(),
             cluster_agent_flags: Vec::new(),
             addons: !args.no_addons,
+            progress: true,
         },
     )
     .await?;
     let outcome = async {
         mesh.apply_demo_config().await?;
+        mesh.progress
+            .step("demo config applied: VirtualDestinations and the 80/20 RouteTable");
         mesh.wait_for_traffic(Duration::from_secs(60)).await
     }
     .await;

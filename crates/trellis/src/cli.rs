@@ -53,6 +53,8 @@ pub enum Command {
     Check(ServerArgs),
     /// This client's version and the management server's.
     Version(version_cli::VersionArgs),
+    /// A shell completion script on stdout, e.g. `source <(trellis completion bash)`.
+    Completion { shell: clap_complete::Shell },
     /// The client config: contexts (server, CA, credential) and the current one.
     #[command(subcommand)]
     Config(access_cli::ConfigCommand),
@@ -91,6 +93,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(command) => cluster_cli::run(command).await,
         Command::Check(args) => cluster_cli::check(args).await,
         Command::Version(args) => version_cli::version(args).await,
+        Command::Completion { shell } => {
+            // Into memory first: clap_complete panics on a write error, such as a closed pipe.
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "trellis", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(())
+        }
         Command::Config(command) => access_cli::config(command),
         Command::Token(command) => access_cli::token(command).await,
         Command::Audit(args) => access_cli::audit(args).await,

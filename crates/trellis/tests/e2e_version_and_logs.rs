@@ -1,6 +1,6 @@
 //! `trellis version` reports the client's and the server's versions (the server's only to an
-//! authenticated caller), and `--log-format json` makes every log line of a daemon one JSON
-//! object, for log pipelines.
+//! authenticated caller), `--log-format json` makes every log line of a daemon one JSON object,
+//! for log pipelines, and `trellis completion` gives a shell what it needs to complete commands.
 
 use trellis_testkit as common;
 
@@ -72,4 +72,24 @@ async fn version_names_client_and_server_and_json_logs_are_json() {
     assert!(!ok);
     assert!(err.contains("expected text or json"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `trellis completion bash`, sourced by a real bash, completes the subcommands and refuses a
+/// shell it does not know.
+#[tokio::test]
+async fn bash_completion_completes_subcommands() {
+    let script = format!(
+        "source <('{}' completion bash) && COMP_WORDS=(trellis ver) && COMP_CWORD=1 && _trellis trellis ver trellis && echo \"${{COMPREPLY[@]}}\"",
+        bin().display()
+    );
+    let output = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let offered = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(offered.split_whitespace().collect::<Vec<_>>(), ["version"], "{offered}");
+    let (ok, _, err) = trellis(&["completion", "nosuch"], None).await;
+    assert!(!ok && err.contains("possible values"), "{err}");
 }

@@ -212,6 +212,27 @@ pub struct AppSpec<'a> {
     pub port: u16,
 }
 
+impl<'a> AppSpec<'a> {
+    /// A service on port 80 that calls nothing, its outbound port picked free.
+    pub fn new(name: &'a str, namespace: &'a str, service: &'a str, version: &'a str, cluster: &'a str) -> Self {
+        AppSpec {
+            name,
+            namespace,
+            service,
+            version,
+            cluster,
+            calls: None,
+            outbound_port: None,
+            port: 80,
+        }
+    }
+
+    /// The same app serving `port` instead.
+    pub fn on_port(self, port: u16) -> Self {
+        AppSpec { port, ..self }
+    }
+}
+
 impl LocalMesh {
     /// Starts the management server, two clusters and the demo app; returns once the API answers.
     /// Apply the demo config and call [`LocalMesh::wait_for_traffic`] to know traffic flows.
@@ -361,14 +382,9 @@ impl LocalMesh {
             mesh.start_app(
                 bin,
                 AppSpec {
-                    name,
-                    namespace: "demo",
-                    service,
-                    version,
-                    cluster,
                     calls,
                     outbound_port: outbound,
-                    port: 80,
+                    ..AppSpec::new(name, "demo", service, version, cluster)
                 },
             )?;
         }

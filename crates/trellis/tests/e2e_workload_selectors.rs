@@ -97,16 +97,7 @@ fn remote_v2() -> (u16, String, String) {
 async fn selector_route_table_reroutes_only_the_selected_clients_of_a_kubernetes_service_name() {
     let mut mesh = demo_mesh("workload-selectors").await;
     // A second client in cluster-1 that the route table does not select.
-    let spec = AppSpec {
-        name: "reviewer",
-        namespace: "demo",
-        service: "reviewer",
-        version: "v1",
-        cluster: "cluster-1",
-        calls: None,
-        outbound_port: None,
-        port: 80,
-    };
+    let spec = AppSpec::new("reviewer", "demo", "reviewer", "v1", "cluster-1");
     mesh.start_app(&bin(), spec).unwrap();
     mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();
 

@@ -55,16 +55,7 @@ async fn status_from(mesh: &LocalMesh, app: &str, url: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_exported_service_crosses_and_federation_names_only_the_listed_ports() {
     let mut mesh = demo_mesh_allowing("workspace-resources", &["guest"]).await;
-    let spec = AppSpec {
-        name: "guest",
-        namespace: "guest",
-        service: "guest",
-        version: "v1",
-        cluster: "cluster-1",
-        calls: None,
-        outbound_port: None,
-        port: 80,
-    };
+    let spec = AppSpec::new("guest", "guest", "guest", "v1", "cluster-1");
     mesh.start_app(&bin(), spec).unwrap();
     mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();
     let guest = mesh_workload_cert(&mesh, "spiffe://trellis.local/ns/guest/sa/guest");

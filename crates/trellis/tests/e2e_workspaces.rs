@@ -46,16 +46,7 @@ async fn status_from(mesh: &LocalMesh, app: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_blocks_a_non_importing_workspace_and_admits_an_importing_one() {
     let mut mesh = demo_mesh_allowing("workspaces", &["guest"]).await;
-    let spec = AppSpec {
-        name: "guest",
-        namespace: "guest",
-        service: "guest",
-        version: "v1",
-        cluster: "cluster-1",
-        calls: None,
-        outbound_port: None,
-        port: 80,
-    };
+    let spec = AppSpec::new("guest", "guest", "guest", "v1", "cluster-1");
     mesh.start_app(&bin(), spec).unwrap();
     mesh.wait_for_traffic(Duration::from_secs(30)).await.unwrap();
     let backend_inbound = mesh.app("backend-v1").inbound_port;

@@ -291,16 +291,7 @@ impl Bookinfo {
         cluster: &str,
         port: u16,
     ) {
-        let spec = AppSpec {
-            name,
-            namespace,
-            service,
-            version,
-            cluster,
-            calls: None,
-            outbound_port: None,
-            port,
-        };
+        let spec = AppSpec::new(name, namespace, service, version, cluster).on_port(port);
         self.mesh
             .start_app(&trellis_testkit::bin(), spec)
             .unwrap_or_else(|e| panic!("{name} starts: {e:#}"));
@@ -396,16 +387,7 @@ impl Bookinfo {
         let mut mesh = trellis_testkit::demo_mesh_with(name, options).await;
         let bin = trellis_testkit::bin();
         for (name, service, version, cluster) in WORKLOADS {
-            let spec = AppSpec {
-                name,
-                namespace: NAMESPACE,
-                service,
-                version,
-                cluster,
-                calls: None,
-                outbound_port: None,
-                port: PORT,
-            };
+            let spec = AppSpec::new(name, NAMESPACE, service, version, cluster).on_port(PORT);
             mesh.start_app(&bin, spec).expect("a bookinfo workload starts");
         }
         mesh.wait_for_traffic(Duration::from_secs(60))

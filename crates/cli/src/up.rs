@@ -762,6 +762,9 @@ pub async fn start_addons_in(
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    // Ctrl-C is caught from here on: pressed during the minute of start-up, it stops what has
+    // started and says so, like a Ctrl-C after it.
+    let stop = trellis_support::process::Shutdown::on_signal();
     let bin = std::env::current_exe()?;
     trellis_support::envoy_bin::find()?;
     // The two ports a person types must be free; say so now rather than after a long wait.
@@ -773,7 +776,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     println!("Starting a local mesh in {} ...", args.dir.display());
-    let mut mesh = LocalMesh::start(
+    let starting = LocalMesh::start(
         &bin,
         &args.dir,
         MeshOptions {
@@ -786,31 +789,47 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             addons: !args.no_addons,
             progress: true,
         },
-    )
-    .await?;
+    );
+    // Stopped while its processes start: dropping them ends them (they die with `trellis up`).
+    let mut mesh = tokio::select! {
+        mesh = starting => mesh?,
+        _ = stop.requested() => {
+            println!("\nStopped before the mesh was up.");
+            return Ok(());
+        }
+    };
     let outcome = async {
         mesh.apply_demo_config().await?;
         mesh.progress
             .step("demo config applied: VirtualDestinations and the 80/20 RouteTable");
         mesh.wait_for_traffic(Duration::from_secs(60)).await
-    }
-    .await;
-    if let Err(error) = outcome {
-        mesh.shutdown().await;
-        return Err(error);
-    }
-    let context = match install_context(&mesh) {
-        Ok(path) => format!(
-            "the CLI's current context is now \"trellis-up\" (in {})",
-            path.display()
-        ),
-        Err(error) => format!(
-            "could not add the \"trellis-up\" context to your client config ({error:#}); use TRELLIS_CONFIG={}",
-            mesh.api_config.display()
-        ),
     };
-    print_summary(&mesh, &context);
-    trellis_support::process::shutdown_signal().await;
+    let outcome = tokio::select! {
+        outcome = outcome => Some(outcome),
+        _ = stop.requested() => None,
+    };
+    match outcome {
+        Some(Err(error)) => {
+            mesh.shutdown().await;
+            return Err(error);
+        }
+        Some(Ok(())) => {
+            let context = match install_context(&mesh) {
+                Ok(path) => format!(
+                    "the CLI's current context is now \"trellis-up\" (in {})",
+                    path.display()
+                ),
+                Err(error) => format!(
+                    "could not add the \"trellis-up\" context to your client config ({error:#}); use TRELLIS_CONFIG={}",
+                    mesh.api_config.display()
+                ),
+            };
+            print_summary(&mesh, &context);
+            stop.requested().await;
+        }
+        // Ctrl-C while the demo was still settling.
+        None => {}
+    }
     println!("\nStopping ...");
     mesh.shutdown().await;
     println!("Stopped.");

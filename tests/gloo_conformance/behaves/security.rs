@@ -492,33 +492,22 @@ async fn cors_transformations_and_access_logs_on_the_ratings_routes() {
 // === JWT ===
 
 /// The route jwt-local-jwks.yaml selects (`route: httpbin`): the guide's httpbin app stands as
-/// ratings here, on the guide's label. Shape as RATINGS_ROUTE_TABLE
+/// ratings here, on the guide's label: RATINGS_ROUTE_TABLE under another name and label
 /// (https://docs.solo.io/gloo-mesh-enterprise/main/reference/api/jwt_policy/ assumes a route
 /// labelled `route: httpbin`).
-const HTTPBIN_ROUTE_TABLE: &str = "\
-apiVersion: networking.gloo.solo.io/v2
-kind: RouteTable
-metadata:
-  name: httpbin-rt
-  namespace: bookinfo
-spec:
-  hosts:
-  - ratings.bookinfo.svc.cluster.local
-  workloadSelectors:
-  - {}
-  http:
-  - name: httpbin
-    labels:
-      route: httpbin
-    forwardTo:
-      destinations:
-      - ref:
-          name: ratings
-          namespace: bookinfo
-          cluster: cluster-1
-        port:
-          number: 9080
-";
+fn httpbin_route_table() -> String {
+    let renamed = RATINGS_ROUTE_TABLE
+        .replace("name: ratings-rt", "name: httpbin-rt")
+        .replace(
+            "  - name: ratings\n    labels:\n      route: ratings\n",
+            "  - name: httpbin\n    labels:\n      route: httpbin\n",
+        );
+    assert!(
+        renamed.contains("name: httpbin-rt") && renamed.contains("route: httpbin"),
+        "RATINGS_ROUTE_TABLE changed shape: {renamed}"
+    );
+    renamed
+}
 
 /// The example's inline public key, as its guide prints it.
 fn example_public_key(example: &str) -> String {
@@ -576,7 +565,7 @@ fn claims(issuer: &str) -> Value {
 async fn jwt_policy_needs_a_token_from_the_inline_key_and_copies_its_claims() {
     let example_file = "jwt-local-jwks.yaml";
     let bookinfo = Bookinfo::start("gloo-jwt").await;
-    bookinfo.apply("httpbin-rt.yaml", HTTPBIN_ROUTE_TABLE).await;
+    bookinfo.apply("httpbin-rt.yaml", &httpbin_route_table()).await;
     let one = ratings("/ratings/1");
     let issuer = Issuer::new("test-key");
     let token = issuer.sign(&claims("https://localhost"));

@@ -159,14 +159,17 @@ async fn a_virtual_destination_serves_destination_app_from_any_cluster() {
     );
     bookinfo.apply_example("virtual-destination-east-west.yaml").await;
     let url = "http://destination-app.mesh.internal.com:8080/hello";
+    // The remote instance is reachable only once the other cluster's east-west gateway has
+    // its config too, which may land after the local sidecar's: wait until each client has
+    // seen both clusters, then count.
     for client in ["productpage", "reviews-v3"] {
         bookinfo
             .until(
-                &format!("{client} reaching destination-app"),
+                &format!("{client} reaching destination-app in both clusters"),
                 Duration::from_secs(60),
                 || async {
-                    let answer = bookinfo.call(client, Request::get(url)).await;
-                    answer.status == 200 && answer.field("service") == "destination-app"
+                    let counts = bookinfo.tally(client, url, 6, "cluster").await;
+                    counts.contains_key("cluster-1") && counts.contains_key("cluster-2")
                 },
             )
             .await;

@@ -14,6 +14,7 @@ mod api_tls;
 mod api_tokens;
 mod check;
 mod config;
+mod graph;
 mod metrics;
 mod pki;
 mod relay;
@@ -21,6 +22,7 @@ mod root_trust;
 mod sharded;
 mod state;
 mod translator;
+mod ui;
 
 use std::sync::Arc;
 
@@ -56,6 +58,8 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     let access = api_access::ApiAccess {
         admin_token_hash,
         oidc: config.oidc.clone().map(api_auth::OidcVerifier::new).transpose()?,
+        ui_login: ui::UiLogin::new(config.oidc.as_ref(), &config.ui)?,
+        prometheus_url: config.ui.prometheus_url.clone(),
         retention: config.audit_retention,
         write_lock: tokio::sync::Mutex::new(()),
         refusal_budget: Default::default(),

@@ -5,6 +5,7 @@
 //!  cluster_cli  trellis cluster register|rotate|deregister|list, trellis check
 //!  access_cli   trellis config (contexts), trellis token, trellis audit
 //!  version_cli  trellis version: the client's and the server's
+//!  dashboard_cli trellis dashboard: the web UI in a browser, signed in
 //!  api_client   the connection to the management API: server, CA, credential (flags, env, context)
 //!  cli_config   the client config file of named contexts, like a kubeconfig (the management
 //!               server writes its admin.conf in this format)
@@ -20,6 +21,7 @@ pub mod api_client;
 pub mod cli_config;
 pub mod client;
 pub mod cluster_cli;
+pub mod dashboard_cli;
 pub mod demo_app;
 pub mod up;
 pub mod version_cli;

@@ -33,6 +33,7 @@ function when(unix) {
   const rel = days >= 0 ? `in ${days < 1 ? Math.round(days * 24) + ' h' : Math.round(days) + ' d'}` : 'EXPIRED';
   return `${esc(date)} <span class="muted">(${rel})</span>`;
 }
+function clip(text, n) { return text.length > n ? text.slice(0, n - 1) + '…' : text; }
 function key(r) { return `${r.kind}/${r.metadata.namespace || ''}/${r.metadata.name}`; }
 
 // A small YAML writer for display: the API's JSON as an operator would have written it.
@@ -109,7 +110,7 @@ const pages = {
     const described = await api(`/api/v1/describe/${path}`);
     const r = described.resource;
     const target = `${kind}/${namespace}/${name}`;
-    const audit = await api(`/api/v1/audit?target=${encodeURIComponent(target)}&limit=20`).catch(() => ({ records: [] }));
+    const audit = await api(`/api/v1/audit?target=${encodeURIComponent(target)}&limit=20`).catch(e => ({ denied: e.message }));
     const status = r.status || {};
     const delivery = described.delivery || {};
     const clusters = Object.entries(delivery.clusters || {}).map(([c, d]) =>
@@ -121,6 +122,7 @@ const pages = {
       ${(delivery.rejected || []).length ? `<div class="why">${esc(JSON.stringify(delivery.rejected))}</div>` : ''}
       <h2>YAML</h2><pre>${esc(yaml({ apiVersion: r.apiVersion, kind: r.kind, metadata: r.metadata, spec: r.spec }).trimStart())}</pre>
       <h2>History</h2>
+      ${audit.denied ? `<p class="muted">The audit log is not yours to read (${esc(audit.denied)}).</p>` : ''}
       <table><tr><th>When</th><th>Who</th><th>Action</th><th>Result</th><th>Message</th></tr>
       ${(audit.records || []).map(a => `<tr><td>${esc(new Date(a.time * 1000).toISOString().slice(0, 19).replace('T', ' '))}</td><td>${esc(a.user)}</td><td>${esc(a.action)}</td><td>${badge(a.result, a.result === 'ok' ? 'ok' : 'error')}</td><td>${esc(a.message)}</td></tr>`).join('')}</table>`;
   },
@@ -192,7 +194,7 @@ async function insightList() {
 function resourceTable(items) {
   return `<table><tr><th>Kind</th><th>Namespace</th><th>Name</th><th>Status</th><th>Message</th></tr>
     ${items.map(r => `<tr class="link" data-href="#/resource/${[r.kind, r.metadata.namespace || '_', r.metadata.name].map(encodeURIComponent).join('/')}">
-      <td>${esc(r.kind)}</td><td>${esc(r.metadata.namespace || '')}</td><td>${esc(r.metadata.name)}</td><td>${badge(r.status?.state || 'PENDING')}</td><td>${esc((r.status?.message || '').slice(0, 140))}</td></tr>`).join('')}</table>`;
+      <td>${esc(r.kind)}</td><td>${esc(r.metadata.namespace || '')}</td><td>${esc(r.metadata.name)}</td><td>${badge(r.status?.state || 'PENDING')}</td><td>${esc(clip(r.status?.message || '', 160))}</td></tr>`).join('')}</table>`;
 }
 
 function drawBoxes(names, links) {

@@ -6,6 +6,7 @@
 //!  access_cli   trellis config (contexts), trellis token, trellis audit
 //!  version_cli  trellis version: the client's and the server's
 //!  dashboard_cli trellis dashboard: the web UI in a browser, signed in
+//!  debug_report trellis debug report: one archive of the mesh's state, secrets redacted
 //!  api_client   the connection to the management API: server, CA, credential (flags, env, context)
 //!  cli_config   the client config file of named contexts, like a kubeconfig (the management
 //!               server writes its admin.conf in this format)
@@ -22,6 +23,7 @@ pub mod cli_config;
 pub mod client;
 pub mod cluster_cli;
 pub mod dashboard_cli;
+pub mod debug_report;
 pub mod demo_app;
 pub mod up;
 pub mod version_cli;

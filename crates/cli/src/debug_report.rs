@@ -86,7 +86,7 @@ pub async fn run(command: DebugCommand) -> anyhow::Result<()> {
         .output
         .unwrap_or_else(|| PathBuf::from(format!("trellis-debug-{now}.tar")));
     let archive = tar(&format!("trellis-debug-{now}"), &files, now);
-    trellis_support::files::write_private(&output, &archive)
+    trellis_support::files::write_private_bytes(&output, &archive)
         .with_context(|| format!("cannot write {}", output.display()))?;
     println!("Wrote {} ({} files, secrets redacted).", output.display(), files.len());
     Ok(())
@@ -119,9 +119,9 @@ pub fn redact(value: &mut Value) {
             let is_secret_resource = map.get("kind").and_then(Value::as_str) == Some("Secret");
             for (key, inner) in map.iter_mut() {
                 // `keys`: API keys (as digests, still worth a dictionary attack) of apiKeyAuth.
-                if (is_secret_resource && (key == "data" || key == "stringData")) || key == "keys" {
-                    *inner = Value::String("[redacted]".into());
-                } else if is_secret_key(key) && !inner.is_object() && !inner.is_array() && !inner.is_null() {
+                let whole = (is_secret_resource && (key == "data" || key == "stringData")) || key == "keys";
+                let credential = is_secret_key(key) && !inner.is_object() && !inner.is_array() && !inner.is_null();
+                if whole || credential {
                     *inner = Value::String("[redacted]".into());
                 } else {
                     redact(inner);

@@ -6,7 +6,12 @@ use anyhow::Context;
 
 /// Writes `contents` to `path` with mode 0600, through a temporary file renamed over it, so no
 /// reader ever sees half a file.
-pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    write_private_bytes(path, contents.as_bytes())
+}
+
+/// [`write_private`] of bytes (an archive).
+pub fn write_private_bytes(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -17,7 +22,7 @@ pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(contents.as_ref())?;
+    file.write_all(contents)?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 

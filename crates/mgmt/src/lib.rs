@@ -17,6 +17,7 @@ mod config;
 mod graph;
 mod metrics;
 mod pki;
+mod proxy_config;
 mod relay;
 mod root_trust;
 mod sharded;

@@ -4,7 +4,9 @@ use clap::{Parser, Subcommand};
 
 use trellis_agent::{self as agent, gateway, proxy};
 use trellis_cli::api_client::ServerArgs;
-use trellis_cli::{access_cli, client, cluster_cli, dashboard_cli, debug_report, demo_app, up, version_cli};
+use trellis_cli::{
+    access_cli, client, cluster_cli, dashboard_cli, debug_report, demo_app, proxy_config_cli, up, version_cli,
+};
 use trellis_ext_auth_server as extauth;
 use trellis_mgmt as mgmt;
 use trellis_rate_limiter as ratelimit;
@@ -53,6 +55,8 @@ pub enum Command {
     Check(ServerArgs),
     /// This client's version and the management server's.
     Version(version_cli::VersionArgs),
+    /// A proxy's live Envoy config, read by its cluster's agent.
+    ProxyConfig(proxy_config_cli::ProxyConfigArgs),
     /// Open the web UI in a browser, signed in with this client's token.
     Dashboard(dashboard_cli::DashboardArgs),
     /// Support tools: `trellis debug report` writes one archive of the mesh's state.
@@ -99,6 +103,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => cluster_cli::check(args).await,
         Command::Version(args) => version_cli::version(args).await,
         Command::Dashboard(args) => dashboard_cli::dashboard(args).await,
+        Command::ProxyConfig(args) => proxy_config_cli::proxy_config(args).await,
         Command::Debug(command) => debug_report::run(command).await,
         Command::Completion { shell } => {
             // Into memory first: clap_complete panics on a write error, such as a closed pipe.

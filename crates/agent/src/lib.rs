@@ -29,6 +29,7 @@ mod mesh_identity;
 mod policy;
 pub mod proxy;
 mod proxy_config;
+mod proxy_metrics;
 mod registry;
 mod relay_client;
 pub mod role_secret;

@@ -895,6 +895,10 @@ pub fn router(
                 }
             }),
         )
+        .route(
+            "/metrics/proxies",
+            get(|State((agent, _)): AppState| super::proxy_metrics::serve(agent)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state((agent, board))
 }

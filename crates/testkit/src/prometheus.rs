@@ -1,6 +1,6 @@
 //! A real Prometheus (Debian's `prometheus`, installed by scripts/setup) scraping a demo mesh
-//! every second: the management server's admin port, and each sidecar's Envoy stats labelled
-//! with its app (what Kubernetes service discovery would attach from the pod's labels).
+//! every second: the management server's admin port, and each cluster's agent at
+//! `/metrics/proxies`, where the agent serves its proxies' Envoy stats labelled with their app.
 
 use std::time::Duration;
 
@@ -13,13 +13,13 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Scrapes `mesh`; `sidecars` are (app label, process name) pairs of its apps.
-    pub fn scrape(mesh: &LocalMesh, sidecars: &[(&str, &str)]) -> Prometheus {
-        Self::scrape_on(mesh, free_port(), sidecars)
+    /// Scrapes `mesh`: its management server and every cluster's agent.
+    pub fn scrape(mesh: &LocalMesh) -> Prometheus {
+        Self::scrape_on(mesh, free_port())
     }
 
     /// [`Prometheus::scrape`] listening on `port`.
-    pub fn scrape_on(mesh: &LocalMesh, port: u16, sidecars: &[(&str, &str)]) -> Prometheus {
+    pub fn scrape_on(mesh: &LocalMesh, port: u16) -> Prometheus {
         assert!(
             std::process::Command::new("prometheus")
                 .arg("--version")
@@ -27,25 +27,21 @@ impl Prometheus {
                 .is_ok(),
             "prometheus is not installed: scripts/setup installs Debian's package"
         );
-        let targets: Vec<String> = sidecars
+        let agents: Vec<String> = mesh
+            .clusters
             .iter()
-            .map(|(app, process)| {
-                format!(
-                    "\x20 - {{targets: ['127.0.0.1:{}'], labels: {{app: {app}}}}}\n",
-                    mesh.app(process).admin_port
-                )
-            })
+            .map(|cluster| format!("'127.0.0.1:{}'", cluster.registry_port))
             .collect();
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              scrape_configs:\n\
              - job_name: trellis-mgmt\n\
              \x20 static_configs: [{{targets: ['127.0.0.1:{}']}}]\n\
-             - job_name: envoy-sidecars\n\
-             \x20 metrics_path: /stats/prometheus\n\
-             \x20 static_configs:\n{}",
+             - job_name: trellis-proxies\n\
+             \x20 metrics_path: /metrics/proxies\n\
+             \x20 static_configs: [{{targets: [{}]}}]\n",
             mesh.admin_port,
-            targets.concat()
+            agents.join(", ")
         );
         let dir = mesh.dir.join("prometheus");
         std::fs::create_dir_all(&dir).unwrap();

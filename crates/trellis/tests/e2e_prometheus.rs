@@ -1,9 +1,10 @@
 //! A real Prometheus (Debian's `prometheus`) scrapes the demo mesh: the management server's admin
-//! port, with Gloo's relay metric names beside Trellis's own, and the sidecars' Envoy stats. The
-//! golden signals of the demo's backend (request rate, success ratio, p99 latency, as its
-//! sidecars count them inbound) are then
-//! queried through Prometheus's HTTP API, as a dashboard or an alert would; injected failures
-//! show up in the success ratio.
+//! port, with Gloo's relay metric names beside Trellis's own, and each cluster's agent, which
+//! serves its proxies' Envoy stats labelled with their app (one target per cluster). The golden
+//! signals of the demo's backend (request rate, success ratio, p99 latency, as its sidecars
+//! count them inbound) and of the frontend → backend edge (as the frontend's sidecar counts its
+//! outbound clusters) are then queried through Prometheus's HTTP API, as a dashboard or an
+//! alert would; injected failures show up in the success ratio.
 
 use trellis_testkit as common;
 
@@ -17,14 +18,7 @@ const BACKEND_INBOUND: &str = r#"app="backend",envoy_http_conn_manager_prefix=~"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_mesh_and_answers_golden_signal_queries() {
     let mesh = demo_mesh("prometheus").await;
-    let prometheus = trellis_testkit::prometheus::Prometheus::scrape(
-        &mesh,
-        &[
-            ("frontend", "frontend"),
-            ("backend", "backend-v1"),
-            ("backend", "backend-v2"),
-        ],
-    );
+    let prometheus = trellis_testkit::prometheus::Prometheus::scrape(&mesh);
 
     // Traffic from the frontend to the backend for as long as the test runs.
     let traffic = {
@@ -63,6 +57,12 @@ async fn prometheus_scrapes_the_mesh_and_answers_golden_signal_queries() {
         .until(&success, "success ratio while healthy", |v| v > 0.99)
         .await;
     let latency = prometheus.until(&p99, "p99 latency", |v| v > 0.0).await;
+    // The edge, whole-named: the mesh cluster's dots come as `_`, so Envoy's tag extraction
+    // keeps the destination in `envoy_cluster_name` instead of cutting it at the first dot.
+    let edge = r#"sum(rate(envoy_cluster_upstream_rq_total{app="frontend",cluster="cluster-1",envoy_cluster_name="outbound|80||backend_demo_svc_cluster-2"}[10s]))"#;
+    prometheus
+        .until(edge, "the frontend → backend v2 edge", |v| v > 0.0)
+        .await;
     assert!(latency < 1000.0, "p99 of {latency} ms on loopback");
 
     // Half of backend-v1's answers fail: the success ratio the dashboard shows drops.

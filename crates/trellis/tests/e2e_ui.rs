@@ -100,15 +100,7 @@ async fn a_user_logs_in_with_oidc_and_sees_the_mesh_in_a_browser() {
     .map(String::from)
     .to_vec();
     let mesh = demo_mesh_with("ui", options).await;
-    let _prometheus = common::prometheus::Prometheus::scrape_on(
-        &mesh,
-        prometheus_port,
-        &[
-            ("frontend", "frontend"),
-            ("backend", "backend-v1"),
-            ("backend", "backend-v2"),
-        ],
-    );
+    let _prometheus = common::prometheus::Prometheus::scrape_on(&mesh, prometheus_port);
     let applied = mesh.apply("ui-test", &viewer_binding("uma")).await.unwrap();
     assert_eq!(applied.status, 200, "{}", applied.body);
     let applied = mesh.apply("ui-test", CONFLICTING_POLICIES).await.unwrap();

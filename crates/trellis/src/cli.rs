@@ -76,6 +76,26 @@ pub enum GatewayCommand {
     Ingress(gateway::IngressArgs),
 }
 
+impl Cli {
+    /// The daemons export their spans when given a collector; other commands never do.
+    pub fn span_export(&self) -> Option<trellis_support::span_export::SpanExport> {
+        use trellis_support::span_export::SpanExport;
+        match &self.command {
+            Command::Mgmt(args) => Some(SpanExport {
+                endpoint: args.otlp_endpoint.clone()?,
+                service: "trellis-mgmt",
+                cluster: args.cluster_name.clone(),
+            }),
+            Command::Agent(args) => Some(SpanExport {
+                endpoint: args.otlp_endpoint.clone()?,
+                service: "trellis-agent",
+                cluster: Some(args.cluster.clone()),
+            }),
+            _ => None,
+        }
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mgmt(args) => mgmt::run(*args).await,

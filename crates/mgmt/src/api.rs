@@ -202,6 +202,7 @@ fn rejected(mgmt: &Mgmt, identity: &Identity, source: &str, error: ApiError) -> 
     error.into()
 }
 
+#[tracing::instrument(name = "apply", skip_all, fields(source = tracing::field::Empty, resources = tracing::field::Empty))]
 async fn apply(
     State(mgmt): State<Arc<Mgmt>>,
     Extension(identity): Extension<Identity>,
@@ -209,11 +210,16 @@ async fn apply(
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let source = query.source.unwrap_or_else(|| "request".into());
+    let span = tracing::Span::current();
+    span.record("source", source.as_str());
     let resources = match trellis_api::parse_documents(&source, &body) {
         Ok(resources) => resources,
         Err(error) => return Err(rejected(&mgmt, &identity, &source, error)),
     };
+    span.record("resources", resources.len());
     bounded(&source, resources.len())?;
+    // The translation that takes this write in continues this trace (see `trace_origins`).
+    let traceparent = trellis_support::trace_context::traceparent(&span);
     // Admission and write under one lock: what admission saw is what the write changes.
     let _write = mgmt.api.write_lock.lock().await;
     let store_mgmt = mgmt.clone();
@@ -264,6 +270,11 @@ async fn apply(
             return Ok(Err(error));
         }
         let outcomes = store_mgmt.store.apply(resources)?;
+        // Under the write lock: no other apply moved the revision since (a discovery report
+        // may have; its translation then carries this trace).
+        store_mgmt
+            .trace_origins
+            .record(store_mgmt.store.revision(), traceparent);
         for ((key, diff), outcome) in diffs.into_iter().zip(&outcomes) {
             if outcome.action != trellis_store::ApplyAction::Unchanged {
                 let message = format!("{:?}, generation {}", outcome.action, outcome.generation).to_lowercase();

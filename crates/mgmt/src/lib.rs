@@ -20,6 +20,7 @@ mod relay;
 mod root_trust;
 mod sharded;
 mod state;
+mod trace_origins;
 mod translator;
 
 use std::sync::Arc;

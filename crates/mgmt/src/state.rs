@@ -69,6 +69,8 @@ pub struct Mgmt {
     pub token_ttl: Duration,
     /// Who may use the API: credentials, audit retention, the write lock.
     pub api: super::api_access::ApiAccess,
+    /// The traces of applies not yet translated.
+    pub trace_origins: Arc<super::trace_origins::TraceOrigins>,
 }
 
 impl Mgmt {
@@ -106,6 +108,7 @@ impl Mgmt {
             kicks: tokio::sync::broadcast::Sender::new(16),
             token_ttl,
             api,
+            trace_origins: Default::default(),
         });
         Ok((mgmt, translator))
     }
@@ -115,7 +118,7 @@ impl Mgmt {
         let mgmt = self.clone();
         std::thread::Builder::new()
             .name("translator".to_string())
-            .spawn(move || translator.run(&mgmt.published, &mgmt.stopping))
+            .spawn(move || translator.run(&mgmt.published, &mgmt.stopping, &mgmt.trace_origins))
             .expect("spawn the translator thread")
     }
 

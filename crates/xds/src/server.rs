@@ -299,7 +299,7 @@ impl<S: SnapshotSource> StreamTask<S> {
                                 let snapshot = watch.borrow_and_update().clone();
                                 let pushes = state.set_snapshot(snapshot);
                                 self.board.update(self.stream_id, state.type_statuses());
-                                self.send_all::<P>(pushes).await
+                                self.send_all::<P>(state.node_id(), pushes).await
                             }
                         }
                         Err(_) => {
@@ -323,7 +323,11 @@ impl<S: SnapshotSource> StreamTask<S> {
         let mut responses = Vec::new();
         match state.handle(req) {
             Outcome::Send(resp) => responses.push(resp),
-            Outcome::Acked { type_url, version } => debug!(type_url, version, "ack"),
+            Outcome::Acked { type_url, version } => {
+                // When the proxy took a config; a span of its own, like `xds_push`.
+                let _ack = info_span!(parent: None, "xds_ack", proxy.id = state.node_id(), type_url, version).entered();
+                debug!(type_url, version, "ack");
+            }
             Outcome::Nacked {
                 type_url,
                 rejected_version,
@@ -353,15 +357,20 @@ impl<S: SnapshotSource> StreamTask<S> {
         // What the proxy just took may let go of what waited for it (routes after clusters).
         responses.extend(state.released());
         self.board.update(self.stream_id, state.type_statuses());
-        self.send_all::<P>(responses).await
+        self.send_all::<P>(state.node_id(), responses).await
     }
 
-    async fn send_all<P: Protocol>(&self, responses: Vec<P::Response>) -> ControlFlow<()> {
+    async fn send_all<P: Protocol>(&self, node_id: &str, responses: Vec<P::Response>) -> ControlFlow<()> {
         for resp in responses {
             let (type_url, version, nonce, resources) = P::describe(&resp);
-            debug!(type_url, version, nonce, resources, "push");
-            self.metrics.push(type_url);
-            if self.tx.send(Ok(encode(&resp))).await.is_err() {
+            // A span of its own, like `xds_ack`: the stream's span lasts as long as Envoy runs.
+            let span = info_span!(parent: None, "xds_push", proxy.id = node_id, type_url, version, resources);
+            let pushed = async {
+                debug!(type_url, version, nonce, resources, "push");
+                self.metrics.push(type_url);
+                self.tx.send(Ok(encode(&resp))).await
+            };
+            if pushed.instrument(span).await.is_err() {
                 return ControlFlow::Break(());
             }
         }

@@ -1,0 +1,140 @@
+//! Traces reach a real Jaeger over OTLP/gRPC: the demo mesh's sidecars trace requests with
+//! Envoy's OpenTelemetry tracer (the client's and the server's sidecar in one trace, joined by
+//! the W3C `traceparent` the client's sends), and the management server and agents export their
+//! own spans, an apply's trace running from the API through translation and the relay push into
+//! both agents. With sampling at 0 no proxy span arrives, while the daemons' spans still do.
+//!
+//! Jaeger comes from scripts/setup (built once from its Go module into a cache outside the tree).
+
+use trellis_testkit as common;
+
+use std::time::Duration;
+
+use common::jaeger::{Jaeger, Trace};
+use common::*;
+use trellis_cli::up::{LocalMesh, MeshOptions, MeshTracing};
+
+/// The sidecars' service names: `<service>.<namespace>`.
+const CLIENT: &str = "frontend.demo";
+const SERVER: &str = "backend.demo";
+const MGMT: &str = "trellis-mgmt";
+const AGENT: &str = "trellis-agent";
+/// Envoy flushes its spans every 5 s; Trellis' exporter every half second.
+const ARRIVAL: Duration = Duration::from_secs(45);
+
+async fn traced_demo_mesh(name: &str, sampling_percent: f64) -> (Jaeger, LocalMesh) {
+    let jaeger = Jaeger::start(&test_dir(&format!("{name}-jaeger"))).await;
+    let mut options = MeshOptions::free();
+    options.tracing = Some(MeshTracing {
+        endpoint: jaeger.otlp.clone(),
+        sampling_percent,
+    });
+    let mesh = demo_mesh_with(name, options).await;
+    (jaeger, mesh)
+}
+
+async fn requests_through_the_frontend_sidecar(mesh: &LocalMesh, n: usize) {
+    for i in 0..n {
+        let response = mesh
+            .call_from_frontend("http://backend.mesh.internal/")
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(response.status, 200, "request {i}: {}", response.body);
+    }
+}
+
+fn both_sidecars(trace: &Trace) -> bool {
+    let services = trace.services();
+    services.contains(CLIENT) && services.contains(SERVER)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_and_the_control_plane_send_their_spans_to_jaeger_in_shared_traces() {
+    let (jaeger, mesh) = traced_demo_mesh("traces", 100.0).await;
+    requests_through_the_frontend_sidecar(&mesh, 10).await;
+
+    // (a) One request, two sidecars, one trace: the server's span is a child of the client's.
+    let trace = jaeger
+        .wait_for_trace(SERVER, "a request traced by both sidecars", ARRIVAL, both_sidecars)
+        .await;
+    assert!(trace.spans.iter().all(|s| s.trace_id == trace.trace_id));
+    let server = trace.spans.iter().find(|s| s.service == SERVER).unwrap();
+    let parent = server
+        .parents
+        .iter()
+        .find_map(|id| trace.span(id))
+        .unwrap_or_else(|| panic!("the server's span has no parent in the trace: {trace:?}"));
+    assert_eq!(parent.service, CLIENT, "{trace:?}");
+    let traces = jaeger.traces(SERVER, 500).await;
+    let joined = traces.iter().filter(|t| both_sidecars(t)).count();
+    assert!(joined >= 10, "{joined} of {} traces hold both sidecars' spans", traces.len());
+
+    // (b) An apply, its translation and pushes, and both agents taking the config: one trace.
+    let response = mesh
+        .apply("route-table-50-50.yaml", &route_table(50, 50))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    let apply = jaeger
+        .wait_for_trace(MGMT, "an apply carried through to both agents", ARRIVAL, |t| {
+            let clusters: std::collections::BTreeSet<&str> = t
+                .spans
+                .iter()
+                .filter(|s| s.service == AGENT && s.operation == "receive_config")
+                .flat_map(|s| &s.process_tags)
+                .filter(|(key, _)| key == trellis_support::span_export::CLUSTER_ATTRIBUTE)
+                .map(|(_, value)| value.as_str())
+                .collect();
+            ["apply", "translate", "push_config"]
+                .iter()
+                .all(|operation| t.has(MGMT, operation))
+                && t.has(AGENT, "build_snapshots")
+                && clusters == ["cluster-1", "cluster-2"].into()
+        })
+        .await;
+    // The pushes hang off the translation, the translation off the apply.
+    let parent_of = |operation: &str| {
+        let span = apply.spans.iter().find(|s| s.operation == operation).unwrap();
+        span.parents
+            .iter()
+            .find_map(|id| apply.span(id))
+            .map(|p| p.operation.clone())
+    };
+    assert_eq!(parent_of("translate").as_deref(), Some("apply"));
+    assert_eq!(parent_of("push_config").as_deref(), Some("translate"));
+    assert_eq!(parent_of("receive_config").as_deref(), Some("push_config"));
+
+    // The agents' xDS work: pushes to their Envoys and the Envoys' ACKs.
+    let agent = jaeger
+        .wait_for_trace(AGENT, "an xDS push and an ACK", ARRIVAL, |t| t.has(AGENT, "xds_push"))
+        .await;
+    assert!(agent.spans.iter().all(|s| s.operation == "xds_push"));
+    jaeger
+        .wait_for_trace(AGENT, "an Envoy's ACK", ARRIVAL, |t| t.has(AGENT, "xds_ack"))
+        .await;
+    eprintln!(
+        "{joined} traces with both sidecars; the apply's trace holds {} spans from {:?}",
+        apply.spans.len(),
+        apply.services()
+    );
+    finish(mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_sampling_zero_percent_send_no_spans() {
+    let (jaeger, mesh) = traced_demo_mesh("traces-unsampled", 0.0).await;
+    requests_through_the_frontend_sidecar(&mesh, 20).await;
+    // The daemons' spans arrive over the same path: silence from the proxies is their sampling.
+    jaeger
+        .wait_for_trace(AGENT, "the agents' spans", ARRIVAL, |t| t.has(AGENT, "receive_config"))
+        .await;
+    // Past two of Envoy's 5 s flushes after the last request.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let services = jaeger.services().await;
+    assert!(services.iter().any(|s| s == AGENT), "{services:?}");
+    assert!(
+        !services.iter().any(|s| s == CLIENT || s == SERVER),
+        "proxy spans arrived at 0% sampling: {services:?}"
+    );
+    finish(mesh).await;
+}

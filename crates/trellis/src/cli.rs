@@ -26,7 +26,7 @@ pub enum Command {
     /// Run the management server.
     Mgmt(Box<mgmt::MgmtArgs>),
     /// Run a cluster's agent.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Register a workload with its agent and run its Envoy sidecar.
     Proxy(proxy::ProxyArgs),
     /// Run the rate limit service (Envoy RLS v3, counters in Redis).
@@ -99,7 +99,7 @@ impl Cli {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mgmt(args) => mgmt::run(*args).await,
-        Command::Agent(args) => agent::run(args).await,
+        Command::Agent(args) => agent::run(*args).await,
         Command::Proxy(args) => proxy::run(args).await,
         Command::Gateway(GatewayCommand::EastWest(args)) => gateway::run_east_west(args).await,
         Command::Gateway(GatewayCommand::Ingress(args)) => gateway::run_ingress(args).await,

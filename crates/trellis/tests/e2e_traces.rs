@@ -67,7 +67,11 @@ async fn sidecars_and_the_control_plane_send_their_spans_to_jaeger_in_shared_tra
     assert_eq!(parent.service, CLIENT, "{trace:?}");
     let traces = jaeger.traces(SERVER, 500).await;
     let joined = traces.iter().filter(|t| both_sidecars(t)).count();
-    assert!(joined >= 10, "{joined} of {} traces hold both sidecars' spans", traces.len());
+    assert!(
+        joined >= 10,
+        "{joined} of {} traces hold both sidecars' spans",
+        traces.len()
+    );
 
     // (b) An apply, its translation and pushes, and both agents taking the config: one trace.
     let response = mesh

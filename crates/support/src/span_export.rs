@@ -139,6 +139,41 @@ pub(crate) fn tracer(export: &SpanExport) -> anyhow::Result<(opentelemetry_sdk::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// More spans than the queue holds, to a port nobody listens on: making them never waits
+    /// on the collector, and the flush at shutdown gives up within its timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_collector_that_is_down_costs_spans_not_a_stalled_process() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let export = SpanExport {
+            endpoint: format!("127.0.0.1:{port}").parse().unwrap(),
+            service: "trellis-test",
+            cluster: Some("cluster-1".into()),
+        };
+        let (tracer, guard) = tracer(&export).unwrap();
+        let subscriber = tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+        let started = Instant::now();
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..(MAX_QUEUED_SPANS * 3) {
+                let _span = tracing::info_span!("work", i).entered();
+            }
+        });
+        let making = started.elapsed();
+        assert!(making < Duration::from_secs(10), "{making:?} to make the spans");
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || guard.shutdown()).await.unwrap();
+        let flushing = started.elapsed();
+        assert!(
+            flushing < EXPORT_TIMEOUT + Duration::from_secs(2),
+            "{flushing:?} to shut down"
+        );
+    }
 
     #[test]
     fn endpoints_parse_from_host_port_with_or_without_scheme() {

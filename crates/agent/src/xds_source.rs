@@ -410,6 +410,8 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                 }
             }
             let _enter = span.enter();
+            // The proxies' pushes and ACKs continue it (see trellis_xds::Snapshot::traceparent).
+            let pass_trace = trellis_support::trace_context::traceparent(&span);
             let registrations = agent.registry.all_shared();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             shared.retain(|node| by_node.contains_key(node));
@@ -429,9 +431,10 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                     continue;
                 }
                 let registration = &**registration;
-                let Some(snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
+                let Some(mut snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
                     continue;
                 };
+                snapshot.traceparent.clone_from(&pass_trace);
                 rebuilt += 1;
                 built.insert(node_id.clone(), inputs);
                 snapshots

@@ -32,6 +32,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
+use tracing::Instrument;
 
 use axum::Extension;
 use trellis_api::{ApiError, DocumentError, Kind, Resource, ResourceKey};
@@ -202,11 +203,31 @@ fn rejected(mgmt: &Mgmt, identity: &Identity, source: &str, error: ApiError) -> 
     error.into()
 }
 
-#[tracing::instrument(name = "apply", skip_all, fields(source = tracing::field::Empty, resources = tracing::field::Empty))]
+/// `POST /api/v1/apply`, in a span `apply` that continues the caller's trace, if it sends a
+/// `traceparent` (a deploy pipeline that traces gets the apply and what follows it in its trace).
 async fn apply(
     State(mgmt): State<Arc<Mgmt>>,
     Extension(identity): Extension<Identity>,
     Query(query): Query<SourceQuery>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let span = tracing::info_span!(
+        "apply",
+        source = tracing::field::Empty,
+        resources = tracing::field::Empty
+    );
+    // Before the span starts: a started span keeps the parent it started with.
+    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        trellis_support::trace_context::continue_trace(&span, traceparent);
+    }
+    apply_in_span(mgmt, identity, query, body).instrument(span).await
+}
+
+async fn apply_in_span(
+    mgmt: Arc<Mgmt>,
+    identity: Identity,
+    query: SourceQuery,
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let source = query.source.unwrap_or_else(|| "request".into());

@@ -24,7 +24,8 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
 }
 
 /// Makes `span` a child of the span `traceparent` names. An empty or malformed one is ignored:
-/// the span then starts a trace of its own.
+/// the span then starts a trace of its own. Call it before the span is first entered: a span
+/// that has started keeps the parent it started with.
 pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     if traceparent.is_empty() {
         return;

@@ -174,6 +174,12 @@ impl Jaeger {
         body["data"].as_array().into_iter().flatten().map(parse_trace).collect()
     }
 
+    /// The trace of `trace_id` (32 hex digits), once Jaeger has any span of it.
+    pub async fn trace(&self, trace_id: &str) -> Option<Trace> {
+        let body = self.get(&format!("/api/traces/{trace_id}")).await?;
+        body["data"].as_array()?.first().map(parse_trace)
+    }
+
     /// Polls [`traces`](Self::traces) of `service` until one satisfies `wanted`; fails after
     /// `limit` saying `what`, with the operations seen.
     pub async fn wait_for_trace(

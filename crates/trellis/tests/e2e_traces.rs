@@ -43,6 +43,29 @@ async fn requests_through_the_frontend_sidecar(mesh: &LocalMesh, n: usize) {
     }
 }
 
+/// The trace id of the caller of an apply.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+async fn wait_for_trace_id(jaeger: &Jaeger, trace_id: &str, what: &str, wanted: impl Fn(&Trace) -> bool) -> Trace {
+    let deadline = std::time::Instant::now() + ARRIVAL;
+    loop {
+        let trace = jaeger.trace(trace_id).await;
+        if let Some(trace) = trace.as_ref().filter(|t| wanted(t)) {
+            return trace.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: trace {trace_id} is not complete after {ARRIVAL:?}: {:?}",
+            trace.map(|t| t
+                .spans
+                .iter()
+                .map(|s| format!("{}:{}", s.service, s.operation))
+                .collect::<Vec<_>>())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn both_sidecars(trace: &Trace) -> bool {
     let services = trace.services();
     services.contains(CLIENT) && services.contains(SERVER)
@@ -65,39 +88,54 @@ async fn sidecars_and_the_control_plane_send_their_spans_to_jaeger_in_shared_tra
         .find_map(|id| trace.span(id))
         .unwrap_or_else(|| panic!("the server's span has no parent in the trace: {trace:?}"));
     assert_eq!(parent.service, CLIENT, "{trace:?}");
-    let traces = jaeger.traces(SERVER, 500).await;
-    let joined = traces.iter().filter(|t| both_sidecars(t)).count();
-    assert!(
-        joined >= 10,
-        "{joined} of {} traces hold both sidecars' spans",
-        traces.len()
-    );
+    // Every request of ours is such a trace, once each Envoy has flushed (every 5 s).
+    let deadline = std::time::Instant::now() + ARRIVAL;
+    let joined = loop {
+        let traces = jaeger.traces(SERVER, 500).await;
+        let joined = traces.iter().filter(|t| both_sidecars(t)).count();
+        if joined >= 10 {
+            break joined;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{joined} of {} traces hold both sidecars' spans",
+            traces.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
 
-    // (b) An apply, its translation and pushes, and both agents taking the config: one trace.
+    // (b) An apply, its translation and pushes, and both agents taking the config: one trace,
+    // the caller's (a deploy pipeline that traces hands its traceparent to the API).
     let response = mesh
-        .apply("route-table-50-50.yaml", &route_table(50, 50))
+        .api()
+        .unwrap()
+        .request_with_headers(
+            "POST",
+            "/api/v1/apply?source=route-table-50-50.yaml",
+            &[("traceparent", &format!("00-{CALLER_TRACE}-00f067aa0ba902b7-01"))],
+            Some(("application/yaml", route_table(50, 50).into_bytes())),
+        )
         .await
         .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
-    let apply = jaeger
-        .wait_for_trace(MGMT, "an apply carried through to both agents", ARRIVAL, |t| {
-            let clusters: std::collections::BTreeSet<&str> = t
-                .spans
+    let apply = wait_for_trace_id(&jaeger, CALLER_TRACE, "an apply carried through to both agents", |t| {
+        let clusters: std::collections::BTreeSet<&str> = t
+            .spans
+            .iter()
+            .filter(|s| s.service == AGENT && s.operation == "receive_config")
+            .flat_map(|s| &s.process_tags)
+            .filter(|(key, _)| key == trellis_support::span_export::CLUSTER_ATTRIBUTE)
+            .map(|(_, value)| value.as_str())
+            .collect();
+        ["apply", "translate", "push_config"]
+            .iter()
+            .all(|operation| t.has(MGMT, operation))
+            && ["build_snapshots", "xds_push", "xds_ack"]
                 .iter()
-                .filter(|s| s.service == AGENT && s.operation == "receive_config")
-                .flat_map(|s| &s.process_tags)
-                .filter(|(key, _)| key == trellis_support::span_export::CLUSTER_ATTRIBUTE)
-                .map(|(_, value)| value.as_str())
-                .collect();
-            ["apply", "translate", "push_config"]
-                .iter()
-                .all(|operation| t.has(MGMT, operation))
-                && ["build_snapshots", "xds_push", "xds_ack"]
-                    .iter()
-                    .all(|operation| t.has(AGENT, operation))
-                && clusters == ["cluster-1", "cluster-2"].into()
-        })
-        .await;
+                .all(|operation| t.has(AGENT, operation))
+            && clusters == ["cluster-1", "cluster-2"].into()
+    })
+    .await;
     // The pushes hang off the translation, the translation off the apply.
     let parent_of = |operation: &str| {
         let span = apply.spans.iter().find(|s| s.operation == operation).unwrap();
@@ -106,6 +144,7 @@ async fn sidecars_and_the_control_plane_send_their_spans_to_jaeger_in_shared_tra
             .find_map(|id| apply.span(id))
             .map(|p| p.operation.clone())
     };
+    assert_eq!(parent_of("apply"), None, "the caller's span is not in Jaeger");
     assert_eq!(parent_of("translate").as_deref(), Some("apply"));
     assert_eq!(parent_of("push_config").as_deref(), Some("translate"));
     assert_eq!(parent_of("receive_config").as_deref(), Some("push_config"));

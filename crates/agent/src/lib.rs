@@ -120,10 +120,42 @@ pub struct AgentArgs {
     /// host find it without a flag.
     #[arg(long)]
     pub role_secret_file: Option<PathBuf>,
+    /// OTLP/gRPC collector (host:port) for this agent's spans and its proxies' request traces.
+    /// The agent builds every proxy's Envoy config, so it is where tracing is set for the
+    /// cluster: proxies and gateways need no flag, and one setting reaches them all. None: no
+    /// tracing.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<trellis_support::span_export::OtlpEndpoint>,
+    /// Percentage (0-100) of requests the proxies trace when they arrive without a sampling
+    /// decision; a request with a sampled `traceparent` is always traced. Only with
+    /// --otlp-endpoint.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
+    pub trace_sampling: f64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("{s:?}: expected a percentage from 0 to 100")),
+    }
+}
+
+/// How the agent's proxies trace requests (from --otlp-endpoint and --trace-sampling).
+#[derive(Debug, Clone)]
+pub struct ProxyTracing {
+    pub collector: trellis_support::span_export::OtlpEndpoint,
+    pub sampling_percent: f64,
 }
 
 impl AgentArgs {
     /// This cluster's locality: the flags, the cluster's name as the region when none is given.
+    pub fn proxy_tracing(&self) -> Option<ProxyTracing> {
+        Some(ProxyTracing {
+            collector: self.otlp_endpoint.clone()?,
+            sampling_percent: self.trace_sampling,
+        })
+    }
+
     pub fn locality(&self) -> trellis_model::Locality {
         trellis_model::Locality {
             region: self.region.clone().unwrap_or_else(|| self.cluster.clone()),
@@ -139,6 +171,9 @@ impl AgentArgs {
 pub struct AppliedConfig {
     pub version: String,
     pub config: ClusterConfig,
+    /// The trace of the relay delivery that brought it: building the proxies' snapshots from it
+    /// continues that trace. None for a config from the cache, or without span export.
+    pub traceparent: Option<String>,
 }
 
 impl std::ops::Deref for AppliedConfig {
@@ -166,6 +201,8 @@ pub struct Agent {
     pub board: trellis_xds::ProxyStatusBoard,
     /// Where the registration API listens; told to the management server for `trellis check`.
     pub registry_addr: SocketAddr,
+    /// Request tracing in every proxy's HTTP listeners; none: off.
+    pub proxy_tracing: Option<ProxyTracing>,
     cache_path: PathBuf,
 }
 
@@ -186,6 +223,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Arc::new(AppliedConfig {
             version: receiver.version().to_string(),
             config,
+            traceparent: None,
         })
     });
     let credentials = RelayCredentials::load(CredentialOptions {
@@ -247,6 +285,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         snapshots: source.clone(),
         board: board.clone(),
         registry_addr: args.registry_addr,
+        proxy_tracing: args.proxy_tracing(),
         cache_path,
     });
 

@@ -167,7 +167,14 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
                 };
                 let version = delta.version.clone();
                 let (upserts, removes) = (delta.upserts.len(), delta.removes.len());
-                let error = match apply_delta(agent, delta) {
+                // One span for the config once its last part is in, continuing the push's trace.
+                let span = if delta.more {
+                    tracing::Span::none()
+                } else {
+                    tracing::info_span!("receive_config", %version)
+                };
+                trellis_support::trace_context::continue_trace(&span, &delta.traceparent);
+                let error = match span.in_scope(|| apply_delta(agent, delta)) {
                     Ok(false) => continue,
                     Ok(true) => {
                         tracing::info!(%version, upserts, removes, "config applied");
@@ -178,7 +185,7 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
                         Some(error)
                     }
                 };
-                tx.send(AgentMessage::ack(version, error.unwrap_or_default())).await?;
+                tx.send(AgentMessage::ack(version, error.unwrap_or_default())).instrument(span).await?;
             }
         }
     }
@@ -210,6 +217,7 @@ fn apply_delta(agent: &Agent, delta: trellis_relay::ConfigDelta) -> Result<bool,
     let applied = AppliedConfig {
         version: receiver.version().to_string(),
         config,
+        traceparent: trellis_support::trace_context::traceparent(&tracing::Span::current()),
     };
     agent.config.send_replace(Some(Arc::new(applied)));
     Ok(true)

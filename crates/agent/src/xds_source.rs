@@ -216,6 +216,8 @@ pub fn build(
                         inbound_address: &workload.address,
                     };
                     let mut resources = trellis_envoy::sidecar_local(config, &spec);
+                    let service = format!("{}.{}", workload.service, workload.namespace);
+                    trace_requests(agent, &mut resources, &service);
                     resources.secrets = trellis_envoy::secrets(&cert.cert_pem, &cert.key.0, &ca.root_pem);
                     let before = shared.locals.get(node_id).map(|part| &*part.typed);
                     let typed = Arc::new(reuse_unchanged(typed(resources), before));
@@ -249,6 +251,11 @@ pub fn build(
                 port_map: &ingress.port_map,
             };
             let mut resources = trellis_envoy::ingress_gateway(config, &spec);
+            trace_requests(
+                agent,
+                &mut resources,
+                &format!("{}.{}", ingress.service_account, ingress.namespace),
+            );
             // Its listeners' Secrets (secretName) come with it; the mesh identity is added, and
             // the host's CA bundle when a cluster trusts it.
             resources
@@ -288,6 +295,21 @@ pub fn build(
     };
     // Gateways are few: built whole each time.
     Some(assemble(&typed(own), None))
+}
+
+/// Request tracing in the proxy's HTTP listeners, when the agent was given a collector. The
+/// outbound routes shared between sidecars are untouched: tracing lives in each proxy's own
+/// listeners, which carry its service name.
+fn trace_requests(agent: &Agent, resources: &mut trellis_envoy::ProxyResources, service_name: &str) {
+    if let Some(tracing) = &agent.proxy_tracing {
+        let spec = trellis_envoy::TraceSpec {
+            collector_address: &tracing.collector.host,
+            collector_port: tracing.collector.port,
+            sampling_percent: tracing.sampling_percent,
+            service_name,
+        };
+        trellis_envoy::with_tracing(resources, &spec);
+    }
 }
 
 /// A proxy's snapshot: its own resources and the shared ones, by type. Both are sorted by name
@@ -364,13 +386,32 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
     let mut certs_due = agent.certs.due.subscribe();
     let mut shared = SharedOutbound::default();
     let mut built: BTreeMap<String, Inputs> = BTreeMap::new();
+    let mut last_version = String::new();
     loop {
         let config = config_changes.borrow_and_update().clone();
         registry_changes.borrow_and_update();
         let ca = ca_changes.borrow_and_update().as_deref().map(ca_key);
         let due = *certs_due.borrow_and_update();
         snapshots.drop_disconnected();
+        let span = tracing::info_span!(
+            "build_snapshots",
+            config_version = tracing::field::Empty,
+            built = tracing::field::Empty
+        );
+        let mut rebuilt = 0usize;
         if let Some(config) = config {
+            span.record("config_version", config.version.as_str());
+            // A new config continues the trace of its delivery; other passes (a proxy came, a
+            // certificate fell due) are traces of their own.
+            if config.version != last_version {
+                last_version.clone_from(&config.version);
+                if let Some(traceparent) = &config.traceparent {
+                    trellis_support::trace_context::continue_trace(&span, traceparent);
+                }
+            }
+            let _enter = span.enter();
+            // The proxies' pushes and ACKs continue it (see trellis_xds::Snapshot::traceparent).
+            let pass_trace = trellis_support::trace_context::traceparent(&span);
             let registrations = agent.registry.all_shared();
             let by_node = snapshots.by_node.lock().expect("snapshots lock");
             shared.retain(|node| by_node.contains_key(node));
@@ -390,9 +431,11 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                     continue;
                 }
                 let registration = &**registration;
-                let Some(snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
+                let Some(mut snapshot) = build(&agent, &config, node_id, registration, &mut shared) else {
                     continue;
                 };
+                snapshot.traceparent.clone_from(&pass_trace);
+                rebuilt += 1;
                 built.insert(node_id.clone(), inputs);
                 snapshots
                     .built_from
@@ -408,6 +451,8 @@ pub async fn keep_snapshots_current(agent: Arc<Agent>, snapshots: Arc<ProxySnaps
                 });
             }
         }
+        span.record("built", rebuilt);
+        drop(span);
         shared.settle();
         tokio::select! {
             result = config_changes.changed() => if result.is_err() { return },
@@ -543,6 +588,7 @@ mod tests {
         };
         let config = AppliedConfig {
             version: "v1".into(),
+            traceparent: None,
             config: trellis_model::ClusterConfig {
                 cluster: "cluster-1".into(),
                 virtual_hosts: vec![host("reviews", None), host("reviews@v2", Some(vec![frontend]))],

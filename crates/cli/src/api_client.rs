@@ -156,12 +156,24 @@ impl ApiClient {
 
     /// One request to `path` (starting with `/`); any HTTP status is an `Ok`.
     pub async fn request(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<Response> {
+        self.request_with_headers(method, path, &[], body).await
+    }
+
+    /// [`request`](Self::request) with more headers (a `traceparent`, say).
+    pub async fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Response> {
         let url = format!("{}{path}", self.server);
         let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = authorization
             .as_deref()
             .map(|value| ("authorization", value))
             .into_iter()
+            .chain(extra.iter().copied())
             .collect();
         self.http.request(method, &url, None, &headers, body, TIMEOUT).await
     }

@@ -38,6 +38,13 @@ pub struct UpArgs {
     /// Do not start the add-ons (ext-auth; Redis and the rate limiter).
     #[arg(long)]
     pub no_addons: bool,
+    /// OTLP/gRPC collector (host:port, e.g. Jaeger's 4317): the management server and agents
+    /// export their spans there, and every proxy its request traces.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Percentage of requests the proxies trace (with --otlp-endpoint).
+    #[arg(long, default_value_t = 100.0)]
+    pub trace_sampling: f64,
 }
 
 /// How many listeners an Envoy is still warming, from its admin stats; `None` when it does not
@@ -179,6 +186,17 @@ pub struct MeshOptions {
     pub addons: bool,
     /// Print each step as it is done (`trellis up`).
     pub progress: bool,
+    /// Where the mesh sends its traces, if anywhere.
+    pub tracing: Option<MeshTracing>,
+}
+
+/// Traces of a local mesh: the management server's and agents' spans, and the proxies'
+/// request traces at `sampling_percent`.
+#[derive(Debug, Clone)]
+pub struct MeshTracing {
+    /// An OTLP/gRPC collector, host:port.
+    pub endpoint: String,
+    pub sampling_percent: f64,
 }
 
 impl MeshOptions {
@@ -192,6 +210,7 @@ impl MeshOptions {
             cluster_agent_flags: Vec::new(),
             addons: false,
             progress: false,
+            tracing: None,
         }
     }
 }
@@ -261,6 +280,14 @@ impl LocalMesh {
         if options.insecure {
             mgmt.args.push("--insecure".into());
         }
+        if let Some(tracing) = &options.tracing {
+            mgmt.args.extend([
+                "--otlp-endpoint".into(),
+                tracing.endpoint.clone(),
+                "--cluster-name".into(),
+                "mgmt".into(),
+            ]);
+        }
         mgmt.args.extend(options.mgmt_flags.iter().cloned());
         mgmt.start()?;
         let mut mesh = LocalMesh {
@@ -320,6 +347,14 @@ impl LocalMesh {
                 std::fs::write(&root_path, root_ca)?;
                 agent.args.extend(["--root-ca".into(), s(&root_path.display())]);
                 agent.env.push(("TRELLIS_TOKEN".into(), token));
+            }
+            if let Some(tracing) = &options.tracing {
+                agent.args.extend([
+                    "--otlp-endpoint".into(),
+                    tracing.endpoint.clone(),
+                    "--trace-sampling".into(),
+                    tracing.sampling_percent.to_string(),
+                ]);
             }
             agent.args.extend(options.agent_flags.iter().cloned());
             for (_, flags) in options.cluster_agent_flags.iter().filter(|(name, _)| name == cluster) {
@@ -788,6 +823,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             cluster_agent_flags: Vec::new(),
             addons: !args.no_addons,
             progress: true,
+            tracing: args.otlp_endpoint.clone().map(|endpoint| MeshTracing {
+                endpoint,
+                sampling_percent: args.trace_sampling,
+            }),
         },
     );
     // Stopped while its processes start: dropping them ends them (they die with `trellis up`).

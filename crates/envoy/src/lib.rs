@@ -7,6 +7,7 @@
 //!                └─ingress_gateway()───▶ ProxyResources
 //!  PEM cert, key, root ──secrets()─────▶ ProxyResources.secrets (SDS: `default`, `ROOTCA`)
 //!  BootstrapSpec ──bootstrap()────────▶ JSON for `envoy -c bootstrap.json`
+//!  ProxyResources + TraceSpec ──with_tracing()──▶ every HCM traces to the OTLP collector
 //! ```
 //!
 //! All mesh traffic is mTLS between sidecars with SPIFFE identities: the client sidecar sends the
@@ -30,6 +31,7 @@ mod pack;
 mod routes;
 mod sidecar;
 mod tls;
+mod trace;
 mod transformation;
 mod upstream_traffic;
 
@@ -47,6 +49,7 @@ pub use sidecar::{
     sidecar, sidecar_local, sidecar_outbound, sidecar_workspace,
 };
 pub use tls::{ROOT_CA_SECRET, SYSTEM_CA_SECRET, WORKLOAD_SECRET, secrets, system_ca_secret, uses_system_ca};
+pub use trace::{OTLP_COLLECTOR_CLUSTER, TraceSpec, with_tracing};
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration,

@@ -54,6 +54,26 @@ fn envoy_accepts_sidecar_resources() {
     assert_envoy_accepts_pb("sidecar", &static_bootstrap(resources));
 }
 
+/// Envoy's OpenTelemetry tracer on every HTTP listener, over gRPC to a collector cluster.
+#[test]
+fn envoy_accepts_a_traced_sidecar() {
+    let mut resources = with_secrets(mk_sidecar());
+    let spec = trellis_envoy::TraceSpec {
+        collector_address: "127.0.0.1",
+        collector_port: 4317,
+        sampling_percent: 10.0,
+        service_name: "reviews.default",
+    };
+    trellis_envoy::with_tracing(&mut resources, &spec);
+    assert!(
+        resources
+            .clusters
+            .iter()
+            .any(|c| c.name == trellis_envoy::OTLP_COLLECTOR_CLUSTER)
+    );
+    assert_envoy_accepts_pb("traced-sidecar", &static_bootstrap(resources));
+}
+
 #[test]
 fn envoy_accepts_gateway_resources() {
     let resources = mk_gateway(&mk_cluster_config());

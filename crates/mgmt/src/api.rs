@@ -36,6 +36,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
+use tracing::Instrument;
 
 use axum::Extension;
 use trellis_api::{ApiError, DocumentError, Kind, Resource, ResourceKey};
@@ -217,18 +218,44 @@ fn rejected(mgmt: &Mgmt, identity: &Identity, source: &str, error: ApiError) -> 
     error.into()
 }
 
+/// `POST /api/v1/apply`, in a span `apply` that continues the caller's trace, if it sends a
+/// `traceparent` (a deploy pipeline that traces gets the apply and what follows it in its trace).
 async fn apply(
     State(mgmt): State<Arc<Mgmt>>,
     Extension(identity): Extension<Identity>,
     Query(query): Query<SourceQuery>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let span = tracing::info_span!(
+        "apply",
+        source = tracing::field::Empty,
+        resources = tracing::field::Empty
+    );
+    // Before the span starts: a started span keeps the parent it started with.
+    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        trellis_support::trace_context::continue_trace(&span, traceparent);
+    }
+    apply_in_span(mgmt, identity, query, body).instrument(span).await
+}
+
+async fn apply_in_span(
+    mgmt: Arc<Mgmt>,
+    identity: Identity,
+    query: SourceQuery,
     body: String,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let source = query.source.unwrap_or_else(|| "request".into());
+    let span = tracing::Span::current();
+    span.record("source", source.as_str());
     let resources = match trellis_api::parse_documents(&source, &body) {
         Ok(resources) => resources,
         Err(error) => return Err(rejected(&mgmt, &identity, &source, error)),
     };
+    span.record("resources", resources.len());
     bounded(&source, resources.len())?;
+    // The translation that takes this write in continues this trace (see `trace_origins`).
+    let traceparent = trellis_support::trace_context::traceparent(&span);
     // Admission and write under one lock: what admission saw is what the write changes.
     let _write = mgmt.api.write_lock.lock().await;
     let store_mgmt = mgmt.clone();
@@ -279,6 +306,11 @@ async fn apply(
             return Ok(Err(error));
         }
         let outcomes = store_mgmt.store.apply(resources)?;
+        // Under the write lock: no other apply moved the revision since (a discovery report
+        // may have; its translation then carries this trace).
+        store_mgmt
+            .trace_origins
+            .record(store_mgmt.store.revision(), traceparent);
         for ((key, diff), outcome) in diffs.into_iter().zip(&outcomes) {
             if outcome.action != trellis_store::ApplyAction::Unchanged {
                 let message = format!("{:?}, generation {}", outcome.action, outcome.generation).to_lowercase();

@@ -128,6 +128,14 @@ pub struct MgmtArgs {
     /// Audit records older than this are dropped [default: 720h]
     #[arg(long)]
     pub audit_max_age: Option<String>,
+    /// OTLP/gRPC collector (host:port) that receives this server's spans (apply, translate,
+    /// relay pushes); none: spans are only logged. Flag or environment only, not --config:
+    /// export starts before the file is read.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<trellis_support::span_export::OtlpEndpoint>,
+    /// The management cluster's name, as the `trellis.cluster.name` attribute of exported spans.
+    #[arg(long)]
+    pub cluster_name: Option<String>,
     /// `production` makes `trellis check` treat demo conveniences (generated self-signed CAs,
     /// plaintext listeners) as errors [default: dev]
     #[arg(long)]

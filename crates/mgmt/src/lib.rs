@@ -22,6 +22,7 @@ mod relay;
 mod root_trust;
 mod sharded;
 mod state;
+mod trace_origins;
 mod translator;
 mod ui;
 

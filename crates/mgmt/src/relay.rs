@@ -499,7 +499,8 @@ async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incom
             paced = async { waiting.as_mut().expect("guarded by the condition").await }, if waiting.is_some() => {
                 waiting = None;
                 let Some(encoded) = current(&mut translations, &cluster) else { continue };
-                if let Err(failure) = send_config(&mgmt, &label, &tx, &mut holds, &encoded, paced).await {
+                let traceparent = translations.borrow().traceparent.clone();
+                if let Err(failure) = send_config(&mgmt, &label, &tx, &mut holds, (&encoded, traceparent.as_deref()), paced).await {
                     error = Some(failure);
                     break;
                 }
@@ -626,16 +627,39 @@ impl Holds {
 /// the relay's limit, made as they are sent. A paced change keeps its share of the send budget
 /// until its agent has taken every message off the queue. An error ends the stream, with the
 /// reason for `check`.
+/// `traceparent` is the translation's: the push continues its trace, and hands its own on to
+/// the agent in the messages.
 async fn send_config(
+    mgmt: &Mgmt,
+    label: &ClusterLabel,
+    tx: &Tx,
+    holds: &mut Holds,
+    (encoded, traceparent): (&Arc<EncodedCluster>, Option<&str>),
+    paced: Paced,
+) -> Result<(), String> {
+    if holds.sent.as_ref().is_some_and(|sent| sent.version == encoded.version) {
+        return Ok(());
+    }
+    let span = tracing::info_span!("push_config", cluster = %label.cluster, version = %encoded.version);
+    if let Some(traceparent) = traceparent {
+        trellis_support::trace_context::continue_trace(&span, traceparent);
+    }
+    let carried = trellis_support::trace_context::traceparent(&span).unwrap_or_default();
+    push_config(mgmt, label, tx, holds, encoded, paced, carried)
+        .instrument(span)
+        .await
+}
+
+async fn push_config(
     mgmt: &Mgmt,
     label: &ClusterLabel,
     tx: &Tx,
     holds: &mut Holds,
     encoded: &Arc<EncodedCluster>,
     mut paced: Paced,
+    traceparent: String,
 ) -> Result<(), String> {
     let (held, base) = match &holds.sent {
-        Some(sent) if sent.version == encoded.version => return Ok(()),
         Some(sent) => (Some(&sent.sections), sent.version.as_str()),
         None => (None, ""),
     };
@@ -651,7 +675,8 @@ async fn send_config(
     }
     let closed = || "the relay stream closed while sending a config".to_string();
     let mut count = 0;
-    for message in chunk(&encoded.version, base, &upserts, removes) {
+    for mut message in chunk(&encoded.version, base, &upserts, removes) {
+        message.traceparent.clone_from(&traceparent);
         let slot = queue_slot(tx, &mut paced).await.map_err(|_| closed())?;
         slot.send(Ok(ServerMessage::delta(message)));
         count += 1;

@@ -74,6 +74,8 @@ pub struct Mgmt {
     pub api: super::api_access::ApiAccess,
     /// Operators' requests for a proxy's live config, on their way to its agent.
     pub proxy_queries: super::proxy_config::ProxyQueries,
+    /// The traces of applies not yet translated.
+    pub trace_origins: Arc<super::trace_origins::TraceOrigins>,
 }
 
 impl Mgmt {
@@ -112,6 +114,7 @@ impl Mgmt {
             token_ttl,
             api,
             proxy_queries: Default::default(),
+            trace_origins: Default::default(),
         });
         Ok((mgmt, translator))
     }
@@ -121,7 +124,7 @@ impl Mgmt {
         let mgmt = self.clone();
         std::thread::Builder::new()
             .name("translator".to_string())
-            .spawn(move || translator.run(&mgmt.published, &mgmt.stopping))
+            .spawn(move || translator.run(&mgmt.published, &mgmt.stopping, &mgmt.trace_origins))
             .expect("spawn the translator thread")
     }
 

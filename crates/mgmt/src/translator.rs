@@ -21,6 +21,7 @@ use trellis_translate::{EndpointChanges, Incremental, ResourceStatus, RouteChang
 
 use super::metrics::MgmtMetrics;
 use super::sharded::ShardedMap;
+use super::trace_origins::TraceOrigins;
 
 /// How long changes arriving together are gathered into one translation.
 const GATHER: Duration = Duration::from_millis(5);
@@ -36,6 +37,9 @@ pub struct Published {
     pub statuses: ShardedMap<ResourceStatus>,
     /// Each cluster's config as relay sections, encoded once for all its streams.
     pub clusters: BTreeMap<String, Arc<EncodedCluster>>,
+    /// The trace of the translation that made this (W3C `traceparent`): pushes of it continue
+    /// it. None while spans are not exported.
+    pub traceparent: Option<String>,
 }
 
 impl Published {
@@ -184,8 +188,12 @@ impl Translator {
     }
 
     /// Brings the translation up to what `touched` says changed.
-    fn translate(&mut self, previous: &Published, touched: Touched) -> Published {
-        let span = tracing::info_span!("translate", revision = self.revision);
+    fn translate(&mut self, previous: &Published, touched: Touched, origins: &TraceOrigins) -> Published {
+        let span = tracing::info_span!("translate", revision = self.revision, path = tracing::field::Empty);
+        // The apply that caused it, if it came through the API.
+        if let Some(traceparent) = origins.take_up_to(self.revision) {
+            trellis_support::trace_context::continue_trace(&span, &traceparent);
+        }
         let _enter = span.enter();
         let started = Instant::now();
         let endpoint_only = !touched.everything
@@ -208,7 +216,8 @@ impl Translator {
             (None, Some(_)) => "routes",
             (None, None) => "full",
         };
-        let published = match (moved, routes) {
+        span.record("path", path);
+        let mut published = match (moved, routes) {
             (Some(changes), _) => self.publish_endpoints(previous, changes),
             (None, Some(changes)) => self.publish_routes(previous, changes),
             (None, None) => {
@@ -225,6 +234,7 @@ impl Translator {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.translations_total.inc();
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, path, "translated");
+        published.traceparent = trellis_support::trace_context::traceparent(&span);
         published
     }
 
@@ -277,6 +287,7 @@ impl Translator {
         }
         Published {
             revision: self.revision,
+            traceparent: None,
             warnings: previous.warnings.clone(),
             statuses: previous.statuses.clone(),
             clusters,
@@ -298,6 +309,7 @@ impl Translator {
             let Some(config) = translation.clusters.values().next() else {
                 return Published {
                     revision: self.revision,
+                    traceparent: None,
                     warnings,
                     statuses,
                     clusters,
@@ -321,6 +333,7 @@ impl Translator {
         }
         Published {
             revision: self.revision,
+            traceparent: None,
             warnings,
             statuses,
             clusters,
@@ -355,6 +368,7 @@ impl Translator {
             .collect();
         Published {
             revision: self.revision,
+            traceparent: None,
             warnings: ShardedMap::from_map(&translation.warnings),
             statuses: ShardedMap::from_map(&translation.statuses),
             clusters,
@@ -362,7 +376,12 @@ impl Translator {
     }
 
     /// Follows the store until `stop` is set, publishing a translation after each burst of changes.
-    pub fn run(mut self, published: &tokio::sync::watch::Sender<Arc<Published>>, stop: &AtomicBool) {
+    pub fn run(
+        mut self,
+        published: &tokio::sync::watch::Sender<Arc<Published>>,
+        stop: &AtomicBool,
+        origins: &TraceOrigins,
+    ) {
         while !stop.load(Ordering::Relaxed) {
             let mut touched = Touched::default();
             let before = self.revision;
@@ -381,7 +400,7 @@ impl Translator {
                 continue;
             }
             let previous = published.borrow().clone();
-            let next = self.translate(&previous, touched);
+            let next = self.translate(&previous, touched, origins);
             published.send_replace(Arc::new(next));
         }
     }

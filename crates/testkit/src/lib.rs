@@ -17,6 +17,7 @@
 
 mod addons;
 pub mod echo;
+pub mod jaeger;
 pub mod jwt_issuer;
 pub mod oidc_provider;
 pub mod prometheus;

@@ -28,7 +28,7 @@ pub enum Command {
     /// Run the management server.
     Mgmt(Box<mgmt::MgmtArgs>),
     /// Run a cluster's agent.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Register a workload with its agent and run its Envoy sidecar.
     Proxy(proxy::ProxyArgs),
     /// Run the rate limit service (Envoy RLS v3, counters in Redis).
@@ -85,10 +85,30 @@ pub enum GatewayCommand {
     Ingress(gateway::IngressArgs),
 }
 
+impl Cli {
+    /// The daemons export their spans when given a collector; other commands never do.
+    pub fn span_export(&self) -> Option<trellis_support::span_export::SpanExport> {
+        use trellis_support::span_export::SpanExport;
+        match &self.command {
+            Command::Mgmt(args) => Some(SpanExport {
+                endpoint: args.otlp_endpoint.clone()?,
+                service: "trellis-mgmt",
+                cluster: args.cluster_name.clone(),
+            }),
+            Command::Agent(args) => Some(SpanExport {
+                endpoint: args.otlp_endpoint.clone()?,
+                service: "trellis-agent",
+                cluster: Some(args.cluster.clone()),
+            }),
+            _ => None,
+        }
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mgmt(args) => mgmt::run(*args).await,
-        Command::Agent(args) => agent::run(args).await,
+        Command::Agent(args) => agent::run(*args).await,
         Command::Proxy(args) => proxy::run(args).await,
         Command::Gateway(GatewayCommand::EastWest(args)) => gateway::run_east_west(args).await,
         Command::Gateway(GatewayCommand::Ingress(args)) => gateway::run_ingress(args).await,

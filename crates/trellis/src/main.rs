@@ -17,8 +17,11 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    trellis_support::telemetry::init("trellis", cli.log_format);
-    match cli::dispatch(cli).await {
+    let spans = trellis_support::telemetry::init("trellis", cli.log_format, cli.span_export().as_ref());
+    let outcome = cli::dispatch(cli).await;
+    // Off the async workers: the flush waits on the exporter's thread.
+    let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -274,12 +274,17 @@ impl<S: SnapshotSource> StreamTask<S> {
         info!("proxy connected");
         let mut state = P::new(node_id);
         // Nothing is subscribed yet, so this only primes the state.
-        state.set_snapshot(watch.borrow_and_update().clone());
+        let snapshot = watch.borrow_and_update().clone();
+        let mut traces = Traces {
+            snapshot: snapshot.as_ref().and_then(|s| s.traceparent.clone()),
+            ..Default::default()
+        };
+        state.set_snapshot(snapshot);
 
         let mut next = Some(first);
         loop {
             let flow = if let Some(req) = next.take() {
-                self.on_request::<P>(&mut state, &req).await
+                self.on_request::<P>(&mut state, &req, &mut traces).await
             } else {
                 tokio::select! {
                     msg = inbound.message() => match msg {
@@ -297,9 +302,10 @@ impl<S: SnapshotSource> StreamTask<S> {
                                 ControlFlow::Break(())
                             } else {
                                 let snapshot = watch.borrow_and_update().clone();
+                                traces.snapshot = snapshot.as_ref().and_then(|s| s.traceparent.clone());
                                 let pushes = state.set_snapshot(snapshot);
                                 self.board.update(self.stream_id, state.type_statuses());
-                                self.send_all::<P>(pushes).await
+                                self.send_all::<P>(state.node_id(), pushes, &mut traces).await
                             }
                         }
                         Err(_) => {
@@ -319,11 +325,20 @@ impl<S: SnapshotSource> StreamTask<S> {
         }
     }
 
-    async fn on_request<P: Protocol>(&self, state: &mut P, req: &P::Request) -> ControlFlow<()> {
+    async fn on_request<P: Protocol>(&self, state: &mut P, req: &P::Request, traces: &mut Traces) -> ControlFlow<()> {
         let mut responses = Vec::new();
         match state.handle(req) {
             Outcome::Send(resp) => responses.push(resp),
-            Outcome::Acked { type_url, version } => debug!(type_url, version, "ack"),
+            Outcome::Acked { type_url, version } => {
+                // When the proxy took a config: a child of the push it acknowledges.
+                let ack = info_span!(parent: None, "xds_ack", proxy.id = state.node_id(), type_url, version);
+                if let Some((pushed, traceparent)) = traces.pushed.get(&type_url)
+                    && *pushed == version
+                {
+                    trellis_support::trace_context::continue_trace(&ack, traceparent);
+                }
+                ack.in_scope(|| debug!(type_url, version, "ack"));
+            }
             Outcome::Nacked {
                 type_url,
                 rejected_version,
@@ -353,20 +368,47 @@ impl<S: SnapshotSource> StreamTask<S> {
         // What the proxy just took may let go of what waited for it (routes after clusters).
         responses.extend(state.released());
         self.board.update(self.stream_id, state.type_statuses());
-        self.send_all::<P>(responses).await
+        self.send_all::<P>(state.node_id(), responses, traces).await
     }
 
-    async fn send_all<P: Protocol>(&self, responses: Vec<P::Response>) -> ControlFlow<()> {
+    async fn send_all<P: Protocol>(
+        &self,
+        node_id: &str,
+        responses: Vec<P::Response>,
+        traces: &mut Traces,
+    ) -> ControlFlow<()> {
         for resp in responses {
             let (type_url, version, nonce, resources) = P::describe(&resp);
-            debug!(type_url, version, nonce, resources, "push");
-            self.metrics.push(type_url);
-            if self.tx.send(Ok(encode(&resp))).await.is_err() {
+            // In the trace of the change that built the snapshot, not under the stream's span,
+            // which lasts as long as Envoy runs.
+            let span = info_span!(parent: None, "xds_push", proxy.id = node_id, type_url, version, resources);
+            if let Some(traceparent) = &traces.snapshot {
+                trellis_support::trace_context::continue_trace(&span, traceparent);
+            }
+            if let Some(traceparent) = trellis_support::trace_context::traceparent(&span) {
+                traces
+                    .pushed
+                    .insert(type_url.to_string(), (version.to_string(), traceparent));
+            }
+            let pushed = async {
+                debug!(type_url, version, nonce, resources, "push");
+                self.metrics.push(type_url);
+                self.tx.send(Ok(encode(&resp))).await
+            };
+            if pushed.instrument(span).await.is_err() {
                 return ControlFlow::Break(());
             }
         }
         ControlFlow::Continue(())
     }
+}
+
+/// What one stream's spans continue: the current snapshot's trace, and per type the version
+/// last pushed with its push's trace (the ACK of that version continues it).
+#[derive(Default)]
+struct Traces {
+    snapshot: Option<String>,
+    pushed: BTreeMap<String, (String, String)>,
 }
 
 /// Counts the proxy as connected for as long as it lives, so every exit

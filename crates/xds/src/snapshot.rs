@@ -59,10 +59,19 @@ impl Resource {
 }
 
 /// All resources for one proxy, by type URL. Resources within a type are sorted by name.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Shared lists, so a delta stream that sent a whole type holds the list itself, not a copy.
     pub resources: BTreeMap<String, Arc<[Arc<Resource>]>>,
+    /// The trace of the change that built it (W3C `traceparent`): its pushes and their ACKs
+    /// continue it. Not part of equality: equal resources are the same snapshot.
+    pub traceparent: Option<String>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.resources == other.resources
+    }
 }
 
 impl Snapshot {

@@ -109,7 +109,7 @@ fn a_burst_mixing_an_endpoint_move_and_a_new_workload_publishes_what_a_fresh_sta
         .unwrap();
     let mut touched = Touched::default();
     translator.follow(Duration::ZERO, &mut touched).unwrap();
-    let next = translator.translate(&first, touched);
+    let next = translator.translate(&first, touched, &Default::default());
 
     let (_, fresh) = Translator::new(store.clone(), "trellis.local", metrics()).unwrap();
     assert_eq!(configs(&next), configs(&fresh));
@@ -128,7 +128,7 @@ fn a_burst_mixing_an_endpoint_move_and_a_new_workload_publishes_what_a_fresh_sta
         .unwrap();
     let mut touched = Touched::default();
     translator.follow(Duration::ZERO, &mut touched).unwrap();
-    let after = translator.translate(&next, touched);
+    let after = translator.translate(&next, touched, &Default::default());
     assert!(
         after.statuses.is_same(&next.statuses),
         "the endpoint path carries statuses over"
@@ -167,7 +167,7 @@ fn a_route_table_weight_flip_rewrites_one_virtual_host_and_publishes_what_a_fres
     store.apply(table(10, 90)).unwrap();
     let mut touched = Touched::default();
     translator.follow(Duration::ZERO, &mut touched).unwrap();
-    let next = translator.translate(&first, touched);
+    let next = translator.translate(&first, touched, &Default::default());
 
     let (_, fresh) = Translator::new(store.clone(), "trellis.local", metrics()).unwrap();
     assert_eq!(configs(&next), configs(&fresh));
@@ -195,7 +195,7 @@ fn a_route_table_weight_flip_rewrites_one_virtual_host_and_publishes_what_a_fres
     store.apply(wider).unwrap();
     let mut touched = Touched::default();
     translator.follow(Duration::ZERO, &mut touched).unwrap();
-    let after = translator.translate(&next, touched);
+    let after = translator.translate(&next, touched, &Default::default());
     let (_, fresh) = Translator::new(store, "trellis.local", metrics()).unwrap();
     assert_eq!(configs(&after), configs(&fresh));
     assert_eq!(after.statuses.to_map(), fresh.statuses.to_map());

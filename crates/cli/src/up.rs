@@ -45,6 +45,10 @@ pub struct UpArgs {
     /// Percentage of requests the proxies trace (with --otlp-endpoint).
     #[arg(long, default_value_t = 100.0)]
     pub trace_sampling: f64,
+    /// Do not run the built-in Prometheus (started when `prometheus` is on PATH) that feeds the
+    /// UI's service graph.
+    #[arg(long)]
+    pub no_prometheus: bool,
 }
 
 /// How many listeners an Envoy is still warming, from its admin stats; `None` when it does not
@@ -145,6 +149,8 @@ pub struct AppProcs {
 
 pub struct LocalMesh {
     pub dir: PathBuf,
+    /// The built-in Prometheus and its port, with [`MeshOptions::prometheus`].
+    pub prometheus: Option<(Proc, u16)>,
     pub mgmt: Proc,
     pub api_url: String,
     /// The admin client config the management server writes (`TRELLIS_CONFIG` for the CLI).
@@ -186,6 +192,9 @@ pub struct MeshOptions {
     pub addons: bool,
     /// Print each step as it is done (`trellis up`).
     pub progress: bool,
+    /// Run a Prometheus (`prometheus` on PATH) scraping the management server and the agents'
+    /// merged proxy stats, and give its URL to the management server for the UI's graph.
+    pub prometheus: bool,
     /// Where the mesh sends its traces, if anywhere.
     pub tracing: Option<MeshTracing>,
 }
@@ -210,6 +219,7 @@ impl MeshOptions {
             cluster_agent_flags: Vec::new(),
             addons: false,
             progress: false,
+            prometheus: false,
             tracing: None,
         }
     }
@@ -288,6 +298,11 @@ impl LocalMesh {
                 "mgmt".into(),
             ]);
         }
+        let prometheus_port = options.prometheus.then(free_port);
+        if let Some(port) = prometheus_port {
+            mgmt.args
+                .extend(["--prometheus-url".into(), format!("http://127.0.0.1:{port}")]);
+        }
         mgmt.args.extend(options.mgmt_flags.iter().cloned());
         mgmt.start()?;
         let mut mesh = LocalMesh {
@@ -296,6 +311,7 @@ impl LocalMesh {
             api_url: format!("https://127.0.0.1:{}", options.api),
             api_config: dir.join("mgmt").join("admin.conf"),
             admin_port,
+            prometheus: None,
             clusters: Vec::new(),
             apps: Vec::new(),
             progress: Progress {
@@ -398,6 +414,12 @@ impl LocalMesh {
                 gateway_admin_port,
                 addons,
             });
+        }
+        if let Some(port) = prometheus_port {
+            mesh.start_prometheus(port)?;
+            mesh.progress.step(format_args!(
+                "Prometheus 127.0.0.1:{port}: scraping the management server and both agents' proxies"
+            ));
         }
 
         // (name, service, version, cluster, calls)
@@ -682,7 +704,51 @@ impl LocalMesh {
     }
 
     /// Stops everything, proxies first so they can deregister.
+    /// What a Prometheus scrapes of this mesh, every second: the management server's admin port
+    /// and each agent's merged proxy stats (`/metrics/proxies`).
+    pub fn prometheus_config(&self) -> String {
+        let agents: Vec<String> = self
+            .clusters
+            .iter()
+            .map(|cluster| format!("'127.0.0.1:{}'", cluster.registry_port))
+            .collect();
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n\
+             - job_name: trellis-mgmt\n\
+             \x20 static_configs: [{{targets: ['127.0.0.1:{}']}}]\n\
+             - job_name: trellis-proxies\n\
+             \x20 metrics_path: /metrics/proxies\n\
+             \x20 static_configs: [{{targets: [{}]}}]\n",
+            self.admin_port,
+            agents.join(", ")
+        )
+    }
+
+    /// Starts Debian's (or any) `prometheus` on `port` with [`LocalMesh::prometheus_config`].
+    pub fn start_prometheus(&mut self, port: u16) -> anyhow::Result<()> {
+        let dir = self.dir.join("prometheus");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("prometheus.yml"), self.prometheus_config())?;
+        let mut prometheus = Proc::new(
+            Path::new("prometheus"),
+            &self.dir,
+            "prometheus",
+            vec![
+                format!("--config.file={}", dir.join("prometheus.yml").display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ],
+        );
+        prometheus.start()?;
+        self.prometheus = Some((prometheus, port));
+        Ok(())
+    }
+
     pub async fn shutdown(&mut self) {
+        if let Some((prometheus, _)) = &mut self.prometheus {
+            prometheus.stop().await;
+        }
         for app in &mut self.apps {
             app.sidecar.stop().await;
             app.app.stop().await;
@@ -696,6 +762,16 @@ impl LocalMesh {
         }
         self.mgmt.stop().await;
     }
+}
+
+/// Whether `prometheus` runs here (Debian's package, or any on PATH).
+fn prometheus_installed() -> bool {
+    std::process::Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// The add-ons of one cluster, registered with its agent under Gloo's default names
@@ -823,6 +899,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             cluster_agent_flags: Vec::new(),
             addons: !args.no_addons,
             progress: true,
+            prometheus: !args.no_prometheus && prometheus_installed(),
             tracing: args.otlp_endpoint.clone().map(|endpoint| MeshTracing {
                 endpoint,
                 sampling_percent: args.trace_sampling,
@@ -960,5 +1037,11 @@ fn print_summary(mesh: &LocalMesh, context: &str) {
         "\nWeb UI: {}/ui/  (sign in with the admin token: `trellis dashboard` opens it signed in)",
         mesh.api_url
     );
+    match &mesh.prometheus {
+        Some((_, port)) => {
+            println!("  Its service graph shows live rates from the built-in Prometheus, http://127.0.0.1:{port}/")
+        }
+        None => println!("  (no `prometheus` on PATH: the UI's service graph stays empty)"),
+    }
     println!("\nLogs: {}.  Ctrl-C stops everything.", mesh.dir.join("logs").display());
 }

@@ -27,22 +27,7 @@ impl Prometheus {
                 .is_ok(),
             "prometheus is not installed: scripts/setup installs Debian's package"
         );
-        let agents: Vec<String> = mesh
-            .clusters
-            .iter()
-            .map(|cluster| format!("'127.0.0.1:{}'", cluster.registry_port))
-            .collect();
-        let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n\
-             - job_name: trellis-mgmt\n\
-             \x20 static_configs: [{{targets: ['127.0.0.1:{}']}}]\n\
-             - job_name: trellis-proxies\n\
-             \x20 metrics_path: /metrics/proxies\n\
-             \x20 static_configs: [{{targets: [{}]}}]\n",
-            mesh.admin_port,
-            agents.join(", ")
-        );
+        let config = mesh.prometheus_config();
         let dir = mesh.dir.join("prometheus");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();

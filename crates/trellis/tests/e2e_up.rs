@@ -1,5 +1,6 @@
 //! `trellis up` as a person runs it: it reports each step as it is done (with the seconds since
-//! the start), serves the demo once it says so, and Ctrl-C stops it all.
+//! the start), serves the demo once it says so, feeds the UI's service graph from its built-in
+//! Prometheus, and Ctrl-C stops it all.
 
 use trellis_testkit as common;
 
@@ -10,12 +11,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use trellis_support::process::free_port;
 
 /// The steps `trellis up` reports, in the order it does them.
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 9] = [
     "management server: API https://127.0.0.1:",
     "cluster-1: registered",
     "cluster-1: agent and east-west gateway started",
     "cluster-2: registered",
     "cluster-2: agent and east-west gateway started",
+    "Prometheus 127.0.0.1:",
     "demo apps started",
     "demo config applied",
     "every sidecar serves",
@@ -96,6 +98,37 @@ async fn up_reports_each_step_serves_the_demo_and_stops_on_ctrl_c() {
     .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("\"cluster-2\""), "{}", answer.body);
+
+    // The UI's graph: the frontend's calls, as the built-in Prometheus scraped them through the
+    // agents, read by the management server.
+    let api = trellis_cli::api_client::ApiClient::from_config_file(&dir.join("mesh/mgmt/admin.conf")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for _ in 0..5 {
+            let _ = trellis_support::httpc::request(
+                "GET",
+                "http://backend.mesh.internal/",
+                Some(&format!("127.0.0.1:{outbound}")),
+                &[],
+                None,
+                Duration::from_secs(5),
+            )
+            .await;
+        }
+        let graph = api.get_json("/api/v1/graph").await.unwrap();
+        let edges = graph["edges"].as_array().cloned().unwrap_or_default();
+        if edges
+            .iter()
+            .any(|e| e["source"] == "frontend" && e["requestsPerSecond"].as_f64() > Some(0.0))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no frontend edge in the graph after 60 s: {graph}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     // Ctrl-C stops it all, and it says so.
     signal(&up, libc::SIGINT);

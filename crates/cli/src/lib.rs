@@ -3,6 +3,7 @@
 //! ```text
 //!  client       trellis apply / get / describe / delete
 //!  cluster_cli  trellis cluster register|rotate|deregister|list, trellis check
+//!  insights_cli trellis insights [--all] [-o json], trellis insights silence|unsilence|silences
 //!  access_cli   trellis config (contexts), trellis token, trellis audit
 //!  version_cli  trellis version: the client's and the server's
 //!  api_client   the connection to the management API: server, CA, credential (flags, env, context)
@@ -21,5 +22,6 @@ pub mod cli_config;
 pub mod client;
 pub mod cluster_cli;
 pub mod demo_app;
+pub mod insights_cli;
 pub mod up;
 pub mod version_cli;

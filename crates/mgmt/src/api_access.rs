@@ -44,6 +44,8 @@ pub struct Doors {
     pub production: bool,
     /// Self-signed CAs the server generated itself (not the operator's).
     pub generated_cas: Vec<&'static str>,
+    /// What the operator declared about the deployment, for insights.
+    pub declared: super::config::Declared,
 }
 
 /// Kinds whose effect is not confined to the namespace they are stored in, authorized as
@@ -146,6 +148,16 @@ fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
         (&Method::POST, ["api", "v1", "clusters", name, "rotate"]) => cluster("update", name, "rotate"),
         (&Method::POST, ["api", "v1", "clusters", name, "deregister"]) => cluster("delete", name, "deregister"),
         (&Method::GET, ["api", "v1", "check"]) => trellis("get", "checks"),
+        (&Method::GET, ["api", "v1", "insights"]) => trellis("get", "insights"),
+        (&Method::GET, ["api", "v1", "insights", "silences"]) => trellis("list", "insightsilences"),
+        (&Method::POST, ["api", "v1", "insights", "silences"]) => Some(RouteAccess::Permission(
+            Permission::on_trellis("create", "insightsilences"),
+            Some("insight-silence"),
+        )),
+        (&Method::DELETE, ["api", "v1", "insights", "silences"]) => Some(RouteAccess::Permission(
+            Permission::on_trellis("delete", "insightsilences"),
+            Some("insight-unsilence"),
+        )),
         (&Method::GET, ["api", "v1", "translation"]) => trellis("get", "translations"),
         (&Method::POST, ["api", "v1", "apply" | "delete"])
         | (&Method::GET, ["api", "v1", "resources"])
@@ -186,7 +198,15 @@ pub fn authorize(stored: &[Resource], identity: &Identity, permissions: &[Permis
 }
 
 /// Trellis's own endpoints as RBAC resources of [`TRELLIS_GROUP`].
-const TRELLIS_RESOURCES: [&str; 5] = ["apitokens", "auditevents", "checks", "clusters", "translations"];
+const TRELLIS_RESOURCES: [&str; 7] = [
+    "apitokens",
+    "auditevents",
+    "checks",
+    "clusters",
+    "insights",
+    "insightsilences",
+    "translations",
+];
 
 /// Every (API group, resource) the API serves: what RBAC wildcards expand to.
 fn universe() -> Vec<(&'static str, &'static str)> {

@@ -13,6 +13,8 @@ mod api_auth;
 mod api_tls;
 mod api_tokens;
 mod check;
+mod insights;
+mod insights_snapshot;
 mod config;
 mod metrics;
 mod pki;
@@ -67,6 +69,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
             admin_addr: config.admin_addr,
             relay_addr: config.relay_addr,
             production: config.production,
+            declared: config.declared.clone(),
             generated_cas: [
                 (
                     !config.insecure && !config.disable_ca && !config.disable_ca_cert_generation,

@@ -30,6 +30,12 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InsightLabel {
+    pub code: String,
+    pub severity: String,
+}
+
 #[derive(Clone)]
 pub struct MgmtMetrics {
     pub translations_total: Counter,
@@ -43,6 +49,8 @@ pub struct MgmtMetrics {
     pub api_unauthenticated_total: Counter,
     pub api_forbidden_total: Counter,
     pub api_refusals_unaudited_total: Counter,
+    /// Active, unsilenced insights by code and severity; set at every scrape.
+    pub insights: Family<InsightLabel, Gauge>,
 }
 
 impl MgmtMetrics {
@@ -59,7 +67,13 @@ impl MgmtMetrics {
             api_unauthenticated_total: Counter::default(),
             api_forbidden_total: Counter::default(),
             api_refusals_unaudited_total: Counter::default(),
+            insights: Family::default(),
         };
+        registry.register(
+            "trellis_mgmt_insights",
+            "Active, unsilenced insights by code and severity (see `trellis insights`)",
+            metrics.insights.clone(),
+        );
         registry.register(
             "trellis_mgmt_api_refusals_unaudited",
             "Refused API requests over a user's audit budget (30 a minute), counted but not recorded",
@@ -150,7 +164,9 @@ pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State((registry, _)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
+            get(|State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
+                // Insights are evaluated when scraped: the gauge is as fresh as the scrape.
+                let _ = tokio::task::spawn_blocking(move || super::insights::refresh_gauge(&mgmt)).await;
                 let mut text = String::new();
                 match prometheus_client::encoding::text::encode(&mut text, &registry) {
                     Ok(()) => (

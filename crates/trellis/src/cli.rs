@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 use trellis_agent::{self as agent, gateway, proxy};
 use trellis_cli::api_client::ServerArgs;
-use trellis_cli::{access_cli, client, cluster_cli, demo_app, up, version_cli};
+use trellis_cli::{access_cli, client, cluster_cli, demo_app, insights_cli, up, version_cli};
 use trellis_ext_auth_server as extauth;
 use trellis_mgmt as mgmt;
 use trellis_rate_limiter as ratelimit;
@@ -51,6 +51,9 @@ pub enum Command {
     Cluster(cluster_cli::ClusterCommand),
     /// Check the mesh: relay security, certificate expiry, agents' connection state.
     Check(ServerArgs),
+    /// Coded insights about the mesh (TRLnnnn: severity, target, summary, fix); exits non-zero
+    /// while an error is active. `silence`/`unsilence` hide a code (admin only).
+    Insights(insights_cli::InsightsArgs),
     /// This client's version and the management server's.
     Version(version_cli::VersionArgs),
     /// A shell completion script on stdout, e.g. `source <(trellis completion bash)`.
@@ -92,6 +95,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => client::describe(args).await,
         Command::Cluster(command) => cluster_cli::run(command).await,
         Command::Check(args) => cluster_cli::check(args).await,
+        Command::Insights(args) => insights_cli::run(args).await,
         Command::Version(args) => version_cli::version(args).await,
         Command::Completion { shell } => {
             // Into memory first: clap_complete panics on a write error, such as a closed pipe.

@@ -55,8 +55,17 @@ pub async fn run(args: InsightsArgs) -> anyhow::Result<()> {
                 .post_json("/api/v1/insights/silences", &body)
                 .await
                 .context("cannot reach the management server API")?;
-            anyhow::ensure!(response.status == 200, "silence refused: HTTP {}: {}", response.status, response.body);
-            println!("silenced {} on {}", silence.code, silence.target.as_deref().unwrap_or("every target"));
+            anyhow::ensure!(
+                response.status == 200,
+                "silence refused: HTTP {}: {}",
+                response.status,
+                response.body
+            );
+            println!(
+                "silenced {} on {}",
+                silence.code,
+                silence.target.as_deref().unwrap_or("every target")
+            );
             Ok(())
         }
         Some(InsightsCommand::Unsilence(silence)) => {
@@ -70,8 +79,17 @@ pub async fn run(args: InsightsArgs) -> anyhow::Result<()> {
                 .request("DELETE", &path, None)
                 .await
                 .context("cannot reach the management server API")?;
-            anyhow::ensure!(response.status == 200, "unsilence refused: HTTP {}: {}", response.status, response.body);
-            println!("lifted the silence of {} on {}", silence.code, silence.target.as_deref().unwrap_or("every target"));
+            anyhow::ensure!(
+                response.status == 200,
+                "unsilence refused: HTTP {}: {}",
+                response.status,
+                response.body
+            );
+            println!(
+                "lifted the silence of {} on {}",
+                silence.code,
+                silence.target.as_deref().unwrap_or("every target")
+            );
             Ok(())
         }
         Some(InsightsCommand::Silences(server)) => {
@@ -92,7 +110,11 @@ pub async fn run(args: InsightsArgs) -> anyhow::Result<()> {
 }
 
 async fn list(server: &ServerArgs, all: bool, output: Option<&str>) -> anyhow::Result<()> {
-    let path = if all { "/api/v1/insights?all=true" } else { "/api/v1/insights" };
+    let path = if all {
+        "/api/v1/insights?all=true"
+    } else {
+        "/api/v1/insights"
+    };
     let body: Value = server
         .client()?
         .get_json(path)

@@ -42,8 +42,16 @@ pub fn expiry(check: &str, what: &str, validity: (u64, u64), now: u64, renewed: 
     match trellis_insights::expiry(validity, now, renewed) {
         Expiry::Expired { ago } => finding("error", check, format!("{what} expired {} ago", human_duration(ago))),
         Expiry::Soon { left, late_renewal } => {
-            let why = if late_renewal { " and was not renewed in time" } else { "" };
-            finding("warning", check, format!("{what} expires in {}{why}", human_duration(left)))
+            let why = if late_renewal {
+                " and was not renewed in time"
+            } else {
+                ""
+            };
+            finding(
+                "warning",
+                check,
+                format!("{what} expires in {}{why}", human_duration(left)),
+            )
         }
         Expiry::Valid { left } => finding("ok", check, format!("{what} valid for {}", human_duration(left))),
     }

@@ -124,15 +124,13 @@ pub async fn silences(State(mgmt): State<Arc<Mgmt>>) -> Response {
     }
 }
 
-pub async fn silence(
-    State(mgmt): State<Arc<Mgmt>>,
-    Extension(identity): Extension<Identity>,
-    body: Bytes,
-) -> Response {
+pub async fn silence(State(mgmt): State<Arc<Mgmt>>, Extension(identity): Extension<Identity>, body: Bytes) -> Response {
     if body.len() > MAX_SILENCE_BODY {
         return failure(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a silence is at most {MAX_SILENCE_BODY} bytes: {{\"code\": \"TRL0018\", \"target\": \"Kind/namespace/name\"}}"),
+            format!(
+                "a silence is at most {MAX_SILENCE_BODY} bytes: {{\"code\": \"TRL0018\", \"target\": \"Kind/namespace/name\"}}"
+            ),
         );
     }
     let silence: Silence = match serde_json::from_slice(&body) {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use trellis_api::{DestinationSelector, Kind, Resource, Spec};
+use trellis_api::{DestinationSelector, Kind, ObjectSelector, Resource, Spec};
 use trellis_insights as insights;
 use trellis_model::ClusterDiscovery;
 
@@ -21,7 +21,12 @@ pub fn build(mgmt: &Mgmt, now: u64) -> anyhow::Result<insights::MeshSnapshot> {
     let model = trellis_model::Snapshot::new(
         stored
             .iter()
-            .filter(|r| matches!(r.kind(), Kind::Workspace | Kind::WorkspaceSettings | Kind::KubernetesCluster))
+            .filter(|r| {
+                matches!(
+                    r.kind(),
+                    Kind::Workspace | Kind::WorkspaceSettings | Kind::KubernetesCluster
+                )
+            })
             .cloned()
             .collect(),
         Default::default(),
@@ -79,10 +84,10 @@ pub fn build(mgmt: &Mgmt, now: u64) -> anyhow::Result<insights::MeshSnapshot> {
             .is_some_and(|s| s.state == "FAILED")
     };
     let covered = |kinds: &[Kind]| -> Vec<String> {
-        let selectors: Vec<(&str, &[DestinationSelector])> = stored
+        let selectors: Vec<Vec<ObjectSelector>> = stored
             .iter()
             .filter(|r| kinds.contains(&r.kind()) && !failed(r))
-            .filter_map(|r| destination_selectors(r).map(|s| (r.metadata.namespace.as_str(), s)))
+            .filter_map(policy_selectors)
             .collect();
         services_covered(&discoveries, &selectors)
     };
@@ -197,42 +202,65 @@ fn certificates(mgmt: &Mgmt) -> Vec<insights::CertificateInfo> {
                 });
             }
         };
-        renewed(format!("relay client certificate of {cluster}"), agent.client_cert_validity);
-        renewed(format!("mesh intermediate CA of {cluster}"), agent.intermediate_validity);
+        renewed(
+            format!("relay client certificate of {cluster}"),
+            agent.client_cert_validity,
+        );
+        renewed(
+            format!("mesh intermediate CA of {cluster}"),
+            agent.intermediate_validity,
+        );
     }
     certificates
 }
 
-fn destination_selectors(resource: &Resource) -> Option<&[DestinationSelector]> {
+/// The selectors of a policy that decides who may call a service or whether it is health
+/// checked: `applyToDestinations` and (AccessPolicy) `applyToWorkloads`.
+fn policy_selectors(resource: &Resource) -> Option<Vec<ObjectSelector>> {
+    let of_destinations = |selectors: &[DestinationSelector]| -> Vec<ObjectSelector> {
+        selectors
+            .iter()
+            .map(|s| s.selector.clone().unwrap_or_default())
+            .collect()
+    };
     match &resource.spec {
-        Spec::AccessPolicy(spec) => Some(&spec.apply_to_destinations),
-        Spec::ActiveHealthCheckPolicy(spec) => Some(&spec.apply_to_destinations),
-        Spec::OutlierDetectionPolicy(spec) => Some(&spec.apply_to_destinations),
+        Spec::AccessPolicy(spec) => {
+            let mut selectors = of_destinations(&spec.apply_to_destinations);
+            selectors.extend(
+                spec.apply_to_workloads
+                    .iter()
+                    .map(|w| w.selector.clone().unwrap_or_default()),
+            );
+            Some(selectors)
+        }
+        Spec::ActiveHealthCheckPolicy(spec) => Some(of_destinations(&spec.apply_to_destinations)),
+        Spec::OutlierDetectionPolicy(spec) => Some(of_destinations(&spec.apply_to_destinations)),
         _ => None,
     }
 }
 
 /// Services (`cluster/namespace/name`) one of the policies may apply to. Deliberately
-/// generous: a selector field left empty matches anything, so an insight saying "no policy"
-/// is never wrong about a policy that does apply; translation decides exactly.
-fn services_covered(discoveries: &[ClusterDiscovery], policies: &[(&str, &[DestinationSelector])]) -> Vec<String> {
+/// generous: a policy without selectors, and a selector field left empty, match anything, and
+/// a name may be the workload's or its service's; so an insight saying "no policy" is never
+/// wrong about a policy that does apply. Translation decides exactly.
+fn services_covered(discoveries: &[ClusterDiscovery], policies: &[Vec<ObjectSelector>]) -> Vec<String> {
     let mut covered = BTreeSet::new();
     for discovery in discoveries {
         for workload in &discovery.workloads {
-            let selected = policies.iter().any(|(_, selectors)| {
+            let selected = policies.iter().any(|selectors| {
                 selectors.is_empty()
-                    || selectors.iter().any(|s| {
-                        let kind_ok = s.kind.as_deref().is_none_or(|k| k == "SERVICE");
-                        let o = s.selector.clone().unwrap_or_default();
-                        kind_ok
-                            && (o.name.is_empty() || o.name == workload.service)
+                    || selectors.iter().any(|o| {
+                        (o.name.is_empty() || o.name == workload.service || o.name == workload.name)
                             && (o.namespace.is_empty() || o.namespace == workload.namespace)
                             && (o.cluster.is_empty() || o.cluster == discovery.cluster)
                             && o.labels.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
                     })
             });
             if selected {
-                covered.insert(format!("{}/{}/{}", discovery.cluster, workload.namespace, workload.service));
+                covered.insert(format!(
+                    "{}/{}/{}",
+                    discovery.cluster, workload.namespace, workload.service
+                ));
             }
         }
     }
@@ -240,13 +268,19 @@ fn services_covered(discoveries: &[ClusterDiscovery], policies: &[(&str, &[Desti
 }
 
 fn route_table(resource: &Resource) -> Option<insights::RouteTableInfo> {
-    let Spec::RouteTable(spec) = &resource.spec else { return None };
+    let Spec::RouteTable(spec) = &resource.spec else {
+        return None;
+    };
     let canonical = |value: &serde_json::Value| value.to_string();
     let mut applies_to: Vec<String> = spec
         .workload_selectors
         .iter()
         .map(canonical)
-        .chain(spec.virtual_gateways.iter().map(|g| format!("gateway:{}", canonical(g))))
+        .chain(
+            spec.virtual_gateways
+                .iter()
+                .map(|g| format!("gateway:{}", canonical(g))),
+        )
         .collect();
     applies_to.sort();
     let matches = spec
@@ -311,9 +345,15 @@ fn workspaces(stored: &[Resource], workspace_of: &dyn Fn(&str) -> Option<String>
             .collect()
     };
     for resource in stored {
-        let Spec::WorkspaceSettings(spec) = &resource.spec else { continue };
-        let Some(owner) = workspace_of(&resource.metadata.namespace) else { continue };
-        let Some(workspace) = workspaces.get_mut(&owner) else { continue };
+        let Spec::WorkspaceSettings(spec) = &resource.spec else {
+            continue;
+        };
+        let Some(owner) = workspace_of(&resource.metadata.namespace) else {
+            continue;
+        };
+        let Some(workspace) = workspaces.get_mut(&owner) else {
+            continue;
+        };
         workspace.settings = resource.key().to_string();
         workspace.exports_to.extend(names(&spec.export_to));
         workspace.imports_from.extend(names(&spec.import_from));

@@ -164,26 +164,28 @@ pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
-                // Insights are evaluated when scraped: the gauge is as fresh as the scrape.
-                let _ = tokio::task::spawn_blocking(move || super::insights::refresh_gauge(&mgmt)).await;
-                let mut text = String::new();
-                match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                    Ok(()) => (
-                        StatusCode::OK,
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    ),
-                    Err(_) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        [("content-type", "text/plain")],
-                        String::new(),
-                    ),
-                }
-            }),
+            get(
+                |State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
+                    // Insights are evaluated when scraped: the gauge is as fresh as the scrape.
+                    let _ = tokio::task::spawn_blocking(move || super::insights::refresh_gauge(&mgmt)).await;
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        ),
+                        Err(_) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [("content-type", "text/plain")],
+                            String::new(),
+                        ),
+                    }
+                },
+            ),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(

@@ -24,7 +24,10 @@ impl SilenceStore for RedbStore {
         let tx = self.db.begin_write().map_err(tx_err)?;
         let removed = {
             let mut table = tx.open_table(SILENCES).map_err(tx_err)?;
-            table.remove(silence_key(code, target).as_str()).map_err(tx_err)?.is_some()
+            table
+                .remove(silence_key(code, target).as_str())
+                .map_err(tx_err)?
+                .is_some()
         };
         tx.commit().map_err(tx_err)?;
         Ok(removed)
@@ -70,7 +73,11 @@ mod tests {
             store.put_silence(&record(Some("AccessPolicy/demo/p"))).unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.silences().unwrap().len(), 2, "one per code and target, kept across a reopen");
+        assert_eq!(
+            store.silences().unwrap().len(),
+            2,
+            "one per code and target, kept across a reopen"
+        );
         assert!(store.delete_silence("TRL0018", Some("AccessPolicy/demo/p")).unwrap());
         assert!(!store.delete_silence("TRL0018", Some("AccessPolicy/demo/p")).unwrap());
         assert_eq!(store.silences().unwrap(), vec![record(None)]);

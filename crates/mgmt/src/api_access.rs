@@ -479,7 +479,27 @@ mod tests {
             route_access(&Method::GET, "/api/v1/version"),
             Some(RouteAccess::AnyIdentity)
         ));
+        // Anyone may be allowed to read insights; silencing them is a change of its own.
+        let Some(RouteAccess::Permission(read, None)) = route_access(&Method::GET, "/api/v1/insights") else {
+            panic!("reading insights needs a permission")
+        };
+        assert_eq!((read.verb, read.resource.as_str()), ("get", "insights"));
+        for (method, verb, action) in [
+            (Method::POST, "create", "insight-silence"),
+            (Method::DELETE, "delete", "insight-unsilence"),
+        ] {
+            let Some(RouteAccess::Permission(permission, Some(audited))) =
+                route_access(&method, "/api/v1/insights/silences")
+            else {
+                panic!("{method} of a silence needs a permission and is audited")
+            };
+            assert_eq!(
+                (permission.verb, permission.resource.as_str(), audited),
+                (verb, "insightsilences", action)
+            );
+        }
         for (method, path) in [
+            (Method::PUT, "/api/v1/insights/silences"),
             (Method::GET, "/api/v1/secret-backdoor"),
             (Method::PUT, "/api/v1/apply"),
             (Method::GET, "/api/v2/resources"),

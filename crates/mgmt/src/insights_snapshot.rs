@@ -360,3 +360,61 @@ fn workspaces(stored: &[Resource], workspace_of: &dyn Fn(&str) -> Option<String>
     }
     workspaces.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Resource {
+        trellis_api::parse_one("test.yaml", yaml).unwrap()
+    }
+
+    fn discovery() -> Vec<ClusterDiscovery> {
+        let workload = |name: &str, service: &str, app: &str| trellis_model::Workload {
+            name: name.into(),
+            namespace: "demo".into(),
+            service: service.into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            address: "127.0.0.1".into(),
+            ..Default::default()
+        };
+        vec![ClusterDiscovery {
+            cluster: "c1".into(),
+            workloads: vec![workload("web-1", "web", "web"), workload("db-1", "db", "db")],
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn an_access_policy_covers_the_services_its_selectors_may_reach() {
+        let policy = parse(
+            "apiVersion: security.policy.gloo.solo.io/v2\nkind: AccessPolicy\nmetadata: {name: p, namespace: demo}\nspec:\n  applyToWorkloads: [{selector: {labels: {app: web}}}]\n  config: {authn: {tlsMode: STRICT}}\n",
+        );
+        let selectors = vec![policy_selectors(&policy).unwrap()];
+        assert_eq!(services_covered(&discovery(), &selectors), ["c1/demo/web"]);
+        // A policy without selectors may apply to everything: it covers every service.
+        assert_eq!(
+            services_covered(&discovery(), &[Vec::new()]),
+            ["c1/demo/db", "c1/demo/web"]
+        );
+        assert!(services_covered(&discovery(), &[]).is_empty());
+    }
+
+    #[test]
+    fn route_tables_are_described_by_host_match_and_where_they_apply() {
+        let table = parse(concat!(
+            "apiVersion: networking.gloo.solo.io/v2\nkind: RouteTable\nmetadata: {name: t, namespace: demo}\n",
+            "spec:\n  hosts: [web.demo]\n  http:\n",
+            "  - name: a\n    matchers: [{name: m, uri: {prefix: /api}}]\n    directResponse: {status: 200}\n",
+            "  - name: all\n    directResponse: {status: 404}\n",
+        ));
+        let info = route_table(&table).unwrap();
+        assert_eq!(info.hosts, ["web.demo"]);
+        assert!(info.applies_to.is_empty());
+        assert_eq!(
+            info.matches,
+            [r#"{"uri":{"prefix":"/api"}}"#, "*"],
+            "a matcher's name does not change what it matches"
+        );
+    }
+}

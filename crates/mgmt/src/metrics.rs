@@ -160,33 +160,31 @@ impl trellis_relay::listener::Refusals for MgmtMetrics {
     }
 }
 
+/// The Prometheus page. Insights are evaluated at each scrape, so their gauge is as fresh as
+/// the scrape.
+async fn metrics_page(State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>) -> impl axum::response::IntoResponse {
+    let _ = tokio::task::spawn_blocking(move || super::insights::refresh_gauge(&mgmt)).await;
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            String::new(),
+        ),
+    }
+}
+
 pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(
-                |State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
-                    // Insights are evaluated when scraped: the gauge is as fresh as the scrape.
-                    let _ = tokio::task::spawn_blocking(move || super::insights::refresh_gauge(&mgmt)).await;
-                    let mut text = String::new();
-                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                        Ok(()) => (
-                            StatusCode::OK,
-                            [(
-                                "content-type",
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            text,
-                        ),
-                        Err(_) => (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            [("content-type", "text/plain")],
-                            String::new(),
-                        ),
-                    }
-                },
-            ),
-        )
+        .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",

@@ -261,6 +261,10 @@ impl LocalMesh {
         if options.insecure {
             mgmt.args.push("--insecure".into());
         }
+        if options.addons && redis_installed() {
+            // The Redis started below is a demo's, and insights say so in a production profile.
+            mgmt.args.push("--builtin-redis".into());
+        }
         mgmt.args.extend(options.mgmt_flags.iter().cloned());
         mgmt.start()?;
         let mut mesh = LocalMesh {
@@ -697,12 +701,7 @@ pub async fn start_addons_in(
     );
     ext_auth.start()?;
     procs.push((ext_auth, ext_auth_port));
-    let has_redis = std::process::Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_redis {
+    if !redis_installed() {
         tracing::warn!(
             cluster,
             "redis-server is not installed: no rate limiter (scripts/setup installs it)"
@@ -759,6 +758,15 @@ pub async fn start_addons_in(
     limiter.start()?;
     procs.push((limiter, limiter_port));
     Ok(procs)
+}
+
+/// `redis-server` runs here: the mesh's add-ons then include a Redis and a rate limiter.
+fn redis_installed() -> bool {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {

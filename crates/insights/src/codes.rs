@@ -154,4 +154,13 @@ mod tests {
             assert_eq!(code.code, format!("TRL{:04}", i + 1), "codes are numbered without gaps");
         }
     }
+
+    #[test]
+    fn the_documentation_lists_every_code_as_the_code_says_it() {
+        let doc = include_str!("../../../docs/insights.md");
+        for code in CODES {
+            let row = format!("| {} | {} | {} |", code.code, code.title, code.checks);
+            assert!(doc.contains(&row), "docs/insights.md lacks or differs on:\n{row}");
+        }
+    }
 }

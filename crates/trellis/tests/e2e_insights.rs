@@ -2,7 +2,8 @@
 //! CLI and on /metrics and goes when the cause is fixed; an error-severity insight makes the
 //! CLI exit non-zero; a silence hides an insight until lifted; the endpoints refuse callers
 //! without credentials (401) and silences by a non-admin (403). Flags the server cannot check
-//! for itself (--require-fips, --profile production) become insights too.
+//! for itself (--require-fips, --profile production) become insights too, and so does a
+//! workspace export that the other workspace does not import, until it does.
 
 use trellis_testkit as common;
 
@@ -20,6 +21,32 @@ spec:
   applyToWorkloads: [{selector: {labels: {app: no-such-app}}}]
   config:
     authn: {tlsMode: STRICT}
+";
+
+const WORKSPACES: &str = "apiVersion: admin.gloo.solo.io/v2
+kind: Workspace
+metadata: {name: shop, namespace: trellis}
+spec:
+  workloadClusters: [{name: \"*\", namespaces: [{name: demo}]}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: Workspace
+metadata: {name: guest, namespace: trellis}
+spec:
+  workloadClusters: [{name: \"*\", namespaces: [{name: guest}]}]
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: WorkspaceSettings
+metadata: {name: shop, namespace: demo}
+spec:
+  exportTo: [{workspaces: [{name: guest}]}]
+";
+
+const GUEST_IMPORTS: &str = "apiVersion: admin.gloo.solo.io/v2
+kind: WorkspaceSettings
+metadata: {name: guest, namespace: guest}
+spec:
+  importFrom: [{workspaces: [{name: shop}]}]
 ";
 
 const VIEWERS: &str = "apiVersion: rbac.authorization.k8s.io/v1
@@ -273,7 +300,7 @@ fn admin_ca(config: &Path) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declared_requirements_become_insights() {
+async fn declared_requirements_and_unimported_exports_become_insights() {
     let dir = test_dir("insights-declared");
     let _ = std::fs::remove_dir_all(&dir);
     let mgmt = MgmtProcess::start(&dir, &["--require-fips", "--profile", "production"]).await;
@@ -304,5 +331,35 @@ async fn declared_requirements_become_insights() {
     mgmt.restart().await;
     let (ok, out) = insights(&mgmt.admin_config(), None, &[]).await;
     assert!(ok, "silences lost in a restart:\n{out}");
+
+    // An export nobody imports is an insight until the other workspace imports it.
+    let config = mgmt.admin_config();
+    let apply = |yaml: &'static str| {
+        let api = mgmt.api();
+        async move {
+            let response = api
+                .request(
+                    "POST",
+                    "/api/v1/apply?source=test",
+                    Some(("application/yaml", yaml.as_bytes().to_vec())),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status, 200, "{}", response.body);
+        }
+    };
+    let target = "WorkspaceSettings/demo/shop";
+    apply(WORKSPACES).await;
+    let now = until(&config, "TRL0019", |l| find(l, "TRL0019", target).is_some()).await;
+    let insight = find(&now, "TRL0019", target).unwrap();
+    assert!(
+        insight["summary"]
+            .as_str()
+            .unwrap()
+            .contains("guest does not import from shop"),
+        "{insight}"
+    );
+    apply(GUEST_IMPORTS).await;
+    until(&config, "TRL0019 gone", |l| find(l, "TRL0019", target).is_none()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -138,6 +138,11 @@ impl ApiClient {
         })
     }
 
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The admin client of a management server's data directory: the context it writes to
     /// `admin.conf` at start.
     pub fn from_config_file(path: &Path) -> anyhow::Result<ApiClient> {

@@ -6,6 +6,8 @@
 //!  insights_cli trellis insights [--all] [-o json], trellis insights silence|unsilence|silences
 //!  access_cli   trellis config (contexts), trellis token, trellis audit
 //!  version_cli  trellis version: the client's and the server's
+//!  dashboard_cli trellis dashboard: the web UI in a browser, signed in
+//!  debug_report trellis debug report: one archive of the mesh's state, secrets redacted
 //!  api_client   the connection to the management API: server, CA, credential (flags, env, context)
 //!  cli_config   the client config file of named contexts, like a kubeconfig (the management
 //!               server writes its admin.conf in this format)
@@ -21,6 +23,8 @@ pub mod api_client;
 pub mod cli_config;
 pub mod client;
 pub mod cluster_cli;
+pub mod dashboard_cli;
+pub mod debug_report;
 pub mod demo_app;
 pub mod insights_cli;
 pub mod up;

@@ -925,5 +925,9 @@ fn print_summary(mesh: &LocalMesh, context: &str) {
             frontend.outbound_port
         );
     }
+    println!(
+        "\nWeb UI: {}/ui/  (sign in with the admin token: `trellis dashboard` opens it signed in)",
+        mesh.api_url
+    );
     println!("\nLogs: {}.  Ctrl-C stops everything.", mesh.dir.join("logs").display());
 }

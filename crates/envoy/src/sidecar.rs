@@ -199,9 +199,18 @@ pub(crate) fn outbound_cluster(upstream: &Upstream) -> Cluster {
     cluster
 }
 
+/// A mesh cluster's name as its stats carry it: dots become `_`. Envoy's Prometheus output takes
+/// a cluster's name up to its first dot as the `envoy_cluster_name` label, so
+/// `outbound|9080||reviews.bookinfo` would be cut to `outbound|9080||reviews` and the rest
+/// would land in the metric's name; dashboards and the UI's service graph group by that label.
+pub fn stat_name(cluster: &str) -> String {
+    cluster.replace('.', "_")
+}
+
 fn outbound_cluster_base(upstream: &Upstream) -> Cluster {
     let Some(external) = &upstream.external else {
         return Cluster {
+            alt_stat_name: stat_name(&upstream.name),
             transport_socket: Some(tls::upstream_socket(upstream)),
             outlier_detection: upstream.outlier_detection.as_deref().map(outlier_detection),
             common_lb_config: (!upstream.locality_weights.is_empty()).then(locality_weighted),

@@ -657,6 +657,19 @@ impl Oidc {
     }
 
     /// The session of the request's cookie, if it names a current one.
+    /// The ID token of the request's live session, if it has one; never starts a login. For a
+    /// caller that answers "no session" itself (the management API's 401) rather than with a
+    /// redirect: unauthenticated API calls then leave no pending login behind.
+    pub async fn session_id_token(&self, input: &CheckInput) -> Option<String> {
+        match self.session(input).await {
+            Ok(session) => session.map(|s| s.id_token),
+            Err(error) => {
+                tracing::warn!(%error, "oidc: cannot read the session");
+                None
+            }
+        }
+    }
+
     async fn session(&self, input: &CheckInput) -> Result<Option<Session>, FlowError> {
         let Some(id) = cookie(input, &self.cookies.name).filter(|id| is_random_id(id)) else {
             return Ok(None);

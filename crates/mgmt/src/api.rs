@@ -19,6 +19,9 @@
 //! | DELETE | /api/v1/tokens/{name} | revoke a token |
 //! | GET | /api/v1/audit?user=&action=&result=&target=&limit= | the audit log |
 //! | GET | /api/v1/version | the server's version (any authenticated caller) |
+//! | GET | /api/v1/whoami | the caller's user, groups and how they authenticated |
+//! | GET | /api/v1/graph | the service graph: request rate, errors and p99 per edge, from `--prometheus-url` |
+//! | GET | /, /ui/... | the web UI ([`super::ui`]): pages without data, and its login |
 //! | GET | /healthz | liveness; the only endpoint without authentication |
 //!
 //! Every other request is authenticated ([`super::api_auth`]) and authorized by RBAC
@@ -98,6 +101,8 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
         )
         .route("/api/v1/translation", get(translation))
         .route("/api/v1/version", get(version))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/graph", get(super::graph::graph))
         // Layers run outside in: the body limit, authentication, then route authorization.
         .layer(axum::middleware::from_fn_with_state(
             mgmt.clone(),
@@ -108,7 +113,12 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
             super::api_auth::require_identity,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(mgmt)
+        .with_state(mgmt.clone())
+        .merge(super::ui::router(mgmt))
+}
+
+async fn whoami(Extension(identity): Extension<Identity>) -> Json<serde_json::Value> {
+    Json(json!({"user": identity.user, "groups": identity.groups, "authenticatedBy": identity.method}))
 }
 
 enum ApiFailure {

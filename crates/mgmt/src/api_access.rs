@@ -22,6 +22,10 @@ pub const TRELLIS_GROUP: &str = "trellis.io";
 pub struct ApiAccess {
     pub admin_token_hash: String,
     pub oidc: Option<OidcVerifier>,
+    /// The web UI's browser login, with `--oidc-client-secret-file`.
+    pub ui_login: Option<super::ui::UiLogin>,
+    /// `--prometheus-url`: where the service graph's live rates come from.
+    pub prometheus_url: Option<String>,
     pub retention: AuditRetention,
     /// Held from admission to write (applies, deletes, registrations): two writers cannot both
     /// pass admission against the same state and then store a combination admission never saw.
@@ -142,7 +146,8 @@ fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
     let trellis = |verb, resource| Some(RouteAccess::Permission(Permission::on_trellis(verb, resource), None));
     match (method, parts.as_slice()) {
         (&Method::GET, ["healthz"]) => Some(RouteAccess::Public),
-        (&Method::GET, ["api", "v1", "version"]) => Some(RouteAccess::AnyIdentity),
+        (&Method::GET, ["api", "v1", "version" | "whoami"]) => Some(RouteAccess::AnyIdentity),
+        (&Method::GET, ["api", "v1", "graph"]) => trellis("get", "metrics"),
         (&Method::GET, ["api", "v1", "clusters"]) => trellis("list", "clusters"),
         (&Method::POST, ["api", "v1", "clusters", name, "register"]) => cluster("create", name, "register"),
         (&Method::POST, ["api", "v1", "clusters", name, "rotate"]) => cluster("update", name, "rotate"),

@@ -4,7 +4,10 @@
 //! - a token an admin issued (`trellis token create`), stored only as its SHA-256;
 //! - a client certificate from `--api-client-ca` (user: subject CN; groups: O entries);
 //! - an OIDC ID token from `--oidc-issuer` for `--oidc-audience`, verified against the
-//!   provider's published keys (user and groups from the configured claims).
+//!   provider's published keys (user and groups from the configured claims);
+//! - the web UI's session cookie, from a login at that provider ([`super::ui`]): the session's
+//!   ID token is verified as above on every request. Requests that change state must also carry
+//!   the [`super::ui::CSRF_HEADER`], which another site's page cannot send.
 //!
 //! Anything else is 401, and nothing about why beyond "missing" or "not valid" reaches the
 //! caller: the reason goes to the log.
@@ -207,6 +210,7 @@ async fn authenticate(
     mgmt: &Mgmt,
     certificate: Option<Vec<u8>>,
     authorization: Option<HeaderValue>,
+    session_token: Option<String>,
 ) -> Result<Identity, &'static str> {
     if let Some(der) = certificate {
         // The TLS layer already verified the chain against --api-client-ca.
@@ -226,7 +230,23 @@ async fn authenticate(
         });
     }
     let Some(value) = authorization else {
-        return Err("missing credentials");
+        return match session_token {
+            Some(token) => match &mgmt.api.oidc {
+                Some(oidc) => oidc
+                    .verify(&token)
+                    .await
+                    .map(|mut identity| {
+                        identity.method = "oidc-session";
+                        identity
+                    })
+                    .map_err(|error| {
+                        tracing::info!(error = %format!("{error:#}"), "UI session refused: its ID token is not valid");
+                        "session not valid"
+                    }),
+                None => Err("missing credentials"),
+            },
+            None => Err("missing credentials"),
+        };
     };
     let token = value
         .to_str()
@@ -282,24 +302,46 @@ pub async fn require_identity(State(mgmt): State<Arc<Mgmt>>, mut request: Reques
         .get::<PeerCertificate>()
         .and_then(|peer| peer.0.clone());
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    match authenticate(&mgmt, certificate, authorization).await {
+    let session_token = match (&mgmt.api.ui_login, &authorization, &certificate) {
+        (Some(login), None, None) if request.headers().contains_key(header::COOKIE) => {
+            if !is_safe(request.method()) && !request.headers().contains_key(super::ui::CSRF_HEADER) {
+                return refuse(
+                    &mgmt,
+                    request.uri().path(),
+                    "a session cookie without the UI's CSRF header",
+                );
+            }
+            login
+                .session_token(request.method(), request.uri(), request.headers())
+                .await
+        }
+        _ => None,
+    };
+    match authenticate(&mgmt, certificate, authorization, session_token).await {
         Ok(identity) => {
             request.extensions_mut().insert(identity);
             next.run(request).await
         }
-        Err(reason) => {
-            mgmt.metrics.api_unauthenticated_total.inc();
-            tracing::info!(reason, path = %request.uri().path(), "API request refused: not authenticated");
-            let mut response = (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": format!("unauthenticated: {reason}; send Authorization: Bearer <token> (see `trellis config`)")})),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"trellis\""),
-            );
-            response
-        }
+        Err(reason) => refuse(&mgmt, request.uri().path(), reason),
     }
+}
+
+fn is_safe(method: &axum::http::Method) -> bool {
+    method == axum::http::Method::GET || method == axum::http::Method::HEAD
+}
+
+/// 401, counted and logged with the reason; the caller learns only the kind of failure.
+fn refuse(mgmt: &Mgmt, path: &str, reason: &'static str) -> Response {
+    mgmt.metrics.api_unauthenticated_total.inc();
+    tracing::info!(reason, path, "API request refused: not authenticated");
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": format!("unauthenticated: {reason}; send Authorization: Bearer <token> (see `trellis config`)")})),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"trellis\""),
+    );
+    response
 }

@@ -106,6 +106,22 @@ pub struct MgmtArgs {
     /// A private CA to trust for the OIDC issuer (besides the system's).
     #[arg(long)]
     pub oidc_ca_file: Option<PathBuf>,
+    /// The client secret (a file, mode 0600) of the --oidc-audience client: turns on the web
+    /// UI's login (authorization code flow with PKCE) against --oidc-issuer.
+    #[arg(long)]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The address browsers reach the UI at, registered at the provider as
+    /// `<ui-url>/ui/callback` [default: the API's own address]
+    #[arg(long)]
+    pub ui_url: Option<String>,
+    /// Keep UI login sessions in this Redis (`redis://host:port/db` or `rediss://` for TLS), so
+    /// they survive restarts and are shared by replicas [default: in memory]
+    #[arg(long)]
+    pub ui_session_redis: Option<String>,
+    /// A Prometheus whose scrapes of the proxies give the UI's live request rates, errors and
+    /// latencies (`http://host:9090`).
+    #[arg(long)]
+    pub prometheus_url: Option<String>,
     /// Audit records kept at most [default: 10000]
     #[arg(long)]
     pub audit_max_records: Option<u64>,
@@ -166,6 +182,10 @@ struct FileConfig {
     oidc_username_claim: Option<String>,
     oidc_groups_claim: Option<String>,
     oidc_ca_file: Option<PathBuf>,
+    oidc_client_secret_file: Option<PathBuf>,
+    ui_url: Option<String>,
+    ui_session_redis: Option<String>,
+    prometheus_url: Option<String>,
     audit_max_records: Option<u64>,
     audit_max_age: Option<String>,
     profile: Option<String>,
@@ -200,6 +220,7 @@ pub struct MgmtConfig {
     pub api_client_ca: Option<PathBuf>,
     pub api_insecure_plaintext: bool,
     pub oidc: Option<OidcConfig>,
+    pub ui: UiConfig,
     pub audit_retention: trellis_store::AuditRetention,
     /// `--profile production`.
     pub production: bool,
@@ -226,6 +247,16 @@ pub struct OidcConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The web UI: where browsers reach it, its login and where its live metrics come from.
+#[derive(Debug, Clone, Default)]
+pub struct UiConfig {
+    /// `scheme://host[:port]`, no trailing slash.
+    pub url: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub session_redis: Option<String>,
+    pub prometheus_url: Option<String>,
+}
+
 fn pair(cert: Option<PathBuf>, key: Option<PathBuf>, what: &str) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some((cert, key))),
@@ -245,7 +276,7 @@ impl MgmtArgs {
                 let text = flag.or(file).unwrap_or_else(|| default.to_string());
                 parse_duration(&text).with_context(|| format!("--{name} {text}"))
             };
-        let config = MgmtConfig {
+        let mut config = MgmtConfig {
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -326,6 +357,19 @@ impl MgmtArgs {
                 (None, None) => None,
                 _ => anyhow::bail!("give both --oidc-issuer and --oidc-audience, or neither"),
             },
+            ui: UiConfig {
+                url: self
+                    .ui_url
+                    .or(file.ui_url)
+                    .map(|url| url.trim_end_matches('/').to_string())
+                    .unwrap_or_default(),
+                client_secret_file: self.oidc_client_secret_file.or(file.oidc_client_secret_file),
+                session_redis: self.ui_session_redis.or(file.ui_session_redis),
+                prometheus_url: self
+                    .prometheus_url
+                    .or(file.prometheus_url)
+                    .map(|url| url.trim_end_matches('/').to_string()),
+            },
             production: match self.profile.or(file.profile).as_deref() {
                 None | Some("dev") => false,
                 Some("production") => true,
@@ -342,6 +386,10 @@ impl MgmtArgs {
                 max_age_secs: duration(self.audit_max_age, file.audit_max_age, "720h", "audit-max-age")?.as_secs(),
             },
         };
+        if config.ui.url.is_empty() {
+            let scheme = if config.api_insecure_plaintext { "http" } else { "https" };
+            config.ui.url = format!("{scheme}://{}", config.api_addr);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -377,6 +425,21 @@ impl MgmtConfig {
                 "--oidc-issuer {}: use https (plain http only for a provider on loopback): the provider's keys decide who is admin",
                 oidc.issuer
             );
+        }
+        anyhow::ensure!(
+            self.ui.client_secret_file.is_none() || self.oidc.is_some(),
+            "--oidc-client-secret-file needs --oidc-issuer and --oidc-audience: the UI logs users in at that provider"
+        );
+        for (flag, url) in [
+            ("--ui-url", Some(&self.ui.url)),
+            ("--prometheus-url", self.ui.prometheus_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                anyhow::ensure!(
+                    (url.starts_with("https://") || url.starts_with("http://")) && url.len() > "http://".len(),
+                    "{flag} {url:?}: an absolute http(s) URL, such as https://mgmt.example.com:8090"
+                );
+            }
         }
         if self.insecure {
             anyhow::ensure!(

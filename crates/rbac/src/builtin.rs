@@ -65,7 +65,7 @@ pub(crate) fn cluster_roles() -> BTreeMap<String, Vec<PolicyRule>> {
     let viewer = vec![
         rule(&viewer_groups, &["*"], &READ),
         rule(&[""], &["configmaps"], &READ),
-        rule(&["trellis.io"], &["checks", "clusters", "insights"], &READ),
+        rule(&["trellis.io"], &["checks", "clusters", "insights", "metrics"], &READ),
     ];
     BTreeMap::from([
         (ADMIN_ROLE.to_string(), admin),

@@ -19,6 +19,7 @@ mod addons;
 pub mod echo;
 pub mod jwt_issuer;
 pub mod oidc_provider;
+pub mod prometheus;
 pub mod slapd;
 
 pub use addons::*;
@@ -258,9 +259,15 @@ pub struct MgmtProcess {
 
 impl MgmtProcess {
     pub async fn start(dir: &std::path::Path, extra: &[&str]) -> MgmtProcess {
+        Self::start_on(dir, trellis_support::process::free_port(), extra).await
+    }
+
+    /// [`MgmtProcess::start`] with the API on `api`, for flags that must name it beforehand
+    /// (an OIDC redirect URI registered at the provider).
+    pub async fn start_on(dir: &std::path::Path, api: u16, extra: &[&str]) -> MgmtProcess {
         use trellis_support::process::free_port;
         std::fs::create_dir_all(dir).unwrap();
-        let (api, relay, admin_port) = (free_port(), free_port(), free_port());
+        let (relay, admin_port) = (free_port(), free_port());
         let data_dir = dir.join("mgmt");
         let mut args = vec![
             "mgmt".to_string(),

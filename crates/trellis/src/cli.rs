@@ -4,7 +4,9 @@ use clap::{Parser, Subcommand};
 
 use trellis_agent::{self as agent, gateway, proxy};
 use trellis_cli::api_client::ServerArgs;
-use trellis_cli::{access_cli, client, cluster_cli, demo_app, insights_cli, up, version_cli};
+use trellis_cli::{
+    access_cli, client, cluster_cli, dashboard_cli, debug_report, demo_app, insights_cli, up, version_cli,
+};
 use trellis_ext_auth_server as extauth;
 use trellis_mgmt as mgmt;
 use trellis_rate_limiter as ratelimit;
@@ -56,6 +58,11 @@ pub enum Command {
     Insights(insights_cli::InsightsArgs),
     /// This client's version and the management server's.
     Version(version_cli::VersionArgs),
+    /// Open the web UI in a browser, signed in with this client's token.
+    Dashboard(dashboard_cli::DashboardArgs),
+    /// Support tools: `trellis debug report` writes one archive of the mesh's state.
+    #[command(subcommand)]
+    Debug(debug_report::DebugCommand),
     /// A shell completion script on stdout, e.g. `source <(trellis completion bash)`.
     Completion { shell: clap_complete::Shell },
     /// The client config: contexts (server, CA, credential) and the current one.
@@ -97,6 +104,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => cluster_cli::check(args).await,
         Command::Insights(args) => insights_cli::run(args).await,
         Command::Version(args) => version_cli::version(args).await,
+        Command::Dashboard(args) => dashboard_cli::dashboard(args).await,
+        Command::Debug(command) => debug_report::run(command).await,
         Command::Completion { shell } => {
             // Into memory first: clap_complete panics on a write error, such as a closed pipe.
             let mut script = Vec::new();

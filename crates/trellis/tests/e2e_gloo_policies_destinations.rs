@@ -92,7 +92,7 @@ spec:
 
 /// A frontend sidecar's counter for the backend VirtualDestination's upstream.
 async fn backend_stat(mesh: &LocalMesh, stat: &str) -> u64 {
-    let name = format!("cluster.outbound|80||backend.mesh.internal.{stat}");
+    let name = format!("cluster.outbound|80||backend_mesh_internal.{stat}");
     envoy_stat(mesh.app("frontend").admin_port, &name).await
 }
 
@@ -138,7 +138,7 @@ spec:
     eventually("the connection limits", || async {
         envoy_stat(
             admin,
-            "cluster.outbound|80||backend.mesh.internal.circuit_breakers.default.remaining_cx",
+            "cluster.outbound|80||backend_mesh_internal.circuit_breakers.default.remaining_cx",
         )
         .await
             == 7

@@ -188,6 +188,11 @@ async fn issuance_attack_is_refused_and_rotation_replaces_the_agent() {
     // The legitimate agent noticed nothing: same stream, same intermediate, same relay certificate.
     let status = mgmt.cluster_status(CLUSTER).await;
     assert_eq!(status["connected"], true);
+    assert_eq!(
+        status["agentVersion"],
+        env!("CARGO_PKG_VERSION"),
+        "the agent's release, from its hello"
+    );
     assert_eq!(status["since"], since, "the agent's relay stream was dropped");
     eventually("the agent acknowledging the current config", || async {
         let status = mgmt.cluster_status(CLUSTER).await;

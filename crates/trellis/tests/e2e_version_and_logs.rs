@@ -1,6 +1,7 @@
 //! `trellis version` reports the client's and the server's versions (the server's only to an
 //! authenticated caller), `--log-format json` makes every log line of a daemon one JSON object,
-//! for log pipelines, and `trellis completion` gives a shell what it needs to complete commands.
+//! for log pipelines, `trellis dashboard` names the UI to a caller it can authenticate, and
+//! `trellis completion` gives a shell what it needs to complete commands.
 
 use trellis_testkit as common;
 
@@ -53,6 +54,23 @@ async fn version_names_client_and_server_and_json_logs_are_json() {
     assert!(!ok, "the server answered an anonymous caller: {out}");
     assert!(out.contains(&format!("client: {release}")), "{out}");
     assert!(err.contains("401"), "{err}");
+    // `trellis dashboard` checks the credential first: refused without one, the UI's address with it.
+    let (ok, out, err) = trellis(
+        &[
+            "dashboard",
+            "--no-browser",
+            "--server",
+            &mgmt.url,
+            "--ca-file",
+            &api_ca.display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok && err.contains("401"), "{out}{err}");
+    let (ok, out, err) = trellis(&["dashboard", "--no-browser"], Some(&mgmt.admin_config())).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("The UI is at {}/ui/", mgmt.url)), "{out}");
     let (ok, out, _) = trellis(&["version", "--client"], None).await;
     assert!(ok && out.trim() == format!("client: {release}"), "{out}");
 

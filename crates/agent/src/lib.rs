@@ -28,6 +28,7 @@ pub mod gateway;
 mod mesh_identity;
 mod policy;
 pub mod proxy;
+mod proxy_config;
 mod registry;
 mod relay_client;
 pub mod role_secret;

@@ -146,6 +146,8 @@ pub struct AgentRegistration {
     /// A CSR for this proxy's xDS client key, sent (as `xdsCsr`) while `send_csr` is set.
     pub xds_csr: Option<String>,
     pub send_csr: bool,
+    /// The loopback port of the Envoy this registration is for, sent as `adminPort`.
+    pub admin_port: Option<u16>,
 }
 
 /// What one PUT came to.
@@ -174,6 +176,7 @@ impl AgentRegistration {
             token,
             xds_csr: None,
             send_csr: false,
+            admin_port: None,
         }
     }
 
@@ -199,6 +202,9 @@ impl AgentRegistration {
         let mut body = self.body.clone();
         if let (true, Some(csr)) = (self.send_csr, &self.xds_csr) {
             body["xdsCsr"] = csr.clone().into();
+        }
+        if let Some(port) = self.admin_port {
+            body["adminPort"] = port.into();
         }
         let response = httpc::request(
             "PUT",
@@ -363,7 +369,14 @@ pub async fn run_registered_envoy(
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
+    let admin_port = if envoy.admin_port == 0 {
+        trellis_support::process::free_port()
+    } else {
+        envoy.admin_port
+    };
     let mut link = AgentRegistration::new(agent, id, &registration, secret, saved);
+    // The agent reads this Envoy's config dump there for `trellis proxy-config`.
+    link.admin_port = Some(admin_port);
     let (mut xds_files, csr) = XdsFiles::create(&data_dir)?;
     link.xds_csr = Some(csr);
     link.send_csr = true;
@@ -389,11 +402,6 @@ pub async fn run_registered_envoy(
         .as_u64()
         .context("agent did not say where its xDS server is")? as u16;
 
-    let admin_port = if envoy.admin_port == 0 {
-        trellis_support::process::free_port()
-    } else {
-        envoy.admin_port
-    };
     let bootstrap = trellis_envoy::bootstrap_with_client_certificate(
         &trellis_envoy::BootstrapSpec {
             node_id: id,

@@ -354,6 +354,8 @@ pub struct Presented<'a> {
     pub role_secret: Option<&'a str>,
     /// A CSR (PEM) for the node's xDS client certificate, from the body's `xdsCsr`.
     pub xds_csr: Option<&'a str>,
+    /// The loopback port of the proxy's Envoy admin, from the body's `adminPort`.
+    pub admin_port: Option<u16>,
 }
 
 /// The body of `PUT /v1/proxies/<id>`: the registration, and optionally a CSR.
@@ -363,6 +365,8 @@ pub struct RegisterBody {
     pub registration: ProxyRegistration,
     #[serde(default, rename = "xdsCsr")]
     pub xds_csr: Option<String>,
+    #[serde(default, rename = "adminPort")]
+    pub admin_port: Option<u16>,
 }
 
 /// The answer to an accepted registration.
@@ -391,6 +395,8 @@ struct Entry {
     expires: Instant,
     /// Fingerprints of the xDS client certificates issued under this credential, oldest first.
     xds_certs: Vec<String>,
+    /// Where its Envoy's admin listens on loopback, as the proxy said.
+    admin_port: Option<u16>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -449,6 +455,7 @@ impl Registry {
                                     registration: None,
                                     expires: now + TTL,
                                     xds_certs,
+                                    admin_port: None,
                                 },
                             );
                         }
@@ -603,6 +610,7 @@ impl Registry {
                 registration: Some(Arc::new(registration)),
                 expires: now + TTL,
                 xds_certs,
+                admin_port: presented.admin_port,
             },
         );
         if credential_changed || xds_certificate.is_some() {
@@ -624,6 +632,15 @@ impl Registry {
             xds_certificate,
             xds_certificate_needed,
         })
+    }
+
+    /// The loopback port of `id`'s Envoy admin, if it is registered and said.
+    pub fn admin_port(&self, id: &str) -> Option<u16> {
+        let entries = self.entries.lock().expect("registry lock");
+        entries
+            .get(id)
+            .filter(|e| e.registration.is_some())
+            .and_then(|e| e.admin_port)
     }
 
     /// Removes `id`, for the holder of its credential.
@@ -835,11 +852,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn presented<'a>(headers: &'a HeaderMap, xds_csr: Option<&'a str>) -> Presented<'a> {
+fn presented<'a>(headers: &'a HeaderMap, xds_csr: Option<&'a str>, admin_port: Option<u16>) -> Presented<'a> {
     Presented {
         token: bearer(headers),
         role_secret: headers.get(super::role_secret::HEADER).and_then(|v| v.to_str().ok()),
         xds_csr,
+        admin_port,
     }
 }
 
@@ -894,7 +912,7 @@ async fn register(
         .register(
             &id,
             body.registration,
-            presented(&headers, body.xds_csr.as_deref()),
+            presented(&headers, body.xds_csr.as_deref(), body.admin_port),
             Instant::now(),
         )
         .inspect_err(

@@ -154,6 +154,15 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
                         crate::mesh_identity::on_mesh_trust(agent, &trust);
                         continue;
                     }
+                    Some(server_message::Body::ProxyConfigRequest(request)) => {
+                        // Off the stream's loop: a slow Envoy must not hold config up.
+                        let (agent, tx) = (agent.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let reply = crate::proxy_config::answer(&agent, request).await;
+                            let _ = tx.send(reply).await;
+                        });
+                        continue;
+                    }
                     None => continue,
                 };
                 let version = delta.version.clone();

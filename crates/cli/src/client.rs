@@ -63,7 +63,7 @@ fn read_source(path: &PathBuf) -> anyhow::Result<(String, String)> {
 }
 
 /// Prints the server's error details, one per line, and fails.
-fn fail_with(response: &httpc::Response) -> anyhow::Error {
+pub fn fail_with(response: &httpc::Response) -> anyhow::Error {
     let body: Value = serde_json::from_str(&response.body).unwrap_or(Value::Null);
     if let Some(details) = body["details"].as_array() {
         for detail in details {
@@ -83,7 +83,8 @@ pub fn encode(source: &str) -> String {
     source
         .bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_./".contains(&b) {
+            // RFC 3986's unreserved characters stay as they are (`~` is in proxy ids).
+            if b.is_ascii_alphanumeric() || b"-_./~".contains(&b) {
                 (b as char).to_string()
             } else {
                 format!("%{b:02X}")

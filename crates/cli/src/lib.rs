@@ -8,6 +8,7 @@
 //!  version_cli  trellis version: the client's and the server's
 //!  dashboard_cli trellis dashboard: the web UI in a browser, signed in
 //!  debug_report trellis debug report: one archive of the mesh's state, secrets redacted
+//!  proxy_config_cli trellis proxy-config: a proxy's live Envoy config, through its agent
 //!  api_client   the connection to the management API: server, CA, credential (flags, env, context)
 //!  cli_config   the client config file of named contexts, like a kubeconfig (the management
 //!               server writes its admin.conf in this format)
@@ -27,5 +28,6 @@ pub mod dashboard_cli;
 pub mod debug_report;
 pub mod demo_app;
 pub mod insights_cli;
+pub mod proxy_config_cli;
 pub mod up;
 pub mod version_cli;

@@ -11,6 +11,7 @@
 //! | POST | /api/v1/clusters/{name}/register?ttl=1h | record a new cluster (409 if it exists); a one-time token for its agent |
 //! | POST | /api/v1/clusters/{name}/rotate?ttl=1h | revoke a registered cluster's certificates, intermediate and tokens; a new token |
 //! | POST | /api/v1/clusters/{name}/deregister | revoke the cluster's certificates and close its relay stream |
+//! | GET | /api/v1/clusters/{name}/proxies/{id}/config | a proxy's live Envoy config dump, read by its agent |
 //! | GET | /api/v1/check | what `trellis check` reports: relay mode, certificate expiry, agents |
 //! | GET | /api/v1/insights[?all=true] | coded insights (see [`super::insights`]) |
 //! | GET, POST, DELETE | /api/v1/insights/silences | list, add, lift insight silences (admin) |
@@ -91,6 +92,10 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
         .route("/api/v1/clusters/{name}/register", post(register_cluster))
         .route("/api/v1/clusters/{name}/deregister", post(deregister_cluster))
         .route("/api/v1/clusters/{name}/rotate", post(rotate_cluster))
+        .route(
+            "/api/v1/clusters/{name}/proxies/{id}/config",
+            get(super::proxy_config::proxy_config),
+        )
         .route("/api/v1/check", get(super::check::report))
         .route("/api/v1/insights", get(super::insights::list))
         .route(

@@ -148,6 +148,7 @@ fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
         (&Method::GET, ["healthz"]) => Some(RouteAccess::Public),
         (&Method::GET, ["api", "v1", "version" | "whoami"]) => Some(RouteAccess::AnyIdentity),
         (&Method::GET, ["api", "v1", "graph"]) => trellis("get", "metrics"),
+        (&Method::GET, ["api", "v1", "clusters", _, "proxies", _, "config"]) => trellis("get", "proxyconfigs"),
         (&Method::GET, ["api", "v1", "clusters"]) => trellis("list", "clusters"),
         (&Method::POST, ["api", "v1", "clusters", name, "register"]) => cluster("create", name, "register"),
         (&Method::POST, ["api", "v1", "clusters", name, "rotate"]) => cluster("update", name, "rotate"),

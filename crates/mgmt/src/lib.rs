@@ -19,6 +19,7 @@ mod insights;
 mod insights_snapshot;
 mod metrics;
 mod pki;
+mod proxy_config;
 mod relay;
 mod root_trust;
 mod sharded;

@@ -479,6 +479,7 @@ async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incom
     // is the current config, nothing is sent after a reconnect, and later changes are deltas.
     let mut holds = Holds::after_hello(&hello, &translations.borrow_and_update(), &cluster);
     let mut discovery_version: Option<String> = None;
+    let mut proxy_config_requests = mgmt.proxy_queries.open(&cluster);
     translations.mark_changed();
     let mut error = None;
     // A change waiting for its share of the send budget. Meanwhile the stream holds no
@@ -512,6 +513,12 @@ async fn serve_agent(stream: AgentStream, hello: trellis_relay::Hello, mut incom
                     bundle_pem: root.bundle_pem.clone(),
                     active_root_sha256: root.root_sha256.clone(),
                 });
+                if tx.send(Ok(message)).await.is_err() {
+                    break;
+                }
+            }
+            Some((request_id, proxy_id)) = proxy_config_requests.recv() => {
+                let message = ServerMessage::proxy_config_request(trellis_relay::ProxyConfigRequest { request_id, proxy_id });
                 if tx.send(Ok(message)).await.is_err() {
                     break;
                 }
@@ -714,6 +721,14 @@ fn handle_agent_message(
                 }
                 Err(error) => tracing::warn!(%error, "ignoring malformed discovery"),
             }
+        }
+        Some(agent_message::Body::ProxyConfig(reply)) => {
+            let answer = if reply.error.is_empty() {
+                Ok(reply.config_dump)
+            } else {
+                Err(reply.error.chars().take(1024).collect())
+            };
+            mgmt.proxy_queries.answer(cluster, reply.request_id, answer);
         }
         Some(agent_message::Body::DiscoveryPatch(patch)) => {
             if discovery_version.as_deref() != Some(patch.base.as_str()) {

@@ -72,6 +72,8 @@ pub struct Mgmt {
     pub token_ttl: Duration,
     /// Who may use the API: credentials, audit retention, the write lock.
     pub api: super::api_access::ApiAccess,
+    /// Operators' requests for a proxy's live config, on their way to its agent.
+    pub proxy_queries: super::proxy_config::ProxyQueries,
 }
 
 impl Mgmt {
@@ -109,6 +111,7 @@ impl Mgmt {
             kicks: tokio::sync::broadcast::Sender::new(16),
             token_ttl,
             api,
+            proxy_queries: Default::default(),
         });
         Ok((mgmt, translator))
     }

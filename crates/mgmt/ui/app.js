@@ -167,14 +167,23 @@ const pages = {
       ${rows ? `<h2>Edges</h2><table><tr><th>From</th><th>To</th><th>Requests/s</th><th>Errors</th><th>p99</th></tr>${rows}</table>` : ''}`;
   },
 
-  async proxies(cluster) {
+  async proxies(cluster, proxy) {
     const { clusters } = await api('/api/v1/clusters');
     const rows = Object.entries(clusters).flatMap(([c, s]) => (s.proxies || []).map(p =>
-      `<tr class="link" data-href="#/proxies/${encodeURIComponent(c)}"><td>${esc(c)}</td><td>${esc(p.id)}</td><td>${p.inSync ? badge('in sync', 'ok') : badge('behind', 'warning')}</td><td><code>${esc(p.configVersion)}</code></td></tr>`)).join('');
+      `<tr class="link" data-href="#/proxies/${encodeURIComponent(c)}/${encodeURIComponent(p.id)}"><td>${esc(c)}</td><td>${esc(p.id)}</td><td>${p.inSync ? badge('in sync', 'ok') : badge('behind', 'warning')}</td><td><code>${esc(p.configVersion)}</code></td></tr>`)).join('');
     let config = '';
-    if (cluster) {
-      const t = await api('/api/v1/translation');
-      config = `<h2>Effective config sent to ${esc(cluster)}'s proxies</h2><pre>${esc(JSON.stringify(t.clusters?.[cluster] ?? {}, null, 2))}</pre>`;
+    if (cluster && proxy) {
+      // The proxy's live Envoy config, read by its agent; without the right to it, what the
+      // management server sends the cluster.
+      try {
+        const dump = await api(`/api/v1/clusters/${encodeURIComponent(cluster)}/proxies/${encodeURIComponent(proxy)}/config`);
+        config = `<h2>${esc(proxy)}: live Envoy config</h2><pre id="proxy-config">${esc(JSON.stringify(dump, null, 2))}</pre>`;
+      } catch (e) {
+        if (e instanceof Unauthenticated) throw e;
+        const t = await api('/api/v1/translation').catch(() => null);
+        config = `<h2>${esc(proxy)}</h2><p class="muted">Its live config: ${esc(e.message)}.</p>` +
+          (t ? `<h2>What ${esc(cluster)}'s proxies are sent</h2><pre>${esc(JSON.stringify(t.clusters?.[cluster] ?? {}, null, 2))}</pre>` : '');
+      }
     }
     return `<h1>Proxies</h1><table><tr><th>Cluster</th><th>Proxy</th><th>Config</th><th>Version</th></tr>${rows}</table>${config}`;
   },

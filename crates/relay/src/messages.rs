@@ -3,7 +3,7 @@
 /// Agent to management server.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "agent_message::Body", tags = "1, 2, 3, 4, 5, 6")]
     pub body: Option<agent_message::Body>,
 }
 
@@ -20,6 +20,8 @@ pub mod agent_message {
         Proxies(super::ProxyReport),
         #[prost(message, tag = "5")]
         DiscoveryPatch(super::DiscoveryPatch),
+        #[prost(message, tag = "6")]
+        ProxyConfig(super::ProxyConfigReply),
     }
 }
 
@@ -84,7 +86,7 @@ pub struct Ack {
 /// Management server to agent.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ServerMessage {
-    #[prost(oneof = "server_message::Body", tags = "2, 3")]
+    #[prost(oneof = "server_message::Body", tags = "2, 3, 4")]
     pub body: Option<server_message::Body>,
 }
 
@@ -96,7 +98,31 @@ pub mod server_message {
         Delta(super::ConfigDelta),
         #[prost(message, tag = "3")]
         MeshTrust(super::MeshTrust),
+        #[prost(message, tag = "4")]
+        ProxyConfigRequest(super::ProxyConfigRequest),
     }
+}
+
+/// An operator asks for one proxy's live Envoy config (`trellis proxy-config`): the agent reads
+/// it from that Envoy's loopback admin and answers with a [`ProxyConfigReply`] of the same id.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProxyConfigRequest {
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    #[prost(string, tag = "2")]
+    pub proxy_id: String,
+}
+
+/// The answer to a [`ProxyConfigRequest`]: Envoy's `/config_dump` (JSON; Envoy redacts private
+/// keys in it), or why there is none.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProxyConfigReply {
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub config_dump: Vec<u8>,
+    #[prost(string, tag = "3")]
+    pub error: String,
 }
 
 /// The mesh's trust, sent when a stream opens and whenever it changes (a RootTrustPolicy
@@ -184,6 +210,12 @@ impl ServerMessage {
     pub fn mesh_trust(trust: MeshTrust) -> Self {
         ServerMessage {
             body: Some(server_message::Body::MeshTrust(trust)),
+        }
+    }
+
+    pub fn proxy_config_request(request: ProxyConfigRequest) -> Self {
+        ServerMessage {
+            body: Some(server_message::Body::ProxyConfigRequest(request)),
         }
     }
 }

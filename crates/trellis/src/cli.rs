@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use trellis_agent::{self as agent, gateway, proxy};
 use trellis_cli::api_client::ServerArgs;
 use trellis_cli::{
-    access_cli, client, cluster_cli, dashboard_cli, debug_report, demo_app, insights_cli, up, version_cli,
+    access_cli, client, cluster_cli, dashboard_cli, debug_report, demo_app, insights_cli, proxy_config_cli, up,
+    version_cli,
 };
 use trellis_ext_auth_server as extauth;
 use trellis_mgmt as mgmt;
@@ -58,6 +59,8 @@ pub enum Command {
     Insights(insights_cli::InsightsArgs),
     /// This client's version and the management server's.
     Version(version_cli::VersionArgs),
+    /// A proxy's live Envoy config, read by its cluster's agent.
+    ProxyConfig(proxy_config_cli::ProxyConfigArgs),
     /// Open the web UI in a browser, signed in with this client's token.
     Dashboard(dashboard_cli::DashboardArgs),
     /// Support tools: `trellis debug report` writes one archive of the mesh's state.
@@ -105,6 +108,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Insights(args) => insights_cli::run(args).await,
         Command::Version(args) => version_cli::version(args).await,
         Command::Dashboard(args) => dashboard_cli::dashboard(args).await,
+        Command::ProxyConfig(args) => proxy_config_cli::proxy_config(args).await,
         Command::Debug(command) => debug_report::run(command).await,
         Command::Completion { shell } => {
             // Into memory first: clap_complete panics on a write error, such as a closed pipe.

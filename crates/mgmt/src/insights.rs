@@ -47,7 +47,7 @@ pub struct SilenceQuery {
 pub fn current(mgmt: &Mgmt) -> anyhow::Result<Vec<Insight>> {
     let snapshot = super::insights_snapshot::build(mgmt, trellis_support::unix_now())?;
     let mut insights = trellis_insights::evaluate(&snapshot);
-    let silences: Vec<Silence> = mgmt
+    let mut silences: Vec<Silence> = mgmt
         .store
         .silences()?
         .into_iter()
@@ -56,6 +56,15 @@ pub fn current(mgmt: &Mgmt) -> anyhow::Result<Vec<Insight>> {
             target: r.target,
         })
         .collect();
+    // Gloo's InsightsConfig `disabledInsights`: a code disabled there is silenced everywhere.
+    for resource in mgmt.stored()?.iter() {
+        if let trellis_api::Spec::InsightsConfig(spec) = &resource.spec {
+            silences.extend(spec.disabled_insights.iter().map(|code| Silence {
+                code: code.clone(),
+                target: None,
+            }));
+        }
+    }
     trellis_insights::apply_silences(&mut insights, &silences);
     Ok(insights)
 }

@@ -49,6 +49,13 @@ spec:
   importFrom: [{workspaces: [{name: shop}]}]
 ";
 
+const DISABLE_TRL0003: &str = "apiVersion: admin.gloo.solo.io/v2alpha1
+kind: InsightsConfig
+metadata: {name: insights-config, namespace: gloo-mesh}
+spec:
+  disabledInsights: [TRL0003, CFG0002]
+";
+
 const VIEWERS: &str = "apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: insight-viewers}
@@ -314,11 +321,19 @@ async fn declared_requirements_and_unimported_exports_become_insights() {
             .await,
         1
     );
-    // Silencing a code everywhere clears the failure it caused.
-    for code in ["TRL0008", "TRL0003"] {
-        let (ok, out) = insights(&mgmt.admin_config(), None, &["silence", code]).await;
-        assert!(ok, "{out}");
-    }
+    // Silencing a code everywhere clears the failure it caused; so does Gloo's InsightsConfig.
+    let (ok, out) = insights(&mgmt.admin_config(), None, &["silence", "TRL0008"]).await;
+    assert!(ok, "{out}");
+    let response = mgmt
+        .api()
+        .request(
+            "POST",
+            "/api/v1/apply?source=test",
+            Some(("application/yaml", DISABLE_TRL0003.as_bytes().to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
     let (ok, out) = insights(&mgmt.admin_config(), None, &[]).await;
     assert!(ok, "silenced errors still fail the CLI:\n{out}");
     assert_eq!(
@@ -326,6 +341,25 @@ async fn declared_requirements_and_unimported_exports_become_insights() {
             .await,
         0
     );
+    let all = listed(&mgmt.admin_config(), true).await;
+    let disabled = all["insights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["code"] == "TRL0003");
+    assert_eq!(disabled.unwrap()["silenced"], true, "{all:#}");
+    // Translation names the entry that is not a Trellis code, a moment after the apply.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = mgmt
+            .get_json("/api/v1/describe/InsightsConfig/gloo-mesh/insights-config")
+            .await;
+        if status.to_string().contains("CFG0002 is not a Trellis insight code") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Silences are stored: they survive a restart.
     let mut mgmt = mgmt;
     mgmt.restart().await;

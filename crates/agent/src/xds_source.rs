@@ -479,6 +479,7 @@ impl ProxySnapshots {
                 id: proxy.node_id.clone(),
                 in_sync,
                 nack,
+                envoy_version: proxy.envoy_version.clone(),
             }
         });
         states.dedup_by(|a, b| a.id == b.id);

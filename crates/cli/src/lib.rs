@@ -3,6 +3,7 @@
 //! ```text
 //!  client       trellis apply / get / describe / delete
 //!  cluster_cli  trellis cluster register|rotate|deregister|list, trellis check
+//!  insights_cli trellis insights [--all] [-o json], trellis insights silence|unsilence|silences
 //!  access_cli   trellis config (contexts), trellis token, trellis audit
 //!  version_cli  trellis version: the client's and the server's
 //!  dashboard_cli trellis dashboard: the web UI in a browser, signed in
@@ -26,6 +27,7 @@ pub mod cluster_cli;
 pub mod dashboard_cli;
 pub mod debug_report;
 pub mod demo_app;
+pub mod insights_cli;
 pub mod proxy_config_cli;
 pub mod up;
 pub mod version_cli;

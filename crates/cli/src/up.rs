@@ -302,6 +302,12 @@ impl LocalMesh {
         if let Some(port) = prometheus_port {
             mgmt.args
                 .extend(["--prometheus-url".into(), format!("http://127.0.0.1:{port}")]);
+            // The Prometheus started below is a demo's, and insights say so in a production profile.
+            mgmt.args.push("--builtin-prometheus".into());
+        }
+        if options.addons && redis_installed() {
+            // The Redis started below is a demo's, and insights say so in a production profile.
+            mgmt.args.push("--builtin-redis".into());
         }
         mgmt.args.extend(options.mgmt_flags.iter().cloned());
         mgmt.start()?;
@@ -808,12 +814,7 @@ pub async fn start_addons_in(
     );
     ext_auth.start()?;
     procs.push((ext_auth, ext_auth_port));
-    let has_redis = std::process::Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_redis {
+    if !redis_installed() {
         tracing::warn!(
             cluster,
             "redis-server is not installed: no rate limiter (scripts/setup installs it)"
@@ -870,6 +871,15 @@ pub async fn start_addons_in(
     limiter.start()?;
     procs.push((limiter, limiter_port));
     Ok(procs)
+}
+
+/// `redis-server` runs here: the mesh's add-ons then include a Redis and a rate limiter.
+fn redis_installed() -> bool {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {

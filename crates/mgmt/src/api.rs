@@ -13,6 +13,8 @@
 //! | POST | /api/v1/clusters/{name}/deregister | revoke the cluster's certificates and close its relay stream |
 //! | GET | /api/v1/clusters/{name}/proxies/{id}/config | a proxy's live Envoy config dump, read by its agent |
 //! | GET | /api/v1/check | what `trellis check` reports: relay mode, certificate expiry, agents |
+//! | GET | /api/v1/insights[?all=true] | coded insights (see [`super::insights`]) |
+//! | GET, POST, DELETE | /api/v1/insights/silences | list, add, lift insight silences (admin) |
 //! | GET | /api/v1/translation | per-cluster IR and warnings, for debugging |
 //! | POST, GET | /api/v1/tokens | issue an API token (shown once); list tokens |
 //! | DELETE | /api/v1/tokens/{name} | revoke a token |
@@ -96,6 +98,13 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
             get(super::proxy_config::proxy_config),
         )
         .route("/api/v1/check", get(super::check::report))
+        .route("/api/v1/insights", get(super::insights::list))
+        .route(
+            "/api/v1/insights/silences",
+            get(super::insights::silences)
+                .post(super::insights::silence)
+                .delete(super::insights::unsilence),
+        )
         .route("/api/v1/translation", get(translation))
         .route("/api/v1/version", get(version))
         .route("/api/v1/whoami", get(whoami))

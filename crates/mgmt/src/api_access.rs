@@ -48,6 +48,8 @@ pub struct Doors {
     pub production: bool,
     /// Self-signed CAs the server generated itself (not the operator's).
     pub generated_cas: Vec<&'static str>,
+    /// What the operator declared about the deployment, for insights.
+    pub declared: super::config::Declared,
 }
 
 /// Kinds whose effect is not confined to the namespace they are stored in, authorized as
@@ -152,6 +154,16 @@ fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
         (&Method::POST, ["api", "v1", "clusters", name, "rotate"]) => cluster("update", name, "rotate"),
         (&Method::POST, ["api", "v1", "clusters", name, "deregister"]) => cluster("delete", name, "deregister"),
         (&Method::GET, ["api", "v1", "check"]) => trellis("get", "checks"),
+        (&Method::GET, ["api", "v1", "insights"]) => trellis("get", "insights"),
+        (&Method::GET, ["api", "v1", "insights", "silences"]) => trellis("list", "insightsilences"),
+        (&Method::POST, ["api", "v1", "insights", "silences"]) => Some(RouteAccess::Permission(
+            Permission::on_trellis("create", "insightsilences"),
+            Some("insight-silence"),
+        )),
+        (&Method::DELETE, ["api", "v1", "insights", "silences"]) => Some(RouteAccess::Permission(
+            Permission::on_trellis("delete", "insightsilences"),
+            Some("insight-unsilence"),
+        )),
         (&Method::GET, ["api", "v1", "translation"]) => trellis("get", "translations"),
         (&Method::POST, ["api", "v1", "apply" | "delete"])
         | (&Method::GET, ["api", "v1", "resources"])
@@ -192,7 +204,17 @@ pub fn authorize(stored: &[Resource], identity: &Identity, permissions: &[Permis
 }
 
 /// Trellis's own endpoints as RBAC resources of [`TRELLIS_GROUP`].
-const TRELLIS_RESOURCES: [&str; 5] = ["apitokens", "auditevents", "checks", "clusters", "translations"];
+const TRELLIS_RESOURCES: [&str; 9] = [
+    "apitokens",
+    "auditevents",
+    "checks",
+    "clusters",
+    "insights",
+    "insightsilences",
+    "metrics",
+    "proxyconfigs",
+    "translations",
+];
 
 /// Every (API group, resource) the API serves: what RBAC wildcards expand to.
 fn universe() -> Vec<(&'static str, &'static str)> {
@@ -465,7 +487,27 @@ mod tests {
             route_access(&Method::GET, "/api/v1/version"),
             Some(RouteAccess::AnyIdentity)
         ));
+        // Anyone may be allowed to read insights; silencing them is a change of its own.
+        let Some(RouteAccess::Permission(read, None)) = route_access(&Method::GET, "/api/v1/insights") else {
+            panic!("reading insights needs a permission")
+        };
+        assert_eq!((read.verb, read.resource.as_str()), ("get", "insights"));
+        for (method, verb, action) in [
+            (Method::POST, "create", "insight-silence"),
+            (Method::DELETE, "delete", "insight-unsilence"),
+        ] {
+            let Some(RouteAccess::Permission(permission, Some(audited))) =
+                route_access(&method, "/api/v1/insights/silences")
+            else {
+                panic!("{method} of a silence needs a permission and is audited")
+            };
+            assert_eq!(
+                (permission.verb, permission.resource.as_str(), audited),
+                (verb, "insightsilences", action)
+            );
+        }
         for (method, path) in [
+            (Method::PUT, "/api/v1/insights/silences"),
             (Method::GET, "/api/v1/secret-backdoor"),
             (Method::PUT, "/api/v1/apply"),
             (Method::GET, "/api/v2/resources"),

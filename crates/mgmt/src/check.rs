@@ -2,7 +2,7 @@
 //! fix; the CLI exits non-zero when any finding is an error, so scripts can trust it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
@@ -11,9 +11,6 @@ use serde_json::json;
 
 use super::Mgmt;
 use super::pki::RelaySecurity;
-
-/// Certificates closer than this to expiry are a warning.
-const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86400);
 
 #[derive(Debug, Serialize)]
 pub struct Finding {
@@ -31,38 +28,32 @@ fn finding(severity: &'static str, check: impl Into<String>, message: impl Into<
     }
 }
 
-fn unix(time: SystemTime) -> u64 {
+pub(super) fn unix(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn human(seconds: u64) -> String {
-    match seconds {
-        s if s >= 2 * 86400 => format!("{} days", s / 86400),
-        s if s >= 3600 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}m {}s", s / 60, s % 60),
-    }
-}
-
-/// A finding about a certificate valid from `not_before` to `not_after` (Unix seconds). One that
-/// Trellis renews itself is a warning once it is late for renewal (under a quarter of its life
-/// left; renewal happens at two thirds); any other once it has under a week left.
-pub fn expiry(check: &str, what: &str, (not_before, not_after): (u64, u64), now: u64, renewed: bool) -> Finding {
-    if not_after <= now {
-        return finding("error", check, format!("{what} expired {} ago", human(now - not_after)));
-    }
-    let left = not_after - now;
-    let threshold = if renewed {
-        not_after.saturating_sub(not_before) / 4
-    } else {
-        EXPIRY_WARNING.as_secs()
-    };
-    if left < threshold {
-        let why = if renewed { " and was not renewed in time" } else { "" };
-        finding("warning", check, format!("{what} expires in {}{why}", human(left)))
-    } else {
-        finding("ok", check, format!("{what} valid for {}", human(left)))
+/// A finding about a certificate valid from `not_before` to `not_after` (Unix seconds), judged
+/// by the same rule as insight TRL0004 ([`trellis_insights::expiry`]): one Trellis renews is a
+/// warning once it is late for renewal, any other once it has under a week left.
+pub fn expiry(check: &str, what: &str, validity: (u64, u64), now: u64, renewed: bool) -> Finding {
+    use trellis_insights::{Expiry, human_duration};
+    match trellis_insights::expiry(validity, now, renewed) {
+        Expiry::Expired { ago } => finding("error", check, format!("{what} expired {} ago", human_duration(ago))),
+        Expiry::Soon { left, late_renewal } => {
+            let why = if late_renewal {
+                " and was not renewed in time"
+            } else {
+                ""
+            };
+            finding(
+                "warning",
+                check,
+                format!("{what} expires in {}{why}", human_duration(left)),
+            )
+        }
+        Expiry::Valid { left } => finding("ok", check, format!("{what} valid for {}", human_duration(left))),
     }
 }
 
@@ -286,6 +277,7 @@ mod tests {
             relay_addr: "0.0.0.0:9900".parse().unwrap(),
             production: false,
             generated_cas: vec!["relay root CA"],
+            declared: Default::default(),
         }
     }
 

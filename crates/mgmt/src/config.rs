@@ -140,6 +140,20 @@ pub struct MgmtArgs {
     /// plaintext listeners) as errors [default: dev]
     #[arg(long)]
     pub profile: Option<String>,
+    /// FIPS-validated cryptography is required here: `trellis insights` reports an error while
+    /// this build's (ring) is not.
+    #[arg(long)]
+    pub require_fips: bool,
+    /// The workload cluster this management server runs in, if it shares one (insight TRL0001).
+    #[arg(long)]
+    pub colocated_cluster: Option<String>,
+    /// The rate limiter's Redis was started by the platform as a demo convenience (as `trellis
+    /// up` does), not an operated one.
+    #[arg(long)]
+    pub builtin_redis: bool,
+    /// Metrics go to a Prometheus the platform started as a demo convenience.
+    #[arg(long)]
+    pub builtin_prometheus: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +197,10 @@ struct FileConfig {
     audit_max_records: Option<u64>,
     audit_max_age: Option<String>,
     profile: Option<String>,
+    require_fips: Option<bool>,
+    colocated_cluster: Option<String>,
+    builtin_redis: Option<bool>,
+    builtin_prometheus: Option<bool>,
 }
 
 /// The effective configuration.
@@ -214,6 +232,17 @@ pub struct MgmtConfig {
     pub audit_retention: trellis_store::AuditRetention,
     /// `--profile production`.
     pub production: bool,
+    /// What insights need to know that the server cannot see for itself.
+    pub declared: Declared,
+}
+
+/// Facts about the deployment the operator declares (flags), for insights.
+#[derive(Debug, Clone, Default)]
+pub struct Declared {
+    pub require_fips: bool,
+    pub colocated_cluster: Option<String>,
+    pub builtin_redis: bool,
+    pub builtin_prometheus: bool,
 }
 
 /// The operator's OpenID provider, whose ID tokens the API accepts.
@@ -353,6 +382,12 @@ impl MgmtArgs {
                 None | Some("dev") => false,
                 Some("production") => true,
                 Some(other) => anyhow::bail!("--profile {other}: use dev or production"),
+            },
+            declared: Declared {
+                require_fips: self.require_fips || file.require_fips.unwrap_or(false),
+                colocated_cluster: self.colocated_cluster.or(file.colocated_cluster),
+                builtin_redis: self.builtin_redis || file.builtin_redis.unwrap_or(false),
+                builtin_prometheus: self.builtin_prometheus || file.builtin_prometheus.unwrap_or(false),
             },
             audit_retention: trellis_store::AuditRetention {
                 max_records: self.audit_max_records.or(file.audit_max_records).unwrap_or(10_000),

@@ -15,6 +15,8 @@ mod api_tokens;
 mod check;
 mod config;
 mod graph;
+mod insights;
+mod insights_snapshot;
 mod metrics;
 mod pki;
 mod proxy_config;
@@ -73,6 +75,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
             admin_addr: config.admin_addr,
             relay_addr: config.relay_addr,
             production: config.production,
+            declared: config.declared.clone(),
             generated_cas: [
                 (
                     !config.insecure && !config.disable_ca && !config.disable_ca_cert_generation,

@@ -30,6 +30,12 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InsightLabel {
+    pub code: String,
+    pub severity: String,
+}
+
 #[derive(Clone)]
 pub struct MgmtMetrics {
     pub translations_total: Counter,
@@ -43,6 +49,8 @@ pub struct MgmtMetrics {
     pub api_unauthenticated_total: Counter,
     pub api_forbidden_total: Counter,
     pub api_refusals_unaudited_total: Counter,
+    /// Active, unsilenced insights by code and severity; set at every scrape.
+    pub insights: Family<InsightLabel, Gauge>,
 }
 
 impl MgmtMetrics {
@@ -59,7 +67,13 @@ impl MgmtMetrics {
             api_unauthenticated_total: Counter::default(),
             api_forbidden_total: Counter::default(),
             api_refusals_unaudited_total: Counter::default(),
+            insights: Family::default(),
         };
+        registry.register(
+            "trellis_mgmt_insights",
+            "Active, unsilenced insights by code and severity (see `trellis insights`)",
+            metrics.insights.clone(),
+        );
         registry.register(
             "trellis_mgmt_api_refusals_unaudited",
             "Refused API requests over a user's audit budget (30 a minute), counted but not recorded",
@@ -146,29 +160,31 @@ impl trellis_relay::listener::Refusals for MgmtMetrics {
     }
 }
 
+/// The Prometheus page. Insights are evaluated at each scrape, so their gauge is as fresh as
+/// the scrape.
+async fn metrics_page(State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>) -> impl axum::response::IntoResponse {
+    let _ = tokio::task::spawn_blocking(move || super::insights::refresh_gauge(&mgmt)).await;
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            String::new(),
+        ),
+    }
+}
+
 pub fn admin_router(registry: Arc<Registry>, mgmt: Arc<Mgmt>) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(|State((registry, _)): State<(Arc<Registry>, Arc<Mgmt>)>| async move {
-                let mut text = String::new();
-                match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                    Ok(()) => (
-                        StatusCode::OK,
-                        [(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    ),
-                    Err(_) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        [("content-type", "text/plain")],
-                        String::new(),
-                    ),
-                }
-            }),
-        )
+        .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",

@@ -160,4 +160,7 @@ pub struct ProxyState {
     /// The last rejection Envoy reported, if the latest push was rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nack: Option<String>,
+    /// Envoy's release, as the proxy announced it (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_version: Option<String>,
 }

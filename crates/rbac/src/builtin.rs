@@ -12,7 +12,8 @@ pub const ADMIN_ROLE: &str = "trellis-admin";
 /// Edits mesh config (routes, destinations, policies, add-on config, ConfigMaps and Secrets) and
 /// reads workspaces and clusters; bound with the workspace annotation, only in that workspace.
 pub const WORKSPACE_OPERATOR_ROLE: &str = "trellis-workspace-operator";
-/// Reads mesh config; never Secrets, tokens, RBAC or the audit log.
+/// Reads mesh config, checks and insights; never Secrets, tokens, RBAC, the audit log or
+/// insight silences (silencing is an admin's decision).
 pub const VIEWER_ROLE: &str = "trellis-viewer";
 /// The group of the generated admin token's user.
 pub const ADMINS_GROUP: &str = "trellis:admins";
@@ -64,7 +65,7 @@ pub(crate) fn cluster_roles() -> BTreeMap<String, Vec<PolicyRule>> {
     let viewer = vec![
         rule(&viewer_groups, &["*"], &READ),
         rule(&[""], &["configmaps"], &READ),
-        rule(&["trellis.io"], &["checks", "clusters", "metrics"], &READ),
+        rule(&["trellis.io"], &["checks", "clusters", "insights", "metrics"], &READ),
     ];
     BTreeMap::from([
         (ADMIN_ROLE.to_string(), admin),

@@ -68,7 +68,7 @@ pub struct DiscoveryPatch {
 /// Delivery state of the cluster's proxies, sent when it changes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ProxyReport {
-    /// JSON list of `{id, configVersion, inSync, nack}`: `configVersion` is the relay config the
+    /// JSON list of `{id, configVersion, inSync, nack, envoyVersion}`: `configVersion` is the relay config the
     /// proxy's resources were built from; `inSync` means Envoy acknowledged every type of them.
     #[prost(bytes = "vec", tag = "1")]
     pub payload: Vec<u8>,

@@ -10,12 +10,15 @@ mod issuance;
 mod redb_access;
 mod redb_discovery;
 mod redb_issuance;
+mod redb_silences;
 mod redb_store;
+mod silences;
 
 pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
 pub use feed::{Change, Watch};
 pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore};
 pub use redb_store::RedbStore;
+pub use silences::{SilenceRecord, SilenceStore, silence_key};
 
 use trellis_api::{Resource, ResourceKey};
 use trellis_model::{ClusterDiscovery, DiscoveryPatch};
@@ -81,7 +84,7 @@ pub enum TokenCheck {
     },
 }
 
-pub trait Store: AccessStore + IssuanceStore + Send + Sync + 'static {
+pub trait Store: AccessStore + IssuanceStore + SilenceStore + Send + Sync + 'static {
     /// The revision of the last committed write (resources and discovery share one sequence).
     fn revision(&self) -> u64;
     /// The changes committed after revision `since`, waiting up to `timeout` for one if there

@@ -45,7 +45,6 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
         Kind::IstioLifecycleManager | Kind::GatewayLifecycleManager | Kind::WaypointLifecycleManager => {
             "Istio installation (Trellis runs its own proxies)"
         }
-        Kind::InsightsConfig => "insights settings",
         _ => return None,
     })
 }
@@ -201,6 +200,20 @@ pub(crate) fn apply(
                         } else {
                             route.policies.jwt = Some(Box::new(requirement.clone()));
                         }
+                    }
+                }
+            }
+            // Applied by the management server, which hides the disabled insights; translation
+            // only says which entries name no Trellis insight.
+            Spec::InsightsConfig(spec) => {
+                for (i, code) in spec.disabled_insights.iter().enumerate() {
+                    if trellis_insights::code_info(code).is_none() {
+                        warnings.add(
+                            &key,
+                            format!(
+                                "spec.disabledInsights[{i}]: {code} is not a Trellis insight code (TRL0001...; see docs/insights.md), so it disables nothing"
+                            ),
+                        );
                     }
                 }
             }

@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use trellis_agent::{self as agent, gateway, proxy};
 use trellis_cli::api_client::ServerArgs;
 use trellis_cli::{
-    access_cli, client, cluster_cli, dashboard_cli, debug_report, demo_app, proxy_config_cli, up, version_cli,
+    access_cli, client, cluster_cli, dashboard_cli, debug_report, demo_app, insights_cli, proxy_config_cli, up,
+    version_cli,
 };
 use trellis_ext_auth_server as extauth;
 use trellis_mgmt as mgmt;
@@ -53,6 +54,9 @@ pub enum Command {
     Cluster(cluster_cli::ClusterCommand),
     /// Check the mesh: relay security, certificate expiry, agents' connection state.
     Check(ServerArgs),
+    /// Coded insights about the mesh (TRLnnnn: severity, target, summary, fix); exits non-zero
+    /// while an error is active. `silence`/`unsilence` hide a code (admin only).
+    Insights(insights_cli::InsightsArgs),
     /// This client's version and the management server's.
     Version(version_cli::VersionArgs),
     /// A proxy's live Envoy config, read by its cluster's agent.
@@ -121,6 +125,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => client::describe(args).await,
         Command::Cluster(command) => cluster_cli::run(command).await,
         Command::Check(args) => cluster_cli::check(args).await,
+        Command::Insights(args) => insights_cli::run(args).await,
         Command::Version(args) => version_cli::version(args).await,
         Command::Dashboard(args) => dashboard_cli::dashboard(args).await,
         Command::ProxyConfig(args) => proxy_config_cli::proxy_config(args).await,

@@ -38,6 +38,8 @@ pub(crate) trait Protocol: Send + 'static {
     type Response: prost::Message + Send + 'static;
     fn new(node_id: String) -> Self;
     fn node_of(request: &Self::Request) -> Option<&str>;
+    /// Envoy's release, from the node of a request that carries it.
+    fn envoy_version_of(request: &Self::Request) -> Option<String>;
     fn node_id(&self) -> &str;
     fn handle(&mut self, request: &Self::Request) -> Outcome<Self::Response>;
     fn set_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<Self::Response>;
@@ -58,6 +60,10 @@ impl Protocol for StreamState {
 
     fn node_of(request: &DiscoveryRequest) -> Option<&str> {
         request.node.as_ref().map(|n| n.id.as_str())
+    }
+
+    fn envoy_version_of(request: &DiscoveryRequest) -> Option<String> {
+        node_version(request.node.as_ref()?)
     }
 
     fn node_id(&self) -> &str {
@@ -101,6 +107,10 @@ impl Protocol for DeltaState {
 
     fn node_of(request: &DeltaDiscoveryRequest) -> Option<&str> {
         request.node.as_ref().map(|n| n.id.as_str())
+    }
+
+    fn envoy_version_of(request: &DeltaDiscoveryRequest) -> Option<String> {
+        node_version(request.node.as_ref()?)
     }
 
     fn node_id(&self) -> &str {
@@ -270,7 +280,7 @@ impl<S: SnapshotSource> StreamTask<S> {
             }
         };
 
-        let _connected = Connected::new(&self, &node_id);
+        let _connected = Connected::new(&self, &node_id, P::envoy_version_of(&first));
         info!("proxy connected");
         let mut state = P::new(node_id);
         // Nothing is subscribed yet, so this only primes the state.
@@ -413,6 +423,19 @@ struct Traces {
 
 /// Counts the proxy as connected for as long as it lives, so every exit
 /// path (including a panic) cleans up the gauge and the status board.
+/// `1.40.0` from a node's structured build version, or its free-form version string (bounded:
+/// it is the client's claim).
+fn node_version(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Option<String> {
+    use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    match node.user_agent_version_type.as_ref()? {
+        UserAgentVersionType::UserAgentBuildVersion(build) => {
+            let v = build.version.as_ref()?;
+            Some(format!("{}.{}.{}", v.major_number, v.minor_number, v.patch))
+        }
+        UserAgentVersionType::UserAgentVersion(text) => Some(text.chars().take(64).collect()),
+    }
+}
+
 struct Connected {
     stream_id: u64,
     board: ProxyStatusBoard,
@@ -420,8 +443,8 @@ struct Connected {
 }
 
 impl Connected {
-    fn new<S>(task: &StreamTask<S>, node_id: &str) -> Self {
-        task.board.connect(task.stream_id, node_id);
+    fn new<S>(task: &StreamTask<S>, node_id: &str, envoy_version: Option<String>) -> Self {
+        task.board.connect(task.stream_id, node_id, envoy_version);
         task.metrics.proxies_connected.inc();
         Self {
             stream_id: task.stream_id,

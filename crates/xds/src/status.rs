@@ -13,6 +13,8 @@ use std::time::SystemTime;
 pub struct ProxyStatus {
     pub node_id: String,
     pub connected_since: SystemTime,
+    /// Envoy's release (`1.40.0`), as its first request's node said.
+    pub envoy_version: Option<String>,
     /// By type URL, for every type the proxy subscribed to.
     pub types: BTreeMap<String, TypeStatus>,
 }
@@ -49,10 +51,11 @@ impl ProxyStatusBoard {
         all.into_iter().map(f).collect()
     }
 
-    pub(crate) fn connect(&self, stream_id: u64, node_id: &str) {
+    pub(crate) fn connect(&self, stream_id: u64, node_id: &str, envoy_version: Option<String>) {
         let status = ProxyStatus {
             node_id: node_id.to_owned(),
             connected_since: SystemTime::now(),
+            envoy_version,
             types: BTreeMap::new(),
         };
         self.lock().insert(stream_id, status);
@@ -82,8 +85,8 @@ mod tests {
     #[test]
     fn reconnect_keeps_new_entry_when_old_stream_ends() {
         let board = ProxyStatusBoard::default();
-        board.connect(1, "a");
-        board.connect(2, "a");
+        board.connect(1, "a", None);
+        board.connect(2, "a", None);
         board.disconnect(1);
         let all = board.snapshot();
         assert_eq!(all.len(), 1);
@@ -93,15 +96,15 @@ mod tests {
     #[test]
     fn summaries_come_in_node_order() {
         let board = ProxyStatusBoard::default();
-        board.connect(1, "b");
-        board.connect(2, "a");
+        board.connect(1, "b", None);
+        board.connect(2, "a", None);
         assert_eq!(board.summarize(|s| s.node_id.clone()), ["a", "b"]);
     }
 
     #[test]
     fn update_replaces_type_status() {
         let board = ProxyStatusBoard::default();
-        board.connect(7, "b");
+        board.connect(7, "b", None);
         let mut types = BTreeMap::new();
         types.insert(
             "t".to_owned(),

@@ -173,7 +173,7 @@ metadata: {name: access-logs, namespace: bookinfo}
 spec:
   applyToWorkloads: [{selector: {labels: {app: reviews}}}]
   config:
-    filters: [{statusCodeMatcher: {value: 200, comparison: GE}}]
+    filters: [{statusCodeMatcher: {value: 200, comparator: GE}}]
     includedRequestHeaders: [x-request-id]
 ---
 apiVersion: extensions.policy.gloo.solo.io/v2

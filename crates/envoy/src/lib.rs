@@ -18,6 +18,7 @@
 //! (`envoy-types` always brings tonic and tokio along for its service stubs; this crate uses only
 //! its message types.)
 
+mod access_log;
 mod addons;
 mod authz;
 mod bootstrap;
@@ -33,6 +34,7 @@ mod tls;
 mod transformation;
 mod upstream_traffic;
 
+pub use access_log::ACCESS_LOG_OTLP_CLUSTER;
 pub use authz::{RBAC_DRY_RUN_STAT_PREFIX, RbacStats};
 pub use bootstrap::{
     BootstrapSpec, XDS_CLIENT_SECRET, XDS_CLUSTER, XDS_SERVER_SECRET, XdsTls, bootstrap,

@@ -86,6 +86,8 @@ fn run(ir: &ClusterConfig, proxy_labels: &[(&str, &str)]) -> ProxyResources {
             labels: &labels,
             listen_address: "0.0.0.0",
             port_map: &std::collections::BTreeMap::new(),
+            namespace: "gloo-mesh",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     )
 }

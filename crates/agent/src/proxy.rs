@@ -61,6 +61,11 @@ pub struct EnvoyArgs {
     /// Envoy worker threads.
     #[arg(long, default_value_t = 1)]
     pub concurrency: u16,
+    /// Where the entries of the AccessLogPolicies that select this proxy go: `stdout`, a file
+    /// (JSON lines), or `otlp://HOST:PORT` (an OpenTelemetry collector, OTLP/gRPC); default
+    /// `access.log` in the data directory.
+    #[arg(long, env = "TRELLIS_ACCESS_LOG")]
+    pub access_log: Option<String>,
 }
 
 fn parse_port(spec: &str) -> anyhow::Result<WorkloadPort> {
@@ -125,6 +130,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let registration = ProxyRegistration::Sidecar {
         workload,
         outbound_port: args.outbound_port,
+        access_log: None,
     };
     run_registered_envoy(&args.agent, &id, registration, &args.envoy, None).await
 }
@@ -346,7 +352,7 @@ impl XdsFiles {
 pub async fn run_registered_envoy(
     agent: &str,
     id: &str,
-    registration: ProxyRegistration,
+    mut registration: ProxyRegistration,
     envoy: &EnvoyArgs,
     secret: Option<ClientSecret>,
 ) -> anyhow::Result<()> {
@@ -358,6 +364,7 @@ pub async fn run_registered_envoy(
     // Envoy reads the TLS files by these paths from its own working directory.
     let data_dir =
         std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    registration.set_access_log(crate::access_log_sink::from_flag(envoy.access_log.as_deref(), &data_dir)?);
     let token_path = data_dir.join("agent-token");
     let saved = std::fs::read_to_string(&token_path)
         .ok()

@@ -425,7 +425,16 @@ pub async fn run_registered_envoy(
 
     let envoy_bin = trellis_support::envoy_bin::find()?;
     let mut command = tokio::process::Command::new(&envoy_bin);
+    // A listener whose filters a config change replaced (an access log added or removed) drains
+    // the connections opened before: Envoy's default strategy (gradual) closes them at random
+    // over its drain time, ten minutes, and until then they keep the old filters; `immediate`
+    // closes each after its next response, so a change reaches a caller's pooled connections
+    // within one request. Access log entries reach their file within a second (people tail it).
     command.arg("-c").arg(&bootstrap_path).args([
+        "--drain-strategy",
+        "immediate",
+        "--file-flush-interval-msec",
+        "1000",
         "--disable-hot-restart",
         "--concurrency",
         &envoy.concurrency.to_string(),

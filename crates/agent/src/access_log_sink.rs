@@ -68,7 +68,9 @@ pub fn check(sink: &AccessLogSink) -> Result<(), String> {
                 let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
                 let valid_host = !host.is_empty()
                     && (host.parse::<std::net::IpAddr>().is_ok()
-                        || host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')));
+                        || host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')));
                 valid_host.then_some(port)
             });
             if address.len() > MAX_ADDRESS_BYTES || parsed.is_none() {
@@ -104,7 +106,10 @@ mod tests {
         let AccessLogSink::File(relative) = from_flag(Some("logs/access.log"), dir).unwrap() else {
             panic!("a path is a file")
         };
-        assert!(relative.starts_with('/') && relative.ends_with("logs/access.log"), "{relative}");
+        assert!(
+            relative.starts_with('/') && relative.ends_with("logs/access.log"),
+            "{relative}"
+        );
         for bad in ["otlp://collector", "otlp://:4317", "otlp://a b:4317", "otlp://host:0"] {
             assert!(from_flag(Some(bad), dir).is_err(), "{bad}");
         }

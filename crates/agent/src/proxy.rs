@@ -364,7 +364,10 @@ pub async fn run_registered_envoy(
     // Envoy reads the TLS files by these paths from its own working directory.
     let data_dir =
         std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-    registration.set_access_log(crate::access_log_sink::from_flag(envoy.access_log.as_deref(), &data_dir)?);
+    registration.set_access_log(crate::access_log_sink::from_flag(
+        envoy.access_log.as_deref(),
+        &data_dir,
+    )?);
     let token_path = data_dir.join("agent-token");
     let saved = std::fs::read_to_string(&token_path)
         .ok()

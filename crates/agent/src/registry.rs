@@ -43,8 +43,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
-use trellis_model::discovery::AddonInstance;
 use trellis_model::access_log::AccessLogSink;
+use trellis_model::discovery::AddonInstance;
 use trellis_model::{ClusterDiscovery, GatewayAddress, Workload};
 
 use super::Agent;

@@ -46,7 +46,11 @@ fn check_count(problems: &mut Problems, field: &str, count: usize) {
 /// A header name (optionally a `:pseudo-header`) or a filter-state key: letters, digits, `-`,
 /// `_` and `.`, which keeps out `%`, `(`, `)` and `:` that would end the format command early.
 fn check_logged_name(problems: &mut Problems, field: &str, name: &str, pseudo: bool) {
-    let bare = if pseudo { name.strip_prefix(':').unwrap_or(name) } else { name };
+    let bare = if pseudo {
+        name.strip_prefix(':').unwrap_or(name)
+    } else {
+        name
+    };
     let plain = !bare.is_empty()
         && bare
             .chars()
@@ -55,7 +59,9 @@ fn check_logged_name(problems: &mut Problems, field: &str, name: &str, pseudo: b
         push(
             problems,
             field,
-            format!("{name:?} is not a name Trellis can log: use at most {MAX_NAME_BYTES} letters, digits, '-', '_' and '.'"),
+            format!(
+                "{name:?} is not a name Trellis can log: use at most {MAX_NAME_BYTES} letters, digits, '-', '_' and '.'"
+            ),
         );
     }
 }
@@ -91,8 +97,16 @@ pub(crate) fn access_log_policy(problems: &mut Problems, spec: &AccessLogPolicyS
         }
     }
     let lists = [
-        ("includedRequestHeaders", &config.included_request_headers, &SECRET_REQUEST_HEADERS[..]),
-        ("includedResponseHeaders", &config.included_response_headers, &SECRET_RESPONSE_HEADERS[..]),
+        (
+            "includedRequestHeaders",
+            &config.included_request_headers,
+            &SECRET_REQUEST_HEADERS[..],
+        ),
+        (
+            "includedResponseHeaders",
+            &config.included_response_headers,
+            &SECRET_RESPONSE_HEADERS[..],
+        ),
         ("includedResponseTrailers", &config.included_response_trailers, &[][..]),
     ];
     for (list, names, secret) in lists {
@@ -182,7 +196,12 @@ mod tests {
             ..status(200)
         };
         let config = AccessLogConfig {
-            filters: vec![both, status(1000), header("", None, false), header("x", Some("(a"), true)],
+            filters: vec![
+                both,
+                status(1000),
+                header("", None, false),
+                header("x", Some("(a"), true),
+            ],
             included_request_headers: vec!["Authorization".into(), "x)%".into()],
             included_response_headers: vec!["set-cookie".into()],
             included_filter_state_objects: vec!["a:b".into()],

@@ -79,7 +79,11 @@ pub(crate) fn for_cluster(
 
 /// The proxies of `cluster` a log selects, as `(kind, namespace, name)`: sidecars by their
 /// workload, ingress gateways by their address.
-fn selected_proxies<'a>(snapshot: &'a Snapshot, cluster: &str, log: &AccessLog) -> Vec<(&'static str, &'a str, &'a str)> {
+fn selected_proxies<'a>(
+    snapshot: &'a Snapshot,
+    cluster: &str,
+    log: &AccessLog,
+) -> Vec<(&'static str, &'a str, &'a str)> {
     let Some(discovery) = snapshot.discovery.get(cluster) else {
         return Vec::new();
     };

@@ -64,7 +64,10 @@ async fn outbound_logs(admin_port: u16) -> bool {
     };
     let dump: Value = serde_json::from_str(&response.body).unwrap_or_default();
     dump["configs"].as_array().into_iter().flatten().any(|listener| {
-        listener["name"] == "outbound" && listener["active_state"].to_string().contains("envoy.access_loggers.file")
+        listener["name"] == "outbound"
+            && listener["active_state"]
+                .to_string()
+                .contains("envoy.access_loggers.file")
     })
 }
 
@@ -119,7 +122,11 @@ async fn access_log_policy_logs_the_selected_workloads_matching_requests() {
     let frontend = log_file(&mesh, "frontend");
     let deadline = Instant::now() + Duration::from_secs(10);
     while entries(&frontend).is_empty() {
-        assert!(Instant::now() < deadline, "no entry in {} after 10 s", frontend.display());
+        assert!(
+            Instant::now() < deadline,
+            "no entry in {} after 10 s",
+            frontend.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(FLUSH).await;
@@ -133,7 +140,9 @@ async fn access_log_policy_logs_the_selected_workloads_matching_requests() {
     assert_eq!(entry["method"], "GET", "{entry}");
     assert_eq!(entry["authority"], "backend-v2.mesh.internal", "{entry}");
     assert!(
-        entry["upstream_cluster"].as_str().is_some_and(|c| c.contains("backend-v2")),
+        entry["upstream_cluster"]
+            .as_str()
+            .is_some_and(|c| c.contains("backend-v2")),
         "{entry}"
     );
     assert!(entry["x_request_id"].is_string(), "{entry}");
@@ -142,7 +151,10 @@ async fn access_log_policy_logs_the_selected_workloads_matching_requests() {
     // backend-v1's.
     for app in ["backend-v2", "backend-v1"] {
         let unselected = entries(&log_file(&mesh, app));
-        assert!(unselected.is_empty(), "{app} is not selected but logged {unselected:#?}");
+        assert!(
+            unselected.is_empty(),
+            "{app} is not selected but logged {unselected:#?}"
+        );
     }
 
     // Deleted, the policy logs nothing more, on connections opened since.

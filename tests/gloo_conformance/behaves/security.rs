@@ -446,7 +446,9 @@ fn access_log_entries(bookinfo: &Bookinfo, apps: &[&str]) -> Vec<Value> {
             let path = bookinfo.mesh.dir.join(format!("sidecar-{app}")).join("access.log");
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             text.lines()
-                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())))
+                .map(|line| {
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display()))
+                })
                 .collect::<Vec<Value>>()
         })
         .collect()
@@ -489,18 +491,28 @@ async fn access_log_policy_logs_only_requests_with_the_header(bookinfo: &Bookinf
             let answer = bookinfo
                 .call("productpage", Request::get(&reviews).with_headers(headers))
                 .await;
-            assert_eq!(answer.status, 200, "{example}: reviews with {headers:?}: {}", answer.body);
+            assert_eq!(
+                answer.status, 200,
+                "{example}: reviews with {headers:?}: {}",
+                answer.body
+            );
             answer
         }
     };
     // A connection opened before the policy keeps the listener it was accepted on for one more
     // request: wait until both selected sidecars have logged a request with the header.
     bookinfo
-        .until(&format!("{example}: reviews v1 and v2 log a request with foo: bar"), SETTLE, || async {
-            call(&[("foo", "bar")]).await;
-            tokio::time::sleep(Duration::from_millis(1200)).await;
-            selected.iter().all(|app| !access_log_entries(bookinfo, &[app]).is_empty())
-        })
+        .until(
+            &format!("{example}: reviews v1 and v2 log a request with foo: bar"),
+            SETTLE,
+            || async {
+                call(&[("foo", "bar")]).await;
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                selected
+                    .iter()
+                    .all(|app| !access_log_entries(bookinfo, &[app]).is_empty())
+            },
+        )
         .await;
     // Each request is known by the x-request-id the app saw, which the entry records.
     let logged_ids = || -> BTreeSet<String> {
@@ -514,7 +526,11 @@ async fn access_log_policy_logs_only_requests_with_the_header(bookinfo: &Bookinf
         for headers in [&[("foo", "bar")][..], &[("foo", "baz")], &[]] {
             let answer = call(headers).await;
             let id = answer.request_header("x-request-id").unwrap_or_default().to_string();
-            assert!(!id.is_empty(), "{example}: the app saw no x-request-id: {}", answer.body);
+            assert!(
+                !id.is_empty(),
+                "{example}: the app saw no x-request-id: {}",
+                answer.body
+            );
             // Reviews in cluster-2 answer too, and are not selected.
             if headers == [("foo", "bar")] && answer.field("cluster") == "cluster-1" {
                 wanted.insert(id);
@@ -523,11 +539,16 @@ async fn access_log_policy_logs_only_requests_with_the_header(bookinfo: &Bookinf
             }
         }
     }
-    assert!(!wanted.is_empty(), "{example}: no request with foo: bar reached cluster-1's reviews");
+    assert!(
+        !wanted.is_empty(),
+        "{example}: no request with foo: bar reached cluster-1's reviews"
+    );
     bookinfo
-        .until(&format!("{example}: the requests with foo: bar are logged"), SETTLE, || async {
-            logged_ids().is_superset(&wanted)
-        })
+        .until(
+            &format!("{example}: the requests with foo: bar are logged"),
+            SETTLE,
+            || async { logged_ids().is_superset(&wanted) },
+        )
         .await;
     // Envoy writes its access log files out once a second: what it was going to write is there.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -542,7 +563,11 @@ async fn access_log_policy_logs_only_requests_with_the_header(bookinfo: &Bookinf
         .iter()
         .filter(|e| wanted.contains(e["x_request_id"].as_str().unwrap_or_default()))
         .collect();
-    assert_eq!(new.len(), wanted.len(), "{example}: each request is logged once: {new:#?}");
+    assert_eq!(
+        new.len(),
+        wanted.len(),
+        "{example}: each request is logged once: {new:#?}"
+    );
     for entry in new {
         assert_eq!(entry["policy"], "bookinfo/access-log-policy", "{entry}");
         assert_eq!(entry["listener"], "inbound|9080", "{entry}");
@@ -550,7 +575,10 @@ async fn access_log_policy_logs_only_requests_with_the_header(bookinfo: &Bookinf
         assert_eq!(entry["method"], "GET", "{entry}");
     }
     let unselected = access_log_entries(bookinfo, &["productpage", "details", "reviews-v3"]);
-    assert!(unselected.is_empty(), "{example}: unselected workloads logged {unselected:#?}");
+    assert!(
+        unselected.is_empty(),
+        "{example}: unselected workloads logged {unselected:#?}"
+    );
     bookinfo.delete_example(example).await;
 }
 

@@ -92,7 +92,10 @@ fn filters_become_envoy_filters_and_several_are_alternatives() {
     let comparison = status.comparison.unwrap();
     assert_eq!(comparison.op, Op::Ge as i32);
     let value = comparison.value.unwrap();
-    assert_eq!((value.default_value, value.runtime_key.as_str()), (400, STATUS_RUNTIME_KEY));
+    assert_eq!(
+        (value.default_value, value.runtime_key.as_str()),
+        (400, STATUS_RUNTIME_KEY)
+    );
 
     let both = filter(&[
         LogFilter::Status {
@@ -115,7 +118,10 @@ fn filters_become_envoy_filters_and_several_are_alternatives() {
     };
     let matcher = header.header.as_ref().unwrap();
     assert_eq!((matcher.name.as_str(), matcher.invert_match), ("x-debug", true));
-    assert!(matches!(matcher.header_match_specifier, Some(HeaderMatchSpecifier::StringMatch(_))));
+    assert!(matches!(
+        matcher.header_match_specifier,
+        Some(HeaderMatchSpecifier::StringMatch(_))
+    ));
 }
 
 #[test]
@@ -255,9 +261,15 @@ fn a_selected_sidecar_logs_on_its_outbound_and_inbound_http_listeners_only() {
     let resources = crate::sidecar(&ir, &spec);
     let outbound = hcm(&resources.listeners[0]);
     assert_eq!(outbound.access_log.len(), 1);
-    assert_eq!(text(&json_format(&file_config(&outbound.access_log[0])), "listener"), "outbound");
+    assert_eq!(
+        text(&json_format(&file_config(&outbound.access_log[0])), "listener"),
+        "outbound"
+    );
     let inbound = hcm(&resources.listeners[1]);
-    assert_eq!(text(&json_format(&file_config(&inbound.access_log[0])), "listener"), "inbound|9080");
+    assert_eq!(
+        text(&json_format(&file_config(&inbound.access_log[0])), "listener"),
+        "inbound|9080"
+    );
     // The TCP port has no HTTP connection manager, so no access log.
     assert_ne!(
         resources.listeners[2].filter_chains[0].filters[0].name,

@@ -76,7 +76,10 @@ fn no_selector_is_every_workload_and_nothing_selected_warns() {
         )
     ));
     // Every workload of both clusters: two in cluster-1, two in cluster-2.
-    assert_eq!(t.statuses["AccessLogPolicy/demo/all"].message, "applies to 4 workload(s)");
+    assert_eq!(
+        t.statuses["AccessLogPolicy/demo/all"].message,
+        "applies to 4 workload(s)"
+    );
     let nobody = &t.statuses["AccessLogPolicy/demo/nobody"];
     assert_eq!(nobody.state, "WARNING");
     assert!(nobody.message.contains("selects nothing yet"), "{}", nobody.message);
@@ -166,5 +169,8 @@ spec:
     // Only cluster-1's demo namespace is in the workspace: cluster-2's backends are not selected.
     assert_eq!(logs(&t, "cluster-1").len(), 1);
     assert!(logs(&t, "cluster-2").is_empty());
-    assert_eq!(t.statuses["AccessLogPolicy/demo/scoped"].message, "applies to 2 workload(s)");
+    assert_eq!(
+        t.statuses["AccessLogPolicy/demo/scoped"].message,
+        "applies to 2 workload(s)"
+    );
 }

@@ -733,3 +733,33 @@ fn an_ingress_registration_with_a_port_map_survives_json() {
     let error = serde_json::from_str::<ProxyRegistration>(&bad).unwrap_err();
     assert!(error.to_string().contains("\"http\" is not a port number"), "{error}");
 }
+
+#[test]
+fn an_access_log_sink_travels_with_the_registration_and_is_checked() {
+    use trellis_model::access_log::AccessLogSink;
+    let registry = mk_registry();
+    let mut sidecar = mk_sidecar("demo", "frontend", "frontend");
+    // Without one (an older proxy), entries go to Envoy's standard output.
+    assert_eq!(sidecar.access_log(), &AccessLogSink::Stdout);
+    sidecar.set_access_log(AccessLogSink::File("/srv/frontend/access.log".into()));
+    let json = serde_json::to_value(&sidecar).unwrap();
+    assert_eq!(
+        json["accessLog"],
+        serde_json::json!({"file": "/srv/frontend/access.log"})
+    );
+    let body: RegisterBody = serde_json::from_value(json).unwrap();
+    assert_eq!(body.registration, sidecar);
+    first(
+        &registry,
+        "sidecar~frontend.demo",
+        sidecar.clone(),
+        Presented::default(),
+    );
+    // A relative path (Envoy would resolve it against its own working directory) is refused.
+    sidecar.set_access_log(AccessLogSink::File("access.log".into()));
+    let answer = registry.register("sidecar~other.demo", sidecar, Presented::default(), Instant::now());
+    assert!(
+        matches!(answer, Err(RegistryError::Invalid(ref m)) if m.contains("absolute")),
+        "{answer:?}"
+    );
+}

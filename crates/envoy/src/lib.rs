@@ -9,6 +9,9 @@
 //!  BootstrapSpec ──bootstrap()────────▶ JSON for `envoy -c bootstrap.json`
 //! ```
 //!
+//! The HTTP listeners of a sidecar or an ingress gateway carry the access logs
+//! (AccessLogPolicies) that select the proxy, written where the proxy's spec says (`access_log`).
+//!
 //! All mesh traffic is mTLS between sidecars with SPIFFE identities: the client sidecar sends the
 //! upstream's key as SNI and checks the server's identity; east-west gateways route on that SNI
 //! without terminating TLS.

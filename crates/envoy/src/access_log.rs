@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Each entry has the usual fields (below) plus the policy's `request_headers`,
-//! `response_headers`, `response_trailers` and `filter_state` objects, keyed by name; a header
-//! that is absent is `null`. The entry's `policy` names the AccessLogPolicy and `listener` the
-//! listener that wrote it (`outbound`, `inbound|<port>`, `ingress|<port>`).
+//! `response_headers`, `response_trailers` and `filter_state` objects, keyed by name (an absent
+//! one is written as Envoy writes any missing value). The entry's `policy` names the
+//! AccessLogPolicy and `listener` the listener that wrote it (`outbound`, `inbound|<port>`,
+//! `ingress|<port>`).
 //!
 //! The log lives in the listener, so a policy change replaces the listener: new connections
 //! follow it at once, connections open before it keep the old log while Envoy drains them.

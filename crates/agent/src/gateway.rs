@@ -115,6 +115,7 @@ pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
         labels,
         namespace: args.namespace.clone(),
         service_account: args.service_account.clone(),
+        access_log: None,
     });
     let id = format!("ingress~{}", args.name);
     let secret = ClientSecret {

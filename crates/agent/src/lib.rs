@@ -21,6 +21,7 @@
 //! its Envoy), [`gateway`] (`trellis gateway east-west|ingress`) and [`addon_client`] (the
 //! add-ons register, long-poll their config and keep a mesh certificate).
 
+pub mod access_log_sink;
 pub mod addon_client;
 pub mod addon_config;
 mod addon_identity;

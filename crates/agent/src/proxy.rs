@@ -61,6 +61,11 @@ pub struct EnvoyArgs {
     /// Envoy worker threads.
     #[arg(long, default_value_t = 1)]
     pub concurrency: u16,
+    /// Where the entries of the AccessLogPolicies that select this proxy go: `stdout`, a file
+    /// (JSON lines), or `otlp://HOST:PORT` (an OpenTelemetry collector, OTLP/gRPC); default
+    /// `access.log` in the data directory.
+    #[arg(long, env = "TRELLIS_ACCESS_LOG")]
+    pub access_log: Option<String>,
 }
 
 fn parse_port(spec: &str) -> anyhow::Result<WorkloadPort> {
@@ -125,6 +130,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let registration = ProxyRegistration::Sidecar {
         workload,
         outbound_port: args.outbound_port,
+        access_log: None,
     };
     run_registered_envoy(&args.agent, &id, registration, &args.envoy, None).await
 }
@@ -352,7 +358,7 @@ impl XdsFiles {
 pub async fn run_registered_envoy(
     agent: &str,
     id: &str,
-    registration: ProxyRegistration,
+    mut registration: ProxyRegistration,
     envoy: &EnvoyArgs,
     secret: Option<ClientSecret>,
 ) -> anyhow::Result<()> {
@@ -364,6 +370,10 @@ pub async fn run_registered_envoy(
     // Envoy reads the TLS files by these paths from its own working directory.
     let data_dir =
         std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    registration.set_access_log(crate::access_log_sink::from_flag(
+        envoy.access_log.as_deref(),
+        &data_dir,
+    )?);
     let token_path = data_dir.join("agent-token");
     let saved = std::fs::read_to_string(&token_path)
         .ok()
@@ -426,7 +436,16 @@ pub async fn run_registered_envoy(
 
     let envoy_bin = trellis_support::envoy_bin::find()?;
     let mut command = tokio::process::Command::new(&envoy_bin);
+    // A listener whose filters a config change replaced (an access log added or removed) drains
+    // the connections opened before: Envoy's default strategy (gradual) closes them at random
+    // over its drain time, ten minutes, and until then they keep the old filters; `immediate`
+    // closes each after its next response, so a change reaches a caller's pooled connections
+    // within one request. Access log entries reach their file within a second (people tail it).
     command.arg("-c").arg(&bootstrap_path).args([
+        "--drain-strategy",
+        "immediate",
+        "--file-flush-interval-msec",
+        "1000",
         "--disable-hot-restart",
         "--concurrency",
         &envoy.concurrency.to_string(),

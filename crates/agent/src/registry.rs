@@ -43,6 +43,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
+use trellis_model::access_log::AccessLogSink;
 use trellis_model::discovery::AddonInstance;
 use trellis_model::{ClusterDiscovery, GatewayAddress, Workload};
 
@@ -65,7 +66,13 @@ pub const MAX_REGISTRATIONS: usize = 4096;
 pub enum ProxyRegistration {
     /// A workload's sidecar.
     #[serde(rename_all = "camelCase")]
-    Sidecar { workload: Workload, outbound_port: u16 },
+    Sidecar {
+        workload: Workload,
+        outbound_port: u16,
+        /// Where its access log entries go; absent (an older proxy): Envoy's standard output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_log: Option<AccessLogSink>,
+    },
     /// The cluster's east-west gateway.
     #[serde(rename_all = "camelCase")]
     EastWestGateway(RegisteredGateway),
@@ -93,6 +100,9 @@ pub struct IngressRegistration {
     /// Its mesh identity: `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
     pub namespace: String,
     pub service_account: String,
+    /// Where its access log entries go; absent (an older gateway): Envoy's standard output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSink>,
 }
 
 /// A port map as JSON carries it: object keys are text ("80"). Serde reads numeric keys from
@@ -190,6 +200,26 @@ impl AddonRegistration {
 }
 
 impl ProxyRegistration {
+    /// Sets where the proxy's access log entries go, for the roles that log (sidecars and
+    /// ingress gateways: the ones with HTTP listeners).
+    pub fn set_access_log(&mut self, sink: AccessLogSink) {
+        match self {
+            ProxyRegistration::Sidecar { access_log, .. } => *access_log = Some(sink),
+            ProxyRegistration::IngressGateway(ingress) => ingress.access_log = Some(sink),
+            ProxyRegistration::EastWestGateway(_) | ProxyRegistration::AddOn(_) => {}
+        }
+    }
+
+    /// Where the proxy's access log entries go: what it registered, else Envoy's standard output.
+    pub fn access_log(&self) -> &AccessLogSink {
+        let registered = match self {
+            ProxyRegistration::Sidecar { access_log, .. } => access_log.as_ref(),
+            ProxyRegistration::IngressGateway(ingress) => ingress.access_log.as_ref(),
+            ProxyRegistration::EastWestGateway(_) | ProxyRegistration::AddOn(_) => None,
+        };
+        registered.unwrap_or(&AccessLogSink::Stdout)
+    }
+
     /// The id prefix of this role (`<prefix>~...`): ADS node ids say what they are.
     fn id_prefix(&self) -> &'static str {
         match self {
@@ -224,6 +254,7 @@ impl ProxyRegistration {
             });
         }
         let invalid = |what: &str| Err(RegistryError::Invalid(what.to_string()));
+        crate::access_log_sink::check(self.access_log()).map_err(RegistryError::Invalid)?;
         match self {
             ProxyRegistration::Sidecar { workload, .. } => {
                 if workload.name.is_empty() || workload.service.is_empty() || workload.address.is_empty() {

@@ -116,6 +116,7 @@ struct LocalPart {
     inputs: u64,
     workload: trellis_model::Workload,
     outbound_port: u16,
+    access_log: trellis_model::access_log::AccessLogSink,
     cert_pem: String,
     root_pem: String,
     typed: Arc<Typed>,
@@ -131,6 +132,7 @@ impl SharedOutbound {
                 &config.addon_servers,
                 &config.inbound_policies,
                 &config.inbound_routes,
+                &config.access_logs,
                 trellis_envoy::sidecar_listener_route_inputs(config),
             ))
             .expect("IR serializes");
@@ -187,6 +189,7 @@ pub fn build(
         ProxyRegistration::Sidecar {
             workload,
             outbound_port,
+            ..
         } => {
             let ca = agent.mesh.borrow().clone()?;
             let spiffe_id = trellis_model::spiffe_id(&ca.trust_domain, &workload.namespace, &workload.service_account);
@@ -203,6 +206,7 @@ pub fn build(
                 part.inputs == inputs
                     && part.workload == *workload
                     && part.outbound_port == *outbound_port
+                    && part.access_log == *registration.access_log()
                     && part.cert_pem == cert.cert_pem
                     && part.root_pem == ca.root_pem
             });
@@ -214,6 +218,7 @@ pub fn build(
                         outbound_address: "127.0.0.1",
                         outbound_port: *outbound_port,
                         inbound_address: &workload.address,
+                        access_log: registration.access_log(),
                     };
                     let mut resources = trellis_envoy::sidecar_local(config, &spec);
                     let service = format!("{}.{}", workload.service, workload.namespace);
@@ -225,6 +230,7 @@ pub fn build(
                         inputs,
                         workload: workload.clone(),
                         outbound_port: *outbound_port,
+                        access_log: registration.access_log().clone(),
                         cert_pem: cert.cert_pem.clone(),
                         root_pem: ca.root_pem.clone(),
                         typed: typed.clone(),
@@ -249,6 +255,8 @@ pub fn build(
                 labels: &ingress.labels,
                 listen_address: &ingress.listen_address,
                 port_map: &ingress.port_map,
+                namespace: &ingress.namespace,
+                access_log: registration.access_log(),
             };
             let mut resources = trellis_envoy::ingress_gateway(config, &spec);
             trace_requests(
@@ -505,6 +513,7 @@ mod tests {
             registration: Arc::new(ProxyRegistration::Sidecar {
                 workload,
                 outbound_port: 15001,
+                access_log: None,
             }),
             ca,
             certs_due,

@@ -28,6 +28,7 @@ mod security_policies;
 mod traffic_policies;
 mod transformation;
 mod validate;
+mod validate_access_log;
 mod validate_addons;
 mod validate_gloo_policies;
 mod validate_policy;
@@ -57,6 +58,7 @@ pub use resource::{Resource, ResourceKey, Spec};
 pub use security_policies::*;
 pub use traffic_policies::*;
 pub use transformation::*;
+pub use validate_access_log::MAX_ACCESS_LOG_ENTRIES;
 pub use validate_policy::regex_escape;
 
 /// Where cluster-scoped objects (KubernetesClusters, ClusterRoles, ClusterRoleBindings) are kept.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::common::ObjectReference;
+use crate::networking::HeaderMatcher;
 use crate::policy::{DestinationSelector, RouteSelector, WorkloadSelector};
 use crate::traffic_policies::ListenerSelector;
 
@@ -153,9 +154,9 @@ pub struct AccessLogPolicySpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogConfig {
-    /// `[{statusCodeMatcher | headerMatcher}]`.
+    /// A request is logged when it matches any of these (none: every request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<Value>,
+    pub filters: Vec<AccessLogFilter>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub included_request_headers: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -164,4 +165,36 @@ pub struct AccessLogConfig {
     pub included_response_trailers: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub included_filter_state_objects: Vec<String>,
+}
+
+/// `AccessLogPolicySpec.Config.Filter`: a oneof of one matcher; neither matches every request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code_matcher: Option<StatusCodeMatcher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_matcher: Option<HeaderMatcher>,
+}
+
+/// `common.gloo.solo.io.StatusCodeMatcher`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusCodeMatcher {
+    #[serde(default)]
+    pub value: u32,
+    #[serde(default)]
+    pub comparator: Comparator,
+}
+
+/// `StatusCodeMatcher.Comparator`; proto3's default is `EQ`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparator {
+    #[default]
+    #[serde(rename = "EQ")]
+    Eq,
+    #[serde(rename = "GE")]
+    Ge,
+    #[serde(rename = "LE")]
+    Le,
 }

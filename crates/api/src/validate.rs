@@ -56,6 +56,7 @@ pub(crate) fn validate(resource: &Resource) -> Result<(), Problems> {
         Spec::JwtPolicy(spec) => crate::validate_gloo_policies::jwt_policy(&mut problems, spec),
         Spec::LoadBalancerPolicy(spec) => crate::validate_gloo_policies::load_balancer_policy(&mut problems, spec),
         Spec::ConnectionPolicy(spec) => crate::validate_gloo_policies::connection_policy(&mut problems, spec),
+        Spec::AccessLogPolicy(spec) => crate::validate_access_log::access_log_policy(&mut problems, spec),
         // Nothing to check beyond their types; kinds not applied yet say so in their status.
         _ => {}
     }

@@ -24,6 +24,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpPro
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 use trellis_model::ClusterConfig;
+use trellis_model::access_log::{AccessLog, AccessLogSink};
 use trellis_model::addons::AddonServer;
 use trellis_model::ir::{IngressGateway, IngressTls, RouteAction, StreamListener, StreamRoute, VirtualHost};
 use trellis_model::policy::InboundPolicy;
@@ -37,6 +38,10 @@ use crate::{routes, sidecar, tls};
 pub struct IngressSpec<'a> {
     /// The proxy's labels: it serves every VirtualGateway whose selector they all satisfy.
     pub labels: &'a BTreeMap<String, String>,
+    /// Its namespace: with the labels, what AccessLogPolicies select it by.
+    pub namespace: &'a str,
+    /// Where it writes the entries of the access logs that apply to it.
+    pub access_log: &'a AccessLogSink,
     /// Where every listener binds, each on its VirtualGateway port unless `port_map` moves it.
     pub listen_address: &'a str,
     /// VirtualGateway port -> the port the listener binds, as a Kubernetes Service's `targetPort`
@@ -101,6 +106,8 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
         .iter()
         .filter(|u| referenced.contains(u.name.as_str()))
         .collect();
+    let logs = crate::access_log::applying(&ir.access_logs, spec.namespace, spec.labels);
+    let http_ports = ports.values().any(|port| port.stream.is_none());
     ProxyResources {
         clusters: upstreams
             .iter()
@@ -108,6 +115,10 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
             .chain(crate::addons::clusters(&ir.addon_servers))
             .chain(crate::http_policies::jwks_clusters(
                 ports.values().flat_map(|port| &port.virtual_hosts),
+            ))
+            .chain(crate::access_log::otlp_cluster(
+                spec.access_log,
+                http_ports && !logs.is_empty(),
             ))
             .collect(),
         endpoints: upstreams.iter().map(|u| common::load_assignment(u)).collect(),
@@ -121,6 +132,7 @@ pub fn ingress_gateway(ir: &ClusterConfig, spec: &IngressSpec) -> ProxyResources
                     *port,
                     served,
                     &ir.addon_servers,
+                    (&logs, spec.access_log),
                 ),
             })
             .collect(),
@@ -218,10 +230,18 @@ fn merged_ports<'a>(gateways: impl Iterator<Item = &'a IngressGateway>) -> BTree
 /// An HTTP connection manager fetching `ingress|<port>` over RDS, with the fault filter the
 /// routes' fault policies configure (as on a sidecar's outbound listener). The gateway is the
 /// edge: the client's address is the remote address, not whatever `x-forwarded-for` claims.
-fn listener(address: &str, bind: u16, port: u16, served: &Port, addons: &[AddonServer]) -> Listener {
+fn listener(
+    address: &str,
+    bind: u16,
+    port: u16,
+    served: &Port,
+    addons: &[AddonServer],
+    (logs, sink): (&[&AccessLog], &AccessLogSink),
+) -> Listener {
     let tls = served.tls;
     let name = ingress_name(port);
     let mut hcm = common::http_connection_manager(&format!("ingress_{port}"), Routes::Rds(name.clone()));
+    hcm.access_log = crate::access_log::access_logs(logs, &name, sink);
     hcm.http_filters.insert(0, routes::fault_filter());
     let router = hcm.http_filters.len() - 1;
     hcm.http_filters.splice(router..router, crate::addons::filters(addons));

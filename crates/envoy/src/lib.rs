@@ -10,6 +10,9 @@
 //!  ProxyResources + TraceSpec ──with_tracing()──▶ every HCM traces to the OTLP collector
 //! ```
 //!
+//! The HTTP listeners of a sidecar or an ingress gateway carry the access logs
+//! (AccessLogPolicies) that select the proxy, written where the proxy's spec says (`access_log`).
+//!
 //! All mesh traffic is mTLS between sidecars with SPIFFE identities: the client sidecar sends the
 //! upstream's key as SNI and checks the server's identity; east-west gateways route on that SNI
 //! without terminating TLS.
@@ -19,6 +22,7 @@
 //! (`envoy-types` always brings tonic and tokio along for its service stubs; this crate uses only
 //! its message types.)
 
+mod access_log;
 mod addons;
 mod authz;
 mod bootstrap;
@@ -35,6 +39,7 @@ mod trace;
 mod transformation;
 mod upstream_traffic;
 
+pub use access_log::ACCESS_LOG_OTLP_CLUSTER;
 pub use authz::{RBAC_DRY_RUN_STAT_PREFIX, RbacStats};
 pub use bootstrap::{
     BootstrapSpec, XDS_CLIENT_SECRET, XDS_CLUSTER, XDS_SERVER_SECRET, XdsTls, bootstrap,

@@ -121,7 +121,7 @@ pub(crate) fn route_match(m: &ir::RouteMatch) -> RouteMatch {
     }
 }
 
-fn header_matcher(h: &ir::HeaderMatch) -> HeaderMatcher {
+pub(crate) fn header_matcher(h: &ir::HeaderMatch) -> HeaderMatcher {
     HeaderMatcher {
         invert_match: h.invert,
         ..header_value_matcher(&h.name, &h.value)

@@ -23,6 +23,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
 use std::collections::BTreeMap;
 
+use trellis_model::access_log::{AccessLog, AccessLogSink};
 use trellis_model::addons::{AddonServer, InboundRoute, InboundRoutes};
 use trellis_model::ir::{ClientCredential, Upstream, visible};
 use trellis_model::policy::{self, InboundPolicy, RoutePolicies, TlsMode};
@@ -55,6 +56,8 @@ pub struct SidecarSpec<'a> {
     pub outbound_port: u16,
     /// Where the inbound listeners bind, each on its port's `inbound_port`.
     pub inbound_address: &'a str,
+    /// Where the proxy writes the entries of the access logs (AccessLogPolicies) that apply to it.
+    pub access_log: &'a AccessLogSink,
 }
 
 /// `inbound|<service port>`: the listener, route and cluster for one workload port.
@@ -156,6 +159,8 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
         outbound.http_filters.insert(router, lua);
     }
     outbound.http_filters.insert(0, crate::http_policies::cors_filter());
+    let logs = crate::access_log::applying(&ir.access_logs, &spec.workload.namespace, &spec.workload.labels);
+    outbound.access_log = crate::access_log::access_logs(&logs, OUTBOUND_LISTENER, spec.access_log);
     let mut resources = ProxyResources {
         listeners: vec![common::listener(
             OUTBOUND_LISTENER,
@@ -181,10 +186,17 @@ pub fn sidecar_local(ir: &ClusterConfig, spec: &SidecarSpec) -> ProxyResources {
             labels: &spec.workload.labels,
             servers: &ir.addon_servers,
         });
-        let (listener, routes) = inbound_listener(spec.inbound_address, port, &policies, addons);
+        let logged = Logged {
+            logs: &logs,
+            sink: spec.access_log,
+        };
+        let (listener, routes) = inbound_listener(spec.inbound_address, port, &policies, addons, logged);
         resources.listeners.push(listener);
         resources.routes.extend(routes);
     }
+    resources
+        .clusters
+        .extend(crate::access_log::otlp_cluster(spec.access_log, !logs.is_empty()));
     resources
 }
 
@@ -298,6 +310,7 @@ fn inbound_listener(
     port: &WorkloadPort,
     policies: &[&InboundPolicy],
     addons: Option<InboundAddons>,
+    logged: Logged,
 ) -> (Listener, Vec<RouteConfiguration>) {
     let name = inbound_name(port);
     let rbac = authz::http_rbac_per_route(policies);
@@ -325,6 +338,7 @@ fn inbound_listener(
         }
         routes.push(route_config);
         let mut hcm = inbound_hcm(&name, &route_name);
+        hcm.access_log = crate::access_log::access_logs(logged.logs, &name, logged.sink);
         hcm.http_filters.insert(0, authz::http_rbac_filter());
         if let Some(addons) = &addons {
             let router = hcm.http_filters.len() - 1;
@@ -378,6 +392,13 @@ fn inbound_hcm(name: &str, route_name: &str) -> HttpConnectionManager {
         }),
         ..common::http_connection_manager(name, Routes::Rds(route_name.to_string()))
     }
+}
+
+/// The access logs of a sidecar's HTTP listeners, and where they go.
+#[derive(Clone, Copy)]
+struct Logged<'a> {
+    logs: &'a [&'a AccessLog],
+    sink: &'a AccessLogSink,
 }
 
 /// What a protected port's inbound listener needs: the mesh routes that reach it, the

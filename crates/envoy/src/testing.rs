@@ -109,6 +109,7 @@ pub(crate) fn mk_cluster_config() -> ClusterConfig {
         addon_servers: Vec::new(),
         addons: Default::default(),
         inbound_routes: Vec::new(),
+        access_logs: Vec::new(),
     }
 }
 
@@ -217,6 +218,7 @@ pub(crate) fn sidecar_resources() -> crate::ProxyResources {
             outbound_address: "127.0.0.1",
             outbound_port: 15001,
             inbound_address: "10.0.0.1",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     )
 }

@@ -128,6 +128,77 @@ fn envoy_accepts_a_sidecar_with_every_policy() {
     assert_envoy_accepts_pb("policy-sidecar", &static_bootstrap(resources));
 }
 
+/// Access logs to each sink a proxy can be given, with every kind of filter and every kind of
+/// included field, on a sidecar's HTTP listeners (and the collector's cluster for OTLP).
+#[test]
+fn envoy_accepts_access_logs_to_every_sink() {
+    use trellis_model::access_log::{AccessLog, AccessLogSink, Comparison, LogFilter};
+    let mut ir = mk_cluster_config();
+    ir.access_logs = vec![
+        AccessLog {
+            name: "default/errors".into(),
+            filters: vec![
+                LogFilter::Status {
+                    comparison: Comparison::Ge,
+                    value: 400,
+                },
+                LogFilter::Header(HeaderMatch {
+                    name: "x-debug".into(),
+                    value: ValueMatch::Present,
+                    invert: true,
+                }),
+                LogFilter::Header(HeaderMatch {
+                    name: "x-tenant".into(),
+                    value: ValueMatch::Regex("a.*".into()),
+                    invert: false,
+                }),
+            ],
+            request_headers: vec!["x-tenant".into(), ":authority".into()],
+            response_headers: vec!["x-server".into()],
+            response_trailers: vec!["grpc-status".into()],
+            filter_state_objects: vec!["envoy.network.upstream_server_name".into()],
+            ..Default::default()
+        },
+        AccessLog {
+            name: "default/everything".into(),
+            filters: vec![LogFilter::Status {
+                comparison: Comparison::Eq,
+                value: 200,
+            }],
+            ..Default::default()
+        },
+    ];
+    let dir = temp_file("access-log", "d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access.log").display().to_string();
+    for (label, sink) in [
+        ("file", AccessLogSink::File(file)),
+        ("stdout", AccessLogSink::Stdout),
+        ("otlp", AccessLogSink::Otlp("127.0.0.1:4317".into())),
+    ] {
+        let workload = mk_workload();
+        let resources = with_secrets(sidecar(
+            &ir,
+            &SidecarSpec {
+                workload: &workload,
+                outbound_address: "127.0.0.1",
+                outbound_port: 15001,
+                inbound_address: "127.0.0.1",
+                access_log: &sink,
+            },
+        ));
+        // Guards the input: the logs must really be on the listeners Envoy checks.
+        let filter = &resources.listeners[0].filter_chains[0].filters[0];
+        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+            panic!("no HCM")
+        };
+        let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+        assert_eq!(hcm.access_log.len(), 2, "{label}");
+        assert_envoy_accepts_pb(&format!("access-log-{label}"), &static_bootstrap(resources));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Ext-auth and rate-limit filters, their gRPC clusters (one with no registered endpoint) and
 /// per-route configs using every rate-limit action, on a sidecar and on an ingress gateway.
 #[test]
@@ -1153,6 +1224,7 @@ fn mk_sidecar_for(ir: &ClusterConfig) -> ProxyResources {
             outbound_address: "127.0.0.1",
             outbound_port: 15001,
             inbound_address: "127.0.0.1",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     )
 }
@@ -1175,6 +1247,8 @@ fn mk_ingress(ir: &ClusterConfig) -> ProxyResources {
             labels: &labels,
             listen_address: "0.0.0.0",
             port_map: &std::collections::BTreeMap::new(),
+            namespace: "gloo-mesh",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     )
 }
@@ -1467,6 +1541,7 @@ fn mk_cluster_config() -> ClusterConfig {
         addon_servers: Vec::new(),
         addons: Default::default(),
         inbound_routes: Vec::new(),
+        access_logs: Vec::new(),
     }
 }
 

@@ -45,6 +45,9 @@ pub struct ClusterConfig {
     /// there too; one entry per local service port that some add-on policy protects. Sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound_routes: Vec<crate::addons::InboundRoutes>,
+    /// AccessLogPolicies for this cluster's sidecars and ingress gateways, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_logs: Vec<crate::access_log::AccessLog>,
     /// What this cluster's add-ons load from their agent.
     #[serde(default, skip_serializing_if = "crate::addons::AddonConfig::is_empty")]
     pub addons: crate::addons::AddonConfig,

@@ -8,6 +8,7 @@
 //! - [`snapshot`]: one immutable view of all accepted config and the latest discovery of every cluster.
 //! - [`ir`]: the proxy-neutral, per-cluster output of translation that the relay carries to each agent.
 
+pub mod access_log;
 pub mod addons;
 pub mod discovery;
 pub mod discovery_patch;

@@ -427,6 +427,7 @@ fn base_of(config: &ClusterConfig) -> ClusterConfig {
         namespace_workspaces: config.namespace_workspaces.clone(),
         addon_servers: config.addon_servers.clone(),
         inbound_routes: config.inbound_routes.clone(),
+        access_logs: config.access_logs.clone(),
         addons: config.addons.clone(),
     }
 }

@@ -201,7 +201,7 @@ fn rule(
 
 /// One selection: workloads of `namespace` (empty: any), backing `service` (empty: any), carrying
 /// all of `labels`.
-type Selection = (String, String, std::collections::BTreeMap<String, String>);
+pub(crate) type Selection = (String, String, std::collections::BTreeMap<String, String>);
 
 /// Selections of one policy in one cluster, limited to what its scope may select.
 fn selections(
@@ -229,6 +229,18 @@ fn selections(
     } else {
         raw.push((ObjectSelector::default(), false));
     }
+    scoped_selections(raw, snapshot, workspaces, scope, cluster)
+}
+
+/// `(selector, by service)` pairs as the selections they make in one cluster, limited to what
+/// a policy of `scope` may select: its own workspace's namespaces once Workspaces exist.
+pub(crate) fn scoped_selections(
+    raw: Vec<(ObjectSelector, bool)>,
+    snapshot: &Snapshot,
+    workspaces: &Workspaces,
+    scope: &PolicyScope,
+    cluster: &str,
+) -> Vec<Selection> {
     let mut out = Vec::new();
     for (selector, by_service) in raw {
         if !selector.cluster.is_empty() && selector.cluster != cluster {

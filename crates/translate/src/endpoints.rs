@@ -177,6 +177,7 @@ pub(crate) fn materialize(
         addon_servers: Vec::new(),
         addons: Default::default(),
         inbound_routes: Vec::new(),
+        access_logs: Vec::new(),
     }
 }
 

@@ -19,13 +19,14 @@
 //!           ──▶ endpoints::materialize    per cluster: each Target ─▶ Upstream with local endpoints
 //!                                         directly and remote ones through that cluster's east-west
 //!                                         gateway; plus what this cluster's gateway must serve
-//!           ──▶ access_policies, workspaces::isolation_policies, ingress   per cluster
+//!           ──▶ access_policies, workspaces::isolation_policies, ingress, access_logs   per cluster
 //!           ──▶ status                    one status per resource
 //! ```
 //!
 //! No I/O, no clock: equal snapshots give byte-identical output, which is what the golden tests
 //! and the relay's content versions rely on.
 
+mod access_logs;
 mod access_policies;
 mod addons;
 mod announcements;
@@ -205,6 +206,7 @@ fn translate_with_plan(snapshot: &Snapshot) -> (Translation, incremental::Endpoi
                 ingress::for_cluster(snapshot, &gateway_routes, cluster, &mut report, &mut warnings);
             (config.addon_servers, config.addons) = addons.for_cluster(snapshot, cluster, &mut warnings);
             config.inbound_routes = inbound_routes::for_cluster(&outbound, cluster);
+            config.access_logs = access_logs::for_cluster(snapshot, &workspaces, cluster, &mut report, &mut warnings);
             let isolation = workspaces::isolation_policies(&workspaces, snapshot, cluster, &config.inbound_policies);
             config.inbound_policies.extend(isolation);
             (cluster.clone(), config)

@@ -1046,7 +1046,7 @@ fn replacement(problem: &str) -> PendingAction {
     })
 }
 
-fn value_match(value: &Option<String>, regex: bool) -> ValueMatch {
+pub(crate) fn value_match(value: &Option<String>, regex: bool) -> ValueMatch {
     match (value, regex) {
         (None, _) => ValueMatch::Present,
         (Some(v), true) => ValueMatch::Regex(v.clone()),

@@ -48,7 +48,13 @@ fn is_policy(kind: Kind) -> bool {
             | Kind::LoadBalancerPolicy
             | Kind::ConnectionPolicy
             | Kind::ActiveHealthCheckPolicy
+            | Kind::AccessLogPolicy
     )
+}
+
+/// Policies that select workloads (sidecars and gateways) rather than routes or destinations.
+fn selects_workloads(kind: Kind) -> bool {
+    matches!(kind, Kind::AccessPolicy | Kind::AccessLogPolicy)
 }
 
 pub(crate) fn compute(
@@ -71,7 +77,7 @@ pub(crate) fn compute(
         if is_policy(kind) {
             let applied = used.map_or(0, |u| u.applied);
             let lost = used.map(|u| u.lost.clone()).unwrap_or_default();
-            if kind == Kind::AccessPolicy {
+            if selects_workloads(kind) {
                 clusters = used.map(|u| u.clusters.iter().cloned().collect()).unwrap_or_default();
             }
             if applied == 0 && !lost.is_empty() {
@@ -87,7 +93,7 @@ pub(crate) fn compute(
             }
             summary = format!(
                 "applies to {applied} {}",
-                if kind == Kind::AccessPolicy {
+                if selects_workloads(kind) {
                     "workload(s)"
                 } else {
                     "route(s) or destination(s)"

@@ -38,7 +38,6 @@ fn not_applied(kind: Kind) -> Option<&'static str> {
         Kind::ListenerConnectionPolicy => "listener connection settings",
         Kind::TrimProxyConfigPolicy => "proxy config trimming (Workspaces already trim what a sidecar sees)",
         Kind::AdaptiveRequestConcurrencyPolicy => "adaptive concurrency",
-        Kind::AccessLogPolicy => "access logs",
         Kind::WasmDeploymentPolicy => "Wasm filters",
         Kind::LuaPolicy => "Lua filters",
         Kind::Dashboard => "the Gloo dashboard (Trellis serves its own UI)",

@@ -2,10 +2,13 @@
 //! transformations, access logs), applied unchanged to the bookinfo mesh (real Envoy), each
 //! checked for what its guide says it does, request by request.
 //!
+//! Access logs are read from each sidecar's own file (`access.log` in its data directory).
+//!
 //! Callers: productpage (labelled `app: productpage`), reviews v1 (`app: reviews`) and details
 //! (`app: details`) in cluster-1, reviews v3 in cluster-2; each calls ratings by its Kubernetes
 //! name, which answers from ratings in its own cluster.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -435,11 +438,28 @@ async fn body_and_extractor_transformation_fills_headers(bookinfo: &Bookinfo) {
     .await;
 }
 
+/// The entries of every access log of `apps`' sidecars (each proxy's default file,
+/// `access.log` in its data directory), JSON objects in file order.
+fn access_log_entries(bookinfo: &Bookinfo, apps: &[&str]) -> Vec<Value> {
+    apps.iter()
+        .flat_map(|app| {
+            let path = bookinfo.mesh.dir.join(format!("sidecar-{app}")).join("access.log");
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.lines()
+                .map(|line| {
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display()))
+                })
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
 /// access-log-header-filter.yaml: "Access logs of the reviews workloads in cluster-1 record only
-/// requests carrying the header foo: bar." Trellis does not apply AccessLogPolicy yet: as
-/// docs/gloo-compatibility.md says, it is accepted with a WARNING naming the kind, in the apply
-/// answer and the resource's status, and traffic goes on as before.
-async fn access_log_policy_is_accepted_with_a_warning(bookinfo: &Bookinfo) {
+/// requests carrying the header foo: bar." Checked in the proxies' own access logs: the reviews
+/// sidecars of cluster-1 (v1 and v2, which productpage's calls reach) write an entry for each
+/// request with the header and none for a request without it; productpage, details and
+/// cluster-2's reviews are not selected and write nothing.
+async fn access_log_policy_logs_only_requests_with_the_header(bookinfo: &Bookinfo) {
     let example = "access-log-header-filter.yaml";
     let answer = bookinfo.apply_example(example).await;
     assert_eq!(
@@ -447,33 +467,118 @@ async fn access_log_policy_is_accepted_with_a_warning(bookinfo: &Bookinfo) {
         "{example}: not accepted: {answer}"
     );
     bookinfo
-        .until(&format!("{example}: the status warns"), SETTLE, || async {
+        .until(&format!("{example}: translated"), SETTLE, || async {
             let described = bookinfo
                 .status("AccessLogPolicy", "bookinfo", "access-log-policy")
                 .await;
-            described["resource"]["status"]["state"] == "WARNING"
+            described["resource"]["status"]["state"] != "PENDING"
         })
         .await;
     let described = bookinfo
         .status("AccessLogPolicy", "bookinfo", "access-log-policy")
         .await;
-    let message = described["resource"]["status"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("AccessLogPolicy is accepted but not applied yet"),
-        "{example}: the warning names the kind: {described}"
+    let status = &described["resource"]["status"];
+    assert_eq!(status["state"], "ACCEPTED", "{example}: {described}");
+    assert_eq!(
+        status["message"], "applies to 2 workload(s)",
+        "{example}: reviews v1 and v2 in cluster-1: {described}"
     );
+    let selected = ["reviews-v1", "reviews-v2"];
     let reviews = service_url("reviews");
-    for headers in [&[("foo", "bar")][..], &[][..]] {
-        let answer = bookinfo
-            .call("productpage", Request::get(&reviews).with_headers(headers))
-            .await;
-        assert_eq!(
-            answer.status, 200,
-            "{example}: reviews with {headers:?}: {}",
-            answer.body
-        );
-        assert_eq!(answer.field("service"), "reviews");
+    let call = |headers: &'static [(&'static str, &'static str)]| {
+        let reviews = reviews.clone();
+        async move {
+            let answer = bookinfo
+                .call("productpage", Request::get(&reviews).with_headers(headers))
+                .await;
+            assert_eq!(
+                answer.status, 200,
+                "{example}: reviews with {headers:?}: {}",
+                answer.body
+            );
+            answer
+        }
+    };
+    // A connection opened before the policy keeps the listener it was accepted on for one more
+    // request: wait until both selected sidecars have logged a request with the header.
+    bookinfo
+        .until(
+            &format!("{example}: reviews v1 and v2 log a request with foo: bar"),
+            SETTLE,
+            || async {
+                call(&[("foo", "bar")]).await;
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                selected
+                    .iter()
+                    .all(|app| !access_log_entries(bookinfo, &[app]).is_empty())
+            },
+        )
+        .await;
+    // Each request is known by the x-request-id the app saw, which the entry records.
+    let logged_ids = || -> BTreeSet<String> {
+        access_log_entries(bookinfo, &selected)
+            .iter()
+            .map(|e| e["x_request_id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (mut wanted, mut unwanted) = (BTreeSet::new(), BTreeSet::new());
+    for _ in 0..4 {
+        for headers in [&[("foo", "bar")][..], &[("foo", "baz")], &[]] {
+            let answer = call(headers).await;
+            let id = answer.request_header("x-request-id").unwrap_or_default().to_string();
+            assert!(
+                !id.is_empty(),
+                "{example}: the app saw no x-request-id: {}",
+                answer.body
+            );
+            // Reviews in cluster-2 answer too, and are not selected.
+            if headers == [("foo", "bar")] && answer.field("cluster") == "cluster-1" {
+                wanted.insert(id);
+            } else {
+                unwanted.insert(id);
+            }
+        }
     }
+    assert!(
+        !wanted.is_empty(),
+        "{example}: no request with foo: bar reached cluster-1's reviews"
+    );
+    bookinfo
+        .until(
+            &format!("{example}: the requests with foo: bar are logged"),
+            SETTLE,
+            || async { logged_ids().is_superset(&wanted) },
+        )
+        .await;
+    // Envoy writes its access log files out once a second: what it was going to write is there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let logged = logged_ids();
+    let wrongly: Vec<&String> = unwanted.intersection(&logged).collect();
+    assert!(
+        wrongly.is_empty(),
+        "{example}: requests without foo: bar (or answered in cluster-2) were logged: {wrongly:?}"
+    );
+    let entries = access_log_entries(bookinfo, &selected);
+    let new: Vec<&Value> = entries
+        .iter()
+        .filter(|e| wanted.contains(e["x_request_id"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        new.len(),
+        wanted.len(),
+        "{example}: each request is logged once: {new:#?}"
+    );
+    for entry in new {
+        assert_eq!(entry["policy"], "bookinfo/access-log-policy", "{entry}");
+        assert_eq!(entry["listener"], "inbound|9080", "{entry}");
+        assert_eq!(entry["response_code"], 200, "{entry}");
+        assert_eq!(entry["method"], "GET", "{entry}");
+    }
+    let unselected = access_log_entries(bookinfo, &["productpage", "details", "reviews-v3"]);
+    assert!(
+        unselected.is_empty(),
+        "{example}: unselected workloads logged {unselected:#?}"
+    );
     bookinfo.delete_example(example).await;
 }
 
@@ -485,7 +590,7 @@ async fn cors_transformations_and_access_logs_on_the_ratings_routes() {
     request_transformation_adds_foo(&bookinfo).await;
     response_transformation_adds_foo(&bookinfo).await;
     body_and_extractor_transformation_fills_headers(&bookinfo).await;
-    access_log_policy_is_accepted_with_a_warning(&bookinfo).await;
+    access_log_policy_logs_only_requests_with_the_header(&bookinfo).await;
     bookinfo.finish().await;
 }
 

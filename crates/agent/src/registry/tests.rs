@@ -64,6 +64,7 @@ fn mk_sidecar(namespace: &str, service_account: &str, service: &str) -> ProxyReg
             ports: Vec::new(),
         },
         outbound_port: 15001,
+        access_log: None,
     }
 }
 
@@ -206,6 +207,7 @@ fn gateways_and_addons_need_the_role_secret() {
                 labels: Default::default(),
                 namespace: "trellis".into(),
                 service_account: "ingress-gateway".into(),
+                access_log: None,
             }),
         ),
     ];
@@ -246,6 +248,7 @@ fn the_role_secret_does_not_choose_the_identity() {
         labels: Default::default(),
         namespace: "payments".into(),
         service_account: "api".into(),
+        access_log: None,
     });
     let answer = registry.register("ingress~thief", ingress, with_secret(None), Instant::now());
     assert!(
@@ -605,6 +608,7 @@ fn a_takeover_voids_the_certificates_of_the_replaced_credential() {
             labels: Default::default(),
             namespace: "trellis".into(),
             service_account: "ingress-gateway".into(),
+            access_log: None,
         })
     };
     let csr = mk_csr();
@@ -720,6 +724,7 @@ fn an_ingress_registration_with_a_port_map_survives_json() {
         labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
         namespace: "gloo-mesh-gateways".into(),
         service_account: "istio-ingressgateway".into(),
+        access_log: None,
     });
     let json = serde_json::to_string(&registration).unwrap();
     let back: ProxyRegistration = serde_json::from_str(&json).unwrap();
@@ -727,4 +732,34 @@ fn an_ingress_registration_with_a_port_map_survives_json() {
     let bad = json.replace("\"80\"", "\"http\"");
     let error = serde_json::from_str::<ProxyRegistration>(&bad).unwrap_err();
     assert!(error.to_string().contains("\"http\" is not a port number"), "{error}");
+}
+
+#[test]
+fn an_access_log_sink_travels_with_the_registration_and_is_checked() {
+    use trellis_model::access_log::AccessLogSink;
+    let registry = mk_registry();
+    let mut sidecar = mk_sidecar("demo", "frontend", "frontend");
+    // Without one (an older proxy), entries go to Envoy's standard output.
+    assert_eq!(sidecar.access_log(), &AccessLogSink::Stdout);
+    sidecar.set_access_log(AccessLogSink::File("/srv/frontend/access.log".into()));
+    let json = serde_json::to_value(&sidecar).unwrap();
+    assert_eq!(
+        json["accessLog"],
+        serde_json::json!({"file": "/srv/frontend/access.log"})
+    );
+    let body: RegisterBody = serde_json::from_value(json).unwrap();
+    assert_eq!(body.registration, sidecar);
+    first(
+        &registry,
+        "sidecar~frontend.demo",
+        sidecar.clone(),
+        Presented::default(),
+    );
+    // A relative path (Envoy would resolve it against its own working directory) is refused.
+    sidecar.set_access_log(AccessLogSink::File("access.log".into()));
+    let answer = registry.register("sidecar~other.demo", sidecar, Presented::default(), Instant::now());
+    assert!(
+        matches!(answer, Err(RegistryError::Invalid(ref m)) if m.contains("absolute")),
+        "{answer:?}"
+    );
 }

@@ -173,7 +173,7 @@ metadata: {name: access-logs, namespace: bookinfo}
 spec:
   applyToWorkloads: [{selector: {labels: {app: reviews}}}]
   config:
-    filters: [{statusCodeMatcher: {value: 200, comparison: GE}}]
+    filters: [{statusCodeMatcher: {value: 200, comparator: GE}}]
     includedRequestHeaders: [x-request-id]
 ---
 apiVersion: extensions.policy.gloo.solo.io/v2
@@ -422,5 +422,49 @@ spec:
             .unwrap()
             .name,
         "old-root"
+    );
+}
+
+#[test]
+fn access_log_filters_of_unknown_shape_are_refused_with_resource_and_field() {
+    let errors = errors_of(
+        "apiVersion: observability.policy.gloo.solo.io/v2
+kind: AccessLogPolicy
+metadata: {name: logs, namespace: demo}
+spec:
+  config:
+    filters:
+    - statusCodeMatcher: {value: 400, comparison: GE}
+    - durationMatcher: {value: 5s}
+    - headerMatcher: {name: x, value: y}
+      statusCodeMatcher: {value: 500}
+    includedRequestHeaders: [authorization]
+",
+    );
+    let fields: Vec<_> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
+    // Gloo's field is `comparator`; an unknown matcher kind is not a filter.
+    assert!(
+        fields.contains(&"spec.config.filters[0].statusCodeMatcher.comparison"),
+        "{errors:?}"
+    );
+    assert!(fields.contains(&"spec.config.filters[1].durationMatcher"), "{errors:?}");
+    let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("AccessLogPolicy/demo/logs"), "{text}");
+    // Semantic checks run on what parses: a second fix-and-apply names these.
+    let errors = errors_of(
+        "apiVersion: observability.policy.gloo.solo.io/v2
+kind: AccessLogPolicy
+metadata: {name: logs, namespace: demo}
+spec:
+  config:
+    filters: [{headerMatcher: {name: x, value: y}, statusCodeMatcher: {value: 500}}]
+    includedRequestHeaders: [authorization]
+",
+    );
+    let fields: Vec<_> = errors.iter().filter_map(|e| e.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        ["spec.config.filters[0]", "spec.config.includedRequestHeaders[0]"],
+        "{errors:?}"
     );
 }

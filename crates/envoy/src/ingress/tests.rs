@@ -86,6 +86,8 @@ fn run(ir: &ClusterConfig, proxy_labels: &[(&str, &str)]) -> ProxyResources {
             labels: &labels,
             listen_address: "0.0.0.0",
             port_map: &std::collections::BTreeMap::new(),
+            namespace: "gloo-mesh",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     )
 }
@@ -508,4 +510,31 @@ fn hcm_names(r: &ProxyResources) -> Vec<String> {
         .iter()
         .map(|f| f.name.clone())
         .collect()
+}
+
+#[test]
+fn access_logs_that_select_the_gateway_are_on_its_http_listeners() {
+    use trellis_model::access_log::AccessLog;
+    let hosts = vec![mk_host("web", "web.example.com", "reviews-v1")];
+    let mut ir = mk_ir(vec![mk_gateway("gw", &[], vec![mk_listener(80, None, hosts)])]);
+    ir.access_logs = vec![
+        AccessLog {
+            name: "gloo-mesh/edge".into(),
+            namespace: "gloo-mesh".into(),
+            labels: labels(&[("app", "ingress")]),
+            ..Default::default()
+        },
+        AccessLog {
+            name: "bookinfo/sidecars".into(),
+            namespace: "bookinfo".into(),
+            ..Default::default()
+        },
+    ];
+    let r = run(&ir, &[("app", "ingress")]);
+    let http = hcm(&r.listeners[0]);
+    assert_eq!(http.access_log.len(), 1, "only the log that selects the gateway");
+    assert_eq!(http.access_log[0].name, "envoy.access_loggers.stdout");
+    // A gateway with other labels is not selected.
+    let r = run(&ir, &[("app", "edge")]);
+    assert!(hcm(&r.listeners[0]).access_log.is_empty());
 }

@@ -297,6 +297,7 @@ fn mk_sidecar_for(ir: &ClusterConfig, workload: &Workload) -> ProxyResources {
             outbound_address: "127.0.0.1",
             outbound_port: 15001,
             inbound_address: "10.0.0.1",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     )
 }
@@ -629,6 +630,7 @@ fn protected_inbound_port_mirrors_the_mesh_routes_with_their_add_on_checks() {
             outbound_address: "127.0.0.1",
             outbound_port: 15001,
             inbound_address: "10.0.0.1",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     );
     let http = hcm(&r.listeners[1]);
@@ -685,6 +687,7 @@ fn protected_inbound_port_mirrors_the_mesh_routes_with_their_add_on_checks() {
             outbound_address: "127.0.0.1",
             outbound_port: 15001,
             inbound_address: "10.0.0.1",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         },
     );
     let listener = &permissive.listeners[1];

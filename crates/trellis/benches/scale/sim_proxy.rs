@@ -100,6 +100,7 @@ impl SimProxy {
         let body = serde_json::to_value(trellis_agent::ProxyRegistration::Sidecar {
             workload,
             outbound_port: 15001,
+            access_log: None,
         })?;
         let (token, xds) = loop {
             match register(&url, body.clone()).await {

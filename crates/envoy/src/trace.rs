@@ -139,6 +139,7 @@ mod tests {
             outbound_address: "127.0.0.1",
             outbound_port: 15001,
             inbound_address: "127.0.0.1",
+            access_log: &trellis_model::access_log::AccessLogSink::Stdout,
         };
         let mut resources = crate::sidecar(&ir, &spec);
         with_tracing(&mut resources, &mk_spec("10.0.0.7", 25.0));
@@ -185,6 +186,7 @@ mod tests {
                     outbound_address: "127.0.0.1",
                     outbound_port: 15001,
                     inbound_address: "127.0.0.1",
+                    access_log: &trellis_model::access_log::AccessLogSink::Stdout,
                 },
             )
             .listeners,

@@ -40,6 +40,15 @@ pub struct InsightLabel {
 pub struct MgmtMetrics {
     pub translations_total: Counter,
     pub translation_seconds: Histogram,
+    /// Gloo's name for the same measure, so Gloo users' dashboards and alerts carry over.
+    pub gloo_translation_time: Histogram,
+    /// Resources whose last translation left them WARNING, and FAILED or INVALID (Gloo's
+    /// `translation_warning` and `translation_error`); set at every scrape.
+    pub translation_warnings: Gauge,
+    pub translation_errors: Gauge,
+    /// Gloo's `relay_push_clients_warmed`: 1 while a cluster's agent is connected and holds the
+    /// current config; set at every scrape.
+    pub clients_warmed: Family<ClusterLabel, Gauge>,
     pub agents_connected: Family<ClusterLabel, Gauge>,
     pub config_pushes_total: Family<ClusterLabel, Counter>,
     pub config_nacks_total: Family<ClusterLabel, Counter>,
@@ -58,6 +67,10 @@ impl MgmtMetrics {
         let metrics = MgmtMetrics {
             translations_total: Counter::default(),
             translation_seconds: Histogram::new([0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            gloo_translation_time: Histogram::new([0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            translation_warnings: Gauge::default(),
+            translation_errors: Gauge::default(),
+            clients_warmed: Family::default(),
             agents_connected: Family::default(),
             config_pushes_total: Family::default(),
             config_nacks_total: Family::default(),
@@ -98,6 +111,26 @@ impl MgmtMetrics {
             "trellis_mgmt_translation_seconds",
             "Time to translate one snapshot",
             metrics.translation_seconds.clone(),
+        );
+        registry.register(
+            "gloo_mesh_translation_time_sec",
+            "Seconds each translation took (Gloo's name for trellis_mgmt_translation_seconds)",
+            metrics.gloo_translation_time.clone(),
+        );
+        registry.register(
+            "translation_warning",
+            "Resources the last translation left in WARNING (Gloo's name)",
+            metrics.translation_warnings.clone(),
+        );
+        registry.register(
+            "translation_error",
+            "Resources the last translation left FAILED or INVALID (Gloo's name)",
+            metrics.translation_errors.clone(),
+        );
+        registry.register(
+            "relay_push_clients_warmed",
+            "1 while a cluster's agent is connected and acknowledged the current config (Gloo's name)",
+            metrics.clients_warmed.clone(),
         );
         registry.register(
             "trellis_mgmt_relay_agents_connected",
@@ -163,7 +196,11 @@ impl trellis_relay::listener::Refusals for MgmtMetrics {
 /// The Prometheus page. Insights are evaluated at each scrape, so their gauge is as fresh as
 /// the scrape.
 async fn metrics_page(State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>) -> impl axum::response::IntoResponse {
-    let _ = tokio::task::spawn_blocking(move || super::insights::refresh_gauge(&mgmt)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        super::insights::refresh_gauge(&mgmt);
+        refresh_translation_gauges(&mgmt);
+    })
+    .await;
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
         Ok(()) => (
@@ -179,6 +216,30 @@ async fn metrics_page(State((registry, mgmt)): State<(Arc<Registry>, Arc<Mgmt>)>
             [("content-type", "text/plain")],
             String::new(),
         ),
+    }
+}
+
+/// The gauges read off the latest translation and the agents' state.
+fn refresh_translation_gauges(mgmt: &Mgmt) {
+    let published = mgmt.published();
+    let (mut warnings, mut errors) = (0, 0);
+    for status in published.statuses.values() {
+        match status.state.as_str() {
+            "WARNING" => warnings += 1,
+            "FAILED" | "INVALID" => errors += 1,
+            _ => {}
+        }
+    }
+    mgmt.metrics.translation_warnings.set(warnings);
+    mgmt.metrics.translation_errors.set(errors);
+    for (cluster, status) in super::api::cluster_statuses(mgmt) {
+        let warmed = status["connected"] == true
+            && status["currentVersion"].is_string()
+            && status["ackedVersion"] == status["currentVersion"];
+        mgmt.metrics
+            .clients_warmed
+            .get_or_create(&ClusterLabel { cluster })
+            .set(i64::from(warmed));
     }
 }
 

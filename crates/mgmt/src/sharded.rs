@@ -61,6 +61,11 @@ impl<V: Clone> ShardedMap<V> {
         self.shards.iter().zip(&other.shards).all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
+    /// Every value, in no particular order, without copying.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+
     /// Every entry, by key.
     pub fn to_map(&self) -> BTreeMap<String, V> {
         self.shards

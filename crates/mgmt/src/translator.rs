@@ -229,9 +229,9 @@ impl Translator {
                 self.full(previous, before)
             }
         };
-        self.metrics
-            .translation_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        self.metrics.translation_seconds.observe(took);
+        self.metrics.gloo_translation_time.observe(took);
         self.metrics.translations_total.inc();
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, path, "translated");
         published.traceparent = trellis_support::trace_context::traceparent(&span);

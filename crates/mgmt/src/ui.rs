@@ -55,11 +55,13 @@ impl UiLogin {
             return Ok(None);
         };
         let secret = trellis_support::files::read_private(secret_file, "--oidc-client-secret-file")?;
+        let cookie_options = json!({"maxAge": SESSION_MAX_AGE_SECS, "sameSite": "LaxMode"});
         let session = match &ui.session_redis {
-            Some(url) => {
-                json!({"redis": {"cookieName": "trellis_session", "keyPrefix": "trellis-ui", "options": {"host": url}}})
-            }
-            None => json!({"cookie": {"keyPrefix": "trellis"}}),
+            Some(url) => json!({
+                "cookieOptions": cookie_options,
+                "redis": {"cookieName": "trellis_session", "keyPrefix": "trellis-ui", "options": {"host": url}},
+            }),
+            None => json!({"cookieOptions": cookie_options, "cookie": {"keyPrefix": "trellis"}}),
         };
         let config = json!({
             "clientId": provider.audience,
@@ -72,18 +74,9 @@ impl UiLogin {
             // remembers the user would sign them straight back in.
             "afterLogoutUrl": format!("{}/ui/signed-out", ui.url),
             "scopes": ["email"],
-            "session": {
-                "cookieOptions": {"maxAge": SESSION_MAX_AGE_SECS, "sameSite": "LaxMode"},
-                "redis": session.get("redis"),
-                "cookie": session.get("cookie"),
-            },
+            "session": session,
             "headers": {"idTokenHeader": ID_TOKEN_HEADER},
         });
-        // serde's `null` for the session kind not chosen is not the same as absent.
-        let mut config = config;
-        if let Some(session) = config["session"].as_object_mut() {
-            session.retain(|_, value| !value.is_null());
-        }
         let http = match &provider.ca_file {
             Some(path) => HttpClient::with_ca_files(std::slice::from_ref(path))?,
             None => HttpClient::default(),

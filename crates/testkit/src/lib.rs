@@ -1034,3 +1034,54 @@ pub fn openssl_verify(dir: &std::path::Path, root_pem: &str, chain_pem: &str) ->
     );
     if output.status.success() { Ok(()) } else { Err(text) }
 }
+
+/// An API token for `user` in `groups`, issued by `admin` (`POST /api/v1/tokens`).
+pub async fn issue_token(
+    admin: &trellis_cli::api_client::ApiClient,
+    name: &str,
+    user: &str,
+    groups: &[&str],
+) -> String {
+    let response = admin
+        .post_json(
+            "/api/v1/tokens",
+            &serde_json::json!({"name": name, "user": user, "groups": groups}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    serde_json::from_str::<serde_json::Value>(&response.body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The demo's 80/20 route, labelled so that two RetryTimeoutPolicies can select it: the newer one
+/// loses every route it selects to the older and is FAILED.
+pub const CONFLICTING_RETRY_POLICIES: &str = r#"apiVersion: networking.gloo.solo.io/v2
+kind: RouteTable
+metadata: {name: backend, namespace: demo}
+spec:
+  hosts: [backend.mesh.internal]
+  http:
+  - name: split
+    labels: {resilient: "true"}
+    forwardTo:
+      destinations:
+      - {ref: {name: backend, namespace: demo, cluster: cluster-1}, port: {number: 80}, weight: 80}
+      - {ref: {name: backend, namespace: demo, cluster: cluster-2}, port: {number: 80}, weight: 20}
+---
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: RetryTimeoutPolicy
+metadata: {name: backend-timeout, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {resilient: "true"}}}]
+  config: {requestTimeout: 5s}
+---
+apiVersion: resilience.policy.gloo.solo.io/v2
+kind: RetryTimeoutPolicy
+metadata: {name: backend-timeout-again, namespace: demo}
+spec:
+  applyToRoutes: [{route: {labels: {resilient: "true"}}}]
+  config: {requestTimeout: 9s}
+"#;

@@ -67,7 +67,14 @@ try {
   check((await page.textContent('h1')).includes('FAILED'), 'its status badge reads FAILED');
   await page.screenshot({ path: `${shots}/failed-resource.png`, fullPage: true });
 
-  // 4. The service graph with live rates, updating without a reload.
+  // 4. The insights page lists the FAILED resource with its code and fix.
+  await page.click('nav a[data-page="insights"]');
+  const insight = await page.waitForSelector(`tr:has-text("TRL0021"):has-text("${name}")`, { timeout: 15000 });
+  const row = await insight.textContent();
+  check(row.length > `TRL0021${name}`.length + 20, `insights name the FAILED resource with a summary and fix: ${row}`);
+  await page.screenshot({ path: `${shots}/insights.png`, fullPage: true });
+
+  // 5. The service graph with live rates, updating without a reload.
   await page.click('nav a[data-page="graph"]');
   for (const node of env('GRAPH_NODES').split(',')) {
     await page.waitForSelector(`#graph text:text-is("${node}")`, { timeout: 60000 });
@@ -80,7 +87,7 @@ try {
   check(true, 'the page refreshed itself without a reload');
   await page.screenshot({ path: `${shots}/graph.png`, fullPage: true });
 
-  // 5. Logout ends the session: the API refuses the old cookie.
+  // 6. Logout ends the session: the API refuses the old cookie.
   await page.goto(`${ui}/ui/logout`);
   const after = await context.request.get(`${ui}/api/v1/resources`);
   check(after.status() === 401, `after logout the API answers ${after.status()}`);

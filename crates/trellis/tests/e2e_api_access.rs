@@ -77,18 +77,6 @@ fn with_token(admin: &ApiClient, ca: &std::path::Path, token: Option<&str>) -> A
     ApiClient::new(&admin.server, Some(ca), token.map(str::to_string)).unwrap()
 }
 
-async fn issue_token(admin: &ApiClient, name: &str, user: &str, groups: &[&str]) -> String {
-    let response = admin
-        .post_json("/api/v1/tokens", &json!({"name": name, "user": user, "groups": groups}))
-        .await
-        .unwrap();
-    assert_eq!(response.status, 200, "{}", response.body);
-    serde_json::from_str::<Value>(&response.body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }

@@ -137,7 +137,7 @@ spec:
     );
     let frontend_admin = mesh.app("frontend").admin_port;
     assert!(
-        envoy_stat(frontend_admin, "cluster.egress|80||api.weather.test.upstream_rq_200").await >= 1,
+        envoy_stat(frontend_admin, "cluster.egress|80||api_weather_test.upstream_rq_200").await >= 1,
         "the frontend's sidecar did not send it to the egress gateway"
     );
     assert!(

@@ -108,18 +108,6 @@ async fn until(config: &Path, what: &str, check: impl Fn(&Value) -> bool) -> Val
     }
 }
 
-async fn issue_token(admin: &ApiClient, name: &str, groups: &[&str]) -> String {
-    let response = admin
-        .post_json("/api/v1/tokens", &json!({"name": name, "user": name, "groups": groups}))
-        .await
-        .unwrap();
-    assert_eq!(response.status, 200, "{}", response.body);
-    serde_json::from_str::<Value>(&response.body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn with_token(admin: &ApiClient, ca: &Path, token: Option<&str>) -> ApiClient {
     ApiClient::new(&admin.server, Some(ca), token.map(str::to_string)).unwrap()
 }
@@ -253,7 +241,7 @@ async fn insights_follow_the_mesh_and_silences_hide_them() {
     // A viewer reads insights but may not silence them: 403, through the API and the CLI.
     let response = mesh.apply("viewers.yaml", VIEWERS).await.unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
-    let token = issue_token(&admin, "vera", &["auditors"]).await;
+    let token = issue_token(&admin, "vera", "vera", &["auditors"]).await;
     let viewer = with_token(&admin, &ca, Some(&token));
     assert_eq!(viewer.get("/api/v1/insights").await.unwrap().status, 200);
     let refused = viewer

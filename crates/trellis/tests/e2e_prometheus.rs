@@ -33,7 +33,11 @@ async fn prometheus_scrapes_the_mesh_and_answers_golden_signal_queries() {
 
     // Gloo's names for the relay's connected agents, per cluster, beside Trellis's own.
     for cluster in ["cluster-1", "cluster-2"] {
-        for series in ["relay_push_clients_connected", "relay_pull_clients_connected"] {
+        for series in [
+            "relay_push_clients_connected",
+            "relay_pull_clients_connected",
+            "relay_push_clients_warmed",
+        ] {
             let promql = format!(r#"{series}{{cluster="{cluster}"}}"#);
             prometheus
                 .until(&promql, "the agent's relay stream", |v| v == 1.0)
@@ -42,6 +46,23 @@ async fn prometheus_scrapes_the_mesh_and_answers_golden_signal_queries() {
     }
     prometheus
         .until("trellis_mgmt_translations_total", "translations counted", |v| v >= 1.0)
+        .await;
+    prometheus
+        .until(
+            "gloo_mesh_translation_time_sec_count",
+            "translations timed, Gloo's name",
+            |v| v >= 1.0,
+        )
+        .await;
+    // Gloo's translation_error counts resources left FAILED: a second RetryTimeoutPolicy on the
+    // route another one holds is one (the route itself is the demo's, 80/20 as before).
+    prometheus
+        .until("translation_error", "no failed resource", |v| v == 0.0)
+        .await;
+    let applied = mesh.apply("conflict.yaml", CONFLICTING_RETRY_POLICIES).await.unwrap();
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    prometheus
+        .until("translation_error", "the FAILED policy counted", |v| v == 1.0)
         .await;
 
     // The backend's golden signals, from its sidecars' Envoy stats.

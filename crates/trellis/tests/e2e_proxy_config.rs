@@ -6,7 +6,7 @@
 use trellis_testkit as common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 async fn trellis(mesh: &trellis_cli::up::LocalMesh, args: &[&str]) -> (bool, String, String) {
     let output = tokio::process::Command::new(bin())
@@ -78,15 +78,7 @@ async fn an_admin_reads_a_proxys_live_config_through_its_agent() {
     assert_eq!(anonymous.get(path).await.unwrap().status, 401);
     let binding = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: vic-views}\nroleRef: {kind: ClusterRole, name: trellis-viewer}\nsubjects: [{kind: User, name: vic}]\n";
     assert_eq!(mesh.apply("test", binding).await.unwrap().status, 200);
-    let issued = api
-        .post_json("/api/v1/tokens", &json!({"name": "vic", "user": "vic", "groups": []}))
-        .await
-        .unwrap();
-    assert_eq!(issued.status, 200, "{}", issued.body);
-    let token = serde_json::from_str::<Value>(&issued.body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = issue_token(&api, "vic", "vic", &[]).await;
     let viewer = trellis_cli::api_client::ApiClient::new(
         &mesh.api_url,
         Some(&mesh.dir.join("mgmt/pki/api-ca.pem")),

@@ -1,9 +1,9 @@
 //! The web UI, end to end: Debian's chromium (driven by playwright-core, see
 //! crates/testkit/ui-browser/browse.mjs) logs in through a real OpenID provider (the
 //! `oidc-provider` npm package), lands on the overview, opens a FAILED resource and reads why,
-//! and watches the service graph's live rates, which the management server reads from a real
-//! Prometheus scraping the demo's sidecars. Without login the page sends the browser to the
-//! provider and the API answers 401.
+//! finds it among the insights with its fix, and watches the service graph's live rates, which
+//! the management server reads from a real Prometheus scraping the agents' merged proxy stats.
+//! Without login the page sends the browser to the provider and the API answers 401.
 //!
 //! The session test plays the browser with plain HTTP: sessions kept in Redis survive a restart
 //! of the management server, a cookie alone cannot change state (CSRF), and logout ends it.
@@ -33,36 +33,6 @@ fn viewer_binding(user: &str) -> String {
          roleRef: {{kind: ClusterRole, name: trellis-viewer}}\nsubjects: [{{kind: User, name: 'oidc:{user}'}}]\n"
     )
 }
-
-/// The demo's route, labelled so that two RetryTimeoutPolicies can select it: the newer one
-/// loses every route it selects to the older and is FAILED.
-const CONFLICTING_POLICIES: &str = r#"apiVersion: networking.gloo.solo.io/v2
-kind: RouteTable
-metadata: {name: backend, namespace: demo}
-spec:
-  hosts: [backend.mesh.internal]
-  http:
-  - name: split
-    labels: {resilient: "true"}
-    forwardTo:
-      destinations:
-      - {ref: {name: backend, namespace: demo, cluster: cluster-1}, port: {number: 80}, weight: 80}
-      - {ref: {name: backend, namespace: demo, cluster: cluster-2}, port: {number: 80}, weight: 20}
----
-apiVersion: resilience.policy.gloo.solo.io/v2
-kind: RetryTimeoutPolicy
-metadata: {name: backend-timeout, namespace: demo}
-spec:
-  applyToRoutes: [{route: {labels: {resilient: "true"}}}]
-  config: {requestTimeout: 5s}
----
-apiVersion: resilience.policy.gloo.solo.io/v2
-kind: RetryTimeoutPolicy
-metadata: {name: backend-timeout-again, namespace: demo}
-spec:
-  applyToRoutes: [{route: {labels: {resilient: "true"}}}]
-  config: {requestTimeout: 9s}
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_logs_in_with_oidc_and_sees_the_mesh_in_a_browser() {
@@ -103,7 +73,7 @@ async fn a_user_logs_in_with_oidc_and_sees_the_mesh_in_a_browser() {
     let _prometheus = common::prometheus::Prometheus::scrape_on(&mesh, prometheus_port);
     let applied = mesh.apply("ui-test", &viewer_binding("uma")).await.unwrap();
     assert_eq!(applied.status, 200, "{}", applied.body);
-    let applied = mesh.apply("ui-test", CONFLICTING_POLICIES).await.unwrap();
+    let applied = mesh.apply("ui-test", CONFLICTING_RETRY_POLICIES).await.unwrap();
     assert_eq!(applied.status, 200, "{}", applied.body);
 
     let traffic = {
@@ -145,13 +115,13 @@ async fn a_user_logs_in_with_oidc_and_sees_the_mesh_in_a_browser() {
         output.status.success(),
         "the browser's walk through the UI failed:\n{printed}"
     );
-    for shot in ["overview.png", "failed-resource.png", "graph.png"] {
+    for shot in ["overview.png", "failed-resource.png", "insights.png", "graph.png"] {
         let size = std::fs::metadata(shots.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{shot}: {size} bytes");
     }
     // Kept for the README when asked (TRELLIS_UI_SHOTS=<dir>).
     if let Ok(keep) = std::env::var("TRELLIS_UI_SHOTS") {
-        for shot in ["overview.png", "failed-resource.png", "graph.png"] {
+        for shot in ["overview.png", "failed-resource.png", "insights.png", "graph.png"] {
             std::fs::copy(shots.join(shot), Path::new(&keep).join(shot)).unwrap();
         }
     }

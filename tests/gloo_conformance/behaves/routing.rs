@@ -862,7 +862,7 @@ async fn only_reviews_leaves_through_the_egress_gateway() {
 
     let reviews_admin = bookinfo.mesh.app("reviews-v1").admin_port;
     let via_gateway =
-        trellis_testkit::envoy_stat(reviews_admin, "cluster.egress|80||httpbin.org.upstream_rq_total").await;
+        trellis_testkit::envoy_stat(reviews_admin, "cluster.egress|80||httpbin_org.upstream_rq_total").await;
     assert!(via_gateway >= 1, "reviews' sidecar sent it to the egress gateway");
     let forwarded = trellis_testkit::envoy_stat(egress_admin, "cluster.external|443||httpbin.org.upstream_rq_total")
         .await

@@ -65,7 +65,8 @@ pub struct AgentArgs {
     /// The sub-zone within the zone (`topology.istio.io/subzone`); none when not given.
     #[arg(long, default_value = "")]
     pub sub_zone: String,
-    /// The management server's relay address (host:port).
+    /// The management server's relay address (host:port); several replicas comma-separated, the
+    /// first that answers is used.
     #[arg(long, default_value = "127.0.0.1:9900")]
     pub mgmt: String,
     /// Directory for the agent's config cache; created if missing.

@@ -74,7 +74,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn new(bin: &Path, dir: &Path, name: &str, args: Vec<String>) -> Self {
+    /// A process of `bin` with `args`, logging to `<dir>/logs/<name>.log`; not started yet.
+    pub fn new(bin: &Path, dir: &Path, name: &str, args: Vec<String>) -> Self {
         Proc {
             name: name.to_string(),
             bin: bin.to_path_buf(),
@@ -197,6 +198,9 @@ pub struct MeshOptions {
     pub prometheus: bool,
     /// Where the mesh sends its traces, if anywhere.
     pub tracing: Option<MeshTracing>,
+    /// Relay addresses of further management server replicas, after the mesh's own: agents
+    /// take the first that answers.
+    pub extra_relays: Vec<String>,
 }
 
 /// Traces of a local mesh: the management server's and agents' spans, and the proxies'
@@ -221,6 +225,7 @@ impl MeshOptions {
             progress: false,
             prometheus: false,
             tracing: None,
+            extra_relays: Vec::new(),
         }
     }
 }
@@ -345,7 +350,10 @@ impl LocalMesh {
                     "--cluster".into(),
                     cluster.into(),
                     "--mgmt".into(),
-                    format!("127.0.0.1:{relay_port}"),
+                    std::iter::once(format!("127.0.0.1:{relay_port}"))
+                        .chain(options.extra_relays.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     "--data-dir".into(),
                     s(&dir.join(format!("agent-{cluster}")).display()),
                     "--registry-addr".into(),
@@ -914,6 +922,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 endpoint,
                 sampling_percent: args.trace_sampling,
             }),
+            extra_relays: Vec::new(),
         },
     );
     // Stopped while its processes start: dropping them ends them (they die with `trellis up`).

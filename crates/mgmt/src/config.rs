@@ -154,6 +154,28 @@ pub struct MgmtArgs {
     /// Metrics go to a Prometheus the platform started as a demo convenience.
     #[arg(long)]
     pub builtin_prometheus: bool,
+    /// Where accepted config lives: `redb` (a file in --data-dir, one server) or `etcd` (shared
+    /// by several replicas: one leads, all serve the relay and API) [default: redb]
+    #[arg(long)]
+    pub store: Option<String>,
+    /// etcd client URLs, comma-separated (`https://host:2379`; `http://` on loopback only)
+    #[arg(long)]
+    pub etcd_endpoints: Option<String>,
+    /// PEM CA bundle that signed etcd's serving certificate
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's --client-cert-auth (with --etcd-key)
+    #[arg(long)]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert
+    #[arg(long)]
+    pub etcd_key: Option<PathBuf>,
+    /// Prefix of every key Trellis writes in etcd [default: /trellis/]
+    #[arg(long)]
+    pub etcd_prefix: Option<String>,
+    /// This replica's name in the leader election [default: the relay address]
+    #[arg(long)]
+    pub replica_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,11 +223,106 @@ struct FileConfig {
     colocated_cluster: Option<String>,
     builtin_redis: Option<bool>,
     builtin_prometheus: Option<bool>,
+    store: Option<String>,
+    etcd_endpoints: Option<String>,
+    etcd_ca: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
+    etcd_prefix: Option<String>,
+    replica_name: Option<String>,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreChoice {
+    Redb,
+    Etcd(EtcdSettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub client: Option<(PathBuf, PathBuf)>,
+    pub prefix: String,
+    pub replica_name: String,
+}
+
+impl EtcdSettings {
+    /// Reads the certificate files: what the etcd client needs.
+    pub fn client_config(&self) -> anyhow::Result<trellis_etcd::EtcdConfig> {
+        let read = |path: &PathBuf, flag: &str| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read --{flag} {}", path.display()))
+        };
+        Ok(trellis_etcd::EtcdConfig {
+            endpoints: self.endpoints.clone(),
+            ca_pem: self.ca.as_ref().map(|p| read(p, "etcd-ca")).transpose()?,
+            client_identity: match &self.client {
+                Some((cert, key)) => Some((read(cert, "etcd-cert")?, read(key, "etcd-key")?)),
+                None => None,
+            },
+            prefix: self.prefix.clone(),
+            timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+/// The etcd settings of the flags and file, checked: an endpoint off this host must use TLS.
+fn store_choice(
+    store: Option<String>,
+    endpoints: Option<String>,
+    ca: Option<PathBuf>,
+    client: Option<(PathBuf, PathBuf)>,
+    prefix: Option<String>,
+    replica_name: String,
+) -> anyhow::Result<StoreChoice> {
+    match store.as_deref().unwrap_or("redb") {
+        "redb" => {
+            if endpoints.is_some() {
+                anyhow::bail!("--etcd-endpoints is given but --store is redb: add --store etcd");
+            }
+            Ok(StoreChoice::Redb)
+        }
+        "etcd" => {
+            let endpoints: Vec<String> = endpoints
+                .unwrap_or_default()
+                .split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect();
+            if endpoints.is_empty() {
+                anyhow::bail!("--store etcd needs --etcd-endpoints (https://host:2379,...)");
+            }
+            for endpoint in &endpoints {
+                let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+                    .iter()
+                    .any(|p| endpoint.starts_with(p));
+                if !(endpoint.starts_with("https://") || loopback) {
+                    anyhow::bail!(
+                        "--etcd-endpoints {endpoint}: use https:// (the store holds tokens and certificates records); plain http:// only on loopback"
+                    );
+                }
+            }
+            let prefix = prefix.unwrap_or_else(|| "/trellis/".into());
+            if !prefix.ends_with('/') {
+                anyhow::bail!("--etcd-prefix {prefix}: end it with '/'");
+            }
+            Ok(StoreChoice::Etcd(EtcdSettings {
+                endpoints,
+                ca,
+                client,
+                prefix,
+                replica_name,
+            }))
+        }
+        other => anyhow::bail!("--store {other}: use redb or etcd"),
+    }
 }
 
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct MgmtConfig {
+    pub store: StoreChoice,
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
     pub relay_addr: SocketAddr,
@@ -284,7 +401,25 @@ impl MgmtArgs {
                 let text = flag.or(file).unwrap_or_else(|| default.to_string());
                 parse_duration(&text).with_context(|| format!("--{name} {text}"))
             };
+        let relay_addr_for_name = self
+            .relay_addr
+            .or(file.relay_addr)
+            .unwrap_or_else(|| "127.0.0.1:9900".parse().expect("address"));
         let mut config = MgmtConfig {
+            store: store_choice(
+                self.store.or(file.store),
+                self.etcd_endpoints.or(file.etcd_endpoints),
+                self.etcd_ca.or(file.etcd_ca),
+                pair(
+                    self.etcd_cert.or(file.etcd_cert),
+                    self.etcd_key.or(file.etcd_key),
+                    "etcd",
+                )?,
+                self.etcd_prefix.or(file.etcd_prefix),
+                self.replica_name
+                    .or(file.replica_name)
+                    .unwrap_or_else(|| relay_addr_for_name.to_string()),
+            )?,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)

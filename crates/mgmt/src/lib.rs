@@ -21,6 +21,7 @@ mod metrics;
 mod pki;
 mod proxy_config;
 mod relay;
+mod replication;
 mod root_trust;
 mod sharded;
 mod state;
@@ -31,7 +32,6 @@ mod ui;
 use std::sync::Arc;
 
 use anyhow::Context;
-use trellis_store::{RedbStore, Store};
 
 pub use api::ADMIN_NAMESPACE;
 pub use config::{MgmtArgs, MgmtConfig};
@@ -41,10 +41,11 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir.join("store.redb"))?);
-    let (relay_security, mesh_ca) = pki::load_or_create(&config)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::MgmtMetrics::register(&mut registry);
+    let replication = replication::open(&config, &metrics).await?;
+    let store = replication.store.clone();
+    let (relay_security, mesh_ca) = pki::load_or_create(&config)?;
     let server_tls = match &relay_security {
         pki::RelaySecurity::Insecure => None,
         pki::RelaySecurity::Tls(tls) => Some(Arc::new(trellis_pki::server_tls_config(
@@ -194,6 +195,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     {
         result?;
     }
+    replication.stop().await;
     mgmt.stop_translator();
     // A translation in progress finishes first: nothing of it is stored, but it is not cut off.
     let _ = tokio::task::spawn_blocking(move || translator.join()).await;

@@ -60,6 +60,8 @@ pub struct MgmtMetrics {
     pub api_refusals_unaudited_total: Counter,
     /// Active, unsilenced insights by code and severity; set at every scrape.
     pub insights: Family<InsightLabel, Gauge>,
+    /// 1 while this replica leads the management plane (always, with the single-server store).
+    pub leader: Gauge,
 }
 
 impl MgmtMetrics {
@@ -81,7 +83,13 @@ impl MgmtMetrics {
             api_forbidden_total: Counter::default(),
             api_refusals_unaudited_total: Counter::default(),
             insights: Family::default(),
+            leader: Gauge::default(),
         };
+        registry.register(
+            "trellis_mgmt_leader",
+            "1 while this management server replica leads (translation duties only one may do)",
+            metrics.leader.clone(),
+        );
         registry.register(
             "trellis_mgmt_insights",
             "Active, unsilenced insights by code and severity (see `trellis insights`)",

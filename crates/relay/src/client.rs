@@ -132,8 +132,10 @@ impl TlsCredentials {
     /// Registers with the one-time token; the certificate is saved for every later start.
     pub async fn register(&self, mgmt: &str, cluster: &str) -> anyhow::Result<()> {
         let token = self.token.clone().context("no --token to register with")?;
-        let channel =
-            connect(Endpoint::from_shared(endpoint_url(mgmt, true))?.tls_config(self.tls_config(false))?).await?;
+        let channel = connect_any(mgmt, |address| {
+            Ok(Endpoint::from_shared(endpoint_url(address, true))?.tls_config(self.tls_config(false))?)
+        })
+        .await?;
         let (key, csr) = trellis_pki::new_key_and_csr(cluster)?;
         let response = RelayClient::new(channel)
             .register(RegisterRequest {
@@ -166,7 +168,10 @@ impl TlsCredentials {
     }
 
     async fn channel(&self, mgmt: &str) -> anyhow::Result<Channel> {
-        connect(Endpoint::from_shared(endpoint_url(mgmt, true))?.tls_config(self.tls_config(true))?).await
+        connect_any(mgmt, |address| {
+            Ok(Endpoint::from_shared(endpoint_url(address, true))?.tls_config(self.tls_config(true))?)
+        })
+        .await
     }
 }
 
@@ -179,11 +184,26 @@ async fn connect(endpoint: Endpoint) -> anyhow::Result<Channel> {
         .await?)
 }
 
+/// A channel to the first management server replica of `mgmt` (addresses, comma-separated) that
+/// answers: an agent goes on with another replica when the one it used is gone.
+async fn connect_any(mgmt: &str, endpoint: impl Fn(&str) -> anyhow::Result<Endpoint>) -> anyhow::Result<Channel> {
+    let mut failure = None;
+    for address in mgmt.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match connect(endpoint(address)?).await {
+            Ok(channel) => return Ok(channel),
+            Err(error) => failure = Some(error.context(format!("management server {address}"))),
+        }
+    }
+    Err(failure.unwrap_or_else(|| anyhow::anyhow!("no management server address given (--mgmt)")))
+}
+
 impl RelayCredentials {
     /// A channel to the relay with the current credentials.
     pub async fn channel(&self, mgmt: &str) -> anyhow::Result<Channel> {
         match self {
-            RelayCredentials::Insecure => connect(Endpoint::from_shared(endpoint_url(mgmt, false))?).await,
+            RelayCredentials::Insecure => {
+                connect_any(mgmt, |address| Ok(Endpoint::from_shared(endpoint_url(address, false))?)).await
+            }
             RelayCredentials::Tls(tls) => tls.channel(mgmt).await,
         }
     }

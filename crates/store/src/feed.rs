@@ -9,7 +9,8 @@ use trellis_api::{Resource, ResourceKey};
 use trellis_model::{ClusterDiscovery, DiscoveryPatch};
 
 /// One committed change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Change {
     /// A resource created or updated (`Some`), or deleted (`None`).
     Resource {
@@ -38,7 +39,9 @@ pub enum Watch {
 /// The most recent changes kept; a watcher further behind resynchronizes.
 const KEPT: usize = 200_000;
 
-pub(crate) struct Feed {
+/// The recent changes of a store, in revision order, with waiting watchers. A replicated backend
+/// fills it from its own watch of the shared store.
+pub struct Feed {
     state: Mutex<FeedState>,
     changed: Condvar,
 }
@@ -53,7 +56,7 @@ struct FeedState {
 }
 
 impl Feed {
-    pub(crate) fn new(revision: u64) -> Self {
+    pub fn new(revision: u64) -> Self {
         Feed {
             state: Mutex::new(FeedState {
                 revision,
@@ -64,13 +67,13 @@ impl Feed {
         }
     }
 
-    pub(crate) fn revision(&self) -> u64 {
+    pub fn revision(&self) -> u64 {
         self.state.lock().expect("feed lock").revision
     }
 
     /// Records a committed write. The caller holds the store's writer lock, so revisions arrive
     /// in order.
-    pub(crate) fn publish(&self, revision: u64, changes: Vec<Change>) {
+    pub fn publish(&self, revision: u64, changes: Vec<Change>) {
         let mut state = self.state.lock().expect("feed lock");
         for change in changes {
             state.log.push_back((revision, change));
@@ -85,7 +88,32 @@ impl Feed {
         self.changed.notify_all();
     }
 
-    pub(crate) fn watch(&self, since: u64, timeout: Duration) -> Watch {
+    /// Waits until the feed has reached `revision`; false if `timeout` passed first.
+    pub fn wait_for(&self, revision: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().expect("feed lock");
+        while state.revision < revision {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self.changed.wait_timeout(state, deadline - now).expect("feed lock").0;
+        }
+        true
+    }
+
+    /// Forgets every kept change and stands at `revision`: watchers behind it read everything
+    /// again. For a backend that lost part of its history (a compacted replicated log).
+    pub fn reset(&self, revision: u64) {
+        let mut state = self.state.lock().expect("feed lock");
+        state.log.clear();
+        state.revision = state.revision.max(revision);
+        state.first = state.revision;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    pub fn watch(&self, since: u64, timeout: Duration) -> Watch {
         let deadline = Instant::now() + timeout;
         let mut state = self.state.lock().expect("feed lock");
         loop {

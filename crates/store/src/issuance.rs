@@ -59,6 +59,25 @@ pub enum IntermediateClaim {
     Refused { existing: IntermediateRecord },
 }
 
+/// The intermediate among a cluster's `existing` records (oldest first) that keeps `record` from
+/// being recorded at `now`, if any: the rule of [`IssuanceStore::claim_intermediate`], shared by
+/// every backend.
+pub fn blocking_intermediate(
+    existing: Vec<IntermediateRecord>,
+    record: &IntermediateRecord,
+    now: u64,
+) -> Option<IntermediateRecord> {
+    let same_key = |r: &IntermediateRecord| {
+        !record.public_key_sha256.is_empty() && r.public_key_sha256 == record.public_key_sha256
+    };
+    let first_signed = existing.iter().filter(|r| same_key(r)).map(|r| r.issued_at).min();
+    let retry = first_signed.is_some_and(|first| now < first.saturating_add(SAME_KEY_RETRY_SECS));
+    existing
+        .into_iter()
+        .rev()
+        .find(|r| r.blocks_another(now) && !(retry && same_key(r)))
+}
+
 /// The records of cluster intermediates.
 pub trait IssuanceStore {
     /// Records `record` unless its cluster has an intermediate that

@@ -15,8 +15,8 @@ mod redb_store;
 mod silences;
 
 pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
-pub use feed::{Change, Watch};
-pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore};
+pub use feed::{Change, Feed, Watch};
+pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore, blocking_intermediate};
 pub use redb_store::RedbStore;
 pub use silences::{SilenceRecord, SilenceStore, silence_key};
 
@@ -66,6 +66,21 @@ pub struct TokenRecord {
     /// Seconds since the Unix epoch.
     pub expires_at: u64,
     pub used: bool,
+}
+
+impl TokenRecord {
+    /// What presenting this token at `now` finds; `Accepted` means the caller must store it as
+    /// used in the same transaction.
+    pub fn check(&self, now: u64) -> TokenCheck {
+        let cluster = self.cluster.clone();
+        if self.used {
+            TokenCheck::AlreadyUsed { cluster }
+        } else if self.expires_at <= now {
+            TokenCheck::Expired { cluster }
+        } else {
+            TokenCheck::Accepted { cluster }
+        }
+    }
 }
 
 /// What presenting a token found.

@@ -2,7 +2,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
-use crate::issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore, SAME_KEY_RETRY_SECS};
+use crate::issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore, blocking_intermediate};
 use crate::redb_store::{TOKENS, decode, tx_err};
 use crate::{RedbStore, Result, TokenRecord};
 
@@ -35,15 +35,7 @@ impl IssuanceStore for RedbStore {
         let claim = {
             let mut table = tx.open_table(INTERMEDIATES).map_err(tx_err)?;
             let existing = read_cluster(&table, &record.cluster)?;
-            let same_key = |r: &IntermediateRecord| {
-                !record.public_key_sha256.is_empty() && r.public_key_sha256 == record.public_key_sha256
-            };
-            let first_signed = existing.iter().filter(|r| same_key(r)).map(|r| r.issued_at).min();
-            let retry = first_signed.is_some_and(|first| now < first.saturating_add(SAME_KEY_RETRY_SECS));
-            let blocking = existing
-                .into_iter()
-                .rev()
-                .find(|r| r.blocks_another(now) && !(retry && same_key(r)));
+            let blocking = blocking_intermediate(existing, record, now);
             match blocking {
                 Some(existing) => IntermediateClaim::Refused { existing },
                 None => {
@@ -118,6 +110,7 @@ impl IssuanceStore for RedbStore {
 mod tests {
     use super::*;
     use crate::Store;
+    use crate::issuance::SAME_KEY_RETRY_SECS;
 
     fn path_of(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("trellis-store-issuance-{name}-{}.redb", std::process::id()))

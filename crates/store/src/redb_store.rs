@@ -270,19 +270,14 @@ impl Store for RedbStore {
             };
             match record {
                 None => TokenCheck::Unknown,
-                Some(record) if record.used => TokenCheck::AlreadyUsed {
-                    cluster: record.cluster,
-                },
-                Some(record) if record.expires_at <= now => TokenCheck::Expired {
-                    cluster: record.cluster,
-                },
                 Some(mut record) => {
-                    record.used = true;
-                    let bytes = serde_json::to_vec(&record).expect("token records serialize");
-                    table.insert(token_hash, bytes.as_slice()).map_err(tx_err)?;
-                    TokenCheck::Accepted {
-                        cluster: record.cluster,
+                    let check = record.check(now);
+                    if matches!(check, TokenCheck::Accepted { .. }) {
+                        record.used = true;
+                        let bytes = serde_json::to_vec(&record).expect("token records serialize");
+                        table.insert(token_hash, bytes.as_slice()).map_err(tx_err)?;
                     }
+                    check
                 }
             }
         };

@@ -17,6 +17,7 @@
 
 mod addons;
 pub mod echo;
+pub mod etcd;
 pub mod jaeger;
 pub mod jwt_issuer;
 pub mod oidc_provider;
@@ -842,16 +843,20 @@ pub async fn start_redis(
     }
     args.extend(extra.iter().cloned());
     let child = spawn_program("redis-server", &args, &dir.join(format!("redis-{port}.log")));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_for_port(port, Duration::from_secs(10)).await;
+    (child, port)
+}
+
+/// Waits until something accepts connections on loopback `port`; fails after `limit`.
+pub async fn wait_for_port(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         assert!(
             Instant::now() < deadline,
-            "redis-server did not start: see {}",
-            dir.display()
+            "nothing listens on port {port} after {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (child, port)
 }
 
 /// Waits, when needed, so that the current minute has at least `seconds` left: a test that counts

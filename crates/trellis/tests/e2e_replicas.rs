@@ -1,0 +1,287 @@
+//! Three management server replicas on one real etcd (TLS, client certificates): one leads, all
+//! serve the relay and the API. The leader is killed (SIGKILL) under a stream of applies to every
+//! replica and of requests through the demo mesh: another replica leads within 5 s, the agents
+//! carry on with a surviving replica, every apply that was answered 200 is in the store, and no
+//! request fails.
+
+use trellis_testkit as common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use trellis_cli::api_client::ApiClient;
+use trellis_cli::up::{MeshOptions, Proc};
+use trellis_support::process::free_port;
+use trellis_testkit::etcd::Etcd;
+
+const PREFIX: &str = "/replicas/";
+
+struct Replica {
+    name: String,
+    proc: Proc,
+    admin_port: u16,
+    api: ApiClient,
+}
+
+/// Starts replica `name` with the first replica's PKI and admin token (as each pod of a
+/// Deployment mounts the same Secrets), on the relay port the agents already know.
+async fn start_replica(etcd: &Etcd, dir: &std::path::Path, first: &std::path::Path, name: &str, relay: u16) -> Replica {
+    let data = dir.join(name);
+    std::fs::create_dir_all(data.join("api")).unwrap();
+    copy_dir(&first.join("pki"), &data.join("pki"));
+    std::fs::copy(
+        first.join("api").join("admin-token"),
+        data.join("api").join("admin-token"),
+    )
+    .unwrap();
+    let (api_port, admin_port) = (free_port(), free_port());
+    let mut args: Vec<String> = vec![
+        "mgmt".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--api-addr".into(),
+        format!("127.0.0.1:{api_port}"),
+        "--relay-addr".into(),
+        format!("127.0.0.1:{relay}"),
+        "--admin-addr".into(),
+        format!("127.0.0.1:{admin_port}"),
+        "--replica-name".into(),
+        name.into(),
+    ];
+    args.extend(etcd.mgmt_args(PREFIX));
+    let mut proc = Proc::new(&bin(), dir, &format!("mgmt-{name}"), args);
+    proc.start().unwrap();
+    let config = data.join("admin.conf");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(api) = ApiClient::from_config_file(&config)
+            && let Ok(response) = api.get("/api/v1/resources").await
+            && response.status == 200
+        {
+            return Replica {
+                name: name.into(),
+                proc,
+                admin_port,
+                api,
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {name} did not start: see {}",
+            proc.log_path().display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            // std::fs::copy keeps the mode: private keys stay 0600.
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+async fn leads(admin_port: u16) -> Option<bool> {
+    let url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let body = trellis_support::httpc::get(&url, Duration::from_secs(2))
+        .await
+        .ok()?
+        .body;
+    body.lines()
+        .find_map(|line| line.strip_prefix("trellis_mgmt_leader "))
+        .map(|value| value.trim() == "1")
+}
+
+fn virtual_destination(n: usize) -> String {
+    format!(
+        "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {{name: stream-{n}, namespace: demo}}\nspec:\n  hosts: [stream-{n}.mesh.internal]\n  services: [{{name: backend, namespace: demo}}]\n  ports: [{{number: 80, protocol: HTTP}}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dies_under_applies_and_traffic_and_nothing_is_lost() {
+    let dir = test_dir("replicas");
+    let etcd = Etcd::start(&dir.join("etcd")).await;
+    let (relay2, relay3) = (free_port(), free_port());
+    let mut options = MeshOptions::free();
+    options.mgmt_flags = etcd.mgmt_args(PREFIX);
+    options.mgmt_flags.extend(["--replica-name".into(), "r1".into()]);
+    options.extra_relays = vec![format!("127.0.0.1:{relay2}"), format!("127.0.0.1:{relay3}")];
+    let mut mesh = demo_mesh_with("replicas", options).await;
+    let replicas_dir = mesh.dir.join("replicas");
+    let first = mesh.dir.join("mgmt");
+    let r2 = start_replica(&etcd, &replicas_dir, &first, "r2", relay2).await;
+    let r3 = start_replica(&etcd, &replicas_dir, &first, "r3", relay3).await;
+    let r1 = ApiClient::from_config_file(&mesh.api_config).unwrap();
+
+    // r1 started first and leads; the others follow and serve what r1 stored.
+    assert_eq!(leads(mesh.admin_port).await, Some(true), "r1 leads");
+    assert_eq!(leads(r2.admin_port).await, Some(false));
+    assert_eq!(leads(r3.admin_port).await, Some(false));
+    let listed = r3.api.get_json("/api/v1/resources").await.unwrap();
+    assert!(
+        listed.to_string().contains("backend-v2"),
+        "r3 reads the demo config r1 stored: {listed}"
+    );
+
+    // Requests through the frontend's sidecar for as long as the test runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (stop, proxy) = (
+            stop.clone(),
+            format!("127.0.0.1:{}", mesh.app("frontend").outbound_port),
+        );
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let answer = trellis_support::httpc::request(
+                    "GET",
+                    "http://backend.mesh.internal/",
+                    Some(&proxy),
+                    &[],
+                    None,
+                    Duration::from_secs(5),
+                )
+                .await;
+                match answer {
+                    Ok(response) if response.status == 200 => ok += 1,
+                    Ok(response) => failed.push(format!("HTTP {}", response.status)),
+                    Err(error) => failed.push(error.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+    // Applies to every replica in turn; an apply to a dead replica is not acknowledged and is
+    // sent to the next.
+    let applies = {
+        let stop = stop.clone();
+        let apis = vec![("r1", r1.clone()), ("r2", r2.api.clone()), ("r3", r3.api.clone())];
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (name, api) = &apis[n % apis.len()];
+                let body = virtual_destination(n).into_bytes();
+                let answer = api
+                    .request(
+                        "POST",
+                        "/api/v1/apply?source=stream.yaml",
+                        Some(("application/yaml", body)),
+                    )
+                    .await;
+                if let Ok(response) = answer {
+                    assert_eq!(response.status, 200, "apply {n} to {name}: {}", response.body);
+                    acknowledged.push(n);
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Kill the leader.
+    mesh.mgmt.kill().await;
+    let killed = Instant::now();
+    let new_leader = loop {
+        let (two, three) = (leads(r2.admin_port).await, leads(r3.admin_port).await);
+        assert!(two != Some(true) || three != Some(true), "two leaders at once");
+        if two == Some(true) {
+            break &r2;
+        }
+        if three == Some(true) {
+            break &r3;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "no new leader 5 s after the leader died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = killed.elapsed();
+    println!("{} leads {took:?} after r1 was killed", new_leader.name);
+
+    // Both agents go on with r2, the next replica in their list, and hold its current config.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let clusters = r2.api.get_json("/api/v1/clusters").await.unwrap();
+        let settled = ["cluster-1", "cluster-2"].iter().all(|name| {
+            let status = &clusters["clusters"][name];
+            status["connected"] == true && status["ackedVersion"] == status["currentVersion"]
+        });
+        if settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agents not settled on r2 30 s after r1 died: {clusters}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = applies.await.unwrap();
+    let (ok, failed) = traffic.await.unwrap();
+
+    // Every acknowledged apply is in the store, whichever replica took it.
+    let listed = r3.api.get_json("/api/v1/resources").await.unwrap().to_string();
+    let missing: Vec<usize> = acknowledged
+        .iter()
+        .copied()
+        .filter(|n| !listed.contains(&format!("\"stream-{n}\"")))
+        .collect();
+    assert!(
+        acknowledged.len() >= 20,
+        "only {} applies were acknowledged",
+        acknowledged.len()
+    );
+    assert!(missing.is_empty(), "acknowledged but not stored: {missing:?}");
+    assert!(ok >= 100, "only {ok} requests were sent");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+
+    // A change applied to a surviving replica reaches the data plane: all traffic to v2.
+    let response = r3
+        .api
+        .request(
+            "POST",
+            "/api/v1/apply?source=route-table.yaml",
+            Some(("application/yaml", route_table(0, 100).into_bytes())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (v1, v2) = versions(&mesh, 10).await;
+        if v1 == 0 && v2 == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new split never reached the frontend ({v1}/{v2})"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!(
+        "{} applies acknowledged, {ok} requests without a failure; new leader after {took:?}",
+        acknowledged.len()
+    );
+    for mut replica in [r2, r3] {
+        replica.proc.stop().await;
+    }
+    mesh.shutdown().await;
+}

@@ -399,7 +399,7 @@ impl Store for EtcdStore {
                 let guard = inner.read_guard("config/revision").await?;
                 let mut existing = existing_resources(&inner, &keys, guard.revision).await?;
                 let mut revision = guard.counter();
-                let (mut outcomes, mut changes, mut ops) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut outcomes, mut changes, mut ops) = (Vec::new(), Vec::new(), BTreeMap::new());
                 for mut resource in resources.iter().cloned() {
                     let key = resource.key();
                     let name = key.to_string();
@@ -425,7 +425,11 @@ impl Store for EtcdStore {
                     };
                     revision += 1;
                     resource.metadata.resource_version = revision;
-                    ops.push(put(inner.key(&format!("resources/{name}")), encode(&resource)));
+                    // A resource named twice in one apply is written once, as its last version.
+                    ops.insert(
+                        name.clone(),
+                        put(inner.key(&format!("resources/{name}")), encode(&resource)),
+                    );
                     outcomes.push(ApplyOutcome {
                         key: key.clone(),
                         action,
@@ -440,7 +444,10 @@ impl Store for EtcdStore {
                 if changes.is_empty() {
                     return Ok((outcomes, None));
                 }
-                if inner.commit_config(&guard, revision, changes, ops).await? {
+                if inner
+                    .commit_config(&guard, revision, changes, ops.into_values().collect())
+                    .await?
+                {
                     return Ok((outcomes, Some(revision)));
                 }
             }
@@ -499,13 +506,21 @@ impl Store for EtcdStore {
             let workloads = inner.key(&format!("workloads/{cluster}/"));
             for _ in 0..TRIES {
                 let guard = inner.read_guard("config/revision").await?;
-                let mut ops = vec![
-                    delete(workloads.clone(), prefix_end(&workloads)),
-                    put(inner.key(&format!("discovery/{cluster}")), encode(&frame)),
-                ];
+                let mut ops = vec![put(inner.key(&format!("discovery/{cluster}")), encode(&frame))];
+                let mut reported = std::collections::HashSet::new();
                 for workload in &discovery.workloads {
-                    let rest = workload_rest(&cluster, &workload.namespace, &workload.name);
-                    ops.push(put(inner.key(&rest), encode(workload)));
+                    let key = inner.key(&workload_rest(&cluster, &workload.namespace, &workload.name));
+                    if reported.insert(key.clone()) {
+                        ops.push(put(key, encode(workload)));
+                    }
+                }
+                // etcd refuses a transaction that deletes a range it also writes into: delete
+                // only the workloads gone.
+                let (_, stored) = inner.client.range_prefix(&workloads, guard.revision).await?;
+                for kv in stored {
+                    if !reported.contains(&kv.key) {
+                        ops.push(delete(kv.key, Vec::new()));
+                    }
                 }
                 let revision = guard.counter() + 1;
                 let change = Change::Discovery {
@@ -532,15 +547,17 @@ impl Store for EtcdStore {
                 if inner.get(frame, guard.revision).await?.is_none() {
                     return Ok(None);
                 }
-                let mut ops = Vec::new();
+                // One operation per key: etcd refuses a transaction that names a key twice.
+                let mut by_key: BTreeMap<Vec<u8>, RequestOp> = BTreeMap::new();
                 for key in &patch.removes {
-                    let rest = workload_rest(&patch.cluster, &key.namespace, &key.name);
-                    ops.push(delete(inner.key(&rest), Vec::new()));
+                    let key = inner.key(&workload_rest(&patch.cluster, &key.namespace, &key.name));
+                    by_key.insert(key.clone(), delete(key, Vec::new()));
                 }
                 for workload in &patch.upserts {
-                    let rest = workload_rest(&patch.cluster, &workload.namespace, &workload.name);
-                    ops.push(put(inner.key(&rest), encode(workload)));
+                    let key = inner.key(&workload_rest(&patch.cluster, &workload.namespace, &workload.name));
+                    by_key.insert(key.clone(), put(key, encode(workload)));
                 }
+                let ops = by_key.into_values().collect();
                 let revision = guard.counter() + 1;
                 let change = Change::DiscoveryPatch(Box::new(patch.clone()));
                 if inner.commit_config(&guard, revision, vec![change], ops).await? {

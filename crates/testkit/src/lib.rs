@@ -20,6 +20,7 @@ pub mod echo;
 pub mod etcd;
 pub mod jaeger;
 pub mod jwt_issuer;
+pub mod kube;
 pub mod oidc_provider;
 pub mod prometheus;
 pub mod slapd;

@@ -30,6 +30,7 @@ struct Replica {
 async fn start_replica(etcd: &Etcd, dir: &std::path::Path, first: &std::path::Path, name: &str, relay: u16) -> Replica {
     let data = dir.join(name);
     std::fs::create_dir_all(data.join("api")).unwrap();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
     copy_dir(&first.join("pki"), &data.join("pki"));
     std::fs::copy(
         first.join("api").join("admin-token"),
@@ -106,8 +107,8 @@ fn virtual_destination(n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_dies_under_applies_and_traffic_and_nothing_is_lost() {
-    let dir = test_dir("replicas");
-    let etcd = Etcd::start(&dir.join("etcd")).await;
+    // Beside the mesh's directory: the mesh starts in an empty one.
+    let etcd = Etcd::start(&test_dir("replicas-etcd")).await;
     let (relay2, relay3) = (free_port(), free_port());
     let mut options = MeshOptions::free();
     options.mgmt_flags = etcd.mgmt_args(PREFIX);

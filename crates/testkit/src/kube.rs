@@ -1,0 +1,152 @@
+//! A real kube-apiserver (built once by scripts/setup into the peers cache) on a loopback
+//! ephemeral port, backed by the test's etcd over TLS, with token authentication and RBAC.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use trellis_cli::api_client::ApiClient;
+use trellis_support::process::free_port;
+
+use crate::etcd::Etcd;
+
+/// A peer scripts/setup builds from its Go module into `${XDG_CACHE_HOME:-~/.cache}/trellis-peers`.
+pub fn peer(name: &str) -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME is set");
+    let path = cache.join("trellis-peers").join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/setup builds {name} once from its Go module",
+        path.display()
+    );
+    path
+}
+
+pub struct KubeApiServer {
+    _child: tokio::process::Child,
+    pub port: u16,
+    pub token: String,
+    pub ca_file: PathBuf,
+}
+
+impl KubeApiServer {
+    /// Starts kube-apiserver on `etcd` (its keys under `/registry-<name>`) and waits until it is ready.
+    pub async fn start(dir: &Path, etcd: &Etcd) -> KubeApiServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let (now, day) = (SystemTime::now(), Duration::from_secs(86400));
+        let serving = etcd
+            .ca
+            .issue_server_cert(&["127.0.0.1".into(), "localhost".into()], day, now)
+            .unwrap();
+        let write = |name: &str, contents: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).unwrap();
+            path
+        };
+        let cert = write("apiserver.pem", &serving.cert_pem);
+        let key = write("apiserver.key", &serving.key.0);
+        // The service-account signing key: an ECDSA key serves as well as RSA.
+        let (sa_key, _) = trellis_pki::new_key_and_csr("service-accounts").unwrap();
+        let sa_key = write("sa.key", &sa_key.0);
+        let token = format!("admin-{}", std::process::id());
+        let tokens = write("tokens.csv", &format!("{token},admin,admin,system:masters\n"));
+        let port = free_port();
+        let args: Vec<String> = vec![
+            format!("--etcd-servers={}", etcd.endpoint()),
+            format!("--etcd-cafile={}", etcd.ca_file.display()),
+            format!("--etcd-certfile={}", etcd.client_cert_file.display()),
+            format!("--etcd-keyfile={}", etcd.client_key_file.display()),
+            format!("--etcd-prefix=/registry-{}", dir.file_name().unwrap().to_string_lossy()),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--tls-cert-file={}", cert.display()),
+            format!("--tls-private-key-file={}", key.display()),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", sa_key.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            format!("--token-auth-file={}", tokens.display()),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+        ];
+        let child = crate::spawn_program(
+            peer("kube-apiserver").to_str().unwrap(),
+            &args,
+            &dir.join("kube-apiserver.log"),
+        );
+        let server = KubeApiServer {
+            _child: child,
+            port,
+            token,
+            ca_file: etcd.ca_file.clone(),
+        };
+        let client = server.client();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(response) = client.get("/readyz").await
+                && response.status == 200
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready after 90 s: see {}",
+                dir.join("kube-apiserver.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The API as the cluster admin.
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(&self.url(), Some(&self.ca_file), Some(self.token.clone())).unwrap()
+    }
+
+    /// Creates `object` (JSON); with `dry_run` the server validates and admits it without
+    /// storing it, as `kubectl apply --dry-run=server` does.
+    pub async fn create(&self, object: &serde_json::Value, dry_run: bool) -> trellis_support::httpc::Response {
+        let mut path = collection_path(object);
+        if dry_run {
+            path.push_str("?dryRun=All&fieldValidation=Strict");
+        } else {
+            path.push_str("?fieldValidation=Strict");
+        }
+        self.client()
+            .request(
+                "POST",
+                &path,
+                Some(("application/json", serde_json::to_vec(object).unwrap())),
+            )
+            .await
+            .unwrap()
+    }
+}
+
+/// The REST collection an object is created in (the kinds Trellis's charts render).
+pub fn collection_path(object: &serde_json::Value) -> String {
+    let api_version = object["apiVersion"].as_str().expect("apiVersion");
+    let kind = object["kind"].as_str().expect("kind");
+    let group = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    let plural = format!("{}s", kind.to_lowercase());
+    let cluster_scoped = [
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+    ]
+    .contains(&kind);
+    match object["metadata"]["namespace"].as_str() {
+        Some(namespace) if !cluster_scoped => format!("{group}/namespaces/{namespace}/{plural}"),
+        _ => format!("{group}/{plural}"),
+    }
+}

@@ -1,0 +1,250 @@
+//! The Helm charts (charts/trellis-mgmt, charts/trellis-agent) with Gloo's value names: `helm
+//! lint`, `helm template` with the samples (overrides merged, FIPS tags, replicas with a
+//! PodDisruptionBudget, built-in Redis and Prometheus switched off for the operator's own), and
+//! every rendered object admitted by a real kube-apiserver in a server-side dry run, as
+//! `kubectl apply --dry-run=server` does; a bad override is refused with its field path.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use trellis_testkit::etcd::Etcd;
+use trellis_testkit::kube::{KubeApiServer, peer};
+
+fn chart(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../charts")
+        .join(name)
+}
+
+fn helm(args: &[&str]) -> (bool, String) {
+    let output = Command::new(peer("helm")).args(args).output().expect("helm runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// `helm template` of `chart` in namespace `trellis` with `values` files and `--set`s: the
+/// rendered objects.
+fn render(chart_name: &str, values: &[&str], sets: &[&str]) -> Vec<Value> {
+    let path = chart(chart_name);
+    let mut args = vec!["template", "trellis", path.to_str().unwrap(), "--namespace", "trellis"];
+    let files: Vec<String> = values
+        .iter()
+        .map(|v| path.join("samples").join(v).display().to_string())
+        .collect();
+    for file in &files {
+        args.extend(["-f", file.as_str()]);
+    }
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let (ok, text) = helm(&args);
+    assert!(ok, "helm template {chart_name} {values:?} {sets:?}: {text}");
+    text.split("\n---")
+        .filter_map(|doc| yaml_serde::from_str::<Value>(doc).ok())
+        .filter(|doc| doc.is_object())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+fn args_of(deployment: &Value) -> Vec<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
+    for (name, values, sets) in [
+        ("trellis-mgmt", vec![], vec![]),
+        ("trellis-mgmt", vec!["production.yaml"], vec![]),
+        ("trellis-mgmt", vec!["insecure.yaml"], vec![]),
+        ("trellis-agent", vec![], vec!["cluster=cluster-1"]),
+        ("trellis-agent", vec!["production.yaml"], vec![]),
+    ] {
+        let path = chart(name);
+        let mut args = vec!["lint".to_string(), "--strict".into(), path.display().to_string()];
+        for value in &values {
+            args.extend(["-f".into(), path.join("samples").join(value).display().to_string()]);
+        }
+        for set in &sets {
+            args.extend(["--set".into(), set.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, text) = helm(&args);
+        assert!(ok, "helm lint {name} {values:?}: {text}");
+    }
+
+    // Production: three replicas on etcd with the operator's CAs, the user's Redis and Prometheus.
+    let production = render("trellis-mgmt", &["production.yaml"], &[]);
+    let deployment = find(&production, "Deployment", "trellis-mgmt").expect("the management Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "trellis:0.1.0-fips");
+    let args = args_of(deployment);
+    for expected in [
+        "--store=etcd",
+        "--etcd-endpoints=https://etcd-0.etcd.trellis.svc:2379,https://etcd-1.etcd.trellis.svc:2379,https://etcd-2.etcd.trellis.svc:2379",
+        "--disable-ca-cert-generation",
+        "--relay-signing-cert=/etc/trellis/relay-signing/tls.crt",
+        "--mesh-root-cert=/etc/trellis/mesh-root/tls.crt",
+        "--ui-session-redis=redis://redis.trellis.svc.cluster.local:6379",
+        "--prometheus-url=http://prometheus-server.monitoring.svc:9090",
+        "--oidc-issuer=https://login.example.com/",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
+    }
+    assert!(
+        !args
+            .iter()
+            .any(|a| a == "--builtin-redis" || a == "--builtin-prometheus")
+    );
+    assert!(
+        find(&production, "Deployment", "trellis-redis").is_none(),
+        "the user's Redis is used"
+    );
+    assert!(find(&production, "Deployment", "trellis-prometheus").is_none());
+    let pdb = find(&production, "PodDisruptionBudget", "trellis-mgmt").expect("replicas get a PDB");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    // Overrides are merged into what the chart renders, not put in its place.
+    let template = &deployment["spec"]["template"];
+    assert_eq!(template["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(
+        template["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+        "false"
+    );
+    assert_eq!(template["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+    assert_eq!(template["metadata"]["annotations"]["prometheus.io/port"], "9091");
+    let service = find(&production, "Service", "trellis-mgmt").unwrap();
+    assert_eq!(
+        service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-type"],
+        "nlb"
+    );
+    assert_eq!(service["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+    assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 3);
+    // Private keys are mounted read-only for the owner only.
+    let volumes = template["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .filter(|v| v.get("secret").is_some())
+            .all(|v| v["secret"]["defaultMode"] == 256)
+    );
+
+    // The insecure demo: plaintext relay, built-in Redis and Prometheus, one replica, no PDB.
+    let demo = render("trellis-mgmt", &["insecure.yaml"], &[]);
+    let args = args_of(find(&demo, "Deployment", "trellis-mgmt").unwrap());
+    assert!(args.iter().any(|a| a == "--insecure"));
+    assert!(args.iter().any(|a| a == "--builtin-redis") && args.iter().any(|a| a == "--builtin-prometheus"));
+    assert!(find(&demo, "Deployment", "trellis-redis").is_some());
+    assert!(find(&demo, "Deployment", "trellis-prometheus").is_some());
+    assert!(find(&demo, "PodDisruptionBudget", "trellis-mgmt").is_none());
+
+    // Values that cannot work are refused with the reason.
+    let (ok, text) = helm(&[
+        "template",
+        "t",
+        chart("trellis-mgmt").to_str().unwrap(),
+        "--set",
+        "replicas=3",
+    ]);
+    assert!(!ok && text.contains("replicas > 1 needs store.backend: etcd"), "{text}");
+    let (ok, text) = helm(&["template", "t", chart("trellis-agent").to_str().unwrap()]);
+    assert!(!ok && text.contains("cluster is required"), "{text}");
+
+    // The agent: several replicas to dial, the token from its Secret, add-ons in their namespace.
+    let agent = render("trellis-agent", &["production.yaml"], &[]);
+    let deployment = find(&agent, "Deployment", "trellis-agent").unwrap();
+    let args = args_of(deployment);
+    assert!(
+        args.iter()
+            .any(|a| a == "--mgmt=mgmt-0.example.com:9900,mgmt-1.example.com:9900")
+    );
+    assert!(args.iter().any(|a| a == "--relay-authority=trellis-mgmt.trellis"));
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"][0];
+    assert_eq!(env["name"], "TRELLIS_TOKEN");
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "relay-identity-token-secret");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["priorityClassName"],
+        "system-cluster-critical"
+    );
+    for addon in ["ext-auth-service", "rate-limiter"] {
+        let addon = find(&agent, "Deployment", addon).unwrap();
+        assert_eq!(addon["metadata"]["namespace"], "gloo-mesh-addons");
+        assert_eq!(
+            addon["spec"]["template"]["spec"]["containers"][0]["image"],
+            "trellis:0.1.0-fips"
+        );
+        assert_eq!(
+            addon["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"],
+            r#"{"holdApplicationUntilProxyStarts": true}"#
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_api_server_admits_every_rendered_object_and_refuses_a_bad_override() {
+    let dir = std::env::temp_dir().join(format!("trellis-helm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let etcd = Etcd::start(&dir.join("etcd")).await;
+    let kube = KubeApiServer::start(&dir.join("kube"), &etcd).await;
+    for namespace in ["trellis", "gloo-mesh-addons"] {
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+        let response = kube.create(&object, false).await;
+        assert_eq!(response.status, 201, "{}", response.body);
+    }
+    let mut objects = render("trellis-mgmt", &["production.yaml"], &[]);
+    objects.extend(render("trellis-mgmt", &["insecure.yaml"], &[]));
+    objects.extend(render("trellis-agent", &["production.yaml"], &[]));
+    let mut admitted = 0;
+    for object in &objects {
+        if object["kind"] == "Namespace" {
+            continue; // created for real above
+        }
+        let response = kube.create(object, true).await;
+        assert!(
+            response.status == 201 || response.status == 200,
+            "{} {}: HTTP {} {}",
+            object["kind"],
+            object["metadata"]["name"],
+            response.status,
+            response.body
+        );
+        admitted += 1;
+    }
+    assert!(admitted >= 15, "only {admitted} objects rendered");
+    // Nothing was stored by the dry run.
+    let listed = kube
+        .client()
+        .get_json("/apis/apps/v1/namespaces/trellis/deployments")
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0);
+
+    // An override the API server's schema refuses, with the field's path.
+    let bad = render("trellis-mgmt", &[], &["deploymentOverrides.spec.replicas=three"]);
+    let deployment = find(&bad, "Deployment", "trellis-mgmt").unwrap();
+    let response = kube.create(deployment, true).await;
+    assert!(
+        response.status >= 400,
+        "replicas: three was admitted: {}",
+        response.body
+    );
+    assert!(
+        response.body.contains("spec.replicas"),
+        "the refusal names the field: {}",
+        response.body
+    );
+}

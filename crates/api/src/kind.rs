@@ -436,6 +436,11 @@ impl Kind {
         matches!(self, Kind::ClusterRole | Kind::ClusterRoleBinding)
     }
 
+    /// The short name `trellis get` (and kubectl, for the CRDs) accepts; may be empty.
+    pub fn short_name(self) -> &'static str {
+        self.row().4
+    }
+
     /// Lower-case plural, as used in API paths and `trellis get`.
     pub fn plural(self) -> &'static str {
         self.row().3

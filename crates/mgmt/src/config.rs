@@ -176,6 +176,13 @@ pub struct MgmtArgs {
     /// This replica's name in the leader election [default: the relay address]
     #[arg(long)]
     pub replica_name: Option<String>,
+    /// Watch the Gloo resources of this Kubernetes cluster (`kubectl apply`) into the store and
+    /// write their status; the kubeconfig of the management cluster
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// As --kubeconfig, with the pod's in-cluster configuration
+    #[arg(long)]
+    pub kubernetes: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +237,8 @@ struct FileConfig {
     etcd_key: Option<PathBuf>,
     etcd_prefix: Option<String>,
     replica_name: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    kubernetes: Option<bool>,
 }
 
 /// Where the store lives.
@@ -319,10 +328,18 @@ fn store_choice(
     }
 }
 
+/// Where Kubernetes resources come from, if anywhere.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KubernetesSource {
+    Kubeconfig(PathBuf),
+    InCluster,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct MgmtConfig {
     pub store: StoreChoice,
+    pub kubernetes: Option<KubernetesSource>,
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
     pub relay_addr: SocketAddr,
@@ -405,7 +422,15 @@ impl MgmtArgs {
             .relay_addr
             .or(file.relay_addr)
             .unwrap_or_else(|| "127.0.0.1:9900".parse().expect("address"));
+        let kubeconfig = self.kubeconfig.or(file.kubeconfig);
+        let in_cluster = self.kubernetes || file.kubernetes.unwrap_or(false);
         let mut config = MgmtConfig {
+            kubernetes: match (kubeconfig, in_cluster) {
+                (Some(_), true) => anyhow::bail!("give --kubeconfig or --kubernetes, not both"),
+                (Some(path), false) => Some(KubernetesSource::Kubeconfig(path)),
+                (None, true) => Some(KubernetesSource::InCluster),
+                (None, false) => None,
+            },
             store: store_choice(
                 self.store.or(file.store),
                 self.etcd_endpoints.or(file.etcd_endpoints),

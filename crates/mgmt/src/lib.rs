@@ -17,6 +17,7 @@ mod config;
 mod graph;
 mod insights;
 mod insights_snapshot;
+mod kubernetes;
 mod metrics;
 mod pki;
 mod proxy_config;
@@ -112,6 +113,9 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     }
     let translator = mgmt.start_translator(translator);
     tokio::spawn(root_trust::follow(mgmt.clone()));
+    if let Some(source) = &config.kubernetes {
+        kubernetes::start(source, mgmt.clone()).await?;
+    }
 
     let api = tokio::net::TcpListener::bind(config.api_addr)
         .await

@@ -47,9 +47,14 @@ impl KubeApiServer {
         };
         let cert = write("apiserver.pem", &serving.cert_pem);
         let key = write("apiserver.key", &serving.key.0);
-        // The service-account signing key: an ECDSA key serves as well as RSA.
-        let (sa_key, _) = trellis_pki::new_key_and_csr("service-accounts").unwrap();
-        let sa_key = write("sa.key", &sa_key.0);
+        // The service-account signing key (ECDSA serves as well as RSA); the API server reads its
+        // public half from a certificate.
+        let sa = etcd
+            .ca
+            .issue_server_cert(&["service-accounts".into()], day, now)
+            .unwrap();
+        let sa_key = write("sa.key", &sa.key.0);
+        let sa_public = write("sa.pem", &sa.cert_pem);
         let token = format!("admin-{}", std::process::id());
         let tokens = write("tokens.csv", &format!("{token},admin,admin,system:masters\n"));
         let port = free_port();
@@ -65,7 +70,7 @@ impl KubeApiServer {
             format!("--tls-private-key-file={}", key.display()),
             format!("--cert-dir={}", dir.join("certs").display()),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
-            format!("--service-account-key-file={}", sa_key.display()),
+            format!("--service-account-key-file={}", sa_public.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
             format!("--token-auth-file={}", tokens.display()),
             "--authorization-mode=RBAC".into(),

@@ -68,6 +68,9 @@ pub enum Command {
     Debug(debug_report::DebugCommand),
     /// A shell completion script on stdout, e.g. `source <(trellis completion bash)`.
     Completion { shell: clap_complete::Shell },
+    /// The Gloo kinds as Kubernetes CustomResourceDefinitions on stdout, for
+    /// `trellis crds | kubectl apply -f -` on the management cluster.
+    Crds,
     /// The client config: contexts (server, CA, credential) and the current one.
     #[command(subcommand)]
     Config(access_cli::ConfigCommand),
@@ -136,6 +139,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "trellis", &mut script);
             std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(())
+        }
+        Command::Crds => {
+            let yaml = trellis_kube::crds::custom_resource_definitions_yaml();
+            std::io::Write::write_all(&mut std::io::stdout(), yaml.as_bytes())?;
             Ok(())
         }
         Command::Config(command) => access_cli::config(command),

@@ -104,6 +104,43 @@ impl KubeApiServer {
         }
     }
 
+    /// Writes a kubeconfig for the cluster admin at `path` (what `--kubeconfig` reads).
+    pub fn write_kubeconfig(&self, path: &Path) {
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin}}\ncurrent-context: test\n",
+            self.url(),
+            self.ca_file.display(),
+            self.token
+        );
+        std::fs::write(path, config).unwrap();
+    }
+
+    /// Creates every Gloo CRD and waits until the API server serves them.
+    pub async fn install_crds(&self) {
+        for crd in trellis_kube::crds::custom_resource_definitions() {
+            let response = self.create(&crd, false).await;
+            assert_eq!(response.status, 201, "{}: {}", crd["metadata"]["name"], response.body);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for crd in trellis_kube::crds::custom_resource_definitions() {
+            let path = format!(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{}",
+                crd["metadata"]["name"].as_str().unwrap()
+            );
+            loop {
+                let body = self.client().get_json(&path).await.unwrap();
+                let established = body["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+                if established {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{path} not established: {body}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }

@@ -1,0 +1,148 @@
+//! Gloo YAML applied to a real kube-apiserver (the management cluster) as custom resources: the
+//! management server watches it, the mesh serves it through real Envoy, and each object's status
+//! subresource says ACCEPTED with its observedGeneration; a typo is INVALID with its field path
+//! while the last good version stays in force; a deleted object leaves the mesh.
+
+use trellis_testkit as common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use trellis_cli::up::MeshOptions;
+use trellis_testkit::etcd::Etcd;
+use trellis_testkit::kube::KubeApiServer;
+
+const OBJECT: &str = "/apis/networking.gloo.solo.io/v2/namespaces/demo/virtualdestinations/backend-k8s";
+
+/// The VirtualDestination a Gloo user would `kubectl apply`, as the JSON the API takes.
+fn virtual_destination(host: &str) -> Value {
+    let yaml = format!(
+        "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: backend-k8s\n  namespace: demo\nspec:\n  hosts:\n  - {host}\n  services:\n  - labels:\n      app: backend\n    cluster: cluster-1\n  ports:\n  - number: 80\n    protocol: HTTP\n    targetPort:\n      name: http\n"
+    );
+    yaml_serde::from_str(&yaml).unwrap()
+}
+
+async fn status_of(kube: &KubeApiServer) -> Value {
+    kube.client().get_json(OBJECT).await.unwrap()
+}
+
+async fn until_status(kube: &KubeApiServer, what: &str, holds: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let object = status_of(kube).await;
+        if holds(&object) {
+            return object;
+        }
+        assert!(Instant::now() < deadline, "{what}: {}", object["status"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn until_answer(mesh: &trellis_cli::up::LocalMesh, host: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = mesh.call_from_frontend(&format!("http://{host}/")).await;
+        if answer.as_ref().is_ok_and(|r| r.status == status) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host} never answered {status}: {:?}",
+            answer.map(|r| r.status)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn merge_patch(kube: &KubeApiServer, patch: Value) {
+    let response = kube
+        .client()
+        .request(
+            "PATCH",
+            OBJECT,
+            Some(("application/merge-patch+json", serde_json::to_vec(&patch).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
+    // The management cluster: beside the mesh's directory, which the mesh empties at start.
+    let base = test_dir("kubernetes-cluster");
+    let _ = std::fs::remove_dir_all(&base);
+    let etcd = Etcd::start(&base.join("etcd")).await;
+    let kube = KubeApiServer::start(&base.join("kube"), &etcd).await;
+    kube.install_crds().await;
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}});
+    assert_eq!(kube.create(&namespace, false).await.status, 201);
+    let kubeconfig = base.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+
+    let mut options = MeshOptions::free();
+    options.mgmt_flags = vec!["--kubeconfig".into(), kubeconfig.display().to_string()];
+    let mesh = demo_mesh_with("kubernetes", options).await;
+    until_answer(&mesh, "backend-k8s.mesh.internal", 404).await;
+
+    // kubectl apply: the object is created in Kubernetes, and only there.
+    let created = kube
+        .create(&virtual_destination("backend-k8s.mesh.internal"), false)
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    until_answer(&mesh, "backend-k8s.mesh.internal", 200).await;
+    let object = until_status(&kube, "ACCEPTED for generation 1", |o| {
+        o["status"]["state"] == "ACCEPTED" && o["status"]["observedGeneration"] == 1
+    })
+    .await;
+    assert!(
+        object["status"]["clusters"].to_string().contains("cluster-1"),
+        "where it applies: {}",
+        object["status"]
+    );
+    let stored = mesh
+        .api()
+        .unwrap()
+        .get_json("/api/v1/resources")
+        .await
+        .unwrap()
+        .to_string();
+    assert!(stored.contains("backend-k8s.mesh.internal"), "the store mirrors it");
+
+    // An edit: the new host is served, the old one no longer, and the status follows.
+    merge_patch(&kube, json!({"spec": {"hosts": ["backend-k8s-2.mesh.internal"]}})).await;
+    until_answer(&mesh, "backend-k8s-2.mesh.internal", 200).await;
+    until_answer(&mesh, "backend-k8s.mesh.internal", 404).await;
+    until_status(&kube, "ACCEPTED for generation 2", |o| {
+        o["status"]["state"] == "ACCEPTED" && o["status"]["observedGeneration"] == 2
+    })
+    .await;
+
+    // A typo: INVALID with the field, and the last good version keeps serving.
+    merge_patch(&kube, json!({"spec": {"hostz": ["typo.mesh.internal"]}})).await;
+    let object = until_status(&kube, "INVALID for generation 3", |o| {
+        o["status"]["state"] == "INVALID" && o["status"]["observedGeneration"] == 3
+    })
+    .await;
+    let message = object["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("hostz") && message.contains("VirtualDestination/demo/backend-k8s"),
+        "{message}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    until_answer(&mesh, "backend-k8s-2.mesh.internal", 200).await;
+
+    // kubectl delete: gone from the mesh and from the store.
+    let deleted = kube.client().request("DELETE", OBJECT, None).await.unwrap();
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    until_answer(&mesh, "backend-k8s-2.mesh.internal", 404).await;
+    let stored = mesh
+        .api()
+        .unwrap()
+        .get_json("/api/v1/resources")
+        .await
+        .unwrap()
+        .to_string();
+    assert!(!stored.contains("backend-k8s"), "the store forgot it: {stored}");
+}

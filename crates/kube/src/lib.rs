@@ -1,6 +1,8 @@
 //! Trellis on a Kubernetes management cluster: the Gloo kinds as CustomResourceDefinitions
 //! ([`crds`], pure) and the management server's sync of those resources into its store, with
-//! their status written back ([`sync`], on kube-rs).
+//! their status written back ([`sync`], on kube-rs), and the validating webhook's answer
+//! ([`admission`], pure).
 
+pub mod admission;
 pub mod crds;
 pub mod sync;

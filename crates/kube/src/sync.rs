@@ -54,10 +54,30 @@ fn api_resource(kind: Kind) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind.as_str()), kind.plural())
 }
 
-/// A Kubernetes object as the document `trellis apply` would read.
+/// The document `trellis apply` would read for a Kubernetes object of `kind`, and its source
+/// name for error messages.
+pub(crate) fn to_resource_document(
+    kind: Kind,
+    name: &str,
+    namespace: &str,
+    labels: &Value,
+    spec: Value,
+) -> (String, Value) {
+    let document = json!({
+        "apiVersion": kind.api_version(),
+        "kind": kind.as_str(),
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": if labels.is_object() { labels.clone() } else { json!({}) },
+        },
+        "spec": if spec.is_null() { json!({}) } else { spec },
+    });
+    (format!("kubernetes {kind}/{namespace}/{name}"), document)
+}
+
+/// A Kubernetes object as the resource `trellis apply` would read, marked as mirrored.
 fn to_resource(kind: Kind, object: &DynamicObject) -> Result<Resource, String> {
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let namespace = object.metadata.namespace.clone().unwrap_or_default();
     let mut annotations: BTreeMap<String, String> = object.metadata.annotations.clone().unwrap_or_default();
     annotations.remove(LAST_APPLIED);
     annotations.insert(SOURCE_ANNOTATION.into(), SOURCE.into());
@@ -65,18 +85,14 @@ fn to_resource(kind: Kind, object: &DynamicObject) -> Result<Resource, String> {
         GENERATION_ANNOTATION.into(),
         object.metadata.generation.unwrap_or(0).to_string(),
     );
-    let document = json!({
-        "apiVersion": kind.api_version(),
-        "kind": kind.as_str(),
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": object.metadata.labels.clone().unwrap_or_default(),
-            "annotations": annotations,
-        },
-        "spec": object.data.get("spec").cloned().unwrap_or_else(|| json!({})),
-    });
-    let source = format!("kubernetes {kind}/{namespace}/{name}");
+    let (source, mut document) = to_resource_document(
+        kind,
+        object.metadata.name.as_deref().unwrap_or_default(),
+        object.metadata.namespace.as_deref().unwrap_or_default(),
+        &json!(object.metadata.labels.clone().unwrap_or_default()),
+        object.data.get("spec").cloned().unwrap_or(Value::Null),
+    );
+    document["metadata"]["annotations"] = json!(annotations);
     trellis_api::parse_one(&source, &document.to_string()).map_err(|e| e.to_string())
 }
 

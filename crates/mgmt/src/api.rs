@@ -109,6 +109,7 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
         .route("/api/v1/version", get(version))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/graph", get(super::graph::graph))
+        .route("/api/v1/admission/validate", post(admission_review))
         // Layers run outside in: the body limit, authentication, then route authorization.
         .layer(axum::middleware::from_fn_with_state(
             mgmt.clone(),
@@ -121,6 +122,12 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(mgmt.clone())
         .merge(super::ui::router(mgmt))
+}
+
+/// The validating webhook a Kubernetes management cluster calls before it stores a Gloo
+/// resource (an AdmissionReview in, its answer out).
+async fn admission_review(Json(review): Json<serde_json::Value>) -> Json<serde_json::Value> {
+    Json(trellis_kube::admission::review(&review))
 }
 
 async fn whoami(Extension(identity): Extension<Identity>) -> Json<serde_json::Value> {

@@ -165,6 +165,7 @@ fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
             Some("insight-unsilence"),
         )),
         (&Method::GET, ["api", "v1", "translation"]) => trellis("get", "translations"),
+        (&Method::POST, ["api", "v1", "admission", "validate"]) => trellis("create", "admissionreviews"),
         (&Method::POST, ["api", "v1", "apply" | "delete"])
         | (&Method::GET, ["api", "v1", "resources"])
         | (&Method::GET | &Method::DELETE, ["api", "v1", "resources", _, _, _])
@@ -204,7 +205,8 @@ pub fn authorize(stored: &[Resource], identity: &Identity, permissions: &[Permis
 }
 
 /// Trellis's own endpoints as RBAC resources of [`TRELLIS_GROUP`].
-const TRELLIS_RESOURCES: [&str; 9] = [
+const TRELLIS_RESOURCES: [&str; 10] = [
+    "admissionreviews",
     "apitokens",
     "auditevents",
     "checks",

@@ -34,6 +34,11 @@ pub struct KubeApiServer {
 impl KubeApiServer {
     /// Starts kube-apiserver on `etcd` (its keys under `/registry-<name>`) and waits until it is ready.
     pub async fn start(dir: &Path, etcd: &Etcd) -> KubeApiServer {
+        Self::start_with(dir, etcd, &[]).await
+    }
+
+    /// [`KubeApiServer::start`] with `extra` flags.
+    pub async fn start_with(dir: &Path, etcd: &Etcd, extra: &[String]) -> KubeApiServer {
         std::fs::create_dir_all(dir).unwrap();
         let (now, day) = (SystemTime::now(), Duration::from_secs(86400));
         let serving = etcd
@@ -58,7 +63,7 @@ impl KubeApiServer {
         let token = format!("admin-{}", std::process::id());
         let tokens = write("tokens.csv", &format!("{token},admin,admin,system:masters\n"));
         let port = free_port();
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             format!("--etcd-servers={}", etcd.endpoint()),
             format!("--etcd-cafile={}", etcd.ca_file.display()),
             format!("--etcd-certfile={}", etcd.client_cert_file.display()),
@@ -76,6 +81,7 @@ impl KubeApiServer {
             "--authorization-mode=RBAC".into(),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
         ];
+        args.extend(extra.iter().cloned());
         let child = crate::spawn_program(
             peer("kube-apiserver").to_str().unwrap(),
             &args,

@@ -1,7 +1,9 @@
 //! Gloo YAML applied to a real kube-apiserver (the management cluster) as custom resources: the
 //! management server watches it, the mesh serves it through real Envoy, and each object's status
 //! subresource says ACCEPTED with its observedGeneration; a typo is INVALID with its field path
-//! while the last good version stays in force; a deleted object leaves the mesh.
+//! while the last good version stays in force; a deleted object leaves the mesh. With the
+//! management server's validating webhook registered, the API server itself refuses a typo with
+//! the field path, and the webhook refuses callers without a credential.
 
 use trellis_testkit as common;
 
@@ -74,7 +76,35 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     let base = test_dir("kubernetes-cluster");
     let _ = std::fs::remove_dir_all(&base);
     let etcd = Etcd::start(&base.join("etcd")).await;
-    let kube = KubeApiServer::start(&base.join("kube"), &etcd).await;
+    // The API server authenticates to the webhook with a Trellis API token it reads from a file
+    // (written once the management server has made its token).
+    std::fs::create_dir_all(&base).unwrap();
+    let webhook_token = base.join("webhook-token");
+    std::fs::write(&webhook_token, "").unwrap();
+    let webhook_kubeconfig = base.join("webhook-kubeconfig");
+    std::fs::write(
+        &webhook_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    tokenFile: {}\n",
+            webhook_token.display()
+        ),
+    )
+    .unwrap();
+    let admission = base.join("admission.yaml");
+    std::fs::write(
+        &admission,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: ValidatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            webhook_kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let kube = KubeApiServer::start_with(
+        &base.join("kube"),
+        &etcd,
+        &[format!("--admission-control-config-file={}", admission.display())],
+    )
+    .await;
     kube.install_crds().await;
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}});
     assert_eq!(kube.create(&namespace, false).await.status, 201);
@@ -132,6 +162,53 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     until_answer(&mesh, "backend-k8s-2.mesh.internal", 200).await;
+
+    // The validating webhook: the API server asks the management server before it stores.
+    let mgmt_dir = mesh.dir.join("mgmt");
+    std::fs::copy(mgmt_dir.join("api").join("admin-token"), &webhook_token).unwrap();
+    let ca_pem = std::fs::read_to_string(mgmt_dir.join("pki").join("api-ca.pem")).unwrap();
+    let url = format!("{}/api/v1/admission/validate", mesh.api_url);
+    let webhook = trellis_kube::admission::validating_webhook_configuration(&url, &ca_pem);
+    let registered = kube.create(&webhook, false).await;
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let mut typo = virtual_destination("typo.mesh.internal");
+    typo["metadata"]["name"] = json!("typo");
+    typo["spec"]["hostz"] = typo["spec"]["hosts"].take();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        // The API server takes a moment to see a new webhook configuration.
+        let answer = kube.create(&typo, false).await;
+        if answer.status >= 400 || Instant::now() > deadline {
+            break answer;
+        }
+        let path = "/apis/networking.gloo.solo.io/v2/namespaces/demo/virtualdestinations/typo";
+        kube.client().request("DELETE", path, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(refused.status >= 400, "the typo was stored: {}", refused.body);
+    assert!(
+        refused.body.contains("hostz") && refused.body.contains("VirtualDestination/demo/typo"),
+        "the refusal names the field: {}",
+        refused.body
+    );
+    // A valid object still goes through the webhook.
+    let mut valid = virtual_destination("valid.mesh.internal");
+    valid["metadata"]["name"] = json!("valid");
+    let admitted = kube.create(&valid, false).await;
+    assert_eq!(admitted.status, 201, "{}", admitted.body);
+    until_answer(&mesh, "valid.mesh.internal", 200).await;
+    // The webhook, like every route, refuses a caller without a credential.
+    let anonymous =
+        trellis_cli::api_client::ApiClient::new(&mesh.api_url, Some(&mgmt_dir.join("pki").join("api-ca.pem")), None)
+            .unwrap()
+            .request(
+                "POST",
+                "/api/v1/admission/validate",
+                Some(("application/json", b"{}".to_vec())),
+            )
+            .await
+            .unwrap();
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
 
     // kubectl delete: gone from the mesh and from the store.
     let deleted = kube.client().request("DELETE", OBJECT, None).await.unwrap();

@@ -133,6 +133,13 @@ pub struct AgentArgs {
     /// --otlp-endpoint.
     #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
     pub trace_sampling: f64,
+    /// Discover the cluster's workloads from its Kubernetes API (Services, EndpointSlices,
+    /// Pods), with this kubeconfig; sidecars then register for their config only
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// As --kubeconfig, with the pod's in-cluster configuration
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub kubernetes: bool,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -291,6 +298,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         cache_path,
     });
 
+    if args.kubeconfig.is_some() || args.kubernetes {
+        let client = trellis_kube::sync::client(args.kubeconfig.as_deref()).await?;
+        let registry = agent.registry.clone();
+        tracing::info!("discovering workloads from the Kubernetes API");
+        tokio::spawn(trellis_kube::discovery::run(client, move |workloads| {
+            registry.set_kubernetes_workloads(workloads)
+        }));
+    }
     tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));
     tokio::spawn(registry::expire_loop(agent.clone()));
     tokio::spawn(relay_client::run(agent.clone(), args.mgmt.clone()));

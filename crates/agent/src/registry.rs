@@ -456,6 +456,10 @@ pub struct Registry {
     store: Option<PathBuf>,
     /// Signs the nodes' xDS client certificates.
     xds_ca: Arc<super::xds_tls::XdsCa>,
+    /// In Kubernetes mode, the cluster's workloads as its API server says (Services,
+    /// EndpointSlices, Pods); sidecars' registrations then give proxies their config and
+    /// identity, not the workloads the cluster reports.
+    kubernetes_workloads: Mutex<Option<Vec<Workload>>>,
 }
 
 // === impl Registry ===
@@ -512,7 +516,14 @@ impl Registry {
             role_secret_sha256: trellis_base::sha256_hex(role_secret.as_bytes()),
             store,
             xds_ca,
+            kubernetes_workloads: Mutex::new(None),
         }
+    }
+
+    /// Takes the workloads of Kubernetes discovery as the cluster's, from now on.
+    pub fn set_kubernetes_workloads(&self, workloads: Vec<Workload>) {
+        *self.kubernetes_workloads.lock().expect("kubernetes workloads lock") = Some(workloads);
+        self.bump(false);
     }
 
     /// Signals a change; `frame` when it concerns a registration other than a sidecar's.
@@ -804,9 +815,17 @@ impl Registry {
             cluster: cluster.to_string(),
             ..Default::default()
         };
+        let kubernetes = self
+            .kubernetes_workloads
+            .lock()
+            .expect("kubernetes workloads lock")
+            .clone();
+        let from_kubernetes = kubernetes.is_some();
+        discovery.workloads.extend(kubernetes.into_iter().flatten());
         for registration in self.all().into_values() {
             match registration {
-                ProxyRegistration::Sidecar { workload, .. } => discovery.workloads.push(workload),
+                ProxyRegistration::Sidecar { workload, .. } if !from_kubernetes => discovery.workloads.push(workload),
+                ProxyRegistration::Sidecar { .. } => {}
                 // Announced like services: egress routes reach it on the VirtualGateway ports.
                 ProxyRegistration::IngressGateway(ingress) => discovery.gateways.push(trellis_model::GatewayInstance {
                     namespace: ingress.namespace,

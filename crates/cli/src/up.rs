@@ -160,6 +160,8 @@ pub struct LocalMesh {
     pub clusters: Vec<ClusterProcs>,
     pub apps: Vec<AppProcs>,
     progress: Progress,
+    /// Where sidecars accept inbound mesh traffic.
+    app_address: String,
 }
 
 /// What `trellis up` prints as it goes: each step once done, with the seconds since the start,
@@ -201,6 +203,9 @@ pub struct MeshOptions {
     /// Relay addresses of further management server replicas, after the mesh's own: agents
     /// take the first that answers.
     pub extra_relays: Vec<String>,
+    /// Where sidecars accept inbound mesh traffic (default 127.0.0.1): a host address where
+    /// the workloads' addresses come from Kubernetes, which refuses loopback endpoints.
+    pub app_address: Option<String>,
 }
 
 /// Traces of a local mesh: the management server's and agents' spans, and the proxies'
@@ -226,6 +231,7 @@ impl MeshOptions {
             prometheus: false,
             tracing: None,
             extra_relays: Vec::new(),
+            app_address: None,
         }
     }
 }
@@ -329,6 +335,7 @@ impl LocalMesh {
                 started: Instant::now(),
                 enabled: options.progress,
             },
+            app_address: options.app_address.clone().unwrap_or_else(|| "127.0.0.1".into()),
         };
         mesh.wait_for_api(Duration::from_secs(30)).await?;
         mesh.progress.step(format_args!(
@@ -525,6 +532,8 @@ impl LocalMesh {
                 service.into(),
                 "--port".into(),
                 format!("http:{port}:{app_port}:{inbound_port}"),
+                "--address".into(),
+                self.app_address.clone(),
                 "--outbound-port".into(),
                 s(&outbound_port),
                 "--admin-port".into(),
@@ -692,8 +701,11 @@ impl LocalMesh {
         self.progress.step("the demo's 80/20 split answers steadily");
         // Every sidecar's listeners are up too, not only the ones on that path.
         for app in &self.apps {
-            for port in [app.inbound_port, app.outbound_port] {
-                while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            for (host, port) in [
+                (self.app_address.as_str(), app.inbound_port),
+                ("127.0.0.1", app.outbound_port),
+            ] {
+                while tokio::net::TcpStream::connect((host, port)).await.is_err() {
                     anyhow::ensure!(
                         Instant::now() < deadline,
                         "{} has no listener on port {port} after {limit:?}",
@@ -923,6 +935,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 sampling_percent: args.trace_sampling,
             }),
             extra_relays: Vec::new(),
+            app_address: None,
         },
     );
     // Stopped while its processes start: dropping them ends them (they die with `trellis up`).

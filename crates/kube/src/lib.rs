@@ -1,8 +1,10 @@
-//! Trellis on a Kubernetes management cluster: the Gloo kinds as CustomResourceDefinitions
+//! Trellis on Kubernetes: an agent's discovery of Services, EndpointSlices and Pods
+//! ([`discovery`]); on the management cluster, the Gloo kinds as CustomResourceDefinitions
 //! ([`crds`], pure) and the management server's sync of those resources into its store, with
 //! their status written back ([`sync`], on kube-rs), and the validating webhook's answer
 //! ([`admission`], pure).
 
 pub mod admission;
 pub mod crds;
+pub mod discovery;
 pub mod sync;

@@ -24,6 +24,23 @@ pub fn peer(name: &str) -> PathBuf {
     path
 }
 
+/// This host's first IPv4 address off loopback: Kubernetes refuses loopback endpoint addresses,
+/// so processes standing in for pods listen there.
+pub fn host_address() -> String {
+    let output = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("hostname runs");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback() && !ip.is_link_local())
+        })
+        .expect("this host has an IPv4 address off loopback")
+        .to_string()
+}
+
 pub struct KubeApiServer {
     _child: tokio::process::Child,
     pub port: u16,

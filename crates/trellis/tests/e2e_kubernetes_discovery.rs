@@ -1,0 +1,241 @@
+//! Agents in Kubernetes mode: each of the two workload clusters is a real kube-apiserver whose
+//! Services, EndpointSlices and Pods (API objects; the apps and their Envoys run as local
+//! processes at the endpoints' addresses, this host's own, there being no kubelet) are the cluster's workloads.
+//! The demo's traffic crosses clusters; a sidecar with no Kubernetes object behind it gets no
+//! traffic; scaling a Service (its EndpointSlice emptied, then refilled) reaches Envoy.
+
+use trellis_testkit as common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use trellis_cli::up::{AppSpec, LocalMesh, MeshOptions};
+use trellis_testkit::etcd::Etcd;
+use trellis_testkit::kube::{KubeApiServer, host_address};
+
+async fn create(kube: &KubeApiServer, object: Value) {
+    let response = kube.create(&object, false).await;
+    assert_eq!(response.status, 201, "{}: {}", object["kind"], response.body);
+}
+
+/// The Pod, Service and EndpointSlice behind one of the mesh's demo apps, in its cluster.
+async fn publish_app(kube: &KubeApiServer, mesh: &LocalMesh, app: &str, service: &str, version: &str) {
+    let inbound = mesh.app(app).inbound_port;
+    create(
+        kube,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": app, "namespace": "demo",
+               "labels": {"app": service, "version": version}},
+               "spec": {"serviceAccountName": service, "containers": [{"name": "app", "image": "trellis"}]}}),
+    )
+    .await;
+    create(kube, endpoint_slice(app, service, inbound)).await;
+}
+
+fn endpoint_slice(app: &str, service: &str, inbound: u16) -> Value {
+    let address = host_address();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("{app}-slice"), "namespace": "demo",
+                        "labels": {"kubernetes.io/service-name": service}},
+           "addressType": "IPv4",
+           "ports": [{"name": "http", "port": inbound, "protocol": "TCP"}],
+           "endpoints": [{"addresses": [address], "conditions": {"ready": true},
+                          "targetRef": {"kind": "Pod", "name": app, "namespace": "demo"}}]})
+}
+
+async fn start_cluster_api(
+    etcd: &Etcd,
+    dir: &std::path::Path,
+    services: &[&str],
+) -> (KubeApiServer, std::path::PathBuf) {
+    let kube = KubeApiServer::start(dir, etcd).await;
+    create(
+        &kube,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}),
+    )
+    .await;
+    for service in services {
+        create(
+            &kube,
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service, "namespace": "demo"}}),
+        )
+        .await;
+        // Selector-less: its EndpointSlices are the test's, as no controller manager runs.
+        create(
+            &kube,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": "demo"},
+                   "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+    let kubeconfig = dir.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    (kube, kubeconfig)
+}
+
+/// A name for every backend endpoint of both clusters, without the demo's per-cluster weights.
+const ANY_BACKEND: &str = "apiVersion: networking.gloo.solo.io/v2
+kind: VirtualDestination
+metadata: {name: backend-any, namespace: demo}
+spec:
+  hosts: [backend-any.mesh.internal]
+  services: [{labels: {app: backend}}]
+  ports: [{number: 80, protocol: HTTP, targetPort: {name: http}}]
+";
+
+/// Answers of 20 requests to backend-any by version; any other answer (the ghost's v9, an
+/// error) fails the test.
+async fn any_backend_versions(mesh: &LocalMesh) -> (usize, usize) {
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..20 {
+        let answer = mesh
+            .call_from_frontend("http://backend-any.mesh.internal/")
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        if answer.body.contains("\"version\":\"v1\"") {
+            v1 += 1;
+        } else if answer.body.contains("\"version\":\"v2\"") {
+            v2 += 1;
+        } else {
+            panic!("an answer from neither v1 nor v2: {}", answer.body);
+        }
+    }
+    (v1, v2)
+}
+
+/// Sends requests until a batch of 20 satisfies `holds` on its (v1, v2) counts; fails after 30 s.
+async fn until_split(mesh: &LocalMesh, what: &str, holds: impl Fn(usize, usize) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (v1, v2) = any_backend_versions(mesh).await;
+        if holds(v1, v2) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: last split {v1}/{v2}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn until_workloads(mesh: &LocalMesh, cluster_1: u64, cluster_2: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let clusters = mesh.api().unwrap().get_json("/api/v1/clusters").await.unwrap();
+        let count = |name: &str| clusters["clusters"][name]["workloads"].as_u64();
+        if count("cluster-1") == Some(cluster_1) && count("cluster-2") == Some(cluster_2) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workloads: want {cluster_1} and {cluster_2}, have {clusters}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoint_slices() {
+    let peers = test_dir("kubernetes-discovery-peers");
+    let _ = std::fs::remove_dir_all(&peers);
+    let etcd = Etcd::start(&peers.join("etcd")).await;
+    let (kube1, kubeconfig1) = start_cluster_api(&etcd, &peers.join("kube-cluster-1"), &["frontend", "backend"]).await;
+    let (kube2, kubeconfig2) = start_cluster_api(&etcd, &peers.join("kube-cluster-2"), &["backend"]).await;
+
+    let mut options = MeshOptions::free();
+    options.app_address = Some(host_address());
+    options.cluster_agent_flags = vec![
+        (
+            "cluster-1".into(),
+            vec!["--kubeconfig".into(), kubeconfig1.display().to_string()],
+        ),
+        (
+            "cluster-2".into(),
+            vec!["--kubeconfig".into(), kubeconfig2.display().to_string()],
+        ),
+    ];
+    let mut mesh = LocalMesh::start(&bin(), &test_dir("kubernetes-discovery"), options)
+        .await
+        .expect("mesh starts");
+    publish_app(&kube1, &mesh, "frontend", "frontend", "v1").await;
+    publish_app(&kube1, &mesh, "backend-v1", "backend", "v1").await;
+    publish_app(&kube2, &mesh, "backend-v2", "backend", "v2").await;
+    // A sidecar of the backend service that no Kubernetes object stands behind.
+    mesh.start_app(&bin(), AppSpec::new("ghost", "demo", "backend", "v9", "cluster-1"))
+        .unwrap();
+    mesh.apply_demo_config().await.unwrap();
+    mesh.wait_for_traffic(Duration::from_secs(60)).await.unwrap();
+    let applied = mesh.apply("backend-any.yaml", ANY_BACKEND).await.unwrap();
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mesh
+        .call_from_frontend("http://backend-any.mesh.internal/")
+        .await
+        .is_ok_and(|r| r.status == 200)
+    {
+        assert!(Instant::now() < deadline, "backend-any never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The clusters report the workloads of their API servers: the demo's two and one, each
+    // beside the API server's own `default/kubernetes` Service, as in any Kubernetes cluster;
+    // not the ghost.
+    until_workloads(&mesh, 3, 2).await;
+    // Both clusters' backends answer, and the ghost (v9) never does.
+    until_split(&mesh, "traffic to both clusters", |v1, v2| v1 > 0 && v2 > 0).await;
+
+    // Scale cluster-1's backend to nothing: its EndpointSlice loses the endpoint.
+    let slice = "/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices/backend-v1-slice";
+    let emptied = kube1
+        .client()
+        .request(
+            "PATCH",
+            slice,
+            Some(("application/merge-patch+json", br#"{"endpoints": []}"#.to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(emptied.status, 200, "{}", emptied.body);
+    until_split(
+        &mesh,
+        "all traffic to cluster-2 once cluster-1 has no backend",
+        |v1, _| v1 == 0,
+    )
+    .await;
+    until_workloads(&mesh, 2, 2).await;
+
+    // And back: the endpoint returns, unready first (not a workload), then ready.
+    let mut endpoint = endpoint_slice("backend-v1", "backend", mesh.app("backend-v1").inbound_port);
+    endpoint["endpoints"][0]["conditions"]["ready"] = json!(false);
+    let unready = kube1
+        .client()
+        .request(
+            "PATCH",
+            slice,
+            Some((
+                "application/merge-patch+json",
+                serde_json::to_vec(&json!({"endpoints": endpoint["endpoints"]})).unwrap(),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unready.status, 200, "{}", unready.body);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (v1, _) = any_backend_versions(&mesh).await;
+    assert_eq!(v1, 0, "an unready endpoint got traffic");
+    endpoint["endpoints"][0]["conditions"]["ready"] = json!(true);
+    let ready = kube1
+        .client()
+        .request(
+            "PATCH",
+            slice,
+            Some((
+                "application/merge-patch+json",
+                serde_json::to_vec(&json!({"endpoints": endpoint["endpoints"]})).unwrap(),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    until_split(&mesh, "cluster-1's backend back", |v1, _| v1 > 0).await;
+    mesh.shutdown().await;
+}

@@ -58,7 +58,7 @@ pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
     let secret = ClientSecret {
         file: args.role_secret_file.clone(),
     };
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret)).await
+    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret), None).await
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -121,5 +121,5 @@ pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
     let secret = ClientSecret {
         file: args.role_secret_file.clone(),
     };
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret)).await
+    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret), None).await
 }

@@ -212,6 +212,8 @@ pub struct Agent {
     pub registry_addr: SocketAddr,
     /// Request tracing in every proxy's HTTP listeners; none: off.
     pub proxy_tracing: Option<ProxyTracing>,
+    /// In Kubernetes mode, checks the service-account token each sidecar registers with.
+    pub pod_identity: Option<trellis_kube::pod_identity::TokenReviewer>,
     cache_path: PathBuf,
 }
 
@@ -281,6 +283,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let source = Arc::new(xds_source::ProxySnapshots::new(registry.clone()));
     let ads = trellis_xds::AdsServer::new(source.clone(), xds_metrics);
     let board = ads.status();
+    let kubernetes = match args.kubeconfig.is_some() || args.kubernetes {
+        true => Some(trellis_kube::sync::client(args.kubeconfig.as_deref()).await?),
+        false => None,
+    };
     let agent = Arc::new(Agent {
         cluster: args.cluster.clone(),
         locality: args.locality(),
@@ -295,11 +301,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         board: board.clone(),
         registry_addr: args.registry_addr,
         proxy_tracing: args.proxy_tracing(),
+        pod_identity: kubernetes.clone().map(trellis_kube::pod_identity::TokenReviewer::new),
         cache_path,
     });
 
-    if args.kubeconfig.is_some() || args.kubernetes {
-        let client = trellis_kube::sync::client(args.kubeconfig.as_deref()).await?;
+    if let Some(client) = kubernetes {
         let registry = agent.registry.clone();
         tracing::info!("discovering workloads from the Kubernetes API");
         tokio::spawn(trellis_kube::discovery::run(client, move |workloads| {

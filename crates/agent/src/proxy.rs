@@ -41,6 +41,11 @@ pub struct ProxyArgs {
     /// Address the inbound listeners bind and other proxies reach.
     #[arg(long, default_value = "127.0.0.1")]
     pub address: String,
+    /// A Kubernetes service-account token for the agent's audience (a projected volume, as the
+    /// sidecar injector mounts): sent with each registration so that an agent discovering
+    /// from Kubernetes can check the pod's identity. Read again at each refresh (it rotates).
+    #[arg(long)]
+    pub service_account_token_file: Option<PathBuf>,
     /// The app's outbound HTTP proxy port on 127.0.0.1 (`curl -x http://127.0.0.1:PORT ...`).
     #[arg(long, default_value_t = 15001)]
     pub outbound_port: u16,
@@ -132,7 +137,15 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         outbound_port: args.outbound_port,
         access_log: None,
     };
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy, None).await
+    run_registered_envoy(
+        &args.agent,
+        &id,
+        registration,
+        &args.envoy,
+        None,
+        args.service_account_token_file.clone(),
+    )
+    .await
 }
 
 /// One registration with the agent, seen from the client: where, what, and the credential.
@@ -154,6 +167,9 @@ pub struct AgentRegistration {
     pub send_csr: bool,
     /// The loopback port of the Envoy this registration is for, sent as `adminPort`.
     pub admin_port: Option<u16>,
+    /// The pod's service-account token, read at each PUT (it rotates), sent as
+    /// `serviceAccountToken`.
+    pub pod_token_file: Option<PathBuf>,
 }
 
 /// What one PUT came to.
@@ -183,6 +199,7 @@ impl AgentRegistration {
             xds_csr: None,
             send_csr: false,
             admin_port: None,
+            pod_token_file: None,
         }
     }
 
@@ -211,6 +228,11 @@ impl AgentRegistration {
         }
         if let Some(port) = self.admin_port {
             body["adminPort"] = port.into();
+        }
+        if let Some(path) = &self.pod_token_file {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --service-account-token-file {}", path.display()))?;
+            body["serviceAccountToken"] = token.trim().into();
         }
         let response = httpc::request(
             "PUT",
@@ -361,6 +383,7 @@ pub async fn run_registered_envoy(
     mut registration: ProxyRegistration,
     envoy: &EnvoyArgs,
     secret: Option<ClientSecret>,
+    pod_token_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let data_dir = envoy
         .data_dir
@@ -385,6 +408,7 @@ pub async fn run_registered_envoy(
         envoy.admin_port
     };
     let mut link = AgentRegistration::new(agent, id, &registration, secret, saved);
+    link.pod_token_file = pod_token_file;
     // The agent reads this Envoy's config dump there for `trellis proxy-config`.
     link.admin_port = Some(admin_port);
     let (mut xds_files, csr) = XdsFiles::create(&data_dir)?;

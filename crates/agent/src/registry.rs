@@ -327,6 +327,12 @@ pub enum RegistryError {
         "the {0} config is served only to a registered {0} add-on (Authorization: Bearer <its registration token>)"
     )]
     AddonCredentialRequired(&'static str),
+    #[error(
+        "this agent discovers from Kubernetes: a sidecar proves its pod's identity with a service-account token for the audience trellis-agent (--service-account-token-file; the injector mounts one)"
+    )]
+    PodTokenRequired,
+    #[error("the pod's identity was refused: {0}")]
+    PodIdentity(String),
 }
 
 impl RegistryError {
@@ -336,9 +342,10 @@ impl RegistryError {
             | RegistryError::IdRole { .. }
             | RegistryError::Invalid(_)
             | RegistryError::MalformedToken => StatusCode::BAD_REQUEST,
-            RegistryError::CredentialRequired(_) | RegistryError::AddonCredentialRequired(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            RegistryError::CredentialRequired(_)
+            | RegistryError::AddonCredentialRequired(_)
+            | RegistryError::PodTokenRequired => StatusCode::UNAUTHORIZED,
+            RegistryError::PodIdentity(_) => StatusCode::FORBIDDEN,
             RegistryError::WrongCredential(_)
             | RegistryError::RoleSecretRequired(_)
             | RegistryError::NotAllowed { .. }
@@ -359,7 +366,8 @@ impl RegistryError {
             RegistryError::NotAllowed { .. } | RegistryError::GatewayNamespaceNotAllowed(_) => "not-allowed",
             RegistryError::NotFound(_) => "not-found",
             RegistryError::Full => "full",
-            RegistryError::AddonCredentialRequired(_) => "credential-required",
+            RegistryError::AddonCredentialRequired(_) | RegistryError::PodTokenRequired => "credential-required",
+            RegistryError::PodIdentity(_) => "not-allowed",
         }
     }
 }
@@ -398,6 +406,9 @@ pub struct RegisterBody {
     pub xds_csr: Option<String>,
     #[serde(default, rename = "adminPort")]
     pub admin_port: Option<u16>,
+    /// A Kubernetes pod's service-account token, for an agent that discovers from Kubernetes.
+    #[serde(default, rename = "serviceAccountToken")]
+    pub service_account_token: Option<String>,
 }
 
 /// The answer to an accepted registration.
@@ -961,6 +972,19 @@ async fn register(
     headers: HeaderMap,
     Json(body): Json<RegisterBody>,
 ) -> Result<Json<serde_json::Value>, RegistryError> {
+    if let (Some(reviewer), ProxyRegistration::Sidecar { workload, .. }) = (&agent.pod_identity, &body.registration) {
+        let token = body
+            .service_account_token
+            .as_deref()
+            .ok_or(RegistryError::PodTokenRequired)?;
+        let pod = reviewer.review(token).await.map_err(RegistryError::PodIdentity)?;
+        if pod.namespace != workload.namespace || pod.service_account != workload.service_account {
+            return Err(RegistryError::PodIdentity(format!(
+                "the token is {}/{}'s, the registration claims {}/{}",
+                pod.namespace, pod.service_account, workload.namespace, workload.service_account
+            )));
+        }
+    }
     let registered = agent
         .registry
         .register(

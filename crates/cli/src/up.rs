@@ -162,6 +162,7 @@ pub struct LocalMesh {
     progress: Progress,
     /// Where sidecars accept inbound mesh traffic.
     app_address: String,
+    sidecar_token_dir: Option<PathBuf>,
 }
 
 /// What `trellis up` prints as it goes: each step once done, with the seconds since the start,
@@ -206,6 +207,8 @@ pub struct MeshOptions {
     /// Where sidecars accept inbound mesh traffic (default 127.0.0.1): a host address where
     /// the workloads' addresses come from Kubernetes, which refuses loopback endpoints.
     pub app_address: Option<String>,
+    /// Sidecars present `<dir>/<app name>.token` as their Kubernetes service-account token.
+    pub sidecar_token_dir: Option<PathBuf>,
 }
 
 /// Traces of a local mesh: the management server's and agents' spans, and the proxies'
@@ -232,6 +235,7 @@ impl MeshOptions {
             tracing: None,
             extra_relays: Vec::new(),
             app_address: None,
+            sidecar_token_dir: None,
         }
     }
 }
@@ -336,6 +340,7 @@ impl LocalMesh {
                 enabled: options.progress,
             },
             app_address: options.app_address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            sidecar_token_dir: options.sidecar_token_dir.clone(),
         };
         mesh.wait_for_api(Duration::from_secs(30)).await?;
         mesh.progress.step(format_args!(
@@ -542,6 +547,12 @@ impl LocalMesh {
                 s(&dir.join(format!("sidecar-{name}")).display()),
             ],
         );
+        if let Some(dir) = &self.sidecar_token_dir {
+            sidecar.args.extend([
+                "--service-account-token-file".into(),
+                dir.join(format!("{name}.token")).display().to_string(),
+            ]);
+        }
         sidecar.start()?;
         self.apps.push(AppProcs {
             name: name.into(),
@@ -936,6 +947,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }),
             extra_relays: Vec::new(),
             app_address: None,
+            sidecar_token_dir: None,
         },
     );
     // Stopped while its processes start: dropping them ends them (they die with `trellis up`).

@@ -110,6 +110,7 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/graph", get(super::graph::graph))
         .route("/api/v1/admission/validate", post(admission_review))
+        .route("/api/v1/admission/inject/{agent}", post(injection_review))
         // Layers run outside in: the body limit, authentication, then route authorization.
         .layer(axum::middleware::from_fn_with_state(
             mgmt.clone(),
@@ -128,6 +129,25 @@ pub fn router(mgmt: Arc<Mgmt>) -> Router {
 /// resource (an AdmissionReview in, its answer out).
 async fn admission_review(Json(review): Json<serde_json::Value>) -> Json<serde_json::Value> {
     Json(trellis_kube::admission::review(&review))
+}
+
+/// The sidecar injector a workload cluster's API server calls for each Pod created in a
+/// namespace labelled for injection; the path names the agent's registration address as that
+/// cluster's pods reach it (webhook URLs may not carry a query).
+async fn injection_review(
+    State(mgmt): State<Arc<Mgmt>>,
+    Path(agent): Path<String>,
+    Json(review): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if agent.is_empty() || agent.len() > 253 || !agent.chars().all(plain) {
+        return Err((StatusCode::BAD_REQUEST, "the agent address: expected HOST:PORT".into()));
+    }
+    let settings = trellis_kube::injection::InjectionSettings {
+        image: mgmt.api.injection_image.clone(),
+        agent,
+    };
+    Ok(Json(trellis_kube::injection::review(&review, &settings)))
 }
 
 async fn whoami(Extension(identity): Extension<Identity>) -> Json<serde_json::Value> {

@@ -34,6 +34,8 @@ pub struct ApiAccess {
     pub refusal_budget: std::sync::Mutex<(u64, std::collections::HashMap<String, u32>)>,
     /// What `trellis check` reports about the server's listeners.
     pub doors: Doors,
+    /// The image the sidecar injector adds to pods (`--injection-image`).
+    pub injection_image: String,
 }
 
 /// The management server's listeners and trust anchors, as `trellis check` judges them.
@@ -165,7 +167,9 @@ fn route_access(method: &Method, path: &str) -> Option<RouteAccess> {
             Some("insight-unsilence"),
         )),
         (&Method::GET, ["api", "v1", "translation"]) => trellis("get", "translations"),
-        (&Method::POST, ["api", "v1", "admission", "validate"]) => trellis("create", "admissionreviews"),
+        (&Method::POST, ["api", "v1", "admission", "validate"] | ["api", "v1", "admission", "inject", _]) => {
+            trellis("create", "admissionreviews")
+        }
         (&Method::POST, ["api", "v1", "apply" | "delete"])
         | (&Method::GET, ["api", "v1", "resources"])
         | (&Method::GET | &Method::DELETE, ["api", "v1", "resources", _, _, _])

@@ -183,6 +183,10 @@ pub struct MgmtArgs {
     /// As --kubeconfig, with the pod's in-cluster configuration
     #[arg(long)]
     pub kubernetes: bool,
+    /// The image the sidecar injector (`/api/v1/admission/inject`) adds to pods [default:
+    /// trellis:<this release>]
+    #[arg(long)]
+    pub injection_image: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +243,7 @@ struct FileConfig {
     replica_name: Option<String>,
     kubeconfig: Option<PathBuf>,
     kubernetes: Option<bool>,
+    injection_image: Option<String>,
 }
 
 /// Where the store lives.
@@ -340,6 +345,7 @@ pub enum KubernetesSource {
 pub struct MgmtConfig {
     pub store: StoreChoice,
     pub kubernetes: Option<KubernetesSource>,
+    pub injection_image: String,
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
     pub relay_addr: SocketAddr,
@@ -425,6 +431,10 @@ impl MgmtArgs {
         let kubeconfig = self.kubeconfig.or(file.kubeconfig);
         let in_cluster = self.kubernetes || file.kubernetes.unwrap_or(false);
         let mut config = MgmtConfig {
+            injection_image: self
+                .injection_image
+                .or(file.injection_image)
+                .unwrap_or_else(|| format!("trellis:{}", env!("CARGO_PKG_VERSION"))),
             kubernetes: match (kubeconfig, in_cluster) {
                 (Some(_), true) => anyhow::bail!("give --kubeconfig or --kubernetes, not both"),
                 (Some(path), false) => Some(KubernetesSource::Kubeconfig(path)),

@@ -68,6 +68,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         prometheus_url: config.ui.prometheus_url.clone(),
         retention: config.audit_retention,
         write_lock: tokio::sync::Mutex::new(()),
+        injection_image: config.injection_image.clone(),
         refusal_budget: Default::default(),
         doors: api_access::Doors {
             api_addr: config.api_addr,

@@ -94,7 +94,7 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     std::fs::write(
         &admission,
         format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: ValidatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: ValidatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {0}\n- name: MutatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {0}\n",
             webhook_kubeconfig.display()
         ),
     )
@@ -209,6 +209,75 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
             .await
             .unwrap();
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+
+    // Sidecar injection: pods created in a labelled namespace get the proxy, registering as
+    // their pod with a projected token for the agent; others are left as they are.
+    let injector = trellis_kube::injection::mutating_webhook_configuration(
+        &format!(
+            "{}/api/v1/admission/inject/trellis-agent.trellis.svc:9977",
+            mesh.api_url
+        ),
+        &ca_pem,
+    );
+    let registered = kube.create(&injector, false).await;
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let shop = json!({"apiVersion": "v1", "kind": "Namespace",
+                      "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}});
+    assert_eq!(kube.create(&shop, false).await.status, 201);
+    for namespace in ["shop", "demo"] {
+        let account =
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cart", "namespace": namespace}});
+        assert_eq!(kube.create(&account, false).await.status, 201);
+    }
+    let pod = |namespace: &str, name: &str, annotations: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": namespace, "labels": {"app": "cart", "version": "v1"}, "annotations": annotations},
+               "spec": {"serviceAccountName": "cart",
+                        "containers": [{"name": "cart", "image": "cart", "ports": [{"name": "http", "containerPort": 8080}]}]}})
+    };
+    let containers = |created: &trellis_support::httpc::Response| -> Vec<String> {
+        let body: Value = serde_json::from_str(&created.body).unwrap();
+        body["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0;
+    let injected = loop {
+        // The API server takes a moment to see a new webhook configuration.
+        attempt += 1;
+        let name = format!("cart-{attempt}");
+        let created = kube.create(&pod("shop", &name, json!({})), false).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        if containers(&created).len() == 2 || Instant::now() > deadline {
+            break serde_json::from_str::<Value>(&created.body).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let sidecar = &injected["spec"]["containers"][1];
+    assert_eq!(sidecar["name"], "trellis-proxy", "{injected}");
+    let args = sidecar["args"].to_string();
+    for expected in [
+        "\"--service-account\",\"cart\"",
+        "\"--port\",\"http:8080:8080:15006\"",
+        "trellis-agent.trellis.svc:9977",
+    ] {
+        assert!(args.contains(expected), "{expected} missing from {args}");
+    }
+    let volumes = injected["spec"]["volumes"].to_string();
+    assert!(volumes.contains("\"audience\":\"trellis-agent\""), "{volumes}");
+    let plain = kube.create(&pod("demo", "cart", json!({})), false).await;
+    assert_eq!(containers(&plain), ["cart"], "an unlabelled namespace gets no sidecar");
+    let opted_out = kube
+        .create(
+            &pod("shop", "cart-plain", json!({"sidecar.istio.io/inject": "false"})),
+            false,
+        )
+        .await;
+    assert_eq!(containers(&opted_out), ["cart"], "an opted-out pod gets no sidecar");
 
     // kubectl delete: gone from the mesh and from the store.
     let deleted = kube.client().request("DELETE", OBJECT, None).await.unwrap();

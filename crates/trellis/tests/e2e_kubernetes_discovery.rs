@@ -1,7 +1,9 @@
 //! Agents in Kubernetes mode: each of the two workload clusters is a real kube-apiserver whose
 //! Services, EndpointSlices and Pods (API objects; the apps and their Envoys run as local
 //! processes at the endpoints' addresses, this host's own, there being no kubelet) are the cluster's workloads.
-//! The demo's traffic crosses clusters; a sidecar with no Kubernetes object behind it gets no
+//! Each sidecar proves its pod's service account with a token the API server issued for the
+//! agent's audience (TokenRequest; the agent checks it with TokenReview). The demo's traffic
+//! crosses clusters; a sidecar claiming an account its token is not for is refused, and gets no
 //! traffic; scaling a Service (its EndpointSlice emptied, then refilled) reaches Envoy.
 
 use trellis_testkit as common;
@@ -41,6 +43,26 @@ fn endpoint_slice(app: &str, service: &str, inbound: u16) -> Value {
            "ports": [{"name": "http", "port": inbound, "protocol": "TCP"}],
            "endpoints": [{"addresses": [address], "conditions": {"ready": true},
                           "targetRef": {"kind": "Pod", "name": app, "namespace": "demo"}}]})
+}
+
+/// A token of `service_account` in namespace demo for the agent's audience, as the projected
+/// volume the injector mounts would hold.
+async fn token_for(kube: &KubeApiServer, service_account: &str) -> String {
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                         "spec": {"audiences": ["trellis-agent"], "expirationSeconds": 3600}});
+    let path = format!("/api/v1/namespaces/demo/serviceaccounts/{service_account}/token");
+    let answer = kube
+        .client()
+        .request(
+            "POST",
+            &path,
+            Some(("application/json", serde_json::to_vec(&request).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    body["status"]["token"].as_str().unwrap().to_string()
 }
 
 async fn start_cluster_api(
@@ -141,8 +163,20 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     let (kube1, kubeconfig1) = start_cluster_api(&etcd, &peers.join("kube-cluster-1"), &["frontend", "backend"]).await;
     let (kube2, kubeconfig2) = start_cluster_api(&etcd, &peers.join("kube-cluster-2"), &["backend"]).await;
 
+    let tokens = peers.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    for (kube, app, account) in [
+        (&kube1, "frontend", "frontend"),
+        (&kube1, "backend-v1", "backend"),
+        (&kube2, "backend-v2", "backend"),
+        // The ghost claims the backend's account with the frontend's token.
+        (&kube1, "ghost", "frontend"),
+    ] {
+        std::fs::write(tokens.join(format!("{app}.token")), token_for(kube, account).await).unwrap();
+    }
     let mut options = MeshOptions::free();
     options.app_address = Some(host_address());
+    options.sidecar_token_dir = Some(tokens.clone());
     options.cluster_agent_flags = vec![
         (
             "cluster-1".into(),
@@ -159,9 +193,6 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     publish_app(&kube1, &mesh, "frontend", "frontend", "v1").await;
     publish_app(&kube1, &mesh, "backend-v1", "backend", "v1").await;
     publish_app(&kube2, &mesh, "backend-v2", "backend", "v2").await;
-    // A sidecar of the backend service that no Kubernetes object stands behind.
-    mesh.start_app(&bin(), AppSpec::new("ghost", "demo", "backend", "v9", "cluster-1"))
-        .unwrap();
     mesh.apply_demo_config().await.unwrap();
     mesh.wait_for_traffic(Duration::from_secs(60)).await.unwrap();
     let applied = mesh.apply("backend-any.yaml", ANY_BACKEND).await.unwrap();
@@ -176,10 +207,50 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A sidecar of the backend service that no Kubernetes object stands behind, with a token of
+    // another account than the one it claims.
+    mesh.start_app(&bin(), AppSpec::new("ghost", "demo", "backend", "v9", "cluster-1"))
+        .unwrap();
+
     // The clusters report the workloads of their API servers: the demo's two and one, each
     // beside the API server's own `default/kubernetes` Service, as in any Kubernetes cluster;
     // not the ghost.
     until_workloads(&mesh, 3, 2).await;
+    let refusal = "the token is demo/frontend's, the registration claims demo/backend";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The ghost's proxy reports the agent's answer and gives up.
+    loop {
+        let ghost_log = std::fs::read_to_string(mesh.app("ghost").sidecar.log_path()).unwrap_or_default();
+        if ghost_log.contains("(403)") && ghost_log.contains(refusal) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never refused the ghost; its log: {ghost_log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A registration without any token is refused too.
+    let registry = mesh.cluster("cluster-1").registry_port;
+    let anonymous = trellis_support::httpc::request(
+        "PUT",
+        &format!("http://127.0.0.1:{registry}/v1/proxies/sidecar~intruder.demo"),
+        None,
+        &[],
+        Some((
+            "application/json",
+            serde_json::to_vec(
+                &json!({"kind": "sidecar", "workload": {"name": "intruder", "namespace": "demo",
+                "service": "backend", "serviceAccount": "backend", "address": "127.0.0.1", "ports": []},
+                "outboundPort": 1}),
+            )
+            .unwrap(),
+        )),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     // Both clusters' backends answer, and the ghost (v9) never does.
     until_split(&mesh, "traffic to both clusters", |v1, v2| v1 > 0 && v2 > 0).await;
 

@@ -8,5 +8,6 @@ pub mod admission;
 pub mod crds;
 pub mod discovery;
 pub mod injection;
+pub mod lease;
 pub mod pod_identity;
 pub mod sync;

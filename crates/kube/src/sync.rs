@@ -100,21 +100,38 @@ fn from_kubernetes(resource: &Resource) -> bool {
     resource.metadata.annotations.get(SOURCE_ANNOTATION).map(String::as_str) == Some(SOURCE)
 }
 
-/// Mirrors every Gloo kind of the cluster into `store` and writes statuses back, until the
-/// process ends.
-pub async fn run(client: Client, store: Arc<dyn Store>, statuses: Arc<dyn StatusSource>) {
+/// Mirrors every Gloo kind of the cluster into `store` and writes statuses back while
+/// `leading` (one replica writes them), until the process ends.
+pub async fn run(
+    client: Client,
+    store: Arc<dyn Store>,
+    statuses: Arc<dyn StatusSource>,
+    leading: tokio::sync::watch::Receiver<bool>,
+) {
     let written: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
     for kind in gloo_kinds() {
-        tokio::spawn(watch_kind(client.clone(), store.clone(), kind, written.clone()));
+        tokio::spawn(watch_kind(
+            client.clone(),
+            store.clone(),
+            kind,
+            written.clone(),
+            leading.clone(),
+        ));
     }
-    write_statuses(client, store, statuses, written).await;
+    write_statuses(client, store, statuses, written, leading).await;
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(work).await.expect("store call")
 }
 
-async fn watch_kind(client: Client, store: Arc<dyn Store>, kind: Kind, written: Arc<Mutex<HashMap<String, Value>>>) {
+async fn watch_kind(
+    client: Client,
+    store: Arc<dyn Store>,
+    kind: Kind,
+    written: Arc<Mutex<HashMap<String, Value>>>,
+    leading: tokio::sync::watch::Receiver<bool>,
+) {
     let api: Api<DynamicObject> = Api::all_with(client, &api_resource(kind));
     let mut events = std::pin::pin!(watcher::watcher(api.clone(), watcher::Config::default()).default_backoff());
     let mut listed: HashSet<String> = HashSet::new();
@@ -151,8 +168,10 @@ async fn watch_kind(client: Client, store: Arc<dyn Store>, kind: Kind, written: 
                             "message": message,
                             "observedGeneration": object.metadata.generation.unwrap_or(0),
                         });
-                        write_status(&api, &object, status.clone()).await;
-                        written.lock().expect("statuses lock").insert(key, status);
+                        if *leading.borrow() {
+                            write_status(&api, &object, status.clone()).await;
+                            written.lock().expect("statuses lock").insert(key, status);
+                        }
                     }
                 }
             }
@@ -225,10 +244,16 @@ async fn write_statuses(
     store: Arc<dyn Store>,
     statuses: Arc<dyn StatusSource>,
     written: Arc<Mutex<HashMap<String, Value>>>,
+    leading: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_revision = None;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        if !*leading.borrow() {
+            // A new leader writes every status it finds different from what it wrote.
+            last_revision = None;
+            continue;
+        }
         let revision = statuses.revision();
         if last_revision == Some(revision) {
             continue;

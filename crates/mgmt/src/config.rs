@@ -187,6 +187,14 @@ pub struct MgmtArgs {
     /// trellis:<this release>]
     #[arg(long)]
     pub injection_image: Option<String>,
+    /// How replicas on etcd elect their leader: `etcd` (a lease in the store) or `kubernetes`
+    /// (a coordination.k8s.io Lease; needs --kubeconfig or --kubernetes) [default: kubernetes
+    /// when the server watches a Kubernetes cluster, else etcd]
+    #[arg(long)]
+    pub leader_election: Option<String>,
+    /// Namespace of the leader election's Lease [default: trellis]
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +252,8 @@ struct FileConfig {
     kubeconfig: Option<PathBuf>,
     kubernetes: Option<bool>,
     injection_image: Option<String>,
+    leader_election: Option<String>,
+    leader_election_namespace: Option<String>,
 }
 
 /// Where the store lives.
@@ -333,6 +343,15 @@ fn store_choice(
     }
 }
 
+/// How replicas elect their leader.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaderElection {
+    /// A lease in the etcd store.
+    Etcd,
+    /// A coordination.k8s.io/v1 Lease in this namespace.
+    Kubernetes { namespace: String },
+}
+
 /// Where Kubernetes resources come from, if anywhere.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KubernetesSource {
@@ -346,6 +365,7 @@ pub struct MgmtConfig {
     pub store: StoreChoice,
     pub kubernetes: Option<KubernetesSource>,
     pub injection_image: String,
+    pub leader_election: LeaderElection,
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
     pub relay_addr: SocketAddr,
@@ -430,7 +450,31 @@ impl MgmtArgs {
             .unwrap_or_else(|| "127.0.0.1:9900".parse().expect("address"));
         let kubeconfig = self.kubeconfig.or(file.kubeconfig);
         let in_cluster = self.kubernetes || file.kubernetes.unwrap_or(false);
+        let watches_kubernetes = kubeconfig.is_some() || in_cluster;
+        let leader_election = match self.leader_election.or(file.leader_election).as_deref() {
+            Some("etcd") => LeaderElection::Etcd,
+            Some("kubernetes") if !watches_kubernetes => {
+                anyhow::bail!("--leader-election kubernetes needs --kubeconfig or --kubernetes")
+            }
+            Some("kubernetes") => LeaderElection::Kubernetes {
+                namespace: self
+                    .leader_election_namespace
+                    .clone()
+                    .or(file.leader_election_namespace.clone())
+                    .unwrap_or_else(|| "trellis".into()),
+            },
+            None if watches_kubernetes => LeaderElection::Kubernetes {
+                namespace: self
+                    .leader_election_namespace
+                    .clone()
+                    .or(file.leader_election_namespace.clone())
+                    .unwrap_or_else(|| "trellis".into()),
+            },
+            None => LeaderElection::Etcd,
+            Some(other) => anyhow::bail!("--leader-election {other}: use etcd or kubernetes"),
+        };
         let mut config = MgmtConfig {
+            leader_election,
             injection_image: self
                 .injection_image
                 .or(file.injection_image)

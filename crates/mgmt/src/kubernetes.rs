@@ -23,7 +23,12 @@ impl StatusSource for Statuses {
     }
 }
 
-pub async fn start(source: &KubernetesSource, mgmt: Arc<Mgmt>) -> anyhow::Result<()> {
+/// Starts the sync; only while `leading` does this replica write statuses.
+pub async fn start(
+    source: &KubernetesSource,
+    mgmt: Arc<Mgmt>,
+    leading: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let kubeconfig = match source {
         KubernetesSource::Kubeconfig(path) => Some(path.as_path()),
         KubernetesSource::InCluster => None,
@@ -34,6 +39,7 @@ pub async fn start(source: &KubernetesSource, mgmt: Arc<Mgmt>) -> anyhow::Result
         client,
         mgmt.store.clone(),
         Arc::new(Statuses(mgmt)),
+        leading,
     ));
     Ok(())
 }

@@ -115,7 +115,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     let translator = mgmt.start_translator(translator);
     tokio::spawn(root_trust::follow(mgmt.clone()));
     if let Some(source) = &config.kubernetes {
-        kubernetes::start(source, mgmt.clone()).await?;
+        kubernetes::start(source, mgmt.clone(), replication.leading.clone()).await?;
     }
 
     let api = tokio::net::TcpListener::bind(config.api_addr)

@@ -3,14 +3,16 @@
 //! Every replica translates the shared store for the agents connected to it (translation is a
 //! pure function of the store, so replicas agree), serves the relay and the API, and signs
 //! through transactional claims in the store. The leader alone does the upkeep no two replicas
-//! may do at once: it compacts etcd's history.
+//! should do at once: it compacts etcd's history, and writes the status of Kubernetes
+//! resources. It is elected by an etcd lease, or by a Kubernetes Lease where the server watches
+//! a Kubernetes cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_store::{RedbStore, Store};
 
-use crate::config::{MgmtConfig, StoreChoice};
+use crate::config::{KubernetesSource, LeaderElection, MgmtConfig, StoreChoice};
 use crate::metrics::MgmtMetrics;
 
 /// How long a killed leader holds the lease before another replica takes over.
@@ -22,7 +24,15 @@ const HISTORY_KEPT: i64 = 100_000;
 
 pub struct Replication {
     pub store: Arc<dyn Store>,
-    leadership: Option<trellis_etcd::Leadership>,
+    /// Whether this replica leads, as it changes (always true on the single-server store).
+    pub leading: tokio::sync::watch::Receiver<bool>,
+    election: Election,
+}
+
+enum Election {
+    Single(tokio::sync::watch::Sender<bool>),
+    Etcd(trellis_etcd::Leadership),
+    Kubernetes(trellis_kube::lease::LeaseLeadership),
 }
 
 pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<Replication> {
@@ -30,28 +40,54 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
         StoreChoice::Redb => {
             metrics.leader.set(1);
             let store = RedbStore::open(&config.data_dir.join("store.redb"))?;
+            let (single, leading) = tokio::sync::watch::channel(true);
             Ok(Replication {
                 store: Arc::new(store),
-                leadership: None,
+                leading,
+                election: Election::Single(single),
             })
         }
         StoreChoice::Etcd(settings) => {
             let client_config = settings.client_config()?;
             let store = tokio::task::spawn_blocking(move || trellis_etcd::EtcdStore::open(&client_config)).await??;
             let client = store.client();
-            let leadership = trellis_etcd::Leadership::start(
-                client.clone(),
-                trellis_etcd::LeadershipConfig {
-                    key: format!("{}leader", settings.prefix),
-                    identity: settings.replica_name.clone(),
-                    ttl: LEASE_TTL,
-                },
-            );
-            tokio::spawn(report_leadership(leadership.subscribe(), metrics.clone()));
-            tokio::spawn(compact_while_leading(leadership.subscribe(), client));
+            let election = match (&config.leader_election, &config.kubernetes) {
+                (LeaderElection::Kubernetes { namespace }, Some(source)) => {
+                    let kubeconfig = match source {
+                        KubernetesSource::Kubeconfig(path) => Some(path.as_path()),
+                        KubernetesSource::InCluster => None,
+                    };
+                    let kube = trellis_kube::sync::client(kubeconfig).await?;
+                    Election::Kubernetes(trellis_kube::lease::LeaseLeadership::start(
+                        kube,
+                        trellis_kube::lease::LeaseConfig {
+                            namespace: namespace.clone(),
+                            name: "trellis-mgmt-leader".into(),
+                            identity: settings.replica_name.clone(),
+                            duration: LEASE_TTL,
+                        },
+                    ))
+                }
+                _ => Election::Etcd(trellis_etcd::Leadership::start(
+                    client.clone(),
+                    trellis_etcd::LeadershipConfig {
+                        key: format!("{}leader", settings.prefix),
+                        identity: settings.replica_name.clone(),
+                        ttl: LEASE_TTL,
+                    },
+                )),
+            };
+            let leading = match &election {
+                Election::Etcd(leadership) => leadership.subscribe(),
+                Election::Kubernetes(leadership) => leadership.subscribe(),
+                Election::Single(single) => single.subscribe(),
+            };
+            tokio::spawn(report_leadership(leading.clone(), metrics.clone()));
+            tokio::spawn(compact_while_leading(leading.clone(), client));
             Ok(Replication {
                 store: Arc::new(store),
-                leadership: Some(leadership),
+                leading,
+                election,
             })
         }
     }
@@ -60,8 +96,10 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
 impl Replication {
     /// Hands leadership over at once on shutdown instead of letting the lease run out.
     pub async fn stop(self) {
-        if let Some(leadership) = self.leadership {
-            leadership.resign().await;
+        match self.election {
+            Election::Etcd(leadership) => leadership.resign().await,
+            Election::Kubernetes(leadership) => leadership.resign().await,
+            Election::Single(_) => {}
         }
     }
 }

@@ -2,7 +2,8 @@
 //! serve the relay and the API. The leader is killed (SIGKILL) under a stream of applies to every
 //! replica and of requests through the demo mesh: another replica leads within 5 s, the agents
 //! carry on with a surviving replica, every apply that was answered 200 is in the store, and no
-//! request fails.
+//! request fails. Once with the leader elected by an etcd lease, once by a Kubernetes Lease on a
+//! real kube-apiserver.
 
 use trellis_testkit as common;
 
@@ -27,7 +28,14 @@ struct Replica {
 
 /// Starts replica `name` with the first replica's PKI and admin token (as each pod of a
 /// Deployment mounts the same Secrets), on the relay port the agents already know.
-async fn start_replica(etcd: &Etcd, dir: &std::path::Path, first: &std::path::Path, name: &str, relay: u16) -> Replica {
+async fn start_replica(
+    etcd: &Etcd,
+    dir: &std::path::Path,
+    first: &std::path::Path,
+    name: &str,
+    relay: u16,
+    election: &[String],
+) -> Replica {
     let data = dir.join(name);
     std::fs::create_dir_all(data.join("api")).unwrap();
     std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -52,6 +60,7 @@ async fn start_replica(etcd: &Etcd, dir: &std::path::Path, first: &std::path::Pa
         name.into(),
     ];
     args.extend(etcd.mgmt_args(PREFIX));
+    args.extend(election.iter().cloned());
     let mut proc = Proc::new(&bin(), dir, &format!("mgmt-{name}"), args);
     proc.start().unwrap();
     let config = data.join("admin.conf");
@@ -109,16 +118,53 @@ fn virtual_destination(n: usize) -> String {
 async fn the_leader_dies_under_applies_and_traffic_and_nothing_is_lost() {
     // Beside the mesh's directory: the mesh starts in an empty one.
     let etcd = Etcd::start(&test_dir("replicas-etcd")).await;
+    kill_the_leader(&etcd, "replicas", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_elected_by_a_kubernetes_lease_dies_and_another_takes_the_lease() {
+    let peers = test_dir("replicas-kubernetes");
+    let _ = std::fs::remove_dir_all(&peers);
+    let etcd = Etcd::start(&peers.join("etcd")).await;
+    let kube = trellis_testkit::kube::KubeApiServer::start(&peers.join("kube"), &etcd).await;
+    kube.install_crds().await;
+    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "trellis"}});
+    assert_eq!(kube.create(&namespace, false).await.status, 201);
+    let kubeconfig = peers.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    let election: Vec<String> = vec![
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--leader-election".into(),
+        "kubernetes".into(),
+    ];
+    kill_the_leader(&etcd, "replicas-lease", &election).await;
+    // The Lease names the replica that leads now.
+    let lease = kube
+        .client()
+        .get_json("/apis/coordination.k8s.io/v1/namespaces/trellis/leases/trellis-mgmt-leader")
+        .await
+        .unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string();
+    assert!(
+        holder == "r2" || holder == "r3",
+        "the Lease holder after r1 died: {lease}"
+    );
+    assert!(lease["spec"]["leaseTransitions"].as_i64() >= Some(1), "{lease}");
+}
+
+async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
     let (relay2, relay3) = (free_port(), free_port());
     let mut options = MeshOptions::free();
     options.mgmt_flags = etcd.mgmt_args(PREFIX);
     options.mgmt_flags.extend(["--replica-name".into(), "r1".into()]);
+    options.mgmt_flags.extend(election.iter().cloned());
     options.extra_relays = vec![format!("127.0.0.1:{relay2}"), format!("127.0.0.1:{relay3}")];
-    let mut mesh = demo_mesh_with("replicas", options).await;
+    let mut mesh = demo_mesh_with(name, options).await;
     let replicas_dir = mesh.dir.join("replicas");
     let first = mesh.dir.join("mgmt");
-    let r2 = start_replica(&etcd, &replicas_dir, &first, "r2", relay2).await;
-    let r3 = start_replica(&etcd, &replicas_dir, &first, "r3", relay3).await;
+    let r2 = start_replica(etcd, &replicas_dir, &first, "r2", relay2, election).await;
+    let r3 = start_replica(etcd, &replicas_dir, &first, "r3", relay3, election).await;
     let r1 = ApiClient::from_config_file(&mesh.api_config).unwrap();
 
     // r1 started first and leads; the others follow and serve what r1 stored.

@@ -173,6 +173,9 @@ fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
             .any(|a| a == "--mgmt=mgmt-0.example.com:9900,mgmt-1.example.com:9900")
     );
     assert!(args.iter().any(|a| a == "--relay-authority=trellis-mgmt.trellis"));
+    assert!(args.iter().any(|a| a == "--kubernetes"), "discovery from Kubernetes: {args:?}");
+    let role = find(&agent, "ClusterRole", "trellis-agent-trellis").expect("the agent's ClusterRole");
+    assert!(role.to_string().contains("tokenreviews") && role.to_string().contains("endpointslices"));
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"][0];
     assert_eq!(env["name"], "TRELLIS_TOKEN");
     assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "relay-identity-token-secret");
@@ -192,6 +195,17 @@ fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
             r#"{"holdApplicationUntilProxyStarts": true}"#
         );
     }
+}
+
+/// The chart installs the CRDs `trellis crds` prints (regenerate with
+/// `trellis crds > charts/trellis-mgmt/crds/gloo-resources.yaml`).
+#[test]
+fn the_charts_crds_are_the_ones_trellis_generates() {
+    let shipped = std::fs::read_to_string(chart("trellis-mgmt").join("crds/gloo-resources.yaml")).unwrap();
+    assert!(
+        shipped == trellis_kube::crds::custom_resource_definitions_yaml(),
+        "charts/trellis-mgmt/crds/gloo-resources.yaml is stale: run `trellis crds > charts/trellis-mgmt/crds/gloo-resources.yaml`"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -173,7 +173,10 @@ fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
             .any(|a| a == "--mgmt=mgmt-0.example.com:9900,mgmt-1.example.com:9900")
     );
     assert!(args.iter().any(|a| a == "--relay-authority=trellis-mgmt.trellis"));
-    assert!(args.iter().any(|a| a == "--kubernetes"), "discovery from Kubernetes: {args:?}");
+    assert!(
+        args.iter().any(|a| a == "--kubernetes"),
+        "discovery from Kubernetes: {args:?}"
+    );
     let role = find(&agent, "ClusterRole", "trellis-agent-trellis").expect("the agent's ClusterRole");
     assert!(role.to_string().contains("tokenreviews") && role.to_string().contains("endpointslices"));
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"][0];

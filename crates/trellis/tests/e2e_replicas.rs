@@ -210,7 +210,7 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
     // sent to the next.
     let applies = {
         let stop = stop.clone();
-        let apis = vec![("r1", r1.clone()), ("r2", r2.api.clone()), ("r3", r3.api.clone())];
+        let apis = [("r1", r1.clone()), ("r2", r2.api.clone()), ("r3", r3.api.clone())];
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             let mut n = 0;

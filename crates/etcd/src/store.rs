@@ -23,7 +23,7 @@ use trellis_model::{ClusterDiscovery, DiscoveryPatch, Workload};
 use trellis_store::{
     AccessStore, ApiTokenRecord, ApplyAction, ApplyOutcome, AuditRecord, AuditRetention, Change, Feed,
     IntermediateClaim, IntermediateRecord, IssuanceStore, SilenceRecord, SilenceStore, Store, StoreError, TokenCheck,
-    TokenRecord, Watch, blocking_intermediate, silence_key,
+    TokenRecord, Watch, blocking_intermediate, silence_key, stamp,
 };
 
 use crate::EtcdError;
@@ -403,38 +403,17 @@ impl Store for EtcdStore {
                 for mut resource in resources.iter().cloned() {
                     let key = resource.key();
                     let name = key.to_string();
-                    let action = match existing.get(&name) {
-                        Some(old) if old.same_content(&resource) => {
-                            outcomes.push(ApplyOutcome {
-                                key,
-                                action: ApplyAction::Unchanged,
-                                generation: old.metadata.generation,
-                            });
-                            continue;
-                        }
-                        Some(old) => {
-                            resource.metadata.generation = old.metadata.generation + 1;
-                            resource.metadata.creation_revision = old.metadata.creation_revision;
-                            ApplyAction::Configured
-                        }
-                        None => {
-                            resource.metadata.generation = 1;
-                            resource.metadata.creation_revision = revision + 1;
-                            ApplyAction::Created
-                        }
-                    };
-                    revision += 1;
-                    resource.metadata.resource_version = revision;
+                    let outcome = stamp(existing.get(&name), &mut resource, &mut revision);
+                    let unchanged = outcome.action == ApplyAction::Unchanged;
+                    outcomes.push(outcome);
+                    if unchanged {
+                        continue;
+                    }
                     // A resource named twice in one apply is written once, as its last version.
                     ops.insert(
                         name.clone(),
                         put(inner.key(&format!("resources/{name}")), encode(&resource)),
                     );
-                    outcomes.push(ApplyOutcome {
-                        key: key.clone(),
-                        action,
-                        generation: resource.metadata.generation,
-                    });
                     existing.insert(name, resource.clone());
                     changes.push(Change::Resource {
                         key,

@@ -58,6 +58,38 @@ pub enum ApplyAction {
     Unchanged,
 }
 
+/// Stamps `resource` as the version that follows `existing` (none: a new resource), at store
+/// revision `revision`, which it advances when the resource changed. Every backend applies by
+/// this rule, so generations and revisions mean the same whatever the store.
+pub fn stamp(existing: Option<&Resource>, resource: &mut Resource, revision: &mut u64) -> ApplyOutcome {
+    let action = match existing {
+        Some(old) if old.same_content(resource) => {
+            return ApplyOutcome {
+                key: resource.key(),
+                action: ApplyAction::Unchanged,
+                generation: old.metadata.generation,
+            };
+        }
+        Some(old) => {
+            resource.metadata.generation = old.metadata.generation + 1;
+            resource.metadata.creation_revision = old.metadata.creation_revision;
+            ApplyAction::Configured
+        }
+        None => {
+            resource.metadata.generation = 1;
+            resource.metadata.creation_revision = *revision + 1;
+            ApplyAction::Created
+        }
+    };
+    *revision += 1;
+    resource.metadata.resource_version = *revision;
+    ApplyOutcome {
+        key: resource.key(),
+        action,
+        generation: resource.metadata.generation,
+    }
+}
+
 /// A registration token, stored by the SHA-256 of its value: the token itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -131,35 +131,14 @@ impl Store for RedbStore {
                     Some(value) => Some(decode(&name, value.value())?),
                     None => None,
                 };
-                let action = match &existing {
-                    Some(old) if old.same_content(&resource) => {
-                        outcomes.push(ApplyOutcome {
-                            key,
-                            action: ApplyAction::Unchanged,
-                            generation: old.metadata.generation,
-                        });
-                        continue;
-                    }
-                    Some(old) => {
-                        resource.metadata.generation = old.metadata.generation + 1;
-                        resource.metadata.creation_revision = old.metadata.creation_revision;
-                        ApplyAction::Configured
-                    }
-                    None => {
-                        resource.metadata.generation = 1;
-                        resource.metadata.creation_revision = revision + 1;
-                        ApplyAction::Created
-                    }
-                };
-                revision += 1;
-                resource.metadata.resource_version = revision;
+                let outcome = crate::stamp(existing.as_ref(), &mut resource, &mut revision);
+                let unchanged = outcome.action == ApplyAction::Unchanged;
+                outcomes.push(outcome);
+                if unchanged {
+                    continue;
+                }
                 let bytes = serde_json::to_vec(&resource).expect("resources serialize");
                 table.insert(name.as_str(), bytes.as_slice()).map_err(tx_err)?;
-                outcomes.push(ApplyOutcome {
-                    key: key.clone(),
-                    action,
-                    generation: resource.metadata.generation,
-                });
                 changes.push(Change::Resource {
                     key,
                     resource: Some(Box::new(resource)),

@@ -95,6 +95,20 @@ async fn start_cluster_api(
     (kube, kubeconfig)
 }
 
+/// A JSON merge patch of `path`, as `kubectl patch --type merge` sends it.
+async fn merge_patch(kube: &KubeApiServer, path: &str, patch: Value) {
+    let answer = kube
+        .client()
+        .request(
+            "PATCH",
+            path,
+            Some(("application/merge-patch+json", serde_json::to_vec(&patch).unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
 /// A name for every backend endpoint of both clusters, without the demo's per-cluster weights.
 const ANY_BACKEND: &str = "apiVersion: networking.gloo.solo.io/v2
 kind: VirtualDestination
@@ -256,16 +270,7 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
 
     // Scale cluster-1's backend to nothing: its EndpointSlice loses the endpoint.
     let slice = "/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices/backend-v1-slice";
-    let emptied = kube1
-        .client()
-        .request(
-            "PATCH",
-            slice,
-            Some(("application/merge-patch+json", br#"{"endpoints": []}"#.to_vec())),
-        )
-        .await
-        .unwrap();
-    assert_eq!(emptied.status, 200, "{}", emptied.body);
+    merge_patch(&kube1, slice, json!({"endpoints": []})).await;
     until_split(
         &mesh,
         "all traffic to cluster-2 once cluster-1 has no backend",
@@ -277,36 +282,12 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     // And back: the endpoint returns, unready first (not a workload), then ready.
     let mut endpoint = endpoint_slice("backend-v1", "backend", mesh.app("backend-v1").inbound_port);
     endpoint["endpoints"][0]["conditions"]["ready"] = json!(false);
-    let unready = kube1
-        .client()
-        .request(
-            "PATCH",
-            slice,
-            Some((
-                "application/merge-patch+json",
-                serde_json::to_vec(&json!({"endpoints": endpoint["endpoints"]})).unwrap(),
-            )),
-        )
-        .await
-        .unwrap();
-    assert_eq!(unready.status, 200, "{}", unready.body);
+    merge_patch(&kube1, slice, json!({"endpoints": endpoint["endpoints"]})).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (v1, _) = any_backend_versions(&mesh).await;
     assert_eq!(v1, 0, "an unready endpoint got traffic");
     endpoint["endpoints"][0]["conditions"]["ready"] = json!(true);
-    let ready = kube1
-        .client()
-        .request(
-            "PATCH",
-            slice,
-            Some((
-                "application/merge-patch+json",
-                serde_json::to_vec(&json!({"endpoints": endpoint["endpoints"]})).unwrap(),
-            )),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ready.status, 200, "{}", ready.body);
+    merge_patch(&kube1, slice, json!({"endpoints": endpoint["endpoints"]})).await;
     until_split(&mesh, "cluster-1's backend back", |v1, _| v1 > 0).await;
     mesh.shutdown().await;
 }

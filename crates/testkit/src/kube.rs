@@ -24,6 +24,31 @@ pub fn peer(name: &str) -> PathBuf {
     path
 }
 
+/// Runs the real kubectl (built by scripts/setup) with `kubeconfig`, `args` and `stdin`; returns
+/// whether it succeeded and what it printed (stdout, then stderr).
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(peer("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// This host's first IPv4 address off loopback: Kubernetes refuses loopback endpoint addresses,
 /// so processes standing in for pods listen there.
 pub fn host_address() -> String {

@@ -1,15 +1,15 @@
 //! The Helm charts (charts/trellis-mgmt, charts/trellis-agent) with Gloo's value names: `helm
 //! lint`, `helm template` with the samples (overrides merged, FIPS tags, replicas with a
 //! PodDisruptionBudget, built-in Redis and Prometheus switched off for the operator's own), and
-//! every rendered object admitted by a real kube-apiserver in a server-side dry run, as
-//! `kubectl apply --dry-run=server` does; a bad override is refused with its field path.
+//! every rendered object (CRDs included) admitted by a real kube-apiserver through `kubectl apply
+//! --dry-run=server`; a bad override is refused with its field path.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 use trellis_testkit::etcd::Etcd;
-use trellis_testkit::kube::{KubeApiServer, peer};
+use trellis_testkit::kube::{KubeApiServer, kubectl, peer};
 
 fn chart(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,9 +27,9 @@ fn helm(args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// `helm template` of `chart` in namespace `trellis` with `values` files and `--set`s: the
-/// rendered objects.
-fn render(chart_name: &str, values: &[&str], sets: &[&str]) -> Vec<Value> {
+/// `helm template` of `chart` in namespace `trellis` with `values` files, `--set`s and `extra`
+/// flags: the YAML stream.
+fn template(chart_name: &str, values: &[&str], sets: &[&str], extra: &[&str]) -> String {
     let path = chart(chart_name);
     let mut args = vec!["template", "trellis", path.to_str().unwrap(), "--namespace", "trellis"];
     let files: Vec<String> = values
@@ -42,9 +42,16 @@ fn render(chart_name: &str, values: &[&str], sets: &[&str]) -> Vec<Value> {
     for set in sets {
         args.extend(["--set", set]);
     }
+    args.extend(extra);
     let (ok, text) = helm(&args);
     assert!(ok, "helm template {chart_name} {values:?} {sets:?}: {text}");
-    text.split("\n---")
+    text
+}
+
+/// The objects [`template`] renders.
+fn render(chart_name: &str, values: &[&str], sets: &[&str]) -> Vec<Value> {
+    template(chart_name, values, sets, &[])
+        .split("\n---")
         .filter_map(|doc| yaml_serde::from_str::<Value>(doc).ok())
         .filter(|doc| doc.is_object())
         .collect()
@@ -222,26 +229,21 @@ async fn a_real_api_server_admits_every_rendered_object_and_refuses_a_bad_overri
         let response = kube.create(&object, false).await;
         assert_eq!(response.status, 201, "{}", response.body);
     }
-    let mut objects = render("trellis-mgmt", &["production.yaml"], &[]);
-    objects.extend(render("trellis-mgmt", &["insecure.yaml"], &[]));
-    objects.extend(render("trellis-agent", &["production.yaml"], &[]));
+    let kubeconfig = dir.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    // kubectl apply --dry-run=server of each rendering, CRDs included.
     let mut admitted = 0;
-    for object in &objects {
-        if object["kind"] == "Namespace" {
-            continue; // created for real above
-        }
-        let response = kube.create(object, true).await;
-        assert!(
-            response.status == 201 || response.status == 200,
-            "{} {}: HTTP {} {}",
-            object["kind"],
-            object["metadata"]["name"],
-            response.status,
-            response.body
-        );
-        admitted += 1;
+    for (chart_name, sample) in [
+        ("trellis-mgmt", "production.yaml"),
+        ("trellis-mgmt", "insecure.yaml"),
+        ("trellis-agent", "production.yaml"),
+    ] {
+        let yaml = template(chart_name, &[sample], &[], &["--include-crds"]);
+        let (ok, out) = kubectl(&kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
+        assert!(ok, "kubectl apply --dry-run=server of {chart_name} {sample}: {out}");
+        admitted += out.lines().filter(|line| line.contains("(server dry run)")).count();
     }
-    assert!(admitted >= 15, "only {admitted} objects rendered");
+    assert!(admitted >= 60, "only {admitted} objects admitted");
     // Nothing was stored by the dry run.
     let listed = kube
         .client()
@@ -251,17 +253,8 @@ async fn a_real_api_server_admits_every_rendered_object_and_refuses_a_bad_overri
     assert_eq!(listed["items"].as_array().unwrap().len(), 0);
 
     // An override the API server's schema refuses, with the field's path.
-    let bad = render("trellis-mgmt", &[], &["deploymentOverrides.spec.replicas=three"]);
-    let deployment = find(&bad, "Deployment", "trellis-mgmt").unwrap();
-    let response = kube.create(deployment, true).await;
-    assert!(
-        response.status >= 400,
-        "replicas: three was admitted: {}",
-        response.body
-    );
-    assert!(
-        response.body.contains("spec.replicas"),
-        "the refusal names the field: {}",
-        response.body
-    );
+    let bad = template("trellis-mgmt", &[], &["deploymentOverrides.spec.replicas=three"], &[]);
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&bad));
+    assert!(!ok, "replicas: three was admitted: {out}");
+    assert!(out.contains("spec.replicas"), "the refusal names the field: {out}");
 }

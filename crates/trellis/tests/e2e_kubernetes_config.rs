@@ -13,16 +13,20 @@ use common::*;
 use serde_json::{Value, json};
 use trellis_cli::up::MeshOptions;
 use trellis_testkit::etcd::Etcd;
-use trellis_testkit::kube::KubeApiServer;
+use trellis_testkit::kube::{KubeApiServer, kubectl};
 
 const OBJECT: &str = "/apis/networking.gloo.solo.io/v2/namespaces/demo/virtualdestinations/backend-k8s";
 
-/// The VirtualDestination a Gloo user would `kubectl apply`, as the JSON the API takes.
-fn virtual_destination(host: &str) -> Value {
-    let yaml = format!(
-        "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: backend-k8s\n  namespace: demo\nspec:\n  hosts:\n  - {host}\n  services:\n  - labels:\n      app: backend\n    cluster: cluster-1\n  ports:\n  - number: 80\n    protocol: HTTP\n    targetPort:\n      name: http\n"
-    );
-    yaml_serde::from_str(&yaml).unwrap()
+/// A VirtualDestination as a Gloo user writes it; `hosts_field` is `hosts`, or a typo of it.
+fn virtual_destination(name: &str, hosts_field: &str, host: &str) -> String {
+    format!(
+        "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  {hosts_field}:\n  - {host}\n  services:\n  - labels:\n      app: backend\n    cluster: cluster-1\n  ports:\n  - number: 80\n    protocol: HTTP\n    targetPort:\n      name: http\n"
+    )
+}
+
+/// `kubectl apply -f -` of `yaml`: whether it succeeded, and what kubectl said.
+fn kubectl_apply(kubeconfig: &std::path::Path, yaml: &str) -> (bool, String) {
+    kubectl(kubeconfig, &["apply", "-f", "-"], Some(yaml))
 }
 
 async fn status_of(kube: &KubeApiServer) -> Value {
@@ -55,19 +59,6 @@ async fn until_answer(mesh: &trellis_cli::up::LocalMesh, host: &str, status: u16
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn merge_patch(kube: &KubeApiServer, patch: Value) {
-    let response = kube
-        .client()
-        .request(
-            "PATCH",
-            OBJECT,
-            Some(("application/merge-patch+json", serde_json::to_vec(&patch).unwrap())),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status, 200, "{}", response.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,10 +108,11 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     until_answer(&mesh, "backend-k8s.mesh.internal", 404).await;
 
     // kubectl apply: the object is created in Kubernetes, and only there.
-    let created = kube
-        .create(&virtual_destination("backend-k8s.mesh.internal"), false)
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    let (ok, out) = kubectl_apply(
+        &kubeconfig,
+        &virtual_destination("backend-k8s", "hosts", "backend-k8s.mesh.internal"),
+    );
+    assert!(ok && out.contains("created"), "{out}");
     until_answer(&mesh, "backend-k8s.mesh.internal", 200).await;
     let object = until_status(&kube, "ACCEPTED for generation 1", |o| {
         o["status"]["state"] == "ACCEPTED" && o["status"]["observedGeneration"] == 1
@@ -141,7 +133,11 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     assert!(stored.contains("backend-k8s.mesh.internal"), "the store mirrors it");
 
     // An edit: the new host is served, the old one no longer, and the status follows.
-    merge_patch(&kube, json!({"spec": {"hosts": ["backend-k8s-2.mesh.internal"]}})).await;
+    let (ok, out) = kubectl_apply(
+        &kubeconfig,
+        &virtual_destination("backend-k8s", "hosts", "backend-k8s-2.mesh.internal"),
+    );
+    assert!(ok && out.contains("configured"), "{out}");
     until_answer(&mesh, "backend-k8s-2.mesh.internal", 200).await;
     until_answer(&mesh, "backend-k8s.mesh.internal", 404).await;
     until_status(&kube, "ACCEPTED for generation 2", |o| {
@@ -150,7 +146,11 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     .await;
 
     // A typo: INVALID with the field, and the last good version keeps serving.
-    merge_patch(&kube, json!({"spec": {"hostz": ["typo.mesh.internal"]}})).await;
+    let (ok, out) = kubectl_apply(
+        &kubeconfig,
+        &virtual_destination("backend-k8s", "hostz", "typo.mesh.internal"),
+    );
+    assert!(ok, "without the webhook the API server stores the typo: {out}");
     let object = until_status(&kube, "INVALID for generation 3", |o| {
         o["status"]["state"] == "INVALID" && o["status"]["observedGeneration"] == 3
     })
@@ -171,31 +171,34 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     let webhook = trellis_kube::admission::validating_webhook_configuration(&url, &ca_pem);
     let registered = kube.create(&webhook, false).await;
     assert_eq!(registered.status, 201, "{}", registered.body);
-    let mut typo = virtual_destination("typo.mesh.internal");
-    typo["metadata"]["name"] = json!("typo");
-    typo["spec"]["hostz"] = typo["spec"]["hosts"].take();
+    let typo = virtual_destination("typo", "hostz", "typo.mesh.internal");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let refused = loop {
+    let (stored, refusal) = loop {
         // The API server takes a moment to see a new webhook configuration.
-        let answer = kube.create(&typo, false).await;
-        if answer.status >= 400 || Instant::now() > deadline {
-            break answer;
+        let (ok, out) = kubectl_apply(&kubeconfig, &typo);
+        if !ok || Instant::now() > deadline {
+            break (ok, out);
         }
-        let path = "/apis/networking.gloo.solo.io/v2/namespaces/demo/virtualdestinations/typo";
-        kube.client().request("DELETE", path, None).await.unwrap();
+        kubectl(
+            &kubeconfig,
+            &["delete", "-n", "demo", "virtualdestination", "typo"],
+            None,
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert!(refused.status >= 400, "the typo was stored: {}", refused.body);
+    assert!(!stored, "the typo was stored: {refusal}");
     assert!(
-        refused.body.contains("hostz") && refused.body.contains("VirtualDestination/demo/typo"),
-        "the refusal names the field: {}",
-        refused.body
+        refusal.contains("denied the request")
+            && refusal.contains("hostz")
+            && refusal.contains("VirtualDestination/demo/typo"),
+        "kubectl shows the webhook's refusal with the field: {refusal}"
     );
     // A valid object still goes through the webhook.
-    let mut valid = virtual_destination("valid.mesh.internal");
-    valid["metadata"]["name"] = json!("valid");
-    let admitted = kube.create(&valid, false).await;
-    assert_eq!(admitted.status, 201, "{}", admitted.body);
+    let (ok, out) = kubectl_apply(
+        &kubeconfig,
+        &virtual_destination("valid", "hosts", "valid.mesh.internal"),
+    );
+    assert!(ok && out.contains("created"), "{out}");
     until_answer(&mesh, "valid.mesh.internal", 200).await;
     // The webhook, like every route, refuses a caller without a credential.
     let anonymous =
@@ -280,8 +283,12 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     assert_eq!(containers(&opted_out), ["cart"], "an opted-out pod gets no sidecar");
 
     // kubectl delete: gone from the mesh and from the store.
-    let deleted = kube.client().request("DELETE", OBJECT, None).await.unwrap();
-    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["delete", "-n", "demo", "virtualdestination", "backend-k8s"],
+        None,
+    );
+    assert!(ok, "{out}");
     until_answer(&mesh, "backend-k8s-2.mesh.internal", 404).await;
     let stored = mesh
         .api()

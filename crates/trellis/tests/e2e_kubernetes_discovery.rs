@@ -1,4 +1,6 @@
-//! Agents in Kubernetes mode: each of the two workload clusters is a real kube-apiserver whose
+//! Trellis on Kubernetes end to end: a management cluster and two workload clusters, each a real
+//! kube-apiserver. Gloo YAML goes to the management cluster with `kubectl apply` and gets its
+//! status there. Agents in Kubernetes mode: each workload cluster's API server's
 //! Services, EndpointSlices and Pods (API objects; the apps and their Envoys run as local
 //! processes at the endpoints' addresses, this host's own, there being no kubelet) are the cluster's workloads.
 //! Each sidecar proves its pod's service account with a token the API server issued for the
@@ -14,7 +16,7 @@ use common::*;
 use serde_json::{Value, json};
 use trellis_cli::up::{AppSpec, LocalMesh, MeshOptions};
 use trellis_testkit::etcd::Etcd;
-use trellis_testkit::kube::{KubeApiServer, host_address};
+use trellis_testkit::kube::{KubeApiServer, host_address, kubectl};
 
 async fn create(kube: &KubeApiServer, object: Value) {
     let response = kube.create(&object, false).await;
@@ -176,6 +178,9 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     let etcd = Etcd::start(&peers.join("etcd")).await;
     let (kube1, kubeconfig1) = start_cluster_api(&etcd, &peers.join("kube-cluster-1"), &["frontend", "backend"]).await;
     let (kube2, kubeconfig2) = start_cluster_api(&etcd, &peers.join("kube-cluster-2"), &["backend"]).await;
+    // The management cluster holds the Gloo resources as custom resources.
+    let (management, management_kubeconfig) = start_cluster_api(&etcd, &peers.join("kube-management"), &[]).await;
+    management.install_crds().await;
 
     let tokens = peers.join("tokens");
     std::fs::create_dir_all(&tokens).unwrap();
@@ -189,6 +194,7 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
         std::fs::write(tokens.join(format!("{app}.token")), token_for(kube, account).await).unwrap();
     }
     let mut options = MeshOptions::free();
+    options.mgmt_flags = vec!["--kubeconfig".into(), management_kubeconfig.display().to_string()];
     options.app_address = Some(host_address());
     options.sidecar_token_dir = Some(tokens.clone());
     options.cluster_agent_flags = vec![
@@ -209,8 +215,8 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     publish_app(&kube2, &mesh, "backend-v2", "backend", "v2").await;
     mesh.apply_demo_config().await.unwrap();
     mesh.wait_for_traffic(Duration::from_secs(60)).await.unwrap();
-    let applied = mesh.apply("backend-any.yaml", ANY_BACKEND).await.unwrap();
-    assert_eq!(applied.status, 200, "{}", applied.body);
+    let (ok, out) = kubectl(&management_kubeconfig, &["apply", "-f", "-"], Some(ANY_BACKEND));
+    assert!(ok, "kubectl apply on the management cluster: {out}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !mesh
         .call_from_frontend("http://backend-any.mesh.internal/")
@@ -218,6 +224,20 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
         .is_ok_and(|r| r.status == 200)
     {
         assert!(Instant::now() < deadline, "backend-any never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let path = "/apis/networking.gloo.solo.io/v2/namespaces/demo/virtualdestinations/backend-any";
+    loop {
+        let object = management.client().get_json(path).await.unwrap();
+        if object["status"]["state"] == "ACCEPTED" && object["status"]["observedGeneration"] == 1 {
+            let clusters = object["status"]["clusters"].to_string();
+            assert!(
+                clusters.contains("cluster-1") && clusters.contains("cluster-2"),
+                "{object}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ACCEPTED status on backend-any: {object}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

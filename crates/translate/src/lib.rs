@@ -248,4 +248,6 @@ fn status_visibility<'a>(
 }
 
 #[cfg(test)]
+mod demo_fixture;
+#[cfg(test)]
 mod tests;

@@ -2,11 +2,10 @@
 //! `testdata/<case>/expected.json`. Set `UPDATE_GOLDEN=1` to rewrite the expected files, then
 //! review the diff.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use trellis_model::Snapshot;
 use trellis_model::ir::{RouteAction, WeightedUpstream};
-use trellis_model::{ClusterDiscovery, Snapshot};
 
 use super::*;
 
@@ -23,16 +22,7 @@ fn testdata() -> PathBuf {
 
 fn load(case: &str) -> Snapshot {
     let config = std::fs::read_to_string(testdata().join(case).join("config.yaml")).unwrap();
-    let resources = trellis_api::parse_documents(case, &config).unwrap();
-    let discovery_text = std::fs::read_to_string(testdata().join("discovery-demo.yaml")).unwrap();
-    let discovery: Vec<ClusterDiscovery> = yaml_serde::from_str(&discovery_text).unwrap();
-    Snapshot::new(
-        resources,
-        discovery
-            .into_iter()
-            .map(|d| (d.cluster.clone(), d))
-            .collect::<BTreeMap<_, _>>(),
-    )
+    crate::demo_fixture::demo_snapshot(case, &config)
 }
 
 /// The first virtual host that is not a Kubernetes-style name of a cluster's own service.

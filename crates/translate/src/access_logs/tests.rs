@@ -4,23 +4,11 @@ use std::collections::BTreeMap;
 
 use trellis_model::access_log::{AccessLog, Comparison, LogFilter};
 use trellis_model::ir::{HeaderMatch, ValueMatch};
-use trellis_model::{ClusterDiscovery, Snapshot};
 
-use crate::{Translation, translate};
+use crate::Translation;
 
 fn translated(config: &str) -> Translation {
-    let resources = trellis_api::parse_documents("test.yaml", config).unwrap();
-    let discovery_text =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/discovery-demo.yaml"))
-            .unwrap();
-    let discovery: Vec<ClusterDiscovery> = yaml_serde::from_str(&discovery_text).unwrap();
-    translate(&Snapshot::new(
-        resources,
-        discovery
-            .into_iter()
-            .map(|d| (d.cluster.clone(), d))
-            .collect::<BTreeMap<_, _>>(),
-    ))
+    crate::demo_fixture::translated_in_demo(config)
 }
 
 fn policy(name: &str, spec: &str) -> String {

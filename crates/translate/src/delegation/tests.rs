@@ -622,14 +622,7 @@ spec:
 
 /// `yaml` in the demo's two clusters (`testdata/discovery-demo.yaml`).
 fn demo_snapshot(yaml: &str) -> Snapshot {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/discovery-demo.yaml");
-    let discovery: Vec<trellis_model::ClusterDiscovery> =
-        yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let resources = snapshot(yaml).resources;
-    Snapshot::new(
-        resources,
-        discovery.into_iter().map(|d| (d.cluster.clone(), d)).collect(),
-    )
+    Snapshot::new(snapshot(yaml).resources, crate::demo_fixture::demo_discovery())
 }
 
 #[test]

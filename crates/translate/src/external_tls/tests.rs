@@ -1,25 +1,11 @@
 //! What each `clientsideTls` asks of the proxy, and what makes a port unreachable instead.
 
-use std::collections::BTreeMap;
-
 use trellis_model::ir::{ClientCredential, ExternalUpstream, TrustSource};
-use trellis_model::{ClusterDiscovery, Snapshot};
 
-use crate::{Translation, translate};
+use crate::Translation;
 
 fn translated(yaml: &str) -> Translation {
-    let resources = trellis_api::parse_documents("test.yaml", yaml).unwrap();
-    let discovery_text =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/discovery-demo.yaml"))
-            .unwrap();
-    let discovery: Vec<ClusterDiscovery> = yaml_serde::from_str(&discovery_text).unwrap();
-    translate(&Snapshot::new(
-        resources,
-        discovery
-            .into_iter()
-            .map(|d| (d.cluster.clone(), d))
-            .collect::<BTreeMap<_, _>>(),
-    ))
+    crate::demo_fixture::translated_in_demo(yaml)
 }
 
 fn external(t: &Translation, port: u16) -> Option<&ExternalUpstream> {

@@ -25,13 +25,7 @@ impl Rng {
 fn load(case: &str) -> Snapshot {
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     let config = std::fs::read_to_string(testdata.join(case).join("config.yaml")).unwrap();
-    let resources = trellis_api::parse_documents(case, &config).unwrap();
-    let discovery: Vec<ClusterDiscovery> =
-        yaml_serde::from_str(&std::fs::read_to_string(testdata.join("discovery-demo.yaml")).unwrap()).unwrap();
-    Snapshot::new(
-        resources,
-        discovery.into_iter().map(|d| (d.cluster.clone(), d)).collect(),
-    )
+    crate::demo_fixture::demo_snapshot(case, &config)
 }
 
 fn cases() -> Vec<String> {

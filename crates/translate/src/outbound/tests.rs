@@ -1,24 +1,16 @@
 //! Kubernetes-style service names and RouteTables with `workloadSelectors`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+use trellis_model::ClusterConfig;
 use trellis_model::ir::{ClientSelector, RouteAction, VirtualHost};
-use trellis_model::{ClusterConfig, ClusterDiscovery, Snapshot};
 
 use crate::{Translation, translate};
 
 /// The golden cases' discovery (backend v1 and a frontend in cluster-1, backend v2 in
 /// cluster-2) with `config`.
 fn mk_translation(config: &str) -> Translation {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/discovery-demo.yaml");
-    let discovery: Vec<ClusterDiscovery> = yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let resources = match config.trim() {
-        "" => Vec::new(),
-        text => trellis_api::parse_documents("config.yaml", text).unwrap(),
-    };
-    let discovery: BTreeMap<_, _> = discovery.into_iter().map(|d| (d.cluster.clone(), d)).collect();
-    translate(&Snapshot::new(resources, discovery))
+    translate(&crate::demo_fixture::demo_snapshot("config.yaml", config))
 }
 
 fn host<'c>(config: &'c ClusterConfig, name: &str) -> Option<&'c VirtualHost> {

@@ -1,12 +1,9 @@
 //! CORS, mirror and JWT policies on routes; kinds not applied warn.
 
-use std::collections::BTreeMap;
-
 use trellis_model::ir::{Route, RouteAction};
 use trellis_model::policy::{ClaimRule, StringMatch};
-use trellis_model::{ClusterDiscovery, Snapshot};
 
-use crate::{Translation, translate};
+use crate::Translation;
 
 /// A VirtualDestination, a route table whose `api` route carries `gloo: "yes"`, and `extra`.
 fn translated(extra: &str) -> Translation {
@@ -32,18 +29,7 @@ spec:
     forwardTo: {destinations: [{ref: {name: backend}, kind: VIRTUAL_DESTINATION}]}
 ---
 ";
-    let resources = trellis_api::parse_documents("test.yaml", &format!("{base}{extra}")).unwrap();
-    let discovery_text =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/discovery-demo.yaml"))
-            .unwrap();
-    let discovery: Vec<ClusterDiscovery> = yaml_serde::from_str(&discovery_text).unwrap();
-    translate(&Snapshot::new(
-        resources,
-        discovery
-            .into_iter()
-            .map(|d| (d.cluster.clone(), d))
-            .collect::<BTreeMap<_, _>>(),
-    ))
+    crate::demo_fixture::translated_in_demo(&format!("{base}{extra}"))
 }
 
 fn route<'t>(t: &'t Translation, name: &str) -> &'t Route {

@@ -54,9 +54,11 @@ pub struct AgentArgs {
     /// This cluster's name, unique in the mesh.
     #[arg(long)]
     pub cluster: String,
-    /// The region this cluster's workloads run in, for FailoverPolicy `localityMappings` (in
-    /// Kubernetes, the nodes' `topology.kubernetes.io/region` label) [default: the cluster's
-    /// name].
+    /// The region this cluster's workloads run in, for FailoverPolicy `localityMappings`; given,
+    /// it and --zone/--sub-zone win over the nodes' labels [default: in Kubernetes mode the
+    /// region, zone and sub-zone the nodes running the cluster's pods share
+    /// (`topology.kubernetes.io/region` and `/zone`, `topology.istio.io/subzone`); otherwise, or
+    /// when the nodes carry no such label, the cluster's name].
     #[arg(long)]
     pub region: Option<String>,
     /// The zone within the region (`topology.kubernetes.io/zone`); none when not given.
@@ -197,6 +199,8 @@ pub struct Agent {
     pub cluster: String,
     /// Where this cluster's workloads run, reported with its discovery.
     pub locality: trellis_model::Locality,
+    /// Whether `locality` was given (--region): it then wins over the Kubernetes nodes' labels.
+    pub locality_given: bool,
     pub config: watch::Sender<Option<Arc<AppliedConfig>>>,
     /// The sections of the config held, which relay deltas change.
     pub receiver: std::sync::Mutex<trellis_relay::delivery::Receiver>,
@@ -290,6 +294,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let agent = Arc::new(Agent {
         cluster: args.cluster.clone(),
         locality: args.locality(),
+        locality_given: args.region.is_some(),
         config: watch::Sender::new(cached),
         receiver: std::sync::Mutex::new(receiver),
         registry,
@@ -308,8 +313,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(client) = kubernetes {
         let registry = agent.registry.clone();
         tracing::info!("discovering workloads from the Kubernetes API");
-        tokio::spawn(trellis_kube::discovery::run(client, move |workloads| {
-            registry.set_kubernetes_workloads(workloads)
+        tokio::spawn(trellis_kube::discovery::run(client, move |view| {
+            registry.set_kubernetes_view(view)
         }));
     }
     tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));

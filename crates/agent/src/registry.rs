@@ -469,8 +469,8 @@ pub struct Registry {
     xds_ca: Arc<super::xds_tls::XdsCa>,
     /// In Kubernetes mode, the cluster's workloads as its API server says (Services,
     /// EndpointSlices, Pods); sidecars' registrations then give proxies their config and
-    /// identity, not the workloads the cluster reports.
-    kubernetes_workloads: Mutex<Option<Vec<Workload>>>,
+    /// identity, not the workloads the cluster reports. The nodes' locality comes with them.
+    kubernetes: Mutex<Option<trellis_kube::discovery::KubernetesView>>,
 }
 
 // === impl Registry ===
@@ -527,13 +527,13 @@ impl Registry {
             role_secret_sha256: trellis_base::sha256_hex(role_secret.as_bytes()),
             store,
             xds_ca,
-            kubernetes_workloads: Mutex::new(None),
+            kubernetes: Mutex::new(None),
         }
     }
 
     /// Takes the workloads of Kubernetes discovery as the cluster's, from now on.
-    pub fn set_kubernetes_workloads(&self, workloads: Vec<Workload>) {
-        *self.kubernetes_workloads.lock().expect("kubernetes workloads lock") = Some(workloads);
+    pub fn set_kubernetes_view(&self, view: trellis_kube::discovery::KubernetesView) {
+        *self.kubernetes.lock().expect("kubernetes view lock") = Some(view);
         self.bump(false);
     }
 
@@ -826,13 +826,12 @@ impl Registry {
             cluster: cluster.to_string(),
             ..Default::default()
         };
-        let kubernetes = self
-            .kubernetes_workloads
-            .lock()
-            .expect("kubernetes workloads lock")
-            .clone();
+        let kubernetes = self.kubernetes.lock().expect("kubernetes view lock").clone();
         let from_kubernetes = kubernetes.is_some();
-        discovery.workloads.extend(kubernetes.into_iter().flatten());
+        if let Some(view) = kubernetes {
+            discovery.workloads = view.workloads;
+            discovery.locality = view.locality;
+        }
         for registration in self.all().into_values() {
             match registration {
                 ProxyRegistration::Sidecar { workload, .. } if !from_kubernetes => discovery.workloads.push(workload),

@@ -139,7 +139,9 @@ async fn session(agent: &Arc<Agent>, mgmt: &str) -> anyhow::Result<()> {
             () = sleep_until(upload_at), if upload_at.is_some() => {
                 upload_at = None;
                 let mut discovery = agent.registry.discovery(&agent.cluster);
-                discovery.locality = Some(agent.locality.clone());
+                if agent.locality_given || discovery.locality.is_none() {
+                    discovery.locality = Some(agent.locality.clone());
+                }
                 let workloads = discovery.workloads.len();
                 // Whole on a new stream, then only the workloads that changed.
                 let Some(report) = reporter.report(discovery) else { continue };

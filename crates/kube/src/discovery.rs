@@ -1,17 +1,18 @@
 //! An agent's discovery from its Kubernetes cluster: Services, their EndpointSlices and the Pods
 //! behind them, watched (not polled), become the cluster's workloads. A pod that is not ready
 //! is not a workload; scaling a Service (its EndpointSlices change) changes the workloads.
+//! The Nodes those pods run on give the cluster its locality (their topology labels).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
-use trellis_model::{Protocol, Workload, WorkloadPort};
+use trellis_model::{Locality, Protocol, Workload, WorkloadPort};
 
 /// The label an EndpointSlice names its Service with.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -128,25 +129,101 @@ fn name_of(metadata: &kube::api::ObjectMeta) -> String {
     metadata.name.clone().unwrap_or_default()
 }
 
-/// Watches the cluster and calls `publish` with its workloads after every change (changes
+/// The topology labels a Node's locality is read from, newest first, as Kubernetes and Istio
+/// name them (the `failure-domain.beta` ones are what older clusters still set).
+const REGION_LABELS: [&str; 2] = [
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/region",
+];
+const ZONE_LABELS: [&str; 2] = ["topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"];
+const SUB_ZONE_LABELS: [&str; 1] = ["topology.istio.io/subzone"];
+
+/// What one look at the cluster found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesView {
+    pub workloads: Vec<Workload>,
+    /// From the topology labels of the nodes the workloads run on; None when they carry none.
+    pub locality: Option<Locality>,
+}
+
+/// The cluster's locality, from the topology labels of the nodes its pods run on (every node
+/// when no pod names one). Trellis places a whole cluster in one locality: the region most of
+/// those nodes are in (the first by name on a tie), and a zone and sub-zone only when all of
+/// that region's nodes share them; a cluster spread over zones is the region alone.
+pub fn cluster_locality(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Option<Locality> {
+    let hosting: HashSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.as_deref())
+        .collect();
+    let considered: Vec<&Node> = match nodes.iter().any(|n| hosting.contains(name_of(&n.metadata).as_str())) {
+        true => nodes
+            .iter()
+            .filter(|n| hosting.contains(name_of(&n.metadata).as_str()))
+            .map(Arc::as_ref)
+            .collect(),
+        false => nodes.iter().map(Arc::as_ref).collect(),
+    };
+    let label = |node: &Node, names: &[&str]| -> Option<String> {
+        let labels = node.metadata.labels.as_ref()?;
+        names
+            .iter()
+            .find_map(|name| labels.get(*name))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let mut regions: BTreeMap<String, usize> = BTreeMap::new();
+    for node in &considered {
+        if let Some(region) = label(node, &REGION_LABELS) {
+            *regions.entry(region).or_default() += 1;
+        }
+    }
+    let most = regions.values().copied().max()?;
+    let region = regions.into_iter().find(|(_, count)| *count == most)?.0;
+    let in_region: Vec<&Node> = considered
+        .into_iter()
+        .filter(|n| label(n, &REGION_LABELS).as_deref() == Some(region.as_str()))
+        .collect();
+    let shared = |names: &[&str]| -> String {
+        let values: HashSet<Option<String>> = in_region.iter().map(|n| label(n, names)).collect();
+        match values.into_iter().collect::<Vec<_>>().as_slice() {
+            [Some(value)] => value.clone(),
+            _ => String::new(),
+        }
+    };
+    let zone = shared(&ZONE_LABELS);
+    let sub_zone = if zone.is_empty() {
+        String::new()
+    } else {
+        shared(&SUB_ZONE_LABELS)
+    };
+    Some(Locality { region, zone, sub_zone })
+}
+
+/// Watches the cluster and calls `publish` with what it finds after every change (changes
 /// arriving together are taken at once), until the process ends.
-pub async fn run(client: Client, publish: impl Fn(Vec<Workload>) + Send + 'static) {
+pub async fn run(client: Client, publish: impl Fn(KubernetesView) + Send + 'static) {
     let changed = Arc::new(tokio::sync::Notify::new());
     let services = reflect::<Service>(Api::all(client.clone()), changed.clone());
     let slices = reflect::<EndpointSlice>(Api::all(client.clone()), changed.clone());
-    let pods = reflect::<Pod>(Api::all(client), changed.clone());
-    // Nothing is published before all three have been listed once: a partial view would drop
+    let pods = reflect::<Pod>(Api::all(client.clone()), changed.clone());
+    let nodes = reflect::<Node>(Api::all(client), changed.clone());
+    // Nothing is published before all four have been listed once: a partial view would drop
     // workloads that exist.
     let _ = (
         services.0.wait_until_ready().await,
         slices.0.wait_until_ready().await,
         pods.0.wait_until_ready().await,
+        nodes.0.wait_until_ready().await,
     );
     let mut last = None;
     loop {
-        let now = workloads(&services.0.state(), &slices.0.state(), &pods.0.state());
+        let pods_now = pods.0.state();
+        let now = KubernetesView {
+            workloads: workloads(&services.0.state(), &slices.0.state(), &pods_now),
+            locality: cluster_locality(&nodes.0.state(), &pods_now),
+        };
         if last.as_ref() != Some(&now) {
-            tracing::info!(workloads = now.len(), "Kubernetes discovery");
+            tracing::info!(workloads = now.workloads.len(), locality = ?now.locality, "Kubernetes discovery");
             publish(now.clone());
             last = Some(now);
         }
@@ -228,5 +305,68 @@ mod tests {
             "endpoints": [{"addresses": ["10.0.0.9"]}],
         }));
         assert!(workloads(&[], &[slice], &[]).is_empty());
+    }
+
+    fn node(name: &str, labels: serde_json::Value) -> Arc<Node> {
+        from(json!({"metadata": {"name": name, "labels": labels}}))
+    }
+
+    fn pod_on(node: &str) -> Arc<Pod> {
+        from(json!({"metadata": {"name": format!("on-{node}")}, "spec": {"nodeName": node, "containers": []}}))
+    }
+
+    #[test]
+    fn a_cluster_is_in_the_region_and_zone_its_pods_nodes_share() {
+        let nodes = [
+            node(
+                "a",
+                json!({"topology.kubernetes.io/region": "us-east", "topology.kubernetes.io/zone": "us-east-1a", "topology.istio.io/subzone": "rack-1"}),
+            ),
+            node(
+                "b",
+                json!({"topology.kubernetes.io/region": "us-east", "topology.kubernetes.io/zone": "us-east-1a", "topology.istio.io/subzone": "rack-1"}),
+            ),
+            // No pod runs here: its region does not count.
+            node("idle", json!({"topology.kubernetes.io/region": "eu-west"})),
+        ];
+        let pods = [pod_on("a"), pod_on("b")];
+        assert_eq!(
+            cluster_locality(&nodes, &pods),
+            Some(Locality {
+                region: "us-east".into(),
+                zone: "us-east-1a".into(),
+                sub_zone: "rack-1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn nodes_in_several_zones_give_the_region_alone_and_old_labels_still_count() {
+        let nodes = [
+            node(
+                "a",
+                json!({"failure-domain.beta.kubernetes.io/region": "us-east", "failure-domain.beta.kubernetes.io/zone": "us-east-1a"}),
+            ),
+            node(
+                "b",
+                json!({"topology.kubernetes.io/region": "us-east", "topology.kubernetes.io/zone": "us-east-1b"}),
+            ),
+            node(
+                "c",
+                json!({"topology.kubernetes.io/region": "eu-west", "topology.kubernetes.io/zone": "eu-west-1a"}),
+            ),
+        ];
+        // No pod names a node: every node counts, and us-east has two of three.
+        let locality = cluster_locality(&nodes, &[]).unwrap();
+        assert_eq!((locality.region.as_str(), locality.zone.as_str()), ("us-east", ""));
+    }
+
+    #[test]
+    fn nodes_without_topology_labels_give_no_locality() {
+        assert_eq!(
+            cluster_locality(&[node("a", json!({"kubernetes.io/os": "linux"}))], &[pod_on("a")]),
+            None
+        );
+        assert_eq!(cluster_locality(&[], &[]), None);
     }
 }

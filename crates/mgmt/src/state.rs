@@ -30,6 +30,9 @@ pub struct AgentStatus {
     pub nack: Option<String>,
     pub workloads: usize,
     pub east_west_gateway: Option<String>,
+    /// Where the agent says the cluster runs (FailoverPolicy localities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<trellis_model::Locality>,
     /// Seconds since the Unix epoch of the last connect or disconnect.
     pub since: u64,
     /// Validity (not before, not after; Unix seconds) of the client certificate the agent last
@@ -226,6 +229,7 @@ impl Mgmt {
 impl AgentStatus {
     fn with_discovery(mut self, discovery: &ClusterDiscovery) -> Self {
         self.workloads = discovery.workloads.len();
+        self.locality = discovery.locality.clone();
         self.east_west_gateway = discovery
             .east_west_gateway
             .as_ref()

@@ -7,6 +7,7 @@
 //! agent's audience (TokenRequest; the agent checks it with TokenReview). The demo's traffic
 //! crosses clusters; a sidecar claiming an account its token is not for is refused, and gets no
 //! traffic; scaling a Service (its EndpointSlice emptied, then refilled) reaches Envoy.
+//! Cluster-1's pods run on a Node with topology labels: they are the cluster's locality.
 
 use trellis_testkit as common;
 
@@ -23,16 +24,27 @@ async fn create(kube: &KubeApiServer, object: Value) {
     assert_eq!(response.status, 201, "{}: {}", object["kind"], response.body);
 }
 
-/// The Pod, Service and EndpointSlice behind one of the mesh's demo apps, in its cluster.
-async fn publish_app(kube: &KubeApiServer, mesh: &LocalMesh, app: &str, service: &str, version: &str) {
+/// The Node cluster-1's pods run on, in zone us-east-1a of region us-east.
+const CLUSTER_1_NODE: &str = "node-us-east-1a";
+
+/// The Pod, Service and EndpointSlice behind one of the mesh's demo apps, in its cluster; the
+/// pod runs on `node` when one is given.
+async fn publish_app(
+    kube: &KubeApiServer,
+    mesh: &LocalMesh,
+    app: &str,
+    service: &str,
+    version: &str,
+    node: Option<&str>,
+) {
     let inbound = mesh.app(app).inbound_port;
-    create(
-        kube,
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": app, "namespace": "demo",
-               "labels": {"app": service, "version": version}},
-               "spec": {"serviceAccountName": service, "containers": [{"name": "app", "image": "trellis"}]}}),
-    )
-    .await;
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": app, "namespace": "demo",
+           "labels": {"app": service, "version": version}},
+           "spec": {"serviceAccountName": service, "containers": [{"name": "app", "image": "trellis"}]}});
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
+    create(kube, pod).await;
     create(kube, endpoint_slice(app, service, inbound)).await;
 }
 
@@ -178,6 +190,19 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     let etcd = Etcd::start(&peers.join("etcd")).await;
     let (kube1, kubeconfig1) = start_cluster_api(&etcd, &peers.join("kube-cluster-1"), &["frontend", "backend"]).await;
     let (kube2, kubeconfig2) = start_cluster_api(&etcd, &peers.join("kube-cluster-2"), &["backend"]).await;
+    // Cluster-1's pods run on a labelled node, and an idle node elsewhere does not count;
+    // cluster-2 has no node with topology labels.
+    for (name, region, zone) in [
+        (CLUSTER_1_NODE, "us-east", "us-east-1a"),
+        ("node-idle", "eu-west", "eu-west-1b"),
+    ] {
+        create(
+            &kube1,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
+                "topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}}}),
+        )
+        .await;
+    }
     // The management cluster holds the Gloo resources as custom resources.
     let (management, management_kubeconfig) = start_cluster_api(&etcd, &peers.join("kube-management"), &[]).await;
     management.install_crds().await;
@@ -210,9 +235,9 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     let mut mesh = LocalMesh::start(&bin(), &test_dir("kubernetes-discovery"), options)
         .await
         .expect("mesh starts");
-    publish_app(&kube1, &mesh, "frontend", "frontend", "v1").await;
-    publish_app(&kube1, &mesh, "backend-v1", "backend", "v1").await;
-    publish_app(&kube2, &mesh, "backend-v2", "backend", "v2").await;
+    publish_app(&kube1, &mesh, "frontend", "frontend", "v1", Some(CLUSTER_1_NODE)).await;
+    publish_app(&kube1, &mesh, "backend-v1", "backend", "v1", Some(CLUSTER_1_NODE)).await;
+    publish_app(&kube2, &mesh, "backend-v2", "backend", "v2", None).await;
     mesh.apply_demo_config().await.unwrap();
     mesh.wait_for_traffic(Duration::from_secs(60)).await.unwrap();
     let (ok, out) = kubectl(&management_kubeconfig, &["apply", "-f", "-"], Some(ANY_BACKEND));
@@ -250,6 +275,17 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     // beside the API server's own `default/kubernetes` Service, as in any Kubernetes cluster;
     // not the ghost.
     until_workloads(&mesh, 3, 2).await;
+    let clusters = mesh.api().unwrap().get_json("/api/v1/clusters").await.unwrap();
+    assert_eq!(
+        clusters["clusters"]["cluster-1"]["locality"],
+        json!({"region": "us-east", "zone": "us-east-1a"}),
+        "cluster-1's locality is its pods' node's: {clusters}"
+    );
+    assert_eq!(
+        clusters["clusters"]["cluster-2"]["locality"],
+        json!({"region": "cluster-2"}),
+        "without node labels the region is the cluster's name: {clusters}"
+    );
     let refusal = "the token is demo/frontend's, the registration claims demo/backend";
     let deadline = Instant::now() + Duration::from_secs(20);
     // The ghost's proxy reports the agent's answer and gives up.

@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent_endpoint::AgentEndpoint;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use trellis_model::discovery::AddonInstance;
-use trellis_support::httpc;
 
 use crate::proxy::{AgentRegistration, PutOutcome};
 use crate::role_secret::ClientSecret;
@@ -36,6 +36,10 @@ pub struct AgentLinkArgs {
     /// from it. Without it the add-on serves only what its config files say.
     #[arg(long)]
     pub agent: Option<String>,
+    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
+    /// and trust only that CA for it; without it, --agent is the plain port on this host.
+    #[arg(long)]
+    pub agent_ca: Option<PathBuf>,
     /// Service name policies reference this add-on by (`destinationServer.ref.name`).
     #[arg(long)]
     pub name: Option<String>,
@@ -100,6 +104,14 @@ impl AgentLinkArgs {
 }
 
 impl AgentLinkArgs {
+    /// The agent given with --agent (and --agent-ca), if any.
+    pub fn endpoint(&self) -> anyhow::Result<Option<AgentEndpoint>> {
+        self.agent
+            .as_deref()
+            .map(|agent| AgentEndpoint::new(agent, self.agent_ca.as_deref()))
+            .transpose()
+    }
+
     pub fn secret(&self) -> ClientSecret {
         ClientSecret {
             file: self.role_secret_file.clone(),
@@ -110,7 +122,7 @@ impl AgentLinkArgs {
 /// Registers and keeps the registration fresh until the task is dropped, publishing its token
 /// in `credential`; the agent forgets it one TTL after the add-on stops.
 pub async fn keep_registered(
-    agent: String,
+    agent: AgentEndpoint,
     secret: ClientSecret,
     kind: AddonKind,
     instance: AddonInstance,
@@ -127,16 +139,21 @@ pub async fn keep_registered(
                     credential.0.send_replace(Some(token));
                 }
                 if !registered {
-                    tracing::info!(agent, id, "registered with the agent");
+                    tracing::info!(agent = agent.address(), id, "registered with the agent");
                 }
                 registered = true;
             }
             Ok(PutOutcome::Refused { status, message, .. }) => {
                 registered = false;
-                tracing::warn!(agent, status, error = message, "agent refused the registration")
+                tracing::warn!(
+                    agent = agent.address(),
+                    status,
+                    error = message,
+                    "agent refused the registration"
+                )
             }
             Err(error) => {
-                tracing::warn!(agent, error = %format!("{error:#}"), "cannot register with the agent; retrying")
+                tracing::warn!(agent = agent.address(), error = %format!("{error:#}"), "cannot register with the agent; retrying")
             }
         }
         // Until registered, try again soon: an add-on started with its agent waits for it.
@@ -152,7 +169,7 @@ pub async fn keep_registered(
 /// Long-polls `GET /v1/addons/{kind}` and hands every new document to `apply`; keeps the last
 /// good one when the agent is unreachable or a document does not parse.
 pub async fn watch_config<T: DeserializeOwned>(
-    agent: String,
+    agent: AgentEndpoint,
     kind: AddonKind,
     credential: AgentCredential,
     mut apply: impl FnMut(T),
@@ -161,17 +178,17 @@ pub async fn watch_config<T: DeserializeOwned>(
     let mut version = String::new();
     let mut backoff = Duration::from_millis(200);
     loop {
-        let url = format!("http://{agent}/v1/addons/{kind}?version={version}");
+        let path = format!("/v1/addons/{kind}?version={version}");
         let authorization = format!("Bearer {}", credential.current().await);
-        let answer = httpc::request(
-            "GET",
-            &url,
-            None,
-            &[("authorization", &authorization)],
-            None,
-            crate::addon_config::LONG_POLL + Duration::from_secs(5),
-        )
-        .await;
+        let answer = agent
+            .request(
+                "GET",
+                &path,
+                &[("authorization", &authorization)],
+                None,
+                crate::addon_config::LONG_POLL + Duration::from_secs(5),
+            )
+            .await;
         match answer {
             Ok(response) if response.status == 200 => {
                 backoff = Duration::from_millis(200);
@@ -260,7 +277,7 @@ struct IssuedCertificate {
 /// this process, is never written or logged), signed by the agent for the identity the add-on
 /// registered as; renewed at two thirds of its life (and at least every ten minutes, to follow
 /// the cluster CA). A failed renewal keeps the current certificate and retries.
-pub async fn keep_identity(agent: String, kind: AddonKind, credential: AgentCredential, tls: AddonTls) {
+pub async fn keep_identity(agent: AgentEndpoint, kind: AddonKind, credential: AgentCredential, tls: AddonTls) {
     let mut backoff = Duration::from_millis(500);
     // The client CA before the current one: proxies keep certificates of a replaced cluster CA
     // until their renewal, and must not be refused meanwhile.
@@ -320,22 +337,22 @@ pub async fn keep_identity(agent: String, kind: AddonKind, credential: AgentCred
 }
 
 async fn request_certificate(
-    agent: &str,
+    agent: &AgentEndpoint,
     kind: AddonKind,
     token: &str,
 ) -> anyhow::Result<(IssuedCertificate, trellis_pki::KeyPem)> {
     let (key, csr) = trellis_pki::new_key_and_csr(&format!("trellis {}", kind.as_str()))?;
     let body = serde_json::to_vec(&serde_json::json!({ "csr": csr }))?;
     let authorization = format!("Bearer {token}");
-    let response = httpc::request(
-        "POST",
-        &format!("http://{agent}/v1/addons/{}/certificate", kind.as_str()),
-        None,
-        &[("authorization", &authorization)],
-        Some(("application/json", body)),
-        Duration::from_secs(10),
-    )
-    .await?;
+    let response = agent
+        .request(
+            "POST",
+            &format!("/v1/addons/{}/certificate", kind.as_str()),
+            &[("authorization", &authorization)],
+            Some(("application/json", body)),
+            Duration::from_secs(10),
+        )
+        .await?;
     anyhow::ensure!(
         response.status == 200,
         "the agent answered {}: {}",

@@ -214,7 +214,7 @@ mod tests {
         let tls = crate::addon_client::AddonTls::default();
         let mut changes = tls.subscribe();
         let task = tokio::spawn(crate::addon_client::keep_identity(
-            agent,
+            crate::agent_endpoint::AgentEndpoint::local(&agent),
             AddonKind::ExtAuth,
             crate::addon_client::AgentCredential::with_token("t0ken"),
             tls,

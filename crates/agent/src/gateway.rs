@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::agent_endpoint::AgentEndpoint;
 use crate::proxy::{EnvoyArgs, run_registered_envoy};
 use crate::role_secret::ClientSecret;
 use crate::{IngressRegistration, ProxyRegistration, RegisteredGateway};
@@ -15,6 +16,10 @@ pub struct EastWestArgs {
     /// The agent's registration API.
     #[arg(long, default_value = "127.0.0.1:9977")]
     pub agent: String,
+    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
+    /// and trust only that CA for it; without it, --agent is the plain port on this host.
+    #[arg(long)]
+    pub agent_ca: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: String,
     #[arg(long, default_value_t = 15443)]
@@ -58,7 +63,15 @@ pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
     let secret = ClientSecret {
         file: args.role_secret_file.clone(),
     };
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret), None).await
+    run_registered_envoy(
+        &AgentEndpoint::new(&args.agent, args.agent_ca.as_deref())?,
+        &id,
+        registration,
+        &args.envoy,
+        Some(secret),
+        None,
+    )
+    .await
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -66,6 +79,10 @@ pub struct IngressArgs {
     /// The agent's registration API.
     #[arg(long, default_value = "127.0.0.1:9977")]
     pub agent: String,
+    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
+    /// and trust only that CA for it; without it, --agent is the plain port on this host.
+    #[arg(long)]
+    pub agent_ca: Option<PathBuf>,
     /// A name for this gateway proxy, unique in its cluster.
     #[arg(long, default_value = "ingress")]
     pub name: String,
@@ -121,5 +138,13 @@ pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
     let secret = ClientSecret {
         file: args.role_secret_file.clone(),
     };
-    run_registered_envoy(&args.agent, &id, registration, &args.envoy, Some(secret), None).await
+    run_registered_envoy(
+        &AgentEndpoint::new(&args.agent, args.agent_ca.as_deref())?,
+        &id,
+        registration,
+        &args.envoy,
+        Some(secret),
+        None,
+    )
+    .await
 }

@@ -25,6 +25,7 @@ pub mod access_log_sink;
 pub mod addon_client;
 pub mod addon_config;
 mod addon_identity;
+pub mod agent_endpoint;
 pub mod gateway;
 mod mesh_identity;
 mod policy;
@@ -32,6 +33,7 @@ pub mod proxy;
 mod proxy_config;
 mod proxy_metrics;
 mod registry;
+pub mod registry_tls;
 mod relay_client;
 pub mod role_secret;
 mod system_ca;
@@ -74,9 +76,16 @@ pub struct AgentArgs {
     /// Directory for the agent's config cache; created if missing.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Local workload registration API (loopback only).
+    /// Local workload registration API, plain HTTP: registrations only from this host
+    /// (loopback); other hosts get its read endpoints (/metrics, /v1/status, /v1/proxies).
     #[arg(long, default_value = "127.0.0.1:9977")]
     pub registry_addr: SocketAddr,
+    /// The same registration API over TLS, for proxies on other hosts or pods: a certificate
+    /// of the agent's CA for `registry.trellis-agent`, which clients check with --agent-ca (in
+    /// Kubernetes mode the agent publishes that CA as ConfigMap `trellis-agent-ca` in every
+    /// namespace).
+    #[arg(long)]
+    pub registry_tls_addr: Option<SocketAddr>,
     /// ADS (xDS) server for this cluster's Envoys (loopback only).
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub xds_addr: SocketAddr,
@@ -273,6 +282,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let xds_client_ttl = trellis_base::parse_duration(&args.xds_client_cert_ttl).context("--xds-client-cert-ttl")?;
     let xds_ca = Arc::new(xds_tls::XdsCa::load_or_create(&data_dir, xds_client_ttl)?);
     let xds_tls_config = xds_ca.server_config(args.xds_addr.ip())?;
+    let xds_ca_pem = xds_ca.ca_pem().to_string();
+    let registry_tls_config = match args.registry_tls_addr {
+        Some(addr) => Some(xds_ca.registry_server_config(addr.ip())?),
+        None => None,
+    };
     let registry = Arc::new(registry::Registry::new(
         args.xds_addr,
         policy,
@@ -313,9 +327,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(client) = kubernetes {
         let registry = agent.registry.clone();
         tracing::info!("discovering workloads from the Kubernetes API");
-        tokio::spawn(trellis_kube::discovery::run(client, move |view| {
+        tokio::spawn(trellis_kube::discovery::run(client.clone(), move |view| {
             registry.set_kubernetes_view(view)
         }));
+        // Injected sidecars check the TLS registration port against it.
+        tokio::spawn(trellis_kube::ca_publish::run(client, xds_ca_pem));
     }
     tokio::spawn(xds_source::keep_snapshots_current(agent.clone(), source));
     tokio::spawn(registry::expire_loop(agent.clone()));
@@ -342,33 +358,55 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let registry_listener = tokio::net::TcpListener::bind(args.registry_addr)
         .await
         .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
+    let registry_tls_listener = match args.registry_tls_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --registry-tls-addr {addr}"))?;
+            let config = registry_tls_config.expect("made with the address");
+            Some(registry_tls::TlsListener::new(listener, config)?)
+        }
+        None => None,
+    };
     let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
         .await
         .with_context(|| format!("cannot listen on --xds-addr {}", args.xds_addr))?;
-    tracing::info!(cluster = %args.cluster, mgmt = %args.mgmt, registry = %args.registry_addr, xds = %args.xds_addr, "agent started");
+    tracing::info!(cluster = %args.cluster, mgmt = %args.mgmt, registry = %args.registry_addr, registry_tls = ?args.registry_tls_addr, xds = %args.xds_addr, "agent started");
     if !args.registry_addr.ip().is_loopback() {
         // Registrations need credentials, but the read endpoints (workload list, delivery status,
         // metrics) answer whoever reaches the port: fine on loopback, an information leak beyond.
         tracing::warn!(
             registry = %args.registry_addr,
-            "--registry-addr is not a loopback address: its read endpoints (/v1/proxies, /v1/status, /metrics) answer any host that reaches it; bind it to loopback or firewall it"
+            "--registry-addr is not a loopback address: its read endpoints (/v1/proxies, /v1/status, /metrics) answer any host that reaches it (registrations from other hosts are refused: they use --registry-tls-addr); bind it to loopback or firewall it"
         );
     }
 
+    let router = registry::router(agent.clone(), board, Arc::new(metrics_registry));
+    let plain = router
+        .clone()
+        .layer(axum::middleware::from_fn(registry_tls::plain_port_guard));
     let api = axum::serve(
         registry_listener,
-        registry::router(agent.clone(), board, Arc::new(metrics_registry)),
+        plain.into_make_service_with_connect_info::<SocketAddr>(),
     );
+    let tls_api = async {
+        match registry_tls_listener {
+            Some(listener) => axum::serve(listener, router).await,
+            None => std::future::pending().await,
+        }
+    };
     let shutdown = trellis_support::process::Shutdown::on_signal();
     let stop = shutdown.clone();
     let xds = tonic::transport::Server::builder()
         .add_service(ads.into_service())
-        .serve_with_incoming_shutdown(xds_tls::incoming(xds_listener, xds_tls_config), async move {
-            stop.requested().await
-        });
+        .serve_with_incoming_shutdown(
+            xds_tls::incoming(xds_listener, xds_tls_config, xds_tls::TlsPort::Xds),
+            async move { stop.requested().await },
+        );
     let servers = async {
         tokio::select! {
             result = api => result.context("registry API failed"),
+            result = tls_api => result.context("TLS registry API failed"),
             result = xds => result.context("xDS server failed"),
         }
     };

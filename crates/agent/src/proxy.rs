@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::agent_endpoint::AgentEndpoint;
 use anyhow::Context;
 use serde_json::Value;
 use trellis_model::{Protocol, Workload, WorkloadPort};
 use trellis_support::files::write_private;
-use trellis_support::httpc;
 
 use crate::ProxyRegistration;
 use crate::role_secret::ClientSecret;
@@ -21,6 +21,10 @@ pub struct ProxyArgs {
     /// The agent's registration API.
     #[arg(long, default_value = "127.0.0.1:9977")]
     pub agent: String,
+    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
+    /// and trust only that CA for it; without it, --agent is the plain port on this host.
+    #[arg(long)]
+    pub agent_ca: Option<PathBuf>,
     /// Workload name, unique in its namespace and cluster.
     #[arg(long)]
     pub name: String,
@@ -138,7 +142,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         access_log: None,
     };
     run_registered_envoy(
-        &args.agent,
+        &AgentEndpoint::new(&args.agent, args.agent_ca.as_deref())?,
         &id,
         registration,
         &args.envoy,
@@ -150,7 +154,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 
 /// One registration with the agent, seen from the client: where, what, and the credential.
 pub struct AgentRegistration {
-    agent: String,
+    agent: AgentEndpoint,
     id: String,
     body: Value,
     /// For gateways and add-ons: the agent's role secret, read when first needed.
@@ -182,14 +186,14 @@ pub enum PutOutcome {
 
 impl AgentRegistration {
     pub fn new(
-        agent: &str,
+        agent: &AgentEndpoint,
         id: &str,
         registration: &ProxyRegistration,
         secret: Option<ClientSecret>,
         token: Option<String>,
     ) -> Self {
         AgentRegistration {
-            agent: agent.to_string(),
+            agent: agent.clone(),
             id: id.to_string(),
             body: serde_json::to_value(registration).expect("registration serializes"),
             secret,
@@ -203,8 +207,8 @@ impl AgentRegistration {
         }
     }
 
-    fn url(&self) -> String {
-        format!("http://{}/v1/proxies/{}", self.agent, self.id)
+    fn path(&self) -> String {
+        format!("/v1/proxies/{}", self.id)
     }
 
     /// One PUT with whatever credentials this registration has; a newly issued token replaces
@@ -212,7 +216,7 @@ impl AgentRegistration {
     pub async fn put(&mut self) -> anyhow::Result<PutOutcome> {
         let send_secret = self.secret.is_some() && (self.secret_wanted || self.token.is_none());
         if let (true, Some(secret), None) = (send_secret, &self.secret, &self.secret_value) {
-            self.secret_value = Some(secret.read(&self.agent)?);
+            self.secret_value = Some(secret.read(self.agent.address())?);
         }
         let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let mut headers: Vec<(&str, &str)> = Vec::new();
@@ -234,15 +238,16 @@ impl AgentRegistration {
                 .with_context(|| format!("cannot read --service-account-token-file {}", path.display()))?;
             body["serviceAccountToken"] = token.trim().into();
         }
-        let response = httpc::request(
-            "PUT",
-            &self.url(),
-            None,
-            &headers,
-            Some(("application/json", serde_json::to_vec(&body).expect("body serializes"))),
-            Duration::from_secs(2),
-        )
-        .await?;
+        let response = self
+            .agent
+            .request(
+                "PUT",
+                &self.path(),
+                &headers,
+                Some(("application/json", serde_json::to_vec(&body).expect("body serializes"))),
+                Duration::from_secs(2),
+            )
+            .await?;
         if response.status == 200 {
             let answer: Value = serde_json::from_str(&response.body).context("the agent's answer is not JSON")?;
             let new_token = answer["token"].as_str().map(str::to_string);
@@ -270,7 +275,8 @@ impl AgentRegistration {
     pub async fn delete(&self) -> bool {
         let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = authorization.iter().map(|v| ("authorization", v.as_str())).collect();
-        httpc::request("DELETE", &self.url(), None, &headers, None, Duration::from_secs(2))
+        self.agent
+            .request("DELETE", &self.path(), &headers, None, Duration::from_secs(2))
             .await
             .is_ok_and(|response| response.status == 204 || response.status == 404)
     }
@@ -378,7 +384,7 @@ impl XdsFiles {
 /// certificate the agent signs for this registration, its key in a 0600 file ([`XdsFiles`]),
 /// renewed here on a refresh before it is due.
 pub async fn run_registered_envoy(
-    agent: &str,
+    agent: &AgentEndpoint,
     id: &str,
     mut registration: ProxyRegistration,
     envoy: &EnvoyArgs,
@@ -633,7 +639,13 @@ mod tests {
             },
         });
         let secret = ClientSecret { file: Some(file) };
-        let mut link = AgentRegistration::new(&agent, "east-west~gw", &registration, Some(secret), None);
+        let mut link = AgentRegistration::new(
+            &AgentEndpoint::local(&agent),
+            "east-west~gw",
+            &registration,
+            Some(secret),
+            None,
+        );
         for _ in 0..4 {
             link.put().await.unwrap();
         }

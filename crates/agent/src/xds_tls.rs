@@ -33,6 +33,10 @@ use trellis_pki::Authority;
 /// The name the xDS server certificate carries and Envoy checks (`sni` and a SAN match).
 pub const SERVER_NAME: &str = "xds.trellis-agent";
 
+/// The name the TLS registration port's certificate carries and proxies check
+/// (`--agent-ca`), whatever address they reach the agent at.
+pub const REGISTRY_SERVER_NAME: &str = "registry.trellis-agent";
+
 /// Client certificates name their node as `trellis-node://<node id>` (URI SAN): a scheme of
 /// its own, so that no mesh identity (`spiffe://...`) can be read as a node, or the reverse.
 pub const NODE_URI_PREFIX: &str = "trellis-node://";
@@ -139,6 +143,21 @@ impl XdsCa {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+
+    /// The TLS registration port's config: a server certificate of this CA for
+    /// [`REGISTRY_SERVER_NAME`] and `ip`. No client certificate: callers prove themselves as on
+    /// the plain port (registration token, role secret, service-account token), now out of
+    /// sight of the network between them.
+    pub fn registry_server_config(self: &Arc<Self>, ip: std::net::IpAddr) -> anyhow::Result<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = ServerCert::new(self.clone(), vec![REGISTRY_SERVER_NAME.to_string(), ip.to_string()])?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
 }
 
 /// The server certificate, issued in memory (its key never touches disk) and re-issued at the
@@ -191,13 +210,35 @@ fn issue_server(ca: &XdsCa, names: &[String]) -> anyhow::Result<(Arc<rustls::sig
     ))
 }
 
+/// Which of the agent's TLS ports a refusal is logged for.
+#[derive(Debug, Clone, Copy)]
+pub enum TlsPort {
+    Xds,
+    Registration,
+}
+
+impl TlsPort {
+    fn refusal(self) -> &'static str {
+        match self {
+            TlsPort::Xds => {
+                "xDS port refused a connection (needs a client certificate from this agent's registration; further refusals in the next 10 s are not logged)"
+            }
+            TlsPort::Registration => {
+                "TLS registration port refused a connection (its clients need the agent's CA, --agent-ca; further refusals in the next 10 s are not logged)"
+            }
+        }
+    }
+}
+
 /// Accepts TCP connections and completes their TLS handshakes off the accept loop (at most
-/// [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]); yields the connections that
-/// presented a certificate of this CA. tonic reads their peer certificates from the rustls
-/// stream, which is how the ADS server learns who is on the other end.
+/// [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]); yields the connections whose
+/// handshake `config` accepted. On the xDS port that takes a certificate of this CA: tonic
+/// reads the peer certificates from the rustls stream, which is how the ADS server learns who
+/// is on the other end.
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
+    port: TlsPort,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(16);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -208,13 +249,13 @@ pub fn incoming(
             let (tcp, remote) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "xDS accept failed");
+                    tracing::warn!(%error, ?port, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                refused(&last_logged, remote, "too many TLS handshakes in progress");
+                refused(&last_logged, remote, port, "too many TLS handshakes in progress");
                 continue;
             };
             // ADS messages are small and latency matters (Nagle would hold them back).
@@ -226,7 +267,7 @@ pub fn incoming(
                 HANDSHAKE_TIMEOUT,
                 permit,
                 tx.clone(),
-                move |reason| refused(&last_logged, remote, reason),
+                move |reason| refused(&last_logged, remote, port, reason),
             );
         }
     });
@@ -235,9 +276,9 @@ pub fn incoming(
 
 /// Logs a refused connection, at most once every 10 s: a local loop of connections must not
 /// fill the log.
-fn refused(last_logged: &AtomicU64, remote: std::net::SocketAddr, reason: &str) {
+fn refused(last_logged: &AtomicU64, remote: std::net::SocketAddr, port: TlsPort, reason: &str) {
     if trellis_support::tls_accept::refusal_log_due(last_logged) {
-        tracing::warn!(peer = %remote, reason, "xDS port refused a connection (needs a client certificate from this agent's registration; further refusals in the next 10 s are not logged)");
+        tracing::warn!(peer = %remote, reason, "{}", port.refusal());
     }
 }
 

@@ -130,6 +130,8 @@ pub struct ClusterProcs {
     pub agent: Proc,
     pub gateway: Proc,
     pub registry_port: u16,
+    /// The agent's TLS registration port, with [`MeshOptions::registry_tls`].
+    pub registry_tls_port: Option<u16>,
     pub gateway_port: u16,
     pub gateway_admin_port: u16,
     /// Add-on processes (ext-auth, redis, rate-limiter) with the port each listens on.
@@ -209,6 +211,9 @@ pub struct MeshOptions {
     pub app_address: Option<String>,
     /// Sidecars present `<dir>/<app name>.token` as their Kubernetes service-account token.
     pub sidecar_token_dir: Option<PathBuf>,
+    /// Agents also serve registration over TLS, and sidecars register there, checking it with
+    /// the agent's CA, as an injected sidecar does in Kubernetes.
+    pub registry_tls: bool,
 }
 
 /// Traces of a local mesh: the management server's and agents' spans, and the proxies'
@@ -236,6 +241,7 @@ impl MeshOptions {
             extra_relays: Vec::new(),
             app_address: None,
             sidecar_token_dir: None,
+            registry_tls: false,
         }
     }
 }
@@ -350,6 +356,7 @@ impl LocalMesh {
 
         for cluster in ["cluster-1", "cluster-2"] {
             let registry_port = free_port();
+            let registry_tls_port = options.registry_tls.then(free_port);
             let xds_port = free_port();
             let gateway_port = free_port();
             let gateway_admin_port = free_port();
@@ -398,6 +405,11 @@ impl LocalMesh {
                     tracing.sampling_percent.to_string(),
                 ]);
             }
+            if let Some(port) = registry_tls_port {
+                agent
+                    .args
+                    .extend(["--registry-tls-addr".into(), format!("127.0.0.1:{port}")]);
+            }
             agent.args.extend(options.agent_flags.iter().cloned());
             for (_, flags) in options.cluster_agent_flags.iter().filter(|(name, _)| name == cluster) {
                 agent.args.extend(flags.iter().cloned());
@@ -436,6 +448,7 @@ impl LocalMesh {
                 agent,
                 gateway,
                 registry_port,
+                registry_tls_port,
                 gateway_port,
                 gateway_admin_port,
                 addons,
@@ -491,7 +504,10 @@ impl LocalMesh {
             outbound_port,
             port,
         } = app;
-        let registry_port = self.cluster(cluster).registry_port;
+        let (registry_port, registry_tls_port) = {
+            let procs = self.cluster(cluster);
+            (procs.registry_port, procs.registry_tls_port)
+        };
         let app_port = free_port();
         let inbound_port = free_port();
         let outbound_port = outbound_port.unwrap_or_else(free_port);
@@ -524,7 +540,7 @@ impl LocalMesh {
             vec![
                 "proxy".into(),
                 "--agent".into(),
-                format!("127.0.0.1:{registry_port}"),
+                format!("127.0.0.1:{}", registry_tls_port.unwrap_or(registry_port)),
                 "--name".into(),
                 name.into(),
                 "--namespace".into(),
@@ -547,6 +563,13 @@ impl LocalMesh {
                 s(&dir.join(format!("sidecar-{name}")).display()),
             ],
         );
+        if registry_tls_port.is_some() {
+            // The agent's CA as it keeps it (the Kubernetes ConfigMap holds the same).
+            sidecar.args.extend([
+                "--agent-ca".into(),
+                s(&self.dir.join(format!("agent-{cluster}")).join("xds-ca.pem").display()),
+            ]);
+        }
         if let Some(dir) = &self.sidecar_token_dir {
             sidecar.args.extend([
                 "--service-account-token-file".into(),
@@ -948,6 +971,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             extra_relays: Vec::new(),
             app_address: None,
             sidecar_token_dir: None,
+            // The demo's sidecars register as a pod's would: over TLS, checked with the agent's CA.
+            registry_tls: true,
         },
     );
     // Stopped while its processes start: dropping them ends them (they die with `trellis up`).

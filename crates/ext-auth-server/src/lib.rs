@@ -78,7 +78,7 @@ pub async fn serve(
     let (sender, receiver) = watch::channel(Arc::new(initial));
     let mut tasks = Vec::new();
     let tls = trellis_agent::addon_client::AddonTls::default();
-    if let Some(agent) = &args.link.agent {
+    if let Some(agent) = args.link.endpoint()? {
         let instance = args.link.instance("ext-auth-service", listen);
         let credential = trellis_agent::addon_client::AgentCredential::default();
         tasks.push(tokio::spawn(trellis_agent::addon_client::keep_registered(

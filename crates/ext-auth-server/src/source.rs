@@ -60,7 +60,7 @@ pub fn build(files: &[Value], agent: &[Value], shared: &Shared) -> anyhow::Resul
 
 /// Installs each document the agent sends; returns when the service stops.
 pub async fn follow_agent(
-    agent: String,
+    agent: trellis_agent::agent_endpoint::AgentEndpoint,
     credential: trellis_agent::addon_client::AgentCredential,
     files: Vec<Value>,
     runtime: watch::Sender<Arc<Runtime>>,

@@ -82,6 +82,7 @@ async fn start_with_admin(configs: Vec<(&str, Value)>, admin: Option<SocketAddr>
         ca_files: Vec::new(),
         link: AgentLinkArgs {
             agent: None,
+            agent_ca: None,
             name: None,
             namespace: "gloo-mesh".into(),
             advertise: None,

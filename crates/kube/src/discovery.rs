@@ -203,10 +203,11 @@ pub fn cluster_locality(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Option<Locali
 /// arriving together are taken at once), until the process ends.
 pub async fn run(client: Client, publish: impl Fn(KubernetesView) + Send + 'static) {
     let changed = Arc::new(tokio::sync::Notify::new());
-    let services = reflect::<Service>(Api::all(client.clone()), changed.clone());
-    let slices = reflect::<EndpointSlice>(Api::all(client.clone()), changed.clone());
-    let pods = reflect::<Pod>(Api::all(client.clone()), changed.clone());
-    let nodes = reflect::<Node>(Api::all(client), changed.clone());
+    let all = watcher::Config::default;
+    let services = reflect::<Service>(Api::all(client.clone()), all(), changed.clone());
+    let slices = reflect::<EndpointSlice>(Api::all(client.clone()), all(), changed.clone());
+    let pods = reflect::<Pod>(Api::all(client.clone()), all(), changed.clone());
+    let nodes = reflect::<Node>(Api::all(client), all(), changed.clone());
     // Nothing is published before all four have been listed once: a partial view would drop
     // workloads that exist.
     let _ = (
@@ -233,13 +234,17 @@ pub async fn run(client: Client, publish: impl Fn(KubernetesView) + Send + 'stat
     }
 }
 
-/// A reflector of every object of `K`, notifying `changed` on each event.
-fn reflect<K>(api: Api<K>, changed: Arc<tokio::sync::Notify>) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
+/// A reflector of the objects of `K` that `config` selects, notifying `changed` on each event.
+pub(crate) fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<tokio::sync::Notify>,
+) -> (reflector::Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+    let stream = reflector::reflector(writer, watcher::watcher(api, config))
         .default_backoff()
         .touched_objects();
     let task = tokio::spawn(async move {

@@ -2,7 +2,9 @@
 //! labelled `trellis.io/injection=enabled` (or Istio's `istio-injection=enabled`, which Gloo
 //! users already set). The Pod gains a `trellis-proxy` container that registers with its
 //! cluster's agent as the pod (name, namespace, service account, labels, address from the
-//! downward API) and proves it with a projected service-account token for the agent's audience.
+//! downward API) and proves it with a projected service-account token for the agent's audience,
+//! sent to the agent's TLS registration port, which it checks against the agent's CA (the
+//! `trellis-agent-ca` ConfigMap the agent publishes in every namespace).
 //!
 //! There is no traffic capture (no iptables init container): each app port gets a sidecar port
 //! named `mesh-<name>` at 15006 and up, which the pod's Service targets, and the app calls the
@@ -15,6 +17,8 @@ use serde_json::{Value, json};
 /// The audience of the token a sidecar presents to its agent.
 pub const TOKEN_AUDIENCE: &str = "trellis-agent";
 pub const TOKEN_DIR: &str = "/var/run/secrets/trellis";
+/// Where the sidecar finds the agent's CA ([`crate::ca_publish`]'s ConfigMap).
+pub const AGENT_CA_DIR: &str = "/var/run/trellis/agent-ca";
 const CONTAINER: &str = "trellis-proxy";
 const FIRST_INBOUND_PORT: i64 = 15006;
 
@@ -23,7 +27,8 @@ const FIRST_INBOUND_PORT: i64 = 15006;
 pub struct InjectionSettings {
     /// The `trellis` image (its `proxy` command runs Envoy beside the app).
     pub image: String,
-    /// The agent's registration address as pods reach it (`trellis-agent.trellis.svc:9977`).
+    /// The agent's TLS registration address (its `--registry-tls-addr`) as pods reach it
+    /// (`trellis-agent.trellis.svc:9978`).
     pub agent: String,
 }
 
@@ -87,6 +92,8 @@ pub fn patch(pod: &Value, settings: &InjectionSettings) -> Option<Vec<Value>> {
         "$(POD_IP)",
         "--service-account-token-file",
         &format!("{TOKEN_DIR}/token"),
+        "--agent-ca",
+        &format!("{AGENT_CA_DIR}/{}", crate::ca_publish::KEY),
     ]
     .map(String::from)
     .to_vec();
@@ -122,7 +129,10 @@ pub fn patch(pod: &Value, settings: &InjectionSettings) -> Option<Vec<Value>> {
             {"name": "POD_IP", "valueFrom": field("status.podIP")},
         ],
         "ports": sidecar_ports,
-        "volumeMounts": [{"name": "trellis-token", "mountPath": TOKEN_DIR, "readOnly": true}],
+        "volumeMounts": [
+            {"name": "trellis-token", "mountPath": TOKEN_DIR, "readOnly": true},
+            {"name": "trellis-agent-ca", "mountPath": AGENT_CA_DIR, "readOnly": true},
+        ],
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
@@ -131,14 +141,21 @@ pub fn patch(pod: &Value, settings: &InjectionSettings) -> Option<Vec<Value>> {
             "capabilities": {"drop": ["ALL"]},
         },
     });
-    let volume = json!({"name": "trellis-token", "projected": {"sources": [{"serviceAccountToken": {
-        "audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}]}});
+    let volumes = [
+        json!({"name": "trellis-token", "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}]}}),
+        json!({"name": "trellis-agent-ca", "configMap": {"name": crate::ca_publish::CONFIG_MAP}}),
+    ];
     let mut operations = vec![json!({"op": "add", "path": "/spec/containers/-", "value": sidecar})];
-    operations.push(if pod["spec"]["volumes"].is_array() {
-        json!({"op": "add", "path": "/spec/volumes/-", "value": volume})
+    if pod["spec"]["volumes"].is_array() {
+        operations.extend(
+            volumes
+                .into_iter()
+                .map(|volume| json!({"op": "add", "path": "/spec/volumes/-", "value": volume})),
+        );
     } else {
-        json!({"op": "add", "path": "/spec/volumes", "value": [volume]})
-    });
+        operations.push(json!({"op": "add", "path": "/spec/volumes", "value": volumes}));
+    }
     operations.push(if pod["metadata"]["annotations"].is_object() {
         json!({"op": "add", "path": "/metadata/annotations/sidecar.trellis.io~1status", "value": "injected"})
     } else {
@@ -183,7 +200,7 @@ mod tests {
     fn settings() -> InjectionSettings {
         InjectionSettings {
             image: "trellis:0.1.0".into(),
-            agent: "trellis-agent.trellis.svc:9977".into(),
+            agent: "trellis-agent.trellis.svc:9978".into(),
         }
     }
 
@@ -211,6 +228,8 @@ mod tests {
             "--address $(POD_IP)",
             "--port http:9080:9080:15006",
             "--labels app=reviews,version=v1",
+            "--agent trellis-agent.trellis.svc:9978",
+            "--agent-ca /var/run/trellis/agent-ca/ca.crt",
         ] {
             assert!(joined.contains(expected), "{expected} missing: {joined}");
         }
@@ -223,6 +242,7 @@ mod tests {
             operations[1]["value"][0]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
             TOKEN_AUDIENCE
         );
+        assert_eq!(operations[1]["value"][1]["configMap"]["name"], "trellis-agent-ca");
         assert_eq!(
             operations[2]["path"],
             "/metadata/annotations/sidecar.trellis.io~1status"

@@ -2,9 +2,11 @@
 //! ([`discovery`]); on the management cluster, the Gloo kinds as CustomResourceDefinitions
 //! ([`crds`], pure) and the management server's sync of those resources into its store, with
 //! their status written back ([`sync`], on kube-rs), and the validating webhook's answer
-//! ([`admission`], pure) and the sidecar injector's ([`injection`], pure).
+//! ([`admission`], pure) and the sidecar injector's ([`injection`], pure); the agent's CA
+//! published for injected sidecars ([`ca_publish`]).
 
 pub mod admission;
+pub mod ca_publish;
 pub mod crds;
 pub mod discovery;
 pub mod injection;

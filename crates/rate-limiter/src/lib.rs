@@ -116,7 +116,7 @@ pub async fn run(args: RateLimiterArgs) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     tracing::info!(listen = %listen, domains = from_files.domains(), "rate limiter started");
     let tls = trellis_agent::addon_client::AddonTls::default();
-    if let Some(agent) = &args.link.agent {
+    if let Some(agent) = args.link.endpoint()? {
         let instance = args.link.instance("rate-limiter", listen);
         let credential = trellis_agent::addon_client::AgentCredential::default();
         tokio::spawn(trellis_agent::addon_client::keep_registered(

@@ -63,6 +63,8 @@ pub async fn get(url: &str, timeout: Duration) -> anyhow::Result<Response> {
 pub struct HttpClient {
     /// `None`: the process-wide connector with the system's roots.
     tls: Option<TlsConnector>,
+    /// The name the server's certificate must carry, when not the URL's host.
+    server_name: Option<String>,
 }
 
 /// The system's trust roots, read once (the platform store, or `SSL_CERT_FILE`/`SSL_CERT_DIR`).
@@ -126,6 +128,7 @@ impl HttpClient {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(HttpClient {
             tls: Some(TlsConnector::from(Arc::new(config))),
+            server_name: None,
         })
     }
 
@@ -133,7 +136,15 @@ impl HttpClient {
     pub fn with_roots(roots: RootCertStore) -> HttpClient {
         HttpClient {
             tls: Some(connector(roots)),
+            server_name: None,
         }
+    }
+
+    /// Checks every server's certificate for `name` instead of the URL's host (sent as SNI too):
+    /// for a server known by a fixed name however it is reached, as Envoy checks its xDS server.
+    pub fn checking_server_as(mut self, name: &str) -> HttpClient {
+        self.server_name = Some(name.to_string());
+        self
     }
 
     /// Sends one request. `url` is `http[s]://host[:port]/path`; with `proxy` the TCP connection
@@ -213,7 +224,10 @@ impl HttpClient {
             return exchange(stream, request).await;
         }
         // IPv6 literals come bracketed in the authority; the certificate names the bare address.
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = match &self.server_name {
+            Some(name) => name.as_str(),
+            None => authority.host().trim_start_matches('[').trim_end_matches(']'),
+        };
         let server_name = ServerName::try_from(host.to_string())
             .map_err(|e| anyhow::anyhow!("{host:?} is not a TLS server name: {e}"))?;
         let connector = self.tls.as_ref().unwrap_or(&SYSTEM_CONNECTOR);

@@ -217,7 +217,7 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     // their pod with a projected token for the agent; others are left as they are.
     let injector = trellis_kube::injection::mutating_webhook_configuration(
         &format!(
-            "{}/api/v1/admission/inject/trellis-agent.trellis.svc:9977",
+            "{}/api/v1/admission/inject/trellis-agent.trellis.svc:9978",
             mesh.api_url
         ),
         &ca_pem,
@@ -266,12 +266,23 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
     for expected in [
         "\"--service-account\",\"cart\"",
         "\"--port\",\"http:8080:8080:15006\"",
-        "trellis-agent.trellis.svc:9977",
+        "\"--agent\",\"trellis-agent.trellis.svc:9978\"",
+        "\"--agent-ca\",\"/var/run/trellis/agent-ca/ca.crt\"",
     ] {
         assert!(args.contains(expected), "{expected} missing from {args}");
     }
     let volumes = injected["spec"]["volumes"].to_string();
     assert!(volumes.contains("\"audience\":\"trellis-agent\""), "{volumes}");
+    let agent_ca = injected["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "trellis-agent-ca");
+    assert_eq!(
+        agent_ca.map(|v| v["configMap"]["name"].clone()),
+        Some(json!("trellis-agent-ca")),
+        "{volumes}"
+    );
     let plain = kube.create(&pod("demo", "cart", json!({})), false).await;
     assert_eq!(containers(&plain), ["cart"], "an unlabelled namespace gets no sidecar");
     let opted_out = kube

@@ -8,6 +8,8 @@
 //! crosses clusters; a sidecar claiming an account its token is not for is refused, and gets no
 //! traffic; scaling a Service (its EndpointSlice emptied, then refilled) reaches Envoy.
 //! Cluster-1's pods run on a Node with topology labels: they are the cluster's locality.
+//! Sidecars register on the agent's TLS registration port, checked with the agent's CA, which
+//! the agent publishes as ConfigMap `trellis-agent-ca` in every namespace.
 
 use trellis_testkit as common;
 
@@ -222,6 +224,7 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     options.mgmt_flags = vec!["--kubeconfig".into(), management_kubeconfig.display().to_string()];
     options.app_address = Some(host_address());
     options.sidecar_token_dir = Some(tokens.clone());
+    options.registry_tls = true;
     options.cluster_agent_flags = vec![
         (
             "cluster-1".into(),
@@ -300,22 +303,75 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // A registration without any token is refused too.
+    // The agent's CA is in every namespace, one created later too, as the sidecars use it.
+    let agent_ca = std::fs::read_to_string(mesh.dir.join("agent-cluster-1").join("xds-ca.pem")).unwrap();
+    create(
+        &kube1,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "later"}}),
+    )
+    .await;
+    for namespace in ["demo", "default", "later"] {
+        let path = format!("/api/v1/namespaces/{namespace}/configmaps/trellis-agent-ca");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = kube1.client().get_json(&path).await.unwrap_or_default();
+            if found["data"]["ca.crt"] == agent_ca.as_str() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no agent CA in {namespace}: {found}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The TLS registration port: nothing in clear, and no handshake for a client that trusts
+    // another CA (cluster-2's agent's) or checks another name.
+    let tls_port = mesh.cluster("cluster-1").registry_tls_port.unwrap();
+    let plain = trellis_support::httpc::get(
+        &format!("http://127.0.0.1:{tls_port}/v1/status"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        plain.is_err() || plain.as_ref().is_ok_and(|r| r.status >= 400),
+        "plain HTTP answered on the TLS port: {plain:?}"
+    );
+    let other_ca = mesh.dir.join("agent-cluster-2").join("xds-ca.pem");
+    let stranger = trellis_agent::agent_endpoint::AgentEndpoint::new(&format!("127.0.0.1:{tls_port}"), Some(&other_ca))
+        .unwrap()
+        .request("GET", "/v1/status", &[], None, Duration::from_secs(5))
+        .await;
+    assert!(
+        stranger
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("invalid peer certificate")),
+        "a client trusting another CA: {stranger:?}"
+    );
+    // A registration without any token is refused, on either port.
     let registry = mesh.cluster("cluster-1").registry_port;
+    let intruder = serde_json::to_vec(
+        &json!({"kind": "sidecar", "workload": {"name": "intruder", "namespace": "demo",
+        "service": "backend", "serviceAccount": "backend", "address": "127.0.0.1", "ports": []},
+        "outboundPort": 1}),
+    )
+    .unwrap();
+    let own_ca = mesh.dir.join("agent-cluster-1").join("xds-ca.pem");
+    let over_tls = trellis_agent::agent_endpoint::AgentEndpoint::new(&format!("127.0.0.1:{tls_port}"), Some(&own_ca))
+        .unwrap()
+        .request(
+            "PUT",
+            "/v1/proxies/sidecar~intruder.demo",
+            &[],
+            Some(("application/json", intruder.clone())),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(over_tls.status, 401, "{}", over_tls.body);
     let anonymous = trellis_support::httpc::request(
         "PUT",
         &format!("http://127.0.0.1:{registry}/v1/proxies/sidecar~intruder.demo"),
         None,
         &[],
-        Some((
-            "application/json",
-            serde_json::to_vec(
-                &json!({"kind": "sidecar", "workload": {"name": "intruder", "namespace": "demo",
-                "service": "backend", "serviceAccount": "backend", "address": "127.0.0.1", "ports": []},
-                "outboundPort": 1}),
-            )
-            .unwrap(),
-        )),
+        Some(("application/json", intruder)),
         Duration::from_secs(5),
     )
     .await

@@ -47,6 +47,25 @@ impl AgentEndpoint {
         &self.address
     }
 
+    /// The host of --agent (a name or an address, without brackets or port).
+    pub fn host(&self) -> &str {
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// Where to reach a server of the agent that it says listens on `address`: at the host
+    /// --agent names when it listens on every address (0.0.0.0, `::`), as in a pod, where the
+    /// unspecified address would mean the proxy's own pod.
+    pub fn reachable(&self, address: &str) -> String {
+        match address.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => self.host().to_string(),
+            _ => address.to_string(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.address)
@@ -66,5 +85,19 @@ impl AgentEndpoint {
             Some(client) => client.request(method, &url, None, headers, body, timeout).await,
             None => httpc::request(method, &url, None, headers, body, timeout).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_on_every_address_is_reached_where_the_agent_is() {
+        let agent = AgentEndpoint::local("trellis-agent.trellis.svc:9978");
+        assert_eq!(agent.reachable("0.0.0.0"), "trellis-agent.trellis.svc");
+        assert_eq!(agent.reachable("::"), "trellis-agent.trellis.svc");
+        assert_eq!(agent.reachable("127.0.0.1"), "127.0.0.1");
+        assert_eq!(AgentEndpoint::local("[::1]:9977").reachable("::"), "::1");
     }
 }

@@ -154,7 +154,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
 
 /// One registration with the agent, seen from the client: where, what, and the credential.
 pub struct AgentRegistration {
-    agent: AgentEndpoint,
+    pub agent: AgentEndpoint,
     id: String,
     body: Value,
     /// For gateways and add-ons: the agent's role secret, read when first needed.
@@ -434,10 +434,11 @@ pub async fn run_registered_envoy(
         .context("agent did not say what name its xDS server certificate carries")?;
     let (tls_dir, client_secret, server_secret) = xds_files.tls(server_name)?;
     let cluster = answer["cluster"].as_str().unwrap_or_default().to_string();
-    let xds_address = answer["xdsAddress"]
-        .as_str()
-        .context("agent did not say where its xDS server is")?
-        .to_string();
+    let xds_address = link.agent.reachable(
+        answer["xdsAddress"]
+            .as_str()
+            .context("agent did not say where its xDS server is")?,
+    );
     let xds_port = answer["xdsPort"]
         .as_u64()
         .context("agent did not say where its xDS server is")? as u16;

@@ -165,6 +165,8 @@ pub struct LocalMesh {
     /// Where sidecars accept inbound mesh traffic.
     app_address: String,
     sidecar_token_dir: Option<PathBuf>,
+    /// How sidecars name their agent's host.
+    agent_host: &'static str,
 }
 
 /// What `trellis up` prints as it goes: each step once done, with the seconds since the start,
@@ -214,6 +216,9 @@ pub struct MeshOptions {
     /// Agents also serve registration over TLS, and sidecars register there, checking it with
     /// the agent's CA, as an injected sidecar does in Kubernetes.
     pub registry_tls: bool,
+    /// Agents listen for xDS and TLS registration on every address, and sidecars reach them by
+    /// name (`localhost`), as pods reach their agent through its Service.
+    pub agents_by_name: bool,
 }
 
 /// Traces of a local mesh: the management server's and agents' spans, and the proxies'
@@ -242,6 +247,7 @@ impl MeshOptions {
             app_address: None,
             sidecar_token_dir: None,
             registry_tls: false,
+            agents_by_name: false,
         }
     }
 }
@@ -347,6 +353,11 @@ impl LocalMesh {
             },
             app_address: options.app_address.clone().unwrap_or_else(|| "127.0.0.1".into()),
             sidecar_token_dir: options.sidecar_token_dir.clone(),
+            agent_host: if options.agents_by_name {
+                "localhost"
+            } else {
+                "127.0.0.1"
+            },
         };
         mesh.wait_for_api(Duration::from_secs(30)).await?;
         mesh.progress.step(format_args!(
@@ -357,6 +368,7 @@ impl LocalMesh {
         for cluster in ["cluster-1", "cluster-2"] {
             let registry_port = free_port();
             let registry_tls_port = options.registry_tls.then(free_port);
+            let bind = if options.agents_by_name { "0.0.0.0" } else { "127.0.0.1" };
             let xds_port = free_port();
             let gateway_port = free_port();
             let gateway_admin_port = free_port();
@@ -378,7 +390,7 @@ impl LocalMesh {
                     "--registry-addr".into(),
                     format!("127.0.0.1:{registry_port}"),
                     "--xds-addr".into(),
-                    format!("127.0.0.1:{xds_port}"),
+                    format!("{bind}:{xds_port}"),
                     // The demo's workloads live in `demo`: sidecars may claim only its identities.
                     // Gateways and add-ons find the agent's role secret where it publishes it.
                     "--allow-namespace".into(),
@@ -408,7 +420,7 @@ impl LocalMesh {
             if let Some(port) = registry_tls_port {
                 agent
                     .args
-                    .extend(["--registry-tls-addr".into(), format!("127.0.0.1:{port}")]);
+                    .extend(["--registry-tls-addr".into(), format!("{bind}:{port}")]);
             }
             agent.args.extend(options.agent_flags.iter().cloned());
             for (_, flags) in options.cluster_agent_flags.iter().filter(|(name, _)| name == cluster) {
@@ -540,7 +552,7 @@ impl LocalMesh {
             vec![
                 "proxy".into(),
                 "--agent".into(),
-                format!("127.0.0.1:{}", registry_tls_port.unwrap_or(registry_port)),
+                format!("{}:{}", self.agent_host, registry_tls_port.unwrap_or(registry_port)),
                 "--name".into(),
                 name.into(),
                 "--namespace".into(),
@@ -973,6 +985,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             sidecar_token_dir: None,
             // The demo's sidecars register as a pod's would: over TLS, checked with the agent's CA.
             registry_tls: true,
+            agents_by_name: false,
         },
     );
     // Stopped while its processes start: dropping them ends them (they die with `trellis up`).

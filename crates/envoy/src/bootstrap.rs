@@ -45,7 +45,11 @@ pub fn bootstrap(spec: &BootstrapSpec) -> Value {
         "static_resources": {
             "clusters": [{
                 "name": XDS_CLUSTER,
-                "type": "STATIC",
+                // A name (the agent's Service, in Kubernetes) is resolved; an address is used as is.
+                "type": if spec.xds_address.parse::<std::net::IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" },
+                // A name with both families (`localhost`) goes to IPv4 first, as agents listen
+                // on 0.0.0.0; an IPv6-only name still resolves.
+                "dns_lookup_family": "V4_PREFERRED",
                 "connect_timeout": "1s",
                 // gRPC needs HTTP/2 to the xDS server.
                 "typed_extension_protocol_options": {
@@ -244,5 +248,15 @@ mod tests {
             &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
         assert_eq!(address["address"], "10.0.0.9");
         assert_eq!(address["port_value"], 15010);
+    }
+
+    #[test]
+    fn an_xds_server_known_by_name_is_resolved() {
+        let mut spec = mk_spec();
+        spec.xds_address = "trellis-agent.trellis.svc.cluster.local";
+        assert_eq!(
+            bootstrap(&spec)["static_resources"]["clusters"][0]["type"],
+            "STRICT_DNS"
+        );
     }
 }

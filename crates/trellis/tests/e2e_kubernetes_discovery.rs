@@ -9,7 +9,9 @@
 //! traffic; scaling a Service (its EndpointSlice emptied, then refilled) reaches Envoy.
 //! Cluster-1's pods run on a Node with topology labels: they are the cluster's locality.
 //! Sidecars register on the agent's TLS registration port, checked with the agent's CA, which
-//! the agent publishes as ConfigMap `trellis-agent-ca` in every namespace.
+//! the agent publishes as ConfigMap `trellis-agent-ca` in every namespace. As pods reach their
+//! agent's Service, sidecars name their agent's host (`localhost`), and the agent listens on
+//! every address (its xDS server too, which Envoy then resolves by that name).
 
 use trellis_testkit as common;
 
@@ -225,6 +227,7 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     options.app_address = Some(host_address());
     options.sidecar_token_dir = Some(tokens.clone());
     options.registry_tls = true;
+    options.agents_by_name = true;
     options.cluster_agent_flags = vec![
         (
             "cluster-1".into(),

@@ -193,9 +193,38 @@ fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
         deployment["spec"]["template"]["spec"]["priorityClassName"],
         "system-cluster-critical"
     );
+    // The role secret gateways and add-ons register with: one value, in the agent's namespace
+    // and the add-ons'; the agent reads it from there and the add-ons present it.
+    assert!(
+        args.iter()
+            .any(|a| a == "--role-secret-file=/etc/trellis/role-secret/secret")
+    );
+    assert!(args.iter().any(|a| a == "--registry-tls-addr=0.0.0.0:9978"));
+    let secrets: Vec<&Value> = agent
+        .iter()
+        .filter(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "trellis-agent-role-secret")
+        .collect();
+    let namespaces: Vec<&str> = secrets
+        .iter()
+        .map(|s| s["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["trellis", "gloo-mesh-addons"]);
+    assert_eq!(secrets[0]["data"]["secret"], secrets[1]["data"]["secret"]);
+    assert!(secrets[0]["data"]["secret"].as_str().unwrap().len() >= 48);
     for addon in ["ext-auth-service", "rate-limiter"] {
         let addon = find(&agent, "Deployment", addon).unwrap();
         assert_eq!(addon["metadata"]["namespace"], "gloo-mesh-addons");
+        let addon_args = args_of(addon);
+        for expected in [
+            "--agent=trellis-agent.trellis.svc.cluster.local:9978",
+            "--agent-ca=/var/run/trellis/agent-ca/ca.crt",
+            "--role-secret-file=/etc/trellis/role-secret/secret",
+        ] {
+            assert!(
+                addon_args.iter().any(|a| a == expected),
+                "{expected} missing: {addon_args:?}"
+            );
+        }
         assert_eq!(
             addon["spec"]["template"]["spec"]["containers"][0]["image"],
             "trellis:0.1.0-fips"

@@ -23,6 +23,11 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
+/// The largest response body read: answers come from servers on the network (OpenID providers,
+/// key sets, agents), and one that never ends must not exhaust memory. Far above any real
+/// answer (the management API's largest, a whole config dump, included).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
@@ -304,7 +309,11 @@ where
             )
         })
         .collect();
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the answer ({status}): {e}; at most {MAX_RESPONSE_BYTES} bytes are read"))?
+        .to_bytes();
     Ok(Response {
         status,
         headers,
@@ -391,5 +400,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.body, format!("host: 127.0.0.1:{port}"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_never_ends_is_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 100000000000\r\n\r\n";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'x'; 1 << 20];
+            while stream.write_all(&chunk).await.is_ok() {}
+        });
+        let error = get(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(30))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("at most 67108864 bytes"), "{error}");
     }
 }

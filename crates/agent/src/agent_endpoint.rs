@@ -1,9 +1,11 @@
 //! Where a proxy, gateway or add-on reaches its agent's registration API: the plain port on
 //! this host, or with `--agent-ca` the agent's TLS port (`--registry-tls-addr`), its certificate
 //! checked against exactly that CA for `registry.trellis-agent`, whatever address the agent is
-//! reached at (a Service's, a pod's).
+//! reached at (a Service's, a pod's). The CA file is read again when it changes (a ConfigMap
+//! volume is updated in place when the agent publishes a new CA).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,25 +16,65 @@ pub struct AgentEndpoint {
     /// `host:port`, as given with --agent.
     address: String,
     /// Set for the TLS port: trusts the agent's CA alone.
-    tls: Option<HttpClient>,
+    tls: Option<Arc<AgentTrust>>,
+}
+
+/// The agent's CA file and the client that trusts what it last held.
+struct AgentTrust {
+    file: PathBuf,
+    current: Mutex<(String, HttpClient)>,
+}
+
+impl AgentTrust {
+    fn load(file: &Path) -> anyhow::Result<(String, HttpClient)> {
+        let pem =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read --agent-ca {}", file.display()))?;
+        let roots = trellis_pki::root_store(&pem)
+            .with_context(|| format!("--agent-ca {}: not a PEM CA certificate", file.display()))?;
+        let client = HttpClient::with_roots(roots).checking_server_as(crate::xds_tls::REGISTRY_SERVER_NAME);
+        Ok((pem, client))
+    }
+
+    /// The client for the file as it is now; the last good one when it cannot be read.
+    fn client(&self) -> HttpClient {
+        let mut current = self.current.lock().expect("agent trust lock");
+        match std::fs::read_to_string(&self.file) {
+            Ok(pem) if pem != current.0 => match Self::load(&self.file) {
+                Ok(loaded) => {
+                    tracing::info!(file = %self.file.display(), "the agent's CA changed: trusting the new one");
+                    *current = loaded;
+                }
+                Err(error) => tracing::warn!(error = %format!("{error:#}"), "keeping the agent's previous CA"),
+            },
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(file = %self.file.display(), %error, "cannot read --agent-ca; keeping the CA read before")
+            }
+        }
+        current.1.clone()
+    }
 }
 
 impl AgentEndpoint {
     /// The agent at `address`, over TLS when `ca_file` (the agent's CA, PEM) is given.
     pub fn new(address: &str, ca_file: Option<&Path>) -> anyhow::Result<AgentEndpoint> {
         let tls = match ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).with_context(|| format!("cannot read --agent-ca {}", path.display()))?;
-                let roots = trellis_pki::root_store(&String::from_utf8_lossy(&pem))
-                    .with_context(|| format!("--agent-ca {}: not a PEM CA certificate", path.display()))?;
-                Some(HttpClient::with_roots(roots).checking_server_as(crate::xds_tls::REGISTRY_SERVER_NAME))
-            }
+            Some(file) => Some(Arc::new(AgentTrust {
+                file: file.to_path_buf(),
+                current: Mutex::new(AgentTrust::load(file)?),
+            })),
             None => None,
         };
         Ok(AgentEndpoint {
             address: address.to_string(),
             tls,
         })
+    }
+
+    /// Whether answers come over TLS checked with the agent's CA: what they say (the xDS CA
+    /// above all) then comes from the agent, not from whoever holds its port.
+    pub fn is_authenticated(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// A plain-HTTP agent on this host (tests, local tools).
@@ -82,7 +124,7 @@ impl AgentEndpoint {
     ) -> anyhow::Result<httpc::Response> {
         let url = self.url(path);
         match &self.tls {
-            Some(client) => client.request(method, &url, None, headers, body, timeout).await,
+            Some(trust) => trust.client().request(method, &url, None, headers, body, timeout).await,
             None => httpc::request(method, &url, None, headers, body, timeout).await,
         }
     }

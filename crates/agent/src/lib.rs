@@ -351,9 +351,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     // Published before the registration API listens, so a gateway or add-on started with the
     // agent finds the current secret by the time its registration can be answered.
-    let published = role_secret::publish(&role_secret, args.registry_addr.port());
-    if let Some(path) = &published {
-        tracing::info!(path = %path.display(), "role secret published for local gateways and add-ons");
+    // Under each registration port's number: local clients look it up by the port they use.
+    let ports: Vec<u16> = std::iter::once(args.registry_addr.port())
+        .chain(args.registry_tls_addr.map(|a| a.port()))
+        .collect();
+    let published: Vec<u16> = ports
+        .into_iter()
+        .filter(|port| role_secret::publish(&role_secret, *port).is_some())
+        .collect();
+    if !published.is_empty() {
+        tracing::info!(?published, "role secret published for local gateways and add-ons");
     }
     let registry_listener = tokio::net::TcpListener::bind(args.registry_addr)
         .await
@@ -416,8 +423,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         trellis_support::process::drain(&shutdown, servers, trellis_support::process::SHUTDOWN_GRACE, "agent")
             .await
             .unwrap_or(Ok(()));
-    if published.is_some() {
-        role_secret::unpublish(&role_secret, args.registry_addr.port());
+    for port in published {
+        role_secret::unpublish(&role_secret, port);
     }
     outcome?;
     tracing::info!("agent stopped");

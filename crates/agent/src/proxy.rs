@@ -331,18 +331,24 @@ impl XdsFiles {
     }
 
     /// Writes what an accepted registration brought: a new CA, a new certificate. Every file
-    /// is replaced by rename, which is what Envoy's directory watch reacts to.
-    fn apply(&mut self, answer: &Value) -> anyhow::Result<()> {
+    /// is replaced by rename, which is what Envoy's directory watch reacts to. `authenticated`:
+    /// the answer came over the agent's TLS port, checked with its CA (`--agent-ca`).
+    fn apply(&mut self, answer: &Value, authenticated: bool) -> anyhow::Result<()> {
         if let Some(ca) = answer["xdsCa"].as_str()
             && self.ca_pem.as_deref() != Some(ca)
         {
-            // Trust on first use: a process that took the agent's port while it restarted must
-            // not swap the CA Envoy checks its xDS server with. An agent that really lost its
-            // CA is taken up by restarting this proxy.
+            // Over the plain port, trust on first use: a process that took the agent's port
+            // while it restarted must not swap the CA Envoy checks its xDS server with, and an
+            // agent that really lost its CA is taken up by restarting this proxy. Over the
+            // checked TLS port the answer is the agent's own: a new CA (an agent restarted
+            // without its data, as a pod with an emptyDir is) is taken, with a new certificate.
             anyhow::ensure!(
-                self.ca_pem.is_none(),
+                self.ca_pem.is_none() || authenticated,
                 "the agent at this address now answers with another xDS CA: if the agent lost its data directory, restart this proxy to trust its new CA; otherwise something else answers on the agent's port"
             );
+            if self.ca_pem.is_some() {
+                tracing::info!("the agent's xDS CA changed (said over its checked TLS port): trusting the new one");
+            }
             write_private(&self.dir.join("ca.pem"), ca)?;
             self.ca_pem = Some(ca.to_string());
         }
@@ -427,7 +433,7 @@ pub async fn run_registered_envoy(
         answer["xdsCertificate"].is_string(),
         "the agent signed no xDS client certificate (an older agent? upgrade it)"
     );
-    xds_files.apply(&answer)?;
+    xds_files.apply(&answer, link.agent.is_authenticated())?;
     link.send_csr = xds_files.wants_certificate(&answer);
     let server_name = answer["xdsServerName"]
         .as_str()
@@ -496,7 +502,7 @@ pub async fn run_registered_envoy(
                 link.send_csr = link.send_csr || xds_files.renew_at.is_none_or(|due| SystemTime::now() >= due);
                 match link.put().await {
                     Ok(PutOutcome::Accepted { new_token: None, answer }) => {
-                        if let Err(error) = xds_files.apply(&answer) {
+                        if let Err(error) = xds_files.apply(&answer, link.agent.is_authenticated()) {
                             tracing::error!(proxy.id = id, error = %format!("{error:#}"), "cannot write the renewed xDS certificate; Envoy keeps the one it has");
                         } else if answer["xdsCertificate"].is_string() {
                             tracing::info!(proxy.id = id, "xDS client certificate renewed");
@@ -604,14 +610,42 @@ mod tests {
         let rogue = trellis_pki::Authority::generate_root("squatter", day, now)
             .unwrap()
             .cert_pem;
-        files.apply(&serde_json::json!({"xdsCa": real})).unwrap();
-        files.apply(&serde_json::json!({"xdsCa": real})).unwrap();
+        files.apply(&serde_json::json!({"xdsCa": real}), false).unwrap();
+        files.apply(&serde_json::json!({"xdsCa": real}), false).unwrap();
         let error = files
-            .apply(&serde_json::json!({"xdsCa": rogue}))
+            .apply(&serde_json::json!({"xdsCa": rogue}), false)
             .unwrap_err()
             .to_string();
         assert!(error.contains("another xDS CA"), "{error}");
         assert_eq!(std::fs::read_to_string(dir.join("xds-tls/ca.pem")).unwrap(), real);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_new_xds_ca_said_over_the_checked_tls_port_is_taken_with_a_new_certificate() {
+        let dir = std::env::temp_dir().join(format!("trellis-proxy-ca-tls-{}", std::process::id()));
+        let (mut files, _csr) = XdsFiles::create(&dir).unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86400);
+        let before = trellis_pki::Authority::generate_root("agent", day, now).unwrap();
+        let after = trellis_pki::Authority::generate_root("agent restarted", day, now).unwrap();
+        files
+            .apply(&serde_json::json!({"xdsCa": before.cert_pem}), true)
+            .unwrap();
+        files.cert_ca_pem = files.ca_pem.clone();
+        files.renew_at = Some(now + day);
+        assert!(!files.wants_certificate(&serde_json::json!({})));
+        files
+            .apply(&serde_json::json!({"xdsCa": after.cert_pem}), true)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("xds-tls/ca.pem")).unwrap(),
+            after.cert_pem
+        );
+        assert!(
+            files.wants_certificate(&serde_json::json!({})),
+            "a certificate of the old CA is replaced"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -427,6 +427,11 @@ impl LocalMesh {
                 agent.args.extend(flags.iter().cloned());
             }
             agent.start()?;
+            let agent_ca = dir.join(format!("agent-{cluster}")).join("xds-ca.pem");
+            if registry_tls_port.is_some() {
+                // The gateway reads the agent's CA when it starts: the agent writes it first.
+                wait_for_file(&agent_ca, Duration::from_secs(20)).await?;
+            }
             let mut gateway = Proc::new(
                 bin,
                 dir,
@@ -435,7 +440,7 @@ impl LocalMesh {
                     "gateway".into(),
                     "east-west".into(),
                     "--agent".into(),
-                    format!("127.0.0.1:{registry_port}"),
+                    format!("127.0.0.1:{}", registry_tls_port.unwrap_or(registry_port)),
                     "--port".into(),
                     s(&gateway_port),
                     "--admin-port".into(),
@@ -444,6 +449,9 @@ impl LocalMesh {
                     s(&dir.join(format!("east-west-{cluster}")).display()),
                 ],
             );
+            if registry_tls_port.is_some() {
+                gateway.args.extend(["--agent-ca".into(), s(&agent_ca.display())]);
+            }
             gateway.start()?;
             mesh.progress
                 .step(format_args!("{cluster}: agent and east-west gateway started"));
@@ -848,6 +856,20 @@ fn prometheus_installed() -> bool {
 
 /// The add-ons of one cluster, registered with its agent under Gloo's default names
 /// (`ext-auth-service` and `rate-limiter` in `gloo-mesh`), so policies reference them as in Gloo.
+/// Waits until `path` exists (a process writes it as it starts).
+async fn wait_for_file(path: &Path, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} did not appear within {limit:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 async fn start_addons(bin: &Path, dir: &Path, cluster: &str, registry_port: u16) -> anyhow::Result<Vec<(Proc, u16)>> {
     start_addons_in(bin, dir, cluster, registry_port, "gloo-mesh").await
 }

@@ -312,7 +312,9 @@ where
     let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await
-        .map_err(|e| anyhow::anyhow!("reading the answer ({status}): {e}; at most {MAX_RESPONSE_BYTES} bytes are read"))?
+        .map_err(|e| {
+            anyhow::anyhow!("reading the answer ({status}): {e}; at most {MAX_RESPONSE_BYTES} bytes are read")
+        })?
         .to_bytes();
     Ok(Response {
         status,

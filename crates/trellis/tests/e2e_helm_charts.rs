@@ -200,6 +200,16 @@ fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
             .any(|a| a == "--role-secret-file=/etc/trellis/role-secret/secret")
     );
     assert!(args.iter().any(|a| a == "--registry-tls-addr=0.0.0.0:9978"));
+    // Its data (relay identity, xDS CA) outlives the pod.
+    assert!(find(&agent, "PersistentVolumeClaim", "trellis-agent-data").is_some());
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let data = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "data")
+        .unwrap();
+    assert_eq!(data["persistentVolumeClaim"]["claimName"], "trellis-agent-data");
     let secrets: Vec<&Value> = agent
         .iter()
         .filter(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "trellis-agent-role-secret")

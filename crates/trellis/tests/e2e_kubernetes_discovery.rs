@@ -404,5 +404,52 @@ async fn workloads_come_from_each_clusters_kubernetes_api_and_follow_its_endpoin
     endpoint["endpoints"][0]["conditions"]["ready"] = json!(true);
     merge_patch(&kube1, slice, json!({"endpoints": endpoint["endpoints"]})).await;
     until_split(&mesh, "cluster-1's backend back", |v1, _| v1 > 0).await;
+
+    // Cluster-2's agent comes back without its xDS CA, as a pod whose data was lost: it makes a
+    // new one and publishes it (here the file the sidecars read, as a ConfigMap volume would be
+    // updated). Its sidecar and gateway, which reach it over the checked TLS port, take the new
+    // CA and a new certificate, and their Envoys connect again without a restart.
+    let sidecar_admin = mesh.app("backend-v2").admin_port;
+    let connected = "control_plane.connected_state";
+    assert_eq!(envoy_stat(sidecar_admin, connected).await, 1);
+    let agent_dir = mesh.dir.join("agent-cluster-2");
+    let old_ca = std::fs::read_to_string(agent_dir.join("xds-ca.pem")).unwrap();
+    mesh.cluster_mut("cluster-2").agent.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while envoy_stat(sidecar_admin, connected).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar's Envoy never noticed its agent stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::remove_file(agent_dir.join("xds-ca.pem")).unwrap();
+    std::fs::remove_file(agent_dir.join("xds-ca.key")).unwrap();
+    mesh.cluster_mut("cluster-2").agent.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while envoy_stat(sidecar_admin, connected).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar's Envoy never connected to the agent with its new CA; sidecar log: {}",
+            std::fs::read_to_string(mesh.app("backend-v2").sidecar.log_path()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gateway_admin = mesh.cluster("cluster-2").gateway_admin_port;
+    while envoy_stat(gateway_admin, connected).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the east-west gateway's Envoy never connected to the agent with its new CA"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let new_ca = std::fs::read_to_string(agent_dir.join("xds-ca.pem")).unwrap();
+    assert_ne!(new_ca, old_ca);
+    let sidecar_log = std::fs::read_to_string(mesh.app("backend-v2").sidecar.log_path()).unwrap();
+    assert!(sidecar_log.contains("the agent's xDS CA changed"), "{sidecar_log}");
+    until_split(&mesh, "both clusters after cluster-2's agent restarted", |v1, v2| {
+        v1 > 0 && v2 > 0
+    })
+    .await;
     mesh.shutdown().await;
 }

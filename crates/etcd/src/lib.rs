@@ -5,6 +5,9 @@
 //! revision per change, a feed of changes for the translator), and [`Leadership`] elects one
 //! replica by an etcd lease for the work only one may do at a time.
 //!
+//! The leader shares each translation through etcd too (`TranslationShare`): the other
+//! replicas serve it without translating.
+//!
 //! Every write is one etcd transaction guarded by a compare on a guard key, so two replicas
 //! writing at once serialize as the single-writer redb file does. An apply of many resources is
 //! one transaction: etcd's `--max-txn-ops` and `--max-request-bytes` must admit the largest apply
@@ -13,6 +16,7 @@
 mod client;
 mod election;
 mod store;
+mod translation_share;
 pub mod wire;
 
 pub use client::{EtcdClient, EtcdConfig, prefix_end};

@@ -47,14 +47,15 @@ struct JournalEntry {
 pub struct EtcdStore {
     inner: Arc<Inner>,
     feed: Arc<Feed>,
+    pub(crate) share: Arc<crate::translation_share::ShareState>,
     /// Runs the client and the journal watch; the Store trait is blocking. Always `Some` until
     /// dropped.
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
 }
 
-struct Inner {
-    client: EtcdClient,
+pub(crate) struct Inner {
+    pub(crate) client: EtcdClient,
     prefix: String,
 }
 
@@ -107,7 +108,7 @@ impl Guard {
 }
 
 impl Inner {
-    fn key(&self, rest: &str) -> Vec<u8> {
+    pub(crate) fn key(&self, rest: &str) -> Vec<u8> {
         format!("{}{rest}", self.prefix).into_bytes()
     }
 
@@ -222,6 +223,8 @@ impl EtcdStore {
             .map_err(|_| EtcdError::Timeout(Duration::from_secs(10)))??;
         let feed = Arc::new(Feed::new(guard.counter()));
         runtime.spawn(follow_journal(inner.clone(), feed.clone(), guard.revision + 1));
+        let share = Arc::new(crate::translation_share::ShareState::default());
+        runtime.spawn(crate::translation_share::follow_current(inner.clone(), share.clone()));
         tracing::info!(
             endpoints = %config.endpoints.join(","),
             prefix = %config.prefix,
@@ -231,6 +234,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             inner,
             feed,
+            share,
             runtime: Some(runtime),
             timeout: config.timeout,
         })
@@ -243,7 +247,7 @@ impl EtcdStore {
 
     /// Runs `work` on the store's own runtime and waits for it: callers may be threads of another
     /// runtime, where blocking on a future directly is not allowed.
-    fn block<T, F, W>(&self, work: W) -> Result<T>
+    pub(crate) fn block<T, F, W>(&self, work: W) -> Result<T>
     where
         T: Send + 'static,
         F: Future<Output = std::result::Result<T, EtcdError>> + Send + 'static,

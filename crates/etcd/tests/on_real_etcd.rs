@@ -1,5 +1,6 @@
 //! The store contract and leader election on a real etcd (TLS, client certificates required).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,8 @@ use trellis_etcd::{EtcdClient, EtcdStore, Leadership, LeadershipConfig};
 use trellis_model::{ClusterDiscovery, DiscoveryPatch, Workload, WorkloadKey};
 use trellis_store::{
     AccessStore, ApiTokenRecord, ApplyAction, AuditRecord, AuditRetention, Change, IntermediateClaim,
-    IntermediateRecord, IssuanceStore, SilenceRecord, SilenceStore, Store, StoreError, TokenCheck, TokenRecord, Watch,
+    IntermediateRecord, IssuanceStore, SharedCluster, SharedTranslation, SilenceRecord, SilenceStore, Store,
+    StoreError, TokenCheck, TokenRecord, TranslationShare, Watch,
 };
 use trellis_testkit::etcd::Etcd;
 
@@ -394,4 +396,113 @@ async fn one_replica_leads_and_another_takes_over_within_the_lease_when_it_dies(
         "hand-over took {:?}",
         resigned.elapsed()
     );
+}
+
+/// A translation of one cluster whose sections are `sections` (name, payload).
+fn translation(revision: u64, sections: &[(&str, Vec<u8>)]) -> (SharedTranslation, HashMap<String, Arc<[u8]>>) {
+    let payloads: HashMap<String, Arc<[u8]>> = sections
+        .iter()
+        .map(|(name, payload)| (name.to_string(), Arc::from(payload.clone())))
+        .collect();
+    let shared = SharedTranslation {
+        revision,
+        traceparent: None,
+        report: Arc::from(format!("{{\"revision\":{revision}}}").into_bytes()),
+        clusters: [(
+            "c1".to_string(),
+            SharedCluster {
+                version: format!("v{revision}"),
+                sections: sections
+                    .iter()
+                    .map(|(name, payload)| (name.to_string(), trellis_base::stable_hash(payload)))
+                    .collect(),
+            },
+        )]
+        .into(),
+    };
+    (shared, payloads)
+}
+
+fn publish(store: &EtcdStore, revision: u64, sections: &[(&str, Vec<u8>)]) -> SharedTranslation {
+    let (shared, payloads) = translation(revision, sections);
+    store
+        .publish_translation(&shared, &|_, section| payloads.get(section).cloned())
+        .unwrap();
+    shared
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leaders_translation_reaches_another_replica_and_old_sections_are_swept() {
+    let etcd = Etcd::start(&dir("share")).await;
+    let config = etcd.config("/share/");
+    blocking(move || {
+        let leader = EtcdStore::open(&config).unwrap();
+        let follower = EtcdStore::open(&config).unwrap();
+        assert!(
+            follower
+                .wait_translation(0, Duration::from_millis(200))
+                .unwrap()
+                .is_none()
+        );
+        // A section larger than etcd takes in one request travels in chunks.
+        let large: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let first = publish(
+            &leader,
+            1,
+            &[("base", b"{\"base\":1}".to_vec()), ("vhost/a", large.clone())],
+        );
+        let got = follower
+            .wait_translation(0, Duration::from_secs(5))
+            .unwrap()
+            .expect("shared");
+        assert_eq!(got.translation, first);
+        let versions: Vec<u64> = first.clusters["c1"].sections.iter().map(|(_, v)| *v).collect();
+        let payloads = follower.section_payloads(&versions).unwrap();
+        assert_eq!(&*payloads[&versions[1]], large.as_slice());
+
+        // The next one is waited for past the stamp held, and shares the section it keeps.
+        let second = publish(
+            &leader,
+            2,
+            &[("base", b"{\"base\":2}".to_vec()), ("vhost/a", large.clone())],
+        );
+        let next = follower
+            .wait_translation(got.stamp, Duration::from_secs(5))
+            .unwrap()
+            .expect("the next");
+        assert_eq!(next.translation, second);
+        assert!(
+            follower
+                .wait_translation(next.stamp, Duration::from_millis(200))
+                .unwrap()
+                .is_none()
+        );
+
+        // Two translations later the first one's own section is gone; the shared one stays.
+        publish(
+            &leader,
+            3,
+            &[("base", b"{\"base\":3}".to_vec()), ("vhost/a", large.clone())],
+        );
+        assert!(
+            follower.section_payloads(&versions[..1]).is_err(),
+            "a section no manifest names is swept"
+        );
+        assert!(follower.section_payloads(&versions[1..]).is_ok());
+
+        // A new leader sweeps what the old one left and no manifest of its own names.
+        drop(leader);
+        let successor = EtcdStore::open(&config).unwrap();
+        publish(&successor, 4, &[("base", b"{\"base\":4}".to_vec())]);
+        assert!(
+            follower.section_payloads(&versions[1..]).is_err(),
+            "the old leader's sections are swept"
+        );
+        let last = follower
+            .wait_translation(next.stamp, Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.translation.revision, 4);
+    })
+    .await;
 }

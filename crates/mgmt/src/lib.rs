@@ -27,6 +27,7 @@ mod root_trust;
 mod sharded;
 mod state;
 mod trace_origins;
+mod translation_share;
 mod translator;
 mod ui;
 
@@ -112,7 +113,11 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         // The policy's problem stays visible to `trellis check` until the follower retries it.
         root_trust::keep_problem(&mgmt.mesh, error);
     }
-    let translator = mgmt.start_translator(translator);
+    let translator = mgmt.start_translator(translator, replication.leading.clone());
+    let sharing = match &replication.share {
+        Some(share) => translation_share::start(mgmt.clone(), share.clone(), replication.leading.clone()),
+        None => Vec::new(),
+    };
     tokio::spawn(root_trust::follow(mgmt.clone()));
     if let Some(source) = &config.kubernetes {
         kubernetes::start(source, mgmt.clone(), replication.leading.clone()).await?;
@@ -203,7 +208,13 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
     replication.stop().await;
     mgmt.stop_translator();
     // A translation in progress finishes first: nothing of it is stored, but it is not cut off.
-    let _ = tokio::task::spawn_blocking(move || translator.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = translator.join();
+        for thread in sharing {
+            let _ = thread.join();
+        }
+    })
+    .await;
     tracing::info!("management server stopped");
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct InsightLabel {
 #[derive(Clone)]
 pub struct MgmtMetrics {
     pub translations_total: Counter,
+    /// Translations made by the leading replica and served by this one.
+    pub translations_followed_total: Counter,
     pub translation_seconds: Histogram,
     /// Gloo's name for the same measure, so Gloo users' dashboards and alerts carry over.
     pub gloo_translation_time: Histogram,
@@ -68,6 +70,7 @@ impl MgmtMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = MgmtMetrics {
             translations_total: Counter::default(),
+            translations_followed_total: Counter::default(),
             translation_seconds: Histogram::new([0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             gloo_translation_time: Histogram::new([0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             translation_warnings: Gauge::default(),
@@ -114,6 +117,11 @@ impl MgmtMetrics {
             "trellis_mgmt_translations",
             "Translations run",
             metrics.translations_total.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_translations_followed",
+            "Translations of the leading replica this replica served instead of translating",
+            metrics.translations_followed_total.clone(),
         );
         registry.register(
             "trellis_mgmt_translation_seconds",

@@ -1,16 +1,15 @@
 //! The store the configuration chose, and, on etcd, this replica's part in the leader election.
 //!
-//! Every replica translates the shared store for the agents connected to it (translation is a
-//! pure function of the store, so replicas agree), serves the relay and the API, and signs
-//! through transactional claims in the store. The leader alone does the upkeep no two replicas
-//! should do at once: it compacts etcd's history, and writes the status of Kubernetes
-//! resources. It is elected by an etcd lease, or by a Kubernetes Lease where the server watches
-//! a Kubernetes cluster.
+//! The leader translates and shares each translation through the store; every replica serves
+//! the relay and the API with it (`translation_share`), and signs through transactional claims
+//! in the store. The leader also does the upkeep no two replicas should do at once: it compacts
+//! etcd's history, and writes the status of Kubernetes resources. It is elected by an etcd
+//! lease, or by a Kubernetes Lease where the server watches a Kubernetes cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_store::{RedbStore, Store};
+use trellis_store::{RedbStore, Store, TranslationShare};
 
 use crate::config::{KubernetesSource, LeaderElection, MgmtConfig, StoreChoice};
 use crate::metrics::MgmtMetrics;
@@ -26,6 +25,8 @@ pub struct Replication {
     pub store: Arc<dyn Store>,
     /// Whether this replica leads, as it changes (always true on the single-server store).
     pub leading: tokio::sync::watch::Receiver<bool>,
+    /// Where the leader's translations are shared with the other replicas (replicated stores).
+    pub share: Option<Arc<dyn TranslationShare>>,
     election: Election,
 }
 
@@ -44,6 +45,7 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
             Ok(Replication {
                 store: Arc::new(store),
                 leading,
+                share: None,
                 election: Election::Single(single),
             })
         }
@@ -84,9 +86,11 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
             };
             tokio::spawn(report_leadership(leading.clone(), metrics.clone()));
             tokio::spawn(compact_while_leading(leading.clone(), client));
+            let store = Arc::new(store);
             Ok(Replication {
-                store: Arc::new(store),
+                store: store.clone(),
                 leading,
+                share: Some(store),
                 election,
             })
         }

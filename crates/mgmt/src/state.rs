@@ -123,12 +123,27 @@ impl Mgmt {
     }
 
     /// Runs the translator on its own thread until `stop_translator`.
-    pub fn start_translator(self: &Arc<Self>, translator: Translator) -> std::thread::JoinHandle<()> {
+    /// Runs the translator on its own thread; it translates while `leading`.
+    pub fn start_translator(
+        self: &Arc<Self>,
+        translator: Translator,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> std::thread::JoinHandle<()> {
         let mgmt = self.clone();
         std::thread::Builder::new()
             .name("translator".to_string())
-            .spawn(move || translator.run(&mgmt.published, &mgmt.stopping, &mgmt.trace_origins))
+            .spawn(move || translator.run(&mgmt.published, &mgmt.stopping, &mgmt.trace_origins, &leading))
             .expect("spawn the translator thread")
+    }
+
+    /// Whether the server is stopping (threads of its own end then).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Serves a translation made by the leading replica.
+    pub fn publish_followed(&self, published: Published) {
+        self.published.send_replace(Arc::new(published));
     }
 
     pub fn stop_translator(&self) {

@@ -64,7 +64,7 @@ pub struct EncodedCluster {
 }
 
 impl EncodedCluster {
-    fn new(sections: Sections) -> Self {
+    pub(crate) fn new(sections: Sections) -> Self {
         EncodedCluster {
             version: sections.version(),
             sections,
@@ -375,13 +375,36 @@ impl Translator {
         }
     }
 
-    /// Follows the store until `stop` is set, publishing a translation after each burst of changes.
+    /// Takes over translation from another replica: translates everything it holds, as the
+    /// translations it skipped left nothing to build on.
+    fn take_over(&mut self, previous: &Published) -> Published {
+        let span = tracing::info_span!("translate", revision = self.revision, path = "take over");
+        let _enter = span.enter();
+        let started = Instant::now();
+        self.incremental = Incremental::new(&self.snapshot);
+        let mut published = self.full(previous, None);
+        let took = started.elapsed().as_secs_f64();
+        self.metrics.translation_seconds.observe(took);
+        self.metrics.gloo_translation_time.observe(took);
+        self.metrics.translations_total.inc();
+        tracing::info!(revision = self.revision, "leading: translating from here on");
+        published.traceparent = trellis_support::trace_context::traceparent(&span);
+        published
+    }
+
+    /// Follows the store until `stop` is set, publishing a translation after each burst of
+    /// changes while `leading` says this replica leads. A replica that does not lead keeps its
+    /// copy of the store current but translates nothing: it serves the leader's translations
+    /// (`translation_share`), and translates everything once when it takes over.
     pub fn run(
         mut self,
         published: &tokio::sync::watch::Sender<Arc<Published>>,
         stop: &AtomicBool,
         origins: &TraceOrigins,
+        leading: &tokio::sync::watch::Receiver<bool>,
     ) {
+        // The first translation (`new`) counts as this replica's own.
+        let mut translating = *leading.borrow();
         while !stop.load(Ordering::Relaxed) {
             let mut touched = Touched::default();
             let before = self.revision;
@@ -389,6 +412,20 @@ impl Translator {
                 tracing::error!(%error, "cannot read the store; agents keep their last config");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
+            }
+            match (*leading.borrow(), translating) {
+                (false, _) => {
+                    translating = false;
+                    continue;
+                }
+                (true, false) => {
+                    translating = true;
+                    let previous = published.borrow().clone();
+                    let next = self.take_over(&previous);
+                    published.send_replace(Arc::new(next));
+                    continue;
+                }
+                (true, true) => {}
             }
             if self.revision == before {
                 continue;
@@ -407,4 +444,4 @@ impl Translator {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

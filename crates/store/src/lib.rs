@@ -12,12 +12,14 @@ mod redb_discovery;
 mod redb_issuance;
 mod redb_silences;
 mod redb_store;
+mod shared_translation;
 mod silences;
 
 pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
 pub use feed::{Change, Feed, Watch};
 pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore, blocking_intermediate};
 pub use redb_store::RedbStore;
+pub use shared_translation::{SectionPayload, SharedCluster, SharedTranslation, StampedTranslation, TranslationShare};
 pub use silences::{SilenceRecord, SilenceStore, silence_key};
 
 use trellis_api::{Resource, ResourceKey};

@@ -108,6 +108,29 @@ async fn leads(admin_port: u16) -> Option<bool> {
         .map(|value| value.trim() == "1")
 }
 
+/// A counter of the replica's metrics (`trellis_mgmt_<name>_total`).
+async fn counter(admin_port: u16, name: &str) -> u64 {
+    let url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let body = trellis_support::httpc::get(&url, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body;
+    let series = format!("trellis_mgmt_{name}_total ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {body}"))
+}
+
+/// Each cluster's current config version as a replica serves it.
+async fn served_versions(api: &ApiClient) -> Vec<String> {
+    let clusters = api.get_json("/api/v1/clusters").await.unwrap();
+    ["cluster-1", "cluster-2"]
+        .iter()
+        .map(|name| clusters["clusters"][name]["currentVersion"].to_string())
+        .collect()
+}
+
 fn virtual_destination(n: usize) -> String {
     format!(
         "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata: {{name: stream-{n}, namespace: demo}}\nspec:\n  hosts: [stream-{n}.mesh.internal]\n  services: [{{name: backend, namespace: demo}}]\n  ports: [{{number: 80, protocol: HTTP}}]\n"
@@ -234,7 +257,40 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
             acknowledged
         })
     };
+    let translated_before = [
+        counter(mesh.admin_port, "translations").await,
+        counter(r2.admin_port, "translations").await,
+        counter(r3.admin_port, "translations").await,
+    ];
+    let followed_before = counter(r3.admin_port, "translations_followed").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // One replica translates: r1 translated the applies, r2 and r3 translated nothing and
+    // served r1's translations, with r1's versions.
+    assert!(counter(mesh.admin_port, "translations").await > translated_before[0]);
+    assert_eq!(
+        counter(r2.admin_port, "translations").await,
+        translated_before[1],
+        "r2 translated"
+    );
+    assert_eq!(
+        counter(r3.admin_port, "translations").await,
+        translated_before[2],
+        "r3 translated"
+    );
+    assert!(counter(r3.admin_port, "translations_followed").await > followed_before);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (leader, follower) = (served_versions(&r1).await, served_versions(&r3.api).await);
+        if leader == follower {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "r3 serves {follower:?} where r1 serves {leader:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Kill the leader.
     mesh.mgmt.kill().await;
@@ -256,6 +312,10 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
     };
     let took = killed.elapsed();
     println!("{} leads {took:?} after r1 was killed", new_leader.name);
+    let survivors_translated = [
+        counter(r2.admin_port, "translations").await,
+        counter(r3.admin_port, "translations").await,
+    ];
 
     // Both agents go on with r2, the next replica in their list, and hold its current config.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -276,6 +336,30 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
+    // The new leader translates from now on; the other still only serves.
+    let (leader_port, leader_before, follower_port, follower_before) = match new_leader.name.as_str() {
+        "r2" => (
+            r2.admin_port,
+            translated_before[1],
+            r3.admin_port,
+            survivors_translated[1],
+        ),
+        _ => (
+            r3.admin_port,
+            translated_before[2],
+            r2.admin_port,
+            survivors_translated[0],
+        ),
+    };
+    assert!(
+        counter(leader_port, "translations").await > leader_before,
+        "the new leader translates"
+    );
+    assert_eq!(
+        counter(follower_port, "translations").await,
+        follower_before,
+        "a follower translated"
+    );
     let acknowledged = applies.await.unwrap();
     let (ok, failed) = traffic.await.unwrap();
 

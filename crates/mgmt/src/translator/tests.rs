@@ -92,6 +92,14 @@ fn demo_store(name: &str, more: Vec<Resource>) -> (std::path::PathBuf, Arc<dyn S
     (path, store)
 }
 
+/// A translation of the demo store, for tests elsewhere in the crate.
+pub(crate) fn demo_published(name: &str) -> Published {
+    let (path, store) = demo_store(name, Vec::new());
+    let (_, published) = Translator::new(store, "trellis.local", metrics()).unwrap();
+    let _ = std::fs::remove_file(path);
+    published
+}
+
 #[test]
 fn a_burst_mixing_an_endpoint_move_and_a_new_workload_publishes_what_a_fresh_start_would() {
     let (path, store) = demo_store("burst", Vec::new());

@@ -160,15 +160,17 @@ pub async fn keep_cluster_ca(agent: Arc<Agent>, mgmt: String, dir: PathBuf) {
 }
 
 async fn request_ca(agent: &Agent, mgmt: &str, key: &KeyPem, csr: &str) -> anyhow::Result<(ClusterCa, String)> {
-    let channel = agent.credentials.channel(mgmt).await?;
-    let response = RelayClient::new(channel)
-        .sign_intermediate(SignIntermediateRequest {
-            csr_pem: csr.to_string(),
-            cluster: agent.cluster.clone(),
+    let response = agent
+        .credentials
+        .on_leader(mgmt, |channel| {
+            let request = SignIntermediateRequest {
+                csr_pem: csr.to_string(),
+                cluster: agent.cluster.clone(),
+            };
+            async move { RelayClient::new(channel).sign_intermediate(request).await }
         })
         .await
-        .map_err(|status| anyhow::anyhow!("signing refused: {}", status.message()))?
-        .into_inner();
+        .map_err(|status| anyhow::anyhow!("signing refused: {}", status.message()))?;
     let ca = ClusterCa::from_parts(
         &key.0,
         &response.chain_pem,

@@ -101,6 +101,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         mesh_ca,
         config.token_ttl,
         access,
+        replication.leading.clone(),
     )?;
     // The stored RootTrustPolicy is in force before any agent is served: an intermediate signed
     // meanwhile would chain to a root about to be replaced.

@@ -57,6 +57,8 @@ pub struct MgmtMetrics {
     pub applies_total: Family<ResultLabel, Counter>,
     pub relay_refused_total: Family<ReasonLabel, Counter>,
     pub certificates_issued_total: Family<ResultLabel, Counter>,
+    /// Signing requests this replica refused because it does not lead (the client asks another).
+    pub signing_sent_to_leader_total: Counter,
     pub api_unauthenticated_total: Counter,
     pub api_forbidden_total: Counter,
     pub api_refusals_unaudited_total: Counter,
@@ -82,6 +84,7 @@ impl MgmtMetrics {
             applies_total: Family::default(),
             relay_refused_total: Family::default(),
             certificates_issued_total: Family::default(),
+            signing_sent_to_leader_total: Counter::default(),
             api_unauthenticated_total: Counter::default(),
             api_forbidden_total: Counter::default(),
             api_refusals_unaudited_total: Counter::default(),
@@ -189,6 +192,11 @@ impl MgmtMetrics {
             "trellis_mgmt_certificates_issued",
             "Certificates signed for agents, by kind",
             metrics.certificates_issued_total.clone(),
+        );
+        registry.register(
+            "trellis_mgmt_signing_sent_to_leader",
+            "Signing requests refused by this replica because it does not lead; the client asks another",
+            metrics.signing_sent_to_leader_total.clone(),
         );
         metrics
     }

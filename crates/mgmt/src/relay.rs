@@ -184,6 +184,20 @@ impl RelayService {
     }
 }
 
+// === only the leader signs ===
+
+impl RelayService {
+    /// Refuses a signing request on a replica that does not lead (`Unavailable`: the client
+    /// asks the next replica), so that one replica signs for the mesh.
+    fn require_leader(&self) -> Result<(), Status> {
+        if *self.mgmt.leading.borrow() {
+            return Ok(());
+        }
+        self.mgmt.metrics.signing_sent_to_leader_total.inc();
+        Err(Status::unavailable(trellis_relay::client::NOT_LEADER))
+    }
+}
+
 // === one live intermediate per cluster ===
 
 /// A renewal asked for a little before the agent's own renewal time (clocks differ) is still a renewal.
@@ -322,6 +336,8 @@ impl trellis_relay::Relay for RelayService {
                 "this management server runs --insecure: agents connect without registering",
             ));
         };
+        // Before the token is looked at: a follower must not use it up.
+        self.require_leader()?;
         if tls.signer.is_none() {
             // Checked before the token, which stays unused: there is nothing to sign with.
             return Err(self.refuse(&peer, "ca_disabled", ca_disabled()));
@@ -380,6 +396,7 @@ impl trellis_relay::Relay for RelayService {
             ));
         };
         let cluster = self.authenticate(&peer, None)?;
+        self.require_leader()?;
         let chain = self.issue_client_certificate(tls, &peer, &cluster, &request.into_inner().csr_pem, "renewal")?;
         Ok(Response::new(CertificateResponse { cert_chain_pem: chain }))
     }
@@ -394,6 +411,7 @@ impl trellis_relay::Relay for RelayService {
             &peer,
             Some(&request.cluster).filter(|c| !c.is_empty()).map(String::as_str),
         )?;
+        self.require_leader()?;
         let mesh = &self.mgmt.mesh;
         let root = mesh.current();
         let now = SystemTime::now();

@@ -79,6 +79,8 @@ pub struct Mgmt {
     pub proxy_queries: super::proxy_config::ProxyQueries,
     /// The traces of applies not yet translated.
     pub trace_origins: Arc<super::trace_origins::TraceOrigins>,
+    /// Whether this replica leads: only the leader translates and signs.
+    pub leading: watch::Receiver<bool>,
 }
 
 impl Mgmt {
@@ -92,6 +94,7 @@ impl Mgmt {
         mesh: MeshCa,
         token_ttl: Duration,
         api: super::api_access::ApiAccess,
+        leading: watch::Receiver<bool>,
     ) -> anyhow::Result<(Arc<Self>, Translator)> {
         let (translator, first) = Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?;
         let mut agents = BTreeMap::new();
@@ -118,6 +121,7 @@ impl Mgmt {
             api,
             proxy_queries: Default::default(),
             trace_origins: Default::default(),
+            leading,
         });
         Ok((mgmt, translator))
     }

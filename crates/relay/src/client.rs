@@ -132,20 +132,20 @@ impl TlsCredentials {
     /// Registers with the one-time token; the certificate is saved for every later start.
     pub async fn register(&self, mgmt: &str, cluster: &str) -> anyhow::Result<()> {
         let token = self.token.clone().context("no --token to register with")?;
-        let channel = connect_any(mgmt, |address| {
-            Ok(Endpoint::from_shared(endpoint_url(address, true))?.tls_config(self.tls_config(false))?)
-        })
-        .await?;
         let (key, csr) = trellis_pki::new_key_and_csr(cluster)?;
-        let response = RelayClient::new(channel)
-            .register(RegisterRequest {
+        let endpoint =
+            |address: &str| Ok(Endpoint::from_shared(endpoint_url(address, true))?.tls_config(self.tls_config(false))?);
+        let response = on_leader(mgmt, endpoint, |channel| {
+            let request = RegisterRequest {
                 cluster: cluster.to_string(),
-                token,
-                csr_pem: csr,
-            })
-            .await
-            .map_err(|status| anyhow::anyhow!("registration refused: {}", status.message()))?;
-        let chain = response.into_inner().cert_chain_pem;
+                token: token.clone(),
+                csr_pem: csr.clone(),
+            };
+            async move { RelayClient::new(channel).register(request).await }
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("registration refused: {}", status.message()))?;
+        let chain = response.cert_chain_pem;
         let info = trellis_pki::inspect_pem(&chain)?;
         self.store(chain, key)?;
         tracing::info!(serial = %info.serial_hex, "registered with the management server; client certificate saved");
@@ -154,13 +154,18 @@ impl TlsCredentials {
 
     /// Gets a fresh certificate over mTLS with the current one.
     pub async fn renew(&self, mgmt: &str, cluster: &str) -> anyhow::Result<()> {
-        let channel = self.channel(mgmt).await?;
         let (key, csr) = trellis_pki::new_key_and_csr(cluster)?;
-        let response = RelayClient::new(channel)
-            .renew(RenewRequest { csr_pem: csr })
-            .await
-            .map_err(|status| anyhow::anyhow!("renewal refused: {}", status.message()))?;
-        let chain = response.into_inner().cert_chain_pem;
+        let response = on_leader(
+            mgmt,
+            |address| self.endpoint(address),
+            |channel| {
+                let request = RenewRequest { csr_pem: csr.clone() };
+                async move { RelayClient::new(channel).renew(request).await }
+            },
+        )
+        .await
+        .map_err(|status| anyhow::anyhow!("renewal refused: {}", status.message()))?;
+        let chain = response.cert_chain_pem;
         let info = trellis_pki::inspect_pem(&chain)?;
         self.store(chain, key)?;
         tracing::info!(serial = %info.serial_hex, "relay client certificate renewed");
@@ -168,11 +173,64 @@ impl TlsCredentials {
     }
 
     async fn channel(&self, mgmt: &str) -> anyhow::Result<Channel> {
-        connect_any(mgmt, |address| {
-            Ok(Endpoint::from_shared(endpoint_url(address, true))?.tls_config(self.tls_config(true))?)
-        })
-        .await
+        connect_any(mgmt, |address| self.endpoint(address)).await
     }
+
+    /// A replica's endpoint, presenting the current client certificate.
+    fn endpoint(&self, address: &str) -> anyhow::Result<Endpoint> {
+        Ok(Endpoint::from_shared(endpoint_url(address, true))?.tls_config(self.tls_config(true))?)
+    }
+}
+
+/// What a replica that does not lead answers a signing request with (code `Unavailable`): only
+/// the leader signs, and the client asks the next replica.
+pub const NOT_LEADER: &str = "this management server replica does not lead; only the leader signs: ask another replica";
+
+/// How many times the replicas are tried in turn while one says it does not lead: behind one
+/// load-balanced address each new connection may reach another replica.
+const LEADER_ROUNDS: u32 = 6;
+
+/// Makes a signing call on the leading replica: `call` on each replica of `mgmt` in turn, past
+/// those that do not lead or do not answer. While some replica says it does not lead, a few
+/// more rounds; when none answered at all, the caller's own retry takes over at once. Any
+/// other answer is returned.
+pub async fn on_leader<T, F, Fut>(
+    mgmt: &str,
+    endpoint: impl Fn(&str) -> anyhow::Result<Endpoint>,
+    call: F,
+) -> Result<T, tonic::Status>
+where
+    F: Fn(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let addresses: Vec<&str> = mgmt.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    let mut last = tonic::Status::unavailable("no management server address given (--mgmt)");
+    for round in 0..LEADER_ROUNDS {
+        let mut not_leading = false;
+        for address in &addresses {
+            let endpoint = endpoint(address).map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
+            let channel = match connect(endpoint).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    last = tonic::Status::unavailable(format!("management server {address}: {error:#}"));
+                    continue;
+                }
+            };
+            match call(channel).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    not_leading |= status.message() == NOT_LEADER;
+                    last = status;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        if !not_leading {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200) * (round + 1)).await;
+    }
+    Err(last)
 }
 
 async fn connect(endpoint: Endpoint) -> anyhow::Result<Channel> {
@@ -205,6 +263,25 @@ impl RelayCredentials {
                 connect_any(mgmt, |address| Ok(Endpoint::from_shared(endpoint_url(address, false))?)).await
             }
             RelayCredentials::Tls(tls) => tls.channel(mgmt).await,
+        }
+    }
+
+    /// A signing call made on the leading replica (see [`on_leader`]).
+    pub async fn on_leader<T, F, Fut>(&self, mgmt: &str, call: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match self {
+            RelayCredentials::Insecure => {
+                on_leader(
+                    mgmt,
+                    |address| Ok(Endpoint::from_shared(endpoint_url(address, false))?),
+                    call,
+                )
+                .await
+            }
+            RelayCredentials::Tls(tls) => on_leader(mgmt, |address| tls.endpoint(address), call).await,
         }
     }
 }

@@ -23,6 +23,7 @@ struct Replica {
     name: String,
     proc: Proc,
     admin_port: u16,
+    relay: u16,
     api: ApiClient,
 }
 
@@ -74,6 +75,7 @@ async fn start_replica(
                 name: name.into(),
                 proc,
                 admin_port,
+                relay,
                 api,
             };
         }
@@ -120,6 +122,20 @@ async fn counter(admin_port: u16, name: &str) -> u64 {
         .find_map(|line| line.strip_prefix(series.as_str()))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in {body}"))
+}
+
+/// Certificates of `kind` a replica signed (`trellis_mgmt_certificates_issued_total`).
+async fn issued(admin_port: u16, kind: &str) -> u64 {
+    let url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let body = trellis_support::httpc::get(&url, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .body;
+    let series = format!("trellis_mgmt_certificates_issued_total{{result=\"{kind}\"}} ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Each cluster's current config version as a replica serves it.
@@ -411,6 +427,79 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
         "{} applies acknowledged, {ok} requests without a failure; new leader after {took:?}",
         acknowledged.len()
     );
+
+    // Only the leader signs: a new cluster's agent that asks the other replica first is sent
+    // on to the leader, which registers it and signs its intermediate CA.
+    let (leader, follower) = if new_leader.name == "r2" {
+        (&r2, &r3)
+    } else {
+        (&r3, &r2)
+    };
+    let answer = follower
+        .api
+        .request(
+            "POST",
+            "/api/v1/clusters/cluster-3/register",
+            Some(("application/json", Vec::new())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let registration: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let root = mesh.dir.join("relay-root-ca-cluster-3.pem");
+    std::fs::write(&root, registration["rootCaPem"].as_str().unwrap()).unwrap();
+    let follower_signed = [
+        issued(follower.admin_port, "registration").await,
+        issued(follower.admin_port, "intermediate").await,
+    ];
+    let leader_signed = issued(leader.admin_port, "intermediate").await;
+    let mut agent = Proc::new(
+        &bin(),
+        &mesh.dir,
+        "agent-cluster-3",
+        vec![
+            "agent".into(),
+            "--cluster".into(),
+            "cluster-3".into(),
+            "--mgmt".into(),
+            format!("127.0.0.1:{},127.0.0.1:{}", follower.relay, leader.relay),
+            "--data-dir".into(),
+            mesh.dir.join("agent-cluster-3").display().to_string(),
+            "--registry-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--xds-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--root-ca".into(),
+            root.display().to_string(),
+        ],
+    );
+    agent.env.push((
+        "TRELLIS_TOKEN".into(),
+        registration["token"].as_str().unwrap().to_string(),
+    ));
+    agent.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while issued(leader.admin_port, "intermediate").await == leader_signed {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never signed cluster-3's intermediate; agent log: {}",
+            std::fs::read_to_string(agent.log_path()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        counter(follower.admin_port, "signing_sent_to_leader").await >= 2,
+        "registration and intermediate sent on"
+    );
+    assert_eq!(
+        [
+            issued(follower.admin_port, "registration").await,
+            issued(follower.admin_port, "intermediate").await
+        ],
+        follower_signed,
+        "the follower signed"
+    );
+    agent.stop().await;
     for mut replica in [r2, r3] {
         replica.proc.stop().await;
     }

@@ -76,8 +76,10 @@ pub(crate) struct ShareState {
     live: Mutex<VecDeque<HashSet<String>>>,
     /// Whether blobs left by earlier leaders were swept.
     swept: AtomicBool,
-    /// The manifest as last watched: (its etcd mod revision, its bytes).
+    /// The manifest as last watched: (its etcd mod revision, its bytes), once read.
     current: Mutex<(u64, Option<Vec<u8>>)>,
+    /// Whether etcd was read once (before, an absent manifest may only be unread).
+    loaded: AtomicBool,
     changed: Condvar,
     /// Indexes and reports read as a follower, by id (they repeat from one translation to the
     /// next); sections are the caller's to keep.
@@ -216,8 +218,9 @@ pub(crate) async fn follow_current(inner: Arc<Inner>, state: Arc<ShareState>) {
         let mut current = state.current.lock().expect("shared translation lock");
         if current.0 != mod_revision as u64 {
             *current = (mod_revision as u64, value);
-            state.changed.notify_all();
         }
+        state.loaded.store(true, Ordering::Relaxed);
+        state.changed.notify_all();
     };
     loop {
         let start = match inner
@@ -229,8 +232,9 @@ pub(crate) async fn follow_current(inner: Arc<Inner>, state: Arc<ShareState>) {
             .await
         {
             Ok(response) => {
-                if let Some(kv) = response.kvs.into_iter().next() {
-                    update(kv.mod_revision, Some(kv.value));
+                match response.kvs.into_iter().next() {
+                    Some(kv) => update(kv.mod_revision, Some(kv.value)),
+                    None => update(0, None),
                 }
                 response.header.map(|h| h.revision + 1).unwrap_or(0)
             }
@@ -360,7 +364,9 @@ impl TranslationShare for EtcdStore {
             let (current, _) = state
                 .changed
                 .wait_timeout_while(current, timeout, |(stamp, manifest)| {
-                    *stamp == held || manifest.is_none()
+                    // Nothing held and nothing shared (etcd read once): nothing to wait for.
+                    let loaded = state.loaded.load(Ordering::Relaxed);
+                    !loaded || (manifest.is_some() && *stamp == held) || (manifest.is_none() && held != 0)
                 })
                 .expect("shared translation lock");
             match &*current {

@@ -94,6 +94,14 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         },
     };
     let admin_config = write_admin_config(&config, api_tls.is_some())?;
+    // A replica that does not lead starts with the leader's translation, if one was shared.
+    let leaders_translation = match &replication.share {
+        Some(share) if !*replication.leading.borrow() => {
+            let share = share.clone();
+            tokio::task::spawn_blocking(move || translation_share::current(share.as_ref())).await?
+        }
+        _ => None,
+    };
     let (mgmt, translator) = Mgmt::load(
         store,
         metrics.clone(),
@@ -101,7 +109,10 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         mesh_ca,
         config.token_ttl,
         access,
-        replication.leading.clone(),
+        state::ReplicaRole {
+            leading: replication.leading.clone(),
+            leaders_translation,
+        },
     )?;
     // The stored RootTrustPolicy is in force before any agent is served: an intermediate signed
     // meanwhile would chain to a root about to be replaced.

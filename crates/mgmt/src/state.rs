@@ -53,6 +53,13 @@ pub struct AgentStatus {
     pub registry_address: String,
 }
 
+/// This replica's part among several: whether it leads, and the leader's translation it
+/// starts with when it does not.
+pub struct ReplicaRole {
+    pub leading: watch::Receiver<bool>,
+    pub leaders_translation: Option<Published>,
+}
+
 pub struct Mgmt {
     pub store: Arc<dyn Store>,
     /// The latest translation; the translator thread publishes, relay streams and the API read.
@@ -94,9 +101,20 @@ impl Mgmt {
         mesh: MeshCa,
         token_ttl: Duration,
         api: super::api_access::ApiAccess,
-        leading: watch::Receiver<bool>,
+        role: ReplicaRole,
     ) -> anyhow::Result<(Arc<Self>, Translator)> {
-        let (translator, first) = Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?;
+        let ReplicaRole {
+            leading,
+            leaders_translation,
+        } = role;
+        // A replica that does not lead serves the leader's translation from the start.
+        let (translator, first) = match leaders_translation {
+            Some(published) => (
+                Translator::following(store.clone(), &mesh.trust_domain, metrics.clone())?,
+                published,
+            ),
+            None => Translator::new(store.clone(), &mesh.trust_domain, metrics.clone())?,
+        };
         let mut agents = BTreeMap::new();
         let mut discovery_hashes = BTreeMap::new();
         for discovery in store.discoveries()? {

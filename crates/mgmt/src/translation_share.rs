@@ -151,6 +151,29 @@ pub fn rebuild(
     })
 }
 
+/// The leader's current translation, for a replica that starts without leading; `None` when
+/// none was shared yet (or it cannot be read: the replica then translates itself).
+pub fn current(share: &dyn TranslationShare) -> Option<Published> {
+    let stamped = match share.wait_translation(0, Duration::from_secs(5)) {
+        Ok(stamped) => stamped?,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the leader's translation; translating");
+            return None;
+        }
+    };
+    let fetch = |versions: &[u64]| share.section_payloads(versions).map_err(anyhow::Error::from);
+    match rebuild(&stamped.translation, &Published::default(), fetch) {
+        Ok(published) => {
+            tracing::info!(revision = published.revision, "starting with the leader's translation");
+            Some(published)
+        }
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "cannot rebuild the leader's translation; translating");
+            None
+        }
+    }
+}
+
 /// Starts the two threads: sharing this replica's translations while it leads, serving the
 /// leader's while it does not. They end when the server stops.
 pub fn start(
@@ -223,7 +246,13 @@ fn follow_while_not_leading(mgmt: &Mgmt, share: &dyn TranslationShare, leading: 
         }
         let stamped = match share.wait_translation(held_stamp, WAIT) {
             Ok(Some(stamped)) => stamped,
-            Ok(None) => continue,
+            Ok(None) => {
+                // Nothing shared yet: the first leader has not translated.
+                if held_stamp == 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the leader's translation; serving the last one");
                 std::thread::sleep(Duration::from_millis(500));

@@ -96,6 +96,9 @@ pub struct Translator {
     /// discovery in it.
     snapshot: Snapshot,
     incremental: Incremental,
+    /// Whether `incremental` holds the translation of `snapshot` (not so for a replica that
+    /// started by serving the leader's: it translates everything when it takes over).
+    current: bool,
 }
 
 impl Translator {
@@ -109,11 +112,38 @@ impl Translator {
             snapshot: Snapshot::default(),
             // Replaced by the translation of what the store holds, once read.
             incremental: Incremental::new(&Snapshot::default()),
+            current: true,
         };
         translator.read_all()?;
+        let started = Instant::now();
         translator.incremental = Incremental::new(&translator.snapshot);
         let published = translator.full(&Published::default(), None);
+        translator.count(started);
         Ok((translator, published))
+    }
+
+    /// Counts a translation begun at `started` (its time under both metric names).
+    fn count(&self, started: Instant) {
+        let took = started.elapsed().as_secs_f64();
+        self.metrics.translation_seconds.observe(took);
+        self.metrics.gloo_translation_time.observe(took);
+        self.metrics.translations_total.inc();
+    }
+
+    /// Reads the store without translating it: for a replica that starts by serving the
+    /// leader's translation.
+    pub fn following(store: Arc<dyn Store>, trust_domain: &str, metrics: MgmtMetrics) -> anyhow::Result<Self> {
+        let mut translator = Translator {
+            store,
+            trust_domain: trust_domain.to_string(),
+            metrics,
+            revision: 0,
+            snapshot: Snapshot::default(),
+            incremental: Incremental::new(&Snapshot::default()),
+            current: false,
+        };
+        translator.read_all()?;
+        Ok(translator)
     }
 
     fn read_all(&mut self) -> anyhow::Result<()> {
@@ -229,10 +259,7 @@ impl Translator {
                 self.full(previous, before)
             }
         };
-        let took = started.elapsed().as_secs_f64();
-        self.metrics.translation_seconds.observe(took);
-        self.metrics.gloo_translation_time.observe(took);
-        self.metrics.translations_total.inc();
+        self.count(started);
         tracing::debug!(took_ms = started.elapsed().as_millis() as u64, path, "translated");
         published.traceparent = trellis_support::trace_context::traceparent(&span);
         published
@@ -382,11 +409,9 @@ impl Translator {
         let _enter = span.enter();
         let started = Instant::now();
         self.incremental = Incremental::new(&self.snapshot);
+        self.current = true;
         let mut published = self.full(previous, None);
-        let took = started.elapsed().as_secs_f64();
-        self.metrics.translation_seconds.observe(took);
-        self.metrics.gloo_translation_time.observe(took);
-        self.metrics.translations_total.inc();
+        self.count(started);
         tracing::info!(revision = self.revision, "leading: translating from here on");
         published.traceparent = trellis_support::trace_context::traceparent(&span);
         published
@@ -404,7 +429,7 @@ impl Translator {
         leading: &tokio::sync::watch::Receiver<bool>,
     ) {
         // The first translation (`new`) counts as this replica's own.
-        let mut translating = *leading.borrow();
+        let mut translating = self.current && *leading.borrow();
         while !stop.load(Ordering::Relaxed) {
             let mut touched = Touched::default();
             let before = self.revision;

@@ -49,7 +49,8 @@ pub trait TranslationShare: Send + Sync + 'static {
     fn publish_translation(&self, translation: &SharedTranslation, payload: SectionPayload<'_>) -> Result<()>;
 
     /// The current shared translation once its stamp differs from `held` (0: none held),
-    /// waiting up to `timeout`; `None` when nothing new came.
+    /// waiting up to `timeout`; `None` when nothing new came, and at once when nothing is held
+    /// and nothing was ever shared.
     fn wait_translation(&self, held: u64, timeout: Duration) -> Result<Option<StampedTranslation>>;
 
     /// Payloads of the sections of these versions.

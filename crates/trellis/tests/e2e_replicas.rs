@@ -278,6 +278,8 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
         counter(r2.admin_port, "translations").await,
         counter(r3.admin_port, "translations").await,
     ];
+    // r2 and r3 started with r1's translation: they never translated.
+    assert_eq!(translated_before[1..], [0, 0], "a follower translated when it started");
     let followed_before = counter(r3.admin_port, "translations_followed").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 

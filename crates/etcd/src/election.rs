@@ -173,7 +173,7 @@ async fn lead(client: &EtcdClient, lease: i64, ttl: Duration, stop: &mut watch::
 }
 
 /// Returns once `key` is deleted (its leader's lease ran out or was revoked).
-async fn until_deleted(client: &EtcdClient, key: Vec<u8>, from: i64) {
+pub(crate) async fn until_deleted(client: &EtcdClient, key: Vec<u8>, from: i64) {
     let Ok(mut stream) = client.watch(key, Vec::new(), from).await else {
         tokio::time::sleep(Duration::from_millis(500)).await;
         return;

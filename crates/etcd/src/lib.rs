@@ -18,6 +18,7 @@ mod election;
 mod store;
 mod translation_share;
 pub mod wire;
+mod write_lock;
 
 pub use client::{EtcdClient, EtcdConfig, prefix_end};
 pub use election::{Leadership, LeadershipConfig};

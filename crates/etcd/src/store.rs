@@ -372,6 +372,20 @@ fn workload_rest(cluster: &str, namespace: &str, name: &str) -> String {
 }
 
 impl Store for EtcdStore {
+    fn lock_writes(&self) -> Result<trellis_store::WriteLock> {
+        let release = self.block(crate::write_lock::acquire)?;
+        let lock = trellis_store::WriteLock::holding(release);
+        // Admission reads this replica's view: it must hold every config write made before.
+        let guard = self.block(|inner| async move { inner.read_guard("config/revision").await })?;
+        if !self.feed.wait_for(guard.counter(), self.timeout) {
+            return Err(StoreError::Transaction(format!(
+                "this replica's view of the store is behind etcd's (revision {}): not writing on it; try again",
+                guard.counter()
+            )));
+        }
+        Ok(lock)
+    }
+
     fn revision(&self) -> u64 {
         self.feed.revision()
     }

@@ -506,3 +506,51 @@ async fn the_leaders_translation_reaches_another_replica_and_old_sections_are_sw
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_replica_at_a_time_holds_the_write_lock_and_the_next_sees_its_writes() {
+    let etcd = Etcd::start(&dir("lock")).await;
+    let config = etcd.config("/lock/");
+    blocking(move || {
+        let a = Arc::new(EtcdStore::open(&config).unwrap());
+        let b = Arc::new(EtcdStore::open(&config).unwrap());
+        let held = a.lock_writes().unwrap();
+        assert!(held.is_shared());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let lock = b.lock_writes().unwrap();
+                // Taken only after A's write and release: B's view (its feed, which admission
+                // reads) already holds the write.
+                tx.send((Instant::now(), b.revision())).unwrap();
+                drop(lock);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(rx.try_recv().is_err(), "B took the lock A holds");
+        a.apply(vec![vd("locked", "locked.mesh.internal")]).unwrap();
+        let written = a.revision();
+        let released = Instant::now();
+        drop(held);
+        let (taken, seen) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(taken >= released);
+        assert!(
+            seen >= written,
+            "B's view ({seen}) lacked A's write ({written}) when it took the lock"
+        );
+        waiter.join().unwrap();
+        // A holder that dies loses the lock when its lease runs out.
+        let lost = a.lock_writes().unwrap();
+        std::mem::forget(lost);
+        drop(a);
+        let started = Instant::now();
+        drop(b.lock_writes().unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}

@@ -293,7 +293,7 @@ async fn apply_in_span(
     // The translation that takes this write in continues this trace (see `trace_origins`).
     let traceparent = trellis_support::trace_context::traceparent(&span);
     // Admission and write under one lock: what admission saw is what the write changes.
-    let _write = mgmt.api.write_lock.lock().await;
+    let _write = mgmt.api.lock_writes(&mgmt.store).await?;
     let store_mgmt = mgmt.clone();
     let (who, from) = (identity.clone(), source.clone());
     let applied = blocking(move || {
@@ -464,7 +464,7 @@ async fn delete_keys(
     source: String,
     keys: Vec<ResourceKey>,
 ) -> Result<Vec<(ResourceKey, bool)>, ApiFailure> {
-    let _write = mgmt.api.write_lock.lock().await;
+    let _write = mgmt.api.lock_writes(&mgmt.store).await?;
     let store_mgmt = mgmt.clone();
     let results = blocking(move || {
         let stored = store_mgmt.stored()?;

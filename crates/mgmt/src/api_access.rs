@@ -29,6 +29,8 @@ pub struct ApiAccess {
     pub retention: AuditRetention,
     /// Held from admission to write (applies, deletes, registrations): two writers cannot both
     /// pass admission against the same state and then store a combination admission never saw.
+    /// Applies and deletes also hold the store's lock ([`ApiAccess::lock_writes`]), one for
+    /// every replica.
     pub write_lock: tokio::sync::Mutex<()>,
     /// Refusals audited this minute, per user: (minute, user -> count).
     pub refusal_budget: std::sync::Mutex<(u64, std::collections::HashMap<String, u32>)>,
@@ -36,6 +38,32 @@ pub struct ApiAccess {
     pub doors: Doors,
     /// The image the sidecar injector adds to pods (`--injection-image`).
     pub injection_image: String,
+}
+
+/// The write lock of an apply or a delete: this replica's, then the store's (across replicas).
+pub struct WriteGuard<'a> {
+    _store: trellis_store::WriteLock,
+    _local: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl ApiAccess {
+    /// Takes the write lock for admission and write: this replica's first (so that its own
+    /// writers queue here), then the store's, which on a replicated store waits for other
+    /// replicas' writers and for this replica's view to hold their writes.
+    pub async fn lock_writes(
+        &self,
+        store: &std::sync::Arc<dyn trellis_store::Store>,
+    ) -> Result<WriteGuard<'_>, trellis_store::StoreError> {
+        let local = self.write_lock.lock().await;
+        let store = store.clone();
+        let shared = tokio::task::spawn_blocking(move || store.lock_writes())
+            .await
+            .map_err(|e| trellis_store::StoreError::Transaction(format!("the write lock: {e}")))??;
+        Ok(WriteGuard {
+            _store: shared,
+            _local: local,
+        })
+    }
 }
 
 /// The management server's listeners and trust anchors, as `trellis check` judges them.

@@ -14,6 +14,7 @@ mod redb_silences;
 mod redb_store;
 mod shared_translation;
 mod silences;
+mod write_lock;
 
 pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
 pub use feed::{Change, Feed, Watch};
@@ -21,6 +22,7 @@ pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore, blockin
 pub use redb_store::RedbStore;
 pub use shared_translation::{SectionPayload, SharedCluster, SharedTranslation, StampedTranslation, TranslationShare};
 pub use silences::{SilenceRecord, SilenceStore, silence_key};
+pub use write_lock::WriteLock;
 
 use trellis_api::{Resource, ResourceKey};
 use trellis_model::{ClusterDiscovery, DiscoveryPatch};
@@ -139,6 +141,11 @@ pub trait Store: AccessStore + IssuanceStore + SilenceStore + Send + Sync + 'sta
     /// The changes committed after revision `since`, waiting up to `timeout` for one if there
     /// are none yet. Drives the translator: one change costs what it changed, not a full read.
     fn watch(&self, since: u64, timeout: std::time::Duration) -> Watch;
+    /// The lock held from admission to write, across replicas where there are several (see
+    /// [`WriteLock`]); the default holds nothing.
+    fn lock_writes(&self) -> Result<WriteLock> {
+        Ok(WriteLock::default())
+    }
     /// All resources, with server-set metadata (generation, revisions).
     fn list(&self) -> Result<Vec<Resource>>;
     fn get(&self, key: &ResourceKey) -> Result<Option<Resource>>;

@@ -51,6 +51,8 @@ pub struct MeshCa {
     pub(super) current: tokio::sync::watch::Sender<std::sync::Arc<super::root_trust::MeshRoot>>,
     /// Why the stored RootTrustPolicy cannot be applied, while it cannot (`trellis check`).
     pub(super) problem: std::sync::Mutex<Option<String>>,
+    /// Several replicas share the store: a root generated here would be this replica's alone.
+    pub(super) replicated: bool,
 }
 
 impl MeshCa {
@@ -145,7 +147,8 @@ pub fn load_or_create(config: &MgmtConfig) -> anyhow::Result<(RelaySecurity, Mes
             root
         }
     };
-    let mesh = super::root_trust::mesh_ca(root, config.trust_domain.clone(), config.intermediate_ttl, dir)?;
+    let mut mesh = super::root_trust::mesh_ca(root, config.trust_domain.clone(), config.intermediate_ttl, dir)?;
+    mesh.replicated = matches!(config.store, super::config::StoreChoice::Etcd(_));
     Ok((relay, mesh))
 }
 

@@ -104,6 +104,7 @@ pub(super) fn mesh_ca(
         dir,
         current: tokio::sync::watch::Sender::new(Arc::new(root)),
         problem: std::sync::Mutex::new(None),
+        replicated: false,
     })
 }
 
@@ -133,6 +134,11 @@ pub fn desired(resources: &[Resource], mesh: &MeshCa, now: SystemTime) -> Result
             let root =
                 root_from_secret(secret, now).map_err(|e| format!("{field}: Secret {ns}/{}: {e}", reference.name))?;
             (root, format!("Secret {ns}/{} ({id})", reference.name))
+        }
+        Some(MgmtServerCa { generated: Some(_), .. }) if mesh.replicated => {
+            return Err(format!(
+                "{id}: spec.config.mgmtServerCa.generated: with several management server replicas (--store etcd) each would generate a root of its own, and clusters signed by different replicas would not trust each other; give the root as spec.config.mgmtServerCa.secretRef"
+            ));
         }
         Some(MgmtServerCa {
             generated: Some(options),

@@ -230,6 +230,28 @@ spec:
 }
 
 #[test]
+fn replicas_refuse_a_generated_root_and_keep_the_shared_one() {
+    let (mut mesh, _dir) = mk_mesh("generated-replicas");
+    mesh.replicated = true;
+    let before = mesh.current().root_pem.clone();
+    let policy = parse(
+        "apiVersion: admin.gloo.solo.io/v2
+kind: RootTrustPolicy
+metadata: {name: policy, namespace: gloo-mesh}
+spec:
+  config: {mgmtServerCa: {generated: {ttlDays: 30}}}
+",
+    );
+    let error = reconcile(&mesh, &policy, SystemTime::now()).unwrap_err();
+    assert!(
+        error.contains("mgmtServerCa.generated") && error.contains("secretRef"),
+        "{error}"
+    );
+    assert_eq!(mesh.current().root_pem, before);
+    assert_eq!(mesh.problem(), Some(error));
+}
+
+#[test]
 fn deleting_the_policy_returns_to_the_base_root_and_trusts_a_passive_one() {
     let (mesh, _dir) = mk_mesh("delete");
     let now = SystemTime::now();

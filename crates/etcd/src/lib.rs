@@ -15,6 +15,7 @@
 
 mod client;
 mod election;
+mod presence;
 mod store;
 mod translation_share;
 pub mod wire;

@@ -48,6 +48,7 @@ pub struct EtcdStore {
     inner: Arc<Inner>,
     feed: Arc<Feed>,
     pub(crate) share: Arc<crate::translation_share::ShareState>,
+    pub(crate) presence: crate::presence::PresenceState,
     /// Runs the client and the journal watch; the Store trait is blocking. Always `Some` until
     /// dropped.
     runtime: Option<tokio::runtime::Runtime>,
@@ -235,6 +236,7 @@ impl EtcdStore {
             inner,
             feed,
             share,
+            presence: Default::default(),
             runtime: Some(runtime),
             timeout: config.timeout,
         })

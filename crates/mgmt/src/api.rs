@@ -697,12 +697,29 @@ pub(super) fn cluster_statuses(mgmt: &Mgmt) -> serde_json::Map<String, serde_jso
         .map(|r| r.metadata.name)
         .collect();
     let mut agents = mgmt.agents();
+    // An agent connected to another replica is connected: its status is that replica's.
+    let mut replicas: BTreeMap<String, String> = BTreeMap::new();
+    for (name, (replica, status)) in mgmt.elsewhere.lock().expect("presence lock").iter() {
+        if !agents.get(name).is_some_and(|local| local.connected) {
+            agents.insert(name.clone(), status.clone());
+            replicas.insert(name.clone(), replica.clone());
+        }
+    }
     for name in &registered {
         agents.entry(name.clone()).or_default();
     }
     let mut clusters = serde_json::Map::new();
     for (name, status) in agents {
         let mut value = serde_json::to_value(&status).expect("status serializes");
+        // Which replica holds the agent's relay stream, where there are several.
+        let replica = match (replicas.remove(&name), &mgmt.replica) {
+            (Some(other), _) => Some(other),
+            (None, Some(own)) if status.connected => Some(own.clone()),
+            _ => None,
+        };
+        if let Some(replica) = replica {
+            value["replica"] = json!(replica);
+        }
         let current = published.clusters.get(&name).map(|c| c.version.clone());
         value["currentVersion"] = json!(current);
         // What the translator has taken in: `check` compares it with the store's revision.

@@ -20,6 +20,7 @@ mod insights_snapshot;
 mod kubernetes;
 mod metrics;
 mod pki;
+mod presence;
 mod proxy_config;
 mod relay;
 mod replication;
@@ -112,6 +113,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         state::ReplicaRole {
             leading: replication.leading.clone(),
             leaders_translation,
+            name: replication.name.clone(),
         },
     )?;
     // The stored RootTrustPolicy is in force before any agent is served: an intermediate signed
@@ -126,6 +128,9 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         root_trust::keep_problem(&mgmt.mesh, error);
     }
     let translator = mgmt.start_translator(translator, replication.leading.clone());
+    if let Some(presence) = &replication.presence {
+        tokio::spawn(presence::share(mgmt.clone(), presence.clone()));
+    }
     let sharing = match &replication.share {
         Some(share) => translation_share::start(mgmt.clone(), share.clone(), replication.leading.clone()),
         None => Vec::new(),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_store::{RedbStore, Store, TranslationShare};
+use trellis_store::{PresenceShare, RedbStore, Store, TranslationShare};
 
 use crate::config::{KubernetesSource, LeaderElection, MgmtConfig, StoreChoice};
 use crate::metrics::MgmtMetrics;
@@ -27,6 +27,10 @@ pub struct Replication {
     pub leading: tokio::sync::watch::Receiver<bool>,
     /// Where the leader's translations are shared with the other replicas (replicated stores).
     pub share: Option<Arc<dyn TranslationShare>>,
+    /// Where each replica records the agents connected to it (replicated stores).
+    pub presence: Option<Arc<dyn PresenceShare>>,
+    /// This replica's name (`--replica-name`), where there are several.
+    pub name: Option<String>,
     election: Election,
 }
 
@@ -46,6 +50,8 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
                 store: Arc::new(store),
                 leading,
                 share: None,
+                presence: None,
+                name: None,
                 election: Election::Single(single),
             })
         }
@@ -90,7 +96,9 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
             Ok(Replication {
                 store: store.clone(),
                 leading,
-                share: Some(store),
+                share: Some(store.clone()),
+                presence: Some(store),
+                name: Some(settings.replica_name.clone()),
                 election,
             })
         }

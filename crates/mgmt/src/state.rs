@@ -15,8 +15,8 @@ use super::pki::{MeshCa, RelaySecurity};
 use super::translator::{Published, Translator};
 
 /// What the server knows about one cluster's agent.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct AgentStatus {
     pub connected: bool,
     /// The agent's release, as it said when it connected.
@@ -58,6 +58,8 @@ pub struct AgentStatus {
 pub struct ReplicaRole {
     pub leading: watch::Receiver<bool>,
     pub leaders_translation: Option<Published>,
+    /// This replica's name, where there are several.
+    pub name: Option<String>,
 }
 
 pub struct Mgmt {
@@ -88,6 +90,11 @@ pub struct Mgmt {
     pub trace_origins: Arc<super::trace_origins::TraceOrigins>,
     /// Whether this replica leads: only the leader translates and signs.
     pub leading: watch::Receiver<bool>,
+    /// This replica's name, where there are several.
+    pub replica: Option<String>,
+    /// Agents connected to other replicas, as they last recorded them: cluster -> (replica,
+    /// status).
+    pub elsewhere: Mutex<BTreeMap<String, (String, AgentStatus)>>,
 }
 
 impl Mgmt {
@@ -106,6 +113,7 @@ impl Mgmt {
         let ReplicaRole {
             leading,
             leaders_translation,
+            name: replica,
         } = role;
         // A replica that does not lead serves the leader's translation from the start.
         let (translator, first) = match leaders_translation {
@@ -140,6 +148,8 @@ impl Mgmt {
             proxy_queries: Default::default(),
             trace_origins: Default::default(),
             leading,
+            replica,
+            elsewhere: Mutex::new(BTreeMap::new()),
         });
         Ok((mgmt, translator))
     }

@@ -157,7 +157,7 @@ fn virtual_destination(n: usize) -> String {
 async fn the_leader_dies_under_applies_and_traffic_and_nothing_is_lost() {
     // Beside the mesh's directory: the mesh starts in an empty one.
     let etcd = Etcd::start(&test_dir("replicas-etcd")).await;
-    kill_the_leader(&etcd, "replicas", &[]).await;
+    kill_the_leader(&etcd, "replicas", &[]).await.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,8 +177,8 @@ async fn the_leader_elected_by_a_kubernetes_lease_dies_and_another_takes_the_lea
         "--leader-election".into(),
         "kubernetes".into(),
     ];
-    kill_the_leader(&etcd, "replicas-lease", &election).await;
-    // The Lease names the replica that leads now.
+    let survivors = kill_the_leader(&etcd, "replicas-lease", &election).await;
+    // The Lease names the replica that leads now (read before it stops and resigns).
     let lease = kube
         .client()
         .get_json("/apis/coordination.k8s.io/v1/namespaces/trellis/leases/trellis-mgmt-leader")
@@ -190,9 +190,26 @@ async fn the_leader_elected_by_a_kubernetes_lease_dies_and_another_takes_the_lea
         "the Lease holder after r1 died: {lease}"
     );
     assert!(lease["spec"]["leaseTransitions"].as_i64() >= Some(1), "{lease}");
+    survivors.stop().await;
 }
 
-async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
+/// The replicas left after the leader's death, and the mesh.
+struct Survivors {
+    replicas: [Replica; 2],
+    mesh: trellis_cli::up::LocalMesh,
+}
+
+impl Survivors {
+    async fn stop(self) {
+        let Survivors { replicas, mut mesh } = self;
+        for mut replica in replicas {
+            replica.proc.stop().await;
+        }
+        mesh.shutdown().await;
+    }
+}
+
+async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) -> Survivors {
     let (relay2, relay3) = (free_port(), free_port());
     let mut options = MeshOptions::free();
     options.mgmt_flags = etcd.mgmt_args(PREFIX);
@@ -352,6 +369,23 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // r3 holds neither agent's stream but shows both connected, on r2.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let clusters = r3.api.get_json("/api/v1/clusters").await.unwrap();
+        let on_r2 = ["cluster-1", "cluster-2"].iter().all(|name| {
+            let status = &clusters["clusters"][name];
+            status["connected"] == true && status["replica"] == "r2"
+        });
+        if on_r2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "r3 does not show the agents connected to r2: {clusters}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     // The new leader translates from now on; the other still only serves.
@@ -502,8 +536,8 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) {
         "the follower signed"
     );
     agent.stop().await;
-    for mut replica in [r2, r3] {
-        replica.proc.stop().await;
+    Survivors {
+        replicas: [r2, r3],
+        mesh,
     }
-    mesh.shutdown().await;
 }

@@ -106,12 +106,22 @@ impl Slapd {
         };
         server.wait_listening().await;
 
-        let output = tokio::process::Command::new(&ldapadd)
-            .args(["-x", "-H", &server.url(), "-D", ROOT_DN, "-w", ROOT_PASSWORD, "-f"])
-            .arg(dir.join("directory.ldif"))
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("cannot run {}: {e} (run scripts/setup)", ldapadd.display()));
+        // A slapd that accepts connections may not answer LDAP yet on a busy machine: the
+        // first binds are retried for a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let output = loop {
+            let output = tokio::process::Command::new(&ldapadd)
+                .args(["-x", "-H", &server.url(), "-D", ROOT_DN, "-w", ROOT_PASSWORD, "-f"])
+                .arg(dir.join("directory.ldif"))
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("cannot run {}: {e} (run scripts/setup)", ldapadd.display()));
+            let unreachable = String::from_utf8_lossy(&output.stderr).contains("Can't contact LDAP server");
+            if output.status.success() || !unreachable || Instant::now() >= deadline {
+                break output;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert!(
             output.status.success(),
             "ldapadd failed: {}{}",

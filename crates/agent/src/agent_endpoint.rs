@@ -11,6 +11,24 @@ use std::time::Duration;
 use anyhow::Context;
 use trellis_support::httpc::{self, HttpClient};
 
+/// The flags a proxy or gateway names its agent with.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentAddress {
+    /// The agent's registration API.
+    #[arg(long, default_value = "127.0.0.1:9977")]
+    pub agent: String,
+    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
+    /// and trust only that CA for it; without it, --agent is the plain port on this host.
+    #[arg(long)]
+    pub agent_ca: Option<PathBuf>,
+}
+
+impl AgentAddress {
+    pub fn endpoint(&self) -> anyhow::Result<AgentEndpoint> {
+        AgentEndpoint::new(&self.agent, self.agent_ca.as_deref())
+    }
+}
+
 #[derive(Clone)]
 pub struct AgentEndpoint {
     /// `host:port`, as given with --agent.

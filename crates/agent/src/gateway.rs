@@ -6,20 +6,15 @@
 
 use std::path::PathBuf;
 
-use crate::agent_endpoint::AgentEndpoint;
+use crate::agent_endpoint::AgentAddress;
 use crate::proxy::{EnvoyArgs, run_registered_envoy};
 use crate::role_secret::ClientSecret;
 use crate::{IngressRegistration, ProxyRegistration, RegisteredGateway};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EastWestArgs {
-    /// The agent's registration API.
-    #[arg(long, default_value = "127.0.0.1:9977")]
-    pub agent: String,
-    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
-    /// and trust only that CA for it; without it, --agent is the plain port on this host.
-    #[arg(long)]
-    pub agent_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub agent: AgentAddress,
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: String,
     #[arg(long, default_value_t = 15443)]
@@ -64,7 +59,7 @@ pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
         file: args.role_secret_file.clone(),
     };
     run_registered_envoy(
-        &AgentEndpoint::new(&args.agent, args.agent_ca.as_deref())?,
+        &args.agent.endpoint()?,
         &id,
         registration,
         &args.envoy,
@@ -76,13 +71,8 @@ pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngressArgs {
-    /// The agent's registration API.
-    #[arg(long, default_value = "127.0.0.1:9977")]
-    pub agent: String,
-    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
-    /// and trust only that CA for it; without it, --agent is the plain port on this host.
-    #[arg(long)]
-    pub agent_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub agent: AgentAddress,
     /// A name for this gateway proxy, unique in its cluster.
     #[arg(long, default_value = "ingress")]
     pub name: String,
@@ -139,7 +129,7 @@ pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
         file: args.role_secret_file.clone(),
     };
     run_registered_envoy(
-        &AgentEndpoint::new(&args.agent, args.agent_ca.as_deref())?,
+        &args.agent.endpoint()?,
         &id,
         registration,
         &args.envoy,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::agent_endpoint::AgentEndpoint;
+use crate::agent_endpoint::{AgentAddress, AgentEndpoint};
 use anyhow::Context;
 use serde_json::Value;
 use trellis_model::{Protocol, Workload, WorkloadPort};
@@ -18,13 +18,8 @@ const REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProxyArgs {
-    /// The agent's registration API.
-    #[arg(long, default_value = "127.0.0.1:9977")]
-    pub agent: String,
-    /// The agent's CA (PEM): reach --agent on its TLS registration port (--registry-tls-addr)
-    /// and trust only that CA for it; without it, --agent is the plain port on this host.
-    #[arg(long)]
-    pub agent_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub agent: AgentAddress,
     /// Workload name, unique in its namespace and cluster.
     #[arg(long)]
     pub name: String,
@@ -142,7 +137,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         access_log: None,
     };
     run_registered_envoy(
-        &AgentEndpoint::new(&args.agent, args.agent_ca.as_deref())?,
+        &args.agent.endpoint()?,
         &id,
         registration,
         &args.envoy,

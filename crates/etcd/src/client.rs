@@ -157,6 +157,33 @@ impl EtcdClient {
         self.unary("txn", "/etcdserverpb.KV/Txn", request).await
     }
 
+    /// Puts `key` = `value` under `lease` unless the key exists (how a lock or an election is
+    /// taken); when it exists the answer holds it as read (`succeeded` false).
+    pub async fn put_if_absent(&self, key: Vec<u8>, value: Vec<u8>, lease: i64) -> Result<TxnResponse, EtcdError> {
+        self.txn(TxnRequest {
+            compare: vec![Compare {
+                result: COMPARE_EQUAL,
+                target: TARGET_VERSION,
+                key: key.clone(),
+                target_union: Some(compare::TargetUnion::Version(0)),
+            }],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::Put(PutRequest {
+                    key: key.clone(),
+                    value,
+                    lease,
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::Range(RangeRequest {
+                    key,
+                    ..Default::default()
+                })),
+            }],
+        })
+        .await
+    }
+
     /// Drops the history before `revision` (etcd keeps every version until compacted).
     pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
         let _: CompactionResponse = self

@@ -78,28 +78,9 @@ async fn campaign(
     while !*stop.borrow() {
         let attempt = async {
             let lease = client.lease_grant(ttl_secs).await?;
-            let take = TxnRequest {
-                compare: vec![Compare {
-                    result: COMPARE_EQUAL,
-                    target: TARGET_VERSION,
-                    key: key.clone(),
-                    target_union: Some(compare::TargetUnion::Version(0)),
-                }],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::Put(PutRequest {
-                        key: key.clone(),
-                        value: config.identity.clone().into_bytes(),
-                        lease,
-                    })),
-                }],
-                failure: vec![RequestOp {
-                    request: Some(request_op::Request::Range(RangeRequest {
-                        key: key.clone(),
-                        ..Default::default()
-                    })),
-                }],
-            };
-            let response = client.txn(take).await?;
+            let response = client
+                .put_if_absent(key.clone(), config.identity.clone().into_bytes(), lease)
+                .await?;
             Ok::<_, crate::EtcdError>((lease, response))
         };
         let (lease, response) = tokio::select! {

@@ -10,7 +10,6 @@ use tokio::sync::oneshot;
 
 use crate::EtcdError;
 use crate::store::Inner;
-use crate::wire::*;
 
 /// The lease of a lock whose holder died runs out after this long.
 const TTL_SECS: i64 = 2;
@@ -23,23 +22,7 @@ pub(crate) async fn acquire(inner: Arc<Inner>) -> Result<oneshot::Sender<()>, Et
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let lease = inner.client.lease_grant(TTL_SECS).await?;
-        let take = TxnRequest {
-            compare: vec![Compare {
-                result: COMPARE_EQUAL,
-                target: TARGET_VERSION,
-                key: key.clone(),
-                target_union: Some(compare::TargetUnion::Version(0)),
-            }],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::Put(PutRequest {
-                    key: key.clone(),
-                    value: Vec::new(),
-                    lease,
-                })),
-            }],
-            failure: Vec::new(),
-        };
-        let response = inner.client.txn(take).await?;
+        let response = inner.client.put_if_absent(key.clone(), Vec::new(), lease).await?;
         if response.succeeded {
             let (release, released) = oneshot::channel();
             tokio::spawn(hold(inner.clone(), lease, released));

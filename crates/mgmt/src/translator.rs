@@ -104,20 +104,11 @@ pub struct Translator {
 impl Translator {
     /// Reads the store and translates it.
     pub fn new(store: Arc<dyn Store>, trust_domain: &str, metrics: MgmtMetrics) -> anyhow::Result<(Self, Published)> {
-        let mut translator = Translator {
-            store,
-            trust_domain: trust_domain.to_string(),
-            metrics,
-            revision: 0,
-            snapshot: Snapshot::default(),
-            // Replaced by the translation of what the store holds, once read.
-            incremental: Incremental::new(&Snapshot::default()),
-            current: true,
-        };
-        translator.read_all()?;
+        let mut translator = Self::following(store, trust_domain, metrics)?;
         let started = Instant::now();
         translator.incremental = Incremental::new(&translator.snapshot);
         let published = translator.full(&Published::default(), None);
+        translator.current = true;
         translator.count(started);
         Ok((translator, published))
     }

@@ -71,13 +71,13 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("stored records serialize")
 }
 
-fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+pub(crate) fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::Put(PutRequest { key, value, lease: 0 })),
     }
 }
 
-fn delete(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
+pub(crate) fn delete(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::DeleteRange(DeleteRangeRequest { key, range_end })),
     }

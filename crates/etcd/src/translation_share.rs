@@ -24,7 +24,7 @@ use trellis_store::{
 };
 
 use crate::EtcdError;
-use crate::store::{EtcdStore, Inner};
+use crate::store::{EtcdStore, Inner, delete, put};
 use crate::wire::*;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -132,7 +132,7 @@ impl Inner {
                 }
                 let mut key = prefix.clone();
                 key.extend_from_slice(format!("{index:06}").as_bytes());
-                ops.push(put_op(key, chunk.to_vec()));
+                ops.push(put(key, chunk.to_vec()));
                 bytes += chunk.len();
             }
         }
@@ -157,7 +157,7 @@ impl Inner {
         let mut ops = Vec::new();
         for id in ids {
             let prefix = self.blob_prefix(&id);
-            ops.push(delete_op(prefix.clone(), crate::prefix_end(&prefix)));
+            ops.push(delete(prefix.clone(), crate::prefix_end(&prefix)));
             if ops.len() >= TXN_OPS {
                 self.write_ops(std::mem::take(&mut ops)).await?;
             }
@@ -195,18 +195,6 @@ impl Inner {
                 _ => return Ok(ids),
             }
         }
-    }
-}
-
-fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::Put(PutRequest { key, value, lease: 0 })),
-    }
-}
-
-fn delete_op(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::DeleteRange(DeleteRangeRequest { key, range_end })),
     }
 }
 
@@ -332,7 +320,7 @@ impl TranslationShare for EtcdStore {
         let outcome = self.block(move |inner| async move {
             inner.write_blobs(&blobs).await?;
             inner
-                .write_ops(vec![put_op(inner.key("translation/current"), manifest)])
+                .write_ops(vec![put(inner.key("translation/current"), manifest)])
                 .await?;
             inner.delete_blobs(stale).await?;
             if !swept {

@@ -104,6 +104,22 @@ pub async fn proxy_config(State(mgmt): State<Arc<Mgmt>>, Path((cluster, proxy)):
     }
     match mgmt.proxy_queries.ask(&cluster, &proxy).await {
         Ok(dump) => ([(header::CONTENT_TYPE, "application/json")], dump).into_response(),
+        Err((StatusCode::SERVICE_UNAVAILABLE, error)) => {
+            // The agent's stream is on another replica: say which, so the operator asks it.
+            let elsewhere = mgmt
+                .elsewhere
+                .lock()
+                .expect("presence lock")
+                .get(&cluster)
+                .map(|(r, _)| r.clone());
+            let error = match elsewhere {
+                Some(replica) => format!(
+                    "cluster {cluster}'s agent is connected to management server replica {replica}, not to this one: ask that replica's API"
+                ),
+                None => error,
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": error }))).into_response()
+        }
         Err((status, error)) => (status, axum::Json(json!({ "error": error }))).into_response(),
     }
 }

@@ -367,7 +367,8 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) -> Surviv
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // r3 holds neither agent's stream but shows both connected, on r2.
+    // r3 holds neither agent's stream but shows both connected, on r2; a proxy's live config
+    // is asked of r2, as r3 says.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let clusters = r3.api.get_json("/api/v1/clusters").await.unwrap();
@@ -384,6 +385,17 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) -> Surviv
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let asked = r3
+        .api
+        .get("/api/v1/clusters/cluster-1/proxies/sidecar~frontend.demo/config")
+        .await
+        .unwrap();
+    assert_eq!(asked.status, 503, "{}", asked.body);
+    assert!(
+        asked.body.contains("connected to management server replica r2"),
+        "{}",
+        asked.body
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     // The new leader translates from now on; the other still only serves.

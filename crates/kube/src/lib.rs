@@ -3,7 +3,8 @@
 //! ([`crds`], pure) and the management server's sync of those resources into its store, with
 //! their status written back ([`sync`], on kube-rs), and the validating webhook's answer
 //! ([`admission`], pure) and the sidecar injector's ([`injection`], pure); the agent's CA
-//! published for injected sidecars ([`ca_publish`]).
+//! published for injected sidecars ([`ca_publish`]); the Secrets beside Gloo resources, mirrored
+//! ([`secrets`]).
 
 pub mod admission;
 pub mod ca_publish;
@@ -12,4 +13,5 @@ pub mod discovery;
 pub mod injection;
 pub mod lease;
 pub mod pod_identity;
+pub mod secrets;
 pub mod sync;

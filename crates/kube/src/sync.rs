@@ -96,7 +96,7 @@ fn to_resource(kind: Kind, object: &DynamicObject) -> Result<Resource, String> {
     trellis_api::parse_one(&source, &document.to_string()).map_err(|e| e.to_string())
 }
 
-fn from_kubernetes(resource: &Resource) -> bool {
+pub(crate) fn from_kubernetes(resource: &Resource) -> bool {
     resource.metadata.annotations.get(SOURCE_ANNOTATION).map(String::as_str) == Some(SOURCE)
 }
 

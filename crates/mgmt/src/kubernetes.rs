@@ -1,5 +1,6 @@
 //! The management server on a Kubernetes management cluster: Gloo resources applied there are
-//! mirrored into the store, and their statuses written back (trellis-kube does the work).
+//! mirrored into the store, and their statuses written back; so are the Secrets beside them
+//! (trellis-kube does the work).
 
 use std::sync::Arc;
 
@@ -35,6 +36,11 @@ pub async fn start(
     };
     let client = trellis_kube::sync::client(kubeconfig).await?;
     tracing::info!("watching the Gloo resources of the Kubernetes cluster");
+    tokio::spawn(trellis_kube::secrets::run(
+        client.clone(),
+        mgmt.store.clone(),
+        leading.clone(),
+    ));
     tokio::spawn(trellis_kube::sync::run(
         client,
         mgmt.store.clone(),

@@ -309,4 +309,52 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
         .unwrap()
         .to_string();
     assert!(!stored.contains("backend-k8s"), "the store forgot it: {stored}");
+
+    // Secrets beside Gloo resources (the demo's, in `demo`) are mirrored into the store and
+    // leave it with their object; a Secret of a namespace without Gloo resources stays out.
+    let elsewhere = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}});
+    assert_eq!(kube.create(&elsewhere, false).await.status, 201);
+    for (namespace, name) in [("demo", "api-keys"), ("elsewhere", "private-keys")] {
+        let (ok, out) = kubectl(
+            &kubeconfig,
+            &[
+                "create",
+                "secret",
+                "generic",
+                name,
+                "-n",
+                namespace,
+                "--from-literal=api-key=s3cr3t",
+            ],
+            None,
+        );
+        assert!(ok, "{out}");
+    }
+    let stored_secrets = || async {
+        mesh.api()
+            .unwrap()
+            .get_json("/api/v1/resources")
+            .await
+            .unwrap()
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stored_secrets().await.contains("\"api-keys\"") {
+        assert!(
+            Instant::now() < deadline,
+            "the Secret beside the demo's resources was not mirrored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = stored_secrets().await;
+    assert!(
+        !stored.contains("private-keys"),
+        "a Secret away from Gloo resources was mirrored: {stored}"
+    );
+    let (ok, out) = kubectl(&kubeconfig, &["delete", "secret", "api-keys", "-n", "demo"], None);
+    assert!(ok, "{out}");
+    while stored_secrets().await.contains("\"api-keys\"") {
+        assert!(Instant::now() < deadline, "the deleted Secret stayed in the store");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -55,18 +55,21 @@ pub async fn run_east_west(args: EastWestArgs) -> anyhow::Result<()> {
         },
     });
     let id = format!("east-west~{}-{}", args.listen_address, args.port);
+    run_gateway(&args.agent, &id, registration, &args.envoy, &args.role_secret_file).await
+}
+
+/// Registers a gateway (with the role secret) and runs its Envoy.
+async fn run_gateway(
+    agent: &AgentAddress,
+    id: &str,
+    registration: ProxyRegistration,
+    envoy: &EnvoyArgs,
+    role_secret_file: &Option<PathBuf>,
+) -> anyhow::Result<()> {
     let secret = ClientSecret {
-        file: args.role_secret_file.clone(),
+        file: role_secret_file.clone(),
     };
-    run_registered_envoy(
-        &args.agent.endpoint()?,
-        &id,
-        registration,
-        &args.envoy,
-        Some(secret),
-        None,
-    )
-    .await
+    run_registered_envoy(&agent.endpoint()?, id, registration, envoy, Some(secret), None).await
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -125,16 +128,5 @@ pub async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
         access_log: None,
     });
     let id = format!("ingress~{}", args.name);
-    let secret = ClientSecret {
-        file: args.role_secret_file.clone(),
-    };
-    run_registered_envoy(
-        &args.agent.endpoint()?,
-        &id,
-        registration,
-        &args.envoy,
-        Some(secret),
-        None,
-    )
-    .await
+    run_gateway(&args.agent, &id, registration, &args.envoy, &args.role_secret_file).await
 }

@@ -621,6 +621,12 @@ impl rustls::client::danger::ServerCertVerifier for ServerCheck {
 
 /// One sample of a Prometheus series from the /metrics page on `port` (0 when absent).
 pub async fn scrape(port: u16, series: &str) -> u64 {
+    scrape_present(port, series).await.unwrap_or(0)
+}
+
+/// One sample of a Prometheus series from the /metrics page on `port`; `None` when the page
+/// has no such series.
+pub async fn scrape_present(port: u16, series: &str) -> Option<u64> {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let body = trellis_support::httpc::get(&url, Duration::from_secs(5))
         .await
@@ -633,7 +639,6 @@ pub async fn scrape(port: u16, series: &str) -> u64 {
                 .and_then(|v| v.trim().parse::<f64>().ok())
         })
         .map(|v| v as u64)
-        .unwrap_or(0)
 }
 
 /// The stored resources, without the statuses translation adds to them (those are derived, and

@@ -110,22 +110,10 @@ async fn leads(admin_port: u16) -> Option<bool> {
         .map(|value| value.trim() == "1")
 }
 
-/// The value of `series` in a replica's metrics, if it has one.
-async fn metric(admin_port: u16, series: &str) -> Option<u64> {
-    let url = format!("http://127.0.0.1:{admin_port}/metrics");
-    let body = trellis_support::httpc::get(&url, Duration::from_secs(2))
-        .await
-        .unwrap()
-        .body;
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
-
 /// A counter of the replica's metrics (`trellis_mgmt_<name>_total`).
 async fn counter(admin_port: u16, name: &str) -> u64 {
     let series = format!("trellis_mgmt_{name}_total");
-    metric(admin_port, &series)
+    scrape_present(admin_port, &series)
         .await
         .unwrap_or_else(|| panic!("no {series} on the replica at {admin_port}"))
 }
@@ -133,7 +121,7 @@ async fn counter(admin_port: u16, name: &str) -> u64 {
 /// Certificates of `kind` a replica signed (`trellis_mgmt_certificates_issued_total`).
 async fn issued(admin_port: u16, kind: &str) -> u64 {
     let series = format!("trellis_mgmt_certificates_issued_total{{result=\"{kind}\"}}");
-    metric(admin_port, &series).await.unwrap_or(0)
+    scrape(admin_port, &series).await
 }
 
 /// Each cluster's current config version as a replica serves it.

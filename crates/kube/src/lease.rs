@@ -54,17 +54,23 @@ fn now() -> MicroTime {
 }
 
 /// What this replica last saw of the Lease, and when (by its own clock).
-struct Observed {
+pub(crate) struct Observed {
     record: Option<LeaseSpec>,
     at: Instant,
 }
 
+impl Observed {
+    pub(crate) fn nothing_yet() -> Self {
+        Observed {
+            record: None,
+            at: Instant::now(),
+        }
+    }
+}
+
 async fn campaign(api: Api<Lease>, config: LeaseConfig, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
     let retry = config.duration / 4;
-    let mut observed = Observed {
-        record: None,
-        at: Instant::now(),
-    };
+    let mut observed = Observed::nothing_yet();
     let mut renewed = Instant::now();
     loop {
         match try_acquire_or_renew(&api, &config, &mut observed).await {
@@ -104,7 +110,7 @@ async fn campaign(api: Api<Lease>, config: LeaseConfig, leading: watch::Sender<b
 }
 
 /// Takes or renews the Lease; true while this replica holds it.
-async fn try_acquire_or_renew(
+pub(crate) async fn try_acquire_or_renew(
     api: &Api<Lease>,
     config: &LeaseConfig,
     observed: &mut Observed,
@@ -166,7 +172,7 @@ async fn try_acquire_or_renew(
 }
 
 /// Clears the holder so that another replica takes over without waiting out the Lease.
-async fn release(api: &Api<Lease>, config: &LeaseConfig) {
+pub(crate) async fn release(api: &Api<Lease>, config: &LeaseConfig) {
     let Ok(Some(mut lease)) = api.get_opt(&config.name).await else {
         return;
     };

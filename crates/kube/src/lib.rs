@@ -14,4 +14,5 @@ pub mod injection;
 pub mod lease;
 pub mod pod_identity;
 pub mod secrets;
+pub mod store;
 pub mod sync;

@@ -34,7 +34,7 @@ pub struct AuditRecord {
 }
 
 /// How much audit history to keep; the older records go first.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRetention {
     pub max_records: u64,
     pub max_age_secs: u64,

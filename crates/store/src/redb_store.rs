@@ -64,6 +64,17 @@ impl RedbStore {
         })
     }
 
+    /// The record of a registration token, without using it up: lets a replicated store skip
+    /// writing a presentation that could not change anything.
+    pub fn token(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
+        let tx = self.db.begin_read().map_err(tx_err)?;
+        let table = tx.open_table(TOKENS).map_err(tx_err)?;
+        match table.get(token_hash).map_err(tx_err)? {
+            Some(value) => Ok(Some(decode("token", value.value())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Bumps the revision inside a write transaction; returns the new one.
     fn next_revision(tx: &redb::WriteTransaction) -> Result<u64> {
         let mut meta = tx.open_table(META).map_err(tx_err)?;

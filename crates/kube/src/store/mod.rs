@@ -1,0 +1,532 @@
+//! [`Store`] on the Kubernetes API server, for a management plane on Kubernetes that needs no
+//! etcd of its own: replicas share an ordered log of writes kept as Secrets in their namespace
+//! ([`log`]), and each replays it, in order, onto a local copy (a redb file that is only a
+//! cache) from which it reads ([`op`]).
+//!
+//! Every write takes the next place in the log with a *create*, which exactly one replica wins,
+//! after replaying every commit before it; the op is then decided where it lands, identically on
+//! every replica. A token presented twice at once, or two claims of a cluster's intermediate CA,
+//! are therefore decided once. The leader periodically stores its local copy as a snapshot and
+//! deletes the commits well behind it ([`snapshot`]); a replica that starts loads the snapshot
+//! and replays what follows it. Applies hold a Lease from admission to write ([`write_lock`]).
+
+mod log;
+pub mod op;
+mod snapshot;
+mod write_lock;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
+use trellis_api::{Resource, ResourceKey};
+use trellis_model::{ClusterDiscovery, DiscoveryPatch};
+use trellis_store::{
+    AccessStore, ApiTokenRecord, ApplyAction, ApplyOutcome, AuditRecord, AuditRetention, IntermediateClaim,
+    IntermediateRecord, IssuanceStore, RedbStore, SilenceRecord, SilenceStore, Store, StoreError, TokenCheck,
+    TokenRecord, Watch, WriteLock,
+};
+
+use self::log::{Body, CommitLog};
+use self::op::{Op, Outcome, replay};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// How often a write is tried at the next place when other replicas keep taking it first.
+const TRIES: usize = 50;
+/// How often a replica looks for commits its watch may have missed.
+const RECHECK: Duration = Duration::from_secs(2);
+/// The longest a store call waits on the API server.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct KubeStoreConfig {
+    /// The management cluster's kubeconfig; `None`: the pod's in-cluster configuration.
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the log's Secrets and the write lock's Lease live.
+    pub namespace: String,
+    /// This replica's name (the write lock's holder).
+    pub identity: String,
+    /// The local copy (rewritten at every start).
+    pub cache_path: PathBuf,
+    /// The leader snapshots once this many commits follow the last snapshot.
+    pub snapshot_every: u64,
+    /// Commits kept behind the snapshot, for replicas that are a little behind.
+    pub keep: u64,
+    /// Commits per compaction batch.
+    pub batch: u64,
+}
+
+impl KubeStoreConfig {
+    pub fn new(kubeconfig: Option<PathBuf>, namespace: &str, identity: &str, cache_path: PathBuf) -> Self {
+        KubeStoreConfig {
+            kubeconfig,
+            namespace: namespace.to_string(),
+            identity: identity.to_string(),
+            cache_path,
+            snapshot_every: 1000,
+            keep: 1000,
+            batch: log::BATCH,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    log: CommitLog,
+    local: RedbStore,
+    /// The last commit replayed onto `local`. Held while replaying, writing and snapshotting.
+    applied: tokio::sync::Mutex<u64>,
+    config: KubeStoreConfig,
+    client: kube::Client,
+    /// One write lock attempt of this replica at a time (the Lease names the replica).
+    lock_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+pub struct KubeStore {
+    shared: Arc<Shared>,
+    /// Runs the client and the log watch; the Store trait is blocking. Always `Some` until
+    /// dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// A fresh id for parts, unique across replicas and restarts.
+fn new_id(identity: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seed = format!("{identity}/{}/{nanos}", std::process::id());
+    trellis_base::hash::sha256_hex(seed.as_bytes())[..16].to_string()
+}
+
+impl Shared {
+    /// Replays every commit after `applied` that exists.
+    async fn catch_up(&self, applied: &mut u64) -> Result<()> {
+        while let Some(bytes) = self.log.read(*applied + 1).await? {
+            let seq = *applied + 1;
+            let op: Op = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                what: log::commit_name(seq),
+                message: e.to_string(),
+            })?;
+            let name = op.name();
+            if let Err(error) = replay(&self.local, op) {
+                tracing::debug!(seq, op = name, %error, "a commit's op failed, as it did where it was written");
+            }
+            *applied = seq;
+        }
+        Ok(())
+    }
+
+    async fn caught_up(&self) -> Result<()> {
+        let mut applied = self.applied.lock().await;
+        self.catch_up(&mut applied).await
+    }
+
+    /// Writes `op` at the next free place in the log and replays it, unless `settled` finds,
+    /// on the caught-up copy, that it would change nothing (its answer is then returned).
+    async fn commit(&self, op: Op, settled: impl Fn(&RedbStore) -> Option<Outcome>) -> Result<Outcome> {
+        let bytes = serde_json::to_vec(&op).expect("ops serialize");
+        let mut applied = self.applied.lock().await;
+        self.catch_up(&mut applied).await?;
+        if let Some(outcome) = settled(&self.local) {
+            return Ok(outcome);
+        }
+        let body = if bytes.len() > log::CHUNK {
+            let id = new_id(&self.config.identity);
+            let batch = *applied / self.config.batch;
+            Body::Parts(self.log.put_parts("part", &id, &bytes, batch).await?)
+        } else {
+            Body::Inline(bytes)
+        };
+        for _ in 0..TRIES {
+            let seq = *applied + 1;
+            if self.log.create(seq, &body, self.config.batch).await? {
+                *applied = seq;
+                return replay(&self.local, op);
+            }
+            self.catch_up(&mut applied).await?;
+        }
+        if let Body::Parts(parts) = &body {
+            let _ = self.log.delete_parts(&parts.id).await;
+        }
+        Err(StoreError::Transaction(format!(
+            "Kubernetes store: other replicas took the next {TRIES} places in the log first; try again"
+        )))
+    }
+}
+
+impl KubeStore {
+    /// Connects, loads the latest snapshot into a fresh local copy, replays the commits after
+    /// it, and starts following the log.
+    pub fn open(config: KubeStoreConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kube-store")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Transaction(format!("cannot start the Kubernetes client: {e}")))?;
+        let shared = runtime.block_on(async {
+            let client = crate::sync::client(config.kubeconfig.as_deref())
+                .await
+                .map_err(|e| StoreError::Transaction(format!("Kubernetes store: {e}")))?;
+            let log = CommitLog::new(client.clone(), &config.namespace);
+            log.check().await?;
+            let loaded = snapshot::load(&log, &config.cache_path).await?;
+            let local = RedbStore::open(&config.cache_path)?;
+            let shared = Arc::new(Shared {
+                log,
+                local,
+                applied: tokio::sync::Mutex::new(loaded),
+                config: config.clone(),
+                client,
+                lock_gate: Arc::new(tokio::sync::Mutex::new(())),
+            });
+            shared.caught_up().await?;
+            Ok::<_, StoreError>(shared)
+        })?;
+        runtime.spawn(follow(shared.clone()));
+        let applied = runtime.block_on(async { *shared.applied.lock().await });
+        tracing::info!(
+            namespace = %config.namespace,
+            commit = applied,
+            revision = shared.local.revision(),
+            "store on the Kubernetes API server"
+        );
+        Ok(KubeStore {
+            shared,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The last commit this replica replayed.
+    pub fn applied(&self) -> Result<u64> {
+        self.block(|shared| async move { Ok(*shared.applied.lock().await) })
+    }
+
+    /// Snapshots and compacts when enough commits followed the last snapshot; the leader's job.
+    /// Returns whether it did.
+    pub fn compact_if_due(&self) -> Result<bool> {
+        self.block(|shared| async move { snapshot::compact_if_due(&shared).await })
+    }
+
+    /// Runs `work` on the store's own runtime and waits for it: callers may be threads of another
+    /// runtime, where blocking on a future directly is not allowed.
+    fn block<T, F, W>(&self, work: W) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+        W: FnOnce(Arc<Shared>) -> F,
+    {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let future = work(self.shared.clone());
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the store's runtime lives until it is dropped");
+        runtime.spawn(async move {
+            let result = match tokio::time::timeout(CALL_LIMIT, future).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Transaction(format!(
+                    "Kubernetes store: no answer from the API server within {CALL_LIMIT:?}"
+                ))),
+            };
+            let _ = sender.send(result);
+        });
+        receiver
+            .recv()
+            .map_err(|_| StoreError::Transaction("the Kubernetes store's client stopped".into()))?
+    }
+
+    fn write(&self, op: Op) -> Result<Outcome> {
+        self.write_unless(op, |_| None)
+    }
+
+    fn write_unless(
+        &self,
+        op: Op,
+        settled: impl Fn(&RedbStore) -> Option<Outcome> + Send + 'static,
+    ) -> Result<Outcome> {
+        self.block(move |shared| async move { shared.commit(op, settled).await })
+    }
+}
+
+impl Drop for KubeStore {
+    fn drop(&mut self) {
+        // The store may be dropped on another runtime's thread, where a blocking shutdown panics.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Replays commits as other replicas write them: on every change the watch of the log's
+/// Secrets reports, and every few seconds in case it missed one.
+async fn follow(shared: Arc<Shared>) {
+    // Metadata only: the watch says that a commit appeared; its body is read once, in order.
+    let api: kube::Api<PartialObjectMeta<Secret>> =
+        kube::Api::namespaced(shared.client.clone(), &shared.config.namespace);
+    let selector = format!("{}=commit", log::ROLE_LABEL);
+    let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector)).boxed();
+    let mut recheck = tokio::time::interval(RECHECK);
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                if let Some(Err(error)) = event {
+                    tracing::debug!(%error, "the Kubernetes store's watch restarts");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            _ = recheck.tick() => {}
+        }
+        if let Err(error) = shared.caught_up().await {
+            tracing::warn!(%error, "cannot replay the store's log");
+        }
+    }
+}
+
+fn unexpected(outcome: Outcome) -> StoreError {
+    StoreError::Transaction(format!("Kubernetes store: unexpected outcome {outcome:?}"))
+}
+
+impl Store for KubeStore {
+    fn revision(&self) -> u64 {
+        self.shared.local.revision()
+    }
+
+    fn watch(&self, since: u64, timeout: Duration) -> Watch {
+        self.shared.local.watch(since, timeout)
+    }
+
+    fn lock_writes(&self) -> Result<WriteLock> {
+        self.block(|shared| async move { write_lock::acquire(shared).await })
+    }
+
+    fn list(&self) -> Result<Vec<Resource>> {
+        self.shared.local.list()
+    }
+
+    fn get(&self, key: &ResourceKey) -> Result<Option<Resource>> {
+        self.shared.local.get(key)
+    }
+
+    fn apply(&self, resources: Vec<Resource>) -> Result<Vec<ApplyOutcome>> {
+        let candidates = resources.clone();
+        let unchanged = move |local: &RedbStore| {
+            let mut outcomes = Vec::new();
+            for resource in &candidates {
+                let existing = local.get(&resource.key()).ok()??;
+                let mut revision = 0;
+                let outcome = trellis_store::stamp(Some(&existing), &mut resource.clone(), &mut revision);
+                if outcome.action != ApplyAction::Unchanged {
+                    return None;
+                }
+                outcomes.push(outcome);
+            }
+            Some(Outcome::Applied(outcomes))
+        };
+        match self.write_unless(Op::Apply { resources }, unchanged)? {
+            Outcome::Applied(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn delete(&self, keys: &[ResourceKey]) -> Result<Vec<(ResourceKey, bool)>> {
+        match self.write(Op::Delete { keys: keys.to_vec() })? {
+            Outcome::Deleted(results) => Ok(results),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn put_discovery(&self, discovery: &ClusterDiscovery) -> Result<()> {
+        let same = discovery.clone();
+        let unchanged = move |local: &RedbStore| {
+            let stored = local.discoveries().ok()?;
+            stored.contains(&same).then_some(Outcome::Done)
+        };
+        self.write_unless(
+            Op::PutDiscovery {
+                discovery: discovery.clone(),
+            },
+            unchanged,
+        )
+        .map(|_| ())
+    }
+
+    fn patch_discovery(&self, patch: &DiscoveryPatch) -> Result<()> {
+        self.write(Op::PatchDiscovery { patch: patch.clone() }).map(|_| ())
+    }
+
+    fn discoveries(&self) -> Result<Vec<ClusterDiscovery>> {
+        self.shared.local.discoveries()
+    }
+
+    fn delete_discovery(&self, cluster: &str) -> Result<()> {
+        self.write(Op::DeleteDiscovery {
+            cluster: cluster.to_string(),
+        })
+        .map(|_| ())
+    }
+
+    fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<()> {
+        self.write(Op::PutToken {
+            hash: token_hash.to_string(),
+            record: record.clone(),
+        })
+        .map(|_| ())
+    }
+
+    fn consume_token(&self, token_hash: &str, now: u64) -> Result<TokenCheck> {
+        // Presenting an unknown, used or expired token changes nothing: it is answered without
+        // a commit, so that guessing tokens cannot fill the API server with Secrets.
+        let hash = token_hash.to_string();
+        let refused = move |local: &RedbStore| match local.token(&hash) {
+            Ok(None) => Some(Outcome::Token(TokenCheck::Unknown)),
+            Ok(Some(record)) => match record.check(now) {
+                TokenCheck::Accepted { .. } => None,
+                check => Some(Outcome::Token(check)),
+            },
+            Err(_) => None,
+        };
+        let op = Op::ConsumeToken {
+            hash: token_hash.to_string(),
+            now,
+        };
+        match self.write_unless(op, refused)? {
+            Outcome::Token(check) => Ok(check),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn record_certificate(&self, serial: &str, cluster: &str) -> Result<()> {
+        self.write(Op::RecordCertificate {
+            serial: serial.to_string(),
+            cluster: cluster.to_string(),
+        })
+        .map(|_| ())
+    }
+
+    fn revoke_cluster_certificates(&self, cluster: &str) -> Result<usize> {
+        match self.write(Op::RevokeClusterCertificates {
+            cluster: cluster.to_string(),
+        })? {
+            Outcome::Count(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn is_revoked(&self, serial: &str) -> Result<bool> {
+        self.shared.local.is_revoked(serial)
+    }
+}
+
+impl AccessStore for KubeStore {
+    fn append_audit(&self, record: AuditRecord, retention: AuditRetention, now: u64) -> Result<u64> {
+        match self.write(Op::AppendAudit { record, retention, now })? {
+            Outcome::Sequence(seq) => Ok(seq),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn audit_records(&self) -> Result<Vec<AuditRecord>> {
+        self.shared.local.audit_records()
+    }
+
+    fn create_api_token(&self, token_hash: &str, record: &ApiTokenRecord) -> Result<bool> {
+        match self.write(Op::CreateApiToken {
+            hash: token_hash.to_string(),
+            record: record.clone(),
+        })? {
+            Outcome::Flag(created) => Ok(created),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn api_token(&self, token_hash: &str) -> Result<Option<ApiTokenRecord>> {
+        self.shared.local.api_token(token_hash)
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        self.shared.local.api_tokens()
+    }
+
+    fn revoke_api_token(&self, name: &str) -> Result<bool> {
+        match self.write(Op::RevokeApiToken { name: name.to_string() })? {
+            Outcome::Flag(revoked) => Ok(revoked),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl IssuanceStore for KubeStore {
+    fn claim_intermediate(&self, record: &IntermediateRecord, now: u64) -> Result<IntermediateClaim> {
+        match self.write(Op::ClaimIntermediate {
+            record: record.clone(),
+            now,
+        })? {
+            Outcome::Claim(claim) => Ok(claim),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn cluster_intermediates(&self, cluster: &str) -> Result<Vec<IntermediateRecord>> {
+        self.shared.local.cluster_intermediates(cluster)
+    }
+
+    fn revoke_cluster_intermediates(&self, cluster: &str, now: u64) -> Result<usize> {
+        match self.write(Op::RevokeClusterIntermediates {
+            cluster: cluster.to_string(),
+            now,
+        })? {
+            Outcome::Count(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn void_cluster_tokens(&self, cluster: &str) -> Result<usize> {
+        match self.write(Op::VoidClusterTokens {
+            cluster: cluster.to_string(),
+        })? {
+            Outcome::Count(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl SilenceStore for KubeStore {
+    fn put_silence(&self, record: &SilenceRecord) -> Result<()> {
+        self.write(Op::PutSilence { record: record.clone() }).map(|_| ())
+    }
+
+    fn delete_silence(&self, code: &str, target: Option<&str>) -> Result<bool> {
+        match self.write(Op::DeleteSilence {
+            code: code.to_string(),
+            target: target.map(str::to_string),
+        })? {
+            Outcome::Flag(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn silences(&self) -> Result<Vec<SilenceRecord>> {
+        self.shared.local.silences()
+    }
+}
+
+/// Writes `bytes` to `path` readable by this user only: the local copy holds Secrets.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

@@ -1,0 +1,75 @@
+//! Snapshots and compaction. The leader stores its local copy, as it stands after commit `seq`,
+//! in parts, points the snapshot Secret at them, then deletes the older snapshot's parts and
+//! the whole batches of commits more than `keep` behind. A replica that starts loads the latest
+//! snapshot and replays the commits after it, so start-up costs what changed since, not the
+//! whole history.
+
+use std::path::Path;
+
+use trellis_store::StoreError;
+
+use super::Shared;
+use super::log::SnapshotRef;
+
+/// How often a start tries again when a compaction replaced the snapshot while it was read.
+const LOAD_TRIES: usize = 5;
+
+/// Writes the latest snapshot (or nothing: an empty file) to `cache_path`, replacing what was
+/// there; returns the commit it holds.
+pub(super) async fn load(log: &super::CommitLog, cache_path: &Path) -> Result<u64, StoreError> {
+    let io = |e: std::io::Error| StoreError::Transaction(format!("cannot write {}: {e}", cache_path.display()));
+    if let Some(parent) = cache_path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let _ = std::fs::remove_file(cache_path);
+    let mut last_error = None;
+    for _ in 0..LOAD_TRIES {
+        match log.snapshot().await {
+            Ok(Some((reference, bytes))) => {
+                super::write_private(cache_path, &bytes).map_err(io)?;
+                tracing::info!(seq = reference.seq, bytes = bytes.len(), "loaded the store's snapshot");
+                return Ok(reference.seq);
+            }
+            Ok(None) => {
+                // An empty file, created private, which redb then initializes.
+                super::write_private(cache_path, &[]).map_err(io)?;
+                return Ok(0);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.expect("a failed try leaves its error"))
+}
+
+pub(super) async fn compact_if_due(shared: &Shared) -> Result<bool, StoreError> {
+    let config = &shared.config;
+    let last = shared.log.snapshot_ref().await?.map(|r| r.seq).unwrap_or(0);
+    let (seq, id) = {
+        // Held while the file is read: no replay writes to it meanwhile, so the copy is the
+        // local store as it stood after commit `seq`.
+        let mut applied = shared.applied.lock().await;
+        shared.catch_up(&mut applied).await?;
+        if *applied < last + config.snapshot_every {
+            return Ok(false);
+        }
+        let bytes = std::fs::read(&config.cache_path)
+            .map_err(|e| StoreError::Transaction(format!("cannot read {}: {e}", config.cache_path.display())))?;
+        let id = super::new_id(&config.identity);
+        let parts = shared
+            .log
+            .put_parts("snapshot-part", &id, &bytes, *applied / config.batch)
+            .await?;
+        shared.log.set_snapshot(&SnapshotRef { seq: *applied, parts }).await?;
+        tracing::info!(seq = *applied, bytes = bytes.len(), "stored a snapshot of the store");
+        (*applied, id)
+    };
+    shared.log.delete_snapshots_but(&id).await?;
+    // Whole batches of commits at or before `seq - keep` go.
+    let cutoff = seq.saturating_sub(config.keep);
+    let first_kept_batch = (cutoff + 1) / config.batch;
+    let first_batch = last.saturating_sub(config.keep) / config.batch;
+    for batch in first_batch.saturating_sub(1)..first_kept_batch {
+        shared.log.delete_batch(batch).await?;
+    }
+    Ok(true)
+}

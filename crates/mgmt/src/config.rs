@@ -154,8 +154,10 @@ pub struct MgmtArgs {
     /// Metrics go to a Prometheus the platform started as a demo convenience.
     #[arg(long)]
     pub builtin_prometheus: bool,
-    /// Where accepted config lives: `redb` (a file in --data-dir, one server) or `etcd` (shared
-    /// by several replicas: one leads, all serve the relay and API) [default: redb]
+    /// Where accepted config lives: `redb` (a file in --data-dir, one server), `etcd` (shared by
+    /// several replicas: one leads, all serve the relay and API) or `kubernetes` (shared through
+    /// the management cluster's API server, as Secrets in --leader-election-namespace; needs
+    /// --kubeconfig or --kubernetes) [default: redb]
     #[arg(long)]
     pub store: Option<String>,
     /// etcd client URLs, comma-separated (`https://host:2379`; `http://` on loopback only)
@@ -192,7 +194,8 @@ pub struct MgmtArgs {
     /// when the server watches a Kubernetes cluster, else etcd]
     #[arg(long)]
     pub leader_election: Option<String>,
-    /// Namespace of the leader election's Lease [default: trellis]
+    /// Namespace of the leader election's Lease, and of the store's Secrets with --store
+    /// kubernetes [default: trellis]
     #[arg(long)]
     pub leader_election_namespace: Option<String>,
 }
@@ -261,6 +264,11 @@ struct FileConfig {
 pub enum StoreChoice {
     Redb,
     Etcd(EtcdSettings),
+    /// The management cluster's API server: a log of Secrets in the leader election's
+    /// namespace, replayed by every replica (trellis-kube's store).
+    Kubernetes {
+        replica_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,7 +347,13 @@ fn store_choice(
                 replica_name,
             }))
         }
-        other => anyhow::bail!("--store {other}: use redb or etcd"),
+        "kubernetes" => {
+            if endpoints.is_some() {
+                anyhow::bail!("--etcd-endpoints is given but --store is kubernetes: drop one");
+            }
+            Ok(StoreChoice::Kubernetes { replica_name })
+        }
+        other => anyhow::bail!("--store {other}: use redb, etcd or kubernetes"),
     }
 }
 
@@ -357,6 +371,16 @@ pub enum LeaderElection {
 pub enum KubernetesSource {
     Kubeconfig(PathBuf),
     InCluster,
+}
+
+impl KubernetesSource {
+    /// The kubeconfig file; `None`: the pod's in-cluster configuration.
+    pub fn kubeconfig(&self) -> Option<&std::path::Path> {
+        match self {
+            KubernetesSource::Kubeconfig(path) => Some(path.as_path()),
+            KubernetesSource::InCluster => None,
+        }
+    }
 }
 
 /// The effective configuration.
@@ -624,6 +648,16 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 impl MgmtConfig {
     fn validate(&self) -> anyhow::Result<()> {
+        if let StoreChoice::Kubernetes { .. } = &self.store {
+            anyhow::ensure!(
+                self.kubernetes.is_some(),
+                "--store kubernetes needs the management cluster: add --kubeconfig FILE, or --kubernetes in a pod"
+            );
+            anyhow::ensure!(
+                matches!(self.leader_election, LeaderElection::Kubernetes { .. }),
+                "--store kubernetes elects its leader with a Kubernetes Lease: drop --leader-election etcd"
+            );
+        }
         // Bearer tokens over plain HTTP are only tolerable where nobody else can listen.
         anyhow::ensure!(
             !self.api_insecure_plaintext || self.api_addr.ip().is_loopback(),

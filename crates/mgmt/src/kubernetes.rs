@@ -30,11 +30,7 @@ pub async fn start(
     mgmt: Arc<Mgmt>,
     leading: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let kubeconfig = match source {
-        KubernetesSource::Kubeconfig(path) => Some(path.as_path()),
-        KubernetesSource::InCluster => None,
-    };
-    let client = trellis_kube::sync::client(kubeconfig).await?;
+    let client = trellis_kube::sync::client(source.kubeconfig()).await?;
     tracing::info!("watching the Gloo resources of the Kubernetes cluster");
     tokio::spawn(trellis_kube::secrets::run(
         client.clone(),

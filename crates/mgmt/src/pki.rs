@@ -148,7 +148,7 @@ pub fn load_or_create(config: &MgmtConfig) -> anyhow::Result<(RelaySecurity, Mes
         }
     };
     let mut mesh = super::root_trust::mesh_ca(root, config.trust_domain.clone(), config.intermediate_ttl, dir)?;
-    mesh.replicated = matches!(config.store, super::config::StoreChoice::Etcd(_));
+    mesh.replicated = !matches!(config.store, super::config::StoreChoice::Redb);
     Ok((relay, mesh))
 }
 

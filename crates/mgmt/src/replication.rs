@@ -4,7 +4,8 @@
 //! the relay and the API with it (`translation_share`), and signs through transactional claims
 //! in the store. The leader also does the upkeep no two replicas should do at once: it compacts
 //! etcd's history, and writes the status of Kubernetes resources. It is elected by an etcd
-//! lease, or by a Kubernetes Lease where the server watches a Kubernetes cluster.
+//! lease, or by a Kubernetes Lease where the server watches a Kubernetes cluster. On the
+//! Kubernetes store every replica translates for itself (see `on_kubernetes`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,8 @@ const LEASE_TTL: Duration = Duration::from_secs(2);
 /// a replica's journal watch lags behind.
 const COMPACT_EVERY: Duration = Duration::from_secs(300);
 const HISTORY_KEPT: i64 = 100_000;
+/// How often the leader looks whether the Kubernetes store's log is due for a snapshot.
+const COMPACT_LOG_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Replication {
     pub store: Arc<dyn Store>,
@@ -55,26 +58,14 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
                 election: Election::Single(single),
             })
         }
+        StoreChoice::Kubernetes { replica_name } => on_kubernetes(config, metrics, replica_name).await,
         StoreChoice::Etcd(settings) => {
             let client_config = settings.client_config()?;
             let store = tokio::task::spawn_blocking(move || trellis_etcd::EtcdStore::open(&client_config)).await??;
             let client = store.client();
             let election = match (&config.leader_election, &config.kubernetes) {
                 (LeaderElection::Kubernetes { namespace }, Some(source)) => {
-                    let kubeconfig = match source {
-                        KubernetesSource::Kubeconfig(path) => Some(path.as_path()),
-                        KubernetesSource::InCluster => None,
-                    };
-                    let kube = trellis_kube::sync::client(kubeconfig).await?;
-                    Election::Kubernetes(trellis_kube::lease::LeaseLeadership::start(
-                        kube,
-                        trellis_kube::lease::LeaseConfig {
-                            namespace: namespace.clone(),
-                            name: "trellis-mgmt-leader".into(),
-                            identity: settings.replica_name.clone(),
-                            duration: LEASE_TTL,
-                        },
-                    ))
+                    Election::Kubernetes(lease_leadership(source, namespace, &settings.replica_name).await?)
                 }
                 _ => Election::Etcd(trellis_etcd::Leadership::start(
                     client.clone(),
@@ -101,6 +92,72 @@ pub async fn open(config: &MgmtConfig, metrics: &MgmtMetrics) -> anyhow::Result<
                 name: Some(settings.replica_name.clone()),
                 election,
             })
+        }
+    }
+}
+
+/// The Kubernetes Lease election of this replica.
+async fn lease_leadership(
+    source: &KubernetesSource,
+    namespace: &str,
+    replica_name: &str,
+) -> anyhow::Result<trellis_kube::lease::LeaseLeadership> {
+    let kube = trellis_kube::sync::client(source.kubeconfig()).await?;
+    Ok(trellis_kube::lease::LeaseLeadership::start(
+        kube,
+        trellis_kube::lease::LeaseConfig {
+            namespace: namespace.to_string(),
+            name: "trellis-mgmt-leader".into(),
+            identity: replica_name.to_string(),
+            duration: LEASE_TTL,
+        },
+    ))
+}
+
+/// The store on the management cluster's API server, elected by a Lease in the same namespace.
+/// Every replica translates the store it replays (the same commits make the same config); the
+/// leader signs, writes statuses and compacts the log.
+async fn on_kubernetes(config: &MgmtConfig, metrics: &MgmtMetrics, replica_name: &str) -> anyhow::Result<Replication> {
+    let (Some(source), LeaderElection::Kubernetes { namespace }) = (&config.kubernetes, &config.leader_election) else {
+        anyhow::bail!("--store kubernetes needs --kubeconfig or --kubernetes, and a Kubernetes Lease election");
+    };
+    let store_config = trellis_kube::store::KubeStoreConfig::new(
+        source.kubeconfig().map(std::path::Path::to_path_buf),
+        namespace,
+        replica_name,
+        config.data_dir.join("kubernetes-store-copy.redb"),
+    );
+    let store =
+        Arc::new(tokio::task::spawn_blocking(move || trellis_kube::store::KubeStore::open(store_config)).await??);
+    let leadership = lease_leadership(source, namespace, replica_name).await?;
+    let leading = leadership.subscribe();
+    tokio::spawn(report_leadership(leading.clone(), metrics.clone()));
+    tokio::spawn(compact_log_while_leading(leading.clone(), store.clone()));
+    Ok(Replication {
+        store,
+        leading,
+        share: None,
+        presence: None,
+        name: Some(replica_name.to_string()),
+        election: Election::Kubernetes(leadership),
+    })
+}
+
+/// Snapshots the Kubernetes store's log and deletes what the snapshot covers, while leading.
+async fn compact_log_while_leading(
+    leading: tokio::sync::watch::Receiver<bool>,
+    store: Arc<trellis_kube::store::KubeStore>,
+) {
+    loop {
+        tokio::time::sleep(COMPACT_LOG_EVERY).await;
+        if !*leading.borrow() {
+            continue;
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.compact_if_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot compact the store's log"),
+            Err(error) => tracing::warn!(%error, "the store's compaction stopped"),
         }
     }
 }

@@ -27,15 +27,23 @@ struct Replica {
     api: ApiClient,
 }
 
+/// Where the replicas keep their store and how they elect their leader.
+struct Backend {
+    /// The store's and the election's flags, the same for every replica.
+    flags: Vec<String>,
+    /// Whether the leader shares its translations and each replica its agents (etcd), or every
+    /// replica translates for itself and knows only its own agents (the Kubernetes store).
+    shared: bool,
+}
+
 /// Starts replica `name` with the first replica's PKI and admin token (as each pod of a
 /// Deployment mounts the same Secrets), on the relay port the agents already know.
 async fn start_replica(
-    etcd: &Etcd,
+    backend: &Backend,
     dir: &std::path::Path,
     first: &std::path::Path,
     name: &str,
     relay: u16,
-    election: &[String],
 ) -> Replica {
     let data = dir.join(name);
     std::fs::create_dir_all(data.join("api")).unwrap();
@@ -60,8 +68,7 @@ async fn start_replica(
         "--replica-name".into(),
         name.into(),
     ];
-    args.extend(etcd.mgmt_args(PREFIX));
-    args.extend(election.iter().cloned());
+    args.extend(backend.flags.iter().cloned());
     let mut proc = Proc::new(&bin(), dir, &format!("mgmt-{name}"), args);
     proc.start().unwrap();
     let config = data.join("admin.conf");
@@ -143,12 +150,27 @@ fn virtual_destination(n: usize) -> String {
 async fn the_leader_dies_under_applies_and_traffic_and_nothing_is_lost() {
     // Beside the mesh's directory: the mesh starts in an empty one.
     let etcd = Etcd::start(&test_dir("replicas-etcd")).await;
-    kill_the_leader(&etcd, "replicas", &[]).await.stop().await;
+    let backend = Backend {
+        flags: etcd.mgmt_args(PREFIX),
+        shared: true,
+    };
+    kill_the_leader(&backend, "replicas").await.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_elected_by_a_kubernetes_lease_dies_and_another_takes_the_lease() {
-    let peers = test_dir("replicas-kubernetes");
+    on_kubernetes("replicas-kubernetes", "replicas-lease", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_the_kubernetes_store_lose_their_leader_and_nothing_is_lost() {
+    on_kubernetes("replicas-kubernetes-store", "replicas-kstore", true).await;
+}
+
+/// Three replicas elected by a Kubernetes Lease on a real kube-apiserver, their store on etcd
+/// or (`api_server_store`) on the API server itself.
+async fn on_kubernetes(peers_dir: &str, mesh_name: &str, api_server_store: bool) {
+    let peers = test_dir(peers_dir);
     let _ = std::fs::remove_dir_all(&peers);
     let etcd = Etcd::start(&peers.join("etcd")).await;
     let kube = trellis_testkit::kube::KubeApiServer::start(&peers.join("kube"), &etcd).await;
@@ -157,13 +179,32 @@ async fn the_leader_elected_by_a_kubernetes_lease_dies_and_another_takes_the_lea
     assert_eq!(kube.create(&namespace, false).await.status, 201);
     let kubeconfig = peers.join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig);
-    let election: Vec<String> = vec![
+    let mut flags: Vec<String> = vec![
         "--kubeconfig".into(),
         kubeconfig.display().to_string(),
         "--leader-election".into(),
         "kubernetes".into(),
     ];
-    let survivors = kill_the_leader(&etcd, "replicas-lease", &election).await;
+    if api_server_store {
+        flags.extend(["--store".into(), "kubernetes".into()]);
+    } else {
+        flags.extend(etcd.mgmt_args(PREFIX));
+    }
+    let backend = Backend {
+        flags,
+        shared: !api_server_store,
+    };
+    let survivors = kill_the_leader(&backend, mesh_name).await;
+    if api_server_store {
+        // The config lives in the API server: commits are Secrets of the Lease's namespace.
+        let secrets = kube
+            .client()
+            .get_json("/api/v1/namespaces/trellis/secrets?labelSelector=trellis.io%2Fstore%3Dcommit")
+            .await
+            .unwrap();
+        let commits = secrets["items"].as_array().map(Vec::len).unwrap_or(0);
+        assert!(commits >= 20, "{commits} commits in the API server");
+    }
     // The Lease names the replica that leads now (read before it stops and resigns).
     let lease = kube
         .client()
@@ -195,18 +236,17 @@ impl Survivors {
     }
 }
 
-async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) -> Survivors {
+async fn kill_the_leader(backend: &Backend, name: &str) -> Survivors {
     let (relay2, relay3) = (free_port(), free_port());
     let mut options = MeshOptions::free();
-    options.mgmt_flags = etcd.mgmt_args(PREFIX);
+    options.mgmt_flags = backend.flags.clone();
     options.mgmt_flags.extend(["--replica-name".into(), "r1".into()]);
-    options.mgmt_flags.extend(election.iter().cloned());
     options.extra_relays = vec![format!("127.0.0.1:{relay2}"), format!("127.0.0.1:{relay3}")];
     let mut mesh = demo_mesh_with(name, options).await;
     let replicas_dir = mesh.dir.join("replicas");
     let first = mesh.dir.join("mgmt");
-    let r2 = start_replica(etcd, &replicas_dir, &first, "r2", relay2, election).await;
-    let r3 = start_replica(etcd, &replicas_dir, &first, "r3", relay3, election).await;
+    let r2 = start_replica(backend, &replicas_dir, &first, "r2", relay2).await;
+    let r3 = start_replica(backend, &replicas_dir, &first, "r3", relay3).await;
     let r1 = ApiClient::from_config_file(&mesh.api_config).unwrap();
 
     // r1 started first and leads; the others follow and serve what r1 stored.
@@ -281,25 +321,34 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) -> Surviv
         counter(r2.admin_port, "translations").await,
         counter(r3.admin_port, "translations").await,
     ];
-    // r2 and r3 started with r1's translation: they never translated.
-    assert_eq!(translated_before[1..], [0, 0], "a follower translated when it started");
+    if backend.shared {
+        // r2 and r3 started with r1's translation: they never translated.
+        assert_eq!(translated_before[1..], [0, 0], "a follower translated when it started");
+    }
     let followed_before = counter(r3.admin_port, "translations_followed").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // One replica translates: r1 translated the applies, r2 and r3 translated nothing and
-    // served r1's translations, with r1's versions.
-    assert!(counter(mesh.admin_port, "translations").await > translated_before[0]);
-    assert_eq!(
-        counter(r2.admin_port, "translations").await,
-        translated_before[1],
-        "r2 translated"
-    );
-    assert_eq!(
-        counter(r3.admin_port, "translations").await,
-        translated_before[2],
-        "r3 translated"
-    );
-    assert!(counter(r3.admin_port, "translations_followed").await > followed_before);
+    if backend.shared {
+        // One replica translates: r1 translated the applies, r2 and r3 translated nothing and
+        // served r1's translations, with r1's versions.
+        assert!(counter(mesh.admin_port, "translations").await > translated_before[0]);
+        assert_eq!(
+            counter(r2.admin_port, "translations").await,
+            translated_before[1],
+            "r2 translated"
+        );
+        assert_eq!(
+            counter(r3.admin_port, "translations").await,
+            translated_before[2],
+            "r3 translated"
+        );
+        assert!(counter(r3.admin_port, "translations_followed").await > followed_before);
+    } else {
+        // Every replica translates the store it replays.
+        for port in [mesh.admin_port, r2.admin_port, r3.admin_port] {
+            assert!(counter(port, "translations").await > 0, "a replica did not translate");
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (leader, follower) = (served_versions(&r1).await, served_versions(&r3.api).await);
@@ -355,61 +404,65 @@ async fn kill_the_leader(etcd: &Etcd, name: &str, election: &[String]) -> Surviv
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // r3 holds neither agent's stream but shows both connected, on r2; a proxy's live config
-    // is asked of r2, as r3 says.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let clusters = r3.api.get_json("/api/v1/clusters").await.unwrap();
-        let on_r2 = ["cluster-1", "cluster-2"].iter().all(|name| {
-            let status = &clusters["clusters"][name];
-            status["connected"] == true && status["replica"] == "r2"
-        });
-        if on_r2 {
-            break;
+    if backend.shared {
+        // r3 holds neither agent's stream but shows both connected, on r2; a proxy's live config
+        // is asked of r2, as r3 says.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let clusters = r3.api.get_json("/api/v1/clusters").await.unwrap();
+            let on_r2 = ["cluster-1", "cluster-2"].iter().all(|name| {
+                let status = &clusters["clusters"][name];
+                status["connected"] == true && status["replica"] == "r2"
+            });
+            if on_r2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "r3 does not show the agents connected to r2: {clusters}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let asked = r3
+            .api
+            .get("/api/v1/clusters/cluster-1/proxies/sidecar~frontend.demo/config")
+            .await
+            .unwrap();
+        assert_eq!(asked.status, 503, "{}", asked.body);
         assert!(
-            Instant::now() < deadline,
-            "r3 does not show the agents connected to r2: {clusters}"
+            asked.body.contains("connected to management server replica r2"),
+            "{}",
+            asked.body
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let asked = r3
-        .api
-        .get("/api/v1/clusters/cluster-1/proxies/sidecar~frontend.demo/config")
-        .await
-        .unwrap();
-    assert_eq!(asked.status, 503, "{}", asked.body);
-    assert!(
-        asked.body.contains("connected to management server replica r2"),
-        "{}",
-        asked.body
-    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    // The new leader translates from now on; the other still only serves.
-    let (leader_port, leader_before, follower_port, follower_before) = match new_leader.name.as_str() {
-        "r2" => (
-            r2.admin_port,
-            translated_before[1],
-            r3.admin_port,
-            survivors_translated[1],
-        ),
-        _ => (
-            r3.admin_port,
-            translated_before[2],
-            r2.admin_port,
-            survivors_translated[0],
-        ),
-    };
-    assert!(
-        counter(leader_port, "translations").await > leader_before,
-        "the new leader translates"
-    );
-    assert_eq!(
-        counter(follower_port, "translations").await,
-        follower_before,
-        "a follower translated"
-    );
+    if backend.shared {
+        // The new leader translates from now on; the other still only serves.
+        let (leader_port, leader_before, follower_port, follower_before) = match new_leader.name.as_str() {
+            "r2" => (
+                r2.admin_port,
+                translated_before[1],
+                r3.admin_port,
+                survivors_translated[1],
+            ),
+            _ => (
+                r3.admin_port,
+                translated_before[2],
+                r2.admin_port,
+                survivors_translated[0],
+            ),
+        };
+        assert!(
+            counter(leader_port, "translations").await > leader_before,
+            "the new leader translates"
+        );
+        assert_eq!(
+            counter(follower_port, "translations").await,
+            follower_before,
+            "a follower translated"
+        );
+    }
     let acknowledged = applies.await.unwrap();
     let (ok, failed) = traffic.await.unwrap();
 

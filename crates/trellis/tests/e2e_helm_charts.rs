@@ -57,6 +57,13 @@ fn render(chart_name: &str, values: &[&str], sets: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// Three management replicas keeping their store on the API server.
+const KUBERNETES_STORE: &[&str] = &[
+    "replicas=3",
+    "store.backend=kubernetes",
+    "relay.disableCaCertGeneration=true",
+];
+
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
     objects
         .iter()
@@ -167,7 +174,26 @@ fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
         "--set",
         "replicas=3",
     ]);
-    assert!(!ok && text.contains("replicas > 1 needs store.backend: etcd"), "{text}");
+    assert!(!ok && text.contains("replicas > 1 needs store.backend"), "{text}");
+    let (ok, text) = helm(&[
+        "template",
+        "t",
+        chart("trellis-mgmt").to_str().unwrap(),
+        "--set",
+        "store.backend=kubernetes",
+        "--set",
+        "kubernetes.watchResources=false",
+    ]);
+    assert!(!ok && text.contains("needs kubernetes.watchResources"), "{text}");
+
+    // Three replicas with the store on this cluster's API server: no etcd flags, and the
+    // server may write Secrets in its own namespace.
+    let on_api_server = render("trellis-mgmt", &[], KUBERNETES_STORE);
+    let args = args_of(find(&on_api_server, "Deployment", "trellis-mgmt").unwrap());
+    assert!(args.iter().any(|a| a == "--store=kubernetes"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--etcd")), "{args:?}");
+    let role = find(&on_api_server, "Role", "trellis-mgmt-leader-election").unwrap();
+    assert!(role.to_string().contains("deletecollection"), "{role}");
     let (ok, text) = helm(&["template", "t", chart("trellis-agent").to_str().unwrap()]);
     assert!(!ok && text.contains("cluster is required"), "{text}");
 
@@ -296,4 +322,27 @@ async fn a_real_api_server_admits_every_rendered_object_and_refuses_a_bad_overri
     let (ok, out) = kubectl(&kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&bad));
     assert!(!ok, "replicas: three was admitted: {out}");
     assert!(out.contains("spec.replicas"), "the refusal names the field: {out}");
+
+    // Installed for real with the store on the API server, the server's account may keep its
+    // log in its own namespace, and only there.
+    let yaml = template("trellis-mgmt", &[], KUBERNETES_STORE, &[]);
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&yaml));
+    assert!(ok, "kubectl apply of the Kubernetes-store rendering: {out}");
+    let account = "--as=system:serviceaccount:trellis:trellis-mgmt";
+    for verb in ["create", "get", "list", "watch", "update", "delete", "deletecollection"] {
+        let (ok, out) = kubectl(
+            &kubeconfig,
+            &["auth", "can-i", verb, "secrets", "-n", "trellis", account],
+            None,
+        );
+        assert!(ok && out.trim() == "yes", "{verb} secrets in trellis: {out}");
+    }
+    for namespace in ["default", "gloo-mesh-addons"] {
+        let (_, out) = kubectl(
+            &kubeconfig,
+            &["auth", "can-i", "create", "secrets", "-n", namespace, account],
+            None,
+        );
+        assert_eq!(out.trim(), "no", "create secrets in {namespace}: {out}");
+    }
 }

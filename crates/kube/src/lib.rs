@@ -4,7 +4,8 @@
 //! their status written back ([`sync`], on kube-rs), and the validating webhook's answer
 //! ([`admission`], pure) and the sidecar injector's ([`injection`], pure); the agent's CA
 //! published for injected sidecars ([`ca_publish`]); the Secrets beside Gloo resources, mirrored
-//! ([`secrets`]).
+//! ([`secrets`]); the management plane's store on the API server, for replicas without an etcd
+//! ([`store`]).
 
 pub mod admission;
 pub mod ca_publish;

@@ -829,6 +829,22 @@ mod tests {
             ),
             (
                 MgmtArgs {
+                    store: Some("kubernetes".into()),
+                    ..Default::default()
+                },
+                "--store kubernetes needs the management cluster",
+            ),
+            (
+                MgmtArgs {
+                    store: Some("kubernetes".into()),
+                    kubeconfig: Some("kubeconfig".into()),
+                    leader_election: Some("etcd".into()),
+                    ..Default::default()
+                },
+                "elects its leader with a Kubernetes Lease",
+            ),
+            (
+                MgmtArgs {
                     relay_server_cert: Some("x".into()),
                     ..Default::default()
                 },

@@ -115,8 +115,8 @@ async fn lease_leadership(
 }
 
 /// The store on the management cluster's API server, elected by a Lease in the same namespace.
-/// Every replica translates the store it replays (the same commits make the same config); the
-/// leader signs, writes statuses and compacts the log.
+/// Every replica translates the store it replays (the same commits make the same config) and
+/// records its agents beside the log; the leader signs, writes statuses and compacts the log.
 async fn on_kubernetes(config: &MgmtConfig, metrics: &MgmtMetrics, replica_name: &str) -> anyhow::Result<Replication> {
     let (Some(source), LeaderElection::Kubernetes { namespace }) = (&config.kubernetes, &config.leader_election) else {
         anyhow::bail!("--store kubernetes needs --kubeconfig or --kubernetes, and a Kubernetes Lease election");
@@ -134,10 +134,10 @@ async fn on_kubernetes(config: &MgmtConfig, metrics: &MgmtMetrics, replica_name:
     tokio::spawn(report_leadership(leading.clone(), metrics.clone()));
     tokio::spawn(compact_log_while_leading(leading.clone(), store.clone()));
     Ok(Replication {
-        store,
+        store: store.clone(),
         leading,
         share: None,
-        presence: None,
+        presence: Some(store),
         name: Some(replica_name.to_string()),
         election: Election::Kubernetes(leadership),
     })

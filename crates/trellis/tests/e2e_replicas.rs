@@ -31,9 +31,9 @@ struct Replica {
 struct Backend {
     /// The store's and the election's flags, the same for every replica.
     flags: Vec<String>,
-    /// Whether the leader shares its translations and each replica its agents (etcd), or every
-    /// replica translates for itself and knows only its own agents (the Kubernetes store).
-    shared: bool,
+    /// Whether the leader shares its translations (etcd), or every replica translates for
+    /// itself (the Kubernetes store).
+    shares_translations: bool,
 }
 
 /// Starts replica `name` with the first replica's PKI and admin token (as each pod of a
@@ -152,7 +152,7 @@ async fn the_leader_dies_under_applies_and_traffic_and_nothing_is_lost() {
     let etcd = Etcd::start(&test_dir("replicas-etcd")).await;
     let backend = Backend {
         flags: etcd.mgmt_args(PREFIX),
-        shared: true,
+        shares_translations: true,
     };
     kill_the_leader(&backend, "replicas").await.stop().await;
 }
@@ -192,7 +192,7 @@ async fn on_kubernetes(peers_dir: &str, mesh_name: &str, api_server_store: bool)
     }
     let backend = Backend {
         flags,
-        shared: !api_server_store,
+        shares_translations: !api_server_store,
     };
     let survivors = kill_the_leader(&backend, mesh_name).await;
     if api_server_store {
@@ -321,14 +321,14 @@ async fn kill_the_leader(backend: &Backend, name: &str) -> Survivors {
         counter(r2.admin_port, "translations").await,
         counter(r3.admin_port, "translations").await,
     ];
-    if backend.shared {
+    if backend.shares_translations {
         // r2 and r3 started with r1's translation: they never translated.
         assert_eq!(translated_before[1..], [0, 0], "a follower translated when it started");
     }
     let followed_before = counter(r3.admin_port, "translations_followed").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    if backend.shared {
+    if backend.shares_translations {
         // One replica translates: r1 translated the applies, r2 and r3 translated nothing and
         // served r1's translations, with r1's versions.
         assert!(counter(mesh.admin_port, "translations").await > translated_before[0]);
@@ -404,40 +404,38 @@ async fn kill_the_leader(backend: &Backend, name: &str) -> Survivors {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if backend.shared {
-        // r3 holds neither agent's stream but shows both connected, on r2; a proxy's live config
-        // is asked of r2, as r3 says.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let clusters = r3.api.get_json("/api/v1/clusters").await.unwrap();
-            let on_r2 = ["cluster-1", "cluster-2"].iter().all(|name| {
-                let status = &clusters["clusters"][name];
-                status["connected"] == true && status["replica"] == "r2"
-            });
-            if on_r2 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "r3 does not show the agents connected to r2: {clusters}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    // r3 holds neither agent's stream but shows both connected, on r2; a proxy's live config
+    // is asked of r2, as r3 says.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let clusters = r3.api.get_json("/api/v1/clusters").await.unwrap();
+        let on_r2 = ["cluster-1", "cluster-2"].iter().all(|name| {
+            let status = &clusters["clusters"][name];
+            status["connected"] == true && status["replica"] == "r2"
+        });
+        if on_r2 {
+            break;
         }
-        let asked = r3
-            .api
-            .get("/api/v1/clusters/cluster-1/proxies/sidecar~frontend.demo/config")
-            .await
-            .unwrap();
-        assert_eq!(asked.status, 503, "{}", asked.body);
         assert!(
-            asked.body.contains("connected to management server replica r2"),
-            "{}",
-            asked.body
+            Instant::now() < deadline,
+            "r3 does not show the agents connected to r2: {clusters}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let asked = r3
+        .api
+        .get("/api/v1/clusters/cluster-1/proxies/sidecar~frontend.demo/config")
+        .await
+        .unwrap();
+    assert_eq!(asked.status, 503, "{}", asked.body);
+    assert!(
+        asked.body.contains("connected to management server replica r2"),
+        "{}",
+        asked.body
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    if backend.shared {
+    if backend.shares_translations {
         // The new leader translates from now on; the other still only serves.
         let (leader_port, leader_before, follower_port, follower_before) = match new_leader.name.as_str() {
             "r2" => (

@@ -9,9 +9,11 @@
 //! are therefore decided once. The leader periodically stores its local copy as a snapshot and
 //! deletes the commits well behind it ([`snapshot`]); a replica that starts loads the snapshot
 //! and replays what follows it. Applies hold a Lease from admission to write ([`write_lock`]).
+//! Each replica also records the agents connected to it ([`presence`]).
 
 mod log;
 pub mod op;
+mod presence;
 mod snapshot;
 mod write_lock;
 
@@ -89,6 +91,7 @@ pub(crate) struct Shared {
 
 pub struct KubeStore {
     shared: Arc<Shared>,
+    seen: presence::Seen,
     /// Runs the client and the log watch; the Store trait is blocking. Always `Some` until
     /// dropped.
     runtime: Option<tokio::runtime::Runtime>,
@@ -199,6 +202,7 @@ impl KubeStore {
         );
         Ok(KubeStore {
             shared,
+            seen: Default::default(),
             runtime: Some(runtime),
         })
     }

@@ -15,7 +15,7 @@ use crate::common::{DestinationKind, ObjectReference, PortSelector};
 use crate::policy::{DestinationSelector, RouteSelector};
 
 /// Where an add-on server runs: a service of the workload cluster (`ref`) and its port.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationServer {
     #[serde(default, rename = "ref")]
@@ -27,7 +27,7 @@ pub struct DestinationServer {
     pub port: Option<PortSelector>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtAuthServerSpec {
     /// Defaults to the service `ext-auth-service` in namespace `gloo-mesh`.
@@ -54,7 +54,7 @@ pub struct ExtAuthServerSpec {
     pub http_service: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtAuthPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -65,7 +65,7 @@ pub struct ExtAuthPolicySpec {
     pub config: ExtAuthConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtAuthConfig {
     /// The ExtAuthServer to call.
@@ -79,14 +79,14 @@ pub struct ExtAuthConfig {
     pub custom_auth: Option<CustomAuth>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomAuth {
     #[serde(default)]
     pub context_extensions: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RateLimitUnit {
     #[default]
@@ -96,7 +96,7 @@ pub enum RateLimitUnit {
     Day,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitValue {
     pub unit: RateLimitUnit,
@@ -104,7 +104,7 @@ pub struct RateLimitValue {
 }
 
 /// A node of the descriptor tree (rate-limiter `Descriptor`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitDescriptor {
     pub key: String,
@@ -125,7 +125,7 @@ fn is_zero(value: &u32) -> bool {
 }
 
 /// Matches a request descriptor that holds all its entries, in any order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitSetDescriptor {
     #[serde(default)]
@@ -136,7 +136,7 @@ pub struct RateLimitSetDescriptor {
     pub always_apply: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimpleDescriptor {
     pub key: String,
@@ -144,7 +144,7 @@ pub struct SimpleDescriptor {
     pub value: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitServerConfigSpec {
     /// The rate limiters that enforce these limits (they receive the descriptors).
@@ -154,7 +154,7 @@ pub struct RateLimitServerConfigSpec {
     pub raw: RawServerConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawServerConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -163,7 +163,7 @@ pub struct RawServerConfig {
     pub set_descriptors: Vec<RateLimitSetDescriptor>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitServerSettingsSpec {
     /// Defaults to the service `rate-limiter` in namespace `gloo-mesh`.
@@ -179,14 +179,14 @@ pub struct RateLimitServerSettingsSpec {
     pub enable_x_ratelimit_headers: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitClientConfigSpec {
     #[serde(default)]
     pub raw: RawClientConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RawClientConfig {
     #[serde(default)]
@@ -195,7 +195,7 @@ pub struct RawClientConfig {
 
 /// One descriptor a request produces: from `actions` (matched against the descriptor tree) or
 /// from `setActions` (matched against set descriptors).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitActions {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -207,7 +207,7 @@ pub struct RateLimitActions {
 }
 
 /// Envoy's rate-limit actions (`config.route.v3.RateLimit.Action`), one field set per action.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,7 +228,7 @@ pub struct RateLimitAction {
 
 /// A descriptor entry from request metadata (Envoy's `MetaData` action): typically what the
 /// ext-auth filter put in the dynamic metadata (`metadataKey.key: envoy.filters.http.ext_authz`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetadataAction {
     pub descriptor_key: String,
@@ -243,7 +243,7 @@ pub struct MetadataAction {
     pub skip_if_absent: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetadataKey {
     /// The filter namespace, e.g. `envoy.filters.http.ext_authz`.
@@ -252,13 +252,13 @@ pub struct MetadataKey {
     pub path: Vec<MetadataPathSegment>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetadataPathSegment {
     pub key: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestHeadersAction {
     pub header_name: String,
@@ -267,7 +267,7 @@ pub struct RequestHeadersAction {
     pub skip_if_absent: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenericKeyAction {
     pub descriptor_value: String,
@@ -276,7 +276,7 @@ pub struct GenericKeyAction {
     pub descriptor_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderValueMatchAction {
     pub descriptor_value: String,
@@ -290,7 +290,7 @@ pub struct HeaderValueMatchAction {
     pub headers: Vec<ActionHeaderMatcher>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActionHeaderMatcher {
     pub name: String,
@@ -304,7 +304,7 @@ pub struct ActionHeaderMatcher {
     pub invert_match: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -315,7 +315,7 @@ pub struct RateLimitPolicySpec {
     pub config: RateLimitPolicyConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitPolicyConfig {
     #[serde(default)]
@@ -333,7 +333,7 @@ pub struct RateLimitPolicyConfig {
 
 /// ExtAuthServer `requestBody`: the request body goes to the ext-auth server with the check
 /// (Envoy's ext_authz `with_request_body`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BufferSettings {
     /// Bytes to buffer before the check; larger bodies are refused (413) unless

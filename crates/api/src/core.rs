@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// The top-level fields that hold a ConfigMap's or Secret's content.
 pub(crate) const CONTENT_FIELDS: [&str; 5] = ["data", "stringData", "binaryData", "type", "immutable"];
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigMapSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -23,7 +23,7 @@ pub struct ConfigMapSpec {
 
 /// Values are kept decoded; `data` (base64) and `stringData` (plain) both land in `data`.
 /// Debug output never shows them.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretSpec {
     #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalServiceSpec {
     /// Host names (a left-most `*.` wildcard is allowed in Gloo; Trellis serves exact names).
@@ -23,7 +23,7 @@ pub struct ExternalServiceSpec {
     pub subject_alt_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalServicePort {
     pub number: u32,
@@ -43,7 +43,7 @@ pub struct ExternalServicePort {
 
 /// Gloo's `ExternalService.Port.EgressGatewayRoutes`
 /// (solo-apis `networking/v2/external_service.proto`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressGatewayRoutes {
     /// The port clients in the mesh send to; 80 when left out.
@@ -61,7 +61,7 @@ impl EgressGatewayRoutes {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientsideTls {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -90,7 +90,7 @@ pub struct ClientsideTls {
     pub other: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalEndpointSpec {
     pub address: String,
@@ -100,7 +100,7 @@ pub struct ExternalEndpointSpec {
     pub locality: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalEndpointPort {
     #[serde(default, skip_serializing_if = "String::is_empty")]

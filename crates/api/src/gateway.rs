@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::common::ObjectSelector;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualGatewaySpec {
     /// The gateway proxies: `trellis gateway ingress --labels ...` registrations with these labels.
@@ -19,7 +19,7 @@ pub struct VirtualGatewaySpec {
     pub listeners: Vec<GatewayListener>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayWorkload {
     #[serde(default)]
@@ -33,7 +33,7 @@ pub struct GatewayWorkload {
     pub port: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayListener {
     pub port: GatewayPort,
@@ -60,7 +60,7 @@ pub struct GatewayListener {
 /// One `allowedRouteTables` entry of a listener: a RouteTable is admitted when one of its hosts matches
 /// `host` (exact, or `*.` wildcard, `*` any; none given: any) and the table matches `selector`
 /// (labels, name, namespace, workspace; none given: any).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowedRouteTables {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -71,7 +71,7 @@ pub struct AllowedRouteTables {
 
 /// Gloo's `Listener.ExternalServiceFilter`: `host` is `[namespace/]dnsName`, the namespace `*`
 /// (any, the default) or `.` (the VirtualGateway's), the name's first label may be `*`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalServiceFilter {
     pub host: String,
@@ -79,13 +79,13 @@ pub struct ExternalServiceFilter {
     pub selector: Option<ObjectSelector>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayPort {
     pub number: u32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayTls {
     /// SIMPLE (server TLS; the default), MUTUAL (client certificates required too),
@@ -106,7 +106,7 @@ pub struct GatewayTls {
     pub parameters: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsFiles {
     /// Gloo's `serverCert`; Trellis's earlier name `certChain` is still read.

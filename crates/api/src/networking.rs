@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::common::{DestinationReference, ObjectSelector, PortSelector};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualDestinationSpec {
     /// Host names clients use; no wildcards.
@@ -24,7 +24,7 @@ pub struct VirtualDestinationSpec {
     pub client_mode: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualDestinationPort {
     pub number: u32,
@@ -36,7 +36,7 @@ pub struct VirtualDestinationPort {
     pub target_port: Option<PortSelector>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteTableSpec {
     /// Host names the table serves; only a left-most `*.` wildcard is allowed.
@@ -68,7 +68,7 @@ pub struct RouteTableSpec {
     pub portal_metadata: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -91,7 +91,7 @@ pub struct HttpRoute {
 }
 
 /// All given conditions must hold.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMatcher {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -107,7 +107,7 @@ pub struct RequestMatcher {
 }
 
 /// Exactly one of `exact`, `prefix` and `regex`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UriMatcher {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +120,7 @@ pub struct UriMatcher {
     pub ignore_case: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatcher {
     pub name: String,
@@ -133,7 +133,7 @@ pub struct HeaderMatcher {
     pub invert_match: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueryParameterMatcher {
     pub name: String,
@@ -143,7 +143,7 @@ pub struct QueryParameterMatcher {
     pub regex: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForwardToAction {
     #[serde(default)]
@@ -158,7 +158,7 @@ pub struct ForwardToAction {
     pub auto_host_rewrite: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedirectAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,7 +170,7 @@ pub struct RedirectAction {
     pub response_code: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DirectResponseAction {
     pub status: u32,
@@ -181,7 +181,7 @@ pub struct DirectResponseAction {
 /// Hands the requests a route matches to the routes of other (child) RouteTables, which inherit
 /// the route's matchers and labels. See
 /// https://docs.solo.io/gloo-mesh-enterprise/latest/traffic_management/concepts/route-tables/route-delegation/
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DelegateAction {
     /// Child tables, ORed; those one selector matches come oldest first.
@@ -195,7 +195,7 @@ pub struct DelegateAction {
 }
 
 /// How the routes gathered from child tables are ordered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DelegateSortMethod {
     /// Tables by `weight` (higher first, ties in selection order); each table's routes in order.
@@ -207,14 +207,14 @@ pub enum DelegateSortMethod {
 }
 
 /// `common.gloo.solo.io.RouteFilter`: Gloo filters only routes to cloud providers (AWS Lambda).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteFilter {
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "cloud_provider")]
     pub cloud_provider: Option<CloudProviderFilter>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CloudProviderFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,7 +223,7 @@ pub struct CloudProviderFilter {
 
 /// Each list, when given, must match what a Lambda route uses (regexes for roles and functions).
 /// Proto field names are accepted too, as protobuf JSON does.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsFilter {
     #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "account_ids")]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::common::ObjectSelector;
 
 /// `applyToRoutes[]`: routes selected by the labels of RouteTable `http[]` entries.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,7 +22,7 @@ pub struct RouteSelector {
 }
 
 /// `applyToDestinations[]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,7 +34,7 @@ pub struct DestinationSelector {
 }
 
 /// `applyToWorkloads[]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +43,7 @@ pub struct WorkloadSelector {
     pub port: Option<crate::common::PortSelector>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -54,7 +54,7 @@ pub struct AccessPolicySpec {
     pub config: AccessPolicyConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessPolicyConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +68,7 @@ pub struct AccessPolicyConfig {
     pub enforcement_layers: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Authn {
     /// DISABLE, PERMISSIVE or STRICT.
@@ -76,7 +76,7 @@ pub struct Authn {
     pub tls_mode: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Authz {
     /// Allowed callers; one empty selector allows every mesh identity.
@@ -98,7 +98,7 @@ pub struct Authz {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentitySelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,14 +109,14 @@ pub struct IdentitySelector {
     pub request_identity_matcher: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthzMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestMatch>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestMatch {
     /// Header name ─▶ values (any of them) it must have.
@@ -124,7 +124,7 @@ pub struct RequestMatch {
     pub headers: BTreeMap<String, HeaderValues>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderValues {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -133,7 +133,7 @@ pub struct HeaderValues {
     pub not_values: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryTimeoutPolicySpec {
     #[serde(default)]
@@ -142,7 +142,7 @@ pub struct RetryTimeoutPolicySpec {
     pub config: RetryTimeoutConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryTimeoutConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,7 +151,7 @@ pub struct RetryTimeoutConfig {
     pub request_timeout: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Retries {
     pub attempts: u32,
@@ -165,12 +165,13 @@ pub struct Retries {
         serialize_with = "comma_list::serialize",
         deserialize_with = "comma_list::deserialize"
     )]
+    #[schemars(with = "serde_json::Value")]
     pub retry_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_remote_localities: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultInjectionPolicySpec {
     #[serde(default)]
@@ -179,7 +180,7 @@ pub struct FaultInjectionPolicySpec {
     pub config: FaultConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,7 +189,7 @@ pub struct FaultConfig {
     pub abort: Option<FaultAbort>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
     pub fixed_delay: String,
@@ -197,7 +198,7 @@ pub struct FaultDelay {
     pub percentage: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
     pub http_status: u32,
@@ -205,7 +206,7 @@ pub struct FaultAbort {
     pub percentage: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderManipulationPolicySpec {
     #[serde(default)]
@@ -214,7 +215,7 @@ pub struct HeaderManipulationPolicySpec {
     pub config: HeaderManipulationConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderManipulationConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -227,7 +228,7 @@ pub struct HeaderManipulationConfig {
     pub remove_response_headers: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetectionPolicySpec {
     #[serde(default)]
@@ -236,7 +237,7 @@ pub struct OutlierDetectionPolicySpec {
     pub config: OutlierDetectionConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetectionConfig {
     /// Default 5.
@@ -255,7 +256,7 @@ pub struct OutlierDetectionConfig {
     pub consecutive_gateway_errors: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailoverPolicySpec {
     #[serde(default)]
@@ -264,7 +265,7 @@ pub struct FailoverPolicySpec {
     pub config: FailoverConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailoverConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -275,7 +276,7 @@ pub struct FailoverConfig {
 
 /// A locality is where a cluster runs, as its agent reports it (`--region`, `--zone`,
 /// `--sub-zone`); a cluster reporting none is a region of its own name: `from: {region: cluster-1}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityMapping {
     pub from: Locality,
@@ -283,7 +284,7 @@ pub struct LocalityMapping {
     pub to: Vec<Locality>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Locality {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -300,7 +301,7 @@ pub struct Locality {
 mod comma_list {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     #[serde(untagged)]
     enum Written {
         Joined(String),

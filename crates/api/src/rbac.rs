@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) const CONTENT_FIELDS: [&str; 4] = ["rules", "aggregationRule", "roleRef", "subjects"];
 
 /// A Role's or ClusterRole's rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleSpec {
     #[serde(default)]
@@ -21,7 +21,7 @@ pub struct RoleSpec {
 /// What a rule allows: `verbs` on `resources` (lower-case plurals such as `routetables`) of
 /// `apiGroups` (`networking.gloo.solo.io`; `""` is the core group), optionally only the named
 /// objects. `*` matches anything in each list.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRule {
     #[serde(default)]
@@ -37,7 +37,7 @@ pub struct PolicyRule {
 }
 
 /// A RoleBinding's or ClusterRoleBinding's content.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleBindingSpec {
     pub role_ref: RoleRef,
@@ -45,7 +45,7 @@ pub struct RoleBindingSpec {
     pub subjects: Vec<Subject>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleRef {
     #[serde(default)]
@@ -57,7 +57,7 @@ pub struct RoleRef {
 
 /// Who a binding grants to: a `User` or `Group` as the credential names them. `ServiceAccount`
 /// subjects are accepted and match the user `system:serviceaccount:<namespace>:<name>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subject {
     pub kind: String,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::{ObjectSelector, PortSelector};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubernetesClusterSpec {
     /// Defaults to `cluster.local`.
@@ -20,14 +20,14 @@ pub struct KubernetesClusterSpec {
     pub skip_warming: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceSpec {
     #[serde(default)]
     pub workload_clusters: Vec<ClusterSelector>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterSelector {
     /// Cluster name, `*` for all.
@@ -41,7 +41,7 @@ pub struct ClusterSelector {
     pub config_enabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceSelector {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -54,7 +54,7 @@ pub struct NamespaceSelector {
 
 /// `WorkspaceSettings`: what a workspace shares and takes from others, and its options.
 /// Source: https://github.com/solo-io/solo-apis/blob/main/api/gloo.solo.io/admin/v2/workspace_settings.proto
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceSettingsSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,7 +67,7 @@ pub struct WorkspaceSettingsSpec {
 
 /// One `importFrom` / `exportTo` entry: the workspaces it names and, optionally, which of their
 /// resources cross (none listed: every resource).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceObjectSelector {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -78,7 +78,7 @@ pub struct WorkspaceObjectSelector {
 
 /// A workspace by name (exact, `*` or `prefix*`) and/or by the labels of its Workspace resource;
 /// both given: both must match.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceSelector {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -88,7 +88,7 @@ pub struct WorkspaceSelector {
 }
 
 /// Resources of one kind (or `ALL`), narrowed by labels, exact name, namespace and cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TypedObjectSelector {
     #[serde(default)]
@@ -104,7 +104,7 @@ pub struct TypedObjectSelector {
 }
 
 /// The kinds a workspace can share (`TypedObjectSelector.ObjectKind`; `ALL` is the default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SharedKind {
     #[default]
@@ -135,7 +135,7 @@ impl SharedKind {
 }
 
 /// `options`: the workspace as a whole. Fields Trellis does not act on stay opaque.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +150,7 @@ pub struct WorkspaceOptions {
     pub trim_all_proxy_config: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceIsolation {
     #[serde(default)]
@@ -163,7 +163,7 @@ pub struct ServiceIsolation {
 
 /// `options.federation`: a host name `<service>.<namespace>.<cluster>.<hostSuffix>` per selected
 /// service, on the selected ports (none listed: every port).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Federation {
     #[serde(default)]

@@ -1,7 +1,9 @@
 //! The Gloo kinds as CustomResourceDefinitions, so that `kubectl apply` of a Gloo user's YAML
-//! works against the management cluster. The schema is structural and keeps `spec` open
-//! (`x-kubernetes-preserve-unknown-fields`): Trellis's own parser checks every field, in the
-//! management server's validating webhook, with the same messages as `trellis apply`.
+//! works against the management cluster. Each `spec` schema is derived from the types Trellis's
+//! parser reads ([`crate::crd_schema`]): the API server checks the type of every field Trellis
+//! knows, `kubectl explain` describes them, and unknown fields are kept for the management
+//! server's validating webhook, which checks everything with the same messages as `trellis
+//! apply`.
 
 use serde_json::{Value, json};
 use trellis_api::Kind;
@@ -49,7 +51,7 @@ pub fn custom_resource_definition(kind: Kind) -> Value {
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "properties": {
-                        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "spec": crate::crd_schema::structural(&trellis_api::spec_schema(kind)),
                         "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
                     },
                 }},

@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod ca_publish;
+pub mod crd_schema;
 pub mod crds;
 pub mod discovery;
 pub mod injection;

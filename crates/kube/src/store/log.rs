@@ -32,6 +32,8 @@ pub const BATCH: u64 = 1000;
 /// The API server refuses a Secret whose data exceeds 1 MiB; larger writes go in parts of this.
 pub const CHUNK: usize = 768 * 1024;
 const SNAPSHOT: &str = "trellis-store-snapshot";
+/// The most parts a body may have (3 GiB): a reference that names more is corrupt.
+const MAX_PARTS: usize = 4096;
 
 /// Where a large body's parts are, and the digest they must add up to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +132,12 @@ impl CommitLog {
     }
 
     async fn read_parts(&self, parts: &Parts) -> Result<Vec<u8>, StoreError> {
+        if parts.count > MAX_PARTS {
+            return Err(corrupt(
+                &parts.id,
+                &format!("{} parts, more than {MAX_PARTS}", parts.count),
+            ));
+        }
         let mut bytes = Vec::new();
         for index in 0..parts.count {
             let name = part_name(&parts.id, index);

@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     client: kube::Client,
     /// One write lock attempt of this replica at a time (the Lease names the replica).
     lock_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Unique to this process: the write lock's holder is `<identity>/<process>`.
+    process: String,
 }
 
 pub struct KubeStore {
@@ -116,10 +118,7 @@ impl Shared {
                 what: log::commit_name(seq),
                 message: e.to_string(),
             })?;
-            let name = op.name();
-            if let Err(error) = replay(&self.local, op) {
-                tracing::debug!(seq, op = name, %error, "a commit's op failed, as it did where it was written");
-            }
+            settle(seq, &replay(&self.local, op))?;
             *applied = seq;
         }
         Ok(())
@@ -149,8 +148,10 @@ impl Shared {
         for _ in 0..TRIES {
             let seq = *applied + 1;
             if self.log.create(seq, &body, self.config.batch).await? {
+                let outcome = replay(&self.local, op);
+                settle(seq, &outcome)?;
                 *applied = seq;
-                return replay(&self.local, op);
+                return outcome;
             }
             self.catch_up(&mut applied).await?;
         }
@@ -160,6 +161,22 @@ impl Shared {
         Err(StoreError::Transaction(format!(
             "Kubernetes store: other replicas took the next {TRIES} places in the log first; try again"
         )))
+    }
+}
+
+/// Whether a replayed commit is done with: its op's own refusal (a patch of a cluster with no
+/// discovery) is the same on every replica and done with; a failure of the local copy (I/O) is
+/// not, and the commit is replayed again rather than skipped, so that no replica drifts.
+fn settle<T>(seq: u64, outcome: &Result<T>) -> Result<()> {
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(StoreError::Transaction(message)) => Err(StoreError::Transaction(format!(
+            "cannot replay commit {seq} onto the local copy: {message}"
+        ))),
+        Err(error) => {
+            tracing::debug!(seq, %error, "a commit's op was refused, as where it was written");
+            Ok(())
+        }
     }
 }
 
@@ -188,6 +205,7 @@ impl KubeStore {
                 config: config.clone(),
                 client,
                 lock_gate: Arc::new(tokio::sync::Mutex::new(())),
+                process: new_id(&config.identity)[..8].to_string(),
             });
             shared.caught_up().await?;
             Ok::<_, StoreError>(shared)

@@ -29,7 +29,9 @@ pub(super) async fn acquire(shared: Arc<Shared>) -> Result<WriteLock, StoreError
     let config = LeaseConfig {
         namespace: shared.config.namespace.clone(),
         name: NAME.into(),
-        identity: shared.config.identity.clone(),
+        // This process's own name: a second process misconfigured with the same replica name,
+        // or this replica restarted, never mistakes another's hold for its own.
+        identity: format!("{}/{}", shared.config.identity, shared.process),
         duration: DURATION,
     };
     let deadline = tokio::time::Instant::now() + WAIT;

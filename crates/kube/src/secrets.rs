@@ -18,13 +18,16 @@ use trellis_store::Store;
 
 use crate::sync::{SOURCE_ANNOTATION, from_kubernetes};
 
-/// Secret types that hold nothing a Gloo resource reads, and credentials of other systems.
-const NOT_MIRRORED: [&str; 5] = [
+/// Secret types that hold nothing a Gloo resource reads, and credentials of other systems;
+/// and the management plane's own store (`trellis.io/store`: its log would be written into
+/// itself, a commit for each commit).
+const NOT_MIRRORED: [&str; 6] = [
     "kubernetes.io/service-account-token",
     "kubernetes.io/dockercfg",
     "kubernetes.io/dockerconfigjson",
     "bootstrap.kubernetes.io/token",
     "helm.sh/release.v1",
+    crate::store::SECRET_TYPE,
 ];
 
 /// How often the mirror is checked against the store when nothing in Kubernetes changed (a
@@ -111,8 +114,9 @@ pub fn reconcile(stored: &[Resource], secrets: &[Arc<Secret>]) -> (Vec<Resource>
 /// Mirrors the Secrets while `leading` (one replica writes them), until the process ends.
 pub async fn run(client: Client, store: Arc<dyn Store>, leading: tokio::sync::watch::Receiver<bool>) {
     let changed = Arc::new(tokio::sync::Notify::new());
-    let (secrets, _task) =
-        crate::discovery::reflect::<Secret>(Api::all(client), watcher::Config::default(), changed.clone());
+    // The store's own Secrets (a commit per write, presence every 2 s) are not even read.
+    let others = watcher::Config::default().labels(&format!("!{}", crate::store::ROLE_LABEL));
+    let (secrets, _task) = crate::discovery::reflect::<Secret>(Api::all(client), others, changed.clone());
     let _ = secrets.wait_until_ready().await;
     loop {
         if *leading.borrow() {
@@ -175,6 +179,7 @@ mod tests {
         let secrets = [
             secret("demo", "api-keys", "extauth.solo.io/apikey"),
             secret("demo", "token", "kubernetes.io/service-account-token"),
+            secret("demo", "trellis-store-000000000001", crate::store::SECRET_TYPE),
             secret("elsewhere", "private", "Opaque"),
         ];
         let (writes, deletes) = reconcile(&stored, &secrets);

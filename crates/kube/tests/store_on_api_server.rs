@@ -264,6 +264,12 @@ async fn replicas_share_the_store_through_the_api_server() {
         "b waited {waited:?} for a released lock"
     );
 
+    // A replica that stopped replaying early (it follows no watch: it catches up only when it
+    // writes).
+    let mut stalled_config = cluster.config("stalled");
+    stalled_config.follow = false;
+    let stalled = blocking(move || Arc::new(KubeStore::open(stalled_config).unwrap())).await;
+
     // Enough commits for a snapshot; the leader compacts; old commits are gone.
     let a1 = a.clone();
     let (seq, compacted) = blocking(move || {
@@ -283,6 +289,24 @@ async fn replicas_share_the_store_through_the_api_server() {
     assert!(compacted, "{seq} commits, none snapshotted");
     assert!(!cluster.commit_exists(1).await, "commit 1 was compacted away");
     assert!(cluster.commit_exists(seq).await, "the last commit stays");
+
+    // The stalled replica finds the commits it lacks compacted away: it refuses to write (its
+    // write would take a deleted commit's place, a fork) and says it must restart.
+    let refused = blocking(move || {
+        let refused = stalled.put_silence(&SilenceRecord {
+            code: "FORK".into(),
+            target: None,
+            created_by: "admin".into(),
+            created_at: 7,
+        });
+        (refused.map_err(|e| e.to_string()), stalled.fell_behind())
+    })
+    .await;
+    assert!(
+        matches!(&refused.0, Err(message) if message.contains("fell behind")),
+        "{refused:?}"
+    );
+    assert!(refused.1);
 
     // A replica started now loads the snapshot and replays the rest: the same store.
     let c = cluster.open("c").await;

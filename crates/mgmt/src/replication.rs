@@ -133,6 +133,7 @@ async fn on_kubernetes(config: &MgmtConfig, metrics: &MgmtMetrics, replica_name:
     let leading = leadership.subscribe();
     tokio::spawn(report_leadership(leading.clone(), metrics.clone()));
     tokio::spawn(compact_log_while_leading(leading.clone(), store.clone()));
+    tokio::spawn(exit_when_behind(store.clone()));
     Ok(Replication {
         store: store.clone(),
         leading,
@@ -141,6 +142,19 @@ async fn on_kubernetes(config: &MgmtConfig, metrics: &MgmtMetrics, replica_name:
         name: Some(replica_name.to_string()),
         election: Election::Kubernetes(leadership),
     })
+}
+
+/// Ends the process when the Kubernetes store's log was compacted past this replica: its
+/// local copy cannot catch up, and a restart loads the snapshot (Kubernetes restarts the pod;
+/// nothing accepted is lost, it is all in the log).
+async fn exit_when_behind(store: Arc<trellis_kube::store::KubeStore>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if store.fell_behind() {
+            tracing::error!("this replica fell behind the store's compacted log; exiting to restart from its snapshot");
+            std::process::exit(75);
+        }
+    }
 }
 
 /// Snapshots the Kubernetes store's log and deletes what the snapshot covers, while leading.

@@ -26,7 +26,8 @@ use trellis_store::StoreError;
 pub const ROLE_LABEL: &str = "trellis.io/store";
 const BATCH_LABEL: &str = "trellis.io/store-batch";
 const PART_LABEL: &str = "trellis.io/store-part";
-const SECRET_TYPE: &str = "trellis.io/store";
+/// The type of every Secret of the store.
+pub const SECRET_TYPE: &str = "trellis.io/store";
 /// Commits per batch label.
 pub const BATCH: u64 = 1000;
 /// The API server refuses a Secret whose data exceeds 1 MiB; larger writes go in parts of this.
@@ -48,6 +49,16 @@ pub struct Parts {
 pub struct SnapshotRef {
     pub seq: u64,
     pub parts: Parts,
+}
+
+/// What [`CommitLog::set_snapshot`] did.
+pub enum SnapshotSwap {
+    /// The snapshot points at the new one; the one before, if any, may go.
+    Replaced(Option<SnapshotRef>),
+    /// It already pointed at a later snapshot: the new one may go.
+    Later,
+    /// Another compaction swapped it at the same moment: the new one may go.
+    Raced,
 }
 
 /// A commit's body as stored: inline, or in parts written before it.
@@ -72,7 +83,7 @@ fn part_name(id: &str, index: usize) -> String {
 fn api_error(namespace: &str, action: &str, error: kube::Error) -> StoreError {
     let hint = match &error {
         kube::Error::Api(status) if status.code == 403 => format!(
-            " (hint: the management server's account needs get, list, watch, create, delete and deletecollection on secrets in namespace {namespace})"
+            " (hint: the management server's account needs get, list, watch, create, update, delete and deletecollection on secrets in namespace {namespace})"
         ),
         kube::Error::Api(status) if status.code == 404 && status.reason == "NotFound" && action == "namespace" => {
             format!(" (hint: create namespace {namespace})")
@@ -224,38 +235,59 @@ impl CommitLog {
         Ok(Some((reference, bytes)))
     }
 
-    /// Points the snapshot at `reference` (its parts written before).
-    pub async fn set_snapshot(&self, reference: &SnapshotRef) -> Result<(), StoreError> {
+    /// Points the snapshot at `reference` (its parts written before), unless it already points
+    /// at a later commit (a compaction by a leader that lost the Lease meanwhile must not take
+    /// the snapshot back).
+    pub async fn set_snapshot(&self, reference: &SnapshotRef) -> Result<SnapshotSwap, StoreError> {
         let labels = BTreeMap::from([(ROLE_LABEL.to_string(), "snapshot".to_string())]);
         let bytes = serde_json::to_vec(reference).expect("snapshot references serialize");
         let mut secret = self.secret(SNAPSHOT.into(), labels, "snapshot", bytes);
-        match self.api.get_opt(SNAPSHOT).await {
-            Ok(Some(existing)) => {
+        let fail = |e| api_error(&self.namespace, "write the snapshot", e);
+        let existing = self.api.get_opt(SNAPSHOT).await.map_err(fail)?;
+        let previous = match &existing {
+            Some(existing) => {
+                let bytes = data(existing, "snapshot").ok_or_else(|| corrupt(SNAPSHOT, "no snapshot key"))?;
+                let previous: SnapshotRef =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(SNAPSHOT, &e.to_string()))?;
+                if previous.seq >= reference.seq {
+                    return Ok(SnapshotSwap::Later);
+                }
+                Some(previous)
+            }
+            None => None,
+        };
+        // With the resourceVersion read: a concurrent swap makes this one fail, not both win.
+        let written = match existing {
+            Some(existing) => {
                 secret.metadata.resource_version = existing.metadata.resource_version;
                 self.api.replace(SNAPSHOT, &PostParams::default(), &secret).await
             }
-            Ok(None) => self.api.create(&PostParams::default(), &secret).await,
-            Err(error) => Err(error),
+            None => self.api.create(&PostParams::default(), &secret).await,
+        };
+        match written {
+            Ok(_) => Ok(SnapshotSwap::Replaced(previous)),
+            Err(error) if is_status(&error, 409) => Ok(SnapshotSwap::Raced),
+            Err(error) => Err(fail(error)),
         }
-        .map(|_| ())
-        .map_err(|e| api_error(&self.namespace, "write the snapshot", e))
     }
 
-    /// Deletes the commits of batch `batch`, and parts written while the log was in the batch
-    /// before it (a part's commit may land in the batch after the one it was written in).
-    pub async fn delete_batch(&self, batch: u64) -> Result<(), StoreError> {
-        self.delete_where(&format!("{ROLE_LABEL}=commit,{BATCH_LABEL}={batch}"))
-            .await?;
-        if let Some(before) = batch.checked_sub(1) {
-            self.delete_where(&format!("{ROLE_LABEL}=part,{BATCH_LABEL}={before}"))
-                .await?;
-        }
-        Ok(())
+    /// The batch labels of the Secrets of `role` (commits, parts) that exist.
+    pub async fn batches(&self, role: &str) -> Result<std::collections::BTreeSet<u64>, StoreError> {
+        let listed = self
+            .api
+            .list_metadata(&ListParams::default().labels(&format!("{ROLE_LABEL}={role}")))
+            .await
+            .map_err(|e| api_error(&self.namespace, &format!("list the store's {role} secrets"), e))?;
+        Ok(listed
+            .items
+            .iter()
+            .filter_map(|item| item.metadata.labels.as_ref()?.get(BATCH_LABEL)?.parse().ok())
+            .collect())
     }
 
-    /// Deletes the snapshot parts other than `keep`'s.
-    pub async fn delete_snapshots_but(&self, keep: &str) -> Result<(), StoreError> {
-        self.delete_where(&format!("{ROLE_LABEL}=snapshot-part,{PART_LABEL}!={keep}"))
+    /// Deletes the Secrets of `role` (commits, parts) labelled with batch `batch`.
+    pub async fn delete_batch(&self, role: &str, batch: u64) -> Result<(), StoreError> {
+        self.delete_where(&format!("{ROLE_LABEL}={role},{BATCH_LABEL}={batch}"))
             .await
     }
 

@@ -35,6 +35,7 @@ use trellis_store::{
 };
 
 use self::log::{Body, CommitLog};
+pub use self::log::{ROLE_LABEL, SECRET_TYPE};
 use self::op::{Op, Outcome, replay};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -62,6 +63,9 @@ pub struct KubeStoreConfig {
     pub keep: u64,
     /// Commits per compaction batch.
     pub batch: u64,
+    /// Replay other replicas' commits as they come (always, but in tests of a replica that
+    /// stopped replaying: it then catches up only when it writes).
+    pub follow: bool,
 }
 
 impl KubeStoreConfig {
@@ -74,6 +78,7 @@ impl KubeStoreConfig {
             snapshot_every: 1000,
             keep: 1000,
             batch: log::BATCH,
+            follow: true,
         }
     }
 }
@@ -89,6 +94,11 @@ pub(crate) struct Shared {
     lock_gate: Arc<tokio::sync::Mutex<()>>,
     /// Unique to this process: the write lock's holder is `<identity>/<process>`.
     process: String,
+    /// Until when this replica's hold of the write lock is sure (`None`: not held); a config
+    /// write after that moment is refused, since another replica may have taken the lock.
+    lock_sure_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set once the log was compacted past this replica: it must restart from the snapshot.
+    behind: std::sync::atomic::AtomicBool,
 }
 
 pub struct KubeStore {
@@ -129,12 +139,54 @@ impl Shared {
         self.catch_up(&mut applied).await
     }
 
+    /// After `catch_up` found no next commit: whether that commit was compacted away (the
+    /// snapshot is past it). Such a replica would write its next commit under a deleted name,
+    /// a fork no other replica reads; it refuses writes instead, until it restarts from the
+    /// snapshot.
+    async fn check_not_behind(&self, applied: &mut u64) -> Result<()> {
+        let Some(snapshot) = self.log.snapshot_ref().await? else {
+            return Ok(());
+        };
+        if snapshot.seq > *applied {
+            // The next commit may have appeared since.
+            self.catch_up(applied).await?;
+        }
+        if snapshot.seq <= *applied {
+            return Ok(());
+        }
+        self.behind.store(true, std::sync::atomic::Ordering::Relaxed);
+        Err(StoreError::Transaction(format!(
+            "this replica fell behind the store's compacted log (it replayed commit {applied}, the snapshot is at {}): restart it to load the snapshot",
+            snapshot.seq
+        )))
+    }
+
+    /// Refuses a config write when this replica holds the write lock but cannot be sure it
+    /// still does (its Lease was not renewed in time).
+    fn check_lock(&self, op: &Op) -> Result<()> {
+        if !matches!(op, Op::Apply { .. } | Op::Delete { .. }) {
+            return Ok(());
+        }
+        match *self.lock_sure_until.lock().expect("lock state") {
+            Some(until) if std::time::Instant::now() > until => Err(StoreError::Transaction(
+                "Kubernetes store: the write lock's Lease was not renewed in time, so another replica may hold it; try again".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes `op` at the next free place in the log and replays it, unless `settled` finds,
     /// on the caught-up copy, that it would change nothing (its answer is then returned).
     async fn commit(&self, op: Op, settled: impl Fn(&RedbStore) -> Option<Outcome>) -> Result<Outcome> {
         let bytes = serde_json::to_vec(&op).expect("ops serialize");
+        if self.behind.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Transaction(
+                "this replica fell behind the store's compacted log: restart it to load the snapshot".into(),
+            ));
+        }
         let mut applied = self.applied.lock().await;
         self.catch_up(&mut applied).await?;
+        self.check_not_behind(&mut applied).await?;
         if let Some(outcome) = settled(&self.local) {
             return Ok(outcome);
         }
@@ -146,6 +198,7 @@ impl Shared {
             Body::Inline(bytes)
         };
         for _ in 0..TRIES {
+            self.check_lock(&op)?;
             let seq = *applied + 1;
             if self.log.create(seq, &body, self.config.batch).await? {
                 let outcome = replay(&self.local, op);
@@ -206,11 +259,15 @@ impl KubeStore {
                 client,
                 lock_gate: Arc::new(tokio::sync::Mutex::new(())),
                 process: new_id(&config.identity)[..8].to_string(),
+                lock_sure_until: std::sync::Mutex::new(None),
+                behind: Default::default(),
             });
             shared.caught_up().await?;
             Ok::<_, StoreError>(shared)
         })?;
-        runtime.spawn(follow(shared.clone()));
+        if config.follow {
+            runtime.spawn(follow(shared.clone()));
+        }
         let applied = runtime.block_on(async { *shared.applied.lock().await });
         tracing::info!(
             namespace = %config.namespace,
@@ -223,6 +280,12 @@ impl KubeStore {
             seen: Default::default(),
             runtime: Some(runtime),
         })
+    }
+
+    /// Whether the log was compacted past this replica, which must then restart to load the
+    /// snapshot (its writes are refused meanwhile).
+    pub fn fell_behind(&self) -> bool {
+        self.shared.behind.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last commit this replica replayed.
@@ -289,24 +352,34 @@ impl Drop for KubeStore {
 /// Replays commits as other replicas write them: on every change the watch of the log's
 /// Secrets reports, and every few seconds in case it missed one.
 async fn follow(shared: Arc<Shared>) {
-    // Metadata only: the watch says that a commit appeared; its body is read once, in order.
-    let api: kube::Api<PartialObjectMeta<Secret>> =
-        kube::Api::namespaced(shared.client.clone(), &shared.config.namespace);
-    let selector = format!("{}=commit", log::ROLE_LABEL);
-    let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector)).boxed();
     let mut recheck = tokio::time::interval(RECHECK);
     loop {
-        tokio::select! {
-            event = events.next() => {
-                if let Some(Err(error)) = event {
-                    tracing::debug!(%error, "the Kubernetes store's watch restarts");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+        // Metadata only: the watch says that a commit appeared; its body is read once, in order.
+        let api: kube::Api<PartialObjectMeta<Secret>> =
+            kube::Api::namespaced(shared.client.clone(), &shared.config.namespace);
+        let selector = format!("{}=commit", log::ROLE_LABEL);
+        let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector)).boxed();
+        loop {
+            let rechecking = tokio::select! {
+                event = events.next() => match event {
+                    None => break,
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "the Kubernetes store's watch restarts");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        false
+                    }
+                    Some(Ok(_)) => false,
+                },
+                _ = recheck.tick() => true,
+            };
+            let mut applied = shared.applied.lock().await;
+            let mut replayed = shared.catch_up(&mut applied).await;
+            if rechecking && replayed.is_ok() {
+                replayed = shared.check_not_behind(&mut applied).await;
             }
-            _ = recheck.tick() => {}
-        }
-        if let Err(error) = shared.caught_up().await {
-            tracing::warn!(%error, "cannot replay the store's log");
+            if let Err(error) = replayed {
+                tracing::warn!(%error, "cannot replay the store's log");
+            }
         }
     }
 }

@@ -72,7 +72,7 @@ impl PresenceShare for KubeStore {
                     labels: Some(BTreeMap::from([(ROLE_LABEL.to_string(), "presence".to_string())])),
                     ..Default::default()
                 },
-                type_: Some("trellis.io/store".into()),
+                type_: Some(super::SECRET_TYPE.into()),
                 data: Some(data),
                 ..Default::default()
             };

@@ -9,7 +9,7 @@ use std::path::Path;
 use trellis_store::StoreError;
 
 use super::Shared;
-use super::log::SnapshotRef;
+use super::log::{SnapshotRef, SnapshotSwap};
 
 /// How often a start tries again when a compaction replaced the snapshot while it was read.
 const LOAD_TRIES: usize = 5;
@@ -44,9 +44,9 @@ pub(super) async fn load(log: &super::CommitLog, cache_path: &Path) -> Result<u6
 pub(super) async fn compact_if_due(shared: &Shared) -> Result<bool, StoreError> {
     let config = &shared.config;
     let last = shared.log.snapshot_ref().await?.map(|r| r.seq).unwrap_or(0);
-    let (seq, id) = {
-        // Held while the file is read: no replay writes to it meanwhile, so the copy is the
-        // local store as it stood after commit `seq`.
+    let (seq, bytes) = {
+        // Held only while the file is read: no replay writes to it meanwhile, so the copy is
+        // the local store as it stood after commit `seq`. Writes go on during the upload.
         let mut applied = shared.applied.lock().await;
         shared.catch_up(&mut applied).await?;
         if *applied < last + config.snapshot_every {
@@ -54,22 +54,39 @@ pub(super) async fn compact_if_due(shared: &Shared) -> Result<bool, StoreError> 
         }
         let bytes = std::fs::read(&config.cache_path)
             .map_err(|e| StoreError::Transaction(format!("cannot read {}: {e}", config.cache_path.display())))?;
-        let id = super::new_id(&config.identity);
-        let parts = shared
-            .log
-            .put_parts("snapshot-part", &id, &bytes, *applied / config.batch)
-            .await?;
-        shared.log.set_snapshot(&SnapshotRef { seq: *applied, parts }).await?;
-        tracing::info!(seq = *applied, bytes = bytes.len(), "stored a snapshot of the store");
-        (*applied, id)
+        (*applied, bytes)
     };
-    shared.log.delete_snapshots_but(&id).await?;
-    // Whole batches of commits at or before `seq - keep` go.
-    let cutoff = seq.saturating_sub(config.keep);
-    let first_kept_batch = (cutoff + 1) / config.batch;
-    let first_batch = last.saturating_sub(config.keep) / config.batch;
-    for batch in first_batch.saturating_sub(1)..first_kept_batch {
-        shared.log.delete_batch(batch).await?;
+    let id = super::new_id(&config.identity);
+    let parts = shared
+        .log
+        .put_parts("snapshot-part", &id, &bytes, seq / config.batch)
+        .await?;
+    let reference = SnapshotRef { seq, parts };
+    match shared.log.set_snapshot(&reference).await? {
+        SnapshotSwap::Replaced(previous) => {
+            tracing::info!(seq, bytes = bytes.len(), "stored a snapshot of the store");
+            if let Some(previous) = previous {
+                shared.log.delete_parts(&previous.parts.id).await?;
+            }
+        }
+        SnapshotSwap::Later | SnapshotSwap::Raced => {
+            shared.log.delete_parts(&id).await?;
+            return Ok(false);
+        }
+    }
+    // Whole batches of commits at or before `seq - keep` go, with the parts written while the
+    // log was a batch earlier (a part's commit may land in the batch after the one it was
+    // written in). Listed, so that batches a stopped compaction left behind go too.
+    let first_kept = (seq.saturating_sub(config.keep) + 1) / config.batch;
+    for batch in shared.log.batches("commit").await? {
+        if batch < first_kept {
+            shared.log.delete_batch("commit", batch).await?;
+        }
+    }
+    for batch in shared.log.batches("part").await? {
+        if batch + 1 < first_kept {
+            shared.log.delete_batch("part", batch).await?;
+        }
     }
     Ok(true)
 }

@@ -5,7 +5,7 @@
 //! so admission never judges a stale view.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::oneshot;
@@ -20,6 +20,9 @@ const DURATION: Duration = Duration::from_secs(2);
 /// How long a write waits for the lock before it fails (and the user tries again).
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
+/// How long after a successful renewal the hold is sure: well within the duration, since
+/// another replica counts the duration from when it saw the renewal.
+const SURE_FOR: Duration = Duration::from_millis(1300);
 
 pub(super) async fn acquire(shared: Arc<Shared>) -> Result<WriteLock, StoreError> {
     // One holder per replica: the Lease names the replica, so two of its own writers would
@@ -49,8 +52,9 @@ pub(super) async fn acquire(shared: Arc<Shared>) -> Result<WriteLock, StoreError
         }
         tokio::time::sleep(POLL).await;
     }
+    *shared.lock_sure_until.lock().expect("lock state") = Some(Instant::now() + SURE_FOR);
     let (released, on_release) = oneshot::channel::<()>();
-    tokio::spawn(hold(api, config, on_release, gate));
+    tokio::spawn(hold(shared.clone(), api, config, on_release, gate));
     shared.caught_up().await?;
     Ok(WriteLock::holding(released))
 }
@@ -58,6 +62,7 @@ pub(super) async fn acquire(shared: Arc<Shared>) -> Result<WriteLock, StoreError
 /// Renews the Lease until the lock is dropped, then clears it; this replica's next writer waits
 /// (on `gate`) until it is cleared.
 async fn hold(
+    shared: Arc<Shared>,
     api: kube::Api<Lease>,
     config: LeaseConfig,
     mut on_release: oneshot::Receiver<()>,
@@ -68,12 +73,16 @@ async fn hold(
         tokio::select! {
             _ = &mut on_release => break,
             () = tokio::time::sleep(DURATION / 3) => {
-                if let Err(error) = try_acquire_or_renew(&api, &config, &mut observed).await {
-                    tracing::warn!(%error, "cannot renew the store's write lock");
+                let started = Instant::now();
+                match try_acquire_or_renew(&api, &config, &mut observed).await {
+                    Ok(true) => *shared.lock_sure_until.lock().expect("lock state") = Some(started + SURE_FOR),
+                    Ok(false) => tracing::warn!("another replica took the store's write lock"),
+                    Err(error) => tracing::warn!(%error, "cannot renew the store's write lock"),
                 }
             }
         }
     }
+    *shared.lock_sure_until.lock().expect("lock state") = None;
     release(&api, &config).await;
     drop(gate);
 }

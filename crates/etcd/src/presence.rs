@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use trellis_store::{PresenceShare, StoreError};
+use trellis_store::{PresenceShare, StoreError, decode_presence, encode_presence};
 
 use crate::store::EtcdStore;
 use crate::wire::*;
@@ -22,11 +22,7 @@ pub(crate) struct PresenceState {
 
 impl PresenceShare for EtcdStore {
     fn put_presence(&self, replica: &str, agents: &BTreeMap<String, Vec<u8>>) -> Result<()> {
-        let value: BTreeMap<&String, serde_json::Value> = agents
-            .iter()
-            .map(|(cluster, status)| (cluster, serde_json::from_slice(status).unwrap_or_default()))
-            .collect();
-        let value = serde_json::to_vec(&value).expect("statuses serialize");
+        let value = encode_presence(agents);
         let rest = format!("presence/{replica}");
         let previous = *self.presence.lease.lock().expect("presence lock");
         let lease = self.block(move |inner| async move {
@@ -56,24 +52,20 @@ impl PresenceShare for EtcdStore {
     }
 
     fn presences(&self) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>> {
-        self.block(|inner| async move {
+        let records = self.block(|inner| async move {
             let prefix = inner.key("presence/");
             let (_, kvs) = inner.client.range_prefix(&prefix, 0).await?;
-            let mut all = BTreeMap::new();
-            for kv in kvs {
-                let replica = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
-                let agents: BTreeMap<String, serde_json::Value> =
-                    serde_json::from_slice(&kv.value).map_err(|e| crate::EtcdError::Corrupt {
-                        what: format!("presence of replica {replica}"),
-                        message: e.to_string(),
-                    })?;
-                let agents = agents
-                    .into_iter()
-                    .map(|(cluster, status)| (cluster, serde_json::to_vec(&status).expect("JSON serializes")))
-                    .collect();
-                all.insert(replica, agents);
-            }
-            Ok(all)
-        })
+            Ok(kvs
+                .into_iter()
+                .map(|kv| (String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned(), kv.value))
+                .collect::<Vec<_>>())
+        })?;
+        records
+            .into_iter()
+            .map(|(replica, value)| {
+                let agents = decode_presence(&format!("presence of replica {replica}"), &value)?;
+                Ok((replica, agents))
+            })
+            .collect()
     }
 }

@@ -20,7 +20,7 @@ mod write_lock;
 pub use access::{AccessStore, ApiTokenRecord, AuditRecord, AuditRetention};
 pub use feed::{Change, Feed, Watch};
 pub use issuance::{IntermediateClaim, IntermediateRecord, IssuanceStore, blocking_intermediate};
-pub use presence::PresenceShare;
+pub use presence::{PresenceShare, decode_presence, encode_presence};
 pub use redb_store::RedbStore;
 pub use shared_translation::{SectionPayload, SharedCluster, SharedTranslation, StampedTranslation, TranslationShare};
 pub use silences::{SilenceRecord, SilenceStore, silence_key};

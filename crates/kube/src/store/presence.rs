@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
-use trellis_store::{PresenceShare, StoreError};
+use trellis_store::{PresenceShare, StoreError, decode_presence, encode_presence};
 
 use super::KubeStore;
 use super::log::ROLE_LABEL;
@@ -46,17 +46,10 @@ fn error(action: &str, error: kube::Error) -> StoreError {
 
 impl PresenceShare for KubeStore {
     fn put_presence(&self, replica: &str, agents: &BTreeMap<String, Vec<u8>>) -> Result<()> {
-        let value: BTreeMap<&String, serde_json::Value> = agents
-            .iter()
-            .map(|(cluster, status)| (cluster, serde_json::from_slice(status).unwrap_or_default()))
-            .collect();
         let put = self.seen.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = BTreeMap::from([
             ("replica".to_string(), ByteString(replica.as_bytes().to_vec())),
-            (
-                "agents".to_string(),
-                ByteString(serde_json::to_vec(&value).expect("statuses serialize")),
-            ),
+            ("agents".to_string(), ByteString(encode_presence(agents))),
             // Changes at every put, so that readers see the record renewed.
             (
                 "put".to_string(),
@@ -122,15 +115,7 @@ impl PresenceShare for KubeStore {
                 let (Some(replica), Some(agents)) = (field("replica"), field("agents")) else {
                     continue;
                 };
-                let agents: BTreeMap<String, serde_json::Value> =
-                    serde_json::from_slice(&agents).map_err(|e| StoreError::Corrupt {
-                        what: format!("presence record {name}"),
-                        message: e.to_string(),
-                    })?;
-                let agents = agents
-                    .into_iter()
-                    .map(|(cluster, status)| (cluster, serde_json::to_vec(&status).expect("JSON serializes")))
-                    .collect();
+                let agents = decode_presence(&format!("presence record {name}"), &agents)?;
                 all.insert(String::from_utf8_lossy(&replica).into_owned(), agents);
             }
         }

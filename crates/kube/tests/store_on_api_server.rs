@@ -351,3 +351,121 @@ async fn replicas_share_the_store_through_the_api_server() {
     assert!(refused.contains("401") || refused.contains("Unauthorized"), "{refused}");
     let _ = std::fs::remove_dir_all(&cluster.dir);
 }
+
+/// The shared translation, once the follower's watch has it (with nothing held, waiting
+/// returns at once while nothing is shared).
+fn until_shared(follower: &KubeStore) -> trellis_store::StampedTranslation {
+    use trellis_store::TranslationShare;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(stamped) = follower.wait_translation(0, Duration::from_secs(1)).unwrap() {
+            return stamped;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never saw the shared translation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The leader's translation, shared through the API server: a follower waits for it, reads
+/// it whole, and fetches only sections by version; sections no manifest names any more go.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leaders_translation_is_shared_through_the_api_server() {
+    use std::collections::BTreeMap;
+    use trellis_store::{SharedCluster, SharedTranslation, TranslationShare};
+
+    let cluster = cluster("share").await;
+    let (leader, follower) = (cluster.open("leader").await, cluster.open("follower").await);
+    let sections = |big: &[u8]| -> BTreeMap<(String, String), Arc<[u8]>> {
+        BTreeMap::from([
+            (
+                ("c1".to_string(), "listeners".to_string()),
+                Arc::from(&b"listeners v1"[..]),
+            ),
+            (("c1".to_string(), "routes".to_string()), Arc::from(big)),
+            (
+                ("c2".to_string(), "listeners".to_string()),
+                Arc::from(&b"listeners v1"[..]),
+            ),
+        ])
+    };
+    let translation = |payloads: &BTreeMap<(String, String), Arc<[u8]>>, revision: u64| {
+        let mut clusters: BTreeMap<String, SharedCluster> = BTreeMap::new();
+        for ((name, section), payload) in payloads {
+            let entry = clusters.entry(name.clone()).or_insert_with(|| SharedCluster {
+                version: String::new(),
+                sections: Vec::new(),
+            });
+            entry
+                .sections
+                .push((section.clone(), trellis_base::stable_hash(payload)));
+            entry.version = format!("{}-{revision}", entry.sections.len());
+        }
+        SharedTranslation {
+            revision,
+            traceparent: None,
+            report: Arc::from(&b"{\"warnings\":{}}"[..]),
+            clusters,
+        }
+    };
+    // A section larger than a Secret holds travels in parts.
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let first = sections(&big);
+    let shared = translation(&first, 7);
+    let (l, f, published) = (leader.clone(), follower.clone(), shared.clone());
+    blocking(move || {
+        let payload = |cluster: &str, section: &str| first.get(&(cluster.to_string(), section.to_string())).cloned();
+        l.publish_translation(&published, &payload).unwrap();
+        let stamped = until_shared(&f);
+        assert_eq!(stamped.translation, published);
+        let versions: Vec<u64> = published.clusters["c1"].sections.iter().map(|(_, v)| *v).collect();
+        let payloads = f.section_payloads(&versions).unwrap();
+        for (version, payload) in &payloads {
+            assert_eq!(trellis_base::stable_hash(payload), *version);
+        }
+        assert!(payloads.values().any(|p| p.len() == 2_000_000));
+
+        // Two more translations without the big section: it is deleted once neither the
+        // current manifest nor the one before names it.
+        let second = sections(b"routes v2");
+        let next = translation(&second, 8);
+        let payload = |cluster: &str, section: &str| second.get(&(cluster.to_string(), section.to_string())).cloned();
+        l.publish_translation(&next, &payload).unwrap();
+        let later = f
+            .wait_translation(stamped.stamp, Duration::from_secs(10))
+            .unwrap()
+            .expect("the next");
+        assert_eq!(later.translation.revision, 8);
+        let big_version = trellis_base::stable_hash(&big);
+        assert!(
+            f.section_payloads(&[big_version]).is_ok(),
+            "the one before's sections stay a while"
+        );
+        let mut third = translation(&second, 9);
+        third.report = Arc::from(&b"{}"[..]);
+        l.publish_translation(&third, &payload).unwrap();
+        assert!(
+            f.section_payloads(&[big_version]).is_err(),
+            "a section nobody names is deleted"
+        );
+        // Nothing new: waiting returns nothing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let latest = loop {
+            let latest = until_shared(&f);
+            if latest.translation.revision == 9 {
+                break latest;
+            }
+            assert!(Instant::now() < deadline, "the follower never saw revision 9");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            f.wait_translation(latest.stamp, Duration::from_millis(300))
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&cluster.dir);
+}

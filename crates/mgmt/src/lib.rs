@@ -127,13 +127,7 @@ pub async fn run(args: MgmtArgs) -> anyhow::Result<()> {
         // The policy's problem stays visible to `trellis check` until the follower retries it.
         root_trust::keep_problem(&mgmt.mesh, error);
     }
-    // Where the leader shares no translation (the Kubernetes store), every replica translates
-    // the store it replays: the same commits make the same config.
-    let translating = match &replication.share {
-        Some(_) => replication.leading.clone(),
-        None => tokio::sync::watch::channel(true).1,
-    };
-    let translator = mgmt.start_translator(translator, translating);
+    let translator = mgmt.start_translator(translator, replication.leading.clone());
     if let Some(presence) = &replication.presence {
         tokio::spawn(presence::share(mgmt.clone(), presence.clone()));
     }

@@ -4,8 +4,8 @@
 //! the relay and the API with it (`translation_share`), and signs through transactional claims
 //! in the store. The leader also does the upkeep no two replicas should do at once: it compacts
 //! etcd's history, and writes the status of Kubernetes resources. It is elected by an etcd
-//! lease, or by a Kubernetes Lease where the server watches a Kubernetes cluster. On the
-//! Kubernetes store every replica translates for itself (see `on_kubernetes`).
+//! lease, or by a Kubernetes Lease where the server watches a Kubernetes cluster; its store is
+//! etcd, or the Kubernetes API server itself (`on_kubernetes`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,8 +115,8 @@ async fn lease_leadership(
 }
 
 /// The store on the management cluster's API server, elected by a Lease in the same namespace.
-/// Every replica translates the store it replays (the same commits make the same config) and
-/// records its agents beside the log; the leader signs, writes statuses and compacts the log.
+/// The leader translates and shares each translation beside the log, signs, writes statuses and
+/// compacts the log; every replica records its agents there.
 async fn on_kubernetes(config: &MgmtConfig, metrics: &MgmtMetrics, replica_name: &str) -> anyhow::Result<Replication> {
     let (Some(source), LeaderElection::Kubernetes { namespace }) = (&config.kubernetes, &config.leader_election) else {
         anyhow::bail!("--store kubernetes needs --kubeconfig or --kubernetes, and a Kubernetes Lease election");
@@ -137,7 +137,7 @@ async fn on_kubernetes(config: &MgmtConfig, metrics: &MgmtMetrics, replica_name:
     Ok(Replication {
         store: store.clone(),
         leading,
-        share: None,
+        share: Some(store.clone()),
         presence: Some(store),
         name: Some(replica_name.to_string()),
         election: Election::Kubernetes(leadership),

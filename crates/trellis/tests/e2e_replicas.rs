@@ -31,9 +31,6 @@ struct Replica {
 struct Backend {
     /// The store's and the election's flags, the same for every replica.
     flags: Vec<String>,
-    /// Whether the leader shares its translations (etcd), or every replica translates for
-    /// itself (the Kubernetes store).
-    shares_translations: bool,
 }
 
 /// Starts replica `name` with the first replica's PKI and admin token (as each pod of a
@@ -152,7 +149,6 @@ async fn the_leader_dies_under_applies_and_traffic_and_nothing_is_lost() {
     let etcd = Etcd::start(&test_dir("replicas-etcd")).await;
     let backend = Backend {
         flags: etcd.mgmt_args(PREFIX),
-        shares_translations: true,
     };
     kill_the_leader(&backend, "replicas").await.stop().await;
 }
@@ -190,10 +186,7 @@ async fn on_kubernetes(peers_dir: &str, mesh_name: &str, api_server_store: bool)
     } else {
         flags.extend(etcd.mgmt_args(PREFIX));
     }
-    let backend = Backend {
-        flags,
-        shares_translations: !api_server_store,
-    };
+    let backend = Backend { flags };
     let survivors = kill_the_leader(&backend, mesh_name).await;
     if api_server_store {
         // The config lives in the API server: commits are Secrets of the Lease's namespace.
@@ -321,34 +314,27 @@ async fn kill_the_leader(backend: &Backend, name: &str) -> Survivors {
         counter(r2.admin_port, "translations").await,
         counter(r3.admin_port, "translations").await,
     ];
-    if backend.shares_translations {
-        // r2 and r3 started with r1's translation: they never translated.
-        assert_eq!(translated_before[1..], [0, 0], "a follower translated when it started");
-    }
+    // r2 and r3 started with r1's translation: they never translated.
+    assert_eq!(translated_before[1..], [0, 0], "a follower translated when it started");
+
     let followed_before = counter(r3.admin_port, "translations_followed").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    if backend.shares_translations {
-        // One replica translates: r1 translated the applies, r2 and r3 translated nothing and
-        // served r1's translations, with r1's versions.
-        assert!(counter(mesh.admin_port, "translations").await > translated_before[0]);
-        assert_eq!(
-            counter(r2.admin_port, "translations").await,
-            translated_before[1],
-            "r2 translated"
-        );
-        assert_eq!(
-            counter(r3.admin_port, "translations").await,
-            translated_before[2],
-            "r3 translated"
-        );
-        assert!(counter(r3.admin_port, "translations_followed").await > followed_before);
-    } else {
-        // Every replica translates the store it replays.
-        for port in [mesh.admin_port, r2.admin_port, r3.admin_port] {
-            assert!(counter(port, "translations").await > 0, "a replica did not translate");
-        }
-    }
+    // One replica translates: r1 translated the applies, r2 and r3 translated nothing and
+    // served r1's translations, with r1's versions.
+    assert!(counter(mesh.admin_port, "translations").await > translated_before[0]);
+    assert_eq!(
+        counter(r2.admin_port, "translations").await,
+        translated_before[1],
+        "r2 translated"
+    );
+    assert_eq!(
+        counter(r3.admin_port, "translations").await,
+        translated_before[2],
+        "r3 translated"
+    );
+    assert!(counter(r3.admin_port, "translations_followed").await > followed_before);
+
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (leader, follower) = (served_versions(&r1).await, served_versions(&r3.api).await);
@@ -435,32 +421,31 @@ async fn kill_the_leader(backend: &Backend, name: &str) -> Survivors {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
-    if backend.shares_translations {
-        // The new leader translates from now on; the other still only serves.
-        let (leader_port, leader_before, follower_port, follower_before) = match new_leader.name.as_str() {
-            "r2" => (
-                r2.admin_port,
-                translated_before[1],
-                r3.admin_port,
-                survivors_translated[1],
-            ),
-            _ => (
-                r3.admin_port,
-                translated_before[2],
-                r2.admin_port,
-                survivors_translated[0],
-            ),
-        };
-        assert!(
-            counter(leader_port, "translations").await > leader_before,
-            "the new leader translates"
-        );
-        assert_eq!(
-            counter(follower_port, "translations").await,
-            follower_before,
-            "a follower translated"
-        );
-    }
+    // The new leader translates from now on; the other still only serves.
+    let (leader_port, leader_before, follower_port, follower_before) = match new_leader.name.as_str() {
+        "r2" => (
+            r2.admin_port,
+            translated_before[1],
+            r3.admin_port,
+            survivors_translated[1],
+        ),
+        _ => (
+            r3.admin_port,
+            translated_before[2],
+            r2.admin_port,
+            survivors_translated[0],
+        ),
+    };
+    assert!(
+        counter(leader_port, "translations").await > leader_before,
+        "the new leader translates"
+    );
+    assert_eq!(
+        counter(follower_port, "translations").await,
+        follower_before,
+        "a follower translated"
+    );
+
     let acknowledged = applies.await.unwrap();
     let (ok, failed) = traffic.await.unwrap();
 

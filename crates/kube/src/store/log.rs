@@ -130,10 +130,12 @@ impl CommitLog {
                 (BATCH_LABEL.to_string(), batch.to_string()),
             ]);
             let secret = self.secret(part_name(id, index), labels, "chunk", chunk.to_vec());
-            self.api
-                .create(&PostParams::default(), &secret)
-                .await
-                .map_err(|e| api_error(&self.namespace, "write a part", e))?;
+            match self.api.create(&PostParams::default(), &secret).await {
+                Ok(_) => {}
+                // Ids are random, or derived from the bytes: a part that exists is this one.
+                Err(error) if is_status(&error, 409) => {}
+                Err(error) => return Err(api_error(&self.namespace, "write a part", error)),
+            }
         }
         Ok(Parts {
             id: id.to_string(),
@@ -297,6 +299,79 @@ impl CommitLog {
             .await
             .map(|_| ())
             .map_err(|e| api_error(&self.namespace, &format!("delete secrets {selector}"), e))
+    }
+
+    /// Writes `bytes` under `name` (in parts when large); with `replace`, over what is there.
+    /// Returns false when `name` exists and `replace` is not set.
+    pub async fn put_blob(&self, name: &str, role: &str, bytes: &[u8], replace: bool) -> Result<bool, StoreError> {
+        let labels = BTreeMap::from([(ROLE_LABEL.to_string(), role.to_string())]);
+        let mut secret = if bytes.len() > CHUNK {
+            let id = format!("{}-{}", role, trellis_base::hash::sha256_hex(bytes)[..16].to_owned());
+            let parts = self.put_parts(&format!("{role}-part"), &id, bytes, 0).await?;
+            let reference = serde_json::to_vec(&parts).expect("parts serialize");
+            self.secret(name.to_string(), labels, "parts", reference)
+        } else {
+            self.secret(name.to_string(), labels, "payload", bytes.to_vec())
+        };
+        let fail = |e| api_error(&self.namespace, &format!("write {name}"), e);
+        match self.api.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(true),
+            Err(error) if is_status(&error, 409) && !replace => Ok(false),
+            Err(error) if is_status(&error, 409) => {
+                let existing = self.api.get(name).await.map_err(fail)?;
+                secret.metadata.resource_version = existing.metadata.resource_version;
+                self.api
+                    .replace(name, &PostParams::default(), &secret)
+                    .await
+                    .map(|_| true)
+                    .map_err(fail)
+            }
+            Err(error) => Err(fail(error)),
+        }
+    }
+
+    /// What [`CommitLog::put_blob`] wrote under `name`, if anything.
+    pub async fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let secret = self
+            .api
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error(&self.namespace, &format!("read {name}"), e))?;
+        let Some(secret) = secret else { return Ok(None) };
+        if let Some(payload) = data(&secret, "payload") {
+            return Ok(Some(payload));
+        }
+        let parts = data(&secret, "parts").ok_or_else(|| corrupt(name, "neither payload nor parts"))?;
+        let parts: Parts = serde_json::from_slice(&parts).map_err(|e| corrupt(name, &e.to_string()))?;
+        Ok(Some(self.read_parts(&parts).await?))
+    }
+
+    /// Deletes what [`CommitLog::put_blob`] wrote under `name`, parts included.
+    pub async fn delete_blob(&self, name: &str) -> Result<(), StoreError> {
+        let fail = |e| api_error(&self.namespace, &format!("delete {name}"), e);
+        let Some(secret) = self.api.get_opt(name).await.map_err(fail)? else {
+            return Ok(());
+        };
+        if let Some(parts) = data(&secret, "parts")
+            && let Ok(parts) = serde_json::from_slice::<Parts>(&parts)
+        {
+            self.delete_parts(&parts.id).await?;
+        }
+        match self.api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(error) if is_status(&error, 404) => Ok(()),
+            Err(error) => Err(fail(error)),
+        }
+    }
+
+    /// The names of the Secrets of `role`.
+    pub async fn names(&self, role: &str) -> Result<Vec<String>, StoreError> {
+        let listed = self
+            .api
+            .list_metadata(&ListParams::default().labels(&format!("{ROLE_LABEL}={role}")))
+            .await
+            .map_err(|e| api_error(&self.namespace, &format!("list the store's {role} secrets"), e))?;
+        Ok(listed.items.into_iter().filter_map(|item| item.metadata.name).collect())
     }
 
     /// Whether the namespace exists and this account may read the log: checked at start so that

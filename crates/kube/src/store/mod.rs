@@ -9,12 +9,14 @@
 //! are therefore decided once. The leader periodically stores its local copy as a snapshot and
 //! deletes the commits well behind it ([`snapshot`]); a replica that starts loads the snapshot
 //! and replays what follows it. Applies hold a Lease from admission to write ([`write_lock`]).
-//! Each replica also records the agents connected to it ([`presence`]).
+//! Each replica also records the agents connected to it ([`presence`]), and the leader shares
+//! its translations ([`translation_share`]).
 
 mod log;
 pub mod op;
 mod presence;
 mod snapshot;
+mod translation_share;
 mod write_lock;
 
 use std::future::Future;
@@ -104,6 +106,7 @@ pub(crate) struct Shared {
 pub struct KubeStore {
     shared: Arc<Shared>,
     seen: presence::Seen,
+    share: Arc<translation_share::ShareState>,
     /// Runs the client and the log watch; the Store trait is blocking. Always `Some` until
     /// dropped.
     runtime: Option<tokio::runtime::Runtime>,
@@ -265,8 +268,10 @@ impl KubeStore {
             shared.caught_up().await?;
             Ok::<_, StoreError>(shared)
         })?;
+        let share = Arc::new(translation_share::ShareState::default());
         if config.follow {
             runtime.spawn(follow(shared.clone()));
+            runtime.spawn(translation_share::follow_current(shared.clone(), share.clone()));
         }
         let applied = runtime.block_on(async { *shared.applied.lock().await });
         tracing::info!(
@@ -278,6 +283,7 @@ impl KubeStore {
         Ok(KubeStore {
             shared,
             seen: Default::default(),
+            share,
             runtime: Some(runtime),
         })
     }

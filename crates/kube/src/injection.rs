@@ -164,35 +164,6 @@ pub fn patch(pod: &Value, settings: &InjectionSettings) -> Option<Vec<Value>> {
     Some(operations)
 }
 
-/// The MutatingWebhookConfiguration that sends Pod creations in namespaces labelled for
-/// injection to `url` (the management server's `/api/v1/admission/inject/<agent host:port>`),
-/// whose certificate
-/// chains to `ca_pem`.
-pub fn mutating_webhook_configuration(url: &str, ca_pem: &str) -> Value {
-    let webhook = |name: &str, label: &str| {
-        json!({
-            "name": name,
-            "clientConfig": {"url": url, "caBundle": BASE64.encode(ca_pem)},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchLabels": {label: "enabled"}},
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "reinvocationPolicy": "Never",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 10,
-        })
-    };
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "trellis-sidecar-injector"},
-        "webhooks": [
-            webhook("inject.sidecar.trellis.io", "trellis.io/injection"),
-            webhook("inject-istio-label.sidecar.trellis.io", "istio-injection"),
-        ],
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,28 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, 
     (output.status.success(), text)
 }
 
+/// Runs the real helm (built by scripts/setup) with `args`; returns whether it succeeded and
+/// what it printed (stdout, then stderr).
+pub fn helm(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(peer("helm"))
+        .args(args)
+        .output()
+        .expect("helm runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// The chart `name` of this repository.
+pub fn chart(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../charts")
+        .join(name)
+}
+
 /// This host's first IPv4 address off loopback: Kubernetes refuses loopback endpoint addresses,
 /// so processes standing in for pods listen there.
 pub fn host_address() -> String {

@@ -4,28 +4,9 @@
 //! every rendered object (CRDs included) admitted by a real kube-apiserver through `kubectl apply
 //! --dry-run=server`; a bad override is refused with its field path.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use serde_json::Value;
 use trellis_testkit::etcd::Etcd;
-use trellis_testkit::kube::{KubeApiServer, kubectl, peer};
-
-fn chart(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../charts")
-        .join(name)
-}
-
-fn helm(args: &[&str]) -> (bool, String) {
-    let output = Command::new(peer("helm")).args(args).output().expect("helm runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
+use trellis_testkit::kube::{KubeApiServer, chart, helm, kubectl};
 
 /// `helm template` of `chart` in namespace `trellis` with `values` files, `--set`s and `extra`
 /// flags: the YAML stream.
@@ -196,6 +177,28 @@ fn the_charts_lint_and_render_the_samples_as_gloo_users_write_them() {
     assert!(role.to_string().contains("deletecollection"), "{role}");
     let (ok, text) = helm(&["template", "t", chart("trellis-agent").to_str().unwrap()]);
     assert!(!ok && text.contains("cluster is required"), "{text}");
+    let (ok, text) = helm(&[
+        "template",
+        "t",
+        chart("trellis-mgmt").to_str().unwrap(),
+        "--set",
+        "admissionWebhook.enabled=true",
+    ]);
+    assert!(!ok && text.contains("needs admissionWebhook.caBundle"), "{text}");
+    let (ok, text) = helm(&[
+        "template",
+        "t",
+        chart("trellis-agent").to_str().unwrap(),
+        "--set",
+        "cluster=c1",
+        "--set",
+        "sidecarInjector.enabled=true",
+        "--set",
+        "sidecarInjector.mgmtApiUrl=http://mgmt:8090",
+        "--set",
+        "sidecarInjector.caBundle=x",
+    ]);
+    assert!(!ok && text.contains("must be https://"), "{text}");
 
     // The agent: several replicas to dial, the token from its Secret, add-ons in their namespace.
     let agent = render("trellis-agent", &["production.yaml"], &[]);
@@ -298,12 +301,29 @@ async fn a_real_api_server_admits_every_rendered_object_and_refuses_a_bad_overri
     kube.write_kubeconfig(&kubeconfig);
     // kubectl apply --dry-run=server of each rendering, CRDs included.
     let mut admitted = 0;
-    for (chart_name, sample) in [
-        ("trellis-mgmt", "production.yaml"),
-        ("trellis-mgmt", "insecure.yaml"),
-        ("trellis-agent", "production.yaml"),
+    // The webhooks too, when enabled (with a real PEM as their CA bundle).
+    let ca_bundle = format!("admissionWebhook.caBundle={}", etcd.ca_file.display());
+    let injector_ca = format!("sidecarInjector.caBundle={}", etcd.ca_file.display());
+    let webhook: &[&str] = &["--set", "admissionWebhook.enabled=true", "--set-file", &ca_bundle];
+    let injector: &[&str] = &[
+        "--set",
+        "sidecarInjector.enabled=true",
+        "--set",
+        "sidecarInjector.mgmtApiUrl=https://mgmt.example.com:8090",
+        "--set-file",
+        &injector_ca,
+    ];
+    for (chart_name, sample, extra) in [
+        ("trellis-mgmt", "production.yaml", webhook),
+        ("trellis-mgmt", "insecure.yaml", &[][..]),
+        ("trellis-agent", "production.yaml", injector),
     ] {
-        let yaml = template(chart_name, &[sample], &[], &["--include-crds"]);
+        let yaml = template(chart_name, &[sample], &[], &[&["--include-crds"][..], extra].concat());
+        assert_eq!(
+            yaml.contains("WebhookConfiguration"),
+            !extra.is_empty(),
+            "{chart_name}: webhooks rendered only when enabled"
+        );
         let (ok, out) = kubectl(&kubeconfig, &["apply", "--dry-run=server", "-f", "-"], Some(&yaml));
         assert!(ok, "kubectl apply --dry-run=server of {chart_name} {sample}: {out}");
         admitted += out.lines().filter(|line| line.contains("(server dry run)")).count();

@@ -13,7 +13,7 @@ use common::*;
 use serde_json::{Value, json};
 use trellis_cli::up::MeshOptions;
 use trellis_testkit::etcd::Etcd;
-use trellis_testkit::kube::{KubeApiServer, kubectl};
+use trellis_testkit::kube::{KubeApiServer, chart, helm, kubectl};
 
 const OBJECT: &str = "/apis/networking.gloo.solo.io/v2/namespaces/demo/virtualdestinations/backend-k8s";
 
@@ -215,15 +215,32 @@ async fn gloo_yaml_applied_to_kubernetes_reaches_envoy_and_gets_its_status() {
 
     // Sidecar injection: pods created in a labelled namespace get the proxy, registering as
     // their pod with a projected token for the agent; others are left as they are.
-    let injector = trellis_kube::injection::mutating_webhook_configuration(
-        &format!(
-            "{}/api/v1/admission/inject/trellis-agent.trellis.svc:9978",
-            mesh.api_url
-        ),
-        &ca_pem,
+    // Registered as the agent chart renders it.
+    let ca_file = mgmt_dir.join("pki").join("api-ca.pem");
+    let (ok, injector) = helm(&[
+        "template",
+        "agent",
+        chart("trellis-agent").to_str().unwrap(),
+        "-n",
+        "trellis",
+        "--show-only",
+        "templates/injector.yaml",
+        "--set",
+        "cluster=cluster-1",
+        "--set",
+        "sidecarInjector.enabled=true",
+        "--set",
+        &format!("sidecarInjector.mgmtApiUrl={}", mesh.api_url),
+        "--set-file",
+        &format!("sidecarInjector.caBundle={}", ca_file.display()),
+    ]);
+    assert!(ok, "{injector}");
+    assert!(
+        injector.contains("/api/v1/admission/inject/trellis-agent.trellis.svc:9978"),
+        "{injector}"
     );
-    let registered = kube.create(&injector, false).await;
-    assert_eq!(registered.status, 201, "{}", registered.body);
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&injector));
+    assert!(ok, "{out}");
     let shop = json!({"apiVersion": "v1", "kind": "Namespace",
                       "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}});
     assert_eq!(kube.create(&shop, false).await.status, 201);

@@ -107,34 +107,29 @@ async fn the_api_server_checks_gloo_fields_as_trellis_does() {
     assert!(admitted >= 60, "only {admitted} Gloo documents were tried");
     println!("{admitted} Gloo documents admitted as written");
 
-    // A wrong type is refused by the API server itself, naming the field.
-    let wrong = json!({
-        "apiVersion": "networking.gloo.solo.io/v2",
-        "kind": "VirtualDestination",
-        "metadata": {"name": "wrong", "namespace": "default"},
-        "spec": {"hosts": ["a.mesh"], "ports": [{"number": "eighty", "protocol": "HTTP"}]},
-    });
-    let path = collection(&wrong).unwrap();
-    let answer = post(&kube, &path, &wrong, "fieldValidation=Strict").await;
-    assert_eq!(answer.status, 422, "{}", answer.body);
-    assert!(answer.body.contains("spec.ports[0].number"), "{}", answer.body);
-    let missing = json!({
-        "apiVersion": "networking.gloo.solo.io/v2",
-        "kind": "VirtualDestination",
-        "metadata": {"name": "missing", "namespace": "default"},
-        "spec": {"hosts": ["a.mesh"], "ports": [{"protocol": "HTTP"}]},
-    });
-    let answer = post(&kube, &path, &missing, "fieldValidation=Strict").await;
-    assert_eq!(answer.status, 422, "{}", answer.body);
-    assert!(answer.body.contains("spec.ports[0].number"), "{}", answer.body);
+    // A wrong type, and a missing required field, are refused by the API server itself,
+    // naming the field.
+    let virtual_destination = |name: &str, spec: Value| {
+        json!({
+            "apiVersion": "networking.gloo.solo.io/v2",
+            "kind": "VirtualDestination",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        })
+    };
+    let path = collection(&virtual_destination("any", json!({}))).unwrap();
+    for (name, port) in [
+        ("wrong", json!({"number": "eighty", "protocol": "HTTP"})),
+        ("missing", json!({"protocol": "HTTP"})),
+    ] {
+        let object = virtual_destination(name, json!({"hosts": ["a.mesh"], "ports": [port]}));
+        let answer = post(&kube, &path, &object, "fieldValidation=Strict").await;
+        assert_eq!(answer.status, 422, "{name}: {}", answer.body);
+        assert!(answer.body.contains("spec.ports[0].number"), "{name}: {}", answer.body);
+    }
 
     // A misspelt field is kept (the webhook refuses it with Trellis's message), not pruned.
-    let typo = json!({
-        "apiVersion": "networking.gloo.solo.io/v2",
-        "kind": "VirtualDestination",
-        "metadata": {"name": "typo", "namespace": "default"},
-        "spec": {"hostz": ["a.mesh"], "ports": [{"number": 80}]},
-    });
+    let typo = virtual_destination("typo", json!({"hostz": ["a.mesh"], "ports": [{"number": 80}]}));
     let answer = post(&kube, &path, &typo, "").await;
     assert_eq!(answer.status, 201, "{}", answer.body);
     let stored = kube.client().get_json(&format!("{path}/typo")).await.unwrap();

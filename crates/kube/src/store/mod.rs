@@ -20,7 +20,7 @@ mod translation_share;
 mod write_lock;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ use trellis_store::{
     IntermediateRecord, IssuanceStore, RedbStore, SilenceRecord, SilenceStore, Store, StoreError, TokenCheck,
     TokenRecord, Watch, WriteLock,
 };
+
+use trellis_support::own_runtime::{OwnRuntime, Unanswered};
 
 use self::log::{Body, CommitLog};
 pub use self::log::{ROLE_LABEL, SECRET_TYPE};
@@ -107,9 +109,8 @@ pub struct KubeStore {
     shared: Arc<Shared>,
     seen: presence::Seen,
     share: Arc<translation_share::ShareState>,
-    /// Runs the client and the log watch; the Store trait is blocking. Always `Some` until
-    /// dropped.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Runs the client and the log watch; the Store trait is blocking.
+    runtime: OwnRuntime,
 }
 
 /// A fresh id for parts, unique across replicas and restarts.
@@ -240,12 +241,9 @@ impl KubeStore {
     /// Connects, loads the latest snapshot into a fresh local copy, replays the commits after
     /// it, and starts following the log.
     pub fn open(config: KubeStoreConfig) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("kube-store")
-            .enable_all()
-            .build()
+        let own = OwnRuntime::new("kube-store", 2)
             .map_err(|e| StoreError::Transaction(format!("cannot start the Kubernetes client: {e}")))?;
+        let runtime = own.runtime();
         let shared = runtime.block_on(async {
             let client = crate::sync::client(config.kubeconfig.as_deref())
                 .await
@@ -284,7 +282,7 @@ impl KubeStore {
             shared,
             seen: Default::default(),
             share,
-            runtime: Some(runtime),
+            runtime: own,
         })
     }
 
@@ -313,24 +311,13 @@ impl KubeStore {
         F: Future<Output = Result<T>> + Send + 'static,
         W: FnOnce(Arc<Shared>) -> F,
     {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let future = work(self.shared.clone());
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("the store's runtime lives until it is dropped");
-        runtime.spawn(async move {
-            let result = match tokio::time::timeout(CALL_LIMIT, future).await {
-                Ok(result) => result,
-                Err(_) => Err(StoreError::Transaction(format!(
-                    "Kubernetes store: no answer from the API server within {CALL_LIMIT:?}"
-                ))),
-            };
-            let _ = sender.send(result);
-        });
-        receiver
-            .recv()
-            .map_err(|_| StoreError::Transaction("the Kubernetes store's client stopped".into()))?
+        match self.runtime.run(work(self.shared.clone()), CALL_LIMIT) {
+            Ok(answer) => answer,
+            Err(Unanswered::TimedOut) => Err(StoreError::Transaction(format!(
+                "Kubernetes store: no answer from the API server within {CALL_LIMIT:?}"
+            ))),
+            Err(Unanswered::Stopped) => Err(StoreError::Transaction("the Kubernetes store's client stopped".into())),
+        }
     }
 
     fn write(&self, op: Op) -> Result<Outcome> {
@@ -343,15 +330,6 @@ impl KubeStore {
         settled: impl Fn(&RedbStore) -> Option<Outcome> + Send + 'static,
     ) -> Result<Outcome> {
         self.block(move |shared| async move { shared.commit(op, settled).await })
-    }
-}
-
-impl Drop for KubeStore {
-    fn drop(&mut self) {
-        // The store may be dropped on another runtime's thread, where a blocking shutdown panics.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -616,18 +594,4 @@ impl SilenceStore for KubeStore {
     fn silences(&self) -> Result<Vec<SilenceRecord>> {
         self.shared.local.silences()
     }
-}
-
-/// Writes `bytes` to `path` readable by this user only: the local copy holds Secrets.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }

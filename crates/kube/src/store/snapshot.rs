@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use trellis_store::StoreError;
+use trellis_support::files::write_private_bytes;
 
 use super::Shared;
 use super::log::{SnapshotRef, SnapshotSwap};
@@ -17,22 +18,22 @@ const LOAD_TRIES: usize = 5;
 /// Writes the latest snapshot (or nothing: an empty file) to `cache_path`, replacing what was
 /// there; returns the commit it holds.
 pub(super) async fn load(log: &super::CommitLog, cache_path: &Path) -> Result<u64, StoreError> {
-    let io = |e: std::io::Error| StoreError::Transaction(format!("cannot write {}: {e}", cache_path.display()));
+    let io = |e: anyhow::Error| StoreError::Transaction(format!("cannot write {}: {e:#}", cache_path.display()));
     if let Some(parent) = cache_path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
+        std::fs::create_dir_all(parent).map_err(|e| io(e.into()))?;
     }
     let _ = std::fs::remove_file(cache_path);
     let mut last_error = None;
     for _ in 0..LOAD_TRIES {
         match log.snapshot().await {
             Ok(Some((reference, bytes))) => {
-                super::write_private(cache_path, &bytes).map_err(io)?;
+                write_private_bytes(cache_path, &bytes).map_err(io)?;
                 tracing::info!(seq = reference.seq, bytes = bytes.len(), "loaded the store's snapshot");
                 return Ok(reference.seq);
             }
             Ok(None) => {
                 // An empty file, created private, which redb then initializes.
-                super::write_private(cache_path, &[]).map_err(io)?;
+                write_private_bytes(cache_path, &[]).map_err(io)?;
                 return Ok(0);
             }
             Err(error) => last_error = Some(error),

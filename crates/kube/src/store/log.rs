@@ -105,6 +105,11 @@ impl CommitLog {
         }
     }
 
+    /// The Secrets of the store's namespace, for records kept beside the log (presence).
+    pub fn secrets(&self) -> &Api<Secret> {
+        &self.api
+    }
+
     fn secret(&self, name: String, labels: BTreeMap<String, String>, key: &str, value: Vec<u8>) -> Secret {
         Secret {
             metadata: ObjectMeta {

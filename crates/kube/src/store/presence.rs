@@ -58,7 +58,7 @@ impl PresenceShare for KubeStore {
         ]);
         let name = record_name(replica);
         self.block(move |shared| async move {
-            let api: kube::Api<Secret> = kube::Api::namespaced(shared.client.clone(), &shared.config.namespace);
+            let api = shared.log.secrets();
             let mut secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -83,7 +83,7 @@ impl PresenceShare for KubeStore {
 
     fn presences(&self) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>> {
         let secrets = self.block(|shared| async move {
-            let api: kube::Api<Secret> = kube::Api::namespaced(shared.client.clone(), &shared.config.namespace);
+            let api = shared.log.secrets();
             let listed = api
                 .list(&ListParams::default().labels(&format!("{ROLE_LABEL}=presence")))
                 .await
@@ -122,7 +122,7 @@ impl PresenceShare for KubeStore {
         if !forgotten.is_empty() {
             // Deleted only as seen: a replica that came back and wrote meanwhile keeps its record.
             let _ = self.block(move |shared| async move {
-                let api: kube::Api<Secret> = kube::Api::namespaced(shared.client.clone(), &shared.config.namespace);
+                let api = shared.log.secrets();
                 for (name, version) in forgotten {
                     let params = DeleteParams {
                         preconditions: Some(Preconditions {
